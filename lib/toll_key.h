@@ -1,0 +1,135 @@
+/*
+ * toll: API key formats, credential parsing, secret hashing and the Redis
+ * names of key records.  Shared by the nginx module, tollctl and
+ * toll-settle, so that every program agrees on what a key looks like.
+ *
+ * Plain C11, no allocation, no I/O: safe inside an nginx worker.
+ */
+
+#ifndef _TOLL_KEY_H_INCLUDED_
+#define _TOLL_KEY_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/*
+ * A token is "<key_id>:<secret>".  Both halves use the characters of
+ * base64url ([A-Za-z0-9_-]), so a token never needs quoting in a header,
+ * a shell or a Redis key name.
+ */
+#define TOLL_KEY_ID_LEN_MIN        1
+#define TOLL_KEY_ID_LEN_MAX        64
+#define TOLL_SECRET_LEN_MIN        16
+#define TOLL_SECRET_LEN_MAX        256
+
+/* what tollctl generates: "tk_" + 16 hex digits, 43 base64url chars */
+#define TOLL_KEY_ID_PREFIX         "tk_"
+#define TOLL_KEY_ID_RANDOM_BYTES   8
+#define TOLL_SECRET_RANDOM_BYTES   32     /* 256 bits of entropy */
+#define TOLL_KEY_ID_GEN_LEN        (sizeof(TOLL_KEY_ID_PREFIX) - 1        \
+                                    + 2 * TOLL_KEY_ID_RANDOM_BYTES)
+#define TOLL_SECRET_GEN_LEN        43     /* base64url of 32 bytes */
+
+#define TOLL_SECRET_HASH_LEN       32     /* SHA-256 */
+#define TOLL_SECRET_HASH_HEX_LEN   64
+
+/* "toll:key:{<key_id>}": the hash tag keeps a record in one cluster slot */
+#define TOLL_REDIS_KEY_PREFIX      "toll:key:{"
+#define TOLL_REDIS_KEY_SUFFIX      "}"
+#define TOLL_REDIS_KEY_NAME_MAX    (sizeof(TOLL_REDIS_KEY_PREFIX) - 1      \
+                                    + TOLL_KEY_ID_LEN_MAX                  \
+                                    + sizeof(TOLL_REDIS_KEY_SUFFIX) - 1)
+/* a set of every key id ever created, for "tollctl key list" */
+#define TOLL_REDIS_KEY_INDEX       "toll:keys"
+
+/* the fields of a key record hash, as tollctl writes and the module reads */
+#define TOLL_FIELD_STATUS          "status"         /* active | revoked */
+#define TOLL_FIELD_SECRET_SHA256   "secret_sha256"  /* 64 lowercase hex */
+#define TOLL_FIELD_OWNER           "owner"
+#define TOLL_FIELD_ROLE            "role"           /* buyer|provider|admin */
+#define TOLL_FIELD_PLAN            "plan"           /* may be absent */
+#define TOLL_FIELD_RATE_LIMIT      "rate_limit"     /* requests/minute */
+#define TOLL_FIELD_EXPIRES_AT      "expires_at"     /* unix seconds; 0 never */
+#define TOLL_FIELD_CREATED_AT      "created_at"     /* unix seconds */
+
+#define TOLL_OWNER_LEN_MAX         128
+#define TOLL_PLAN_LEN_MAX          64
+
+
+typedef enum {
+    TOLL_ROLE_BUYER = 0,
+    TOLL_ROLE_PROVIDER,
+    TOLL_ROLE_ADMIN
+} toll_role_e;
+
+
+typedef enum {
+    TOLL_CRED_OK = 0,
+    TOLL_CRED_MALFORMED
+} toll_cred_rc_e;
+
+
+/* spans into the caller's buffer; nothing is copied */
+typedef struct {
+    const unsigned char  *key_id;
+    size_t                key_id_len;
+    const unsigned char  *secret;
+    size_t                secret_len;
+} toll_token_t;
+
+
+int toll_key_id_valid(const unsigned char *p, size_t len);
+int toll_secret_valid(const unsigned char *p, size_t len);
+
+/*
+ * An owner id goes into a request header to the upstream: 1 to
+ * TOLL_OWNER_LEN_MAX printable ASCII characters, no spaces.  A plan name:
+ * 0 to TOLL_PLAN_LEN_MAX characters of [A-Za-z0-9_.-].
+ */
+int toll_owner_valid(const unsigned char *p, size_t len);
+int toll_plan_valid(const unsigned char *p, size_t len);
+
+/* "key_id:secret", exactly one colon, both halves valid */
+toll_cred_rc_e toll_token_parse(const unsigned char *p, size_t len,
+    toll_token_t *tok);
+
+/*
+ * An Authorization header value: "Bearer" (any case), one or more spaces
+ * or tabs, a token, nothing after it.
+ */
+toll_cred_rc_e toll_bearer_parse(const unsigned char *p, size_t len,
+    toll_token_t *tok);
+
+void toll_secret_hash(const unsigned char *secret, size_t len,
+    unsigned char out[TOLL_SECRET_HASH_LEN]);
+
+/* constant time: the time taken does not depend on where a and b differ */
+int toll_hash_equal(const unsigned char a[TOLL_SECRET_HASH_LEN],
+    const unsigned char b[TOLL_SECRET_HASH_LEN]);
+
+/* writes 2 * len lowercase hex digits, no NUL */
+void toll_hex_encode(const unsigned char *src, size_t len, char *dst);
+/* exactly 2 * len hex digits of either case; returns 0 on success */
+int toll_hex_decode(const char *src, size_t src_len, unsigned char *dst,
+    size_t len);
+
+/* returns the name's length, or 0 when key_id is invalid */
+size_t toll_key_redis_name(const unsigned char *key_id, size_t len,
+    char buf[TOLL_REDIS_KEY_NAME_MAX + 1]);
+
+const char *toll_role_name(toll_role_e role);
+/* returns -1 for an unknown role name */
+int toll_role_parse(const char *p, size_t len);
+
+/*
+ * Fills key_id (TOLL_KEY_ID_GEN_LEN chars) and secret (TOLL_SECRET_GEN_LEN
+ * chars) from the OpenSSL CSPRNG; both NUL-terminated.  Returns 0 on
+ * success, -1 when the CSPRNG fails.
+ */
+int toll_key_generate(char key_id[TOLL_KEY_ID_GEN_LEN + 1],
+    char secret[TOLL_SECRET_GEN_LEN + 1]);
+
+
+#endif /* _TOLL_KEY_H_INCLUDED_ */

@@ -1,0 +1,114 @@
+# toll: build, demo, tests and benchmarks.
+#
+#   make            the nginx module and tollctl, in build/
+#   make demo       Redis + nginx with the module + a demo upstream, on loopback
+#   make test       every test: C unit tests, then the integration suites
+#   make test-asan  the same suites against a module built with ASan and UBSan
+#   make bench      throughput of toll against plain proxy_pass (benchmarks/)
+#
+# Debian 12 packages that a step needs are installed by "make setup", which
+# the other targets run first; it calls apt-get only when one is missing.
+
+NGINX_SRC   ?= /usr/share/nginx/src
+PYTHON      ?= /usr/bin/python3
+BUILD       ?= build
+SANITIZE    ?=
+
+DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
+               libjansson-dev libssl-dev libcmocka-dev redis-server \
+               python3-pytest python3-requests python3-redis wrk curl
+
+TOP         := $(CURDIR)
+OUT         := $(TOP)/$(BUILD)
+NGX_OBJS    := $(OUT)/nginx
+
+# nginx compiles the module with its own warnings and -Werror; these are the
+# flags Debian built nginx with, so that the module matches the binary
+NGX_CC_OPT  := -g -O2 -fstack-protector-strong -Wformat \
+               -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
+NGX_LD_OPT  := -Wl,-z,relro -Wl,-z,now -fPIC
+
+ifneq ($(SANITIZE),)
+NGX_CC_OPT  := -g -O1 -fno-omit-frame-pointer -fPIC -fsanitize=$(SANITIZE)
+NGX_LD_OPT  := -fPIC -fsanitize=$(SANITIZE)
+SAN_FLAGS   := -fno-omit-frame-pointer -fsanitize=$(SANITIZE)
+endif
+
+CC          ?= cc
+CSTD_FLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+               -Wall -Wextra -Werror -O2 -g $(SAN_FLAGS)
+
+LIB_SRCS    := lib/toll_key.c
+LIB_HDRS    := lib/toll_key.h
+MODULE_DEPS := config $(wildcard src/*.c src/*.h) $(LIB_SRCS) $(LIB_HDRS)
+CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
+UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
+
+.PHONY: all setup module ctl unit test test-unit test-integration test-asan \
+        demo bench clean
+
+all: setup module ctl
+
+setup:
+	@missing=""; \
+	for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	        | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+module: $(OUT)/ngx_http_toll_module.so
+
+ctl: $(OUT)/tollctl
+
+$(NGX_OBJS)/Makefile: config $(NGINX_SRC)/conf_flags Makefile
+	@mkdir -p $(NGX_OBJS)
+	cd $(NGINX_SRC) && bash -c '. ./conf_flags && ./configure \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	    --add-dynamic-module=$(TOP) --builddir=$(NGX_OBJS)' \
+	    > $(NGX_OBJS)/configure.log || { cat $(NGX_OBJS)/configure.log; exit 1; }
+
+$(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
+	$(MAKE) -C $(NGINX_SRC) -f $(NGX_OBJS)/Makefile modules
+	cp $(NGX_OBJS)/ngx_http_toll_module.so $@
+
+$(OUT)/tollctl: $(CTL_SRCS) $(LIB_HDRS) $(wildcard ctl/*.h)
+	@mkdir -p $(OUT)
+	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $(CTL_SRCS) -lhiredis -ljansson -lcrypto
+
+$(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(OUT)/unit
+	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lcrypto
+
+unit: $(UNIT_TESTS)
+
+test-unit: setup unit
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+test-integration: all
+	TOLL_BUILD=$(OUT) $(PYTHON) -m pytest -q t/
+
+test: test-unit test-integration
+
+# The Debian nginx binary has no sanitizer runtime: the tests preload it
+test-asan:
+	$(MAKE) BUILD=build-asan SANITIZE=address,undefined all unit
+	@set -e; for t in $(patsubst $(OUT)/%,$(TOP)/build-asan/%,$(UNIT_TESTS)); \
+	    do echo "== $$t"; $$t; done
+	TOLL_BUILD=$(TOP)/build-asan \
+	TOLL_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    $(PYTHON) -m pytest -q t/
+
+demo: all
+	$(PYTHON) demo/run.py --build $(OUT)
+
+bench: all
+	benchmarks/auth_ratio.sh $(OUT)
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,674 @@
+/*
+ * toll: credentials to key record.
+ *
+ * The credential is parsed strictly, the secret hashed at once (the same
+ * work whether the key exists or not), and the record taken from the
+ * shared cache; on a miss the request is parked on an HMGET and resumed
+ * by the reply.  A missing, malformed, unknown, wrong, revoked or expired
+ * credential all end in the same 401; only $toll_auth_status and the
+ * error log tell them apart.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_shm.h"
+
+
+/* the fields of HMGET, in the order the reply is decoded */
+enum {
+    NGX_HTTP_TOLL_F_STATUS = 0,
+    NGX_HTTP_TOLL_F_SECRET,
+    NGX_HTTP_TOLL_F_OWNER,
+    NGX_HTTP_TOLL_F_ROLE,
+    NGX_HTTP_TOLL_F_PLAN,
+    NGX_HTTP_TOLL_F_RATE_LIMIT,
+    NGX_HTTP_TOLL_F_EXPIRES_AT,
+    NGX_HTTP_TOLL_F_N
+};
+
+
+static ngx_http_toll_auth_status_e ngx_http_toll_auth_credential(
+    ngx_http_request_t *r, toll_token_t *tok);
+static ngx_int_t ngx_http_toll_auth_lookup(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+static void ngx_http_toll_auth_on_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_http_toll_auth_decode(ngx_http_request_t *r,
+    ngx_str_t *key_id, ngx_http_toll_key_t *key, redisReply *reply);
+static ngx_http_toll_auth_status_e ngx_http_toll_auth_verify(
+    ngx_http_toll_ctx_t *ctx);
+static ngx_int_t ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
+    ngx_flag_t pass_credentials);
+static ngx_int_t ngx_http_toll_headers_in_add(ngx_http_request_t *r,
+    ngx_str_t *key, ngx_str_t *lowcase_key, ngx_str_t *value);
+
+
+ngx_int_t
+ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_int_t                   rc;
+    toll_token_t                tok;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    if (ctx->state == NGX_HTTP_TOLL_STATE_RESUMED) {
+        goto decide;
+    }
+
+    ctx->auth_status = ngx_http_toll_auth_credential(r, &tok);
+
+    switch (ctx->auth_status) {
+
+    case NGX_HTTP_TOLL_AUTH_OK:
+        break;
+
+    case NGX_HTTP_TOLL_AUTH_AMBIGUOUS:
+        return NGX_HTTP_BAD_REQUEST;
+
+    default:
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    /* copied: header buffers may be reused before the log phase */
+
+    ctx->key_id.data = ngx_pnalloc(r->pool, tok.key_id_len);
+    if (ctx->key_id.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->key_id.data, tok.key_id, tok.key_id_len);
+    ctx->key_id.len = tok.key_id_len;
+
+    toll_secret_hash(tok.secret, tok.secret_len, ctx->presented_hash);
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    rc = ngx_http_toll_shm_key_get(mcf->shm_zone, &ctx->key_id, &ctx->key,
+                                   r->pool);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_toll_auth_lookup(r, ctx);
+    }
+
+decide:
+
+    if (ctx->store_failed) {
+        ctx->auth_status = NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE;
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ctx->auth_status = ngx_http_toll_auth_verify(ctx);
+
+    return (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
+           ? NGX_OK : NGX_HTTP_UNAUTHORIZED;
+}
+
+
+/*
+ * Exactly one credential, in one of two headers.  Two of anything is
+ * refused rather than guessed at: layers that read the first and layers
+ * that read the last would disagree on who is calling.
+ */
+
+static ngx_http_toll_auth_status_e
+ngx_http_toll_auth_credential(ngx_http_request_t *r, toll_token_t *tok)
+{
+    size_t             len;
+    ngx_uint_t         i;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h, *authorization, *api_key;
+
+    authorization = NULL;
+    api_key = NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("authorization") - 1
+            && ngx_strncmp(h[i].lowcase_key, "authorization",
+                           sizeof("authorization") - 1) == 0)
+        {
+            if (authorization) {
+                return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
+            }
+
+            authorization = &h[i];
+            continue;
+        }
+
+        if (h[i].key.len == sizeof("x-api-key") - 1
+            && ngx_strncmp(h[i].lowcase_key, "x-api-key",
+                           sizeof("x-api-key") - 1) == 0)
+        {
+            if (api_key) {
+                return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
+            }
+
+            api_key = &h[i];
+        }
+    }
+
+    if (authorization && api_key) {
+
+        /* the same token twice is one credential; anything else is two */
+
+        if (toll_bearer_parse(authorization->value.data,
+                              authorization->value.len, tok)
+            != TOLL_CRED_OK)
+        {
+            return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
+        }
+
+        len = tok->key_id_len + 1 + tok->secret_len;
+
+        if (len != api_key->value.len
+            || ngx_memcmp(tok->key_id, api_key->value.data, len) != 0)
+        {
+            return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
+        }
+
+        return NGX_HTTP_TOLL_AUTH_OK;
+    }
+
+    if (authorization) {
+        return (toll_bearer_parse(authorization->value.data,
+                                  authorization->value.len, tok)
+                == TOLL_CRED_OK)
+               ? NGX_HTTP_TOLL_AUTH_OK : NGX_HTTP_TOLL_AUTH_MALFORMED;
+    }
+
+    if (api_key) {
+        return (toll_token_parse(api_key->value.data, api_key->value.len, tok)
+                == TOLL_CRED_OK)
+               ? NGX_HTTP_TOLL_AUTH_OK : NGX_HTTP_TOLL_AUTH_MALFORMED;
+    }
+
+    return NGX_HTTP_TOLL_AUTH_MISSING;
+}
+
+
+static ngx_int_t
+ngx_http_toll_auth_lookup(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    size_t       argvlen[2 + NGX_HTTP_TOLL_F_N], len;
+    const char  *argv[2 + NGX_HTTP_TOLL_F_N];
+    char         name[TOLL_REDIS_KEY_NAME_MAX + 1];
+
+    len = toll_key_redis_name(ctx->key_id.data, ctx->key_id.len, name);
+    if (len == 0) {
+        /* the parser admitted an id that the name rules refuse */
+        return NGX_ERROR;
+    }
+
+    argv[0] = "HMGET";
+    argvlen[0] = sizeof("HMGET") - 1;
+    argv[1] = name;
+    argvlen[1] = len;
+
+#define ngx_http_toll_field(i, f)                                             \
+    argv[2 + i] = f;                                                          \
+    argvlen[2 + i] = sizeof(f) - 1
+
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_STATUS, TOLL_FIELD_STATUS);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_SECRET, TOLL_FIELD_SECRET_SHA256);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_OWNER, TOLL_FIELD_OWNER);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_ROLE, TOLL_FIELD_ROLE);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_PLAN, TOLL_FIELD_PLAN);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_RATE_LIMIT, TOLL_FIELD_RATE_LIMIT);
+    ngx_http_toll_field(NGX_HTTP_TOLL_F_EXPIRES_AT, TOLL_FIELD_EXPIRES_AT);
+
+#undef ngx_http_toll_field
+
+    ctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_auth_on_reply, ctx,
+                                        2 + NGX_HTTP_TOLL_F_N, argv, argvlen);
+
+    if (ctx->cmd == NULL) {
+        ctx->auth_status = NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE;
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_toll_auth_on_reply(void *data, redisReply *reply)
+{
+    ngx_msec_t                  ttl;
+    ngx_http_request_t         *r;
+    ngx_http_toll_ctx_t        *ctx;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    ctx = data;
+    r = ctx->request;
+
+    ctx->cmd = NULL;
+    ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
+
+    if (reply == NULL) {
+        ctx->store_failed = 1;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: redis refused the key lookup: %*s",
+                      reply->len, reply->str);
+        ctx->store_failed = 1;
+
+    } else if (ngx_http_toll_auth_decode(r, &ctx->key_id, &ctx->key, reply)
+               != NGX_OK)
+    {
+        ctx->store_failed = 1;
+
+    } else {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+        ttl = ctx->key.found ? mcf->cache_ttl : mcf->cache_negative_ttl;
+
+        ngx_http_toll_shm_key_put(mcf->shm_zone, &ctx->key, ttl,
+                                  r->connection->log);
+    }
+
+    /*
+     * Resumed from the event loop rather than from inside hiredis: the
+     * access phase runs again, finds the answer and decides.
+     */
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/*
+ * A record that does not read as one is refused like an unknown key (and
+ * logged): a gate fails closed.  Only an allocation failure is an error.
+ */
+
+static ngx_int_t
+ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
+    ngx_http_toll_key_t *key, redisReply *reply)
+{
+    u_char       *p;
+    off_t         n;
+    ngx_int_t     role;
+    ngx_uint_t    i;
+    const char   *why;
+    redisReply   *f[NGX_HTTP_TOLL_F_N];
+
+    ngx_memzero(key, sizeof(ngx_http_toll_key_t));
+    key->key_id = *key_id;
+    key->rate_limit = -1;
+
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != NGX_HTTP_TOLL_F_N)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: unexpected reply type %d to the key lookup",
+                      reply->type);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_TOLL_F_N; i++) {
+        f[i] = reply->element[i];
+
+        if (f[i]->type == REDIS_REPLY_NIL) {
+            f[i] = NULL;
+            continue;
+        }
+
+        if (f[i]->type != REDIS_REPLY_STRING) {
+            why = "a field is not a string";
+            goto invalid;
+        }
+    }
+
+    if (f[NGX_HTTP_TOLL_F_STATUS] == NULL
+        && f[NGX_HTTP_TOLL_F_SECRET] == NULL)
+    {
+        /* no such key */
+        return NGX_OK;
+    }
+
+    if (f[NGX_HTTP_TOLL_F_SECRET] == NULL
+        || toll_hex_decode(f[NGX_HTTP_TOLL_F_SECRET]->str,
+                           f[NGX_HTTP_TOLL_F_SECRET]->len,
+                           key->secret_hash, TOLL_SECRET_HASH_LEN)
+           != 0)
+    {
+        why = "secret_sha256 is not 64 hex digits";
+        goto invalid;
+    }
+
+    if (f[NGX_HTTP_TOLL_F_OWNER] == NULL
+        || !toll_owner_valid((u_char *) f[NGX_HTTP_TOLL_F_OWNER]->str,
+                             f[NGX_HTTP_TOLL_F_OWNER]->len))
+    {
+        why = "owner is missing or not printable ASCII";
+        goto invalid;
+    }
+
+    if (f[NGX_HTTP_TOLL_F_PLAN]
+        && !toll_plan_valid((u_char *) f[NGX_HTTP_TOLL_F_PLAN]->str,
+                            f[NGX_HTTP_TOLL_F_PLAN]->len))
+    {
+        why = "plan has characters outside [A-Za-z0-9_.-]";
+        goto invalid;
+    }
+
+    key->role = TOLL_ROLE_BUYER;
+
+    if (f[NGX_HTTP_TOLL_F_ROLE]) {
+        role = toll_role_parse(f[NGX_HTTP_TOLL_F_ROLE]->str,
+                               f[NGX_HTTP_TOLL_F_ROLE]->len);
+        if (role < 0) {
+            why = "unknown role";
+            goto invalid;
+        }
+
+        key->role = role;
+    }
+
+    if (f[NGX_HTTP_TOLL_F_RATE_LIMIT]) {
+        n = ngx_atoof((u_char *) f[NGX_HTTP_TOLL_F_RATE_LIMIT]->str,
+                      f[NGX_HTTP_TOLL_F_RATE_LIMIT]->len);
+        if (n == NGX_ERROR) {
+            why = "rate_limit is not a non-negative integer";
+            goto invalid;
+        }
+
+        key->rate_limit = n;
+    }
+
+    if (f[NGX_HTTP_TOLL_F_EXPIRES_AT]) {
+        n = ngx_atoof((u_char *) f[NGX_HTTP_TOLL_F_EXPIRES_AT]->str,
+                      f[NGX_HTTP_TOLL_F_EXPIRES_AT]->len);
+        if (n == NGX_ERROR) {
+            why = "expires_at is not a non-negative integer";
+            goto invalid;
+        }
+
+        key->expires_at = (time_t) n;
+    }
+
+    /* anything but "active" is refused: a typo must not open the gate */
+
+    key->revoked = !(f[NGX_HTTP_TOLL_F_STATUS]
+                     && f[NGX_HTTP_TOLL_F_STATUS]->len == sizeof("active") - 1
+                     && ngx_strncmp(f[NGX_HTTP_TOLL_F_STATUS]->str, "active",
+                                    sizeof("active") - 1) == 0);
+
+    key->owner.len = f[NGX_HTTP_TOLL_F_OWNER]->len;
+    key->plan.len = f[NGX_HTTP_TOLL_F_PLAN] ? f[NGX_HTTP_TOLL_F_PLAN]->len : 0;
+
+    p = ngx_pnalloc(r->pool, key->owner.len + key->plan.len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->owner.data = p;
+    p = ngx_cpymem(p, f[NGX_HTTP_TOLL_F_OWNER]->str, key->owner.len);
+
+    key->plan.data = p;
+    if (key->plan.len) {
+        ngx_memcpy(p, f[NGX_HTTP_TOLL_F_PLAN]->str, key->plan.len);
+    }
+
+    key->found = 1;
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "toll: key record \"%V\" is invalid: %s, refusing it",
+                  key_id, why);
+
+    ngx_memzero(key, sizeof(ngx_http_toll_key_t));
+    key->key_id = *key_id;
+    key->rate_limit = -1;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_toll_auth_status_e
+ngx_http_toll_auth_verify(ngx_http_toll_ctx_t *ctx)
+{
+    static u_char  none[TOLL_SECRET_HASH_LEN];
+
+    if (!ctx->key.found) {
+        /* the same comparison as for a known key */
+        (void) toll_hash_equal(ctx->presented_hash, none);
+        return NGX_HTTP_TOLL_AUTH_UNKNOWN;
+    }
+
+    if (!toll_hash_equal(ctx->presented_hash, ctx->key.secret_hash)) {
+        return NGX_HTTP_TOLL_AUTH_WRONG_SECRET;
+    }
+
+    if (ctx->key.revoked) {
+        return NGX_HTTP_TOLL_AUTH_REVOKED;
+    }
+
+    if (ctx->key.expires_at && ctx->key.expires_at <= ngx_time()) {
+        return NGX_HTTP_TOLL_AUTH_EXPIRED;
+    }
+
+    return NGX_HTTP_TOLL_AUTH_OK;
+}
+
+
+void
+ngx_http_toll_auth_cleanup(ngx_http_toll_ctx_t *ctx)
+{
+    if (ctx->cmd) {
+        ngx_http_toll_redis_cancel(ctx->cmd);
+        ctx->cmd = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_flag_t pass_credentials)
+{
+    static ngx_str_t  buyer = ngx_string("X-Toll-Buyer");
+    static ngx_str_t  buyer_lc = ngx_string("x-toll-buyer");
+    static ngx_str_t  key_id = ngx_string("X-Toll-Key-Id");
+    static ngx_str_t  key_id_lc = ngx_string("x-toll-key-id");
+    static ngx_str_t  plan = ngx_string("X-Toll-Plan");
+    static ngx_str_t  plan_lc = ngx_string("x-toll-plan");
+
+    if (ngx_http_toll_headers_in_strip(r, pass_credentials) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_toll_headers_in_add(r, &buyer, &buyer_lc, &ctx->key.owner)
+        != NGX_OK
+        || ngx_http_toll_headers_in_add(r, &key_id, &key_id_lc, &ctx->key_id)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->key.plan.len
+        && ngx_http_toll_headers_in_add(r, &plan, &plan_lc, &ctx->key.plan)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_toll_header_stripped(ngx_table_elt_t *h, ngx_flag_t pass_credentials)
+{
+    /* the X-Toll- namespace is ours, whatever the client claims in it */
+
+    if (h->key.len >= sizeof("x-toll-") - 1
+        && ngx_strncmp(h->lowcase_key, "x-toll-", sizeof("x-toll-") - 1) == 0)
+    {
+        return 1;
+    }
+
+    if (pass_credentials) {
+        return 0;
+    }
+
+    return (h->key.len == sizeof("authorization") - 1
+            && ngx_strncmp(h->lowcase_key, "authorization",
+                           sizeof("authorization") - 1) == 0)
+           || (h->key.len == sizeof("x-api-key") - 1
+               && ngx_strncmp(h->lowcase_key, "x-api-key",
+                              sizeof("x-api-key") - 1) == 0);
+}
+
+
+/*
+ * Removes headers from r->headers_in.headers without moving any element:
+ * the list is cut into runs of kept elements, each run a part of its own.
+ * nginx keeps pointers to elements (r->headers_in.host and the like), so
+ * shifting elements, as a simple delete would, leaves them pointing at
+ * the wrong header.  A fresh empty part goes last, for headers added
+ * later.
+ */
+
+static ngx_int_t
+ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
+    ngx_flag_t pass_credentials)
+{
+    ngx_uint_t        i, start, removed;
+    ngx_list_t       *list;
+    ngx_list_part_t  *part, *first, *tail, *np;
+    ngx_table_elt_t  *h;
+
+    list = &r->headers_in.headers;
+
+    removed = 0;
+
+    for (part = &list->part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            removed += ngx_http_toll_header_stripped(&h[i], pass_credentials);
+        }
+    }
+
+    if (removed == 0) {
+        return NGX_OK;
+    }
+
+    first = NULL;
+    tail = NULL;
+
+    for (part = &list->part; part; part = part->next) {
+        h = part->elts;
+        start = 0;
+
+        for (i = 0; i <= part->nelts; i++) {
+
+            if (i < part->nelts
+                && !ngx_http_toll_header_stripped(&h[i], pass_credentials))
+            {
+                continue;
+            }
+
+            if (i < part->nelts && r->headers_in.authorization == &h[i]) {
+                r->headers_in.authorization = NULL;
+            }
+
+            if (i > start) {
+                np = ngx_palloc(r->pool, sizeof(ngx_list_part_t));
+                if (np == NULL) {
+                    return NGX_ERROR;
+                }
+
+                np->elts = &h[start];
+                np->nelts = i - start;
+                np->next = NULL;
+
+                if (tail) {
+                    tail->next = np;
+
+                } else {
+                    first = np;
+                }
+
+                tail = np;
+            }
+
+            start = i + 1;
+        }
+    }
+
+    np = ngx_palloc(r->pool, sizeof(ngx_list_part_t));
+    if (np == NULL) {
+        return NGX_ERROR;
+    }
+
+    np->elts = ngx_palloc(r->pool, list->nalloc * list->size);
+    if (np->elts == NULL) {
+        return NGX_ERROR;
+    }
+
+    np->nelts = 0;
+    np->next = NULL;
+
+    if (tail) {
+        tail->next = np;
+
+    } else {
+        first = np;
+    }
+
+    /* the list's first part is embedded in it: copy, then fix "last" */
+
+    list->part = *first;
+    list->last = (first == np) ? &list->part : np;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_headers_in_add(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *lowcase_key, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key = *key;
+    h->value = *value;
+    h->lowcase_key = lowcase_key->data;
+    h->hash = ngx_hash_key(lowcase_key->data, lowcase_key->len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}
+

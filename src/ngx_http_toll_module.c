@@ -1,0 +1,726 @@
+/*
+ * toll: a payment and metering gate for APIs.
+ *
+ * The module: directives, configuration, the access-phase handler that
+ * runs the gate, and the variables it offers to logs.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_shm.h"
+
+
+#define NGX_HTTP_TOLL_REDIS_TIMEOUT_MS      1000
+#define NGX_HTTP_TOLL_CACHE_TTL_MS          30000
+#define NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS 5000
+
+
+typedef enum {
+    NGX_HTTP_TOLL_VAR_KEY_ID = 0,
+    NGX_HTTP_TOLL_VAR_BUYER,
+    NGX_HTTP_TOLL_VAR_PLAN,
+    NGX_HTTP_TOLL_VAR_AUTH_STATUS
+} ngx_http_toll_var_e;
+
+
+static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_int_t status);
+static ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
+static ngx_http_toll_ctx_t *ngx_http_toll_create_ctx(ngx_http_request_t *r);
+static void ngx_http_toll_cleanup(void *data);
+
+static ngx_int_t ngx_http_toll_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_toll_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_toll_init(ngx_conf_t *cf);
+static void *ngx_http_toll_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_toll_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_toll_init_process(ngx_cycle_t *cycle);
+static void ngx_http_toll_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_http_toll_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_toll_commands[] = {
+
+    { ngx_string("toll"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("toll_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, zone_size),
+      NULL },
+
+    { ngx_string("toll_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, cache_ttl),
+      NULL },
+
+    { ngx_string("toll_cache_negative_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, cache_negative_ttl),
+      NULL },
+
+    { ngx_string("toll_pass_credentials"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, pass_credentials),
+      NULL },
+
+    { ngx_string("toll_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, log_level),
+      &ngx_http_toll_log_levels },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_toll_module_ctx = {
+    ngx_http_toll_add_variables,           /* preconfiguration */
+    ngx_http_toll_init,                    /* postconfiguration */
+
+    ngx_http_toll_create_main_conf,        /* create main configuration */
+    ngx_http_toll_init_main_conf,          /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_toll_create_loc_conf,         /* create location configuration */
+    ngx_http_toll_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_toll_module = {
+    NGX_MODULE_V1,
+    &ngx_http_toll_module_ctx,             /* module context */
+    ngx_http_toll_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_toll_init_process,            /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_toll_exit_process,            /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_toll_vars[] = {
+
+    { ngx_string("toll_key_id"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_KEY_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_buyer"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_BUYER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_plan"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_PLAN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_auth_status"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_AUTH_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+/* indexed by ngx_http_toll_auth_status_e */
+static ngx_str_t  ngx_http_toll_auth_status_names[] = {
+    ngx_null_string,
+    ngx_string("OK"),
+    ngx_string("MISSING"),
+    ngx_string("MALFORMED"),
+    ngx_string("AMBIGUOUS"),
+    ngx_string("UNKNOWN"),
+    ngx_string("WRONG_SECRET"),
+    ngx_string("REVOKED"),
+    ngx_string("EXPIRED"),
+    ngx_string("STORE_UNAVAILABLE")
+};
+
+
+static ngx_int_t
+ngx_http_toll_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_http_toll_ctx_t       *ctx;
+    ngx_http_toll_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    if (!lcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_toll_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_TOLL_STATE_PASSED:
+        /* an internal redirect: the request went through the gate once */
+        return NGX_DECLINED;
+
+    case NGX_HTTP_TOLL_STATE_WAITING:
+        /* a write event before the store answered */
+        return NGX_AGAIN;
+
+    case NGX_HTTP_TOLL_STATE_REJECTED:
+        /* answered already; never let a second pass through */
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    default: /* NEW, RESUMED */
+        break;
+    }
+
+    rc = ngx_http_toll_auth(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_ERROR) {
+        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_toll_refuse(r, ctx, rc);
+    }
+
+    if (ngx_http_toll_auth_forward(r, ctx, lcf->pass_credentials) != NGX_OK) {
+        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_int_t status)
+{
+    ngx_str_t                 *name;
+    ngx_http_toll_problem_e    problem;
+    ngx_http_toll_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+    name = &ngx_http_toll_auth_status_names[ctx->auth_status];
+
+    /* the key id is no secret; what was sent in a malformed one may be */
+
+    if (ctx->key_id.len) {
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "toll: refused, %V, key id \"%V\"", name, &ctx->key_id);
+
+    } else {
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "toll: refused, %V", name);
+    }
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_REQUEST:
+        problem = NGX_HTTP_TOLL_PROBLEM_AMBIGUOUS_CREDENTIALS;
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        problem = NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE;
+        break;
+
+    default: /* NGX_HTTP_UNAUTHORIZED */
+        problem = NGX_HTTP_TOLL_PROBLEM_UNAUTHORIZED;
+        break;
+    }
+
+    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+
+    /* as the content phase would: the answer is complete, finalize it */
+    ngx_http_finalize_request(r, ngx_http_toll_problem_send(r, problem));
+
+    return NGX_DONE;
+}
+
+
+/*
+ * An internal redirect clears r->ctx; the pool cleanup that owns the
+ * context survives it, so that is where the context is found again (the
+ * way nginx's realip module does it).
+ */
+
+static ngx_http_toll_ctx_t *
+ngx_http_toll_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_toll_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_toll_module);
+
+    if (ctx || !(r->internal || r->filter_finalize)) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_toll_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_toll_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_toll_ctx_t *
+ngx_http_toll_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_toll_ctx_t  *ctx;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_toll_ctx_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_toll_ctx_t));
+
+    ctx->request = r;
+    ctx->key.rate_limit = -1;
+
+    cln->handler = ngx_http_toll_cleanup;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_toll_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_toll_cleanup(void *data)
+{
+    ngx_http_toll_ctx_t  *ctx = data;
+
+    ngx_http_toll_auth_cleanup(ctx);
+}
+
+
+static ngx_int_t
+ngx_http_toll_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_str_t            *s;
+    ngx_http_toll_ctx_t  *ctx;
+
+    ctx = ngx_http_toll_get_ctx(r->main);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_HTTP_TOLL_VAR_KEY_ID:
+        s = &ctx->key_id;
+        break;
+
+    case NGX_HTTP_TOLL_VAR_BUYER:
+        s = (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
+            ? &ctx->key.owner : NULL;
+        break;
+
+    case NGX_HTTP_TOLL_VAR_PLAN:
+        s = (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
+            ? &ctx->key.plan : NULL;
+        break;
+
+    default: /* NGX_HTTP_TOLL_VAR_AUTH_STATUS */
+        s = &ngx_http_toll_auth_status_names[ctx->auth_status];
+        break;
+    }
+
+    if (s == NULL || s->len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = s->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * toll_redis ADDRESS [timeout=TIME] [password=SECRET] [db=N];
+ *
+ * ADDRESS is host[:port] or unix:/path.  A host name is resolved here, at
+ * configuration time, so that a worker never waits on DNS.
+ */
+
+static char *
+ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_toll_main_conf_t *mcf = conf;
+
+    u_char                      *p;
+    size_t                       len;
+    ngx_str_t                   *value, s;
+    ngx_url_t                    u;
+    ngx_int_t                    n;
+    ngx_uint_t                   i;
+    ngx_http_toll_redis_conf_t  *rc;
+
+    if (mcf->redis_set) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    rc = &mcf->redis;
+
+    rc->addr_text = value[1];
+    rc->timeout = NGX_HTTP_TOLL_REDIS_TIMEOUT_MS;
+    rc->db = 0;
+
+    if (value[1].len > sizeof("unix:") - 1
+        && ngx_strncmp(value[1].data, "unix:", sizeof("unix:") - 1) == 0)
+    {
+        len = value[1].len - (sizeof("unix:") - 1);
+
+        if (len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis socket path \"%V\" is too long",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        rc->host = ngx_pnalloc(cf->pool, len + 1);
+        if (rc->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(rc->host, value[1].data + sizeof("unix:") - 1, len + 1);
+        rc->unix_socket = 1;
+
+    } else {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = value[1];
+        u.default_port = 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis address \"%V\"",
+                               u.err ? u.err : "no address", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.uri.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis address \"%V\"", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        rc->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (rc->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                            rc->host, NGX_SOCKADDR_STRLEN, 0);
+        rc->host[len] = '\0';
+        rc->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            rc->timeout = ngx_parse_time(&s, 0);
+            if (rc->timeout == (ngx_msec_t) NGX_ERROR || rc->timeout == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid timeout \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rc->password.data = value[i].data + 9;
+            rc->password.len = value[i].len - 9;
+
+            if (rc->password.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "empty redis password");
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid redis db \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rc->db = n;
+            continue;
+        }
+
+        /* never echo what may be a mistyped password */
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        s.data = value[i].data;
+        s.len = p ? (size_t) (p - value[i].data) : value[i].len;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_set = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_toll_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    static ngx_str_t  request_id = ngx_string("request_id");
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
+    if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_toll_access_handler;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_toll_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_toll_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->redis = { 0 };
+     *     mcf->redis_set = 0;
+     *     mcf->shm_zone = NULL;
+     */
+
+    mcf->zone_size = NGX_CONF_UNSET_SIZE;
+    mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->cache_negative_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->request_id_index = NGX_CONF_UNSET;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_toll_main_conf_t *mcf = conf;
+
+    ngx_conf_init_size_value(mcf->zone_size, NGX_HTTP_TOLL_ZONE_SIZE);
+    ngx_conf_init_msec_value(mcf->cache_ttl, NGX_HTTP_TOLL_CACHE_TTL_MS);
+    ngx_conf_init_msec_value(mcf->cache_negative_ttl,
+                             NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS);
+
+    if (mcf->zone_size < NGX_HTTP_TOLL_ZONE_SIZE_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_zone\" of %uz bytes is too small, "
+                           "the minimum is %uz",
+                           mcf->zone_size,
+                           (size_t) NGX_HTTP_TOLL_ZONE_SIZE_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!mcf->redis_set) {
+        return NGX_CONF_OK;
+    }
+
+    mcf->shm_zone = ngx_http_toll_shm_add(cf, mcf->zone_size);
+    if (mcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_toll_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_toll_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->pass_credentials = NGX_CONF_UNSET;
+    conf->log_level = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_toll_loc_conf_t *prev = parent;
+    ngx_http_toll_loc_conf_t *conf = child;
+
+    ngx_http_toll_main_conf_t  *mcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_value(conf->pass_credentials, prev->pass_credentials, 0);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_INFO);
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+
+    if (conf->enable && !mcf->redis_set) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll\" is on but no \"toll_redis\" is "
+                           "configured in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_toll_main_conf_t  *mcf;
+
+    /* cache manager and loader processes have no requests to gate */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
+
+    if (mcf == NULL || !mcf->redis_set) {
+        return NGX_OK;
+    }
+
+    return ngx_http_toll_redis_init_process(cycle, &mcf->redis);
+}
+
+
+static void
+ngx_http_toll_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_toll_redis_exit_process(cycle);
+}

@@ -1,0 +1,114 @@
+/*
+ * toll: a payment and metering gate for APIs.
+ *
+ * Types shared by the rooms of the module: configuration, the per-request
+ * context and the decoded key record.
+ */
+
+#ifndef _NGX_HTTP_TOLL_MODULE_H_INCLUDED_
+#define _NGX_HTTP_TOLL_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "toll_key.h"
+
+
+#define NGX_HTTP_TOLL_VERSION          "0.1.0"
+
+
+typedef struct {
+    ngx_str_t                  addr_text;     /* as configured, for logs */
+    u_char                    *host;          /* numeric address or path */
+    int                        port;
+    unsigned                   unix_socket:1;
+    ngx_msec_t                 timeout;
+    ngx_str_t                  password;
+    ngx_int_t                  db;
+} ngx_http_toll_redis_conf_t;
+
+
+typedef struct {
+    ngx_http_toll_redis_conf_t   redis;
+    ngx_flag_t                   redis_set;
+
+    ngx_shm_zone_t              *shm_zone;
+    size_t                       zone_size;
+
+    ngx_msec_t                   cache_ttl;
+    ngx_msec_t                   cache_negative_ttl;
+
+    ngx_int_t                    request_id_index;
+} ngx_http_toll_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                   enable;
+    ngx_flag_t                   pass_credentials;
+    ngx_uint_t                   log_level;
+} ngx_http_toll_loc_conf_t;
+
+
+/* the outcome of authentication, as $toll_auth_status spells it */
+typedef enum {
+    NGX_HTTP_TOLL_AUTH_NONE = 0,
+    NGX_HTTP_TOLL_AUTH_OK,
+    NGX_HTTP_TOLL_AUTH_MISSING,
+    NGX_HTTP_TOLL_AUTH_MALFORMED,
+    NGX_HTTP_TOLL_AUTH_AMBIGUOUS,
+    NGX_HTTP_TOLL_AUTH_UNKNOWN,
+    NGX_HTTP_TOLL_AUTH_WRONG_SECRET,
+    NGX_HTTP_TOLL_AUTH_REVOKED,
+    NGX_HTTP_TOLL_AUTH_EXPIRED,
+    NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE
+} ngx_http_toll_auth_status_e;
+
+
+/* a key record, as cached in the zone or read from Redis */
+typedef struct {
+    ngx_str_t                    key_id;
+    ngx_str_t                    owner;
+    ngx_str_t                    plan;          /* empty: none */
+    int64_t                      rate_limit;    /* requests/minute; -1 none */
+    time_t                       expires_at;    /* unix seconds; 0 never */
+    ngx_uint_t                   role;          /* toll_role_e */
+    unsigned                     found:1;
+    unsigned                     revoked:1;
+    u_char                       secret_hash[TOLL_SECRET_HASH_LEN];
+} ngx_http_toll_key_t;
+
+
+typedef enum {
+    NGX_HTTP_TOLL_STATE_NEW = 0,
+    NGX_HTTP_TOLL_STATE_WAITING,      /* parked on a Redis lookup */
+    NGX_HTTP_TOLL_STATE_RESUMED,      /* the lookup has answered */
+    NGX_HTTP_TOLL_STATE_PASSED,       /* gate passed; internal redirects
+                                         must not run it again */
+    NGX_HTTP_TOLL_STATE_REJECTED
+} ngx_http_toll_state_e;
+
+
+typedef struct ngx_http_toll_redis_cmd_s  ngx_http_toll_redis_cmd_t;
+
+
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_http_toll_state_e        state;
+    ngx_http_toll_auth_status_e  auth_status;
+
+    /* the presented credential; key_id points into the request header */
+    ngx_str_t                    key_id;
+    u_char                       presented_hash[TOLL_SECRET_HASH_LEN];
+
+    ngx_http_toll_key_t          key;
+    ngx_http_toll_redis_cmd_t   *cmd;         /* pending lookup, if any */
+    unsigned                     store_failed:1;
+} ngx_http_toll_ctx_t;
+
+
+extern ngx_module_t  ngx_http_toll_module;
+
+
+#endif /* _NGX_HTTP_TOLL_MODULE_H_INCLUDED_ */

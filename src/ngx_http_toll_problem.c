@@ -1,0 +1,176 @@
+/*
+ * toll: RFC 9457 problem+json answers.
+ *
+ * Each kind of refusal has one fixed body apart from the request id, so
+ * that a client learns what to do and nothing more: in particular every
+ * authentication failure reads the same, whatever its cause.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_problem.h"
+
+
+typedef struct {
+    ngx_uint_t                 status;
+    ngx_str_t                  title;
+    ngx_str_t                  code;
+    ngx_str_t                  detail;
+} ngx_http_toll_problem_t;
+
+
+/* indexed by ngx_http_toll_problem_e; texts are JSON-safe as they are */
+static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
+
+    { NGX_HTTP_UNAUTHORIZED,
+      ngx_string("Unauthorized"),
+      ngx_string("unauthorized"),
+      ngx_string("A valid API key is required: send \\\"Authorization: "
+                 "Bearer <key_id>:<secret>\\\" or \\\"X-API-Key: "
+                 "<key_id>:<secret>\\\".") },
+
+    { NGX_HTTP_BAD_REQUEST,
+      ngx_string("Bad Request"),
+      ngx_string("ambiguous_credentials"),
+      ngx_string("More than one credential was presented; send exactly "
+                 "one.") },
+
+    { NGX_HTTP_SERVICE_UNAVAILABLE,
+      ngx_string("Service Unavailable"),
+      ngx_string("store_unavailable"),
+      ngx_string("The key store cannot be reached; retry later.") }
+};
+
+
+static ngx_int_t ngx_http_toll_problem_header(ngx_http_request_t *r,
+    ngx_str_t *key, ngx_str_t *value);
+
+
+ngx_int_t
+ngx_http_toll_problem_send(ngx_http_request_t *r,
+    ngx_http_toll_problem_e problem)
+{
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_str_t                   request_id;
+    ngx_chain_t                 out;
+    ngx_http_variable_value_t  *vv;
+    ngx_http_toll_problem_t    *p;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    static ngx_str_t  www_authenticate = ngx_string("WWW-Authenticate");
+    static ngx_str_t  bearer = ngx_string("Bearer realm=\"toll\"");
+    static ngx_str_t  retry_after = ngx_string("Retry-After");
+    static ngx_str_t  one = ngx_string("1");
+    static ngx_str_t  request_id_name = ngx_string("X-Request-Id");
+    static ngx_str_t  cache_control = ngx_string("Cache-Control");
+    static ngx_str_t  no_store = ngx_string("no-store");
+
+    p = &ngx_http_toll_problems[problem];
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_str_null(&request_id);
+
+    vv = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+    if (vv != NULL && !vv->not_found) {
+        request_id.data = vv->data;
+        request_id.len = vv->len;
+    }
+
+    len = sizeof("{\"type\":\"about:blank\",\"title\":\"\",\"status\":"
+                 ",\"code\":\"\",\"detail\":\"\",\"request_id\":\"\"}\n") - 1
+          + p->title.len + NGX_INT_T_LEN + p->code.len + p->detail.len
+          + request_id.len;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"type\":\"about:blank\",\"title\":\"%V\","
+                          "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\","
+                          "\"request_id\":\"%V\"}\n",
+                          &p->title, p->status, &p->code, &p->detail,
+                          &request_id);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = p->status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/problem+json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (p->status == NGX_HTTP_UNAUTHORIZED) {
+        if (ngx_http_toll_problem_header(r, &www_authenticate, &bearer)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (p->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        if (ngx_http_toll_problem_header(r, &retry_after, &one) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (ngx_http_toll_problem_header(r, &cache_control, &no_store) != NGX_OK
+        || (request_id.len
+            && ngx_http_toll_problem_header(r, &request_id_name, &request_id)
+               != NGX_OK))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_toll_problem_header(ngx_http_request_t *r, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = *key;
+    h->value = *value;
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (key->len == sizeof("WWW-Authenticate") - 1
+        && ngx_strncasecmp(key->data, (u_char *) "WWW-Authenticate",
+                           key->len) == 0)
+    {
+        r->headers_out.www_authenticate = h;
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,393 @@
+/*
+ * toll: the shared memory zone and the key record cache in it.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_toll_shm.h"
+
+
+/* entries reclaimed by each insert, so that stale ones do not pile up */
+#define NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT   2
+/* LRU entries evicted at most to make room for one insert */
+#define NGX_HTTP_TOLL_SHM_EVICT_MAX        64
+
+
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                lru;           /* most recent at the head */
+} ngx_http_toll_sh_t;
+
+
+typedef struct {
+    ngx_http_toll_sh_t        *sh;
+    ngx_slab_pool_t           *shpool;
+} ngx_http_toll_shctx_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;          /* key: crc32 of the key id */
+    ngx_queue_t                queue;
+    ngx_msec_t                 stale_at;      /* ngx_current_msec */
+    time_t                     expires_at;
+    int64_t                    rate_limit;
+    u_char                     secret_hash[TOLL_SECRET_HASH_LEN];
+    u_char                     found;
+    u_char                     revoked;
+    u_char                     role;
+    u_char                     key_id_len;
+    u_char                     owner_len;
+    u_char                     plan_len;
+    u_char                     data[1];       /* key id, owner, plan */
+} ngx_http_toll_shm_key_node_t;
+
+
+static ngx_int_t ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_toll_shm_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_http_toll_shm_key_node_t *ngx_http_toll_shm_key_lookup(
+    ngx_http_toll_sh_t *sh, ngx_str_t *key_id, uint32_t hash);
+static void ngx_http_toll_shm_key_free(ngx_http_toll_shctx_t *ctx,
+    ngx_http_toll_shm_key_node_t *kn);
+static void ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx,
+    ngx_uint_t n, ngx_uint_t force);
+
+
+ngx_shm_zone_t *
+ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size)
+{
+    ngx_shm_zone_t         *shm_zone;
+    ngx_http_toll_shctx_t  *ctx;
+
+    static ngx_str_t  name = ngx_string(NGX_HTTP_TOLL_ZONE_NAME);
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_toll_shctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_toll_module);
+    if (shm_zone == NULL) {
+        return NULL;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "shared memory zone \"%V\" is already used",
+                           &name);
+        return NULL;
+    }
+
+    shm_zone->init = ngx_http_toll_shm_init_zone;
+    shm_zone->data = ctx;
+
+    return shm_zone;
+}
+
+
+static ngx_int_t
+ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    size_t                  len;
+    ngx_http_toll_shctx_t  *octx = data;
+    ngx_http_toll_shctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* a reload: keep what the workers of the old cycle cached */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_toll_sh_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->shpool->data = ctx->sh;
+
+    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
+                    ngx_http_toll_shm_rbtree_insert_value);
+    ngx_queue_init(&ctx->sh->lru);
+
+    len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in toll zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is handled by evicting; the slab need not cry */
+    ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
+    ngx_http_toll_key_t *rec, ngx_pool_t *pool)
+{
+    u_char                        *p;
+    uint32_t                       hash;
+    ngx_int_t                      rc;
+    ngx_http_toll_shctx_t         *ctx;
+    ngx_http_toll_shm_key_node_t  *kn;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(key_id->data, key_id->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    kn = ngx_http_toll_shm_key_lookup(ctx->sh, key_id, hash);
+
+    if (kn == NULL
+        || (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) <= 0)
+    {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    ngx_queue_remove(&kn->queue);
+    ngx_queue_insert_head(&ctx->sh->lru, &kn->queue);
+
+    p = ngx_pnalloc(pool, kn->owner_len + kn->plan_len + 1);
+    if (p == NULL) {
+        rc = NGX_ERROR;
+        goto done;
+    }
+
+    rec->key_id = *key_id;
+
+    rec->owner.data = p;
+    rec->owner.len = kn->owner_len;
+    p = ngx_cpymem(p, kn->data + kn->key_id_len, kn->owner_len);
+
+    rec->plan.data = p;
+    rec->plan.len = kn->plan_len;
+    ngx_memcpy(p, kn->data + kn->key_id_len + kn->owner_len, kn->plan_len);
+
+    rec->found = kn->found;
+    rec->revoked = kn->revoked;
+    rec->role = kn->role;
+    rec->rate_limit = kn->rate_limit;
+    rec->expires_at = kn->expires_at;
+    ngx_memcpy(rec->secret_hash, kn->secret_hash, TOLL_SECRET_HASH_LEN);
+
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
+    ngx_msec_t ttl, ngx_log_t *log)
+{
+    u_char                        *p;
+    size_t                         size;
+    uint32_t                       hash;
+    ngx_uint_t                     tries;
+    ngx_http_toll_shctx_t         *ctx;
+    ngx_http_toll_shm_key_node_t  *kn;
+
+    if (ttl == 0) {
+        return;
+    }
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(rec->key_id.data, rec->key_id.len);
+
+    /* lengths are bounded by the record decoder: each fits in a u_char */
+
+    size = offsetof(ngx_http_toll_shm_key_node_t, data)
+           + rec->key_id.len + rec->owner.len + rec->plan.len;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    kn = ngx_http_toll_shm_key_lookup(ctx->sh, &rec->key_id, hash);
+    if (kn) {
+        /* another worker raced us here: the newer answer wins */
+        ngx_http_toll_shm_key_free(ctx, kn);
+    }
+
+    ngx_http_toll_shm_expire(ctx, NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT, 0);
+
+    for (tries = 0; /* void */; tries++) {
+        kn = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (kn != NULL) {
+            break;
+        }
+
+        if (tries == 1 || ngx_queue_empty(&ctx->sh->lru)) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "toll: could not cache key \"%V\": zone \"%V\" "
+                          "is full, increase \"toll_zone\"",
+                          &rec->key_id, &shm_zone->shm.name);
+            return;
+        }
+
+        ngx_http_toll_shm_expire(ctx, NGX_HTTP_TOLL_SHM_EVICT_MAX, 1);
+    }
+
+    kn->node.key = hash;
+    kn->stale_at = ngx_current_msec + ttl;
+    kn->expires_at = rec->expires_at;
+    kn->rate_limit = rec->rate_limit;
+    ngx_memcpy(kn->secret_hash, rec->secret_hash, TOLL_SECRET_HASH_LEN);
+    kn->found = rec->found;
+    kn->revoked = rec->revoked;
+    kn->role = (u_char) rec->role;
+    kn->key_id_len = (u_char) rec->key_id.len;
+    kn->owner_len = (u_char) rec->owner.len;
+    kn->plan_len = (u_char) rec->plan.len;
+
+    p = ngx_cpymem(kn->data, rec->key_id.data, rec->key_id.len);
+    p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
+    ngx_memcpy(p, rec->plan.data, rec->plan.len);
+
+    ngx_rbtree_insert(&ctx->sh->rbtree, &kn->node);
+    ngx_queue_insert_head(&ctx->sh->lru, &kn->queue);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+static ngx_http_toll_shm_key_node_t *
+ngx_http_toll_shm_key_lookup(ngx_http_toll_sh_t *sh, ngx_str_t *key_id,
+    uint32_t hash)
+{
+    ngx_int_t                      rc;
+    ngx_rbtree_node_t             *node, *sentinel;
+    ngx_http_toll_shm_key_node_t  *kn;
+
+    node = sh->rbtree.root;
+    sentinel = sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        /* hash == node->key */
+
+        kn = (ngx_http_toll_shm_key_node_t *) node;
+
+        rc = ngx_memn2cmp(key_id->data, kn->data, key_id->len,
+                          kn->key_id_len);
+
+        if (rc == 0) {
+            return kn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_toll_shm_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t             **p;
+    ngx_http_toll_shm_key_node_t   *kn, *knt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            kn = (ngx_http_toll_shm_key_node_t *) node;
+            knt = (ngx_http_toll_shm_key_node_t *) temp;
+
+            p = (ngx_memn2cmp(kn->data, knt->data, kn->key_id_len,
+                              knt->key_id_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static void
+ngx_http_toll_shm_key_free(ngx_http_toll_shctx_t *ctx,
+    ngx_http_toll_shm_key_node_t *kn)
+{
+    ngx_queue_remove(&kn->queue);
+    ngx_rbtree_delete(&ctx->sh->rbtree, &kn->node);
+    ngx_slab_free_locked(ctx->shpool, kn);
+}
+
+
+/*
+ * Frees up to n entries from the tail of the LRU: only stale ones, or
+ * any when force is set (the zone is full).
+ */
+
+static void
+ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx, ngx_uint_t n,
+    ngx_uint_t force)
+{
+    ngx_queue_t                   *q;
+    ngx_http_toll_shm_key_node_t  *kn;
+
+    while (n-- && !ngx_queue_empty(&ctx->sh->lru)) {
+
+        q = ngx_queue_last(&ctx->sh->lru);
+        kn = ngx_queue_data(q, ngx_http_toll_shm_key_node_t, queue);
+
+        if (!force
+            && (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) > 0)
+        {
+            return;
+        }
+
+        ngx_http_toll_shm_key_free(ctx, kn);
+    }
+}

@@ -263,9 +263,17 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     kn->owner_len = (u_char) rec->owner.len;
     kn->plan_len = (u_char) rec->plan.len;
 
+    /* a negative entry has no owner and no plan: no NULL into memcpy */
+
     p = ngx_cpymem(kn->data, rec->key_id.data, rec->key_id.len);
-    p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
-    ngx_memcpy(p, rec->plan.data, rec->plan.len);
+
+    if (rec->owner.len) {
+        p = ngx_cpymem(p, rec->owner.data, rec->owner.len);
+    }
+
+    if (rec->plan.len) {
+        ngx_memcpy(p, rec->plan.data, rec->plan.len);
+    }
 
     ngx_rbtree_insert(&ctx->sh->rbtree, &kn->node);
     ngx_queue_insert_head(&ctx->sh->lru, &kn->queue);

@@ -298,6 +298,7 @@ toll_key_generate(char key_id[TOLL_KEY_ID_GEN_LEN + 1],
     if (RAND_bytes(id_raw, sizeof(id_raw)) != 1
         || RAND_bytes(secret_raw, sizeof(secret_raw)) != 1)
     {
+        OPENSSL_cleanse(secret_raw, sizeof(secret_raw));
         return -1;
     }
 
@@ -307,7 +308,10 @@ toll_key_generate(char key_id[TOLL_KEY_ID_GEN_LEN + 1],
     key_id[TOLL_KEY_ID_GEN_LEN] = '\0';
 
     n = EVP_EncodeBlock(b64, secret_raw, sizeof(secret_raw));
+    OPENSSL_cleanse(secret_raw, sizeof(secret_raw));
+
     if (n < TOLL_SECRET_GEN_LEN) {
+        OPENSSL_cleanse(b64, sizeof(b64));
         return -1;
     }
 
@@ -319,7 +323,6 @@ toll_key_generate(char key_id[TOLL_KEY_ID_GEN_LEN + 1],
 
     secret[TOLL_SECRET_GEN_LEN] = '\0';
 
-    OPENSSL_cleanse(secret_raw, sizeof(secret_raw));
     OPENSSL_cleanse(b64, sizeof(b64));
 
     return 0;

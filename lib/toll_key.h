@@ -53,6 +53,10 @@
 #define TOLL_FIELD_RATE_LIMIT      "rate_limit"     /* requests/minute */
 #define TOLL_FIELD_EXPIRES_AT      "expires_at"     /* unix seconds; 0 never */
 #define TOLL_FIELD_CREATED_AT      "created_at"     /* unix seconds */
+#define TOLL_FIELD_REVOKED_AT      "revoked_at"     /* unix seconds */
+
+#define TOLL_STATUS_ACTIVE         "active"
+#define TOLL_STATUS_REVOKED        "revoked"
 
 #define TOLL_OWNER_LEN_MAX         128
 #define TOLL_PLAN_LEN_MAX          64

@@ -411,9 +411,11 @@ ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
     /* anything but "active" is refused: a typo must not open the gate */
 
     key->revoked = !(f[NGX_HTTP_TOLL_F_STATUS]
-                     && f[NGX_HTTP_TOLL_F_STATUS]->len == sizeof("active") - 1
-                     && ngx_strncmp(f[NGX_HTTP_TOLL_F_STATUS]->str, "active",
-                                    sizeof("active") - 1) == 0);
+                     && f[NGX_HTTP_TOLL_F_STATUS]->len
+                        == sizeof(TOLL_STATUS_ACTIVE) - 1
+                     && ngx_strncmp(f[NGX_HTTP_TOLL_F_STATUS]->str,
+                                    TOLL_STATUS_ACTIVE,
+                                    sizeof(TOLL_STATUS_ACTIVE) - 1) == 0);
 
     key->owner.len = f[NGX_HTTP_TOLL_F_OWNER]->len;
     key->plan.len = f[NGX_HTTP_TOLL_F_PLAN] ? f[NGX_HTTP_TOLL_F_PLAN]->len : 0;

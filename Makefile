@@ -16,7 +16,7 @@ SANITIZE    ?=
 
 DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                libjansson-dev libssl-dev libcmocka-dev redis-server \
-               python3-pytest python3-requests python3-redis wrk curl
+               python3-pytest python3-requests python3-redis wrk curl nghttp2-client
 
 TOP         := $(CURDIR)
 OUT         := $(TOP)/$(BUILD)
@@ -75,11 +75,13 @@ $(NGX_OBJS)/Makefile: config $(NGINX_SRC)/conf_flags Makefile
 
 $(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
 	$(MAKE) -C $(NGINX_SRC) -f $(NGX_OBJS)/Makefile modules
-	cp $(NGX_OBJS)/ngx_http_toll_module.so $@
+	@# a new inode: a running nginx keeps its mapping of the old file
+	cp $(NGX_OBJS)/ngx_http_toll_module.so $@.tmp && mv -f $@.tmp $@
 
 $(OUT)/tollctl: $(CTL_SRCS) $(LIB_HDRS) $(wildcard ctl/*.h)
 	@mkdir -p $(OUT)
-	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $(CTL_SRCS) -lhiredis -ljansson -lcrypto
+	$(CC) $(CSTD_FLAGS) -Ilib -o $@.tmp $(CTL_SRCS) -lhiredis -ljansson -lcrypto
+	mv -f $@.tmp $@
 
 $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit

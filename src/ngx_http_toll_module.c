@@ -41,6 +41,7 @@ static ngx_int_t ngx_http_toll_variable(ngx_http_request_t *r,
 
 static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_toll_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_toll_init(ngx_conf_t *cf);
 static void *ngx_http_toll_create_main_conf(ngx_conf_t *cf);
@@ -59,6 +60,10 @@ static ngx_conf_enum_t  ngx_http_toll_log_levels[] = {
     { ngx_string("error"), NGX_LOG_ERR },
     { ngx_null_string, 0 }
 };
+
+
+static ngx_conf_post_handler_pt  ngx_http_toll_zone_size_p =
+    ngx_http_toll_zone_size;
 
 
 static ngx_command_t  ngx_http_toll_commands[] = {
@@ -82,7 +87,7 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_toll_main_conf_t, zone_size),
-      NULL },
+      &ngx_http_toll_zone_size_p },
 
     { ngx_string("toll_cache_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -545,6 +550,23 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static char *
+ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *size = data;
+
+    if (*size < NGX_HTTP_TOLL_ZONE_SIZE_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_zone\" of %uz bytes is too small, "
+                           "the minimum is %uz",
+                           *size, (size_t) NGX_HTTP_TOLL_ZONE_SIZE_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_toll_add_variables(ngx_conf_t *cf)
 {
@@ -629,15 +651,6 @@ ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->cache_ttl, NGX_HTTP_TOLL_CACHE_TTL_MS);
     ngx_conf_init_msec_value(mcf->cache_negative_ttl,
                              NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS);
-
-    if (mcf->zone_size < NGX_HTTP_TOLL_ZONE_SIZE_MIN) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"toll_zone\" of %uz bytes is too small, "
-                           "the minimum is %uz",
-                           mcf->zone_size,
-                           (size_t) NGX_HTTP_TOLL_ZONE_SIZE_MIN);
-        return NGX_CONF_ERROR;
-    }
 
     if (!mcf->redis_set) {
         return NGX_CONF_OK;

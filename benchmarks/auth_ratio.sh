@@ -1,0 +1,564 @@
+#!/usr/bin/env bash
+#
+# toll benchmark: throughput of a "toll on" location against plain
+# proxy_pass, on the same gateway, in the same run.
+#
+#   benchmarks/auth_ratio.sh [options] BUILD_DIR      (make bench)
+#
+# Starts redis-server, an upstream (nginx answering return 200 "ok") and a
+# gateway nginx with the module, then alternates wrk runs on /plain/ and
+# /toll/ and prints requests/sec of each run, the ratio toll/plain per round
+# and the medians.  See benchmarks/README.md for how to read the output.
+#
+# Options:
+#   --rounds N        rounds of (plain, toll) runs            (default 7)
+#   --duration S      seconds per wrk run                     (default 5)
+#   --connections C   wrk connections                         (default 32)
+#   --threads T       wrk threads                             (default 1)
+#   --cpu             also measure the gateway worker's CPU per request
+#   --calibrate       A/A run: the "toll" runs go to /plain/ as well, to
+#                     show this machine's noise floor (ratio should be 1)
+#   --keep            keep the temporary prefix (configs, logs) on exit
+#   -h, --help        this text
+
+set -euo pipefail
+
+NGINX=/usr/sbin/nginx
+REDIS_SERVER=/usr/bin/redis-server
+REDIS_CLI=/usr/bin/redis-cli
+WRK=/usr/bin/wrk
+PYTHON=/usr/bin/python3
+
+ROUNDS=7
+DURATION_S=5
+CONNECTIONS=32
+THREADS=1
+WARMUP_S=2
+MEASURE_CPU=0
+CALIBRATE=0
+KEEP=0
+START_TIMEOUT_S=10
+STOP_TIMEOUT_S=5
+# per-round ratios further apart than this say the machine was busy
+SPREAD_WARN=1.10
+
+usage() {
+    sed -n '3,/^$/s/^# \{0,1\}//p' "$0"
+}
+
+die() {
+    echo "auth_ratio: $*" >&2
+    exit 1
+}
+
+BUILD=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds)      ROUNDS=${2-}; shift 2 ;;
+        --duration)    DURATION_S=${2-}; shift 2 ;;
+        --connections) CONNECTIONS=${2-}; shift 2 ;;
+        --threads)     THREADS=${2-}; shift 2 ;;
+        --cpu)         MEASURE_CPU=1; shift ;;
+        --calibrate)   CALIBRATE=1; shift ;;
+        --keep)        KEEP=1; shift ;;
+        -h|--help)     usage; exit 0 ;;
+        -*)            die "unknown option $1 (see --help)" ;;
+        *)             BUILD=$1; shift ;;
+    esac
+done
+
+[ -n "$BUILD" ] || die "usage: $0 [options] BUILD_DIR (see --help)"
+[ -d "$BUILD" ] || die "no such directory: $BUILD"
+BUILD=$(cd "$BUILD" && pwd)
+MODULE=$BUILD/ngx_http_toll_module.so
+TOLLCTL=$BUILD/tollctl
+[ -f "$MODULE" ] || die "$MODULE not found: run make first"
+[ -x "$TOLLCTL" ] || die "$TOLLCTL not found: run make first"
+for prog in $NGINX $REDIS_SERVER $REDIS_CLI $WRK $PYTHON; do
+    [ -x "$prog" ] || die "$prog not found: run make setup"
+done
+for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
+    case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
+done
+
+
+# -- CPU layout ---------------------------------------------------------------
+#
+# The gateway is what we measure, so its one worker gets a core of its own
+# (the last one); wrk, the upstream worker and Redis share the others.  On
+# the 2-core box that is: CPU 1 = gateway, CPU 0 = wrk + upstream + Redis.
+# One gateway worker keeps the comparison simple (no accept balancing
+# between workers) and makes "CPU per request" one process's counters.
+# With a single CPU nothing is pinned and the ratio is only indicative.
+
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+    GW_CPU=$((NCPU - 1))
+    OTHER_CPUS=0
+    [ "$NCPU" -eq 2 ] || OTHER_CPUS=0-$((NCPU - 2))
+    # worker_cpu_affinity takes a bit mask, highest CPU leftmost
+    GW_MASK=1$(printf '%*s' "$GW_CPU" '' | tr ' ' 0)
+    PIN="taskset -c $OTHER_CPUS"
+    GW_AFFINITY="worker_cpu_affinity $GW_MASK;"
+    UP_AFFINITY="worker_cpu_affinity 1;"
+    LAYOUT="gateway worker on CPU $GW_CPU;"
+    LAYOUT="$LAYOUT wrk, upstream worker and redis on CPU $OTHER_CPUS"
+else
+    PIN=
+    GW_AFFINITY=
+    UP_AFFINITY=
+    LAYOUT="1 CPU: nothing pinned, every process shares it"
+fi
+
+# nginx workers drop to "nobody" when the master runs as root; keep them
+# as root so that they can use the private temporary prefix
+USER_LINE=
+[ "$(id -u)" != 0 ] || USER_LINE="user root;"
+
+
+# -- how busy the machine is before we start --------------------------------
+
+cpu_idle_total() {
+    # idle + iowait, and the sum of all fields, of /proc/stat's "cpu" line
+    awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i;
+                   print $5 + $6, t; exit }' /proc/stat
+}
+
+# other work (a compile, a test suite) takes cores away for part of a run
+# and makes the figures noisy; the load average would also count a
+# benchmark that has just ended, so sample the CPUs for a second instead
+read -r idle0 total0 <<<"$(cpu_idle_total)"
+sleep 1
+read -r idle1 total1 <<<"$(cpu_idle_total)"
+OTHER_BUSY=$(( 100 - 100 * (idle1 - idle0) / (total1 - total0 + 1) ))
+OTHER_BUSY_WARN=10
+
+
+# -- processes and cleanup ----------------------------------------------------
+
+PREFIX=$(mktemp -d /tmp/toll-bench-XXXXXX)
+mkdir -p "$PREFIX/logs" "$PREFIX/gw/tmp" "$PREFIX/up/tmp" "$PREFIX/redis"
+
+REDIS_PID=
+UP_PID=
+GW_PID=
+
+stop_pid() {
+    # $1 pid, $2 polite signal; SIGKILL after STOP_TIMEOUT_S
+    local pid=$1 sig=$2 i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT_S * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "auth_ratio: pid $pid did not stop, killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    # gateway first, so that nothing is proxied to a stopped upstream
+    stop_pid "$GW_PID" QUIT
+    stop_pid "$UP_PID" QUIT
+    stop_pid "$REDIS_PID" TERM
+    if [ "$KEEP" = 1 ]; then
+        echo "kept $PREFIX"
+    else
+        rm -rf "$PREFIX"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "auth_ratio: interrupted" >&2; exit 130' INT TERM
+
+# Run private copies: "make" rewrites build/*.so in place, and a running
+# nginx whose mapped module changes under it crashes.  A copy keeps a
+# rebuild during the run from ending it (or, worse, skewing it).
+cp "$MODULE" "$PREFIX/ngx_http_toll_module.so"
+cp "$TOLLCTL" "$PREFIX/tollctl"
+MODULE=$PREFIX/ngx_http_toll_module.so
+TOLLCTL=$PREFIX/tollctl
+
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket()
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    # $1 url, $2 pid that must stay alive
+    local i
+    for ((i = 0; i < START_TIMEOUT_S * 20; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+show_log() {
+    echo "--- $1" >&2
+    tail -n 20 "$1" >&2 || true
+}
+
+
+# -- Redis --------------------------------------------------------------------
+
+REDIS_PORT=$(free_port)
+$PIN "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" \
+    --save '' --appendonly no --dir "$PREFIX/redis" \
+    --logfile "$PREFIX/logs/redis.log" --daemonize no </dev/null &
+REDIS_PID=$!
+
+redis_up() {
+    [ "$("$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
+
+for ((i = 0; i < START_TIMEOUT_S * 20; i++)); do
+    redis_up && break
+    kill -0 "$REDIS_PID" 2>/dev/null || break
+    sleep 0.05
+done
+redis_up || { show_log "$PREFIX/logs/redis.log"
+              die "redis-server did not start"; }
+
+
+# -- upstream: nginx answering 200 "ok", so that no Python is in the path -----
+
+UP_PORT=$(free_port)
+cat > "$PREFIX/up/nginx.conf" <<EOF
+worker_processes 1;
+$UP_AFFINITY
+daemon off;
+$USER_LINE
+pid $PREFIX/up/nginx.pid;
+lock_file $PREFIX/up/nginx.lock;
+error_log $PREFIX/logs/upstream-error.log warn;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $PREFIX/up/tmp/body;
+    proxy_temp_path       $PREFIX/up/tmp/proxy;
+    fastcgi_temp_path     $PREFIX/up/tmp/fastcgi;
+    uwsgi_temp_path       $PREFIX/up/tmp/uwsgi;
+    scgi_temp_path        $PREFIX/up/tmp/scgi;
+
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "ok";
+        }
+    }
+}
+EOF
+
+"$NGINX" -p "$PREFIX/up/" -c "$PREFIX/up/nginx.conf" \
+    -e "$PREFIX/logs/upstream-error.log" </dev/null \
+    >"$PREFIX/logs/upstream.stderr" 2>&1 &
+UP_PID=$!
+wait_http "http://127.0.0.1:$UP_PORT/" "$UP_PID" \
+    || { show_log "$PREFIX/logs/upstream-error.log"
+         die "upstream nginx did not start"; }
+
+
+# -- gateway: /plain/ and /toll/ on one server, same upstream pool -----------
+
+GW_PORT=$(free_port)
+cat > "$PREFIX/gw/nginx.conf" <<EOF
+load_module $MODULE;
+
+worker_processes 1;
+$GW_AFFINITY
+daemon off;
+$USER_LINE
+pid $PREFIX/gw/nginx.pid;
+lock_file $PREFIX/gw/nginx.lock;
+error_log $PREFIX/logs/gateway-error.log warn;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    # the cache TTLs are left at their defaults: one Redis lookup per key
+    # every toll_cache_ttl is the steady state providers run
+    toll_redis 127.0.0.1:$REDIS_PORT timeout=500ms;
+    toll_zone 4m;
+
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path $PREFIX/gw/tmp/body;
+    proxy_temp_path       $PREFIX/gw/tmp/proxy;
+    fastcgi_temp_path     $PREFIX/gw/tmp/fastcgi;
+    uwsgi_temp_path       $PREFIX/gw/tmp/uwsgi;
+    scgi_temp_path        $PREFIX/gw/tmp/scgi;
+
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+
+    server {
+        listen 127.0.0.1:$GW_PORT;
+
+        location /plain/ {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        location /toll/ {
+            toll on;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+
+GW_ARGS=(-p "$PREFIX/gw/" -c "$PREFIX/gw/nginx.conf"
+         -e "$PREFIX/logs/gateway-error.log")
+"$NGINX" "${GW_ARGS[@]}" -t -q </dev/null \
+    || { show_log "$PREFIX/logs/gateway-error.log"
+         die "nginx -t rejected the gateway configuration"; }
+"$NGINX" "${GW_ARGS[@]}" </dev/null >"$PREFIX/logs/gateway.stderr" 2>&1 &
+GW_PID=$!
+wait_http "http://127.0.0.1:$GW_PORT/plain/" "$GW_PID" \
+    || { show_log "$PREFIX/logs/gateway-error.log"
+         die "gateway nginx did not start"; }
+
+GW_WORKER=$(pgrep -P "$GW_PID" | head -n 1)
+[ -n "$GW_WORKER" ] || die "no gateway worker process under pid $GW_PID"
+
+
+# -- a key, and proof that the gate is really on ------------------------------
+
+KEY_JSON=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
+               --owner bench-buyer --plan free) \
+    || die "tollctl key create failed"
+TOKEN=$(printf '%s' "$KEY_JSON" | "$PYTHON" -c \
+            'import json, sys; print(json.load(sys.stdin)["token"])') \
+    || die "tollctl printed no token: $KEY_JSON"
+AUTH="Authorization: Bearer $TOKEN"
+
+status() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true
+}
+
+BASE=http://127.0.0.1:$GW_PORT
+# the first call misses the cache and asks Redis; later ones are cached
+[ "$(status -H "$AUTH" "$BASE/toll/")" = 200 ] \
+    || { show_log "$PREFIX/logs/gateway-error.log"
+         die "/toll/ with the key did not answer 200"; }
+# a ratio is only meaningful if /toll/ really checks keys
+[ "$(status "$BASE/toll/")" = 401 ] \
+    || die "/toll/ without a key did not answer 401: is the gate on?"
+[ "$(status -H "$AUTH" "$BASE/plain/")" = 200 ] \
+    || die "/plain/ did not answer 200"
+
+
+# -- measuring ----------------------------------------------------------------
+
+CLK_TCK=$(getconf CLK_TCK)
+TOLL_PATH=toll
+[ "$CALIBRATE" = 0 ] || TOLL_PATH=plain
+
+alive() {
+    if ! kill -0 "$GW_PID" 2>/dev/null || ! kill -0 "$GW_WORKER" 2>/dev/null
+    then
+        show_log "$PREFIX/logs/gateway-error.log"
+        die "the gateway nginx (pid $GW_PID) or its worker is gone"
+    fi
+    if ! kill -0 "$UP_PID" 2>/dev/null; then
+        show_log "$PREFIX/logs/upstream-error.log"
+        die "the upstream nginx (pid $UP_PID) is gone"
+    fi
+}
+
+cpu_ticks() {
+    # utime + stime of the gateway worker, in clock ticks; fields counted
+    # after the ")" that closes the command name (state is the first)
+    local -a f
+    read -r -a f <<<"$(sed 's/^.*) //' "/proc/$GW_WORKER/stat")"
+    echo $((f[11] + f[12]))
+}
+
+# wrk on /plain/ or /toll/ ($1) for $2 seconds; sets RPS, REQS and TICKS
+run_wrk() {
+    local kind=$1 secs=$2 path out t0 t1 errors
+    path=$kind
+    [ "$kind" = plain ] || path=$TOLL_PATH
+
+    alive
+    t0=$(cpu_ticks)
+    # the same header on both: the only difference between them is the gate
+    out=$($PIN "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" \
+              -H "$AUTH" "$BASE/$path/" 2>&1) \
+        || { echo "$out" >&2; die "wrk failed on /$path/"; }
+    alive
+    t1=$(cpu_ticks)
+    printf '== /%s/\n%s\n' "$path" "$out" >> "$PREFIX/logs/wrk.log"
+
+    # a worker that crashed and was respawned has new counters
+    [ "$(pgrep -P "$GW_PID" | head -n 1)" = "$GW_WORKER" ] \
+        || { show_log "$PREFIX/logs/gateway-error.log"
+             die "the gateway worker $GW_WORKER died during a /$path/ run"; }
+
+    if grep -q 'Non-2xx' <<<"$out"; then
+        echo "$out" >&2
+        show_log "$PREFIX/logs/gateway-error.log"
+        die "/$path/ answered non-2xx statuses:" \
+            "a ratio of errors is meaningless"
+    fi
+    errors=$(grep 'Socket errors' <<<"$out" || true)
+    [ -z "$errors" ] || echo "auth_ratio: warning: /$path/:" \
+                             "socket errors: ${errors##*errors: }" >&2
+
+    RPS=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    REQS=$(awk '/ requests in / { print $1 }' <<<"$out")
+    if [ -z "$RPS" ] || [ -z "$REQS" ] || [ "$REQS" -le 0 ]; then
+        echo "$out" >&2
+        die "could not read wrk's output"
+    fi
+    TICKS=$((t1 - t0))
+}
+
+median() {
+    sort -g | awk '{ v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2];
+              else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+calc() {
+    # calc FORMAT EXPR [name=value ...]: awk arithmetic
+    local fmt=$1 expr=$2
+    shift 2
+    awk "$@" "BEGIN { printf \"$fmt\", $expr }" /dev/null
+}
+
+echo "toll auth_ratio: $LAYOUT"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS rounds," \
+     "plain first in odd rounds, toll first in even ones;"
+echo "the same Authorization header on both;" \
+     "nginx $("$NGINX" -v 2>&1 | sed 's/^.*\///'), $NCPU CPUs," \
+     "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+[ "$CALIBRATE" = 0 ] \
+    || echo "CALIBRATION: the \"toll\" column is /plain/ too (A/A run)"
+if [ "$OTHER_BUSY" -gt "$OTHER_BUSY_WARN" ]; then
+    echo "warning: the CPUs were ${OTHER_BUSY}% busy just before the run:" \
+         "other work on this machine will make the figures noisy"
+fi
+
+# warm both paths: keepalive pools, the key cache, the CPU's caches
+run_wrk plain "$WARMUP_S"
+run_wrk toll "$WARMUP_S"
+
+echo
+if [ "$MEASURE_CPU" = 1 ]; then
+    printf '%-6s %11s %11s %6s   %-16s %-16s %6s\n' round "plain req/s" \
+        "toll req/s" ratio "plain us/req" "toll us/req" "cpu"
+else
+    printf '%-6s %11s %11s %6s\n' round "plain req/s" "toll req/s" ratio
+fi
+
+for f in plain.rps toll.rps ratio plain.us toll.us cpu.ratio; do
+    : > "$PREFIX/$f"
+done
+
+# per kind (plain, toll) in the current round: requests/sec, microseconds
+# of gateway worker CPU per request, and the share of its core it used
+declare -A rps us busy
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2)); then order="plain toll"; else order="toll plain"; fi
+    for kind in $order; do
+        run_wrk "$kind" "$DURATION_S"
+        rps[$kind]=$RPS
+        us[$kind]=$(calc '%.2f' 't / hz * 1e6 / n' \
+                        -v t="$TICKS" -v hz="$CLK_TCK" -v n="$REQS")
+        busy[$kind]=$(calc '%.0f' 't / hz / s * 100' \
+                          -v t="$TICKS" -v hz="$CLK_TCK" -v s="$DURATION_S")
+    done
+    ratio=$(calc '%.3f' 'a / b' -v a="${rps[toll]}" -v b="${rps[plain]}")
+    echo "${rps[plain]}" >> "$PREFIX/plain.rps"
+    echo "${rps[toll]}" >> "$PREFIX/toll.rps"
+    echo "$ratio" >> "$PREFIX/ratio"
+
+    if [ "$MEASURE_CPU" = 1 ]; then
+        cratio=$(calc '%.3f' '(b > 0) ? a / b : 0' \
+                     -v a="${us[toll]}" -v b="${us[plain]}")
+        echo "${us[plain]}" >> "$PREFIX/plain.us"
+        echo "${us[toll]}" >> "$PREFIX/toll.us"
+        echo "$cratio" >> "$PREFIX/cpu.ratio"
+        printf '%-6s %11.0f %11.0f %6s   %-16s %-16s %6s\n' \
+            "$round" "${rps[plain]}" "${rps[toll]}" "$ratio" \
+            "${us[plain]} (${busy[plain]}%)" "${us[toll]} (${busy[toll]}%)" \
+            "$cratio"
+    else
+        printf '%-6s %11.0f %11.0f %6s\n' \
+            "$round" "${rps[plain]}" "${rps[toll]}" "$ratio"
+    fi
+done
+
+med_plain=$(median < "$PREFIX/plain.rps")
+med_toll=$(median < "$PREFIX/toll.rps")
+med_ratio=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/ratio")")
+ratio_of_medians=$(calc '%.3f' 'a / b' -v a="$med_toll" -v b="$med_plain")
+min_ratio=$(sort -g "$PREFIX/ratio" | head -n 1)
+max_ratio=$(sort -g "$PREFIX/ratio" | tail -n 1)
+
+if [ "$MEASURE_CPU" = 1 ]; then
+    med_plain_us=$(median < "$PREFIX/plain.us")
+    med_toll_us=$(median < "$PREFIX/toll.us")
+    med_cpu_ratio=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/cpu.ratio")")
+    printf '%-6s %11.0f %11.0f %6s   %-16s %-16s %6s\n' median \
+        "$med_plain" "$med_toll" "$ratio_of_medians" \
+        "$med_plain_us" "$med_toll_us" "$med_cpu_ratio"
+else
+    printf '%-6s %11.0f %11.0f %6s\n' median \
+        "$med_plain" "$med_toll" "$ratio_of_medians"
+fi
+
+echo
+echo "throughput toll/plain: median of per-round ratios $med_ratio," \
+     "ratio of medians $ratio_of_medians (target >= 0.95)"
+result="RESULT rounds=$ROUNDS median_ratio=$med_ratio"
+result="$result ratio_of_medians=$ratio_of_medians"
+result="$result min_ratio=$min_ratio max_ratio=$max_ratio"
+
+if [ "$MEASURE_CPU" = 1 ]; then
+    echo "gateway CPU per request: median of per-round ratios" \
+         "$med_cpu_ratio (target <= 1.10)"
+    result="$result cpu_ratio=$med_cpu_ratio"
+fi
+
+if awk -v lo="$min_ratio" -v hi="$max_ratio" -v w="$SPREAD_WARN" \
+       'BEGIN { exit !(hi > lo * w) }'; then
+    echo "warning: per-round ratios range from $min_ratio to $max_ratio:" \
+         "the machine was busy or noisy; rerun when it is quiet" \
+         "(--calibrate shows the noise floor)"
+fi
+
+# a clean run leaves nothing worse than a warning in the gateway's log
+if grep -E '\[(alert|crit|emerg)\]|exited on signal' \
+        "$PREFIX/logs/gateway-error.log" >&2; then
+    die "the gateway logged errors during the run (above)"
+fi
+
+echo "$result"

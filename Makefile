@@ -110,7 +110,7 @@ demo: all
 	$(PYTHON) demo/run.py --build $(OUT)
 
 bench: all
-	benchmarks/auth_ratio.sh $(OUT)
+	bash benchmarks/auth_ratio.sh --cpu $(OUT)
 
 clean:
 	rm -rf build build-asan

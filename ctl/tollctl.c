@@ -1305,8 +1305,14 @@ tollctl_key_new(tollctl_new_key_t *key, const tollctl_create_t *req)
     snprintf(key->token, sizeof(key->token), "%s:%s",
              key->key_id, key->secret);
 
-    toll_secret_hash((const unsigned char *) key->secret,
-                     TOLL_SECRET_GEN_LEN, hash);
+    if (toll_secret_hash((const unsigned char *) key->secret,
+                         TOLL_SECRET_GEN_LEN, hash)
+        != 0)
+    {
+        return tollctl_error(EX_SOFTWARE, "OpenSSL could not hash the "
+                             "secret; no key was created");
+    }
+
     toll_hex_encode(hash, sizeof(hash), key->secret_sha256);
     key->secret_sha256[TOLL_SECRET_HASH_HEX_LEN] = '\0';
     OPENSSL_cleanse(hash, sizeof(hash));

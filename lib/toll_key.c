@@ -10,7 +10,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
 
 static const char  toll_hex_digits[] = "0123456789abcdef";
@@ -158,11 +157,37 @@ toll_bearer_parse(const unsigned char *p, size_t len, toll_token_t *tok)
 }
 
 
-void
+int
 toll_secret_hash(const unsigned char *secret, size_t len,
     unsigned char out[TOLL_SECRET_HASH_LEN])
 {
-    SHA256(secret, len, out);
+    unsigned int         n;
+
+    static EVP_MD       *md;
+    static EVP_MD_CTX   *ctx;
+
+    if (ctx == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        ctx = EVP_MD_CTX_new();
+
+        if (md == NULL || ctx == NULL) {
+            EVP_MD_free(md);
+            EVP_MD_CTX_free(ctx);
+            md = NULL;
+            ctx = NULL;
+            return -1;
+        }
+    }
+
+    if (EVP_DigestInit_ex(ctx, md, NULL) != 1
+        || EVP_DigestUpdate(ctx, secret, len) != 1
+        || EVP_DigestFinal_ex(ctx, out, &n) != 1
+        || n != TOLL_SECRET_HASH_LEN)
+    {
+        return -1;
+    }
+
+    return 0;
 }
 
 

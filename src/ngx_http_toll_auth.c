@@ -83,7 +83,13 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_memcpy(ctx->key_id.data, tok.key_id, tok.key_id_len);
     ctx->key_id.len = tok.key_id_len;
 
-    toll_secret_hash(tok.secret, tok.secret_len, ctx->presented_hash);
+    if (toll_secret_hash(tok.secret, tok.secret_len, ctx->presented_hash)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "toll: libcrypto failed to hash a secret");
+        return NGX_ERROR;
+    }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 

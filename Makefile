@@ -5,6 +5,7 @@
 #   make test       every test: C unit tests, then the integration suites
 #   make test-asan  the same suites against a module built with ASan and UBSan
 #   make bench      throughput of toll against plain proxy_pass (benchmarks/)
+#   make bench-callgrind  the module's own instructions per request
 #
 # Debian 12 packages that a step needs are installed by "make setup", which
 # the other targets run first; it calls apt-get only when one is missing.
@@ -16,7 +17,8 @@ SANITIZE    ?=
 
 DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                libjansson-dev libssl-dev libcmocka-dev redis-server \
-               python3-pytest python3-requests python3-redis wrk curl nghttp2-client
+               python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
+               valgrind
 
 TOP         := $(CURDIR)
 OUT         := $(TOP)/$(BUILD)
@@ -45,7 +47,7 @@ CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
 .PHONY: all setup module ctl unit test test-unit test-integration test-asan \
-        demo bench clean
+        demo bench bench-callgrind clean
 
 all: setup module ctl
 
@@ -111,6 +113,9 @@ demo: all
 
 bench: all
 	bash benchmarks/auth_ratio.sh --cpu $(OUT)
+
+bench-callgrind: all
+	$(PYTHON) benchmarks/callgrind.py $(OUT)
 
 clean:
 	rm -rf build build-asan

@@ -106,12 +106,7 @@ toll_cred_rc_e toll_token_parse(const unsigned char *p, size_t len,
 toll_cred_rc_e toll_bearer_parse(const unsigned char *p, size_t len,
     toll_token_t *tok);
 
-/*
- * SHA-256 of the secret; returns 0, or -1 when libcrypto fails.  The
- * digest is fetched once per process and its context reused (OpenSSL 3's
- * one-shot SHA256() looks the algorithm up on every call, which costs
- * more than the hash): not for concurrent use from several threads.
- */
+/* SHA-256 of the secret; returns 0, or -1 when libcrypto fails */
 int toll_secret_hash(const unsigned char *secret, size_t len,
     unsigned char out[TOLL_SECRET_HASH_LEN]);
 

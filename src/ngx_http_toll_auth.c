@@ -20,6 +20,14 @@
 #include "ngx_http_toll_shm.h"
 
 
+/* a request header the gate sets for the upstream */
+typedef struct {
+    ngx_str_t                  key;
+    ngx_str_t                  lowcase_key;
+    ngx_uint_t                 hash;          /* computed once */
+} ngx_http_toll_header_t;
+
+
 /* the fields of HMGET, in the order the reply is decoded */
 enum {
     NGX_HTTP_TOLL_F_STATUS = 0,
@@ -45,7 +53,7 @@ static ngx_http_toll_auth_status_e ngx_http_toll_auth_verify(
 static ngx_int_t ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
     ngx_flag_t pass_credentials);
 static ngx_int_t ngx_http_toll_headers_in_add(ngx_http_request_t *r,
-    ngx_str_t *key, ngx_str_t *lowcase_key, ngx_str_t *value);
+    ngx_http_toll_header_t *header, ngx_str_t *value);
 
 
 ngx_int_t
@@ -498,28 +506,28 @@ ngx_int_t
 ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_flag_t pass_credentials)
 {
-    static ngx_str_t  buyer = ngx_string("X-Toll-Buyer");
-    static ngx_str_t  buyer_lc = ngx_string("x-toll-buyer");
-    static ngx_str_t  key_id = ngx_string("X-Toll-Key-Id");
-    static ngx_str_t  key_id_lc = ngx_string("x-toll-key-id");
-    static ngx_str_t  plan = ngx_string("X-Toll-Plan");
-    static ngx_str_t  plan_lc = ngx_string("x-toll-plan");
+    static ngx_http_toll_header_t  buyer = {
+        ngx_string("X-Toll-Buyer"), ngx_string("x-toll-buyer"), 0
+    };
+    static ngx_http_toll_header_t  key_id = {
+        ngx_string("X-Toll-Key-Id"), ngx_string("x-toll-key-id"), 0
+    };
+    static ngx_http_toll_header_t  plan = {
+        ngx_string("X-Toll-Plan"), ngx_string("x-toll-plan"), 0
+    };
 
     if (ngx_http_toll_headers_in_strip(r, pass_credentials) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ngx_http_toll_headers_in_add(r, &buyer, &buyer_lc, &ctx->key.owner)
-        != NGX_OK
-        || ngx_http_toll_headers_in_add(r, &key_id, &key_id_lc, &ctx->key_id)
-           != NGX_OK)
+    if (ngx_http_toll_headers_in_add(r, &buyer, &ctx->key.owner) != NGX_OK
+        || ngx_http_toll_headers_in_add(r, &key_id, &ctx->key_id) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (ctx->key.plan.len
-        && ngx_http_toll_headers_in_add(r, &plan, &plan_lc, &ctx->key.plan)
-           != NGX_OK)
+        && ngx_http_toll_headers_in_add(r, &plan, &ctx->key.plan) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -659,20 +667,25 @@ ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_toll_headers_in_add(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_str_t *lowcase_key, ngx_str_t *value)
+ngx_http_toll_headers_in_add(ngx_http_request_t *r,
+    ngx_http_toll_header_t *header, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
+
+    if (header->hash == 0) {
+        header->hash = ngx_hash_key(header->lowcase_key.data,
+                                    header->lowcase_key.len);
+    }
 
     h = ngx_list_push(&r->headers_in.headers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    h->key = *key;
+    h->key = header->key;
     h->value = *value;
-    h->lowcase_key = lowcase_key->data;
-    h->hash = ngx_hash_key(lowcase_key->data, lowcase_key->len);
+    h->lowcase_key = header->lowcase_key.data;
+    h->hash = header->hash;
 #if (nginx_version >= 1023000)
     h->next = NULL;
 #endif

@@ -14,6 +14,8 @@ import secrets
 import subprocess
 import time
 
+import redis as redis_py
+
 
 KEY_PREFIX = "toll:key:{%s}"
 KEY_INDEX = "toll:keys"
@@ -99,7 +101,8 @@ def raw_key(redis, key_id=None, secret=None, owner="acme", plan=None,
             extra=None, index=True):
     """Writes a key record directly with HSET and returns the Key.
     `redis` is a RedisServer (or a redis.Redis client)."""
-    client = getattr(redis, "client", redis)
+    # redis.Redis has a method named client: test the type, not the name
+    client = redis if isinstance(redis, redis_py.Redis) else redis.client
     key_id = key_id or gen_key_id()
     secret = secret or gen_secret()
     fields = {

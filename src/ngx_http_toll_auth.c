@@ -59,25 +59,30 @@ static ngx_int_t ngx_http_toll_headers_in_add(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    ngx_int_t                   rc;
-    toll_token_t                tok;
-    ngx_http_toll_main_conf_t  *mcf;
+    ngx_int_t                     rc;
+    toll_token_t                  tok;
+    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_auth_status_e   status;
 
     if (ctx->state == NGX_HTTP_TOLL_STATE_RESUMED) {
         goto decide;
     }
 
-    ctx->auth_status = ngx_http_toll_auth_credential(r, &tok);
+    /* ctx->auth_status stays unset until decided: a 500 logs no status */
 
-    switch (ctx->auth_status) {
+    status = ngx_http_toll_auth_credential(r, &tok);
+
+    switch (status) {
 
     case NGX_HTTP_TOLL_AUTH_OK:
         break;
 
     case NGX_HTTP_TOLL_AUTH_AMBIGUOUS:
+        ctx->auth_status = status;
         return NGX_HTTP_BAD_REQUEST;
 
     default:
+        ctx->auth_status = status;
         return NGX_HTTP_UNAUTHORIZED;
     }
 

@@ -50,10 +50,15 @@ static ngx_int_t ngx_http_toll_auth_decode(ngx_http_request_t *r,
     ngx_str_t *key_id, ngx_http_toll_key_t *key, redisReply *reply);
 static ngx_http_toll_auth_status_e ngx_http_toll_auth_verify(
     ngx_http_toll_ctx_t *ctx);
-static ngx_int_t ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
-    ngx_flag_t pass_credentials);
-static ngx_int_t ngx_http_toll_headers_in_add(ngx_http_request_t *r,
+static ngx_int_t ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
+    ngx_flag_t pass_credentials, ngx_http_toll_header_t *add,
+    ngx_str_t **values, ngx_uint_t n);
+static void ngx_http_toll_header_set(ngx_table_elt_t *h,
     ngx_http_toll_header_t *header, ngx_str_t *value);
+static ngx_uint_t ngx_http_toll_header_stripped(ngx_table_elt_t *h,
+    ngx_flag_t pass_credentials);
+static ngx_uint_t ngx_http_toll_header_name_is(ngx_table_elt_t *h,
+    const char *name, size_t len, ngx_uint_t prefix);
 
 
 ngx_int_t
@@ -266,6 +271,14 @@ ngx_http_toll_auth_lookup(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    /*
+     * While parked, a client that goes away ends the request at once
+     * (499), which cancels the lookup: a caller who left must not cost
+     * an upstream call when the reply comes.
+     */
+
+    r->read_event_handler = ngx_http_test_reading;
+
     return NGX_AGAIN;
 }
 
@@ -311,6 +324,7 @@ ngx_http_toll_auth_on_reply(void *data, redisReply *reply)
      * access phase runs again, finds the answer and decides.
      */
 
+    r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_post_event(r->connection->write, &ngx_posted_events);
 }
@@ -511,76 +525,67 @@ ngx_int_t
 ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_flag_t pass_credentials)
 {
-    static ngx_http_toll_header_t  buyer = {
-        ngx_string("X-Toll-Buyer"), ngx_string("x-toll-buyer"), 0
-    };
-    static ngx_http_toll_header_t  key_id = {
-        ngx_string("X-Toll-Key-Id"), ngx_string("x-toll-key-id"), 0
-    };
-    static ngx_http_toll_header_t  plan = {
-        ngx_string("X-Toll-Plan"), ngx_string("x-toll-plan"), 0
+    ngx_str_t                  *values[3];
+    ngx_uint_t                  i, n, *index;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    static ngx_http_toll_header_t  identity[3] = {
+        { ngx_string("X-Toll-Buyer"), ngx_string("x-toll-buyer"), 0 },
+        { ngx_string("X-Toll-Key-Id"), ngx_string("x-toll-key-id"), 0 },
+        { ngx_string("X-Toll-Plan"), ngx_string("x-toll-plan"), 0 }
     };
 
-    if (ngx_http_toll_headers_in_strip(r, pass_credentials) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    values[0] = &ctx->key.owner;
+    values[1] = &ctx->key_id;
+    values[2] = &ctx->key.plan;
 
-    if (ngx_http_toll_headers_in_add(r, &buyer, &ctx->key.owner) != NGX_OK
-        || ngx_http_toll_headers_in_add(r, &key_id, &ctx->key_id) != NGX_OK)
+    /* a key without a plan sends no X-Toll-Plan */
+    n = ctx->key.plan.len ? 3 : 2;
+
+    if (ngx_http_toll_headers_in_rewrite(r, pass_credentials, identity,
+                                         values, n)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ctx->key.plan.len
-        && ngx_http_toll_headers_in_add(r, &plan, &ctx->key.plan) != NGX_OK)
-    {
-        return NGX_ERROR;
+    /* cached copies of the old headers would outlive them: read anew */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    if (mcf->stripped_variables) {
+        index = mcf->stripped_variables->elts;
+
+        for (i = 0; i < mcf->stripped_variables->nelts; i++) {
+            r->variables[index[i]].valid = 0;
+            r->variables[index[i]].not_found = 0;
+        }
     }
 
     return NGX_OK;
 }
 
 
-static ngx_uint_t
-ngx_http_toll_header_stripped(ngx_table_elt_t *h, ngx_flag_t pass_credentials)
-{
-    /* the X-Toll- namespace is ours, whatever the client claims in it */
-
-    if (h->key.len >= sizeof("x-toll-") - 1
-        && ngx_strncmp(h->lowcase_key, "x-toll-", sizeof("x-toll-") - 1) == 0)
-    {
-        return 1;
-    }
-
-    if (pass_credentials) {
-        return 0;
-    }
-
-    return (h->key.len == sizeof("authorization") - 1
-            && ngx_strncmp(h->lowcase_key, "authorization",
-                           sizeof("authorization") - 1) == 0)
-           || (h->key.len == sizeof("x-api-key") - 1
-               && ngx_strncmp(h->lowcase_key, "x-api-key",
-                              sizeof("x-api-key") - 1) == 0);
-}
-
-
 /*
- * Removes headers from r->headers_in.headers without moving any element:
- * the list is cut into runs of kept elements, each run a part of its own.
- * nginx keeps pointers to elements (r->headers_in.host and the like), so
- * shifting elements, as a simple delete would, leaves them pointing at
- * the wrong header.  A fresh empty part goes last, for headers added
- * later.
+ * Removes the stripped headers from r->headers_in.headers and adds n new
+ * ones, without moving any element: nginx keeps pointers to elements
+ * (r->headers_in.host and the like), so shifting elements, as a plain
+ * delete would, leaves them pointing at the wrong header.  The list is cut
+ * instead into runs of kept elements, each a part of its own, followed by
+ * a fresh part holding the new headers.  That part is filled before it is
+ * linked: nginx's loops over a list read the first element of the next
+ * part without checking that it has one.  Nothing is changed unless every
+ * allocation succeeded.
  */
 
 static ngx_int_t
-ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
-    ngx_flag_t pass_credentials)
+ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
+    ngx_flag_t pass_credentials, ngx_http_toll_header_t *add,
+    ngx_str_t **values, ngx_uint_t n)
 {
     ngx_uint_t        i, start, removed;
     ngx_list_t       *list;
-    ngx_list_part_t  *part, *first, *tail, *np;
+    ngx_list_part_t  *part, *first, *tail, *np, *added;
     ngx_table_elt_t  *h;
 
     list = &r->headers_in.headers;
@@ -596,8 +601,38 @@ ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
     }
 
     if (removed == 0) {
+        for (i = 0; i < n; i++) {
+            h = ngx_list_push(list);
+            if (h == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_http_toll_header_set(h, &add[i], values[i]);
+        }
+
         return NGX_OK;
     }
+
+    added = ngx_palloc(r->pool, sizeof(ngx_list_part_t));
+    if (added == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* with room for headers pushed later, as ngx_list_push() expects */
+
+    added->elts = ngx_palloc(r->pool, list->nalloc * list->size);
+    if (added->elts == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = added->elts;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_toll_header_set(&h[i], &add[i], values[i]);
+    }
+
+    added->nelts = n;
+    added->next = NULL;
 
     first = NULL;
     tail = NULL;
@@ -612,10 +647,6 @@ ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
                 && !ngx_http_toll_header_stripped(&h[i], pass_credentials))
             {
                 continue;
-            }
-
-            if (i < part->nelts && r->headers_in.authorization == &h[i]) {
-                r->headers_in.authorization = NULL;
             }
 
             if (i > start) {
@@ -642,49 +673,36 @@ ngx_http_toll_headers_in_strip(ngx_http_request_t *r,
         }
     }
 
-    np = ngx_palloc(r->pool, sizeof(ngx_list_part_t));
-    if (np == NULL) {
-        return NGX_ERROR;
-    }
-
-    np->elts = ngx_palloc(r->pool, list->nalloc * list->size);
-    if (np->elts == NULL) {
-        return NGX_ERROR;
-    }
-
-    np->nelts = 0;
-    np->next = NULL;
-
     if (tail) {
-        tail->next = np;
+        tail->next = added;
 
     } else {
-        first = np;
+        first = added;
     }
 
-    /* the list's first part is embedded in it: copy, then fix "last" */
+    /* commit; the list's first part is embedded in it, hence the copy */
+
+    if (r->headers_in.authorization
+        && ngx_http_toll_header_stripped(r->headers_in.authorization,
+                                         pass_credentials))
+    {
+        r->headers_in.authorization = NULL;
+    }
 
     list->part = *first;
-    list->last = (first == np) ? &list->part : np;
+    list->last = (first == added) ? &list->part : added;
 
     return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_toll_headers_in_add(ngx_http_request_t *r,
-    ngx_http_toll_header_t *header, ngx_str_t *value)
+static void
+ngx_http_toll_header_set(ngx_table_elt_t *h, ngx_http_toll_header_t *header,
+    ngx_str_t *value)
 {
-    ngx_table_elt_t  *h;
-
     if (header->hash == 0) {
         header->hash = ngx_hash_key(header->lowcase_key.data,
                                     header->lowcase_key.len);
-    }
-
-    h = ngx_list_push(&r->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
     }
 
     h->key = header->key;
@@ -694,7 +712,57 @@ ngx_http_toll_headers_in_add(ngx_http_request_t *r,
 #if (nginx_version >= 1023000)
     h->next = NULL;
 #endif
-
-    return NGX_OK;
 }
 
+
+static ngx_uint_t
+ngx_http_toll_header_stripped(ngx_table_elt_t *h, ngx_flag_t pass_credentials)
+{
+    /* the X-Toll- namespace is ours, whatever the client claims in it */
+
+    if (ngx_http_toll_header_name_is(h, "x-toll-", sizeof("x-toll-") - 1, 1)) {
+        return 1;
+    }
+
+    if (pass_credentials) {
+        return 0;
+    }
+
+    return ngx_http_toll_header_name_is(h, "authorization",
+                                        sizeof("authorization") - 1, 0)
+           || ngx_http_toll_header_name_is(h, "x-api-key",
+                                           sizeof("x-api-key") - 1, 0);
+}
+
+
+/*
+ * Compares a header's name with a lowercase one, reading '_' as '-': with
+ * underscores_in_headers on, "X_Toll_Buyer" reaches a CGI-style backend
+ * as HTTP_X_TOLL_BUYER, the very name of ours.
+ */
+
+static ngx_uint_t
+ngx_http_toll_header_name_is(ngx_table_elt_t *h, const char *name, size_t len,
+    ngx_uint_t prefix)
+{
+    size_t  i;
+    u_char  c;
+
+    if (prefix ? h->key.len < len : h->key.len != len) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = h->lowcase_key[i];
+
+        if (c == '_') {
+            c = '-';
+        }
+
+        if (c != (u_char) name[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}

@@ -30,6 +30,7 @@ typedef enum {
 
 
 static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
 static ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
@@ -43,6 +44,8 @@ static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_toll_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_toll_find_stripped_variables(ngx_conf_t *cf,
+    ngx_http_toll_main_conf_t *mcf);
 static ngx_int_t ngx_http_toll_init(ngx_conf_t *cf);
 static void *ngx_http_toll_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -211,7 +214,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_TOLL_STATE_PASSED:
         /* an internal redirect: the request went through the gate once */
-        return NGX_DECLINED;
+        return NGX_OK;
 
     case NGX_HTTP_TOLL_STATE_WAITING:
         /* a write event before the store answered */
@@ -248,7 +251,49 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
 
     ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
 
-    return NGX_DECLINED;
+    /*
+     * NGX_OK lets "satisfy any" pass a valid key; a refusal above does not
+     * depend on "satisfy": an allow rule never opens a payment gate.
+     */
+
+    return NGX_OK;
+}
+
+
+/*
+ * The access phase does not run for subrequests (SSI includes,
+ * auth_request, ...), so a subrequest into a gated location is let
+ * through here only when its main request passed the gate, whose
+ * identity headers it shares.
+ */
+
+static ngx_int_t
+ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_toll_ctx_t       *ctx;
+    ngx_http_toll_loc_conf_t  *lcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    if (!lcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_toll_get_ctx(r->main);
+
+    if (ctx && ctx->state == NGX_HTTP_TOLL_STATE_PASSED) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "toll: refused, a subrequest to \"%V\" from a request "
+                  "that did not pass the gate", &r->uri);
+
+    return NGX_HTTP_UNAUTHORIZED;
 }
 
 
@@ -602,6 +647,10 @@ ngx_http_toll_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_toll_find_stripped_variables(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
@@ -610,6 +659,70 @@ ngx_http_toll_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_toll_access_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_toll_subrequest_handler;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $http_authorization, $http_x_api_key and $http_x_toll_* are cached once
+ * evaluated: a map or a "set" in the rewrite phase would keep the client's
+ * values (a secret, a forged identity) past the gate's rewrite of the
+ * headers.  Their indexes are collected here so that the gate can make
+ * them read the headers again.
+ */
+
+static ngx_int_t
+ngx_http_toll_find_stripped_variables(ngx_conf_t *cf,
+    ngx_http_toll_main_conf_t *mcf)
+{
+    ngx_str_t                  *name;
+    ngx_uint_t                  i, *index;
+    ngx_http_variable_t        *v;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    v = cmcf->variables.elts;
+
+    for (i = 0; i < cmcf->variables.nelts; i++) {
+        name = &v[i].name;
+
+        if (!((name->len == sizeof("http_authorization") - 1
+               && ngx_strncasecmp(name->data, (u_char *) "http_authorization",
+                                  name->len) == 0)
+              || (name->len == sizeof("http_x_api_key") - 1
+                  && ngx_strncasecmp(name->data, (u_char *) "http_x_api_key",
+                                     name->len) == 0)
+              || (name->len > sizeof("http_x_toll_") - 1
+                  && ngx_strncasecmp(name->data, (u_char *) "http_x_toll_",
+                                     sizeof("http_x_toll_") - 1) == 0)))
+        {
+            continue;
+        }
+
+        if (mcf->stripped_variables == NULL) {
+            mcf->stripped_variables = ngx_array_create(cf->pool, 4,
+                                                       sizeof(ngx_uint_t));
+            if (mcf->stripped_variables == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        index = ngx_array_push(mcf->stripped_variables);
+        if (index == NULL) {
+            return NGX_ERROR;
+        }
+
+        *index = v[i].index;
+    }
 
     return NGX_OK;
 }

@@ -41,6 +41,9 @@ typedef struct {
     ngx_msec_t                   cache_negative_ttl;
 
     ngx_int_t                    request_id_index;
+
+    /* indexes of $http_ variables of headers the gate rewrites */
+    ngx_array_t                 *stripped_variables;
 } ngx_http_toll_main_conf_t;
 
 

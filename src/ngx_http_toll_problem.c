@@ -73,6 +73,9 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
     p = &ngx_http_toll_problems[problem];
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
+    /* a refused client must not be invited to send its body first */
+    r->expect_tested = 1;
+
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;

@@ -54,6 +54,7 @@ typedef struct {
     ngx_msec_t                       backoff_ms;
     ngx_uint_t                       failures;  /* in a row, for logs */
     unsigned                         active:1;  /* configured, this worker */
+    unsigned                         answered:1; /* this connection has */
 } ngx_http_toll_redis_t;
 
 
@@ -266,6 +267,7 @@ ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd)
 
     rd->ac = ac;
     rd->state = NGX_HTTP_TOLL_REDIS_CONNECTING;
+    rd->answered = 0;
 
     /* the connect callback arms the write event that completes connect() */
     redisAsyncSetConnectCallback(ac, ngx_http_toll_redis_on_connect);
@@ -463,7 +465,29 @@ ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    /* hiredis frees the context when this returns */
+    /*
+     * A connection that had been answering was closed: an idle timeout,
+     * CLIENT KILL, a failover.  Nothing says the store is down, so a new
+     * connection is made at once and commands queue on it while it
+     * connects; waiting out a backoff would answer 503 meanwhile.  Only a
+     * connection that never answered backs off, so that a server which
+     * closes every new connection cannot spin this.
+     */
+
+    if (rd->answered && rd->active && !ngx_exiting && !ngx_quit) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "toll: redis \"%V\" closed the connection (%s), "
+                      "reconnecting", &rd->conf->addr_text,
+                      ac->err ? ac->errstr : "no error");
+
+        rd->ac = NULL;
+        rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
+
+        /* hiredis frees the old context when this returns */
+        ngx_http_toll_redis_connect(rd);
+        return;
+    }
+
     ngx_http_toll_redis_lost(rd, ac->err ? ac->errstr : "connection closed");
 }
 
@@ -476,6 +500,10 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     cmd = privdata;
     rd = &ngx_http_toll_redis;
+
+    if (r != NULL && rd->ac == ac) {
+        rd->answered = 1;
+    }
 
     if (r != NULL && rd->failures && rd->ac == ac) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,

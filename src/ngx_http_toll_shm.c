@@ -14,10 +14,23 @@
 #define NGX_HTTP_TOLL_SHM_EVICT_MAX        64
 
 
+/* the node stores these lengths in a u_char each */
+#if (TOLL_KEY_ID_LEN_MAX > 255 || TOLL_OWNER_LEN_MAX > 255                   \
+     || TOLL_PLAN_LEN_MAX > 255)
+#error "a key record field is longer than a cache node can store"
+#endif
+
+
+/*
+ * Records of keys that exist and "no such key" answers age in separate
+ * queues, and only the latter make room for more of their kind: a flood
+ * of made-up key ids cannot push the keys of paying callers out.
+ */
 typedef struct {
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
-    ngx_queue_t                lru;           /* most recent at the head */
+    ngx_queue_t                lru;           /* found; recent at the head */
+    ngx_queue_t                lru_negative;  /* not found */
 } ngx_http_toll_sh_t;
 
 
@@ -53,7 +66,7 @@ static ngx_http_toll_shm_key_node_t *ngx_http_toll_shm_key_lookup(
 static void ngx_http_toll_shm_key_free(ngx_http_toll_shctx_t *ctx,
     ngx_http_toll_shm_key_node_t *kn);
 static void ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx,
-    ngx_uint_t n, ngx_uint_t force);
+    ngx_queue_t *lru, ngx_uint_t n, ngx_uint_t force);
 
 
 ngx_shm_zone_t *
@@ -121,6 +134,7 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_http_toll_shm_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
+    ngx_queue_init(&ctx->sh->lru_negative);
 
     len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
 
@@ -152,6 +166,12 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     ctx = shm_zone->data;
     hash = ngx_crc32_short(key_id->data, key_id->len);
 
+    /* before the lock: a pool may call malloc() */
+    p = ngx_pnalloc(pool, TOLL_OWNER_LEN_MAX + TOLL_PLAN_LEN_MAX);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     kn = ngx_http_toll_shm_key_lookup(ctx->sh, key_id, hash);
@@ -164,13 +184,8 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     }
 
     ngx_queue_remove(&kn->queue);
-    ngx_queue_insert_head(&ctx->sh->lru, &kn->queue);
-
-    p = ngx_pnalloc(pool, kn->owner_len + kn->plan_len + 1);
-    if (p == NULL) {
-        rc = NGX_ERROR;
-        goto done;
-    }
+    ngx_queue_insert_head(kn->found ? &ctx->sh->lru : &ctx->sh->lru_negative,
+                          &kn->queue);
 
     rec->key_id = *key_id;
 
@@ -230,7 +245,10 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
         ngx_http_toll_shm_key_free(ctx, kn);
     }
 
-    ngx_http_toll_shm_expire(ctx, NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT, 0);
+    ngx_http_toll_shm_expire(ctx, &ctx->sh->lru,
+                             NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT, 0);
+    ngx_http_toll_shm_expire(ctx, &ctx->sh->lru_negative,
+                             NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT, 0);
 
     for (tries = 0; /* void */; tries++) {
         kn = ngx_slab_alloc_locked(ctx->shpool, size);
@@ -238,7 +256,20 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
             break;
         }
 
-        if (tries == 1 || ngx_queue_empty(&ctx->sh->lru)) {
+        /* full: "no such key" answers go first, and only they for more */
+
+        if (!ngx_queue_empty(&ctx->sh->lru_negative) && tries < 2) {
+            ngx_http_toll_shm_expire(ctx, &ctx->sh->lru_negative,
+                                     NGX_HTTP_TOLL_SHM_EVICT_MAX, 1);
+            continue;
+        }
+
+        if (!rec->found) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return;
+        }
+
+        if (ngx_queue_empty(&ctx->sh->lru) || tries >= 3) {
             ngx_shmtx_unlock(&ctx->shpool->mutex);
 
             ngx_log_error(NGX_LOG_ALERT, log, 0,
@@ -248,7 +279,8 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
             return;
         }
 
-        ngx_http_toll_shm_expire(ctx, NGX_HTTP_TOLL_SHM_EVICT_MAX, 1);
+        ngx_http_toll_shm_expire(ctx, &ctx->sh->lru,
+                                 NGX_HTTP_TOLL_SHM_EVICT_MAX, 1);
     }
 
     kn->node.key = hash;
@@ -276,7 +308,8 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     }
 
     ngx_rbtree_insert(&ctx->sh->rbtree, &kn->node);
-    ngx_queue_insert_head(&ctx->sh->lru, &kn->queue);
+    ngx_queue_insert_head(rec->found ? &ctx->sh->lru : &ctx->sh->lru_negative,
+                          &kn->queue);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
@@ -374,20 +407,20 @@ ngx_http_toll_shm_key_free(ngx_http_toll_shctx_t *ctx,
 
 
 /*
- * Frees up to n entries from the tail of the LRU: only stale ones, or
- * any when force is set (the zone is full).
+ * Frees up to n entries from the tail of an LRU queue: only stale ones,
+ * or any when force is set (the zone is full).
  */
 
 static void
-ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx, ngx_uint_t n,
-    ngx_uint_t force)
+ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx, ngx_queue_t *lru,
+    ngx_uint_t n, ngx_uint_t force)
 {
     ngx_queue_t                   *q;
     ngx_http_toll_shm_key_node_t  *kn;
 
-    while (n-- && !ngx_queue_empty(&ctx->sh->lru)) {
+    while (n-- && !ngx_queue_empty(lru)) {
 
-        q = ngx_queue_last(&ctx->sh->lru);
+        q = ngx_queue_last(lru);
         kn = ngx_queue_data(q, ngx_http_toll_shm_key_node_t, queue);
 
         if (!force

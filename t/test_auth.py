@@ -21,17 +21,11 @@ from helpers.procs import PROXY, wait_for
 from helpers.upstream import header_values
 
 
-def tag():
-    return uuid.uuid4().hex
+tag = client.tag
 
 
 def send(ngx, headers=(), path="/api", method="GET", body=b""):
-    """One request with a fresh X-Test-Tag; returns (response, tag)."""
-    t = tag()
-    r = client.request(ngx.port, method=method, path=path,
-                       headers=list(headers) + [("X-Test-Tag", t)],
-                       body=body)
-    return r, t
+    return client.tagged_request(ngx.port, headers, path, method, body)
 
 
 def assert_identity(req, key):

@@ -32,7 +32,6 @@ import re
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -56,17 +55,11 @@ LOCATIONS = """
 """ % {"proxy": PROXY}
 
 
-def tag():
-    return uuid.uuid4().hex
+tag = client.tag
 
 
 def send(ngx, headers=(), path="/api/x", method="GET", body=b""):
-    """One request with a fresh X-Test-Tag; returns (response, tag)."""
-    t = tag()
-    r = client.request(ngx.port, method=method, path=path,
-                       headers=list(headers) + [("X-Test-Tag", t)],
-                       body=body)
-    return r, t
+    return client.tagged_request(ngx.port, headers, path, method, body)
 
 
 def unknown_cred():

@@ -9,6 +9,7 @@ sends the bytes it is given and parses what comes back, nothing more.
 import json
 import socket
 import time
+import uuid
 
 
 class Response:
@@ -205,3 +206,16 @@ class KeepAlive:
                 pass
         self.sock = None
         self.buf = b""
+
+
+def tag():
+    """A fresh value for X-Test-Tag, to find a request in the logs."""
+    return uuid.uuid4().hex
+
+
+def tagged_request(port, headers=(), path="/", method="GET", body=b""):
+    """One request with a fresh X-Test-Tag; returns (response, tag)."""
+    t = tag()
+    r = request(port, method=method, path=path,
+                headers=list(headers) + [("X-Test-Tag", t)], body=body)
+    return r, t

@@ -59,6 +59,7 @@ static ngx_uint_t ngx_http_toll_header_stripped(ngx_table_elt_t *h,
     ngx_flag_t pass_credentials);
 static ngx_uint_t ngx_http_toll_header_name_is(ngx_table_elt_t *h,
     const char *name, size_t len, ngx_uint_t prefix);
+static void ngx_http_toll_variables_reset(ngx_http_request_t *r);
 
 
 ngx_int_t
@@ -526,8 +527,7 @@ ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_flag_t pass_credentials)
 {
     ngx_str_t                  *values[3];
-    ngx_uint_t                  i, n, *index;
-    ngx_http_toll_main_conf_t  *mcf;
+    ngx_uint_t                  n;
 
     static ngx_http_toll_header_t  identity[3] = {
         { ngx_string("X-Toll-Buyer"), ngx_string("x-toll-buyer"), 0 },
@@ -549,20 +549,64 @@ ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    /* cached copies of the old headers would outlive them: read anew */
+    ngx_http_toll_variables_reset(r);
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+    return NGX_OK;
+}
 
-    if (mcf->stripped_variables) {
-        index = mcf->stripped_variables->elts;
 
-        for (i = 0; i < mcf->stripped_variables->nelts; i++) {
-            r->variables[index[i]].valid = 0;
-            r->variables[index[i]].not_found = 0;
+/*
+ * A refused request goes nowhere, but its log line is still written:
+ * the credential's values are blanked in place (nothing moves, nothing is
+ * sent on), so that $http_authorization or $http_x_api_key in a
+ * log_format cannot write a secret even on a 401, 400 or 503.
+ */
+
+void
+ngx_http_toll_auth_forget(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (ngx_http_toll_header_name_is(&h[i], "authorization",
+                                             sizeof("authorization") - 1, 0)
+                || ngx_http_toll_header_name_is(&h[i], "x-api-key",
+                                                sizeof("x-api-key") - 1, 0))
+            {
+                ngx_str_null(&h[i].value);
+            }
         }
     }
 
-    return NGX_OK;
+    ngx_http_toll_variables_reset(r);
+}
+
+
+/* cached copies of rewritten headers would outlive them: read anew */
+
+static void
+ngx_http_toll_variables_reset(ngx_http_request_t *r)
+{
+    ngx_uint_t                  i, *index;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    if (mcf->stripped_variables == NULL) {
+        return;
+    }
+
+    index = mcf->stripped_variables->elts;
+
+    for (i = 0; i < mcf->stripped_variables->nelts; i++) {
+        r->variables[index[i]].valid = 0;
+        r->variables[index[i]].not_found = 0;
+    }
 }
 
 

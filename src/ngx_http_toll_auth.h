@@ -30,6 +30,9 @@ ngx_int_t ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 ngx_int_t ngx_http_toll_auth_forward(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_flag_t pass_credentials);
 
+/* a refused request: its credential must not reach the log line */
+void ngx_http_toll_auth_forget(ngx_http_request_t *r);
+
 /* what the request waits on is no longer wanted: the request is gone */
 void ngx_http_toll_auth_cleanup(ngx_http_toll_ctx_t *ctx);
 

@@ -336,6 +336,8 @@ ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
 
+    ngx_http_toll_auth_forget(r);
+
     /* as the content phase would: the answer is complete, finalize it */
     ngx_http_finalize_request(r, ngx_http_toll_problem_send(r, problem));
 

@@ -73,8 +73,19 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
     p = &ngx_http_toll_problems[problem];
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
-    /* a refused client must not be invited to send its body first */
+    /*
+     * A refused client must not be invited to send its body first; one
+     * that waits for the invitation will not send the body nginx would
+     * then wait to discard, so its connection cannot be kept.
+     */
+
     r->expect_tested = 1;
+
+    if (r->headers_in.expect
+        && (r->headers_in.content_length_n > 0 || r->headers_in.chunked))
+    {
+        r->keepalive = 0;
+    }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {

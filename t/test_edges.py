@@ -332,6 +332,9 @@ def test_expect_continue_on_refusal(start_nginx, upstream, redis_server):
             assert r.raw_head.startswith(b"HTTP/1.1 401 "), \
                 (name, r.raw_head[:60])
             check_problem(r, 401, "unauthorized")
+            # nginx would wait for a body the client never sends: a next
+            # request on this connection would be swallowed as that body
+            assert r.header("connection") == "close", (name, r.headers)
         assert upstream.count == 0
 
         # a request that passes is still invited to send its body
@@ -344,6 +347,57 @@ def test_expect_continue_on_refusal(start_nginx, upstream, redis_server):
         assert r.status == 200, (r, r.body)
         assert upstream.last["body"] == body
         upstream.reset()
+
+
+# ------------------------------------ 3b. no secret in a refusal's log
+
+def test_refusals_log_no_secret(start_nginx, upstream, redis_server):
+    k = raw_key(redis_server, owner="acme")
+    other = raw_key(redis_server, owner="other")
+    wrong = gen_secret()
+    unseen = "%s:%s" % (gen_key_id(), gen_secret())
+    locations = "".join("""
+        location /%s/ {
+            %s
+            toll on;
+            access_log logs/early.log early;
+            %s
+        }
+""" % (name, early, PROXY) for name, early in EARLY_LOCATIONS.items())
+    ngx = start_nginx(http_extra=EARLY_HTTP, locations=locations,
+                      redis_timeout="300ms")
+    log_path = ngx.prefix + "/logs/early.log"
+
+    cases = [
+        # 401: a wrong secret for a real key
+        (401, [("Authorization", "Bearer %s:%s" % (k.key_id, wrong))]),
+        (401, [("X-API-Key", "%s:%s" % (k.key_id, wrong))]),
+        # 400: two credentials, each of them valid
+        (400, [k.bearer(), other.x_api_key()]),
+    ]
+    tags = []
+    for _ in range(2):
+        for name in sorted(EARLY_LOCATIONS):
+            for status, creds in cases:
+                r, t = send(ngx, creds, path="/%s/x" % name)
+                assert r.status == status, (name, r)
+                tags.append(t)
+
+    # 503: a well-formed key nobody has cached, while Redis is down
+    redis_server.kill()
+    for name in sorted(EARLY_LOCATIONS):
+        r, t = send(ngx, [("X-API-Key", unseen)], path="/%s/x" % name)
+        assert r.status == 503, (name, r)
+        tags.append(t)
+
+    # the log line of every one of them is written before we look
+    wait_for(lambda: all(t in ngx.read(log_path) for t in tags), timeout=5,
+             what="a log line per refused request")
+
+    text = ngx.logs_text()
+    for secret in (k.secret, other.secret, wrong, unseen.split(":")[1]):
+        assert secret not in text, "a secret reached a log"
+    assert upstream.count == 0
 
 
 # ------------------------------------------------------- 5. subrequests

@@ -60,8 +60,6 @@
 #define TOLLCTL_LIST_BATCH_MAX        100
 /* the commands that one MULTI/EXEC carries */
 #define TOLLCTL_EXEC_CMDS_MAX         2
-/* how deep below main() library calls may leave copies of a secret */
-#define TOLLCTL_STACK_WIPE_LEN        (64 * 1024)           /* bytes */
 /* arguments of the longest command sent: HSET of a full record */
 #define TOLLCTL_ARGC_MAX              20
 
@@ -270,7 +268,6 @@ static const char *tollctl_value_text(const char *name, json_t *value,
     char *buf, size_t size);
 static const char *tollctl_time_text(long long t, char *buf, size_t size);
 static int tollctl_stdout_flush(void);
-static void tollctl_stack_wipe(void);
 
 static void *tollctl_json_malloc(size_t size);
 static void tollctl_json_free(void *p);
@@ -346,9 +343,6 @@ main(int argc, char **argv)
 
     if (rc == EX_OK) {
         rc = tollctl_dispatch(&ctl, argc - optind, argv + optind);
-
-        /* from here, below every frame that "key create" used */
-        tollctl_stack_wipe();
     }
 
     if (ctl.redis != NULL) {
@@ -2235,20 +2229,6 @@ tollctl_stdout_flush(void)
     }
 
     return 0;
-}
-
-
-/*
- * jansson's dump and stdio leave pieces of the text they handled, the
- * secret among them, in stack frames that are dead but not cleared.
- * Called from above those frames, this overwrites them.
- */
-static void
-tollctl_stack_wipe(void)
-{
-    unsigned char  scratch[TOLLCTL_STACK_WIPE_LEN];
-
-    OPENSSL_cleanse(scratch, sizeof(scratch));
 }
 
 

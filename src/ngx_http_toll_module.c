@@ -236,8 +236,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
     }
 
     if (rc == NGX_ERROR) {
-        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto failed;
     }
 
     if (rc != NGX_OK) {
@@ -245,8 +244,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
     }
 
     if (ngx_http_toll_auth_forward(r, ctx, lcf->pass_credentials) != NGX_OK) {
-        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto failed;
     }
 
     ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
@@ -257,6 +255,15 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
      */
 
     return NGX_OK;
+
+failed:
+
+    /* a 500 is logged like a refusal: without the credential */
+
+    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+    ngx_http_toll_auth_forget(r);
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 

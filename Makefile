@@ -40,8 +40,8 @@ CC          ?= cc
 CSTD_FLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
                -Wall -Wextra -Werror -O2 -g $(SAN_FLAGS)
 
-LIB_SRCS    := lib/toll_key.c
-LIB_HDRS    := lib/toll_key.h
+LIB_SRCS    := $(wildcard lib/*.c)
+LIB_HDRS    := $(wildcard lib/*.h)
 MODULE_DEPS := config $(wildcard src/*.c src/*.h) $(LIB_SRCS) $(LIB_HDRS)
 CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))

@@ -120,6 +120,11 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     }
 
     if (rc == NGX_DECLINED) {
+        if (ctx->lookup_refused) {
+            /* the address is over its limit: no lookup for it */
+            return NGX_DECLINED;
+        }
+
         return ngx_http_toll_auth_lookup(r, ctx);
     }
 

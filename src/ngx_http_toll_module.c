@@ -11,6 +11,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -19,13 +20,15 @@
 #define NGX_HTTP_TOLL_REDIS_TIMEOUT_MS      1000
 #define NGX_HTTP_TOLL_CACHE_TTL_MS          30000
 #define NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS 5000
+#define NGX_HTTP_TOLL_LIMIT_SYNC_MS         100
 
 
 typedef enum {
     NGX_HTTP_TOLL_VAR_KEY_ID = 0,
     NGX_HTTP_TOLL_VAR_BUYER,
     NGX_HTTP_TOLL_VAR_PLAN,
-    NGX_HTTP_TOLL_VAR_AUTH_STATUS
+    NGX_HTTP_TOLL_VAR_AUTH_STATUS,
+    NGX_HTTP_TOLL_VAR_LIMIT_STATUS
 } ngx_http_toll_var_e;
 
 
@@ -33,7 +36,8 @@ static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
-static ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_refuse_limit(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
 static ngx_http_toll_ctx_t *ngx_http_toll_create_ctx(ngx_http_request_t *r);
 static void ngx_http_toll_cleanup(void *data);
 
@@ -65,8 +69,19 @@ static ngx_conf_enum_t  ngx_http_toll_log_levels[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_toll_limit_modes[] = {
+    { ngx_string("off"), NGX_HTTP_TOLL_LIMIT_OFF },
+    { ngx_string("on"), NGX_HTTP_TOLL_LIMIT_ON },
+    { ngx_string("dry_run"), NGX_HTTP_TOLL_LIMIT_DRY_RUN },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_post_handler_pt  ngx_http_toll_zone_size_p =
     ngx_http_toll_zone_size;
+
+static ngx_conf_post_handler_pt  ngx_http_toll_limit_status_p =
+    ngx_http_toll_limit_status_post;
 
 
 static ngx_command_t  ngx_http_toll_commands[] = {
@@ -120,6 +135,62 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       offsetof(ngx_http_toll_loc_conf_t, log_level),
       &ngx_http_toll_log_levels },
 
+    { ngx_string("toll_plan"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_toll_plan_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_default_plan"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, default_plan_name),
+      NULL },
+
+    { ngx_string("toll_limit_sync"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, limit_sync),
+      NULL },
+
+    { ngx_string("toll_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, limit),
+      &ngx_http_toll_limit_modes },
+
+    { ngx_string("toll_limit_ip"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_toll_limit_ip_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, limit_status),
+      &ngx_http_toll_limit_status_p },
+
+    { ngx_string("toll_limit_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, limit_log_level),
+      &ngx_http_toll_log_levels },
+
+    { ngx_string("toll_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_toll_limit_headers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -168,6 +239,9 @@ static ngx_http_variable_t  ngx_http_toll_vars[] = {
 
     { ngx_string("toll_auth_status"), NULL, ngx_http_toll_variable,
       NGX_HTTP_TOLL_VAR_AUTH_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_limit_status"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_LIMIT_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -228,19 +302,84 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         break;
     }
 
-    rc = ngx_http_toll_auth(r, ctx);
+    if (!ctx->authenticated) {
 
-    if (rc == NGX_AGAIN) {
-        ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
-        return NGX_AGAIN;
+        if (ctx->state == NGX_HTTP_TOLL_STATE_NEW
+            && lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF && lcf->limit_ip_plan)
+        {
+            /*
+             * An address over its limit is refused before its credential
+             * costs anything; with "unauthenticated" it only loses the
+             * key lookups, and a key the cache knows still passes.
+             */
+
+            rc = ngx_http_toll_limit_ip(r, ctx,
+                                        lcf->limit_ip_unauthenticated);
+
+            if (rc == NGX_ERROR) {
+                goto failed;
+            }
+
+            if (rc == NGX_DECLINED) {
+                if (!lcf->limit_ip_unauthenticated) {
+                    return ngx_http_toll_refuse_limit(r, ctx);
+                }
+
+                ctx->lookup_refused = 1;
+            }
+        }
+
+        rc = ngx_http_toll_auth(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_ERROR) {
+            goto failed;
+        }
+
+        if (rc == NGX_DECLINED) {
+            /* the address is over its limit for failed credentials */
+            return ngx_http_toll_refuse_limit(r, ctx);
+        }
+
+        if (rc != NGX_OK) {
+            if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF
+                && lcf->limit_ip_plan && lcf->limit_ip_unauthenticated
+                && rc != NGX_HTTP_SERVICE_UNAVAILABLE)
+            {
+                rc = ngx_http_toll_limit_ip(r, ctx, 0) == NGX_DECLINED
+                     ? NGX_DECLINED : rc;
+
+                if (rc == NGX_DECLINED) {
+                    return ngx_http_toll_refuse_limit(r, ctx);
+                }
+            }
+
+            return ngx_http_toll_refuse(r, ctx, rc);
+        }
+
+        ctx->authenticated = 1;
+        ctx->state = NGX_HTTP_TOLL_STATE_NEW;
     }
 
-    if (rc == NGX_ERROR) {
-        goto failed;
-    }
+    if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF) {
+        rc = ngx_http_toll_limit_key(r, ctx);
 
-    if (rc != NGX_OK) {
-        return ngx_http_toll_refuse(r, ctx, rc);
+        if (rc == NGX_AGAIN) {
+            ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_ERROR) {
+            goto failed;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_toll_refuse_limit(r, ctx);
+        }
     }
 
     if (ngx_http_toll_auth_forward(r, ctx, lcf->pass_credentials) != NGX_OK) {
@@ -352,13 +491,26 @@ ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 }
 
 
+static ngx_int_t
+ngx_http_toll_refuse_limit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+
+    ngx_http_toll_auth_forget(r);
+
+    ngx_http_finalize_request(r, ngx_http_toll_limit_refuse(r, ctx));
+
+    return NGX_DONE;
+}
+
+
 /*
  * An internal redirect clears r->ctx; the pool cleanup that owns the
  * context survives it, so that is where the context is found again (the
  * way nginx's realip module does it).
  */
 
-static ngx_http_toll_ctx_t *
+ngx_http_toll_ctx_t *
 ngx_http_toll_get_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t   *cln;
@@ -413,6 +565,7 @@ ngx_http_toll_cleanup(void *data)
     ngx_http_toll_ctx_t  *ctx = data;
 
     ngx_http_toll_auth_cleanup(ctx);
+    ngx_http_toll_limit_release(ctx);
 }
 
 
@@ -444,6 +597,10 @@ ngx_http_toll_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     case NGX_HTTP_TOLL_VAR_PLAN:
         s = (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
             ? &ctx->key.plan : NULL;
+        break;
+
+    case NGX_HTTP_TOLL_VAR_LIMIT_STATUS:
+        s = ngx_http_toll_limit_status_name(ctx);
         break;
 
     default: /* NGX_HTTP_TOLL_VAR_AUTH_STATUS */
@@ -676,7 +833,7 @@ ngx_http_toll_init(ngx_conf_t *cf)
 
     *h = ngx_http_toll_subrequest_handler;
 
-    return NGX_OK;
+    return ngx_http_toll_limit_init(cf);
 }
 
 
@@ -759,6 +916,7 @@ ngx_http_toll_create_main_conf(ngx_conf_t *cf)
     mcf->cache_ttl = NGX_CONF_UNSET_MSEC;
     mcf->cache_negative_ttl = NGX_CONF_UNSET_MSEC;
     mcf->request_id_index = NGX_CONF_UNSET;
+    mcf->limit_sync = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -773,6 +931,17 @@ ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->cache_ttl, NGX_HTTP_TOLL_CACHE_TTL_MS);
     ngx_conf_init_msec_value(mcf->cache_negative_ttl,
                              NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS);
+    ngx_conf_init_msec_value(mcf->limit_sync, NGX_HTTP_TOLL_LIMIT_SYNC_MS);
+
+    if (mcf->limit_sync == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_limit_sync\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_toll_limit_init_main_conf(cf, mcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (!mcf->redis_set) {
         return NGX_CONF_OK;
@@ -800,6 +969,11 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->pass_credentials = NGX_CONF_UNSET;
     conf->log_level = NGX_CONF_UNSET_UINT;
+    conf->limit = NGX_CONF_UNSET_UINT;
+    conf->limit_status = NGX_CONF_UNSET_UINT;
+    conf->limit_log_level = NGX_CONF_UNSET_UINT;
+    conf->limit_headers = NGX_CONF_UNSET_UINT;
+    conf->limit_ip_unauthenticated = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -817,6 +991,19 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->pass_credentials, prev->pass_credentials, 0);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
+    ngx_conf_merge_uint_value(conf->limit, prev->limit,
+                              NGX_HTTP_TOLL_LIMIT_ON);
+    ngx_conf_merge_uint_value(conf->limit_status, prev->limit_status,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+    ngx_conf_merge_uint_value(conf->limit_log_level, prev->limit_log_level,
+                              NGX_LOG_ERR);
+    ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
+                              NGX_HTTP_TOLL_HEADERS_IETF
+                              | NGX_HTTP_TOLL_HEADERS_X);
+
+    if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
 
@@ -850,12 +1037,17 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_toll_redis_init_process(cycle, &mcf->redis);
+    if (ngx_http_toll_redis_init_process(cycle, &mcf->redis) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_toll_limit_init_process(cycle);
 }
 
 
 static void
 ngx_http_toll_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_toll_limit_exit_process(cycle);
     ngx_http_toll_redis_exit_process(cycle);
 }

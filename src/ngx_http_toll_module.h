@@ -44,6 +44,11 @@ typedef struct {
 
     /* indexes of $http_ variables of headers the gate rewrites */
     ngx_array_t                 *stripped_variables;
+
+    ngx_array_t                 *plans;       /* ngx_http_toll_plan_t */
+    ngx_str_t                    default_plan_name;
+    void                        *default_plan;
+    ngx_msec_t                   limit_sync;
 } ngx_http_toll_main_conf_t;
 
 
@@ -51,6 +56,14 @@ typedef struct {
     ngx_flag_t                   enable;
     ngx_flag_t                   pass_credentials;
     ngx_uint_t                   log_level;
+
+    ngx_uint_t                   limit;         /* off, on, dry_run */
+    ngx_uint_t                   limit_status;
+    ngx_uint_t                   limit_log_level;
+    ngx_uint_t                   limit_headers; /* IETF | X, or 0 */
+    ngx_str_t                    limit_ip_name;
+    void                        *limit_ip_plan;
+    ngx_flag_t                   limit_ip_unauthenticated;
 } ngx_http_toll_loc_conf_t;
 
 
@@ -94,6 +107,7 @@ typedef enum {
 
 
 typedef struct ngx_http_toll_redis_cmd_s  ngx_http_toll_redis_cmd_t;
+typedef struct ngx_http_toll_limit_ctx_s  ngx_http_toll_limit_ctx_t;
 
 
 typedef struct {
@@ -107,11 +121,20 @@ typedef struct {
 
     ngx_http_toll_key_t          key;
     ngx_http_toll_redis_cmd_t   *cmd;         /* pending lookup, if any */
+    ngx_http_toll_limit_ctx_t   *limit;       /* limits decided, if any */
     unsigned                     store_failed:1;
+    unsigned                     authenticated:1;
+    unsigned                     lookup_refused:1; /* no key lookups: the
+                                                      address is over its
+                                                      limit */
 } ngx_http_toll_ctx_t;
 
 
 extern ngx_module_t  ngx_http_toll_module;
+
+
+/* the request's context, also after an internal redirect; NULL: none */
+ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_TOLL_MODULE_H_INCLUDED_ */

@@ -41,7 +41,19 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
     { NGX_HTTP_SERVICE_UNAVAILABLE,
       ngx_string("Service Unavailable"),
       ngx_string("store_unavailable"),
-      ngx_string("The key store cannot be reached; retry later.") }
+      ngx_string("The key store cannot be reached; retry later.") },
+
+    { NGX_HTTP_TOO_MANY_REQUESTS,
+      ngx_string("Too Many Requests"),
+      ngx_string("rate_limited"),
+      ngx_string("The rate limit named in \\\"policy\\\" is exhausted; "
+                 "retry after the seconds in Retry-After.") },
+
+    { NGX_HTTP_TOO_MANY_REQUESTS,
+      ngx_string("Too Many Requests"),
+      ngx_string("concurrency_limited"),
+      ngx_string("Too many requests of this caller are in flight; retry "
+                 "when one has finished.") }
 };
 
 
@@ -53,7 +65,18 @@ ngx_int_t
 ngx_http_toll_problem_send(ngx_http_request_t *r,
     ngx_http_toll_problem_e problem)
 {
+    return ngx_http_toll_problem_send_ext(r, problem, NULL);
+}
+
+
+ngx_int_t
+ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
+    ngx_http_toll_problem_e problem, ngx_http_toll_problem_ext_t *ext)
+{
+    u_char                     *retry;
     size_t                      len;
+    ngx_uint_t                  status;
+    ngx_str_t                   title, retry_value;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_str_t                   request_id;
@@ -72,6 +95,19 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
 
     p = &ngx_http_toll_problems[problem];
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    status = p->status;
+    title = p->title;
+
+    if (ext && ext->status && ext->status != status) {
+        /* as limit_req_status: the operator's status, a generic title */
+        status = ext->status;
+        ngx_str_set(&title, "Request Refused");
+
+        if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+            ngx_str_set(&title, "Service Unavailable");
+        }
+    }
 
     /*
      * A refused client must not be invited to send its body first; one
@@ -102,8 +138,14 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
 
     len = sizeof("{\"type\":\"about:blank\",\"title\":\"\",\"status\":"
                  ",\"code\":\"\",\"detail\":\"\",\"request_id\":\"\"}\n") - 1
-          + p->title.len + NGX_INT_T_LEN + p->code.len + p->detail.len
+          + title.len + NGX_INT_T_LEN + p->code.len + p->detail.len
           + request_id.len;
+
+    if (ext) {
+        /* a policy name is made of letters and "-" only: JSON-safe */
+        len += sizeof(",\"policy\":\"\",\"retry_after\":") - 1
+               + ext->policy.len + NGX_INT64_LEN;
+    }
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -112,20 +154,25 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
 
     b->last = ngx_sprintf(b->last,
                           "{\"type\":\"about:blank\",\"title\":\"%V\","
-                          "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\","
-                          "\"request_id\":\"%V\"}\n",
-                          &p->title, p->status, &p->code, &p->detail,
-                          &request_id);
+                          "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\",",
+                          &title, status, &p->code, &p->detail);
+
+    if (ext) {
+        b->last = ngx_sprintf(b->last, "\"policy\":\"%V\",\"retry_after\":%L,",
+                              &ext->policy, ext->retry_after);
+    }
+
+    b->last = ngx_sprintf(b->last, "\"request_id\":\"%V\"}\n", &request_id);
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    r->headers_out.status = p->status;
+    r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "application/problem+json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    if (p->status == NGX_HTTP_UNAUTHORIZED) {
+    if (status == NGX_HTTP_UNAUTHORIZED) {
         if (ngx_http_toll_problem_header(r, &www_authenticate, &bearer)
             != NGX_OK)
         {
@@ -133,7 +180,22 @@ ngx_http_toll_problem_send(ngx_http_request_t *r,
         }
     }
 
-    if (p->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+    if (ext && ext->retry_after > 0) {
+        retry = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (retry == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        retry_value.data = retry;
+        retry_value.len = ngx_sprintf(retry, "%L", ext->retry_after) - retry;
+
+        if (ngx_http_toll_problem_header(r, &retry_after, &retry_value)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
         if (ngx_http_toll_problem_header(r, &retry_after, &one) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }

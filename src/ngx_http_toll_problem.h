@@ -14,8 +14,18 @@
 typedef enum {
     NGX_HTTP_TOLL_PROBLEM_UNAUTHORIZED = 0,
     NGX_HTTP_TOLL_PROBLEM_AMBIGUOUS_CREDENTIALS,
-    NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE
+    NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE,
+    NGX_HTTP_TOLL_PROBLEM_RATE_LIMITED,
+    NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED
 } ngx_http_toll_problem_e;
+
+
+/* what a refusal adds to its kind's fixed answer */
+typedef struct {
+    ngx_uint_t                 status;        /* 0: the kind's own */
+    ngx_str_t                  policy;        /* the limit violated */
+    int64_t                    retry_after;   /* seconds; 0: none */
+} ngx_http_toll_problem_ext_t;
 
 
 /*
@@ -24,6 +34,8 @@ typedef enum {
  */
 ngx_int_t ngx_http_toll_problem_send(ngx_http_request_t *r,
     ngx_http_toll_problem_e problem);
+ngx_int_t ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
+    ngx_http_toll_problem_e problem, ngx_http_toll_problem_ext_t *ext);
 
 
 #endif /* _NGX_HTTP_TOLL_PROBLEM_H_INCLUDED_ */

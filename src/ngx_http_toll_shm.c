@@ -31,6 +31,16 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                lru;           /* found; recent at the head */
     ngx_queue_t                lru_negative;  /* not found */
+
+    /* rate-limit state, one node per subject (a key id, an address) */
+    ngx_rbtree_t               limit_rbtree;
+    ngx_rbtree_node_t          limit_sentinel;
+    ngx_queue_t                limit_lru;     /* recent at the head */
+    ngx_queue_t                limit_sync;    /* used since last sync */
+    uint64_t                   limit_uid;
+
+    /* live worker processes, for in-flight counts that die with one */
+    ngx_http_toll_shm_proc_t   procs[NGX_HTTP_TOLL_PROCS_MAX];
 } ngx_http_toll_sh_t;
 
 
@@ -67,6 +77,10 @@ static void ngx_http_toll_shm_key_free(ngx_http_toll_shctx_t *ctx,
     ngx_http_toll_shm_key_node_t *kn);
 static void ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx,
     ngx_queue_t *lru, ngx_uint_t n, ngx_uint_t force);
+static void ngx_http_toll_shm_limit_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_toll_shm_limit_evict(ngx_http_toll_shctx_t *ctx,
+    ngx_uint_t n);
 
 
 ngx_shm_zone_t *
@@ -135,6 +149,11 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_toll_shm_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
     ngx_queue_init(&ctx->sh->lru_negative);
+
+    ngx_rbtree_init(&ctx->sh->limit_rbtree, &ctx->sh->limit_sentinel,
+                    ngx_http_toll_shm_limit_insert_value);
+    ngx_queue_init(&ctx->sh->limit_lru);
+    ngx_queue_init(&ctx->sh->limit_sync);
 
     len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
 
@@ -431,4 +450,306 @@ ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx, ngx_queue_t *lru,
 
         ngx_http_toll_shm_key_free(ctx, kn);
     }
+}
+
+
+void
+ngx_http_toll_shm_lock(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+}
+
+
+void
+ngx_http_toll_shm_unlock(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_limit_find(ngx_shm_zone_t *shm_zone, u_char *subject,
+    size_t len)
+{
+    uint32_t                         hash;
+    ngx_int_t                        rc;
+    ngx_rbtree_node_t               *node, *sentinel;
+    ngx_http_toll_shctx_t           *ctx;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(subject, len);
+
+    node = ctx->sh->limit_rbtree.root;
+    sentinel = ctx->sh->limit_rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        ln = (ngx_http_toll_shm_limit_node_t *) node;
+
+        rc = ngx_memn2cmp(subject, ln->subject, len, ln->subject_len);
+
+        if (rc == 0) {
+            return ln;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
+    size_t len, size_t state_size)
+{
+    size_t                           size;
+    ngx_uint_t                       tries;
+    ngx_http_toll_shctx_t           *ctx;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ctx = shm_zone->data;
+
+    if (len > NGX_HTTP_TOLL_SUBJECT_MAX) {
+        return NULL;
+    }
+
+    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size;
+
+    for (tries = 0; /* void */; tries++) {
+        ln = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (ln != NULL) {
+            break;
+        }
+
+        if (tries >= 3) {
+            return NULL;
+        }
+
+        /* unknown key ids make room first, then the oldest subjects */
+
+        if (!ngx_queue_empty(&ctx->sh->lru_negative) && tries == 0) {
+            ngx_http_toll_shm_expire(ctx, &ctx->sh->lru_negative,
+                                     NGX_HTTP_TOLL_SHM_EVICT_MAX, 1);
+            continue;
+        }
+
+        ngx_http_toll_shm_limit_evict(ctx, NGX_HTTP_TOLL_SHM_EVICT_MAX);
+    }
+
+    ngx_memzero(ln, size);
+
+    ln->node.key = ngx_crc32_short(subject, len);
+    ln->uid = ++ctx->sh->limit_uid;
+    ln->state_size = state_size;
+    ln->subject_len = (u_char) len;
+    ngx_memcpy(ln->subject, subject, len);
+
+    ngx_rbtree_insert(&ctx->sh->limit_rbtree, &ln->node);
+    ngx_queue_insert_head(&ctx->sh->limit_lru, &ln->lru);
+
+    return ln;
+}
+
+
+void
+ngx_http_toll_shm_limit_free(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    if (ln->queued) {
+        ngx_queue_remove(&ln->sync);
+    }
+
+    ngx_queue_remove(&ln->lru);
+    ngx_rbtree_delete(&ctx->sh->limit_rbtree, &ln->node);
+    ngx_slab_free_locked(ctx->shpool, ln);
+}
+
+
+void
+ngx_http_toll_shm_limit_touch(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    ngx_queue_remove(&ln->lru);
+    ngx_queue_insert_head(&ctx->sh->limit_lru, &ln->lru);
+
+    if (!ln->queued) {
+        ngx_queue_insert_tail(&ctx->sh->limit_sync, &ln->sync);
+        ln->queued = 1;
+    }
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_limit_next_sync(ngx_shm_zone_t *shm_zone)
+{
+    ngx_queue_t                     *q;
+    ngx_http_toll_shctx_t           *ctx;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ctx = shm_zone->data;
+
+    if (ngx_queue_empty(&ctx->sh->limit_sync)) {
+        return NULL;
+    }
+
+    q = ngx_queue_head(&ctx->sh->limit_sync);
+    ngx_queue_remove(q);
+
+    ln = ngx_queue_data(q, ngx_http_toll_shm_limit_node_t, sync);
+    ln->queued = 0;
+
+    return ln;
+}
+
+
+/*
+ * Evicts up to n unpinned subjects from the LRU tail.  What they had not
+ * sent to Redis is lost; a limit is a safety control, and a zone this
+ * full is reported by the caller.
+ */
+
+static void
+ngx_http_toll_shm_limit_evict(ngx_http_toll_shctx_t *ctx, ngx_uint_t n)
+{
+    ngx_queue_t                     *q, *prev;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    for (q = ngx_queue_last(&ctx->sh->limit_lru);
+         n && q != ngx_queue_sentinel(&ctx->sh->limit_lru);
+         q = prev)
+    {
+        prev = ngx_queue_prev(q);
+        ln = ngx_queue_data(q, ngx_http_toll_shm_limit_node_t, lru);
+
+        if (ln->pins) {
+            continue;
+        }
+
+        if (ln->queued) {
+            ngx_queue_remove(&ln->sync);
+        }
+
+        ngx_queue_remove(&ln->lru);
+        ngx_rbtree_delete(&ctx->sh->limit_rbtree, &ln->node);
+        ngx_slab_free_locked(ctx->shpool, ln);
+        n--;
+    }
+}
+
+
+static void
+ngx_http_toll_shm_limit_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t               **p;
+    ngx_http_toll_shm_limit_node_t   *ln, *lnt;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            ln = (ngx_http_toll_shm_limit_node_t *) node;
+            lnt = (ngx_http_toll_shm_limit_node_t *) temp;
+
+            p = (ngx_memn2cmp(ln->subject, lnt->subject, ln->subject_len,
+                              lnt->subject_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_int_t
+ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
+{
+    ngx_int_t                  slot;
+    ngx_uint_t                 i;
+    ngx_http_toll_shctx_t     *ctx;
+    ngx_http_toll_shm_proc_t  *p;
+
+    ctx = shm_zone->data;
+    slot = -1;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /*
+     * A free slot, or one whose process is gone without releasing it (it
+     * crashed): signal 0 tells, and EPERM still means alive.  Workers of
+     * an old cycle finishing their requests keep their slots.
+     */
+
+    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+        p = &ctx->sh->procs[i];
+
+        if (p->pid == 0
+            || (kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+        {
+            p->pid = ngx_pid;
+            p->gen++;
+            *gen = p->gen;
+            slot = i;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return slot;
+}
+
+
+void
+ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone, ngx_int_t slot)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    if (slot < 0) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->procs[slot].pid == ngx_pid) {
+        ctx->sh->procs[slot].pid = 0;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+uint32_t
+ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone, ngx_uint_t slot)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return ctx->sh->procs[slot].gen;
 }

@@ -20,6 +20,38 @@
 #define NGX_HTTP_TOLL_ZONE_SIZE      (10 * 1024 * 1024)
 #define NGX_HTTP_TOLL_ZONE_SIZE_MIN  (8 * ngx_pagesize)
 
+/* worker processes whose in-flight requests are told apart */
+#define NGX_HTTP_TOLL_PROCS_MAX      32
+/* a key id, or "ip:" and up to 16 bytes of address in hex */
+#define NGX_HTTP_TOLL_SUBJECT_MAX    TOLL_KEY_ID_LEN_MAX
+
+
+typedef struct {
+    ngx_pid_t                  pid;           /* 0: free */
+    uint32_t                   gen;           /* bumped at each claim */
+} ngx_http_toll_shm_proc_t;
+
+
+/*
+ * A rate-limit subject's node.  The zone owns the tree, the LRU and the
+ * sync queue; the state after the header belongs to the limit room, which
+ * says how long it is.  All of it is read and written under the zone's
+ * mutex.
+ */
+typedef struct {
+    ngx_rbtree_node_t          node;          /* key: crc32 of subject */
+    ngx_queue_t                lru;
+    ngx_queue_t                sync;
+    uint64_t                   uid;           /* never reused */
+    ngx_uint_t                 pins;          /* requests in flight: a
+                                                 pinned node is not evicted */
+    size_t                     state_size;
+    u_char                     queued;        /* in the sync queue */
+    u_char                     subject_len;
+    u_char                     subject[NGX_HTTP_TOLL_SUBJECT_MAX];
+    uint64_t                   state[1];      /* aligned for int64_t */
+} ngx_http_toll_shm_limit_node_t;
+
 
 /* declares the zone during configuration; NULL on error */
 ngx_shm_zone_t *ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size);
@@ -35,6 +67,46 @@ ngx_int_t ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone,
 /* caches rec (found or not) for ttl; failure to cache is logged only */
 void ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_key_t *rec, ngx_msec_t ttl, ngx_log_t *log);
+
+
+void ngx_http_toll_shm_lock(ngx_shm_zone_t *shm_zone);
+void ngx_http_toll_shm_unlock(ngx_shm_zone_t *shm_zone);
+
+/* the functions below are called with the zone locked */
+
+ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_find(
+    ngx_shm_zone_t *shm_zone, u_char *subject, size_t len);
+
+/*
+ * A new node with zeroed state, evicting the least recently used unpinned
+ * nodes when the zone is full; NULL when even that leaves no room.
+ */
+ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_create(
+    ngx_shm_zone_t *shm_zone, u_char *subject, size_t len,
+    size_t state_size);
+
+void ngx_http_toll_shm_limit_free(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln);
+
+/* marks the node used: recent in the LRU, queued for the next sync */
+void ngx_http_toll_shm_limit_touch(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln);
+
+/* the next node to sync, out of the queue; NULL when none */
+ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_next_sync(
+    ngx_shm_zone_t *shm_zone);
+
+/*
+ * A slot in the table of live worker processes for this process, and the
+ * slot's generation; a slot whose process died is taken over with a new
+ * generation, which voids what it had in flight.  -1: the table is full.
+ */
+ngx_int_t ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone,
+    uint32_t *gen);
+void ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone,
+    ngx_int_t slot);
+uint32_t ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone,
+    ngx_uint_t slot);
 
 
 #endif /* _NGX_HTTP_TOLL_SHM_H_INCLUDED_ */

@@ -14,6 +14,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <openssl/evp.h>
+
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_problem.h"
@@ -177,6 +179,10 @@ static uint32_t           ngx_http_toll_limit_gen;
 static u_char             ngx_http_toll_limit_node_id[NGX_MAXHOSTNAMELEN
                                                       + NGX_INT64_LEN + 2];
 static size_t             ngx_http_toll_limit_node_id_len;
+
+/* the script's SHA-1, and whether Redis is known to have it cached */
+static u_char             ngx_http_toll_limit_script_sha[40];
+static ngx_uint_t         ngx_http_toll_limit_script_cached;
 
 
 static ngx_str_t  ngx_http_toll_limit_status_names[] = {
@@ -687,7 +693,7 @@ ngx_http_toll_limit_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
 {
-    u_char                     *p;
+    u_char                      *p, sha[20];
     ngx_pid_t                   master;
     ngx_http_toll_main_conf_t  *mcf;
 
@@ -718,6 +724,18 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
                      sizeof(ngx_http_toll_limit_node_id), "%V-%P",
                      &cycle->hostname, master);
     ngx_http_toll_limit_node_id_len = p - ngx_http_toll_limit_node_id;
+
+    if (EVP_Digest(ngx_http_toll_limit_script.data,
+                   ngx_http_toll_limit_script.len, sha, NULL, EVP_sha1(),
+                   NULL)
+        != 1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "toll: libcrypto failed to hash the limit script");
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(ngx_http_toll_limit_script_sha, sha, sizeof(sha));
 
     ngx_http_toll_limit_dumb.fd = (ngx_socket_t) -1;
 
@@ -1709,10 +1727,20 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
 
     call->argc = 0;
 
-    call->argv[0] = "EVAL";
-    call->argvlen[0] = 4;
-    call->argv[1] = (const char *) ngx_http_toll_limit_script.data;
-    call->argvlen[1] = ngx_http_toll_limit_script.len;
+    /* the whole script only until Redis has it cached */
+
+    if (ngx_http_toll_limit_script_cached) {
+        call->argv[0] = "EVALSHA";
+        call->argvlen[0] = 7;
+        call->argv[1] = (const char *) ngx_http_toll_limit_script_sha;
+        call->argvlen[1] = sizeof(ngx_http_toll_limit_script_sha);
+
+    } else {
+        call->argv[0] = "EVAL";
+        call->argvlen[0] = 4;
+        call->argv[1] = (const char *) ngx_http_toll_limit_script.data;
+        call->argvlen[1] = ngx_http_toll_limit_script.len;
+    }
     call->argv[2] = "1";
     call->argvlen[2] = 1;
     call->argc = 3;
@@ -1910,6 +1938,10 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
+    if (reply && reply->type == REDIS_REPLY_ARRAY) {
+        ngx_http_toll_limit_script_cached = 1;
+    }
+
     ngx_http_toll_shm_lock(shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(shm_zone, sync->subject,
@@ -1933,9 +1965,18 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         || reply->element[1]->type != REDIS_REPLY_INTEGER)
     {
         if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "toll: redis refused a limit sync: %*s",
-                          reply->len, reply->str);
+
+            if (reply->len >= 8
+                && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+            {
+                /* a restarted or flushed Redis: send the script again */
+                ngx_http_toll_limit_script_cached = 0;
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "toll: redis refused a limit sync: %*s",
+                              (size_t) reply->len, reply->str);
+            }
         }
 
         goto failed;

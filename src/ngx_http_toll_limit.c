@@ -93,7 +93,8 @@ struct ngx_http_toll_limit_ctx_s {
     unsigned                      ip_held:1;
     unsigned                      ip_done:1;
     unsigned                      key_done:1;
-    unsigned                      strict_sent:1;
+    unsigned                      strict_waiting:1;
+    uint64_t                      strict_uid;
 };
 
 
@@ -1400,12 +1401,34 @@ ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
 void
 ngx_http_toll_limit_release(ngx_http_toll_ctx_t *ctx)
 {
-    ngx_http_toll_limit_ctx_t  *lctx;
+    ngx_http_toll_limit_ctx_t       *lctx;
+    ngx_http_toll_limit_state_t     *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
 
     lctx = ctx->limit;
 
     if (lctx == NULL) {
         return;
+    }
+
+    if (lctx->strict_waiting) {
+        /* the client left before Redis answered: the call was cancelled,
+           and what it carried goes with the next round */
+
+        lctx->strict_waiting = 0;
+
+        ngx_http_toll_shm_lock(lctx->shm_zone);
+
+        ln = ngx_http_toll_shm_limit_find(lctx->shm_zone, lctx->key_subject,
+                                          lctx->key_subject_len);
+
+        if (ln && ln->uid == lctx->strict_uid) {
+            st = (ngx_http_toll_limit_state_t *) ln->state;
+            ngx_http_toll_limit_unsend(st);
+            ngx_http_toll_shm_limit_touch(lctx->shm_zone, ln);
+        }
+
+        ngx_http_toll_shm_unlock(lctx->shm_zone);
     }
 
     if (lctx->key_held) {
@@ -1525,8 +1548,8 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    call->sync = ngx_alloc(sizeof(ngx_http_toll_limit_sync_t),
-                           r->connection->log);
+    /* the request's pool: a request that leaves cancels the call */
+    call->sync = ngx_palloc(r->pool, sizeof(ngx_http_toll_limit_sync_t));
     if (call->sync == NULL) {
         return NGX_ERROR;
     }
@@ -1542,7 +1565,6 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                                   &ln);
     if (st == NULL) {
         ngx_http_toll_shm_unlock(lctx->shm_zone);
-        ngx_free(call->sync);
         return NGX_DECLINED;
     }
 
@@ -1552,7 +1574,6 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_shm_unlock(lctx->shm_zone);
 
     if (rc != NGX_OK) {
-        ngx_free(call->sync);
         return rc;
     }
 
@@ -1575,11 +1596,11 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
         ngx_http_toll_shm_unlock(lctx->shm_zone);
 
-        ngx_free(call->sync);
         return NGX_DECLINED;
     }
 
-    lctx->strict_sent = 1;
+    lctx->strict_waiting = 1;
+    lctx->strict_uid = call->sync->uid;
 
     /* as for a key lookup: a client that leaves ends the wait */
     r->read_event_handler = ngx_http_test_reading;
@@ -1607,6 +1628,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
 
     ctx->cmd = NULL;
     ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
+    lctx->strict_waiting = 0;
 
     now = ngx_http_toll_limit_now_ms();
 
@@ -1673,8 +1695,6 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
             lctx->key_done = 1;
         }
     }
-
-    ngx_free(sync);
 
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;

@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 #
-# toll benchmark: throughput of a "toll on" location against plain
-# proxy_pass, on the same gateway, in the same run.
+# toll benchmark: throughput of gated locations against plain proxy_pass,
+# on the same gateway, in the same run.
 #
 #   benchmarks/auth_ratio.sh [options] BUILD_DIR      (make bench)
 #
 # Starts redis-server, an upstream (nginx answering return 200 "ok") and a
 # gateway nginx with the module, then alternates wrk runs on /plain/ and
-# /toll/ and prints requests/sec of each run, the ratio toll/plain per round
-# and the medians.  See benchmarks/README.md for how to read the output.
+# the gated locations and prints requests/sec of each run, the ratio
+# variant/plain per round and the medians.  The variants:
+#
+#   auth    /toll/:   "toll on; toll_limit off;": authentication only
+#   limits  /limits/: "toll on;" and the key on a plan with a token bucket
+#                     and a sliding window set too high to ever refuse:
+#                     the whole gate (authentication and rate limits)
+#
+# See benchmarks/README.md for how to read the output.
 #
 # Options:
-#   --rounds N        rounds of (plain, toll) runs            (default 7)
+#   --variant V       auth, limits or both                    (default both)
+#   --rounds N        rounds of (plain, variant...) runs      (default 7)
 #   --duration S      seconds per wrk run                     (default 5)
 #   --connections C   wrk connections                         (default 32)
 #   --threads T       wrk threads                             (default 1)
 #   --cpu             also measure the gateway worker's CPU per request
-#   --calibrate       A/A run: the "toll" runs go to /plain/ as well, to
-#                     show this machine's noise floor (ratio should be 1)
+#   --calibrate       A/A run: the variants' runs go to /plain/ as well,
+#                     to show this machine's noise floor (ratios near 1)
 #   --keep            keep the temporary prefix (configs, logs) on exit
 #   -h, --help        this text
 
@@ -29,6 +37,7 @@ REDIS_CLI=/usr/bin/redis-cli
 WRK=/usr/bin/wrk
 PYTHON=/usr/bin/python3
 
+VARIANT=both
 ROUNDS=7
 DURATION_S=5
 CONNECTIONS=32
@@ -42,6 +51,11 @@ STOP_TIMEOUT_S=5
 # per-round ratios further apart than this say the machine was busy
 SPREAD_WARN=1.10
 
+# the limit plan of the "limits" variant: a token bucket (1.67 M/s, 1 M at
+# once) and a sliding window (1e9 a day), so that both algorithms and the
+# sync with Redis run on every request without ever refusing one
+BENCH_PLAN="toll_plan bench rate=100000000r/m burst=1000000 rate=1000000000r/d;"
+
 usage() {
     sed -n '3,/^$/s/^# \{0,1\}//p' "$0"
 }
@@ -54,6 +68,7 @@ die() {
 BUILD=
 while [ $# -gt 0 ]; do
     case "$1" in
+        --variant)     VARIANT=${2-}; shift 2 ;;
         --rounds)      ROUNDS=${2-}; shift 2 ;;
         --duration)    DURATION_S=${2-}; shift 2 ;;
         --connections) CONNECTIONS=${2-}; shift 2 ;;
@@ -80,6 +95,15 @@ done
 for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
     case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
 done
+case "$VARIANT" in
+    auth|limits) VARIANTS=$VARIANT ;;
+    both)        VARIANTS="auth limits" ;;
+    *)           die "--variant: auth, limits or both, not \"$VARIANT\"" ;;
+esac
+# what one round runs, in this order in odd rounds and reversed in even ones
+KINDS="plain $VARIANTS"
+# the gateway location of each
+declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits)
 
 
 # -- CPU layout ---------------------------------------------------------------
@@ -273,7 +297,7 @@ wait_http "http://127.0.0.1:$UP_PORT/" "$UP_PID" \
          die "upstream nginx did not start"; }
 
 
-# -- gateway: /plain/ and /toll/ on one server, same upstream pool -----------
+# -- gateway: /plain/, /toll/ and /limits/ on one server, same upstream pool --
 
 GW_PORT=$(free_port)
 cat > "$PREFIX/gw/nginx.conf" <<EOF
@@ -296,6 +320,8 @@ http {
     # every toll_cache_ttl is the steady state providers run
     toll_redis 127.0.0.1:$REDIS_PORT timeout=500ms;
     toll_zone 4m;
+    # the key's plan; toll_limit_sync is left at its default (100 ms)
+    $BENCH_PLAN
 
     access_log off;
     keepalive_requests 1000000;
@@ -321,7 +347,18 @@ http {
             proxy_set_header Connection "";
         }
 
+        # auth: authentication only, the key's plan is not applied
         location /toll/ {
+            toll on;
+            toll_limit off;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # limits: the whole gate, authentication and the key's plan
+        location /limits/ {
             toll on;
 
             proxy_pass http://backend;
@@ -350,7 +387,7 @@ GW_WORKER=$(pgrep -P "$GW_PID" | head -n 1)
 # -- a key, and proof that the gate is really on ------------------------------
 
 KEY_JSON=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
-               --owner bench-buyer --plan free) \
+               --owner bench-buyer --plan bench) \
     || die "tollctl key create failed"
 TOKEN=$(printf '%s' "$KEY_JSON" | "$PYTHON" -c \
             'import json, sys; print(json.load(sys.stdin)["token"])') \
@@ -361,23 +398,42 @@ status() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true
 }
 
+# the status and the response headers, lower-cased, on one line each
+headers() {
+    curl -s -o /dev/null -D - -w '%{http_code}\n' --max-time 5 "$@" \
+        | tr -d '\r' | tr '[:upper:]' '[:lower:]' || true
+}
+
 BASE=http://127.0.0.1:$GW_PORT
 # the first call misses the cache and asks Redis; later ones are cached
 [ "$(status -H "$AUTH" "$BASE/toll/")" = 200 ] \
     || { show_log "$PREFIX/logs/gateway-error.log"
          die "/toll/ with the key did not answer 200"; }
-# a ratio is only meaningful if /toll/ really checks keys
-[ "$(status "$BASE/toll/")" = 401 ] \
-    || die "/toll/ without a key did not answer 401: is the gate on?"
+# a ratio is only meaningful if the gated locations really check keys
+for v in $VARIANTS; do
+    [ "$(status "$BASE/${LOCATION[$v]}/")" = 401 ] \
+        || die "/${LOCATION[$v]}/ without a key did not answer 401:" \
+               "is the gate on?"
+done
 [ "$(status -H "$AUTH" "$BASE/plain/")" = 200 ] \
     || die "/plain/ did not answer 200"
+# ... and if limits are computed where they should be, and only there: the
+# plan's bucket ("burst") and window ("day") in the answer on /limits/
+hdrs=$(headers -H "$AUTH" "$BASE/limits/")
+grep -qx 200 <<<"$hdrs" \
+    || { show_log "$PREFIX/logs/gateway-error.log"
+         die "/limits/ with the key did not answer 200"; }
+grep -q '^ratelimit-policy: .*"burst".*"day"' <<<"$hdrs" \
+    || { echo "$hdrs" >&2
+         die "/limits/ has no RateLimit-Policy with the plan's bucket and" \
+             "window: are the limits on?"; }
+! grep -q '^ratelimit' <<<"$(headers -H "$AUTH" "$BASE/toll/")" \
+    || die "/toll/ answered RateLimit headers: its limits should be off"
 
 
 # -- measuring ----------------------------------------------------------------
 
 CLK_TCK=$(getconf CLK_TCK)
-TOLL_PATH=toll
-[ "$CALIBRATE" = 0 ] || TOLL_PATH=plain
 
 alive() {
     if ! kill -0 "$GW_PID" 2>/dev/null || ! kill -0 "$GW_WORKER" 2>/dev/null
@@ -399,21 +455,27 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
-# wrk on /plain/ or /toll/ ($1) for $2 seconds; sets RPS, REQS and TICKS
+# requests wrk counted per kind, warm-up included; all of them were 2xx,
+# or run_wrk stopped the run
+declare -A TOTAL_REQS
+for kind in $KINDS; do TOTAL_REQS[$kind]=0; done
+
+# wrk on the location of $1 (plain, auth, limits) for $2 seconds; sets RPS,
+# REQS and TICKS
 run_wrk() {
-    local kind=$1 secs=$2 path out t0 t1 errors
-    path=$kind
-    [ "$kind" = plain ] || path=$TOLL_PATH
+    local kind=$1 secs=$2 path out t0 t1 errors hint=
+    path=${LOCATION[$kind]}
+    [ "$CALIBRATE" = 0 ] || path=plain
 
     alive
     t0=$(cpu_ticks)
-    # the same header on both: the only difference between them is the gate
+    # the same header on all: the only difference between them is the gate
     out=$($PIN "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" \
               -H "$AUTH" "$BASE/$path/" 2>&1) \
         || { echo "$out" >&2; die "wrk failed on /$path/"; }
     alive
     t1=$(cpu_ticks)
-    printf '== /%s/\n%s\n' "$path" "$out" >> "$PREFIX/logs/wrk.log"
+    printf '== %s /%s/\n%s\n' "$kind" "$path" "$out" >> "$PREFIX/logs/wrk.log"
 
     # a worker that crashed and was respawned has new counters
     [ "$(pgrep -P "$GW_PID" | head -n 1)" = "$GW_WORKER" ] \
@@ -423,7 +485,8 @@ run_wrk() {
     if grep -q 'Non-2xx' <<<"$out"; then
         echo "$out" >&2
         show_log "$PREFIX/logs/gateway-error.log"
-        die "/$path/ answered non-2xx statuses:" \
+        [ "$path" != limits ] || hint=" (429s would be the bench plan refusing)"
+        die "/$path/ answered non-2xx statuses$hint:" \
             "a ratio of errors is meaningless"
     fi
     errors=$(grep 'Socket errors' <<<"$out" || true)
@@ -437,6 +500,7 @@ run_wrk() {
         die "could not read wrk's output"
     fi
     TICKS=$((t1 - t0))
+    TOTAL_REQS[$kind]=$((TOTAL_REQS[$kind] + REQS))
 }
 
 median() {
@@ -452,41 +516,77 @@ calc() {
     awk "$@" "BEGIN { printf \"$fmt\", $expr }" /dev/null
 }
 
+# one line of the table: the round (or "median"), then per kind its req/s
+# and, for a variant, the ratio to plain; with --cpu then per kind its
+# microseconds per request and, for a variant, the CPU ratio to plain.
+# Reads the associative arrays row_rps, row_ratio, row_us, row_cpu.
+print_row() {
+    local kind
+    printf '%-6s' "$1"
+    for kind in $KINDS; do
+        printf ' %12s' "${row_rps[$kind]}"
+        [ "$kind" = plain ] || printf ' %6s' "${row_ratio[$kind]}"
+    done
+    if [ "$MEASURE_CPU" = 1 ]; then
+        printf '  '
+        for kind in $KINDS; do
+            printf ' %-14s' "${row_us[$kind]}"
+            [ "$kind" = plain ] || printf ' %6s' "${row_cpu[$kind]}"
+        done
+    fi
+    printf '\n'
+}
+
+REVERSED=$(tr ' ' '\n' <<<"$KINDS" | tac | tr '\n' ' ')
+REVERSED=${REVERSED% }
+
 echo "toll auth_ratio: $LAYOUT"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s, $ROUNDS rounds," \
-     "plain first in odd rounds, toll first in even ones;"
-echo "the same Authorization header on both;" \
+     "in the order ${KINDS// /, } in odd rounds, ${REVERSED// /, } in" \
+     "even ones;"
+echo "the same Authorization header on all;" \
      "nginx $("$NGINX" -v 2>&1 | sed 's/^.*\///'), $NCPU CPUs," \
      "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+for v in $VARIANTS; do
+    case $v in
+        auth)   echo "auth:   /toll/, authentication only (toll_limit off)" ;;
+        limits) echo "limits: /limits/, authentication and the plan:" \
+                     "$BENCH_PLAN" ;;
+    esac
+done
 [ "$CALIBRATE" = 0 ] \
-    || echo "CALIBRATION: the \"toll\" column is /plain/ too (A/A run)"
+    || echo "CALIBRATION: the variants' columns are /plain/ too (A/A run)"
 if [ "$OTHER_BUSY" -gt "$OTHER_BUSY_WARN" ]; then
     echo "warning: the CPUs were ${OTHER_BUSY}% busy just before the run:" \
          "other work on this machine will make the figures noisy"
 fi
 
-# warm both paths: keepalive pools, the key cache, the CPU's caches
-run_wrk plain "$WARMUP_S"
-run_wrk toll "$WARMUP_S"
-
-echo
-if [ "$MEASURE_CPU" = 1 ]; then
-    printf '%-6s %11s %11s %6s   %-16s %-16s %6s\n' round "plain req/s" \
-        "toll req/s" ratio "plain us/req" "toll us/req" "cpu"
-else
-    printf '%-6s %11s %11s %6s\n' round "plain req/s" "toll req/s" ratio
-fi
-
-for f in plain.rps toll.rps ratio plain.us toll.us cpu.ratio; do
-    : > "$PREFIX/$f"
+# warm all paths: keepalive pools, the key cache, the limit state, the
+# CPU's caches
+for kind in $KINDS; do
+    run_wrk "$kind" "$WARMUP_S"
 done
 
-# per kind (plain, toll) in the current round: requests/sec, microseconds
-# of gateway worker CPU per request, and the share of its core it used
+echo
+declare -A row_rps row_ratio row_us row_cpu
+for kind in $KINDS; do
+    row_rps[$kind]="$kind req/s"
+    row_ratio[$kind]=ratio
+    row_us[$kind]="$kind us/req"
+    row_cpu[$kind]=cpu
+    : > "$PREFIX/$kind.rps"
+    : > "$PREFIX/$kind.us"
+    : > "$PREFIX/$kind.ratio"
+    : > "$PREFIX/$kind.cpu"
+done
+print_row round
+
+# per kind in the current round: requests/sec, microseconds of gateway
+# worker CPU per request, and the share of its core it used
 declare -A rps us busy
 
 for ((round = 1; round <= ROUNDS; round++)); do
-    if ((round % 2)); then order="plain toll"; else order="toll plain"; fi
+    if ((round % 2)); then order=$KINDS; else order=$REVERSED; fi
     for kind in $order; do
         run_wrk "$kind" "$DURATION_S"
         rps[$kind]=$RPS
@@ -495,70 +595,83 @@ for ((round = 1; round <= ROUNDS; round++)); do
         busy[$kind]=$(calc '%.0f' 't / hz / s * 100' \
                           -v t="$TICKS" -v hz="$CLK_TCK" -v s="$DURATION_S")
     done
-    ratio=$(calc '%.3f' 'a / b' -v a="${rps[toll]}" -v b="${rps[plain]}")
-    echo "${rps[plain]}" >> "$PREFIX/plain.rps"
-    echo "${rps[toll]}" >> "$PREFIX/toll.rps"
-    echo "$ratio" >> "$PREFIX/ratio"
-
-    if [ "$MEASURE_CPU" = 1 ]; then
-        cratio=$(calc '%.3f' '(b > 0) ? a / b : 0' \
-                     -v a="${us[toll]}" -v b="${us[plain]}")
-        echo "${us[plain]}" >> "$PREFIX/plain.us"
-        echo "${us[toll]}" >> "$PREFIX/toll.us"
-        echo "$cratio" >> "$PREFIX/cpu.ratio"
-        printf '%-6s %11.0f %11.0f %6s   %-16s %-16s %6s\n' \
-            "$round" "${rps[plain]}" "${rps[toll]}" "$ratio" \
-            "${us[plain]} (${busy[plain]}%)" "${us[toll]} (${busy[toll]}%)" \
-            "$cratio"
-    else
-        printf '%-6s %11.0f %11.0f %6s\n' \
-            "$round" "${rps[plain]}" "${rps[toll]}" "$ratio"
-    fi
+    for kind in $KINDS; do
+        echo "${rps[$kind]}" >> "$PREFIX/$kind.rps"
+        echo "${us[$kind]}" >> "$PREFIX/$kind.us"
+        row_rps[$kind]=$(calc '%.0f' 'r' -v r="${rps[$kind]}")
+        row_us[$kind]="${us[$kind]} (${busy[$kind]}%)"
+        [ "$kind" != plain ] || continue
+        row_ratio[$kind]=$(calc '%.3f' 'a / b' \
+                               -v a="${rps[$kind]}" -v b="${rps[plain]}")
+        row_cpu[$kind]=$(calc '%.3f' '(b > 0) ? a / b : 0' \
+                             -v a="${us[$kind]}" -v b="${us[plain]}")
+        echo "${row_ratio[$kind]}" >> "$PREFIX/$kind.ratio"
+        echo "${row_cpu[$kind]}" >> "$PREFIX/$kind.cpu"
+    done
+    print_row "$round"
 done
 
-med_plain=$(median < "$PREFIX/plain.rps")
-med_toll=$(median < "$PREFIX/toll.rps")
-med_ratio=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/ratio")")
-ratio_of_medians=$(calc '%.3f' 'a / b' -v a="$med_toll" -v b="$med_plain")
-min_ratio=$(sort -g "$PREFIX/ratio" | head -n 1)
-max_ratio=$(sort -g "$PREFIX/ratio" | tail -n 1)
-
-if [ "$MEASURE_CPU" = 1 ]; then
-    med_plain_us=$(median < "$PREFIX/plain.us")
-    med_toll_us=$(median < "$PREFIX/toll.us")
-    med_cpu_ratio=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/cpu.ratio")")
-    printf '%-6s %11.0f %11.0f %6s   %-16s %-16s %6s\n' median \
-        "$med_plain" "$med_toll" "$ratio_of_medians" \
-        "$med_plain_us" "$med_toll_us" "$med_cpu_ratio"
-else
-    printf '%-6s %11.0f %11.0f %6s\n' median \
-        "$med_plain" "$med_toll" "$ratio_of_medians"
-fi
+# the median row: medians of req/s and us/req, the ratio of the medians
+# of req/s, and the median of the per-round CPU ratios
+declare -A med_rps med_ratio ratio_of_medians min_ratio max_ratio med_cpu
+for kind in $KINDS; do
+    med_rps[$kind]=$(median < "$PREFIX/$kind.rps")
+    row_rps[$kind]=$(calc '%.0f' 'r' -v r="${med_rps[$kind]}")
+    row_us[$kind]=$(median < "$PREFIX/$kind.us")
+done
+for v in $VARIANTS; do
+    med_ratio[$v]=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/$v.ratio")")
+    ratio_of_medians[$v]=$(calc '%.3f' 'a / b' \
+                               -v a="${med_rps[$v]}" -v b="${med_rps[plain]}")
+    min_ratio[$v]=$(sort -g "$PREFIX/$v.ratio" | head -n 1)
+    max_ratio[$v]=$(sort -g "$PREFIX/$v.ratio" | tail -n 1)
+    med_cpu[$v]=$(calc '%.3f' 'm' -v m="$(median < "$PREFIX/$v.cpu")")
+    row_ratio[$v]=${ratio_of_medians[$v]}
+    row_cpu[$v]=${med_cpu[$v]}
+done
+print_row median
 
 echo
-echo "throughput toll/plain: median of per-round ratios $med_ratio," \
-     "ratio of medians $ratio_of_medians (target >= 0.95)"
-result="RESULT rounds=$ROUNDS median_ratio=$med_ratio"
-result="$result ratio_of_medians=$ratio_of_medians"
-result="$result min_ratio=$min_ratio max_ratio=$max_ratio"
-
+for v in $VARIANTS; do
+    echo "throughput $v/plain: median of per-round ratios ${med_ratio[$v]}," \
+         "ratio of medians ${ratio_of_medians[$v]} (target >= 0.95)"
+done
 if [ "$MEASURE_CPU" = 1 ]; then
-    echo "gateway CPU per request: median of per-round ratios" \
-         "$med_cpu_ratio (target <= 1.10)"
-    result="$result cpu_ratio=$med_cpu_ratio"
+    for v in $VARIANTS; do
+        echo "gateway CPU per request $v/plain: median of per-round ratios" \
+             "${med_cpu[$v]} (target <= 1.10)"
+    done
 fi
-
-if awk -v lo="$min_ratio" -v hi="$max_ratio" -v w="$SPREAD_WARN" \
-       'BEGIN { exit !(hi > lo * w) }'; then
-    echo "warning: per-round ratios range from $min_ratio to $max_ratio:" \
-         "the machine was busy or noisy; rerun when it is quiet" \
-         "(--calibrate shows the noise floor)"
-fi
+for v in $VARIANTS; do
+    if awk -v lo="${min_ratio[$v]}" -v hi="${max_ratio[$v]}" \
+           -v w="$SPREAD_WARN" 'BEGIN { exit !(hi > lo * w) }'; then
+        echo "warning: per-round $v/plain ratios range from" \
+             "${min_ratio[$v]} to ${max_ratio[$v]}: the machine was busy or" \
+             "noisy; rerun when it is quiet (--calibrate shows the noise" \
+             "floor)"
+    fi
+done
+requests=
+for kind in $KINDS; do
+    requests="$requests, $kind ${TOTAL_REQS[$kind]}"
+done
+echo "requests (warm-up included): ${requests#, }; wrk counted no" \
+     "non-2xx answer"
 
 # a clean run leaves nothing worse than a warning in the gateway's log
 if grep -E '\[(alert|crit|emerg)\]|exited on signal' \
         "$PREFIX/logs/gateway-error.log" >&2; then
     die "the gateway logged errors during the run (above)"
 fi
+# nor a refusal: the bench plan is there to be computed, not to refuse
+if grep -F 'toll: limited' "$PREFIX/logs/gateway-error.log" >&2; then
+    die "the bench plan refused requests during the run (above)"
+fi
 
-echo "$result"
+for v in $VARIANTS; do
+    result="RESULT variant=$v rounds=$ROUNDS median_ratio=${med_ratio[$v]}"
+    result="$result ratio_of_medians=${ratio_of_medians[$v]}"
+    result="$result min_ratio=${min_ratio[$v]} max_ratio=${max_ratio[$v]}"
+    [ "$MEASURE_CPU" = 0 ] || result="$result cpu_ratio=${med_cpu[$v]}"
+    echo "$result"
+done

@@ -1,16 +1,27 @@
 #!/usr/bin/python3
 """The module's own instructions per request, counted by callgrind.
 
-    benchmarks/callgrind.py [--requests N] [--annotate] BUILD_DIR
+    benchmarks/callgrind.py [--variant auth|limits|both] [--requests N]
+                            [--annotate] [--keep] BUILD_DIR
                                                     (make bench-callgrind)
 
 Runs nginx as a single process under valgrind --tool=callgrind, with
 collection switched on only inside the module's entry points (the access
-handler, the Redis reply callback, the request cleanup).  After a warm-up
-that puts the key in the cache, the counters are zeroed; then N requests
-with the cached key go through one keep-alive connection.  Instructions
-are counted, not timed: the figure is the same on a busy machine, so it
-can be compared across commits.
+handler, the Redis reply callbacks, the rate-limit header filter, the
+request cleanup, the limit sync timer).  After a warm-up that puts the key
+in the cache, N requests with the cached key go through one keep-alive
+connection for each variant, and callgrind dumps its counters after each:
+
+  auth    location "toll on; toll_limit off;": authentication only;
+  limits  location "toll on;" with the key on a plan that has a token
+          bucket and a sliding window, limits too high to ever refuse,
+          so that both algorithms, the rate-limit headers and the sync
+          timer run (the whole gate as it is today).
+
+Instructions are counted, not timed: the figure is the same on a busy
+machine, so it can be compared across commits.  The limit sync timer's
+work is per tick (toll_limit_sync, 100 ms), not per request: it is taken
+out of the per-request figure and printed on a line of its own.
 
 DESIGN's promise: <= 5,000 instructions per request on the cached path.
 
@@ -18,6 +29,7 @@ Stdlib only; needs valgrind (callgrind_control) and redis-server.
 """
 
 import argparse
+import collections
 import glob
 import http.client
 import json
@@ -36,15 +48,45 @@ NGINX = "/usr/sbin/nginx"
 REDIS_SERVER = "/usr/bin/redis-server"
 VALGRIND = "/usr/bin/valgrind"
 CALLGRIND_CONTROL = "/usr/bin/callgrind_control"
+CALLGRIND_ANNOTATE = "/usr/bin/callgrind_annotate"
 
-# entry points from nginx into the module; callees are counted with them
-ENTRY_POINTS = (
+# entry points from nginx into the module on a request's path; callees
+# are counted with them
+REQUEST_ENTRY_POINTS = (
     "ngx_http_toll_access_handler",
     "ngx_http_toll_auth_on_reply",
+    "ngx_http_toll_limit_strict_reply",
+    "ngx_http_toll_limit_header_filter",
     "ngx_http_toll_cleanup",
 )
 
+# per toll_limit_sync tick, whatever the request rate
+SYNC_ENTRY_POINTS = (
+    "ngx_http_toll_limit_sync_handler",
+    "ngx_http_toll_limit_sync_reply",
+)
+
+# A header filter ends by calling the next one, and callgrind counts the
+# rest of nginx's filter chain (building and writing the status line and
+# headers) as the filter's callee.  That is nginx's work, not the
+# module's: calls from these to functions without a symbol (nginx's
+# static functions: the next filter) are taken out.  Calls to exported
+# helpers (ngx_sprintf, ngx_list_push, ...) stay counted.
+FILTERS = (
+    "ngx_http_toll_limit_header_filter",
+)
+
 WARMUP = 20
+
+# both algorithms (a bucket, a window), never refusing in a run: the
+# bucket refills at 1.67 M/s and holds 1 M, the day allows 1e9
+PLAN = "toll_plan bench rate=100000000r/m burst=1000000 rate=1000000000r/d;"
+
+# the variant's location; the same key (on plan "bench") for both
+VARIANTS = collections.OrderedDict([
+    ("auth", "/toll/"),
+    ("limits", "/limits/"),
+])
 
 CONF = """\
 load_module {module};
@@ -63,12 +105,20 @@ http {{
 
     toll_redis 127.0.0.1:{redis_port} timeout=5s;
     toll_zone 1m;
+    {plan}
 
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 4; }}
 
     server {{
         listen 127.0.0.1:{port};
         location /toll/ {{
+            toll on;
+            toll_limit off;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /limits/ {{
             toll on;
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -102,27 +152,118 @@ def wait_port(port, proc, what, timeout_s=60):
     sys.exit("callgrind: %s did not start" % what)
 
 
-def run_requests(port, n, token):
+def run_requests(port, path, n, token, limited):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": "Bearer " + token}
     for _ in range(n):
-        conn.request("GET", "/toll/x", headers=headers)
+        conn.request("GET", path + "x", headers=headers)
         resp = conn.getresponse()
         resp.read()
         if resp.status != 200:
-            sys.exit("callgrind: got %d, not 200: the gate is not "
-                     "passing the key" % resp.status)
+            sys.exit("callgrind: %s answered %d, not 200: the gate is not "
+                     "passing the key" % (path, resp.status))
+        # proof that the variant is what it claims: limits computed (and
+        # passed) on /limits/, not at all on /toll/
+        if limited != (resp.getheader("RateLimit") is not None):
+            sys.exit("callgrind: %s %s a RateLimit header: the limits are "
+                     "%s" % (path, "lacks" if limited else "has",
+                             "off" if limited else "on"))
     conn.close()
+
+
+def parse_callgrind(path):
+    """Self cost of each function and inclusive cost (and count) of each
+    call, from a callgrind output file (first event: Ir)."""
+    names = {}
+    self_ir = collections.Counter()
+    call_ir = collections.Counter()
+    call_n = collections.Counter()
+    npos = 1
+    totals = None
+    fn = cfn = None
+    in_call = False
+
+    def name(spec):
+        # "(12) name" defines id 12, "(12)" refers to it
+        m = re.match(r"\((\d+)\)(?: (.*))?$", spec)
+        if not m:
+            return spec
+        if m.group(2) is not None:
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), spec)
+
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            c = line[0]
+            if c.isdigit() or c in "+-*":
+                fields = line.split()
+                ir = int(fields[npos]) if len(fields) > npos else 0
+                if in_call:
+                    call_ir[(fn, cfn)] += ir
+                    in_call = False
+                else:
+                    self_ir[fn] += ir
+            elif line.startswith("fn="):
+                fn = name(line[3:])
+            elif line.startswith("cfn="):
+                cfn = name(line[4:])
+            elif line.startswith("calls="):
+                call_n[(fn, cfn)] += int(line[6:].split()[0])
+                in_call = True
+            elif line.startswith("positions:"):
+                npos = len(line.split()) - 1
+            elif line.startswith(("totals:", "summary:")):
+                totals = int(line.split()[1])
+
+    return self_ir, call_ir, call_n, totals
+
+
+def inclusive(fn, self_ir, call_ir):
+    return self_ir[fn] + sum(ir for (caller, _), ir in call_ir.items()
+                             if caller == fn)
+
+
+def dump(pid, out, seen):
+    """Ask callgrind to write (and zero) its counters; the new file."""
+    subprocess.run([CALLGRIND_CONTROL, "--dump", str(pid)],
+                   check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = set(glob.glob(out + ".*")) - seen
+        if new:
+            path = new.pop()
+            with open(path) as f:
+                done = re.search(r"^totals: ", f.read(), re.M)
+            if done:
+                seen.add(path)
+                return path
+        time.sleep(0.1)
+    sys.exit("callgrind: no dump file appeared for %s" % out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--variant", choices=("auth", "limits", "both"),
+                    default="both",
+                    help="auth: authentication only; limits: the whole "
+                         "gate, authentication and a limit plan; both "
+                         "(default): one figure for each")
+    ap.add_argument("--requests", type=int, default=2000,
+                    help="requests per variant (default 2000)")
     ap.add_argument("--annotate", action="store_true",
                     help="also print the functions the instructions went "
-                         "to (the warm-up is then counted too)")
+                         "to, per variant")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary prefix (config, error log, "
+                         "callgrind files) on exit")
     args = ap.parse_args()
+    if args.requests < 1:
+        ap.error("--requests must be positive")
+    variants = list(VARIANTS) if args.variant == "both" else [args.variant]
 
     build = os.path.abspath(args.build)
     module = os.path.join(build, "ngx_http_toll_module.so")
@@ -134,6 +275,10 @@ def main():
 
     prefix = tempfile.mkdtemp(prefix="toll-callgrind-")
     os.makedirs(os.path.join(prefix, "tmp"))
+    # a private copy: a rebuild during the run cannot pull it from under
+    # nginx
+    shutil.copy(module, os.path.join(prefix, "ngx_http_toll_module.so"))
+    module = os.path.join(prefix, "ngx_http_toll_module.so")
     procs = []
 
     try:
@@ -147,7 +292,7 @@ def main():
 
         key = json.loads(subprocess.run(
             [tollctl, "--redis", "127.0.0.1:%d" % redis_port, "key",
-             "create", "--owner", "bench", "--plan", "pro"],
+             "create", "--owner", "bench", "--plan", "bench"],
             check=True, capture_output=True, text=True).stdout)
 
         port, up_port = free_port(), free_port()
@@ -155,12 +300,14 @@ def main():
         with open(conf, "w") as f:
             f.write(CONF.format(module=module, prefix=prefix, port=port,
                                 up_port=up_port, redis_port=redis_port,
+                                plan=PLAN,
                                 user="user root;" if os.geteuid() == 0
                                 else ""))
 
         out = os.path.join(prefix, "callgrind.out")
         argv = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=" + out]
-        argv += ["--toggle-collect=" + f for f in ENTRY_POINTS]
+        argv += ["--toggle-collect=" + f
+                 for f in REQUEST_ENTRY_POINTS + SYNC_ENTRY_POINTS]
         argv += [NGINX, "-p", prefix, "-c", conf, "-e",
                  os.path.join(prefix, "error.log")]
         ngx = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
@@ -168,47 +315,98 @@ def main():
         procs.append(ngx)
         wait_port(port, ngx, "nginx under valgrind")
 
-        run_requests(port, WARMUP, key["token"])        # fills the cache
-        counted = args.requests
+        # fills the key cache (one Redis lookup) and the limit state
+        for v in variants:
+            run_requests(port, VARIANTS[v], WARMUP, key["token"],
+                         v == "limits")
+        seen = set()
+        dump(ngx.pid, out, seen)                 # the warm-up, not counted
 
-        # zeroing loses the call graph callgrind_annotate needs: with
-        # --annotate the warm-up (one Redis lookup) is counted as well
-        if args.annotate:
-            counted += WARMUP
-        else:
-            subprocess.run([CALLGRIND_CONTROL, "--zero", str(ngx.pid)],
-                           check=True, capture_output=True)
-
-        run_requests(port, args.requests, key["token"])
+        results = []
+        for v in variants:
+            t0 = time.monotonic()
+            run_requests(port, VARIANTS[v], args.requests, key["token"],
+                         v == "limits")
+            path = dump(ngx.pid, out, seen)
+            results.append((v, time.monotonic() - t0, path))
 
         ngx.send_signal(signal.SIGQUIT)
         ngx.wait(timeout=120)
 
-        totals = None
-        for path in glob.glob(out + "*"):
-            with open(path) as f:
-                m = re.search(r"^(?:totals|summary): (\d+)", f.read(), re.M)
-                if m:
-                    totals = max(totals or 0, int(m.group(1)))
-        if totals is None:
-            sys.exit("callgrind: no totals in %s" % out)
+        with open(os.path.join(prefix, "error.log")) as f:
+            alerts = [l for l in f
+                      if re.search(r"\[(alert|crit|emerg)\]", l)]
+        if alerts:
+            sys.stderr.write("".join(alerts))
+            sys.exit("callgrind: nginx logged errors (above)")
 
-        if args.annotate:
-            for path in glob.glob(out + "*"):
-                print(subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", path],
-                                     capture_output=True, text=True).stdout)
+        result = []
+        for v, secs, path in results:
+            self_ir, call_ir, call_n, totals = parse_callgrind(path)
+            if totals is None:
+                sys.exit("callgrind: no totals in %s" % path)
 
-        per_request = totals / counted
-        print("module instructions per request (cached key, %d requests): "
-              "%.0f (target <= 5000)" % (args.requests, per_request))
-        print("RESULT instructions_per_request=%.0f" % per_request)
+            # nginx's filter chain after ours
+            chain = sum(ir for (caller, callee), ir in call_ir.items()
+                        if caller in FILTERS and callee.startswith("0x"))
+            parts = collections.OrderedDict(
+                (f, inclusive(f, self_ir, call_ir)
+                    - sum(ir for (caller, callee), ir in call_ir.items()
+                          if caller == f and f in FILTERS
+                          and callee.startswith("0x")))
+                for f in REQUEST_ENTRY_POINTS)
+            sync = sum(inclusive(f, self_ir, call_ir)
+                       for f in SYNC_ENTRY_POINTS)
+            ticks = sum(n for (_, callee), n in call_n.items()
+                        if callee == SYNC_ENTRY_POINTS[0])
+            module = totals - sync - chain
+            per_request = module / args.requests
+
+            # everything collected is one of the entry points (with its
+            # callees), else an entry point is missing from the lists
+            rest = module - sum(parts.values())
+            if abs(rest) > totals / 100:
+                sys.exit("callgrind: %d instructions of %d in %s are not "
+                         "under a known entry point" % (rest, totals, path))
+
+            if args.annotate:
+                print("--- %s: where the instructions went (nginx's filter "
+                      "chain after the module's header filter included)"
+                      % v)
+                print(subprocess.run(
+                    [CALLGRIND_ANNOTATE, "--inclusive=no", "--auto=no",
+                     "--threshold=100", path],
+                    capture_output=True, text=True).stdout)
+
+            what = ("auth only" if v == "auth"
+                    else "auth + limits (bucket + window)")
+            print("module instructions per request, %s, %d requests with "
+                  "the cached key: %.0f (target <= 5000)"
+                  % (what, args.requests, per_request))
+            print("  " + ", ".join(
+                "%s %.0f" % (f.replace("ngx_http_toll_", ""),
+                             ir / args.requests)
+                for f, ir in parts.items() if ir))
+            result.append("%s=%.0f" % (v, per_request))
+            if v == "limits":
+                print("  limit sync timer, per tick, not per request: %s "
+                      "(%d ticks, %.0f instructions, in %.1f s)"
+                      % ("%.0f" % (sync / ticks) if ticks else "-",
+                         ticks, sync, secs))
+                result.append("sync_per_tick=%.0f"
+                              % (sync / ticks if ticks else 0))
+
+        print("RESULT " + " ".join(result))
 
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(prefix, ignore_errors=True)
+        if args.keep:
+            print("kept " + prefix)
+        else:
+            shutil.rmtree(prefix, ignore_errors=True)
 
 
 if __name__ == "__main__":

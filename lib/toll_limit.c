@@ -86,7 +86,7 @@ toll_bucket_check(const toll_bucket_conf_t *bc, toll_bucket_t *b,
         res->retry_ms = 0;
 
         if (commit) {
-            b->tat_ns = next;
+            toll_bucket_commit(bc, b, now_ms);
         }
 
         return;
@@ -192,13 +192,13 @@ toll_window_check(const toll_window_conf_t *wc, toll_window_t *w,
 
     res->admitted = (used + 1 <= wc->count);
     res->retry_ms = 0;
+    res->reset_ms = 0;
 
     if (res->admitted) {
-        used++;
-        res->remaining = wc->count - used;
+        res->remaining = wc->count - used - 1;
 
         if (commit) {
-            w->pending[w->head % TOLL_WINDOW_RING]++;
+            toll_window_commit(w);
         }
 
     } else {
@@ -208,11 +208,11 @@ toll_window_check(const toll_window_conf_t *wc, toll_window_t *w,
     /*
      * A slot leaves the counted range when the ring moves past it: slot s
      * is counted up to the end of slot s + TOLL_WINDOW_SLOTS.  reset_ms is
-     * when the oldest counted request leaves; a refused request may retry
-     * once enough of the oldest slots have left to make room for one.
+     * when the oldest counted request leaves (this one included, whether
+     * committed yet or not); a refused request may retry once enough of
+     * the oldest slots have left to make room for one.
      */
 
-    res->reset_ms = 0;
     left = used;
 
     for (s = w->head - TOLL_WINDOW_SLOTS; s <= w->head; s++) {
@@ -223,11 +223,16 @@ toll_window_check(const toll_window_conf_t *wc, toll_window_t *w,
         i = (size_t) (s % TOLL_WINDOW_RING);
         n = w->global[i] + w->pending[i] + w->sent[i];
 
-        if (n == 0) {
+        if (n == 0 && !(res->admitted && s == w->head)) {
             continue;
         }
 
         leaves_ms = (s + TOLL_WINDOW_SLOTS + 1) * wc->slot_ms - now_ms;
+
+        if (res->admitted) {
+            res->reset_ms = leaves_ms;
+            return;
+        }
 
         if (res->reset_ms == 0) {
             res->reset_ms = leaves_ms;
@@ -235,14 +240,31 @@ toll_window_check(const toll_window_conf_t *wc, toll_window_t *w,
 
         left -= n;
 
-        if (!res->admitted && left + 1 <= wc->count) {
+        if (left + 1 <= wc->count) {
             res->retry_ms = leaves_ms;
-            break;
+            return;
         }
     }
 
-    if (!res->admitted && res->retry_ms == 0) {
-        /* counts of a future slot (a clock step): a whole window */
-        res->retry_ms = wc->slot_ms * TOLL_WINDOW_RING;
-    }
+    /* counts of a future slot (a clock step): a whole window */
+    res->retry_ms = wc->slot_ms * TOLL_WINDOW_RING;
+}
+
+
+void
+toll_window_commit(toll_window_t *w)
+{
+    w->pending[w->head % TOLL_WINDOW_RING]++;
+}
+
+
+void
+toll_bucket_commit(const toll_bucket_conf_t *bc, toll_bucket_t *b,
+    int64_t now_ms)
+{
+    int64_t  now;
+
+    now = now_ms * TOLL_NS_PER_MS;
+
+    b->tat_ns = (b->tat_ns > now ? b->tat_ns : now) + bc->interval_ns;
 }

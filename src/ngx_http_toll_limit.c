@@ -34,8 +34,12 @@
 #define NGX_HTTP_TOLL_SYNC_CONC_MIN_MS   2000
 /* script arguments: EVAL, script, numkeys, key, 5 fixed, 5 per limit */
 #define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (9 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
-/* one argument's text: a number, a unit, or the deltas of a window */
-#define NGX_HTTP_TOLL_SYNC_ARG_LEN       (TOLL_WINDOW_RING * 2 * NGX_INT64_LEN)
+/* the text of a call's arguments: numbers, and each window's slots */
+#define NGX_HTTP_TOLL_SYNC_TEXT_LEN      (NGX_HTTP_TOLL_SYNC_ARGS_MAX         \
+                                          * NGX_INT64_LEN                     \
+                                          + NGX_HTTP_TOLL_SUBJECT_MAX + 16)
+#define NGX_HTTP_TOLL_SYNC_SLOTS_LEN     (TOLL_WINDOW_RING                    \
+                                          * (NGX_INT64_LEN + NGX_INT32_LEN + 2))
 
 #define NGX_HTTP_TOLL_MASK_BUCKET        0x10
 #define NGX_HTTP_TOLL_MASK_CONCURRENCY   0x20
@@ -166,6 +170,7 @@ static ngx_int_t ngx_http_toll_limit_header_add(ngx_http_request_t *r,
     char *name, u_char *value, size_t len);
 static u_char *ngx_http_toll_limit_policy_name(u_char *p,
     ngx_http_toll_limit_t *l);
+static u_char *ngx_http_toll_limit_int(u_char *p, int64_t n);
 static int64_t ngx_http_toll_limit_now_ms(void);
 
 
@@ -206,7 +211,8 @@ static const char  ngx_http_toll_limit_units[TOLL_UNIT_N] = {
  * now (unix ms), the key's TTL (ms), this node's id, the number of limits,
  * then five per limit:
  *
- *   "b" n interval_us tolerance_us -       a bucket, n admitted here
+ *   "b" n interval_us tolerance_us tat_us  a bucket, n admitted here, and
+ *                                          this node's tat (us) after them
  *   "w" unit slot_ms count "slot:n ..."    a window and its slots' news
  *   "c" in_flight expire_ms - -            this node's requests in flight
  *
@@ -235,7 +241,9 @@ static ngx_str_t  ngx_http_toll_limit_script = ngx_string(
   "h[f]=count(l,slot)+n redis.call('HINCRBY',key,f,n) end "
 "for _,l in ipairs(lim) do "
   "if l[1]=='b' then local n=tonumber(l[2]) if n>0 then "
-    "local t=tat()+n*l[3] if t>now_us+2*l[4] then t=now_us+2*l[4] end "
+    "local t=tonumber(h['b'] or '0')+n*l[3] local own=tonumber(l[5]) "
+    "if own>t then t=own end "
+    "if t>now_us+2*l[4] then t=now_us+2*l[4] end "
     "h['b']=t end "
   "elseif l[1]=='w' then local head=math.floor(now/l[3]) "
     "for s,n in string.gmatch(l[5],'(%d+):(%d+)') do s=tonumber(s) "
@@ -1067,6 +1075,8 @@ ngx_http_toll_limit_verdict(ngx_http_request_t *r,
 {
     u_char                    name[32], *p;
     ngx_str_t                 policy, *plan;
+
+    static ngx_str_t  no_plan = ngx_string("(the key's rate_limit)");
     ngx_http_toll_ctx_t      *ctx;
     ngx_http_toll_loc_conf_t *lcf;
 
@@ -1086,7 +1096,8 @@ ngx_http_toll_limit_verdict(ngx_http_request_t *r,
     policy.data = name;
     policy.len = p - name;
 
-    plan = ip ? &lctx->ip_plan->name : &lctx->plan->name;
+    plan = ip ? &lctx->ip_plan->name
+              : lctx->plan ? &lctx->plan->name : &no_plan;
 
     if (ip) {
         ngx_log_error(lcf->limit_log_level, r->connection->log, 0,
@@ -1134,7 +1145,7 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
 {
     int64_t                           now, inflight;
     uint32_t                          mask;
-    ngx_uint_t                        i, pass, ok;
+    ngx_uint_t                        i, ok;
     toll_window_t                    *w;
     ngx_http_toll_limit_t            *l;
     ngx_http_toll_limit_conc_t       *conc;
@@ -1159,79 +1170,100 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
 
     ok = 1;
 
-    /* a first pass decides; a second, when all admit, counts */
+    /* every limit decides; only when all admit is the request counted */
 
-    for (pass = 0; pass < 2; pass++) {
+    for (i = from; i < to; i++) {
+        l = &lctx->limits[i];
 
-        for (i = from; i < to; i++) {
-            l = &lctx->limits[i];
+        switch (l->rate.kind) {
 
-            switch (l->rate.kind) {
+        case NGX_HTTP_TOLL_RATE_BUCKET:
+            st->interval_ns = l->bc.interval_ns;
+            st->tolerance_ns = l->bc.tolerance_ns;
+            toll_bucket_check(&l->bc, &st->bucket, now, 0, &l->res);
+            break;
 
-            case NGX_HTTP_TOLL_RATE_BUCKET:
-                st->interval_ns = l->bc.interval_ns;
-                st->tolerance_ns = l->bc.tolerance_ns;
-                toll_bucket_check(&l->bc, &st->bucket, now, pass, &l->res);
+        case NGX_HTTP_TOLL_RATE_WINDOW:
+            w = ngx_http_toll_limit_window(st, l->rate.unit);
 
-                if (pass) {
-                    st->pending++;
-                }
-
-                break;
-
-            case NGX_HTTP_TOLL_RATE_WINDOW:
-                w = ngx_http_toll_limit_window(st, l->rate.unit);
-
-                if (w == NULL) {
-                    /* another plan's node, held by requests in flight */
-                    l->skipped = 1;
-                    l->res.admitted = 1;
-                    break;
-                }
-
-                toll_window_check(&l->wc, w, now, pass, &l->res);
-                break;
-
-            default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
-                conc = ngx_http_toll_limit_conc(st);
-
-                if (rates_only || conc == NULL) {
-                    l->skipped = (conc == NULL);
-                    l->res.admitted = 1;
-                    break;
-                }
-
-                inflight = ngx_http_toll_limit_inflight(lctx->shm_zone, st)
-                           + st->remote_inflight;
-
-                l->res.admitted = (inflight + 1 <= l->rate.count)
-                                  || pass;
-                l->res.remaining = ngx_max(l->rate.count - inflight - 1, 0);
-                l->res.retry_ms = 1000;
-                l->res.reset_ms = 0;
-
-                if (pass && ngx_http_toll_limit_proc >= 0) {
-                    conc = &conc[ngx_http_toll_limit_proc];
-
-                    if (conc->gen != ngx_http_toll_limit_gen) {
-                        conc->gen = ngx_http_toll_limit_gen;
-                        conc->count = 0;
-                    }
-
-                    conc->count++;
-                    ln->pins++;
-                }
-
+            if (w == NULL) {
+                /* another plan's node, held by requests in flight */
+                l->skipped = 1;
+                l->res.admitted = 1;
                 break;
             }
 
-            if (!pass && !l->res.admitted && ok) {
-                ok = 0;
-                lctx->violated = i;
+            toll_window_check(&l->wc, w, now, 0, &l->res);
+            break;
+
+        default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
+            conc = ngx_http_toll_limit_conc(st);
+
+            if (rates_only || conc == NULL) {
+                l->skipped = (conc == NULL);
+                l->res.admitted = 1;
+                break;
             }
+
+            inflight = ngx_http_toll_limit_inflight(lctx->shm_zone, st)
+                       + st->remote_inflight;
+
+            l->res.admitted = (inflight + 1 <= l->rate.count);
+            l->res.remaining = ngx_max(l->rate.count - inflight - 1, 0);
+            l->res.retry_ms = 1000;
+            l->res.reset_ms = 0;
+            break;
         }
 
-        if (!ok || !commit) {
+        if (!l->res.admitted && ok) {
+            ok = 0;
+            lctx->violated = i;
+        }
+    }
+
+    for (i = from; !ok && i < to; i++) {
+        l = &lctx->limits[i];
+
+        /* the others admitted it, but it is not counted: one more left */
+
+        if (l->res.admitted && !l->skipped) {
+            l->res.remaining++;
+        }
+    }
+
+    for (i = from; ok && commit && i < to; i++) {
+        l = &lctx->limits[i];
+
+        if (l->skipped) {
+            continue;
+        }
+
+        switch (l->rate.kind) {
+
+        case NGX_HTTP_TOLL_RATE_BUCKET:
+            toll_bucket_commit(&l->bc, &st->bucket, now);
+            st->pending++;
+            break;
+
+        case NGX_HTTP_TOLL_RATE_WINDOW:
+            toll_window_commit(ngx_http_toll_limit_window(st,
+                                                          l->rate.unit));
+            break;
+
+        default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
+            if (rates_only || ngx_http_toll_limit_proc < 0) {
+                break;
+            }
+
+            conc = &ngx_http_toll_limit_conc(st)[ngx_http_toll_limit_proc];
+
+            if (conc->gen != ngx_http_toll_limit_gen) {
+                conc->gen = ngx_http_toll_limit_gen;
+                conc->count = 0;
+            }
+
+            conc->count++;
+            ln->pins++;
             break;
         }
     }
@@ -1616,7 +1648,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
 
     int64_t                      now;
     ngx_int_t                    rc, violated;
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, dry_ok;
     ngx_http_request_t          *r;
     ngx_http_toll_ctx_t         *ctx;
     ngx_http_toll_limit_t       *l;
@@ -1654,13 +1686,21 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
             }
         }
 
-        /* a dry look at the state Redis sent back: it may say "full" */
+        /*
+         * A dry look at the state Redis sent back gives the counts for
+         * the headers: it asks about one more request, so where it
+         * admits, one more is left than it says (a refusal of the dry
+         * look has added that one already).
+         */
+
+        lctx->violated = -1;
 
         (void) ngx_http_toll_limit_decide(r, lctx, lctx->key_subject,
                                           lctx->key_subject_len,
                                           lctx->key_first, lctx->nlimits,
                                           0, 1);
 
+        dry_ok = (lctx->violated == -1);
         lctx->violated = violated;
 
         for (i = lctx->key_first; i < lctx->nlimits; i++) {
@@ -1670,9 +1710,16 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
                 continue;
             }
 
-            if (lctx->violated == -1) {
-                l->res.remaining = l->res.admitted ? l->res.remaining + 1 : 0;
+            if (dry_ok && l->res.admitted) {
+                l->res.remaining++;
+            }
+
+            if (violated == -1) {
                 l->res.admitted = 1;
+
+            } else if ((ngx_int_t) i == violated) {
+                l->res.admitted = 0;
+                l->res.remaining = 0;
             }
         }
 
@@ -1715,6 +1762,7 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
     ngx_uint_t from, ngx_uint_t to, int64_t now_ms)
 {
     u_char                       *p, *key, *buf, *last;
+    size_t                        len;
     int64_t                       ttl_ms, conc_ms, slot, count;
     uint32_t                      i;
     ngx_uint_t                    u, nlimits, k, n, j;
@@ -1731,14 +1779,16 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
         }
     }
 
-    buf = ngx_pnalloc(pool, NGX_HTTP_TOLL_SYNC_ARGS_MAX
-                            * NGX_HTTP_TOLL_SYNC_ARG_LEN);
+    len = NGX_HTTP_TOLL_SYNC_TEXT_LEN
+          + st->nwindows * NGX_HTTP_TOLL_SYNC_SLOTS_LEN;
+
+    buf = ngx_pnalloc(pool, len);
     if (buf == NULL) {
         return NGX_ERROR;
     }
 
     p = buf;
-    last = buf + NGX_HTTP_TOLL_SYNC_ARGS_MAX * NGX_HTTP_TOLL_SYNC_ARG_LEN;
+    last = buf + len;
 
 #define ngx_http_toll_arg(start)                                              \
     call->argv[call->argc] = (const char *) (start);                          \
@@ -1810,8 +1860,15 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
         p = ngx_sprintf(p, "%L", st->tolerance_ns / 1000);
         ngx_http_toll_arg(key);
 
-        call->argv[call->argc] = "-";
-        call->argvlen[call->argc++] = 1;
+        /*
+         * With this node's tat, the script's sum is exact for a node that
+         * is alone, however its requests were spread over the round, and
+         * a Redis that restarted empty does not reopen the bucket.
+         */
+
+        key = p;
+        p = ngx_sprintf(p, "%L", st->bucket.tat_ns / 1000);
+        ngx_http_toll_arg(key);
 
         ttl_ms = ngx_max(ttl_ms, (st->tolerance_ns + st->interval_ns)
                                  / 1000000);
@@ -1866,7 +1923,7 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
                 continue;
             }
 
-            if (p + 2 * NGX_INT64_LEN + 2 > last) {
+            if (p + NGX_INT64_LEN + NGX_INT32_LEN + 2 > last) {
                 break;
             }
 
@@ -1949,9 +2006,9 @@ static ngx_int_t
 ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms)
 {
-    int64_t                          slot, head;
+    int64_t                          slot, head, tat, n;
     ngx_int_t                        rc;
-    ngx_uint_t                       u, e, j;
+    ngx_uint_t                       u, e, j, i;
     redisReply                      *el, *a;
     toll_window_t                   *w;
     toll_window_conf_t               wc;
@@ -2013,17 +2070,16 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
 
         el = reply->element[e++];
 
-        st->bucket.tat_ns = el->integer * 1000;
+        /*
+         * All nodes' tat, plus what this node admitted since it sent; but
+         * never less than this node's own: its requests are all counted
+         * there, and Redis may have lost some (a restart).
+         */
 
-        if (st->pending) {
-            toll_bucket_conf_t  bc;
+        tat = el->integer * 1000 + (int64_t) st->pending * st->interval_ns;
 
-            bc.interval_ns = st->interval_ns;
-            bc.tolerance_ns = st->tolerance_ns;
-            bc.burst = st->tolerance_ns / st->interval_ns;
-
-            st->bucket.tat_ns = toll_bucket_add(&bc, st->bucket.tat_ns,
-                                                now_ms, st->pending);
+        if (tat > st->bucket.tat_ns) {
+            st->bucket.tat_ns = tat;
         }
 
         st->sent = 0;
@@ -2056,9 +2112,11 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
             toll_window_advance(&wc, w, head * wc.slot_ms);
         }
 
-        for (j = 0; j < TOLL_WINDOW_RING; j++) {
-            w->sent[j] = 0;
-        }
+        /*
+         * Redis's count of a slot includes what was sent; it is never taken
+         * below what this node knew, so a Redis that restarted empty does
+         * not reopen the window.
+         */
 
         for (j = 1; j <= TOLL_WINDOW_RING; j++) {
             slot = head - TOLL_WINDOW_SLOTS + (int64_t) j - 1;
@@ -2069,9 +2127,20 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
                 continue;
             }
 
-            w->global[slot % TOLL_WINDOW_RING] =
-                (uint32_t) ngx_min(ngx_max(a->element[j]->integer, 0),
-                                   TOLL_LIMIT_COUNT_MAX);
+            i = (ngx_uint_t) (slot % TOLL_WINDOW_RING);
+            n = ngx_min(ngx_max(a->element[j]->integer, 0),
+                        TOLL_LIMIT_COUNT_MAX);
+
+            w->global[i] = (uint32_t) ngx_max(n, (int64_t) w->global[i]
+                                                 + w->sent[i]);
+            w->sent[i] = 0;
+        }
+
+        /* slots the answer did not cover keep what was sent as known */
+
+        for (j = 0; j < TOLL_WINDOW_RING; j++) {
+            w->global[j] += w->sent[j];
+            w->sent[j] = 0;
         }
     }
 
@@ -2134,30 +2203,22 @@ ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st)
 static void
 ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
 {
-    int64_t                          now;
-    ngx_uint_t                       i, n;
-    ngx_pool_t                      *pool;
-    ngx_http_toll_limit_call_t      *calls;
-    ngx_http_toll_limit_state_t     *st;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    int64_t                           now;
+    ngx_uint_t                        i, n;
+    ngx_pool_t                       *pool;
+    ngx_http_toll_limit_call_t       *call, **calls;
+    ngx_http_toll_limit_state_t      *st;
+    ngx_http_toll_shm_limit_node_t   *ln;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
+        /* what is left in the zone goes with another worker's round */
         return;
     }
 
-    pool = ngx_create_pool(16384, ev->log);
-    if (pool == NULL) {
-        goto next;
-    }
-
-    calls = ngx_pcalloc(pool, NGX_HTTP_TOLL_SYNC_BATCH_MAX
-                              * sizeof(ngx_http_toll_limit_call_t));
-    if (calls == NULL) {
-        goto done;
-    }
-
-    now = ngx_http_toll_limit_now_ms();
+    pool = NULL;
+    calls = NULL;
     n = 0;
+    now = ngx_http_toll_limit_now_ms();
 
     ngx_http_toll_shm_lock(ngx_http_toll_limit_zone);
 
@@ -2180,23 +2241,38 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
             ngx_http_toll_limit_unsend(st);
         }
 
-        calls[n].sync = ngx_alloc(sizeof(ngx_http_toll_limit_sync_t),
-                                  ev->log);
-        if (calls[n].sync == NULL) {
-            ngx_http_toll_shm_limit_touch(ngx_http_toll_limit_zone, ln);
-            break;
+        if (pool == NULL) {
+            /* the pool may call malloc(): rare, and only with work */
+            pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ev->log);
+
+            calls = pool ? ngx_palloc(pool, NGX_HTTP_TOLL_SYNC_BATCH_MAX
+                                            * sizeof(void *))
+                         : NULL;
         }
 
-        if (ngx_http_toll_limit_call(&calls[n], pool, ln, NULL, 0, 0, now)
-            != NGX_OK)
+        call = calls ? ngx_pcalloc(pool, sizeof(ngx_http_toll_limit_call_t))
+                     : NULL;
+
+        if (call) {
+            /* outlives the round: freed by the reply */
+            call->sync = ngx_alloc(sizeof(ngx_http_toll_limit_sync_t),
+                                   ev->log);
+        }
+
+        if (call == NULL || call->sync == NULL
+            || ngx_http_toll_limit_call(call, pool, ln, NULL, 0, 0, now)
+               != NGX_OK)
         {
-            ngx_free(calls[n].sync);
+            if (call && call->sync) {
+                ngx_free(call->sync);
+            }
+
             ngx_http_toll_shm_limit_touch(ngx_http_toll_limit_zone, ln);
             break;
         }
 
-        calls[n].sync->shm_zone = ngx_http_toll_limit_zone;
-        n++;
+        call->sync->shm_zone = ngx_http_toll_limit_zone;
+        calls[n++] = call;
     }
 
     ngx_http_toll_shm_unlock(ngx_http_toll_limit_zone);
@@ -2204,23 +2280,23 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     /* issued in one tick, these leave in one write */
 
     for (i = 0; i < n; i++) {
+        call = calls[i];
+
         if (ngx_http_toll_redis_send(ngx_http_toll_limit_sync_reply,
-                                     calls[i].sync, (int) calls[i].argc,
-                                     calls[i].argv, calls[i].argvlen)
+                                     call->sync, (int) call->argc,
+                                     call->argv, call->argvlen)
             == NULL)
         {
             /* Redis is away: the counts wait in the zone */
-            ngx_http_toll_limit_apply(ngx_http_toll_limit_zone,
-                                      calls[i].sync, NULL, now);
-            ngx_free(calls[i].sync);
+            (void) ngx_http_toll_limit_apply(ngx_http_toll_limit_zone,
+                                             call->sync, NULL, now);
+            ngx_free(call->sync);
         }
     }
 
-done:
-
-    ngx_destroy_pool(pool);
-
-next:
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 
     ngx_add_timer(ev, ngx_http_toll_limit_sync_ms);
 }
@@ -2423,19 +2499,29 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
         case NGX_HTTP_TOLL_RATE_BUCKET:
             w_s = (l->bc.tolerance_ns + 999999999) / 1000000000;
-            p = ngx_sprintf(p, ";q=%L;w=%L", l->rate.burst, w_s);
-            q = ngx_sprintf(q, ";r=%L;t=%L", l->res.remaining, t_s);
+            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
+                                        l->rate.burst);
+            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3), w_s);
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
+                                        l->res.remaining);
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3), t_s);
             break;
 
         case NGX_HTTP_TOLL_RATE_WINDOW:
-            p = ngx_sprintf(p, ";q=%L;w=%L", l->rate.count,
-                            toll_unit_ms[l->rate.unit] / 1000);
-            q = ngx_sprintf(q, ";r=%L;t=%L", l->res.remaining, t_s);
+            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
+                                        l->rate.count);
+            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
+                                        toll_unit_ms[l->rate.unit] / 1000);
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
+                                        l->res.remaining);
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3), t_s);
             break;
 
         default:
-            p = ngx_sprintf(p, ";q=%L", l->rate.count);
-            q = ngx_sprintf(q, ";r=%L", l->res.remaining);
+            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
+                                        l->rate.count);
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
+                                        l->res.remaining);
             break;
         }
     }
@@ -2487,7 +2573,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     if (window != -1) {
         l = &lctx->limits[window];
 
-        p = ngx_sprintf(buf, "%L", l->rate.count);
+        p = ngx_http_toll_limit_int(buf, l->rate.count);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Limit", buf,
                                            p - buf)
             != NGX_OK)
@@ -2495,7 +2581,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        p = ngx_sprintf(buf, "%L", l->res.remaining);
+        p = ngx_http_toll_limit_int(buf, l->res.remaining);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Remaining", buf,
                                            p - buf)
             != NGX_OK)
@@ -2504,9 +2590,8 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         }
 
         /* epoch seconds, as the platforms the buyers know send it */
-        p = ngx_sprintf(buf, "%T",
-                        ngx_time() + (time_t) ((l->res.reset_ms + 999)
-                                               / 1000));
+        p = ngx_http_toll_limit_int(buf, ngx_time()
+                                         + (l->res.reset_ms + 999) / 1000);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Reset", buf,
                                            p - buf)
             != NGX_OK)
@@ -2518,7 +2603,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     if (bucket != -1) {
         l = &lctx->limits[bucket];
 
-        p = ngx_sprintf(buf, "%L", l->rate.burst);
+        p = ngx_http_toll_limit_int(buf, l->rate.burst);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Limit", buf,
                                            p - buf)
             != NGX_OK)
@@ -2526,7 +2611,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        p = ngx_sprintf(buf, "%L", l->res.remaining);
+        p = ngx_http_toll_limit_int(buf, l->res.remaining);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Remaining",
                                            buf, p - buf)
             != NGX_OK)
@@ -2579,4 +2664,24 @@ ngx_http_toll_limit_now_ms(void)
     tp = ngx_timeofday();
 
     return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+/* a count in decimal: the headers' hot loop has no use for ngx_sprintf() */
+
+static u_char *
+ngx_http_toll_limit_int(u_char *p, int64_t n)
+{
+    u_char    tmp[NGX_INT64_LEN], *t;
+    uint64_t  u;
+
+    u = (n > 0) ? (uint64_t) n : 0;
+    t = tmp + NGX_INT64_LEN;
+
+    do {
+        *--t = (u_char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
 }

@@ -45,6 +45,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "allow_log(*regexes): error-log lines matching one of "
         "these are expected and do not fail the test")
+    config.addinivalue_line(
+        "markers", "slow: timing-based rate-limit tests (seconds each)")
 
 
 def _require_module():

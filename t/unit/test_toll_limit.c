@@ -280,6 +280,57 @@ test_window_remaining_and_sync_rings(void **state)
 }
 
 
+/* a dry check followed by a commit reports what a committing check would */
+static void
+test_commit_matches_check(void **state)
+{
+    int                  i;
+    int64_t              t;
+    toll_bucket_t        b1 = { 0 }, b2 = { 0 };
+    toll_window_t       *w1, *w2;
+    toll_bucket_conf_t   bc;
+    toll_window_conf_t   wc;
+    toll_limit_result_t  dry, wet;
+
+    (void) state;
+
+    w1 = calloc(1, sizeof(toll_window_t));
+    w2 = calloc(1, sizeof(toll_window_t));
+    assert_non_null(w1);
+    assert_non_null(w2);
+
+    assert_int_equal(toll_bucket_conf(&bc, 30, 60000, 4), 0);
+    assert_int_equal(toll_window_conf(&wc, 7, 60000), 0);
+
+    for (i = 0, t = T0_MS; i < 40; i++, t += 700) {
+        toll_bucket_check(&bc, &b1, t, 0, &dry);
+        if (dry.admitted) {
+            toll_bucket_commit(&bc, &b1, t);
+        }
+        toll_bucket_check(&bc, &b2, t, 1, &wet);
+        assert_int_equal(dry.admitted, wet.admitted);
+        assert_int_equal(dry.remaining, wet.remaining);
+        assert_int_equal(dry.reset_ms, wet.reset_ms);
+        assert_int_equal(dry.retry_ms, wet.retry_ms);
+        assert_int_equal(b1.tat_ns, b2.tat_ns);
+
+        toll_window_check(&wc, w1, t, 0, &dry);
+        if (dry.admitted) {
+            toll_window_commit(w1);
+        }
+        toll_window_check(&wc, w2, t, 1, &wet);
+        assert_int_equal(dry.admitted, wet.admitted);
+        assert_int_equal(dry.remaining, wet.remaining);
+        assert_int_equal(dry.reset_ms, wet.reset_ms);
+        assert_int_equal(dry.retry_ms, wet.retry_ms);
+        assert_int_equal(toll_window_used(w1), toll_window_used(w2));
+    }
+
+    free(w1);
+    free(w2);
+}
+
+
 int
 main(void)
 {
@@ -291,6 +342,7 @@ main(void)
         cmocka_unit_test(test_window_never_over),
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_window_remaining_and_sync_rings),
+        cmocka_unit_test(test_commit_matches_check),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -182,66 +182,69 @@ void
 toll_window_check(const toll_window_conf_t *wc, toll_window_t *w,
     int64_t now_ms, int commit, toll_limit_result_t *res)
 {
-    int64_t   used, left, s, leaves_ms;
+    int64_t   used, left, s, oldest;
     size_t    i;
     uint32_t  n;
 
     toll_window_advance(wc, w, now_ms);
 
-    used = toll_window_used(w);
+    /* one pass: the sum, and the oldest slot that counts something */
+
+    used = 0;
+    oldest = -1;
+
+    for (s = w->head - TOLL_WINDOW_SLOTS; s <= w->head; s++) {
+        i = (size_t) (s % TOLL_WINDOW_RING);
+        n = w->global[i] + w->pending[i] + w->sent[i];
+
+        if (n && oldest == -1) {
+            oldest = s;
+        }
+
+        used += n;
+    }
 
     res->admitted = (used + 1 <= wc->count);
     res->retry_ms = 0;
-    res->reset_ms = 0;
-
-    if (res->admitted) {
-        res->remaining = wc->count - used - 1;
-
-        if (commit) {
-            toll_window_commit(w);
-        }
-
-    } else {
-        res->remaining = 0;
-    }
 
     /*
      * A slot leaves the counted range when the ring moves past it: slot s
      * is counted up to the end of slot s + TOLL_WINDOW_SLOTS.  reset_ms is
      * when the oldest counted request leaves (this one included, whether
-     * committed yet or not); a refused request may retry once enough of
-     * the oldest slots have left to make room for one.
+     * committed yet or not).
      */
+
+    if (res->admitted) {
+        res->remaining = wc->count - used - 1;
+
+        if (oldest == -1) {
+            oldest = w->head;
+        }
+
+        res->reset_ms = (oldest + TOLL_WINDOW_SLOTS + 1) * wc->slot_ms
+                        - now_ms;
+
+        if (commit) {
+            toll_window_commit(w);
+        }
+
+        return;
+    }
+
+    res->remaining = 0;
+    res->reset_ms = (oldest + TOLL_WINDOW_SLOTS + 1) * wc->slot_ms - now_ms;
+
+    /* a refused request may retry once enough of the oldest slots have
+       left to make room for one */
 
     left = used;
 
-    for (s = w->head - TOLL_WINDOW_SLOTS; s <= w->head; s++) {
-        if (s < 0) {
-            continue;
-        }
-
+    for (s = oldest; s <= w->head; s++) {
         i = (size_t) (s % TOLL_WINDOW_RING);
-        n = w->global[i] + w->pending[i] + w->sent[i];
-
-        if (n == 0 && !(res->admitted && s == w->head)) {
-            continue;
-        }
-
-        leaves_ms = (s + TOLL_WINDOW_SLOTS + 1) * wc->slot_ms - now_ms;
-
-        if (res->admitted) {
-            res->reset_ms = leaves_ms;
-            return;
-        }
-
-        if (res->reset_ms == 0) {
-            res->reset_ms = leaves_ms;
-        }
-
-        left -= n;
+        left -= w->global[i] + w->pending[i] + w->sent[i];
 
         if (left + 1 <= wc->count) {
-            res->retry_ms = leaves_ms;
+            res->retry_ms = (s + TOLL_WINDOW_SLOTS + 1) * wc->slot_ms - now_ms;
             return;
         }
     }

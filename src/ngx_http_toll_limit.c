@@ -166,8 +166,11 @@ static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_toll_limit_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families);
-static ngx_int_t ngx_http_toll_limit_header_add(ngx_http_request_t *r,
-    char *name, u_char *value, size_t len);
+static ngx_int_t ngx_http_toll_limit_header_push(ngx_http_request_t *r,
+    const char *name, size_t name_len, u_char *value, size_t len);
+
+#define ngx_http_toll_limit_header_add(r, name, value, len)                  \
+    ngx_http_toll_limit_header_push(r, name, sizeof(name) - 1, value, len)
 static u_char *ngx_http_toll_limit_policy_name(u_char *p,
     ngx_http_toll_limit_t *l);
 static u_char *ngx_http_toll_limit_int(u_char *p, int64_t n);
@@ -2625,8 +2628,8 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_toll_limit_header_add(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len)
+ngx_http_toll_limit_header_push(ngx_http_request_t *r, const char *name,
+    size_t name_len, u_char *value, size_t len)
 {
     ngx_table_elt_t  *h;
 
@@ -2646,7 +2649,7 @@ ngx_http_toll_limit_header_add(ngx_http_request_t *r, char *name,
 
     h->hash = 1;
     h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
+    h->key.len = name_len;
     h->lowcase_key = NULL;
 #if (nginx_version >= 1023000)
     h->next = NULL;

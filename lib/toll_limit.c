@@ -102,34 +102,6 @@ toll_bucket_check(const toll_bucket_conf_t *bc, toll_bucket_t *b,
 }
 
 
-int64_t
-toll_bucket_add(const toll_bucket_conf_t *bc, int64_t tat_ns, int64_t now_ms,
-    int64_t n)
-{
-    int64_t  now, full;
-
-    now = now_ms * TOLL_NS_PER_MS;
-
-    if (tat_ns < now) {
-        tat_ns = now;
-    }
-
-    /*
-     * Requests admitted by other nodes are not refused here; but a bucket
-     * further behind than twice its tolerance says nothing more, and the
-     * cap keeps the sum far from overflow.
-     */
-
-    full = now + 2 * bc->tolerance_ns;
-
-    if (n > (full - tat_ns) / bc->interval_ns) {
-        return full;
-    }
-
-    return tat_ns + n * bc->interval_ns;
-}
-
-
 void
 toll_window_advance(const toll_window_conf_t *wc, toll_window_t *w,
     int64_t now_ms)

@@ -112,10 +112,6 @@ void toll_bucket_commit(const toll_bucket_conf_t *bc, toll_bucket_t *b,
     int64_t now_ms);
 void toll_window_commit(toll_window_t *w);
 
-/* a bucket's state after n more requests at now_ms, admitted elsewhere */
-int64_t toll_bucket_add(const toll_bucket_conf_t *bc, int64_t tat_ns,
-    int64_t now_ms, int64_t n);
-
 /* moves the ring forward to the slot of now_ms, dropping older slots */
 void toll_window_advance(const toll_window_conf_t *wc, toll_window_t *w,
     int64_t now_ms);

@@ -120,32 +120,6 @@ test_bucket_dry_check(void **state)
 }
 
 
-static void
-test_bucket_add(void **state)
-{
-    int64_t              tat;
-    toll_bucket_t        b = { 0 };
-    toll_bucket_conf_t   bc;
-    toll_limit_result_t  res;
-
-    (void) state;
-
-    assert_int_equal(toll_bucket_conf(&bc, 10, 1000, 5), 0);
-
-    /* four admitted elsewhere leave room for one here */
-    b.tat_ns = toll_bucket_add(&bc, 0, T0_MS, 4);
-    toll_bucket_check(&bc, &b, T0_MS, 1, &res);
-    assert_true(res.admitted);
-    toll_bucket_check(&bc, &b, T0_MS, 1, &res);
-    assert_false(res.admitted);
-
-    /* a huge count saturates instead of overflowing */
-    tat = toll_bucket_add(&bc, 0, T0_MS, INT64_MAX);
-    assert_true(tat > T0_MS * 1000000);
-    assert_true(tat <= T0_MS * 1000000 + 2 * bc.tolerance_ns);
-}
-
-
 /* never more than count in any interval of the window's length */
 static void
 test_window_never_over(void **state)
@@ -338,7 +312,6 @@ main(void)
         cmocka_unit_test(test_conf_rejects),
         cmocka_unit_test(test_bucket_burst_then_rate),
         cmocka_unit_test(test_bucket_dry_check),
-        cmocka_unit_test(test_bucket_add),
         cmocka_unit_test(test_window_never_over),
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_window_remaining_and_sync_rings),

@@ -2428,7 +2428,13 @@ ngx_http_toll_limit_header_filter(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].hash == 0) {
+        /* most headers are told apart by their first letter */
+
+        if (h[i].hash == 0
+            || h[i].key.len < sizeof("RateLimit") - 1
+            || (ngx_tolower(h[i].key.data[0]) != 'r'
+                && ngx_tolower(h[i].key.data[0]) != 'x'))
+        {
             continue;
         }
 

@@ -470,6 +470,30 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         windows |= 1 << plan->rates[i].unit;
     }
 
+    /* what each request would otherwise divide out again */
+
+    for (i = 0; i < plan->nrates; i++) {
+        rate = &plan->rates[i];
+
+        switch (rate->kind) {
+
+        case NGX_HTTP_TOLL_RATE_BUCKET:
+            rate->ready = (toll_bucket_conf(&rate->bc, rate->count,
+                                            toll_unit_ms[rate->unit],
+                                            rate->burst) == 0);
+            break;
+
+        case NGX_HTTP_TOLL_RATE_WINDOW:
+            rate->ready = (toll_window_conf(&rate->wc, rate->count,
+                                            toll_unit_ms[rate->unit]) == 0);
+            break;
+
+        default:
+            rate->ready = 1;
+            break;
+        }
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -820,6 +844,13 @@ ngx_http_toll_limit_add(ngx_http_toll_limit_ctx_t *lctx,
     l->rate = *rate;
     l->ip = ip;
 
+    if (rate->ready) {
+        l->bc = rate->bc;
+        l->wc = rate->wc;
+        lctx->nlimits++;
+        return NGX_OK;
+    }
+
     switch (rate->kind) {
 
     case NGX_HTTP_TOLL_RATE_BUCKET:
@@ -1011,6 +1042,7 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         {
             rate.count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
             rate.unit = TOLL_UNIT_MINUTE;
+            rate.ready = 0;
             overridden = 1;
         }
 
@@ -1029,6 +1061,7 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         rate.unit = TOLL_UNIT_MINUTE;
         rate.count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
         rate.burst = 0;
+        rate.ready = 0;
 
         if (ngx_http_toll_limit_add(lctx, &rate, 0) != NGX_OK) {
             return NGX_ERROR;

@@ -41,6 +41,11 @@ typedef struct {
     toll_unit_e                unit;
     int64_t                    count;       /* per unit, or in flight */
     int64_t                    burst;       /* a bucket's capacity */
+
+    /* worked out once at configuration, unless a key overrides count */
+    toll_bucket_conf_t         bc;
+    toll_window_conf_t         wc;
+    unsigned                   ready:1;
 } ngx_http_toll_rate_t;
 
 

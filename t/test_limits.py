@@ -11,7 +11,6 @@ connections opened beforehand so that they take milliseconds.
 
 import math
 import re
-import select
 import threading
 import time
 
@@ -21,10 +20,10 @@ from helpers import client
 from helpers.keys import gen_key_id, gen_secret, raw_key, redis_name
 from helpers.limits import (IETF, LIMIT_LOG_HTTP, XRL, Conn, Monitor,
                             SlowUpstream, Volley, assert_config_refused,
-                            check_limited, connect, count, fire,
-                            make_key_rl, one_int, policy, rate_headers,
-                            request_from, sleep_until_wall, state,
-                            statuses, wait_limit_log)
+                            check_limited, count, fire, hold, make_key_rl,
+                            one_int, policy, rate_headers, read_one,
+                            request_from, sleep_until_wall, state, statuses,
+                            wait_limit_log)
 from helpers.problem import check_problem
 from helpers.procs import PROXY, free_port, wait_for
 
@@ -341,38 +340,10 @@ def test_reload_keeps_limits(start_nginx, upstream, redis_server):
 
 # -------------------------------------------------- 8. concurrency
 
-def send_only(port, path, headers):
-    s = connect(port)
-    s.sendall(client.build_request("GET", path, headers))
-    return s
 
 
-def read_one(s):
-    try:
-        r, _ = client.read_response(s)
-        return r
-    finally:
-        s.close()
 
 
-def hold(ngx, slow, path, headers, timeout=5):
-    """Sends a request the slow upstream holds; returns its socket once it
-    is held.  A place is given back when nginx frees a request, which can
-    be a moment after its client read the answer: a concurrency refusal
-    here is retried until the deadline."""
-    end = time.monotonic() + timeout
-    while True:
-        s = send_only(ngx.port, path, headers)
-        while time.monotonic() < end:
-            if slow.count(lambda p: p == path):
-                return s
-            if select.select([s], [], [], 0.01)[0]:
-                check_limited(read_one(s), code="concurrency_limited",
-                              policy_name="concurrency")
-                break
-        else:
-            s.close()
-            raise TimeoutError("%s was never held" % path)
 
 
 def test_concurrency_cap(start_nginx, upstream, redis_server):

@@ -9,7 +9,6 @@ that nothing refills during it; every wait is a poll with a deadline.
 
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -20,8 +19,8 @@ import pytest
 from helpers import client
 from helpers.keys import gen_key_id, gen_secret, raw_key, redis_name
 from helpers.limits import (LIMIT_LOG_HTTP, Monitor, SlowUpstream,
-                            check_limited, connect,
-                            policy, rate_headers, state, statuses,
+                            check_limited, hold, policy, rate_headers,
+                            read_one, send_only, state, statuses,
                             wait_limit_log)
 from helpers.problem import check_problem
 from helpers.procs import PROXY, free_port, pid_alive, wait_for
@@ -61,37 +60,10 @@ def rl_name(subject):
     return "toll:rl:{%s}" % subject
 
 
-def send_only(port, path, headers):
-    s = connect(port)
-    s.sendall(client.build_request("GET", path, headers))
-    return s
 
 
-def read_one(s):
-    try:
-        r, _ = client.read_response(s)
-        return r
-    finally:
-        s.close()
 
 
-def hold(ngx, slow, path, headers, timeout=5):
-    """Sends a request the slow upstream holds; returns its socket once it
-    is held (a concurrency refusal while an earlier place is being given
-    back is retried until the deadline)."""
-    end = time.monotonic() + timeout
-    while True:
-        s = send_only(ngx.port, path, headers)
-        while time.monotonic() < end:
-            if slow.count(lambda p: p == path):
-                return s
-            if select.select([s], [], [], 0.01)[0]:
-                check_limited(read_one(s), code="concurrency_limited",
-                              policy_name="concurrency")
-                break
-        else:
-            s.close()
-            raise TimeoutError("%s was never held" % path)
 
 
 def ok_or_none(resp):

@@ -14,6 +14,7 @@
 import http.server
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -456,3 +457,35 @@ def sleep_until_wall(t):
         if d <= 0:
             return
         time.sleep(min(d, 0.05) if d > 0.002 else d)
+
+
+def send_only(port, path, headers):
+    s = connect(port)
+    s.sendall(client.build_request("GET", path, headers))
+    return s
+
+def read_one(s):
+    try:
+        r, _ = client.read_response(s)
+        return r
+    finally:
+        s.close()
+
+def hold(ngx, slow, path, headers, timeout=5):
+    """Sends a request the slow upstream holds; returns its socket once it
+    is held.  A place is given back when nginx frees a request, which can
+    be a moment after its client read the answer: a concurrency refusal
+    here is retried until the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        s = send_only(ngx.port, path, headers)
+        while time.monotonic() < end:
+            if slow.count(lambda p: p == path):
+                return s
+            if select.select([s], [], [], 0.01)[0]:
+                check_limited(read_one(s), code="concurrency_limited",
+                              policy_name="concurrency")
+                break
+        else:
+            s.close()
+            raise TimeoutError("%s was never held" % path)

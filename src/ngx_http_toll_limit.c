@@ -69,11 +69,9 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_toll_rate_t       rate;
+    ngx_http_toll_rate_t      *rate;          /* the plan's, or overridden */
     unsigned                   ip:1;
     unsigned                   skipped:1;     /* no state for it */
-    toll_bucket_conf_t         bc;
-    toll_window_conf_t         wc;
     toll_limit_result_t        res;
 } ngx_http_toll_limit_t;
 
@@ -81,6 +79,9 @@ typedef struct {
 struct ngx_http_toll_limit_ctx_s {
     ngx_http_toll_limit_t         limits[NGX_HTTP_TOLL_LIMITS_MAX];
     ngx_uint_t                    nlimits;
+    /* a key's own rate_limit changes its plan's rates: changed copies */
+    ngx_http_toll_rate_t          overrides[2];   /* bucket, minute */
+    ngx_uint_t                    noverrides;
     ngx_uint_t                    key_first;  /* limits of the key from */
     ngx_int_t                     violated;   /* -1: none */
     ngx_http_toll_limit_status_e  status;
@@ -122,6 +123,10 @@ typedef struct {
 
 static ngx_int_t ngx_http_toll_limit_parse_rate(ngx_str_t *s,
     ngx_http_toll_rate_t *rate);
+static ngx_int_t ngx_http_toll_limit_policy(ngx_pool_t *pool,
+    ngx_http_toll_rate_t *rate, ngx_uint_t ip, ngx_str_t *policy);
+static u_char *ngx_http_toll_limit_policy_item(u_char *p,
+    ngx_http_toll_limit_t *l);
 static ngx_http_toll_plan_t *ngx_http_toll_limit_find_plan(
     ngx_http_toll_main_conf_t *mcf, ngx_str_t *name);
 static ngx_http_toll_limit_ctx_t *ngx_http_toll_limit_get_ctx(
@@ -492,9 +497,78 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             rate->ready = 1;
             break;
         }
+
+        if (ngx_http_toll_limit_policy(cf->pool, rate, 0, &rate->policy)
+            != NGX_OK
+            || ngx_http_toll_limit_policy(cf->pool, rate, 1,
+                                          &rate->ip_policy)
+               != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A limit's item of RateLimit-Policy depends on its plan alone, unless a
+ * key overrides the rate: it is written once, here.
+ */
+
+static ngx_int_t
+ngx_http_toll_limit_policy(ngx_pool_t *pool, ngx_http_toll_rate_t *rate,
+    ngx_uint_t ip, ngx_str_t *policy)
+{
+    u_char                 *p;
+    ngx_http_toll_limit_t   l;
+
+    if (!rate->ready) {
+        ngx_str_null(policy);
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(pool, sizeof("\"ip-concurrency\";q=;w=") - 1
+                          + 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&l, sizeof(ngx_http_toll_limit_t));
+    l.rate = rate;
+    l.ip = ip;
+
+    policy->data = p;
+    policy->len = ngx_http_toll_limit_policy_item(p, &l) - p;
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_toll_limit_policy_item(u_char *p, ngx_http_toll_limit_t *l)
+{
+    *p++ = '"';
+    p = ngx_http_toll_limit_policy_name(p, l);
+    *p++ = '"';
+
+    switch (l->rate->kind) {
+
+    case NGX_HTTP_TOLL_RATE_BUCKET:
+        p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3), l->rate->burst);
+        return ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
+                   (l->rate->bc.tolerance_ns + 999999999) / 1000000000);
+
+    case NGX_HTTP_TOLL_RATE_WINDOW:
+        p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3), l->rate->count);
+        return ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
+                                       toll_unit_ms[l->rate->unit] / 1000);
+
+    default:
+        return ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
+                                       l->rate->count);
+    }
 }
 
 
@@ -838,42 +912,41 @@ ngx_http_toll_limit_add(ngx_http_toll_limit_ctx_t *lctx,
         return NGX_ERROR;
     }
 
-    l = &lctx->limits[lctx->nlimits];
-    ngx_memzero(l, sizeof(ngx_http_toll_limit_t));
+    if (!rate->ready) {
+        /* an overridden copy: its arithmetic is worked out now */
 
-    l->rate = *rate;
+        switch (rate->kind) {
+
+        case NGX_HTTP_TOLL_RATE_BUCKET:
+            if (toll_bucket_conf(&rate->bc, rate->count,
+                                 toll_unit_ms[rate->unit], rate->burst)
+                != 0)
+            {
+                return NGX_ERROR;
+            }
+            break;
+
+        case NGX_HTTP_TOLL_RATE_WINDOW:
+            if (toll_window_conf(&rate->wc, rate->count,
+                                 toll_unit_ms[rate->unit])
+                != 0)
+            {
+                return NGX_ERROR;
+            }
+            break;
+
+        default:
+            break;
+        }
+
+        rate->ready = 1;
+    }
+
+    l = &lctx->limits[lctx->nlimits++];
+
+    l->rate = rate;
     l->ip = ip;
-
-    if (rate->ready) {
-        l->bc = rate->bc;
-        l->wc = rate->wc;
-        lctx->nlimits++;
-        return NGX_OK;
-    }
-
-    switch (rate->kind) {
-
-    case NGX_HTTP_TOLL_RATE_BUCKET:
-        if (toll_bucket_conf(&l->bc, rate->count, toll_unit_ms[rate->unit],
-                             rate->burst) != 0)
-        {
-            return NGX_ERROR;
-        }
-        break;
-
-    case NGX_HTTP_TOLL_RATE_WINDOW:
-        if (toll_window_conf(&l->wc, rate->count, toll_unit_ms[rate->unit])
-            != 0)
-        {
-            return NGX_ERROR;
-        }
-        break;
-
-    default:
-        break;
-    }
-
-    lctx->nlimits++;
+    l->skipped = 0;
 
     return NGX_OK;
 }
@@ -977,7 +1050,7 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_int_t                   rc;
     ngx_uint_t                  i, from, overridden;
-    ngx_http_toll_rate_t        rate;
+    ngx_http_toll_rate_t       *rate, *own;
     ngx_http_toll_plan_t       *plan;
     ngx_http_toll_main_conf_t  *mcf;
     ngx_http_toll_limit_ctx_t  *lctx;
@@ -1033,37 +1106,43 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     overridden = 0;
 
     for (i = 0; plan && !plan->unlimited && i < plan->nrates; i++) {
-        rate = plan->rates[i];
+        rate = &plan->rates[i];
 
         if (ctx->key.rate_limit > 0
-            && (rate.kind == NGX_HTTP_TOLL_RATE_BUCKET
-                || (rate.kind == NGX_HTTP_TOLL_RATE_WINDOW
-                    && rate.unit == TOLL_UNIT_MINUTE)))
+            && (rate->kind == NGX_HTTP_TOLL_RATE_BUCKET
+                || (rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
+                    && rate->unit == TOLL_UNIT_MINUTE)))
         {
-            rate.count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
-            rate.unit = TOLL_UNIT_MINUTE;
-            rate.ready = 0;
-            overridden = 1;
+            own = &lctx->overrides[lctx->noverrides++];
+            *own = *rate;
+            own->count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
+            own->unit = TOLL_UNIT_MINUTE;
+            own->ready = 0;
+            ngx_str_null(&own->policy);
+            ngx_str_null(&own->ip_policy);
+
+            if (ngx_http_toll_limit_add(lctx, own, 0) == NGX_OK) {
+                overridden = 1;
+                continue;
+            }
+
+            /* an override too large for the bucket: keep the plan's */
         }
 
-        if (ngx_http_toll_limit_add(lctx, &rate, 0) != NGX_OK) {
-            /* an override too large for the bucket: keep the plan's */
-            if (ngx_http_toll_limit_add(lctx, &plan->rates[i], 0)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
+        if (ngx_http_toll_limit_add(lctx, rate, 0) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
     if (ctx->key.rate_limit > 0 && !overridden) {
-        rate.kind = NGX_HTTP_TOLL_RATE_WINDOW;
-        rate.unit = TOLL_UNIT_MINUTE;
-        rate.count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
-        rate.burst = 0;
-        rate.ready = 0;
+        own = &lctx->overrides[lctx->noverrides++];
+        ngx_memzero(own, sizeof(ngx_http_toll_rate_t));
 
-        if (ngx_http_toll_limit_add(lctx, &rate, 0) != NGX_OK) {
+        own->kind = NGX_HTTP_TOLL_RATE_WINDOW;
+        own->unit = TOLL_UNIT_MINUTE;
+        own->count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
+
+        if (ngx_http_toll_limit_add(lctx, own, 0) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -1211,16 +1290,16 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     for (i = from; i < to; i++) {
         l = &lctx->limits[i];
 
-        switch (l->rate.kind) {
+        switch (l->rate->kind) {
 
         case NGX_HTTP_TOLL_RATE_BUCKET:
-            st->interval_ns = l->bc.interval_ns;
-            st->tolerance_ns = l->bc.tolerance_ns;
-            toll_bucket_check(&l->bc, &st->bucket, now, 0, &l->res);
+            st->interval_ns = l->rate->bc.interval_ns;
+            st->tolerance_ns = l->rate->bc.tolerance_ns;
+            toll_bucket_check(&l->rate->bc, &st->bucket, now, 0, &l->res);
             break;
 
         case NGX_HTTP_TOLL_RATE_WINDOW:
-            w = ngx_http_toll_limit_window(st, l->rate.unit);
+            w = ngx_http_toll_limit_window(st, l->rate->unit);
 
             if (w == NULL) {
                 /* another plan's node, held by requests in flight */
@@ -1229,7 +1308,7 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
                 break;
             }
 
-            toll_window_check(&l->wc, w, now, 0, &l->res);
+            toll_window_check(&l->rate->wc, w, now, 0, &l->res);
             break;
 
         default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
@@ -1244,8 +1323,8 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
             inflight = ngx_http_toll_limit_inflight(lctx->shm_zone, st)
                        + st->remote_inflight;
 
-            l->res.admitted = (inflight + 1 <= l->rate.count);
-            l->res.remaining = ngx_max(l->rate.count - inflight - 1, 0);
+            l->res.admitted = (inflight + 1 <= l->rate->count);
+            l->res.remaining = ngx_max(l->rate->count - inflight - 1, 0);
             l->res.retry_ms = 1000;
             l->res.reset_ms = 0;
             break;
@@ -1274,16 +1353,16 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
             continue;
         }
 
-        switch (l->rate.kind) {
+        switch (l->rate->kind) {
 
         case NGX_HTTP_TOLL_RATE_BUCKET:
-            toll_bucket_commit(&l->bc, &st->bucket, now);
+            toll_bucket_commit(&l->rate->bc, &st->bucket, now);
             st->pending++;
             break;
 
         case NGX_HTTP_TOLL_RATE_WINDOW:
             toll_window_commit(ngx_http_toll_limit_window(st,
-                                                          l->rate.unit));
+                                                          l->rate->unit));
             break;
 
         default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
@@ -1325,12 +1404,12 @@ ngx_http_toll_limit_mask(ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t from,
     for (i = from; i < to; i++) {
         l = &lctx->limits[i];
 
-        switch (l->rate.kind) {
+        switch (l->rate->kind) {
         case NGX_HTTP_TOLL_RATE_BUCKET:
             mask |= NGX_HTTP_TOLL_MASK_BUCKET;
             break;
         case NGX_HTTP_TOLL_RATE_WINDOW:
-            mask |= 1 << l->rate.unit;
+            mask |= 1 << l->rate->unit;
             break;
         default:
             mask |= NGX_HTTP_TOLL_MASK_CONCURRENCY;
@@ -1594,7 +1673,7 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         }
 
         if (lctx->violated >= (ngx_int_t) from
-            && lctx->limits[lctx->violated].rate.kind
+            && lctx->limits[lctx->violated].rate->kind
                == NGX_HTTP_TOLL_RATE_CONCURRENCY)
         {
             lctx->key_done = 1;
@@ -1742,7 +1821,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
         for (i = lctx->key_first; i < lctx->nlimits; i++) {
             l = &lctx->limits[i];
 
-            if (l->rate.kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
+            if (l->rate->kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
                 continue;
             }
 
@@ -1809,9 +1888,9 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
     st = (ngx_http_toll_limit_state_t *) ln->state;
 
     for (j = from; lctx && j < to; j++) {
-        if (lctx->limits[j].rate.kind == NGX_HTTP_TOLL_RATE_BUCKET) {
-            st->interval_ns = lctx->limits[j].bc.interval_ns;
-            st->tolerance_ns = lctx->limits[j].bc.tolerance_ns;
+        if (lctx->limits[j].rate->kind == NGX_HTTP_TOLL_RATE_BUCKET) {
+            st->interval_ns = lctx->limits[j].rate->bc.interval_ns;
+            st->tolerance_ns = lctx->limits[j].rate->bc.tolerance_ns;
         }
     }
 
@@ -1928,10 +2007,10 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
         count = 0;
 
         for (j = from; lctx && j < to; j++) {
-            if (lctx->limits[j].rate.kind == NGX_HTTP_TOLL_RATE_WINDOW
-                && lctx->limits[j].rate.unit == u)
+            if (lctx->limits[j].rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
+                && lctx->limits[j].rate->unit == u)
             {
-                count = lctx->limits[j].rate.count;
+                count = lctx->limits[j].rate->count;
             }
         }
 
@@ -2373,7 +2452,7 @@ ngx_http_toll_limit_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ext.retry_after = (retry_ms + 999) / 1000;
 
     return ngx_http_toll_problem_send_ext(r,
-               l->rate.kind == NGX_HTTP_TOLL_RATE_CONCURRENCY
+               l->rate->kind == NGX_HTTP_TOLL_RATE_CONCURRENCY
                ? NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED
                : NGX_HTTP_TOLL_PROBLEM_RATE_LIMITED,
                &ext);
@@ -2398,14 +2477,14 @@ ngx_http_toll_limit_policy_name(u_char *p, ngx_http_toll_limit_t *l)
         p = ngx_cpymem(p, "ip-", 3);
     }
 
-    switch (l->rate.kind) {
+    switch (l->rate->kind) {
 
     case NGX_HTTP_TOLL_RATE_BUCKET:
         return ngx_cpymem(p, "burst", 5);
 
     case NGX_HTTP_TOLL_RATE_WINDOW:
-        return ngx_cpymem(p, toll_unit_names[l->rate.unit],
-                          ngx_strlen(toll_unit_names[l->rate.unit]));
+        return ngx_cpymem(p, toll_unit_names[l->rate->unit],
+                          ngx_strlen(toll_unit_names[l->rate->unit]));
 
     default:
         return ngx_cpymem(p, "concurrency", 11);
@@ -2496,9 +2575,9 @@ static ngx_int_t
 ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families)
 {
-    u_char                 *policy, *state, *p, *q, buf[NGX_INT64_LEN];
+    u_char                 *policy, *state, *p, *q, *buf, *b;
     size_t                  len;
-    int64_t                 w_s, t_s;
+    ngx_str_t              *pre;
     ngx_int_t               window, bucket;
     ngx_uint_t              i, from, to;
     ngx_http_toll_limit_t  *l;
@@ -2507,15 +2586,18 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    /* one allocation for every value; the headers point into it */
+
     len = lctx->nlimits * (sizeof("\"ip-concurrency\";q=;w=, ") - 1
                            + 2 * NGX_INT64_LEN);
 
-    policy = ngx_pnalloc(r->pool, 2 * len);
+    policy = ngx_pnalloc(r->pool, 2 * len + 5 * NGX_INT64_LEN);
     if (policy == NULL) {
         return NGX_ERROR;
     }
 
     state = policy + len;
+    buf = state + len;
     p = policy;
     q = state;
 
@@ -2527,44 +2609,25 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
             q = ngx_cpymem(q, ", ", 2);
         }
 
-        *p++ = '"';
-        p = ngx_http_toll_limit_policy_name(p, l);
-        *p++ = '"';
+        pre = l->ip ? &l->rate->ip_policy : &l->rate->policy;
+
+        if (pre->len) {
+            p = ngx_cpymem(p, pre->data, pre->len);
+
+        } else {
+            p = ngx_http_toll_limit_policy_item(p, l);
+        }
 
         *q++ = '"';
         q = ngx_http_toll_limit_policy_name(q, l);
         *q++ = '"';
 
-        t_s = (l->res.reset_ms + 999) / 1000;
+        q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
+                                    l->res.remaining);
 
-        switch (l->rate.kind) {
-
-        case NGX_HTTP_TOLL_RATE_BUCKET:
-            w_s = (l->bc.tolerance_ns + 999999999) / 1000000000;
-            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
-                                        l->rate.burst);
-            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3), w_s);
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
-                                        l->res.remaining);
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3), t_s);
-            break;
-
-        case NGX_HTTP_TOLL_RATE_WINDOW:
-            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
-                                        l->rate.count);
-            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
-                                        toll_unit_ms[l->rate.unit] / 1000);
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
-                                        l->res.remaining);
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3), t_s);
-            break;
-
-        default:
-            p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
-                                        l->rate.count);
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
-                                        l->res.remaining);
-            break;
+        if (l->rate->kind != NGX_HTTP_TOLL_RATE_CONCURRENCY) {
+            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3),
+                                        (l->res.reset_ms + 999) / 1000);
         }
     }
 
@@ -2592,14 +2655,15 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
     window = -1;
     bucket = -1;
+    b = buf;
 
     for (i = from; i < to; i++) {
         l = &lctx->limits[i];
 
-        if (l->rate.kind == NGX_HTTP_TOLL_RATE_BUCKET) {
+        if (l->rate->kind == NGX_HTTP_TOLL_RATE_BUCKET) {
             bucket = i;
 
-        } else if (l->rate.kind == NGX_HTTP_TOLL_RATE_WINDOW
+        } else if (l->rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
                    && (window == -1
                        || l->res.remaining
                           < lctx->limits[window].res.remaining))
@@ -2615,51 +2679,61 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     if (window != -1) {
         l = &lctx->limits[window];
 
-        p = ngx_http_toll_limit_int(buf, l->rate.count);
-        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Limit", buf,
-                                           p - buf)
+        p = ngx_http_toll_limit_int(b, l->rate->count);
+        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Limit", b,
+                                           p - b)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        p = ngx_http_toll_limit_int(buf, l->res.remaining);
-        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Remaining", buf,
-                                           p - buf)
+        b = p;
+
+        p = ngx_http_toll_limit_int(b, l->res.remaining);
+        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Remaining", b,
+                                           p - b)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
+
+        b = p;
 
         /* epoch seconds, as the platforms the buyers know send it */
-        p = ngx_http_toll_limit_int(buf, ngx_time()
+        p = ngx_http_toll_limit_int(b, ngx_time()
                                          + (l->res.reset_ms + 999) / 1000);
-        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Reset", buf,
-                                           p - buf)
+        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Reset", b,
+                                           p - b)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
+
+        b = p;
     }
 
     if (bucket != -1) {
         l = &lctx->limits[bucket];
 
-        p = ngx_http_toll_limit_int(buf, l->rate.burst);
-        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Limit", buf,
-                                           p - buf)
+        p = ngx_http_toll_limit_int(b, l->rate->burst);
+        if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Limit", b,
+                                           p - b)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        p = ngx_http_toll_limit_int(buf, l->res.remaining);
+        b = p;
+
+        p = ngx_http_toll_limit_int(b, l->res.remaining);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Remaining",
-                                           buf, p - buf)
+                                           b, p - b)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
+
+        b = p;
     }
 
     return NGX_OK;
@@ -2677,13 +2751,8 @@ ngx_http_toll_limit_header_push(ngx_http_request_t *r, const char *name,
         return NGX_ERROR;
     }
 
-    h->value.data = ngx_pnalloc(r->pool, len);
-    if (h->value.data == NULL) {
-        h->hash = 0;
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(h->value.data, value, len);
+    /* the value is in the request's pool already */
+    h->value.data = value;
     h->value.len = len;
 
     h->hash = 1;

@@ -45,6 +45,8 @@ typedef struct {
     /* worked out once at configuration, unless a key overrides count */
     toll_bucket_conf_t         bc;
     toll_window_conf_t         wc;
+    ngx_str_t                  policy;      /* "name";q=..;w=.. */
+    ngx_str_t                  ip_policy;   /* "ip-name";q=..;w=.. */
     unsigned                   ready:1;
 } ngx_http_toll_rate_t;
 

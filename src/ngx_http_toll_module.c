@@ -13,6 +13,7 @@
 #include "ngx_http_toll_auth.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 
@@ -28,7 +29,13 @@ typedef enum {
     NGX_HTTP_TOLL_VAR_BUYER,
     NGX_HTTP_TOLL_VAR_PLAN,
     NGX_HTTP_TOLL_VAR_AUTH_STATUS,
-    NGX_HTTP_TOLL_VAR_LIMIT_STATUS
+    NGX_HTTP_TOLL_VAR_LIMIT_STATUS,
+    NGX_HTTP_TOLL_VAR_SERVICE,
+    NGX_HTTP_TOLL_VAR_PROVIDER,
+    NGX_HTTP_TOLL_VAR_USAGE_ID,
+    NGX_HTTP_TOLL_VAR_AMOUNT,
+    NGX_HTTP_TOLL_VAR_PRICE,
+    NGX_HTTP_TOLL_VAR_FREE_TIER
 } ngx_http_toll_var_e;
 
 
@@ -191,6 +198,41 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       0,
       NULL },
 
+    { ngx_string("toll_service"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_toll_service_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_route"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      ngx_http_toll_route_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_charge_errors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, charge_errors),
+      NULL },
+
+    { ngx_string("toll_billing_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, billing_headers),
+      NULL },
+
+    { ngx_string("toll_billing_header_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_toll_billing_prefix_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -242,6 +284,24 @@ static ngx_http_variable_t  ngx_http_toll_vars[] = {
 
     { ngx_string("toll_limit_status"), NULL, ngx_http_toll_variable,
       NGX_HTTP_TOLL_VAR_LIMIT_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_service"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_SERVICE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_provider"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_PROVIDER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_usage_id"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_USAGE_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_amount"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_AMOUNT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_price"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_PRICE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_free_tier"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_FREE_TIER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -380,6 +440,10 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         if (rc == NGX_DECLINED) {
             return ngx_http_toll_refuse_limit(r, ctx);
         }
+    }
+
+    if (ngx_http_toll_quota_price(r, ctx) != NGX_OK) {
+        goto failed;
     }
 
     if (ngx_http_toll_auth_forward(r, ctx, lcf->pass_credentials) != NGX_OK) {
@@ -602,6 +666,15 @@ ngx_http_toll_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     case NGX_HTTP_TOLL_VAR_LIMIT_STATUS:
         s = ngx_http_toll_limit_status_name(ctx);
         break;
+
+    case NGX_HTTP_TOLL_VAR_SERVICE:
+    case NGX_HTTP_TOLL_VAR_PROVIDER:
+    case NGX_HTTP_TOLL_VAR_USAGE_ID:
+    case NGX_HTTP_TOLL_VAR_AMOUNT:
+    case NGX_HTTP_TOLL_VAR_PRICE:
+    case NGX_HTTP_TOLL_VAR_FREE_TIER:
+        return ngx_http_toll_quota_variable(r, ctx, v, data
+                                            - NGX_HTTP_TOLL_VAR_SERVICE);
 
     default: /* NGX_HTTP_TOLL_VAR_AUTH_STATUS */
         s = &ngx_http_toll_auth_status_names[ctx->auth_status];
@@ -833,7 +906,11 @@ ngx_http_toll_init(ngx_conf_t *cf)
 
     *h = ngx_http_toll_subrequest_handler;
 
-    return ngx_http_toll_limit_init(cf);
+    if (ngx_http_toll_limit_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_toll_quota_init(cf);
 }
 
 
@@ -974,6 +1051,8 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->limit_log_level = NGX_CONF_UNSET_UINT;
     conf->limit_headers = NGX_CONF_UNSET_UINT;
     conf->limit_ip_unauthenticated = NGX_CONF_UNSET;
+    conf->charge_errors = NGX_CONF_UNSET;
+    conf->billing_headers = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1001,7 +1080,9 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_TOLL_HEADERS_IETF
                               | NGX_HTTP_TOLL_HEADERS_X);
 
-    if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK) {
+    if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -1038,6 +1119,10 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_toll_redis_init_process(cycle, &mcf->redis) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_toll_quota_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -64,6 +64,12 @@ typedef struct {
     ngx_str_t                    limit_ip_name;
     void                        *limit_ip_plan;
     ngx_flag_t                   limit_ip_unauthenticated;
+
+    void                        *service;       /* toll_service, or NULL */
+    ngx_flag_t                   charge_errors;
+    ngx_flag_t                   billing_headers;
+    ngx_str_t                    billing_prefix;
+    ngx_str_t                   *billing_names; /* prefix + each name */
 } ngx_http_toll_loc_conf_t;
 
 
@@ -122,11 +128,19 @@ typedef struct {
     ngx_http_toll_key_t          key;
     ngx_http_toll_redis_cmd_t   *cmd;         /* pending lookup, if any */
     ngx_http_toll_limit_ctx_t   *limit;       /* limits decided, if any */
+
+    /* what the call costs, decided when it passes */
+    void                        *service;
+    int64_t                      price_micros;  /* 1e-6 of the currency */
+    int64_t                      amount_micros; /* charged: 0 when free */
+    u_char                       usage_id[32];  /* hex */
     unsigned                     store_failed:1;
     unsigned                     authenticated:1;
     unsigned                     lookup_refused:1; /* no key lookups: the
                                                       address is over its
                                                       limit */
+    unsigned                     priced:1;
+    unsigned                     free_call:1;
 } ngx_http_toll_ctx_t;
 
 

@@ -1,0 +1,66 @@
+/*
+ * toll: services, prices and what each call costs.
+ *
+ * A location names the service it sells with toll_service; its price is
+ * parsed into micro-units at configuration time, and toll_route rules may
+ * price some calls differently.  The access phase decides what a passed
+ * call costs; the header filter tells the caller in billing headers.
+ */
+
+#ifndef _NGX_HTTP_TOLL_QUOTA_H_INCLUDED_
+#define _NGX_HTTP_TOLL_QUOTA_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+
+
+typedef struct {
+    ngx_str_t                  method;        /* empty: any */
+    ngx_regex_t               *regex;
+    ngx_str_t                  pattern;
+    int64_t                    price_micros;  /* 1e-6 of the currency */
+} ngx_http_toll_route_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  provider;
+    ngx_str_t                  currency;
+    int64_t                    price_micros;  /* 1e-6 of the currency */
+    int64_t                    free_calls;    /* per buyer; 0: none */
+    ngx_array_t               *routes;        /* ngx_http_toll_route_t */
+} ngx_http_toll_service_t;
+
+
+char *ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_toll_billing_prefix_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+char *ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
+    ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf);
+ngx_int_t ngx_http_toll_quota_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_toll_quota_init_process(ngx_cycle_t *cycle);
+
+/*
+ * Prices a call that passed the gate: the service, the price of the first
+ * route that matches, a usage id.  NGX_OK, or NGX_ERROR.
+ */
+ngx_int_t ngx_http_toll_quota_price(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+
+/*
+ * $toll_service, $toll_provider, $toll_usage_id, $toll_amount, $toll_price
+ * and $toll_free_tier, in that order from 0.
+ */
+ngx_int_t ngx_http_toll_quota_variable(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_variable_value_t *v, uintptr_t which);
+
+
+#endif /* _NGX_HTTP_TOLL_QUOTA_H_INCLUDED_ */

@@ -36,7 +36,8 @@ typedef struct {
     ngx_rbtree_t               limit_rbtree;
     ngx_rbtree_node_t          limit_sentinel;
     ngx_queue_t                limit_lru;     /* recent at the head */
-    ngx_queue_t                limit_sync;    /* used since last sync */
+    ngx_queue_t                queues[NGX_HTTP_TOLL_QUEUES];
+    ngx_uint_t                 queued[NGX_HTTP_TOLL_QUEUES];
     uint64_t                   limit_uid;
 
     /* live worker processes, for in-flight counts that die with one */
@@ -153,7 +154,8 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&ctx->sh->limit_rbtree, &ctx->sh->limit_sentinel,
                     ngx_http_toll_shm_limit_insert_value);
     ngx_queue_init(&ctx->sh->limit_lru);
-    ngx_queue_init(&ctx->sh->limit_sync);
+    ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_LIMIT]);
+    ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_METER]);
 
     len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
 
@@ -520,11 +522,13 @@ ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
 
     ctx = shm_zone->data;
 
-    if (len > NGX_HTTP_TOLL_SUBJECT_MAX) {
+    if (len > NGX_HTTP_TOLL_NODE_SUBJECT_MAX) {
         return NULL;
     }
 
-    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size;
+    state_size = ngx_align(state_size, sizeof(uint64_t));
+    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size
+           + len;
 
     for (tries = 0; /* void */; tries++) {
         ln = ngx_slab_alloc_locked(ctx->shpool, size);
@@ -553,6 +557,7 @@ ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
     ln->uid = ++ctx->sh->limit_uid;
     ln->state_size = state_size;
     ln->subject_len = (u_char) len;
+    ln->subject = (u_char *) ln->state + state_size;
     ngx_memcpy(ln->subject, subject, len);
 
     ngx_rbtree_insert(&ctx->sh->limit_rbtree, &ln->node);
@@ -568,9 +573,7 @@ ngx_http_toll_shm_limit_free(ngx_shm_zone_t *shm_zone,
 {
     ngx_http_toll_shctx_t  *ctx = shm_zone->data;
 
-    if (ln->queued) {
-        ngx_queue_remove(&ln->sync);
-    }
+    ngx_http_toll_shm_unqueue(shm_zone, ln);
 
     ngx_queue_remove(&ln->lru);
     ngx_rbtree_delete(&ctx->sh->limit_rbtree, &ln->node);
@@ -587,15 +590,35 @@ ngx_http_toll_shm_limit_touch(ngx_shm_zone_t *shm_zone,
     ngx_queue_remove(&ln->lru);
     ngx_queue_insert_head(&ctx->sh->limit_lru, &ln->lru);
 
-    if (!ln->queued) {
-        ngx_queue_insert_tail(&ctx->sh->limit_sync, &ln->sync);
-        ln->queued = 1;
-    }
+    ngx_http_toll_shm_enqueue(shm_zone, ln, NGX_HTTP_TOLL_QUEUE_LIMIT);
 }
 
 
 ngx_http_toll_shm_limit_node_t *
 ngx_http_toll_shm_limit_next_sync(ngx_shm_zone_t *shm_zone)
+{
+    return ngx_http_toll_shm_dequeue(shm_zone, NGX_HTTP_TOLL_QUEUE_LIMIT);
+}
+
+
+void
+ngx_http_toll_shm_enqueue(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_uint_t queue)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    if (ln->queued) {
+        return;
+    }
+
+    ngx_queue_insert_tail(&ctx->sh->queues[queue], &ln->sync);
+    ln->queued = (u_char) (queue + 1);
+    ctx->sh->queued[queue]++;
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_dequeue(ngx_shm_zone_t *shm_zone, ngx_uint_t queue)
 {
     ngx_queue_t                     *q;
     ngx_http_toll_shctx_t           *ctx;
@@ -603,17 +626,41 @@ ngx_http_toll_shm_limit_next_sync(ngx_shm_zone_t *shm_zone)
 
     ctx = shm_zone->data;
 
-    if (ngx_queue_empty(&ctx->sh->limit_sync)) {
+    if (ngx_queue_empty(&ctx->sh->queues[queue])) {
         return NULL;
     }
 
-    q = ngx_queue_head(&ctx->sh->limit_sync);
-    ngx_queue_remove(q);
-
+    q = ngx_queue_head(&ctx->sh->queues[queue]);
     ln = ngx_queue_data(q, ngx_http_toll_shm_limit_node_t, sync);
-    ln->queued = 0;
+
+    ngx_http_toll_shm_unqueue(shm_zone, ln);
 
     return ln;
+}
+
+
+void
+ngx_http_toll_shm_unqueue(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    if (!ln->queued) {
+        return;
+    }
+
+    ngx_queue_remove(&ln->sync);
+    ctx->sh->queued[ln->queued - 1]--;
+    ln->queued = 0;
+}
+
+
+ngx_uint_t
+ngx_http_toll_shm_queued(ngx_shm_zone_t *shm_zone, ngx_uint_t queue)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return ctx->sh->queued[queue];
 }
 
 
@@ -642,6 +689,7 @@ ngx_http_toll_shm_limit_evict(ngx_http_toll_shctx_t *ctx, ngx_uint_t n)
 
         if (ln->queued) {
             ngx_queue_remove(&ln->sync);
+            ctx->sh->queued[ln->queued - 1]--;
         }
 
         ngx_queue_remove(&ln->lru);

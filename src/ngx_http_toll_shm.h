@@ -32,11 +32,21 @@ typedef struct {
 } ngx_http_toll_shm_proc_t;
 
 
+/* the queues a node can wait in, for the timer of the room it belongs to */
+#define NGX_HTTP_TOLL_QUEUE_LIMIT    0
+#define NGX_HTTP_TOLL_QUEUE_METER    1
+#define NGX_HTTP_TOLL_QUEUES         2
+
+/* the longest subject a node can hold */
+#define NGX_HTTP_TOLL_NODE_SUBJECT_MAX  255
+
+
 /*
- * A rate-limit subject's node.  The zone owns the tree, the LRU and the
- * sync queue; the state after the header belongs to the limit room, which
- * says how long it is.  All of it is read and written under the zone's
- * mutex.
+ * A node of one subject: a limit's (a key id, an address), a meter's (a
+ * buyer's service on a day), a free tier's.  The zone owns the tree, the
+ * LRU and the queues; the state after the header belongs to the room that
+ * made the node, which says how long it is, and the subject follows it.
+ * All of it is read and written under the zone's mutex.
  */
 typedef struct {
     ngx_rbtree_node_t          node;          /* key: crc32 of subject */
@@ -46,9 +56,9 @@ typedef struct {
     ngx_uint_t                 pins;          /* requests in flight: a
                                                  pinned node is not evicted */
     size_t                     state_size;
-    u_char                     queued;        /* in the sync queue */
+    u_char                     queued;        /* queue + 1; 0: none */
     u_char                     subject_len;
-    u_char                     subject[NGX_HTTP_TOLL_SUBJECT_MAX];
+    u_char                    *subject;       /* after the state */
     uint64_t                   state[1];      /* aligned for int64_t */
 } ngx_http_toll_shm_limit_node_t;
 
@@ -95,6 +105,16 @@ void ngx_http_toll_shm_limit_touch(ngx_shm_zone_t *shm_zone,
 /* the next node to sync, out of the queue; NULL when none */
 ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_next_sync(
     ngx_shm_zone_t *shm_zone);
+
+/* the same for any queue, and the number of nodes waiting in it */
+void ngx_http_toll_shm_enqueue(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_uint_t queue);
+ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_dequeue(
+    ngx_shm_zone_t *shm_zone, ngx_uint_t queue);
+void ngx_http_toll_shm_unqueue(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln);
+ngx_uint_t ngx_http_toll_shm_queued(ngx_shm_zone_t *shm_zone,
+    ngx_uint_t queue);
 
 /*
  * A slot in the table of live worker processes for this process, and the

@@ -12,6 +12,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_auth.h"
 #include "ngx_http_toll_limit.h"
+#include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
@@ -22,6 +23,8 @@
 #define NGX_HTTP_TOLL_CACHE_TTL_MS          30000
 #define NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS 5000
 #define NGX_HTTP_TOLL_LIMIT_SYNC_MS         100
+#define NGX_HTTP_TOLL_METER_FLUSH_MS        1000
+#define NGX_HTTP_TOLL_FREE_LEASE            10
 
 
 typedef enum {
@@ -80,6 +83,13 @@ static ngx_conf_enum_t  ngx_http_toll_limit_modes[] = {
     { ngx_string("off"), NGX_HTTP_TOLL_LIMIT_OFF },
     { ngx_string("on"), NGX_HTTP_TOLL_LIMIT_ON },
     { ngx_string("dry_run"), NGX_HTTP_TOLL_LIMIT_DRY_RUN },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_toll_free_fallbacks[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("paid"), 1 },
     { ngx_null_string, 0 }
 };
 
@@ -162,6 +172,27 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_toll_main_conf_t, limit_sync),
       NULL },
+
+    { ngx_string("toll_meter_flush"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, meter_flush),
+      NULL },
+
+    { ngx_string("toll_free_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, free_lease),
+      NULL },
+
+    { ngx_string("toll_free_tier_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, free_tier_fallback),
+      &ngx_http_toll_free_fallbacks },
 
     { ngx_string("toll_limit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -442,7 +473,28 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         }
     }
 
-    if (ngx_http_toll_quota_price(r, ctx) != NGX_OK) {
+    rc = ngx_http_toll_quota_price(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* free calls left, maybe, and no way to know: fail closed */
+
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "toll: refused, free tier store unavailable, "
+                      "key id \"%V\"", &ctx->key_id);
+
+        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+        ngx_http_toll_auth_forget(r);
+        ngx_http_finalize_request(r, ngx_http_toll_problem_send(r,
+                                  NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE));
+        return NGX_DONE;
+    }
+
+    if (rc != NGX_OK) {
         goto failed;
     }
 
@@ -630,6 +682,7 @@ ngx_http_toll_cleanup(void *data)
 
     ngx_http_toll_auth_cleanup(ctx);
     ngx_http_toll_limit_release(ctx);
+    ngx_http_toll_quota_cleanup(ctx);
 }
 
 
@@ -910,7 +963,11 @@ ngx_http_toll_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_toll_quota_init(cf);
+    if (ngx_http_toll_quota_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_toll_meter_init(cf);
 }
 
 
@@ -994,6 +1051,8 @@ ngx_http_toll_create_main_conf(ngx_conf_t *cf)
     mcf->cache_negative_ttl = NGX_CONF_UNSET_MSEC;
     mcf->request_id_index = NGX_CONF_UNSET;
     mcf->limit_sync = NGX_CONF_UNSET_MSEC;
+    mcf->meter_flush = NGX_CONF_UNSET_MSEC;
+    mcf->free_lease = NGX_CONF_UNSET_UINT;
 
     return mcf;
 }
@@ -1009,6 +1068,20 @@ ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->cache_negative_ttl,
                              NGX_HTTP_TOLL_CACHE_NEGATIVE_TTL_MS);
     ngx_conf_init_msec_value(mcf->limit_sync, NGX_HTTP_TOLL_LIMIT_SYNC_MS);
+    ngx_conf_init_msec_value(mcf->meter_flush, NGX_HTTP_TOLL_METER_FLUSH_MS);
+    ngx_conf_init_uint_value(mcf->free_lease, NGX_HTTP_TOLL_FREE_LEASE);
+
+    if (mcf->free_lease == 0 || mcf->free_lease > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_free_lease\" must be 1 to 100000");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->meter_flush == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_meter_flush\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->limit_sync == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1052,6 +1125,7 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->limit_headers = NGX_CONF_UNSET_UINT;
     conf->limit_ip_unauthenticated = NGX_CONF_UNSET;
     conf->charge_errors = NGX_CONF_UNSET;
+    conf->free_tier_fallback = NGX_CONF_UNSET_UINT;
     conf->billing_headers = NGX_CONF_UNSET;
 
     return conf;
@@ -1122,7 +1196,9 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    if (ngx_http_toll_quota_init_process(cycle) != NGX_OK) {
+    if (ngx_http_toll_quota_init_process(cycle) != NGX_OK
+        || ngx_http_toll_meter_init_process(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

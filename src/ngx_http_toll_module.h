@@ -49,6 +49,8 @@ typedef struct {
     ngx_str_t                    default_plan_name;
     void                        *default_plan;
     ngx_msec_t                   limit_sync;
+    ngx_msec_t                   meter_flush;
+    ngx_uint_t                   free_lease;
 } ngx_http_toll_main_conf_t;
 
 
@@ -67,6 +69,7 @@ typedef struct {
 
     void                        *service;       /* toll_service, or NULL */
     ngx_flag_t                   charge_errors;
+    ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
     ngx_flag_t                   billing_headers;
     ngx_str_t                    billing_prefix;
     ngx_str_t                   *billing_names; /* prefix + each name */
@@ -134,6 +137,9 @@ typedef struct {
     int64_t                      price_micros;  /* 1e-6 of the currency */
     int64_t                      amount_micros; /* charged: 0 when free */
     u_char                       usage_id[32];  /* hex */
+    int64_t                      latency_ms;    /* to the answer's headers */
+    int64_t                      free_remaining;
+    struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
     unsigned                     store_failed:1;
     unsigned                     authenticated:1;
     unsigned                     lookup_refused:1; /* no key lookups: the
@@ -141,6 +147,9 @@ typedef struct {
                                                       limit */
     unsigned                     priced:1;
     unsigned                     free_call:1;
+    unsigned                     metered:1;
+    unsigned                     billed:1;
+    unsigned                     free_tier_failed:1;
 } ngx_http_toll_ctx_t;
 
 

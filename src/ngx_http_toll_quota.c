@@ -14,11 +14,35 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_shm.h"
 #include "toll_key.h"
 #include "toll_money.h"
 
 
 #define NGX_HTTP_TOLL_CURRENCY_LEN_MAX   16
+
+
+/*
+ * A buyer's free calls of one service, as this node knows them: those it
+ * leased from Redis and did not use yet, and those no node had leased
+ * when Redis last answered (-1: not asked yet).
+ */
+typedef struct {
+    int64_t                    lease_left;
+    int64_t                    unclaimed;
+    int64_t                    free_calls;    /* the service's, then */
+} ngx_http_toll_quota_state_t;
+
+
+/* a lease asked of Redis; it lands in the zone even if the caller left */
+struct ngx_http_toll_quota_claim_s {
+    ngx_http_toll_ctx_t       *ctx;           /* NULL: the caller left */
+    ngx_shm_zone_t            *shm_zone;
+    int64_t                    free_calls;
+    size_t                     subject_len;
+    u_char                     subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+};
 
 
 /* the billing headers after the prefix, indexed as billing_names */
@@ -41,6 +65,14 @@ static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
 };
 
 
+static ngx_int_t ngx_http_toll_quota_free(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_service_t *svc);
+static size_t ngx_http_toll_quota_subject(ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc, u_char *subject);
+static ngx_int_t ngx_http_toll_quota_take(ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_quota_state_t *st);
+static void ngx_http_toll_quota_claim_reply(void *data, redisReply *reply);
+static void ngx_http_toll_quota_give_back(ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *text, int64_t *micros);
 static ngx_int_t ngx_http_toll_quota_header_filter(ngx_http_request_t *r);
@@ -53,6 +85,20 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 /* usage ids: a random prefix per worker, then a count */
 static u_char    ngx_http_toll_usage_prefix[16];
 static uint64_t  ngx_http_toll_usage_seq;
+
+
+/*
+ * KEYS: the buyer's free-tier hash.  ARGV: service, its free_calls, the
+ * lease wanted.  Grants what is left, at most the lease, and says what is
+ * left after it: no node can ever lease more than free_calls in all.
+ */
+
+static ngx_str_t  ngx_http_toll_quota_claim_script = ngx_string(
+"local c=tonumber(redis.call('HGET',KEYS[1],ARGV[1]) or '0') "
+"local n=tonumber(ARGV[2])-c if n<0 then n=0 end "
+"local g=tonumber(ARGV[3]) if g>n then g=n end "
+"if g>0 then redis.call('HINCRBY',KEYS[1],ARGV[1],g) end "
+"return {g,n-g}");
 
 
 /*
@@ -337,6 +383,8 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
     }
 
     ngx_conf_merge_value(conf->charge_errors, prev->charge_errors, 0);
+    ngx_conf_merge_uint_value(conf->free_tier_fallback,
+                              prev->free_tier_fallback, 0);
     ngx_conf_merge_value(conf->billing_headers, prev->billing_headers, 1);
     ngx_conf_merge_str_value(conf->billing_prefix, prev->billing_prefix,
                              "X-Toll-");
@@ -416,8 +464,13 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
     svc = lcf->service;
 
-    if (svc == NULL || ctx->priced) {
+    if (svc == NULL) {
         return NGX_OK;
+    }
+
+    if (ctx->priced) {
+        /* resumed after a free-tier lease was asked for */
+        return ctx->free_tier_failed ? NGX_HTTP_SERVICE_UNAVAILABLE : NGX_OK;
     }
 
     ctx->priced = 1;
@@ -466,7 +519,139 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                    sizeof(ngx_http_toll_usage_prefix));
     ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
 
-    return NGX_OK;
+    if (svc->free_calls == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_toll_quota_free(r, ctx, svc);
+}
+
+
+/*
+ * The free tier: a call is free while this node holds a lease of the
+ * buyer's free calls; without one it asks Redis for the next lease, the
+ * request parked meanwhile.  NGX_OK (ctx says free or paid), NGX_AGAIN,
+ * NGX_HTTP_SERVICE_UNAVAILABLE (Redis away, nothing to decide from, and
+ * toll_free_tier_fallback closed), or NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc)
+{
+    u_char                          *p;
+    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+    u_char                           name[TOLL_OWNER_LEN_MAX + 16];
+    u_char                           nums[2 * NGX_INT64_LEN];
+    size_t                           len, argvlen[7];
+    ngx_int_t                        rc;
+    const char                      *argv[7];
+    ngx_http_toll_main_conf_t       *mcf;
+    ngx_http_toll_loc_conf_t        *lcf;
+    ngx_http_toll_quota_claim_t     *claim;
+    ngx_http_toll_quota_state_t     *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    len = ngx_http_toll_quota_subject(ctx, svc, subject);
+
+    ngx_http_toll_shm_lock(mcf->shm_zone);
+
+    ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, len);
+
+    if (ln == NULL) {
+        ln = ngx_http_toll_shm_limit_create(mcf->shm_zone, subject, len,
+                 sizeof(ngx_http_toll_quota_state_t));
+
+        if (ln) {
+            st = (ngx_http_toll_quota_state_t *) ln->state;
+            st->unclaimed = -1;
+            st->free_calls = svc->free_calls;
+        }
+    }
+
+    if (ln) {
+        st = (ngx_http_toll_quota_state_t *) ln->state;
+
+        if (st->free_calls != svc->free_calls) {
+            /* the operator changed free_calls: ask Redis again */
+            st->free_calls = svc->free_calls;
+            st->unclaimed = -1;
+        }
+
+        rc = ngx_http_toll_quota_take(ctx, st);
+        ln->pins = (st->lease_left > 0);
+
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
+
+    } else {
+        /* no room to remember a lease: ask Redis for this call alone */
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+    }
+
+    claim = ngx_alloc(sizeof(ngx_http_toll_quota_claim_t),
+                      r->connection->log);
+    if (claim == NULL) {
+        return NGX_ERROR;
+    }
+
+    claim->ctx = ctx;
+    claim->shm_zone = mcf->shm_zone;
+    claim->free_calls = svc->free_calls;
+    claim->subject_len = len;
+    ngx_memcpy(claim->subject, subject, len);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) ngx_http_toll_quota_claim_script.data;
+    argvlen[1] = ngx_http_toll_quota_claim_script.len;
+    argv[2] = "1";
+    argvlen[2] = 1;
+
+    argv[3] = (const char *) name;
+    argvlen[3] = ngx_sprintf(name, "toll:free:{%V}", &ctx->key.owner) - name;
+
+    argv[4] = (const char *) svc->name.data;
+    argvlen[4] = svc->name.len;
+
+    p = nums;
+    argv[5] = (const char *) p;
+    p = ngx_sprintf(p, "%L", svc->free_calls);
+    argvlen[5] = p - (u_char *) argv[5];
+
+    argv[6] = (const char *) p;
+    p = ngx_sprintf(p, "%ui", mcf->free_lease);
+    argvlen[6] = p - (u_char *) argv[6];
+
+    if (ngx_http_toll_redis_send(ngx_http_toll_quota_claim_reply, claim, 7,
+                                 argv, argvlen)
+        == NULL)
+    {
+        ngx_free(claim);
+        goto unavailable;
+    }
+
+    ctx->claim = claim;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+
+unavailable:
+
+    if (lcf->free_tier_fallback) {
+        /* "paid": the call costs its price, never more free calls */
+        ctx->free_call = 0;
+        ctx->amount_micros = ctx->price_micros;
+        return NGX_OK;
+    }
+
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
 }
 
 
@@ -503,10 +688,14 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
     if (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-        && !lcf->charge_errors)
+        && !lcf->charge_errors && !ctx->billed)
     {
+        /* not charged: a free call it took is the buyer's again */
+        ngx_http_toll_quota_give_back(ctx);
         ctx->amount_micros = 0;
     }
+
+    ctx->billed = 1;
 
     if (!lcf->billing_headers) {
         return ngx_http_next_header_filter(r);
@@ -539,7 +728,7 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
     }
 
     buf = ngx_pnalloc(r->pool, sizeof(ctx->usage_id) + TOLL_MONEY_STR_MAX
-                               + sizeof("false") + 2 * NGX_INT64_LEN);
+                               + sizeof("false") + 3 * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -576,14 +765,29 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    if (((ngx_http_toll_service_t *) ctx->service)->free_calls) {
+        buf = p;
+        p = ngx_sprintf(p, "%L", ctx->free_remaining);
+
+        if (ngx_http_toll_quota_header_add(r,
+                &lcf->billing_names[NGX_HTTP_TOLL_BILLING_FREE_REMAINING],
+                buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     /* from the request's start to the answer's headers */
 
     tp = ngx_timeofday();
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
 
+    ctx->latency_ms = ngx_max(ms, 0);
+
     buf = p;
-    p = ngx_sprintf(p, "%M", (ngx_msec_t) ngx_max(ms, 0));
+    p = ngx_sprintf(p, "%L", ctx->latency_ms);
 
     if (ngx_http_toll_quota_header_add(r,
             &lcf->billing_names[NGX_HTTP_TOLL_BILLING_LATENCY_MS], buf,
@@ -676,5 +880,207 @@ ngx_http_toll_quota_variable(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         v->data = p;
         v->len = toll_money_format(micros, (char *) p);
         return NGX_OK;
+    }
+}
+
+
+void
+ngx_http_toll_quota_names(ngx_http_toll_ctx_t *ctx, ngx_str_t *service,
+    ngx_str_t *provider)
+{
+    ngx_http_toll_service_t  *svc = ctx->service;
+
+    *service = svc->name;
+    *provider = svc->provider;
+}
+
+
+void
+ngx_http_toll_quota_unused(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_quota_give_back(ctx);
+    ctx->amount_micros = 0;
+}
+
+
+/* "q:buyer\nservice" */
+
+static size_t
+ngx_http_toll_quota_subject(ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc, u_char *subject)
+{
+    return ngx_sprintf(subject, "q:%V\n%V", &ctx->key.owner, &svc->name)
+           - subject;
+}
+
+
+/*
+ * Decides from what the node knows, the zone locked: NGX_OK when it can
+ * (a free call from the lease, or a paid one when no free call is left
+ * anywhere), NGX_DECLINED when only Redis can say.
+ */
+
+static ngx_int_t
+ngx_http_toll_quota_take(ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_quota_state_t *st)
+{
+    if (st->lease_left > 0) {
+        st->lease_left--;
+        ctx->free_call = 1;
+        ctx->amount_micros = 0;
+        ctx->free_remaining = st->lease_left + ngx_max(st->unclaimed, 0);
+        return NGX_OK;
+    }
+
+    if (st->unclaimed == 0) {
+        ctx->free_call = 0;
+        ctx->amount_micros = ctx->price_micros;
+        ctx->free_remaining = 0;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
+{
+    ngx_http_toll_quota_claim_t *claim = data;
+
+    int64_t                           grant, rest;
+    ngx_int_t                         rc;
+    ngx_http_request_t               *r;
+    ngx_http_toll_ctx_t              *ctx;
+    ngx_http_toll_loc_conf_t         *lcf;
+    ngx_http_toll_quota_state_t      *st, one;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    ctx = claim->ctx;
+    rc = NGX_ERROR;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        grant = reply->element[0]->integer;
+        rest = reply->element[1]->integer;
+
+        /*
+         * What Redis granted is this node's now, whether or not the
+         * caller is still there: a lease lost here would be free calls
+         * the buyer never gets.
+         */
+
+        ngx_http_toll_shm_lock(claim->shm_zone);
+
+        ln = ngx_http_toll_shm_limit_find(claim->shm_zone, claim->subject,
+                                          claim->subject_len);
+
+        if (ln) {
+            st = (ngx_http_toll_quota_state_t *) ln->state;
+
+        } else {
+            /* no node (a full zone): the lease serves this call only */
+            ngx_memzero(&one, sizeof(ngx_http_toll_quota_state_t));
+            st = &one;
+        }
+
+        st->lease_left += grant;
+        st->unclaimed = rest;
+        st->free_calls = claim->free_calls;
+
+        rc = ctx ? ngx_http_toll_quota_take(ctx, st) : NGX_OK;
+
+        if (ln) {
+            ln->pins = (st->lease_left > 0);
+        }
+
+        ngx_http_toll_shm_unlock(claim->shm_zone);
+
+        if (ln == NULL && st->lease_left > 0) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "toll: zone full, %L leased free calls of "
+                          "\"%*s\" dropped; increase \"toll_zone\"",
+                          st->lease_left, claim->subject_len,
+                          claim->subject);
+        }
+
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "toll: redis refused a free-tier lease: %*s",
+                      (size_t) reply->len, reply->str);
+    }
+
+    ngx_free(claim);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->claim = NULL;
+    r = ctx->request;
+
+    if (rc != NGX_OK) {
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+        if (lcf->free_tier_fallback) {
+            ctx->free_call = 0;
+            ctx->amount_micros = ctx->price_micros;
+
+        } else {
+            ctx->free_tier_failed = 1;
+        }
+    }
+
+    ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/* a free call that was not charged after all goes back to the lease */
+
+static void
+ngx_http_toll_quota_give_back(ngx_http_toll_ctx_t *ctx)
+{
+    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+    size_t                           len;
+    ngx_http_toll_quota_state_t     *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
+    ngx_http_toll_main_conf_t       *mcf;
+
+    if (!ctx->free_call) {
+        return;
+    }
+
+    ctx->free_call = 0;
+
+    mcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_toll_module);
+    len = ngx_http_toll_quota_subject(ctx, ctx->service, subject);
+
+    ngx_http_toll_shm_lock(mcf->shm_zone);
+
+    ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, len);
+
+    if (ln) {
+        st = (ngx_http_toll_quota_state_t *) ln->state;
+        st->lease_left++;
+        ln->pins = 1;
+    }
+
+    ngx_http_toll_shm_unlock(mcf->shm_zone);
+}
+
+
+void
+ngx_http_toll_quota_cleanup(ngx_http_toll_ctx_t *ctx)
+{
+    if (ctx->claim) {
+        /* the lease still lands in the zone; only the caller is gone */
+        ctx->claim->ctx = NULL;
+        ctx->claim = NULL;
     }
 }

@@ -18,6 +18,9 @@
 #include "ngx_http_toll_module.h"
 
 
+typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
+
+
 typedef struct {
     ngx_str_t                  method;        /* empty: any */
     ngx_regex_t               *regex;
@@ -53,6 +56,17 @@ ngx_int_t ngx_http_toll_quota_init_process(ngx_cycle_t *cycle);
  * route that matches, a usage id.  NGX_OK, or NGX_ERROR.
  */
 ngx_int_t ngx_http_toll_quota_price(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+
+/* the request ends: a lease it waits for still lands in the zone */
+void ngx_http_toll_quota_cleanup(ngx_http_toll_ctx_t *ctx);
+
+/* the service's and the provider's names of a priced call */
+void ngx_http_toll_quota_names(ngx_http_toll_ctx_t *ctx, ngx_str_t *service,
+    ngx_str_t *provider);
+
+/* a priced call that never reached the upstream: gives back what it took */
+void ngx_http_toll_quota_unused(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
 /*

@@ -556,7 +556,7 @@ ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
     ln->node.key = ngx_crc32_short(subject, len);
     ln->uid = ++ctx->sh->limit_uid;
     ln->state_size = state_size;
-    ln->subject_len = (u_char) len;
+    ln->subject_len = (uint16_t) len;
     ln->subject = (u_char *) ln->state + state_size;
     ngx_memcpy(ln->subject, subject, len);
 

@@ -37,8 +37,9 @@ typedef struct {
 #define NGX_HTTP_TOLL_QUEUE_METER    1
 #define NGX_HTTP_TOLL_QUEUES         2
 
-/* the longest subject a node can hold */
-#define NGX_HTTP_TOLL_NODE_SUBJECT_MAX  255
+/* the longest subject a node can hold: a day, a buyer, a service, a
+   provider */
+#define NGX_HTTP_TOLL_NODE_SUBJECT_MAX  512
 
 
 /*
@@ -57,7 +58,7 @@ typedef struct {
                                                  pinned node is not evicted */
     size_t                     state_size;
     u_char                     queued;        /* queue + 1; 0: none */
-    u_char                     subject_len;
+    uint16_t                   subject_len;
     u_char                    *subject;       /* after the state */
     uint64_t                   state[1];      /* aligned for int64_t */
 } ngx_http_toll_shm_limit_node_t;

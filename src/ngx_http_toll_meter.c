@@ -1,0 +1,632 @@
+/*
+ * toll: the meter.
+ *
+ * A call is counted into a node of the shared zone (the zone outlives a
+ * crashed worker and a reload), then flushed by whichever worker's timer
+ * takes the node next.  A flush moves the node's pending counts into its
+ * "in flight" counts under a new flush id; until Redis confirms that id,
+ * every retry sends the same counts under the same id, and the script in
+ * Redis applies an id once.  So a timed-out write that Redis did apply,
+ * a worker that died waiting, or a lost connection count nothing twice.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_meter.h"
+#include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_shm.h"
+
+
+/* nodes one worker flushes in one round */
+#define NGX_HTTP_TOLL_METER_BATCH_MAX    512
+/* a flush unanswered this long is sent again, under the same id */
+#define NGX_HTTP_TOLL_METER_RETRY_MS     5000
+/* while exiting: flush every so often, and give up after a while */
+#define NGX_HTTP_TOLL_METER_EXIT_TICK_MS 50
+#define NGX_HTTP_TOLL_METER_EXIT_MAX_MS  5000
+/* script arguments: EVALSHA, sha, numkeys, 2 keys, 10 values */
+#define NGX_HTTP_TOLL_METER_ARGS         15
+
+
+typedef enum {
+    NGX_HTTP_TOLL_METER_CALLS = 0,
+    NGX_HTTP_TOLL_METER_FREE_CALLS,
+    NGX_HTTP_TOLL_METER_PAID_CALLS,
+    NGX_HTTP_TOLL_METER_AMOUNT,                /* micro-units */
+    NGX_HTTP_TOLL_METER_ERRORS,
+    NGX_HTTP_TOLL_METER_LATENCY_MS,
+    NGX_HTTP_TOLL_METER_N
+} ngx_http_toll_meter_field_e;
+
+
+typedef struct {
+    int64_t                    pending[NGX_HTTP_TOLL_METER_N];
+    int64_t                    flight[NGX_HTTP_TOLL_METER_N];
+    uint64_t                   flush_id[2];   /* {0, 0}: none in flight */
+    int64_t                    flush_at_ms;
+} ngx_http_toll_meter_state_t;
+
+
+/* a flush on its way: enough to find the node and its id again */
+typedef struct {
+    ngx_shm_zone_t            *shm_zone;
+    uint64_t                   uid;
+    uint64_t                   flush_id[2];
+    size_t                     subject_len;
+    u_char                     subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+} ngx_http_toll_meter_flush_t;
+
+
+static ngx_int_t ngx_http_toll_meter_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_meter_count(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+static void ngx_http_toll_meter_timer(ngx_event_t *ev);
+static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
+static void ngx_http_toll_meter_reply(void *data, redisReply *reply);
+static void ngx_http_toll_meter_index_reply(void *data, redisReply *reply);
+static int64_t ngx_http_toll_meter_now_ms(void);
+
+
+static ngx_event_t        ngx_http_toll_meter_ev;
+static ngx_connection_t   ngx_http_toll_meter_dumb;
+static ngx_shm_zone_t    *ngx_http_toll_meter_zone;
+static ngx_msec_t         ngx_http_toll_meter_flush_ms;
+static int64_t            ngx_http_toll_meter_exit_at_ms;
+/* this process's flushes still waiting for Redis */
+static ngx_uint_t         ngx_http_toll_meter_inflight;
+
+/* flush ids: a random number per worker process, then a count */
+static uint64_t           ngx_http_toll_meter_id_prefix;
+static uint64_t           ngx_http_toll_meter_id_seq;
+
+static u_char             ngx_http_toll_meter_script_sha[40];
+static ngx_uint_t         ngx_http_toll_meter_script_cached;
+
+
+/*
+ * KEYS: the buyer's usage hash of the day, and the ids of the flushes it
+ * has taken.  ARGV: flush id, now (unix s), service, provider, then the
+ * six counts.  Amounts go to HINCRBY as the strings they came as: Redis
+ * adds them as 64-bit integers, and no Lua number ever holds one.
+ */
+
+static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
+"if redis.call('ZSCORE',KEYS[2],ARGV[1]) then return 0 end "
+"local s=ARGV[3] "
+"redis.call('HINCRBY',KEYS[1],s..':calls',ARGV[5]) "
+"redis.call('HINCRBY',KEYS[1],s..':free_calls',ARGV[6]) "
+"redis.call('HINCRBY',KEYS[1],s..':paid_calls',ARGV[7]) "
+"redis.call('HINCRBY',KEYS[1],s..':amount_micros',ARGV[8]) "
+"redis.call('HINCRBY',KEYS[1],s..':errors',ARGV[9]) "
+"redis.call('HINCRBY',KEYS[1],s..':latency_ms',ARGV[10]) "
+"redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
+"redis.call('ZADD',KEYS[2],ARGV[2],ARGV[1]) "
+"redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',tonumber(ARGV[2])-604800) "
+"redis.call('EXPIRE',KEYS[2],691200) "
+"return 1");
+
+
+ngx_int_t
+ngx_http_toll_meter_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_toll_meter_log_handler;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
+{
+    u_char                      sha[20];
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
+
+    if (mcf == NULL || mcf->shm_zone == NULL) {
+        return NGX_OK;
+    }
+
+    if (RAND_bytes((u_char *) &ngx_http_toll_meter_id_prefix,
+                   sizeof(ngx_http_toll_meter_id_prefix))
+        != 1
+        || EVP_Digest(ngx_http_toll_meter_script.data,
+                      ngx_http_toll_meter_script.len, sha, NULL, EVP_sha1(),
+                      NULL)
+           != 1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "toll: libcrypto failed to start the meter");
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(ngx_http_toll_meter_script_sha, sha, sizeof(sha));
+
+    ngx_http_toll_meter_zone = mcf->shm_zone;
+    ngx_http_toll_meter_flush_ms = mcf->meter_flush;
+
+    ngx_http_toll_meter_dumb.fd = (ngx_socket_t) -1;
+
+    ngx_http_toll_meter_ev.handler = ngx_http_toll_meter_timer;
+    ngx_http_toll_meter_ev.data = &ngx_http_toll_meter_dumb;
+    ngx_http_toll_meter_ev.log = cycle->log;
+
+    /*
+     * Not cancelable: an exiting worker waits for the next tick, which
+     * flushes what the zone holds before the worker may go (the zone dies
+     * with the last process of nginx, and its counts with it).
+     */
+
+    ngx_http_toll_meter_ev.cancelable = 0;
+
+    ngx_add_timer(&ngx_http_toll_meter_ev, ngx_http_toll_meter_flush_ms);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Counts the call once, if it reached the upstream: a request refused by
+ * the gate, or one that ended before nginx tried an upstream, is not a
+ * call.  Log-phase work never fails a request: failures are logged.
+ */
+
+static ngx_int_t
+ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx == NULL || !ctx->priced || ctx->metered
+        || ctx->service == NULL)
+    {
+        return NGX_OK;
+    }
+
+    ctx->metered = 1;
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        ngx_http_toll_quota_unused(r, ctx);
+        return NGX_OK;
+    }
+
+    (void) ngx_http_toll_meter_count(r, ctx);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    u_char                           *p;
+    u_char                            subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+    size_t                            len;
+    int64_t                           add[NGX_HTTP_TOLL_METER_N];
+    ngx_tm_t                          tm;
+    ngx_uint_t                        i;
+    ngx_str_t                         service, provider;
+    ngx_http_toll_main_conf_t        *mcf;
+    ngx_http_toll_meter_state_t      *st;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    ngx_http_toll_quota_names(ctx, &service, &provider);
+
+    len = sizeof("m:YYYYMMDD:\n\n") - 1 + ctx->key.owner.len + service.len
+          + provider.len;
+
+    if (len > sizeof(subject)) {
+        /* the names are bounded at 64 each: cannot happen */
+        return NGX_ERROR;
+    }
+
+    /* the call's day, in UTC, from when it arrived */
+
+    ngx_gmtime(r->start_sec, &tm);
+
+    p = ngx_sprintf(subject, "m:%04d%02d%02d:%V\n%V\n%V",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    &ctx->key.owner, &service, &provider);
+
+    add[NGX_HTTP_TOLL_METER_CALLS] = 1;
+    add[NGX_HTTP_TOLL_METER_ERRORS] =
+        (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR);
+    add[NGX_HTTP_TOLL_METER_AMOUNT] = ctx->amount_micros;
+    add[NGX_HTTP_TOLL_METER_PAID_CALLS] = (ctx->amount_micros > 0);
+    add[NGX_HTTP_TOLL_METER_FREE_CALLS] = (ctx->free_call
+                                           && ctx->amount_micros == 0);
+    add[NGX_HTTP_TOLL_METER_LATENCY_MS] = ctx->latency_ms;
+
+    ngx_http_toll_shm_lock(mcf->shm_zone);
+
+    ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, p - subject);
+
+    if (ln == NULL) {
+        ln = ngx_http_toll_shm_limit_create(mcf->shm_zone, subject,
+                   p - subject, sizeof(ngx_http_toll_meter_state_t));
+    }
+
+    if (ln == NULL) {
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+        /* the one place a call could go uncounted: say all about it */
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "toll: zone full, call not metered: usage id \"%*s\", "
+                      "buyer \"%V\", service \"%V\", amount_micros %L; "
+                      "increase \"toll_zone\"",
+                      sizeof(ctx->usage_id), ctx->usage_id, &ctx->key.owner,
+                      &service, ctx->amount_micros);
+        return NGX_ERROR;
+    }
+
+    st = (ngx_http_toll_meter_state_t *) ln->state;
+
+    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+        st->pending[i] += add[i];
+    }
+
+    /* counts not yet in Redis: the node must not be evicted */
+    ln->pins = 1;
+
+    ngx_http_toll_shm_enqueue(mcf->shm_zone, ln, NGX_HTTP_TOLL_QUEUE_METER);
+
+    ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_meter_timer(ngx_event_t *ev)
+{
+    int64_t                           now;
+    ngx_uint_t                        i, n, k, sent;
+    ngx_pool_t                       *pool;
+    ngx_http_toll_meter_flush_t      *fl;
+    ngx_http_toll_meter_state_t      *st;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    now = ngx_http_toll_meter_now_ms();
+    pool = NULL;
+    sent = 0;
+
+    if (ngx_exiting && ngx_http_toll_meter_exit_at_ms == 0) {
+        ngx_http_toll_meter_exit_at_ms = now;
+    }
+
+    ngx_http_toll_shm_lock(ngx_http_toll_meter_zone);
+
+    n = ngx_min(ngx_http_toll_shm_queued(ngx_http_toll_meter_zone,
+                                         NGX_HTTP_TOLL_QUEUE_METER),
+                NGX_HTTP_TOLL_METER_BATCH_MAX);
+
+    for (k = 0; k < n; k++) {
+        ln = ngx_http_toll_shm_dequeue(ngx_http_toll_meter_zone,
+                                       NGX_HTTP_TOLL_QUEUE_METER);
+        if (ln == NULL) {
+            break;
+        }
+
+        st = (ngx_http_toll_meter_state_t *) ln->state;
+
+        if (st->flush_id[0] == 0 && st->flush_id[1] == 0) {
+
+            for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+                if (st->pending[i]) {
+                    break;
+                }
+            }
+
+            if (i == NGX_HTTP_TOLL_METER_N) {
+                /* all in Redis: the node may go */
+                ln->pins = 0;
+                continue;
+            }
+
+            /* a new batch: what is pending now, under a new id */
+
+            for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+                st->flight[i] = st->pending[i];
+                st->pending[i] = 0;
+            }
+
+            st->flush_id[0] = ngx_http_toll_meter_id_prefix;
+            st->flush_id[1] = ++ngx_http_toll_meter_id_seq;
+
+        } else if (now - st->flush_at_ms < NGX_HTTP_TOLL_METER_RETRY_MS
+                   && st->flush_at_ms != 0)
+        {
+            /* on its way; stays queued, so that a retry can find it */
+            ngx_http_toll_shm_enqueue(ngx_http_toll_meter_zone, ln,
+                                      NGX_HTTP_TOLL_QUEUE_METER);
+            continue;
+        }
+
+        /* in the queue until Redis confirms, whoever sent it */
+
+        ngx_http_toll_shm_enqueue(ngx_http_toll_meter_zone, ln,
+                                  NGX_HTTP_TOLL_QUEUE_METER);
+
+        if (pool == NULL) {
+            pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ev->log);
+            if (pool == NULL) {
+                break;
+            }
+        }
+
+        fl = ngx_alloc(sizeof(ngx_http_toll_meter_flush_t), ev->log);
+        if (fl == NULL) {
+            break;
+        }
+
+        fl->shm_zone = ngx_http_toll_meter_zone;
+        fl->uid = ln->uid;
+        fl->flush_id[0] = st->flush_id[0];
+        fl->flush_id[1] = st->flush_id[1];
+        fl->subject_len = ln->subject_len;
+        ngx_memcpy(fl->subject, ln->subject, ln->subject_len);
+
+        st->flush_at_ms = now;
+
+        if (ngx_http_toll_meter_send(fl, ln, pool) != NGX_OK) {
+            ngx_free(fl);
+            st->flush_at_ms = 0;
+            sent++;
+            continue;
+        }
+
+        ngx_http_toll_meter_inflight++;
+        sent++;
+    }
+
+    ngx_http_toll_shm_unlock(ngx_http_toll_meter_zone);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
+    /*
+     * A worker that exits stays while it has counts to flush or flushes
+     * to see confirmed, for a while: the zone dies with nginx, and its
+     * counts with it.  Flushes of other workers, still running after a
+     * reload, are theirs to finish.
+     */
+
+    if (ngx_exiting) {
+        if (sent == 0 && ngx_http_toll_meter_inflight == 0) {
+            return;
+        }
+
+        if (now - ngx_http_toll_meter_exit_at_ms
+            > NGX_HTTP_TOLL_METER_EXIT_MAX_MS)
+        {
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "toll: exiting with meter counts not confirmed "
+                          "by redis (%ui flushes waiting)",
+                          ngx_http_toll_meter_inflight);
+            return;
+        }
+
+        ngx_add_timer(ev, NGX_HTTP_TOLL_METER_EXIT_TICK_MS);
+        return;
+    }
+
+    ngx_add_timer(ev, ngx_http_toll_meter_flush_ms);
+}
+
+
+/*
+ * Sends one node's batch (the zone locked: the node's counts are read
+ * here): the script, then the index of usage keys that toll-settle reads.
+ * The argument texts live in pool; hiredis copies them at once.
+ */
+
+static ngx_int_t
+ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool)
+{
+    u_char                       *buf, *p, *key, *nl1, *nl2, *end;
+    size_t                        argvlen[NGX_HTTP_TOLL_METER_ARGS];
+    ngx_uint_t                    i;
+    ngx_str_t                     buyer;
+    const char                   *argv[NGX_HTTP_TOLL_METER_ARGS];
+    ngx_http_toll_meter_state_t  *st;
+
+    st = (ngx_http_toll_meter_state_t *) ln->state;
+
+    /* "m:YYYYMMDD:buyer\nservice\nprovider" */
+
+    end = ln->subject + ln->subject_len;
+    nl1 = ngx_strlchr(ln->subject + 11, end, '\n');
+    nl2 = nl1 ? ngx_strlchr(nl1 + 1, end, '\n') : NULL;
+
+    if (nl2 == NULL) {
+        return NGX_ERROR;
+    }
+
+    buyer.data = ln->subject + 11;
+    buyer.len = nl1 - buyer.data;
+
+    buf = ngx_pnalloc(pool, 2 * (sizeof("toll:usage:{}:flushes") + 8)
+                            + 3 * buyer.len + 40 + NGX_INT64_LEN
+                            + NGX_HTTP_TOLL_METER_N * NGX_INT64_LEN);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    if (ngx_http_toll_meter_script_cached) {
+        argv[0] = "EVALSHA";
+        argvlen[0] = 7;
+        argv[1] = (const char *) ngx_http_toll_meter_script_sha;
+        argvlen[1] = sizeof(ngx_http_toll_meter_script_sha);
+
+    } else {
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = (const char *) ngx_http_toll_meter_script.data;
+        argvlen[1] = ngx_http_toll_meter_script.len;
+    }
+
+    argv[2] = "2";
+    argvlen[2] = 1;
+
+    /* both keys in the buyer's hash slot */
+
+    key = p;
+    p = ngx_sprintf(p, "toll:usage:{%V}:%*s", &buyer, (size_t) 8,
+                    ln->subject + 2);
+    argv[3] = (const char *) key;
+    argvlen[3] = p - key;
+
+    key = p;
+    p = ngx_sprintf(p, "toll:usage:{%V}:flushes", &buyer);
+    argv[4] = (const char *) key;
+    argvlen[4] = p - key;
+
+    key = p;
+    p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
+    argv[5] = (const char *) key;
+    argvlen[5] = p - key;
+
+    key = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    argv[6] = (const char *) key;
+    argvlen[6] = p - key;
+
+    argv[7] = (const char *) nl1 + 1;
+    argvlen[7] = nl2 - nl1 - 1;
+    argv[8] = (const char *) nl2 + 1;
+    argvlen[8] = end - nl2 - 1;
+
+    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+        key = p;
+        p = ngx_sprintf(p, "%L", st->flight[i]);
+        argv[9 + i] = (const char *) key;
+        argvlen[9 + i] = p - key;
+    }
+
+    if (ngx_http_toll_redis_send(ngx_http_toll_meter_reply, fl,
+                                 NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
+        == NULL)
+    {
+        /* Redis is away: the batch waits in the zone, id and all */
+        return NGX_ERROR;
+    }
+
+    /* the settlement worker finds the day's usage keys here */
+
+    argv[0] = "SADD";
+    argvlen[0] = 4;
+    argv[1] = "toll:usage:index";
+    argvlen[1] = sizeof("toll:usage:index") - 1;
+    argv[2] = argv[3];
+    argvlen[2] = argvlen[3];
+
+    (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply, NULL, 3,
+                                    argv, argvlen);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_meter_reply(void *data, redisReply *reply)
+{
+    ngx_http_toll_meter_flush_t *fl = data;
+
+    ngx_uint_t                        i;
+    ngx_http_toll_meter_state_t      *st;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    if (ngx_http_toll_meter_inflight) {
+        ngx_http_toll_meter_inflight--;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+
+        if (reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            ngx_http_toll_meter_script_cached = 0;
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "toll: redis refused a meter flush: %*s",
+                          (size_t) reply->len, reply->str);
+        }
+    }
+
+    ngx_http_toll_shm_lock(fl->shm_zone);
+
+    ln = ngx_http_toll_shm_limit_find(fl->shm_zone, fl->subject,
+                                      fl->subject_len);
+
+    if (ln && ln->uid == fl->uid) {
+        st = (ngx_http_toll_meter_state_t *) ln->state;
+
+        if (st->flush_id[0] == fl->flush_id[0]
+            && st->flush_id[1] == fl->flush_id[1])
+        {
+            if (reply && reply->type == REDIS_REPLY_INTEGER) {
+                /* applied now (1) or before (0): either way, done */
+
+                ngx_http_toll_meter_script_cached = 1;
+
+                for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+                    st->flight[i] = 0;
+                }
+
+                st->flush_id[0] = 0;
+                st->flush_id[1] = 0;
+
+            } else {
+                /* sent again, same id, next round */
+                st->flush_at_ms = 0;
+            }
+        }
+    }
+
+    ngx_http_toll_shm_unlock(fl->shm_zone);
+
+    ngx_free(fl);
+}
+
+
+static void
+ngx_http_toll_meter_index_reply(void *data, redisReply *reply)
+{
+    /* an index entry lost now is written again with the next flush */
+}
+
+
+static int64_t
+ngx_http_toll_meter_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}

@@ -1,0 +1,25 @@
+/*
+ * toll: the meter.
+ *
+ * Every priced call that reached the upstream is counted once, in the log
+ * phase, into the shared zone: per buyer, service, provider and UTC day.
+ * A timer in each worker flushes the counts to Redis in batches whose ids
+ * make a retried flush count nothing twice.
+ */
+
+#ifndef _NGX_HTTP_TOLL_METER_H_INCLUDED_
+#define _NGX_HTTP_TOLL_METER_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+
+
+ngx_int_t ngx_http_toll_meter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
+
+
+#endif /* _NGX_HTTP_TOLL_METER_H_INCLUDED_ */

@@ -31,8 +31,8 @@
 /* while exiting: flush every so often, and give up after a while */
 #define NGX_HTTP_TOLL_METER_EXIT_TICK_MS 50
 #define NGX_HTTP_TOLL_METER_EXIT_MAX_MS  5000
-/* script arguments: EVALSHA, sha, numkeys, 2 keys, 10 values */
-#define NGX_HTTP_TOLL_METER_ARGS         15
+/* script arguments: EVALSHA, sha, numkeys, 3 keys, 11 values */
+#define NGX_HTTP_TOLL_METER_ARGS         17
 
 
 typedef enum {
@@ -92,10 +92,11 @@ static ngx_uint_t         ngx_http_toll_meter_script_cached;
 
 
 /*
- * KEYS: the buyer's usage hash of the day, and the ids of the flushes it
- * has taken.  ARGV: flush id, now (unix s), service, provider, then the
- * six counts.  Amounts go to HINCRBY as the strings they came as: Redis
- * adds them as 64-bit integers, and no Lua number ever holds one.
+ * KEYS: the buyer's usage hash of the day, the ids of the flushes it has
+ * taken, and the days it has usage of.  ARGV: flush id, now (unix s),
+ * service, provider, the six counts, the day.  Amounts go to HINCRBY as
+ * the strings they came as: Redis adds them as 64-bit integers, and no
+ * Lua number ever holds one.
  */
 
 static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
@@ -108,6 +109,7 @@ static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
 "redis.call('HINCRBY',KEYS[1],s..':errors',ARGV[9]) "
 "redis.call('HINCRBY',KEYS[1],s..':latency_ms',ARGV[10]) "
 "redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
+"redis.call('SADD',KEYS[3],ARGV[11]) "
 "redis.call('ZADD',KEYS[2],ARGV[2],ARGV[1]) "
 "redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',tonumber(ARGV[2])-604800) "
 "redis.call('EXPIRE',KEYS[2],691200) "
@@ -469,7 +471,7 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     buyer.data = ln->subject + 11;
     buyer.len = nl1 - buyer.data;
 
-    buf = ngx_pnalloc(pool, 2 * (sizeof("toll:usage:{}:flushes") + 8)
+    buf = ngx_pnalloc(pool, 3 * (sizeof("toll:usage:{}:flushes") + 8)
                             + 3 * buyer.len + 40 + NGX_INT64_LEN
                             + NGX_HTTP_TOLL_METER_N * NGX_INT64_LEN);
     if (buf == NULL) {
@@ -491,7 +493,7 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
         argvlen[1] = ngx_http_toll_meter_script.len;
     }
 
-    argv[2] = "2";
+    argv[2] = "3";
     argvlen[2] = 1;
 
     /* both keys in the buyer's hash slot */
@@ -508,26 +510,34 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argvlen[4] = p - key;
 
     key = p;
-    p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
+    p = ngx_sprintf(p, "toll:usage:{%V}:days", &buyer);
     argv[5] = (const char *) key;
     argvlen[5] = p - key;
 
     key = p;
-    p = ngx_sprintf(p, "%T", ngx_time());
+    p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
     argv[6] = (const char *) key;
     argvlen[6] = p - key;
 
-    argv[7] = (const char *) nl1 + 1;
-    argvlen[7] = nl2 - nl1 - 1;
-    argv[8] = (const char *) nl2 + 1;
-    argvlen[8] = end - nl2 - 1;
+    key = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    argv[7] = (const char *) key;
+    argvlen[7] = p - key;
+
+    argv[8] = (const char *) nl1 + 1;
+    argvlen[8] = nl2 - nl1 - 1;
+    argv[9] = (const char *) nl2 + 1;
+    argvlen[9] = end - nl2 - 1;
 
     for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
         key = p;
         p = ngx_sprintf(p, "%L", st->flight[i]);
-        argv[9 + i] = (const char *) key;
-        argvlen[9 + i] = p - key;
+        argv[10 + i] = (const char *) key;
+        argvlen[10 + i] = p - key;
     }
+
+    argv[16] = (const char *) ln->subject + 2;
+    argvlen[16] = 8;
 
     if (ngx_http_toll_redis_send(ngx_http_toll_meter_reply, fl,
                                  NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)

@@ -15,6 +15,7 @@
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_usage.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 
@@ -232,6 +233,13 @@ static ngx_command_t  ngx_http_toll_commands[] = {
     { ngx_string("toll_service"),
       NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_toll_service_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_usage"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_toll_usage_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },

@@ -51,6 +51,7 @@ typedef struct {
     ngx_msec_t                   limit_sync;
     ngx_msec_t                   meter_flush;
     ngx_uint_t                   free_lease;
+    ngx_array_t                 *services;    /* every toll_service */
 } ngx_http_toll_main_conf_t;
 
 

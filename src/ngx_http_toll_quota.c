@@ -115,7 +115,8 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_int_t                 n;
     ngx_str_t                *value, s;
     ngx_uint_t                i, price_set;
-    ngx_http_toll_service_t  *svc;
+    ngx_http_toll_service_t    *svc, **ref;
+    ngx_http_toll_main_conf_t  *mcf;
 
     if (lcf->service) {
         return "is duplicate";
@@ -217,6 +218,21 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+
+    if (mcf->services == NULL) {
+        mcf->services = ngx_array_create(cf->pool, 4, sizeof(void *));
+        if (mcf->services == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ref = ngx_array_push(mcf->services);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *ref = svc;
     lcf->service = svc;
 
     return NGX_CONF_OK;
@@ -1083,4 +1099,31 @@ ngx_http_toll_quota_cleanup(ngx_http_toll_ctx_t *ctx)
         ctx->claim->ctx = NULL;
         ctx->claim = NULL;
     }
+}
+
+
+int64_t
+ngx_http_toll_quota_free_calls(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_uint_t                   i;
+    ngx_http_toll_service_t    **svc;
+    ngx_http_toll_main_conf_t   *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    if (mcf->services == NULL) {
+        return -1;
+    }
+
+    svc = mcf->services->elts;
+
+    for (i = 0; i < mcf->services->nelts; i++) {
+        if (svc[i]->name.len == name->len
+            && ngx_strncmp(svc[i]->name.data, name->data, name->len) == 0)
+        {
+            return svc[i]->free_calls;
+        }
+    }
+
+    return -1;
 }

@@ -58,6 +58,10 @@ ngx_int_t ngx_http_toll_quota_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_toll_quota_price(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
+/* the free_calls of a configured service by name; -1: no such service */
+int64_t ngx_http_toll_quota_free_calls(ngx_http_request_t *r,
+    ngx_str_t *name);
+
 /* the request ends: a lease it waits for still lands in the zone */
 void ngx_http_toll_quota_cleanup(ngx_http_toll_ctx_t *ctx);
 

@@ -1,0 +1,488 @@
+/*
+ * toll: a buyer's usage, answered to the buyer.
+ *
+ * A location with "toll_usage" (and "toll on") answers the authenticated
+ * buyer with its metered usage: totals and per service, from the usage
+ * hashes in Redis not yet drained by toll-settle, and the free calls
+ * leased so far.  Counts the zone has not flushed yet (at most
+ * toll_meter_flush old) are not in it.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_usage.h"
+#include "toll_money.h"
+
+
+typedef enum {
+    NGX_HTTP_TOLL_USAGE_CALLS = 0,
+    NGX_HTTP_TOLL_USAGE_FREE_CALLS,
+    NGX_HTTP_TOLL_USAGE_PAID_CALLS,
+    NGX_HTTP_TOLL_USAGE_AMOUNT,
+    NGX_HTTP_TOLL_USAGE_ERRORS,
+    NGX_HTTP_TOLL_USAGE_N
+} ngx_http_toll_usage_field_e;
+
+
+typedef struct {
+    ngx_str_t                  service;
+    ngx_str_t                  provider;
+    int64_t                    counts[NGX_HTTP_TOLL_USAGE_N];
+    int64_t                    leased;        /* free calls leased */
+} ngx_http_toll_usage_row_t;
+
+
+typedef struct {
+    ngx_http_request_t        *request;
+    ngx_http_toll_redis_cmd_t *cmd;
+    ngx_int_t                  status;        /* 0: waiting */
+    ngx_array_t                rows;          /* ngx_http_toll_usage_row_t */
+} ngx_http_toll_usage_ctx_t;
+
+
+static ngx_str_t  ngx_http_toll_usage_fields[NGX_HTTP_TOLL_USAGE_N] = {
+    ngx_string("calls"),
+    ngx_string("free_calls"),
+    ngx_string("paid_calls"),
+    ngx_string("amount_micros"),
+    ngx_string("errors")
+};
+
+
+/*
+ * KEYS: the buyer's days with usage, its free-tier hash.  ARGV: the
+ * prefix of its usage hashes.  Returns every field and value of the
+ * usage hashes, then of the free-tier hash: the sums are made in C, on
+ * int64, never in Lua numbers.  A day that toll-settle drained is
+ * forgotten.
+ */
+
+static ngx_str_t  ngx_http_toll_usage_script = ngx_string(
+"local out={} "
+"for _,d in ipairs(redis.call('SMEMBERS',KEYS[1])) do "
+  "local h=redis.call('HGETALL',ARGV[1]..d) "
+  "if #h==0 then redis.call('SREM',KEYS[1],d) end "
+  "for i=1,#h do out[#out+1]=h[i] end end "
+"return {out,redis.call('HGETALL',KEYS[2])}");
+
+
+static ngx_int_t ngx_http_toll_usage_handler(ngx_http_request_t *r);
+static void ngx_http_toll_usage_reply(void *data, redisReply *reply);
+static void ngx_http_toll_usage_cleanup(void *data);
+static ngx_http_toll_usage_row_t *ngx_http_toll_usage_row(
+    ngx_http_toll_usage_ctx_t *uctx, u_char *name, size_t len);
+static ngx_int_t ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx,
+    redisReply *field, redisReply *value, ngx_uint_t free_tier);
+static ngx_int_t ngx_http_toll_usage_send(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_usage_ctx_t *uctx);
+
+
+/* toll_usage; */
+
+char *
+ngx_http_toll_usage_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or the location has another handler";
+    }
+
+    clcf->handler = ngx_http_toll_usage_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_toll_usage_handler(ngx_http_request_t *r)
+{
+    u_char                     *p;
+    size_t                      argvlen[6];
+    ngx_int_t                   rc;
+    const char                 *argv[6];
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_toll_ctx_t        *ctx;
+    ngx_http_toll_usage_ctx_t  *uctx;
+
+    if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the gate ran in the access phase: only a buyer it passed is here */
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx == NULL || !ctx->authenticated) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: \"toll_usage\" needs \"toll on\" in its "
+                      "location");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_toll_usage_ctx_t));
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    uctx = cln->data;
+    ngx_memzero(uctx, sizeof(ngx_http_toll_usage_ctx_t));
+    uctx->request = r;
+
+    if (ngx_array_init(&uctx->rows, r->pool, 4,
+                       sizeof(ngx_http_toll_usage_row_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_toll_usage_cleanup;
+
+    p = ngx_pnalloc(r->pool, 3 * (ctx->key.owner.len + 24));
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) ngx_http_toll_usage_script.data;
+    argvlen[1] = ngx_http_toll_usage_script.len;
+    argv[2] = "2";
+    argvlen[2] = 1;
+
+    argv[3] = (const char *) p;
+    p = ngx_sprintf(p, "toll:usage:{%V}:days", &ctx->key.owner);
+    argvlen[3] = p - (u_char *) argv[3];
+
+    argv[4] = (const char *) p;
+    p = ngx_sprintf(p, "toll:free:{%V}", &ctx->key.owner);
+    argvlen[4] = p - (u_char *) argv[4];
+
+    argv[5] = (const char *) p;
+    p = ngx_sprintf(p, "toll:usage:{%V}:", &ctx->key.owner);
+    argvlen[5] = p - (u_char *) argv[5];
+
+    uctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_usage_reply, uctx, 6,
+                                         argv, argvlen);
+
+    if (uctx->cmd == NULL) {
+        return ngx_http_toll_problem_send(r,
+                   NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE);
+    }
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_toll_usage_cleanup(void *data)
+{
+    ngx_http_toll_usage_ctx_t  *uctx = data;
+
+    if (uctx->cmd) {
+        ngx_http_toll_redis_cancel(uctx->cmd);
+        uctx->cmd = NULL;
+    }
+}
+
+
+static void
+ngx_http_toll_usage_reply(void *data, redisReply *reply)
+{
+    ngx_http_toll_usage_ctx_t *uctx = data;
+
+    ngx_int_t             rc;
+    ngx_uint_t            i, j;
+    redisReply           *part;
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_http_toll_ctx_t  *ctx;
+
+    r = uctx->request;
+    c = r->connection;
+    uctx->cmd = NULL;
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "toll: redis refused a usage read: %*s",
+                          (size_t) reply->len, reply->str);
+        }
+
+        rc = ngx_http_toll_problem_send(r,
+                 NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE);
+        goto done;
+    }
+
+    for (j = 0; j < 2; j++) {
+        part = reply->element[j];
+
+        if (part->type != REDIS_REPLY_ARRAY || part->elements % 2) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto done;
+        }
+
+        for (i = 0; i < part->elements; i += 2) {
+            if (ngx_http_toll_usage_add(uctx, part->element[i],
+                                        part->element[i + 1], j)
+                != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "toll: a usage counter of \"%V\" does not "
+                              "read as one", &ctx->key.owner);
+                rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                goto done;
+            }
+        }
+    }
+
+    rc = ngx_http_toll_usage_send(r, ctx, uctx);
+
+done:
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * "service:field" and its count from a usage hash, or "service" and the
+ * free calls leased from the free-tier hash.
+ */
+
+static ngx_int_t
+ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
+    redisReply *value, ngx_uint_t free_tier)
+{
+    u_char                     *colon;
+    size_t                      len;
+    int64_t                     n;
+    ngx_uint_t                  i;
+    ngx_http_toll_usage_row_t  *row;
+
+    if (field->type != REDIS_REPLY_STRING
+        || value->type != REDIS_REPLY_STRING)
+    {
+        return NGX_ERROR;
+    }
+
+    if (free_tier) {
+        row = ngx_http_toll_usage_row(uctx, (u_char *) field->str,
+                                      field->len);
+        n = ngx_atoof((u_char *) value->str, value->len);
+
+        if (row == NULL || n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        row->leased = n;
+        return NGX_OK;
+    }
+
+    colon = ngx_strlchr((u_char *) field->str,
+                        (u_char *) field->str + field->len, ':');
+    if (colon == NULL) {
+        return NGX_ERROR;
+    }
+
+    row = ngx_http_toll_usage_row(uctx, (u_char *) field->str,
+                                  colon - (u_char *) field->str);
+    if (row == NULL) {
+        return NGX_ERROR;
+    }
+
+    colon++;
+    len = (u_char *) field->str + field->len - colon;
+
+    if (len == sizeof("provider") - 1
+        && ngx_strncmp(colon, "provider", len) == 0)
+    {
+        row->provider.data = (u_char *) value->str;
+        row->provider.len = value->len;
+
+        /* the reply lives until the answer is written: a copy */
+        row->provider.data = ngx_pstrdup(uctx->request->pool,
+                                         &row->provider);
+        return row->provider.data ? NGX_OK : NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_TOLL_USAGE_N; i++) {
+        if (len == ngx_http_toll_usage_fields[i].len
+            && ngx_strncmp(colon, ngx_http_toll_usage_fields[i].data, len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_TOLL_USAGE_N) {
+        /* latency_ms and fields of a later version: not for buyers */
+        return NGX_OK;
+    }
+
+    n = ngx_atoof((u_char *) value->str, value->len);
+
+    if (n == NGX_ERROR
+        || toll_money_add(row->counts[i], n, &row->counts[i]) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_toll_usage_row_t *
+ngx_http_toll_usage_row(ngx_http_toll_usage_ctx_t *uctx, u_char *name,
+    size_t len)
+{
+    ngx_uint_t                  i;
+    ngx_http_toll_usage_row_t  *row;
+
+    row = uctx->rows.elts;
+
+    for (i = 0; i < uctx->rows.nelts; i++) {
+        if (row[i].service.len == len
+            && ngx_strncmp(row[i].service.data, name, len) == 0)
+        {
+            return &row[i];
+        }
+    }
+
+    row = ngx_array_push(&uctx->rows);
+    if (row == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(row, sizeof(ngx_http_toll_usage_row_t));
+
+    row->service.data = ngx_pnalloc(uctx->request->pool, len);
+    if (row->service.data == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(row->service.data, name, len);
+    row->service.len = len;
+
+    return row;
+}
+
+
+static ngx_int_t
+ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_usage_ctx_t *uctx)
+{
+    u_char                     *p;
+    char                        amount[TOLL_MONEY_STR_MAX];
+    size_t                      len;
+    int64_t                     totals[NGX_HTTP_TOLL_USAGE_N], free_calls;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_uint_t                  i, j;
+    ngx_chain_t                 out;
+    ngx_http_toll_usage_row_t  *row;
+
+    row = uctx->rows.elts;
+    ngx_memzero(totals, sizeof(totals));
+
+    for (i = 0; i < uctx->rows.nelts; i++) {
+        for (j = 0; j < NGX_HTTP_TOLL_USAGE_N; j++) {
+            if (toll_money_add(totals[j], row[i].counts[j], &totals[j])
+                != 0)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+
+    /* names are [A-Za-z0-9_.-]; a buyer id may need JSON escapes */
+
+    len = sizeof("{\"buyer\":\"\",\"totals\":{},\"services\":[]}\n")
+          + ngx_escape_json(NULL, ctx->key.owner.data, ctx->key.owner.len)
+          + ctx->key.owner.len
+          + 200 + 6 * NGX_INT64_LEN
+          + uctx->rows.nelts * (400 + 2 * 128 + 8 * NGX_INT64_LEN);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(b->last, "{\"buyer\":\"", sizeof("{\"buyer\":\"") - 1);
+    p = (u_char *) ngx_escape_json(p, ctx->key.owner.data,
+                                   ctx->key.owner.len);
+
+    p = ngx_sprintf(p, "\",\"totals\":{\"calls\":%L,\"free_calls\":%L,"
+                    "\"paid_calls\":%L,\"errors\":%L,\"amount\":\"",
+                    totals[NGX_HTTP_TOLL_USAGE_CALLS],
+                    totals[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
+                    totals[NGX_HTTP_TOLL_USAGE_PAID_CALLS],
+                    totals[NGX_HTTP_TOLL_USAGE_ERRORS]);
+    p = ngx_cpymem(p, amount,
+                   toll_money_format(totals[NGX_HTTP_TOLL_USAGE_AMOUNT],
+                                     amount));
+    p = ngx_cpymem(p, "\"},\"services\":[", sizeof("\"},\"services\":[") - 1);
+
+    for (i = 0; i < uctx->rows.nelts; i++) {
+        free_calls = ngx_http_toll_quota_free_calls(r, &row[i].service);
+
+        p = ngx_sprintf(p, "%s{\"service\":\"%V\",\"provider\":\"%V\","
+                        "\"calls\":%L,\"free_calls\":%L,"
+                        "\"free_remaining\":%L,\"paid_calls\":%L,"
+                        "\"errors\":%L,\"amount\":\"",
+                        i ? "," : "", &row[i].service, &row[i].provider,
+                        row[i].counts[NGX_HTTP_TOLL_USAGE_CALLS],
+                        row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
+                        free_calls < 0
+                        ? 0 : ngx_max(free_calls - row[i].leased, 0),
+                        row[i].counts[NGX_HTTP_TOLL_USAGE_PAID_CALLS],
+                        row[i].counts[NGX_HTTP_TOLL_USAGE_ERRORS]);
+        p = ngx_cpymem(p, amount,
+                       toll_money_format(
+                           row[i].counts[NGX_HTTP_TOLL_USAGE_AMOUNT],
+                           amount));
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    p = ngx_cpymem(p, "]}\n", 3);
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

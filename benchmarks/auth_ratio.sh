@@ -357,9 +357,11 @@ http {
             proxy_set_header Connection "";
         }
 
-        # limits: the whole gate, authentication and the key's plan
+        # limits: the whole gate: authentication, the key's plan, a price
+        # (the bench key is past no free tier) and the meter
         location /limits/ {
             toll on;
+            toll_service bench provider=bench price=0.001;
 
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -550,8 +552,8 @@ echo "the same Authorization header on all;" \
 for v in $VARIANTS; do
     case $v in
         auth)   echo "auth:   /toll/, authentication only (toll_limit off)" ;;
-        limits) echo "limits: /limits/, authentication and the plan:" \
-                     "$BENCH_PLAN" ;;
+        limits) echo "limits: /limits/, the whole gate: authentication," \
+                     "metering at price 0.001 and the plan: $BENCH_PLAN" ;;
     esac
 done
 [ "$CALIBRATE" = 0 ] \

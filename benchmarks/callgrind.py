@@ -56,7 +56,9 @@ REQUEST_ENTRY_POINTS = (
     "ngx_http_toll_access_handler",
     "ngx_http_toll_auth_on_reply",
     "ngx_http_toll_limit_strict_reply",
-    "ngx_http_toll_limit_header_filter",
+    "ngx_http_toll_header_filter",
+    "ngx_http_toll_quota_claim_reply",
+    "ngx_http_toll_meter_log_handler",
     "ngx_http_toll_cleanup",
 )
 
@@ -64,6 +66,9 @@ REQUEST_ENTRY_POINTS = (
 SYNC_ENTRY_POINTS = (
     "ngx_http_toll_limit_sync_handler",
     "ngx_http_toll_limit_sync_reply",
+    "ngx_http_toll_meter_timer",
+    "ngx_http_toll_meter_reply",
+    "ngx_http_toll_meter_index_reply",
 )
 
 # A header filter ends by calling the next one, and callgrind counts the
@@ -73,7 +78,7 @@ SYNC_ENTRY_POINTS = (
 # static functions: the next filter) are taken out.  Calls to exported
 # helpers (ngx_sprintf, ngx_list_push, ...) stay counted.
 FILTERS = (
-    "ngx_http_toll_limit_header_filter",
+    "ngx_http_toll_header_filter",
 )
 
 WARMUP = 20
@@ -120,6 +125,7 @@ http {{
         }}
         location /limits/ {{
             toll on;
+            toll_service bench provider=bench price=0.001;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -383,6 +383,8 @@ class Demo:
                     "/api/hello", {}, 401),
             Example("the open health check, no key needed",
                     "/health", {}, 200),
+            Example("the buyer's own usage (metered calls, amounts)",
+                    "/usage/me", {"Authorization": "Bearer " + token}, 200),
         ]
         for ex in self.examples:
             try:

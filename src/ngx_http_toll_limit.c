@@ -168,7 +168,7 @@ static void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
 static void ngx_http_toll_limit_sync_handler(ngx_event_t *ev);
 static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
 
-static ngx_int_t ngx_http_toll_limit_header_filter(ngx_http_request_t *r);
+
 static ngx_int_t ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families);
 static ngx_int_t ngx_http_toll_limit_header_push(ngx_http_request_t *r,
@@ -178,11 +178,9 @@ static ngx_int_t ngx_http_toll_limit_header_push(ngx_http_request_t *r,
     ngx_http_toll_limit_header_push(r, name, sizeof(name) - 1, value, len)
 static u_char *ngx_http_toll_limit_policy_name(u_char *p,
     ngx_http_toll_limit_t *l);
-static u_char *ngx_http_toll_limit_int(u_char *p, int64_t n);
 static int64_t ngx_http_toll_limit_now_ms(void);
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_event_t        ngx_http_toll_limit_sync_ev;
 static ngx_connection_t   ngx_http_toll_limit_dumb;
@@ -556,17 +554,17 @@ ngx_http_toll_limit_policy_item(u_char *p, ngx_http_toll_limit_t *l)
     switch (l->rate->kind) {
 
     case NGX_HTTP_TOLL_RATE_BUCKET:
-        p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3), l->rate->burst);
-        return ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
+        p = ngx_http_toll_format_int(ngx_cpymem(p, ";q=", 3), l->rate->burst);
+        return ngx_http_toll_format_int(ngx_cpymem(p, ";w=", 3),
                    (l->rate->bc.tolerance_ns + 999999999) / 1000000000);
 
     case NGX_HTTP_TOLL_RATE_WINDOW:
-        p = ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3), l->rate->count);
-        return ngx_http_toll_limit_int(ngx_cpymem(p, ";w=", 3),
+        p = ngx_http_toll_format_int(ngx_cpymem(p, ";q=", 3), l->rate->count);
+        return ngx_http_toll_format_int(ngx_cpymem(p, ";w=", 3),
                                        toll_unit_ms[l->rate->unit] / 1000);
 
     default:
-        return ngx_http_toll_limit_int(ngx_cpymem(p, ";q=", 3),
+        return ngx_http_toll_format_int(ngx_cpymem(p, ";q=", 3),
                                        l->rate->count);
     }
 }
@@ -787,16 +785,6 @@ ngx_http_toll_limit_find_plan(ngx_http_toll_main_conf_t *mcf, ngx_str_t *name)
     }
 
     return NULL;
-}
-
-
-ngx_int_t
-ngx_http_toll_limit_init(ngx_conf_t *cf)
-{
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_toll_limit_header_filter;
-
-    return NGX_OK;
 }
 
 
@@ -2497,32 +2485,26 @@ ngx_http_toll_limit_policy_name(u_char *p, ngx_http_toll_limit_t *l)
  * from the upstream are dropped, so that a client reads one account.
  */
 
-static ngx_int_t
-ngx_http_toll_limit_header_filter(ngx_http_request_t *r)
+ngx_int_t
+ngx_http_toll_limit_headers_out(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx)
 {
     ngx_uint_t                  i;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
-    ngx_http_toll_ctx_t        *ctx;
     ngx_http_toll_loc_conf_t   *lcf;
 
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    ctx = ngx_http_toll_get_ctx(r);
-
-    if (ctx == NULL || ctx->limit == NULL
+    if (ctx->limit == NULL
         || ctx->limit->status == NGX_HTTP_TOLL_LIMIT_STATUS_NONE
         || ctx->limit->status == NGX_HTTP_TOLL_LIMIT_STATUS_UNLIMITED)
     {
-        return ngx_http_next_header_filter(r);
+        return NGX_OK;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
     if (lcf->limit_headers == 0) {
-        return ngx_http_next_header_filter(r);
+        return NGX_OK;
     }
 
     part = &r->headers_out.headers.part;
@@ -2567,7 +2549,7 @@ ngx_http_toll_limit_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
@@ -2622,11 +2604,11 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         q = ngx_http_toll_limit_policy_name(q, l);
         *q++ = '"';
 
-        q = ngx_http_toll_limit_int(ngx_cpymem(q, ";r=", 3),
+        q = ngx_http_toll_format_int(ngx_cpymem(q, ";r=", 3),
                                     l->res.remaining);
 
         if (l->rate->kind != NGX_HTTP_TOLL_RATE_CONCURRENCY) {
-            q = ngx_http_toll_limit_int(ngx_cpymem(q, ";t=", 3),
+            q = ngx_http_toll_format_int(ngx_cpymem(q, ";t=", 3),
                                         (l->res.reset_ms + 999) / 1000);
         }
     }
@@ -2679,7 +2661,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     if (window != -1) {
         l = &lctx->limits[window];
 
-        p = ngx_http_toll_limit_int(b, l->rate->count);
+        p = ngx_http_toll_format_int(b, l->rate->count);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Limit", b,
                                            p - b)
             != NGX_OK)
@@ -2689,7 +2671,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
         b = p;
 
-        p = ngx_http_toll_limit_int(b, l->res.remaining);
+        p = ngx_http_toll_format_int(b, l->res.remaining);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Remaining", b,
                                            p - b)
             != NGX_OK)
@@ -2700,7 +2682,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         b = p;
 
         /* epoch seconds, as the platforms the buyers know send it */
-        p = ngx_http_toll_limit_int(b, ngx_time()
+        p = ngx_http_toll_format_int(b, ngx_time()
                                          + (l->res.reset_ms + 999) / 1000);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Reset", b,
                                            p - b)
@@ -2715,7 +2697,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     if (bucket != -1) {
         l = &lctx->limits[bucket];
 
-        p = ngx_http_toll_limit_int(b, l->rate->burst);
+        p = ngx_http_toll_format_int(b, l->rate->burst);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Limit", b,
                                            p - b)
             != NGX_OK)
@@ -2725,7 +2707,7 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
         b = p;
 
-        p = ngx_http_toll_limit_int(b, l->res.remaining);
+        p = ngx_http_toll_format_int(b, l->res.remaining);
         if (ngx_http_toll_limit_header_add(r, "X-RateLimit-Burst-Remaining",
                                            b, p - b)
             != NGX_OK)
@@ -2775,24 +2757,4 @@ ngx_http_toll_limit_now_ms(void)
     tp = ngx_timeofday();
 
     return (int64_t) tp->sec * 1000 + tp->msec;
-}
-
-
-/* a count in decimal: the headers' hot loop has no use for ngx_sprintf() */
-
-static u_char *
-ngx_http_toll_limit_int(u_char *p, int64_t n)
-{
-    u_char    tmp[NGX_INT64_LEN], *t;
-    uint64_t  u;
-
-    u = (n > 0) ? (uint64_t) n : 0;
-    t = tmp + NGX_INT64_LEN;
-
-    do {
-        *--t = (u_char) ('0' + u % 10);
-        u /= 10;
-    } while (u);
-
-    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
 }

@@ -88,7 +88,9 @@ char *ngx_http_toll_limit_init_main_conf(ngx_conf_t *cf,
 char *ngx_http_toll_limit_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf);
 
-ngx_int_t ngx_http_toll_limit_init(ngx_conf_t *cf);
+/* the rate-limit headers of a gated answer (from the header filter) */
+ngx_int_t ngx_http_toll_limit_headers_out(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
 ngx_int_t ngx_http_toll_limit_init_process(ngx_cycle_t *cycle);
 void ngx_http_toll_limit_exit_process(ngx_cycle_t *cycle);
 

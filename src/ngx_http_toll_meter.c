@@ -80,6 +80,8 @@ static ngx_connection_t   ngx_http_toll_meter_dumb;
 static ngx_shm_zone_t    *ngx_http_toll_meter_zone;
 static ngx_msec_t         ngx_http_toll_meter_flush_ms;
 static int64_t            ngx_http_toll_meter_exit_at_ms;
+static u_char             ngx_http_toll_meter_day[8];     /* YYYYMMDD */
+static time_t             ngx_http_toll_meter_day_sec = -1;
 /* this process's flushes still waiting for Redis */
 static ngx_uint_t         ngx_http_toll_meter_inflight;
 
@@ -243,13 +245,24 @@ ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    /* the call's day, in UTC, from when it arrived */
+    /* the call's day, in UTC, from when it arrived; worked out once a
+       second rather than per call */
 
-    ngx_gmtime(r->start_sec, &tm);
+    if (r->start_sec != ngx_http_toll_meter_day_sec) {
+        ngx_gmtime(r->start_sec, &tm);
+        ngx_sprintf(ngx_http_toll_meter_day, "%04d%02d%02d",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday);
+        ngx_http_toll_meter_day_sec = r->start_sec;
+    }
 
-    p = ngx_sprintf(subject, "m:%04d%02d%02d:%V\n%V\n%V",
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    &ctx->key.owner, &service, &provider);
+    p = ngx_cpymem(subject, "m:", 2);
+    p = ngx_cpymem(p, ngx_http_toll_meter_day, 8);
+    *p++ = ':';
+    p = ngx_cpymem(p, ctx->key.owner.data, ctx->key.owner.len);
+    *p++ = '\n';
+    p = ngx_cpymem(p, service.data, service.len);
+    *p++ = '\n';
+    p = ngx_cpymem(p, provider.data, provider.len);
 
     add[NGX_HTTP_TOLL_METER_CALLS] = 1;
     add[NGX_HTTP_TOLL_METER_ERRORS] =

@@ -45,6 +45,7 @@ typedef enum {
 
 static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
 static ngx_int_t ngx_http_toll_refuse_limit(ngx_http_request_t *r,
@@ -69,6 +70,9 @@ static char *ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_toll_init_process(ngx_cycle_t *cycle);
 static void ngx_http_toll_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
 static ngx_conf_enum_t  ngx_http_toll_log_levels[] = {
@@ -567,6 +571,33 @@ ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The gate's headers on the answer of a gated request, 2xx or refusal:
+ * rate limits, then billing.  Upstream copies are replaced by each room.
+ */
+
+static ngx_int_t
+ngx_http_toll_header_filter(ngx_http_request_t *r)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx
+        && (ngx_http_toll_limit_headers_out(r, ctx) != NGX_OK
+            || ngx_http_toll_quota_headers_out(r, ctx) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
 static ngx_int_t
 ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_int_t status)
@@ -967,13 +998,8 @@ ngx_http_toll_init(ngx_conf_t *cf)
 
     *h = ngx_http_toll_subrequest_handler;
 
-    if (ngx_http_toll_limit_init(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_toll_quota_init(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_toll_header_filter;
 
     return ngx_http_toll_meter_init(cf);
 }
@@ -1219,4 +1245,22 @@ ngx_http_toll_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_toll_limit_exit_process(cycle);
     ngx_http_toll_redis_exit_process(cycle);
+}
+
+
+u_char *
+ngx_http_toll_format_int(u_char *p, int64_t n)
+{
+    u_char    tmp[NGX_INT64_LEN], *t;
+    uint64_t  u;
+
+    u = (n > 0) ? (uint64_t) n : 0;
+    t = tmp + NGX_INT64_LEN;
+
+    do {
+        *--t = (u_char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
 }

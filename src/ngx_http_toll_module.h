@@ -157,6 +157,9 @@ typedef struct {
 extern ngx_module_t  ngx_http_toll_module;
 
 
+/* a count in decimal: the answers' hot paths have no use for ngx_sprintf() */
+u_char *ngx_http_toll_format_int(u_char *p, int64_t n);
+
 /* the request's context, also after an internal redirect; NULL: none */
 ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
 

@@ -75,12 +75,11 @@ static void ngx_http_toll_quota_claim_reply(void *data, redisReply *reply);
 static void ngx_http_toll_quota_give_back(ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *text, int64_t *micros);
-static ngx_int_t ngx_http_toll_quota_header_filter(ngx_http_request_t *r);
+
 static ngx_int_t ngx_http_toll_quota_header_add(ngx_http_request_t *r,
     ngx_str_t *name, u_char *value, size_t len);
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 /* usage ids: a random prefix per worker, then a count */
 static u_char    ngx_http_toll_usage_prefix[16];
@@ -441,16 +440,6 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
 
 
 ngx_int_t
-ngx_http_toll_quota_init(ngx_conf_t *cf)
-{
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_toll_quota_header_filter;
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
 ngx_http_toll_quota_init_process(ngx_cycle_t *cycle)
 {
     u_char  raw[8];
@@ -677,8 +666,9 @@ unavailable:
  * reached) is not charged unless toll_charge_errors is on.
  */
 
-static ngx_int_t
-ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
+ngx_int_t
+ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx)
 {
     u_char                     *buf, *p;
     size_t                      prefix_len;
@@ -687,18 +677,11 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
     ngx_time_t                 *tp;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
-    ngx_http_toll_ctx_t        *ctx;
     ngx_http_toll_loc_conf_t   *lcf;
     char                        amount[TOLL_MONEY_STR_MAX];
 
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    ctx = ngx_http_toll_get_ctx(r);
-
-    if (ctx == NULL || !ctx->priced || ctx->service == NULL) {
-        return ngx_http_next_header_filter(r);
+    if (!ctx->priced || ctx->service == NULL) {
+        return NGX_OK;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
@@ -714,7 +697,7 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
     ctx->billed = 1;
 
     if (!lcf->billing_headers) {
-        return ngx_http_next_header_filter(r);
+        return NGX_OK;
     }
 
     /* the upstream's copies would contradict the gate's account */
@@ -783,7 +766,7 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
 
     if (((ngx_http_toll_service_t *) ctx->service)->free_calls) {
         buf = p;
-        p = ngx_sprintf(p, "%L", ctx->free_remaining);
+        p = ngx_http_toll_format_int(p, ctx->free_remaining);
 
         if (ngx_http_toll_quota_header_add(r,
                 &lcf->billing_names[NGX_HTTP_TOLL_BILLING_FREE_REMAINING],
@@ -803,7 +786,7 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
     ctx->latency_ms = ngx_max(ms, 0);
 
     buf = p;
-    p = ngx_sprintf(p, "%L", ctx->latency_ms);
+    p = ngx_http_toll_format_int(p, ctx->latency_ms);
 
     if (ngx_http_toll_quota_header_add(r,
             &lcf->billing_names[NGX_HTTP_TOLL_BILLING_LATENCY_MS], buf,
@@ -813,7 +796,7 @@ ngx_http_toll_quota_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 

@@ -22,6 +22,7 @@
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
+#include "toll_money.h"
 
 
 /* nodes one worker flushes in one round */
@@ -36,7 +37,7 @@
 
 
 typedef enum {
-    NGX_HTTP_TOLL_METER_CALLS = 0,
+    NGX_HTTP_TOLL_METER_CALLS = 0,   /* NGX_HTTP_TOLL_METER_COUNTS of them */
     NGX_HTTP_TOLL_METER_FREE_CALLS,
     NGX_HTTP_TOLL_METER_PAID_CALLS,
     NGX_HTTP_TOLL_METER_AMOUNT,                /* micro-units */
@@ -44,6 +45,11 @@ typedef enum {
     NGX_HTTP_TOLL_METER_LATENCY_MS,
     NGX_HTTP_TOLL_METER_N
 } ngx_http_toll_meter_field_e;
+
+
+#if (NGX_HTTP_TOLL_METER_COUNTS != 6)
+#error "the request context keeps a meter count per field"
+#endif
 
 
 typedef struct {
@@ -65,8 +71,10 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_toll_meter_log_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_toll_meter_count(ngx_http_request_t *r,
-    ngx_http_toll_ctx_t *ctx);
+static void ngx_http_toll_meter_counts(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_uint_t reached, int64_t *counts);
+static ngx_int_t ngx_http_toll_meter_add(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, int64_t *add);
 static void ngx_http_toll_meter_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
@@ -98,16 +106,18 @@ static ngx_uint_t         ngx_http_toll_meter_script_cached;
  * taken, and the days it has usage of.  ARGV: flush id, now (unix s),
  * service, provider, the six counts, the day.  Amounts go to HINCRBY as
  * the strings they came as: Redis adds them as 64-bit integers, and no
- * Lua number ever holds one.
+ * Lua number ever holds one.  The amount goes first: a script that fails
+ * (an amount that would overflow) applies nothing, since Redis does not
+ * undo the writes before a failure.
  */
 
 static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
 "if redis.call('ZSCORE',KEYS[2],ARGV[1]) then return 0 end "
 "local s=ARGV[3] "
+"redis.call('HINCRBY',KEYS[1],s..':amount_micros',ARGV[8]) "
 "redis.call('HINCRBY',KEYS[1],s..':calls',ARGV[5]) "
 "redis.call('HINCRBY',KEYS[1],s..':free_calls',ARGV[6]) "
 "redis.call('HINCRBY',KEYS[1],s..':paid_calls',ARGV[7]) "
-"redis.call('HINCRBY',KEYS[1],s..':amount_micros',ARGV[8]) "
 "redis.call('HINCRBY',KEYS[1],s..':errors',ARGV[9]) "
 "redis.call('HINCRBY',KEYS[1],s..':latency_ms',ARGV[10]) "
 "redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
@@ -188,47 +198,112 @@ ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * Counts the call once, if it reached the upstream: a request refused by
- * the gate, or one that ended before nginx tried an upstream, is not a
- * call.  Log-phase work never fails a request: failures are logged.
+ * A call is counted when it passes the gate, as if it will reach the
+ * upstream and be charged its price: a worker killed while the call is
+ * upstream then loses nothing, since the zone has it.  The log phase
+ * corrects what the call turned out to be (not sent upstream, an upstream
+ * error not charged, a free call given back, its latency) by the
+ * difference.  Log-phase work never fails a request: failures are logged.
  */
 
-static ngx_int_t
-ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
+ngx_int_t
+ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    ngx_http_toll_ctx_t  *ctx;
-
-    ctx = ngx_http_toll_get_ctx(r);
-
-    if (ctx == NULL || !ctx->priced || ctx->metered
-        || ctx->service == NULL)
-    {
+    if (!ctx->priced || ctx->service == NULL || ctx->meter_admitted) {
         return NGX_OK;
     }
 
-    ctx->metered = 1;
+    ngx_http_toll_meter_counts(r, ctx, 1, ctx->meter_counts);
 
-    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
-        ngx_http_toll_quota_unused(r, ctx);
+    /* the latency is known only at the end */
+    ctx->meter_counts[NGX_HTTP_TOLL_METER_LATENCY_MS] = 0;
+
+    if (ngx_http_toll_meter_add(r, ctx, ctx->meter_counts) != NGX_OK) {
+        ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
         return NGX_OK;
     }
 
-    (void) ngx_http_toll_meter_count(r, ctx);
+    ctx->meter_admitted = 1;
 
     return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
+{
+    int64_t               final[NGX_HTTP_TOLL_METER_N];
+    ngx_uint_t            i, reached, change;
+    ngx_http_toll_ctx_t  *ctx;
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx == NULL || !ctx->meter_admitted || ctx->metered) {
+        return NGX_OK;
+    }
+
+    ctx->metered = 1;
+
+    /* a call nginx never sent upstream is no call */
+
+    reached = (r->upstream_states && r->upstream_states->nelts);
+
+    if (!reached) {
+        ngx_http_toll_quota_unused(r, ctx);
+    }
+
+    ngx_http_toll_meter_counts(r, ctx, reached, final);
+
+    change = 0;
+
+    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+        final[i] -= ctx->meter_counts[i];
+        change |= (final[i] != 0);
+    }
+
+    if (change) {
+        (void) ngx_http_toll_meter_add(r, ctx, final);
+    }
+
+    return NGX_OK;
+}
+
+
+/* what a call counts for, as it stands */
+
+static void
+ngx_http_toll_meter_counts(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_uint_t reached, int64_t *counts)
+{
+    if (!reached) {
+        ngx_memzero(counts, NGX_HTTP_TOLL_METER_N * sizeof(int64_t));
+        return;
+    }
+
+    counts[NGX_HTTP_TOLL_METER_CALLS] = 1;
+    counts[NGX_HTTP_TOLL_METER_ERRORS] =
+        (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR);
+    counts[NGX_HTTP_TOLL_METER_AMOUNT] = ctx->amount_micros;
+    counts[NGX_HTTP_TOLL_METER_PAID_CALLS] = (ctx->amount_micros > 0);
+    counts[NGX_HTTP_TOLL_METER_FREE_CALLS] = (ctx->free_call
+                                              && ctx->amount_micros == 0);
+    counts[NGX_HTTP_TOLL_METER_LATENCY_MS] = ctx->latency_ms;
+}
+
+
+/* adds counts (or corrections, which may be negative) to the zone */
+
+static ngx_int_t
+ngx_http_toll_meter_add(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    int64_t *add)
 {
     u_char                           *p;
     u_char                            subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                            len;
-    int64_t                           add[NGX_HTTP_TOLL_METER_N];
     ngx_tm_t                          tm;
     ngx_uint_t                        i;
     ngx_str_t                         service, provider;
+    int64_t                           sum[NGX_HTTP_TOLL_METER_N];
     ngx_http_toll_main_conf_t        *mcf;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
@@ -241,7 +316,7 @@ ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
           + provider.len;
 
     if (len > sizeof(subject)) {
-        /* the names are bounded at 64 each: cannot happen */
+        /* the names are bounded: cannot happen */
         return NGX_ERROR;
     }
 
@@ -264,15 +339,6 @@ ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     *p++ = '\n';
     p = ngx_cpymem(p, provider.data, provider.len);
 
-    add[NGX_HTTP_TOLL_METER_CALLS] = 1;
-    add[NGX_HTTP_TOLL_METER_ERRORS] =
-        (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR);
-    add[NGX_HTTP_TOLL_METER_AMOUNT] = ctx->amount_micros;
-    add[NGX_HTTP_TOLL_METER_PAID_CALLS] = (ctx->amount_micros > 0);
-    add[NGX_HTTP_TOLL_METER_FREE_CALLS] = (ctx->free_call
-                                           && ctx->amount_micros == 0);
-    add[NGX_HTTP_TOLL_METER_LATENCY_MS] = ctx->latency_ms;
-
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, p - subject);
@@ -292,15 +358,33 @@ ngx_http_toll_meter_count(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                       "buyer \"%V\", service \"%V\", amount_micros %L; "
                       "increase \"toll_zone\"",
                       sizeof(ctx->usage_id), ctx->usage_id, &ctx->key.owner,
-                      &service, ctx->amount_micros);
+                      &service, add[NGX_HTTP_TOLL_METER_AMOUNT]);
         return NGX_ERROR;
     }
 
     st = (ngx_http_toll_meter_state_t *) ln->state;
 
+    /*
+     * Never a wrapped sum: a batch that cannot hold the call leaves it
+     * out, loudly (a day's amount above 9.2e12 units of one buyer and
+     * service would be refused by Redis's HINCRBY as well).
+     */
+
     for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
-        st->pending[i] += add[i];
+        if (toll_money_add(st->pending[i], add[i], &sum[i]) != 0) {
+            ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "toll: meter overflow, call not metered: usage "
+                          "id \"%*s\", buyer \"%V\", service \"%V\", "
+                          "amount_micros %L", sizeof(ctx->usage_id),
+                          ctx->usage_id, &ctx->key.owner, &service,
+                          add[NGX_HTTP_TOLL_METER_AMOUNT]);
+            return NGX_ERROR;
+        }
     }
+
+    ngx_memcpy(st->pending, sum, sizeof(sum));
 
     /* counts not yet in Redis: the node must not be evicted */
     ln->pins = 1;
@@ -581,9 +665,11 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
 {
     ngx_http_toll_meter_flush_t *fl = data;
 
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, overflow;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
+
+    overflow = 0;
 
     if (ngx_http_toll_meter_inflight) {
         ngx_http_toll_meter_inflight--;
@@ -593,6 +679,13 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
 
         if (reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
             ngx_http_toll_meter_script_cached = 0;
+
+        } else if (ngx_strlcasestrn((u_char *) reply->str,
+                                    (u_char *) reply->str + reply->len,
+                                    (u_char *) "overflow", 8 - 1)
+                   != NULL)
+        {
+            overflow = 1;
 
         } else {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -612,7 +705,28 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
         if (st->flush_id[0] == fl->flush_id[0]
             && st->flush_id[1] == fl->flush_id[1])
         {
-            if (reply && reply->type == REDIS_REPLY_INTEGER) {
+            if (overflow) {
+                /*
+                 * Redis cannot hold the sum: the batch would fail for
+                 * ever and hold back the node's later counts.  It is
+                 * dropped, every count of it in the log.
+                 */
+
+                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                              "toll: meter overflow in redis, batch of "
+                              "\"%*s\" dropped: calls %L, free_calls %L, "
+                              "paid_calls %L, amount_micros %L, errors %L",
+                              fl->subject_len, fl->subject,
+                              st->flight[NGX_HTTP_TOLL_METER_CALLS],
+                              st->flight[NGX_HTTP_TOLL_METER_FREE_CALLS],
+                              st->flight[NGX_HTTP_TOLL_METER_PAID_CALLS],
+                              st->flight[NGX_HTTP_TOLL_METER_AMOUNT],
+                              st->flight[NGX_HTTP_TOLL_METER_ERRORS]);
+            }
+
+            if (overflow
+                || (reply && reply->type == REDIS_REPLY_INTEGER))
+            {
                 /* applied now (1) or before (0): either way, done */
 
                 ngx_http_toll_meter_script_cached = 1;

@@ -499,6 +499,10 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
                       "toll: refused, free tier store unavailable, "
                       "key id \"%V\"", &ctx->key_id);
 
+        /* a refusal: no price, no billing headers, no meter */
+        ctx->priced = 0;
+        ctx->service = NULL;
+
         ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
         ngx_http_toll_auth_forget(r);
         ngx_http_finalize_request(r, ngx_http_toll_problem_send(r,
@@ -506,7 +510,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
-    if (rc != NGX_OK) {
+    if (rc != NGX_OK || ngx_http_toll_meter_admit(r, ctx) != NGX_OK) {
         goto failed;
     }
 

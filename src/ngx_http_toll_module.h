@@ -18,6 +18,9 @@
 
 #define NGX_HTTP_TOLL_VERSION          "0.1.0"
 
+/* the meter's counts of a call: calls, free, paid, amount, errors, ms */
+#define NGX_HTTP_TOLL_METER_COUNTS     6
+
 
 typedef struct {
     ngx_str_t                  addr_text;     /* as configured, for logs */
@@ -140,6 +143,7 @@ typedef struct {
     u_char                       usage_id[32];  /* hex */
     int64_t                      latency_ms;    /* to the answer's headers */
     int64_t                      free_remaining;
+    int64_t                      meter_counts[NGX_HTTP_TOLL_METER_COUNTS];
     struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
     unsigned                     store_failed:1;
     unsigned                     authenticated:1;
@@ -149,6 +153,7 @@ typedef struct {
     unsigned                     priced:1;
     unsigned                     free_call:1;
     unsigned                     metered:1;
+    unsigned                     meter_admitted:1;
     unsigned                     billed:1;
     unsigned                     free_tier_failed:1;
 } ngx_http_toll_ctx_t;

@@ -2,10 +2,9 @@
  * toll: a buyer's usage, answered to the buyer.
  *
  * A location with "toll_usage" (and "toll on") answers the authenticated
- * buyer with its metered usage: totals and per service, from the usage
- * hashes in Redis not yet drained by toll-settle, and the free calls
- * leased so far.  Counts the zone has not flushed yet (at most
- * toll_meter_flush old) are not in it.
+ * buyer with its metered usage, totals and per service, from the usage
+ * hashes in Redis not yet drained by toll-settle.  Counts the zone has
+ * not flushed yet (at most toll_meter_flush old) are not in it.
  */
 
 #include <ngx_config.h>
@@ -34,7 +33,6 @@ typedef struct {
     ngx_str_t                  service;
     ngx_str_t                  provider;
     int64_t                    counts[NGX_HTTP_TOLL_USAGE_N];
-    int64_t                    leased;        /* free calls leased */
 } ngx_http_toll_usage_row_t;
 
 
@@ -56,11 +54,10 @@ static ngx_str_t  ngx_http_toll_usage_fields[NGX_HTTP_TOLL_USAGE_N] = {
 
 
 /*
- * KEYS: the buyer's days with usage, its free-tier hash.  ARGV: the
- * prefix of its usage hashes.  Returns every field and value of the
- * usage hashes, then of the free-tier hash: the sums are made in C, on
- * int64, never in Lua numbers.  A day that toll-settle drained is
- * forgotten.
+ * KEYS: the buyer's days with usage.  ARGV: the prefix of its usage
+ * hashes.  Returns every field and value of the usage hashes: the sums
+ * are made in C, on int64, never in Lua numbers.  A day that toll-settle
+ * drained is forgotten.
  */
 
 static ngx_str_t  ngx_http_toll_usage_script = ngx_string(
@@ -69,7 +66,7 @@ static ngx_str_t  ngx_http_toll_usage_script = ngx_string(
   "local h=redis.call('HGETALL',ARGV[1]..d) "
   "if #h==0 then redis.call('SREM',KEYS[1],d) end "
   "for i=1,#h do out[#out+1]=h[i] end end "
-"return {out,redis.call('HGETALL',KEYS[2])}");
+"return out");
 
 
 static ngx_int_t ngx_http_toll_usage_handler(ngx_http_request_t *r);
@@ -78,7 +75,7 @@ static void ngx_http_toll_usage_cleanup(void *data);
 static ngx_http_toll_usage_row_t *ngx_http_toll_usage_row(
     ngx_http_toll_usage_ctx_t *uctx, u_char *name, size_t len);
 static ngx_int_t ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx,
-    redisReply *field, redisReply *value, ngx_uint_t free_tier);
+    redisReply *field, redisReply *value);
 static ngx_int_t ngx_http_toll_usage_send(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_usage_ctx_t *uctx);
 
@@ -106,9 +103,9 @@ static ngx_int_t
 ngx_http_toll_usage_handler(ngx_http_request_t *r)
 {
     u_char                     *p;
-    size_t                      argvlen[6];
+    size_t                      argvlen[5];
     ngx_int_t                   rc;
-    const char                 *argv[6];
+    const char                 *argv[5];
     ngx_pool_cleanup_t         *cln;
     ngx_http_toll_ctx_t        *ctx;
     ngx_http_toll_usage_ctx_t  *uctx;
@@ -160,7 +157,7 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
     argvlen[0] = 4;
     argv[1] = (const char *) ngx_http_toll_usage_script.data;
     argvlen[1] = ngx_http_toll_usage_script.len;
-    argv[2] = "2";
+    argv[2] = "1";
     argvlen[2] = 1;
 
     argv[3] = (const char *) p;
@@ -168,14 +165,10 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
     argvlen[3] = p - (u_char *) argv[3];
 
     argv[4] = (const char *) p;
-    p = ngx_sprintf(p, "toll:free:{%V}", &ctx->key.owner);
+    p = ngx_sprintf(p, "toll:usage:{%V}:", &ctx->key.owner);
     argvlen[4] = p - (u_char *) argv[4];
 
-    argv[5] = (const char *) p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:", &ctx->key.owner);
-    argvlen[5] = p - (u_char *) argv[5];
-
-    uctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_usage_reply, uctx, 6,
+    uctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_usage_reply, uctx, 5,
                                          argv, argvlen);
 
     if (uctx->cmd == NULL) {
@@ -208,8 +201,7 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
     ngx_http_toll_usage_ctx_t *uctx = data;
 
     ngx_int_t             rc;
-    ngx_uint_t            i, j;
-    redisReply           *part;
+    ngx_uint_t            i;
     ngx_connection_t     *c;
     ngx_http_request_t   *r;
     ngx_http_toll_ctx_t  *ctx;
@@ -221,7 +213,7 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
     ctx = ngx_http_toll_get_ctx(r);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2)
+        || reply->elements % 2)
     {
         if (reply && reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -234,25 +226,16 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
         goto done;
     }
 
-    for (j = 0; j < 2; j++) {
-        part = reply->element[j];
-
-        if (part->type != REDIS_REPLY_ARRAY || part->elements % 2) {
+    for (i = 0; i < reply->elements; i += 2) {
+        if (ngx_http_toll_usage_add(uctx, reply->element[i],
+                                    reply->element[i + 1])
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "toll: a usage counter of \"%V\" does not read "
+                          "as one", &ctx->key.owner);
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
-        }
-
-        for (i = 0; i < part->elements; i += 2) {
-            if (ngx_http_toll_usage_add(uctx, part->element[i],
-                                        part->element[i + 1], j)
-                != NGX_OK)
-            {
-                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                              "toll: a usage counter of \"%V\" does not "
-                              "read as one", &ctx->key.owner);
-                rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-                goto done;
-            }
         }
     }
 
@@ -265,14 +248,11 @@ done:
 }
 
 
-/*
- * "service:field" and its count from a usage hash, or "service" and the
- * free calls leased from the free-tier hash.
- */
+/* "service:field" and its count from a usage hash */
 
 static ngx_int_t
 ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
-    redisReply *value, ngx_uint_t free_tier)
+    redisReply *value)
 {
     u_char                     *colon;
     size_t                      len;
@@ -284,19 +264,6 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         || value->type != REDIS_REPLY_STRING)
     {
         return NGX_ERROR;
-    }
-
-    if (free_tier) {
-        row = ngx_http_toll_usage_row(uctx, (u_char *) field->str,
-                                      field->len);
-        n = ngx_atoof((u_char *) value->str, value->len);
-
-        if (row == NULL || n == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        row->leased = n;
-        return NGX_OK;
     }
 
     colon = ngx_strlchr((u_char *) field->str,
@@ -396,6 +363,7 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     char                        amount[TOLL_MONEY_STR_MAX];
     size_t                      len;
     int64_t                     totals[NGX_HTTP_TOLL_USAGE_N], free_calls;
+    int64_t                     remaining;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_uint_t                  i, j;
@@ -444,7 +412,16 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     p = ngx_cpymem(p, "\"},\"services\":[", sizeof("\"},\"services\":[") - 1);
 
     for (i = 0; i < uctx->rows.nelts; i++) {
+        /*
+         * What the buyer can still get free: the service's free calls
+         * less those used; leases a node holds unused are still the
+         * buyer's.
+         */
+
         free_calls = ngx_http_toll_quota_free_calls(r, &row[i].service);
+        remaining = ngx_max(free_calls
+                            - row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
+                            0);
 
         p = ngx_sprintf(p, "%s{\"service\":\"%V\",\"provider\":\"%V\","
                         "\"calls\":%L,\"free_calls\":%L,"
@@ -453,8 +430,7 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                         i ? "," : "", &row[i].service, &row[i].provider,
                         row[i].counts[NGX_HTTP_TOLL_USAGE_CALLS],
                         row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
-                        free_calls < 0
-                        ? 0 : ngx_max(free_calls - row[i].leased, 0),
+                        remaining,
                         row[i].counts[NGX_HTTP_TOLL_USAGE_PAID_CALLS],
                         row[i].counts[NGX_HTTP_TOLL_USAGE_ERRORS]);
         p = ngx_cpymem(p, amount,

@@ -51,12 +51,12 @@ static ngx_int_t ngx_http_toll_auth_decode(ngx_http_request_t *r,
 static ngx_http_toll_auth_status_e ngx_http_toll_auth_verify(
     ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
-    ngx_flag_t pass_credentials, ngx_http_toll_header_t *add,
+    ngx_http_toll_loc_conf_t *lcf, ngx_http_toll_header_t *add,
     ngx_str_t **values, ngx_uint_t n);
 static void ngx_http_toll_header_set(ngx_table_elt_t *h,
     ngx_http_toll_header_t *header, ngx_str_t *value);
 static ngx_uint_t ngx_http_toll_header_stripped(ngx_table_elt_t *h,
-    ngx_flag_t pass_credentials);
+    ngx_http_toll_loc_conf_t *lcf);
 static ngx_uint_t ngx_http_toll_header_name_is(ngx_table_elt_t *h,
     const char *name, size_t len, ngx_uint_t prefix);
 static void ngx_http_toll_variables_reset(ngx_http_request_t *r);
@@ -529,7 +529,7 @@ ngx_http_toll_auth_cleanup(ngx_http_toll_ctx_t *ctx)
 
 ngx_int_t
 ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
-    ngx_flag_t pass_credentials)
+    ngx_http_toll_loc_conf_t *lcf)
 {
     ngx_str_t                  *values[3];
     ngx_uint_t                  n;
@@ -547,8 +547,7 @@ ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     /* a key without a plan sends no X-Toll-Plan */
     n = ctx->key.plan.len ? 3 : 2;
 
-    if (ngx_http_toll_headers_in_rewrite(r, pass_credentials, identity,
-                                         values, n)
+    if (ngx_http_toll_headers_in_rewrite(r, lcf, identity, values, n)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -629,7 +628,7 @@ ngx_http_toll_variables_reset(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
-    ngx_flag_t pass_credentials, ngx_http_toll_header_t *add,
+    ngx_http_toll_loc_conf_t *lcf, ngx_http_toll_header_t *add,
     ngx_str_t **values, ngx_uint_t n)
 {
     ngx_uint_t        i, start, removed;
@@ -645,7 +644,7 @@ ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            removed += ngx_http_toll_header_stripped(&h[i], pass_credentials);
+            removed += ngx_http_toll_header_stripped(&h[i], lcf);
         }
     }
 
@@ -693,7 +692,7 @@ ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
         for (i = 0; i <= part->nelts; i++) {
 
             if (i < part->nelts
-                && !ngx_http_toll_header_stripped(&h[i], pass_credentials))
+                && !ngx_http_toll_header_stripped(&h[i], lcf))
             {
                 continue;
             }
@@ -732,8 +731,7 @@ ngx_http_toll_headers_in_rewrite(ngx_http_request_t *r,
     /* commit; the list's first part is embedded in it, hence the copy */
 
     if (r->headers_in.authorization
-        && ngx_http_toll_header_stripped(r->headers_in.authorization,
-                                         pass_credentials))
+        && ngx_http_toll_header_stripped(r->headers_in.authorization, lcf))
     {
         r->headers_in.authorization = NULL;
     }
@@ -765,15 +763,24 @@ ngx_http_toll_header_set(ngx_table_elt_t *h, ngx_http_toll_header_t *header,
 
 
 static ngx_uint_t
-ngx_http_toll_header_stripped(ngx_table_elt_t *h, ngx_flag_t pass_credentials)
+ngx_http_toll_header_stripped(ngx_table_elt_t *h,
+    ngx_http_toll_loc_conf_t *lcf)
 {
-    /* the X-Toll- namespace is ours, whatever the client claims in it */
+    /*
+     * The X-Toll- namespace is ours, whatever the client claims in it;
+     * so is another prefix of the billing headers.
+     */
 
-    if (ngx_http_toll_header_name_is(h, "x-toll-", sizeof("x-toll-") - 1, 1)) {
+    if (ngx_http_toll_header_name_is(h, "x-toll-", sizeof("x-toll-") - 1, 1)
+        || (lcf->billing_prefix_lc.len
+            && ngx_http_toll_header_name_is(h,
+                   (const char *) lcf->billing_prefix_lc.data,
+                   lcf->billing_prefix_lc.len, 1)))
+    {
         return 1;
     }
 
-    if (pass_credentials) {
+    if (lcf->pass_credentials) {
         return 0;
     }
 

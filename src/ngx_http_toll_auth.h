@@ -24,11 +24,12 @@ ngx_int_t ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 
 /*
  * Rewrites the request headers for the upstream: removes every X-Toll-*
- * header the client sent, and its credential unless pass_credentials is
- * set; adds X-Toll-Buyer, X-Toll-Key-Id and X-Toll-Plan.
+ * header the client sent (and those with the billing headers' prefix),
+ * and its credential unless toll_pass_credentials is on; adds
+ * X-Toll-Buyer, X-Toll-Key-Id and X-Toll-Plan.
  */
 ngx_int_t ngx_http_toll_auth_forward(ngx_http_request_t *r,
-    ngx_http_toll_ctx_t *ctx, ngx_flag_t pass_credentials);
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 
 /* a refused request: its credential must not reach the log line */
 void ngx_http_toll_auth_forget(ngx_http_request_t *r);

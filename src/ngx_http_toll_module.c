@@ -514,7 +514,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         goto failed;
     }
 
-    if (ngx_http_toll_auth_forward(r, ctx, lcf->pass_credentials) != NGX_OK) {
+    if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
         goto failed;
     }
 

@@ -76,6 +76,8 @@ typedef struct {
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
     ngx_flag_t                   billing_headers;
     ngx_str_t                    billing_prefix;
+    ngx_str_t                    billing_prefix_lc; /* lower case, '-' for
+                                                      '_'; empty: X-Toll- */
     ngx_str_t                   *billing_names; /* prefix + each name */
 } ngx_http_toll_loc_conf_t;
 

@@ -404,6 +404,27 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
     ngx_conf_merge_str_value(conf->billing_prefix, prev->billing_prefix,
                              "X-Toll-");
 
+    /* the request's copies of another prefix are removed as X-Toll-* are */
+
+    if (conf->billing_prefix.len != sizeof("X-Toll-") - 1
+        || ngx_strncasecmp(conf->billing_prefix.data, (u_char *) "X-Toll-",
+                           sizeof("X-Toll-") - 1) != 0)
+    {
+        conf->billing_prefix_lc.data = ngx_pnalloc(cf->pool,
+                                                   conf->billing_prefix.len);
+        if (conf->billing_prefix_lc.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 0; i < conf->billing_prefix.len; i++) {
+            conf->billing_prefix_lc.data[i] =
+                (conf->billing_prefix.data[i] == '_')
+                ? '-' : ngx_tolower(conf->billing_prefix.data[i]);
+        }
+
+        conf->billing_prefix_lc.len = conf->billing_prefix.len;
+    }
+
     if (prev->billing_names
         && prev->billing_prefix.len == conf->billing_prefix.len
         && ngx_strncmp(prev->billing_prefix.data, conf->billing_prefix.data,

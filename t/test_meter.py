@@ -38,7 +38,8 @@ from helpers.meter import (ANY, AMOUNT_RE, USAGE_ID_RE, Load, any_billing,
                            proxy_to, total, upstream_block, usage,
                            usage_hash_names, wait_usage)
 from helpers.problem import check_problem
-from helpers.procs import free_port, wait_for
+from helpers.procs import PROXY, free_port, wait_for
+from helpers.upstream import header_values
 
 assert meter_upstream  # a fixture, used by name
 
@@ -1049,3 +1050,32 @@ def test_usage_me_store_down(start_nginx, meter_upstream, redis_server):
     redis_server.kill()
     r, _ = usage_me(ngx, alice)
     check_problem(r, 503, "store_unavailable")
+
+
+def test_client_copies_of_a_custom_prefix_do_not_reach_upstream(
+        start_nginx, upstream, redis_server):
+    """With toll_billing_header_prefix X-ACF-, a client's X-ACF-* request
+    headers are the gate's namespace, as X-Toll-* are: removed before the
+    upstream, in any case and with underscores."""
+    locations = """
+        location /acf/ {
+            toll on;
+            toll_service s provider=p price=1;
+            toll_billing_header_prefix X-ACF-;
+            %s
+        }
+""" % PROXY
+    ngx = start_nginx(locations=locations,
+                      http_extra="underscores_in_headers on;")
+    k = make_key(redis_server, owner="alice")
+    for _ in range(2):
+        r = client.request(ngx.port, path="/acf/x", headers=[
+            k.bearer(), ("X-ACF-Amount", "999"), ("x-acf-free-tier", "true"),
+            ("X_ACF_Usage_Id", "forged"), ("X-ACFX", "kept")])
+        assert r.status == 200, (r, r.body)
+        assert r.header("X-ACF-Amount") == "1"
+        req = upstream.last
+        names = [n.lower() for n, _ in req["headers"]]
+        assert not [n for n in names
+                    if n.replace("_", "-").startswith("x-acf-")], names
+        assert header_values(req, "X-ACFX") == ["kept"]

@@ -171,11 +171,8 @@ static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
 
 static ngx_int_t ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families);
-static ngx_int_t ngx_http_toll_limit_header_push(ngx_http_request_t *r,
-    const char *name, size_t name_len, u_char *value, size_t len);
-
-#define ngx_http_toll_limit_header_add(r, name, value, len)                  \
-    ngx_http_toll_limit_header_push(r, name, sizeof(name) - 1, value, len)
+#define ngx_http_toll_limit_header_add(r, nm, v, n)                          \
+    ngx_http_toll_header_push(r, (u_char *) nm, sizeof(nm) - 1, v, n)
 static u_char *ngx_http_toll_limit_policy_name(u_char *p,
     ngx_http_toll_limit_t *l);
 static int64_t ngx_http_toll_limit_now_ms(void);
@@ -2717,33 +2714,6 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
         b = p;
     }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_toll_limit_header_push(ngx_http_request_t *r, const char *name,
-    size_t name_len, u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* the value is in the request's pool already */
-    h->value.data = value;
-    h->value.len = len;
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = name_len;
-    h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
 
     return NGX_OK;
 }

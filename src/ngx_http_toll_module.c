@@ -1268,3 +1268,28 @@ ngx_http_toll_format_int(u_char *p, int64_t n)
 
     return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
 }
+
+
+ngx_int_t
+ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
+    size_t name_len, u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = name;
+    h->key.len = name_len;
+    h->value.data = value;
+    h->value.len = len;
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}

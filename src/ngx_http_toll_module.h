@@ -164,6 +164,10 @@ typedef struct {
 extern ngx_module_t  ngx_http_toll_module;
 
 
+/* adds a response header; name and value must outlive the request */
+ngx_int_t ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
+    size_t name_len, u_char *value, size_t len);
+
 /* a count in decimal: the answers' hot paths have no use for ngx_sprintf() */
 u_char *ngx_http_toll_format_int(u_char *p, int64_t n);
 

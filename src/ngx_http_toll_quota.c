@@ -76,8 +76,8 @@ static void ngx_http_toll_quota_give_back(ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *text, int64_t *micros);
 
-static ngx_int_t ngx_http_toll_quota_header_add(ngx_http_request_t *r,
-    ngx_str_t *name, u_char *value, size_t len);
+#define ngx_http_toll_quota_header_add(r, nm, v, n)                          \
+    ngx_http_toll_header_push(r, (nm)->data, (nm)->len, v, n)
 
 
 
@@ -816,30 +816,6 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
     {
         return NGX_ERROR;
     }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_toll_quota_header_add(ngx_http_request_t *r, ngx_str_t *name,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key = *name;
-    h->value.data = value;
-    h->value.len = len;
-    h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
 
     return NGX_OK;
 }

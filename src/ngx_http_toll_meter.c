@@ -411,8 +411,29 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
     pool = NULL;
     sent = 0;
 
-    if (ngx_exiting && ngx_http_toll_meter_exit_at_ms == 0) {
-        ngx_http_toll_meter_exit_at_ms = now;
+    if (ngx_exiting) {
+        if (ngx_http_toll_meter_exit_at_ms == 0) {
+            ngx_http_toll_meter_exit_at_ms = now;
+        }
+
+        /*
+         * After a reload the new cycle's workers flush what is left, and
+         * keep adding to it: this one only waits for its own batches.
+         * When nginx stops, no one else will: it flushes all.
+         */
+
+        if (ngx_http_toll_shm_proc_hand_over(ngx_http_toll_meter_zone)) {
+            if (ngx_http_toll_meter_inflight == 0
+                || now - ngx_http_toll_meter_exit_at_ms
+                   > NGX_HTTP_TOLL_METER_EXIT_MAX_MS)
+            {
+                /* unconfirmed batches are sent again by the others */
+                return;
+            }
+
+            ngx_add_timer(ev, NGX_HTTP_TOLL_METER_EXIT_TICK_MS);
+            return;
+        }
     }
 
     ngx_http_toll_shm_lock(ngx_http_toll_meter_zone);

@@ -763,6 +763,7 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
         {
             p->pid = ngx_pid;
             p->gen++;
+            p->exiting = 0;
             *gen = p->gen;
             slot = i;
             break;
@@ -800,4 +801,37 @@ ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone, ngx_uint_t slot)
     ngx_http_toll_shctx_t  *ctx = shm_zone->data;
 
     return ctx->sh->procs[slot].gen;
+}
+
+
+ngx_uint_t
+ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                 i, others;
+    ngx_http_toll_shctx_t     *ctx;
+    ngx_http_toll_shm_proc_t  *p;
+
+    ctx = shm_zone->data;
+    others = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+        p = &ctx->sh->procs[i];
+
+        if (p->pid == ngx_pid) {
+            p->exiting = 1;
+            continue;
+        }
+
+        if (p->pid != 0 && !p->exiting
+            && !(kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+        {
+            others++;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return others;
 }

@@ -29,6 +29,7 @@
 typedef struct {
     ngx_pid_t                  pid;           /* 0: free */
     uint32_t                   gen;           /* bumped at each claim */
+    ngx_uint_t                 exiting;       /* shutting down */
 } ngx_http_toll_shm_proc_t;
 
 
@@ -128,6 +129,13 @@ void ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone,
     ngx_int_t slot);
 uint32_t ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone,
     ngx_uint_t slot);
+
+/*
+ * Marks this process as exiting, and says whether another live worker
+ * that is not exiting shares the zone (after a reload: the new cycle's),
+ * to take over what this one leaves.
+ */
+ngx_uint_t ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone);
 
 
 #endif /* _NGX_HTTP_TOLL_SHM_H_INCLUDED_ */

@@ -1200,6 +1200,13 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
 
+    if (conf->usage && !conf->enable) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_usage\" needs \"toll on\" in its "
+                           "location: it answers the authenticated buyer");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->enable && !mcf->redis_set) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"toll\" is on but no \"toll_redis\" is "

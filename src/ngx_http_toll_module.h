@@ -72,6 +72,7 @@ typedef struct {
     ngx_flag_t                   limit_ip_unauthenticated;
 
     void                        *service;       /* toll_service, or NULL */
+    ngx_flag_t                   usage;         /* toll_usage here */
     ngx_flag_t                   charge_errors;
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
     ngx_flag_t                   billing_headers;

@@ -85,7 +85,11 @@ static ngx_int_t ngx_http_toll_usage_send(ngx_http_request_t *r,
 char *
 ngx_http_toll_usage_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_toll_loc_conf_t *lcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
+
+    lcf->usage = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 

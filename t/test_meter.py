@@ -1079,3 +1079,13 @@ def test_client_copies_of_a_custom_prefix_do_not_reach_upstream(
         assert not [n for n in names
                     if n.replace("_", "-").startswith("x-acf-")], names
         assert header_values(req, "X-ACFX") == ["kept"]
+
+
+def test_usage_needs_toll_on(nginx_t):
+    rc, out, _ = nginx_t("""
+    toll_redis 127.0.0.1:6379;
+    server {
+        listen 127.0.0.1:1;
+        location = /usage/me { toll_usage; }
+    }""")
+    assert rc != 0 and '"toll_usage" needs "toll on"' in out, out

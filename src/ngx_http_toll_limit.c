@@ -175,7 +175,6 @@ static ngx_int_t ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_header_push(r, (u_char *) nm, sizeof(nm) - 1, v, n)
 static u_char *ngx_http_toll_limit_policy_name(u_char *p,
     ngx_http_toll_limit_t *l);
-static int64_t ngx_http_toll_limit_now_ms(void);
 
 
 
@@ -1252,7 +1251,7 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     ngx_http_toll_limit_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
-    now = ngx_http_toll_limit_now_ms();
+    now = ngx_http_toll_now_ms();
     mask = ngx_http_toll_limit_mask(lctx, from, to);
 
     ngx_http_toll_shm_lock(lctx->shm_zone);
@@ -1686,7 +1685,7 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    now = ngx_http_toll_limit_now_ms();
+    now = ngx_http_toll_now_ms();
 
     ngx_http_toll_shm_lock(lctx->shm_zone);
 
@@ -1762,7 +1761,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
     lctx->strict_waiting = 0;
 
-    now = ngx_http_toll_limit_now_ms();
+    now = ngx_http_toll_now_ms();
 
     rc = ngx_http_toll_limit_apply(sync->shm_zone, sync, reply, now);
 
@@ -2318,7 +2317,7 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     pool = NULL;
     calls = NULL;
     n = 0;
-    now = ngx_http_toll_limit_now_ms();
+    now = ngx_http_toll_now_ms();
 
     ngx_http_toll_shm_lock(ngx_http_toll_limit_zone);
 
@@ -2408,7 +2407,7 @@ ngx_http_toll_limit_sync_reply(void *data, redisReply *reply)
     ngx_http_toll_limit_sync_t *sync = data;
 
     (void) ngx_http_toll_limit_apply(sync->shm_zone, sync, reply,
-                                     ngx_http_toll_limit_now_ms());
+                                     ngx_http_toll_now_ms());
     ngx_free(sync);
 }
 
@@ -2716,15 +2715,4 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
     }
 
     return NGX_OK;
-}
-
-
-static int64_t
-ngx_http_toll_limit_now_ms(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000 + tp->msec;
 }

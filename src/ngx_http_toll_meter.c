@@ -80,7 +80,6 @@ static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
 static void ngx_http_toll_meter_reply(void *data, redisReply *reply);
 static void ngx_http_toll_meter_index_reply(void *data, redisReply *reply);
-static int64_t ngx_http_toll_meter_now_ms(void);
 
 
 static ngx_event_t        ngx_http_toll_meter_ev;
@@ -407,7 +406,7 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
-    now = ngx_http_toll_meter_now_ms();
+    now = ngx_http_toll_now_ms();
     pool = NULL;
     sent = 0;
 
@@ -776,15 +775,4 @@ static void
 ngx_http_toll_meter_index_reply(void *data, redisReply *reply)
 {
     /* an index entry lost now is written again with the next flush */
-}
-
-
-static int64_t
-ngx_http_toll_meter_now_ms(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (int64_t) tp->sec * 1000 + tp->msec;
 }

@@ -1300,3 +1300,14 @@ ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
 
     return NGX_OK;
 }
+
+
+int64_t
+ngx_http_toll_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}

@@ -169,6 +169,9 @@ extern ngx_module_t  ngx_http_toll_module;
 ngx_int_t ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
     size_t name_len, u_char *value, size_t len);
 
+/* the wall clock in unix ms, as limits and the meter count time */
+int64_t ngx_http_toll_now_ms(void);
+
 /* a count in decimal: the answers' hot paths have no use for ngx_sprintf() */
 u_char *ngx_http_toll_format_int(u_char *p, int64_t n);
 

@@ -1,6 +1,6 @@
 # toll: build, demo, tests and benchmarks.
 #
-#   make            the nginx module and tollctl, in build/
+#   make            the nginx module, tollctl and toll-settle, in build/
 #   make demo       Redis + nginx with the module + a demo upstream, on loopback
 #   make test       every test: C unit tests, then the integration suites
 #   make test-asan  the same suites against a module built with ASan and UBSan
@@ -17,6 +17,7 @@ SANITIZE    ?=
 
 DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                libjansson-dev libssl-dev libcmocka-dev redis-server \
+               libsqlite3-dev libcurl4-openssl-dev sqlite3 \
                python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
                valgrind
 
@@ -44,12 +45,13 @@ LIB_SRCS    := $(wildcard lib/*.c)
 LIB_HDRS    := $(wildcard lib/*.h)
 MODULE_DEPS := config $(wildcard src/*.c src/*.h) $(LIB_SRCS) $(LIB_HDRS)
 CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
+SETTLE_SRCS := $(wildcard settle/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
-.PHONY: all setup module ctl unit test test-unit test-integration test-asan \
+.PHONY: all setup module ctl settle unit test test-unit test-integration test-asan \
         demo bench bench-callgrind clean
 
-all: setup module ctl
+all: setup module ctl settle
 
 setup:
 	@missing=""; \
@@ -67,6 +69,8 @@ module: $(OUT)/ngx_http_toll_module.so
 
 ctl: $(OUT)/tollctl
 
+settle: $(OUT)/toll-settle
+
 $(NGX_OBJS)/Makefile: config $(NGINX_SRC)/conf_flags Makefile
 	@mkdir -p $(NGX_OBJS)
 	cd $(NGINX_SRC) && bash -c '. ./conf_flags && ./configure \
@@ -82,12 +86,29 @@ $(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
 
 $(OUT)/tollctl: $(CTL_SRCS) $(LIB_HDRS) $(wildcard ctl/*.h)
 	@mkdir -p $(OUT)
-	$(CC) $(CSTD_FLAGS) -Ilib -o $@.tmp $(CTL_SRCS) -lhiredis -ljansson -lcrypto
+	$(CC) $(CSTD_FLAGS) -Ilib -o $@.tmp $(CTL_SRCS) -lhiredis -ljansson \
+	    -lsqlite3 -lcrypto
+	mv -f $@.tmp $@
+
+$(OUT)/toll-settle: $(SETTLE_SRCS) $(LIB_HDRS) $(wildcard settle/*.h)
+	@mkdir -p $(OUT)
+	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@.tmp $(SETTLE_SRCS) \
+	    -lhiredis -ljansson -lsqlite3 -lcurl -lcrypto
 	mv -f $@.tmp $@
 
 $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
-	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lcrypto
+	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
+	    -ljansson -lcrypto
+
+# the webhook sender's test links the daemon's file, libcurl and pthreads
+$(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
+        settle/toll_settle_webhook.c settle/toll_settle_webhook.h \
+        $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(OUT)/unit
+	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
+	    settle/toll_settle_webhook.c $(LIB_SRCS) -lcmocka -lsqlite3 \
+	    -ljansson -lcurl -lcrypto
 
 unit: $(UNIT_TESTS)
 

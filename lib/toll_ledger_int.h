@@ -1,0 +1,78 @@
+/*
+ * toll: the ledger's internals, shared by lib/toll_ledger.c (open, posting
+ * usage, queries) and lib/toll_settlement.c (settlements).  Not for
+ * programs: they use toll_ledger.h.
+ */
+
+#ifndef _TOLL_LEDGER_INT_H_INCLUDED_
+#define _TOLL_LEDGER_INT_H_INCLUDED_
+
+
+#include <stdint.h>
+
+#include <sqlite3.h>
+#include <jansson.h>
+
+#include "toll_ledger.h"
+#include "toll_money.h"
+
+
+#define TOLL_LEDGER_ERR_MAX          256
+/* "2026-03-01T00:00:00Z" and its NUL */
+#define TOLL_LEDGER_TIME_STR_MAX     21
+
+
+struct toll_ledger_s {
+    sqlite3          *db;
+    char              id[TOLL_LEDGER_BATCH_ID_LEN + 1];
+    char              err[TOLL_LEDGER_ERR_MAX];
+
+    /* the open write transaction's sums, checked before COMMIT */
+    int               in_tx;
+    int64_t           tx_debits_micros;
+    int64_t           tx_credits_micros;
+};
+
+
+/* BEGIN IMMEDIATE: the write lock now, not at the first write */
+int toll_ledger_begin(toll_ledger_t *lg);
+
+/*
+ * Checks that the transaction's debits equal its credits (abort() if
+ * not: a program that unbalances the ledger must stop, GUIDE.md), adds
+ * them to the totals row, and COMMITs.
+ */
+int toll_ledger_commit(toll_ledger_t *lg);
+void toll_ledger_rollback(toll_ledger_t *lg);
+
+/* the id of an account, created on first use; kind as the schema's */
+int toll_ledger_account(toll_ledger_t *lg, const char *name,
+    const char *kind, int64_t *id);
+
+/*
+ * One entry of an open transaction: exactly one of debit and credit is
+ * > 0; a zero amount writes nothing.  Sums it into the transaction's
+ * balance.
+ */
+int toll_ledger_entry(toll_ledger_t *lg, int64_t tx_id, const char *account,
+    const char *kind, int64_t debit_micros, int64_t credit_micros);
+
+/* records sqlite's message for what failed; returns ERROR or BUSY */
+int toll_ledger_sql_error(toll_ledger_t *lg, const char *what);
+int toll_ledger_set_error(toll_ledger_t *lg, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* prepare, bind, step helpers: every statement is finalized by the caller */
+int toll_ledger_prepare(toll_ledger_t *lg, const char *sql,
+    sqlite3_stmt **stmt);
+
+/* an amount as text with at least two decimals: "10.50", "0.000001" */
+json_t *toll_ledger_amount_json(int64_t micros);
+void toll_ledger_amount_text(int64_t micros, char buf[TOLL_MONEY_STR_MAX + 1]);
+
+/* unix seconds as "2026-03-01T00:00:00Z" */
+void toll_ledger_time_text(int64_t t, char buf[TOLL_LEDGER_TIME_STR_MAX]);
+json_t *toll_ledger_time_json(int64_t t);
+
+
+#endif /* _TOLL_LEDGER_INT_H_INCLUDED_ */

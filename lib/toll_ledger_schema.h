@@ -1,0 +1,136 @@
+/*
+ * toll: the ledger's schema, version TOLL_LEDGER_SCHEMA_VERSION
+ * (docs/settle.md).  Amounts are INTEGER micro-units; times are unix
+ * seconds unless the column says _ms.  The CHECKs and triggers are the
+ * ledger's own guard against a program that would write a wrong row.
+ */
+
+#ifndef _TOLL_LEDGER_SCHEMA_H_INCLUDED_
+#define _TOLL_LEDGER_SCHEMA_H_INCLUDED_
+
+
+#define TOLL_LEDGER_SCHEMA_SQL                                               \
+"CREATE TABLE meta ("                                                        \
+"  name  TEXT PRIMARY KEY,"                                                  \
+"  value TEXT NOT NULL"                                                      \
+") STRICT;"                                                                  \
+                                                                             \
+"CREATE TABLE accounts ("                                                    \
+"  id   INTEGER PRIMARY KEY,"                                                \
+"  name TEXT NOT NULL UNIQUE,"                                               \
+"  kind TEXT NOT NULL CHECK (kind IN ('buyer', 'provider', 'platform'))"     \
+") STRICT;"                                                                  \
+                                                                             \
+"CREATE TABLE batches ("                                                     \
+"  id        TEXT PRIMARY KEY,"                                              \
+"  claim     TEXT NOT NULL,"                                                 \
+"  buyer     TEXT NOT NULL,"                                                 \
+"  day       TEXT NOT NULL,"                                                 \
+"  posted_at INTEGER NOT NULL,"                                              \
+"  records   INTEGER NOT NULL CHECK (records >= 0)"                          \
+") STRICT;"                                                                  \
+                                                                             \
+"CREATE TABLE settlements ("                                                 \
+"  id           TEXT PRIMARY KEY,"                                           \
+"  provider     TEXT NOT NULL,"                                              \
+"  period_start INTEGER NOT NULL,"                                           \
+"  period_end   INTEGER NOT NULL CHECK (period_end > period_start),"         \
+"  total_micros INTEGER NOT NULL CHECK (total_micros >= 0),"                 \
+"  fee_micros   INTEGER NOT NULL CHECK (fee_micros >= 0),"                   \
+"  net_micros   INTEGER NOT NULL"                                            \
+"               CHECK (net_micros = total_micros - fee_micros),"             \
+"  calls        INTEGER NOT NULL CHECK (calls >= 0),"                        \
+"  status       TEXT NOT NULL CHECK (status IN ('pending', 'completed')),"   \
+"  payment_tx   TEXT,"                                                       \
+"  created_at   INTEGER NOT NULL,"                                           \
+"  paid_at      INTEGER,"                                                    \
+"  CHECK ((status = 'completed') = (payment_tx IS NOT NULL))"                \
+") STRICT;"                                                                  \
+"CREATE INDEX settlements_provider ON settlements (provider, period_start);" \
+                                                                             \
+"CREATE TABLE transactions ("                                                \
+"  id            INTEGER PRIMARY KEY,"                                       \
+"  kind          TEXT NOT NULL CHECK (kind IN ('usage', 'payout')),"         \
+"  batch_id      TEXT REFERENCES batches (id),"                              \
+"  settlement_id TEXT REFERENCES settlements (id),"                          \
+"  posted_at     INTEGER NOT NULL,"                                          \
+"  buyer         TEXT,"                                                      \
+"  provider      TEXT NOT NULL,"                                             \
+"  service       TEXT,"                                                      \
+"  day           TEXT,"                                                      \
+"  calls         INTEGER NOT NULL DEFAULT 0 CHECK (calls >= 0),"             \
+"  free_calls    INTEGER NOT NULL DEFAULT 0 CHECK (free_calls >= 0),"        \
+"  paid_calls    INTEGER NOT NULL DEFAULT 0 CHECK (paid_calls >= 0),"        \
+"  errors        INTEGER NOT NULL DEFAULT 0 CHECK (errors >= 0),"            \
+"  latency_ms    INTEGER NOT NULL DEFAULT 0,"                                \
+"  amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),"               \
+"  fee_bp        INTEGER NOT NULL DEFAULT 0"                                 \
+"                CHECK (fee_bp BETWEEN 0 AND 10000),"                        \
+"  fee_micros    INTEGER NOT NULL DEFAULT 0"                                 \
+"                CHECK (fee_micros BETWEEN 0 AND amount_micros),"            \
+"  CHECK ((kind = 'usage') = (batch_id IS NOT NULL)),"                       \
+"  CHECK ((kind = 'payout') = (settlement_id IS NOT NULL)),"                 \
+"  UNIQUE (batch_id, service)"                                               \
+") STRICT;"                                                                  \
+"CREATE INDEX transactions_provider"                                         \
+"  ON transactions (provider, kind, posted_at);"                             \
+"CREATE INDEX transactions_usage ON transactions (buyer, day, service);"      \
+                                                                             \
+"CREATE TABLE entries ("                                                     \
+"  id            INTEGER PRIMARY KEY,"                                       \
+"  tx_id         INTEGER NOT NULL REFERENCES transactions (id),"             \
+"  account_id    INTEGER NOT NULL REFERENCES accounts (id),"                 \
+"  debit_micros  INTEGER NOT NULL CHECK (debit_micros >= 0),"                \
+"  credit_micros INTEGER NOT NULL CHECK (credit_micros >= 0),"               \
+"  CHECK ((debit_micros = 0) <> (credit_micros = 0))"                        \
+") STRICT;"                                                                  \
+"CREATE INDEX entries_account ON entries (account_id, id);"                  \
+"CREATE INDEX entries_tx ON entries (tx_id);"                                \
+"CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries"                  \
+"  BEGIN SELECT RAISE(ABORT, 'ledger entries are immutable'); END;"          \
+"CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries"                  \
+"  BEGIN SELECT RAISE(ABORT, 'ledger entries are immutable'); END;"          \
+"CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"        \
+"  BEGIN SELECT RAISE(ABORT, 'ledger transactions are immutable'); END;"     \
+                                                                             \
+"CREATE TABLE totals ("                                                      \
+"  id             INTEGER PRIMARY KEY CHECK (id = 1),"                       \
+"  debits_micros  INTEGER NOT NULL,"                                         \
+"  credits_micros INTEGER NOT NULL,"                                         \
+"  CHECK (debits_micros = credits_micros)"                                   \
+") STRICT;"                                                                  \
+"INSERT INTO totals VALUES (1, 0, 0);"                                       \
+                                                                             \
+"CREATE TABLE free_tier ("                                                   \
+"  buyer         TEXT NOT NULL,"                                             \
+"  service       TEXT NOT NULL,"                                             \
+"  free_calls    INTEGER NOT NULL,"                                          \
+"  exhausted_at  INTEGER,"                                                   \
+"  PRIMARY KEY (buyer, service)"                                             \
+") STRICT;"                                                                  \
+                                                                             \
+"CREATE TABLE events ("                                                      \
+"  seq        INTEGER PRIMARY KEY,"                                          \
+"  id         TEXT NOT NULL UNIQUE,"                                         \
+"  type       TEXT NOT NULL,"                                                \
+"  created_at INTEGER NOT NULL,"                                             \
+"  body       TEXT NOT NULL"                                                 \
+") STRICT;"                                                                  \
+                                                                             \
+"CREATE TABLE deliveries ("                                                  \
+"  id           INTEGER PRIMARY KEY,"                                        \
+"  event_seq    INTEGER NOT NULL REFERENCES events (seq),"                   \
+"  url          TEXT NOT NULL,"                                              \
+"  status       TEXT NOT NULL"                                               \
+"               CHECK (status IN ('pending', 'delivered', 'failed')),"       \
+"  attempts     INTEGER NOT NULL DEFAULT 0,"                                 \
+"  next_at_ms   INTEGER NOT NULL,"                                           \
+"  last_status  INTEGER,"                                                    \
+"  last_error   TEXT,"                                                       \
+"  delivered_at INTEGER,"                                                    \
+"  UNIQUE (event_seq, url)"                                                  \
+") STRICT;"                                                                  \
+"CREATE INDEX deliveries_due ON deliveries (status, next_at_ms);"
+
+
+#endif /* _TOLL_LEDGER_SCHEMA_H_INCLUDED_ */

@@ -1,0 +1,526 @@
+/*
+ * toll-settle: drains the meter's usage from Redis into the double-entry
+ * ledger, exactly once, and delivers signed webhooks (docs/settle.md).
+ *
+ * One thread drains (toll_settle_drain.c); another sends webhooks
+ * (toll_settle_webhook.c), so that a receiver that hangs never holds up
+ * the ledger.  SIGTERM and SIGINT end the loop between two batches: the
+ * batch in hand is committed and deleted first.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_conf.h"
+#include "toll_settle_drain.h"
+#include "toll_settle_webhook.h"
+
+
+#define TOLL_SETTLE_VERSION          "0.1.0"
+/* Redis down: the next try after at most this long */
+#define TOLL_SETTLE_RETRY_MS_MAX     1000
+/* --once: passes while the index still holds names, then it stops */
+#define TOLL_SETTLE_ONCE_PASSES_MAX  1000
+/* --once: how long it waits for the webhooks its pass made due */
+#define TOLL_SETTLE_ONCE_HOOKS_MS    60000
+/* the sleep between passes is cut in slices to see SIGTERM soon */
+#define TOLL_SETTLE_SLEEP_SLICE_MS   50
+
+
+enum {
+    TOLL_SETTLE_OPT_ONCE = 256,
+    TOLL_SETTLE_OPT_REDIS,
+    TOLL_SETTLE_OPT_LEDGER,
+    TOLL_SETTLE_OPT_INTERVAL
+};
+
+
+static const struct option  toll_settle_options[] = {
+    { "config",   required_argument, NULL, 'c' },
+    { "once",     no_argument,       NULL, TOLL_SETTLE_OPT_ONCE },
+    { "redis",    required_argument, NULL, TOLL_SETTLE_OPT_REDIS },
+    { "ledger",   required_argument, NULL, TOLL_SETTLE_OPT_LEDGER },
+    { "interval", required_argument, NULL, TOLL_SETTLE_OPT_INTERVAL },
+    { "verbose",  no_argument,       NULL, 'v' },
+    { "help",     no_argument,       NULL, 'h' },
+    { "version",  no_argument,       NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+};
+
+
+static volatile sig_atomic_t  toll_settle_stop;
+
+
+static int toll_settle_args(toll_settle_conf_t *conf, int argc,
+    char **argv);
+static int toll_settle_usage_error(const char *fmt, const char *arg);
+static void toll_settle_help(void);
+static int toll_settle_lock(const toll_settle_conf_t *conf, int *fd);
+static int toll_settle_run(toll_settle_conf_t *conf);
+static int toll_settle_once(toll_settle_drain_t *d);
+static int toll_settle_loop(toll_settle_drain_t *d);
+static void toll_settle_sleep_ms(int64_t ms);
+static void toll_settle_on_signal(int signo);
+
+
+int
+main(int argc, char **argv)
+{
+    int                 rc;
+    toll_settle_conf_t  conf;
+
+    /* a receiver that closes early must fail a write, not kill us */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+
+    toll_settle_conf_init(&conf);
+
+    rc = toll_settle_args(&conf, argc, argv);
+
+    if (rc == EX_OK) {
+        rc = toll_settle_run(&conf);
+
+    } else if (rc == -1) {
+        rc = EX_OK;          /* --help, --version */
+    }
+
+    toll_settle_conf_free(&conf);
+
+    return rc;
+}
+
+
+/*
+ * The file first, then the options over it, whatever their order: the
+ * command line wins.
+ */
+static int
+toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
+{
+    int          c, rc;
+    int64_t      ms;
+    char         err[512];
+    const char  *file, *redis, *ledger, *interval;
+
+    file = NULL;
+    redis = NULL;
+    ledger = NULL;
+    interval = NULL;
+
+    opterr = 0;
+
+    for ( ;; ) {
+        c = getopt_long(argc, argv, ":c:vhV", toll_settle_options, NULL);
+        if (c == -1) {
+            break;
+        }
+
+        switch (c) {
+
+        case 'c':
+            file = optarg;
+            break;
+
+        case TOLL_SETTLE_OPT_ONCE:
+            conf->once = 1;
+            break;
+
+        case TOLL_SETTLE_OPT_REDIS:
+            redis = optarg;
+            break;
+
+        case TOLL_SETTLE_OPT_LEDGER:
+            ledger = optarg;
+            break;
+
+        case TOLL_SETTLE_OPT_INTERVAL:
+            interval = optarg;
+            break;
+
+        case 'v':
+            conf->verbose = 1;
+            break;
+
+        case 'h':
+            toll_settle_help();
+            return -1;
+
+        case 'V':
+            printf("toll-settle " TOLL_SETTLE_VERSION "\n");
+            return -1;
+
+        case ':':
+            return toll_settle_usage_error("option \"%s\" needs a value",
+                                           argv[optind - 1]);
+
+        default:
+            return toll_settle_usage_error("unknown option \"%s\"",
+                                           argv[optind - 1]);
+        }
+    }
+
+    if (optind < argc) {
+        return toll_settle_usage_error("unexpected argument \"%s\"",
+                                       argv[optind]);
+    }
+
+    if (file != NULL) {
+        rc = toll_settle_conf_load(conf, file, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "toll-settle: %s\n", err);
+            return rc;
+        }
+    }
+
+    if (redis != NULL && toll_settle_conf_redis(conf, redis) != 0) {
+        return toll_settle_usage_error("invalid --redis \"%s\": use "
+                                       "HOST:PORT, [IPV6]:PORT or "
+                                       "unix:/PATH", redis);
+    }
+
+    if (ledger != NULL) {
+        if (strlen(ledger) == 0 || strlen(ledger) > TOLL_SETTLE_PATH_LEN_MAX) {
+            return toll_settle_usage_error("invalid --ledger \"%s\"", ledger);
+        }
+
+        snprintf(conf->ledger, sizeof(conf->ledger), "%s", ledger);
+    }
+
+    if (interval != NULL) {
+        ms = toll_settle_conf_duration_ms(interval);
+
+        if (ms < TOLL_SETTLE_INTERVAL_MS_MIN
+            || ms > TOLL_SETTLE_INTERVAL_MS_MAX)
+        {
+            return toll_settle_usage_error("invalid --interval \"%s\": "
+                                           "100ms to 60s", interval);
+        }
+
+        conf->interval_ms = ms;
+    }
+
+    return EX_OK;
+}
+
+
+static int
+toll_settle_usage_error(const char *fmt, const char *arg)
+{
+    fputs("toll-settle: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("; see 'toll-settle --help'\n", stderr);
+
+    return EX_USAGE;
+}
+
+
+static void
+toll_settle_help(void)
+{
+    printf(
+"usage: toll-settle [-c FILE] [--once] [--redis ADDR] [--ledger PATH]\n"
+"                   [--interval DURATION] [--verbose]\n"
+"\n"
+"Drain toll's metered usage from Redis into the double-entry ledger,\n"
+"exactly once, and deliver signed webhooks.  See docs/settle.md.\n"
+"\n"
+"options:\n"
+"  -c, --config FILE     configuration file (default: none, built-in\n"
+"                        defaults)\n"
+"      --once            one drain pass, wait for its webhooks, exit\n"
+"      --redis ADDR      HOST:PORT, [IPV6]:PORT or unix:/PATH (default\n"
+"                        " TOLL_SETTLE_REDIS_DEFAULT ")\n"
+"      --ledger PATH     the SQLite ledger, created when missing (default\n"
+"                        " TOLL_SETTLE_LEDGER_DEFAULT ")\n"
+"      --interval DURATION  time between passes, 100ms to 60s (default "
+"10s)\n"
+"  -v, --verbose         a line per posted batch\n"
+"  -h, --help            print this help and exit\n"
+"  -V, --version         print the version and exit\n"
+"\n"
+"exit status: 0 done or stopped by SIGTERM, 64 usage error, 66 no such\n"
+"configuration file, 69 Redis unreachable (--once), 70 internal error,\n"
+"73 cannot open or create the ledger, 75 another toll-settle holds the\n"
+"ledger (--once), 78 configuration error\n");
+}
+
+
+static int
+toll_settle_run(toll_settle_conf_t *conf)
+{
+    int                  rc, lock_fd;
+    char                 err[512];
+    struct sigaction     sa;
+    toll_ledger_t       *ledger;
+    toll_settle_drain_t  d;
+
+    /* no SA_RESTART: a waiting flock() or sleep returns on SIGTERM */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = toll_settle_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &ledger, err,
+                          sizeof(err));
+    if (rc != TOLL_LEDGER_OK) {
+        fprintf(stderr, "toll-settle: %s\n", err);
+        return EX_CANTCREAT;
+    }
+
+    rc = toll_settle_lock(conf, &lock_fd);
+    if (rc != EX_OK) {
+        toll_ledger_close(ledger);
+        return rc;
+    }
+
+    if (toll_settle_stop) {
+        close(lock_fd);
+        toll_ledger_close(ledger);
+        return EX_OK;
+    }
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "toll-settle: libcurl failed to start\n");
+        close(lock_fd);
+        toll_ledger_close(ledger);
+        return EX_SOFTWARE;
+    }
+
+    memset(&d, 0, sizeof(d));
+    d.conf = conf;
+    d.ledger = ledger;
+    d.stop = &toll_settle_stop;
+
+    if (conf->nhooks > 0) {
+        rc = toll_settle_webhooks_start(conf->ledger, conf->hooks,
+                                        conf->nhooks, conf->hook_timeout_ms,
+                                        conf->verbose, &d.hooks, err,
+                                        sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "toll-settle: %s\n", err);
+            rc = EX_SOFTWARE;
+            goto done;
+        }
+    }
+
+    if (conf->verbose) {
+        toll_settle_log("draining redis at %s into the ledger \"%s\" "
+                        "(id %s)", conf->redis_text, conf->ledger,
+                        toll_ledger_id(ledger));
+    }
+
+    rc = conf->once ? toll_settle_once(&d) : toll_settle_loop(&d);
+
+    if (d.hooks != NULL) {
+        toll_settle_webhooks_stop(d.hooks);
+    }
+
+done:
+
+    toll_settle_drain_close(&d);
+    toll_ledger_close(ledger);
+    curl_global_cleanup();
+    close(lock_fd);
+
+    return rc;
+}
+
+
+/*
+ * One drainer per ledger: a second one waits for the first to end (or,
+ * with --once, says so and exits).  The lock is the kernel's, so a
+ * worker killed with SIGKILL frees it.
+ */
+static int
+toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
+{
+    char  path[TOLL_SETTLE_PATH_LEN_MAX + 8];
+
+    snprintf(path, sizeof(path), "%s.lock", conf->ledger);
+
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*fd == -1) {
+        fprintf(stderr, "toll-settle: cannot open the lock \"%s\": %s\n",
+                path, strerror(errno));
+        return EX_CANTCREAT;
+    }
+
+    if (flock(*fd, LOCK_EX | LOCK_NB) == 0) {
+        return EX_OK;
+    }
+
+    if (errno != EWOULDBLOCK) {
+        fprintf(stderr, "toll-settle: cannot lock \"%s\": %s\n", path,
+                strerror(errno));
+        close(*fd);
+        return EX_OSERR;
+    }
+
+    if (conf->once) {
+        fprintf(stderr, "toll-settle: another toll-settle drains the "
+                "ledger \"%s\"; run again when it has stopped\n",
+                conf->ledger);
+        close(*fd);
+        return EX_TEMPFAIL;
+    }
+
+    toll_settle_log("another toll-settle drains the ledger \"%s\"; "
+                    "waiting for it to stop", conf->ledger);
+
+    while (flock(*fd, LOCK_EX) == -1) {
+        if (errno != EINTR || toll_settle_stop) {
+            close(*fd);
+            return toll_settle_stop ? EX_OK : EX_OSERR;
+        }
+    }
+
+    return EX_OK;
+}
+
+
+static int
+toll_settle_once(toll_settle_drain_t *d)
+{
+    int      rc, more, passes, settled;
+    int64_t  deadline_ms;
+
+    for (passes = 0; passes < TOLL_SETTLE_ONCE_PASSES_MAX; passes++) {
+        rc = toll_settle_drain_pass(d, &more);
+
+        if (rc == TOLL_SETTLE_DRAIN_AGAIN) {
+            return EX_UNAVAILABLE;
+        }
+
+        if (rc != 0) {
+            return rc;
+        }
+
+        if (!more || toll_settle_stop) {
+            break;
+        }
+    }
+
+    if (d->hooks != NULL && !toll_settle_stop) {
+        toll_settle_webhooks_kick(d->hooks);
+
+        /* in slices, so that SIGTERM ends the wait too */
+
+        deadline_ms = toll_settle_now_ms() + TOLL_SETTLE_ONCE_HOOKS_MS;
+        settled = 0;
+
+        while (!toll_settle_stop && toll_settle_now_ms() < deadline_ms) {
+            if (toll_settle_webhooks_drain(d->hooks, toll_settle_now_ms()
+                                           + TOLL_SETTLE_SLEEP_SLICE_MS * 4)
+                == 0)
+            {
+                settled = 1;
+                break;
+            }
+        }
+
+        if (!settled) {
+            toll_settle_log("webhooks still pending; they are sent on the "
+                            "next run");
+        }
+    }
+
+    if (d->conf->verbose) {
+        toll_settle_log("posted %llu batches, %llu records, %lld "
+                        "micro-units; %llu replays",
+                        (unsigned long long) d->batches,
+                        (unsigned long long) d->records,
+                        (long long) d->amount_micros,
+                        (unsigned long long) d->replays);
+    }
+
+    return EX_OK;
+}
+
+
+static int
+toll_settle_loop(toll_settle_drain_t *d)
+{
+    int      rc, more, down;
+    int64_t  delay_ms;
+
+    down = 0;
+
+    while (!toll_settle_stop) {
+        rc = toll_settle_drain_pass(d, &more);
+
+        if (rc != 0 && rc != TOLL_SETTLE_DRAIN_AGAIN) {
+            return rc;
+        }
+
+        if (d->hooks != NULL) {
+            toll_settle_webhooks_kick(d->hooks);
+        }
+
+        if (rc == TOLL_SETTLE_DRAIN_AGAIN) {
+            down = 1;
+            delay_ms = d->conf->interval_ms < TOLL_SETTLE_RETRY_MS_MAX
+                       ? d->conf->interval_ms : TOLL_SETTLE_RETRY_MS_MAX;
+
+        } else {
+            if (down) {
+                toll_settle_log("redis at %s is back", d->conf->redis_text);
+                down = 0;
+            }
+
+            delay_ms = more ? 0 : d->conf->interval_ms;
+        }
+
+        toll_settle_sleep_ms(delay_ms);
+    }
+
+    return EX_OK;
+}
+
+
+static void
+toll_settle_sleep_ms(int64_t ms)
+{
+    int64_t          end, now, left;
+    struct timespec  ts;
+
+    end = toll_settle_now_ms() + ms;
+
+    while (!toll_settle_stop) {
+        now = toll_settle_now_ms();
+        if (now >= end) {
+            break;
+        }
+
+        left = end - now;
+        if (left > TOLL_SETTLE_SLEEP_SLICE_MS) {
+            left = TOLL_SETTLE_SLEEP_SLICE_MS;
+        }
+
+        ts.tv_sec = left / 1000;
+        ts.tv_nsec = (left % 1000) * 1000000;
+        (void) nanosleep(&ts, NULL);
+    }
+}
+
+
+static void
+toll_settle_on_signal(int signo)
+{
+    (void) signo;
+
+    toll_settle_stop = 1;
+}

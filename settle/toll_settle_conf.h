@@ -1,0 +1,80 @@
+/*
+ * toll-settle: the configuration file and the command line
+ * (docs/settle.md, "Configuration file").
+ */
+
+#ifndef _TOLL_SETTLE_CONF_H_INCLUDED_
+#define _TOLL_SETTLE_CONF_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_webhook.h"
+
+
+#define TOLL_SETTLE_REDIS_DEFAULT        "127.0.0.1:6379"
+#define TOLL_SETTLE_LEDGER_DEFAULT       "/var/lib/toll/ledger.db"
+#define TOLL_SETTLE_HOST_LEN_MAX         255
+#define TOLL_SETTLE_PATH_LEN_MAX         4095
+
+#define TOLL_SETTLE_INTERVAL_MS_DEFAULT  10000
+#define TOLL_SETTLE_INTERVAL_MS_MIN      100
+#define TOLL_SETTLE_INTERVAL_MS_MAX      60000
+#define TOLL_SETTLE_BATCH_MAX_DEFAULT    1000
+#define TOLL_SETTLE_BATCH_MAX_MAX        100000
+#define TOLL_SETTLE_SWEEP_MS_DEFAULT     600000         /* 10 minutes */
+#define TOLL_SETTLE_TIMEOUT_MS_DEFAULT   2000
+#define TOLL_SETTLE_TIMEOUT_MS_MAX       600000
+#define TOLL_SETTLE_HOOK_TIMEOUT_MS_DEFAULT  5000
+#define TOLL_SETTLE_HOOKS_MAX            64
+#define TOLL_SETTLE_PROVIDER_FEES_MAX    4096
+#define TOLL_SETTLE_LINE_LEN_MAX         4096
+
+
+typedef struct {
+    /* Redis: host and port, or a unix socket path */
+    char                  redis_text[TOLL_SETTLE_HOST_LEN_MAX + 16];
+    char                  redis_host[TOLL_SETTLE_PATH_LEN_MAX + 1];
+    int                   redis_port;           /* 0: unix socket */
+    char                 *redis_password;
+    int                   redis_db;
+    int64_t               redis_timeout_ms;
+
+    char                  ledger[TOLL_SETTLE_PATH_LEN_MAX + 1];
+
+    int64_t               interval_ms;
+    int64_t               batch_max;
+    int64_t               sweep_ms;
+
+    toll_ledger_fees_t    fees;
+    toll_ledger_fee_t    *provider_fees;        /* owned */
+
+    toll_settle_hook_t   *hooks;                /* owned, strings too */
+    size_t                nhooks;
+    int64_t               hook_timeout_ms;
+
+    int                   once;
+    int                   verbose;
+} toll_settle_conf_t;
+
+
+void toll_settle_conf_init(toll_settle_conf_t *conf);
+void toll_settle_conf_free(toll_settle_conf_t *conf);
+
+/*
+ * Reads FILE into conf.  Returns 0, or a sysexits code with a one-line
+ * message in err (EX_NOINPUT: no such file, EX_CONFIG: a bad line).
+ */
+int toll_settle_conf_load(toll_settle_conf_t *conf, const char *path,
+    char *err, size_t err_size);
+
+/* "HOST:PORT", "[IPV6]:PORT" or "unix:/PATH"; 0 or -1 */
+int toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text);
+
+/* "250ms", "10s", "2m", "10" (seconds); -1 when malformed */
+int64_t toll_settle_conf_duration_ms(const char *text);
+
+
+#endif /* _TOLL_SETTLE_CONF_H_INCLUDED_ */

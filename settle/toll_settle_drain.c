@@ -1,0 +1,1180 @@
+/*
+ * toll-settle: the drain (docs/settle.md, "The drain protocol").
+ *
+ * A blocking hiredis client is enough here: one process, a few round
+ * trips per usage hash, each bounded by redis_timeout.  Every command goes
+ * out through redisCommandArgv() with explicit lengths: buyer and service
+ * names are never part of a format string.
+ *
+ * The order of the steps is the whole design: the intent (SADD to
+ * toll:drain:open) before the claim, the claim (RENAME, atomic with the
+ * mirror) before the read, the ledger COMMIT before any delete.  A crash
+ * between any two steps leaves a state the next pass finishes; the
+ * environment variable TOLL_SETTLE_CRASH=<step>[:N] kills the process at
+ * the Nth time it reaches a step, so that the tests can prove it.
+ */
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_drain.h"
+
+
+#define TOLL_SETTLE_INDEX          "toll:usage:index"
+#define TOLL_SETTLE_OPEN           "toll:drain:open"
+#define TOLL_SETTLE_LEDGER_KEY     "toll:settle:ledger"
+#define TOLL_SETTLE_USAGE_PREFIX   "toll:usage:{"
+#define TOLL_SETTLE_DRAIN_PREFIX   "toll:drain:{"
+#define TOLL_SETTLE_MIRROR_SUFFIX  ":drained"
+
+/* the mirror of drained usage outlives the meter's 7 days of flush ids */
+#define TOLL_SETTLE_MIRROR_TTL_S   "3024000"      /* 35 days */
+
+/* names fetched per SSCAN/SCAN call; a hint to Redis, not a bound */
+#define TOLL_SETTLE_SCAN_COUNT     "1000"
+/* services in one buyer's usage hash of a day */
+#define TOLL_SETTLE_SERVICES_MAX   4096
+#define TOLL_SETTLE_KEY_LEN_MAX    1024
+#define TOLL_SETTLE_FIELD_LEN_MAX  512
+/* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
+#define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
+
+/* a claim that cannot be posted, left in Redis for the operator */
+#define TOLL_SETTLE_DRAIN_LEFT     1
+
+
+typedef enum {
+    TOLL_SETTLE_STEP_INTENT = 0,
+    TOLL_SETTLE_STEP_CLAIM,
+    TOLL_SETTLE_STEP_READ,
+    TOLL_SETTLE_STEP_COMMIT,
+    TOLL_SETTLE_STEP_DELETE,
+    TOLL_SETTLE_STEP_N
+} toll_settle_step_e;
+
+
+/* a claim's name, taken apart: toll:drain:{<buyer>}:<YYYYMMDD>:<id> */
+typedef struct {
+    char      name[TOLL_SETTLE_KEY_LEN_MAX + 64];
+    char      buyer[TOLL_SETTLE_KEY_LEN_MAX + 1];
+    char      day[TOLL_LEDGER_DAY_LEN + 1];
+    char      id[TOLL_LEDGER_BATCH_ID_LEN + 1];
+} toll_settle_claim_t;
+
+
+typedef struct {
+    char      service[TOLL_SETTLE_FIELD_LEN_MAX + 1];
+    char      provider[TOLL_SETTLE_FIELD_LEN_MAX + 1];
+} toll_settle_names_t;
+
+
+static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
+    "intent", "claim", "read", "commit", "delete"
+};
+
+
+/*
+ * KEYS: the usage hash, the claim, the day's mirror.  ARGV: the mirror's
+ * TTL.  Renames the hash to the claim and adds its counts to the mirror,
+ * atomically: both or neither.  Counts move as the strings Redis holds
+ * (HINCRBY parses them as int64), never as Lua numbers.  A hash with a
+ * count that is not an integer is claimed (out of the meter's way) but
+ * not mirrored: the worker leaves such a claim unposted, and a script
+ * that failed half way would have mirrored a part of it.
+ */
+static const char  toll_settle_claim_script[] =
+"if redis.call('EXISTS',KEYS[1])==0 then return false end "
+"redis.call('RENAME',KEYS[1],KEYS[2]) "
+"local h=redis.call('HGETALL',KEYS[2]) "
+"for i=1,#h,2 do "
+  "if string.sub(h[i],-9)~=':provider' and "
+    "(not string.match(h[i+1],'^%-?%d+$') or #h[i+1]>20) then "
+    "return h end end "
+"for i=1,#h,2 do "
+  "if string.sub(h[i],-9)==':provider' then "
+    "redis.call('HSET',KEYS[3],h[i],h[i+1]) "
+  "else redis.call('HINCRBY',KEYS[3],h[i],h[i+1]) end end "
+"redis.call('EXPIRE',KEYS[3],ARGV[1]) "
+"return h";
+
+
+static char  toll_settle_script_sha[41];
+
+
+static int toll_settle_script_digest(void);
+static int toll_settle_connect(toll_settle_drain_t *d);
+static int toll_settle_bind(toll_settle_drain_t *d);
+static int toll_settle_recover(toll_settle_drain_t *d);
+static int toll_settle_sweep(toll_settle_drain_t *d);
+static int toll_settle_pick(toll_settle_drain_t *d, int *more);
+static int toll_settle_claim(toll_settle_drain_t *d, const char *hash,
+    size_t len);
+static int toll_settle_finish(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, redisReply *content);
+static int toll_settle_post(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, redisReply *content);
+static int toll_settle_delete(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c);
+static int toll_settle_reindex(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c);
+static int toll_settle_usage_name(const char *name, size_t len,
+    char *buyer, char *day);
+static int toll_settle_claim_parse(const char *name, size_t len,
+    toll_settle_claim_t *c);
+static int toll_settle_count(const redisReply *v, int64_t *out);
+static redisReply *toll_settle_cmd(toll_settle_drain_t *d, int argc,
+    const char **argv, const size_t *argvlen);
+static int toll_settle_redis_failed(toll_settle_drain_t *d,
+    const char *what, redisReply *reply);
+static void toll_settle_crash_point(toll_settle_step_e step);
+
+
+int64_t
+toll_settle_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+void
+toll_settle_log(const char *fmt, ...)
+{
+    char     line[1024];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(line, sizeof(line), fmt, args);
+    va_end(args);
+
+    fprintf(stderr, "toll-settle: %s\n", line);
+}
+
+
+int
+toll_settle_drain_pass(toll_settle_drain_t *d, int *more)
+{
+    int  rc;
+
+    *more = 0;
+
+    if (d->redis == NULL) {
+        rc = toll_settle_connect(d);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    if (!d->bound) {
+        rc = toll_settle_bind(d);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    rc = toll_settle_recover(d);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (toll_settle_now_ms() >= d->next_sweep_ms) {
+        rc = toll_settle_sweep(d);
+        if (rc != 0) {
+            return rc;
+        }
+
+        d->next_sweep_ms = toll_settle_now_ms() + d->conf->sweep_ms;
+    }
+
+    rc = toll_settle_pick(d, more);
+
+    if (rc == 0) {
+        d->redis_down = 0;
+    }
+
+    return rc;
+}
+
+
+void
+toll_settle_drain_close(toll_settle_drain_t *d)
+{
+    if (d->redis != NULL) {
+        redisFree(d->redis);
+        d->redis = NULL;
+    }
+}
+
+
+static int
+toll_settle_connect(toll_settle_drain_t *d)
+{
+    const toll_settle_conf_t  *conf = d->conf;
+
+    struct timeval   tv;
+    redisReply      *r;
+    char             db[16];
+    const char      *argv[2];
+    size_t           argvlen[2];
+    const char      *password;
+
+    tv.tv_sec = conf->redis_timeout_ms / 1000;
+    tv.tv_usec = (conf->redis_timeout_ms % 1000) * 1000;
+
+    d->redis = (conf->redis_port == 0)
+               ? redisConnectUnixWithTimeout(conf->redis_host, tv)
+               : redisConnectWithTimeout(conf->redis_host, conf->redis_port,
+                                         tv);
+
+    if (d->redis == NULL || d->redis->err) {
+        if (!d->redis_down || conf->once) {
+            toll_settle_log("cannot connect to redis at %s: %s%s",
+                            conf->redis_text,
+                            d->redis ? d->redis->errstr : "out of memory",
+                            conf->once ? "" : "; retrying every second");
+        }
+
+        d->redis_down = 1;
+        toll_settle_drain_close(d);
+        return TOLL_SETTLE_DRAIN_AGAIN;
+    }
+
+    (void) redisSetTimeout(d->redis, tv);
+
+    d->script_loaded = 0;
+
+    password = conf->redis_password ? conf->redis_password
+                                    : getenv("TOLL_REDIS_PASSWORD");
+
+    if (password != NULL && password[0] != '\0') {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = password;
+        argvlen[1] = strlen(password);
+
+        r = toll_settle_cmd(d, 2, argv, argvlen);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            return toll_settle_redis_failed(d, "AUTH", r);
+        }
+
+        freeReplyObject(r);
+    }
+
+    if (conf->redis_db != 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = snprintf(db, sizeof(db), "%d", conf->redis_db);
+
+        r = toll_settle_cmd(d, 2, argv, argvlen);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            return toll_settle_redis_failed(d, "SELECT", r);
+        }
+
+        freeReplyObject(r);
+    }
+
+    return 0;
+}
+
+
+/*
+ * One meter, one ledger: two ledgers fed from one Redis would each hold a
+ * part of the usage, and neither would be right.
+ */
+static int
+toll_settle_bind(toll_settle_drain_t *d)
+{
+    redisReply  *r;
+    const char  *id, *argv[4];
+    size_t       argvlen[4];
+
+    id = toll_ledger_id(d->ledger);
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = TOLL_SETTLE_LEDGER_KEY;
+    argvlen[1] = sizeof(TOLL_SETTLE_LEDGER_KEY) - 1;
+    argv[2] = id;
+    argvlen[2] = strlen(id);
+    argv[3] = "NX";
+    argvlen[3] = 2;
+
+    r = toll_settle_cmd(d, 4, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "SET " TOLL_SETTLE_LEDGER_KEY, r);
+    }
+
+    freeReplyObject(r);
+
+    argv[0] = "GET";
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "GET " TOLL_SETTLE_LEDGER_KEY, r);
+    }
+
+    if (r->type != REDIS_REPLY_STRING || r->len != strlen(id)
+        || memcmp(r->str, id, r->len) != 0)
+    {
+        toll_settle_log("redis at %s is drained into the ledger %.*s, not "
+                        "into %s (\"%s\"): use that ledger, or delete the "
+                        "key " TOLL_SETTLE_LEDGER_KEY " to start a new one",
+                        d->conf->redis_text,
+                        (r->type == REDIS_REPLY_STRING) ? (int) r->len : 0,
+                        (r->type == REDIS_REPLY_STRING) ? r->str : "",
+                        id, d->conf->ledger);
+        freeReplyObject(r);
+        return EX_CONFIG;
+    }
+
+    freeReplyObject(r);
+    d->bound = 1;
+
+    return 0;
+}
+
+
+/* claims that a previous run (or this one, before a Redis error) left */
+static int
+toll_settle_recover(toll_settle_drain_t *d)
+{
+    int                  rc;
+    size_t               i;
+    redisReply          *r, *content;
+    const char          *argv[2];
+    size_t               argvlen[2];
+    toll_settle_claim_t  c;
+
+    argv[0] = "SMEMBERS";
+    argvlen[0] = 8;
+    argv[1] = TOLL_SETTLE_OPEN;
+    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        return toll_settle_redis_failed(d, "SMEMBERS " TOLL_SETTLE_OPEN, r);
+    }
+
+    rc = 0;
+
+    for (i = 0; i < r->elements && rc == 0 && !*d->stop; i++) {
+        if (toll_settle_claim_parse(r->element[i]->str,
+                                    r->element[i]->len, &c)
+            != 0)
+        {
+            toll_settle_log("ignored a malformed claim \"%.*s\" in "
+                            TOLL_SETTLE_OPEN,
+                            (int) r->element[i]->len, r->element[i]->str);
+            continue;
+        }
+
+        argv[0] = "HGETALL";
+        argvlen[0] = 7;
+        argv[1] = c.name;
+        argvlen[1] = strlen(c.name);
+
+        content = toll_settle_cmd(d, 2, argv, argvlen);
+        if (content == NULL || content->type != REDIS_REPLY_ARRAY) {
+            rc = toll_settle_redis_failed(d, "HGETALL of a claim", content);
+            break;
+        }
+
+        toll_settle_crash_point(TOLL_SETTLE_STEP_READ);
+
+        rc = toll_settle_finish(d, &c, content);
+        freeReplyObject(content);
+    }
+
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
+/*
+ * A claim in hand, whatever the step it stopped at: posted unless the
+ * ledger has it, then deleted.  An empty content means the claim never
+ * happened (the hash was gone, or the process died before RENAME), or it
+ * was posted and its key deleted.
+ */
+static int
+toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
+    redisReply *content)
+{
+    int  rc, found;
+
+    rc = toll_ledger_has_batch(d->ledger, c->id, &found);
+    if (rc != TOLL_LEDGER_OK) {
+        toll_settle_log("ledger: %s", toll_ledger_errmsg(d->ledger));
+        return (rc == TOLL_LEDGER_BUSY) ? TOLL_SETTLE_DRAIN_AGAIN
+                                        : EX_SOFTWARE;
+    }
+
+    if (!found && content->elements == 0) {
+        /* a claim that never took place: its hash goes back in the index */
+        rc = toll_settle_reindex(d, c);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    if (!found && content->elements > 0) {
+        rc = toll_settle_post(d, c, content);
+
+        if (rc == TOLL_SETTLE_DRAIN_LEFT) {
+            return 0;
+        }
+
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    return toll_settle_delete(d, c);
+}
+
+
+static int
+toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
+    redisReply *content)
+{
+    int                   rc;
+    size_t                i, j, n, slen;
+    int64_t               v, *count;
+    const char           *field, *metric;
+    redisReply           *f, *val;
+    toll_ledger_usage_t  *usage, *u;
+    toll_settle_names_t  *names;
+    toll_ledger_batch_t   b;
+
+    usage = calloc(TOLL_SETTLE_SERVICES_MAX, sizeof(toll_ledger_usage_t));
+    names = calloc(TOLL_SETTLE_SERVICES_MAX, sizeof(toll_settle_names_t));
+
+    if (usage == NULL || names == NULL) {
+        free(usage);
+        free(names);
+        toll_settle_log("out of memory");
+        return EX_OSERR;
+    }
+
+    n = 0;
+    rc = 0;
+
+    for (i = 0; i + 1 < content->elements; i += 2) {
+        f = content->element[i];
+        val = content->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING
+            || f->len > TOLL_SETTLE_FIELD_LEN_MAX)
+        {
+            goto malformed;
+        }
+
+        field = f->str;
+        metric = NULL;
+
+        for (j = f->len; j > 0; j--) {
+            if (field[j - 1] == ':') {
+                metric = field + j;
+                break;
+            }
+        }
+
+        if (metric == NULL || j < 2) {
+            goto malformed;
+        }
+
+        slen = j - 1;
+
+        for (j = 0; j < n; j++) {
+            if (strlen(names[j].service) == slen
+                && memcmp(names[j].service, field, slen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == n) {
+            if (n == TOLL_SETTLE_SERVICES_MAX) {
+                goto malformed;
+            }
+
+            memcpy(names[n].service, field, slen);
+            names[n].service[slen] = '\0';
+            usage[n].service = names[n].service;
+            usage[n].provider = names[n].provider;
+            n++;
+        }
+
+        u = &usage[j];
+
+        if (strcmp(metric, "provider") == 0) {
+            if (val->len == 0 || val->len > TOLL_SETTLE_FIELD_LEN_MAX) {
+                goto malformed;
+            }
+
+            memcpy(names[j].provider, val->str, val->len);
+            names[j].provider[val->len] = '\0';
+            continue;
+        }
+
+        count = (strcmp(metric, "calls") == 0) ? &u->calls
+                : (strcmp(metric, "free_calls") == 0) ? &u->free_calls
+                : (strcmp(metric, "paid_calls") == 0) ? &u->paid_calls
+                : (strcmp(metric, "errors") == 0) ? &u->errors
+                : (strcmp(metric, "latency_ms") == 0) ? &u->latency_ms
+                : (strcmp(metric, "amount_micros") == 0) ? &u->amount_micros
+                : NULL;
+
+        if (count == NULL || toll_settle_count(val, &v) != 0) {
+            goto malformed;
+        }
+
+        *count = v;
+    }
+
+    b.id = c->id;
+    b.claim = c->name;
+    b.buyer = c->buyer;
+    b.day = c->day;
+    b.usage = usage;
+    b.nusage = n;
+
+    rc = toll_ledger_post_batch(d->ledger, &b, &d->conf->fees);
+
+    if (rc == TOLL_LEDGER_OK) {
+        toll_settle_crash_point(TOLL_SETTLE_STEP_COMMIT);
+
+        d->batches++;
+
+        for (i = 0; i < n; i++) {
+            d->records++;
+            d->amount_micros += usage[i].amount_micros;
+        }
+
+        if (d->conf->verbose) {
+            toll_settle_log("posted batch %s: buyer \"%s\", day %s, "
+                            "%zu services", c->id, c->buyer, c->day, n);
+        }
+
+        if (d->hooks != NULL) {
+            toll_settle_webhooks_kick(d->hooks);
+        }
+
+    } else if (rc == TOLL_LEDGER_EXISTS) {
+        d->replays++;
+        rc = TOLL_LEDGER_OK;
+
+    } else {
+        toll_settle_log("cannot post batch %s of \"%s\": %s", c->id,
+                        c->buyer, toll_ledger_errmsg(d->ledger));
+    }
+
+    free(usage);
+    free(names);
+
+    if (rc == TOLL_LEDGER_BUSY || rc == TOLL_LEDGER_ERROR) {
+        /* the claim stays in Redis: the next pass posts it again */
+        return TOLL_SETTLE_DRAIN_AGAIN;
+    }
+
+    if (rc != TOLL_LEDGER_OK) {
+        return EX_SOFTWARE;
+    }
+
+    return 0;
+
+malformed:
+
+    /*
+     * Not what the meter writes.  The claim stays in Redis, and in
+     * toll:drain:open, for the operator: nothing is posted half.
+     */
+
+    toll_settle_log("claim \"%s\" holds a field the meter does not write; "
+                    "left in redis, not posted", c->name);
+
+    free(usage);
+    free(names);
+
+    return TOLL_SETTLE_DRAIN_LEFT;
+}
+
+
+static int
+toll_settle_reindex(toll_settle_drain_t *d, const toll_settle_claim_t *c)
+{
+    char         name[TOLL_SETTLE_KEY_LEN_MAX + 64];
+    redisReply  *r;
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "SADD";
+    argvlen[0] = 4;
+    argv[1] = TOLL_SETTLE_INDEX;
+    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[2] = name;
+    argvlen[2] = snprintf(name, sizeof(name), TOLL_SETTLE_USAGE_PREFIX
+                          "%s}:%s", c->buyer, c->day);
+
+    r = toll_settle_cmd(d, 3, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "SADD " TOLL_SETTLE_INDEX, r);
+    }
+
+    freeReplyObject(r);
+
+    return 0;
+}
+
+
+static int
+toll_settle_delete(toll_settle_drain_t *d, const toll_settle_claim_t *c)
+{
+    redisReply  *r;
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "DEL";
+    argvlen[0] = 3;
+    argv[1] = c->name;
+    argvlen[1] = strlen(c->name);
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "DEL of a claim", r);
+    }
+
+    freeReplyObject(r);
+
+    toll_settle_crash_point(TOLL_SETTLE_STEP_DELETE);
+
+    argv[0] = "SREM";
+    argvlen[0] = 4;
+    argv[1] = TOLL_SETTLE_OPEN;
+    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+    argv[2] = c->name;
+    argvlen[2] = strlen(c->name);
+
+    r = toll_settle_cmd(d, 3, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_OPEN, r);
+    }
+
+    freeReplyObject(r);
+
+    return 0;
+}
+
+
+/*
+ * Usage hashes whose SADD to the index was lost (a connection that broke
+ * between the meter's script and its SADD) are found by name.
+ */
+static int
+toll_settle_sweep(toll_settle_drain_t *d)
+{
+    size_t       i, calls, found;
+    redisReply  *r, *keys;
+    const char  *argv[6];
+    size_t       argvlen[6];
+    char         cursor[32], buyer[TOLL_SETTLE_KEY_LEN_MAX + 1];
+    char         day[TOLL_LEDGER_DAY_LEN + 1];
+
+    snprintf(cursor, sizeof(cursor), "0");
+    found = 0;
+
+    for (calls = 0; calls < TOLL_SETTLE_SWEEP_CALLS_MAX; calls++) {
+        argv[0] = "SCAN";
+        argvlen[0] = 4;
+        argv[1] = cursor;
+        argvlen[1] = strlen(cursor);
+        argv[2] = "MATCH";
+        argvlen[2] = 5;
+        argv[3] = TOLL_SETTLE_USAGE_PREFIX "*}:*";
+        argvlen[3] = strlen(argv[3]);
+        argv[4] = "COUNT";
+        argvlen[4] = 5;
+        argv[5] = TOLL_SETTLE_SCAN_COUNT;
+        argvlen[5] = sizeof(TOLL_SETTLE_SCAN_COUNT) - 1;
+
+        r = toll_settle_cmd(d, 6, argv, argvlen);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2
+            || r->element[0]->type != REDIS_REPLY_STRING
+            || r->element[0]->len >= sizeof(cursor)
+            || r->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            return toll_settle_redis_failed(d, "SCAN", r);
+        }
+
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = '\0';
+        keys = r->element[1];
+
+        for (i = 0; i < keys->elements; i++) {
+            if (toll_settle_usage_name(keys->element[i]->str,
+                                       keys->element[i]->len, buyer, day)
+                != 0)
+            {
+                continue;
+            }
+
+            argv[0] = "SADD";
+            argvlen[0] = 4;
+            argv[1] = TOLL_SETTLE_INDEX;
+            argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+            argv[2] = keys->element[i]->str;
+            argvlen[2] = keys->element[i]->len;
+
+            if (redisAppendCommandArgv(d->redis, 3, argv, argvlen)
+                != REDIS_OK)
+            {
+                freeReplyObject(r);
+                return toll_settle_redis_failed(d, "SADD", NULL);
+            }
+
+            found++;
+        }
+
+        freeReplyObject(r);
+
+        for ( /* void */ ; found > 0; found--) {
+            if (redisGetReply(d->redis, (void **) &r) != REDIS_OK) {
+                return toll_settle_redis_failed(d, "SADD", NULL);
+            }
+
+            freeReplyObject(r);
+        }
+
+        if (strcmp(cursor, "0") == 0) {
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+toll_settle_pick(toll_settle_drain_t *d, int *more)
+{
+    int          rc;
+    size_t       i;
+    redisReply  *r;
+    const char  *argv[3];
+    size_t       argvlen[3];
+    char         count[32];
+
+    argv[0] = "SRANDMEMBER";
+    argvlen[0] = 11;
+    argv[1] = TOLL_SETTLE_INDEX;
+    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[2] = count;
+    argvlen[2] = snprintf(count, sizeof(count), "%lld",
+                          (long long) d->conf->batch_max);
+
+    r = toll_settle_cmd(d, 3, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        return toll_settle_redis_failed(d, "SRANDMEMBER", r);
+    }
+
+    rc = 0;
+
+    for (i = 0; i < r->elements && rc == 0 && !*d->stop; i++) {
+        rc = toll_settle_claim(d, r->element[i]->str, r->element[i]->len);
+    }
+
+    *more = (r->elements == (size_t) d->conf->batch_max) || *d->stop;
+
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
+static int
+toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
+{
+    int                  rc;
+    char                 mirror[TOLL_SETTLE_KEY_LEN_MAX + 16];
+    char                 id[TOLL_LEDGER_BATCH_ID_LEN + 1];
+    redisReply          *r;
+    const char          *argv[7];
+    size_t               argvlen[7];
+    toll_settle_claim_t  c;
+
+    if (toll_settle_usage_name(hash, len, c.buyer, c.day) != 0) {
+        /* not a usage hash of the meter: out of the index, untouched */
+        toll_settle_log("ignored \"%.*s\" in " TOLL_SETTLE_INDEX
+                        ": not a usage hash", (int) len, hash);
+        c.name[0] = '\0';
+        goto forget;
+    }
+
+    if (toll_ledger_random_hex(id, TOLL_LEDGER_BATCH_ID_LEN / 2) != 0) {
+        toll_settle_log("no random bytes for a batch id");
+        return EX_OSERR;
+    }
+
+    /* the claim and the mirror share the usage hash's slot: {buyer} */
+
+    snprintf(c.name, sizeof(c.name), TOLL_SETTLE_DRAIN_PREFIX "%s}:%s:%s",
+             c.buyer, c.day, id);
+    memcpy(c.id, id, sizeof(c.id));
+    snprintf(mirror, sizeof(mirror), "%.*s" TOLL_SETTLE_MIRROR_SUFFIX,
+             (int) len, hash);
+
+forget:
+
+    /*
+     * The intent first: a claim in toll:drain:open is finished by the
+     * next pass whatever happens after this point, and one that never
+     * took place puts the hash's name back in the index.
+     */
+
+    if (c.name[0] != '\0') {
+        argv[0] = "SADD";
+        argvlen[0] = 4;
+        argv[1] = TOLL_SETTLE_OPEN;
+        argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+        argv[2] = c.name;
+        argvlen[2] = strlen(c.name);
+
+        r = toll_settle_cmd(d, 3, argv, argvlen);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            return toll_settle_redis_failed(d, "SADD " TOLL_SETTLE_OPEN, r);
+        }
+
+        freeReplyObject(r);
+    }
+
+    /*
+     * Out of the index before the claim: an increment that arrives later
+     * puts the name back, and the next pass claims what it wrote.
+     */
+
+    argv[0] = "SREM";
+    argvlen[0] = 4;
+    argv[1] = TOLL_SETTLE_INDEX;
+    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[2] = hash;
+    argvlen[2] = len;
+
+    r = toll_settle_cmd(d, 3, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_INDEX, r);
+    }
+
+    freeReplyObject(r);
+
+    if (c.name[0] == '\0') {
+        return 0;
+    }
+
+    toll_settle_crash_point(TOLL_SETTLE_STEP_INTENT);
+
+    if (toll_settle_script_sha[0] == '\0'
+        && toll_settle_script_digest() != 0)
+    {
+        toll_settle_log("libcrypto cannot hash the claim script");
+        return EX_SOFTWARE;
+    }
+
+    argv[0] = d->script_loaded ? "EVALSHA" : "EVAL";
+    argvlen[0] = strlen(argv[0]);
+    argv[1] = d->script_loaded ? toll_settle_script_sha
+                               : toll_settle_claim_script;
+    argvlen[1] = d->script_loaded ? 40
+                                  : sizeof(toll_settle_claim_script) - 1;
+    argv[2] = "3";
+    argvlen[2] = 1;
+    argv[3] = hash;
+    argvlen[3] = len;
+    argv[4] = c.name;
+    argvlen[4] = strlen(c.name);
+    argv[5] = mirror;
+    argvlen[5] = strlen(mirror);
+    argv[6] = TOLL_SETTLE_MIRROR_TTL_S;
+    argvlen[6] = sizeof(TOLL_SETTLE_MIRROR_TTL_S) - 1;
+
+    r = toll_settle_cmd(d, 7, argv, argvlen);
+
+    if (r != NULL && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOSCRIPT", 8) == 0)
+    {
+        /* a restarted Redis forgot the script: once more, in full */
+        freeReplyObject(r);
+
+        argv[0] = "EVAL";
+        argvlen[0] = 4;
+        argv[1] = toll_settle_claim_script;
+        argvlen[1] = sizeof(toll_settle_claim_script) - 1;
+
+        r = toll_settle_cmd(d, 7, argv, argvlen);
+    }
+
+    if (r == NULL || (r->type != REDIS_REPLY_ARRAY
+                      && r->type != REDIS_REPLY_NIL))
+    {
+        return toll_settle_redis_failed(d, "the claim script", r);
+    }
+
+    d->script_loaded = 1;
+
+    if (r->type == REDIS_REPLY_NIL) {
+        /* the hash was claimed or emptied already: forget the intent */
+        freeReplyObject(r);
+        return toll_settle_delete(d, &c);
+    }
+
+    toll_settle_crash_point(TOLL_SETTLE_STEP_CLAIM);
+    toll_settle_crash_point(TOLL_SETTLE_STEP_READ);
+
+    rc = toll_settle_finish(d, &c, r);
+    freeReplyObject(r);
+
+    return rc;
+}
+
+
+static int
+toll_settle_script_digest(void)
+{
+    size_t         i;
+    unsigned int   len;
+    unsigned char  digest[EVP_MAX_MD_SIZE];
+
+    if (EVP_Digest(toll_settle_claim_script,
+                   sizeof(toll_settle_claim_script) - 1, digest, &len,
+                   EVP_sha1(), NULL)
+        != 1 || len != 20)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < len; i++) {
+        snprintf(toll_settle_script_sha + 2 * i, 3, "%02x", digest[i]);
+    }
+
+    return 0;
+}
+
+
+/* toll:usage:{<buyer>}:<YYYYMMDD>, the buyer taken from the end */
+static int
+toll_settle_usage_name(const char *name, size_t len, char *buyer, char *day)
+{
+    size_t  i, plen, blen;
+
+    plen = sizeof(TOLL_SETTLE_USAGE_PREFIX) - 1;
+
+    if (len < plen + 1 + 2 + TOLL_LEDGER_DAY_LEN
+        || len > TOLL_SETTLE_KEY_LEN_MAX
+        || memcmp(name, TOLL_SETTLE_USAGE_PREFIX, plen) != 0)
+    {
+        return -1;
+    }
+
+    for (i = len - TOLL_LEDGER_DAY_LEN; i < len; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        }
+    }
+
+    if (name[len - TOLL_LEDGER_DAY_LEN - 1] != ':'
+        || name[len - TOLL_LEDGER_DAY_LEN - 2] != '}')
+    {
+        return -1;
+    }
+
+    blen = len - TOLL_LEDGER_DAY_LEN - 2 - plen;
+
+    if (blen == 0) {
+        return -1;
+    }
+
+    memcpy(buyer, name + plen, blen);
+    buyer[blen] = '\0';
+    memcpy(day, name + len - TOLL_LEDGER_DAY_LEN, TOLL_LEDGER_DAY_LEN);
+    day[TOLL_LEDGER_DAY_LEN] = '\0';
+
+    return 0;
+}
+
+
+/* toll:drain:{<buyer>}:<YYYYMMDD>:<32 hex> */
+static int
+toll_settle_claim_parse(const char *name, size_t len,
+    toll_settle_claim_t *c)
+{
+    size_t  i, plen, tail, blen;
+
+    plen = sizeof(TOLL_SETTLE_DRAIN_PREFIX) - 1;
+    tail = 2 + TOLL_LEDGER_DAY_LEN + 1 + TOLL_LEDGER_BATCH_ID_LEN;
+
+    if (len <= plen + tail || len > TOLL_SETTLE_KEY_LEN_MAX
+        || memcmp(name, TOLL_SETTLE_DRAIN_PREFIX, plen) != 0)
+    {
+        return -1;
+    }
+
+    for (i = len - TOLL_LEDGER_BATCH_ID_LEN; i < len; i++) {
+        if (!((name[i] >= '0' && name[i] <= '9')
+              || (name[i] >= 'a' && name[i] <= 'f')))
+        {
+            return -1;
+        }
+    }
+
+    for (i = len - tail + 2; i < len - TOLL_LEDGER_BATCH_ID_LEN - 1; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        }
+    }
+
+    if (name[len - tail] != '}' || name[len - tail + 1] != ':'
+        || name[len - TOLL_LEDGER_BATCH_ID_LEN - 1] != ':')
+    {
+        return -1;
+    }
+
+    blen = len - tail - plen;
+
+    memcpy(c->name, name, len);
+    c->name[len] = '\0';
+    memcpy(c->buyer, name + plen, blen);
+    c->buyer[blen] = '\0';
+    memcpy(c->day, name + len - tail + 2, TOLL_LEDGER_DAY_LEN);
+    c->day[TOLL_LEDGER_DAY_LEN] = '\0';
+    memcpy(c->id, name + len - TOLL_LEDGER_BATCH_ID_LEN,
+           TOLL_LEDGER_BATCH_ID_LEN);
+    c->id[TOLL_LEDGER_BATCH_ID_LEN] = '\0';
+
+    return 0;
+}
+
+
+/* a count as Redis holds it: digits, perhaps a "-", an int64 */
+static int
+toll_settle_count(const redisReply *v, int64_t *out)
+{
+    char       buf[32], *end;
+    long long  n;
+
+    if (v->len == 0 || v->len >= sizeof(buf)) {
+        return -1;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+
+    if (!(buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'))) {
+        return -1;
+    }
+
+    errno = 0;
+    n = strtoll(buf, &end, 10);
+
+    if (errno != 0 || *end != '\0') {
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+}
+
+
+static redisReply *
+toll_settle_cmd(toll_settle_drain_t *d, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (d->redis == NULL) {
+        return NULL;
+    }
+
+    return redisCommandArgv(d->redis, argc, argv, argvlen);
+}
+
+
+static int
+toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
+    redisReply *reply)
+{
+    if (reply != NULL) {
+        if (reply->type == REDIS_REPLY_ERROR) {
+            toll_settle_log("redis refused %s: %.*s", what, (int) reply->len,
+                            reply->str);
+
+        } else {
+            toll_settle_log("redis answered %s with a reply of type %d",
+                            what, reply->type);
+        }
+
+        freeReplyObject(reply);
+
+    } else if (!d->redis_down) {
+        toll_settle_log("redis at %s failed during %s: %s; retrying",
+                        d->conf->redis_text, what,
+                        (d->redis && d->redis->err) ? d->redis->errstr
+                                                    : "no connection");
+    }
+
+    d->redis_down = 1;
+
+    /* a step cut short may have left a name out of the index: sweep */
+    d->next_sweep_ms = 0;
+
+    /* the connection may be mid-reply: a new one for the next pass */
+    toll_settle_drain_close(d);
+
+    return TOLL_SETTLE_DRAIN_AGAIN;
+}
+
+
+/* TOLL_SETTLE_CRASH=<step>[:N]: killed at the Nth time at step */
+static void
+toll_settle_crash_point(toll_settle_step_e step)
+{
+    const char   *env, *colon;
+    size_t        len;
+    long          n;
+
+    static long   hits[TOLL_SETTLE_STEP_N];
+
+    env = getenv("TOLL_SETTLE_CRASH");
+    if (env == NULL) {
+        return;
+    }
+
+    colon = strchr(env, ':');
+    len = colon ? (size_t) (colon - env) : strlen(env);
+
+    if (len != strlen(toll_settle_steps[step])
+        || memcmp(env, toll_settle_steps[step], len) != 0)
+    {
+        return;
+    }
+
+    n = colon ? strtol(colon + 1, NULL, 10) : 1;
+
+    if (++hits[step] >= n) {
+        fprintf(stderr, "toll-settle: TOLL_SETTLE_CRASH: killed after %s\n",
+                toll_settle_steps[step]);
+        (void) raise(SIGKILL);
+    }
+}

@@ -1,0 +1,62 @@
+/*
+ * toll-settle: the drain, from the meter's usage hashes in Redis to the
+ * ledger, exactly once (docs/settle.md, "The drain protocol").
+ */
+
+#ifndef _TOLL_SETTLE_DRAIN_H_INCLUDED_
+#define _TOLL_SETTLE_DRAIN_H_INCLUDED_
+
+
+#include <signal.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_conf.h"
+#include "toll_settle_webhook.h"
+
+
+/* a pass stopped on Redis: the caller reconnects and tries again later */
+#define TOLL_SETTLE_DRAIN_AGAIN   -1
+
+
+typedef struct {
+    const toll_settle_conf_t   *conf;
+    toll_ledger_t              *ledger;
+    toll_settle_webhooks_t     *hooks;          /* NULL: none */
+    volatile sig_atomic_t      *stop;
+
+    redisContext               *redis;
+    int                         bound;          /* ledger id checked */
+    int                         script_loaded;
+    int                         redis_down;     /* logged once per outage */
+    int64_t                     next_sweep_ms;  /* CLOCK_MONOTONIC */
+
+    /* since start, for the log and for tests */
+    uint64_t                    batches;
+    uint64_t                    replays;        /* already in the ledger */
+    uint64_t                    records;
+    int64_t                     amount_micros;
+} toll_settle_drain_t;
+
+
+/*
+ * One pass: recover open claims, sweep when due, then claim and post up
+ * to conf->batch_max usage hashes.  *more is set when the index still
+ * holds names.  Returns 0, TOLL_SETTLE_DRAIN_AGAIN (Redis failed: logged,
+ * the connection dropped), or a sysexits code for an error no retry
+ * mends (this Redis belongs to another ledger, the ledger failed).
+ */
+int toll_settle_drain_pass(toll_settle_drain_t *d, int *more);
+
+void toll_settle_drain_close(toll_settle_drain_t *d);
+
+int64_t toll_settle_now_ms(void);
+
+/* "toll-settle: ..." on stderr */
+void toll_settle_log(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+
+#endif /* _TOLL_SETTLE_DRAIN_H_INCLUDED_ */

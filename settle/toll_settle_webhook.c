@@ -1,0 +1,1605 @@
+/*
+ * toll-settle: the webhook sender (docs/settle.md, "Webhooks").
+ *
+ * The thread owns the SQLite connection, the curl multi handle and the
+ * transfers.  Other threads only set flags under the mutex and wake it
+ * with curl_multi_wakeup() (the one multi call that is safe from another
+ * thread); a drain waiter sleeps on a condition variable of
+ * CLOCK_MONOTONIC.
+ *
+ * A round of the thread:
+ *   1. fan-out: the events past the cursor (meta "webhook_cursor") become
+ *      deliveries, one per subscribed URL, and the cursor moves, in one
+ *      transaction;
+ *   2. due deliveries start, at most TOLL_SETTLE_HOOK_INFLIGHT_MAX in all
+ *      and TOLL_SETTLE_HOOK_URL_INFLIGHT_MAX per URL, so that a receiver
+ *      that hangs leaves room for the others;
+ *   3. finished attempts are written, each in a statement of its own
+ *      (a result that meets a busy ledger is kept and written later);
+ *   4. curl_multi_poll() until a transfer moves, the next delivery is
+ *      due, a kick, or TOLL_SETTLE_HOOK_WAIT_MS_MAX.
+ *
+ * next_at_ms is wall-clock time, so that it means the same after a
+ * restart; the waits are monotonic.  Nothing here logs a secret.
+ */
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <sqlite3.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_webhook.h"
+
+
+/* attempts running at once, in all and to one URL */
+#define TOLL_SETTLE_HOOK_INFLIGHT_MAX       8
+#define TOLL_SETTLE_HOOK_URL_INFLIGHT_MAX   2
+/* the longest sleep of the thread: a missed kick costs at most this */
+#define TOLL_SETTLE_HOOK_WAIT_MS_MAX        1000
+/* events fanned out in one transaction; more wait for the next round */
+#define TOLL_SETTLE_HOOK_FANOUT_EVENTS_MAX  1000
+#define TOLL_SETTLE_HOOK_TIMEOUT_MS_MAX     600000          /* 10 minutes */
+/* a body the ledger made is a few hundred bytes; a bigger one is refused */
+#define TOLL_SETTLE_HOOK_BODY_LEN_MAX       (1024 * 1024)
+/* an event id or type, sent as a header value */
+#define TOLL_SETTLE_HOOK_FIELD_LEN_MAX      128
+#define TOLL_SETTLE_HOOK_HEADER_LEN_MAX                                     \
+    (32 + TOLL_SETTLE_HOOK_FIELD_LEN_MAX + TOLL_SETTLE_SIGNATURE_MAX)
+#define TOLL_SETTLE_HOOK_LOG_LEN_MAX        1024
+#define TOLL_SETTLE_HOOK_INT_STR_LEN        sizeof("-9223372036854775808")
+#define TOLL_SETTLE_HOOK_HMAC_LEN           32              /* SHA-256 */
+
+#define TOLL_SETTLE_HOOK_CURSOR             "webhook_cursor"
+#define TOLL_SETTLE_HOOK_USER_AGENT         "toll-settle"
+
+#define TOLL_SETTLE_HOOK_NELTS(a)           (sizeof(a) / sizeof((a)[0]))
+
+
+typedef enum {
+    TOLL_SETTLE_XFER_FREE = 0,
+    TOLL_SETTLE_XFER_RUNNING,        /* in the multi handle */
+    TOLL_SETTLE_XFER_DONE            /* ended, its result not yet written */
+} toll_settle_xfer_state_e;
+
+
+/* one attempt of one delivery */
+typedef struct {
+    toll_settle_xfer_state_e   state;
+    CURL                      *easy;
+    struct curl_slist         *headers;
+    int64_t                    delivery_id;
+    int64_t                    attempts;      /* made before this one */
+    size_t                     url;           /* index in w->urls */
+    int64_t                    ended_ms;      /* wall clock */
+    long                       http_status;   /* 0: no answer */
+    int                        ok;
+    int                        permanent;     /* no retry can mend it */
+    char                       event_id[TOLL_SETTLE_HOOK_FIELD_LEN_MAX + 1];
+    char                       event_type[TOLL_SETTLE_HOOK_FIELD_LEN_MAX + 1];
+    char                       errbuf[CURL_ERROR_SIZE];
+    char                       error[CURL_ERROR_SIZE];
+} toll_settle_xfer_t;
+
+
+/* a subscription, copied */
+typedef struct {
+    char                      *url;
+    char                      *secret;
+    unsigned                   events;
+    size_t                     url_index;     /* in w->urls */
+} toll_settle_whook_t;
+
+
+/* a distinct URL: several subscriptions may share one */
+typedef struct {
+    const char                *url;           /* a hook's copy */
+    int                        inflight;
+} toll_settle_wurl_t;
+
+
+enum {
+    TOLL_SETTLE_SQL_BEGIN = 0,
+    TOLL_SETTLE_SQL_COMMIT,
+    TOLL_SETTLE_SQL_ROLLBACK,
+    TOLL_SETTLE_SQL_MAX_SEQ,
+    TOLL_SETTLE_SQL_CURSOR_GET,
+    TOLL_SETTLE_SQL_CURSOR_SET,
+    TOLL_SETTLE_SQL_EVENTS_AFTER,
+    TOLL_SETTLE_SQL_DELIVERY_ADD,
+    TOLL_SETTLE_SQL_DUE,
+    TOLL_SETTLE_SQL_DELIVERED,
+    TOLL_SETTLE_SQL_ATTEMPTED,
+    TOLL_SETTLE_SQL_UNSETTLED,
+    TOLL_SETTLE_SQL_N
+};
+
+
+static const char  *toll_settle_hook_sql[TOLL_SETTLE_SQL_N] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT coalesce(max(seq), 0) FROM events",
+    "SELECT value FROM meta WHERE name = '" TOLL_SETTLE_HOOK_CURSOR "'",
+    "INSERT INTO meta (name, value) VALUES ('" TOLL_SETTLE_HOOK_CURSOR "', ?1)"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    "SELECT seq, type FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    "INSERT OR IGNORE INTO deliveries (event_seq, url, status, attempts,"
+    " next_at_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
+    "SELECT d.id, d.attempts, d.next_at_ms, e.id, e.type, e.body"
+    " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+    " WHERE d.status = 'pending' AND d.url = ?1"
+    " ORDER BY d.next_at_ms, d.id LIMIT ?2",
+    "UPDATE deliveries SET status = 'delivered', attempts = ?2,"
+    " last_status = ?3, last_error = NULL, delivered_at = ?4"
+    " WHERE id = ?1 AND status = 'pending'",
+    "UPDATE deliveries SET status = ?2, attempts = ?3, last_status = ?4,"
+    " last_error = ?5, next_at_ms = ?6"
+    " WHERE id = ?1 AND status = 'pending'",
+    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending'"
+    " AND url = ?1 AND event_seq <= ?2)"
+};
+
+
+struct toll_settle_webhooks_s {
+    /* shared: under mutex */
+    pthread_mutex_t            mutex;
+    pthread_cond_t             settled;       /* drain waiters */
+    int                        stop;
+    int                        kicked;
+    uint64_t                   drain_asked;   /* requests made */
+    uint64_t                   drain_done;    /* the last one settled */
+
+    /* set by start, read-only while the thread runs */
+    int                        running;
+    pthread_t                  thread;
+    CURLM                     *multi;
+    toll_settle_whook_t       *hooks;
+    size_t                     nhooks;
+    toll_settle_wurl_t        *urls;
+    size_t                     nurls;
+    int64_t                    timeout_ms;
+    int                        verbose;
+
+    /* the thread's own */
+    sqlite3                   *db;
+    sqlite3_stmt              *sql[TOLL_SETTLE_SQL_N];
+    toll_settle_xfer_t         xfers[TOLL_SETTLE_HOOK_INFLIGHT_MAX];
+    int                        inflight;      /* xfers not free */
+    int64_t                    cursor;        /* -1: not read yet */
+    int                        fanout_more;
+    uint64_t                   drain_gen;     /* request drain_seq is for */
+    int64_t                    drain_seq;     /* events up to it */
+    uint64_t                   drain_seen;    /* request found settled */
+    size_t                     url_next;      /* round robin */
+    int                        db_failing;    /* logged once per streak */
+};
+
+
+static void toll_settle_hook_log(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static int toll_settle_hook_copy(toll_settle_webhooks_t *w,
+    const toll_settle_hook_t *hooks, size_t n, char *err, size_t err_size);
+static int toll_settle_hook_open(toll_settle_webhooks_t *w,
+    const char *ledger_path, char *err, size_t err_size);
+static int toll_settle_hook_spawn(toll_settle_webhooks_t *w);
+static void toll_settle_hook_free(toll_settle_webhooks_t *w);
+static void *toll_settle_hook_thread(void *arg);
+static void toll_settle_hook_round(toll_settle_webhooks_t *w,
+    uint64_t asked, int64_t *wait_ms);
+static int toll_settle_hook_fanout(toll_settle_webhooks_t *w,
+    int64_t now_ms);
+static int toll_settle_hook_fanout_events(toll_settle_webhooks_t *w,
+    int64_t cursor, int64_t now_ms, int64_t *last);
+static int toll_settle_hook_cursor_get(toll_settle_webhooks_t *w,
+    int64_t *cursor);
+static void toll_settle_hook_send_due(toll_settle_webhooks_t *w,
+    int64_t now_ms, int64_t *wake_ms);
+static void toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
+    sqlite3_stmt *row, int64_t now_ms);
+static int toll_settle_hook_easy(toll_settle_webhooks_t *w,
+    toll_settle_xfer_t *x, const toll_settle_whook_t *hook,
+    const char *body, size_t body_len);
+static const toll_settle_whook_t *toll_settle_hook_for(
+    toll_settle_webhooks_t *w, size_t u, const char *type);
+static void toll_settle_hook_collect(toll_settle_webhooks_t *w);
+static int toll_settle_hook_record_all(toll_settle_webhooks_t *w);
+static int toll_settle_hook_record(toll_settle_webhooks_t *w,
+    toll_settle_xfer_t *x);
+static void toll_settle_hook_report(toll_settle_webhooks_t *w,
+    const toll_settle_xfer_t *x, const char *status, int64_t delay_ms);
+static void toll_settle_hook_check_drain(toll_settle_webhooks_t *w);
+static void toll_settle_hook_release(toll_settle_webhooks_t *w,
+    toll_settle_xfer_t *x);
+static void toll_settle_hook_free_slot(toll_settle_webhooks_t *w,
+    toll_settle_xfer_t *x);
+static int toll_settle_hook_inflight(const toll_settle_webhooks_t *w,
+    int64_t delivery_id);
+static int toll_settle_hook_step_done(toll_settle_webhooks_t *w,
+    sqlite3_stmt *st, const char *what);
+static void toll_settle_hook_db_error(toll_settle_webhooks_t *w,
+    const char *what);
+static int toll_settle_hook_field_ok(const unsigned char *s, int len);
+static size_t toll_settle_hook_discard(char *ptr, size_t size,
+    size_t nmemb, void *data);
+static int64_t toll_settle_hook_wall_ms(void);
+static void toll_settle_hook_timespec(int64_t ms, struct timespec *ts);
+
+
+unsigned
+toll_settle_event_bit(const char *type)
+{
+    if (type == NULL) {
+        return 0;
+    }
+
+    if (strcmp(type, TOLL_LEDGER_EVENT_SETTLEMENT_CREATED) == 0) {
+        return TOLL_SETTLE_EVENT_SETTLEMENT_CREATED;
+    }
+
+    if (strcmp(type, TOLL_LEDGER_EVENT_SETTLEMENT_COMPLETED) == 0) {
+        return TOLL_SETTLE_EVENT_SETTLEMENT_COMPLETED;
+    }
+
+    if (strcmp(type, TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED) == 0) {
+        return TOLL_SETTLE_EVENT_FREE_TIER_EXHAUSTED;
+    }
+
+    return 0;
+}
+
+
+int
+toll_settle_webhook_sign(const char *secret, int64_t t, const char *body,
+    size_t body_len, char *out, size_t out_size)
+{
+    int             n, rc;
+    size_t          i, mac_len;
+    char            prefix[TOLL_SETTLE_HOOK_INT_STR_LEN + 1];
+    char            digest_name[] = "SHA256";
+    EVP_MAC        *mac;
+    OSSL_PARAM      params[2];
+    EVP_MAC_CTX    *ctx;
+    unsigned char   md[TOLL_SETTLE_HOOK_HMAC_LEN];
+
+    static const char  hex[] = "0123456789abcdef";
+
+    if (secret == NULL || (body == NULL && body_len > 0) || out == NULL
+        || out_size < TOLL_SETTLE_SIGNATURE_MAX)
+    {
+        return -1;
+    }
+
+    n = snprintf(prefix, sizeof(prefix), "%lld.", (long long) t);
+    if (n < 0 || (size_t) n >= sizeof(prefix)) {
+        return -1;
+    }
+
+    rc = -1;
+    mac_len = 0;
+    ctx = NULL;
+
+    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (mac == NULL) {
+        return -1;
+    }
+
+    ctx = EVP_MAC_CTX_new(mac);
+    if (ctx == NULL) {
+        goto done;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 digest_name, 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (EVP_MAC_init(ctx, (const unsigned char *) secret, strlen(secret),
+                     params) != 1
+        || EVP_MAC_update(ctx, (const unsigned char *) prefix, (size_t) n)
+           != 1
+        || (body_len > 0
+            && EVP_MAC_update(ctx, (const unsigned char *) body, body_len)
+               != 1)
+        || EVP_MAC_final(ctx, md, &mac_len, sizeof(md)) != 1
+        || mac_len != sizeof(md))
+    {
+        goto done;
+    }
+
+    n = snprintf(out, out_size, "t=%lld,v1=", (long long) t);
+    if (n < 0 || (size_t) n + 2 * sizeof(md) + 1 > out_size) {
+        goto done;
+    }
+
+    for (i = 0; i < sizeof(md); i++) {
+        out[n + 2 * i] = hex[md[i] >> 4];
+        out[n + 2 * i + 1] = hex[md[i] & 0x0f];
+    }
+
+    out[n + 2 * sizeof(md)] = '\0';
+    rc = 0;
+
+done:
+
+    OPENSSL_cleanse(md, sizeof(md));
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+
+    return rc;
+}
+
+
+int
+toll_settle_webhooks_start(const char *ledger_path,
+    const toll_settle_hook_t *hooks, size_t n, int64_t timeout_ms,
+    int verbose, toll_settle_webhooks_t **out, char *err, size_t err_size)
+{
+    toll_settle_webhooks_t  *w;
+
+    *out = NULL;
+
+    if (n > 0 && (hooks == NULL || ledger_path == NULL)) {
+        snprintf(err, err_size, "webhooks: no ledger or no hooks given");
+        return -1;
+    }
+
+    if (timeout_ms < 1 || timeout_ms > TOLL_SETTLE_HOOK_TIMEOUT_MS_MAX) {
+        snprintf(err, err_size, "invalid webhook_timeout of %lld ms: 1ms "
+                 "to 10m", (long long) timeout_ms);
+        return -1;
+    }
+
+    w = calloc(1, sizeof(toll_settle_webhooks_t));
+    if (w == NULL) {
+        snprintf(err, err_size, "webhooks: out of memory");
+        return -1;
+    }
+
+    w->timeout_ms = timeout_ms;
+    w->verbose = verbose;
+    w->cursor = -1;
+
+    if (n == 0) {
+        *out = w;              /* nothing to send: no thread */
+        return 0;
+    }
+
+    if (toll_settle_hook_copy(w, hooks, n, err, err_size) != 0
+        || toll_settle_hook_open(w, ledger_path, err, err_size) != 0)
+    {
+        toll_settle_hook_free(w);
+        return -1;
+    }
+
+    w->multi = curl_multi_init();
+    if (w->multi == NULL) {
+        snprintf(err, err_size, "webhooks: libcurl failed to start");
+        toll_settle_hook_free(w);
+        return -1;
+    }
+
+    if (toll_settle_hook_spawn(w) != 0) {
+        snprintf(err, err_size, "webhooks: cannot start the sender thread");
+        toll_settle_hook_free(w);
+        return -1;
+    }
+
+    *out = w;
+
+    return 0;
+}
+
+
+void
+toll_settle_webhooks_kick(toll_settle_webhooks_t *w)
+{
+    if (w == NULL || !w->running) {
+        return;
+    }
+
+    pthread_mutex_lock(&w->mutex);
+    w->kicked = 1;
+    pthread_mutex_unlock(&w->mutex);
+
+    (void) curl_multi_wakeup(w->multi);
+}
+
+
+int
+toll_settle_webhooks_drain(toll_settle_webhooks_t *w, int64_t deadline_ms)
+{
+    int              rc;
+    uint64_t         gen;
+    struct timespec  ts;
+
+    if (w == NULL || !w->running) {
+        return 0;
+    }
+
+    toll_settle_hook_timespec(deadline_ms, &ts);
+
+    pthread_mutex_lock(&w->mutex);
+    gen = ++w->drain_asked;
+    w->kicked = 1;
+    pthread_mutex_unlock(&w->mutex);
+
+    (void) curl_multi_wakeup(w->multi);
+
+    pthread_mutex_lock(&w->mutex);
+
+    while (w->drain_done < gen) {
+        rc = pthread_cond_timedwait(&w->settled, &w->mutex, &ts);
+        if (rc == ETIMEDOUT) {
+            break;
+        }
+
+        assert(rc == 0);
+    }
+
+    rc = (w->drain_done >= gen) ? 0 : -1;
+
+    pthread_mutex_unlock(&w->mutex);
+
+    return rc;
+}
+
+
+void
+toll_settle_webhooks_stop(toll_settle_webhooks_t *w)
+{
+    if (w == NULL) {
+        return;
+    }
+
+    if (w->running) {
+        pthread_mutex_lock(&w->mutex);
+        w->stop = 1;
+        pthread_mutex_unlock(&w->mutex);
+
+        (void) curl_multi_wakeup(w->multi);
+
+        if (pthread_join(w->thread, NULL) != 0) {
+            toll_settle_hook_log("webhooks: cannot join the sender thread");
+        }
+    }
+
+    toll_settle_hook_free(w);
+}
+
+
+static void
+toll_settle_hook_log(const char *fmt, ...)
+{
+    char     line[TOLL_SETTLE_HOOK_LOG_LEN_MAX];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(line, sizeof(line), fmt, args);
+    va_end(args);
+
+    fprintf(stderr, "toll-settle: %s\n", line);
+}
+
+
+/*
+ * The hooks, copied, and the distinct URLs among them: the limit in
+ * flight and the UNIQUE (event_seq, url) of deliveries are per URL.
+ */
+static int
+toll_settle_hook_copy(toll_settle_webhooks_t *w,
+    const toll_settle_hook_t *hooks, size_t n, char *err, size_t err_size)
+{
+    size_t                i, j;
+    toll_settle_whook_t  *h;
+
+    w->hooks = calloc(n, sizeof(toll_settle_whook_t));
+    w->urls = calloc(n, sizeof(toll_settle_wurl_t));
+
+    if (w->hooks == NULL || w->urls == NULL) {
+        snprintf(err, err_size, "webhooks: out of memory");
+        return -1;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (hooks[i].url == NULL || hooks[i].secret == NULL
+            || (strncmp(hooks[i].url, "http://", 7) != 0
+                && strncmp(hooks[i].url, "https://", 8) != 0))
+        {
+            snprintf(err, err_size, "webhook %zu: needs an http:// or "
+                     "https:// URL and a secret", i + 1);
+            return -1;
+        }
+
+        h = &w->hooks[i];
+
+        h->url = strdup(hooks[i].url);
+        h->secret = strdup(hooks[i].secret);
+        h->events = hooks[i].events;
+        w->nhooks++;
+
+        if (h->url == NULL || h->secret == NULL) {
+            snprintf(err, err_size, "webhooks: out of memory");
+            return -1;
+        }
+
+        for (j = 0; j < w->nurls; j++) {
+            if (strcmp(w->urls[j].url, h->url) == 0) {
+                break;
+            }
+        }
+
+        if (j == w->nurls) {
+            w->urls[j].url = h->url;
+            w->nurls++;
+        }
+
+        h->url_index = j;
+    }
+
+    return 0;
+}
+
+
+/* the thread's own connection; every statement it runs, prepared once */
+static int
+toll_settle_hook_open(toll_settle_webhooks_t *w, const char *ledger_path,
+    char *err, size_t err_size)
+{
+    int     rc;
+    char    pragmas[128];
+    size_t  i;
+
+    rc = sqlite3_open_v2(ledger_path, &w->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_size, "webhooks: cannot open the ledger \"%s\": "
+                 "%s", ledger_path,
+                 w->db ? sqlite3_errmsg(w->db) : sqlite3_errstr(rc));
+        return -1;
+    }
+
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA busy_timeout = %d;"
+             "PRAGMA synchronous = FULL;PRAGMA foreign_keys = ON;",
+             TOLL_LEDGER_BUSY_TIMEOUT_MS);
+
+    if (sqlite3_exec(w->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, err_size, "webhooks: ledger \"%s\": %s", ledger_path,
+                 sqlite3_errmsg(w->db));
+        return -1;
+    }
+
+    for (i = 0; i < TOLL_SETTLE_SQL_N; i++) {
+        rc = sqlite3_prepare_v3(w->db, toll_settle_hook_sql[i], -1,
+                                SQLITE_PREPARE_PERSISTENT, &w->sql[i], NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, err_size, "webhooks: ledger \"%s\" is not a toll "
+                     "ledger of this version: %s", ledger_path,
+                     sqlite3_errmsg(w->db));
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The thread blocks the asynchronous signals, so that SIGTERM and SIGINT
+ * reach the drain thread and interrupt its sleeps.
+ */
+static int
+toll_settle_hook_spawn(toll_settle_webhooks_t *w)
+{
+    int                 rc;
+    sigset_t            all, old;
+    pthread_condattr_t  attr;
+
+    if (pthread_condattr_init(&attr) != 0) {
+        return -1;
+    }
+
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) {
+        rc = pthread_cond_init(&w->settled, &attr);
+    }
+
+    pthread_condattr_destroy(&attr);
+
+    if (rc != 0) {
+        return -1;
+    }
+
+    if (pthread_mutex_init(&w->mutex, NULL) != 0) {
+        pthread_cond_destroy(&w->settled);
+        return -1;
+    }
+
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGABRT);
+
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->thread, NULL, toll_settle_hook_thread, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    if (rc != 0) {
+        pthread_mutex_destroy(&w->mutex);
+        pthread_cond_destroy(&w->settled);
+        return -1;
+    }
+
+    w->running = 1;
+
+    return 0;
+}
+
+
+/* after the thread has ended, or when it never started */
+static void
+toll_settle_hook_free(toll_settle_webhooks_t *w)
+{
+    size_t  i;
+
+    for (i = 0; i < TOLL_SETTLE_HOOK_INFLIGHT_MAX; i++) {
+        toll_settle_hook_release(w, &w->xfers[i]);
+    }
+
+    if (w->multi != NULL) {
+        curl_multi_cleanup(w->multi);
+    }
+
+    for (i = 0; i < TOLL_SETTLE_SQL_N; i++) {
+        sqlite3_finalize(w->sql[i]);
+    }
+
+    if (w->db != NULL) {
+        if (sqlite3_close(w->db) != SQLITE_OK) {
+            toll_settle_hook_log("webhooks: closing the ledger: %s",
+                                 sqlite3_errmsg(w->db));
+        }
+    }
+
+    for (i = 0; i < w->nhooks; i++) {
+        free(w->hooks[i].url);
+
+        if (w->hooks[i].secret != NULL) {
+            OPENSSL_cleanse(w->hooks[i].secret, strlen(w->hooks[i].secret));
+            free(w->hooks[i].secret);
+        }
+    }
+
+    free(w->hooks);
+    free(w->urls);
+
+    if (w->running) {
+        pthread_mutex_destroy(&w->mutex);
+        pthread_cond_destroy(&w->settled);
+    }
+
+    free(w);
+}
+
+
+static void *
+toll_settle_hook_thread(void *arg)
+{
+    int                      stop, kicked;
+    int64_t                  wait_ms;
+    uint64_t                 asked;
+    toll_settle_xfer_t      *x;
+    toll_settle_webhooks_t  *w;
+
+    w = arg;
+
+    for ( ;; ) {
+        pthread_mutex_lock(&w->mutex);
+        stop = w->stop;
+        w->kicked = 0;
+        asked = w->drain_asked;
+        pthread_mutex_unlock(&w->mutex);
+
+        if (stop) {
+            break;
+        }
+
+        toll_settle_hook_round(w, asked, &wait_ms);
+
+        pthread_mutex_lock(&w->mutex);
+        kicked = w->kicked || w->stop;
+        pthread_mutex_unlock(&w->mutex);
+
+        if (kicked) {
+            wait_ms = 0;
+        }
+
+        /* returns early on a transfer's progress and on curl_multi_wakeup */
+        (void) curl_multi_poll(w->multi, NULL, 0, (int) wait_ms, NULL);
+    }
+
+    /*
+     * Stopping: an attempt in flight is dropped (its delivery stays
+     * pending and is sent again later); an ended one is written if the
+     * ledger takes it now.
+     */
+    for (x = w->xfers; x < w->xfers + TOLL_SETTLE_HOOK_INFLIGHT_MAX; x++) {
+        if (x->state == TOLL_SETTLE_XFER_RUNNING) {
+            toll_settle_hook_free_slot(w, x);
+        }
+    }
+
+    (void) toll_settle_hook_record_all(w);
+
+    return NULL;
+}
+
+
+/* one round: fan-out, start the due, move the transfers, write results */
+static void
+toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
+    int64_t *wait_ms)
+{
+    int      running, freed;
+    int64_t  now_ms, wake_ms;
+
+    now_ms = toll_settle_hook_wall_ms();
+    wake_ms = now_ms + TOLL_SETTLE_HOOK_WAIT_MS_MAX;
+
+    if (toll_settle_hook_fanout(w, now_ms) == 0 && !w->fanout_more
+        && asked > w->drain_gen)
+    {
+        /* a drain waits for the events fanned out by now, no later ones */
+        w->drain_gen = asked;
+        w->drain_seq = w->cursor;
+    }
+
+    toll_settle_hook_send_due(w, now_ms, &wake_ms);
+
+    (void) curl_multi_perform(w->multi, &running);
+
+    toll_settle_hook_collect(w);
+    freed = toll_settle_hook_record_all(w);
+    toll_settle_hook_check_drain(w);
+
+    /* more events to fan out, or room for deliveries that wait for it */
+    if (w->fanout_more || freed > 0) {
+        wake_ms = now_ms;
+    }
+
+    now_ms = toll_settle_hook_wall_ms();
+
+    *wait_ms = wake_ms - now_ms;
+
+    if (*wait_ms < 0) {
+        *wait_ms = 0;
+    }
+
+    if (*wait_ms > TOLL_SETTLE_HOOK_WAIT_MS_MAX) {
+        *wait_ms = TOLL_SETTLE_HOOK_WAIT_MS_MAX;
+    }
+}
+
+
+/*
+ * Events past the cursor become deliveries, one per URL that subscribes
+ * to the type, and the cursor moves past them, in one transaction:
+ * an event is fanned out once, even across a crash.  0, or -1 when the
+ * ledger refused (busy): the next round tries again.
+ */
+static int
+toll_settle_hook_fanout(toll_settle_webhooks_t *w, int64_t now_ms)
+{
+    int            rc;
+    char           value[TOLL_SETTLE_HOOK_INT_STR_LEN];
+    int64_t        max_seq, cursor, last;
+    sqlite3_stmt  *st;
+
+    w->fanout_more = 0;
+
+    if (w->cursor >= 0) {
+        /* no write lock when there is nothing new, the usual case */
+        st = w->sql[TOLL_SETTLE_SQL_MAX_SEQ];
+
+        rc = sqlite3_step(st);
+        max_seq = (rc == SQLITE_ROW) ? sqlite3_column_int64(st, 0) : -1;
+        sqlite3_reset(st);
+
+        if (rc != SQLITE_ROW) {
+            toll_settle_hook_db_error(w, "read the events");
+            return -1;
+        }
+
+        if (max_seq <= w->cursor) {
+            w->db_failing = 0;
+            return 0;
+        }
+    }
+
+    if (toll_settle_hook_step_done(w, w->sql[TOLL_SETTLE_SQL_BEGIN],
+                                   "begin the fan-out")
+        != 0)
+    {
+        return -1;
+    }
+
+    if (toll_settle_hook_cursor_get(w, &cursor) != 0) {
+        goto failed;
+    }
+
+    last = cursor;
+
+    if (toll_settle_hook_fanout_events(w, cursor, now_ms, &last) != 0) {
+        goto failed;
+    }
+
+    if (last != cursor) {
+        snprintf(value, sizeof(value), "%lld", (long long) last);
+
+        st = w->sql[TOLL_SETTLE_SQL_CURSOR_SET];
+        sqlite3_bind_text(st, 1, value, -1, SQLITE_TRANSIENT);
+
+        if (toll_settle_hook_step_done(w, st, "move the webhook cursor")
+            != 0)
+        {
+            goto failed;
+        }
+    }
+
+    if (toll_settle_hook_step_done(w, w->sql[TOLL_SETTLE_SQL_COMMIT],
+                                   "commit the fan-out")
+        != 0)
+    {
+        goto failed;
+    }
+
+    w->cursor = last;
+    w->db_failing = 0;
+
+    return 0;
+
+failed:
+
+    (void) sqlite3_step(w->sql[TOLL_SETTLE_SQL_ROLLBACK]);
+    sqlite3_reset(w->sql[TOLL_SETTLE_SQL_ROLLBACK]);
+    w->fanout_more = 0;
+
+    return -1;
+}
+
+
+static int
+toll_settle_hook_fanout_events(toll_settle_webhooks_t *w, int64_t cursor,
+    int64_t now_ms, int64_t *last)
+{
+    int            rc, n;
+    size_t         i;
+    int64_t        seq;
+    unsigned       bit;
+    sqlite3_stmt  *ev, *add;
+
+    ev = w->sql[TOLL_SETTLE_SQL_EVENTS_AFTER];
+    add = w->sql[TOLL_SETTLE_SQL_DELIVERY_ADD];
+
+    sqlite3_bind_int64(ev, 1, cursor);
+    sqlite3_bind_int(ev, 2, TOLL_SETTLE_HOOK_FANOUT_EVENTS_MAX);
+
+    n = 0;
+
+    while ((rc = sqlite3_step(ev)) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(ev, 0);
+        bit = toll_settle_event_bit((const char *) sqlite3_column_text(ev, 1));
+
+        assert(seq > *last);
+
+        for (i = 0; bit != 0 && i < w->nhooks; i++) {
+            if ((w->hooks[i].events & bit) == 0) {
+                continue;
+            }
+
+            /* a URL named twice gets one delivery: UNIQUE (event_seq, url) */
+            sqlite3_bind_int64(add, 1, seq);
+            sqlite3_bind_text(add, 2, w->hooks[i].url, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(add, 3, now_ms);
+
+            if (toll_settle_hook_step_done(w, add, "add a delivery") != 0) {
+                sqlite3_reset(ev);
+                return -1;
+            }
+        }
+
+        *last = seq;
+        n++;
+    }
+
+    sqlite3_reset(ev);
+
+    if (rc != SQLITE_DONE) {
+        toll_settle_hook_db_error(w, "read the new events");
+        return -1;
+    }
+
+    w->fanout_more = (n == TOLL_SETTLE_HOOK_FANOUT_EVENTS_MAX);
+
+    return 0;
+}
+
+
+static int
+toll_settle_hook_cursor_get(toll_settle_webhooks_t *w, int64_t *cursor)
+{
+    int            rc;
+    char          *end;
+    long long      v;
+    const char    *text;
+    sqlite3_stmt  *st;
+
+    st = w->sql[TOLL_SETTLE_SQL_CURSOR_GET];
+
+    *cursor = 0;
+
+    rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW) {
+        text = (const char *) sqlite3_column_text(st, 0);
+
+        errno = 0;
+        v = (text != NULL) ? strtoll(text, &end, 10) : -1;
+
+        if (text == NULL || errno != 0 || end == text || *end != '\0'
+            || v < 0)
+        {
+            /* deliveries are UNIQUE: from 0, nothing is sent twice */
+            toll_settle_hook_log("webhooks: the ledger's %s \"%s\" is not "
+                                 "a number; fanning out from the first "
+                                 "event", TOLL_SETTLE_HOOK_CURSOR,
+                                 text ? text : "");
+            v = 0;
+        }
+
+        *cursor = v;
+        rc = sqlite3_step(st);
+    }
+
+    sqlite3_reset(st);
+
+    if (rc != SQLITE_DONE) {
+        toll_settle_hook_db_error(w, "read the webhook cursor");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Per URL, in turns, the pending deliveries in order of next_at_ms: the
+ * due ones start while there is room; the first one not due yet sets
+ * *wake_ms.  A URL with no room left is woken by its transfers' ends.
+ */
+static void
+toll_settle_hook_send_due(toll_settle_webhooks_t *w, int64_t now_ms,
+    int64_t *wake_ms)
+{
+    int                  rc, room;
+    size_t               k, u;
+    int64_t              next_at;
+    sqlite3_stmt        *st;
+    toll_settle_wurl_t  *url;
+
+    st = w->sql[TOLL_SETTLE_SQL_DUE];
+
+    for (k = 0; k < w->nurls; k++) {
+        u = (w->url_next + k) % w->nurls;
+        url = &w->urls[u];
+
+        room = TOLL_SETTLE_HOOK_URL_INFLIGHT_MAX - url->inflight;
+        if (room > TOLL_SETTLE_HOOK_INFLIGHT_MAX - w->inflight) {
+            room = TOLL_SETTLE_HOOK_INFLIGHT_MAX - w->inflight;
+        }
+
+        if (room <= 0) {
+            continue;
+        }
+
+        /* the ones in flight come first, being the oldest due */
+        sqlite3_bind_text(st, 1, url->url, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, url->inflight + room + 1);
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (toll_settle_hook_inflight(w, sqlite3_column_int64(st, 0))) {
+                continue;
+            }
+
+            if (room == 0) {
+                break;          /* the end of a transfer wakes us */
+            }
+
+            next_at = sqlite3_column_int64(st, 2);
+
+            if (next_at > now_ms) {
+                if (next_at < *wake_ms) {
+                    *wake_ms = next_at;
+                }
+
+                break;
+            }
+
+            toll_settle_hook_attempt(w, u, st, now_ms);
+            room--;
+        }
+
+        sqlite3_reset(st);
+
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            toll_settle_hook_db_error(w, "read the due deliveries");
+            break;
+        }
+    }
+
+    if (w->nurls > 0) {
+        w->url_next = (w->url_next + 1) % w->nurls;
+    }
+}
+
+
+/*
+ * One attempt of the delivery in row (d.id, d.attempts, d.next_at_ms,
+ * e.id, e.type, e.body).  Whatever fails here ends the attempt at once
+ * (state DONE), to be written with the others.
+ */
+static void
+toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
+    sqlite3_stmt *row, int64_t now_ms)
+{
+    int                         id_len, type_len, body_len;
+    const char                 *body;
+    const unsigned char        *id, *type;
+    toll_settle_xfer_t         *x;
+    const toll_settle_whook_t  *hook;
+
+    for (x = w->xfers; x->state != TOLL_SETTLE_XFER_FREE; x++) {
+        assert(x + 1 < w->xfers + TOLL_SETTLE_HOOK_INFLIGHT_MAX);
+    }
+
+    memset(x, 0, sizeof(toll_settle_xfer_t));
+
+    x->state = TOLL_SETTLE_XFER_DONE;
+    x->delivery_id = sqlite3_column_int64(row, 0);
+    x->attempts = sqlite3_column_int64(row, 1);
+    x->url = u;
+    x->ended_ms = now_ms;
+
+    w->inflight++;
+    w->urls[u].inflight++;
+
+    assert(w->inflight <= TOLL_SETTLE_HOOK_INFLIGHT_MAX);
+    assert(w->urls[u].inflight <= TOLL_SETTLE_HOOK_URL_INFLIGHT_MAX);
+
+    id = sqlite3_column_text(row, 3);
+    id_len = sqlite3_column_bytes(row, 3);
+    type = sqlite3_column_text(row, 4);
+    type_len = sqlite3_column_bytes(row, 4);
+    body = (const char *) sqlite3_column_text(row, 5);
+    body_len = sqlite3_column_bytes(row, 5);
+
+    if (!toll_settle_hook_field_ok(id, id_len)
+        || !toll_settle_hook_field_ok(type, type_len))
+    {
+        snprintf(x->event_id, sizeof(x->event_id), "of delivery %lld",
+                 (long long) x->delivery_id);
+        snprintf(x->error, sizeof(x->error), "the event's id or type "
+                 "cannot be sent as a header");
+        x->permanent = 1;
+        return;
+    }
+
+    memcpy(x->event_id, id, (size_t) id_len);
+    memcpy(x->event_type, type, (size_t) type_len);
+
+    if (body == NULL || body_len > TOLL_SETTLE_HOOK_BODY_LEN_MAX) {
+        snprintf(x->error, sizeof(x->error), "the event's body is over %d "
+                 "bytes", TOLL_SETTLE_HOOK_BODY_LEN_MAX);
+        x->permanent = 1;
+        return;
+    }
+
+    hook = toll_settle_hook_for(w, u, x->event_type);
+
+    if (toll_settle_hook_easy(w, x, hook, body, (size_t) body_len) != 0) {
+        toll_settle_hook_release(w, x);
+        return;
+    }
+
+    if (curl_multi_add_handle(w->multi, x->easy) != CURLM_OK) {
+        snprintf(x->error, sizeof(x->error), "libcurl refused the "
+                 "transfer");
+        toll_settle_hook_release(w, x);
+        return;
+    }
+
+    x->state = TOLL_SETTLE_XFER_RUNNING;
+}
+
+
+/* the easy handle of attempt x; -1 with x->error set */
+static int
+toll_settle_hook_easy(toll_settle_webhooks_t *w, toll_settle_xfer_t *x,
+    const toll_settle_whook_t *hook, const char *body, size_t body_len)
+{
+    size_t              i;
+    char                sig[TOLL_SETTLE_SIGNATURE_MAX];
+    char                lines[5][TOLL_SETTLE_HOOK_HEADER_LEN_MAX];
+    CURL               *e;
+    struct curl_slist  *list;
+
+    if (toll_settle_webhook_sign(hook->secret,
+                                 toll_settle_hook_wall_ms() / 1000, body,
+                                 body_len, sig, sizeof(sig))
+        != 0)
+    {
+        snprintf(x->error, sizeof(x->error), "cannot sign the body");
+        return -1;
+    }
+
+    snprintf(lines[0], sizeof(lines[0]), "Content-Type: application/json");
+    snprintf(lines[1], sizeof(lines[1]), "X-Toll-Event: %s", x->event_type);
+    snprintf(lines[2], sizeof(lines[2]), "X-Toll-Event-Id: %s", x->event_id);
+    snprintf(lines[3], sizeof(lines[3]), "X-Toll-Signature: %s", sig);
+    /* no "Expect: 100-continue" and its wait for a large body */
+    snprintf(lines[4], sizeof(lines[4]), "Expect:");
+
+    for (i = 0; i < TOLL_SETTLE_HOOK_NELTS(lines); i++) {
+        list = curl_slist_append(x->headers, lines[i]);
+        if (list == NULL) {
+            snprintf(x->error, sizeof(x->error), "out of memory");
+            return -1;
+        }
+
+        x->headers = list;
+    }
+
+    e = curl_easy_init();
+    if (e == NULL) {
+        snprintf(x->error, sizeof(x->error), "out of memory");
+        return -1;
+    }
+
+    x->easy = e;
+    x->errbuf[0] = '\0';
+
+    if (curl_easy_setopt(e, CURLOPT_URL, w->urls[x->url].url) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https")
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) w->timeout_ms)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_USERAGENT, TOLL_SETTLE_HOOK_USER_AGENT)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                            (curl_off_t) body_len)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_WRITEFUNCTION,
+                            toll_settle_hook_discard)
+           != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK
+        || curl_easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK)
+    {
+        snprintf(x->error, sizeof(x->error), "libcurl refused an option");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The subscription whose secret signs an event to URL u: the first one
+ * to that URL that names the event's type.
+ */
+static const toll_settle_whook_t *
+toll_settle_hook_for(toll_settle_webhooks_t *w, size_t u, const char *type)
+{
+    size_t                      i;
+    unsigned                    bit;
+    const toll_settle_whook_t  *first;
+
+    bit = toll_settle_event_bit(type);
+    first = NULL;
+
+    for (i = 0; i < w->nhooks; i++) {
+        if (w->hooks[i].url_index != u) {
+            continue;
+        }
+
+        if (first == NULL) {
+            first = &w->hooks[i];
+        }
+
+        if (w->hooks[i].events & bit) {
+            return &w->hooks[i];
+        }
+    }
+
+    assert(first != NULL);
+
+    return first;
+}
+
+
+/* the transfers that ended: their result, the handle freed */
+static void
+toll_settle_hook_collect(toll_settle_webhooks_t *w)
+{
+    int                  left;
+    long                 status;
+    void                *p;
+    CURL                *e;
+    CURLMsg             *msg;
+    CURLcode             code;
+    toll_settle_xfer_t  *x;
+
+    while ((msg = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+
+        e = msg->easy_handle;
+        code = msg->data.result;
+
+        p = NULL;
+        (void) curl_easy_getinfo(e, CURLINFO_PRIVATE, &p);
+        x = p;
+
+        assert(x != NULL && x->easy == e);
+        assert(x->state == TOLL_SETTLE_XFER_RUNNING);
+
+        status = 0;
+        (void) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+
+        x->http_status = status;
+        x->ended_ms = toll_settle_hook_wall_ms();
+
+        if (code == CURLE_OK && status >= 200 && status <= 299) {
+            x->ok = 1;
+
+        } else if (code == CURLE_OK) {
+            snprintf(x->error, sizeof(x->error), "HTTP %ld", status);
+
+        } else {
+            snprintf(x->error, sizeof(x->error), "%s",
+                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
+        }
+
+        toll_settle_hook_release(w, x);
+        x->state = TOLL_SETTLE_XFER_DONE;
+    }
+}
+
+
+/* the number of slots it freed */
+static int
+toll_settle_hook_record_all(toll_settle_webhooks_t *w)
+{
+    int                  freed;
+    toll_settle_xfer_t  *x;
+
+    freed = 0;
+
+    for (x = w->xfers; x < w->xfers + TOLL_SETTLE_HOOK_INFLIGHT_MAX; x++) {
+        if (x->state != TOLL_SETTLE_XFER_DONE) {
+            continue;
+        }
+
+        if (toll_settle_hook_record(w, x) != 0) {
+            break;              /* the ledger is busy: next round */
+        }
+
+        toll_settle_hook_free_slot(w, x);
+        freed++;
+    }
+
+    return freed;
+}
+
+
+/* the result of an ended attempt into its delivery */
+static int
+toll_settle_hook_record(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
+{
+    int            final;
+    int64_t        attempt, delay_ms;
+    const char    *status;
+    sqlite3_stmt  *st;
+
+    attempt = x->attempts + 1;
+
+    if (x->ok) {
+        st = w->sql[TOLL_SETTLE_SQL_DELIVERED];
+
+        sqlite3_bind_int64(st, 1, x->delivery_id);
+        sqlite3_bind_int64(st, 2, attempt);
+        sqlite3_bind_int64(st, 3, x->http_status);
+        sqlite3_bind_int64(st, 4, toll_ledger_now());
+
+        if (toll_settle_hook_step_done(w, st, "record a delivery") != 0) {
+            return -1;
+        }
+
+        toll_settle_hook_report(w, x, "delivered", 0);
+
+        return 0;
+    }
+
+    final = x->permanent || attempt >= TOLL_SETTLE_HOOK_ATTEMPTS_MAX;
+
+    delay_ms = 0;
+    status = "failed";
+
+    if (!final) {
+        /* 1 s, 2 s, 4 s */
+        delay_ms = (int64_t) TOLL_SETTLE_HOOK_RETRY_DELAY_MS << (attempt - 1);
+        status = "pending";
+    }
+
+    st = w->sql[TOLL_SETTLE_SQL_ATTEMPTED];
+
+    sqlite3_bind_int64(st, 1, x->delivery_id);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, attempt);
+
+    if (x->http_status != 0) {
+        sqlite3_bind_int64(st, 4, x->http_status);
+
+    } else {
+        sqlite3_bind_null(st, 4);
+    }
+
+    sqlite3_bind_text(st, 5, x->error, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, x->ended_ms + delay_ms);
+
+    if (toll_settle_hook_step_done(w, st, "record a delivery attempt") != 0) {
+        return -1;
+    }
+
+    toll_settle_hook_report(w, x, status, delay_ms);
+
+    return 0;
+}
+
+
+static void
+toll_settle_hook_report(toll_settle_webhooks_t *w,
+    const toll_settle_xfer_t *x, const char *status, int64_t delay_ms)
+{
+    const char  *url;
+
+    url = w->urls[x->url].url;
+
+    if (strcmp(status, "failed") == 0) {
+        toll_settle_hook_log("webhook %s (%s) to %s failed for good after "
+                             "%lld attempt%s: %s", x->event_id,
+                             x->event_type, url,
+                             (long long) x->attempts + 1,
+                             x->attempts == 0 ? "" : "s", x->error);
+        return;
+    }
+
+    if (!w->verbose) {
+        return;
+    }
+
+    if (strcmp(status, "delivered") == 0) {
+        toll_settle_hook_log("webhook %s (%s) to %s delivered at attempt "
+                             "%lld (HTTP %ld)", x->event_id, x->event_type,
+                             url, (long long) x->attempts + 1,
+                             x->http_status);
+        return;
+    }
+
+    toll_settle_hook_log("webhook %s (%s) to %s: attempt %lld of %d: %s; "
+                         "next in %lld s", x->event_id, x->event_type, url,
+                         (long long) x->attempts + 1,
+                         TOLL_SETTLE_HOOK_ATTEMPTS_MAX, x->error,
+                         (long long) delay_ms / 1000);
+}
+
+
+/*
+ * A drain waits for the deliveries of the events fanned out when it
+ * asked; those to URLs no longer configured are not counted.
+ */
+static void
+toll_settle_hook_check_drain(toll_settle_webhooks_t *w)
+{
+    int            rc;
+    size_t         u;
+    sqlite3_stmt  *st;
+
+    if (w->drain_gen <= w->drain_seen) {
+        return;
+    }
+
+    st = w->sql[TOLL_SETTLE_SQL_UNSETTLED];
+
+    for (u = 0; u < w->nurls; u++) {
+        sqlite3_bind_text(st, 1, w->urls[u].url, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, w->drain_seq);
+
+        rc = sqlite3_step(st);
+
+        if (rc != SQLITE_ROW) {
+            sqlite3_reset(st);
+            toll_settle_hook_db_error(w, "read the pending deliveries");
+            return;
+        }
+
+        rc = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+
+        if (rc != 0) {
+            return;
+        }
+    }
+
+    w->drain_seen = w->drain_gen;
+
+    pthread_mutex_lock(&w->mutex);
+    w->drain_done = w->drain_gen;
+    pthread_cond_broadcast(&w->settled);
+    pthread_mutex_unlock(&w->mutex);
+}
+
+
+/* x's curl objects out of the multi handle and freed; x keeps its state */
+static void
+toll_settle_hook_release(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
+{
+    if (x->easy != NULL) {
+        if (x->state == TOLL_SETTLE_XFER_RUNNING) {
+            (void) curl_multi_remove_handle(w->multi, x->easy);
+        }
+
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+    }
+
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+}
+
+
+static void
+toll_settle_hook_free_slot(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
+{
+    assert(x->state != TOLL_SETTLE_XFER_FREE);
+    assert(w->inflight > 0 && w->urls[x->url].inflight > 0);
+
+    toll_settle_hook_release(w, x);
+
+    w->urls[x->url].inflight--;
+    w->inflight--;
+    x->state = TOLL_SETTLE_XFER_FREE;
+}
+
+
+static int
+toll_settle_hook_inflight(const toll_settle_webhooks_t *w,
+    int64_t delivery_id)
+{
+    size_t  i;
+
+    for (i = 0; i < TOLL_SETTLE_HOOK_INFLIGHT_MAX; i++) {
+        if (w->xfers[i].state != TOLL_SETTLE_XFER_FREE
+            && w->xfers[i].delivery_id == delivery_id)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* runs a statement that returns no row, and resets it */
+static int
+toll_settle_hook_step_done(toll_settle_webhooks_t *w, sqlite3_stmt *st,
+    const char *what)
+{
+    int  rc;
+
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+
+    if (rc != SQLITE_DONE) {
+        toll_settle_hook_db_error(w, what);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* a busy or failing ledger is logged once, until a fan-out succeeds */
+static void
+toll_settle_hook_db_error(toll_settle_webhooks_t *w, const char *what)
+{
+    if (w->db_failing) {
+        return;
+    }
+
+    w->db_failing = 1;
+
+    toll_settle_hook_log("webhooks: cannot %s in the ledger: %s; trying "
+                         "again", what, sqlite3_errmsg(w->db));
+}
+
+
+/* printable ASCII, no more than TOLL_SETTLE_HOOK_FIELD_LEN_MAX */
+static int
+toll_settle_hook_field_ok(const unsigned char *s, int len)
+{
+    int  i;
+
+    if (s == NULL || len < 1 || len > TOLL_SETTLE_HOOK_FIELD_LEN_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static size_t
+toll_settle_hook_discard(char *ptr, size_t size, size_t nmemb, void *data)
+{
+    (void) ptr;
+    (void) data;
+
+    return size * nmemb;
+}
+
+
+static int64_t
+toll_settle_hook_wall_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static void
+toll_settle_hook_timespec(int64_t ms, struct timespec *ts)
+{
+    if (ms < 0) {
+        ms = 0;
+    }
+
+    ts->tv_sec = (time_t) (ms / 1000);
+    ts->tv_nsec = (long) (ms % 1000) * 1000000;
+}

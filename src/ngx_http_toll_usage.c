@@ -3,8 +3,9 @@
  *
  * A location with "toll_usage" (and "toll on") answers the authenticated
  * buyer with its metered usage, totals and per service, from the usage
- * hashes in Redis not yet drained by toll-settle.  Counts the zone has
- * not flushed yet (at most toll_meter_flush old) are not in it.
+ * hashes in Redis and the mirrors of what toll-settle drained from them
+ * (the last 35 days).  Counts the zone has not flushed yet (at most
+ * toll_meter_flush old) are not in it.
  */
 
 #include <ngx_config.h>
@@ -55,17 +56,22 @@ static ngx_str_t  ngx_http_toll_usage_fields[NGX_HTTP_TOLL_USAGE_N] = {
 
 /*
  * KEYS: the buyer's days with usage.  ARGV: the prefix of its usage
- * hashes.  Returns every field and value of the usage hashes: the sums
- * are made in C, on int64, never in Lua numbers.  A day that toll-settle
- * drained is forgotten.
+ * hashes.  Returns every field and value of each day's usage hash and of
+ * its mirror ":drained", where toll-settle adds what it claims, in the
+ * same script as the claim (docs/settle.md): a call is in one or the
+ * other, never both, never neither.  The sums are made in C, on int64,
+ * never in Lua numbers.  A day with neither (the mirror expires after 35
+ * days) is forgotten.
  */
 
 static ngx_str_t  ngx_http_toll_usage_script = ngx_string(
 "local out={} "
 "for _,d in ipairs(redis.call('SMEMBERS',KEYS[1])) do "
   "local h=redis.call('HGETALL',ARGV[1]..d) "
-  "if #h==0 then redis.call('SREM',KEYS[1],d) end "
-  "for i=1,#h do out[#out+1]=h[i] end end "
+  "local m=redis.call('HGETALL',ARGV[1]..d..':drained') "
+  "if #h==0 and #m==0 then redis.call('SREM',KEYS[1],d) end "
+  "for i=1,#h do out[#out+1]=h[i] end "
+  "for i=1,#m do out[#out+1]=m[i] end end "
 "return out");
 
 

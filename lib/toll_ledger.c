@@ -662,7 +662,7 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
 {
     int            rc;
     char           account[TOLL_LEDGER_ACCOUNT_BUF];
-    int64_t        fee, tx_id;
+    int64_t        fee, tx_id, account_id;
     sqlite3_stmt  *st;
 
     if (fee_bp < 0 || fee_bp > TOLL_LEDGER_FEE_BP_MAX
@@ -711,13 +711,30 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
 
     tx_id = sqlite3_last_insert_rowid(lg->db);
 
+    /*
+     * The accounts exist from the first usage, free calls only included:
+     * a buyer who has not paid yet has a balance of 0, not no account.
+     */
+
     snprintf(account, sizeof(account), "buyer:%s", b->buyer);
+
+    rc = toll_ledger_account(lg, account, "buyer", &account_id);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
     rc = toll_ledger_entry(lg, tx_id, account, "buyer", u->amount_micros, 0);
     if (rc != TOLL_LEDGER_OK) {
         return rc;
     }
 
     snprintf(account, sizeof(account), "provider:%s", u->provider);
+
+    rc = toll_ledger_account(lg, account, "provider", &account_id);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
     rc = toll_ledger_entry(lg, tx_id, account, "provider", 0,
                            u->amount_micros - fee);
     if (rc != TOLL_LEDGER_OK) {

@@ -1,9 +1,10 @@
 /*
- * tollctl: the operator CLI for toll's API keys.
+ * tollctl: the operator CLI for toll's API keys, ledger and settlements.
  *
  * Creates, lists, shows and revokes key records in Redis, in the format
  * that lib/toll_key.h fixes and the nginx module reads.  A blocking
- * hiredis client is enough here: one operator, a few round trips.
+ * hiredis client is enough here: one operator, a few round trips.  The
+ * ledger, settlement and reconcile commands are in tollctl_ledger.c.
  *
  * Every command goes out through redisCommandArgv() or
  * redisAppendCommandArgv() with explicit lengths: no user data is ever
@@ -30,6 +31,8 @@
 #include <openssl/crypto.h>
 
 #include "toll_key.h"
+#include "tollctl.h"
+#include "tollctl_ledger.h"
 
 
 #define TOLLCTL_VERSION               "0.1.0"
@@ -43,7 +46,6 @@
 #define TOLLCTL_TIMEOUT_MS_MAX        600000          /* 10 minutes */
 #define TOLLCTL_DB_MAX                INT_MAX         /* Redis keeps an int */
 #define TOLLCTL_PORT_MAX              65535
-#define TOLLCTL_HOST_LEN_MAX          255             /* a DNS name */
 #define TOLLCTL_UNIX_PATH_LEN_MAX     107             /* sun_path less NUL */
 
 #define TOLLCTL_RATE_LIMIT_MAX        1000000000      /* requests/minute */
@@ -60,8 +62,6 @@
 #define TOLLCTL_LIST_BATCH_MAX        100
 /* the commands that one MULTI/EXEC carries */
 #define TOLLCTL_EXEC_CMDS_MAX         2
-/* arguments of the longest command sent: HSET of a full record */
-#define TOLLCTL_ARGC_MAX              20
 
 #define TOLLCTL_INT_STR_LEN           sizeof("-9223372036854775808")
 #define TOLLCTL_TIME_STR_LEN          32              /* ISO 8601, UTC */
@@ -76,12 +76,8 @@
 
 #define TOLLCTL_LIST_COLUMNS          6
 
-/* a verb ended early and well, e.g. after --help: exit with EX_OK */
-#define TOLLCTL_DONE                  (-1)
 /* a WATCHed key changed under a transaction: read it again */
 #define TOLLCTL_AGAIN                 (-2)
-
-#define TOLLCTL_NELTS(a)              (sizeof(a) / sizeof((a)[0]))
 
 
 /* long-only options take values past any char */
@@ -90,6 +86,7 @@ enum {
     TOLLCTL_OPT_PASSWORD,
     TOLLCTL_OPT_DB,
     TOLLCTL_OPT_TIMEOUT_MS,
+    TOLLCTL_OPT_LEDGER,
     TOLLCTL_OPT_JSON,
     TOLLCTL_OPT_OWNER,
     TOLLCTL_OPT_PLAN,
@@ -97,37 +94,6 @@ enum {
     TOLLCTL_OPT_RATE_LIMIT,
     TOLLCTL_OPT_EXPIRES_IN
 };
-
-
-typedef struct {
-    const char       *text;         /* as given, for messages */
-    const char       *source;       /* "--redis", "TOLL_REDIS", "default" */
-    char              host[TOLLCTL_HOST_LEN_MAX + 1];  /* or socket path */
-    int               port;
-    int               unix_socket;
-} tollctl_addr_t;
-
-
-typedef struct {
-    /* global options, as given; checked only when Redis is needed */
-    const char       *redis_opt;
-    const char       *password;     /* NULL or empty: no AUTH */
-    const char       *db_opt;
-    const char       *timeout_ms_opt;
-    int               json;
-
-    tollctl_addr_t    addr;
-    long long         db;
-    long long         timeout_ms;
-    redisContext     *redis;
-} tollctl_t;
-
-
-typedef struct {
-    int               argc;
-    const char       *argv[TOLLCTL_ARGC_MAX];
-    size_t            argvlen[TOLLCTL_ARGC_MAX];
-} tollctl_cmd_t;
 
 
 typedef struct {
@@ -189,15 +155,6 @@ typedef union {
 } tollctl_alloc_hdr_t;
 
 
-static int tollctl_error(int rc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int tollctl_usage_error(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int tollctl_option_error(int c, char **argv);
-static void tollctl_help(void);
-static int tollctl_parse_ll(const char *s, long long min, long long max,
-    long long *out);
-
 static int tollctl_parse_global(tollctl_t *ctl, int argc, char **argv);
 static int tollctl_dispatch(tollctl_t *ctl, int argc, char **argv);
 static int tollctl_verb_args(tollctl_t *ctl, int argc, char **argv,
@@ -205,16 +162,10 @@ static int tollctl_verb_args(tollctl_t *ctl, int argc, char **argv,
 
 static int tollctl_addr_parse(tollctl_addr_t *addr, const char *text);
 static int tollctl_conf_check(tollctl_t *ctl);
-static int tollctl_connect(tollctl_t *ctl);
 static int tollctl_redis_io_error(tollctl_t *ctl, const char *cmd);
 static void tollctl_redis_reply_error(tollctl_t *ctl, const char *cmd,
     const redisReply *reply);
-static void tollctl_cmd_init(tollctl_cmd_t *cmd, const char *name);
 static void tollctl_cmd_add(tollctl_cmd_t *cmd, const char *arg, size_t len);
-static void tollctl_cmd_add_str(tollctl_cmd_t *cmd, const char *arg);
-static redisReply *tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd);
-static int tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds,
-    size_t n, redisReply **replies);
 static redisReply *tollctl_redis_exec(tollctl_t *ctl, tollctl_cmd_t *cmds,
     size_t n);
 static int tollctl_redis_watch(tollctl_t *ctl, const char *name,
@@ -259,7 +210,6 @@ static json_t *tollctl_field_json(const tollctl_field_t *f,
 static json_t *tollctl_expired_json(const redisReply *value, time_t now);
 static int tollctl_reply_ll(const redisReply *value, long long *out);
 
-static int tollctl_print_json(json_t *value);
 static void tollctl_print_record(json_t *record);
 static void tollctl_print_table(json_t *records);
 static void tollctl_list_cells(json_t *record,
@@ -267,6 +217,7 @@ static void tollctl_list_cells(json_t *record,
 static const char *tollctl_value_text(const char *name, json_t *value,
     char *buf, size_t size);
 static const char *tollctl_time_text(long long t, char *buf, size_t size);
+static int tollctl_print_json(json_t *value);
 static int tollctl_stdout_flush(void);
 
 static void *tollctl_json_malloc(size_t size);
@@ -299,6 +250,7 @@ static const struct option  tollctl_global_options[] = {
     { "password",   required_argument, NULL, TOLLCTL_OPT_PASSWORD },
     { "db",         required_argument, NULL, TOLLCTL_OPT_DB },
     { "timeout-ms", required_argument, NULL, TOLLCTL_OPT_TIMEOUT_MS },
+    { "ledger",     required_argument, NULL, TOLLCTL_OPT_LEDGER },
     { "json",       no_argument,       NULL, TOLLCTL_OPT_JSON },
     { "help",       no_argument,       NULL, 'h' },
     { "version",    no_argument,       NULL, 'V' },
@@ -362,7 +314,7 @@ main(int argc, char **argv)
 }
 
 
-static int
+int
 tollctl_error(int rc, const char *fmt, ...)
 {
     va_list  args;
@@ -379,7 +331,7 @@ tollctl_error(int rc, const char *fmt, ...)
 }
 
 
-static int
+int
 tollctl_usage_error(const char *fmt, ...)
 {
     va_list  args;
@@ -397,7 +349,7 @@ tollctl_usage_error(const char *fmt, ...)
 
 
 /* getopt's own messages are off (opterr = 0): one line of ours instead */
-static int
+int
 tollctl_option_error(int c, char **argv)
 {
     const char  *opt;
@@ -417,13 +369,13 @@ tollctl_option_error(int c, char **argv)
 }
 
 
-static void
+void
 tollctl_help(void)
 {
     printf(
 "usage: tollctl [OPTIONS] COMMAND ...\n"
 "\n"
-"Manage toll's API keys in Redis.\n"
+"Manage toll's API keys in Redis, read its ledger, record settlements.\n"
 "\n"
 "commands:\n"
 "  key create --owner ID [--plan NAME] [--role buyer|provider|admin]\n"
@@ -434,6 +386,22 @@ tollctl_help(void)
 "  key list            list every key\n"
 "  key show KEY_ID     show a key's record, never its secret or hash\n"
 "\n"
+"  settlement create --provider ID --from TIME --to TIME\n"
+"                      settle a provider's usage posted in [from, to);\n"
+"                      TIME is 2026-03-01T00:00:00Z, 2026-03-01 or @UNIX\n"
+"  settlement list [--provider ID] [--status pending|completed]\n"
+"                  [--limit N]\n"
+"                      newest first, 50 unless --limit (1 to 1000)\n"
+"  settlement show STL_ID\n"
+"  settlement pay STL_ID --tx REF\n"
+"                      record the payment, once\n"
+"  ledger balance ACCOUNT\n"
+"                      buyer:ID, provider:ID, platform:fees, platform:cash\n"
+"  ledger entries [--account ACCOUNT] [--limit N]\n"
+"                      the latest entries, 50 unless --limit (1 to 1000)\n"
+"  ledger check        verify the ledger's invariants from its rows\n"
+"  reconcile           compare Redis's usage with the ledger's\n"
+"\n"
 "options:\n"
 "  --redis ADDR        HOST:PORT, [IPV6]:PORT or unix:/PATH (default\n"
 "                      $" TOLLCTL_REDIS_ENV ", else "
@@ -442,15 +410,20 @@ TOLLCTL_REDIS_DEFAULT ")\n"
 TOLLCTL_PASSWORD_ENV ")\n"
 "  --db N              Redis database number (default 0)\n"
 "  --timeout-ms N      connect and command timeout (default %d)\n"
-"  --json              JSON output for revoke, show and list; may also\n"
-"                      follow the verb\n"
+"  --ledger PATH       the ledger file (default $" TOLLCTL_LEDGER_ENV ",\n"
+"                      else " TOLLCTL_LEDGER_DEFAULT ")\n"
+"  --json              JSON output for every command but key create (always\n"
+"                      JSON); may also follow the verb\n"
 "  -h, --help          print this help and exit\n"
 "  -V, --version       print the version and exit\n"
 "\n"
-"exit status: 0 done, 64 usage error, 65 invalid value, 66 no such key,\n"
-"69 Redis unreachable or refused a command, 70 internal error, 71 out of\n"
-"memory or no clock, 74 cannot write the output, 75 key kept changing\n"
-"while being revoked (run again)\n",
+"exit status: 0 done, 64 usage error, 65 invalid value or refused data\n"
+"(a settlement that overlaps, is empty, ends in the future or is paid\n"
+"already; a failed ledger check; a reconcile difference), 66 no such key,\n"
+"settlement, account or ledger file, 69 Redis unreachable or refused a\n"
+"command, 70 internal error, 71 out of memory or no clock, 74 cannot\n"
+"write the output or read the ledger, 75 key kept changing while being\n"
+"revoked, or the ledger is busy (run again)\n",
         TOLLCTL_TIMEOUT_MS_DEFAULT);
 }
 
@@ -459,7 +432,7 @@ TOLLCTL_PASSWORD_ENV ")\n"
  * strtoll() alone would skip leading blanks and take a "+"; a value here
  * is an optional "-" and digits, nothing else, within [min, max].
  */
-static int
+int
 tollctl_parse_ll(const char *s, long long min, long long max,
     long long *out)
 {
@@ -518,6 +491,10 @@ tollctl_parse_global(tollctl_t *ctl, int argc, char **argv)
             ctl->timeout_ms_opt = optarg;
             break;
 
+        case TOLLCTL_OPT_LEDGER:
+            ctl->ledger_opt = optarg;
+            break;
+
         case TOLLCTL_OPT_JSON:
             ctl->json = 1;
             break;
@@ -546,6 +523,18 @@ tollctl_dispatch(tollctl_t *ctl, int argc, char **argv)
 
     if (argc == 0) {
         return tollctl_usage_error("missing command");
+    }
+
+    if (strcmp(argv[0], "ledger") == 0) {
+        return tollctl_ledger_cmd(ctl, argc, argv);
+    }
+
+    if (strcmp(argv[0], "settlement") == 0) {
+        return tollctl_settlement_cmd(ctl, argc, argv);
+    }
+
+    if (strcmp(argv[0], "reconcile") == 0) {
+        return tollctl_reconcile_cmd(ctl, argc, argv);
     }
 
     if (strcmp(argv[0], "key") != 0) {
@@ -749,7 +738,7 @@ tollctl_conf_check(tollctl_t *ctl)
 }
 
 
-static int
+int
 tollctl_connect(tollctl_t *ctl)
 {
     int             rc;
@@ -874,7 +863,7 @@ tollctl_redis_reply_error(tollctl_t *ctl, const char *cmd,
 }
 
 
-static void
+void
 tollctl_cmd_init(tollctl_cmd_t *cmd, const char *name)
 {
     cmd->argc = 0;
@@ -893,7 +882,7 @@ tollctl_cmd_add(tollctl_cmd_t *cmd, const char *arg, size_t len)
 }
 
 
-static void
+void
 tollctl_cmd_add_str(tollctl_cmd_t *cmd, const char *arg)
 {
     tollctl_cmd_add(cmd, arg, strlen(arg));
@@ -901,7 +890,7 @@ tollctl_cmd_add_str(tollctl_cmd_t *cmd, const char *arg)
 
 
 /* returns a reply that is not an error, or NULL after reporting one */
-static redisReply *
+redisReply *
 tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd)
 {
     redisReply  *reply;
@@ -928,7 +917,7 @@ tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd)
  * with every reply in replies[] for the caller to free, or -1 after
  * reporting the first error; then nothing is left to free.
  */
-static int
+int
 tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     redisReply **replies)
 {

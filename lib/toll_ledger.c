@@ -169,7 +169,11 @@ toll_ledger_schema(toll_ledger_t *lg, int create)
     rc = toll_ledger_meta_get(lg, "schema_version", version, sizeof(version),
                               &found);
 
-    if (rc == TOLL_LEDGER_OK && found) {
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    if (found) {
         goto check;
     }
 
@@ -833,6 +837,7 @@ toll_ledger_event_add(toll_ledger_t *lg, const char *type, json_t *data)
     int            rc;
     char           id[4 + 24 + 1], *body;
     json_t        *event;
+    json_free_t    json_free;
     int64_t        now;
     sqlite3_stmt  *st;
 
@@ -854,6 +859,10 @@ toll_ledger_event_add(toll_ledger_t *lg, const char *type, json_t *data)
     body = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(event);
 
+    /* the text is jansson's: freed by its allocator, which may be a
+     * program's own (tollctl wipes what it frees) */
+    json_get_alloc_funcs(NULL, &json_free);
+
     if (body == NULL) {
         return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
     }
@@ -861,7 +870,7 @@ toll_ledger_event_add(toll_ledger_t *lg, const char *type, json_t *data)
     rc = toll_ledger_prepare(lg, "INSERT INTO events (id, type, created_at,"
                                  " body) VALUES (?, ?, ?, ?)", &st);
     if (rc != TOLL_LEDGER_OK) {
-        free(body);
+        json_free(body);
         return rc;
     }
 
@@ -872,7 +881,7 @@ toll_ledger_event_add(toll_ledger_t *lg, const char *type, json_t *data)
 
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    free(body);
+    json_free(body);
 
     if (rc != SQLITE_DONE) {
         return toll_ledger_sql_error(lg, "record an event");

@@ -274,23 +274,28 @@ toll_settle_run(toll_settle_conf_t *conf)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &ledger, err,
-                          sizeof(err));
-    if (rc != TOLL_LEDGER_OK) {
-        fprintf(stderr, "toll-settle: %s\n", err);
-        return EX_CANTCREAT;
-    }
+    /*
+     * The lock before the ledger: two workers started at once would
+     * otherwise race to create the schema and set WAL mode, which SQLite
+     * refuses with SQLITE_BUSY rather than wait.
+     */
 
     rc = toll_settle_lock(conf, &lock_fd);
     if (rc != EX_OK) {
-        toll_ledger_close(ledger);
         return rc;
     }
 
     if (toll_settle_stop) {
         close(lock_fd);
-        toll_ledger_close(ledger);
         return EX_OK;
+    }
+
+    rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &ledger, err,
+                          sizeof(err));
+    if (rc != TOLL_LEDGER_OK) {
+        fprintf(stderr, "toll-settle: %s\n", err);
+        close(lock_fd);
+        return EX_CANTCREAT;
     }
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -354,8 +359,8 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
 
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (*fd == -1) {
-        fprintf(stderr, "toll-settle: cannot open the lock \"%s\": %s\n",
-                path, strerror(errno));
+        fprintf(stderr, "toll-settle: cannot open the ledger's lock "
+                "\"%s\": %s\n", path, strerror(errno));
         return EX_CANTCREAT;
     }
 

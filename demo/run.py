@@ -44,6 +44,11 @@ REDIS_SERVER = "/usr/bin/redis-server"
 
 MODULE_NAME = "ngx_http_toll_module.so"
 TOLLCTL_NAME = "tollctl"
+SETTLE_NAME = "toll-settle"
+DEMO_PROVIDER = "demo-provider"
+# the demo drains often, so that its calls are in the ledger at once
+SETTLE_INTERVAL = "1s"
+LEDGER_TIMEOUT_S = 15.0
 
 DEMO_OWNER = "demo-buyer"
 DEMO_PLAN = "free"
@@ -114,6 +119,7 @@ class Demo:
         self.build = build
         self.module = os.path.join(build, MODULE_NAME)
         self.tollctl = os.path.join(build, TOLLCTL_NAME)
+        self.settle = os.path.join(build, SETTLE_NAME)
         self.want_nginx_port = nginx_port
         self.keep = keep
 
@@ -130,7 +136,7 @@ class Demo:
     # -- preflight ---------------------------------------------------------
 
     def preflight(self):
-        missing = [p for p in (self.module, self.tollctl)
+        missing = [p for p in (self.module, self.tollctl, self.settle)
                    if not os.path.isfile(p)]
         if missing:
             raise DemoError("%s not found: run make first (it builds the "
@@ -159,7 +165,9 @@ class Demo:
             "nginx": os.path.join(logs, "nginx.stderr"),
             "redis": os.path.join(logs, "redis.log"),
             "upstream": os.path.join(logs, "upstream.log"),
+            "settle": os.path.join(logs, "settle.log"),
         }
+        self.ledger = os.path.join(self.prefix, "ledger.db")
 
     # -- starting ----------------------------------------------------------
 
@@ -216,6 +224,43 @@ class Demo:
                 pass
             time.sleep(0.05)
         return False
+
+    def start_settle(self):
+        """toll-settle drains the meter into the ledger in the prefix."""
+        log = open(self.logs["settle"], "wb")
+        try:
+            self.spawn("settle", [
+                self.settle, "--redis", "127.0.0.1:%d" % self.redis_port,
+                "--ledger", self.ledger, "--interval", SETTLE_INTERVAL,
+                "--verbose"], stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def ledger_calls(self):
+        """The demo buyer's calls in the ledger (read-only), or None."""
+        import sqlite3
+        try:
+            db = sqlite3.connect("file:%s?mode=ro" % self.ledger, uri=True,
+                                 timeout=5)
+            try:
+                row = db.execute("SELECT sum(calls), sum(amount_micros)"
+                                 " FROM transactions WHERE buyer = ?",
+                                 (DEMO_OWNER,)).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return row if row and row[0] else None
+
+    def wait_ledger(self):
+        deadline = time.monotonic() + LEDGER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.check_alive("settle")
+            got = self.ledger_calls()
+            if got is not None:
+                return got
+            time.sleep(0.1)
+        return None
 
     def start_upstream(self):
         err = open(self.logs["upstream"], "wb")
@@ -412,6 +457,12 @@ class Demo:
             if any(mark in line for mark in BAD_LOG_MARKS):
                 failures.append("error log: " + line)
 
+        if self.wait_ledger() is None:
+            failures.append("the ledger has no call of %s within %gs (log: "
+                            "%s)\n%s" % (DEMO_OWNER, LEDGER_TIMEOUT_S,
+                                          self.logs["settle"],
+                                          tail(self.logs["settle"])))
+
         access = tail(self.logs["access"], 10000)
         if ("buyer=%s" % DEMO_OWNER) not in access:
             failures.append("access log has no line with buyer=%s (%s)"
@@ -474,6 +525,15 @@ class Demo:
             for line in ex.body.rstrip("\n").splitlines()[:6]:
                 say("   " + line)
         say("")
+        say("The metered calls went into the ledger (toll-settle, every %s):"
+            % SETTLE_INTERVAL)
+        ctl = "%s --ledger %s" % (self.tollctl, self.ledger)
+        say("   %s ledger balance buyer:%s" % (ctl, DEMO_OWNER))
+        say("   %s ledger balance provider:%s" % (ctl, DEMO_PROVIDER))
+        say("   %s ledger entries --limit 5" % ctl)
+        say("   %s settlement create --provider %s --from 2020-01-01 "
+            "--to @$(date +%%s)" % (ctl, DEMO_PROVIDER))
+        say("")
         say("More keys:")
         say("   %s --redis 127.0.0.1:%d key create --owner alice --plan free"
             % (self.tollctl, self.redis_port))
@@ -484,6 +544,7 @@ class Demo:
         say("   error   %s   (the reason for each refusal)"
             % self.logs["error"])
         say("   redis   %s" % self.logs["redis"])
+        say("   settle  %s" % self.logs["settle"])
         say("")
 
     # -- running and stopping ----------------------------------------------
@@ -537,8 +598,8 @@ def main():
     ap = argparse.ArgumentParser(
         description="Run Redis, a demo API and nginx with the toll module.")
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"),
-                    help="directory holding %s and %s (default: build)"
-                    % (MODULE_NAME, TOLLCTL_NAME))
+                    help="directory holding %s, %s and %s (default: build)"
+                    % (MODULE_NAME, TOLLCTL_NAME, SETTLE_NAME))
     ap.add_argument("--check", action="store_true",
                     help="run the examples, assert them, clean up, exit")
     ap.add_argument("--port", type=int, default=0,
@@ -558,6 +619,7 @@ def main():
         demo.start_redis()
         demo.start_upstream()
         demo.start_nginx()
+        demo.start_settle()
         demo.create_key()
         demo.run_examples()
         demo.banner()

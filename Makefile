@@ -19,7 +19,7 @@ DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                libjansson-dev libssl-dev libcmocka-dev redis-server \
                libsqlite3-dev libcurl4-openssl-dev sqlite3 \
                python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
-               valgrind
+               valgrind libjwt-dev python3-jwt faketime
 
 TOP         := $(CURDIR)
 OUT         := $(TOP)/$(BUILD)

@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 
@@ -42,7 +43,8 @@ enum {
 
 
 static ngx_http_toll_auth_status_e ngx_http_toll_auth_credential(
-    ngx_http_request_t *r, toll_token_t *tok);
+    ngx_http_request_t *r, ngx_uint_t jwt, toll_token_t *tok,
+    ngx_str_t *bearer);
 static ngx_int_t ngx_http_toll_auth_lookup(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 static void ngx_http_toll_auth_on_reply(void *data, redisReply *reply);
@@ -66,7 +68,9 @@ ngx_int_t
 ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_int_t                     rc;
+    ngx_str_t                     bearer;
     toll_token_t                  tok;
+    ngx_http_toll_loc_conf_t     *lcf;
     ngx_http_toll_main_conf_t    *mcf;
     ngx_http_toll_auth_status_e   status;
 
@@ -76,7 +80,11 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     /* ctx->auth_status stays unset until decided: a 500 logs no status */
 
-    status = ngx_http_toll_auth_credential(r, &tok);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    ngx_str_null(&bearer);
+
+    status = ngx_http_toll_auth_credential(r, lcf->jwt, &tok, &bearer);
 
     switch (status) {
 
@@ -90,6 +98,11 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     default:
         ctx->auth_status = status;
         return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (bearer.len) {
+        /* a JWT is decided here and now: no store is asked */
+        return ngx_http_toll_jwt_auth(r, ctx, &bearer);
     }
 
     /* copied: header buffers may be reused before the log phase */
@@ -145,11 +158,14 @@ decide:
 /*
  * Exactly one credential, in one of two headers.  Two of anything is
  * refused rather than guessed at: layers that read the first and layers
- * that read the last would disagree on who is calling.
+ * that read the last would disagree on who is calling.  Where JWTs are
+ * on, an Authorization bearer with a dot is one (an API key has none),
+ * and sets bearer; a JWT with an X-API-Key is two credentials.
  */
 
 static ngx_http_toll_auth_status_e
-ngx_http_toll_auth_credential(ngx_http_request_t *r, toll_token_t *tok)
+ngx_http_toll_auth_credential(ngx_http_request_t *r, ngx_uint_t jwt,
+    toll_token_t *tok, ngx_str_t *bearer)
 {
     size_t             len;
     ngx_uint_t         i;
@@ -196,6 +212,12 @@ ngx_http_toll_auth_credential(ngx_http_request_t *r, toll_token_t *tok)
 
             api_key = &h[i];
         }
+    }
+
+    if (jwt && authorization
+        && ngx_http_toll_jwt_bearer(&authorization->value, bearer))
+    {
+        return api_key ? NGX_HTTP_TOLL_AUTH_AMBIGUOUS : NGX_HTTP_TOLL_AUTH_OK;
     }
 
     if (authorization && api_key) {

@@ -11,6 +11,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_problem.h"
@@ -276,6 +277,76 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       0,
       NULL },
 
+    { ngx_string("toll_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt),
+      NULL },
+
+    { ngx_string("toll_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_toll_jwt_key_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_jwt_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_issuer),
+      NULL },
+
+    { ngx_string("toll_jwt_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_audience),
+      NULL },
+
+    { ngx_string("toll_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("toll_jwt_require_exp"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_require_exp),
+      NULL },
+
+    { ngx_string("toll_jwt_buyer_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_buyer_claim),
+      NULL },
+
+    { ngx_string("toll_jwt_plan_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_toll_jwt_plan_claim_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_jwt_default_plan"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_default_plan),
+      NULL },
+
+    { ngx_string("toll_jwt_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_cache_ttl),
+      NULL },
+
       ngx_null_command
 };
 
@@ -361,7 +432,8 @@ static ngx_str_t  ngx_http_toll_auth_status_names[] = {
     ngx_string("WRONG_SECRET"),
     ngx_string("REVOKED"),
     ngx_string("EXPIRED"),
-    ngx_string("STORE_UNAVAILABLE")
+    ngx_string("STORE_UNAVAILABLE"),
+    ngx_string("CLAIMS")
 };
 
 
@@ -615,7 +687,12 @@ ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     /* the key id is no secret; what was sent in a malformed one may be */
 
-    if (ctx->key_id.len) {
+    if (ctx->auth_detail) {
+        /* a JWT: why it was refused; the token itself is never logged */
+        ngx_log_error(lcf->log_level, r->connection->log, 0,
+                      "toll: refused, %V, jwt: %s", name, ctx->auth_detail);
+
+    } else if (ctx->key_id.len) {
         ngx_log_error(lcf->log_level, r->connection->log, 0,
                       "toll: refused, %V, key id \"%V\"", name, &ctx->key_id);
 
@@ -1166,6 +1243,22 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->free_tier_fallback = NGX_CONF_UNSET_UINT;
     conf->billing_headers = NGX_CONF_UNSET;
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->jwt_issuer = { 0, NULL };
+     *     conf->jwt_audience = { 0, NULL };
+     *     conf->jwt_buyer_claim = { 0, NULL };
+     *     conf->jwt_plan_claim = { 0, NULL };
+     *     conf->jwt_plan_prefix = { 0, NULL };
+     *     conf->jwt_default_plan = { 0, NULL };
+     */
+
+    conf->jwt = NGX_CONF_UNSET;
+    conf->jwt_leeway = NGX_CONF_UNSET;
+    conf->jwt_require_exp = NGX_CONF_UNSET;
+    conf->jwt_cache_ttl = NGX_CONF_UNSET_MSEC;
+
     return conf;
 }
 
@@ -1193,7 +1286,8 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               | NGX_HTTP_TOLL_HEADERS_X);
 
     if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
-        || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK)
+        || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_toll_jwt_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
     }

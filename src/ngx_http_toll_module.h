@@ -55,6 +55,7 @@ typedef struct {
     ngx_msec_t                   meter_flush;
     ngx_uint_t                   free_lease;
     ngx_array_t                 *services;    /* every toll_service */
+    ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
 } ngx_http_toll_main_conf_t;
 
 
@@ -80,6 +81,19 @@ typedef struct {
     ngx_str_t                    billing_prefix_lc; /* lower case, '-' for
                                                       '_'; empty: X-Toll- */
     ngx_str_t                   *billing_names; /* prefix + each name */
+
+    ngx_flag_t                   jwt;           /* toll_jwt */
+    ngx_str_t                    jwt_issuer;    /* empty: not checked */
+    ngx_str_t                    jwt_audience;  /* empty: not checked */
+    time_t                       jwt_leeway;    /* seconds */
+    ngx_flag_t                   jwt_require_exp;
+    ngx_str_t                    jwt_buyer_claim;
+    ngx_str_t                    jwt_plan_claim; /* empty: none */
+    ngx_str_t                    jwt_plan_prefix;
+    ngx_str_t                    jwt_default_plan;
+    ngx_msec_t                   jwt_cache_ttl;
+    u_char                       jwt_policy[32]; /* SHA-256 of the keys
+                                                    and the rules above */
 } ngx_http_toll_loc_conf_t;
 
 
@@ -94,7 +108,8 @@ typedef enum {
     NGX_HTTP_TOLL_AUTH_WRONG_SECRET,
     NGX_HTTP_TOLL_AUTH_REVOKED,
     NGX_HTTP_TOLL_AUTH_EXPIRED,
-    NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE
+    NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE,
+    NGX_HTTP_TOLL_AUTH_CLAIMS           /* a JWT whose claims are refused */
 } ngx_http_toll_auth_status_e;
 
 
@@ -130,6 +145,7 @@ typedef struct {
     ngx_http_request_t          *request;
     ngx_http_toll_state_e        state;
     ngx_http_toll_auth_status_e  auth_status;
+    const char                  *auth_detail;  /* why, for the log */
 
     /* the presented credential; key_id points into the request header */
     ngx_str_t                    key_id;

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The module's own instructions per request, counted by callgrind.
 
-    benchmarks/callgrind.py [--variant auth|limits|both] [--requests N]
+    benchmarks/callgrind.py [--variant auth|limits|jwt|jwt_uncached|both|all]
+                            [--requests N]
                             [--annotate] [--keep] BUILD_DIR
                                                     (make bench-callgrind)
 
@@ -17,6 +18,11 @@ connection for each variant, and callgrind dumps its counters after each:
           bucket and a sliding window, limits too high to ever refuse,
           so that both algorithms, the rate-limit headers and the sync
           timer run (the whole gate as it is today).
+  jwt     location "toll on; toll_jwt on; toll_limit off;": one RS256
+          JWT, verified once in the warm-up, then taken from the cache.
+  jwt_uncached
+          the same location, a new RS256 JWT for every request: each
+          one costs the signature check (signed with the openssl CLI).
 
 Instructions are counted, not timed: the figure is the same on a busy
 machine, so it can be compared across commits.  The limit sync timer's
@@ -29,6 +35,7 @@ Stdlib only; needs valgrind (callgrind_control) and redis-server.
 """
 
 import argparse
+import base64
 import collections
 import glob
 import http.client
@@ -91,7 +98,11 @@ PLAN = "toll_plan bench rate=100000000r/m burst=1000000 rate=1000000000r/d;"
 VARIANTS = collections.OrderedDict([
     ("auth", "/toll/"),
     ("limits", "/limits/"),
+    ("jwt", "/jwt/"),
+    ("jwt_uncached", "/jwt/"),
 ])
+
+OPENSSL = "/usr/bin/openssl"
 
 CONF = """\
 load_module {module};
@@ -111,6 +122,7 @@ http {{
     toll_redis 127.0.0.1:{redis_port} timeout=5s;
     toll_zone 1m;
     {plan}
+    toll_jwt_key {prefix}/jwt.pub kid=bench;
 
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 4; }}
 
@@ -118,6 +130,14 @@ http {{
         listen 127.0.0.1:{port};
         location /toll/ {{
             toll on;
+            toll_limit off;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /jwt/ {{
+            toll on;
+            toll_jwt on;
             toll_limit off;
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -158,10 +178,33 @@ def wait_port(port, proc, what, timeout_s=60):
     sys.exit("callgrind: %s did not start" % what)
 
 
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_tokens(prefix, n):
+    """n distinct RS256 tokens for the key in prefix/jwt.key, signed with
+    the openssl CLI (stdlib only here)."""
+    now = int(time.time())
+    header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
+    tokens = []
+    for i in range(n):
+        payload = b64u(json.dumps({"sub": "bench", "iat": now,
+                                   "exp": now + 3600, "jti": i}).encode())
+        si = (header + "." + payload).encode()
+        sig = subprocess.run([OPENSSL, "dgst", "-sha256", "-sign",
+                              os.path.join(prefix, "jwt.key")],
+                             input=si, check=True,
+                             capture_output=True).stdout
+        tokens.append(si.decode() + "." + b64u(sig))
+    return tokens
+
+
 def run_requests(port, path, n, token, limited):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": "Bearer " + token}
-    for _ in range(n):
+    tokens = token if isinstance(token, list) else [token] * n
+    for i in range(n):
+        headers = {"Authorization": "Bearer " + tokens[i]}
         conn.request("GET", path + "x", headers=headers)
         resp = conn.getresponse()
         resp.read()
@@ -253,11 +296,14 @@ def dump(pid, out, seen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
-    ap.add_argument("--variant", choices=("auth", "limits", "both"),
+    ap.add_argument("--variant", choices=("auth", "limits", "jwt",
+                                          "jwt_uncached", "both", "all"),
                     default="both",
                     help="auth: authentication only; limits: the whole "
-                         "gate, authentication and a limit plan; both "
-                         "(default): one figure for each")
+                         "gate, authentication and a limit plan; jwt, "
+                         "jwt_uncached: a JWT from the cache, a new JWT "
+                         "each request; both (default): auth and limits; "
+                         "all: every variant")
     ap.add_argument("--requests", type=int, default=2000,
                     help="requests per variant (default 2000)")
     ap.add_argument("--annotate", action="store_true",
@@ -269,7 +315,12 @@ def main():
     args = ap.parse_args()
     if args.requests < 1:
         ap.error("--requests must be positive")
-    variants = list(VARIANTS) if args.variant == "both" else [args.variant]
+    if args.variant == "both":
+        variants = ["auth", "limits"]
+    elif args.variant == "all":
+        variants = list(VARIANTS)
+    else:
+        variants = [args.variant]
 
     build = os.path.abspath(args.build)
     module = os.path.join(build, "ngx_http_toll_module.so")
@@ -301,6 +352,20 @@ def main():
              "create", "--owner", "bench", "--plan", "bench"],
             check=True, capture_output=True, text=True).stdout)
 
+        subprocess.run([OPENSSL, "genpkey", "-algorithm", "RSA",
+                        "-pkeyopt", "rsa_keygen_bits:2048", "-out",
+                        os.path.join(prefix, "jwt.key")],
+                       check=True, capture_output=True)
+        subprocess.run([OPENSSL, "pkey", "-in",
+                        os.path.join(prefix, "jwt.key"), "-pubout", "-out",
+                        os.path.join(prefix, "jwt.pub")],
+                       check=True, capture_output=True)
+        tokens = {"auth": key["token"], "limits": key["token"],
+                  "jwt": jwt_tokens(prefix, 1)[0]}
+        if "jwt_uncached" in variants:
+            tokens["jwt_uncached"] = jwt_tokens(prefix,
+                                                WARMUP + args.requests)
+
         port, up_port = free_port(), free_port()
         conf = os.path.join(prefix, "nginx.conf")
         with open(conf, "w") as f:
@@ -323,7 +388,9 @@ def main():
 
         # fills the key cache (one Redis lookup) and the limit state
         for v in variants:
-            run_requests(port, VARIANTS[v], WARMUP, key["token"],
+            t = tokens[v]
+            run_requests(port, VARIANTS[v], WARMUP,
+                         t[:WARMUP] if isinstance(t, list) else t,
                          v == "limits")
         seen = set()
         dump(ngx.pid, out, seen)                 # the warm-up, not counted
@@ -331,7 +398,9 @@ def main():
         results = []
         for v in variants:
             t0 = time.monotonic()
-            run_requests(port, VARIANTS[v], args.requests, key["token"],
+            t = tokens[v]
+            run_requests(port, VARIANTS[v], args.requests,
+                         t[WARMUP:] if isinstance(t, list) else t,
                          v == "limits")
             path = dump(ngx.pid, out, seen)
             results.append((v, time.monotonic() - t0, path))
@@ -384,10 +453,14 @@ def main():
                      "--threshold=100", path],
                     capture_output=True, text=True).stdout)
 
-            what = ("auth only" if v == "auth"
-                    else "auth + limits (bucket + window)")
-            print("module instructions per request, %s, %d requests with "
-                  "the cached key: %.0f (target <= 5000)"
+            what = {"auth": "auth only, cached API key",
+                    "limits": "auth + limits (bucket + window), cached "
+                              "API key",
+                    "jwt": "auth only, cached RS256 JWT",
+                    "jwt_uncached": "auth only, a new RS256 JWT each "
+                                    "request (no cache hit)"}[v]
+            print("module instructions per request, %s, %d requests: "
+                  "%.0f (target <= 5000 on cached paths)"
                   % (what, args.requests, per_request))
             print("  " + ", ".join(
                 "%s %.0f" % (f.replace("ngx_http_toll_", ""),

@@ -453,7 +453,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     redisReply *content)
 {
     int                   rc;
-    size_t                i, j, n, slen;
+    size_t                i, j, n, nmax, slen;
     int64_t               v, *count;
     const char           *field, *metric;
     redisReply           *f, *val;
@@ -461,8 +461,15 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     toll_settle_names_t  *names;
     toll_ledger_batch_t   b;
 
-    usage = calloc(TOLL_SETTLE_SERVICES_MAX, sizeof(toll_ledger_usage_t));
-    names = calloc(TOLL_SETTLE_SERVICES_MAX, sizeof(toll_settle_names_t));
+    /* a service has at least one field: at most half the reply's items */
+
+    nmax = content->elements / 2;
+    if (nmax > TOLL_SETTLE_SERVICES_MAX) {
+        nmax = TOLL_SETTLE_SERVICES_MAX;
+    }
+
+    usage = calloc(nmax + 1, sizeof(toll_ledger_usage_t));
+    names = calloc(nmax + 1, sizeof(toll_settle_names_t));
 
     if (usage == NULL || names == NULL) {
         free(usage);
@@ -509,7 +516,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         }
 
         if (j == n) {
-            if (n == TOLL_SETTLE_SERVICES_MAX) {
+            if (n == nmax) {
                 goto malformed;
             }
 

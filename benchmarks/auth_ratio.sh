@@ -18,7 +18,8 @@
 # See benchmarks/README.md for how to read the output.
 #
 # Options:
-#   --variant V       auth, limits or both                    (default both)
+#   --variant V       auth, limits, jwt, both (auth and limits) or all
+#                                                             (default both)
 #   --rounds N        rounds of (plain, variant...) runs      (default 7)
 #   --duration S      seconds per wrk run                     (default 5)
 #   --connections C   wrk connections                         (default 32)
@@ -96,14 +97,16 @@ for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
     case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
 done
 case "$VARIANT" in
-    auth|limits) VARIANTS=$VARIANT ;;
-    both)        VARIANTS="auth limits" ;;
-    *)           die "--variant: auth, limits or both, not \"$VARIANT\"" ;;
+    auth|limits|jwt) VARIANTS=$VARIANT ;;
+    both)            VARIANTS="auth limits" ;;
+    all)             VARIANTS="auth limits jwt" ;;
+    *)               die "--variant: auth, limits, jwt, both or all," \
+                         "not \"$VARIANT\"" ;;
 esac
 # what one round runs, in this order in odd rounds and reversed in even ones
 KINDS="plain $VARIANTS"
 # the gateway location of each
-declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits)
+declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits [jwt]=jwt)
 
 
 # -- CPU layout ---------------------------------------------------------------
@@ -297,6 +300,11 @@ wait_http "http://127.0.0.1:$UP_PORT/" "$UP_PID" \
          die "upstream nginx did not start"; }
 
 
+# -- a JWT signing secret (HS256, 32 random bytes) for the jwt variant -------
+
+JWT_SECRET_FILE=$PREFIX/gw/jwt.secret
+head -c 32 /dev/urandom > "$JWT_SECRET_FILE"
+
 # -- gateway: /plain/, /toll/ and /limits/ on one server, same upstream pool --
 
 GW_PORT=$(free_port)
@@ -320,6 +328,7 @@ http {
     # every toll_cache_ttl is the steady state providers run
     toll_redis 127.0.0.1:$REDIS_PORT timeout=500ms;
     toll_zone 4m;
+    toll_jwt_key $JWT_SECRET_FILE alg=HS256;
     # the key's plan; toll_limit_sync is left at its default (100 ms)
     $BENCH_PLAN
 
@@ -350,6 +359,18 @@ http {
         # auth: authentication only, the key's plan is not applied
         location /toll/ {
             toll on;
+            toll_limit off;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # jwt: a JWT instead of an API key, authentication only; after the
+        # first request the verified token comes from the zone's cache
+        location /jwt/ {
+            toll on;
+            toll_jwt on;
             toll_limit off;
 
             proxy_pass http://backend;
@@ -395,6 +416,14 @@ TOKEN=$(printf '%s' "$KEY_JSON" | "$PYTHON" -c \
             'import json, sys; print(json.load(sys.stdin)["token"])') \
     || die "tollctl printed no token: $KEY_JSON"
 AUTH="Authorization: Bearer $TOKEN"
+# an HS256 token for a day, made by an independent library (python3-jwt)
+JWT=$("$PYTHON" -c 'import jwt, sys, time
+print(jwt.encode({"sub": "bench-buyer", "exp": int(time.time()) + 86400},
+                 open(sys.argv[1], "rb").read(), algorithm="HS256"))' \
+          "$JWT_SECRET_FILE") || die "python3-jwt could not make a token"
+# the header each kind sends: the API key everywhere but on /jwt/
+declare -A HEADER=([plain]="$AUTH" [auth]="$AUTH" [limits]="$AUTH"
+                   [jwt]="Authorization: Bearer $JWT")
 
 status() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true
@@ -419,6 +448,9 @@ for v in $VARIANTS; do
 done
 [ "$(status -H "$AUTH" "$BASE/plain/")" = 200 ] \
     || die "/plain/ did not answer 200"
+[ "$(status -H "${HEADER[jwt]}" "$BASE/jwt/")" = 200 ] \
+    || { show_log "$PREFIX/logs/gateway-error.log"
+         die "/jwt/ with the token did not answer 200"; }
 # ... and if limits are computed where they should be, and only there: the
 # plan's bucket ("burst") and window ("day") in the answer on /limits/
 hdrs=$(headers -H "$AUTH" "$BASE/limits/")
@@ -471,9 +503,10 @@ run_wrk() {
 
     alive
     t0=$(cpu_ticks)
-    # the same header on all: the only difference between them is the gate
+    # the same API key header on all but /jwt/: the only difference
+    # between them is the gate
     out=$($PIN "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" \
-              -H "$AUTH" "$BASE/$path/" 2>&1) \
+              -H "${HEADER[$kind]}" "$BASE/$path/" 2>&1) \
         || { echo "$out" >&2; die "wrk failed on /$path/"; }
     alive
     t1=$(cpu_ticks)

@@ -548,12 +548,13 @@ def test_exp_boundary_with_fixed_clock(start_nginx, upstream, keys,
     runs, so timers work): exp = T + 1 is admitted, exp = T is not."""
     if not os.path.exists(FAKETIME_LIB):
         pytest.skip("faketime is not installed")
+    if os.environ.get("TOLL_PRELOAD", "").strip():
+        # nginx hangs at start with both preloaded: ASan's runtime calls
+        # the clock functions libfaketime intercepts while it starts
+        pytest.skip("libfaketime and the ASan runtime deadlock at start; "
+                    "make test runs this")
     t0 = now() + 86400 * 365
-    preload = os.environ.get("TOLL_PRELOAD", "").strip()
-    if preload:
-        monkeypatch.setenv("TOLL_PRELOAD", preload + " " + FAKETIME_LIB)
-    else:
-        monkeypatch.setenv("LD_PRELOAD", FAKETIME_LIB)
+    monkeypatch.setenv("LD_PRELOAD", FAKETIME_LIB)
     monkeypatch.setenv("FAKETIME", time.strftime("%Y-%m-%d %H:%M:%S",
                                                  time.gmtime(t0)))
     monkeypatch.setenv("TZ", "UTC")

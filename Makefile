@@ -21,6 +21,10 @@ DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
                valgrind libjwt-dev python3-jwt faketime
 
+# only the tests need these: promtool checks the metrics, a headless
+# browser loads the dashboard
+TEST_PKGS   := prometheus chromium chromium-driver python3-selenium
+
 TOP         := $(CURDIR)
 OUT         := $(TOP)/$(BUILD)
 NGX_OBJS    := $(OUT)/nginx
@@ -48,22 +52,31 @@ CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
 SETTLE_SRCS := $(wildcard settle/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
-.PHONY: all setup module ctl settle unit test test-unit test-integration test-asan \
-        demo bench bench-callgrind clean
+.PHONY: all setup setup-test module ctl settle unit test test-unit \
+        test-integration test-asan demo bench bench-callgrind clean
 
 all: setup module ctl settle
 
-setup:
+# installs the Debian packages of $(1) that are missing, apt-get options $(2)
+define apt_install
 	@missing=""; \
-	for p in $(DEB_PKGS); do \
+	for p in $(1); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	        | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) $$missing; \
 	fi
+endef
+
+setup:
+	$(call apt_install,$(DEB_PKGS))
+
+# a browser's recommends are hundreds of MB the tests do not use
+setup-test: setup
+	$(call apt_install,$(TEST_PKGS),--no-install-recommends)
 
 module: $(OUT)/ngx_http_toll_module.so
 
@@ -78,6 +91,13 @@ $(NGX_OBJS)/Makefile: config $(NGINX_SRC)/conf_flags Makefile
 	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
 	    --add-dynamic-module=$(TOP) --builddir=$(NGX_OBJS)' \
 	    > $(NGX_OBJS)/configure.log || { cat $(NGX_OBJS)/configure.log; exit 1; }
+
+# The dashboard page, compiled into the module.  The header is committed
+# (as nginx-module-vts does with its page), so that building with nginx's
+# own ./configure --add-dynamic-module needs no extra step.
+src/ngx_http_toll_dashboard_html.h: src/dashboard/dashboard.html \
+        tools/embed_html.sh
+	sh tools/embed_html.sh $< $@
 
 $(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
 	$(MAKE) -C $(NGINX_SRC) -f $(NGX_OBJS)/Makefile modules
@@ -112,16 +132,16 @@ $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
 
 unit: $(UNIT_TESTS)
 
-test-unit: setup unit
+test-unit: setup-test unit
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
-test-integration: all
+test-integration: setup-test all
 	TOLL_BUILD=$(OUT) $(PYTHON) -m pytest -q t/
 
 test: test-unit test-integration
 
 # The Debian nginx binary has no sanitizer runtime: the tests preload it
-test-asan:
+test-asan: setup-test
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined all unit
 	@set -e; for t in $(patsubst $(OUT)/%,$(TOP)/build-asan/%,$(UNIT_TESTS)); \
 	    do echo "== $$t"; $$t; done

@@ -65,7 +65,7 @@ REQUEST_ENTRY_POINTS = (
     "ngx_http_toll_limit_strict_reply",
     "ngx_http_toll_header_filter",
     "ngx_http_toll_quota_claim_reply",
-    "ngx_http_toll_meter_log_handler",
+    "ngx_http_toll_log_handler",
     "ngx_http_toll_cleanup",
 )
 

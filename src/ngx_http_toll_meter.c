@@ -19,6 +19,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter.h"
+#include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -70,7 +71,6 @@ typedef struct {
 } ngx_http_toll_meter_flush_t;
 
 
-static ngx_int_t ngx_http_toll_meter_log_handler(ngx_http_request_t *r);
 static void ngx_http_toll_meter_counts(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_uint_t reached, int64_t *counts);
 static ngx_int_t ngx_http_toll_meter_add(ngx_http_request_t *r,
@@ -125,25 +125,6 @@ static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
 "redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',tonumber(ARGV[2])-604800) "
 "redis.call('EXPIRE',KEYS[2],691200) "
 "return 1");
-
-
-ngx_int_t
-ngx_http_toll_meter_init(ngx_conf_t *cf)
-{
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_toll_meter_log_handler;
-
-    return NGX_OK;
-}
 
 
 ngx_int_t
@@ -228,17 +209,16 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 }
 
 
-static ngx_int_t
-ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
+/* the log phase: what the call turned out to be */
+
+void
+ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    int64_t               final[NGX_HTTP_TOLL_METER_N];
-    ngx_uint_t            i, reached, change;
-    ngx_http_toll_ctx_t  *ctx;
+    int64_t     final[NGX_HTTP_TOLL_METER_N];
+    ngx_uint_t  i, reached, change;
 
-    ctx = ngx_http_toll_get_ctx(r);
-
-    if (ctx == NULL || !ctx->meter_admitted || ctx->metered) {
-        return NGX_OK;
+    if (!ctx->meter_admitted || ctx->metered) {
+        return;
     }
 
     ctx->metered = 1;
@@ -253,6 +233,10 @@ ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
 
     ngx_http_toll_meter_counts(r, ctx, reached, final);
 
+    ngx_http_toll_metrics_metered(ctx, final[NGX_HTTP_TOLL_METER_FREE_CALLS],
+                                  final[NGX_HTTP_TOLL_METER_PAID_CALLS],
+                                  final[NGX_HTTP_TOLL_METER_AMOUNT]);
+
     change = 0;
 
     for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
@@ -264,7 +248,6 @@ ngx_http_toll_meter_log_handler(ngx_http_request_t *r)
         (void) ngx_http_toll_meter_add(r, ctx, final);
     }
 
-    return NGX_OK;
 }
 
 

@@ -18,12 +18,14 @@
 #include "ngx_http_toll_module.h"
 
 
-ngx_int_t ngx_http_toll_meter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 
 /* counts a priced call as it passes the gate; the log phase corrects it */
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
+
+/* from the log phase, once per request with a context */
+void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_TOLL_METER_H_INCLUDED_ */

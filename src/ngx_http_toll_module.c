@@ -14,6 +14,7 @@
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
+#include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_usage.h"
@@ -46,6 +47,7 @@ typedef enum {
 
 static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
@@ -247,6 +249,22 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       ngx_http_toll_usage_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    /* the offset tells the page from the metrics */
+
+    { ngx_string("toll_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_toll_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_dashboard"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_toll_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
       NULL },
 
     { ngx_string("toll_route"),
@@ -457,6 +475,9 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+
+        /* the counters the request's decision goes to */
+        ctx->metrics_service = lcf->service;
     }
 
     switch (ctx->state) {
@@ -576,6 +597,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         ctx->service = NULL;
 
         ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+        ctx->decision = NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE;
         ngx_http_toll_auth_forget(r);
         ngx_http_finalize_request(r, ngx_http_toll_problem_send(r,
                                   NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE));
@@ -604,6 +626,7 @@ failed:
     /* a 500 is logged like a refusal: without the credential */
 
     ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+    ctx->decision = NGX_HTTP_TOLL_DECISION_ERROR;
     ngx_http_toll_auth_forget(r);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -644,6 +667,33 @@ ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
                   "that did not pass the gate", &r->uri);
 
     return NGX_HTTP_UNAUTHORIZED;
+}
+
+
+/*
+ * The end of a gated request: the meter corrects what the call counts
+ * for, then the metrics count the decision and, through the meter, the
+ * call.  A subrequest is part of its main request.
+ */
+
+static ngx_int_t
+ngx_http_toll_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    ctx = ngx_http_toll_get_ctx(r);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_toll_meter_log(r, ctx);
+
+    if (r == r->main) {
+        ngx_http_toll_metrics_log(r, ctx);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -705,14 +755,17 @@ ngx_http_toll_refuse(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     case NGX_HTTP_BAD_REQUEST:
         problem = NGX_HTTP_TOLL_PROBLEM_AMBIGUOUS_CREDENTIALS;
+        ctx->decision = NGX_HTTP_TOLL_DECISION_BAD_REQUEST;
         break;
 
     case NGX_HTTP_SERVICE_UNAVAILABLE:
         problem = NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE;
+        ctx->decision = NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE;
         break;
 
     default: /* NGX_HTTP_UNAUTHORIZED */
         problem = NGX_HTTP_TOLL_PROBLEM_UNAUTHORIZED;
+        ctx->decision = NGX_HTTP_TOLL_DECISION_UNAUTHORIZED;
         break;
     }
 
@@ -731,6 +784,7 @@ static ngx_int_t
 ngx_http_toll_refuse_limit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+    ctx->decision = NGX_HTTP_TOLL_DECISION_RATE_LIMITED;
 
     ngx_http_toll_auth_forget(r);
 
@@ -1079,10 +1133,17 @@ ngx_http_toll_init(ngx_conf_t *cf)
 
     *h = ngx_http_toll_subrequest_handler;
 
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_toll_log_handler;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_toll_header_filter;
 
-    return ngx_http_toll_meter_init(cf);
+    return ngx_http_toll_metrics_init(cf);
 }
 
 
@@ -1331,7 +1392,11 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_toll_redis_init_process(cycle, &mcf->redis) != NGX_OK) {
+    /* first: the Redis connection counts from its first command */
+
+    if (ngx_http_toll_metrics_init_process(cycle) != NGX_OK
+        || ngx_http_toll_redis_init_process(cycle, &mcf->redis) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -56,6 +56,12 @@ typedef struct {
     ngx_uint_t                   free_lease;
     ngx_array_t                 *services;    /* every toll_service */
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
+
+    void                        *metrics;     /* the counters in the zone */
+    ngx_array_t                 *metrics_services; /* their slots, each
+                                                      once, in order */
+    ngx_uint_t                   metrics_locations; /* toll_metrics and
+                                                       toll_dashboard */
 } ngx_http_toll_main_conf_t;
 
 
@@ -164,6 +170,11 @@ typedef struct {
     int64_t                      free_remaining;
     int64_t                      meter_counts[NGX_HTTP_TOLL_METER_COUNTS];
     struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
+    void                        *metrics_service; /* the location's
+                                                     service, for the
+                                                     metrics; NULL: none */
+    unsigned                     decision:4;  /* of a refusal */
+    unsigned                     counted:1;   /* in the metrics */
     unsigned                     store_failed:1;
     unsigned                     authenticated:1;
     unsigned                     lookup_refused:1; /* no key lookups: the

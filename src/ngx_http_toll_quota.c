@@ -219,6 +219,33 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
 
+    /*
+     * A service may be sold in several locations (at different prices),
+     * but in one currency: its usage and its billed amount are summed by
+     * name, and a sum over two currencies means nothing.
+     */
+
+    if (mcf->services) {
+        ref = mcf->services->elts;
+
+        for (i = 0; i < mcf->services->nelts; i++) {
+            if (ref[i]->name.len == svc->name.len
+                && ngx_strncmp(ref[i]->name.data, svc->name.data,
+                               svc->name.len) == 0
+                && (ref[i]->currency.len != svc->currency.len
+                    || ngx_strncmp(ref[i]->currency.data,
+                                   svc->currency.data,
+                                   svc->currency.len) != 0))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "service \"%V\" is sold in %V elsewhere: "
+                                   "a service has one currency",
+                                   &svc->name, &ref[i]->currency);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
     if (mcf->services == NULL) {
         mcf->services = ngx_array_create(cf->pool, 4, sizeof(void *));
         if (mcf->services == NULL) {

@@ -36,6 +36,7 @@ typedef struct {
     int64_t                    price_micros;  /* 1e-6 of the currency */
     int64_t                    free_calls;    /* per buyer; 0: none */
     ngx_array_t               *routes;        /* ngx_http_toll_route_t */
+    void                      *metrics;       /* its counters in the zone */
 } ngx_http_toll_service_t;
 
 

@@ -24,6 +24,7 @@
 #include <hiredis/async.h>
 
 #include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_metrics.h"
 
 
 #define NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS   100
@@ -41,6 +42,7 @@ struct ngx_http_toll_redis_cmd_s {
     ngx_event_t                      timer;
     ngx_http_toll_redis_handler_pt   handler;
     void                            *data;      /* NULL: nobody to tell */
+    uint64_t                         sent_us;   /* for the reply time */
 };
 
 
@@ -161,6 +163,8 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
 
     rd = &ngx_http_toll_redis;
 
+    ngx_http_toll_metrics_redis_command();
+
     /*
      * While connecting, hiredis buffers commands and sends them once the
      * socket is up; while down, waiting for a timeout would only delay
@@ -170,22 +174,26 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
     if (!rd->active || rd->ac == NULL
         || rd->state == NGX_HTTP_TOLL_REDIS_DOWN)
     {
+        ngx_http_toll_metrics_redis_reply(1, 0);
         return NULL;
     }
 
     cmd = ngx_calloc(sizeof(ngx_http_toll_redis_cmd_t), rd->log);
     if (cmd == NULL) {
+        ngx_http_toll_metrics_redis_reply(1, 0);
         return NULL;
     }
 
     cmd->handler = handler;
     cmd->data = data;
+    cmd->sent_us = ngx_http_toll_metrics_now_us();
 
     if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
                               argc, argv, argvlen)
         != REDIS_OK)
     {
         ngx_free(cmd);
+        ngx_http_toll_metrics_redis_reply(1, 0);
         return NULL;
     }
 
@@ -298,6 +306,14 @@ ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd)
         redisAsyncCommandArgv(ac, ngx_http_toll_redis_on_setup_reply,
                               (void *) "SELECT", 2, argv, argvlen);
     }
+
+    /* its answer tells that the store is up, even with no traffic */
+
+    argv[0] = "PING";
+    argvlen[0] = sizeof("PING") - 1;
+
+    redisAsyncCommandArgv(ac, ngx_http_toll_redis_on_setup_reply,
+                          (void *) "PING", 1, argv, argvlen);
 }
 
 
@@ -343,6 +359,7 @@ ngx_http_toll_redis_lost(ngx_http_toll_redis_t *rd, const char *reason)
 
     rd->ac = NULL;
     rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
+    ngx_http_toll_metrics_redis_state(0);
 
     if (!rd->active) {
         return;
@@ -375,6 +392,7 @@ ngx_http_toll_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
+    ngx_http_toll_metrics_redis_reconnect();
     ngx_http_toll_redis_connect(rd);
 }
 
@@ -482,6 +500,8 @@ ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
 
         rd->ac = NULL;
         rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
+        ngx_http_toll_metrics_redis_state(0);
+        ngx_http_toll_metrics_redis_reconnect();
 
         /* hiredis frees the old context when this returns */
         ngx_http_toll_redis_connect(rd);
@@ -501,8 +521,19 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     cmd = privdata;
     rd = &ngx_http_toll_redis;
 
-    if (r != NULL && rd->ac == ac) {
+    /* an error reply is an answer, but the command failed all the same */
+
+    if (r == NULL || ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
+        ngx_http_toll_metrics_redis_reply(1, 0);
+
+    } else {
+        ngx_http_toll_metrics_redis_reply(0, ngx_http_toll_metrics_now_us()
+                                             - cmd->sent_us);
+    }
+
+    if (r != NULL && rd->ac == ac && !rd->answered) {
         rd->answered = 1;
+        ngx_http_toll_metrics_redis_state(1);
     }
 
     if (r != NULL && rd->failures && rd->ac == ac) {
@@ -538,7 +569,16 @@ ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac, void *r,
     reply = r;
     rd = ac->data;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR || rd->ac != ac) {
+    if (reply == NULL || rd->ac != ac) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        if (!rd->answered) {
+            rd->answered = 1;
+            ngx_http_toll_metrics_redis_state(1);
+        }
+
         return;
     }
 

@@ -6,6 +6,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_toll_shm.h"
+#include "ngx_http_toll_metrics.h"
 
 
 /* entries reclaimed by each insert, so that stale ones do not pile up */
@@ -42,13 +43,21 @@ typedef struct {
 
     /* live worker processes, for in-flight counts that die with one */
     ngx_http_toll_shm_proc_t   procs[NGX_HTTP_TOLL_PROCS_MAX];
+
+    /* the operator's counters, bumped without the mutex */
+    ngx_http_toll_metrics_sh_t  metrics;
 } ngx_http_toll_sh_t;
 
 
 typedef struct {
     ngx_http_toll_sh_t        *sh;
     ngx_slab_pool_t           *shpool;
+    ngx_http_toll_main_conf_t *mcf;           /* of the cycle that made it */
 } ngx_http_toll_shctx_t;
+
+
+/* this process's slot in the table of live workers; -1: none */
+static ngx_int_t  ngx_http_toll_shm_self = -1;
 
 
 typedef struct {
@@ -97,6 +106,8 @@ ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size)
         return NULL;
     }
 
+    ctx->mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+
     shm_zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_toll_module);
     if (shm_zone == NULL) {
         return NULL;
@@ -129,17 +140,23 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         /* a reload: keep what the workers of the old cycle cached */
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
-        return NGX_OK;
+
+        /* and the counters of services that keep their names */
+        return ngx_http_toll_metrics_init_zone(ctx->shpool,
+                                               &ctx->sh->metrics, ctx->mcf,
+                                               0);
     }
 
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         ctx->sh = ctx->shpool->data;
-        return NGX_OK;
+        return ngx_http_toll_metrics_init_zone(ctx->shpool,
+                                               &ctx->sh->metrics, ctx->mcf,
+                                               0);
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_toll_sh_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_toll_sh_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
@@ -170,7 +187,8 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is handled by evicting; the slab need not cry */
     ctx->shpool->log_nomem = 0;
 
-    return NGX_OK;
+    return ngx_http_toll_metrics_init_zone(ctx->shpool, &ctx->sh->metrics,
+                                           ctx->mcf, 1);
 }
 
 
@@ -181,6 +199,7 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     u_char                        *p;
     uint32_t                       hash;
     ngx_int_t                      rc;
+    ngx_uint_t                     jwt;
     ngx_http_toll_shctx_t         *ctx;
     ngx_http_toll_shm_key_node_t  *kn;
 
@@ -197,12 +216,18 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
 
     kn = ngx_http_toll_shm_key_lookup(ctx->sh, key_id, hash);
 
+    /* JWTs are cached under "jwt:" and a hash, API keys under their id */
+    jwt = (key_id->len > 4 && ngx_memcmp(key_id->data, "jwt:", 4) == 0);
+
     if (kn == NULL
         || (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) <= 0)
     {
+        (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_misses[jwt], 1);
         rc = NGX_DECLINED;
         goto done;
     }
+
+    (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_hits[jwt], 1);
 
     ngx_queue_remove(&kn->queue);
     ngx_queue_insert_head(kn->found ? &ctx->sh->lru : &ctx->sh->lru_negative,
@@ -764,6 +789,7 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
             p->pid = ngx_pid;
             p->gen++;
             p->exiting = 0;
+            p->redis_up = 0;
             *gen = p->gen;
             slot = i;
             break;
@@ -771,6 +797,8 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_http_toll_shm_self = slot;
 
     return slot;
 }
@@ -834,4 +862,65 @@ ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return others;
+}
+
+
+void
+ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    if (ngx_http_toll_shm_self < 0) {
+        return;
+    }
+
+    /* written by this process only; a scrape reads it under the mutex */
+    ctx->sh->procs[ngx_http_toll_shm_self].redis_up = up;
+}
+
+
+ngx_http_toll_metrics_sh_t *
+ngx_http_toll_shm_metrics(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return &ctx->sh->metrics;
+}
+
+
+void
+ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_stats_t *st)
+{
+    ngx_uint_t                 i;
+    ngx_http_toll_shctx_t     *ctx;
+    ngx_http_toll_shm_proc_t  *p;
+
+    ctx = shm_zone->data;
+
+    ngx_memzero(st, sizeof(ngx_http_toll_shm_stats_t));
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /* pages not handed out; a page of small slots counts as used */
+    st->free = ctx->shpool->pfree << ngx_pagesize_shift;
+    st->size = shm_zone->shm.size;
+
+    st->meter_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_METER];
+    st->limit_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_LIMIT];
+
+    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+        p = &ctx->sh->procs[i];
+
+        if (p->pid == 0 || p->exiting
+            || (kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+        {
+            continue;
+        }
+
+        st->workers++;
+        st->redis_up += (p->redis_up != 0);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

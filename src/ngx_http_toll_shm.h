@@ -14,6 +14,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_toll_module.h"
+#include "ngx_http_toll_metrics.h"
 
 
 #define NGX_HTTP_TOLL_ZONE_NAME      "toll"
@@ -30,7 +31,19 @@ typedef struct {
     ngx_pid_t                  pid;           /* 0: free */
     uint32_t                   gen;           /* bumped at each claim */
     ngx_uint_t                 exiting;       /* shutting down */
+    ngx_uint_t                 redis_up;      /* its connection answers */
 } ngx_http_toll_shm_proc_t;
+
+
+/* what a scrape reads of the zone, under its mutex */
+typedef struct {
+    size_t                     size;
+    size_t                     free;          /* in whole free pages */
+    ngx_uint_t                 meter_backlog; /* subjects waiting */
+    ngx_uint_t                 limit_backlog;
+    ngx_uint_t                 workers;       /* live, not exiting */
+    ngx_uint_t                 redis_up;      /* of those, connected */
+} ngx_http_toll_shm_stats_t;
 
 
 /* the queues a node can wait in, for the timer of the room it belongs to */
@@ -136,6 +149,15 @@ uint32_t ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone,
  * to take over what this one leaves.
  */
 ngx_uint_t ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone);
+
+/* this worker's Redis connection is up or down, for toll_redis_up */
+void ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up);
+
+/* the counters in the zone, and the gauges read when scraped */
+ngx_http_toll_metrics_sh_t *ngx_http_toll_shm_metrics(
+    ngx_shm_zone_t *shm_zone);
+void ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_stats_t *st);
 
 
 #endif /* _NGX_HTTP_TOLL_SHM_H_INCLUDED_ */

@@ -1,0 +1,1280 @@
+/*
+ * toll: the operator's metrics, and the page that draws them.
+ *
+ * The request path only adds to counters in the shared zone, with one
+ * atomic add each and no lock: a decision, a status class, a duration
+ * bucket; the meter adds the call's free, paid and billed counts.  A
+ * scrape reads them all (the zone's gauges under its mutex, once) and
+ * writes Prometheus text format 0.0.4, or the same families as JSON.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <nginx.h>
+
+#include <time.h>
+
+#include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_shm.h"
+#include "ngx_http_toll_dashboard_html.h"
+
+
+#if (TOLL_PLAN_LEN_MAX > NGX_HTTP_TOLL_METRICS_NAME_MAX                      \
+     || TOLL_PLAN_LEN_MAX > 255)
+#error "a service name is longer than a metrics slot can store"
+#endif
+
+
+#define NGX_HTTP_TOLL_METRICS_CHUNK  4096
+
+
+typedef struct {
+    ngx_http_request_t        *r;
+    ngx_chain_t               *out;
+    ngx_chain_t              **last;
+    ngx_buf_t                 *b;
+    size_t                     size;
+    ngx_uint_t                 json;
+    ngx_uint_t                 families;      /* written so far */
+    ngx_uint_t                 samples;       /* in this family */
+    ngx_str_t                  family;
+    ngx_uint_t                 failed;
+} ngx_http_toll_metrics_out_t;
+
+
+/* a histogram as a scrape reads it */
+typedef struct {
+    ngx_uint_t                 n;             /* finite buckets */
+    ngx_str_t                 *bounds;        /* their "le", in seconds */
+    ngx_atomic_t              *buckets;       /* n + 1, not cumulative */
+    ngx_atomic_uint_t          sum;
+    ngx_uint_t                 sum_scale;     /* 1000: ms, 1000000: us */
+} ngx_http_toll_metrics_hist_t;
+
+
+static ngx_int_t ngx_http_toll_metrics_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_dashboard_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_metrics_answer(ngx_http_request_t *r,
+    ngx_uint_t page);
+static ngx_int_t ngx_http_toll_metrics_render(ngx_http_request_t *r,
+    ngx_http_toll_metrics_out_t *o);
+static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
+    ngx_str_t *type, ngx_chain_t *out, size_t size);
+static ngx_http_toll_metrics_service_t *ngx_http_toll_metrics_slot(
+    ngx_slab_pool_t *shpool, ngx_http_toll_metrics_sh_t *msh,
+    ngx_str_t *name, ngx_str_t *currency);
+static void ngx_http_toll_metrics_observe(ngx_atomic_t *buckets,
+    const ngx_uint_t *bounds, ngx_uint_t n, ngx_atomic_t *sum,
+    ngx_uint_t v);
+
+static void ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o,
+    u_char *data, size_t len);
+static void ngx_http_toll_metrics_escaped(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *s);
+static void ngx_http_toll_metrics_family(ngx_http_toll_metrics_out_t *o,
+    char *name, char *type, char *help);
+static void ngx_http_toll_metrics_family_end(
+    ngx_http_toll_metrics_out_t *o);
+static void ngx_http_toll_metrics_labels(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_str_t *le);
+static void ngx_http_toll_metrics_sample(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_atomic_uint_t value);
+static void ngx_http_toll_metrics_histogram(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_http_toll_metrics_hist_t *h);
+
+
+#define ngx_http_toll_metrics_literal(o, s)                                  \
+    ngx_http_toll_metrics_write(o, (u_char *) s, sizeof(s) - 1)
+
+
+/* the zone's counters in this worker's cycle; NULL: no zone */
+static ngx_http_toll_metrics_sh_t  *ngx_http_toll_metrics_msh;
+static ngx_shm_zone_t              *ngx_http_toll_metrics_zone;
+
+
+static ngx_str_t  ngx_http_toll_decision_names[] = {
+    ngx_string("passed"),
+    ngx_string("unauthorized"),
+    ngx_string("bad_request"),
+    ngx_string("rate_limited"),
+    ngx_string("quota_exceeded"),
+    ngx_string("payment_required"),
+    ngx_string("store_unavailable"),
+    ngx_string("error"),
+    ngx_string("client_closed")
+};
+
+
+static ngx_str_t  ngx_http_toll_status_classes[] = {
+    ngx_string("1xx"),
+    ngx_string("2xx"),
+    ngx_string("3xx"),
+    ngx_string("4xx"),
+    ngx_string("5xx")
+};
+
+
+/* Prometheus's default buckets, in ms */
+static const ngx_uint_t  ngx_http_toll_duration_bounds[] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
+};
+
+static ngx_str_t  ngx_http_toll_duration_le[] = {
+    ngx_string("0.005"), ngx_string("0.01"), ngx_string("0.025"),
+    ngx_string("0.05"), ngx_string("0.1"), ngx_string("0.25"),
+    ngx_string("0.5"), ngx_string("1"), ngx_string("2.5"), ngx_string("5"),
+    ngx_string("10")
+};
+
+
+/* a loopback Redis answers in tens of us; a struggling one in ms */
+static const ngx_uint_t  ngx_http_toll_redis_bounds[] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+    500000, 1000000
+};
+
+static ngx_str_t  ngx_http_toll_redis_le[] = {
+    ngx_string("0.0001"), ngx_string("0.00025"), ngx_string("0.0005"),
+    ngx_string("0.001"), ngx_string("0.0025"), ngx_string("0.005"),
+    ngx_string("0.01"), ngx_string("0.025"), ngx_string("0.05"),
+    ngx_string("0.1"), ngx_string("0.25"), ngx_string("0.5"),
+    ngx_string("1")
+};
+
+
+static ngx_str_t  ngx_http_toll_metrics_text_type =
+    ngx_string("text/plain; version=0.0.4; charset=utf-8");
+static ngx_str_t  ngx_http_toll_metrics_json_type =
+    ngx_string("application/json");
+
+
+/* toll_metrics; toll_dashboard; */
+
+char *
+ngx_http_toll_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate, or the location has another handler";
+    }
+
+    clcf->handler = cmd->offset ? ngx_http_toll_dashboard_handler
+                                : ngx_http_toll_metrics_handler;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+    mcf->metrics_locations++;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_toll_metrics_init(ngx_conf_t *cf)
+{
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
+
+    if (mcf->metrics_locations && mcf->shm_zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"toll_metrics\" and \"toll_dashboard\" need "
+                      "\"toll_redis\" in the http block: the counters "
+                      "live in its zone");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_toll_metrics_init_zone(ngx_slab_pool_t *shpool,
+    ngx_http_toll_metrics_sh_t *msh, ngx_http_toll_main_conf_t *mcf,
+    ngx_uint_t fresh)
+{
+    ngx_uint_t                         i, j;
+    ngx_http_toll_service_t          **svc;
+    ngx_http_toll_metrics_service_t   *slot, **ref;
+
+    mcf->metrics = msh;
+
+    if (fresh) {
+        ngx_queue_init(&msh->services);
+    }
+
+    if (mcf->services == NULL) {
+        return NGX_OK;
+    }
+
+    mcf->metrics_services = ngx_array_create(mcf->services->pool,
+                                             mcf->services->nelts,
+                                             sizeof(void *));
+    if (mcf->metrics_services == NULL) {
+        return NGX_ERROR;
+    }
+
+    svc = mcf->services->elts;
+
+    /* the old cycle's workers still count while a reload binds */
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < mcf->services->nelts; i++) {
+        slot = ngx_http_toll_metrics_slot(shpool, msh, &svc[i]->name,
+                                          &svc[i]->currency);
+
+        /* a zone too full to count a service in: it goes uncounted */
+        svc[i]->metrics = slot;
+
+        if (slot == NULL) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "toll: no room in the zone to count service "
+                          "\"%V\" in the metrics", &svc[i]->name);
+            continue;
+        }
+
+        ref = mcf->metrics_services->elts;
+
+        for (j = 0; j < mcf->metrics_services->nelts; j++) {
+            if (ref[j] == slot) {
+                break;
+            }
+        }
+
+        if (j == mcf->metrics_services->nelts) {
+            ref = ngx_array_push(mcf->metrics_services);
+            if (ref == NULL) {
+                ngx_shmtx_unlock(&shpool->mutex);
+                return NGX_ERROR;
+            }
+
+            *ref = slot;
+        }
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* a service's slot by name and currency, made on first use; locked */
+
+static ngx_http_toll_metrics_service_t *
+ngx_http_toll_metrics_slot(ngx_slab_pool_t *shpool,
+    ngx_http_toll_metrics_sh_t *msh, ngx_str_t *name, ngx_str_t *currency)
+{
+    ngx_queue_t                      *q;
+    ngx_http_toll_metrics_service_t  *slot;
+
+    for (q = ngx_queue_head(&msh->services);
+         q != ngx_queue_sentinel(&msh->services);
+         q = ngx_queue_next(q))
+    {
+        slot = ngx_queue_data(q, ngx_http_toll_metrics_service_t, queue);
+
+        if (slot->name_len == name->len
+            && ngx_strncmp(slot->name, name->data, name->len) == 0
+            && slot->currency_len == currency->len
+            && ngx_strncmp(slot->currency, currency->data, currency->len)
+               == 0)
+        {
+            return slot;
+        }
+    }
+
+    slot = ngx_slab_calloc_locked(shpool,
+                                  sizeof(ngx_http_toll_metrics_service_t));
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    slot->name_len = (u_char) name->len;
+    ngx_memcpy(slot->name, name->data, name->len);
+    slot->currency_len = (u_char) currency->len;
+    ngx_memcpy(slot->currency, currency->data, currency->len);
+
+    ngx_queue_insert_tail(&msh->services, &slot->queue);
+
+    return slot;
+}
+
+
+ngx_int_t
+ngx_http_toll_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
+
+    if (mcf == NULL || mcf->shm_zone == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_toll_metrics_zone = mcf->shm_zone;
+    ngx_http_toll_metrics_msh = mcf->metrics;
+
+    return NGX_OK;
+}
+
+
+/* the counters of the service of the location whose gate ran */
+
+static ngx_inline ngx_http_toll_metrics_service_t *
+ngx_http_toll_metrics_of(ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_service_t  *svc;
+
+    svc = ctx->metrics_service;
+
+    if (svc) {
+        return svc->metrics;
+    }
+
+    return ngx_http_toll_metrics_msh ? &ngx_http_toll_metrics_msh->none
+                                     : NULL;
+}
+
+
+/*
+ * Once per gated request, at its end: what the gate decided, and for a
+ * passed one how the answer went.
+ */
+
+void
+ngx_http_toll_metrics_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_uint_t                        status, decision;
+    ngx_msec_int_t                    ms;
+    ngx_time_t                       *tp;
+    ngx_http_toll_metrics_service_t  *m;
+
+    /* only the access phase makes a context: the request was gated */
+
+    if (ctx->counted) {
+        return;
+    }
+
+    ctx->counted = 1;
+
+    m = ngx_http_toll_metrics_of(ctx);
+
+    if (m == NULL) {
+        return;
+    }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_TOLL_STATE_PASSED:
+        decision = NGX_HTTP_TOLL_DECISION_PASSED;
+        break;
+
+    case NGX_HTTP_TOLL_STATE_REJECTED:
+        decision = ctx->decision;
+        break;
+
+    default:
+        /* it ended while parked on the store: the client went away */
+        decision = NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED;
+        break;
+    }
+
+    (void) ngx_atomic_fetch_add(&m->requests[decision], 1);
+
+    if (decision != NGX_HTTP_TOLL_DECISION_PASSED) {
+        return;
+    }
+
+    status = r->headers_out.status;
+
+    if (status >= 100 && status < 600) {
+        (void) ngx_atomic_fetch_add(&m->responses[status / 100 - 1], 1);
+    }
+
+    /* as the meter counts an error: the upstream was tried, and 5xx */
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+        && r->upstream_states && r->upstream_states->nelts)
+    {
+        (void) ngx_atomic_fetch_add(&m->upstream_errors, 1);
+    }
+
+    /* as $request_time counts it */
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    ngx_http_toll_metrics_observe(m->duration, ngx_http_toll_duration_bounds,
+                                  NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS,
+                                  &m->duration_ms, (ngx_uint_t) ms);
+}
+
+
+void
+ngx_http_toll_metrics_metered(ngx_http_toll_ctx_t *ctx, int64_t free_calls,
+    int64_t paid_calls, int64_t amount_micros)
+{
+    ngx_http_toll_metrics_service_t  *m;
+
+    m = ngx_http_toll_metrics_of(ctx);
+
+    if (m == NULL) {
+        return;
+    }
+
+    if (free_calls > 0) {
+        (void) ngx_atomic_fetch_add(&m->free_calls, free_calls);
+    }
+
+    if (paid_calls > 0) {
+        (void) ngx_atomic_fetch_add(&m->paid_calls, paid_calls);
+    }
+
+    if (amount_micros > 0) {
+        (void) ngx_atomic_fetch_add(&m->billed_micros, amount_micros);
+    }
+}
+
+
+void
+ngx_http_toll_metrics_redis_command(void)
+{
+    if (ngx_http_toll_metrics_msh) {
+        (void) ngx_atomic_fetch_add(
+                   &ngx_http_toll_metrics_msh->redis_commands, 1);
+    }
+}
+
+
+void
+ngx_http_toll_metrics_redis_reply(ngx_uint_t failed, uint64_t us)
+{
+    ngx_http_toll_metrics_sh_t  *msh;
+
+    msh = ngx_http_toll_metrics_msh;
+
+    if (msh == NULL) {
+        return;
+    }
+
+    if (failed) {
+        (void) ngx_atomic_fetch_add(&msh->redis_errors, 1);
+        return;
+    }
+
+    ngx_http_toll_metrics_observe(msh->redis_reply,
+                                  ngx_http_toll_redis_bounds,
+                                  NGX_HTTP_TOLL_METRICS_REDIS_BUCKETS,
+                                  &msh->redis_reply_us, (ngx_uint_t) us);
+}
+
+
+void
+ngx_http_toll_metrics_redis_reconnect(void)
+{
+    if (ngx_http_toll_metrics_msh) {
+        (void) ngx_atomic_fetch_add(
+                   &ngx_http_toll_metrics_msh->redis_reconnects, 1);
+    }
+}
+
+
+void
+ngx_http_toll_metrics_redis_state(ngx_uint_t up)
+{
+    if (ngx_http_toll_metrics_zone) {
+        ngx_http_toll_shm_proc_redis(ngx_http_toll_metrics_zone, up);
+    }
+}
+
+
+uint64_t
+ngx_http_toll_metrics_now_us(void)
+{
+    struct timespec  ts;
+
+    /* a vDSO call: no system call on Linux */
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+
+static void
+ngx_http_toll_metrics_observe(ngx_atomic_t *buckets, const ngx_uint_t *bounds,
+    ngx_uint_t n, ngx_atomic_t *sum, ngx_uint_t v)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n && v > bounds[i]; i++) {
+        /* void */
+    }
+
+    (void) ngx_atomic_fetch_add(&buckets[i], 1);
+    (void) ngx_atomic_fetch_add(sum, v);
+}
+
+
+static ngx_int_t
+ngx_http_toll_metrics_handler(ngx_http_request_t *r)
+{
+    return ngx_http_toll_metrics_answer(r, 0);
+}
+
+
+static ngx_int_t
+ngx_http_toll_dashboard_handler(ngx_http_request_t *r)
+{
+    return ngx_http_toll_metrics_answer(r, 1);
+}
+
+
+/*
+ * The page, or the metrics: as text, or as JSON with ?format=json; the
+ * dashboard polls its own location with ?format=json, so that one
+ * allow/deny covers both.
+ */
+
+static ngx_int_t
+ngx_http_toll_metrics_answer(ngx_http_request_t *r, ngx_uint_t page)
+{
+    ngx_int_t                     rc;
+    ngx_str_t                     format, type;
+    ngx_buf_t                    *b;
+    ngx_chain_t                   out;
+    ngx_table_elt_t              *h;
+    ngx_http_toll_metrics_out_t   o;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_memzero(&o, sizeof(ngx_http_toll_metrics_out_t));
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &format) != NGX_OK) {
+        format.len = 0;
+
+        if (page) {
+            b = ngx_calloc_buf(r->pool);
+            if (b == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            b->pos = ngx_http_toll_dashboard_html;
+            b->last = b->pos + NGX_HTTP_TOLL_DASHBOARD_HTML_LEN;
+            b->memory = 1;
+            b->last_buf = (r == r->main) ? 1 : 0;
+            b->last_in_chain = 1;
+
+            out.buf = b;
+            out.next = NULL;
+
+            /* the page needs nothing but itself and its own location */
+
+            h = ngx_list_push(&r->headers_out.headers);
+            if (h == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            h->hash = 1;
+            ngx_str_set(&h->key, "Content-Security-Policy");
+            ngx_str_set(&h->value,
+                        "default-src 'none'; script-src 'unsafe-inline'; "
+                        "style-src 'unsafe-inline'; connect-src 'self'; "
+                        "img-src 'self' data:");
+            h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+            h->next = NULL;
+#endif
+
+            ngx_str_set(&type, "text/html; charset=utf-8");
+
+            return ngx_http_toll_metrics_send(r, &type, &out,
+                                              b->last - b->pos);
+        }
+    }
+
+    if (format.len == 4 && ngx_strncmp(format.data, "json", 4) == 0) {
+        o.json = 1;
+
+    } else if (format.len != 0
+               && !(format.len == 10
+                    && ngx_strncmp(format.data, "prometheus", 10) == 0))
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    o.r = r;
+    o.last = &o.out;
+
+    if (ngx_http_toll_metrics_render(r, &o) != NGX_OK || o.failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (o.b) {
+        o.b->last_buf = (r == r->main) ? 1 : 0;
+        o.b->last_in_chain = 1;
+    }
+
+    return ngx_http_toll_metrics_send(r, o.json
+                                         ? &ngx_http_toll_metrics_json_type
+                                         : &ngx_http_toll_metrics_text_type,
+                                      o.out, o.size);
+}
+
+
+static ngx_int_t
+ngx_http_toll_metrics_send(ngx_http_request_t *r, ngx_str_t *type,
+    ngx_chain_t *out, size_t size)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = size;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    /* a live figure: never from a cache */
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "X-Content-Type-Options");
+    ngx_str_set(&h->value, "nosniff");
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (size == 0 || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+static ngx_int_t
+ngx_http_toll_metrics_render(ngx_http_request_t *r,
+    ngx_http_toll_metrics_out_t *o)
+{
+    u_char                            buf[NGX_TIME_T_LEN + 8], *p;
+    ngx_str_t                         labels[4], service, currency;
+    ngx_uint_t                        i, k, n;
+    ngx_time_t                       *tp;
+    ngx_atomic_uint_t                 v;
+    ngx_http_toll_shm_stats_t         st;
+    ngx_http_toll_metrics_hist_t      h;
+    ngx_http_toll_main_conf_t        *mcf;
+    ngx_http_toll_metrics_sh_t       *msh;
+    ngx_http_toll_metrics_service_t  *m, **slots;
+
+    static ngx_str_t  version = ngx_string(NGX_HTTP_TOLL_VERSION);
+    static ngx_str_t  nginx_ver = ngx_string(NGINX_VERSION);
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+    msh = mcf->metrics;
+
+    if (msh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_toll_shm_stats(mcf->shm_zone, &st);
+
+    /* the gate's services, then the gated locations that sell none */
+
+    n = mcf->metrics_services ? mcf->metrics_services->nelts : 0;
+
+    slots = ngx_palloc(r->pool, (n + 1) * sizeof(void *));
+    if (slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (n) {
+        ngx_memcpy(slots, mcf->metrics_services->elts, n * sizeof(void *));
+    }
+
+    slots[n++] = &msh->none;
+
+    if (o->json) {
+        tp = ngx_timeofday();
+
+        ngx_http_toll_metrics_literal(o, "{\"version\":\"");
+        ngx_http_toll_metrics_escaped(o, &version);
+        ngx_http_toll_metrics_literal(o, "\",\"nginx_version\":\"");
+        ngx_http_toll_metrics_escaped(o, &nginx_ver);
+        ngx_http_toll_metrics_literal(o, "\",\"time\":");
+        p = ngx_sprintf(buf, "%T.%03M", tp->sec, tp->msec);
+        ngx_http_toll_metrics_write(o, buf, p - buf);
+        ngx_http_toll_metrics_literal(o, ",\"metrics\":{");
+    }
+
+    ngx_str_set(&labels[0], "version");
+    labels[1] = version;
+    ngx_str_set(&labels[2], "nginx_version");
+    labels[3] = nginx_ver;
+
+    ngx_http_toll_metrics_family(o, "toll_build_info", "gauge",
+        "The toll module's version and the nginx it runs in; always 1.");
+    ngx_http_toll_metrics_sample(o, labels, 2, 1);
+    ngx_http_toll_metrics_family_end(o);
+
+    /* per service */
+
+    ngx_str_set(&labels[0], "service");
+    ngx_str_set(&labels[2], "decision");
+
+    ngx_http_toll_metrics_family(o, "toll_requests_total", "counter",
+        "Gated requests by what the gate decided.");
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        labels[1].data = m->name;
+        labels[1].len = m->name_len;
+
+        for (k = 0; k < NGX_HTTP_TOLL_DECISIONS; k++) {
+            labels[3] = ngx_http_toll_decision_names[k];
+            ngx_http_toll_metrics_sample(o, labels, 2, m->requests[k]);
+        }
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_str_set(&labels[2], "status_class");
+
+    ngx_http_toll_metrics_family(o, "toll_responses_total", "counter",
+        "Answers to requests that passed the gate, by status class.");
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        labels[1].data = m->name;
+        labels[1].len = m->name_len;
+
+        for (k = 0; k < 5; k++) {
+            labels[3] = ngx_http_toll_status_classes[k];
+            ngx_http_toll_metrics_sample(o, labels, 2, m->responses[k]);
+        }
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_upstream_errors_total", "counter",
+        "Passed requests that reached the upstream and were answered 5xx.");
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        labels[1].data = m->name;
+        labels[1].len = m->name_len;
+        ngx_http_toll_metrics_sample(o, labels, 1, m->upstream_errors);
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    /* what was sold: services only */
+
+    n--;
+
+    ngx_str_set(&labels[2], "tier");
+
+    ngx_http_toll_metrics_family(o, "toll_metered_calls_total", "counter",
+        "Metered calls by price tier: free (the free tier) or paid.");
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        labels[1].data = m->name;
+        labels[1].len = m->name_len;
+
+        ngx_str_set(&labels[3], "free");
+        ngx_http_toll_metrics_sample(o, labels, 2, m->free_calls);
+        ngx_str_set(&labels[3], "paid");
+        ngx_http_toll_metrics_sample(o, labels, 2, m->paid_calls);
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_str_set(&labels[2], "currency");
+
+    ngx_http_toll_metrics_family(o, "toll_billed_micros_total", "counter",
+        "Amount billed for metered calls, in micro-units (1e-6) of the "
+        "currency.");
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        service.data = m->name;
+        service.len = m->name_len;
+        currency.data = m->currency;
+        currency.len = m->currency_len;
+        labels[1] = service;
+        labels[3] = currency;
+        ngx_http_toll_metrics_sample(o, labels, 2, m->billed_micros);
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    n++;
+
+    ngx_http_toll_metrics_family(o, "toll_request_duration_seconds",
+        "histogram",
+        "Time from the first byte of a passed request to its log phase.");
+
+    h.n = NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS;
+    h.bounds = ngx_http_toll_duration_le;
+    h.sum_scale = 1000;
+
+    for (i = 0; i < n; i++) {
+        m = slots[i];
+        labels[1].data = m->name;
+        labels[1].len = m->name_len;
+
+        h.buckets = m->duration;
+        h.sum = m->duration_ms;
+        ngx_http_toll_metrics_histogram(o, labels, 1, &h);
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+
+    /* Redis */
+
+    ngx_http_toll_metrics_family(o, "toll_redis_commands_total", "counter",
+        "Redis commands the gate asked for, sent or not.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_commands);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_redis_errors_total", "counter",
+        "Redis commands that failed: not sent while the store was down, "
+        "timed out, connection lost, or an error reply.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_errors);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_redis_reconnects_total", "counter",
+        "Connections to Redis made again after one was lost or refused.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_reconnects);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_redis_up", "gauge",
+        "1 when every live worker's Redis connection is up, else 0.");
+    ngx_http_toll_metrics_sample(o, NULL, 0,
+                                 st.workers && st.redis_up == st.workers);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_redis_reply_duration_seconds",
+        "histogram", "Time from sending a Redis command to its reply.");
+
+    h.n = NGX_HTTP_TOLL_METRICS_REDIS_BUCKETS;
+    h.bounds = ngx_http_toll_redis_le;
+    h.buckets = msh->redis_reply;
+    h.sum = msh->redis_reply_us;
+    h.sum_scale = 1000000;
+    ngx_http_toll_metrics_histogram(o, NULL, 0, &h);
+    ngx_http_toll_metrics_family_end(o);
+
+    /* the zone */
+
+    ngx_http_toll_metrics_family(o, "toll_meter_backlog", "gauge",
+        "Metered subjects in the zone whose counts wait for their flush "
+        "to Redis.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, st.meter_backlog);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_limit_sync_backlog", "gauge",
+        "Rate-limit subjects in the zone waiting for their sync with "
+        "Redis.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, st.limit_backlog);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_str_set(&labels[0], "credential");
+
+    for (k = 0; k < 2; k++) {
+        if (k == 0) {
+            ngx_http_toll_metrics_family(o, "toll_key_cache_hits_total",
+                "counter",
+                "Credential lookups answered by the zone's cache.");
+        } else {
+            ngx_http_toll_metrics_family(o, "toll_key_cache_misses_total",
+                "counter",
+                "Credential lookups the cache could not answer (absent or "
+                "stale).");
+        }
+
+        for (i = 0; i < 2; i++) {
+            if (i == NGX_HTTP_TOLL_METRICS_API_KEY) {
+                ngx_str_set(&labels[1], "api_key");
+            } else {
+                ngx_str_set(&labels[1], "jwt");
+            }
+
+            v = k ? msh->cache_misses[i] : msh->cache_hits[i];
+            ngx_http_toll_metrics_sample(o, labels, 1, v);
+        }
+
+        ngx_http_toll_metrics_family_end(o);
+    }
+
+    ngx_http_toll_metrics_family(o, "toll_zone_used_bytes", "gauge",
+        "Bytes of the shared zone in use (whole pages).");
+    ngx_http_toll_metrics_sample(o, NULL, 0, st.size - st.free);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_zone_free_bytes", "gauge",
+        "Bytes of the shared zone in free pages.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, st.free);
+    ngx_http_toll_metrics_family_end(o);
+
+    ngx_http_toll_metrics_family(o, "toll_workers", "gauge",
+        "Live worker processes sharing the zone, not counting those of an "
+        "old cycle that are exiting.");
+    ngx_http_toll_metrics_sample(o, NULL, 0, st.workers);
+    ngx_http_toll_metrics_family_end(o);
+
+    if (o->json) {
+        ngx_http_toll_metrics_literal(o, "}}\n");
+    }
+
+    return NGX_OK;
+}
+
+
+/* output: a chain of buffers from the request's pool */
+
+static void
+ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o, u_char *data,
+    size_t len)
+{
+    size_t        n;
+    ngx_chain_t  *cl;
+
+    while (len && !o->failed) {
+
+        if (o->b == NULL || o->b->last == o->b->end) {
+            cl = ngx_alloc_chain_link(o->r->pool);
+            if (cl == NULL) {
+                o->failed = 1;
+                return;
+            }
+
+            cl->buf = ngx_create_temp_buf(o->r->pool,
+                                          NGX_HTTP_TOLL_METRICS_CHUNK);
+            if (cl->buf == NULL) {
+                o->failed = 1;
+                return;
+            }
+
+            cl->next = NULL;
+            *o->last = cl;
+            o->last = &cl->next;
+            o->b = cl->buf;
+        }
+
+        n = ngx_min(len, (size_t) (o->b->end - o->b->last));
+        o->b->last = ngx_cpymem(o->b->last, data, n);
+        o->size += n;
+        data += n;
+        len -= n;
+    }
+}
+
+
+/*
+ * A label value or a JSON string: names are configured tokens, but the
+ * writer escapes what either format needs anyway.
+ */
+
+static void
+ngx_http_toll_metrics_escaped(ngx_http_toll_metrics_out_t *o, ngx_str_t *s)
+{
+    u_char  *p, *end, *start, esc[8];
+
+    p = s->data;
+    end = p + s->len;
+    start = p;
+
+    for ( /* void */ ; p < end; p++) {
+
+        if (*p != '\\' && *p != '"' && *p >= 0x20) {
+            continue;
+        }
+
+        ngx_http_toll_metrics_write(o, start, p - start);
+        start = p + 1;
+
+        if (*p == '\\' || *p == '"') {
+            esc[0] = '\\';
+            esc[1] = *p;
+            ngx_http_toll_metrics_write(o, esc, 2);
+
+        } else if (*p == '\n') {
+            ngx_http_toll_metrics_literal(o, "\\n");
+
+        } else if (o->json) {
+            ngx_http_toll_metrics_write(o, esc,
+                                        ngx_sprintf(esc, "\\u%04xd", *p)
+                                        - esc);
+        }
+    }
+
+    ngx_http_toll_metrics_write(o, start, p - start);
+}
+
+
+static void
+ngx_http_toll_metrics_family(ngx_http_toll_metrics_out_t *o, char *name,
+    char *type, char *help)
+{
+    o->family.data = (u_char *) name;
+    o->family.len = ngx_strlen(name);
+    o->samples = 0;
+
+    if (o->json) {
+        if (o->families++) {
+            ngx_http_toll_metrics_literal(o, ",");
+        }
+
+        ngx_http_toll_metrics_literal(o, "\"");
+        ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+        ngx_http_toll_metrics_literal(o, "\":{\"type\":\"");
+        ngx_http_toll_metrics_write(o, (u_char *) type, ngx_strlen(type));
+        ngx_http_toll_metrics_literal(o, "\",\"help\":\"");
+        ngx_http_toll_metrics_write(o, (u_char *) help, ngx_strlen(help));
+        ngx_http_toll_metrics_literal(o, "\",\"samples\":[");
+        return;
+    }
+
+    ngx_http_toll_metrics_literal(o, "# HELP ");
+    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+    ngx_http_toll_metrics_literal(o, " ");
+    ngx_http_toll_metrics_write(o, (u_char *) help, ngx_strlen(help));
+    ngx_http_toll_metrics_literal(o, "\n# TYPE ");
+    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+    ngx_http_toll_metrics_literal(o, " ");
+    ngx_http_toll_metrics_write(o, (u_char *) type, ngx_strlen(type));
+    ngx_http_toll_metrics_literal(o, "\n");
+}
+
+
+static void
+ngx_http_toll_metrics_family_end(ngx_http_toll_metrics_out_t *o)
+{
+    if (o->json) {
+        ngx_http_toll_metrics_literal(o, "]}");
+    }
+}
+
+
+/* {name="value",...}, with "le" last when given; JSON: {"name":"value"} */
+
+static void
+ngx_http_toll_metrics_labels(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_str_t *le)
+{
+    ngx_uint_t  i;
+
+    if (o->json) {
+        ngx_http_toll_metrics_literal(o, "{");
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                ngx_http_toll_metrics_literal(o, ",");
+            }
+
+            ngx_http_toll_metrics_literal(o, "\"");
+            ngx_http_toll_metrics_write(o, labels[2 * i].data,
+                                        labels[2 * i].len);
+            ngx_http_toll_metrics_literal(o, "\":\"");
+            ngx_http_toll_metrics_escaped(o, &labels[2 * i + 1]);
+            ngx_http_toll_metrics_literal(o, "\"");
+        }
+
+        ngx_http_toll_metrics_literal(o, "}");
+        return;
+    }
+
+    if (n == 0 && le == NULL) {
+        return;
+    }
+
+    ngx_http_toll_metrics_literal(o, "{");
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            ngx_http_toll_metrics_literal(o, ",");
+        }
+
+        ngx_http_toll_metrics_write(o, labels[2 * i].data, labels[2 * i].len);
+        ngx_http_toll_metrics_literal(o, "=\"");
+        ngx_http_toll_metrics_escaped(o, &labels[2 * i + 1]);
+        ngx_http_toll_metrics_literal(o, "\"");
+    }
+
+    if (le) {
+        if (n) {
+            ngx_http_toll_metrics_literal(o, ",");
+        }
+
+        ngx_http_toll_metrics_literal(o, "le=\"");
+        ngx_http_toll_metrics_write(o, le->data, le->len);
+        ngx_http_toll_metrics_literal(o, "\"");
+    }
+
+    ngx_http_toll_metrics_literal(o, "}");
+}
+
+
+static void
+ngx_http_toll_metrics_sample(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_atomic_uint_t value)
+{
+    u_char  buf[NGX_ATOMIC_T_LEN], *p;
+
+    p = ngx_sprintf(buf, "%uA", value);
+
+    if (o->json) {
+        if (o->samples++) {
+            ngx_http_toll_metrics_literal(o, ",");
+        }
+
+        ngx_http_toll_metrics_literal(o, "{\"labels\":");
+        ngx_http_toll_metrics_labels(o, labels, n, NULL);
+        ngx_http_toll_metrics_literal(o, ",\"value\":");
+        ngx_http_toll_metrics_write(o, buf, p - buf);
+        ngx_http_toll_metrics_literal(o, "}");
+        return;
+    }
+
+    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+    ngx_http_toll_metrics_labels(o, labels, n, NULL);
+    ngx_http_toll_metrics_literal(o, " ");
+    ngx_http_toll_metrics_write(o, buf, p - buf);
+    ngx_http_toll_metrics_literal(o, "\n");
+}
+
+
+/*
+ * Cumulative buckets, the sum in seconds and the count.  The count is
+ * the +Inf bucket, summed from the same reads, so that the two agree
+ * even while workers add to them.
+ */
+
+static void
+ngx_http_toll_metrics_histogram(ngx_http_toll_metrics_out_t *o,
+    ngx_str_t *labels, ngx_uint_t n, ngx_http_toll_metrics_hist_t *h)
+{
+    u_char             cbuf[NGX_ATOMIC_T_LEN], sbuf[NGX_ATOMIC_T_LEN + 8];
+    u_char            *cp, *sp;
+    ngx_str_t          inf;
+    ngx_uint_t         i;
+    ngx_atomic_uint_t  count;
+
+    ngx_str_set(&inf, "+Inf");
+
+    sp = (h->sum_scale == 1000)
+         ? ngx_sprintf(sbuf, "%uA.%03uA", h->sum / 1000, h->sum % 1000)
+         : ngx_sprintf(sbuf, "%uA.%06uA", h->sum / 1000000,
+                       h->sum % 1000000);
+
+    count = 0;
+
+    if (o->json) {
+        if (o->samples++) {
+            ngx_http_toll_metrics_literal(o, ",");
+        }
+
+        ngx_http_toll_metrics_literal(o, "{\"labels\":");
+        ngx_http_toll_metrics_labels(o, labels, n, NULL);
+        ngx_http_toll_metrics_literal(o, ",\"buckets\":[");
+
+        for (i = 0; i <= h->n; i++) {
+            count += h->buckets[i];
+            cp = ngx_sprintf(cbuf, "%uA", count);
+
+            ngx_http_toll_metrics_literal(o, "{\"le\":\"");
+
+            if (i < h->n) {
+                ngx_http_toll_metrics_write(o, h->bounds[i].data,
+                                            h->bounds[i].len);
+            } else {
+                ngx_http_toll_metrics_write(o, inf.data, inf.len);
+            }
+
+            ngx_http_toll_metrics_literal(o, "\",\"count\":");
+            ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
+            ngx_http_toll_metrics_literal(o, "}");
+
+            if (i < h->n) {
+                ngx_http_toll_metrics_literal(o, ",");
+            }
+        }
+
+        ngx_http_toll_metrics_literal(o, "],\"sum\":");
+        ngx_http_toll_metrics_write(o, sbuf, sp - sbuf);
+        ngx_http_toll_metrics_literal(o, ",\"count\":");
+        ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
+        ngx_http_toll_metrics_literal(o, "}");
+        return;
+    }
+
+    for (i = 0; i <= h->n; i++) {
+        count += h->buckets[i];
+        cp = ngx_sprintf(cbuf, "%uA", count);
+
+        ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+        ngx_http_toll_metrics_literal(o, "_bucket");
+        ngx_http_toll_metrics_labels(o, labels, n,
+                                     (i < h->n) ? &h->bounds[i] : &inf);
+        ngx_http_toll_metrics_literal(o, " ");
+        ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
+        ngx_http_toll_metrics_literal(o, "\n");
+    }
+
+    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+    ngx_http_toll_metrics_literal(o, "_sum");
+    ngx_http_toll_metrics_labels(o, labels, n, NULL);
+    ngx_http_toll_metrics_literal(o, " ");
+    ngx_http_toll_metrics_write(o, sbuf, sp - sbuf);
+    ngx_http_toll_metrics_literal(o, "\n");
+
+    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
+    ngx_http_toll_metrics_literal(o, "_count");
+    ngx_http_toll_metrics_labels(o, labels, n, NULL);
+    ngx_http_toll_metrics_literal(o, " ");
+    ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
+    ngx_http_toll_metrics_literal(o, "\n");
+}

@@ -204,7 +204,12 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     ngx_http_toll_shm_key_node_t  *kn;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(key_id->data, key_id->len);
+
+    /*
+     * The same CRC as ngx_crc32_short() gives, so nodes made by either
+     * match, in half the instructions: this runs on every request.
+     */
+    hash = ngx_crc32_long(key_id->data, key_id->len);
 
     /* before the lock: a pool may call malloc() */
     p = ngx_pnalloc(pool, TOLL_OWNER_LEN_MAX + TOLL_PLAN_LEN_MAX);
@@ -276,7 +281,7 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     }
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(rec->key_id.data, rec->key_id.len);
+    hash = ngx_crc32_long(rec->key_id.data, rec->key_id.len);
 
     /* lengths are bounded by the record decoder: each fits in a u_char */
 
@@ -509,7 +514,7 @@ ngx_http_toll_shm_limit_find(ngx_shm_zone_t *shm_zone, u_char *subject,
     ngx_http_toll_shm_limit_node_t  *ln;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(subject, len);
+    hash = ngx_crc32_long(subject, len);
 
     node = ctx->sh->limit_rbtree.root;
     sentinel = ctx->sh->limit_rbtree.sentinel;
@@ -578,7 +583,7 @@ ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
 
     ngx_memzero(ln, size);
 
-    ln->node.key = ngx_crc32_short(subject, len);
+    ln->node.key = ngx_crc32_long(subject, len);
     ln->uid = ++ctx->sh->limit_uid;
     ln->state_size = state_size;
     ln->subject_len = (uint16_t) len;

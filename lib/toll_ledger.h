@@ -178,6 +178,20 @@ int toll_ledger_usage_totals(toll_ledger_t *lg, json_t **out);
 /* sums of everything posted: {transactions, debits_micros, ...} */
 int toll_ledger_totals(toll_ledger_t *lg, json_t **out);
 
+/*
+ * The few figures toll-settle exports after each pass.  Index lookups
+ * only, whatever the ledger's size: toll_ledger_totals() scans every
+ * transaction, too much to run every few seconds.
+ */
+typedef struct {
+    int64_t           debits_micros;       /* the totals row */
+    int64_t           credits_micros;
+    int64_t           transactions;        /* usage and payouts */
+    int64_t           deliveries_pending;  /* webhooks not yet settled */
+} toll_ledger_gauges_t;
+
+int toll_ledger_gauges(toll_ledger_t *lg, toll_ledger_gauges_t *out);
+
 
 /*
  * Settlements (lib/toll_settlement.c).  A period is [from, to) in unix

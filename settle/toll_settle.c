@@ -4,8 +4,10 @@
  *
  * One thread drains (toll_settle_drain.c); another sends webhooks
  * (toll_settle_webhook.c), so that a receiver that hangs never holds up
- * the ledger.  SIGTERM and SIGINT end the loop between two batches: the
- * batch in hand is committed and deleted first.
+ * the ledger; a third, when metrics_listen is set, answers Prometheus
+ * (toll_settle_metrics.c) from the figures each pass publishes.  SIGTERM
+ * and SIGINT end the loop between two batches: the batch in hand is
+ * committed and deleted first.
  */
 
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include "toll_ledger.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
+#include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
 
 
@@ -44,7 +47,8 @@ enum {
     TOLL_SETTLE_OPT_ONCE = 256,
     TOLL_SETTLE_OPT_REDIS,
     TOLL_SETTLE_OPT_LEDGER,
-    TOLL_SETTLE_OPT_INTERVAL
+    TOLL_SETTLE_OPT_INTERVAL,
+    TOLL_SETTLE_OPT_METRICS_LISTEN
 };
 
 
@@ -54,6 +58,8 @@ static const struct option  toll_settle_options[] = {
     { "redis",    required_argument, NULL, TOLL_SETTLE_OPT_REDIS },
     { "ledger",   required_argument, NULL, TOLL_SETTLE_OPT_LEDGER },
     { "interval", required_argument, NULL, TOLL_SETTLE_OPT_INTERVAL },
+    { "metrics-listen", required_argument, NULL,
+      TOLL_SETTLE_OPT_METRICS_LISTEN },
     { "verbose",  no_argument,       NULL, 'v' },
     { "help",     no_argument,       NULL, 'h' },
     { "version",  no_argument,       NULL, 'V' },
@@ -71,7 +77,10 @@ static void toll_settle_help(void);
 static int toll_settle_lock(const toll_settle_conf_t *conf, int *fd);
 static int toll_settle_run(toll_settle_conf_t *conf);
 static int toll_settle_once(toll_settle_drain_t *d);
-static int toll_settle_loop(toll_settle_drain_t *d);
+static int toll_settle_loop(toll_settle_drain_t *d,
+    toll_settle_metrics_t *metrics);
+static void toll_settle_publish(toll_settle_drain_t *d,
+    toll_settle_metrics_t *metrics, toll_settle_figures_t *f);
 static void toll_settle_sleep_ms(int64_t ms);
 static void toll_settle_on_signal(int signo);
 
@@ -113,12 +122,13 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
     int          c, rc;
     int64_t      ms;
     char         err[512];
-    const char  *file, *redis, *ledger, *interval;
+    const char  *file, *redis, *ledger, *interval, *metrics;
 
     file = NULL;
     redis = NULL;
     ledger = NULL;
     interval = NULL;
+    metrics = NULL;
 
     opterr = 0;
 
@@ -148,6 +158,10 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
 
         case TOLL_SETTLE_OPT_INTERVAL:
             interval = optarg;
+            break;
+
+        case TOLL_SETTLE_OPT_METRICS_LISTEN:
+            metrics = optarg;
             break;
 
         case 'v':
@@ -212,6 +226,14 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
         conf->interval_ms = ms;
     }
 
+    if (metrics != NULL
+        && toll_settle_listen_parse(metrics, &conf->metrics) != 0)
+    {
+        return toll_settle_usage_error("invalid --metrics-listen \"%s\": "
+                                       "use IPV4:PORT, [IPV6]:PORT, "
+                                       "localhost:PORT or off", metrics);
+    }
+
     return EX_OK;
 }
 
@@ -232,7 +254,8 @@ toll_settle_help(void)
 {
     printf(
 "usage: toll-settle [-c FILE] [--once] [--redis ADDR] [--ledger PATH]\n"
-"                   [--interval DURATION] [--verbose]\n"
+"                   [--interval DURATION] [--metrics-listen ADDR:PORT]\n"
+"                   [--verbose]\n"
 "\n"
 "Drain toll's metered usage from Redis into the double-entry ledger,\n"
 "exactly once, and deliver signed webhooks.  See docs/settle.md.\n"
@@ -247,25 +270,37 @@ toll_settle_help(void)
 "                        " TOLL_SETTLE_LEDGER_DEFAULT ")\n"
 "      --interval DURATION  time between passes, 100ms to 60s (default "
 "10s)\n"
+"      --metrics-listen ADDR:PORT  serve Prometheus metrics at\n"
+"                        http://ADDR:PORT/metrics, e.g. 127.0.0.1:9465,\n"
+"                        [::1]:9465; \"off\" (the default) for none; not\n"
+"                        with --once\n"
 "  -v, --verbose         a line per posted batch\n"
 "  -h, --help            print this help and exit\n"
 "  -V, --version         print the version and exit\n"
 "\n"
 "exit status: 0 done or stopped by SIGTERM, 64 usage error, 66 no such\n"
-"configuration file, 69 Redis unreachable (--once), 70 internal error,\n"
-"73 cannot open or create the ledger, 75 another toll-settle holds the\n"
-"ledger (--once), 78 configuration error\n");
+"configuration file, 69 Redis unreachable (--once) or the metrics\n"
+"address cannot be listened on, 70 internal error, 73 cannot open or\n"
+"create the ledger, 75 another toll-settle holds the ledger (--once),\n"
+"78 configuration error\n");
 }
 
 
 static int
 toll_settle_run(toll_settle_conf_t *conf)
 {
-    int                  rc, lock_fd;
-    char                 err[512];
-    struct sigaction     sa;
-    toll_ledger_t       *ledger;
-    toll_settle_drain_t  d;
+    int                     rc, lock_fd, curl_started;
+    char                    err[512];
+    struct sigaction        sa;
+    toll_ledger_t          *ledger;
+    toll_settle_drain_t     d;
+    toll_settle_metrics_t  *metrics;
+
+    lock_fd = -1;
+    curl_started = 0;
+    ledger = NULL;
+    metrics = NULL;
+    memset(&d, 0, sizeof(d));
 
     /* no SA_RESTART: a waiting flock() or sleep returns on SIGTERM */
     memset(&sa, 0, sizeof(sa));
@@ -275,40 +310,51 @@ toll_settle_run(toll_settle_conf_t *conf)
     sigaction(SIGINT, &sa, NULL);
 
     /*
+     * The metrics listener before the lock: a port that another program
+     * holds is reported at start, not after a wait for another worker's
+     * lock.  A --once run is not scraped.
+     */
+
+    if (!conf->once && conf->metrics.text[0] != '\0') {
+        rc = toll_settle_metrics_start(&conf->metrics, TOLL_SETTLE_VERSION,
+                                       &metrics, err, sizeof(err));
+        if (rc != EX_OK) {
+            fprintf(stderr, "toll-settle: %s\n", err);
+            return rc;
+        }
+    }
+
+    /*
      * The lock before the ledger: two workers started at once would
      * otherwise race to create the schema and set WAL mode, which SQLite
      * refuses with SQLITE_BUSY rather than wait.
      */
 
     rc = toll_settle_lock(conf, &lock_fd);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    if (toll_settle_stop) {
-        close(lock_fd);
-        return EX_OK;
+    if (rc != EX_OK || toll_settle_stop) {
+        goto done;
     }
 
     rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &ledger, err,
                           sizeof(err));
     if (rc != TOLL_LEDGER_OK) {
         fprintf(stderr, "toll-settle: %s\n", err);
-        close(lock_fd);
-        return EX_CANTCREAT;
+        rc = EX_CANTCREAT;
+        goto done;
     }
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "toll-settle: libcurl failed to start\n");
-        close(lock_fd);
-        toll_ledger_close(ledger);
-        return EX_SOFTWARE;
+        rc = EX_SOFTWARE;
+        goto done;
     }
 
-    memset(&d, 0, sizeof(d));
+    curl_started = 1;
+
     d.conf = conf;
     d.ledger = ledger;
     d.stop = &toll_settle_stop;
+    d.count_open = (metrics != NULL);
 
     if (conf->nhooks > 0) {
         rc = toll_settle_webhooks_start(conf->ledger, conf->hooks,
@@ -322,24 +368,35 @@ toll_settle_run(toll_settle_conf_t *conf)
         }
     }
 
+    toll_settle_metrics_hooks(metrics, d.hooks);
+
     if (conf->verbose) {
         toll_settle_log("draining redis at %s into the ledger \"%s\" "
                         "(id %s)", conf->redis_text, conf->ledger,
                         toll_ledger_id(ledger));
     }
 
-    rc = conf->once ? toll_settle_once(&d) : toll_settle_loop(&d);
+    rc = conf->once ? toll_settle_once(&d) : toll_settle_loop(&d, metrics);
+
+done:
+
+    /* the listener first: a scrape reads the webhook sender's counters */
+    toll_settle_metrics_stop(metrics);
 
     if (d.hooks != NULL) {
         toll_settle_webhooks_stop(d.hooks);
     }
 
-done:
-
     toll_settle_drain_close(&d);
     toll_ledger_close(ledger);
-    curl_global_cleanup();
-    close(lock_fd);
+
+    if (curl_started) {
+        curl_global_cleanup();
+    }
+
+    if (lock_fd != -1) {
+        close(lock_fd);
+    }
 
     return rc;
 }
@@ -348,7 +405,9 @@ done:
 /*
  * One drainer per ledger: a second one waits for the first to end (or,
  * with --once, says so and exits).  The lock is the kernel's, so a
- * worker killed with SIGKILL frees it.
+ * worker killed with SIGKILL frees it.  *fd is -1 whenever it is not
+ * held, SIGTERM during the wait included: the metrics thread may run
+ * by then, and a second close() could hit one of its descriptors.
  */
 static int
 toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
@@ -372,6 +431,7 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
         fprintf(stderr, "toll-settle: cannot lock \"%s\": %s\n", path,
                 strerror(errno));
         close(*fd);
+        *fd = -1;
         return EX_OSERR;
     }
 
@@ -380,6 +440,7 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
                 "ledger \"%s\"; run again when it has stopped\n",
                 conf->ledger);
         close(*fd);
+        *fd = -1;
         return EX_TEMPFAIL;
     }
 
@@ -389,6 +450,7 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
     while (flock(*fd, LOCK_EX) == -1) {
         if (errno != EINTR || toll_settle_stop) {
             close(*fd);
+            *fd = -1;
             return toll_settle_stop ? EX_OK : EX_OSERR;
         }
     }
@@ -457,15 +519,22 @@ toll_settle_once(toll_settle_drain_t *d)
 
 
 static int
-toll_settle_loop(toll_settle_drain_t *d)
+toll_settle_loop(toll_settle_drain_t *d, toll_settle_metrics_t *metrics)
 {
-    int      rc, more, down;
-    int64_t  delay_ms;
+    int                    rc, more, down;
+    int64_t                delay_ms;
+    toll_settle_figures_t  figures;
 
     down = 0;
 
+    /* the ledger's figures are there to see before the first pass */
+    memset(&figures, 0, sizeof(figures));
+    toll_settle_publish(d, metrics, &figures);
+
     while (!toll_settle_stop) {
         rc = toll_settle_drain_pass(d, &more);
+
+        toll_settle_publish(d, metrics, &figures);
 
         if (rc != 0 && rc != TOLL_SETTLE_DRAIN_AGAIN) {
             return rc;
@@ -493,6 +562,44 @@ toll_settle_loop(toll_settle_drain_t *d)
     }
 
     return EX_OK;
+}
+
+
+/*
+ * The figures after a pass, for the metrics thread.  The ledger's are
+ * read here, on the drain's own connection between two passes: a scrape
+ * never touches the ledger.  A read that fails (busy) keeps the previous
+ * ones; the next pass reads again.
+ */
+static void
+toll_settle_publish(toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
+    toll_settle_figures_t *f)
+{
+    toll_ledger_gauges_t  g;
+
+    if (metrics == NULL) {
+        return;
+    }
+
+    f->passes = d->passes;
+    f->batches = d->batches;
+    f->replays = d->replays;
+    f->records = d->records;
+    f->drained_micros = d->amount_micros;
+    f->redis_errors = d->redis_errors;
+    f->ledger_errors = d->ledger_errors;
+    f->full_pass_unix_ms = d->full_pass_unix_ms;
+    f->full_pass_mono_ms = d->full_pass_mono_ms;
+    f->open_claims = d->open_claims;
+
+    if (toll_ledger_gauges(d->ledger, &g) == TOLL_LEDGER_OK) {
+        f->ledger_debits_micros = g.debits_micros;
+        f->ledger_credits_micros = g.credits_micros;
+        f->ledger_transactions = g.transactions;
+        f->webhook_pending = g.deliveries_pending;
+    }
+
+    toll_settle_metrics_publish(metrics, f);
 }
 
 

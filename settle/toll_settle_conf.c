@@ -237,6 +237,17 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
         return 0;
     }
 
+    if (strcmp(name, "metrics_listen") == 0) {
+        if (toll_settle_listen_parse(args[1], &conf->metrics) != 0) {
+            snprintf(err, err_size, "invalid metrics_listen \"%s\": use "
+                     "IPV4:PORT, [IPV6]:PORT, localhost:PORT or off, port "
+                     "1 to 65535", args[1]);
+            return -1;
+        }
+
+        return 0;
+    }
+
     if (strcmp(name, "redis_password") == 0) {
         free(conf->redis_password);
         conf->redis_password = toll_settle_strdup(args[1]);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "toll_ledger.h"
+#include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
 
 
@@ -54,6 +55,8 @@ typedef struct {
     toll_settle_hook_t   *hooks;                /* owned, strings too */
     size_t                nhooks;
     int64_t               hook_timeout_ms;
+
+    toll_settle_listen_t  metrics;              /* text "": no listener */
 
     int                   once;
     int                   verbose;

@@ -111,6 +111,8 @@ static const char  toll_settle_claim_script[] =
 static char  toll_settle_script_sha[41];
 
 
+static int toll_settle_drain_steps(toll_settle_drain_t *d, int *more);
+static int toll_settle_count_open(toll_settle_drain_t *d);
 static int toll_settle_script_digest(void);
 static int toll_settle_connect(toll_settle_drain_t *d);
 static int toll_settle_bind(toll_settle_drain_t *d);
@@ -150,6 +152,17 @@ toll_settle_now_ms(void)
 }
 
 
+int64_t
+toll_settle_wall_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
 void
 toll_settle_log(const char *fmt, ...)
 {
@@ -164,8 +177,47 @@ toll_settle_log(const char *fmt, ...)
 }
 
 
+/*
+ * The pass and its account: a pass that ends with the index empty
+ * claimed every name the index held when its pick began, so everything
+ * the meter flushed before the pass started is in the ledger (or left
+ * for the operator as a claim the meter did not write).
+ */
 int
 toll_settle_drain_pass(toll_settle_drain_t *d, int *more)
+{
+    int      rc;
+    int64_t  unix_ms, mono_ms;
+
+    unix_ms = toll_settle_wall_ms();
+    mono_ms = toll_settle_now_ms();
+    d->ledger_failed = 0;
+
+    rc = toll_settle_drain_steps(d, more);
+
+    if (rc == 0) {
+        d->passes++;
+
+        if (!*more) {
+            d->full_pass_unix_ms = unix_ms;
+            d->full_pass_mono_ms = mono_ms;
+        }
+
+    } else if (rc == TOLL_SETTLE_DRAIN_AGAIN) {
+        if (d->ledger_failed) {
+            d->ledger_errors++;
+
+        } else {
+            d->redis_errors++;
+        }
+    }
+
+    return rc;
+}
+
+
+static int
+toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 {
     int  rc;
 
@@ -201,11 +253,43 @@ toll_settle_drain_pass(toll_settle_drain_t *d, int *more)
 
     rc = toll_settle_pick(d, more);
 
+    if (rc == 0 && d->count_open) {
+        rc = toll_settle_count_open(d);
+    }
+
     if (rc == 0) {
         d->redis_down = 0;
     }
 
     return rc;
+}
+
+
+/*
+ * What a pass leaves in toll:drain:open are claims it could not post
+ * (a field the meter does not write): each one waits for the operator.
+ */
+static int
+toll_settle_count_open(toll_settle_drain_t *d)
+{
+    redisReply  *r;
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    argv[0] = "SCARD";
+    argvlen[0] = 5;
+    argv[1] = TOLL_SETTLE_OPEN;
+    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        return toll_settle_redis_failed(d, "SCARD " TOLL_SETTLE_OPEN, r);
+    }
+
+    d->open_claims = r->integer;
+    freeReplyObject(r);
+
+    return 0;
 }
 
 
@@ -420,6 +504,7 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     rc = toll_ledger_has_batch(d->ledger, c->id, &found);
     if (rc != TOLL_LEDGER_OK) {
         toll_settle_log("ledger: %s", toll_ledger_errmsg(d->ledger));
+        d->ledger_failed = 1;
         return (rc == TOLL_LEDGER_BUSY) ? TOLL_SETTLE_DRAIN_AGAIN
                                         : EX_SOFTWARE;
     }
@@ -444,7 +529,14 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         }
     }
 
-    return toll_settle_delete(d, c);
+    rc = toll_settle_delete(d, c);
+
+    if (rc == 0 && found) {
+        /* committed by a run that stopped before its delete: a replay */
+        d->replays++;
+    }
+
+    return rc;
 }
 
 
@@ -596,6 +688,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     if (rc == TOLL_LEDGER_BUSY || rc == TOLL_LEDGER_ERROR) {
         /* the claim stays in Redis: the next pass posts it again */
+        d->ledger_failed = 1;
         return TOLL_SETTLE_DRAIN_AGAIN;
     }
 

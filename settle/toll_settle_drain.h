@@ -33,11 +33,27 @@ typedef struct {
     int                         redis_down;     /* logged once per outage */
     int64_t                     next_sweep_ms;  /* CLOCK_MONOTONIC */
 
-    /* since start, for the log and for tests */
+    int                         count_open;     /* SCARD after a pass */
+    int                         ledger_failed;  /* this pass's AGAIN */
+
+    /* since start, for the log, the metrics and the tests */
     uint64_t                    batches;
     uint64_t                    replays;        /* already in the ledger */
     uint64_t                    records;
     int64_t                     amount_micros;
+    uint64_t                    passes;         /* ended without error */
+    uint64_t                    redis_errors;   /* passes Redis cut short */
+    uint64_t                    ledger_errors;  /* ... a busy ledger */
+
+    /*
+     * The start of the last pass that ended with the index empty: all
+     * usage in Redis before it is in the ledger.  0: none yet.
+     */
+    int64_t                     full_pass_unix_ms;
+    int64_t                     full_pass_mono_ms;
+
+    /* claims in toll:drain:open after the last pass (count_open) */
+    int64_t                     open_claims;
 } toll_settle_drain_t;
 
 
@@ -52,7 +68,9 @@ int toll_settle_drain_pass(toll_settle_drain_t *d, int *more);
 
 void toll_settle_drain_close(toll_settle_drain_t *d);
 
+/* CLOCK_MONOTONIC and CLOCK_REALTIME milliseconds */
 int64_t toll_settle_now_ms(void);
+int64_t toll_settle_wall_ms(void);
 
 /* "toll-settle: ..." on stderr */
 void toll_settle_log(const char *fmt, ...)

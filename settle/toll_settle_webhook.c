@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +162,14 @@ struct toll_settle_webhooks_s {
     int                        kicked;
     uint64_t                   drain_asked;   /* requests made */
     uint64_t                   drain_done;    /* the last one settled */
+
+    /*
+     * Written by the thread, read by a scrape: atomics, so that a scrape
+     * never waits for the mutex while the thread holds it.
+     */
+    atomic_uint_least64_t      stat_attempts;
+    atomic_uint_least64_t      stat_delivered;
+    atomic_uint_least64_t      stat_failed;
 
     /* set by start, read-only while the thread runs */
     int                        running;
@@ -371,6 +380,10 @@ toll_settle_webhooks_start(const char *ledger_path,
     w->verbose = verbose;
     w->cursor = -1;
 
+    atomic_init(&w->stat_attempts, 0);
+    atomic_init(&w->stat_delivered, 0);
+    atomic_init(&w->stat_failed, 0);
+
     if (n == 0) {
         *out = w;              /* nothing to send: no thread */
         return 0;
@@ -453,6 +466,25 @@ toll_settle_webhooks_drain(toll_settle_webhooks_t *w, int64_t deadline_ms)
     pthread_mutex_unlock(&w->mutex);
 
     return rc;
+}
+
+
+void
+toll_settle_webhooks_stats(toll_settle_webhooks_t *w,
+    toll_settle_hook_stats_t *out)
+{
+    if (w == NULL) {
+        memset(out, 0, sizeof(toll_settle_hook_stats_t));
+        return;
+    }
+
+    /* counters only: no order among them is promised, none is needed */
+    out->attempts = atomic_load_explicit(&w->stat_attempts,
+                                         memory_order_relaxed);
+    out->delivered = atomic_load_explicit(&w->stat_delivered,
+                                          memory_order_relaxed);
+    out->failed = atomic_load_explicit(&w->stat_failed,
+                                       memory_order_relaxed);
 }
 
 
@@ -1276,6 +1308,10 @@ toll_settle_hook_collect(toll_settle_webhooks_t *w)
         x->http_status = status;
         x->ended_ms = toll_settle_hook_wall_ms();
 
+        /* an attempt that went out, answered or not: one POST */
+        atomic_fetch_add_explicit(&w->stat_attempts, 1,
+                                  memory_order_relaxed);
+
         if (code == CURLE_OK && status >= 200 && status <= 299) {
             x->ok = 1;
 
@@ -1342,6 +1378,8 @@ toll_settle_hook_record(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
             return -1;
         }
 
+        atomic_fetch_add_explicit(&w->stat_delivered, 1,
+                                  memory_order_relaxed);
         toll_settle_hook_report(w, x, "delivered", 0);
 
         return 0;
@@ -1376,6 +1414,11 @@ toll_settle_hook_record(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
 
     if (toll_settle_hook_step_done(w, st, "record a delivery attempt") != 0) {
         return -1;
+    }
+
+    /* counted once it is written: a busy ledger retries the write */
+    if (final) {
+        atomic_fetch_add_explicit(&w->stat_failed, 1, memory_order_relaxed);
     }
 
     toll_settle_hook_report(w, x, status, delay_ms);

@@ -43,6 +43,14 @@ typedef struct {
 typedef struct toll_settle_webhooks_s  toll_settle_webhooks_t;
 
 
+/* since start, for the metrics (docs/settle.md, "Metrics") */
+typedef struct {
+    uint64_t          attempts;     /* POSTs that ended, whatever the answer */
+    uint64_t          delivered;
+    uint64_t          failed;       /* given up: retries spent, or futile */
+} toll_settle_hook_stats_t;
+
+
 /*
  * The bit of an event type name (TOLL_LEDGER_EVENT_* of toll_ledger.h),
  * 0 for a name it does not know.
@@ -70,6 +78,13 @@ void toll_settle_webhooks_kick(toll_settle_webhooks_t *w);
  */
 int toll_settle_webhooks_drain(toll_settle_webhooks_t *w,
     int64_t deadline_ms);
+
+/*
+ * The counters, read from any thread without waiting for the sender;
+ * zeros for w = NULL.
+ */
+void toll_settle_webhooks_stats(toll_settle_webhooks_t *w,
+    toll_settle_hook_stats_t *out);
 
 /*
  * Stops the thread, joins it and frees w.  Attempts in flight are

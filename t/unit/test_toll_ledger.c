@@ -714,6 +714,67 @@ test_balances_after_pay(void **state)
 }
 
 
+/*
+ * The figures toll-settle exports: the totals row, the count of
+ * transactions read as the last id (usage and payouts alike), the
+ * pending deliveries; each equal to what a full scan finds.
+ */
+static void
+test_gauges(void **state)
+{
+    char                  id[TOLL_LEDGER_SETTLEMENT_ID_LEN + 1];
+    json_t               *s, *paid, *totals;
+    fixture_t            *f;
+    toll_ledger_gauges_t  g;
+
+    f = *state;
+
+    assert_int_equal(toll_ledger_gauges(f->lg, &g), TOLL_LEDGER_OK);
+    assert_int_equal(g.debits_micros, 0);
+    assert_int_equal(g.credits_micros, 0);
+    assert_int_equal(g.transactions, 0);
+    assert_int_equal(g.deliveries_pending, 0);
+
+    post(f->lg, T0 + HOUR, "acme", "weather", "weather-co", REF_CALLS,
+         REF_CALLS * PRICE_MICROS, &fees_default);
+    post(f->lg, T0 + 2 * HOUR, "acme", "free", "weather-co", 5, 0,
+         &fees_default);
+
+    s = settle_day(f->lg, "weather-co", TOLL_LEDGER_OK);
+    snprintf(id, sizeof(id), "%s",
+             json_string_value(json_object_get(s, "id")));
+    json_decref(s);
+
+    assert_int_equal(toll_settlement_pay(f->lg, id, "0xabc", &paid),
+                     TOLL_LEDGER_OK);
+    json_decref(paid);
+
+    /* two events, three deliveries, one of them settled */
+    assert_int_equal(sqlite3_exec(toll_ledger_db(f->lg),
+                         "INSERT INTO deliveries (event_seq, url, status,"
+                         " next_at_ms) SELECT seq, 'http://a/', 'pending', 0"
+                         " FROM events;"
+                         "INSERT INTO deliveries (event_seq, url, status,"
+                         " next_at_ms) SELECT min(seq), 'http://b/',"
+                         " 'delivered', 0 FROM events;", NULL, NULL, NULL),
+                     SQLITE_OK);
+
+    assert_int_equal(toll_ledger_gauges(f->lg, &g), TOLL_LEDGER_OK);
+    assert_int_equal(toll_ledger_totals(f->lg, &totals), TOLL_LEDGER_OK);
+
+    /* usage 10.50 (the free batch has no entries), then the payout 9.45 */
+    assert_int_equal(g.debits_micros, 10500000 + 9450000);
+    assert_int_equal(g.credits_micros, g.debits_micros);
+    assert_int_field(totals, "debits_micros", g.debits_micros);
+    assert_int_equal(g.transactions, 3);
+    assert_int_field(totals, "transactions", g.transactions);
+    assert_int_equal(g.deliveries_pending, 2);
+
+    json_decref(totals);
+    assert_ledger_ok(f->lg);
+}
+
+
 static void
 test_list_filters(void **state)
 {
@@ -821,6 +882,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_pay_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_balances_after_pay, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_gauges, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_body, setup, teardown),
     };

@@ -463,11 +463,25 @@ class Demo:
                                           self.logs["settle"],
                                           tail(self.logs["settle"])))
 
+        failures += self.verify_metrics()
+
         access = tail(self.logs["access"], 10000)
         if ("buyer=%s" % DEMO_OWNER) not in access:
             failures.append("access log has no line with buyer=%s (%s)"
                             % (DEMO_OWNER, self.logs["access"]))
         return failures
+
+    def verify_metrics(self):
+        """The examples' calls show in the metrics: 2 passed, 2 refused."""
+        status, ctype, body = self.request(self.nginx_port, "/toll/metrics",
+                                           {})
+        if status != 200 or not ctype.startswith("text/plain; version=0.0.4"):
+            return ["/toll/metrics answered %s %s" % (status, ctype)]
+        want = ['toll_requests_total{service="hello",decision="passed"} 2',
+                'toll_requests_total{service="hello",'
+                'decision="unauthorized"} 2']
+        return ["/toll/metrics has no line %r" % w for w in want
+                if w not in body.splitlines()]
 
     def verify_echo(self, ex):
         try:
@@ -533,6 +547,10 @@ class Demo:
         say("   %s ledger entries --limit 5" % ctl)
         say("   %s settlement create --provider %s --from 2020-01-01 "
             "--to @$(date +%%s)" % (ctl, DEMO_PROVIDER))
+        say("")
+        say("For the operator (docs/metrics.md):")
+        say("   curl -s %s/toll/metrics | grep toll_requests_total" % base)
+        say("   dashboard: open %s/toll/dashboard in a browser" % base)
         say("")
         say("More keys:")
         say("   %s --redis 127.0.0.1:%d key create --owner alice --plan free"

@@ -247,7 +247,6 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     if (change) {
         (void) ngx_http_toll_meter_add(r, ctx, final);
     }
-
 }
 
 

@@ -2,11 +2,14 @@
 what is wrong and where; good configuration passes, even with Redis
 down (checking a config must not need the store)."""
 
+import os
 import re
+import subprocess
 
 import pytest
 
-from helpers.procs import free_port
+from conftest import module_path, nginx_env
+from helpers.procs import NGINX_BIN, free_port
 
 
 MARK = "# <-- under test"
@@ -173,3 +176,31 @@ def test_bad_other_directives(nginx_t, line):
     rc, out, full = nginx_t(text)
     name, value = line.rstrip(";").split()
     assert_refused(rc, out, full, (name, '"%s"' % value))
+
+
+def test_the_example_configuration_passes_nginx_t(tmp_path):
+    """conf/nginx.conf.example is the drop-in config the docs point to:
+    with the built module and a scratch prefix for its files, nginx -t
+    accepts it as it is."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "conf", "nginx.conf.example")) as f:
+        text = f.read()
+    prefix = str(tmp_path)
+    os.makedirs(os.path.join(prefix, "logs"))
+    subs = [("/usr/lib/nginx/modules/ngx_http_toll_module.so",
+             module_path()),
+            ("/run/nginx.pid", prefix + "/logs/nginx.pid"),
+            ("/var/log/nginx/", prefix + "/logs/")]
+    for old, new in subs:
+        assert old in text, old
+        text = text.replace(old, new)
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(text)
+    r = subprocess.run([NGINX_BIN, "-t", "-p", prefix + "/", "-c", conf,
+                        "-e", prefix + "/logs/error.log"],
+                       env=nginx_env(prefix), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 0, out
+    assert "test is successful" in out, out

@@ -551,8 +551,12 @@ ngx_http_toll_metrics_answer(ngx_http_request_t *r, ngx_uint_t page)
     ngx_str_t                     format, type;
     ngx_buf_t                    *b;
     ngx_chain_t                   out;
-    ngx_table_elt_t              *h;
     ngx_http_toll_metrics_out_t   o;
+
+    static ngx_str_t  csp_name = ngx_string("Content-Security-Policy");
+    static ngx_str_t  csp = ngx_string(
+        "default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:");
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -586,21 +590,12 @@ ngx_http_toll_metrics_answer(ngx_http_request_t *r, ngx_uint_t page)
 
             /* the page needs nothing but itself and its own location */
 
-            h = ngx_list_push(&r->headers_out.headers);
-            if (h == NULL) {
+            if (ngx_http_toll_header_push(r, csp_name.data, csp_name.len,
+                                          csp.data, csp.len)
+                != NGX_OK)
+            {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
-
-            h->hash = 1;
-            ngx_str_set(&h->key, "Content-Security-Policy");
-            ngx_str_set(&h->value,
-                        "default-src 'none'; script-src 'unsafe-inline'; "
-                        "style-src 'unsafe-inline'; connect-src 'self'; "
-                        "img-src 'self' data:");
-            h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-            h->next = NULL;
-#endif
 
             ngx_str_set(&type, "text/html; charset=utf-8");
 
@@ -642,8 +637,7 @@ static ngx_int_t
 ngx_http_toll_metrics_send(ngx_http_request_t *r, ngx_str_t *type,
     ngx_chain_t *out, size_t size)
 {
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
+    ngx_int_t  rc;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = size;
@@ -653,31 +647,19 @@ ngx_http_toll_metrics_send(ngx_http_request_t *r, ngx_str_t *type,
 
     /* a live figure: never from a cache */
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_toll_header_push(r, (u_char *) "Cache-Control",
+                                  sizeof("Cache-Control") - 1,
+                                  (u_char *) "no-store",
+                                  sizeof("no-store") - 1)
+        != NGX_OK
+        || ngx_http_toll_header_push(r, (u_char *) "X-Content-Type-Options",
+                                     sizeof("X-Content-Type-Options") - 1,
+                                     (u_char *) "nosniff",
+                                     sizeof("nosniff") - 1)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
-    h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Content-Type-Options");
-    ngx_str_set(&h->value, "nosniff");
-    h->lowcase_key = NULL;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
 
     if (size == 0 || r->method == NGX_HTTP_HEAD) {
         r->header_only = 1;

@@ -14,33 +14,11 @@ import subprocess
 
 import pytest
 
+from helpers.metrics import GATE_FAMILIES
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DASHBOARD = os.path.join(os.path.dirname(HERE), "docs", "grafana-toll.json")
-
-# what the gate exports (docs/metrics.md); histograms also as _bucket,
-# _sum and _count
-GATE_FAMILIES = {
-    "toll_build_info": "gauge",
-    "toll_requests_total": "counter",
-    "toll_responses_total": "counter",
-    "toll_upstream_errors_total": "counter",
-    "toll_metered_calls_total": "counter",
-    "toll_billed_micros_total": "counter",
-    "toll_request_duration_seconds": "histogram",
-    "toll_redis_commands_total": "counter",
-    "toll_redis_errors_total": "counter",
-    "toll_redis_reconnects_total": "counter",
-    "toll_redis_up": "gauge",
-    "toll_redis_reply_duration_seconds": "histogram",
-    "toll_meter_backlog": "gauge",
-    "toll_limit_sync_backlog": "gauge",
-    "toll_workers": "gauge",
-    "toll_key_cache_hits_total": "counter",
-    "toll_key_cache_misses_total": "counter",
-    "toll_zone_used_bytes": "gauge",
-    "toll_zone_free_bytes": "gauge",
-}
 
 # what toll-settle exports (docs/settle.md)
 SETTLE_FAMILIES = {

@@ -28,6 +28,7 @@ import pytest
 from helpers import client
 from helpers.keys import make_key
 from helpers.meter import meter_upstream, proxy_to, upstream_block
+from helpers.metrics import GATE_FAMILIES
 from helpers.procs import wait_for
 
 assert meter_upstream  # a fixture, used by name
@@ -214,28 +215,8 @@ def test_prometheus_text_passes_promtool(start_nginx, redis_server,
 def test_every_family_the_issue_asks_for(start_nginx, meter_upstream):
     ngx = start(start_nginx, meter_upstream)
     fams = metrics(ngx)
-    want = {
-        "toll_build_info": "gauge",
-        "toll_requests_total": "counter",
-        "toll_responses_total": "counter",
-        "toll_upstream_errors_total": "counter",
-        "toll_metered_calls_total": "counter",
-        "toll_billed_micros_total": "counter",
-        "toll_request_duration_seconds": "histogram",
-        "toll_redis_commands_total": "counter",
-        "toll_redis_errors_total": "counter",
-        "toll_redis_reconnects_total": "counter",
-        "toll_redis_up": "gauge",
-        "toll_redis_reply_duration_seconds": "histogram",
-        "toll_meter_backlog": "gauge",
-        "toll_limit_sync_backlog": "gauge",
-        "toll_key_cache_hits_total": "counter",
-        "toll_key_cache_misses_total": "counter",
-        "toll_zone_used_bytes": "gauge",
-        "toll_zone_free_bytes": "gauge",
-        "toll_workers": "gauge",
-    }
-    assert {n: f["type"] for n, f in fams.items()} == want
+    assert {n: f["type"] for n, f in fams.items()} == GATE_FAMILIES
+    assert list(fams) == list(GATE_FAMILIES)
 
     # every decision of every service is there from the start, at 0
     for svc in ("weather", "maps", ""):
@@ -249,6 +230,17 @@ def test_every_family_the_issue_asks_for(start_nginx, meter_upstream):
     assert value(fams, "toll_build_info", version="0.1.0",
                  nginx_version=nginx_version()) == 1
     assert value(fams, "toll_workers") == 2
+
+
+def test_every_family_is_documented():
+    """docs/metrics.md's table lists each family with its type, and no
+    other."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "docs", "metrics.md")) as f:
+        rows = re.findall(r"^\| `(toll_[a-z_]+)` \| (\w+) \|", f.read(),
+                          re.M)
+    assert dict(rows) == GATE_FAMILIES
+    assert len(rows) == len(GATE_FAMILIES)
 
 
 def series(fams):

@@ -194,12 +194,11 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 ngx_int_t
 ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
-    ngx_http_toll_key_t *rec, ngx_pool_t *pool)
+    ngx_uint_t credential, ngx_http_toll_key_t *rec, ngx_pool_t *pool)
 {
     u_char                        *p;
     uint32_t                       hash;
     ngx_int_t                      rc;
-    ngx_uint_t                     jwt;
     ngx_http_toll_shctx_t         *ctx;
     ngx_http_toll_shm_key_node_t  *kn;
 
@@ -221,18 +220,15 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
 
     kn = ngx_http_toll_shm_key_lookup(ctx->sh, key_id, hash);
 
-    /* JWTs are cached under "jwt:" and a hash, API keys under their id */
-    jwt = (key_id->len > 4 && ngx_memcmp(key_id->data, "jwt:", 4) == 0);
-
     if (kn == NULL
         || (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) <= 0)
     {
-        (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_misses[jwt], 1);
+        (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_misses[credential], 1);
         rc = NGX_DECLINED;
         goto done;
     }
 
-    (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_hits[jwt], 1);
+    (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_hits[credential], 1);
 
     ngx_queue_remove(&kn->queue);
     ngx_queue_insert_head(kn->found ? &ctx->sh->lru : &ctx->sh->lru_negative,

@@ -84,10 +84,12 @@ ngx_shm_zone_t *ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size);
 /*
  * Copies a fresh cached record into rec (strings from pool).  Returns
  * NGX_OK on a hit, NGX_DECLINED on a miss or a stale entry, NGX_ERROR
- * when the pool is exhausted.
+ * when the pool is exhausted.  credential (NGX_HTTP_TOLL_METRICS_API_KEY
+ * or _JWT) says which hit or miss counter the lookup adds to.
  */
 ngx_int_t ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone,
-    ngx_str_t *key_id, ngx_http_toll_key_t *rec, ngx_pool_t *pool);
+    ngx_str_t *key_id, ngx_uint_t credential, ngx_http_toll_key_t *rec,
+    ngx_pool_t *pool);
 
 /* caches rec (found or not) for ttl; failure to cache is logged only */
 void ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone,

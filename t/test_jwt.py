@@ -203,7 +203,9 @@ def test_jwks_file(start_nginx, upstream, keys):
 
 def test_cache_hit_verifies_once(start_nginx, upstream, keys):
     ngx = start_nginx(http_extra=jwt_http(keys), workers=1,
-                      error_log_level="debug")
+                      error_log_level="debug",
+                      server_extra="location = /toll/metrics "
+                                   "{ toll_metrics; }")
     tok = J.token(keys, "RS256", J.claims(now()))
     resps = send_many(ngx, [tok] * 20)
     assert [r.status for r in resps] == [200] * 20
@@ -218,6 +220,13 @@ def test_cache_hit_verifies_once(start_nginx, upstream, keys):
     other = J.token(keys, "RS256", J.claims(now(), sub="other"))
     send_many(ngx, [other, other])
     assert ngx.error_log_text().count("toll jwt: cache miss") == 2
+    # and the metrics count them as JWT lookups, not API keys
+    body = client.request(ngx.port, path="/toll/metrics").body.decode()
+    for line in ('toll_key_cache_hits_total{credential="jwt"} 20',
+                 'toll_key_cache_misses_total{credential="jwt"} 2',
+                 'toll_key_cache_hits_total{credential="api_key"} 0',
+                 'toll_key_cache_misses_total{credential="api_key"} 0'):
+        assert line in body.splitlines(), (line, body)
 
 
 # ------------------------------------------------------------ attacks

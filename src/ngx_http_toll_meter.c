@@ -1,9 +1,14 @@
 /*
  * toll: the meter.
  *
- * A call is counted into a node of the shared zone (the zone outlives a
- * crashed worker and a reload), then flushed by whichever worker's timer
- * takes the node next.  A flush moves the node's pending counts into its
+ * A call opens a record in the shared zone as it passes the gate (the zone
+ * outlives a crashed worker and a reload); when it ends, the record goes
+ * and what the call turned out to be is counted into a node of the zone,
+ * then flushed by whichever worker's timer takes the node next.  Only
+ * final counts leave the node, so nothing the meter sends is ever taken
+ * back: a count in Redis is never negative, whatever the ledger drained
+ * meanwhile.  The records of a worker that died are counted as the gate
+ * saw them.  A flush moves the node's pending counts into its
  * "in flight" counts under a new flush id; until Redis confirms that id,
  * every retry sends the same counts under the same id, and the script in
  * Redis applies an id once.  So a timed-out write that Redis did apply,
@@ -33,8 +38,12 @@
 /* while exiting: flush every so often, and give up after a while */
 #define NGX_HTTP_TOLL_METER_EXIT_TICK_MS 50
 #define NGX_HTTP_TOLL_METER_EXIT_MAX_MS  5000
-/* script arguments: EVALSHA, sha, numkeys, 3 keys, 11 values */
-#define NGX_HTTP_TOLL_METER_ARGS         17
+/* script arguments: EVALSHA, sha, numkeys, 3 keys, 17 values */
+#define NGX_HTTP_TOLL_METER_ARGS         23
+/* how often a worker looks for the open calls of workers that died */
+#define NGX_HTTP_TOLL_METER_SWEEP_MS     1000
+/* the distinct processes one sweep asks about */
+#define NGX_HTTP_TOLL_METER_SWEEP_PIDS   64
 
 
 typedef enum {
@@ -58,7 +67,34 @@ typedef struct {
     int64_t                    flight[NGX_HTTP_TOLL_METER_N];
     uint64_t                   flush_id[2];   /* {0, 0}: none in flight */
     int64_t                    flush_at_ms;
+    ngx_uint_t                 open;          /* calls between the gate
+                                                 and their end */
+    ngx_uint_t                 refused;       /* Redis refuses the batch
+                                                 in flight: said once */
 } ngx_http_toll_meter_state_t;
+
+
+/*
+ * A call between the gate and its end, in the zone: its counts as the
+ * gate priced it, and the process that serves it.  A worker that dies
+ * leaves its records; another worker counts them (the call may have
+ * reached the upstream) and frees them.
+ */
+typedef struct {
+    ngx_queue_t                       queue;     /* in the registry */
+    ngx_http_toll_shm_limit_node_t   *ln;        /* pinned while open */
+    ngx_pid_t                         pid;
+    int64_t                           counts[NGX_HTTP_TOLL_METER_N];
+} ngx_http_toll_meter_open_t;
+
+
+/* the registry of open calls: a node of its own, pinned for ever */
+typedef struct {
+    ngx_queue_t                open;
+    ngx_uint_t                 n;
+} ngx_http_toll_meter_registry_t;
+
+#define NGX_HTTP_TOLL_METER_REGISTRY     "m:open"
 
 
 /* a flush on its way: enough to find the node and its id again */
@@ -73,8 +109,13 @@ typedef struct {
 
 static void ngx_http_toll_meter_counts(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_uint_t reached, int64_t *counts);
-static ngx_int_t ngx_http_toll_meter_add(ngx_http_request_t *r,
-    ngx_http_toll_ctx_t *ctx, int64_t *add);
+static ngx_http_toll_meter_registry_t *ngx_http_toll_meter_registry(
+    ngx_shm_zone_t *shm_zone);
+static ngx_http_toll_shm_limit_node_t *ngx_http_toll_meter_node(
+    ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
+static void ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_meter_open_t *op, int64_t *final, ngx_log_t *log);
+static void ngx_http_toll_meter_sweep(int64_t now, ngx_log_t *log);
 static void ngx_http_toll_meter_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
@@ -91,6 +132,7 @@ static u_char             ngx_http_toll_meter_day[8];     /* YYYYMMDD */
 static time_t             ngx_http_toll_meter_day_sec = -1;
 /* this process's flushes still waiting for Redis */
 static ngx_uint_t         ngx_http_toll_meter_inflight;
+static int64_t            ngx_http_toll_meter_swept_ms;
 
 /* flush ids: a random number per worker process, then a count */
 static uint64_t           ngx_http_toll_meter_id_prefix;
@@ -103,22 +145,34 @@ static ngx_uint_t         ngx_http_toll_meter_script_cached;
 /*
  * KEYS: the buyer's usage hash of the day, the ids of the flushes it has
  * taken, and the days it has usage of.  ARGV: flush id, now (unix s),
- * service, provider, the six counts, the day.  Amounts go to HINCRBY as
- * the strings they came as: Redis adds them as 64-bit integers, and no
- * Lua number ever holds one.  The amount goes first: a script that fails
- * (an amount that would overflow) applies nothing, since Redis does not
- * undo the writes before a failure.
+ * service, provider, the six counts, the day, then for each count the
+ * most the hash may hold before it (2^63 - 1 - count).
+ *
+ * All or nothing: every check comes before the first write, since Redis
+ * does not undo the writes a failing script made.  A count the hash
+ * cannot take is answered {1, field} (not an integer: the batch waits)
+ * or {2, field} (the sum would overflow).  Amounts go to HINCRBY as the
+ * strings they came as, and the bound is compared as a decimal string:
+ * no Lua number ever holds one.  The counts the meter sends are never
+ * negative.
  */
 
 static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
 "if redis.call('ZSCORE',KEYS[2],ARGV[1]) then return 0 end "
 "local s=ARGV[3] "
-"redis.call('HINCRBY',KEYS[1],s..':amount_micros',ARGV[8]) "
-"redis.call('HINCRBY',KEYS[1],s..':calls',ARGV[5]) "
-"redis.call('HINCRBY',KEYS[1],s..':free_calls',ARGV[6]) "
-"redis.call('HINCRBY',KEYS[1],s..':paid_calls',ARGV[7]) "
-"redis.call('HINCRBY',KEYS[1],s..':errors',ARGV[9]) "
-"redis.call('HINCRBY',KEYS[1],s..':latency_ms',ARGV[10]) "
+"local f={':calls',':free_calls',':paid_calls',':amount_micros',"
+         "':errors',':latency_ms'} "
+"for i=1,6 do "
+  "local v=redis.call('HGET',KEYS[1],s..f[i]) "
+  "if v then "
+    "if #v>20 or (v~='0' and not string.match(v,'^%-?[1-9]%d*$')) then "
+      "return {1,s..f[i]} end "
+    "local m=ARGV[11+i] "
+    "if string.sub(v,1,1)~='-' and (#v>#m or (#v==#m and v>m)) then "
+      "return {2,s..f[i]} end "
+  "end "
+"end "
+"for i=1,6 do redis.call('HINCRBY',KEYS[1],s..f[i],ARGV[4+i]) end "
 "redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
 "redis.call('SADD',KEYS[3],ARGV[11]) "
 "redis.call('ZADD',KEYS[2],ARGV[2],ARGV[1]) "
@@ -178,31 +232,75 @@ ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
 
 
 /*
- * A call is counted when it passes the gate, as if it will reach the
- * upstream and be charged its price: a worker killed while the call is
- * upstream then loses nothing, since the zone has it.  The log phase
- * corrects what the call turned out to be (not sent upstream, an upstream
- * error not charged, a free call given back, its latency) by the
- * difference.  Log-phase work never fails a request: failures are logged.
+ * A priced call opens its record as it passes the gate, priced as if it
+ * will reach the upstream and be charged: a worker killed while the call
+ * is upstream then loses nothing, since the zone has it.  Nothing of it
+ * leaves the zone before the call ends: the log phase counts what it
+ * turned out to be (not sent upstream, an upstream error not charged, a
+ * free call given back, its latency), so no count the meter sends ever
+ * has to be taken back.  A zone that cannot hold the record refuses the
+ * call: an unmetered call would be a free one.
  */
 
 ngx_int_t
 ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
+    ngx_str_t                         service, provider;
+    ngx_http_toll_main_conf_t        *mcf;
+    ngx_http_toll_meter_open_t       *op;
+    ngx_http_toll_meter_state_t      *st;
+    ngx_http_toll_meter_registry_t   *reg;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
     if (!ctx->priced || ctx->service == NULL || ctx->meter_admitted) {
         return NGX_OK;
     }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
     ngx_http_toll_meter_counts(r, ctx, 1, ctx->meter_counts);
 
     /* the latency is known only at the end */
     ctx->meter_counts[NGX_HTTP_TOLL_METER_LATENCY_MS] = 0;
 
-    if (ngx_http_toll_meter_add(r, ctx, ctx->meter_counts) != NGX_OK) {
-        ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
-        return NGX_OK;
+    ngx_http_toll_shm_lock(mcf->shm_zone);
+
+    op = NULL;
+    reg = ngx_http_toll_meter_registry(mcf->shm_zone);
+    ln = (reg != NULL) ? ngx_http_toll_meter_node(r, ctx) : NULL;
+
+    if (ln != NULL) {
+        /* the node cannot be evicted while the record is made */
+        ln->pins = 1;
+        op = ngx_http_toll_shm_alloc(mcf->shm_zone,
+                                     sizeof(ngx_http_toll_meter_open_t));
     }
 
+    if (op == NULL) {
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+        ngx_http_toll_quota_names(ctx, &service, &provider);
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "toll: zone full, call refused: buyer \"%V\", "
+                      "service \"%V\"; increase \"toll_zone\"",
+                      &ctx->key.owner, &service);
+        return NGX_DECLINED;
+    }
+
+    op->ln = ln;
+    op->pid = ngx_pid;
+    ngx_memcpy(op->counts, ctx->meter_counts, sizeof(op->counts));
+
+    ngx_queue_insert_tail(&reg->open, &op->queue);
+    reg->n++;
+
+    st = (ngx_http_toll_meter_state_t *) ln->state;
+    st->open++;
+
+    ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+    ctx->meter_open = op;
     ctx->meter_admitted = 1;
 
     return NGX_OK;
@@ -214,8 +312,9 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 void
 ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    int64_t     final[NGX_HTTP_TOLL_METER_N];
-    ngx_uint_t  i, reached, change;
+    int64_t                      final[NGX_HTTP_TOLL_METER_N];
+    ngx_uint_t                   reached;
+    ngx_http_toll_main_conf_t   *mcf;
 
     if (!ctx->meter_admitted || ctx->metered) {
         return;
@@ -237,16 +336,44 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                                   final[NGX_HTTP_TOLL_METER_PAID_CALLS],
                                   final[NGX_HTTP_TOLL_METER_AMOUNT]);
 
-    change = 0;
-
-    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
-        final[i] -= ctx->meter_counts[i];
-        change |= (final[i] != 0);
+    if (ctx->meter_open == NULL) {
+        return;
     }
 
-    if (change) {
-        (void) ngx_http_toll_meter_add(r, ctx, final);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    ngx_http_toll_shm_lock(mcf->shm_zone);
+    ngx_http_toll_meter_end(mcf->shm_zone, ctx->meter_open, final,
+                            r->connection->log);
+    ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+    ctx->meter_open = NULL;
+}
+
+
+/*
+ * The request's pool goes with a record the log phase did not end (it
+ * always does; this is the last guard): counted as the gate priced it,
+ * as for a worker that died.
+ */
+
+void
+ngx_http_toll_meter_cleanup(ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_meter_open_t  *op;
+
+    op = ctx->meter_open;
+
+    if (op == NULL || ngx_http_toll_meter_zone == NULL) {
+        return;
     }
+
+    ctx->meter_open = NULL;
+
+    ngx_http_toll_shm_lock(ngx_http_toll_meter_zone);
+    ngx_http_toll_meter_end(ngx_http_toll_meter_zone, op, op->counts,
+                            ngx_cycle->log);
+    ngx_http_toll_shm_unlock(ngx_http_toll_meter_zone);
 }
 
 
@@ -272,21 +399,49 @@ ngx_http_toll_meter_counts(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 }
 
 
-/* adds counts (or corrections, which may be negative) to the zone */
+/* the open calls' registry, made on first use (the zone locked) */
 
-static ngx_int_t
-ngx_http_toll_meter_add(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
-    int64_t *add)
+static ngx_http_toll_meter_registry_t *
+ngx_http_toll_meter_registry(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_meter_registry_t  *reg;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ln = ngx_http_toll_shm_limit_find(shm_zone,
+             (u_char *) NGX_HTTP_TOLL_METER_REGISTRY,
+             sizeof(NGX_HTTP_TOLL_METER_REGISTRY) - 1);
+
+    if (ln == NULL) {
+        ln = ngx_http_toll_shm_limit_create(shm_zone,
+                 (u_char *) NGX_HTTP_TOLL_METER_REGISTRY,
+                 sizeof(NGX_HTTP_TOLL_METER_REGISTRY) - 1,
+                 sizeof(ngx_http_toll_meter_registry_t));
+        if (ln == NULL) {
+            return NULL;
+        }
+
+        reg = (ngx_http_toll_meter_registry_t *) ln->state;
+        ngx_queue_init(&reg->open);
+
+        /* never evicted: the records of calls hang from it */
+        ln->pins = 1;
+    }
+
+    return (ngx_http_toll_meter_registry_t *) ln->state;
+}
+
+
+/* the node of a call's buyer, service, provider and day (zone locked) */
+
+static ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_meter_node(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     u_char                           *p;
     u_char                            subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                            len;
     ngx_tm_t                          tm;
-    ngx_uint_t                        i;
     ngx_str_t                         service, provider;
-    int64_t                           sum[NGX_HTTP_TOLL_METER_N];
     ngx_http_toll_main_conf_t        *mcf;
-    ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
@@ -298,7 +453,7 @@ ngx_http_toll_meter_add(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     if (len > sizeof(subject)) {
         /* the names are bounded: cannot happen */
-        return NGX_ERROR;
+        return NULL;
     }
 
     /* the call's day, in UTC, from when it arrived; worked out once a
@@ -320,8 +475,6 @@ ngx_http_toll_meter_add(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     *p++ = '\n';
     p = ngx_cpymem(p, provider.data, provider.len);
 
-    ngx_http_toll_shm_lock(mcf->shm_zone);
-
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, p - subject);
 
     if (ln == NULL) {
@@ -329,52 +482,146 @@ ngx_http_toll_meter_add(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                    p - subject, sizeof(ngx_http_toll_meter_state_t));
     }
 
-    if (ln == NULL) {
-        ngx_http_toll_shm_unlock(mcf->shm_zone);
+    return ln;
+}
 
-        /* the one place a call could go uncounted: say all about it */
 
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "toll: zone full, call not metered: usage id \"%*s\", "
-                      "buyer \"%V\", service \"%V\", amount_micros %L; "
-                      "increase \"toll_zone\"",
-                      sizeof(ctx->usage_id), ctx->usage_id, &ctx->key.owner,
-                      &service, add[NGX_HTTP_TOLL_METER_AMOUNT]);
-        return NGX_ERROR;
+/*
+ * Ends an open call (the zone locked): its record goes, and its final
+ * counts join the node's pending ones.  The node stays queued, so that
+ * the timer flushes it or, with nothing left, lets it be evicted.
+ */
+
+static void
+ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_meter_open_t *op, int64_t *final, ngx_log_t *log)
+{
+    ngx_uint_t                        i;
+    int64_t                           sum[NGX_HTTP_TOLL_METER_N];
+    ngx_http_toll_meter_state_t      *st;
+    ngx_http_toll_meter_registry_t   *reg;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    ln = op->ln;
+    st = (ngx_http_toll_meter_state_t *) ln->state;
+
+    reg = ngx_http_toll_meter_registry(shm_zone);
+    if (reg != NULL && reg->n) {
+        reg->n--;
     }
 
-    st = (ngx_http_toll_meter_state_t *) ln->state;
+    ngx_queue_remove(&op->queue);
+
+    if (st->open) {
+        st->open--;
+    }
 
     /*
      * Never a wrapped sum: a batch that cannot hold the call leaves it
      * out, loudly (a day's amount above 9.2e12 units of one buyer and
-     * service would be refused by Redis's HINCRBY as well).
+     * service would be refused by Redis as well).
      */
 
     for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
-        if (toll_money_add(st->pending[i], add[i], &sum[i]) != 0) {
-            ngx_http_toll_shm_unlock(mcf->shm_zone);
-
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "toll: meter overflow, call not metered: usage "
-                          "id \"%*s\", buyer \"%V\", service \"%V\", "
-                          "amount_micros %L", sizeof(ctx->usage_id),
-                          ctx->usage_id, &ctx->key.owner, &service,
-                          add[NGX_HTTP_TOLL_METER_AMOUNT]);
-            return NGX_ERROR;
+        if (toll_money_add(st->pending[i], final[i], &sum[i]) != 0) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "toll: meter overflow, call not metered: "
+                          "\"%*s\", amount_micros %L",
+                          (size_t) ln->subject_len, ln->subject,
+                          final[NGX_HTTP_TOLL_METER_AMOUNT]);
+            break;
         }
     }
 
-    ngx_memcpy(st->pending, sum, sizeof(sum));
+    if (i == NGX_HTTP_TOLL_METER_N) {
+        ngx_memcpy(st->pending, sum, sizeof(sum));
+    }
 
-    /* counts not yet in Redis: the node must not be evicted */
-    ln->pins = 1;
+    ngx_http_toll_shm_free(shm_zone, op);
 
-    ngx_http_toll_shm_enqueue(mcf->shm_zone, ln, NGX_HTTP_TOLL_QUEUE_METER);
+    ngx_http_toll_shm_enqueue(shm_zone, ln, NGX_HTTP_TOLL_QUEUE_METER);
+}
 
-    ngx_http_toll_shm_unlock(mcf->shm_zone);
 
-    return NGX_OK;
+/*
+ * The open calls of workers that died (the zone locked): counted as the
+ * gate priced them, since they may have reached the upstream.  Signal 0
+ * tells whether a process lives (EPERM: it does).
+ */
+
+static void
+ngx_http_toll_meter_sweep(int64_t now, ngx_log_t *log)
+{
+    ngx_uint_t                        i, n, dead, counted;
+    ngx_pid_t                         pids[NGX_HTTP_TOLL_METER_SWEEP_PIDS];
+    ngx_uint_t                        alive[NGX_HTTP_TOLL_METER_SWEEP_PIDS];
+    ngx_queue_t                      *q, *next;
+    ngx_http_toll_meter_open_t       *op;
+    ngx_http_toll_meter_registry_t   *reg;
+
+    if (now - ngx_http_toll_meter_swept_ms < NGX_HTTP_TOLL_METER_SWEEP_MS) {
+        return;
+    }
+
+    ngx_http_toll_meter_swept_ms = now;
+
+    reg = ngx_http_toll_meter_registry(ngx_http_toll_meter_zone);
+    if (reg == NULL) {
+        return;
+    }
+
+    n = 0;
+    counted = 0;
+
+    for (q = ngx_queue_head(&reg->open);
+         q != ngx_queue_sentinel(&reg->open);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        op = ngx_queue_data(q, ngx_http_toll_meter_open_t, queue);
+
+        if (op->pid == ngx_pid) {
+            continue;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (pids[i] == op->pid) {
+                break;
+            }
+        }
+
+        if (i == n) {
+            if (n == NGX_HTTP_TOLL_METER_SWEEP_PIDS) {
+                /* the next sweep asks about the others */
+                continue;
+            }
+
+            pids[n] = op->pid;
+            alive[n] = !(kill(op->pid, 0) == -1 && ngx_errno == NGX_ESRCH);
+            n++;
+        }
+
+        if (alive[i]) {
+            continue;
+        }
+
+        ngx_http_toll_meter_end(ngx_http_toll_meter_zone, op, op->counts,
+                                log);
+        counted++;
+    }
+
+    if (counted) {
+        dead = 0;
+
+        for (i = 0; i < n; i++) {
+            dead += !alive[i];
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "toll: %ui calls open in %ui worker processes that "
+                      "exited without ending them counted at their price",
+                      counted, dead);
+    }
 }
 
 
@@ -419,6 +666,8 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
     ngx_http_toll_shm_lock(ngx_http_toll_meter_zone);
 
+    ngx_http_toll_meter_sweep(now, ev->log);
+
     n = ngx_min(ngx_http_toll_shm_queued(ngx_http_toll_meter_zone,
                                          NGX_HTTP_TOLL_QUEUE_METER),
                 NGX_HTTP_TOLL_METER_BATCH_MAX);
@@ -441,8 +690,11 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
             }
 
             if (i == NGX_HTTP_TOLL_METER_N) {
-                /* all in Redis: the node may go */
-                ln->pins = 0;
+                /* all in Redis and no call open: the node may go */
+                if (st->open == 0) {
+                    ln->pins = 0;
+                }
+
                 continue;
             }
 
@@ -572,7 +824,7 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 
     buf = ngx_pnalloc(pool, 3 * (sizeof("toll:usage:{}:flushes") + 8)
                             + 3 * buyer.len + 40 + NGX_INT64_LEN
-                            + NGX_HTTP_TOLL_METER_N * NGX_INT64_LEN);
+                            + 2 * NGX_HTTP_TOLL_METER_N * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -638,6 +890,15 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[16] = (const char *) ln->subject + 2;
     argvlen[16] = 8;
 
+    /* how much each count of the hash may be before it: counts are >= 0 */
+
+    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+        key = p;
+        p = ngx_sprintf(p, "%L", INT64_MAX - st->flight[i]);
+        argv[17 + i] = (const char *) key;
+        argvlen[17 + i] = p - key;
+    }
+
     if (ngx_http_toll_redis_send(ngx_http_toll_meter_reply, fl,
                                  NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
         == NULL)
@@ -662,38 +923,61 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 }
 
 
+/*
+ * Redis's word on a batch: 1 applied now, 0 applied before (the id is
+ * known), {2, field} a sum that would overflow (the batch can never be
+ * applied), {1, field} a count in the hash that is not an integer, or an
+ * error (the batch waits and is sent again, same id: the script wrote
+ * nothing).  A batch refused is said once, not at every retry.
+ */
+
 static void
 ngx_http_toll_meter_reply(void *data, redisReply *reply)
 {
     ngx_http_toll_meter_flush_t *fl = data;
 
-    ngx_uint_t                        i, overflow;
+    ngx_str_t                         why;
+    ngx_uint_t                        i, done, overflow;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
+    done = 0;
     overflow = 0;
+    ngx_str_null(&why);
 
     if (ngx_http_toll_meter_inflight) {
         ngx_http_toll_meter_inflight--;
     }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL) {
+        ngx_str_set(&why, "no answer");
 
+    } else if (reply->type == REDIS_REPLY_INTEGER) {
+        ngx_http_toll_meter_script_cached = 1;
+        done = 1;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_INTEGER
+               && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        ngx_http_toll_meter_script_cached = 1;
+        why.data = (u_char *) reply->element[1]->str;
+        why.len = reply->element[1]->len;
+        overflow = (reply->element[0]->integer == 2);
+        done = overflow;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
         if (reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            /* a restarted or flushed Redis: the script in full next time */
             ngx_http_toll_meter_script_cached = 0;
 
-        } else if (ngx_strlcasestrn((u_char *) reply->str,
-                                    (u_char *) reply->str + reply->len,
-                                    (u_char *) "overflow", 8 - 1)
-                   != NULL)
-        {
-            overflow = 1;
-
         } else {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "toll: redis refused a meter flush: %*s",
-                          (size_t) reply->len, reply->str);
+            why.data = (u_char *) reply->str;
+            why.len = reply->len;
         }
+
+    } else {
+        ngx_str_set(&why, "an unexpected reply");
     }
 
     ngx_http_toll_shm_lock(fl->shm_zone);
@@ -711,27 +995,39 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                 /*
                  * Redis cannot hold the sum: the batch would fail for
                  * ever and hold back the node's later counts.  It is
-                 * dropped, every count of it in the log.
+                 * left out, every count of it in the log; Redis holds
+                 * nothing of it.
                  */
 
                 ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                              "toll: meter overflow in redis, batch of "
-                              "\"%*s\" dropped: calls %L, free_calls %L, "
-                              "paid_calls %L, amount_micros %L, errors %L",
+                              "toll: meter overflow in redis at \"%V\", "
+                              "batch of \"%*s\" left out: calls %L, "
+                              "free_calls %L, paid_calls %L, "
+                              "amount_micros %L, errors %L", &why,
                               fl->subject_len, fl->subject,
                               st->flight[NGX_HTTP_TOLL_METER_CALLS],
                               st->flight[NGX_HTTP_TOLL_METER_FREE_CALLS],
                               st->flight[NGX_HTTP_TOLL_METER_PAID_CALLS],
                               st->flight[NGX_HTTP_TOLL_METER_AMOUNT],
                               st->flight[NGX_HTTP_TOLL_METER_ERRORS]);
+
+            } else if (!done && why.len && !st->refused) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "toll: redis refused the meter's batch of "
+                              "\"%*s\", kept and sent again: %V%s",
+                              fl->subject_len, fl->subject, &why,
+                              (reply && reply->type == REDIS_REPLY_ARRAY)
+                              ? " is not an integer" : "");
+                st->refused = 1;
             }
 
-            if (overflow
-                || (reply && reply->type == REDIS_REPLY_INTEGER))
-            {
-                /* applied now (1) or before (0): either way, done */
-
-                ngx_http_toll_meter_script_cached = 1;
+            if (done) {
+                if (st->refused) {
+                    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                                  "toll: redis took the meter's batch of "
+                                  "\"%*s\"", fl->subject_len, fl->subject);
+                    st->refused = 0;
+                }
 
                 for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
                     st->flight[i] = 0;

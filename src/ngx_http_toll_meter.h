@@ -1,8 +1,8 @@
 /*
  * toll: the meter.
  *
- * Every priced call that reached the upstream is counted once, in the log
- * phase, into the shared zone: per buyer, service, provider and UTC day.
+ * Every priced call that reached the upstream is counted once, when it
+ * ends, into the shared zone: per buyer, service, provider and UTC day.
  * A timer in each worker flushes the counts to Redis in batches whose ids
  * make a retried flush count nothing twice.
  */
@@ -20,12 +20,21 @@
 
 ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 
-/* counts a priced call as it passes the gate; the log phase corrects it */
+/*
+ * Opens a priced call's record in the zone as it passes the gate, at its
+ * price; NGX_ERROR when the zone cannot hold it (the call must not pass:
+ * money fails closed).  The log phase ends the record and counts what the
+ * call turned out to be; the counts of a worker that died first are
+ * counted as the gate recorded them.
+ */
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
 /* from the log phase, once per request with a context */
 void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
+
+/* the request's pool goes: a record the log phase did not end is counted */
+void ngx_http_toll_meter_cleanup(ngx_http_toll_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_TOLL_METER_H_INCLUDED_ */

@@ -585,12 +585,24 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         return NGX_AGAIN;
     }
 
-    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+    if (rc == NGX_OK) {
+        rc = ngx_http_toll_meter_admit(r, ctx);
+
+        if (rc == NGX_DECLINED) {
+            /* the zone cannot meter the call: it would go free */
+            ngx_http_toll_quota_unused(r, ctx);
+            rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+    } else if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
         /* free calls left, maybe, and no way to know: fail closed */
 
         ngx_log_error(lcf->log_level, r->connection->log, 0,
                       "toll: refused, free tier store unavailable, "
                       "key id \"%V\"", &ctx->key_id);
+    }
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
 
         /* a refusal: no price, no billing headers, no meter */
         ctx->priced = 0;
@@ -604,7 +616,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
-    if (rc != NGX_OK || ngx_http_toll_meter_admit(r, ctx) != NGX_OK) {
+    if (rc != NGX_OK) {
         goto failed;
     }
 
@@ -857,6 +869,7 @@ ngx_http_toll_cleanup(void *data)
     ngx_http_toll_auth_cleanup(ctx);
     ngx_http_toll_limit_release(ctx);
     ngx_http_toll_quota_cleanup(ctx);
+    ngx_http_toll_meter_cleanup(ctx);
 }
 
 

@@ -169,6 +169,9 @@ typedef struct {
     int64_t                      latency_ms;    /* to the answer's headers */
     int64_t                      free_remaining;
     int64_t                      meter_counts[NGX_HTTP_TOLL_METER_COUNTS];
+    void                        *meter_open;  /* the call's record of
+                                                 counts in the zone, until
+                                                 the log phase ends it */
     struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
     void                        *metrics_service; /* the location's
                                                      service, for the

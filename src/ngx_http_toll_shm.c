@@ -537,28 +537,18 @@ ngx_http_toll_shm_limit_find(ngx_shm_zone_t *shm_zone, u_char *subject,
 }
 
 
-ngx_http_toll_shm_limit_node_t *
-ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
-    size_t len, size_t state_size)
+void *
+ngx_http_toll_shm_alloc(ngx_shm_zone_t *shm_zone, size_t size)
 {
-    size_t                           size;
-    ngx_uint_t                       tries;
-    ngx_http_toll_shctx_t           *ctx;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    void                   *p;
+    ngx_uint_t              tries;
+    ngx_http_toll_shctx_t  *ctx;
 
     ctx = shm_zone->data;
 
-    if (len > NGX_HTTP_TOLL_NODE_SUBJECT_MAX) {
-        return NULL;
-    }
-
-    state_size = ngx_align(state_size, sizeof(uint64_t));
-    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size
-           + len;
-
     for (tries = 0; /* void */; tries++) {
-        ln = ngx_slab_alloc_locked(ctx->shpool, size);
-        if (ln != NULL) {
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (p != NULL) {
             break;
         }
 
@@ -577,7 +567,43 @@ ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
         ngx_http_toll_shm_limit_evict(ctx, NGX_HTTP_TOLL_SHM_EVICT_MAX);
     }
 
-    ngx_memzero(ln, size);
+    ngx_memzero(p, size);
+
+    return p;
+}
+
+
+void
+ngx_http_toll_shm_free(ngx_shm_zone_t *shm_zone, void *p)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    ngx_slab_free_locked(ctx->shpool, p);
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_limit_create(ngx_shm_zone_t *shm_zone, u_char *subject,
+    size_t len, size_t state_size)
+{
+    size_t                           size;
+    ngx_http_toll_shctx_t           *ctx;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ctx = shm_zone->data;
+
+    if (len > NGX_HTTP_TOLL_NODE_SUBJECT_MAX) {
+        return NULL;
+    }
+
+    state_size = ngx_align(state_size, sizeof(uint64_t));
+    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size
+           + len;
+
+    ln = ngx_http_toll_shm_alloc(shm_zone, size);
+    if (ln == NULL) {
+        return NULL;
+    }
 
     ln->node.key = ngx_crc32_long(subject, len);
     ln->uid = ++ctx->sh->limit_uid;

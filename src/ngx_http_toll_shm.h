@@ -101,6 +101,13 @@ void ngx_http_toll_shm_unlock(ngx_shm_zone_t *shm_zone);
 
 /* the functions below are called with the zone locked */
 
+/*
+ * Zeroed memory from the zone, making room as a new node would (unknown
+ * key ids, then unpinned subjects); NULL when even that leaves none.
+ */
+void *ngx_http_toll_shm_alloc(ngx_shm_zone_t *shm_zone, size_t size);
+void ngx_http_toll_shm_free(ngx_shm_zone_t *shm_zone, void *p);
+
 ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_find(
     ngx_shm_zone_t *shm_zone, u_char *subject, size_t len);
 

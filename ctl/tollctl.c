@@ -33,6 +33,7 @@
 #include "toll_key.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
+#include "tollctl_quarantine.h"
 
 
 #define TOLLCTL_VERSION               "0.1.0"
@@ -401,6 +402,10 @@ tollctl_help(void)
 "                      the latest entries, 50 unless --limit (1 to 1000)\n"
 "  ledger check        verify the ledger's invariants from its rows\n"
 "  reconcile           compare Redis's usage with the ledger's\n"
+"  quarantine list     the claims toll-settle set aside: the ledger\n"
+"                      refused them\n"
+"  quarantine replay CLAIM... | --all\n"
+"                      give them back to toll-settle's next pass\n"
 "\n"
 "options:\n"
 "  --redis ADDR        HOST:PORT, [IPV6]:PORT or unix:/PATH (default\n"
@@ -535,6 +540,10 @@ tollctl_dispatch(tollctl_t *ctl, int argc, char **argv)
 
     if (strcmp(argv[0], "reconcile") == 0) {
         return tollctl_reconcile_cmd(ctl, argc, argv);
+    }
+
+    if (strcmp(argv[0], "quarantine") == 0) {
+        return tollctl_quarantine_cmd(ctl, argc, argv);
     }
 
     if (strcmp(argv[0], "key") != 0) {

@@ -67,6 +67,7 @@
 #define TOLLCTL_MIRROR_SUFFIX         ":drained"
 #define TOLLCTL_DRAIN_PREFIX          "toll:drain:{"
 #define TOLLCTL_DRAIN_OPEN            "toll:drain:open"
+#define TOLLCTL_DRAIN_QUARANTINE      "toll:drain:quarantine"
 #define TOLLCTL_DAY_LEN               8
 #define TOLLCTL_BATCH_ID_LEN          32
 #define TOLLCTL_REDIS_NAME_LEN_MAX    1024
@@ -1568,50 +1569,85 @@ tollctl_recon_free(tollctl_recon_t *r)
 }
 
 
+/*
+ * The claims not in the ledger: those open, and those toll-settle set
+ * aside in quarantine (both are usage the mirror counts and the ledger
+ * does not hold yet).
+ */
 static int
 tollctl_recon_open_set(tollctl_t *ctl, char ***members, size_t *n)
 {
-    size_t          i;
-    redisReply     *reply;
-    tollctl_cmd_t   cmd;
+    size_t          i, j, k, total;
+    redisReply     *replies[2];
+    tollctl_cmd_t   cmds[2];
 
-    tollctl_cmd_init(&cmd, "SMEMBERS");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_DRAIN_OPEN);
+    tollctl_cmd_init(&cmds[0], "SMEMBERS");
+    tollctl_cmd_add_str(&cmds[0], TOLLCTL_DRAIN_OPEN);
+    tollctl_cmd_init(&cmds[1], "HKEYS");
+    tollctl_cmd_add_str(&cmds[1], TOLLCTL_DRAIN_QUARANTINE);
 
-    reply = tollctl_redis_run(ctl, &cmd);
-    if (reply == NULL) {
+    if (tollctl_redis_pipeline(ctl, cmds, 2, replies) != 0) {
         return EX_UNAVAILABLE;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(reply);
+    if (replies[0]->type != REDIS_REPLY_ARRAY
+        || replies[1]->type != REDIS_REPLY_ARRAY)
+    {
+        freeReplyObject(replies[0]);
+        freeReplyObject(replies[1]);
         return tollctl_error(EX_UNAVAILABLE, "redis %s: SMEMBERS "
                              TOLLCTL_DRAIN_OPEN ": unexpected reply",
                              ctl->addr.text);
     }
 
-    *members = calloc(reply->elements + 1, sizeof(char *));
+    total = replies[0]->elements + replies[1]->elements;
+
+    *members = calloc(total + 1, sizeof(char *));
     if (*members == NULL) {
-        freeReplyObject(reply);
+        freeReplyObject(replies[0]);
+        freeReplyObject(replies[1]);
         return tollctl_error(EX_OSERR, "out of memory");
     }
 
-    for (i = 0; i < reply->elements; i++) {
-        if (reply->element[i]->type != REDIS_REPLY_STRING
-            || ((*members)[i] = strndup(reply->element[i]->str,
-                                        reply->element[i]->len))
-               == NULL)
-        {
-            *n = i;
-            freeReplyObject(reply);
-            return tollctl_error(EX_OSERR, "out of memory");
+    k = 0;
+
+    for (j = 0; j < 2; j++) {
+        for (i = 0; i < replies[j]->elements; i++) {
+            if (replies[j]->element[i]->type != REDIS_REPLY_STRING
+                || ((*members)[k] = strndup(replies[j]->element[i]->str,
+                                            replies[j]->element[i]->len))
+                   == NULL)
+            {
+                *n = k;
+                freeReplyObject(replies[0]);
+                freeReplyObject(replies[1]);
+                return tollctl_error(EX_OSERR, "out of memory");
+            }
+
+            k++;
         }
     }
 
-    *n = reply->elements;
-    freeReplyObject(reply);
+    *n = k;
+    freeReplyObject(replies[0]);
+    freeReplyObject(replies[1]);
 
     qsort(*members, *n, sizeof(char *), tollctl_str_cmp);
+
+    /* a claim in both (toll-settle stopped while setting it aside): once */
+
+    for (i = 1, k = 1; i < *n; i++) {
+        if (strcmp((*members)[i], (*members)[k - 1]) == 0) {
+            free((*members)[i]);
+            continue;
+        }
+
+        (*members)[k++] = (*members)[i];
+    }
+
+    if (*n > 0) {
+        *n = k;
+    }
 
     return EX_OK;
 }

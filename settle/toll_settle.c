@@ -591,6 +591,8 @@ toll_settle_publish(toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
     f->full_pass_unix_ms = d->full_pass_unix_ms;
     f->full_pass_mono_ms = d->full_pass_mono_ms;
     f->open_claims = d->open_claims;
+    f->quarantined = d->quarantined;
+    f->quarantine_claims = d->quarantine_claims;
 
     if (toll_ledger_gauges(d->ledger, &g) == TOLL_LEDGER_OK) {
         f->ledger_debits_micros = g.debits_micros;

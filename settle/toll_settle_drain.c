@@ -32,6 +32,7 @@
 
 #define TOLL_SETTLE_INDEX          "toll:usage:index"
 #define TOLL_SETTLE_OPEN           "toll:drain:open"
+#define TOLL_SETTLE_QUARANTINE     "toll:drain:quarantine"
 #define TOLL_SETTLE_LEDGER_KEY     "toll:settle:ledger"
 #define TOLL_SETTLE_USAGE_PREFIX   "toll:usage:{"
 #define TOLL_SETTLE_DRAIN_PREFIX   "toll:drain:{"
@@ -49,8 +50,10 @@
 /* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
 #define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
 
-/* a claim that cannot be posted, left in Redis for the operator */
+/* a claim the ledger refused, set aside in quarantine */
 #define TOLL_SETTLE_DRAIN_LEFT     1
+/* the reason kept with a quarantined claim */
+#define TOLL_SETTLE_REASON_LEN_MAX 512
 
 
 typedef enum {
@@ -127,6 +130,8 @@ static int toll_settle_post(toll_settle_drain_t *d,
     const toll_settle_claim_t *c, redisReply *content);
 static int toll_settle_delete(toll_settle_drain_t *d,
     const toll_settle_claim_t *c);
+static int toll_settle_quarantine(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, const char *reason);
 static int toll_settle_reindex(toll_settle_drain_t *d,
     const toll_settle_claim_t *c);
 static int toll_settle_usage_name(const char *name, size_t len,
@@ -266,8 +271,9 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 
 
 /*
- * What a pass leaves in toll:drain:open are claims it could not post
- * (a field the meter does not write): each one waits for the operator.
+ * What a pass leaves in toll:drain:open are claims it met in a state no
+ * pass finishes (a claim key that is not a claim's name); what it set
+ * aside in quarantine waits for the operator.
  */
 static int
 toll_settle_count_open(toll_settle_drain_t *d)
@@ -287,6 +293,19 @@ toll_settle_count_open(toll_settle_drain_t *d)
     }
 
     d->open_claims = r->integer;
+    freeReplyObject(r);
+
+    argv[0] = "HLEN";
+    argvlen[0] = 4;
+    argv[1] = TOLL_SETTLE_QUARANTINE;
+    argvlen[1] = sizeof(TOLL_SETTLE_QUARANTINE) - 1;
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        return toll_settle_redis_failed(d, "HLEN " TOLL_SETTLE_QUARANTINE, r);
+    }
+
+    d->quarantine_claims = r->integer;
     freeReplyObject(r);
 
     return 0;
@@ -678,6 +697,19 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         d->replays++;
         rc = TOLL_LEDGER_OK;
 
+    } else if (rc != TOLL_LEDGER_BUSY && rc != TOLL_LEDGER_ERROR) {
+        /*
+         * The ledger refuses this batch, and would refuse it at every
+         * retry: set aside, so that no other buyer's usage waits on it.
+         */
+
+        free(usage);
+        free(names);
+
+        rc = toll_settle_quarantine(d, c, toll_ledger_errmsg(d->ledger));
+
+        return (rc == 0) ? TOLL_SETTLE_DRAIN_LEFT : rc;
+
     } else {
         toll_settle_log("cannot post batch %s of \"%s\": %s", c->id,
                         c->buyer, toll_ledger_errmsg(d->ledger));
@@ -692,26 +724,80 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         return TOLL_SETTLE_DRAIN_AGAIN;
     }
 
-    if (rc != TOLL_LEDGER_OK) {
-        return EX_SOFTWARE;
-    }
-
     return 0;
 
 malformed:
 
-    /*
-     * Not what the meter writes.  The claim stays in Redis, and in
-     * toll:drain:open, for the operator: nothing is posted half.
-     */
-
-    toll_settle_log("claim \"%s\" holds a field the meter does not write; "
-                    "left in redis, not posted", c->name);
+    /* not what the meter writes: nothing is posted half */
 
     free(usage);
     free(names);
 
-    return TOLL_SETTLE_DRAIN_LEFT;
+    rc = toll_settle_quarantine(d, c, "holds a field the meter does not "
+                                      "write");
+
+    return (rc == 0) ? TOLL_SETTLE_DRAIN_LEFT : rc;
+}
+
+
+/*
+ * Sets a claim aside: its key stays in Redis as it is, its name and the
+ * reason go to the quarantine hash, then out of toll:drain:open, so that
+ * no pass tries it again until the operator replays it (tollctl
+ * quarantine replay).  Said once, here.  A crash between the two steps
+ * leaves the claim open: the next pass refuses and sets it aside again.
+ */
+static int
+toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
+    const char *reason)
+{
+    int          n;
+    char         value[TOLL_SETTLE_REASON_LEN_MAX + 32];
+    redisReply  *r;
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    n = snprintf(value, sizeof(value), "%lld %.*s",
+                 (long long) (toll_settle_wall_ms() / 1000),
+                 TOLL_SETTLE_REASON_LEN_MAX, reason);
+    if (n < 0) {
+        return EX_SOFTWARE;
+    }
+
+    argv[0] = "HSET";
+    argvlen[0] = 4;
+    argv[1] = TOLL_SETTLE_QUARANTINE;
+    argvlen[1] = sizeof(TOLL_SETTLE_QUARANTINE) - 1;
+    argv[2] = c->name;
+    argvlen[2] = strlen(c->name);
+    argv[3] = value;
+    argvlen[3] = strlen(value);
+
+    r = toll_settle_cmd(d, 4, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        return toll_settle_redis_failed(d, "HSET " TOLL_SETTLE_QUARANTINE, r);
+    }
+
+    freeReplyObject(r);
+
+    argv[0] = "SREM";
+    argv[1] = TOLL_SETTLE_OPEN;
+    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+
+    r = toll_settle_cmd(d, 3, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_OPEN, r);
+    }
+
+    freeReplyObject(r);
+
+    d->quarantined++;
+
+    toll_settle_log("quarantined claim \"%s\" of \"%s\": %s; kept in redis, "
+                    "not posted, other batches go on (tollctl quarantine "
+                    "list)", c->name, c->buyer, reason);
+
+    return 0;
 }
 
 

@@ -44,6 +44,8 @@ typedef struct {
     uint64_t                    passes;         /* ended without error */
     uint64_t                    redis_errors;   /* passes Redis cut short */
     uint64_t                    ledger_errors;  /* ... a busy ledger */
+    uint64_t                    quarantined;    /* claims the ledger
+                                                   refused, set aside */
 
     /*
      * The start of the last pass that ended with the index empty: all
@@ -54,6 +56,8 @@ typedef struct {
 
     /* claims in toll:drain:open after the last pass (count_open) */
     int64_t                     open_claims;
+    /* claims in quarantine after the last pass (count_open) */
+    int64_t                     quarantine_claims;
 } toll_settle_drain_t;
 
 

@@ -967,10 +967,21 @@ toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
                              toll_settle_now_ms() - since_ms);
 
     toll_settle_page_family(&pg, "toll_settle_open_claims", "gauge",
-        "Claims left in toll:drain:open after the last pass: claims the "
-        "meter did not write, left for the operator.");
+        "Claims left in toll:drain:open after the last pass: claims no "
+        "pass can finish, left for the operator.");
     toll_settle_page_printf(&pg, "toll_settle_open_claims %lld\n",
                             (long long) f.open_claims);
+
+    toll_settle_page_family(&pg, "toll_settle_quarantined_total", "counter",
+        "Claims the ledger refused, set aside in toll:drain:quarantine.");
+    toll_settle_page_printf(&pg, "toll_settle_quarantined_total %llu\n",
+                            (unsigned long long) f.quarantined);
+
+    toll_settle_page_family(&pg, "toll_settle_quarantine_claims", "gauge",
+        "Claims in toll:drain:quarantine after the last pass, waiting for "
+        "the operator (tollctl quarantine).");
+    toll_settle_page_printf(&pg, "toll_settle_quarantine_claims %lld\n",
+                            (long long) f.quarantine_claims);
 
     toll_settle_page_family(&pg, "toll_settle_ledger_debits_micros", "gauge",
         "The ledger's total debits in micro-units, after the last pass.");

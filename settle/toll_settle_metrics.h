@@ -51,6 +51,8 @@ typedef struct {
     int64_t                   full_pass_mono_ms;    /* CLOCK_MONOTONIC */
 
     int64_t                   open_claims;
+    uint64_t                  quarantined;
+    int64_t                   quarantine_claims;
 
     /* read from the ledger after the pass */
     int64_t                   ledger_debits_micros;

@@ -230,7 +230,7 @@ def test_lost_index_entry_is_found_by_the_sweep(settle, redis_server):
     assert ledger_usage(settle.ledger) == want
 
 
-def test_claim_the_meter_did_not_write_is_left(settle, redis_server):
+def test_claim_the_meter_did_not_write_is_quarantined(settle, redis_server):
     rc = redis_server.client
     want = {}
     add_into(want, ("good", day(), "svc"),
@@ -243,8 +243,9 @@ def test_claim_the_meter_did_not_write_is_left(settle, redis_server):
     assert p.returncode == 0
     assert "holds a field the meter does not write" in p.stderr
     assert ledger_usage(settle.ledger) == want
-    # nothing of it posted, and it stays in Redis for the operator
-    left = rc.smembers("toll:drain:open")
+    # nothing of it posted; it stays in Redis, set aside for the operator
+    assert rc.scard("toll:drain:open") == 0
+    left = rc.hkeys("toll:drain:quarantine")
     assert len(left) == 1 and rc.hget(left.pop(), "svc:amount_micros") \
         == "1.5"
     # and nothing of it in the mirror, which counts what was posted

@@ -45,6 +45,8 @@ FAMILIES = {
     "toll_settle_last_pass_timestamp_seconds": ("gauge", [()]),
     "toll_settle_drain_lag_seconds": ("gauge", [()]),
     "toll_settle_open_claims": ("gauge", [()]),
+    "toll_settle_quarantined_total": ("counter", [()]),
+    "toll_settle_quarantine_claims": ("gauge", [()]),
     "toll_settle_ledger_debits_micros": ("gauge", [()]),
     "toll_settle_ledger_credits_micros": ("gauge", [()]),
     "toll_settle_ledger_transactions": ("gauge", [()]),
@@ -218,7 +220,7 @@ def test_promtool_accepts_the_page(settle):
         assert page['toll_settle_webhook_deliveries_total{result="%s"}'
                     % result] == 0
     # bounded series: nothing per buyer, key or service, ever
-    assert len(page.samples) == 18
+    assert len(page.samples) == 20
 
     # a query string is the same page; HEAD is its head
     assert scrape(port, "/metrics?x=1&name[]=y").status == 200
@@ -289,7 +291,8 @@ def test_counters_match_one_pass_exactly(settle, redis_server):
 
 def test_replay_and_claim_left_for_the_operator(settle, redis_server):
     """A claim committed by a run killed before its delete is a replay; a
-    claim the meter did not write stays open, and is counted so."""
+    claim the meter did not write is set aside in quarantine, and counted
+    so."""
     rc = redis_server.client
     s = settle()
     rec = write_usage(rc, "carol", "svc", "acme", calls=4)
@@ -308,9 +311,13 @@ def test_replay_and_claim_left_for_the_operator(settle, redis_server):
     assert page["toll_settle_batches_total"] == 0       # posted before
     assert page["toll_settle_drained_micros_total"] == 0
     assert page["toll_settle_ledger_debits_micros"] == rec["amount_micros"]
-    assert page["toll_settle_open_claims"] == 1
-    assert rc.scard("toll:drain:open") == 1
-    assert "holds a field the meter does not write" in Settle.log_text(d)
+    assert page["toll_settle_open_claims"] == 0
+    assert page["toll_settle_quarantined_total"] == 1
+    assert page["toll_settle_quarantine_claims"] == 1
+    assert rc.scard("toll:drain:open") == 0
+    assert rc.hlen("toll:drain:quarantine") == 1
+    assert Settle.log_text(d).count(
+        "holds a field the meter does not write") == 1
     stop_ok(s, d)
 
 

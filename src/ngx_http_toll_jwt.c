@@ -238,6 +238,17 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_OK;
     }
 
+    if (ctx->lookup_refused) {
+        /*
+         * The address is over its toll_limit_ip ... unauthenticated
+         * limit: a token not in the cache is refused unverified (429),
+         * as an API key not in the cache is refused unlooked-up, so that
+         * a client forging tokens costs a hash and a tree lookup each,
+         * not a signature check.
+         */
+        return NGX_DECLINED;
+    }
+
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "toll jwt: cache miss, verifying the signature");
 

@@ -1,6 +1,8 @@
 """Forged JWTs (issue 13, defect 5): a token's signature is checked before
 anything it claims is believed; the keys are parsed once, when the
-configuration is read, not for each token.
+configuration is read, not for each token; and an address sending forged
+tokens is bounded by toll_limit_ip ... unauthenticated before their
+signatures cost anything.
 """
 
 import base64
@@ -11,6 +13,7 @@ import pytest
 
 from helpers import client
 from helpers import jwt as J
+from helpers.procs import PROXY
 from test_jwt import bearer, jwt_http, now, send_many
 
 
@@ -190,3 +193,43 @@ def test_keys_belong_to_the_configuration(start_nginx, upstream, keys,
     k.write("ec.pem", J._pub_pem(k.ec))
     ngx.reload(wait_old_exit=True)
     assert [r.status for r in send_many(ngx, [new, old])] == [200, 401]
+
+
+# ------------------------------------- a forging address is bounded, cheaply
+
+def test_forging_address_bounded_before_verification(start_nginx, upstream,
+                                                     keys):
+    """toll_limit_ip ... unauthenticated counts failed tokens against the
+    address; over the limit, an uncached token is refused (429) without
+    its signature being checked, as an uncached API key is refused
+    without a lookup.  A token in the cache still passes."""
+    http = jwt_http(keys, "    toll_plan guess rate=6r/m burst=5;")
+    locs = """
+        location /api {
+            toll on;
+            toll_jwt on;
+            toll_limit_ip guess unauthenticated;
+            %s
+        }
+    """ % PROXY
+    ngx = start_nginx(http_extra=http, locations=locs, workers=1,
+                      error_log_level="debug")
+    n = now()
+    good = J.token(keys, "ES256", J.claims(n, sub="good"))
+    assert client.request(ngx.port, "GET", "/api",
+                          bearer(good)).status == 200
+    forged = [bad_sig(J.token(keys, ALGS[i % 4],
+                              J.claims(n, sub="forger-%d" % i)))
+              for i in range(40)]
+    sts = [r.status for r in send_many(ngx, forged)]
+    assert sts == [401] * 5 + [429] * 35, sts
+    log = ngx.error_log_text()
+    # the good token's and the five that were allowed to fail
+    verified = log.count("toll jwt: cache miss, verifying the signature")
+    assert verified == 6, verified
+    # a new valid token from that address waits, as a new API key would;
+    # the cached one passes
+    late = J.token(keys, "RS256", J.claims(n, sub="late"))
+    sts = [r.status for r in send_many(ngx, [late, good])]
+    assert sts == [429, 200], sts
+    assert upstream.count == 2

@@ -231,14 +231,19 @@ def jwt_tokens(prefix, n):
 
 def forged_tokens(n):
     """n distinct RS256 tokens with valid claims and a random signature
-    of the length the 2048-bit key makes: no private key needed."""
+    of the length the 2048-bit key makes: no private key needed.  The
+    first byte is zero, so that the signature is below the modulus and
+    every one costs the whole RSA operation, as a forger would make it
+    (OpenSSL refuses one at or above the modulus before the
+    exponentiation, and how many those are would depend on the key)."""
     now = int(time.time())
     header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
     tokens = []
     for i in range(n):
         payload = b64u(json.dumps({"sub": "bench", "iat": now,
                                    "exp": now + 3600, "jti": i}).encode())
-        tokens.append(header + "." + payload + "." + b64u(os.urandom(256)))
+        tokens.append(header + "." + payload + "."
+                      + b64u(b"\0" + os.urandom(255)))
     return tokens
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The module's own instructions per request, counted by callgrind.
 
-    benchmarks/callgrind.py [--variant auth|limits|jwt|jwt_uncached|both|all]
+    benchmarks/callgrind.py [--variant auth|limits|jwt|jwt_uncached|
+                                       jwt_forged|jwt_forged_ip|both|all]
                             [--requests N]
                             [--annotate] [--keep] BUILD_DIR
                                                     (make bench-callgrind)
@@ -23,6 +24,16 @@ connection for each variant, and callgrind dumps its counters after each:
   jwt_uncached
           the same location, a new RS256 JWT for every request: each
           one costs the signature check (signed with the openssl CLI).
+  jwt_forged
+          the same location, a new RS256 JWT for every request with
+          well-formed, valid claims and a random signature of the right
+          length: what an unauthenticated client flooding forged tokens
+          costs (each one refused, 401).
+  jwt_forged_ip
+          the same tokens to a location with "toll_limit_ip forgers
+          unauthenticated" (burst 1, 1 r/d): the address is over its
+          limit after the warm-up, so each token is refused (429)
+          before its signature is checked.
 
 Instructions are counted, not timed: the figure is the same on a busy
 machine, so it can be compared across commits.  The limit sync timer's
@@ -100,7 +111,16 @@ VARIANTS = collections.OrderedDict([
     ("limits", "/limits/"),
     ("jwt", "/jwt/"),
     ("jwt_uncached", "/jwt/"),
+    ("jwt_forged", "/jwt/"),
+    ("jwt_forged_ip", "/jwtip/"),
 ])
+
+# what each variant's measured requests are answered (200 if not here)
+STATUS = {"jwt_forged": 401, "jwt_forged_ip": 429}
+# ... and its warm-up requests: the address goes over its limit
+WARMUP_STATUS = {"jwt_forged_ip": (401, 429)}
+# whether its answers carry the rate-limit headers (None: not checked)
+LIMITED = {"limits": True, "jwt_forged_ip": None}
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -122,6 +142,7 @@ http {{
     toll_redis 127.0.0.1:{redis_port} timeout=5s;
     toll_zone 1m;
     {plan}
+    toll_plan forgers rate=1r/d burst=1;
     toll_jwt_key {prefix}/jwt.pub kid=bench;
 
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 4; }}
@@ -139,6 +160,14 @@ http {{
             toll on;
             toll_jwt on;
             toll_limit off;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /jwtip/ {{
+            toll on;
+            toll_jwt on;
+            toll_limit_ip forgers unauthenticated;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -200,7 +229,25 @@ def jwt_tokens(prefix, n):
     return tokens
 
 
-def run_requests(port, path, n, token, limited):
+def forged_tokens(n):
+    """n distinct RS256 tokens with valid claims and a random signature
+    of the length the 2048-bit key makes: no private key needed.  The
+    first byte is zero, so that the signature is below the modulus and
+    every one costs the whole RSA operation, as a forger would make it
+    (OpenSSL refuses one at or above the modulus before the
+    exponentiation, and how many those are would depend on the key)."""
+    now = int(time.time())
+    header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
+    tokens = []
+    for i in range(n):
+        payload = b64u(json.dumps({"sub": "bench", "iat": now,
+                                   "exp": now + 3600, "jti": i}).encode())
+        tokens.append(header + "." + payload + "."
+                      + b64u(b"\0" + os.urandom(255)))
+    return tokens
+
+
+def run_requests(port, path, n, token, limited, status=200):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     tokens = token if isinstance(token, list) else [token] * n
     for i in range(n):
@@ -208,12 +255,15 @@ def run_requests(port, path, n, token, limited):
         conn.request("GET", path + "x", headers=headers)
         resp = conn.getresponse()
         resp.read()
-        if resp.status != 200:
-            sys.exit("callgrind: %s answered %d, not 200: the gate is not "
-                     "passing the key" % (path, resp.status))
+        ok = status if isinstance(status, tuple) else (status,)
+        if resp.status not in ok:
+            sys.exit("callgrind: %s answered %d, not %s: the gate is not "
+                     "deciding as the variant expects"
+                     % (path, resp.status, " or ".join(map(str, ok))))
         # proof that the variant is what it claims: limits computed (and
         # passed) on /limits/, not at all on /toll/
-        if limited != (resp.getheader("RateLimit") is not None):
+        if (limited is not None
+                and limited != (resp.getheader("RateLimit") is not None)):
             sys.exit("callgrind: %s %s a RateLimit header: the limits are "
                      "%s" % (path, "lacks" if limited else "has",
                              "off" if limited else "on"))
@@ -297,12 +347,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
     ap.add_argument("--variant", choices=("auth", "limits", "jwt",
-                                          "jwt_uncached", "both", "all"),
+                                          "jwt_uncached", "jwt_forged",
+                                          "jwt_forged_ip", "both", "all"),
                     default="both",
                     help="auth: authentication only; limits: the whole "
                          "gate, authentication and a limit plan; jwt, "
                          "jwt_uncached: a JWT from the cache, a new JWT "
-                         "each request; both (default): auth and limits; "
+                         "each request; jwt_forged: a new JWT with a "
+                         "bad signature each request; jwt_forged_ip: "
+                         "the same from an address over its "
+                         "toll_limit_ip limit; both (default): auth and limits; "
                          "all: every variant")
     ap.add_argument("--requests", type=int, default=2000,
                     help="requests per variant (default 2000)")
@@ -365,6 +419,9 @@ def main():
         if "jwt_uncached" in variants:
             tokens["jwt_uncached"] = jwt_tokens(prefix,
                                                 WARMUP + args.requests)
+        for v in ("jwt_forged", "jwt_forged_ip"):
+            if v in variants:
+                tokens[v] = forged_tokens(WARMUP + args.requests)
 
         port, up_port = free_port(), free_port()
         conf = os.path.join(prefix, "nginx.conf")
@@ -391,7 +448,8 @@ def main():
             t = tokens[v]
             run_requests(port, VARIANTS[v], WARMUP,
                          t[:WARMUP] if isinstance(t, list) else t,
-                         v == "limits")
+                         LIMITED.get(v, False),
+                         WARMUP_STATUS.get(v, STATUS.get(v, 200)))
         seen = set()
         dump(ngx.pid, out, seen)                 # the warm-up, not counted
 
@@ -401,7 +459,7 @@ def main():
             t = tokens[v]
             run_requests(port, VARIANTS[v], args.requests,
                          t[WARMUP:] if isinstance(t, list) else t,
-                         v == "limits")
+                         LIMITED.get(v, False), STATUS.get(v, 200))
             path = dump(ngx.pid, out, seen)
             results.append((v, time.monotonic() - t0, path))
 
@@ -458,7 +516,12 @@ def main():
                               "API key",
                     "jwt": "auth only, cached RS256 JWT",
                     "jwt_uncached": "auth only, a new RS256 JWT each "
-                                    "request (no cache hit)"}[v]
+                                    "request (no cache hit)",
+                    "jwt_forged": "auth only, a new RS256 JWT with a "
+                                  "bad signature each request (401)",
+                    "jwt_forged_ip": "the same from an address over "
+                                     "its toll_limit_ip ... "
+                                     "unauthenticated limit (429)"}[v]
             print("module instructions per request, %s, %d requests: "
                   "%.0f (target <= 5000 on cached paths)"
                   % (what, args.requests, per_request))

@@ -1,15 +1,18 @@
 /*
  * toll: JWT bearer tokens to key record.
  *
- * libjwt 1.10 takes the algorithm from the token, decodes base64url
- * leniently and checks no claim.  So the token is taken apart here first:
- * strict base64url, exactly three segments, a JSON object header whose
- * "alg" must be that of a configured key (the key pins the algorithm;
- * "none" and unknown names match no key), a "kid" that names a key of
- * that algorithm only, a signature of the key's exact length.  The claims
- * are checked here too.  Only then is libjwt asked for the signature,
- * with the pinned key; EdDSA, which libjwt 1.10 does not know, is checked
- * with OpenSSL directly.  Every failure ends in the same 401 as any other
+ * The token is taken apart here, strictly: base64url without padding or
+ * stray bits, exactly three segments, a JSON object header whose "alg"
+ * must be that of a configured key (the key pins the algorithm; "none"
+ * and unknown names match no key), a "kid" that names a key of that
+ * algorithm only, a signature of the key's exact length.  Then the
+ * signature is checked by OpenSSL with the key parsed when the
+ * configuration was read, and only a token whose signature verifies has
+ * its payload parsed and its claims read: nothing a forger wrote past the
+ * header is believed, or even parsed.  (libjwt 1.10 is not asked: it
+ * takes the algorithm from the token, wants the key as PEM text and
+ * parses it again for every token, which was most of the cost of a
+ * forged token.)  Every failure ends in the same 401 as any other
  * credential; only $toll_auth_status and the error log say which check
  * refused it, and the token itself is never logged.
  */
@@ -24,6 +27,8 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
@@ -31,7 +36,6 @@
 #include <openssl/sha.h>
 
 #include <jansson.h>
-#include <jwt.h>
 
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_shm.h"
@@ -59,7 +63,6 @@ typedef enum {
 
 typedef struct {
     ngx_str_t                  name;          /* as JWS spells it */
-    jwt_alg_t                  libjwt;        /* JWT_ALG_NONE: OpenSSL */
 } ngx_http_toll_jwt_alg_t;
 
 
@@ -69,7 +72,9 @@ typedef struct {
     ngx_uint_t                 alg;           /* ngx_http_toll_jwt_alg_e */
     ngx_str_t                  material;      /* PEM (NUL-terminated) or
                                                  the HMAC secret */
-    EVP_PKEY                  *pkey;          /* NULL for HS256 */
+    EVP_PKEY                  *pkey;          /* NULL for HS256; parsed
+                                                 once, owned by the
+                                                 cycle's pool */
     size_t                     sig_len;       /* bytes, exactly */
 } ngx_http_toll_jwt_key_t;
 
@@ -83,10 +88,10 @@ typedef struct {
 
 
 static ngx_http_toll_jwt_alg_t  ngx_http_toll_jwt_algs[] = {
-    { ngx_string("RS256"), JWT_ALG_RS256 },
-    { ngx_string("ES256"), JWT_ALG_ES256 },
-    { ngx_string("EdDSA"), JWT_ALG_NONE },
-    { ngx_string("HS256"), JWT_ALG_HS256 }
+    { ngx_string("RS256") },
+    { ngx_string("ES256") },
+    { ngx_string("EdDSA") },
+    { ngx_string("HS256") }
 };
 
 
@@ -109,9 +114,10 @@ static ngx_int_t ngx_http_toll_jwt_plan(ngx_http_toll_loc_conf_t *lcf,
     json_t *claims, ngx_str_t *plan);
 static ngx_uint_t ngx_http_toll_jwt_plan_word(ngx_http_toll_loc_conf_t *lcf,
     u_char *p, size_t len, ngx_str_t *plan);
-static ngx_int_t ngx_http_toll_jwt_signature(ngx_http_request_t *r,
-    ngx_http_toll_jwt_key_t *key, ngx_str_t *token, size_t signed_len,
-    u_char *sig, size_t sig_len);
+static ngx_int_t ngx_http_toll_jwt_signature(ngx_http_toll_jwt_key_t *key,
+    u_char *data, size_t len, u_char *sig, size_t sig_len);
+static ngx_int_t ngx_http_toll_jwt_es256_der(u_char *sig, u_char *der,
+    size_t *der_len);
 static ssize_t ngx_http_toll_jwt_b64_decode(u_char *dst, u_char *src,
     size_t len);
 static json_t *ngx_http_toll_jwt_json(ngx_pool_t *pool, u_char *src,
@@ -230,6 +236,17 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
         ctx->auth_status = NGX_HTTP_TOLL_AUTH_OK;
         return NGX_OK;
+    }
+
+    if (ctx->lookup_refused) {
+        /*
+         * The address is over its toll_limit_ip ... unauthenticated
+         * limit: a token not in the cache is refused unverified (429),
+         * as an API key not in the cache is refused unlooked-up, so that
+         * a client forging tokens costs a hash and a tree lookup each,
+         * not a signature check.
+         */
+        return NGX_DECLINED;
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -435,24 +452,20 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         goto done;
     }
 
-    claims = ngx_http_toll_jwt_json(r->pool, dot1 + 1, dot2 - dot1 - 1);
-    if (claims == NULL) {
-        ctx->auth_detail = "the payload is not base64url of a JSON object";
-        status = NGX_HTTP_TOLL_AUTH_MALFORMED;
-        goto done;
-    }
+    /*
+     * The signature before the payload: what a token claims is read only
+     * once its issuer is known to have said it.  A forged token is
+     * refused as forged whatever it claims, and the JSON parser never
+     * sees a payload nobody signed.
+     */
 
-    /* the claims first: an expired token costs no signature check */
-
-    status = ngx_http_toll_jwt_claims(r, ctx, lcf, claims, id);
-    if (status != NGX_HTTP_TOLL_AUTH_OK) {
-        goto done;
-    }
-
-    rc = ngx_http_toll_jwt_signature(r, key, token, dot2 - token->data,
+    rc = ngx_http_toll_jwt_signature(key, token->data, dot2 - token->data,
                                      sig, sig_len);
 
     if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "toll: libcrypto failed to verify a JWT signature");
+        ERR_clear_error();
         status = NGX_HTTP_TOLL_AUTH_NONE;
         goto done;
     }
@@ -463,7 +476,14 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         goto done;
     }
 
-    status = NGX_HTTP_TOLL_AUTH_OK;
+    claims = ngx_http_toll_jwt_json(r->pool, dot1 + 1, dot2 - dot1 - 1);
+    if (claims == NULL) {
+        ctx->auth_detail = "the payload is not base64url of a JSON object";
+        status = NGX_HTTP_TOLL_AUTH_MALFORMED;
+        goto done;
+    }
+
+    status = ngx_http_toll_jwt_claims(r, ctx, lcf, claims, id);
 
 done:
 
@@ -862,84 +882,126 @@ ngx_http_toll_jwt_plan_word(ngx_http_toll_loc_conf_t *lcf, u_char *p,
 
 /*
  * NGX_OK: the signature verifies; NGX_DECLINED: it does not; NGX_ERROR:
- * no memory.  HS256 is compared here in constant time before libjwt is
- * asked: libjwt 1.10 compares with strcmp(), whose time tells an attacker
- * how much of a forged MAC was right.
+ * libcrypto failed (memory).  Every algorithm is checked with the key
+ * parsed at configuration time: no PEM text is parsed per token.  HS256
+ * is compared in constant time, so that the time of a refusal does not
+ * tell how much of a forged MAC was right.
  */
 
 static ngx_int_t
-ngx_http_toll_jwt_signature(ngx_http_request_t *r,
-    ngx_http_toll_jwt_key_t *key, ngx_str_t *token, size_t signed_len,
-    u_char *sig, size_t sig_len)
+ngx_http_toll_jwt_signature(ngx_http_toll_jwt_key_t *key, u_char *data,
+    size_t len, u_char *sig, size_t sig_len)
 {
     int            rc;
-    char          *text;
-    jwt_t         *jwt;
     u_char         mac[EVP_MAX_MD_SIZE];
+    u_char         der[80];
+    size_t         der_len;
     unsigned int   mac_len;
     EVP_MD_CTX    *md;
-
-    if (key->alg == NGX_HTTP_TOLL_JWT_EDDSA) {
-        md = EVP_MD_CTX_new();
-        if (md == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc = EVP_DigestVerifyInit(md, NULL, NULL, NULL, key->pkey) == 1
-             && EVP_DigestVerify(md, sig, sig_len, token->data, signed_len)
-                == 1;
-
-        EVP_MD_CTX_free(md);
-
-        return rc ? NGX_OK : NGX_DECLINED;
-    }
+    const EVP_MD  *digest;
 
     if (key->alg == NGX_HTTP_TOLL_JWT_HS256) {
         if (HMAC(EVP_sha256(), key->material.data, (int) key->material.len,
-                 token->data, signed_len, mac, &mac_len)
+                 data, len, mac, &mac_len)
             == NULL)
         {
             return NGX_ERROR;
         }
 
-        if (mac_len != sig_len || CRYPTO_memcmp(mac, sig, sig_len) != 0) {
-            return NGX_DECLINED;
-        }
+        return (mac_len == sig_len && CRYPTO_memcmp(mac, sig, sig_len) == 0)
+               ? NGX_OK : NGX_DECLINED;
     }
 
-    /* libjwt wants a C string */
+    digest = EVP_sha256();
 
-    text = ngx_pnalloc(r->pool, token->len + 1);
-    if (text == NULL) {
+    if (key->alg == NGX_HTTP_TOLL_JWT_ES256) {
+        /* JWS sends R || S; OpenSSL takes an ASN.1 ECDSA-Sig-Value */
+
+        if (ngx_http_toll_jwt_es256_der(sig, der, &der_len) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        sig = der;
+        sig_len = der_len;
+
+    } else if (key->alg == NGX_HTTP_TOLL_JWT_EDDSA) {
+        /* Ed25519 hashes the message itself: no digest is given */
+        digest = NULL;
+    }
+
+    /* RS256: RSASSA-PKCS1-v1_5, OpenSSL's default padding for RSA */
+
+    md = EVP_MD_CTX_new();
+    if (md == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(text, token->data, token->len);
-    text[token->len] = '\0';
-
-    jwt = NULL;
-
-    rc = jwt_decode(&jwt, text, key->material.data, (int) key->material.len);
-
-    if (rc == ENOMEM) {
+    if (EVP_DigestVerifyInit(md, NULL, digest, NULL, key->pkey) != 1) {
+        EVP_MD_CTX_free(md);
         return NGX_ERROR;
     }
 
-    if (rc != 0 || jwt == NULL) {
-        if (jwt) {
-            jwt_free(jwt);
-        }
+    rc = EVP_DigestVerify(md, sig, sig_len, data, len);
 
+    EVP_MD_CTX_free(md);
+
+    if (rc != 1) {
+        /*
+         * A forgery leaves its reasons in the thread's error queue; left
+         * there, they would be reported by the next TLS error nginx logs.
+         */
+        ERR_clear_error();
         return NGX_DECLINED;
     }
 
-    /* belt and braces: libjwt must have used the algorithm we pinned */
+    return NGX_OK;
+}
 
-    rc = (jwt_get_alg(jwt) == ngx_http_toll_jwt_algs[key->alg].libjwt);
 
-    jwt_free(jwt);
+/* the 64 bytes R || S of an ES256 signature, as DER (at most 72 bytes) */
 
-    return rc ? NGX_OK : NGX_DECLINED;
+static ngx_int_t
+ngx_http_toll_jwt_es256_der(u_char *sig, u_char *der, size_t *der_len)
+{
+    int         n;
+    BIGNUM     *br, *bs;
+    u_char     *p;
+    ECDSA_SIG  *es;
+
+    es = ECDSA_SIG_new();
+    br = BN_bin2bn(sig, 32, NULL);
+    bs = BN_bin2bn(sig + 32, 32, NULL);
+
+    if (es == NULL || br == NULL || bs == NULL
+        || ECDSA_SIG_set0(es, br, bs) != 1)
+    {
+        ECDSA_SIG_free(es);
+        BN_free(br);
+        BN_free(bs);
+        return NGX_ERROR;
+    }
+
+    /* es owns br and bs now */
+
+    n = i2d_ECDSA_SIG(es, NULL);
+
+    if (n <= 0 || n > 80) {
+        ECDSA_SIG_free(es);
+        return NGX_ERROR;
+    }
+
+    p = der;
+    n = i2d_ECDSA_SIG(es, &p);
+
+    ECDSA_SIG_free(es);
+
+    if (n <= 0) {
+        return NGX_ERROR;
+    }
+
+    *der_len = n;
+
+    return NGX_OK;
 }
 
 
@@ -1425,7 +1487,11 @@ ngx_http_toll_jwt_key_check(ngx_conf_t *cf, ngx_http_toll_jwt_key_t *key)
 }
 
 
-/* the key as PEM text, which is what libjwt 1.10 takes */
+/*
+ * The key as PEM text, once: it goes into the policy fingerprint, so that
+ * a reload with another key starts the cache afresh.  Tokens are verified
+ * with key->pkey.
+ */
 
 static ngx_int_t
 ngx_http_toll_jwt_pem(ngx_conf_t *cf, ngx_http_toll_jwt_key_t *key)
@@ -1435,7 +1501,7 @@ ngx_http_toll_jwt_pem(ngx_conf_t *cf, ngx_http_toll_jwt_key_t *key)
     long   len;
 
     if (key->alg == NGX_HTTP_TOLL_JWT_EDDSA) {
-        /* verified with OpenSSL from key->pkey; libjwt never sees it */
+        /* its raw public key goes into the fingerprint instead */
         return NGX_OK;
     }
 

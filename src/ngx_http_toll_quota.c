@@ -221,21 +221,38 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     /*
      * A service may be sold in several locations (at different prices),
-     * but in one currency: its usage and its billed amount are summed by
-     * name, and a sum over two currencies means nothing.
+     * but by one provider and in one currency: its usage, its free tier
+     * and its billed amount are kept and summed by name (the usage hash's
+     * "<service>:provider" field has room for one provider, the last one
+     * written), and a sum over two currencies means nothing.
      */
 
     if (mcf->services) {
         ref = mcf->services->elts;
 
         for (i = 0; i < mcf->services->nelts; i++) {
-            if (ref[i]->name.len == svc->name.len
-                && ngx_strncmp(ref[i]->name.data, svc->name.data,
-                               svc->name.len) == 0
-                && (ref[i]->currency.len != svc->currency.len
-                    || ngx_strncmp(ref[i]->currency.data,
-                                   svc->currency.data,
-                                   svc->currency.len) != 0))
+            if (ref[i]->name.len != svc->name.len
+                || ngx_strncmp(ref[i]->name.data, svc->name.data,
+                               svc->name.len) != 0)
+            {
+                continue;
+            }
+
+            if (ref[i]->provider.len != svc->provider.len
+                || ngx_strncmp(ref[i]->provider.data, svc->provider.data,
+                               svc->provider.len) != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "service \"%V\" is sold by provider "
+                                   "\"%V\" elsewhere: a service has one "
+                                   "provider", &svc->name,
+                                   &ref[i]->provider);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ref[i]->currency.len != svc->currency.len
+                || ngx_strncmp(ref[i]->currency.data, svc->currency.data,
+                               svc->currency.len) != 0)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "service \"%V\" is sold in %V elsewhere: "

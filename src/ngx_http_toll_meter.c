@@ -209,6 +209,37 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 }
 
 
+/*
+ * The call moves to another location's price: what it was counted for at
+ * the gate goes back to the same node (the service, provider and day are
+ * still the context's), so that only the new price is ever counted.
+ */
+
+ngx_int_t
+ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    int64_t     back[NGX_HTTP_TOLL_METER_N];
+    ngx_uint_t  i;
+
+    if (!ctx->meter_admitted) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+        back[i] = -ctx->meter_counts[i];
+    }
+
+    if (ngx_http_toll_meter_add(r, ctx, back) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
+    ctx->meter_admitted = 0;
+
+    return NGX_OK;
+}
+
+
 /* the log phase: what the call turned out to be */
 
 void

@@ -24,6 +24,14 @@ ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
+/*
+ * takes back what admit counted, before the call is priced again (an
+ * internal redirect into another priced location); NGX_ERROR: the zone
+ * could not take it, the call keeps its count and its price
+ */
+ngx_int_t ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+
 /* from the log phase, once per request with a context */
 void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 

@@ -583,11 +583,17 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ctx->amount_micros = ctx->price_micros;
 
-    /* unique without asking anyone: a random prefix per worker, a count */
+    /*
+     * Unique without asking anyone: a random prefix per worker, a count.
+     * A call priced again after an internal redirect is still one call
+     * and keeps its id.
+     */
 
-    p = ngx_cpymem(ctx->usage_id, ngx_http_toll_usage_prefix,
-                   sizeof(ngx_http_toll_usage_prefix));
-    ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
+    if (ctx->usage_id[0] == '\0') {
+        p = ngx_cpymem(ctx->usage_id, ngx_http_toll_usage_prefix,
+                       sizeof(ngx_http_toll_usage_prefix));
+        ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
+    }
 
     if (svc->free_calls == 0) {
         return NGX_OK;
@@ -932,6 +938,28 @@ ngx_http_toll_quota_names(ngx_http_toll_ctx_t *ctx, ngx_str_t *service,
 
     *service = svc->name;
     *provider = svc->provider;
+}
+
+
+/*
+ * An internal redirect took the call to another priced location, which
+ * sells it instead: a free call taken here goes back to the lease, and
+ * nothing of this price is left for the headers, variables or meter.
+ */
+
+void
+ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_quota_give_back(ctx);
+
+    ctx->priced = 0;
+    ctx->service = NULL;
+    ctx->price_micros = 0;
+    ctx->amount_micros = 0;
+    ctx->free_remaining = 0;
+    ctx->free_call = 0;
+    ctx->free_tier_failed = 0;
+    ctx->billed = 0;
 }
 
 

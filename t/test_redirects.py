@@ -25,6 +25,7 @@ from helpers.meter import (INT_FIELDS, check_billing, meter_http,
                            meter_log, meter_upstream, micros, project,
                            proxy_to, upstream_block, usage)
 from helpers.procs import free_port, wait_for
+from test_metrics import parse_text, value
 
 assert meter_upstream  # a fixture, used by name
 
@@ -129,12 +130,19 @@ LOCATIONS = """
             return 200 "ok\\n";
         }
 
+        location /tfw/ {
+            try_files $uri /web/from-tfw;
+        }
         location /lo/ {
             toll_limit off;
             try_files $uri /index.php;
         }
         location = /ping {
             return 200 "pong\\n";
+        }
+        location = /toll/metrics {
+            toll off;
+            toll_metrics;
         }
 """ % {"proxy": PROXY_M, "php": PHP, "web": WEB, "plain": PLAIN}
 
@@ -337,6 +345,30 @@ def test_priced_upstream_answer_replaced_by_unpriced_page(
     assert meter_upstream.total == 0
 
 
+def test_redirect_into_free_tier(start_nginx, meter_upstream, redis_server):
+    """The free tier of the location redirected to: its lease is asked
+    for from there (the request parks on Redis after the redirect), the
+    first call is free, the next paid; the free call stays taken."""
+    ngx = start(start_nginx, meter_upstream)
+    buyer = "b-tfw"
+    key = make_key(redis_server, owner=buyer)
+
+    r = get(ngx, key, "/tfw/page")
+    assert r.status == 200 and r.body == b'{"ok":true}', (r, r.body)
+    check_billing(r, "0", free="true", remaining=0)
+    line = log_of(ngx, r.tag)
+    assert (line["service"], line["amount"], line["free"]) == (
+        "web", "0", "true"), line
+    r = get(ngx, key, "/tfw/page")
+    check_billing(r, "0.02", free="false", remaining=0)
+
+    assert meter_upstream.counts() == {(buyer, "web"): 2}
+    final_counted(ngx, redis_server.client,
+                  {(buyer, "web"): rec(2, "0.02", free=1)})
+    assert int(redis_server.client.hget("toll:free:{%s}" % buyer,
+                                        "web")) == 1
+
+
 def test_limits_run_once_across_redirects(start_nginx, meter_upstream,
                                           redis_server):
     """A window of 2 a day: two redirected calls pass and count once each
@@ -360,3 +392,36 @@ def test_limits_run_once_across_redirects(start_nginx, meter_upstream,
     final_counted(ngx, redis_server.client,
                   {("b-lim", "php"): rec(2, "0.05")})
     assert meter_upstream.total == 2
+
+
+def test_metrics_follow_the_price(start_nginx, meter_upstream, redis_server):
+    """The operator's counters name the service that sold the call: the
+    decision, the metered call and the amount go to "php", nothing to the
+    location the request entered or to the price taken back."""
+    ngx = start(start_nginx, meter_upstream)
+    key = make_key(redis_server, owner="b-metrics")
+    for path in ("/tf/a", "/ic2/x", "/xa2/x"):
+        r = get(ngx, key, path)
+        assert r.status == 200, (path, r, r.body)
+        check_billing(r, "0.05")
+
+    def fams():
+        r = client.request(ngx.port, path="/toll/metrics")
+        assert r.status == 200, (r, r.body)
+        return parse_text(r.body.decode())
+
+    wait_for(lambda: value(fams(), "toll_metered_calls_total",
+                           service="php", tier="paid") == 3,
+             5, interval=0.05, what="the metered calls of php")
+    f = fams()
+    assert value(f, "toll_requests_total", service="php",
+                 decision="passed") == 3
+    assert value(f, "toll_billed_micros_total", service="php",
+                 currency="USD") == 3 * 50000
+    for tier in ("free", "paid"):
+        assert value(f, "toll_metered_calls_total", service="web",
+                     tier=tier) == 0
+    assert value(f, "toll_requests_total", service="web",
+                 decision="passed") == 0
+    assert value(f, "toll_billed_micros_total", service="web",
+                 currency="USD") == 0

@@ -307,6 +307,40 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 }
 
 
+/*
+ * The call moves to another location's price: its record goes with
+ * nothing counted (nothing of it left the zone), so that only the new
+ * price is ever counted.
+ */
+
+void
+ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    int64_t                      none[NGX_HTTP_TOLL_METER_N];
+    ngx_http_toll_main_conf_t   *mcf;
+
+    if (!ctx->meter_admitted) {
+        return;
+    }
+
+    if (ctx->meter_open != NULL) {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+        ngx_memzero(none, sizeof(none));
+
+        ngx_http_toll_shm_lock(mcf->shm_zone);
+        ngx_http_toll_meter_end(mcf->shm_zone, ctx->meter_open, none,
+                                r->connection->log);
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+        ctx->meter_open = NULL;
+    }
+
+    ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
+    ctx->meter_admitted = 0;
+}
+
+
 /* the log phase: what the call turned out to be */
 
 void

@@ -30,6 +30,13 @@ ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
+/*
+ * drops the record admit opened, with nothing counted, before the call is
+ * priced again (an internal redirect into another priced location)
+ */
+void ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+
 /* from the log phase, once per request with a context */
 void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 

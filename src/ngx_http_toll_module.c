@@ -51,6 +51,8 @@ static ngx_int_t ngx_http_toll_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
+static void ngx_http_toll_reprice(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_refuse_limit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 static ngx_http_toll_ctx_t *ngx_http_toll_create_ctx(ngx_http_request_t *r);
@@ -483,8 +485,21 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
     switch (ctx->state) {
 
     case NGX_HTTP_TOLL_STATE_PASSED:
-        /* an internal redirect: the request went through the gate once */
-        return NGX_OK;
+
+        /*
+         * An internal redirect (try_files, index, error_page, a named
+         * location, X-Accel-Redirect): the request stays authenticated
+         * and its limits stay counted, but the call is sold by the
+         * location that sends it upstream, so a priced location prices
+         * it again; an unpriced one leaves its price as it is.
+         */
+
+        if (lcf->service) {
+            ngx_http_toll_reprice(r, ctx, lcf);
+        }
+
+        ctx->state = NGX_HTTP_TOLL_STATE_NEW;
+        break;
 
     case NGX_HTTP_TOLL_STATE_WAITING:
         /* a write event before the store answered */
@@ -620,8 +635,14 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         goto failed;
     }
 
-    if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
-        goto failed;
+    /* the headers of the request are rewritten once, whatever redirects */
+
+    if (!ctx->forwarded) {
+        if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
+            goto failed;
+        }
+
+        ctx->forwarded = 1;
     }
 
     ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
@@ -642,6 +663,26 @@ failed:
     ngx_http_toll_auth_forget(r);
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/*
+ * A passed request redirected into a priced location: the earlier price
+ * is taken back (its meter record and any free call) so that the new
+ * location's price is the one counted, once.
+ */
+
+static void
+ngx_http_toll_reprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    if (ctx->priced) {
+        ngx_http_toll_meter_unadmit(r, ctx);
+        ngx_http_toll_quota_unprice(r, ctx);
+    }
+
+    /* the decision and the call are counted for the service that sells */
+    ctx->metrics_service = lcf->service;
 }
 
 

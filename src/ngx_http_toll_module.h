@@ -188,6 +188,7 @@ typedef struct {
     unsigned                     metered:1;
     unsigned                     meter_admitted:1;
     unsigned                     billed:1;
+    unsigned                     forwarded:1; /* identity headers set */
     unsigned                     free_tier_failed:1;
 } ngx_http_toll_ctx_t;
 

@@ -221,21 +221,38 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     /*
      * A service may be sold in several locations (at different prices),
-     * but in one currency: its usage and its billed amount are summed by
-     * name, and a sum over two currencies means nothing.
+     * but by one provider and in one currency: its usage, its free tier
+     * and its billed amount are kept and summed by name (the usage hash's
+     * "<service>:provider" field has room for one provider, the last one
+     * written), and a sum over two currencies means nothing.
      */
 
     if (mcf->services) {
         ref = mcf->services->elts;
 
         for (i = 0; i < mcf->services->nelts; i++) {
-            if (ref[i]->name.len == svc->name.len
-                && ngx_strncmp(ref[i]->name.data, svc->name.data,
-                               svc->name.len) == 0
-                && (ref[i]->currency.len != svc->currency.len
-                    || ngx_strncmp(ref[i]->currency.data,
-                                   svc->currency.data,
-                                   svc->currency.len) != 0))
+            if (ref[i]->name.len != svc->name.len
+                || ngx_strncmp(ref[i]->name.data, svc->name.data,
+                               svc->name.len) != 0)
+            {
+                continue;
+            }
+
+            if (ref[i]->provider.len != svc->provider.len
+                || ngx_strncmp(ref[i]->provider.data, svc->provider.data,
+                               svc->provider.len) != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "service \"%V\" is sold by provider "
+                                   "\"%V\" elsewhere: a service has one "
+                                   "provider", &svc->name,
+                                   &ref[i]->provider);
+                return NGX_CONF_ERROR;
+            }
+
+            if (ref[i]->currency.len != svc->currency.len
+                || ngx_strncmp(ref[i]->currency.data, svc->currency.data,
+                               svc->currency.len) != 0)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "service \"%V\" is sold in %V elsewhere: "
@@ -566,11 +583,17 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ctx->amount_micros = ctx->price_micros;
 
-    /* unique without asking anyone: a random prefix per worker, a count */
+    /*
+     * Unique without asking anyone: a random prefix per worker, a count.
+     * A call priced again after an internal redirect is still one call
+     * and keeps its id.
+     */
 
-    p = ngx_cpymem(ctx->usage_id, ngx_http_toll_usage_prefix,
-                   sizeof(ngx_http_toll_usage_prefix));
-    ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
+    if (ctx->usage_id[0] == '\0') {
+        p = ngx_cpymem(ctx->usage_id, ngx_http_toll_usage_prefix,
+                       sizeof(ngx_http_toll_usage_prefix));
+        ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
+    }
 
     if (svc->free_calls == 0) {
         return NGX_OK;
@@ -915,6 +938,28 @@ ngx_http_toll_quota_names(ngx_http_toll_ctx_t *ctx, ngx_str_t *service,
 
     *service = svc->name;
     *provider = svc->provider;
+}
+
+
+/*
+ * An internal redirect took the call to another priced location, which
+ * sells it instead: a free call taken here goes back to the lease, and
+ * nothing of this price is left for the headers, variables or meter.
+ */
+
+void
+ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_quota_give_back(ctx);
+
+    ctx->priced = 0;
+    ctx->service = NULL;
+    ctx->price_micros = 0;
+    ctx->amount_micros = 0;
+    ctx->free_remaining = 0;
+    ctx->free_call = 0;
+    ctx->free_tier_failed = 0;
+    ctx->billed = 0;
 }
 
 

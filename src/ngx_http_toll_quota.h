@@ -72,6 +72,10 @@ void ngx_http_toll_quota_cleanup(ngx_http_toll_ctx_t *ctx);
 void ngx_http_toll_quota_names(ngx_http_toll_ctx_t *ctx, ngx_str_t *service,
     ngx_str_t *provider);
 
+/* an internal redirect prices the call again: gives back what it took */
+void ngx_http_toll_quota_unprice(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+
 /* a priced call that never reached the upstream: gives back what it took */
 void ngx_http_toll_quota_unused(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);

@@ -204,3 +204,46 @@ def test_the_example_configuration_passes_nginx_t(tmp_path):
     out = r.stdout.decode("utf-8", "replace")
     assert r.returncode == 0, out
     assert "test is successful" in out, out
+
+
+def service_locations(second):
+    """Two locations selling service "s", the second one marked."""
+    return http_block(location="toll on;", extra="""
+    server {
+        listen 127.0.0.1:%d;
+        location /a/ {
+            toll on;
+            toll_service s provider=acme price=0.05;
+            return 200;
+        }
+        location /b/ {
+            toll on;
+            %s %s
+            return 200;
+        }
+    }""" % (free_port(), second, MARK))
+
+
+def test_service_sold_by_two_providers_refused(nginx_t):
+    """Usage is kept by service name, with one "<service>:provider" field:
+    a second provider would take the first one's revenue."""
+    rc, out, text = nginx_t(
+        service_locations("toll_service s provider=globex price=0.07;"))
+    assert_refused(rc, out, text,
+                   'service "s" is sold by provider "acme" elsewhere',
+                   "a service has one provider")
+
+
+def test_service_sold_at_two_prices_by_one_provider_passes(nginx_t):
+    for second in ("toll_service s provider=acme price=0.07;",
+                   "toll_service s provider=acme price=0.05 "
+                   "currency=USD;"):
+        rc, out, text = nginx_t(service_locations(second))
+        assert rc == 0, "%s\n%s" % (text, out)
+
+
+def test_service_sold_in_two_currencies_refused(nginx_t):
+    rc, out, text = nginx_t(service_locations(
+        "toll_service s provider=acme price=0.05 currency=EUR;"))
+    assert_refused(rc, out, text, 'service "s" is sold in USD elsewhere',
+                   "a service has one currency")

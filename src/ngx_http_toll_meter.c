@@ -133,6 +133,7 @@ static time_t             ngx_http_toll_meter_day_sec = -1;
 /* this process's flushes still waiting for Redis */
 static ngx_uint_t         ngx_http_toll_meter_inflight;
 static int64_t            ngx_http_toll_meter_swept_ms;
+static ngx_http_toll_meter_registry_t  *ngx_http_toll_meter_reg;
 
 /* flush ids: a random number per worker process, then a count */
 static uint64_t           ngx_http_toll_meter_id_prefix;
@@ -441,6 +442,12 @@ ngx_http_toll_meter_registry(ngx_shm_zone_t *shm_zone)
     ngx_http_toll_meter_registry_t  *reg;
     ngx_http_toll_shm_limit_node_t  *ln;
 
+    /* pinned, the node never moves nor goes: found once per process */
+
+    if (ngx_http_toll_meter_reg != NULL) {
+        return ngx_http_toll_meter_reg;
+    }
+
     ln = ngx_http_toll_shm_limit_find(shm_zone,
              (u_char *) NGX_HTTP_TOLL_METER_REGISTRY,
              sizeof(NGX_HTTP_TOLL_METER_REGISTRY) - 1);
@@ -461,7 +468,9 @@ ngx_http_toll_meter_registry(ngx_shm_zone_t *shm_zone)
         ln->pins = 1;
     }
 
-    return (ngx_http_toll_meter_registry_t *) ln->state;
+    ngx_http_toll_meter_reg = (ngx_http_toll_meter_registry_t *) ln->state;
+
+    return ngx_http_toll_meter_reg;
 }
 
 

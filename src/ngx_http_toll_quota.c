@@ -221,10 +221,11 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     /*
      * A service may be sold in several locations (at different prices),
-     * but by one provider and in one currency: its usage, its free tier
-     * and its billed amount are kept and summed by name (the usage hash's
-     * "<service>:provider" field has room for one provider, the last one
-     * written), and a sum over two currencies means nothing.
+     * but by one provider, in one currency and with one free tier: its
+     * usage, its free tier and its billed amount are kept and summed by
+     * name (the usage hash's "<service>:provider" field has room for one
+     * provider, the last one written), and a sum over two currencies
+     * means nothing.
      */
 
     if (mcf->services) {
@@ -258,6 +259,16 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                    "service \"%V\" is sold in %V elsewhere: "
                                    "a service has one currency",
                                    &svc->name, &ref[i]->currency);
+                return NGX_CONF_ERROR;
+            }
+
+            /* one grant per buyer and service name, leased from Redis */
+
+            if (ref[i]->free_calls != svc->free_calls) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "service \"%V\" has free_calls=%L "
+                                   "elsewhere: a service has one free tier",
+                                   &svc->name, ref[i]->free_calls);
                 return NGX_CONF_ERROR;
             }
         }

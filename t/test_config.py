@@ -234,6 +234,16 @@ def test_service_sold_by_two_providers_refused(nginx_t):
                    "a service has one provider")
 
 
+def test_service_with_two_free_tiers_refused(nginx_t):
+    """The free tier is one grant per buyer and service name, leased from
+    Redis: two sizes of it for one name would give the larger one through
+    whichever location asks."""
+    rc, out, text = nginx_t(service_locations(
+        "toll_service s provider=acme price=0.05 free_calls=10;"))
+    assert_refused(rc, out, text, 'service "s" has free_calls=0 elsewhere',
+                   "a service has one free tier")
+
+
 def test_service_sold_at_two_prices_by_one_provider_passes(nginx_t):
     for second in ("toll_service s provider=acme price=0.07;",
                    "toll_service s provider=acme price=0.05 "

@@ -278,6 +278,12 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     }
 
     if (op == NULL) {
+        if (ln != NULL) {
+            /* the timer unpins it if it holds nothing */
+            ngx_http_toll_shm_enqueue(mcf->shm_zone, ln,
+                                      NGX_HTTP_TOLL_QUEUE_METER);
+        }
+
         ngx_http_toll_shm_unlock(mcf->shm_zone);
 
         ngx_http_toll_quota_names(ctx, &service, &provider);

@@ -56,8 +56,11 @@ typedef struct {
     uint32_t                   sent;
     uint32_t                   mask;
     uint32_t                   nwindows;
+    uint32_t                   nconc;         /* slots of the proc table */
+    uint32_t                   reserved;
     /* toll_window_t, one per window unit in the mask, in unit order;
-       then ngx_http_toll_limit_conc_t[NGX_HTTP_TOLL_PROCS_MAX] */
+       then ngx_http_toll_limit_conc_t[nconc], a count per slot of the
+       table of worker processes */
 } ngx_http_toll_limit_state_t;
 
 
@@ -149,6 +152,8 @@ static toll_window_t *ngx_http_toll_limit_window(
     ngx_http_toll_limit_state_t *st, toll_unit_e unit);
 static ngx_http_toll_limit_conc_t *ngx_http_toll_limit_conc(
     ngx_http_toll_limit_state_t *st);
+static ngx_http_toll_shm_limit_node_t *ngx_http_toll_limit_fit(
+    ngx_shm_zone_t *shm_zone, ngx_http_toll_shm_limit_node_t *ln);
 static int64_t ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_state_t *st);
 static void ngx_http_toll_limit_hold(ngx_shm_zone_t *shm_zone,
@@ -184,6 +189,7 @@ static ngx_shm_zone_t    *ngx_http_toll_limit_zone;
 static ngx_msec_t         ngx_http_toll_limit_sync_ms;
 static ngx_int_t          ngx_http_toll_limit_proc = -1;
 static uint32_t           ngx_http_toll_limit_gen;
+static ngx_uint_t         ngx_http_toll_limit_workers;
 static u_char             ngx_http_toll_limit_node_id[NGX_MAXHOSTNAMELEN
                                                       + NGX_INT64_LEN + 2];
 static size_t             ngx_http_toll_limit_node_id_len;
@@ -789,6 +795,7 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
 {
     u_char                      *p, sha[20];
     ngx_pid_t                   master;
+    ngx_core_conf_t            *ccf;
     ngx_http_toll_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
@@ -800,14 +807,19 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
     ngx_http_toll_limit_zone = mcf->shm_zone;
     ngx_http_toll_limit_sync_ms = mcf->limit_sync;
 
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ngx_http_toll_limit_workers = (ngx_uint_t) ccf->worker_processes;
+
     ngx_http_toll_limit_proc = ngx_http_toll_shm_proc_claim(
-                                   mcf->shm_zone, &ngx_http_toll_limit_gen);
+                                   mcf->shm_zone, ngx_http_toll_limit_workers,
+                                   &ngx_http_toll_limit_gen);
 
     if (ngx_http_toll_limit_proc == -1) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                      "toll: more than %d worker processes: this one does "
-                      "not count its requests in flight",
-                      NGX_HTTP_TOLL_PROCS_MAX);
+                      "toll: no room in zone \"%V\" for the table of worker "
+                      "processes: this one does not count its requests in "
+                      "flight until there is, increase \"toll_zone\"",
+                      &mcf->shm_zone->shm.name);
     }
 
     /* a node is its master: workers of one nginx count as one node */
@@ -1421,7 +1433,7 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
 {
     size_t                           size;
     uint32_t                         nwindows;
-    ngx_uint_t                       u;
+    ngx_uint_t                       u, nconc;
     ngx_http_toll_limit_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
@@ -1431,8 +1443,13 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
         st = (ngx_http_toll_limit_state_t *) ln->state;
 
         if ((st->mask & mask) == mask || ln->pins) {
+            ln = ngx_http_toll_limit_fit(shm_zone, ln);
+            if (ln == NULL) {
+                return NULL;
+            }
+
             *lnp = ln;
-            return st;
+            return (ngx_http_toll_limit_state_t *) ln->state;
         }
 
         mask |= st->mask;
@@ -1447,9 +1464,11 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
 
     size = sizeof(ngx_http_toll_limit_state_t)
            + nwindows * ngx_http_toll_limit_window_size;
+    nconc = 0;
 
     if (mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) {
-        size += NGX_HTTP_TOLL_PROCS_MAX * sizeof(ngx_http_toll_limit_conc_t);
+        nconc = ngx_http_toll_shm_proc_slots(shm_zone);
+        size += nconc * sizeof(ngx_http_toll_limit_conc_t);
     }
 
     ln = ngx_http_toll_shm_limit_create(shm_zone, subject, len, size);
@@ -1460,10 +1479,55 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
     st = (ngx_http_toll_limit_state_t *) ln->state;
     st->mask = mask;
     st->nwindows = nwindows;
+    st->nconc = (uint32_t) nconc;
 
     *lnp = ln;
 
     return st;
+}
+
+
+/*
+ * A node made before the table of worker processes grew has no count for
+ * this worker's slot: it grows too.  NULL: no room in the zone.
+ */
+
+static ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_limit_fit(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln)
+{
+    size_t                        size;
+    ngx_uint_t                    nconc;
+    ngx_http_toll_limit_conc_t   *conc;
+    ngx_http_toll_limit_state_t  *st;
+
+    st = (ngx_http_toll_limit_state_t *) ln->state;
+
+    if (!(st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY)
+        || ngx_http_toll_limit_proc < (ngx_int_t) st->nconc)
+    {
+        return ln;
+    }
+
+    nconc = ngx_http_toll_shm_proc_slots(shm_zone);
+    size = sizeof(ngx_http_toll_limit_state_t)
+           + st->nwindows * ngx_http_toll_limit_window_size
+           + nconc * sizeof(ngx_http_toll_limit_conc_t);
+
+    ln = ngx_http_toll_shm_limit_grow(shm_zone, ln, size);
+    if (ln == NULL) {
+        return NULL;
+    }
+
+    st = (ngx_http_toll_limit_state_t *) ln->state;
+    conc = ngx_http_toll_limit_conc(st);
+
+    /* the new counts are zero: of no generation any slot has yet */
+    ngx_memzero(&conc[st->nconc],
+                (nconc - st->nconc) * sizeof(ngx_http_toll_limit_conc_t));
+    st->nconc = (uint32_t) nconc;
+
+    return ln;
 }
 
 
@@ -1517,7 +1581,7 @@ ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
 
     n = 0;
 
-    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+    for (i = 0; i < st->nconc; i++) {
         if (conc[i].count
             && conc[i].gen == ngx_http_toll_shm_proc_gen(shm_zone, i))
         {
@@ -1582,17 +1646,26 @@ ngx_http_toll_limit_hold(ngx_shm_zone_t *shm_zone, u_char *subject,
 {
     ngx_http_toll_limit_conc_t      *conc;
     ngx_http_toll_limit_state_t     *st;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    ngx_http_toll_shm_limit_node_t  *ln, *fit;
 
     ngx_http_toll_shm_lock(shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(shm_zone, subject, len);
 
     if (ln) {
+        fit = ngx_http_toll_limit_fit(shm_zone, ln);
+
+        /* a node the zone has no room to grow: uncounted by this worker */
+        if (fit) {
+            ln = fit;
+        }
+
         st = (ngx_http_toll_limit_state_t *) ln->state;
         conc = ngx_http_toll_limit_conc(st);
 
-        if (conc && ngx_http_toll_limit_proc >= 0) {
+        if (conc && ngx_http_toll_limit_proc >= 0
+            && ngx_http_toll_limit_proc < (ngx_int_t) st->nconc)
+        {
             conc = &conc[ngx_http_toll_limit_proc];
 
             if (conc->gen != ngx_http_toll_limit_gen) {
@@ -2319,7 +2392,18 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     n = 0;
     now = ngx_http_toll_now_ms();
 
+    if (ngx_http_toll_limit_proc == -1) {
+        /* the zone had no room for the table: it may have now */
+        ngx_http_toll_limit_proc = ngx_http_toll_shm_proc_claim(
+                                       ngx_http_toll_limit_zone,
+                                       ngx_http_toll_limit_workers,
+                                       &ngx_http_toll_limit_gen);
+    }
+
     ngx_http_toll_shm_lock(ngx_http_toll_limit_zone);
+
+    /* places held by killed workers stop counting within a second */
+    ngx_http_toll_shm_proc_reap(ngx_http_toll_limit_zone);
 
     while (n < NGX_HTTP_TOLL_SYNC_BATCH_MAX) {
         ln = ngx_http_toll_shm_limit_next_sync(ngx_http_toll_limit_zone);

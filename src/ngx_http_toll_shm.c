@@ -48,6 +48,8 @@ typedef struct {
     ngx_uint_t                 nprocs;
     ngx_msec_t                 procs_reaped;  /* ngx_current_msec */
 
+    ngx_http_toll_shm_clock_t  limit_clock;
+
     /* the operator's counters, bumped without the mutex */
     ngx_http_toll_metrics_sh_t  metrics;
 } ngx_http_toll_sh_t;
@@ -174,6 +176,10 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_toll_shm_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
     ngx_queue_init(&ctx->sh->lru_negative);
+
+    /* fixed for the zone's life: reloads keep the limit clock */
+    ctx->sh->limit_clock.base_ms = ngx_http_toll_now_ms()
+                                   - (int64_t) ngx_current_msec;
 
     ngx_rbtree_init(&ctx->sh->limit_rbtree, &ctx->sh->limit_sentinel,
                     ngx_http_toll_shm_limit_insert_value);
@@ -1048,6 +1054,15 @@ ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up)
     ngx_shmtx_lock(&ctx->shpool->mutex);
     ctx->sh->procs[ngx_http_toll_shm_self].redis_up = up;
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_http_toll_shm_clock_t *
+ngx_http_toll_shm_limit_clock(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return &ctx->sh->limit_clock;
 }
 
 

@@ -39,6 +39,17 @@ typedef struct {
 } ngx_http_toll_shm_proc_t;
 
 
+/*
+ * A node's estimate of Redis's clock minus its limit clock, shared by its
+ * workers: the limit sync moves times between the two (under the mutex).
+ */
+typedef struct {
+    int64_t                    base_ms;       /* limit clock - monotonic */
+    int64_t                    offset_us;
+    ngx_uint_t                 known;
+} ngx_http_toll_shm_clock_t;
+
+
 /* what a scrape reads of the zone, under its mutex */
 typedef struct {
     size_t                     size;
@@ -183,6 +194,10 @@ void ngx_http_toll_shm_proc_reap(ngx_shm_zone_t *shm_zone);
 ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_grow(
     ngx_shm_zone_t *shm_zone, ngx_http_toll_shm_limit_node_t *ln,
     size_t state_size);
+
+/* the limit sync's estimate of Redis's clock */
+ngx_http_toll_shm_clock_t *ngx_http_toll_shm_limit_clock(
+    ngx_shm_zone_t *shm_zone);
 
 /* the counters in the zone, and the gauges read when scraped */
 ngx_http_toll_metrics_sh_t *ngx_http_toll_shm_metrics(

@@ -34,11 +34,6 @@
 #define NGX_HTTP_TOLL_SYNC_CONC_MIN_MS   2000
 /* script arguments: EVAL, script, numkeys, key, 6 fixed, 5 per limit */
 #define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (10 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
-/* a measured offset to Redis's clock this far above the estimate is a
-   step of Redis's clock, not a slow reply: it replaces the estimate */
-#define NGX_HTTP_TOLL_CLOCK_STEP_US      1000000
-/* else the estimate rises towards it by this fraction */
-#define NGX_HTTP_TOLL_CLOCK_RISE         64
 /* the text of a call's arguments: numbers, and each window's slots */
 #define NGX_HTTP_TOLL_SYNC_TEXT_LEN      (NGX_HTTP_TOLL_SYNC_ARGS_MAX         \
                                           * NGX_INT64_LEN                     \
@@ -174,8 +169,6 @@ static ngx_int_t ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call,
 static ngx_int_t ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms);
 static void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
-static void ngx_http_toll_limit_clock_sample(ngx_shm_zone_t *shm_zone,
-    int64_t offset_ms);
 
 static void ngx_http_toll_limit_sync_handler(ngx_event_t *ev);
 static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
@@ -2079,11 +2072,11 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
                                           : lctx->shm_zone);
     key = p;
 
-    if (clock->known) {
+    if (clock->redis.known) {
         /* rounded down: a call may arrive late, never early */
-        p = ngx_sprintf(p, "%L", clock->offset_us >= 0
-                                 ? clock->offset_us / 1000
-                                 : (clock->offset_us - 999) / 1000);
+        p = ngx_sprintf(p, "%L", clock->redis.offset_us >= 0
+                                 ? clock->redis.offset_us / 1000
+                                 : (clock->redis.offset_us - 999) / 1000);
 
     } else {
         *p++ = '-';
@@ -2311,7 +2304,14 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         goto failed;
     }
 
-    ngx_http_toll_limit_clock_sample(shm_zone, reply->element[2]->integer);
+    /*
+     * What Redis read minus when the call was built: a steady estimate
+     * matters, as each change of it moves this node's times in Redis's
+     * eyes, and a bucket keeps the latest of two times.
+     */
+
+    toll_clock_sample(&ngx_http_toll_shm_limit_clock(shm_zone)->redis,
+                      reply->element[2]->integer);
 
     e = 3;
 
@@ -2455,38 +2455,6 @@ ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st)
             w->sent[i] = 0;
         }
     }
-}
-
-
-/*
- * One measure of Redis's clock minus this node's limit clock (the zone
- * locked): what Redis read minus when the call was built, so the true
- * offset plus the call's delay on its way.  The estimate follows the
- * smallest measures, the least delayed: at once downwards, slowly
- * upwards (a slower Redis clock, or a delay that lasts), and at once
- * for a step of more than a second.  A steady estimate matters: each
- * change of it moves this node's times in Redis's eyes, and a bucket
- * keeps the latest of two times.
- */
-
-static void
-ngx_http_toll_limit_clock_sample(ngx_shm_zone_t *shm_zone, int64_t offset_ms)
-{
-    int64_t                     us;
-    ngx_http_toll_shm_clock_t  *clock;
-
-    clock = ngx_http_toll_shm_limit_clock(shm_zone);
-    us = offset_ms * 1000;
-
-    if (!clock->known || us < clock->offset_us
-        || us - clock->offset_us > NGX_HTTP_TOLL_CLOCK_STEP_US)
-    {
-        clock->offset_us = us;
-        clock->known = 1;
-        return;
-    }
-
-    clock->offset_us += (us - clock->offset_us) / NGX_HTTP_TOLL_CLOCK_RISE;
 }
 
 

@@ -15,6 +15,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
+#include "toll_limit.h"
 
 
 #define NGX_HTTP_TOLL_ZONE_NAME      "toll"
@@ -45,8 +46,7 @@ typedef struct {
  */
 typedef struct {
     int64_t                    base_ms;       /* limit clock - monotonic */
-    int64_t                    offset_us;
-    ngx_uint_t                 known;
+    toll_clock_t               redis;         /* Redis's - limit clock */
 } ngx_http_toll_shm_clock_t;
 
 

@@ -243,3 +243,22 @@ toll_bucket_commit(const toll_bucket_conf_t *bc, toll_bucket_t *b,
 
     b->tat_ns = (b->tat_ns > now ? b->tat_ns : now) + bc->interval_ns;
 }
+
+
+void
+toll_clock_sample(toll_clock_t *c, int64_t offset_ms)
+{
+    int64_t  us;
+
+    us = offset_ms * 1000;
+
+    if (!c->known || us < c->offset_us
+        || us - c->offset_us > TOLL_CLOCK_STEP_US)
+    {
+        c->offset_us = us;
+        c->known = 1;
+        return;
+    }
+
+    c->offset_us += (us - c->offset_us) / TOLL_CLOCK_RISE;
+}

@@ -89,6 +89,24 @@ typedef struct {
 } toll_limit_result_t;
 
 
+/*
+ * A node's estimate of the offset from its clock to another's (Redis's),
+ * from measures that are never early: each is the true offset plus the
+ * delay of a message on its way.  It follows the smallest measures, the
+ * least delayed: down at once, up by 1/TOLL_CLOCK_RISE of the difference
+ * a measure (a slower clock, a delay that lasts), and at once for a
+ * measure more than TOLL_CLOCK_STEP_US above it (the other clock was
+ * stepped).  Steady: jitter in the delays hardly moves it.
+ */
+#define TOLL_CLOCK_STEP_US       1000000
+#define TOLL_CLOCK_RISE          64
+
+typedef struct {
+    int64_t              offset_us;
+    int                  known;
+} toll_clock_t;
+
+
 /* 0, or -1 when the values are out of range or overflow */
 int toll_bucket_conf(toll_bucket_conf_t *bc, int64_t count,
     int64_t period_ms, int64_t burst);
@@ -118,6 +136,9 @@ void toll_window_advance(const toll_window_conf_t *wc, toll_window_t *w,
 
 /* requests counted in the window (all three rings) */
 int64_t toll_window_used(const toll_window_t *w);
+
+/* takes one measure of the offset, in ms */
+void toll_clock_sample(toll_clock_t *c, int64_t offset_ms);
 
 
 #endif /* _TOLL_LIMIT_H_INCLUDED_ */

@@ -32,8 +32,8 @@
 /* a node's in-flight count in Redis outlives this many rounds only */
 #define NGX_HTTP_TOLL_SYNC_CONC_ROUNDS   20
 #define NGX_HTTP_TOLL_SYNC_CONC_MIN_MS   2000
-/* script arguments: EVAL, script, numkeys, key, 5 fixed, 5 per limit */
-#define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (9 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
+/* script arguments: EVAL, script, numkeys, key, 6 fixed, 5 per limit */
+#define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (10 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
 /* the text of a call's arguments: numbers, and each window's slots */
 #define NGX_HTTP_TOLL_SYNC_TEXT_LEN      (NGX_HTTP_TOLL_SYNC_ARGS_MAX         \
                                           * NGX_INT64_LEN                     \
@@ -56,8 +56,11 @@ typedef struct {
     uint32_t                   sent;
     uint32_t                   mask;
     uint32_t                   nwindows;
+    uint32_t                   nconc;         /* slots of the proc table */
+    uint32_t                   reserved;
     /* toll_window_t, one per window unit in the mask, in unit order;
-       then ngx_http_toll_limit_conc_t[NGX_HTTP_TOLL_PROCS_MAX] */
+       then ngx_http_toll_limit_conc_t[nconc], a count per slot of the
+       table of worker processes */
 } ngx_http_toll_limit_state_t;
 
 
@@ -149,6 +152,8 @@ static toll_window_t *ngx_http_toll_limit_window(
     ngx_http_toll_limit_state_t *st, toll_unit_e unit);
 static ngx_http_toll_limit_conc_t *ngx_http_toll_limit_conc(
     ngx_http_toll_limit_state_t *st);
+static ngx_http_toll_shm_limit_node_t *ngx_http_toll_limit_fit(
+    ngx_shm_zone_t *shm_zone, ngx_http_toll_shm_limit_node_t *ln);
 static int64_t ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_state_t *st);
 static void ngx_http_toll_limit_hold(ngx_shm_zone_t *shm_zone,
@@ -184,6 +189,8 @@ static ngx_shm_zone_t    *ngx_http_toll_limit_zone;
 static ngx_msec_t         ngx_http_toll_limit_sync_ms;
 static ngx_int_t          ngx_http_toll_limit_proc = -1;
 static uint32_t           ngx_http_toll_limit_gen;
+static ngx_uint_t         ngx_http_toll_limit_workers;
+static int64_t            ngx_http_toll_limit_base;
 static u_char             ngx_http_toll_limit_node_id[NGX_MAXHOSTNAMELEN
                                                       + NGX_INT64_LEN + 2];
 static size_t             ngx_http_toll_limit_node_id_len;
@@ -191,6 +198,18 @@ static size_t             ngx_http_toll_limit_node_id_len;
 /* the script's SHA-1, and whether Redis is known to have it cached */
 static u_char             ngx_http_toll_limit_script_sha[40];
 static ngx_uint_t         ngx_http_toll_limit_script_cached;
+
+
+/*
+ * The limit clock: monotonic milliseconds, the same for every process of
+ * the host, and never stepped, so that a wall clock set back (or forward)
+ * neither locks a key out nor frees it.  It starts from the wall clock
+ * when the zone was made (slot numbers stay positive, and read as
+ * dates).  Nodes do not share it: the sync script moves times between it
+ * and Redis's clock.
+ */
+#define ngx_http_toll_limit_now()                                             \
+    ((int64_t) ngx_current_msec + ngx_http_toll_limit_base)
 
 
 static ngx_str_t  ngx_http_toll_limit_status_names[] = {
@@ -210,70 +229,95 @@ static const char  ngx_http_toll_limit_units[TOLL_UNIT_N] = {
 
 /*
  * One script for rounds ("s") and for strict requests ("a").  ARGV: mode,
- * now (unix ms), the key's TTL (ms), this node's id, the number of limits,
- * then five per limit:
+ * the node's now (its limit clock, ms), the key's TTL (ms), this node's
+ * id, the number of limits, the node's estimate of Redis's clock minus
+ * its own (ms, or "-"), then five per limit:
  *
  *   "b" n interval_us tolerance_us tat_us  a bucket, n admitted here, and
  *                                          this node's tat (us) after them
  *   "w" unit slot_ms count "slot:n ..."    a window and its slots' news
  *   "c" in_flight expire_ms - -            this node's requests in flight
  *
+ * Times in Redis are on Redis's clock (TIME), the one clock all nodes
+ * share: a node's times are moved onto it by the node's offset d, and
+ * the answer is moved back onto the node's clock.  d is the node's
+ * estimate when this call agrees with it (a call arrives after it was
+ * built, never before), else this call's own measure.  A window's slots
+ * move by d rounded to whole slots.  A bucket's tat is never read as
+ * further ahead than twice its tolerance: whatever clock put it there,
+ * it cannot refuse a key for longer than that.  (Redis before 5 writes
+ * after TIME only once told to replicate the script's effects.)
+ *
  * It adds this node's news, in strict mode decides one more request
  * (all limits or none), drops expired slots and nodes, and answers
- * {admitted, violated limit (1-based) or 0, then per limit: the bucket's
- * tat (us), a window's {head slot, counts of its 41 slots}, or the
- * in-flight count of the other nodes}.  Only integers: a tat in us stays
- * below 2^53.
+ * {admitted, violated limit (1-based) or 0, this call's measure of d,
+ * then per limit: the bucket's tat (us), a window's {head slot, counts of
+ * its 41 slots}, or the in-flight count of the other nodes}.  Only
+ * integers: a tat in us stays below 2^53.
  */
 
 static ngx_str_t  ngx_http_toll_limit_script = ngx_string(
-"local now=tonumber(ARGV[2]) local now_us=now*1000 local key=KEYS[1] "
+"local now=tonumber(ARGV[2]) local key=KEYS[1] "
 "local node='c:'..ARGV[4] local K=40 local h={} "
+"if redis.replicate_commands then redis.replicate_commands() end "
+"local tm=redis.call('TIME') "
+"local rnow=tonumber(tm[1])*1000+math.floor(tonumber(tm[2])/1000) "
+"local rnow_us=tonumber(tm[1])*1000000+tonumber(tm[2]) "
+"local m=rnow-now local d=m local off=tonumber(ARGV[6]) "
+"if off and m>=off and m-off<=1000 then d=off end "
+"local d_us=d*1000 "
 "local raw=redis.call('HGETALL',key) "
 "for i=1,#raw,2 do h[raw[i]]=raw[i+1] end "
-"local lim={} local p=6 "
+"local lim={} local p=7 "
 "for i=1,tonumber(ARGV[5]) do "
   "lim[i]={ARGV[p],ARGV[p+1],tonumber(ARGV[p+2]),tonumber(ARGV[p+3]),"
   "ARGV[p+4]} p=p+5 end "
-"local function tat() local t=tonumber(h['b'] or '0') "
-  "if t<now_us then t=now_us end return t end "
+"local function gb(l) local t=tonumber(h['b'] or '0') "
+  "local c=rnow_us+2*l[4] if t>c then t=c end return t end "
+"local function tat(l) local t=gb(l) "
+  "if t<rnow_us then t=rnow_us end return t end "
+"local function sh(l) return math.floor(d/l[3]+0.5) end "
 "local function field(l,slot) return l[2]..':'..slot end "
 "local function count(l,slot) return tonumber(h[field(l,slot)] or '0') end "
 "local function bump(l,slot,n) local f=field(l,slot) "
   "h[f]=count(l,slot)+n redis.call('HINCRBY',key,f,n) end "
 "for _,l in ipairs(lim) do "
   "if l[1]=='b' then local n=tonumber(l[2]) if n>0 then "
-    "local t=tonumber(h['b'] or '0')+n*l[3] local own=tonumber(l[5]) "
-    "if own>t then t=own end "
-    "if t>now_us+2*l[4] then t=now_us+2*l[4] end "
+    "local t=gb(l)+n*l[3] local own=tonumber(l[5]) "
+    "if own>0 and own+d_us>t then t=own+d_us end "
+    "if t>rnow_us+2*l[4] then t=rnow_us+2*l[4] end "
     "h['b']=t end "
-  "elseif l[1]=='w' then local head=math.floor(now/l[3]) "
-    "for s,n in string.gmatch(l[5],'(%d+):(%d+)') do s=tonumber(s) "
-      "if s>=head-K and s<=head then bump(l,s,tonumber(n)) end end "
+  "elseif l[1]=='w' then local head=math.floor(rnow/l[3]) local k=sh(l) "
+    "for s,n in string.gmatch(l[5],'(%d+):(%d+)') do s=tonumber(s)+k "
+      "if s>head then s=head end "
+      "if s>=head-K then bump(l,s,tonumber(n)) end end "
   "elseif l[1]=='c' then "
-    "redis.call('HSET',key,node,l[2]..':'..(now+l[3])) end end "
+    "redis.call('HSET',key,node,l[2]..':'..(rnow+l[3])) end end "
 "local ok,bad=1,0 "
 "if ARGV[1]=='a' then "
   "for i,l in ipairs(lim) do "
-    "if l[1]=='b' and tat()+l[3]-now_us>l[4] then ok,bad=0,i break end "
-    "if l[1]=='w' and l[4]>0 then local head=math.floor(now/l[3]) local s=0 "
+    "if l[1]=='b' and tat(l)+l[3]-rnow_us>l[4] then ok,bad=0,i break end "
+    "if l[1]=='w' and l[4]>0 then local head=math.floor(rnow/l[3]) "
+      "local s=0 "
       "for slot=head-K,head do s=s+count(l,slot) end "
       "if s+1>l[4] then ok,bad=0,i break end end end "
   "if ok==1 then for _,l in ipairs(lim) do "
-    "if l[1]=='b' then h['b']=tat()+l[3] end "
-    "if l[1]=='w' then bump(l,math.floor(now/l[3]),1) end end end end "
-"local out={ok,bad} local heads={} "
+    "if l[1]=='b' then h['b']=tat(l)+l[3] end "
+    "if l[1]=='w' then bump(l,math.floor(rnow/l[3]),1) end end end end "
+"local out={ok,bad,m} local heads={} "
 "for _,l in ipairs(lim) do "
-  "if l[1]=='b' then if h['b'] then "
-    "redis.call('HSET',key,'b',string.format('%d',math.floor(h['b']))) end "
-    "out[#out+1]=math.floor(tonumber(h['b'] or '0')) "
-  "elseif l[1]=='w' then local head=math.floor(now/l[3]) local a={head} "
+  "if l[1]=='b' then local t=0 if h['b'] then t=math.floor(gb(l)) "
+    "redis.call('HSET',key,'b',string.format('%d',t)) "
+    "t=t-d_us if t<0 then t=0 end end "
+    "out[#out+1]=t "
+  "elseif l[1]=='w' then local head=math.floor(rnow/l[3]) "
+    "local a={head-sh(l)} "
     "for slot=head-K,head do a[#a+1]=count(l,slot) end "
     "out[#out+1]=a heads[l[2]]=head "
   "elseif l[1]=='c' then local s=0 "
     "for f,v in pairs(h) do if string.sub(f,1,2)=='c:' and f~=node then "
       "local c,e=string.match(v,'^(%d+):(%d+)$') "
-      "if c and tonumber(e)>now then s=s+tonumber(c) "
+      "if c and tonumber(e)>rnow then s=s+tonumber(c) "
       "else redis.call('HDEL',key,f) end end end "
     "out[#out+1]=s end end "
 "for f,_ in pairs(h) do local u,s=string.match(f,'^(%a):(%d+)$') "
@@ -789,6 +833,7 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
 {
     u_char                      *p, sha[20];
     ngx_pid_t                   master;
+    ngx_core_conf_t            *ccf;
     ngx_http_toll_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
@@ -799,15 +844,22 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
 
     ngx_http_toll_limit_zone = mcf->shm_zone;
     ngx_http_toll_limit_sync_ms = mcf->limit_sync;
+    ngx_http_toll_limit_base = ngx_http_toll_shm_limit_clock(mcf->shm_zone)
+                                   ->base_ms;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ngx_http_toll_limit_workers = (ngx_uint_t) ccf->worker_processes;
 
     ngx_http_toll_limit_proc = ngx_http_toll_shm_proc_claim(
-                                   mcf->shm_zone, &ngx_http_toll_limit_gen);
+                                   mcf->shm_zone, ngx_http_toll_limit_workers,
+                                   &ngx_http_toll_limit_gen);
 
     if (ngx_http_toll_limit_proc == -1) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                      "toll: more than %d worker processes: this one does "
-                      "not count its requests in flight",
-                      NGX_HTTP_TOLL_PROCS_MAX);
+                      "toll: no room in zone \"%V\" for the table of worker "
+                      "processes: this one does not count its requests in "
+                      "flight until there is, increase \"toll_zone\"",
+                      &mcf->shm_zone->shm.name);
     }
 
     /* a node is its master: workers of one nginx count as one node */
@@ -1251,7 +1303,7 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     ngx_http_toll_limit_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
-    now = ngx_http_toll_now_ms();
+    now = ngx_http_toll_limit_now();
     mask = ngx_http_toll_limit_mask(lctx, from, to);
 
     ngx_http_toll_shm_lock(lctx->shm_zone);
@@ -1279,6 +1331,20 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
         case NGX_HTTP_TOLL_RATE_BUCKET:
             st->interval_ns = l->rate->bc.interval_ns;
             st->tolerance_ns = l->rate->bc.tolerance_ns;
+
+            /*
+             * As the script reads it: whatever put a tat further ahead
+             * (an overshoot of other nodes, a state from another clock)
+             * refuses the key for a refill's time at most.
+             */
+
+            if (st->bucket.tat_ns - now * 1000000
+                > 2 * l->rate->bc.tolerance_ns)
+            {
+                st->bucket.tat_ns = now * 1000000
+                                    + 2 * l->rate->bc.tolerance_ns;
+            }
+
             toll_bucket_check(&l->rate->bc, &st->bucket, now, 0, &l->res);
             break;
 
@@ -1421,7 +1487,7 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
 {
     size_t                           size;
     uint32_t                         nwindows;
-    ngx_uint_t                       u;
+    ngx_uint_t                       u, nconc;
     ngx_http_toll_limit_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
@@ -1431,8 +1497,13 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
         st = (ngx_http_toll_limit_state_t *) ln->state;
 
         if ((st->mask & mask) == mask || ln->pins) {
+            ln = ngx_http_toll_limit_fit(shm_zone, ln);
+            if (ln == NULL) {
+                return NULL;
+            }
+
             *lnp = ln;
-            return st;
+            return (ngx_http_toll_limit_state_t *) ln->state;
         }
 
         mask |= st->mask;
@@ -1447,9 +1518,11 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
 
     size = sizeof(ngx_http_toll_limit_state_t)
            + nwindows * ngx_http_toll_limit_window_size;
+    nconc = 0;
 
     if (mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) {
-        size += NGX_HTTP_TOLL_PROCS_MAX * sizeof(ngx_http_toll_limit_conc_t);
+        nconc = ngx_http_toll_shm_proc_slots(shm_zone);
+        size += nconc * sizeof(ngx_http_toll_limit_conc_t);
     }
 
     ln = ngx_http_toll_shm_limit_create(shm_zone, subject, len, size);
@@ -1460,10 +1533,55 @@ ngx_http_toll_limit_node(ngx_shm_zone_t *shm_zone, u_char *subject,
     st = (ngx_http_toll_limit_state_t *) ln->state;
     st->mask = mask;
     st->nwindows = nwindows;
+    st->nconc = (uint32_t) nconc;
 
     *lnp = ln;
 
     return st;
+}
+
+
+/*
+ * A node made before the table of worker processes grew has no count for
+ * this worker's slot: it grows too.  NULL: no room in the zone.
+ */
+
+static ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_limit_fit(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln)
+{
+    size_t                        size;
+    ngx_uint_t                    nconc;
+    ngx_http_toll_limit_conc_t   *conc;
+    ngx_http_toll_limit_state_t  *st;
+
+    st = (ngx_http_toll_limit_state_t *) ln->state;
+
+    if (!(st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY)
+        || ngx_http_toll_limit_proc < (ngx_int_t) st->nconc)
+    {
+        return ln;
+    }
+
+    nconc = ngx_http_toll_shm_proc_slots(shm_zone);
+    size = sizeof(ngx_http_toll_limit_state_t)
+           + st->nwindows * ngx_http_toll_limit_window_size
+           + nconc * sizeof(ngx_http_toll_limit_conc_t);
+
+    ln = ngx_http_toll_shm_limit_grow(shm_zone, ln, size);
+    if (ln == NULL) {
+        return NULL;
+    }
+
+    st = (ngx_http_toll_limit_state_t *) ln->state;
+    conc = ngx_http_toll_limit_conc(st);
+
+    /* the new counts are zero: of no generation any slot has yet */
+    ngx_memzero(&conc[st->nconc],
+                (nconc - st->nconc) * sizeof(ngx_http_toll_limit_conc_t));
+    st->nconc = (uint32_t) nconc;
+
+    return ln;
 }
 
 
@@ -1517,7 +1635,7 @@ ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
 
     n = 0;
 
-    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+    for (i = 0; i < st->nconc; i++) {
         if (conc[i].count
             && conc[i].gen == ngx_http_toll_shm_proc_gen(shm_zone, i))
         {
@@ -1582,17 +1700,26 @@ ngx_http_toll_limit_hold(ngx_shm_zone_t *shm_zone, u_char *subject,
 {
     ngx_http_toll_limit_conc_t      *conc;
     ngx_http_toll_limit_state_t     *st;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    ngx_http_toll_shm_limit_node_t  *ln, *fit;
 
     ngx_http_toll_shm_lock(shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(shm_zone, subject, len);
 
     if (ln) {
+        fit = ngx_http_toll_limit_fit(shm_zone, ln);
+
+        /* a node the zone has no room to grow: uncounted by this worker */
+        if (fit) {
+            ln = fit;
+        }
+
         st = (ngx_http_toll_limit_state_t *) ln->state;
         conc = ngx_http_toll_limit_conc(st);
 
-        if (conc && ngx_http_toll_limit_proc >= 0) {
+        if (conc && ngx_http_toll_limit_proc >= 0
+            && ngx_http_toll_limit_proc < (ngx_int_t) st->nconc)
+        {
             conc = &conc[ngx_http_toll_limit_proc];
 
             if (conc->gen != ngx_http_toll_limit_gen) {
@@ -1685,7 +1812,7 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    now = ngx_http_toll_now_ms();
+    now = ngx_http_toll_limit_now();
 
     ngx_http_toll_shm_lock(lctx->shm_zone);
 
@@ -1761,7 +1888,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
     lctx->strict_waiting = 0;
 
-    now = ngx_http_toll_now_ms();
+    now = ngx_http_toll_limit_now();
 
     rc = ngx_http_toll_limit_apply(sync->shm_zone, sync, reply, now);
 
@@ -1867,6 +1994,7 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
     ngx_uint_t                    u, nlimits, k, n, j;
     toll_window_t                *w;
     toll_window_conf_t            wc;
+    ngx_http_toll_shm_clock_t    *clock;
     ngx_http_toll_limit_state_t  *st;
 
     st = (ngx_http_toll_limit_state_t *) ln->state;
@@ -1938,6 +2066,23 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
 
     nlimits = 0;
     n = call->argc++;
+
+    clock = ngx_http_toll_shm_limit_clock(ngx_http_toll_limit_zone
+                                          ? ngx_http_toll_limit_zone
+                                          : lctx->shm_zone);
+    key = p;
+
+    if (clock->redis.known) {
+        /* rounded down: a call may arrive late, never early */
+        p = ngx_sprintf(p, "%L", clock->redis.offset_us >= 0
+                                 ? clock->redis.offset_us / 1000
+                                 : (clock->redis.offset_us - 999) / 1000);
+
+    } else {
+        *p++ = '-';
+    }
+
+    ngx_http_toll_arg(key);
 
     if (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns) {
         nlimits++;
@@ -2136,9 +2281,10 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     rc = NGX_DECLINED;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 2
+        || reply->elements < 3
         || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
     {
         if (reply && reply->type == REDIS_REPLY_ERROR) {
 
@@ -2158,7 +2304,16 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         goto failed;
     }
 
-    e = 2;
+    /*
+     * What Redis read minus when the call was built: a steady estimate
+     * matters, as each change of it moves this node's times in Redis's
+     * eyes, and a bucket keeps the latest of two times.
+     */
+
+    toll_clock_sample(&ngx_http_toll_shm_limit_clock(shm_zone)->redis,
+                      reply->element[2]->integer);
+
+    e = 3;
 
     if (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns) {
         if (e >= reply->elements
@@ -2205,11 +2360,15 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
 
         (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
 
-        head = a->element[0]->integer;
+        /*
+         * The answer's slots are on this node's clock, give or take one
+         * (Redis's clock is moved by whole slots): the ring goes to now,
+         * never past it, and a slot newer than now waits for the next
+         * round.
+         */
 
-        if (head > w->head) {
-            toll_window_advance(&wc, w, head * wc.slot_ms);
-        }
+        head = a->element[0]->integer;
+        toll_window_advance(&wc, w, now_ms);
 
         /*
          * Redis's count of a slot includes what was sent; it is never taken
@@ -2317,9 +2476,20 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     pool = NULL;
     calls = NULL;
     n = 0;
-    now = ngx_http_toll_now_ms();
+    now = ngx_http_toll_limit_now();
+
+    if (ngx_http_toll_limit_proc == -1) {
+        /* the zone had no room for the table: it may have now */
+        ngx_http_toll_limit_proc = ngx_http_toll_shm_proc_claim(
+                                       ngx_http_toll_limit_zone,
+                                       ngx_http_toll_limit_workers,
+                                       &ngx_http_toll_limit_gen);
+    }
 
     ngx_http_toll_shm_lock(ngx_http_toll_limit_zone);
+
+    /* places held by killed workers stop counting within a second */
+    ngx_http_toll_shm_proc_reap(ngx_http_toll_limit_zone);
 
     while (n < NGX_HTTP_TOLL_SYNC_BATCH_MAX) {
         ln = ngx_http_toll_shm_limit_next_sync(ngx_http_toll_limit_zone);
@@ -2407,7 +2577,7 @@ ngx_http_toll_limit_sync_reply(void *data, redisReply *reply)
     ngx_http_toll_limit_sync_t *sync = data;
 
     (void) ngx_http_toll_limit_apply(sync->shm_zone, sync, reply,
-                                     ngx_http_toll_now_ms());
+                                     ngx_http_toll_limit_now());
     ngx_free(sync);
 }
 

@@ -13,6 +13,8 @@
 #define NGX_HTTP_TOLL_SHM_EXPIRE_PER_PUT   2
 /* LRU entries evicted at most to make room for one insert */
 #define NGX_HTTP_TOLL_SHM_EVICT_MAX        64
+/* how often the table of worker processes is checked for dead ones */
+#define NGX_HTTP_TOLL_SHM_REAP_MS          1000
 
 
 /* the node stores these lengths in a u_char each */
@@ -42,7 +44,11 @@ typedef struct {
     uint64_t                   limit_uid;
 
     /* live worker processes, for in-flight counts that die with one */
-    ngx_http_toll_shm_proc_t   procs[NGX_HTTP_TOLL_PROCS_MAX];
+    ngx_http_toll_shm_proc_t  *procs;         /* in the slab; NULL: none */
+    ngx_uint_t                 nprocs;
+    ngx_msec_t                 procs_reaped;  /* ngx_current_msec */
+
+    ngx_http_toll_shm_clock_t  limit_clock;
 
     /* the operator's counters, bumped without the mutex */
     ngx_http_toll_metrics_sh_t  metrics;
@@ -90,6 +96,9 @@ static void ngx_http_toll_shm_expire(ngx_http_toll_shctx_t *ctx,
 static void ngx_http_toll_shm_limit_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_toll_shm_limit_evict(ngx_http_toll_shctx_t *ctx,
+    ngx_uint_t n);
+static ngx_uint_t ngx_http_toll_shm_proc_dead(ngx_http_toll_shm_proc_t *p);
+static ngx_int_t ngx_http_toll_shm_proc_grow(ngx_http_toll_shctx_t *ctx,
     ngx_uint_t n);
 
 
@@ -167,6 +176,10 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_toll_shm_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
     ngx_queue_init(&ctx->sh->lru_negative);
+
+    /* fixed for the zone's life: reloads keep the limit clock */
+    ctx->sh->limit_clock.base_ms = ngx_http_toll_now_ms()
+                                   - (int64_t) ngx_current_msec;
 
     ngx_rbtree_init(&ctx->sh->limit_rbtree, &ctx->sh->limit_sentinel,
                     ngx_http_toll_shm_limit_insert_value);
@@ -789,38 +802,61 @@ ngx_http_toll_shm_limit_insert_value(ngx_rbtree_node_t *temp,
 
 
 ngx_int_t
-ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
+ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, ngx_uint_t workers,
+    uint32_t *gen)
 {
     ngx_int_t                  slot;
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, want;
     ngx_http_toll_shctx_t     *ctx;
     ngx_http_toll_shm_proc_t  *p;
 
     ctx = shm_zone->data;
     slot = -1;
 
+    /* a reload's old workers finish while the new ones run: room for both */
+    want = ngx_max(2 * workers, NGX_HTTP_TOLL_PROCS_MIN);
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
+    if (ctx->sh->nprocs < want) {
+        (void) ngx_http_toll_shm_proc_grow(ctx, want);
+    }
+
     /*
-     * A free slot, or one whose process is gone without releasing it (it
-     * crashed): signal 0 tells, and EPERM still means alive.  Workers of
+     * Every slot whose process is gone without releasing it (killed) is
+     * freed, not only the one taken: a dead process's places must stop
+     * counting even when a lower slot is free for this one.  Workers of
      * an old cycle finishing their requests keep their slots.
      */
 
-    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+    for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
-        if (p->pid == 0
-            || (kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
-        {
-            p->pid = ngx_pid;
+        if (p->pid != 0 && ngx_http_toll_shm_proc_dead(p)) {
+            p->pid = 0;
             p->gen++;
-            p->exiting = 0;
-            p->redis_up = 0;
-            *gen = p->gen;
-            slot = i;
-            break;
         }
+
+        if (p->pid == 0 && slot == -1) {
+            slot = i;
+        }
+    }
+
+    if (slot == -1) {
+        i = ctx->sh->nprocs;
+
+        if (ngx_http_toll_shm_proc_grow(ctx, 2 * i) == NGX_OK) {
+            slot = i;
+        }
+    }
+
+    if (slot != -1) {
+        p = &ctx->sh->procs[slot];
+        p->pid = ngx_pid;
+        p->gen++;
+        p->exiting = 0;
+        p->redis_up = 0;
+        *gen = p->gen;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -828,6 +864,54 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, uint32_t *gen)
     ngx_http_toll_shm_self = slot;
 
     return slot;
+}
+
+
+/*
+ * Signal 0 tells whether a process exists; EPERM still means alive.  A
+ * killed worker is a zombie until the master reaps it, a moment later.
+ * A pid reused by an unrelated process keeps its slot until that one
+ * ends too.
+ */
+
+static ngx_uint_t
+ngx_http_toll_shm_proc_dead(ngx_http_toll_shm_proc_t *p)
+{
+    return kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
+/*
+ * A bigger table (the zone locked): slots keep their numbers, and the
+ * old table is freed; every reader finds the table through sh->procs
+ * under the mutex.
+ */
+
+static ngx_int_t
+ngx_http_toll_shm_proc_grow(ngx_http_toll_shctx_t *ctx, ngx_uint_t n)
+{
+    ngx_http_toll_shm_proc_t  *procs;
+
+    if (n <= ctx->sh->nprocs) {
+        return NGX_OK;
+    }
+
+    procs = ngx_slab_calloc_locked(ctx->shpool,
+                                   n * sizeof(ngx_http_toll_shm_proc_t));
+    if (procs == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->sh->procs) {
+        ngx_memcpy(procs, ctx->sh->procs,
+                   ctx->sh->nprocs * sizeof(ngx_http_toll_shm_proc_t));
+        ngx_slab_free_locked(ctx->shpool, ctx->sh->procs);
+    }
+
+    ctx->sh->procs = procs;
+    ctx->sh->nprocs = n;
+
+    return NGX_OK;
 }
 
 
@@ -850,12 +934,104 @@ ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone, ngx_int_t slot)
 }
 
 
+ngx_uint_t
+ngx_http_toll_shm_proc_slots(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return ctx->sh->nprocs;
+}
+
+
 uint32_t
 ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone, ngx_uint_t slot)
 {
     ngx_http_toll_shctx_t  *ctx = shm_zone->data;
 
     return ctx->sh->procs[slot].gen;
+}
+
+
+void
+ngx_http_toll_shm_proc_reap(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                 i;
+    ngx_http_toll_shctx_t     *ctx;
+    ngx_http_toll_shm_proc_t  *p;
+
+    ctx = shm_zone->data;
+
+    /* a few dozen signals 0 a second for the zone, not for each worker */
+
+    if (ngx_current_msec - ctx->sh->procs_reaped < NGX_HTTP_TOLL_SHM_REAP_MS)
+    {
+        return;
+    }
+
+    ctx->sh->procs_reaped = ngx_current_msec;
+
+    for (i = 0; i < ctx->sh->nprocs; i++) {
+        p = &ctx->sh->procs[i];
+
+        if (p->pid != 0 && ngx_http_toll_shm_proc_dead(p)) {
+            p->pid = 0;
+            p->gen++;
+        }
+    }
+}
+
+
+ngx_http_toll_shm_limit_node_t *
+ngx_http_toll_shm_limit_grow(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_shm_limit_node_t *ln, size_t state_size)
+{
+    size_t                           size;
+    ngx_http_toll_shctx_t           *ctx;
+    ngx_http_toll_shm_limit_node_t  *nn;
+
+    ctx = shm_zone->data;
+
+    state_size = ngx_align(state_size, sizeof(uint64_t));
+
+    if (state_size <= ln->state_size) {
+        return ln;
+    }
+
+    size = offsetof(ngx_http_toll_shm_limit_node_t, state) + state_size
+           + ln->subject_len;
+
+    /* no eviction here: it could free the very node being grown */
+    nn = ngx_slab_alloc_locked(ctx->shpool, size);
+    if (nn == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(nn, size);
+
+    nn->node.key = ln->node.key;
+    nn->uid = ln->uid;
+    nn->pins = ln->pins;
+    nn->state_size = state_size;
+    nn->queued = ln->queued;
+    nn->subject_len = ln->subject_len;
+    nn->subject = (u_char *) nn->state + state_size;
+    ngx_memcpy(nn->state, ln->state, ln->state_size);
+    ngx_memcpy(nn->subject, ln->subject, ln->subject_len);
+
+    ngx_queue_insert_after(&ln->lru, &nn->lru);
+    ngx_queue_remove(&ln->lru);
+
+    if (ln->queued) {
+        ngx_queue_insert_after(&ln->sync, &nn->sync);
+        ngx_queue_remove(&ln->sync);
+    }
+
+    ngx_rbtree_delete(&ctx->sh->limit_rbtree, &ln->node);
+    ngx_rbtree_insert(&ctx->sh->limit_rbtree, &nn->node);
+
+    ngx_slab_free_locked(ctx->shpool, ln);
+
+    return nn;
 }
 
 
@@ -871,7 +1047,7 @@ ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+    for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
         if (p->pid == ngx_pid) {
@@ -879,8 +1055,7 @@ ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone)
             continue;
         }
 
-        if (p->pid != 0 && !p->exiting
-            && !(kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
+        if (p->pid != 0 && !p->exiting && !ngx_http_toll_shm_proc_dead(p))
         {
             others++;
         }
@@ -901,8 +1076,19 @@ ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up)
         return;
     }
 
-    /* written by this process only; a scrape reads it under the mutex */
+    /* under the mutex: another worker may move the table to grow it */
+    ngx_shmtx_lock(&ctx->shpool->mutex);
     ctx->sh->procs[ngx_http_toll_shm_self].redis_up = up;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_http_toll_shm_clock_t *
+ngx_http_toll_shm_limit_clock(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return &ctx->sh->limit_clock;
 }
 
 
@@ -936,12 +1122,10 @@ ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
     st->meter_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_METER];
     st->limit_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_LIMIT];
 
-    for (i = 0; i < NGX_HTTP_TOLL_PROCS_MAX; i++) {
+    for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
-        if (p->pid == 0 || p->exiting
-            || (kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH))
-        {
+        if (p->pid == 0 || p->exiting || ngx_http_toll_shm_proc_dead(p)) {
             continue;
         }
 

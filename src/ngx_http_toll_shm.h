@@ -15,14 +15,19 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
+#include "toll_limit.h"
 
 
 #define NGX_HTTP_TOLL_ZONE_NAME      "toll"
 #define NGX_HTTP_TOLL_ZONE_SIZE      (10 * 1024 * 1024)
 #define NGX_HTTP_TOLL_ZONE_SIZE_MIN  (8 * ngx_pagesize)
 
-/* worker processes whose in-flight requests are told apart */
-#define NGX_HTTP_TOLL_PROCS_MAX      32
+/*
+ * The table of worker processes starts with room for twice
+ * worker_processes (a reload's old workers finish while the new ones
+ * run), at least this many, and grows when a worker finds it full.
+ */
+#define NGX_HTTP_TOLL_PROCS_MIN      32
 /* a key id, or "ip:" and up to 16 bytes of address in hex */
 #define NGX_HTTP_TOLL_SUBJECT_MAX    TOLL_KEY_ID_LEN_MAX
 
@@ -33,6 +38,16 @@ typedef struct {
     ngx_uint_t                 exiting;       /* shutting down */
     ngx_uint_t                 redis_up;      /* its connection answers */
 } ngx_http_toll_shm_proc_t;
+
+
+/*
+ * A node's estimate of Redis's clock minus its limit clock, shared by its
+ * workers: the limit sync moves times between the two (under the mutex).
+ */
+typedef struct {
+    int64_t                    base_ms;       /* limit clock - monotonic */
+    toll_clock_t               redis;         /* Redis's - limit clock */
+} ngx_http_toll_shm_clock_t;
 
 
 /* what a scrape reads of the zone, under its mutex */
@@ -142,15 +157,14 @@ ngx_uint_t ngx_http_toll_shm_queued(ngx_shm_zone_t *shm_zone,
 
 /*
  * A slot in the table of live worker processes for this process, and the
- * slot's generation; a slot whose process died is taken over with a new
- * generation, which voids what it had in flight.  -1: the table is full.
+ * slot's generation.  Slots of processes that died are freed first, each
+ * with a new generation, which voids what it had in flight; a full table
+ * grows.  -1: no room in the zone for a bigger table.
  */
 ngx_int_t ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone,
-    uint32_t *gen);
+    ngx_uint_t workers, uint32_t *gen);
 void ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone,
     ngx_int_t slot);
-uint32_t ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone,
-    ngx_uint_t slot);
 
 /*
  * Marks this process as exiting, and says whether another live worker
@@ -161,6 +175,36 @@ ngx_uint_t ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone);
 
 /* this worker's Redis connection is up or down, for toll_redis_up */
 void ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up);
+
+
+/* the functions below are called with the zone locked */
+
+/* the slots in the table: they only ever grow */
+ngx_uint_t ngx_http_toll_shm_proc_slots(ngx_shm_zone_t *shm_zone);
+
+/* a slot's generation; a dead process's slot has moved past its own */
+uint32_t ngx_http_toll_shm_proc_gen(ngx_shm_zone_t *shm_zone,
+    ngx_uint_t slot);
+
+/*
+ * Frees the slots of processes that died without releasing them (killed),
+ * at most once a second for the whole zone: the places they held in
+ * flight stop counting.
+ */
+void ngx_http_toll_shm_proc_reap(ngx_shm_zone_t *shm_zone);
+
+/*
+ * The node again with a bigger state (the new part zeroed), in the same
+ * places of the tree, the LRU and the queues, with the same uid; NULL
+ * when the zone has no room (the old node is kept).
+ */
+ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_grow(
+    ngx_shm_zone_t *shm_zone, ngx_http_toll_shm_limit_node_t *ln,
+    size_t state_size);
+
+/* the limit sync's estimate of Redis's clock */
+ngx_http_toll_shm_clock_t *ngx_http_toll_shm_limit_clock(
+    ngx_shm_zone_t *shm_zone);
 
 /* the counters in the zone, and the gauges read when scraped */
 ngx_http_toll_metrics_sh_t *ngx_http_toll_shm_metrics(

@@ -1,5 +1,6 @@
 /*
- * Unit tests of lib/toll_limit.c: bucket and window arithmetic.
+ * Unit tests of lib/toll_limit.c: bucket and window arithmetic, and the
+ * estimate of another clock's offset.
  *
  * Each algorithm is checked against what it promises: a bucket admits
  * "burst" at once and then one request per interval, a window never admits
@@ -305,6 +306,63 @@ test_commit_matches_check(void **state)
 }
 
 
+/*
+ * The offset estimate: the smallest measures, at once; higher ones move
+ * it a little; a step of the other clock at once.  Jittered delays keep
+ * it near the least delayed measure and hardly move it.
+ */
+
+static void
+test_clock_estimate(void **state)
+{
+    int           i;
+    int64_t       prev, high;
+    toll_clock_t  c = { 0, 0 };
+
+    (void) state;
+
+    toll_clock_sample(&c, 5000);
+    assert_true(c.known);
+    assert_int_equal(c.offset_us, 5000000);
+
+    /* a less delayed call: down at once */
+    toll_clock_sample(&c, 4990);
+    assert_int_equal(c.offset_us, 4990000);
+
+    /* a more delayed one: 1/64 of the way */
+    toll_clock_sample(&c, 4990 + 64);
+    assert_int_equal(c.offset_us, 4991000);
+
+    /* the other clock stepped forward by 30 s: at once */
+    toll_clock_sample(&c, 34990);
+    assert_int_equal(c.offset_us, 34990000);
+
+    /* stepped back: at once */
+    toll_clock_sample(&c, -1000);
+    assert_int_equal(c.offset_us, -1000000);
+
+    /* delays of 0 to 9 ms (4.5 on average): the estimate stays near the
+       least delayed measure, and a measure moves it by little */
+    toll_clock_sample(&c, 2000);
+    assert_int_equal(c.offset_us, 2000000);
+    srand(7);
+    high = 0;
+
+    for (i = 0; i < 10000; i++) {
+        prev = c.offset_us;
+        toll_clock_sample(&c, 2000 + rand() % 10);
+        assert_true(c.offset_us >= 2000000);
+        high = c.offset_us > high ? c.offset_us : high;
+
+        /* up by 9 ms / 64 at most; down to the measure, at most the
+           distance from the least delayed one */
+        assert_true(c.offset_us - prev <= 9000 / 64);
+    }
+
+    assert_true(high <= 2003000);
+}
+
+
 int
 main(void)
 {
@@ -316,6 +374,7 @@ main(void)
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_window_remaining_and_sync_rings),
         cmocka_unit_test(test_commit_matches_check),
+        cmocka_unit_test(test_clock_estimate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

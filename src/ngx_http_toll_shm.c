@@ -29,7 +29,18 @@
  * queues, and only the latter make room for more of their kind: a flood
  * of made-up key ids cannot push the keys of paying callers out.
  */
+/*
+ * The zone outlives a reload, and a reload may bring a new build of the
+ * module: one that lays the zone out otherwise must not read it.  Bump
+ * the number with any change to a structure kept in the zone (here, or a
+ * room's node state); the size of this one is folded in as a guard.
+ */
+#define NGX_HTTP_TOLL_SHM_LAYOUT                                              \
+    (((uint64_t) 2 << 32) | sizeof(ngx_http_toll_sh_t))
+
+
 typedef struct {
+    uint64_t                   layout;        /* first, in every build */
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                lru;           /* found; recent at the head */
@@ -150,6 +161,15 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
 
+        if (ctx->sh->layout != NGX_HTTP_TOLL_SHM_LAYOUT) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "toll zone \"%V\" was laid out by another build "
+                          "of the module; restart nginx to use this one "
+                          "(a reload cannot carry the zone over)",
+                          &shm_zone->shm.name);
+            return NGX_ERROR;
+        }
+
         /* and the counters of services that keep their names */
         return ngx_http_toll_metrics_init_zone(ctx->shpool,
                                                &ctx->sh->metrics, ctx->mcf,
@@ -171,6 +191,7 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ctx->shpool->data = ctx->sh;
+    ctx->sh->layout = NGX_HTTP_TOLL_SHM_LAYOUT;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_http_toll_shm_rbtree_insert_value);

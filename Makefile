@@ -176,7 +176,9 @@ FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
 FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
-FUZZ_SRCS_usage_name   := $(SETTLE_LIB_SRCS)
+# fuzz_usage_name includes the daemon's drain and the CLI's ledger files
+FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
+                          $(SETTLE_LIB_SRCS)) ctl/tollctl.c -Dmain=tollctl_main
 FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
 
 $(OUT)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(LIB_SRCS) $(LIB_HDRS) \

@@ -174,8 +174,8 @@ FUZZ_NAMES   := $(patsubst t/fuzz/fuzz_%.c,%,$(wildcard t/fuzz/fuzz_*.c))
 FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 # the daemon's files a harness links besides lib/, and their libraries
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
-FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
+FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
 # fuzz_usage_name includes the daemon's drain and the CLI's ledger files
 FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
                           $(SETTLE_LIB_SRCS)) ctl/tollctl.c -Dmain=tollctl_main

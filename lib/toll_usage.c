@@ -33,6 +33,47 @@ static size_t toll_utf8_len(const unsigned char *p, size_t len);
 
 
 int
+toll_usage_count_parse(const char *s, size_t len, int64_t *v)
+{
+    size_t    i;
+    uint64_t  n, limit;
+    int       negative;
+
+    negative = (len > 0 && s[0] == '-');
+    i = negative ? 1 : 0;
+
+    if (i == len) {
+        return -1;
+    }
+
+    /* the magnitude of INT64_MIN is one more than INT64_MAX */
+    limit = negative ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+    n = 0;
+
+    for ( /* void */ ; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+
+        if (n > (limit - (uint64_t) (s[i] - '0')) / 10) {
+            return -1;
+        }
+
+        n = n * 10 + (uint64_t) (s[i] - '0');
+    }
+
+    if (negative) {
+        *v = (n == (uint64_t) INT64_MAX + 1) ? INT64_MIN : -(int64_t) n;
+
+    } else {
+        *v = (int64_t) n;
+    }
+
+    return 0;
+}
+
+
+int
 toll_usage_totals(const toll_usage_row_t *rows, size_t nrows,
     toll_usage_counts_t *t)
 {

@@ -39,6 +39,14 @@ typedef struct {
 
 
 /*
+ * A count of a usage hash, as HINCRBY leaves it: an int64_t in decimal
+ * digits after an optional "-" (a correction flushed after a drain leaves
+ * a negative count in the day's new hash); no "+", no space, no other
+ * character.  Returns 0 and sets *v, or -1.
+ */
+int toll_usage_count_parse(const char *s, size_t len, int64_t *v);
+
+/*
  * Sums the rows' counts into totals.  Returns 0, or -1 when a sum does
  * not fit in int64_t (totals are then unspecified).
  */

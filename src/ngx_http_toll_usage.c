@@ -318,9 +318,9 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         return NGX_OK;
     }
 
-    n = ngx_atoof((u_char *) value->str, value->len);
+    /* negative after a correction that came in after a drain */
 
-    if (n == NGX_ERROR
+    if (toll_usage_count_parse(value->str, value->len, &n) != 0
         || toll_money_add(row->counts[i], n, &row->counts[i]) != 0)
     {
         return NGX_ERROR;
@@ -371,7 +371,7 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_usage_ctx_t *uctx)
 {
     size_t                      len;
-    int64_t                     free_calls;
+    int64_t                     free_calls, used;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_uint_t                  i;
@@ -410,8 +410,11 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
          */
 
         free_calls = ngx_http_toll_quota_free_calls(r, &row[i].service);
-        rows[i].free_remaining = ngx_max(free_calls
-                                         - rows[i].counts.free_calls, 0);
+        used = ngx_max(rows[i].counts.free_calls, 0);
+
+        /* a sum below 0 only from a hash the meter did not write */
+        rows[i].free_remaining = (used >= free_calls) ? 0
+                                                      : free_calls - used;
     }
 
     if (toll_usage_totals(rows, uctx->rows.nelts, &totals) != 0) {

@@ -100,3 +100,43 @@ def test_usage_long_buyer_and_names(start_nginx, redis_server):
     s = services_of(body)["x" * 4000]
     assert s["provider"] == "y" * 4000 and s["amount"] == "7", s["amount"]
     assert body["totals"]["amount"] == "7", body["totals"]
+
+
+def test_usage_negative_correction(start_nginx, redis_server):
+    """A call counted at the gate, drained, then corrected at the end of
+    the request (not sent upstream, an error not charged) leaves -1 in the
+    day's new usage hash and +1 in the mirror of the drained one: the
+    buyer's answer sums them, it does not refuse them."""
+    rc = redis_server.client
+    ngx = start_nginx(locations=LOCATIONS)
+    alice = make_key(redis_server, owner="alice")
+    day = today()
+    # drained: two calls, charged
+    rc.hset("toll:usage:{alice}:%s:drained" % day, mapping={
+        "svc:provider": "acme", "svc:calls": 2, "svc:paid_calls": 2,
+        "svc:amount_micros": 100000})
+    # the correction of one of them, flushed after the drain
+    rc.hset("toll:usage:{alice}:%s" % day, mapping={
+        "svc:provider": "acme", "svc:calls": -1, "svc:paid_calls": -1,
+        "svc:amount_micros": -50000, "svc:errors": 0})
+    rc.sadd("toll:usage:{alice}:days", day)
+    for _ in range(2):
+        body = usage_me(ngx, alice)
+        s = services_of(body)["svc"]
+        assert (s["calls"], s["paid_calls"], s["amount"]) == (1, 1, "0.05"), s
+        assert body["totals"]["amount"] == "0.05", body
+
+
+@pytest.mark.allow_log(r"does not read as one")
+@pytest.mark.parametrize("value", ["", "1.5", "+1", "1e3", " 1", "0x10",
+                                   "9223372036854775808",
+                                   "-9223372036854775809", "--1", "-"])
+def test_usage_count_not_an_integer(start_nginx, redis_server, value):
+    rc = redis_server.client
+    ngx = start_nginx(locations=LOCATIONS)
+    alice = make_key(redis_server, owner="alice")
+    rc.hset("toll:usage:{alice}:%s" % today(), mapping={
+        "svc:provider": "acme", "svc:calls": value})
+    rc.sadd("toll:usage:{alice}:days", today())
+    r = client.request(ngx.port, path="/usage/me", headers=[alice.bearer()])
+    assert r.status == 500, (value, r, r.body)

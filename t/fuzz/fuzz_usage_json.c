@@ -6,10 +6,12 @@
  *
  * Input: one byte of row count (0 to 15), then for the buyer and each
  * row's service and provider a 2-byte length and the bytes, and for each
- * row six int64 counts; what the input lacks is empty or zero.
+ * row six int64 counts; what the input lacks is empty or zero.  The
+ * whole input is also read as a count of a usage hash.
  */
 
 #include <assert.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,6 +123,44 @@ fuzz_check_counts(json_t *o, const toll_usage_counts_t *c)
 }
 
 
+/* a usage hash's count, against strtoll() on the digits alone */
+static void
+fuzz_count(const uint8_t *data, size_t size)
+{
+    int        rc;
+    char      *copy, *end;
+    size_t     i;
+    int64_t    v;
+    long long  ref;
+    int        digits;
+
+    copy = malloc(size + 1);
+    assert(copy != NULL);
+    memcpy(copy, data, size);
+    copy[size] = '\0';
+
+    digits = size > (size_t) (copy[0] == '-');
+    for (i = (copy[0] == '-'); i < size; i++) {
+        digits = digits && copy[i] >= '0' && copy[i] <= '9';
+    }
+
+    rc = toll_usage_count_parse(copy, size, &v);
+
+    if (!digits) {
+        assert(rc == -1);
+
+    } else {
+        errno = 0;
+        ref = strtoll(copy, &end, 10);
+        assert(end == copy + size);
+        assert((errno == 0) == (rc == 0));
+        assert(rc != 0 || v == ref);
+    }
+
+    free(copy);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -132,6 +172,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     toll_usage_row_t      rows[FUZZ_ROWS_MAX];
     toll_usage_counts_t   totals;
     const unsigned char  *buyer;
+
+    fuzz_count(data, size);
 
     in.p = data;
     in.left = size;

@@ -176,6 +176,10 @@ FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
 FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
+# fuzz_settle_claim and fuzz_usage_name include the daemon's drain file
+FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
+                          $(SETTLE_LIB_SRCS))
+FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 # fuzz_usage_name includes the daemon's drain and the CLI's ledger files
 FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
                           $(SETTLE_LIB_SRCS)) ctl/tollctl.c -Dmain=tollctl_main

@@ -6,6 +6,7 @@
 #   make test-asan  the same suites against a module built with ASan and UBSan
 #   make bench      throughput of toll against plain proxy_pass (benchmarks/)
 #   make bench-callgrind  the module's own instructions per request
+#   make fuzz       each libFuzzer harness of t/fuzz/ for FUZZ_SECONDS
 #
 # Debian 12 packages that a step needs are installed by "make setup", which
 # the other targets run first; it calls apt-get only when one is missing.
@@ -53,7 +54,8 @@ SETTLE_SRCS := $(wildcard settle/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
 .PHONY: all setup setup-test module ctl settle unit test test-unit \
-        test-integration test-asan demo bench bench-callgrind clean
+        test-integration test-asan demo bench bench-callgrind clean fuzz \
+        setup-fuzz
 
 all: setup module ctl settle
 
@@ -157,6 +159,52 @@ bench: all
 
 bench-callgrind: all
 	$(PYTHON) benchmarks/callgrind.py $(OUT)
+
+# libFuzzer harnesses (t/fuzz/README.md): each runs FUZZ_SECONDS from its
+# seeds in t/fuzz/corpus/NAME, keeping what it finds in build/fuzz/corpus/;
+# a crash stops make and leaves its input in build/fuzz/
+FUZZ_PKGS    := clang libclang-rt-14-dev
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -D_DEFAULT_SOURCE \
+                -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -Ilib -Isettle
+FUZZ_LIBS    := -lcrypto -ljansson -lsqlite3
+FUZZ_NAMES   := $(patsubst t/fuzz/fuzz_%.c,%,$(wildcard t/fuzz/fuzz_*.c))
+FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
+# the daemon's files a harness links besides lib/, and their libraries
+SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
+FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
+FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
+# fuzz_settle_claim and fuzz_usage_name include the daemon's drain file
+FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
+                          $(SETTLE_LIB_SRCS))
+FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
+# the daemon logs each claim it leaves: thousands of lines a second
+FUZZ_OPTS_settle_claim := -close_fd_mask=2
+# fuzz_usage_name includes the daemon's drain and the CLI's ledger files
+FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
+                          $(SETTLE_LIB_SRCS)) ctl/tollctl.c -Dmain=tollctl_main
+FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
+
+$(OUT)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(LIB_SRCS) $(LIB_HDRS) \
+        $(wildcard settle/*.c settle/*.h ctl/*.c ctl/*.h)
+	@mkdir -p $(OUT)/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(FUZZ_SRCS_$*) \
+	    $(FUZZ_LIBS) $(FUZZ_LIBS_$*)
+
+setup-fuzz: setup
+	$(call apt_install,$(FUZZ_PKGS),--no-install-recommends)
+
+$(FUZZ_BINS): | setup-fuzz
+
+fuzz: $(FUZZ_BINS)
+	@set -e; $(foreach n,$(FUZZ_NAMES), \
+	    echo "== fuzz_$(n) for $(FUZZ_SECONDS) s"; \
+	    mkdir -p $(OUT)/fuzz/corpus/$(n); \
+	    $(OUT)/fuzz/fuzz_$(n) -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 -artifact_prefix=$(OUT)/fuzz/$(n)- \
+	        $(FUZZ_OPTS_$(n)) $(OUT)/fuzz/corpus/$(n) t/fuzz/corpus/$(n);)
 
 clean:
 	rm -rf build build-asan

@@ -84,11 +84,8 @@ int
 toll_settle_conf_load(toll_settle_conf_t *conf, const char *path, char *err,
     size_t err_size)
 {
-    int      rc, nargs, lineno;
-    char     line[TOLL_SETTLE_LINE_LEN_MAX + 2], msg[256], *p, *hash;
-    char    *args[TOLL_SETTLE_ARGS_MAX + 1];
-    FILE    *f;
-    size_t   len;
+    int    rc;
+    FILE  *f;
 
     f = fopen(path, "r");
     if (f == NULL) {
@@ -96,6 +93,23 @@ toll_settle_conf_load(toll_settle_conf_t *conf, const char *path, char *err,
                  path, strerror(errno));
         return (errno == ENOENT) ? EX_NOINPUT : EX_CONFIG;
     }
+
+    rc = toll_settle_conf_read(conf, f, path, err, err_size);
+
+    fclose(f);
+
+    return rc;
+}
+
+
+int
+toll_settle_conf_read(toll_settle_conf_t *conf, FILE *f, const char *path,
+    char *err, size_t err_size)
+{
+    int      rc, nargs, lineno;
+    char     line[TOLL_SETTLE_LINE_LEN_MAX + 2], msg[256], *p, *hash;
+    char    *args[TOLL_SETTLE_ARGS_MAX + 1];
+    size_t   len;
 
     lineno = 0;
     rc = 0;
@@ -153,7 +167,6 @@ toll_settle_conf_load(toll_settle_conf_t *conf, const char *path, char *err,
 done:
 
     explicit_bzero(line, sizeof(line));
-    fclose(f);
 
     return rc;
 }

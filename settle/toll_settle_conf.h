@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "toll_ledger.h"
 #include "toll_settle_metrics.h"
@@ -72,6 +73,13 @@ void toll_settle_conf_free(toll_settle_conf_t *conf);
  */
 int toll_settle_conf_load(toll_settle_conf_t *conf, const char *path,
     char *err, size_t err_size);
+
+/*
+ * The same from an open stream, which stays open; path names it in
+ * messages.  Returns 0 or EX_CONFIG.
+ */
+int toll_settle_conf_read(toll_settle_conf_t *conf, FILE *f,
+    const char *path, char *err, size_t err_size);
 
 /* "HOST:PORT", "[IPV6]:PORT" or "unix:/PATH"; 0 or -1 */
 int toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text);

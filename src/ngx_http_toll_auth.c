@@ -19,6 +19,7 @@
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
+#include "toll_key_record.h"
 
 
 /* a request header the gate sets for the upstream */
@@ -27,19 +28,6 @@ typedef struct {
     ngx_str_t                  lowcase_key;
     ngx_uint_t                 hash;          /* computed once */
 } ngx_http_toll_header_t;
-
-
-/* the fields of HMGET, in the order the reply is decoded */
-enum {
-    NGX_HTTP_TOLL_F_STATUS = 0,
-    NGX_HTTP_TOLL_F_SECRET,
-    NGX_HTTP_TOLL_F_OWNER,
-    NGX_HTTP_TOLL_F_ROLE,
-    NGX_HTTP_TOLL_F_PLAN,
-    NGX_HTTP_TOLL_F_RATE_LIMIT,
-    NGX_HTTP_TOLL_F_EXPIRES_AT,
-    NGX_HTTP_TOLL_F_N
-};
 
 
 static ngx_http_toll_auth_status_e ngx_http_toll_auth_credential(
@@ -263,8 +251,8 @@ ngx_http_toll_auth_credential(ngx_http_request_t *r, ngx_uint_t jwt,
 static ngx_int_t
 ngx_http_toll_auth_lookup(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    size_t       argvlen[2 + NGX_HTTP_TOLL_F_N], len;
-    const char  *argv[2 + NGX_HTTP_TOLL_F_N];
+    size_t       argvlen[2 + TOLL_KEY_F_N], len;
+    const char  *argv[2 + TOLL_KEY_F_N];
     char         name[TOLL_REDIS_KEY_NAME_MAX + 1];
 
     len = toll_key_redis_name(ctx->key_id.data, ctx->key_id.len, name);
@@ -282,18 +270,18 @@ ngx_http_toll_auth_lookup(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     argv[2 + i] = f;                                                          \
     argvlen[2 + i] = sizeof(f) - 1
 
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_STATUS, TOLL_FIELD_STATUS);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_SECRET, TOLL_FIELD_SECRET_SHA256);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_OWNER, TOLL_FIELD_OWNER);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_ROLE, TOLL_FIELD_ROLE);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_PLAN, TOLL_FIELD_PLAN);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_RATE_LIMIT, TOLL_FIELD_RATE_LIMIT);
-    ngx_http_toll_field(NGX_HTTP_TOLL_F_EXPIRES_AT, TOLL_FIELD_EXPIRES_AT);
+    ngx_http_toll_field(TOLL_KEY_F_STATUS, TOLL_FIELD_STATUS);
+    ngx_http_toll_field(TOLL_KEY_F_SECRET, TOLL_FIELD_SECRET_SHA256);
+    ngx_http_toll_field(TOLL_KEY_F_OWNER, TOLL_FIELD_OWNER);
+    ngx_http_toll_field(TOLL_KEY_F_ROLE, TOLL_FIELD_ROLE);
+    ngx_http_toll_field(TOLL_KEY_F_PLAN, TOLL_FIELD_PLAN);
+    ngx_http_toll_field(TOLL_KEY_F_RATE_LIMIT, TOLL_FIELD_RATE_LIMIT);
+    ngx_http_toll_field(TOLL_KEY_F_EXPIRES_AT, TOLL_FIELD_EXPIRES_AT);
 
 #undef ngx_http_toll_field
 
     ctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_auth_on_reply, ctx,
-                                        2 + NGX_HTTP_TOLL_F_N, argv, argvlen);
+                                        2 + TOLL_KEY_F_N, argv, argvlen);
 
     if (ctx->cmd == NULL) {
         ctx->auth_status = NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE;
@@ -368,19 +356,20 @@ static ngx_int_t
 ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
     ngx_http_toll_key_t *key, redisReply *reply)
 {
-    u_char       *p;
-    off_t         n;
-    ngx_int_t     role;
-    ngx_uint_t    i;
-    const char   *why;
-    redisReply   *f[NGX_HTTP_TOLL_F_N];
+    u_char                *p;
+    ngx_uint_t             i;
+    const char            *why;
+    redisReply            *e;
+    toll_key_field_t       f[TOLL_KEY_F_N];
+    toll_key_record_t      rec;
+    toll_key_record_rc_e   rc;
 
     ngx_memzero(key, sizeof(ngx_http_toll_key_t));
     key->key_id = *key_id;
     key->rate_limit = -1;
 
     if (reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != NGX_HTTP_TOLL_F_N)
+        || reply->elements != TOLL_KEY_F_N)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "toll: unexpected reply type %d to the key lookup",
@@ -388,99 +377,51 @@ ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
         return NGX_ERROR;
     }
 
-    for (i = 0; i < NGX_HTTP_TOLL_F_N; i++) {
-        f[i] = reply->element[i];
+    why = NULL;
 
-        if (f[i]->type == REDIS_REPLY_NIL) {
-            f[i] = NULL;
+    for (i = 0; i < TOLL_KEY_F_N; i++) {
+        e = reply->element[i];
+
+        f[i].data = NULL;
+        f[i].len = 0;
+
+        if (e->type == REDIS_REPLY_NIL) {
             continue;
         }
 
-        if (f[i]->type != REDIS_REPLY_STRING) {
+        if (e->type != REDIS_REPLY_STRING) {
             why = "a field is not a string";
-            goto invalid;
+            break;
         }
+
+        f[i].data = e->str;
+        f[i].len = e->len;
     }
 
-    if (f[NGX_HTTP_TOLL_F_STATUS] == NULL
-        && f[NGX_HTTP_TOLL_F_SECRET] == NULL)
-    {
-        /* no such key */
+    rc = (why == NULL) ? toll_key_record_decode(f, &rec, &why)
+                       : TOLL_KEY_RECORD_INVALID;
+
+    if (rc == TOLL_KEY_RECORD_NONE) {
         return NGX_OK;
     }
 
-    if (f[NGX_HTTP_TOLL_F_SECRET] == NULL
-        || toll_hex_decode(f[NGX_HTTP_TOLL_F_SECRET]->str,
-                           f[NGX_HTTP_TOLL_F_SECRET]->len,
-                           key->secret_hash, TOLL_SECRET_HASH_LEN)
-           != 0)
-    {
-        why = "secret_sha256 is not 64 hex digits";
-        goto invalid;
+    if (rc == TOLL_KEY_RECORD_INVALID) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: key record \"%V\" is invalid: %s, refusing it",
+                      key_id, why);
+        return NGX_OK;
     }
 
-    if (f[NGX_HTTP_TOLL_F_OWNER] == NULL
-        || !toll_owner_valid((u_char *) f[NGX_HTTP_TOLL_F_OWNER]->str,
-                             f[NGX_HTTP_TOLL_F_OWNER]->len))
-    {
-        why = "owner is missing or not printable ASCII";
-        goto invalid;
-    }
+    key->role = rec.role;
+    key->rate_limit = rec.rate_limit;
+    key->expires_at = (time_t) rec.expires_at;
+    key->revoked = rec.revoked ? 1 : 0;
+    ngx_memcpy(key->secret_hash, rec.secret_hash, TOLL_SECRET_HASH_LEN);
 
-    if (f[NGX_HTTP_TOLL_F_PLAN]
-        && !toll_plan_valid((u_char *) f[NGX_HTTP_TOLL_F_PLAN]->str,
-                            f[NGX_HTTP_TOLL_F_PLAN]->len))
-    {
-        why = "plan has characters outside [A-Za-z0-9_.-]";
-        goto invalid;
-    }
+    /* the reply is freed when this callback returns: a copy */
 
-    key->role = TOLL_ROLE_BUYER;
-
-    if (f[NGX_HTTP_TOLL_F_ROLE]) {
-        role = toll_role_parse(f[NGX_HTTP_TOLL_F_ROLE]->str,
-                               f[NGX_HTTP_TOLL_F_ROLE]->len);
-        if (role < 0) {
-            why = "unknown role";
-            goto invalid;
-        }
-
-        key->role = role;
-    }
-
-    if (f[NGX_HTTP_TOLL_F_RATE_LIMIT]) {
-        n = ngx_atoof((u_char *) f[NGX_HTTP_TOLL_F_RATE_LIMIT]->str,
-                      f[NGX_HTTP_TOLL_F_RATE_LIMIT]->len);
-        if (n == NGX_ERROR) {
-            why = "rate_limit is not a non-negative integer";
-            goto invalid;
-        }
-
-        key->rate_limit = n;
-    }
-
-    if (f[NGX_HTTP_TOLL_F_EXPIRES_AT]) {
-        n = ngx_atoof((u_char *) f[NGX_HTTP_TOLL_F_EXPIRES_AT]->str,
-                      f[NGX_HTTP_TOLL_F_EXPIRES_AT]->len);
-        if (n == NGX_ERROR) {
-            why = "expires_at is not a non-negative integer";
-            goto invalid;
-        }
-
-        key->expires_at = (time_t) n;
-    }
-
-    /* anything but "active" is refused: a typo must not open the gate */
-
-    key->revoked = !(f[NGX_HTTP_TOLL_F_STATUS]
-                     && f[NGX_HTTP_TOLL_F_STATUS]->len
-                        == sizeof(TOLL_STATUS_ACTIVE) - 1
-                     && ngx_strncmp(f[NGX_HTTP_TOLL_F_STATUS]->str,
-                                    TOLL_STATUS_ACTIVE,
-                                    sizeof(TOLL_STATUS_ACTIVE) - 1) == 0);
-
-    key->owner.len = f[NGX_HTTP_TOLL_F_OWNER]->len;
-    key->plan.len = f[NGX_HTTP_TOLL_F_PLAN] ? f[NGX_HTTP_TOLL_F_PLAN]->len : 0;
+    key->owner.len = rec.owner_len;
+    key->plan.len = rec.plan_len;
 
     p = ngx_pnalloc(r->pool, key->owner.len + key->plan.len + 1);
     if (p == NULL) {
@@ -488,26 +429,14 @@ ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
     }
 
     key->owner.data = p;
-    p = ngx_cpymem(p, f[NGX_HTTP_TOLL_F_OWNER]->str, key->owner.len);
+    p = ngx_cpymem(p, rec.owner, key->owner.len);
 
     key->plan.data = p;
     if (key->plan.len) {
-        ngx_memcpy(p, f[NGX_HTTP_TOLL_F_PLAN]->str, key->plan.len);
+        ngx_memcpy(p, rec.plan, key->plan.len);
     }
 
     key->found = 1;
-
-    return NGX_OK;
-
-invalid:
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "toll: key record \"%V\" is invalid: %s, refusing it",
-                  key_id, why);
-
-    ngx_memzero(key, sizeof(ngx_http_toll_key_t));
-    key->key_id = *key_id;
-    key->rate_limit = -1;
 
     return NGX_OK;
 }

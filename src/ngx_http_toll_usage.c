@@ -18,6 +18,7 @@
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_usage.h"
 #include "toll_money.h"
+#include "toll_usage.h"
 
 
 typedef enum {
@@ -317,9 +318,9 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         return NGX_OK;
     }
 
-    n = ngx_atoof((u_char *) value->str, value->len);
+    /* negative after a correction that came in after a drain */
 
-    if (n == NGX_ERROR
+    if (toll_usage_count_parse(value->str, value->len, &n) != 0
         || toll_money_add(row->counts[i], n, &row->counts[i]) != 0)
     {
         return NGX_ERROR;
@@ -369,59 +370,39 @@ static ngx_int_t
 ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_usage_ctx_t *uctx)
 {
-    u_char                     *p;
-    char                        amount[TOLL_MONEY_STR_MAX];
     size_t                      len;
-    int64_t                     totals[NGX_HTTP_TOLL_USAGE_N], free_calls;
-    int64_t                     remaining;
+    int64_t                     free_calls, used;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
-    ngx_uint_t                  i, j;
+    ngx_uint_t                  i;
     ngx_chain_t                 out;
+    toll_usage_row_t           *rows;
+    toll_usage_counts_t         totals;
     ngx_http_toll_usage_row_t  *row;
 
     row = uctx->rows.elts;
-    ngx_memzero(totals, sizeof(totals));
 
-    for (i = 0; i < uctx->rows.nelts; i++) {
-        for (j = 0; j < NGX_HTTP_TOLL_USAGE_N; j++) {
-            if (toll_money_add(totals[j], row[i].counts[j], &totals[j])
-                != 0)
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-        }
-    }
-
-    /* names are [A-Za-z0-9_.-]; a buyer id may need JSON escapes */
-
-    len = sizeof("{\"buyer\":\"\",\"totals\":{},\"services\":[]}\n")
-          + ngx_escape_json(NULL, ctx->key.owner.data, ctx->key.owner.len)
-          + ctx->key.owner.len
-          + 200 + 6 * NGX_INT64_LEN
-          + uctx->rows.nelts * (400 + 2 * 128 + 8 * NGX_INT64_LEN);
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
+    rows = ngx_pcalloc(r->pool, (uctx->rows.nelts + 1)
+                                * sizeof(toll_usage_row_t));
+    if (rows == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(b->last, "{\"buyer\":\"", sizeof("{\"buyer\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, ctx->key.owner.data,
-                                   ctx->key.owner.len);
-
-    p = ngx_sprintf(p, "\",\"totals\":{\"calls\":%L,\"free_calls\":%L,"
-                    "\"paid_calls\":%L,\"errors\":%L,\"amount\":\"",
-                    totals[NGX_HTTP_TOLL_USAGE_CALLS],
-                    totals[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
-                    totals[NGX_HTTP_TOLL_USAGE_PAID_CALLS],
-                    totals[NGX_HTTP_TOLL_USAGE_ERRORS]);
-    p = ngx_cpymem(p, amount,
-                   toll_money_format(totals[NGX_HTTP_TOLL_USAGE_AMOUNT],
-                                     amount));
-    p = ngx_cpymem(p, "\"},\"services\":[", sizeof("\"},\"services\":[") - 1);
-
     for (i = 0; i < uctx->rows.nelts; i++) {
+        rows[i].service = row[i].service.data;
+        rows[i].service_len = row[i].service.len;
+        rows[i].provider = row[i].provider.data;
+        rows[i].provider_len = row[i].provider.len;
+
+        rows[i].counts.calls = row[i].counts[NGX_HTTP_TOLL_USAGE_CALLS];
+        rows[i].counts.free_calls =
+                             row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS];
+        rows[i].counts.paid_calls =
+                             row[i].counts[NGX_HTTP_TOLL_USAGE_PAID_CALLS];
+        rows[i].counts.errors = row[i].counts[NGX_HTTP_TOLL_USAGE_ERRORS];
+        rows[i].counts.amount_micros =
+                             row[i].counts[NGX_HTTP_TOLL_USAGE_AMOUNT];
+
         /*
          * What the buyer can still get free: the service's free calls
          * less those used; leases a node holds unused are still the
@@ -429,29 +410,37 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
          */
 
         free_calls = ngx_http_toll_quota_free_calls(r, &row[i].service);
-        remaining = ngx_max(free_calls
-                            - row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
-                            0);
+        used = ngx_max(rows[i].counts.free_calls, 0);
 
-        p = ngx_sprintf(p, "%s{\"service\":\"%V\",\"provider\":\"%V\","
-                        "\"calls\":%L,\"free_calls\":%L,"
-                        "\"free_remaining\":%L,\"paid_calls\":%L,"
-                        "\"errors\":%L,\"amount\":\"",
-                        i ? "," : "", &row[i].service, &row[i].provider,
-                        row[i].counts[NGX_HTTP_TOLL_USAGE_CALLS],
-                        row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS],
-                        remaining,
-                        row[i].counts[NGX_HTTP_TOLL_USAGE_PAID_CALLS],
-                        row[i].counts[NGX_HTTP_TOLL_USAGE_ERRORS]);
-        p = ngx_cpymem(p, amount,
-                       toll_money_format(
-                           row[i].counts[NGX_HTTP_TOLL_USAGE_AMOUNT],
-                           amount));
-        p = ngx_cpymem(p, "\"}", 2);
+        /* a sum below 0 only from a hash the meter did not write */
+        rows[i].free_remaining = (used >= free_calls) ? 0
+                                                      : free_calls - used;
     }
 
-    p = ngx_cpymem(p, "]}\n", 3);
-    b->last = p;
+    if (toll_usage_totals(rows, uctx->rows.nelts, &totals) != 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: the usage of \"%V\" does not sum in 64 bits",
+                      &ctx->key.owner);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * The names come from Redis, of any length: the buffer is measured
+     * by the writer that fills it.
+     */
+
+    len = toll_usage_json(NULL, ctx->key.owner.data, ctx->key.owner.len,
+                          &totals, rows, uctx->rows.nelts);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last += toll_usage_json((char *) b->last, ctx->key.owner.data,
+                               ctx->key.owner.len, &totals, rows,
+                               uctx->rows.nelts);
+
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 

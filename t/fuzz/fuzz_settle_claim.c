@@ -1,0 +1,160 @@
+/*
+ * Fuzz toll-settle's reading of a claim (settle/toll_settle_drain.c,
+ * toll_settle_post()): the HGETALL reply of a drained usage hash, as
+ * anything with access to Redis may have written it, posted into an
+ * in-memory ledger.
+ *
+ * Checked: nothing crashes or leaks; a claim is either posted or left in
+ * Redis for the operator, and never stops the daemon (DESIGN.md: a drain
+ * never stops for one bad record); what is posted leaves the ledger
+ * balanced (toll_ledger_check()).
+ *
+ * Input: pairs of a field and a value, each a 1-byte length and bytes;
+ * a field's or value's first byte 0xff makes that element an integer
+ * reply instead of a string.  The file is included whole: the functions
+ * are static in a file others are changing.
+ */
+
+#include "../../settle/toll_settle_drain.c"
+
+
+#define FUZZ_ELEMENTS_MAX  64
+#define FUZZ_RUNS_PER_LEDGER  512
+
+
+static toll_ledger_t       *fuzz_ledger;
+static toll_settle_conf_t   fuzz_conf;
+static unsigned             fuzz_runs;
+static uint64_t             fuzz_batch;
+
+
+static void
+fuzz_open(void)
+{
+    char  err[256];
+
+    if (fuzz_ledger != NULL && fuzz_runs % FUZZ_RUNS_PER_LEDGER != 0) {
+        return;
+    }
+
+    /* a fresh ledger now and then: memory stays bounded */
+    if (fuzz_ledger != NULL) {
+        toll_ledger_close(fuzz_ledger);
+    }
+
+    if (toll_ledger_open(":memory:", TOLL_LEDGER_OPEN_CREATE, &fuzz_ledger,
+                         err, sizeof(err))
+        != TOLL_LEDGER_OK)
+    {
+        fprintf(stderr, "fuzz: %s\n", err);
+        abort();
+    }
+
+    if (fuzz_runs == 0) {
+        toll_settle_conf_init(&fuzz_conf);
+    }
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int                   rc, ok;
+    size_t                n, len;
+    json_t               *report;
+    redisReply           *content, *e;
+    redisReply           *elements[FUZZ_ELEMENTS_MAX];
+    toll_settle_claim_t   c;
+    toll_settle_drain_t   d;
+
+    fuzz_open();
+    fuzz_runs++;
+
+    n = 0;
+
+    while (size > 0 && n < FUZZ_ELEMENTS_MAX) {
+        len = data[0];
+        data++;
+        size--;
+
+        if (len > size) {
+            len = size;
+        }
+
+        e = calloc(1, sizeof(redisReply));
+        assert(e != NULL);
+
+        if (len > 0 && data[0] == 0xff) {
+            e->type = REDIS_REPLY_INTEGER;
+            e->integer = (long long) len;
+
+        } else {
+            /* NUL-terminated, as hiredis gives a string */
+            e->type = REDIS_REPLY_STRING;
+            e->str = malloc(len + 1);
+            assert(e->str != NULL);
+            memcpy(e->str, data, len);
+            e->str[len] = '\0';
+            e->len = len;
+        }
+
+        elements[n++] = e;
+        data += len;
+        size -= len;
+    }
+
+    content = calloc(1, sizeof(redisReply));
+    assert(content != NULL);
+    content->type = REDIS_REPLY_ARRAY;
+    content->elements = n;
+    content->element = n ? elements : NULL;
+
+    memset(&c, 0, sizeof(toll_settle_claim_t));
+    fuzz_batch++;
+    snprintf(c.id, sizeof(c.id), "%032llx", (unsigned long long) fuzz_batch);
+    snprintf(c.day, sizeof(c.day), "20261202");
+    snprintf(c.buyer, sizeof(c.buyer), "alice");
+    snprintf(c.name, sizeof(c.name), "toll:drain:{alice}:20261202:%s", c.id);
+
+    memset(&d, 0, sizeof(toll_settle_drain_t));
+    d.conf = &fuzz_conf;
+    d.ledger = fuzz_ledger;
+
+    rc = toll_settle_post(&d, &c, content);
+
+    /*
+     * Posted (0) or left for the operator, never a stop.  Known, not yet
+     * fixed (t/test_settle_fuzz_findings.py): a content the ledger refuses
+     * as "invalid usage" stops the daemon; it is let through unless
+     * TOLL_FUZZ_STRICT is set, so that the run looks for anything else.
+     */
+    if (rc == EX_SOFTWARE && getenv("TOLL_FUZZ_STRICT") == NULL
+        && strstr(toll_ledger_errmsg(fuzz_ledger), "invalid usage of service")
+           != NULL)
+    {
+        rc = TOLL_SETTLE_DRAIN_LEFT;
+    }
+
+    if (rc != 0 && rc != TOLL_SETTLE_DRAIN_LEFT) {
+        fprintf(stderr, "fuzz: toll_settle_post() returned %d: %s\n", rc,
+                toll_ledger_errmsg(fuzz_ledger));
+        abort();
+    }
+
+    if (rc == 0 && d.batches == 1) {
+        assert(toll_ledger_check(fuzz_ledger, &report) == TOLL_LEDGER_OK);
+        ok = json_is_true(json_object_get(report, "ok"));
+        json_decref(report);
+        assert(ok);
+    }
+
+    while (n > 0) {
+        n--;
+        free(elements[n]->str);
+        free(elements[n]);
+    }
+
+    free(content);
+
+    return 0;
+}

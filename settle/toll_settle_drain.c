@@ -50,10 +50,8 @@
 /* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
 #define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
 
-/* a claim the ledger refused, set aside in quarantine */
+/* a claim the ledger refuses, for quarantine: why is in d->refused */
 #define TOLL_SETTLE_DRAIN_LEFT     1
-/* the reason kept with a quarantined claim */
-#define TOLL_SETTLE_REASON_LEN_MAX 512
 
 
 typedef enum {
@@ -540,7 +538,8 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         rc = toll_settle_post(d, c, content);
 
         if (rc == TOLL_SETTLE_DRAIN_LEFT) {
-            return 0;
+            /* refused, and it would be at every pass: set aside */
+            return toll_settle_quarantine(d, c, d->refused);
         }
 
         if (rc != 0) {
@@ -706,9 +705,10 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         free(usage);
         free(names);
 
-        rc = toll_settle_quarantine(d, c, toll_ledger_errmsg(d->ledger));
+        snprintf(d->refused, sizeof(d->refused), "%s",
+                 toll_ledger_errmsg(d->ledger));
 
-        return (rc == 0) ? TOLL_SETTLE_DRAIN_LEFT : rc;
+        return TOLL_SETTLE_DRAIN_LEFT;
 
     } else {
         toll_settle_log("cannot post batch %s of \"%s\": %s", c->id,
@@ -733,10 +733,10 @@ malformed:
     free(usage);
     free(names);
 
-    rc = toll_settle_quarantine(d, c, "holds a field the meter does not "
-                                      "write");
+    snprintf(d->refused, sizeof(d->refused), "holds a field the meter does "
+             "not write");
 
-    return (rc == 0) ? TOLL_SETTLE_DRAIN_LEFT : rc;
+    return TOLL_SETTLE_DRAIN_LEFT;
 }
 
 
@@ -752,14 +752,14 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     const char *reason)
 {
     int          n;
-    char         value[TOLL_SETTLE_REASON_LEN_MAX + 32];
+    char         value[TOLL_SETTLE_REFUSED_LEN_MAX + 32];
     redisReply  *r;
     const char  *argv[4];
     size_t       argvlen[4];
 
     n = snprintf(value, sizeof(value), "%lld %.*s",
                  (long long) (toll_settle_wall_ms() / 1000),
-                 TOLL_SETTLE_REASON_LEN_MAX, reason);
+                 TOLL_SETTLE_REFUSED_LEN_MAX, reason);
     if (n < 0) {
         return EX_SOFTWARE;
     }

@@ -20,6 +20,9 @@
 /* a pass stopped on Redis: the caller reconnects and tries again later */
 #define TOLL_SETTLE_DRAIN_AGAIN   -1
 
+/* why the ledger refused a claim, kept with it in quarantine */
+#define TOLL_SETTLE_REFUSED_LEN_MAX  512
+
 
 typedef struct {
     const toll_settle_conf_t   *conf;
@@ -58,6 +61,9 @@ typedef struct {
     int64_t                     open_claims;
     /* claims in quarantine after the last pass (count_open) */
     int64_t                     quarantine_claims;
+
+    /* why the ledger refused the claim in hand */
+    char                        refused[TOLL_SETTLE_REFUSED_LEN_MAX];
 } toll_settle_drain_t;
 
 

@@ -4,8 +4,8 @@
  * anything with access to Redis may have written it, posted into an
  * in-memory ledger.
  *
- * Checked: nothing crashes or leaks; a claim is either posted or left in
- * Redis for the operator, and never stops the daemon (DESIGN.md: a drain
+ * Checked: nothing crashes or leaks; a claim is either posted or refused
+ * (to be set aside in quarantine), never a stop (DESIGN.md: a drain
  * never stops for one bad record); what is posted leaves the ledger
  * balanced (toll_ledger_check()).
  *
@@ -122,18 +122,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rc = toll_settle_post(&d, &c, content);
 
-    /*
-     * Posted (0) or left for the operator, never a stop.  Known, not yet
-     * fixed (t/test_settle_fuzz_findings.py): a content the ledger refuses
-     * as "invalid usage" stops the daemon; it is let through unless
-     * TOLL_FUZZ_STRICT is set, so that the run looks for anything else.
-     */
-    if (rc == EX_SOFTWARE && getenv("TOLL_FUZZ_STRICT") == NULL
-        && strstr(toll_ledger_errmsg(fuzz_ledger), "invalid usage of service")
-           != NULL)
-    {
-        rc = TOLL_SETTLE_DRAIN_LEFT;
-    }
+    /* posted (0) or refused and set aside (LEFT), never a stop */
 
     if (rc != 0 && rc != TOLL_SETTLE_DRAIN_LEFT) {
         fprintf(stderr, "fuzz: toll_settle_post() returned %d: %s\n", rc,

@@ -350,13 +350,14 @@ def main():
             log("%-15s" % k + "".join(" %10d" % row[c] for c in cols))
     if figures:
         log("upstream received %d priced calls (%d of them open at a "
-            "worker kill or answered at the read timeout); meter %d calls,"
-            " %d micro-units; ledger %d calls, %d micro-units; free calls"
-            " given %d; faults done %d" % (
-                figures["upstream_received"], figures["uncertain"],
-                figures["meter_calls"], figures["meter_amount"],
-                figures["ledger_calls"], figures["ledger_amount"],
-                figures["free_given"], len(run.events)))
+            "worker kill or answered at the read timeout, %d counted as "
+            "at the gate); meter %d calls, %d micro-units; ledger %d "
+            "calls, %d micro-units; free calls given %d; faults done %d"
+            % (figures["upstream_received"], figures["uncertain"],
+               figures["gate_outcomes"], figures["meter_calls"],
+               figures["meter_amount"], figures["ledger_calls"],
+               figures["ledger_amount"], figures["free_given"],
+               len(run.events)))
     for n in report.notes:
         log("note: " + n)
     for name, _ in report.passed:

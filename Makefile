@@ -7,6 +7,7 @@
 #   make bench      throughput of toll against plain proxy_pass (benchmarks/)
 #   make bench-callgrind  the module's own instructions per request
 #   make fuzz       each libFuzzer harness of t/fuzz/ for FUZZ_SECONDS
+#   make sim        the seeded fault simulation (SEED=, MINUTES=, SIM_FAULTS=)
 #
 # Debian 12 packages that a step needs are installed by "make setup", which
 # the other targets run first; it calls apt-get only when one is missing.
@@ -153,6 +154,18 @@ test-asan: setup-test
 
 demo: all
 	$(PYTHON) demo/run.py --build $(OUT)
+
+# The seeded fault simulation (docs/simulation.md): SEED (default: a
+# random one, printed), MINUTES (default 2), SIM_FAULTS (default all, or
+# e.g. all,-timeout).  A failing run prints the command that replays it.
+SEED        ?=
+MINUTES     ?= 2
+SIM_FAULTS  ?= all
+
+.PHONY: sim
+sim: all
+	nice $(PYTHON) t/sim/run.py --build $(OUT) --minutes $(MINUTES) \
+	    --faults $(SIM_FAULTS) $(if $(SEED),--seed $(SEED))
 
 bench: all
 	bash benchmarks/auth_ratio.sh --cpu $(OUT)

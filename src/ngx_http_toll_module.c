@@ -1154,6 +1154,7 @@ ngx_http_toll_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_toll_init(ngx_conf_t *cf)
 {
+    ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_toll_main_conf_t  *mcf;
@@ -1187,12 +1188,22 @@ ngx_http_toll_init(ngx_conf_t *cf)
 
     *h = ngx_http_toll_subrequest_handler;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    /*
+     * First in the log phase: the meter settles what the call cost (a
+     * call never sent upstream costs nothing) before an access_log writes
+     * $toll_amount; the log module registered its handler before ours.
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_toll_log_handler;
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
+    h[0] = ngx_http_toll_log_handler;
 
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_toll_header_filter;

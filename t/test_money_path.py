@@ -109,6 +109,10 @@ def test_slow_body_after_a_drain_stops_no_settlement(
         assert read_status(s) in (None, 408)
         wait_for(lambda: "status=408" in ngx.read(ngx.prefix + "/logs/meter.log"), 10,
                  what="the 408 in the usage log")
+        # the usage log says what the call cost: nothing, it never left
+        line = [ln for ln in ngx.read(ngx.prefix + "/logs/meter.log")
+                .splitlines() if "status=408" in ln][0]
+        assert "|amount=0|free=false|" in line, line
     finally:
         s.close()
 

@@ -1019,6 +1019,11 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
     ln = ngx_http_toll_shm_limit_find(fl->shm_zone, fl->subject,
                                       fl->subject_len);
 
+    /* found: its newlines would cut the log lines below in three */
+    for (i = 0; i < fl->subject_len; i++) {
+        fl->subject[i] = (fl->subject[i] == '\n') ? '/' : fl->subject[i];
+    }
+
     if (ln && ln->uid == fl->uid) {
         st = (ngx_http_toll_meter_state_t *) ln->state;
 
@@ -1045,7 +1050,10 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                               st->flight[NGX_HTTP_TOLL_METER_AMOUNT],
                               st->flight[NGX_HTTP_TOLL_METER_ERRORS]);
 
-            } else if (!done && why.len && !st->refused) {
+            } else if (!done && why.len && !st->refused
+                       && ngx_http_toll_redis_refusal(
+                              NGX_HTTP_TOLL_REDIS_METER, reply))
+            {
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                               "toll: redis refused the meter's batch of "
                               "\"%*s\", kept and sent again: %V%s",
@@ -1087,4 +1095,12 @@ static void
 ngx_http_toll_meter_index_reply(void *data, redisReply *reply)
 {
     /* an index entry lost now is written again with the next flush */
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_INDEX, reply))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "toll: redis refused the usage index: %*s",
+                      (size_t) reply->len, reply->str);
+    }
 }

@@ -1074,7 +1074,9 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
                           claim->subject);
         }
 
-    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+    } else if (reply && reply->type == REDIS_REPLY_ERROR
+               && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_FREE, reply))
+    {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "toll: redis refused a free-tier lease: %*s",
                       (size_t) reply->len, reply->str);

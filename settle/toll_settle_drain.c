@@ -89,7 +89,8 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
 /*
  * KEYS: the usage hash, the claim, the day's mirror.  ARGV: the mirror's
  * TTL.  Renames the hash to the claim and adds its counts to the mirror,
- * atomically: both or neither.  Counts move as the strings Redis holds
+ * atomically: both or neither.  A key that is not a hash is renamed, not
+ * mirrored, and its type answered: the worker sets the claim aside.  Counts move as the strings Redis holds
  * (HINCRBY parses them as int64), never as Lua numbers.  A hash with a
  * count that is not an integer is claimed (out of the meter's way) but
  * not mirrored: the worker leaves such a claim unposted, and a script
@@ -97,7 +98,9 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
  */
 static const char  toll_settle_claim_script[] =
 "if redis.call('EXISTS',KEYS[1])==0 then return false end "
+"local t=redis.call('TYPE',KEYS[1]).ok "
 "redis.call('RENAME',KEYS[1],KEYS[2]) "
+"if t~='hash' then return t end "
 "local h=redis.call('HGETALL',KEYS[2]) "
 "for i=1,#h,2 do "
   "if string.sub(h[i],-9)~=':provider' and "
@@ -264,6 +267,7 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 
     if (rc == 0) {
         d->redis_down = 0;
+        d->refused[0] = '\0';
     }
 
     return rc;
@@ -491,6 +495,16 @@ toll_settle_recover(toll_settle_drain_t *d)
         argvlen[1] = strlen(c.name);
 
         content = toll_settle_cmd(d, 2, argv, argvlen);
+
+        if (content != NULL && content->type == REDIS_REPLY_ERROR
+            && strncmp(content->str, "WRONGTYPE", 9) == 0)
+        {
+            /* not a hash: no pass could post it */
+            freeReplyObject(content);
+            rc = toll_settle_quarantine(d, &c, "the claim is not a hash");
+            continue;
+        }
+
         if (content == NULL || content->type != REDIS_REPLY_ARRAY) {
             rc = toll_settle_redis_failed(d, "HGETALL of a claim", content);
             break;
@@ -1113,6 +1127,22 @@ forget:
         r = toll_settle_cmd(d, 7, argv, argvlen);
     }
 
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        /*
+         * Not a hash (the script's answer is its type): claimed, out of
+         * the meter's way, and set aside; the meter's next flush makes a
+         * new hash of that name.
+         */
+
+        d->script_loaded = 1;
+
+        snprintf(mirror, sizeof(mirror), "the usage key is a %.*s, not a "
+                 "hash", (int) (r->len < 32 ? r->len : 32), r->str);
+        freeReplyObject(r);
+
+        return toll_settle_quarantine(d, &c, mirror);
+    }
+
     if (r == NULL || (r->type != REDIS_REPLY_ARRAY
                       && r->type != REDIS_REPLY_NIL))
     {
@@ -1301,10 +1331,29 @@ static int
 toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
     redisReply *reply)
 {
+    size_t  len;
+
     if (reply != NULL) {
         if (reply->type == REDIS_REPLY_ERROR) {
-            toll_settle_log("redis refused %s: %.*s", what, (int) reply->len,
-                            reply->str);
+            /*
+             * A store that refuses (out of memory, a replica, loading)
+             * refuses every pass alike until it is mended: said once per
+             * outage, and again only when the refusal changes.
+             */
+
+            len = strcspn(reply->str, " ");
+            if (len >= sizeof(d->refused)) {
+                len = sizeof(d->refused) - 1;
+            }
+
+            if (!d->redis_down || strlen(d->refused) != len
+                || strncmp(d->refused, reply->str, len) != 0)
+            {
+                toll_settle_log("redis refused %s: %.*s; retrying", what,
+                                (int) reply->len, reply->str);
+                memcpy(d->refused, reply->str, len);
+                d->refused[len] = '\0';
+            }
 
         } else {
             toll_settle_log("redis answered %s with a reply of type %d",

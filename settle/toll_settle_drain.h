@@ -31,6 +31,8 @@ typedef struct {
     int                         bound;          /* ledger id checked */
     int                         script_loaded;
     int                         redis_down;     /* logged once per outage */
+    /* the class of the refusal logged in this outage ("OOM", ...) */
+    char                        refused[16];
     int64_t                     next_sweep_ms;  /* CLOCK_MONOTONIC */
 
     int                         count_open;     /* SCARD after a pass */

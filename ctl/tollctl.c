@@ -953,6 +953,7 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
 
             for (j = 0; j < i; j++) {
                 freeReplyObject(replies[j]);
+                replies[j] = NULL;
             }
 
             return -1;
@@ -967,8 +968,10 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     }
 
     if (failed) {
+        /* NULL, so that a caller that frees what it holds frees nothing */
         for (i = 0; i < n; i++) {
             freeReplyObject(replies[i]);
+            replies[i] = NULL;
         }
 
         return -1;

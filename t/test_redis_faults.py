@@ -19,6 +19,7 @@ whole episode (not one per request or per retry), and the documented
 answer to the client.  nginx runs one worker, so "one per worker" is one.
 """
 
+import json
 import re
 import subprocess
 import time
@@ -450,6 +451,15 @@ def test_drain(redis_server, faults, tmp_path, fault):
             p = settle.once()
             assert p.returncode == 0 and p.stderr == "", p.stderr
             ledger_check(settle.ledger)
+            # the operator sees it, with no counts
+            p = subprocess.run([tollctl_path(), "--redis",
+                                redis_server.address, "quarantine", "list",
+                                "--json"], capture_output=True, text=True,
+                               timeout=30, env=preload_env())
+            assert p.returncode == 0, p.stderr
+            (q,) = json.loads(p.stdout)
+            assert q["buyer"] == "bad" and q["fields"] == {}, q
+            assert "not a hash" in q["reason"], q
             return
 
         p = settle.once()
@@ -474,7 +484,7 @@ def test_drain(redis_server, faults, tmp_path, fault):
 
 TOLLCTL_CASES = [
     pytest.param("noscript", marks=pytest.mark.skip(
-        reason="tollctl runs no script"), id="tollctl-noscript"),
+        reason="tollctl sends its one script whole (EVAL): NOSCRIPT cannot happen"), id="tollctl-noscript"),
     pytest.param("oom", id="tollctl-oom"),
     pytest.param("readonly", id="tollctl-readonly"),
     pytest.param("wrongtype", id="tollctl-wrongtype"),

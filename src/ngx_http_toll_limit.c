@@ -1827,9 +1827,11 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     } else {
         /* Redis failed this one: this node decides alone */
 
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "toll: redis did not decide a strict limit, "
-                      "deciding locally");
+        if (ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_LIMIT, reply)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "toll: redis did not decide a strict limit, "
+                          "deciding locally");
+        }
 
         lctx->violated = -1;
 

@@ -247,19 +247,30 @@ ngx_uint_t
 ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
     redisReply *reply)
 {
-    size_t                          len;
+    size_t                          len, n;
+    char                           *str;
     ngx_msec_t                      now;
     ngx_http_toll_redis_episode_t  *ep;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR
-        || path >= NGX_HTTP_TOLL_REDIS_PATH_N)
-    {
+    if (path >= NGX_HTTP_TOLL_REDIS_PATH_N) {
         return 1;
     }
 
-    for (len = 0; len < (size_t) reply->len
-                  && len < NGX_HTTP_TOLL_REDIS_CLASS_LEN
-                  && reply->str[len] != ' ';
+    if (reply == NULL) {
+        /* no answer at all: the connection's own line tells why */
+        str = "(no answer)";
+        n = sizeof("(no answer)") - 1;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        str = reply->str;
+        n = reply->len;
+
+    } else {
+        return 1;
+    }
+
+    for (len = 0; len < n && len < NGX_HTTP_TOLL_REDIS_CLASS_LEN
+                  && str[len] != ' ';
          len++)
     {
         /* void */
@@ -269,7 +280,7 @@ ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
     now = ngx_current_msec;
 
     if (ep->class_len == len
-        && ngx_strncmp(ep->class, reply->str, len) == 0
+        && ngx_strncmp(ep->class, str, len) == 0
         && now - ep->last < NGX_HTTP_TOLL_REDIS_EPISODE_MS)
     {
         ep->last = now;
@@ -283,7 +294,7 @@ ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
         return 1;
     }
 
-    ngx_memcpy(ep->class, reply->str, len);
+    ngx_memcpy(ep->class, str, len);
     ep->class_len = len;
     ep->last = now;
     ep->said = now;

@@ -55,12 +55,13 @@ typedef enum {
 } ngx_http_toll_redis_path_e;
 
 /*
- * An error reply to a command of a path: returns 1 when the caller should
- * log it, 0 when it belongs to an episode already logged.  An episode is
- * a run of refusals of one class (the reply's first word: OOM, READONLY,
- * LOADING, WRONGTYPE ...) on one path, none more than
- * NGX_HTTP_TOLL_REDIS_EPISODE_MS after the one before; a long one is
- * logged again once every NGX_HTTP_TOLL_REDIS_REMIND_MS.  Per worker.
+ * An error reply (or none, NULL) to a command of a path: returns 1 when
+ * the caller should log it, 0 when it belongs to an episode already
+ * logged.  An episode is a run of refusals of one class (the reply's
+ * first word: OOM, READONLY, LOADING, WRONGTYPE ...) on one path, none
+ * more than NGX_HTTP_TOLL_REDIS_EPISODE_MS after the one before; a long
+ * one is logged again once every NGX_HTTP_TOLL_REDIS_REMIND_MS.  Per
+ * worker.
  */
 ngx_uint_t ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
     redisReply *reply);

@@ -59,6 +59,7 @@ LOCATIONS = """
 
 HTTP = """
     toll_plan gold rate=100000r/d;
+    toll_plan strictp rate=100000r/d strict;
     toll_default_plan gold;
     toll_free_lease 1;
     toll_free_tier_fallback closed;
@@ -159,6 +160,9 @@ class Limits:
 
     def setup(self, env):
         env.k = raw_key(env.rs, owner="lim")
+        return self._sync_setup(env)
+
+    def _sync_setup(self, env):
         for _ in range(5):
             assert get(env.ngx, "/api/x", env.k).status == 200
         rc = env.rs.client
@@ -244,6 +248,17 @@ class Free:
             (claimed(env.rs.client), env.served)
 
 
+class Strict(Limits):
+    """A strict plan asks Redis at every request: refused, the node
+    decides alone, and says so once."""
+
+    log_re = r"limit sync|strict limit"
+
+    def setup(self, env):
+        env.k = raw_key(env.rs, owner="strict", plan="strictp")
+        return self._sync_setup(env)
+
+
 def _not503(r):
     return r if r.status != 503 else None
 
@@ -320,7 +335,8 @@ def usage_exact(rc, want):
     return True
 
 
-PATHS = {"lookup": Lookup, "limits": Limits, "free": Free, "meter": Meter}
+PATHS = {"lookup": Lookup, "limits": Limits, "strict": Strict,
+         "free": Free, "meter": Meter}
 
 CASES = [(p, f) for p in PATHS for f in FAULTS] + [("meter",
                                                     "wrongtype:days")]
@@ -359,13 +375,17 @@ def test_nginx_path(gate, redis_server, meter_upstream, faults, path,
     faults.end()
     p.after(env, fault)
 
+    text = gate.error_log_text()[log_before:]
     want = p.log_lines[fault]
     if want is not None:
-        text = gate.error_log_text()[log_before:]
         lines = fault_lines(text, kind, p.log_re)
         assert len(lines) == want, \
             "%d lines name %s, want %d:\n%s" % (len(lines), kind, want,
                                                 "\n".join(lines))
+    # whatever they say: no flood of the path's lines (per worker)
+    flood = [ln for ln in text.splitlines()
+             if re.search(p.log_re, ln) and re.search(r"\[(error|warn)\]", ln)]
+    assert len(flood) <= 1, "\n".join(flood)
 
 
 # ============================================================ toll-settle

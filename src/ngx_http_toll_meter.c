@@ -950,8 +950,9 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[2] = argv[3];
     argvlen[2] = argvlen[3];
 
-    (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply, NULL, 3,
-                                    argv, argvlen);
+    /* not NULL: its reply is read, for a refusal to be said */
+    (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply,
+                                    fl->shm_zone, 3, argv, argvlen);
 
     return NGX_OK;
 }
@@ -1097,7 +1098,7 @@ ngx_http_toll_meter_index_reply(void *data, redisReply *reply)
     /* an index entry lost now is written again with the next flush */
 
     if (reply && reply->type == REDIS_REPLY_ERROR
-        && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_INDEX, reply))
+        && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_METER, reply))
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "toll: redis refused the usage index: %*s",

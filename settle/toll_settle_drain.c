@@ -90,7 +90,8 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
  * KEYS: the usage hash, the claim, the day's mirror.  ARGV: the mirror's
  * TTL.  Renames the hash to the claim and adds its counts to the mirror,
  * atomically: both or neither.  A key that is not a hash is renamed, not
- * mirrored, and its type answered: the worker sets the claim aside.  Counts move as the strings Redis holds
+ * mirrored, and its type answered: the worker sets the claim aside.  A
+ * mirror that is not a hash moves nothing (answer 0): the hash waits.  Counts move as the strings Redis holds
  * (HINCRBY parses them as int64), never as Lua numbers.  A hash with a
  * count that is not an integer is claimed (out of the meter's way) but
  * not mirrored: the worker leaves such a claim unposted, and a script
@@ -98,6 +99,8 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
  */
 static const char  toll_settle_claim_script[] =
 "if redis.call('EXISTS',KEYS[1])==0 then return false end "
+"local m=redis.call('TYPE',KEYS[3]).ok "
+"if m~='none' and m~='hash' then return 0 end "
 "local t=redis.call('TYPE',KEYS[1]).ok "
 "redis.call('RENAME',KEYS[1],KEYS[2]) "
 "if t~='hash' then return t end "
@@ -1010,7 +1013,7 @@ static int
 toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
 {
     int                  rc;
-    char                 mirror[TOLL_SETTLE_KEY_LEN_MAX + 16];
+    char                 mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
     char                 id[TOLL_LEDGER_BATCH_ID_LEN + 1];
     redisReply          *r;
     const char          *argv[7];
@@ -1125,6 +1128,29 @@ forget:
         argvlen[1] = sizeof(toll_settle_claim_script) - 1;
 
         r = toll_settle_cmd(d, 7, argv, argvlen);
+    }
+
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        /*
+         * The day's mirror is not a hash: nothing moved.  The intent is
+         * forgotten and the hash waits in the index until the mirror is
+         * mended, said once; every other buyer goes on.
+         */
+
+        freeReplyObject(r);
+        d->script_loaded = 1;
+
+        if (strcmp(d->bad_mirror, mirror) != 0) {
+            toll_settle_log("cannot claim \"%.*s\": its mirror \"%s\" is "
+                            "not a hash (WRONGTYPE); the usage waits in "
+                            "redis until the mirror is deleted or mended",
+                            (int) len, hash, mirror);
+            memcpy(d->bad_mirror, mirror, sizeof(d->bad_mirror));
+        }
+
+        rc = toll_settle_reindex(d, &c);
+
+        return (rc == 0) ? toll_settle_delete(d, &c) : rc;
     }
 
     if (r != NULL && r->type == REDIS_REPLY_STRING) {

@@ -19,6 +19,8 @@
 
 /* a pass stopped on Redis: the caller reconnects and tries again later */
 #define TOLL_SETTLE_DRAIN_AGAIN   -1
+/* a usage hash's name and ":drained", as the drain builds it */
+#define TOLL_SETTLE_MIRROR_NAME_MAX  1040
 
 
 typedef struct {
@@ -33,6 +35,8 @@ typedef struct {
     int                         redis_down;     /* logged once per outage */
     /* the class of the refusal logged in this outage ("OOM", ...) */
     char                        refused[16];
+    /* the last mirror found not to be a hash, said once */
+    char                        bad_mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
     int64_t                     next_sweep_ms;  /* CLOCK_MONOTONIC */
 
     int                         count_open;     /* SCARD after a pass */

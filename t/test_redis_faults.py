@@ -277,7 +277,8 @@ class Meter:
 
     log_re = r"meter's batch|usage index"
     log_lines = {"noscript": 0, "oom": ONE, "readonly": ONE,
-                 "wrongtype": ONE, "wrongtype:days": ONE, "loading": ONE,
+                 "wrongtype": ONE, "wrongtype:days": ONE,
+                 "wrongtype:index": ONE, "loading": ONE,
                  "lost": None}
 
     def setup(self, env):
@@ -290,6 +291,8 @@ class Meter:
     def key_for(self, env, fault):
         if fault == "wrongtype:days":
             return "toll:usage:{mb0}:days"
+        if fault == "wrongtype:index":
+            return "toll:usage:index"
         return usage_key("mb0", day())
 
     @staticmethod
@@ -305,9 +308,11 @@ class Meter:
         for k in env.buyers:
             r = get(env.ngx, "/svc/x", k)
             assert r.status == 200, (r, r.body)
-        if fault in ("oom", "readonly", "wrongtype", "wrongtype:days"):
+        if fault.startswith(("oom", "readonly", "wrongtype")):
             # each batch refused, and retried, at least once
-            wait_refused(env.faults, fault.split(":")[0], 4)
+            # (one SADD to the index per flush: three)
+            wait_refused(env.faults, fault.split(":")[0],
+                         3 if fault == "wrongtype:index" else 4)
 
     def after(self, env, fault):
         if fault == "lost":
@@ -338,8 +343,9 @@ def usage_exact(rc, want):
 PATHS = {"lookup": Lookup, "limits": Limits, "strict": Strict,
          "free": Free, "meter": Meter}
 
-CASES = [(p, f) for p in PATHS for f in FAULTS] + [("meter",
-                                                    "wrongtype:days")]
+# the meter writes three names besides the usage hash
+CASES = [(p, f) for p in PATHS for f in FAULTS] + [
+    ("meter", "wrongtype:days"), ("meter", "wrongtype:index")]
 
 
 def case_param(path, fault):
@@ -383,8 +389,8 @@ def test_nginx_path(gate, redis_server, meter_upstream, faults, path,
             "%d lines name %s, want %d:\n%s" % (len(lines), kind, want,
                                                 "\n".join(lines))
     # whatever they say: no flood of the path's lines (per worker)
-    flood = [ln for ln in text.splitlines()
-             if re.search(p.log_re, ln) and re.search(r"\[(error|warn)\]", ln)]
+    flood = [ln for ln in text.splitlines() if re.search(p.log_re, ln)
+             and re.search(r"\[(error|warn)\]", ln)]
     assert len(flood) <= 1, "\n".join(flood)
 
 
@@ -392,7 +398,7 @@ def test_nginx_path(gate, redis_server, meter_upstream, faults, path,
 
 def settle_cases():
     out = []
-    for f in FAULTS + ("wrongtype:usage",):
+    for f in FAULTS + ("wrongtype:usage", "wrongtype:mirror"):
         out.append(pytest.param(f, id="drain-" + f))
     return out
 
@@ -456,7 +462,24 @@ def test_drain(redis_server, faults, tmp_path, fault):
             key = "toll:drain:open"
         elif fault == "wrongtype:usage":
             key = usage_key("bad", day())
+        elif fault == "wrongtype:mirror":
+            key = usage_key("d1", day()) + ":drained"
         faults.begin(kind, key=key)
+        if fault == "wrongtype:mirror":
+            # d1's usage waits, said once; every other buyer settles
+            for _ in range(2):
+                p = settle.once()
+                assert p.returncode == 0, p.stderr
+                assert len(fault_lines(p.stderr, kind)) <= 1, p.stderr
+            assert ledger_calls(settle) == {("d2", day(), "svc"): 3}
+            assert rc.hget(usage_key("d1", day()), "svc:calls") == "3"
+            faults.end()
+            p = settle.once()
+            assert p.returncode == 0 and p.stderr == "", p.stderr
+            assert ledger_calls(settle) == want
+            assert rc.hget(key, "svc:calls") == "3"
+            ledger_check(settle.ledger)
+            return
         if fault == "wrongtype:usage":
             rc.sadd("toll:usage:index", key)
             # a hash that is not one is set aside; the rest is posted
@@ -504,7 +527,8 @@ def test_drain(redis_server, faults, tmp_path, fault):
 
 TOLLCTL_CASES = [
     pytest.param("noscript", marks=pytest.mark.skip(
-        reason="tollctl sends its one script whole (EVAL): NOSCRIPT cannot happen"), id="tollctl-noscript"),
+        reason="tollctl sends its one script whole (EVAL): NOSCRIPT "
+               "cannot happen"), id="tollctl-noscript"),
     pytest.param("oom", id="tollctl-oom"),
     pytest.param("readonly", id="tollctl-readonly"),
     pytest.param("wrongtype", id="tollctl-wrongtype"),

@@ -91,8 +91,9 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
  * TTL.  Renames the hash to the claim and adds its counts to the mirror,
  * atomically: both or neither.  A key that is not a hash is renamed, not
  * mirrored, and its type answered: the worker sets the claim aside.  A
- * mirror that is not a hash moves nothing (answer 0): the hash waits.  Counts move as the strings Redis holds
- * (HINCRBY parses them as int64), never as Lua numbers.  A hash with a
+ * mirror that is not a hash moves nothing (answer 0): the hash waits.
+ * Counts move as the strings Redis holds (HINCRBY parses them as int64),
+ * never as Lua numbers.  A hash with a
  * count that is not an integer is claimed (out of the meter's way) but
  * not mirrored: the worker leaves such a claim unposted, and a script
  * that failed half way would have mirrored a part of it.

@@ -6,12 +6,15 @@ Each path that talks to Redis meets the error classes a real Redis sends
     paths   lookup   an uncached key's record (HMGET)
             limits   the limit sync script (a day window: Redis's slot
                      counts are exact, so a count lost or sent twice shows)
+            strict   the same script, asked by every request of a strict
+                     plan
             free     the free tier's lease script, toll_free_lease 1, so
                      that every free call asks Redis
             meter    the meter's flush script, three buyers
             drain    toll-settle, the daemon and --once
             tollctl  the operator's CLI
-    faults  noscript oom readonly wrongtype loading lost
+    faults  noscript oom readonly wrongtype loading lost (and WRONGTYPE
+            at each other name the meter and the drain write)
 
 For each: no crash (the fixtures read the error log), nothing lost or
 counted twice, at most one log line per worker naming the fault for the

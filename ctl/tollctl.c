@@ -953,6 +953,7 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
 
             for (j = 0; j < i; j++) {
                 freeReplyObject(replies[j]);
+                replies[j] = NULL;
             }
 
             return -1;
@@ -967,8 +968,10 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     }
 
     if (failed) {
+        /* NULL, so that a caller that frees what it holds frees nothing */
         for (i = 0; i < n; i++) {
             freeReplyObject(replies[i]);
+            replies[i] = NULL;
         }
 
         return -1;
@@ -1347,6 +1350,43 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     const char     *role;
     redisReply     *reply;
     tollctl_cmd_t   cmds[2];
+
+    /*
+     * A transaction is not rolled back: an index that is not a set would
+     * refuse the SADD after the record was written, leaving a key whose
+     * secret nobody was shown.  Its type is checked first, under WATCH.
+     */
+
+    tollctl_cmd_init(&cmds[0], "WATCH");
+    tollctl_cmd_add_str(&cmds[0], TOLL_REDIS_KEY_INDEX);
+    tollctl_cmd_init(&cmds[1], "TYPE");
+    tollctl_cmd_add_str(&cmds[1], TOLL_REDIS_KEY_INDEX);
+
+    reply = tollctl_redis_run(ctl, &cmds[0]);
+    if (reply == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
+
+    reply = tollctl_redis_run(ctl, &cmds[1]);
+    if (reply == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    if (reply->type != REDIS_REPLY_STATUS
+        || (strcmp(reply->str, "set") != 0 && strcmp(reply->str, "none") != 0))
+    {
+        tollctl_error(EX_UNAVAILABLE, "redis %s: " TOLL_REDIS_KEY_INDEX
+                      " is a %s, not a set (WRONGTYPE); make it the set of "
+                      "key ids again before creating keys", ctl->addr.text,
+                      reply->type == REDIS_REPLY_STATUS ? reply->str : "?");
+        freeReplyObject(reply);
+        (void) tollctl_redis_unwatch(ctl);
+        return EX_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
 
     exists = tollctl_redis_watch(ctl, key->redis_name, NULL);
 

@@ -22,6 +22,10 @@
 
 #define TOLLCTL_Q_OPEN        "toll:drain:open"
 #define TOLLCTL_Q_HASH        "toll:drain:quarantine"
+/* a claim's counts, or none when it is not a hash */
+#define TOLLCTL_Q_READ_SCRIPT                                                 \
+    "if redis.call('TYPE',KEYS[1]).ok=='hash' then "                          \
+    "return redis.call('HGETALL',KEYS[1]) end return {}"
 #define TOLLCTL_Q_PREFIX      "toll:drain:{"
 
 
@@ -148,11 +152,18 @@ tollctl_quarantine_list(tollctl_t *ctl, int json)
         goto done;
     }
 
+    /*
+     * A claim set aside because it is not a hash has no counts to show:
+     * read as empty, where HGETALL would refuse the whole list.
+     */
+
     for (i = 0; i < n; i++) {
-        tollctl_cmd_init(&cmds[i], "HGETALL");
-        cmds[i].argv[1] = all->element[2 * i]->str;
-        cmds[i].argvlen[1] = all->element[2 * i]->len;
-        cmds[i].argc = 2;
+        tollctl_cmd_init(&cmds[i], "EVAL");
+        tollctl_cmd_add_str(&cmds[i], TOLLCTL_Q_READ_SCRIPT);
+        tollctl_cmd_add_str(&cmds[i], "1");
+        cmds[i].argv[3] = all->element[2 * i]->str;
+        cmds[i].argvlen[3] = all->element[2 * i]->len;
+        cmds[i].argc = 4;
     }
 
     if (n > 0 && tollctl_redis_pipeline(ctl, cmds, n, contents) != 0) {

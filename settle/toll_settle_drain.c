@@ -50,7 +50,7 @@
 /* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
 #define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
 
-/* a claim the ledger refuses, for quarantine: why is in d->refused */
+/* a claim the ledger refuses, to set aside: why is in ledger_refused */
 #define TOLL_SETTLE_DRAIN_LEFT     1
 
 
@@ -87,15 +87,22 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
 /*
  * KEYS: the usage hash, the claim, the day's mirror.  ARGV: the mirror's
  * TTL.  Renames the hash to the claim and adds its counts to the mirror,
- * atomically: both or neither.  Counts move as the strings Redis holds
- * (HINCRBY parses them as int64), never as Lua numbers.  A hash with a
+ * atomically: both or neither.  A key that is not a hash is renamed, not
+ * mirrored, and its type answered: the worker sets the claim aside.  A
+ * mirror that is not a hash moves nothing (answer 0): the hash waits.
+ * Counts move as the strings Redis holds (HINCRBY parses them as int64),
+ * never as Lua numbers.  A hash with a
  * count that is not an integer is claimed (out of the meter's way) but
  * not mirrored: the worker leaves such a claim unposted, and a script
  * that failed half way would have mirrored a part of it.
  */
 static const char  toll_settle_claim_script[] =
 "if redis.call('EXISTS',KEYS[1])==0 then return false end "
+"local m=redis.call('TYPE',KEYS[3]).ok "
+"if m~='none' and m~='hash' then return 0 end "
+"local t=redis.call('TYPE',KEYS[1]).ok "
 "redis.call('RENAME',KEYS[1],KEYS[2]) "
+"if t~='hash' then return t end "
 "local h=redis.call('HGETALL',KEYS[2]) "
 "for i=1,#h,2 do "
   "if string.sub(h[i],-9)~=':provider' and "
@@ -262,6 +269,7 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 
     if (rc == 0) {
         d->redis_down = 0;
+        d->refused[0] = '\0';
     }
 
     return rc;
@@ -489,6 +497,16 @@ toll_settle_recover(toll_settle_drain_t *d)
         argvlen[1] = strlen(c.name);
 
         content = toll_settle_cmd(d, 2, argv, argvlen);
+
+        if (content != NULL && content->type == REDIS_REPLY_ERROR
+            && strncmp(content->str, "WRONGTYPE", 9) == 0)
+        {
+            /* not a hash: no pass could post it */
+            freeReplyObject(content);
+            rc = toll_settle_quarantine(d, &c, "the claim is not a hash");
+            continue;
+        }
+
         if (content == NULL || content->type != REDIS_REPLY_ARRAY) {
             rc = toll_settle_redis_failed(d, "HGETALL of a claim", content);
             break;
@@ -539,7 +557,7 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
         if (rc == TOLL_SETTLE_DRAIN_LEFT) {
             /* refused, and it would be at every pass: set aside */
-            return toll_settle_quarantine(d, c, d->refused);
+            return toll_settle_quarantine(d, c, d->ledger_refused);
         }
 
         if (rc != 0) {
@@ -705,7 +723,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         free(usage);
         free(names);
 
-        snprintf(d->refused, sizeof(d->refused), "%s",
+        snprintf(d->ledger_refused, sizeof(d->ledger_refused), "%s",
                  toll_ledger_errmsg(d->ledger));
 
         return TOLL_SETTLE_DRAIN_LEFT;
@@ -733,8 +751,8 @@ malformed:
     free(usage);
     free(names);
 
-    snprintf(d->refused, sizeof(d->refused), "holds a field the meter does "
-             "not write");
+    snprintf(d->ledger_refused, sizeof(d->ledger_refused), "holds a field "
+             "the meter does not write");
 
     return TOLL_SETTLE_DRAIN_LEFT;
 }
@@ -996,7 +1014,7 @@ static int
 toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
 {
     int                  rc;
-    char                 mirror[TOLL_SETTLE_KEY_LEN_MAX + 16];
+    char                 mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
     char                 id[TOLL_LEDGER_BATCH_ID_LEN + 1];
     redisReply          *r;
     const char          *argv[7];
@@ -1111,6 +1129,45 @@ forget:
         argvlen[1] = sizeof(toll_settle_claim_script) - 1;
 
         r = toll_settle_cmd(d, 7, argv, argvlen);
+    }
+
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        /*
+         * The day's mirror is not a hash: nothing moved.  The intent is
+         * forgotten and the hash waits in the index until the mirror is
+         * mended, said once; every other buyer goes on.
+         */
+
+        freeReplyObject(r);
+        d->script_loaded = 1;
+
+        if (strcmp(d->bad_mirror, mirror) != 0) {
+            toll_settle_log("cannot claim \"%.*s\": its mirror \"%s\" is "
+                            "not a hash (WRONGTYPE); the usage waits in "
+                            "redis until the mirror is deleted or mended",
+                            (int) len, hash, mirror);
+            memcpy(d->bad_mirror, mirror, sizeof(d->bad_mirror));
+        }
+
+        rc = toll_settle_reindex(d, &c);
+
+        return (rc == 0) ? toll_settle_delete(d, &c) : rc;
+    }
+
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        /*
+         * Not a hash (the script's answer is its type): claimed, out of
+         * the meter's way, and set aside; the meter's next flush makes a
+         * new hash of that name.
+         */
+
+        d->script_loaded = 1;
+
+        snprintf(mirror, sizeof(mirror), "the usage key is a %.*s, not a "
+                 "hash", (int) (r->len < 32 ? r->len : 32), r->str);
+        freeReplyObject(r);
+
+        return toll_settle_quarantine(d, &c, mirror);
     }
 
     if (r == NULL || (r->type != REDIS_REPLY_ARRAY
@@ -1301,10 +1358,29 @@ static int
 toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
     redisReply *reply)
 {
+    size_t  len;
+
     if (reply != NULL) {
         if (reply->type == REDIS_REPLY_ERROR) {
-            toll_settle_log("redis refused %s: %.*s", what, (int) reply->len,
-                            reply->str);
+            /*
+             * A store that refuses (out of memory, a replica, loading)
+             * refuses every pass alike until it is mended: said once per
+             * outage, and again only when the refusal changes.
+             */
+
+            len = strcspn(reply->str, " ");
+            if (len >= sizeof(d->refused)) {
+                len = sizeof(d->refused) - 1;
+            }
+
+            if (!d->redis_down || strlen(d->refused) != len
+                || strncmp(d->refused, reply->str, len) != 0)
+            {
+                toll_settle_log("redis refused %s: %.*s; retrying", what,
+                                (int) reply->len, reply->str);
+                memcpy(d->refused, reply->str, len);
+                d->refused[len] = '\0';
+            }
 
         } else {
             toll_settle_log("redis answered %s with a reply of type %d",

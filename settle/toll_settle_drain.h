@@ -19,6 +19,8 @@
 
 /* a pass stopped on Redis: the caller reconnects and tries again later */
 #define TOLL_SETTLE_DRAIN_AGAIN   -1
+/* a usage hash's name and ":drained", as the drain builds it */
+#define TOLL_SETTLE_MIRROR_NAME_MAX  1040
 
 /* why the ledger refused a claim, kept with it in quarantine */
 #define TOLL_SETTLE_REFUSED_LEN_MAX  512
@@ -34,6 +36,10 @@ typedef struct {
     int                         bound;          /* ledger id checked */
     int                         script_loaded;
     int                         redis_down;     /* logged once per outage */
+    /* the class of the refusal logged in this outage ("OOM", ...) */
+    char                        refused[16];
+    /* the last mirror found not to be a hash, said once */
+    char                        bad_mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
     int64_t                     next_sweep_ms;  /* CLOCK_MONOTONIC */
 
     int                         count_open;     /* SCARD after a pass */
@@ -63,7 +69,7 @@ typedef struct {
     int64_t                     quarantine_claims;
 
     /* why the ledger refused the claim in hand */
-    char                        refused[TOLL_SETTLE_REFUSED_LEN_MAX];
+    char                        ledger_refused[TOLL_SETTLE_REFUSED_LEN_MAX];
 } toll_settle_drain_t;
 
 

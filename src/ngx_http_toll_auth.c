@@ -317,10 +317,37 @@ ngx_http_toll_auth_on_reply(void *data, redisReply *reply)
     if (reply == NULL) {
         ctx->store_failed = 1;
 
-    } else if (reply->type == REDIS_REPLY_ERROR) {
+    } else if (reply->type == REDIS_REPLY_ERROR
+               && reply->len >= 9
+               && ngx_strncmp(reply->str, "WRONGTYPE", 9) == 0)
+    {
+        /*
+         * Something that is not a hash sits at the record's name: the
+         * record is unreadable, and refused (and cached) like one; a 503
+         * would ask the client to retry what can never succeed.
+         */
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "toll: redis refused the key lookup: %*s",
-                      reply->len, reply->str);
+                      "toll: key record \"%V\" is invalid: WRONGTYPE, it "
+                      "is not a hash, refusing it", &ctx->key_id);
+
+        ngx_memzero(&ctx->key, sizeof(ngx_http_toll_key_t));
+        ctx->key.key_id = ctx->key_id;
+        ctx->key.rate_limit = -1;
+
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+        ngx_http_toll_shm_key_put(mcf->shm_zone, &ctx->key,
+                                  mcf->cache_negative_ttl,
+                                  r->connection->log);
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_LOOKUP, reply)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "toll: redis refused the key lookup: %*s",
+                          reply->len, reply->str);
+        }
+
         ctx->store_failed = 1;
 
     } else if (ngx_http_toll_auth_decode(r, &ctx->key_id, &ctx->key, reply)

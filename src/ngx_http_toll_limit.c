@@ -1954,9 +1954,11 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     } else {
         /* Redis failed this one: this node decides alone */
 
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "toll: redis did not decide a strict limit, "
-                      "deciding locally");
+        if (ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_LIMIT, reply)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "toll: redis did not decide a strict limit, "
+                          "deciding locally");
+        }
 
         lctx->violated = -1;
 
@@ -2294,7 +2296,9 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
                 /* a restarted or flushed Redis: send the script again */
                 ngx_http_toll_limit_script_cached = 0;
 
-            } else {
+            } else if (ngx_http_toll_redis_refusal(
+                           NGX_HTTP_TOLL_REDIS_LIMIT, reply))
+            {
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                               "toll: redis refused a limit sync: %*s",
                               (size_t) reply->len, reply->str);

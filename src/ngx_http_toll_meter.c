@@ -173,9 +173,9 @@ static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
       "return {2,s..f[i]} end "
   "end "
 "end "
+"redis.call('SADD',KEYS[3],ARGV[11]) "
 "for i=1,6 do redis.call('HINCRBY',KEYS[1],s..f[i],ARGV[4+i]) end "
 "redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
-"redis.call('SADD',KEYS[3],ARGV[11]) "
 "redis.call('ZADD',KEYS[2],ARGV[2],ARGV[1]) "
 "redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',tonumber(ARGV[2])-604800) "
 "redis.call('EXPIRE',KEYS[2],691200) "
@@ -965,8 +965,9 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[2] = argv[3];
     argvlen[2] = argvlen[3];
 
-    (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply, NULL, 3,
-                                    argv, argvlen);
+    /* not NULL: its reply is read, for a refusal to be said */
+    (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply,
+                                    fl->shm_zone, 3, argv, argvlen);
 
     return NGX_OK;
 }
@@ -1034,6 +1035,11 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
     ln = ngx_http_toll_shm_limit_find(fl->shm_zone, fl->subject,
                                       fl->subject_len);
 
+    /* found: its newlines would cut the log lines below in three */
+    for (i = 0; i < fl->subject_len; i++) {
+        fl->subject[i] = (fl->subject[i] == '\n') ? '/' : fl->subject[i];
+    }
+
     if (ln && ln->uid == fl->uid) {
         st = (ngx_http_toll_meter_state_t *) ln->state;
 
@@ -1060,7 +1066,10 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                               st->flight[NGX_HTTP_TOLL_METER_AMOUNT],
                               st->flight[NGX_HTTP_TOLL_METER_ERRORS]);
 
-            } else if (!done && why.len && !st->refused) {
+            } else if (!done && why.len && !st->refused
+                       && ngx_http_toll_redis_refusal(
+                              NGX_HTTP_TOLL_REDIS_METER, reply))
+            {
                 ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                               "toll: redis refused the meter's batch of "
                               "\"%*s\", kept and sent again: %V%s",
@@ -1102,4 +1111,12 @@ static void
 ngx_http_toll_meter_index_reply(void *data, redisReply *reply)
 {
     /* an index entry lost now is written again with the next flush */
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_METER, reply))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "toll: redis refused the usage index: %*s",
+                      (size_t) reply->len, reply->str);
+    }
 }

@@ -88,12 +88,16 @@ static uint64_t  ngx_http_toll_usage_seq;
 
 /*
  * KEYS: the buyer's free-tier hash.  ARGV: service, its free_calls, the
- * lease wanted.  Grants what is left, at most the lease, and says what is
- * left after it: no node can ever lease more than free_calls in all.
+ * lease wanted, and how many this node knows were claimed (a Redis that
+ * lost the hash does not grant them again).  Grants what is left, at most
+ * the lease, and says what is left after it: no node can ever lease more
+ * than free_calls in all.
  */
 
 static ngx_str_t  ngx_http_toll_quota_claim_script = ngx_string(
 "local c=tonumber(redis.call('HGET',KEYS[1],ARGV[1]) or '0') "
+"local f=tonumber(ARGV[4]) "
+"if c<f then redis.call('HSET',KEYS[1],ARGV[1],ARGV[4]) c=f end "
 "local n=tonumber(ARGV[2])-c if n<0 then n=0 end "
 "local g=tonumber(ARGV[3]) if g>n then g=n end "
 "if g>0 then redis.call('HINCRBY',KEYS[1],ARGV[1],g) end "
@@ -629,10 +633,11 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     u_char                          *p;
     u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     u_char                           name[TOLL_OWNER_LEN_MAX + 16];
-    u_char                           nums[2 * NGX_INT64_LEN];
-    size_t                           len, argvlen[7];
+    u_char                           nums[3 * NGX_INT64_LEN];
+    size_t                           len, argvlen[8];
+    int64_t                          known;
     ngx_int_t                        rc;
-    const char                      *argv[7];
+    const char                      *argv[8];
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_loc_conf_t        *lcf;
     ngx_http_toll_quota_claim_t     *claim;
@@ -647,6 +652,7 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, len);
+    known = 0;
 
     if (ln == NULL) {
         ln = ngx_http_toll_shm_limit_create(mcf->shm_zone, subject, len,
@@ -670,6 +676,7 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
         rc = ngx_http_toll_quota_take(ctx, st);
         ln->pins = (st->lease_left > 0);
+        known = (st->unclaimed >= 0) ? st->free_calls - st->unclaimed : 0;
 
         ngx_http_toll_shm_unlock(mcf->shm_zone);
 
@@ -716,7 +723,11 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     p = ngx_sprintf(p, "%ui", mcf->free_lease);
     argvlen[6] = p - (u_char *) argv[6];
 
-    if (ngx_http_toll_redis_send(ngx_http_toll_quota_claim_reply, claim, 7,
+    argv[7] = (const char *) p;
+    p = ngx_sprintf(p, "%L", known);
+    argvlen[7] = p - (u_char *) argv[7];
+
+    if (ngx_http_toll_redis_send(ngx_http_toll_quota_claim_reply, claim, 8,
                                  argv, argvlen)
         == NULL)
     {
@@ -1085,7 +1096,9 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
                           claim->subject);
         }
 
-    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+    } else if (reply && reply->type == REDIS_REPLY_ERROR
+               && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_FREE, reply))
+    {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "toll: redis refused a free-tier lease: %*s",
                       (size_t) reply->len, reply->str);

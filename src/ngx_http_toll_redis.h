@@ -43,4 +43,26 @@ ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_send(
 void ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd);
 
 
+/* the paths whose refusals are told apart, for the log */
+typedef enum {
+    NGX_HTTP_TOLL_REDIS_LOOKUP = 0,
+    NGX_HTTP_TOLL_REDIS_LIMIT,
+    NGX_HTTP_TOLL_REDIS_FREE,
+    NGX_HTTP_TOLL_REDIS_METER,
+    NGX_HTTP_TOLL_REDIS_PATH_N
+} ngx_http_toll_redis_path_e;
+
+/*
+ * An error reply (or none, NULL) to a command of a path: returns 1 when
+ * the caller should log it, 0 when it belongs to an episode already
+ * logged.  An episode is a run of refusals of one class (the reply's
+ * first word: OOM, READONLY, LOADING, WRONGTYPE ...) on one path, none
+ * more than NGX_HTTP_TOLL_REDIS_EPISODE_MS after the one before; a long
+ * one is logged again once every NGX_HTTP_TOLL_REDIS_REMIND_MS.  Per
+ * worker.
+ */
+ngx_uint_t ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
+    redisReply *reply);
+
+
 #endif /* _NGX_HTTP_TOLL_REDIS_H_INCLUDED_ */

@@ -34,6 +34,8 @@ static int tollctl_quarantine_replay(tollctl_t *ctl, int all, int argc,
     char **argv);
 static int tollctl_quarantine_one(tollctl_t *ctl, const char *claim,
     size_t len);
+static redisReply *tollctl_quarantine_send(tollctl_t *ctl, const char *verb,
+    const char *key, const char *claim, size_t len);
 static json_t *tollctl_quarantine_entry(const redisReply *name,
     const redisReply *value, const redisReply *content);
 
@@ -377,45 +379,30 @@ replayed:
 static int
 tollctl_quarantine_one(tollctl_t *ctl, const char *claim, size_t len)
 {
-    redisReply     *r;
-    tollctl_cmd_t   cmd;
+    int          found;
+    redisReply  *r;
 
-    tollctl_cmd_init(&cmd, "HEXISTS");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_Q_HASH);
-    cmd.argv[cmd.argc] = claim;
-    cmd.argvlen[cmd.argc++] = len;
-
-    r = tollctl_redis_run(ctl, &cmd);
+    r = tollctl_quarantine_send(ctl, "HEXISTS", TOLLCTL_Q_HASH, claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }
 
-    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
-        freeReplyObject(r);
+    found = (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+
+    if (!found) {
         return tollctl_error(EX_NOINPUT, "\"%.*s\" is not in quarantine",
                              (int) len, claim);
     }
 
-    freeReplyObject(r);
-
-    tollctl_cmd_init(&cmd, "SADD");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_Q_OPEN);
-    cmd.argv[cmd.argc] = claim;
-    cmd.argvlen[cmd.argc++] = len;
-
-    r = tollctl_redis_run(ctl, &cmd);
+    r = tollctl_quarantine_send(ctl, "SADD", TOLLCTL_Q_OPEN, claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }
 
     freeReplyObject(r);
 
-    tollctl_cmd_init(&cmd, "HDEL");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_Q_HASH);
-    cmd.argv[cmd.argc] = claim;
-    cmd.argvlen[cmd.argc++] = len;
-
-    r = tollctl_redis_run(ctl, &cmd);
+    r = tollctl_quarantine_send(ctl, "HDEL", TOLLCTL_Q_HASH, claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }
@@ -423,4 +410,20 @@ tollctl_quarantine_one(tollctl_t *ctl, const char *claim, size_t len)
     freeReplyObject(r);
 
     return EX_OK;
+}
+
+
+/* "VERB KEY CLAIM": the reply, or NULL after reporting an error */
+static redisReply *
+tollctl_quarantine_send(tollctl_t *ctl, const char *verb, const char *key,
+    const char *claim, size_t len)
+{
+    tollctl_cmd_t  cmd;
+
+    tollctl_cmd_init(&cmd, verb);
+    tollctl_cmd_add_str(&cmd, key);
+    cmd.argv[cmd.argc] = claim;
+    cmd.argvlen[cmd.argc++] = len;
+
+    return tollctl_redis_run(ctl, &cmd);
 }

@@ -1,9 +1,10 @@
 /*
  * toll: JWT bearer tokens to key record.
  *
- * The token is taken apart here, strictly: base64url without padding or
- * stray bits, exactly three segments, a JSON object header whose "alg"
- * must be that of a configured key (the key pins the algorithm; "none"
+ * The token is taken apart strictly, by lib/toll_jwt_parse.c (pure, so
+ * that fuzz_jwt runs the same code): base64url without padding or stray
+ * bits, exactly three segments, a JSON object header whose "alg" must be
+ * that of a configured key (the key pins the algorithm; "none"
  * and unknown names match no key), a "kid" that names a key of that
  * algorithm only, a signature of the key's exact length.  Then the
  * signature is checked by OpenSSL with the key parsed when the
@@ -38,6 +39,7 @@
 #include <jansson.h>
 
 #include "ngx_http_toll_jwt.h"
+#include "toll_jwt_parse.h"
 #include "ngx_http_toll_shm.h"
 
 
@@ -52,12 +54,13 @@
 #define NGX_HTTP_TOLL_JWT_CACHE_TTL_MS 300000
 
 
+/* lib/toll_jwt_parse.h's, which reads "alg" from the header */
 typedef enum {
-    NGX_HTTP_TOLL_JWT_RS256 = 0,
-    NGX_HTTP_TOLL_JWT_ES256,
-    NGX_HTTP_TOLL_JWT_EDDSA,
-    NGX_HTTP_TOLL_JWT_HS256,
-    NGX_HTTP_TOLL_JWT_ALGS
+    NGX_HTTP_TOLL_JWT_RS256 = TOLL_JWT_RS256,
+    NGX_HTTP_TOLL_JWT_ES256 = TOLL_JWT_ES256,
+    NGX_HTTP_TOLL_JWT_EDDSA = TOLL_JWT_EDDSA,
+    NGX_HTTP_TOLL_JWT_HS256 = TOLL_JWT_HS256,
+    NGX_HTTP_TOLL_JWT_ALGS = TOLL_JWT_ALGS
 } ngx_http_toll_jwt_alg_e;
 
 
@@ -102,26 +105,15 @@ static ngx_http_toll_auth_status_e ngx_http_toll_jwt_verify(
     ngx_http_toll_loc_conf_t *lcf, ngx_str_t *token,
     ngx_http_toll_jwt_identity_t *id);
 static ngx_http_toll_jwt_key_t *ngx_http_toll_jwt_select_key(
-    ngx_http_toll_ctx_t *ctx, ngx_array_t *keys, json_t *header);
+    ngx_http_toll_ctx_t *ctx, ngx_array_t *keys, toll_jwt_header_t *h);
 static ngx_http_toll_auth_status_e ngx_http_toll_jwt_claims(
     ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf, json_t *claims,
     ngx_http_toll_jwt_identity_t *id);
-static ngx_int_t ngx_http_toll_jwt_time_claim(json_t *claims,
-    const char *name, time_t *t);
-static ngx_uint_t ngx_http_toll_jwt_string_is(json_t *v, ngx_str_t *s);
-static ngx_int_t ngx_http_toll_jwt_plan(ngx_http_toll_loc_conf_t *lcf,
-    json_t *claims, ngx_str_t *plan);
-static ngx_uint_t ngx_http_toll_jwt_plan_word(ngx_http_toll_loc_conf_t *lcf,
-    u_char *p, size_t len, ngx_str_t *plan);
 static ngx_int_t ngx_http_toll_jwt_signature(ngx_http_toll_jwt_key_t *key,
     u_char *data, size_t len, u_char *sig, size_t sig_len);
 static ngx_int_t ngx_http_toll_jwt_es256_der(u_char *sig, u_char *der,
     size_t *der_len);
-static ssize_t ngx_http_toll_jwt_b64_decode(u_char *dst, u_char *src,
-    size_t len);
-static json_t *ngx_http_toll_jwt_json(ngx_pool_t *pool, u_char *src,
-    size_t len);
 static ngx_int_t ngx_http_toll_jwt_identity(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
@@ -387,10 +379,12 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf, ngx_str_t *token,
     ngx_http_toll_jwt_identity_t *id)
 {
-    u_char                       *p, *dot1, *dot2, *last, *sig;
+    u_char                       *buf;
     ssize_t                       sig_len;
     ngx_int_t                     rc;
     json_t                       *header, *claims;
+    toll_jwt_header_t             h;
+    toll_jwt_segments_t           seg;
     ngx_http_toll_jwt_key_t      *key;
     ngx_http_toll_main_conf_t    *mcf;
     ngx_http_toll_auth_status_e   status;
@@ -400,45 +394,44 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     header = NULL;
     claims = NULL;
 
-    last = token->data + token->len;
-
-    dot1 = ngx_strlchr(token->data, last, '.');
-    dot2 = dot1 ? ngx_strlchr(dot1 + 1, last, '.') : NULL;
-
-    if (dot1 == NULL || dot2 == NULL
-        || ngx_strlchr(dot2 + 1, last, '.') != NULL)
+    if (toll_jwt_split(token->data, token->len, &seg, &ctx->auth_detail)
+        != TOLL_JWT_OK)
     {
-        ctx->auth_detail = "not three segments";
         return NGX_HTTP_TOLL_AUTH_MALFORMED;
     }
 
-    if (dot1 == token->data || dot2 == dot1 + 1 || dot2 + 1 == last) {
-        ctx->auth_detail = "an empty segment";
-        return NGX_HTTP_TOLL_AUTH_MALFORMED;
-    }
+    /*
+     * One buffer for the decoded segments, each shorter than the token,
+     * one after the other: jansson copies what it parses, and the
+     * signature is checked before the payload is decoded.
+     */
 
-    /* one buffer for the three decoded segments; each is shorter */
-
-    p = ngx_pnalloc(r->pool, token->len);
-    if (p == NULL) {
+    buf = ngx_pnalloc(r->pool, token->len);
+    if (buf == NULL) {
         return NGX_HTTP_TOLL_AUTH_NONE;
     }
 
-    header = ngx_http_toll_jwt_json(r->pool, token->data, dot1 - token->data);
+    header = toll_jwt_json(seg.header, seg.header_len, buf);
     if (header == NULL) {
         ctx->auth_detail = "the header is not base64url of a JSON object";
         status = NGX_HTTP_TOLL_AUTH_MALFORMED;
         goto done;
     }
 
-    key = ngx_http_toll_jwt_select_key(ctx, mcf->jwt_keys, header);
+    if (toll_jwt_header_decode(header, &h, &ctx->auth_detail)
+        != TOLL_JWT_OK)
+    {
+        status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
+        goto done;
+    }
+
+    key = ngx_http_toll_jwt_select_key(ctx, mcf->jwt_keys, &h);
     if (key == NULL) {
         status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
         goto done;
     }
 
-    sig = p;
-    sig_len = ngx_http_toll_jwt_b64_decode(sig, dot2 + 1, last - dot2 - 1);
+    sig_len = toll_jwt_b64url_decode(buf, seg.signature, seg.signature_len);
 
     if (sig_len < 0) {
         ctx->auth_detail = "the signature is not base64url";
@@ -459,8 +452,9 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
      * sees a payload nobody signed.
      */
 
-    rc = ngx_http_toll_jwt_signature(key, token->data, dot2 - token->data,
-                                     sig, sig_len);
+    rc = ngx_http_toll_jwt_signature(key, token->data,
+                                     seg.signature - 1 - token->data,
+                                     buf, sig_len);
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -476,7 +470,7 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         goto done;
     }
 
-    claims = ngx_http_toll_jwt_json(r->pool, dot1 + 1, dot2 - dot1 - 1);
+    claims = toll_jwt_json(seg.payload, seg.payload_len, buf);
     if (claims == NULL) {
         ctx->auth_detail = "the payload is not base64url of a JSON object";
         status = NGX_HTTP_TOLL_AUTH_MALFORMED;
@@ -508,74 +502,34 @@ done:
 
 static ngx_http_toll_jwt_key_t *
 ngx_http_toll_jwt_select_key(ngx_http_toll_ctx_t *ctx, ngx_array_t *keys,
-    json_t *header)
+    toll_jwt_header_t *h)
 {
-    size_t                    len;
-    json_t                   *alg, *kid;
-    ngx_uint_t                i, a, n;
-    const char               *s;
+    ngx_uint_t                i, n;
     ngx_http_toll_jwt_key_t  *k, *found;
-
-    alg = json_object_get(header, "alg");
-
-    if (!json_is_string(alg)) {
-        ctx->auth_detail = "no \"alg\" in the header";
-        return NULL;
-    }
-
-    s = json_string_value(alg);
-    len = json_string_length(alg);
-
-    for (a = 0; a < NGX_HTTP_TOLL_JWT_ALGS; a++) {
-        if (len == ngx_http_toll_jwt_algs[a].name.len
-            && ngx_memcmp(s, ngx_http_toll_jwt_algs[a].name.data, len) == 0)
-        {
-            break;
-        }
-    }
-
-    if (a == NGX_HTTP_TOLL_JWT_ALGS) {
-        ctx->auth_detail = "an \"alg\" no key has";
-        return NULL;
-    }
-
-    if (json_object_get(header, "crit") != NULL) {
-        /* extensions the token says must be understood: we know none */
-        ctx->auth_detail = "a \"crit\" header";
-        return NULL;
-    }
-
-    kid = json_object_get(header, "kid");
-
-    if (kid && !json_is_string(kid)) {
-        ctx->auth_detail = "a \"kid\" that is not a string";
-        return NULL;
-    }
 
     k = keys ? keys->elts : NULL;
     n = 0;
     found = NULL;
 
     for (i = 0; keys && i < keys->nelts; i++) {
-        if (k[i].alg != a) {
+        if (k[i].alg != (ngx_uint_t) h->alg) {
             continue;
         }
 
-        if (kid == NULL) {
+        if (h->kid == NULL) {
             n++;
             found = &k[i];
             continue;
         }
 
-        if (k[i].kid.len == json_string_length(kid)
-            && ngx_memcmp(k[i].kid.data, json_string_value(kid),
-                          k[i].kid.len) == 0)
+        if (k[i].kid.len == h->kid_len
+            && ngx_memcmp(k[i].kid.data, h->kid, h->kid_len) == 0)
         {
             return &k[i];
         }
     }
 
-    if (kid) {
+    if (h->kid) {
         ctx->auth_detail = "a \"kid\" no key of its \"alg\" has";
         return NULL;
     }
@@ -591,292 +545,69 @@ ngx_http_toll_jwt_select_key(ngx_http_toll_ctx_t *ctx, ngx_array_t *keys,
 }
 
 
+/*
+ * The claims, read by lib/toll_jwt_parse.c against the location's
+ * policy; the buyer and the plan are copied into the request's pool, as
+ * the claims are freed before the request is.
+ */
+
 static ngx_http_toll_auth_status_e
 ngx_http_toll_jwt_claims(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf, json_t *claims,
     ngx_http_toll_jwt_identity_t *id)
 {
-    u_char      *p;
-    size_t       i;
-    time_t       now, exp, nbf, iat;
-    json_t      *v, *e;
-    ngx_int_t    rc;
+    toll_jwt_rc_e       rc;
+    toll_jwt_policy_t   pol;
+    toll_jwt_claims_t   out;
 
-    now = ngx_time();
+    pol.issuer = (const char *) lcf->jwt_issuer.data;
+    pol.issuer_len = lcf->jwt_issuer.len;
+    pol.audience = (const char *) lcf->jwt_audience.data;
+    pol.audience_len = lcf->jwt_audience.len;
+    pol.leeway = lcf->jwt_leeway;
+    pol.require_exp = lcf->jwt_require_exp ? 1 : 0;
+    pol.buyer_claim = (const char *) lcf->jwt_buyer_claim.data;
+    pol.plan_claim = lcf->jwt_plan_claim.len
+                     ? (const char *) lcf->jwt_plan_claim.data : NULL;
+    pol.plan_prefix = (const char *) lcf->jwt_plan_prefix.data;
+    pol.plan_prefix_len = lcf->jwt_plan_prefix.len;
+    pol.default_plan = (const char *) lcf->jwt_default_plan.data;
+    pol.default_plan_len = lcf->jwt_default_plan.len;
 
-    /* exp */
+    rc = toll_jwt_claims_decode(claims, &pol, ngx_time(), &out,
+                                &ctx->auth_detail);
 
-    rc = ngx_http_toll_jwt_time_claim(claims, "exp", &exp);
+    if (rc == TOLL_JWT_EXPIRED) {
+        return NGX_HTTP_TOLL_AUTH_EXPIRED;
+    }
 
-    if (rc == NGX_ERROR) {
-        ctx->auth_detail = "\"exp\" is not a non-negative integer";
+    if (rc != TOLL_JWT_OK) {
         return NGX_HTTP_TOLL_AUTH_CLAIMS;
     }
 
-    if (rc == NGX_DECLINED) {
-        if (lcf->jwt_require_exp) {
-            ctx->auth_detail = "no \"exp\"";
-            return NGX_HTTP_TOLL_AUTH_CLAIMS;
-        }
+    id->expires_at = (time_t) out.expires_at;
 
-        id->expires_at = 0;
-
-    } else {
-        if (exp > NGX_MAX_TIME_T_VALUE - lcf->jwt_leeway) {
-            ctx->auth_detail = "\"exp\" is out of range";
-            return NGX_HTTP_TOLL_AUTH_CLAIMS;
-        }
-
-        /* RFC 7519: the current time must be before "exp" */
-
-        if (now >= exp + lcf->jwt_leeway) {
-            ctx->auth_detail = "\"exp\" has passed";
-            return NGX_HTTP_TOLL_AUTH_EXPIRED;
-        }
-
-        id->expires_at = exp + lcf->jwt_leeway;
-    }
-
-    /* nbf, iat */
-
-    rc = ngx_http_toll_jwt_time_claim(claims, "nbf", &nbf);
-
-    if (rc == NGX_ERROR) {
-        ctx->auth_detail = "\"nbf\" is not a non-negative integer";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    if (rc == NGX_OK && nbf > now + lcf->jwt_leeway) {
-        ctx->auth_detail = "\"nbf\" is in the future";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    rc = ngx_http_toll_jwt_time_claim(claims, "iat", &iat);
-
-    if (rc == NGX_ERROR) {
-        ctx->auth_detail = "\"iat\" is not a non-negative integer";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    if (rc == NGX_OK && iat > now + lcf->jwt_leeway) {
-        ctx->auth_detail = "\"iat\" is in the future";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    /* iss */
-
-    if (lcf->jwt_issuer.len
-        && !ngx_http_toll_jwt_string_is(json_object_get(claims, "iss"),
-                                        &lcf->jwt_issuer))
-    {
-        ctx->auth_detail = "\"iss\" is missing or wrong";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    /* aud: a string, or an array of which one element is ours */
-
-    if (lcf->jwt_audience.len) {
-        v = json_object_get(claims, "aud");
-
-        if (json_is_array(v)) {
-            for (i = 0; i < json_array_size(v); i++) {
-                e = json_array_get(v, i);
-
-                if (ngx_http_toll_jwt_string_is(e, &lcf->jwt_audience)) {
-                    break;
-                }
-            }
-
-            if (i == json_array_size(v)) {
-                v = NULL;
-            }
-
-        } else if (!ngx_http_toll_jwt_string_is(v, &lcf->jwt_audience)) {
-            v = NULL;
-        }
-
-        if (v == NULL) {
-            ctx->auth_detail = "\"aud\" is missing or wrong";
-            return NGX_HTTP_TOLL_AUTH_CLAIMS;
-        }
-    }
-
-    /* the buyer goes into a header to the upstream and into Redis keys */
-
-    v = json_object_get(claims, (char *) lcf->jwt_buyer_claim.data);
-
-    if (!json_is_string(v)
-        || !toll_owner_valid((u_char *) json_string_value(v),
-                             json_string_length(v)))
-    {
-        ctx->auth_detail = "the buyer claim is missing or not 1 to 128 "
-                           "printable characters";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    id->buyer.len = json_string_length(v);
-    id->buyer.data = ngx_pnalloc(r->pool, id->buyer.len);
+    id->buyer.len = out.buyer_len;
+    id->buyer.data = ngx_pnalloc(r->pool, out.buyer_len);
     if (id->buyer.data == NULL) {
         return NGX_HTTP_TOLL_AUTH_NONE;
     }
 
-    ngx_memcpy(id->buyer.data, json_string_value(v), id->buyer.len);
+    ngx_memcpy(id->buyer.data, out.buyer, out.buyer_len);
 
-    rc = ngx_http_toll_jwt_plan(lcf, claims, &id->plan);
+    ngx_str_null(&id->plan);
 
-    if (rc == NGX_DECLINED) {
-        ctx->auth_detail = "the plan claim names no valid plan";
-        return NGX_HTTP_TOLL_AUTH_CLAIMS;
-    }
-
-    if (id->plan.len) {
-        /* points into the claims, which are freed before the request is */
-
-        p = ngx_pnalloc(r->pool, id->plan.len);
-        if (p == NULL) {
+    if (out.plan_len) {
+        id->plan.len = out.plan_len;
+        id->plan.data = ngx_pnalloc(r->pool, out.plan_len);
+        if (id->plan.data == NULL) {
             return NGX_HTTP_TOLL_AUTH_NONE;
         }
 
-        ngx_memcpy(p, id->plan.data, id->plan.len);
-        id->plan.data = p;
+        ngx_memcpy(id->plan.data, out.plan, out.plan_len);
     }
 
     return NGX_HTTP_TOLL_AUTH_OK;
-}
-
-
-/* NGX_DECLINED: absent; NGX_ERROR: not a non-negative integer (1.5, "1") */
-
-static ngx_int_t
-ngx_http_toll_jwt_time_claim(json_t *claims, const char *name, time_t *t)
-{
-    json_t        *v;
-    json_int_t     n;
-
-    v = json_object_get(claims, name);
-
-    if (v == NULL) {
-        return NGX_DECLINED;
-    }
-
-    if (!json_is_integer(v)) {
-        return NGX_ERROR;
-    }
-
-    n = json_integer_value(v);
-
-    if (n < 0 || n > (json_int_t) NGX_MAX_TIME_T_VALUE / 2) {
-        return NGX_ERROR;
-    }
-
-    *t = (time_t) n;
-
-    return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_http_toll_jwt_string_is(json_t *v, ngx_str_t *s)
-{
-    return json_is_string(v)
-           && json_string_length(v) == s->len
-           && ngx_memcmp(json_string_value(v), s->data, s->len) == 0;
-}
-
-
-/*
- * The plan: from the plan claim when one is configured (a string, or an
- * array of strings; with a prefix, the first word or element that starts
- * with it, less the prefix), else the default.  NGX_DECLINED: the claim
- * names a plan, but not one toll could use.
- */
-
-static ngx_int_t
-ngx_http_toll_jwt_plan(ngx_http_toll_loc_conf_t *lcf, json_t *claims,
-    ngx_str_t *plan)
-{
-    u_char   *p, *last, *w;
-    size_t    i;
-    json_t   *v, *e;
-
-    ngx_str_null(plan);
-
-    if (lcf->jwt_plan_claim.len) {
-        v = json_object_get(claims, (char *) lcf->jwt_plan_claim.data);
-
-        if (json_is_string(v)) {
-            p = (u_char *) json_string_value(v);
-            last = p + json_string_length(v);
-
-            if (lcf->jwt_plan_prefix.len == 0) {
-                if (ngx_http_toll_jwt_plan_word(lcf, p, last - p, plan)) {
-                    goto found;
-                }
-
-            } else {
-                /* "scope": words separated by spaces */
-
-                while (p < last) {
-                    w = ngx_strlchr(p, last, ' ');
-                    if (w == NULL) {
-                        w = last;
-                    }
-
-                    if (ngx_http_toll_jwt_plan_word(lcf, p, w - p, plan)) {
-                        goto found;
-                    }
-
-                    p = w + 1;
-                }
-            }
-
-        } else if (json_is_array(v)) {
-            for (i = 0; i < json_array_size(v); i++) {
-                e = json_array_get(v, i);
-
-                if (json_is_string(e)
-                    && ngx_http_toll_jwt_plan_word(lcf,
-                           (u_char *) json_string_value(e),
-                           json_string_length(e), plan))
-                {
-                    goto found;
-                }
-            }
-        }
-    }
-
-    *plan = lcf->jwt_default_plan;
-
-    return NGX_OK;
-
-found:
-
-    if (plan->len == 0
-        || !toll_plan_valid(plan->data, plan->len))
-    {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_http_toll_jwt_plan_word(ngx_http_toll_loc_conf_t *lcf, u_char *p,
-    size_t len, ngx_str_t *plan)
-{
-    size_t  n;
-
-    n = lcf->jwt_plan_prefix.len;
-
-    if (len < n || ngx_memcmp(p, lcf->jwt_plan_prefix.data, n) != 0) {
-        return 0;
-    }
-
-    plan->data = p + n;
-    plan->len = len - n;
-
-    return 1;
 }
 
 
@@ -1002,106 +733,6 @@ ngx_http_toll_jwt_es256_der(u_char *sig, u_char *der, size_t *der_len)
     *der_len = n;
 
     return NGX_OK;
-}
-
-
-/*
- * Strict base64url (RFC 7515, section 2): the URL alphabet, no padding,
- * no whitespace, no length that leaves 1 character over, and unused bits
- * of the last character zero, so that one text has one decoding and a
- * token cannot be altered without changing what was signed.  Returns the
- * decoded length or -1.
- */
-
-static ssize_t
-ngx_http_toll_jwt_b64_decode(u_char *dst, u_char *src, size_t len)
-{
-    u_char    *d;
-    size_t     i;
-    uint32_t   acc;
-    ngx_int_t  v, bits;
-
-    static int8_t  b64url[256] = {
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
-        52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
-        -1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-        15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
-        -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-        41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1
-    };
-
-    if (len % 4 == 1) {
-        return -1;
-    }
-
-    d = dst;
-    acc = 0;
-    bits = 0;
-
-    for (i = 0; i < len; i++) {
-        v = b64url[src[i]];
-
-        if (v < 0) {
-            return -1;
-        }
-
-        acc = (acc << 6) | (uint32_t) v;
-        bits += 6;
-
-        if (bits >= 8) {
-            bits -= 8;
-            *d++ = (u_char) (acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-
-    if (acc != 0) {
-        /* the leftover bits of the last character must be zero */
-        return -1;
-    }
-
-    return d - dst;
-}
-
-
-/* a JSON object, strictly: one value, no duplicate names; NULL: not one */
-
-static json_t *
-ngx_http_toll_jwt_json(ngx_pool_t *pool, u_char *src, size_t len)
-{
-    u_char        *buf;
-    ssize_t        n;
-    json_t        *v;
-    json_error_t   err;
-
-    buf = ngx_pnalloc(pool, len);
-    if (buf == NULL) {
-        return NULL;
-    }
-
-    n = ngx_http_toll_jwt_b64_decode(buf, src, len);
-    if (n <= 0) {
-        return NULL;
-    }
-
-    v = json_loadb((char *) buf, n, JSON_REJECT_DUPLICATES, &err);
-
-    if (v != NULL && !json_is_object(v)) {
-        json_decref(v);
-        return NULL;
-    }
-
-    return v;
 }
 
 
@@ -1863,9 +1494,9 @@ ngx_http_toll_jwt_conf_b64(ngx_conf_t *cf, json_t *v, ngx_str_t *out)
         return NGX_ERROR;
     }
 
-    n = ngx_http_toll_jwt_b64_decode(out->data,
-                                     (u_char *) json_string_value(v),
-                                     json_string_length(v));
+    n = toll_jwt_b64url_decode(out->data,
+                               (u_char *) json_string_value(v),
+                               json_string_length(v));
     if (n <= 0) {
         return NGX_ERROR;
     }

@@ -1,0 +1,257 @@
+/*
+ * Fuzz the module's readers of Redis's replies to its scripts
+ * (lib/toll_reply.c), which nginx runs on the meter's flush reply
+ * (src/ngx_http_toll_meter.c).
+ *
+ * Input: the first byte picks the reader; the rest builds a reply tree
+ * as hiredis would give it: integers, strings, errors, statuses, nils
+ * and arrays of any of them, nested.  Each string lands in a buffer of
+ * its exact size (plus hiredis's NUL), so a read past one shows.
+ * Checked beyond "no crash": a decoded reply says what the reply is, and
+ * what it points to lies inside the reply.
+ */
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "toll_reply.h"
+
+
+#define FUZZ_DEPTH_MAX     4
+#define FUZZ_ELEMENTS_MAX  64
+
+
+typedef struct {
+    const uint8_t        *data;
+    size_t                size;
+} fuzz_input_t;
+
+
+static uint8_t
+fuzz_byte(fuzz_input_t *in)
+{
+    uint8_t  b;
+
+    if (in->size == 0) {
+        return 0;
+    }
+
+    b = in->data[0];
+    in->data++;
+    in->size--;
+
+    return b;
+}
+
+
+/* mostly small numbers, which the scripts answer; now and then any */
+
+static long long
+fuzz_integer(fuzz_input_t *in)
+{
+    int       i;
+    uint8_t   b;
+    uint64_t  u;
+
+    b = fuzz_byte(in);
+
+    if (b < 0xf0) {
+        return (long long) b - 16;
+    }
+
+    u = 0;
+
+    for (i = 0; i < 8; i++) {
+        u = (u << 8) | fuzz_byte(in);
+    }
+
+    return (long long) u;
+}
+
+
+static redisReply *
+fuzz_reply(fuzz_input_t *in, unsigned depth)
+{
+    size_t       i, n;
+    uint8_t      t;
+    redisReply  *r;
+
+    r = calloc(1, sizeof(redisReply));
+    assert(r != NULL);
+
+    switch (fuzz_byte(in) % 6) {
+
+    case 0:
+        r->type = REDIS_REPLY_INTEGER;
+        r->integer = fuzz_integer(in);
+        break;
+
+    case 1:
+    case 2:
+    case 3:
+        t = fuzz_byte(in) % 3;
+        r->type = (t == 0) ? REDIS_REPLY_STRING
+                  : (t == 1) ? REDIS_REPLY_ERROR : REDIS_REPLY_STATUS;
+        n = fuzz_byte(in);
+        n = (n > in->size) ? in->size : n;
+
+        /* NUL-terminated, as hiredis gives a string */
+        r->str = malloc(n + 1);
+        assert(r->str != NULL);
+        memcpy(r->str, in->data, n);
+        r->str[n] = '\0';
+        r->len = n;
+        in->data += n;
+        in->size -= n;
+        break;
+
+    case 4:
+        r->type = REDIS_REPLY_NIL;
+        break;
+
+    default:
+        r->type = REDIS_REPLY_ARRAY;
+
+        if (depth >= FUZZ_DEPTH_MAX) {
+            break;
+        }
+
+        n = fuzz_byte(in) % FUZZ_ELEMENTS_MAX;
+
+        if (n == 0) {
+            break;
+        }
+
+        r->element = calloc(n, sizeof(redisReply *));
+        assert(r->element != NULL);
+
+        for (i = 0; i < n; i++) {
+            r->element[i] = fuzz_reply(in, depth + 1);
+        }
+
+        r->elements = n;
+        break;
+    }
+
+    return r;
+}
+
+
+static void
+fuzz_free(redisReply *r)
+{
+    size_t  i;
+
+    for (i = 0; i < r->elements; i++) {
+        fuzz_free(r->element[i]);
+    }
+
+    free(r->element);
+    free(r->str);
+    free(r);
+}
+
+
+/* a string decoded from the reply lies inside one of its strings */
+
+static int
+fuzz_inside(const redisReply *r, const char *p, size_t len)
+{
+    size_t  i;
+
+    if (r->str != NULL && p >= r->str && p + len <= r->str + r->len) {
+        return 1;
+    }
+
+    for (i = 0; i < r->elements; i++) {
+        if (fuzz_inside(r->element[i], p, len)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+fuzz_meter(const redisReply *r)
+{
+    toll_reply_meter_t  m;
+
+    toll_reply_meter(r, &m);
+
+    switch (m.rc) {
+
+    case TOLL_REPLY_METER_NONE:
+        assert(r == NULL);
+        assert(m.why == NULL && m.why_len == 0);
+        break;
+
+    case TOLL_REPLY_METER_APPLIED:
+        assert(r->type == REDIS_REPLY_INTEGER);
+        assert(m.why == NULL && m.why_len == 0);
+        break;
+
+    case TOLL_REPLY_METER_OVERFLOW:
+    case TOLL_REPLY_METER_NOT_INTEGER:
+        assert(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        assert((r->element[0]->integer == 2)
+               == (m.rc == TOLL_REPLY_METER_OVERFLOW));
+        assert(m.why == r->element[1]->str
+               && m.why_len == r->element[1]->len);
+        assert(fuzz_inside(r, m.why, m.why_len));
+        break;
+
+    case TOLL_REPLY_METER_NOSCRIPT:
+        assert(r->type == REDIS_REPLY_ERROR && r->len >= 8
+               && memcmp(r->str, "NOSCRIPT", 8) == 0);
+        assert(m.why == NULL && m.why_len == 0);
+        break;
+
+    case TOLL_REPLY_METER_ERROR:
+        assert(r->type == REDIS_REPLY_ERROR);
+        assert(m.why == r->str && m.why_len == r->len);
+        break;
+
+    case TOLL_REPLY_METER_UNEXPECTED:
+        assert(r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_ERROR);
+        assert(m.why == NULL && m.why_len == 0);
+        break;
+
+    default:
+        abort();
+    }
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint8_t       which;
+    redisReply   *r;
+    fuzz_input_t  in;
+
+    in.data = data;
+    in.size = size;
+
+    which = fuzz_byte(&in);
+
+    /* an empty rest: no answer at all, as when the connection is lost */
+    r = (in.size == 0) ? NULL : fuzz_reply(&in, 0);
+
+    switch (which % 1) {
+
+    default:
+        fuzz_meter(r);
+        break;
+    }
+
+    if (r != NULL) {
+        fuzz_free(r);
+    }
+
+    return 0;
+}

@@ -53,6 +53,54 @@ toll_reply_meter(const redisReply *reply, toll_reply_meter_t *out)
 }
 
 
+/*
+ * The lease script answers {grant, rest}: what it leased to this node and
+ * what is left for every node after it.
+ */
+
+void
+toll_reply_lease(const redisReply *reply, int64_t free_calls,
+    toll_reply_lease_t *out)
+{
+    long long  grant, rest;
+
+    out->grant = 0;
+    out->rest = 0;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        grant = reply->element[0]->integer;
+        rest = reply->element[1]->integer;
+
+        /*
+         * The script never leases more than free_calls in all; an answer
+         * that does (not the script's) would add free calls the buyer
+         * has not got, or overflow the node's sums.
+         */
+
+        if (grant < 0 || rest < 0 || grant > free_calls
+            || rest > free_calls - grant)
+        {
+            out->rc = TOLL_REPLY_LEASE_UNEXPECTED;
+            return;
+        }
+
+        out->rc = TOLL_REPLY_LEASE_GRANTED;
+        out->grant = grant;
+        out->rest = rest;
+
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        out->rc = TOLL_REPLY_LEASE_ERROR;
+
+    } else {
+        out->rc = TOLL_REPLY_LEASE_UNEXPECTED;
+    }
+}
+
+
 /* a restarted or flushed Redis: the script in full next time */
 
 static int

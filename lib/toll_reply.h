@@ -42,4 +42,30 @@ typedef struct {
 void toll_reply_meter(const redisReply *reply, toll_reply_meter_t *out);
 
 
+/* the free tier's lease script (src/ngx_http_toll_quota.c) */
+
+typedef enum {
+    TOLL_REPLY_LEASE_GRANTED = 0,       /* {grant, rest} */
+    TOLL_REPLY_LEASE_ERROR,             /* an error reply */
+    TOLL_REPLY_LEASE_UNEXPECTED         /* no answer, or anything else */
+} toll_reply_lease_e;
+
+
+typedef struct {
+    toll_reply_lease_e    rc;
+    int64_t               grant;        /* free calls leased to the node */
+    int64_t               rest;         /* free calls left after it */
+} toll_reply_lease_t;
+
+
+/*
+ * free_calls: the service's, as sent with the script.  GRANTED only for
+ * an answer {grant, rest} of two integers with 0 <= grant, 0 <= rest and
+ * grant + rest <= free_calls, as the script answers; anything else is
+ * UNEXPECTED (the lease failed).  grant and rest are 0 unless GRANTED.
+ */
+void toll_reply_lease(const redisReply *reply, int64_t free_calls,
+    toll_reply_lease_t *out);
+
+
 #endif /* _TOLL_REPLY_H_INCLUDED_ */

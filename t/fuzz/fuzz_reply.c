@@ -1,9 +1,11 @@
 /*
  * Fuzz the module's readers of Redis's replies to its scripts
  * (lib/toll_reply.c), which nginx runs on the meter's flush reply
- * (src/ngx_http_toll_meter.c).
+ * (src/ngx_http_toll_meter.c) and the free tier's lease reply
+ * (src/ngx_http_toll_quota.c).
  *
- * Input: the first byte picks the reader; the rest builds a reply tree
+ * Input: the first byte picks the reader (then, for the lease, an integer
+ * is the service's free_calls); the rest builds a reply tree
  * as hiredis would give it: integers, strings, errors, statuses, nils
  * and arrays of any of them, nested.  Each string lands in a buffer of
  * its exact size (plus hiredis's NUL), so a read past one shows.
@@ -227,9 +229,49 @@ fuzz_meter(const redisReply *r)
 }
 
 
+/*
+ * The quota adds grant to the node's lease and keeps rest as what is
+ * left anywhere: neither may be negative, and no node may lease more
+ * than free_calls in all (or the sums overflow).
+ */
+
+static void
+fuzz_lease(const redisReply *r, int64_t free_calls)
+{
+    toll_reply_lease_t  l;
+
+    toll_reply_lease(r, free_calls, &l);
+
+    switch (l.rc) {
+
+    case TOLL_REPLY_LEASE_GRANTED:
+        assert(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        assert(l.grant == r->element[0]->integer
+               && l.rest == r->element[1]->integer);
+        assert(l.grant >= 0 && l.rest >= 0);
+        assert(l.grant <= free_calls && l.rest <= free_calls - l.grant);
+        break;
+
+    case TOLL_REPLY_LEASE_ERROR:
+        assert(r != NULL && r->type == REDIS_REPLY_ERROR);
+        assert(l.grant == 0 && l.rest == 0);
+        break;
+
+    case TOLL_REPLY_LEASE_UNEXPECTED:
+        assert(r == NULL || r->type != REDIS_REPLY_ERROR);
+        assert(l.grant == 0 && l.rest == 0);
+        break;
+
+    default:
+        abort();
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    int64_t       free_calls;
     uint8_t       which;
     redisReply   *r;
     fuzz_input_t  in;
@@ -239,10 +281,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     which = fuzz_byte(&in);
 
+    /* the lease's free_calls, as the configuration allows: 0 or more */
+    free_calls = 0;
+
+    if (which % 2 == 1) {
+        free_calls = fuzz_integer(&in);
+        free_calls = (free_calls < 0) ? -(free_calls + 1) : free_calls;
+    }
+
     /* an empty rest: no answer at all, as when the connection is lost */
     r = (in.size == 0) ? NULL : fuzz_reply(&in, 0);
 
-    switch (which % 1) {
+    switch (which % 2) {
+
+    case 1:
+        fuzz_lease(r, free_calls);
+        break;
 
     default:
         fuzz_meter(r);

@@ -4,10 +4,13 @@
 
 #include "toll_reply.h"
 
+#include <stddef.h>
 #include <string.h>
 
 
 static int toll_reply_noscript(const redisReply *reply);
+static int toll_reply_window(const redisReply *a,
+    toll_reply_limit_window_t *w);
 
 
 /*
@@ -98,6 +101,155 @@ toll_reply_lease(const redisReply *reply, int64_t free_calls,
     } else {
         out->rc = TOLL_REPLY_LEASE_UNEXPECTED;
     }
+}
+
+
+void
+toll_reply_limit(const redisReply *reply,
+    const toll_reply_limit_layout_t *layout, toll_reply_limit_t *out)
+{
+    size_t               e;
+    unsigned             u;
+    const redisReply    *el;
+
+    memset(out, 0, offsetof(toll_reply_limit_t, window));
+    out->rc = TOLL_REPLY_LIMIT_UNEXPECTED;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        out->rc = toll_reply_noscript(reply) ? TOLL_REPLY_LIMIT_NOSCRIPT
+                                             : TOLL_REPLY_LIMIT_ERROR;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    out->array = 1;
+
+    if (reply->elements >= 2
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
+    {
+        /* the caller indexes its limits by it */
+        if (reply->element[1]->integer < 0
+            || reply->element[1]->integer > TOLL_REPLY_LIMIT_VERDICT_MAX)
+        {
+            return;
+        }
+
+        out->verdict = reply->element[1]->integer;
+        out->has_verdict = 1;
+    }
+
+    if (layout == NULL) {
+        if (reply->elements >= 2) {
+            out->rc = TOLL_REPLY_LIMIT_OK;
+        }
+
+        return;
+    }
+
+    if (reply->elements < 3
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[1]->type != REDIS_REPLY_INTEGER
+        || reply->element[2]->type != REDIS_REPLY_INTEGER)
+    {
+        return;
+    }
+
+    /* the caller takes it, and the tat, to us and ns */
+
+    out->offset_ms = reply->element[2]->integer;
+
+    if (out->offset_ms < -TOLL_REPLY_LIMIT_OFFSET_MAX_MS
+        || out->offset_ms > TOLL_REPLY_LIMIT_OFFSET_MAX_MS)
+    {
+        return;
+    }
+
+    e = 3;
+
+    if (layout->bucket) {
+        if (e >= reply->elements
+            || reply->element[e]->type != REDIS_REPLY_INTEGER)
+        {
+            return;
+        }
+
+        out->tat_us = reply->element[e++]->integer;
+
+        if (out->tat_us < 0 || out->tat_us > TOLL_REPLY_LIMIT_TIME_MAX) {
+            return;
+        }
+    }
+
+    for (u = 0; u < TOLL_UNIT_N; u++) {
+        if (!(layout->windows & (1u << u))) {
+            continue;
+        }
+
+        if (e >= reply->elements
+            || !toll_reply_window(reply->element[e++], &out->window[u]))
+        {
+            return;
+        }
+    }
+
+    if (layout->concurrency && e < reply->elements) {
+        el = reply->element[e];
+
+        /* added to this node's count: never below 0, nor past a limit */
+        if (el->type == REDIS_REPLY_INTEGER) {
+            out->inflight = (el->integer < 0) ? 0 : el->integer;
+            out->inflight = (out->inflight > TOLL_LIMIT_COUNT_MAX)
+                            ? TOLL_LIMIT_COUNT_MAX : out->inflight;
+            out->has_inflight = 1;
+        }
+    }
+
+    out->rc = TOLL_REPLY_LIMIT_OK;
+}
+
+
+static int
+toll_reply_window(const redisReply *a, toll_reply_limit_window_t *w)
+{
+    size_t      j;
+    long long   n;
+
+    if (a->type != REDIS_REPLY_ARRAY || a->elements != TOLL_WINDOW_RING + 1
+        || a->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        return 0;
+    }
+
+    /* slots are counted back from it */
+    w->head = a->element[0]->integer;
+
+    if (w->head < 0 || w->head > TOLL_REPLY_LIMIT_TIME_MAX) {
+        return 0;
+    }
+
+    for (j = 0; j < TOLL_WINDOW_RING; j++) {
+        w->count[j] = 0;
+        w->known[j] = (a->element[j + 1]->type == REDIS_REPLY_INTEGER);
+
+        if (!w->known[j]) {
+            continue;
+        }
+
+        /* what the node adds to a count stays within 32 bits */
+        n = a->element[j + 1]->integer;
+        n = (n < 0) ? 0 : n;
+        n = (n > TOLL_LIMIT_COUNT_MAX) ? TOLL_LIMIT_COUNT_MAX : n;
+        w->count[j] = (uint32_t) n;
+    }
+
+    return 1;
 }
 
 

@@ -1,11 +1,13 @@
 /*
  * Fuzz the module's readers of Redis's replies to its scripts
  * (lib/toll_reply.c), which nginx runs on the meter's flush reply
- * (src/ngx_http_toll_meter.c) and the free tier's lease reply
- * (src/ngx_http_toll_quota.c).
+ * (src/ngx_http_toll_meter.c), the free tier's lease reply
+ * (src/ngx_http_toll_quota.c) and the rate limits' sync and strict
+ * replies (src/ngx_http_toll_limit.c).
  *
  * Input: the first byte picks the reader (then, for the lease, an integer
- * is the service's free_calls); the rest builds a reply tree
+ * is the service's free_calls; for the limits, a byte is the layout of
+ * what the node sent); the rest builds a reply tree
  * as hiredis would give it: integers, strings, errors, statuses, nils
  * and arrays of any of them, nested.  Each string lands in a buffer of
  * its exact size (plus hiredis's NUL), so a read past one shows.
@@ -268,13 +270,110 @@ fuzz_lease(const redisReply *r, int64_t free_calls)
 }
 
 
+/*
+ * The limits multiply Redis's offset and a tat by 1000, count slots back
+ * from a window's head, add counts into 32 bits, add the other nodes'
+ * in-flight count to this node's, and index their limits by the verdict:
+ * each must be within its bound, and the answer the node's layout.
+ */
+
+static void
+fuzz_limit(const redisReply *r, const toll_reply_limit_layout_t *layout)
+{
+    size_t               e, j;
+    unsigned             u;
+    const redisReply    *a;
+    toll_reply_limit_t   l;
+
+    toll_reply_limit(r, layout, &l);
+
+    switch (l.rc) {
+
+    case TOLL_REPLY_LIMIT_OK:
+        assert(r != NULL && r->type == REDIS_REPLY_ARRAY && l.array);
+        assert(r->elements >= 2);
+
+        if (l.has_verdict) {
+            assert(r->element[1]->type == REDIS_REPLY_INTEGER
+                   && l.verdict == r->element[1]->integer);
+            assert(l.verdict >= 0
+                   && l.verdict <= TOLL_REPLY_LIMIT_VERDICT_MAX);
+        }
+
+        if (layout == NULL) {
+            assert(!l.has_inflight);
+            break;
+        }
+
+        assert(l.has_verdict && r->elements >= 3);
+        assert(l.offset_ms == r->element[2]->integer);
+        assert(l.offset_ms >= -TOLL_REPLY_LIMIT_OFFSET_MAX_MS
+               && l.offset_ms <= TOLL_REPLY_LIMIT_OFFSET_MAX_MS);
+
+        e = 3;
+
+        if (layout->bucket) {
+            assert(e < r->elements && l.tat_us == r->element[e]->integer);
+            assert(l.tat_us >= 0 && l.tat_us <= TOLL_REPLY_LIMIT_TIME_MAX);
+            e++;
+        }
+
+        for (u = 0; u < TOLL_UNIT_N; u++) {
+            if (!(layout->windows & (1u << u))) {
+                continue;
+            }
+
+            assert(e < r->elements);
+            a = r->element[e++];
+            assert(a->type == REDIS_REPLY_ARRAY
+                   && a->elements == TOLL_WINDOW_RING + 1);
+            assert(l.window[u].head == a->element[0]->integer);
+            assert(l.window[u].head >= 0
+                   && l.window[u].head <= TOLL_REPLY_LIMIT_TIME_MAX);
+
+            for (j = 0; j < TOLL_WINDOW_RING; j++) {
+                assert(l.window[u].known[j]
+                       == (a->element[j + 1]->type == REDIS_REPLY_INTEGER));
+                assert(l.window[u].count[j] <= TOLL_LIMIT_COUNT_MAX);
+            }
+        }
+
+        if (l.has_inflight) {
+            assert(layout->concurrency && e < r->elements);
+            assert(l.inflight >= 0 && l.inflight <= TOLL_LIMIT_COUNT_MAX);
+        }
+
+        break;
+
+    case TOLL_REPLY_LIMIT_NOSCRIPT:
+        assert(r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= 8
+               && memcmp(r->str, "NOSCRIPT", 8) == 0);
+        assert(!l.array);
+        break;
+
+    case TOLL_REPLY_LIMIT_ERROR:
+        assert(r != NULL && r->type == REDIS_REPLY_ERROR && !l.array);
+        break;
+
+    case TOLL_REPLY_LIMIT_UNEXPECTED:
+        assert(r == NULL || r->type != REDIS_REPLY_ERROR);
+        assert(l.array == (r != NULL && r->type == REDIS_REPLY_ARRAY));
+        break;
+
+    default:
+        abort();
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int64_t       free_calls;
-    uint8_t       which;
-    redisReply   *r;
-    fuzz_input_t  in;
+    int64_t                     free_calls;
+    uint8_t                     which, b;
+    redisReply                 *r;
+    fuzz_input_t                in;
+    toll_reply_limit_layout_t   layout;
 
     in.data = data;
     in.size = size;
@@ -284,18 +383,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the lease's free_calls, as the configuration allows: 0 or more */
     free_calls = 0;
 
-    if (which % 2 == 1) {
+    if (which % 3 == 1) {
         free_calls = fuzz_integer(&in);
         free_calls = (free_calls < 0) ? -(free_calls + 1) : free_calls;
     }
 
+    /*
+     * the limits' layout: bit 0 a bucket, 1 a concurrency limit, 2-5
+     * windows; bit 6: the node is gone
+     */
+    b = 0;
+
+    if (which % 3 == 2) {
+        b = fuzz_byte(&in);
+    }
+
+    layout.bucket = b & 1;
+    layout.concurrency = (b >> 1) & 1;
+    layout.windows = (b >> 2) & ((1u << TOLL_UNIT_N) - 1);
+
     /* an empty rest: no answer at all, as when the connection is lost */
     r = (in.size == 0) ? NULL : fuzz_reply(&in, 0);
 
-    switch (which % 2) {
+    switch (which % 3) {
 
     case 1:
         fuzz_lease(r, free_calls);
+        break;
+
+    case 2:
+        fuzz_limit(r, (b & 0x40) ? NULL : &layout);
         break;
 
     default:

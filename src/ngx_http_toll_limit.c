@@ -21,6 +21,7 @@
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
+#include "toll_reply.h"
 
 
 #define NGX_HTTP_TOLL_LIMITS_MAX         (2 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
@@ -167,7 +168,8 @@ static ngx_int_t ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t from, ngx_uint_t to,
     int64_t now_ms);
 static ngx_int_t ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
-    ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms);
+    ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms,
+    int64_t *verdict);
 static void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
 
 static void ngx_http_toll_limit_sync_handler(ngx_event_t *ev);
@@ -1872,7 +1874,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
 {
     ngx_http_toll_limit_sync_t *sync = data;
 
-    int64_t                      now;
+    int64_t                      now, bad;
     ngx_int_t                    rc, violated;
     ngx_uint_t                   i, dry_ok;
     ngx_http_request_t          *r;
@@ -1890,9 +1892,9 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
 
     now = ngx_http_toll_limit_now();
 
-    rc = ngx_http_toll_limit_apply(sync->shm_zone, sync, reply, now);
+    rc = ngx_http_toll_limit_apply(sync->shm_zone, sync, reply, now, &bad);
 
-    if (rc == NGX_OK && reply->element[1]->type != REDIS_REPLY_INTEGER) {
+    if (rc == NGX_OK && bad < 0) {
         rc = NGX_DECLINED;
     }
 
@@ -1902,7 +1904,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
          * counts for the headers come from the state it sent back.
          */
 
-        violated = (ngx_int_t) reply->element[1]->integer - 1;
+        violated = (ngx_int_t) bad - 1;
 
         if (violated >= 0) {
             violated += lctx->key_first;
@@ -2245,24 +2247,29 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
 /*
  * Takes Redis's answer for a subject into its state: the global part of
  * each bucket and window is replaced, what was sent is now in it.
- * NGX_DECLINED: no usable answer (what was sent is pending again).
+ * NGX_DECLINED: no usable answer (what was sent is pending again).  The
+ * answer is read by toll_reply_limit() (lib/toll_reply.c), which the
+ * fuzzer runs; *verdict (if not NULL) is its verdict, -1 if it has none.
  */
 
 static ngx_int_t
 ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
-    ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms)
+    ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms,
+    int64_t *verdict)
 {
-    int64_t                          slot, head, tat, n;
+    int64_t                          slot, tat;
     ngx_int_t                        rc;
-    ngx_uint_t                       u, e, j, i;
-    redisReply                      *el, *a;
+    ngx_uint_t                       u, j, i;
     toll_window_t                   *w;
     toll_window_conf_t               wc;
+    toll_reply_limit_t               a;
+    toll_reply_limit_window_t       *aw;
+    toll_reply_limit_layout_t        layout;
     ngx_http_toll_limit_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
-    if (reply && reply->type == REDIS_REPLY_ARRAY) {
-        ngx_http_toll_limit_script_cached = 1;
+    if (verdict) {
+        *verdict = -1;
     }
 
     ngx_http_toll_shm_lock(shm_zone);
@@ -2273,39 +2280,64 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     if (ln == NULL || ln->uid != sync->uid) {
         /* evicted or made again since: nothing to update */
         ngx_http_toll_shm_unlock(shm_zone);
-        return (reply && reply->type == REDIS_REPLY_ARRAY
-                && reply->elements >= 2) ? NGX_OK : NGX_DECLINED;
+
+        toll_reply_limit(reply, NULL, &a);
+
+        if (a.array) {
+            ngx_http_toll_limit_script_cached = 1;
+        }
+
+        if (verdict && a.has_verdict) {
+            *verdict = a.verdict;
+        }
+
+        return (a.rc == TOLL_REPLY_LIMIT_OK) ? NGX_OK : NGX_DECLINED;
     }
 
     st = (ngx_http_toll_limit_state_t *) ln->state;
     st->sync_at_ms = 0;
 
+    /* what the node sent, in the order of the script's answer */
+
+    layout.bucket = (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns)
+                    ? 1 : 0;
+    layout.concurrency = (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) ? 1 : 0;
+    layout.windows = 0;
+
+    for (u = 0; u < TOLL_UNIT_N; u++) {
+        if (ngx_http_toll_limit_window(st, u)) {
+            layout.windows |= 1u << u;
+        }
+    }
+
+    toll_reply_limit(reply, &layout, &a);
+
+    if (a.array) {
+        ngx_http_toll_limit_script_cached = 1;
+    }
+
     rc = NGX_DECLINED;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 3
-        || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || reply->element[1]->type != REDIS_REPLY_INTEGER
-        || reply->element[2]->type != REDIS_REPLY_INTEGER)
-    {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
+    if (a.rc != TOLL_REPLY_LIMIT_OK) {
 
-            if (reply->len >= 8
-                && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
-            {
-                /* a restarted or flushed Redis: send the script again */
-                ngx_http_toll_limit_script_cached = 0;
+        if (a.rc == TOLL_REPLY_LIMIT_NOSCRIPT) {
+            /* a restarted or flushed Redis: send the script again */
+            ngx_http_toll_limit_script_cached = 0;
 
-            } else if (ngx_http_toll_redis_refusal(
-                           NGX_HTTP_TOLL_REDIS_LIMIT, reply))
-            {
-                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                              "toll: redis refused a limit sync: %*s",
-                              (size_t) reply->len, reply->str);
-            }
+        } else if (a.rc == TOLL_REPLY_LIMIT_ERROR
+                   && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_LIMIT,
+                                                  reply))
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "toll: redis refused a limit sync: %*s",
+                          (size_t) reply->len, reply->str);
         }
 
         goto failed;
+    }
+
+    if (verdict) {
+        *verdict = a.verdict;
     }
 
     /*
@@ -2315,18 +2347,9 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
      */
 
     toll_clock_sample(&ngx_http_toll_shm_limit_clock(shm_zone)->redis,
-                      reply->element[2]->integer);
+                      a.offset_ms);
 
-    e = 3;
-
-    if (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns) {
-        if (e >= reply->elements
-            || reply->element[e]->type != REDIS_REPLY_INTEGER)
-        {
-            goto failed;
-        }
-
-        el = reply->element[e++];
+    if (layout.bucket) {
 
         /*
          * All nodes' tat, plus what this node admitted since it sent; but
@@ -2334,7 +2357,7 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
          * there, and Redis may have lost some (a restart).
          */
 
-        tat = el->integer * 1000 + (int64_t) st->pending * st->interval_ns;
+        tat = a.tat_us * 1000 + (int64_t) st->pending * st->interval_ns;
 
         if (tat > st->bucket.tat_ns) {
             st->bucket.tat_ns = tat;
@@ -2350,17 +2373,7 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
             continue;
         }
 
-        if (e >= reply->elements) {
-            goto failed;
-        }
-
-        a = reply->element[e++];
-
-        if (a->type != REDIS_REPLY_ARRAY || a->elements != TOLL_WINDOW_RING + 1
-            || a->element[0]->type != REDIS_REPLY_INTEGER)
-        {
-            goto failed;
-        }
+        aw = &a.window[u];
 
         (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
 
@@ -2371,7 +2384,6 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
          * round.
          */
 
-        head = a->element[0]->integer;
         toll_window_advance(&wc, w, now_ms);
 
         /*
@@ -2380,21 +2392,20 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
          * not reopen the window.
          */
 
-        for (j = 1; j <= TOLL_WINDOW_RING; j++) {
-            slot = head - TOLL_WINDOW_SLOTS + (int64_t) j - 1;
+        for (j = 0; j < TOLL_WINDOW_RING; j++) {
+            slot = aw->head - TOLL_WINDOW_SLOTS + (int64_t) j;
 
             if (slot < w->head - TOLL_WINDOW_SLOTS || slot > w->head
-                || a->element[j]->type != REDIS_REPLY_INTEGER)
+                || !aw->known[j])
             {
                 continue;
             }
 
             i = (ngx_uint_t) (slot % TOLL_WINDOW_RING);
-            n = ngx_min(ngx_max(a->element[j]->integer, 0),
-                        TOLL_LIMIT_COUNT_MAX);
 
-            w->global[i] = (uint32_t) ngx_max(n, (int64_t) w->global[i]
-                                                 + w->sent[i]);
+            w->global[i] = (uint32_t) ngx_max((int64_t) aw->count[j],
+                                              (int64_t) w->global[i]
+                                              + w->sent[i]);
             w->sent[i] = 0;
         }
 
@@ -2406,12 +2417,8 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         }
     }
 
-    if (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) {
-        if (e < reply->elements
-            && reply->element[e]->type == REDIS_REPLY_INTEGER)
-        {
-            st->remote_inflight = reply->element[e]->integer;
-        }
+    if (a.has_inflight) {
+        st->remote_inflight = a.inflight;
     }
 
     rc = NGX_OK;
@@ -2562,7 +2569,7 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
         {
             /* Redis is away: the counts wait in the zone */
             (void) ngx_http_toll_limit_apply(ngx_http_toll_limit_zone,
-                                             call->sync, NULL, now);
+                                             call->sync, NULL, now, NULL);
             ngx_free(call->sync);
         }
     }
@@ -2581,7 +2588,7 @@ ngx_http_toll_limit_sync_reply(void *data, redisReply *reply)
     ngx_http_toll_limit_sync_t *sync = data;
 
     (void) ngx_http_toll_limit_apply(sync->shm_zone, sync, reply,
-                                     ngx_http_toll_limit_now());
+                                     ngx_http_toll_limit_now(), NULL);
     ngx_free(sync);
 }
 

@@ -29,6 +29,7 @@
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "toll_money.h"
+#include "toll_reply.h"
 
 
 /* nodes one worker flushes in one round */
@@ -978,7 +979,9 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
  * known), {2, field} a sum that would overflow (the batch can never be
  * applied), {1, field} a count in the hash that is not an integer, or an
  * error (the batch waits and is sent again, same id: the script wrote
- * nothing).  A batch refused is said once, not at every retry.
+ * nothing).  A batch refused is said once, not at every retry.  The
+ * reply is read by toll_reply_meter() (lib/toll_reply.c), which the
+ * fuzzer runs.
  */
 
 static void
@@ -988,6 +991,7 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
 
     ngx_str_t                         why;
     ngx_uint_t                        i, done, overflow;
+    toll_reply_meter_t                m;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
@@ -999,35 +1003,42 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
         ngx_http_toll_meter_inflight--;
     }
 
-    if (reply == NULL) {
-        ngx_str_set(&why, "no answer");
+    toll_reply_meter(reply, &m);
 
-    } else if (reply->type == REDIS_REPLY_INTEGER) {
+    why.data = (u_char *) m.why;
+    why.len = m.why_len;
+
+    switch (m.rc) {
+
+    case TOLL_REPLY_METER_NONE:
+        ngx_str_set(&why, "no answer");
+        break;
+
+    case TOLL_REPLY_METER_APPLIED:
         ngx_http_toll_meter_script_cached = 1;
         done = 1;
+        break;
 
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-               && reply->element[0]->type == REDIS_REPLY_INTEGER
-               && reply->element[1]->type == REDIS_REPLY_STRING)
-    {
+    case TOLL_REPLY_METER_OVERFLOW:
         ngx_http_toll_meter_script_cached = 1;
-        why.data = (u_char *) reply->element[1]->str;
-        why.len = reply->element[1]->len;
-        overflow = (reply->element[0]->integer == 2);
-        done = overflow;
+        overflow = 1;
+        done = 1;
+        break;
 
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        if (reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            /* a restarted or flushed Redis: the script in full next time */
-            ngx_http_toll_meter_script_cached = 0;
+    case TOLL_REPLY_METER_NOT_INTEGER:
+        ngx_http_toll_meter_script_cached = 1;
+        break;
 
-        } else {
-            why.data = (u_char *) reply->str;
-            why.len = reply->len;
-        }
+    case TOLL_REPLY_METER_NOSCRIPT:
+        ngx_http_toll_meter_script_cached = 0;
+        break;
 
-    } else {
+    case TOLL_REPLY_METER_ERROR:
+        break;
+
+    default: /* TOLL_REPLY_METER_UNEXPECTED */
         ngx_str_set(&why, "an unexpected reply");
+        break;
     }
 
     ngx_http_toll_shm_lock(fl->shm_zone);
@@ -1074,7 +1085,7 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                               "toll: redis refused the meter's batch of "
                               "\"%*s\", kept and sent again: %V%s",
                               fl->subject_len, fl->subject, &why,
-                              (reply && reply->type == REDIS_REPLY_ARRAY)
+                              (m.rc == TOLL_REPLY_METER_NOT_INTEGER)
                               ? " is not an integer" : "");
                 st->refused = 1;
             }

@@ -18,6 +18,7 @@
 #include "ngx_http_toll_shm.h"
 #include "toll_key.h"
 #include "toll_money.h"
+#include "toll_reply.h"
 
 
 #define NGX_HTTP_TOLL_CURRENCY_LEN_MAX   16
@@ -1038,8 +1039,8 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
 {
     ngx_http_toll_quota_claim_t *claim = data;
 
-    int64_t                           grant, rest;
     ngx_int_t                         rc;
+    toll_reply_lease_t                lease;
     ngx_http_request_t               *r;
     ngx_http_toll_ctx_t              *ctx;
     ngx_http_toll_loc_conf_t         *lcf;
@@ -1049,12 +1050,9 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
     ctx = claim->ctx;
     rc = NGX_ERROR;
 
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-        && reply->element[0]->type == REDIS_REPLY_INTEGER
-        && reply->element[1]->type == REDIS_REPLY_INTEGER)
-    {
-        grant = reply->element[0]->integer;
-        rest = reply->element[1]->integer;
+    toll_reply_lease(reply, claim->free_calls, &lease);
+
+    if (lease.rc == TOLL_REPLY_LEASE_GRANTED) {
 
         /*
          * What Redis granted is this node's now, whether or not the
@@ -1076,8 +1074,8 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
             st = &one;
         }
 
-        st->lease_left += grant;
-        st->unclaimed = rest;
+        st->lease_left += lease.grant;
+        st->unclaimed = lease.rest;
         st->free_calls = claim->free_calls;
 
         rc = ctx ? ngx_http_toll_quota_take(ctx, st) : NGX_OK;
@@ -1096,7 +1094,7 @@ ngx_http_toll_quota_claim_reply(void *data, redisReply *reply)
                           claim->subject);
         }
 
-    } else if (reply && reply->type == REDIS_REPLY_ERROR
+    } else if (lease.rc == TOLL_REPLY_LEASE_ERROR
                && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_FREE, reply))
     {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,

@@ -2,10 +2,12 @@
  * toll: JWT bearer tokens to key record.
  *
  * The algorithm is pinned by the configured key, never taken from the
- * token; the header, the claims and the encoding are checked here, the
- * signature by libjwt (RS256, ES256, HS256) or OpenSSL (EdDSA, which
- * libjwt 1.10 does not know).  A verified token is cached in the shared
- * zone by its hash, so that a busy caller costs one signature check.
+ * token.  The token is split and its header read to pick the key; the
+ * signature is checked by OpenSSL against the key parsed once at
+ * configuration (libjwt 1.10 re-reads a PEM key for every token) before
+ * the payload is decoded and its claims checked (lib/toll_jwt_parse.c).
+ * A verified token is cached in the shared zone by its hash, so that a
+ * busy caller costs one signature check.
  */
 
 #ifndef _NGX_HTTP_TOLL_JWT_H_INCLUDED_

@@ -199,8 +199,8 @@ def test_worker_sigkill_between_requests(start_nginx, meter_upstream,
                                          redis_server):
     """SIGKILL a worker while counts are pending in the zone and flushes
     may be on their way (the load is held between two requests for the
-    moment of the kill, so that no call is half done in the killed
-    worker: such a call cannot be counted by anyone, see the next test)."""
+    moment of the kill, so that no call is upstream in the killed worker:
+    see the next test for those)."""
     ngx = start(start_nginx, meter_upstream, workers=2)
     keys = [make_key(redis_server, owner="kill-%d" % i) for i in range(4)]
     warm(ngx, keys)
@@ -227,8 +227,13 @@ def test_worker_sigkill_between_requests(start_nginx, meter_upstream,
     assert set(load.statuses) == {200}, load.statuses
     got = check_exact(ngx, redis_server.client, meter_upstream)
     assert total(got) == load.statuses[200]
+    # A client holds its answer before the worker has written the
+    # request's log line (the write, then the log phase, in one turn): a
+    # kill in between loses that line, never the count (the call's record
+    # is in the zone).  At most the connections held at each kill.
     ids = logged_usage_ids(ngx)
-    assert len(set(ids)) == len(ids) == total(got)
+    assert len(set(ids)) == len(ids)
+    assert 0 <= total(got) - len(ids) <= kills * 6, (total(got), len(ids))
 
 
 @pytest.mark.allow_log(r"exited on signal 9",

@@ -257,7 +257,8 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     if (kn == NULL
         || (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) <= 0)
     {
-        (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_misses[credential], 1);
+        (void) ngx_atomic_fetch_add(
+                   &ctx->sh->metrics.cache_misses[credential], 1);
         rc = NGX_DECLINED;
         goto done;
     }

@@ -121,6 +121,8 @@ static char  toll_settle_script_sha[41];
 
 static int toll_settle_drain_steps(toll_settle_drain_t *d, int *more);
 static int toll_settle_count_open(toll_settle_drain_t *d);
+static int toll_settle_size(toll_settle_drain_t *d, const char *cmd,
+    const char *key, int64_t *out);
 static int toll_settle_script_digest(void);
 static int toll_settle_connect(toll_settle_drain_t *d);
 static int toll_settle_bind(toll_settle_drain_t *d);
@@ -284,34 +286,40 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 static int
 toll_settle_count_open(toll_settle_drain_t *d)
 {
+    int  rc;
+
+    rc = toll_settle_size(d, "SCARD", TOLL_SETTLE_OPEN, &d->open_claims);
+    if (rc != 0) {
+        return rc;
+    }
+
+    return toll_settle_size(d, "HLEN", TOLL_SETTLE_QUARANTINE,
+                            &d->quarantine_claims);
+}
+
+
+/* "SCARD key" or "HLEN key": the size of a set or hash, into *out */
+static int
+toll_settle_size(toll_settle_drain_t *d, const char *cmd, const char *key,
+    int64_t *out)
+{
+    char         what[64];
     redisReply  *r;
     const char  *argv[2];
     size_t       argvlen[2];
 
-    argv[0] = "SCARD";
-    argvlen[0] = 5;
-    argv[1] = TOLL_SETTLE_OPEN;
-    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+    argv[0] = cmd;
+    argvlen[0] = strlen(cmd);
+    argv[1] = key;
+    argvlen[1] = strlen(key);
 
     r = toll_settle_cmd(d, 2, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "SCARD " TOLL_SETTLE_OPEN, r);
+        snprintf(what, sizeof(what), "%s %s", cmd, key);
+        return toll_settle_redis_failed(d, what, r);
     }
 
-    d->open_claims = r->integer;
-    freeReplyObject(r);
-
-    argv[0] = "HLEN";
-    argvlen[0] = 4;
-    argv[1] = TOLL_SETTLE_QUARANTINE;
-    argvlen[1] = sizeof(TOLL_SETTLE_QUARANTINE) - 1;
-
-    r = toll_settle_cmd(d, 2, argv, argvlen);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "HLEN " TOLL_SETTLE_QUARANTINE, r);
-    }
-
-    d->quarantine_claims = r->integer;
+    *out = r->integer;
     freeReplyObject(r);
 
     return 0;

@@ -595,8 +595,7 @@ ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
 
 /*
  * The open calls of workers that died (the zone locked): counted as the
- * gate priced them, since they may have reached the upstream.  Signal 0
- * tells whether a process lives (EPERM: it does).
+ * gate priced them, since they may have reached the upstream.
  */
 
 static void
@@ -647,7 +646,7 @@ ngx_http_toll_meter_sweep(int64_t now, ngx_log_t *log)
             }
 
             pids[n] = op->pid;
-            alive[n] = !(kill(op->pid, 0) == -1 && ngx_errno == NGX_ESRCH);
+            alive[n] = !ngx_http_toll_shm_pid_dead(op->pid);
             n++;
         }
 

@@ -108,7 +108,6 @@ static void ngx_http_toll_shm_limit_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_toll_shm_limit_evict(ngx_http_toll_shctx_t *ctx,
     ngx_uint_t n);
-static ngx_uint_t ngx_http_toll_shm_proc_dead(ngx_http_toll_shm_proc_t *p);
 static ngx_int_t ngx_http_toll_shm_proc_grow(ngx_http_toll_shctx_t *ctx,
     ngx_uint_t n);
 
@@ -854,7 +853,7 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, ngx_uint_t workers,
     for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
-        if (p->pid != 0 && ngx_http_toll_shm_proc_dead(p)) {
+        if (p->pid != 0 && ngx_http_toll_shm_pid_dead(p->pid)) {
             p->pid = 0;
             p->gen++;
         }
@@ -896,10 +895,10 @@ ngx_http_toll_shm_proc_claim(ngx_shm_zone_t *shm_zone, ngx_uint_t workers,
  * ends too.
  */
 
-static ngx_uint_t
-ngx_http_toll_shm_proc_dead(ngx_http_toll_shm_proc_t *p)
+ngx_uint_t
+ngx_http_toll_shm_pid_dead(ngx_pid_t pid)
 {
-    return kill(p->pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+    return kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH;
 }
 
 
@@ -995,7 +994,7 @@ ngx_http_toll_shm_proc_reap(ngx_shm_zone_t *shm_zone)
     for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
-        if (p->pid != 0 && ngx_http_toll_shm_proc_dead(p)) {
+        if (p->pid != 0 && ngx_http_toll_shm_pid_dead(p->pid)) {
             p->pid = 0;
             p->gen++;
         }
@@ -1077,7 +1076,7 @@ ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone)
             continue;
         }
 
-        if (p->pid != 0 && !p->exiting && !ngx_http_toll_shm_proc_dead(p))
+        if (p->pid != 0 && !p->exiting && !ngx_http_toll_shm_pid_dead(p->pid))
         {
             others++;
         }
@@ -1147,7 +1146,7 @@ ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
     for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];
 
-        if (p->pid == 0 || p->exiting || ngx_http_toll_shm_proc_dead(p)) {
+        if (p->pid == 0 || p->exiting || ngx_http_toll_shm_pid_dead(p->pid)) {
             continue;
         }
 

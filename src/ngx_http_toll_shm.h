@@ -173,6 +173,12 @@ void ngx_http_toll_shm_proc_release(ngx_shm_zone_t *shm_zone,
  */
 ngx_uint_t ngx_http_toll_shm_proc_hand_over(ngx_shm_zone_t *shm_zone);
 
+/*
+ * Whether a worker process has died (signal 0; EPERM still means alive):
+ * one rule for the process table and the meter's open calls.
+ */
+ngx_uint_t ngx_http_toll_shm_pid_dead(ngx_pid_t pid);
+
 /* this worker's Redis connection is up or down, for toll_redis_up */
 void ngx_http_toll_shm_proc_redis(ngx_shm_zone_t *shm_zone, ngx_uint_t up);
 

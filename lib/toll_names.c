@@ -70,9 +70,7 @@ toll_name_usage_parse(const char *name, size_t len, toll_name_t *n)
     slen = toll_name_len(TOLL_NAME_USAGE_MIRROR);
     tail = 2 + TOLL_NAME_DAY_LEN;
 
-    if (len > TOLL_NAME_LEN_MAX || len < plen
-        || memcmp(name, TOLL_NAME_USAGE_PREFIX, plen) != 0)
-    {
+    if (len < plen || memcmp(name, TOLL_NAME_USAGE_PREFIX, plen) != 0) {
         return -1;
     }
 
@@ -114,7 +112,7 @@ toll_name_claim_parse(const char *name, size_t len, toll_name_t *n)
     plen = toll_name_len(TOLL_NAME_DRAIN_PREFIX);
     tail = 2 + TOLL_NAME_DAY_LEN + 1 + TOLL_NAME_BATCH_LEN;
 
-    if (len > TOLL_NAME_LEN_MAX || len <= plen + tail
+    if (len <= plen + tail
         || memcmp(name, TOLL_NAME_DRAIN_PREFIX, plen) != 0)
     {
         return -1;
@@ -182,6 +180,40 @@ toll_usage_field_parse(const char *f, size_t len, size_t *service_len)
 }
 
 
+void
+toll_name_text(char dst[TOLL_NAME_TEXT_MAX], const char *name, size_t len)
+{
+    size_t                i, n;
+    unsigned char         c;
+    static const char     hex[] = "0123456789abcdef";
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        c = (unsigned char) name[i];
+
+        /* room for this byte's 4 at most, "..." and the NUL */
+        if (n + 4 + 3 + 1 > TOLL_NAME_TEXT_MAX) {
+            memcpy(dst + n, "...", 3);
+            n += 3;
+            break;
+        }
+
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            dst[n++] = (char) c;
+            continue;
+        }
+
+        dst[n++] = '\\';
+        dst[n++] = 'x';
+        dst[n++] = hex[c >> 4];
+        dst[n++] = hex[c & 0xf];
+    }
+
+    dst[n] = '\0';
+}
+
+
 static char *
 toll_name_put(char *p, const char *s, size_t len)
 {
@@ -209,6 +241,7 @@ toll_name_digits(const char *s, size_t len)
 static int
 toll_name_buyer_valid(const char *s, size_t len)
 {
-    return len > 0 && memchr(s, '\n', len) == NULL
+    return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX
+           && memchr(s, '\n', len) == NULL
            && memchr(s, '\0', len) == NULL;
 }

@@ -66,8 +66,16 @@
 
 #define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */
 #define TOLL_NAME_BATCH_LEN        32       /* a flush or claim id */
-/* the longest usage or claim name a reader takes */
-#define TOLL_NAME_LEN_MAX          1024
+/*
+ * The longest buyer a usage or claim name holds: a usage hash's name is
+ * then at most 1,024 bytes, and every hash the drain may claim has a
+ * claim name and a mirror name that the readers take too.
+ */
+#define TOLL_NAME_BUYER_LEN_MAX    1002
+
+/* a number above as a string literal, for a command's argument */
+#define TOLL_STR(n)                TOLL_STR_(n)
+#define TOLL_STR_(n)               #n
 
 /* the length of a prefix or suffix above */
 #define toll_name_len(s)           (sizeof(s) - 1)
@@ -80,6 +88,8 @@
 #define TOLL_NAME_CLAIM_LEN(blen)                                            \
     (toll_name_len(TOLL_NAME_DRAIN_PREFIX) + (blen) + 3                      \
      + TOLL_NAME_DAY_LEN + TOLL_NAME_BATCH_LEN)
+/* the longest name of those: a claim's */
+#define TOLL_NAME_LEN_MAX          TOLL_NAME_CLAIM_LEN(TOLL_NAME_BUYER_LEN_MAX)
 
 
 /*
@@ -143,10 +153,9 @@ char *toll_name_claim(char *p, const char *buyer, size_t len,
 
 /*
  * Takes apart a usage hash's name or its mirror's (n->mirror), or a
- * claim's.  A buyer is at least one byte, and holds no '\n' (it is
- * logged, and listed a line each) and no NUL (it becomes a C string);
- * no name is longer than TOLL_NAME_LEN_MAX.  Returns 0, or -1 for any
- * other name.
+ * claim's.  A buyer is 1 to TOLL_NAME_BUYER_LEN_MAX bytes, and holds no
+ * '\n' (it is logged, and listed a line each) and no NUL (it becomes a C
+ * string).  Returns 0, or -1 for any other name.
  */
 int toll_name_usage_parse(const char *name, size_t len, toll_name_t *n);
 int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
@@ -157,6 +166,16 @@ int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
  * when the field is unknown or the service empty.
  */
 int toll_usage_field_parse(const char *f, size_t len, size_t *service_len);
+
+/*
+ * A name as a log line may hold it, NUL-terminated in dst: printable
+ * ASCII as it is, '\\' and every other byte as \xHH, cut with "..." to
+ * fit TOLL_NAME_TEXT_MAX bytes.  Anything may have written a key.
+ */
+#define TOLL_NAME_TEXT_MAX         256
+
+void toll_name_text(char dst[TOLL_NAME_TEXT_MAX], const char *name,
+    size_t len);
 
 
 #endif /* _TOLL_NAMES_H_INCLUDED_ */

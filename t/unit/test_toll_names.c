@@ -24,9 +24,11 @@
 static void
 test_usage_name_refused(void **state)
 {
-    size_t        i;
+    size_t        i, max;
+    char         *p;
     toll_name_t   n;
-    char          big[TOLL_NAME_LEN_MAX + 2];
+    char          big[TOLL_NAME_LEN_MAX + 16];
+    char          buyer[TOLL_NAME_BUYER_LEN_MAX + 1];
     static const struct { const char *s; size_t len; } bad[] = {
         { LIT_S("") },
         { LIT_S("toll:usage:{") },
@@ -52,18 +54,32 @@ test_usage_name_refused(void **state)
         assert_int_equal(toll_name_usage_parse(bad[i].s, bad[i].len, &n), -1);
     }
 
-    /* the longest name taken, and one byte more */
-    memset(big, 'b', sizeof(big));
-    memcpy(big, TOLL_NAME_USAGE_PREFIX,
-           toll_name_len(TOLL_NAME_USAGE_PREFIX));
-    memcpy(big + TOLL_NAME_LEN_MAX - 10, "}:20260101", 10);
-    assert_int_equal(toll_name_usage_parse(big, TOLL_NAME_LEN_MAX, &n), 0);
-    assert_int_equal(n.buyer_len, TOLL_NAME_LEN_MAX - 10
-                                  - toll_name_len(TOLL_NAME_USAGE_PREFIX));
+    /*
+     * The longest buyer, and one byte more; what the drain makes of the
+     * longest (its mirror, its claim) is taken too.
+     */
+    max = TOLL_NAME_BUYER_LEN_MAX;
+    memset(buyer, 'b', sizeof(buyer));
 
-    memcpy(big + TOLL_NAME_LEN_MAX + 1 - 10, "}:20260101", 10);
-    assert_int_equal(toll_name_usage_parse(big, TOLL_NAME_LEN_MAX + 1, &n),
-                     -1);
+    p = toll_name_usage(big, buyer, max, "20260101");
+    assert_int_equal(p - big, 1024);
+    assert_int_equal(toll_name_usage_parse(big, p - big, &n), 0);
+    assert_int_equal(n.buyer_len, max);
+
+    memcpy(p, TOLL_NAME_USAGE_MIRROR, toll_name_len(TOLL_NAME_USAGE_MIRROR));
+    assert_int_equal(toll_name_usage_parse(big, p - big
+                         + toll_name_len(TOLL_NAME_USAGE_MIRROR), &n), 0);
+    assert_int_equal(n.mirror, 1);
+
+    p = toll_name_claim(big, buyer, max, "20260101", BATCH);
+    assert_int_equal(p - big, TOLL_NAME_LEN_MAX);
+    assert_int_equal(toll_name_claim_parse(big, p - big, &n), 0);
+    assert_int_equal(n.buyer_len, max);
+
+    p = toll_name_usage(big, buyer, max + 1, "20260101");
+    assert_int_equal(toll_name_usage_parse(big, p - big, &n), -1);
+    p = toll_name_claim(big, buyer, max + 1, "20260101", BATCH);
+    assert_int_equal(toll_name_claim_parse(big, p - big, &n), -1);
 }
 
 
@@ -173,6 +189,31 @@ test_usage_fields(void **state)
 }
 
 
+static void
+test_name_text(void **state)
+{
+    char  out[TOLL_NAME_TEXT_MAX], in[600];
+
+    (void) state;
+
+    toll_name_text(out, LIT_S("toll:usage:{a\nb\0c\\\xff}:1"));
+    assert_string_equal(out, "toll:usage:{a\\x0ab\\x00c\\x5c\\xff}:1");
+
+    memset(in, 'x', sizeof(in));
+    toll_name_text(out, in, sizeof(in));
+    assert_int_equal(strlen(out), TOLL_NAME_TEXT_MAX - 1 - 3);
+    assert_string_equal(out + strlen(out) - 3, "...");
+
+    memset(in, '\n', sizeof(in));
+    toll_name_text(out, in, sizeof(in));
+    assert_true(strlen(out) < TOLL_NAME_TEXT_MAX);
+    assert_string_equal(out + strlen(out) - 3, "...");
+
+    toll_name_text(out, in, 0);
+    assert_string_equal(out, "");
+}
+
+
 int
 main(void)
 {
@@ -181,6 +222,7 @@ main(void)
         cmocka_unit_test(test_claim_name_refused),
         cmocka_unit_test(test_names_round_trip),
         cmocka_unit_test(test_usage_fields),
+        cmocka_unit_test(test_name_text),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

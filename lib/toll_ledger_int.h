@@ -1,7 +1,13 @@
 /*
- * toll: the ledger's internals, shared by lib/toll_ledger.c (open, posting
- * usage, queries) and lib/toll_settlement.c (settlements).  Not for
- * programs: they use toll_ledger.h.
+ * toll: the ledger's internals, shared by its rooms in lib/:
+ *
+ *     toll_ledger.c           open, schema, the write transaction, text
+ *     toll_ledger_post.c      posting drained usage
+ *     toll_ledger_check.c     the consistency checks
+ *     toll_ledger_query.c     balances, entries, usage, totals, gauges
+ *     toll_settlement.c       settlements and their payment
+ *
+ * Not for programs: they use toll_ledger.h.
  */
 
 #ifndef _TOLL_LEDGER_INT_H_INCLUDED_

@@ -15,6 +15,8 @@
 
 static int toll_ledger_check_add(json_t *checks, const char *name, int ok,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int toll_ledger_check_integrity(toll_ledger_t *lg, json_t *checks,
+    int *all);
 static int toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad,
     char *detail, size_t size);
 static int toll_ledger_check_settlements(toll_ledger_t *lg, int64_t *bad,
@@ -70,12 +72,10 @@ toll_ledger_check_add(json_t *checks, const char *name, int ok,
 int
 toll_ledger_check(toll_ledger_t *lg, json_t **report)
 {
-    int            rc, ok, all;
-    char           detail[256];
-    json_t        *checks;
-    int64_t        n, debits, credits, tdebits, tcredits, ntx, nentries;
-    sqlite3_stmt  *st;
-    const char    *text;
+    int       rc, all;
+    char      detail[256];
+    json_t   *checks;
+    int64_t   n, debits, credits, tdebits, tcredits, ntx, nentries;
 
     *report = NULL;
 
@@ -93,22 +93,10 @@ toll_ledger_check(toll_ledger_t *lg, json_t **report)
         return toll_ledger_sql_error(lg, "begin a read");
     }
 
-    rc = toll_ledger_prepare(lg, "PRAGMA integrity_check", &st);
+    rc = toll_ledger_check_integrity(lg, checks, &all);
     if (rc != TOLL_LEDGER_OK) {
         goto failed;
     }
-
-    ok = 0;
-    text = "no answer";
-
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        text = (const char *) sqlite3_column_text(st, 0);
-        text = text ? text : "";
-        ok = (strcmp(text, "ok") == 0);
-    }
-
-    all &= toll_ledger_check_add(checks, "integrity", ok, "%s", text);
-    sqlite3_finalize(st);
 
     /* every transaction balanced; sums in SQL are exact on INTEGER */
 
@@ -202,6 +190,35 @@ failed:
     json_decref(checks);
 
     return rc;
+}
+
+
+/* SQLite's own: the file's pages, indexes and constraints */
+static int
+toll_ledger_check_integrity(toll_ledger_t *lg, json_t *checks, int *all)
+{
+    int            rc, ok;
+    sqlite3_stmt  *st;
+    const char    *text;
+
+    rc = toll_ledger_prepare(lg, "PRAGMA integrity_check", &st);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    ok = 0;
+    text = "no answer";
+
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        text = (const char *) sqlite3_column_text(st, 0);
+        text = text ? text : "";
+        ok = (strcmp(text, "ok") == 0);
+    }
+
+    *all &= toll_ledger_check_add(checks, "integrity", ok, "%s", text);
+    sqlite3_finalize(st);
+
+    return TOLL_LEDGER_OK;
 }
 
 

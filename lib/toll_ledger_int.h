@@ -72,6 +72,20 @@ int toll_ledger_set_error(toll_ledger_t *lg, int rc, const char *fmt, ...)
 int toll_ledger_prepare(toll_ledger_t *lg, const char *sql,
     sqlite3_stmt **stmt);
 
+/* builds the JSON object of the row st stands on; NULL: out of memory */
+typedef json_t *(*toll_ledger_row_json_pt)(sqlite3_stmt *st);
+
+/*
+ * Steps st to its end into a new array in *out, one object a row from
+ * row(); finalizes st whatever happens.  what names the read in the
+ * message of an SQL error ("read entries").
+ */
+int toll_ledger_rows_json(toll_ledger_t *lg, sqlite3_stmt *st,
+    toll_ledger_row_json_pt row, const char *what, json_t **out);
+
+/* a text column as a JSON string, NULL as null */
+json_t *toll_ledger_text_json(sqlite3_stmt *st, int col);
+
 /* an amount as text with at least two decimals: "10.50", "0.000001" */
 json_t *toll_ledger_amount_json(int64_t micros);
 void toll_ledger_amount_text(int64_t micros, char buf[TOLL_MONEY_STR_MAX + 1]);

@@ -13,6 +13,10 @@
 #define TOLL_LEDGER_ENTRIES_MAX      100000
 
 
+static json_t *toll_ledger_entry_json(sqlite3_stmt *st);
+static json_t *toll_ledger_usage_json(sqlite3_stmt *st);
+
+
 int
 toll_ledger_balance(toll_ledger_t *lg, const char *account, json_t **out)
 {
@@ -86,7 +90,7 @@ toll_ledger_balance(toll_ledger_t *lg, const char *account, json_t **out)
 }
 
 
-static json_t *
+json_t *
 toll_ledger_text_json(sqlite3_stmt *st, int col)
 {
     const char  *s;
@@ -102,7 +106,6 @@ toll_ledger_entries(toll_ledger_t *lg, const char *account, int64_t limit,
     json_t **out)
 {
     int            rc;
-    json_t        *arr, *row;
     sqlite3_stmt  *st;
 
     *out = NULL;
@@ -132,55 +135,8 @@ toll_ledger_entries(toll_ledger_t *lg, const char *account, int64_t limit,
 
     sqlite3_bind_int64(st, 2, limit);
 
-    arr = json_array();
-
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && arr != NULL) {
-        row = json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:I,"
-                        " s:o, s:o, s:o, s:o, s:o, s:o}",
-                        "entry", (json_int_t) sqlite3_column_int64(st, 0),
-                        "transaction",
-                        (json_int_t) sqlite3_column_int64(st, 1),
-                        "kind", toll_ledger_text_json(st, 2),
-                        "posted_at",
-                        toll_ledger_time_json(sqlite3_column_int64(st, 3)),
-                        "account", toll_ledger_text_json(st, 4),
-                        "debit",
-                        toll_ledger_amount_json(sqlite3_column_int64(st, 5)),
-                        "credit",
-                        toll_ledger_amount_json(sqlite3_column_int64(st, 6)),
-                        "debit_micros",
-                        (json_int_t) sqlite3_column_int64(st, 5),
-                        "credit_micros",
-                        (json_int_t) sqlite3_column_int64(st, 6),
-                        "buyer", toll_ledger_text_json(st, 7),
-                        "provider", toll_ledger_text_json(st, 8),
-                        "service", toll_ledger_text_json(st, 9),
-                        "day", toll_ledger_text_json(st, 10),
-                        "batch", toll_ledger_text_json(st, 11),
-                        "settlement", toll_ledger_text_json(st, 12));
-
-        if (row == NULL || json_array_append_new(arr, row) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-
-    if (arr == NULL) {
-        sqlite3_finalize(st);
-        return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
-    }
-
-    if (rc != SQLITE_DONE) {
-        rc = toll_ledger_sql_error(lg, "read entries");
-        sqlite3_finalize(st);
-        json_decref(arr);
-        return rc;
-    }
-
-    sqlite3_finalize(st);
-    *out = arr;
-
-    return TOLL_LEDGER_OK;
+    return toll_ledger_rows_json(lg, st, toll_ledger_entry_json,
+                                 "read entries", out);
 }
 
 
@@ -188,7 +144,6 @@ int
 toll_ledger_usage_totals(toll_ledger_t *lg, json_t **out)
 {
     int            rc;
-    json_t        *arr, *row;
     sqlite3_stmt  *st;
 
     *out = NULL;
@@ -203,45 +158,8 @@ toll_ledger_usage_totals(toll_ledger_t *lg, json_t **out)
         return rc;
     }
 
-    arr = json_array();
-
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && arr != NULL) {
-        row = json_pack("{s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}",
-                        "buyer", toll_ledger_text_json(st, 0),
-                        "day", toll_ledger_text_json(st, 1),
-                        "service", toll_ledger_text_json(st, 2),
-                        "provider", toll_ledger_text_json(st, 3),
-                        "calls", (json_int_t) sqlite3_column_int64(st, 4),
-                        "free_calls",
-                        (json_int_t) sqlite3_column_int64(st, 5),
-                        "paid_calls",
-                        (json_int_t) sqlite3_column_int64(st, 6),
-                        "errors", (json_int_t) sqlite3_column_int64(st, 7),
-                        "amount_micros",
-                        (json_int_t) sqlite3_column_int64(st, 8));
-
-        if (row == NULL || json_array_append_new(arr, row) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-
-    if (arr == NULL) {
-        sqlite3_finalize(st);
-        return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
-    }
-
-    if (rc != SQLITE_DONE) {
-        rc = toll_ledger_sql_error(lg, "sum usage");
-        sqlite3_finalize(st);
-        json_decref(arr);
-        return rc;
-    }
-
-    sqlite3_finalize(st);
-    *out = arr;
-
-    return TOLL_LEDGER_OK;
+    return toll_ledger_rows_json(lg, st, toll_ledger_usage_json, "sum usage",
+                                 out);
 }
 
 
@@ -335,4 +253,92 @@ toll_ledger_gauges(toll_ledger_t *lg, toll_ledger_gauges_t *out)
     sqlite3_finalize(st);
 
     return TOLL_LEDGER_OK;
+}
+
+
+int
+toll_ledger_rows_json(toll_ledger_t *lg, sqlite3_stmt *st,
+    toll_ledger_row_json_pt row, const char *what, json_t **out)
+{
+    int      rc;
+    json_t  *arr, *obj;
+
+    *out = NULL;
+    rc = SQLITE_DONE;
+
+    arr = json_array();
+
+    while (arr != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        obj = row(st);
+
+        if (obj == NULL || json_array_append_new(arr, obj) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+
+    if (arr == NULL) {
+        sqlite3_finalize(st);
+        return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
+    }
+
+    if (rc != SQLITE_DONE) {
+        rc = toll_ledger_sql_error(lg, what);
+        sqlite3_finalize(st);
+        json_decref(arr);
+        return rc;
+    }
+
+    sqlite3_finalize(st);
+    *out = arr;
+
+    return TOLL_LEDGER_OK;
+}
+
+
+static json_t *
+toll_ledger_entry_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:I,"
+                     " s:o, s:o, s:o, s:o, s:o, s:o}",
+                     "entry", (json_int_t) sqlite3_column_int64(st, 0),
+                     "transaction",
+                     (json_int_t) sqlite3_column_int64(st, 1),
+                     "kind", toll_ledger_text_json(st, 2),
+                     "posted_at",
+                     toll_ledger_time_json(sqlite3_column_int64(st, 3)),
+                     "account", toll_ledger_text_json(st, 4),
+                     "debit",
+                     toll_ledger_amount_json(sqlite3_column_int64(st, 5)),
+                     "credit",
+                     toll_ledger_amount_json(sqlite3_column_int64(st, 6)),
+                     "debit_micros",
+                     (json_int_t) sqlite3_column_int64(st, 5),
+                     "credit_micros",
+                     (json_int_t) sqlite3_column_int64(st, 6),
+                     "buyer", toll_ledger_text_json(st, 7),
+                     "provider", toll_ledger_text_json(st, 8),
+                     "service", toll_ledger_text_json(st, 9),
+                     "day", toll_ledger_text_json(st, 10),
+                     "batch", toll_ledger_text_json(st, 11),
+                     "settlement", toll_ledger_text_json(st, 12));
+}
+
+
+static json_t *
+toll_ledger_usage_json(sqlite3_stmt *st)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}",
+                     "buyer", toll_ledger_text_json(st, 0),
+                     "day", toll_ledger_text_json(st, 1),
+                     "service", toll_ledger_text_json(st, 2),
+                     "provider", toll_ledger_text_json(st, 3),
+                     "calls", (json_int_t) sqlite3_column_int64(st, 4),
+                     "free_calls",
+                     (json_int_t) sqlite3_column_int64(st, 5),
+                     "paid_calls",
+                     (json_int_t) sqlite3_column_int64(st, 6),
+                     "errors", (json_int_t) sqlite3_column_int64(st, 7),
+                     "amount_micros",
+                     (json_int_t) sqlite3_column_int64(st, 8));
 }

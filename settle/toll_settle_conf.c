@@ -24,6 +24,10 @@
 
 static int toll_settle_conf_line(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
+static int toll_settle_conf_provider_fee(toll_settle_conf_t *conf,
+    char **args, int nargs, char *err, size_t err_size);
+static int toll_settle_conf_duration(toll_settle_conf_t *conf,
+    const char *name, const char *value, char *err, size_t err_size);
 static int toll_settle_conf_fee(const char *text, int64_t *bp);
 static int toll_settle_conf_hook(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
@@ -176,9 +180,8 @@ static int
 toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     char *err, size_t err_size)
 {
-    int64_t             n;
-    const char         *name;
-    toll_ledger_fee_t  *fees;
+    int64_t      n;
+    const char  *name;
 
     name = args[0];
 
@@ -187,52 +190,8 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "provider_fee") == 0) {
-        if (nargs != 3) {
-            snprintf(err, err_size, "\"provider_fee\" takes a provider and "
-                     "a percent, as in \"provider_fee acme 5%%\"");
-            return -1;
-        }
-
-        if (!toll_owner_valid((const unsigned char *) args[1],
-                              strlen(args[1])))
-        {
-            snprintf(err, err_size, "invalid provider \"%s\"", args[1]);
-            return -1;
-        }
-
-        if (toll_settle_conf_fee(args[2], &n) != 0) {
-            snprintf(err, err_size, "invalid fee \"%s\": a percent from 0%% "
-                     "to 100%% with two decimals at most", args[2]);
-            return -1;
-        }
-
-        if (conf->fees.nproviders == TOLL_SETTLE_PROVIDER_FEES_MAX) {
-            snprintf(err, err_size, "more than %d \"provider_fee\" lines",
-                     TOLL_SETTLE_PROVIDER_FEES_MAX);
-            return -1;
-        }
-
-        fees = realloc(conf->provider_fees, (conf->fees.nproviders + 1)
-                                            * sizeof(toll_ledger_fee_t));
-        if (fees == NULL) {
-            snprintf(err, err_size, "out of memory");
-            return -1;
-        }
-
-        conf->provider_fees = fees;
-        conf->fees.providers = fees;
-
-        fees[conf->fees.nproviders].provider = toll_settle_strdup(args[1]);
-        fees[conf->fees.nproviders].fee_bp = n;
-
-        if (fees[conf->fees.nproviders].provider == NULL) {
-            snprintf(err, err_size, "out of memory");
-            return -1;
-        }
-
-        conf->fees.nproviders++;
-
-        return 0;
+        return toll_settle_conf_provider_fee(conf, args, nargs, err,
+                                             err_size);
     }
 
     if (nargs != 2) {
@@ -310,13 +269,81 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
         return 0;
     }
 
+    return toll_settle_conf_duration(conf, name, args[1], err, err_size);
+}
+
+
+/* provider_fee PROVIDER PERCENT: a provider's own fee over "fee" */
+static int
+toll_settle_conf_provider_fee(toll_settle_conf_t *conf, char **args,
+    int nargs, char *err, size_t err_size)
+{
+    int64_t             n;
+    toll_ledger_fee_t  *fees;
+
+    if (nargs != 3) {
+        snprintf(err, err_size, "\"provider_fee\" takes a provider and "
+                 "a percent, as in \"provider_fee acme 5%%\"");
+        return -1;
+    }
+
+    if (!toll_owner_valid((const unsigned char *) args[1],
+                          strlen(args[1])))
+    {
+        snprintf(err, err_size, "invalid provider \"%s\"", args[1]);
+        return -1;
+    }
+
+    if (toll_settle_conf_fee(args[2], &n) != 0) {
+        snprintf(err, err_size, "invalid fee \"%s\": a percent from 0%% "
+                 "to 100%% with two decimals at most", args[2]);
+        return -1;
+    }
+
+    if (conf->fees.nproviders == TOLL_SETTLE_PROVIDER_FEES_MAX) {
+        snprintf(err, err_size, "more than %d \"provider_fee\" lines",
+                 TOLL_SETTLE_PROVIDER_FEES_MAX);
+        return -1;
+    }
+
+    fees = realloc(conf->provider_fees, (conf->fees.nproviders + 1)
+                                        * sizeof(toll_ledger_fee_t));
+    if (fees == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+
+    conf->provider_fees = fees;
+    conf->fees.providers = fees;
+
+    fees[conf->fees.nproviders].provider = toll_settle_strdup(args[1]);
+    fees[conf->fees.nproviders].fee_bp = n;
+
+    if (fees[conf->fees.nproviders].provider == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+
+    conf->fees.nproviders++;
+
+    return 0;
+}
+
+
+/* the directives whose value is a duration, and any other name */
+static int
+toll_settle_conf_duration(toll_settle_conf_t *conf, const char *name,
+    const char *value, char *err, size_t err_size)
+{
+    int64_t  n;
+
     if (strcmp(name, "interval") == 0) {
-        if (toll_parse_duration_ms(args[1], TOLL_SETTLE_INTERVAL_MS_MIN,
+        if (toll_parse_duration_ms(value, TOLL_SETTLE_INTERVAL_MS_MIN,
                                    TOLL_SETTLE_INTERVAL_MS_MAX, &n)
             != 0)
         {
             snprintf(err, err_size, "invalid interval \"%s\": 100ms to 60s",
-                     args[1]);
+                     value);
             return -1;
         }
 
@@ -325,12 +352,12 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "sweep_interval") == 0) {
-        if (toll_parse_duration_ms(args[1], TOLL_SETTLE_INTERVAL_MS_MIN,
+        if (toll_parse_duration_ms(value, TOLL_SETTLE_INTERVAL_MS_MIN,
                                    INT64_MAX, &n)
             != 0)
         {
             snprintf(err, err_size, "invalid sweep_interval \"%s\"",
-                     args[1]);
+                     value);
             return -1;
         }
 
@@ -341,11 +368,11 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     if (strcmp(name, "redis_timeout") == 0
         || strcmp(name, "webhook_timeout") == 0)
     {
-        if (toll_parse_duration_ms(args[1], 1, TOLL_SETTLE_TIMEOUT_MS_MAX, &n)
+        if (toll_parse_duration_ms(value, 1, TOLL_SETTLE_TIMEOUT_MS_MAX, &n)
             != 0)
         {
             snprintf(err, err_size, "invalid %s \"%s\": 1ms to 10m", name,
-                     args[1]);
+                     value);
             return -1;
         }
 

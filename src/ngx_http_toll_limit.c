@@ -25,6 +25,17 @@ static ngx_http_toll_limit_ctx_t *ngx_http_toll_limit_get_ctx(
     ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_limit_add(ngx_http_toll_limit_ctx_t *lctx,
     ngx_http_toll_rate_t *rate, ngx_uint_t ip);
+static ngx_http_toll_plan_t *ngx_http_toll_limit_key_plan(
+    ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
+static ngx_int_t ngx_http_toll_limit_key_limits(
+    ngx_http_toll_limit_ctx_t *lctx, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_plan_t *plan);
+static void ngx_http_toll_limit_check(ngx_http_toll_limit_ctx_t *lctx,
+    ngx_http_toll_limit_t *l, ngx_http_toll_limit_state_t *st, int64_t now,
+    ngx_uint_t rates_only);
+static void ngx_http_toll_limit_count(ngx_http_toll_limit_t *l,
+    ngx_http_toll_limit_state_t *st, ngx_http_toll_shm_limit_node_t *ln,
+    int64_t now, ngx_uint_t rates_only);
 static ngx_http_toll_shm_limit_node_t *ngx_http_toll_limit_fit(
     ngx_shm_zone_t *shm_zone, ngx_http_toll_shm_limit_node_t *ln);
 
@@ -206,10 +217,8 @@ ngx_int_t
 ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_int_t                   rc;
-    ngx_uint_t                  i, from, overridden;
-    ngx_http_toll_rate_t       *rate, *own;
+    ngx_uint_t                  from;
     ngx_http_toll_plan_t       *plan;
-    ngx_http_toll_main_conf_t  *mcf;
     ngx_http_toll_limit_ctx_t  *lctx;
 
     lctx = ngx_http_toll_limit_get_ctx(r, ctx);
@@ -222,6 +231,64 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return ngx_http_toll_limit_verdict(r, lctx, lctx->key_first,
                                            lctx->nlimits, 0);
     }
+
+    plan = ngx_http_toll_limit_key_plan(r, ctx);
+
+    lctx->plan = plan;
+    lctx->key_first = lctx->nlimits;
+    from = lctx->nlimits;
+
+    if (ctx->key.rate_limit <= 0 && (plan == NULL || plan->unlimited)) {
+        if (lctx->status == NGX_HTTP_TOLL_LIMIT_STATUS_NONE) {
+            lctx->status = NGX_HTTP_TOLL_LIMIT_STATUS_UNLIMITED;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_toll_limit_key_limits(lctx, ctx, plan) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    lctx->key_subject_len = ngx_min(ctx->key_id.len,
+                                    NGX_HTTP_TOLL_SUBJECT_MAX);
+    ngx_memcpy(lctx->key_subject, ctx->key_id.data, lctx->key_subject_len);
+
+    if (plan && plan->strict) {
+        rc = ngx_http_toll_limit_strict(r, ctx, lctx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        /* Redis cannot be reached: this node decides alone */
+    }
+
+    rc = ngx_http_toll_limit_decide(r, lctx, lctx->key_subject,
+                                    lctx->key_subject_len, from,
+                                    lctx->nlimits, 1, 0);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    lctx->key_done = 1;
+
+    if (lctx->violated == -1 && ngx_http_toll_limit_proc >= 0) {
+        lctx->key_held = (ngx_http_toll_limit_mask(lctx, from, lctx->nlimits)
+                          & NGX_HTTP_TOLL_MASK_CONCURRENCY) != 0;
+    }
+
+    return ngx_http_toll_limit_verdict(r, lctx, from, lctx->nlimits, 0);
+}
+
+
+/* the key's plan, else the default plan; NULL: none */
+
+static ngx_http_toll_plan_t *
+ngx_http_toll_limit_key_plan(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_http_toll_plan_t       *plan;
+    ngx_http_toll_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
@@ -242,23 +309,22 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         plan = mcf->default_plan;
     }
 
-    lctx->plan = plan;
-    lctx->key_first = lctx->nlimits;
-    from = lctx->nlimits;
+    return plan;
+}
 
-    if (ctx->key.rate_limit <= 0 && (plan == NULL || plan->unlimited)) {
-        if (lctx->status == NGX_HTTP_TOLL_LIMIT_STATUS_NONE) {
-            lctx->status = NGX_HTTP_TOLL_LIMIT_STATUS_UNLIMITED;
-        }
 
-        return NGX_OK;
-    }
+/*
+ * The key's limits: its plan's, where a key's own rate_limit (requests a
+ * minute) overrides the plan: the bucket's rate and a per-minute window
+ * take it; a plan with neither gets a per-minute window of it.
+ */
 
-    /*
-     * A key's own rate_limit (requests a minute) overrides its plan: the
-     * bucket's rate and a per-minute window take it; a plan with neither
-     * gets a per-minute window of it.
-     */
+static ngx_int_t
+ngx_http_toll_limit_key_limits(ngx_http_toll_limit_ctx_t *lctx,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_plan_t *plan)
+{
+    ngx_uint_t             i, overridden;
+    ngx_http_toll_rate_t  *rate, *own;
 
     overridden = 0;
 
@@ -304,35 +370,7 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         }
     }
 
-    lctx->key_subject_len = ngx_min(ctx->key_id.len,
-                                    NGX_HTTP_TOLL_SUBJECT_MAX);
-    ngx_memcpy(lctx->key_subject, ctx->key_id.data, lctx->key_subject_len);
-
-    if (plan && plan->strict) {
-        rc = ngx_http_toll_limit_strict(r, ctx, lctx);
-
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-
-        /* Redis cannot be reached: this node decides alone */
-    }
-
-    rc = ngx_http_toll_limit_decide(r, lctx, lctx->key_subject,
-                                    lctx->key_subject_len, from,
-                                    lctx->nlimits, 1, 0);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    lctx->key_done = 1;
-
-    if (lctx->violated == -1 && ngx_http_toll_limit_proc >= 0) {
-        lctx->key_held = (ngx_http_toll_limit_mask(lctx, from, lctx->nlimits)
-                          & NGX_HTTP_TOLL_MASK_CONCURRENCY) != 0;
-    }
-
-    return ngx_http_toll_limit_verdict(r, lctx, from, lctx->nlimits, 0);
+    return NGX_OK;
 }
 
 
@@ -415,12 +453,10 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     ngx_uint_t from, ngx_uint_t to, ngx_uint_t commit,
     ngx_uint_t rates_only)
 {
-    int64_t                           now, inflight;
+    int64_t                           now;
     uint32_t                          mask;
     ngx_uint_t                        i, ok;
-    toll_window_t                    *w;
     ngx_http_toll_limit_t            *l;
-    ngx_http_toll_limit_conc_t       *conc;
     ngx_http_toll_limit_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
@@ -447,59 +483,7 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     for (i = from; i < to; i++) {
         l = &lctx->limits[i];
 
-        switch (l->rate->kind) {
-
-        case NGX_HTTP_TOLL_RATE_BUCKET:
-            st->interval_ns = l->rate->bc.interval_ns;
-            st->tolerance_ns = l->rate->bc.tolerance_ns;
-
-            /*
-             * As the script reads it: whatever put a tat further ahead
-             * (an overshoot of other nodes, a state from another clock)
-             * refuses the key for a refill's time at most.
-             */
-
-            if (st->bucket.tat_ns - now * 1000000
-                > 2 * l->rate->bc.tolerance_ns)
-            {
-                st->bucket.tat_ns = now * 1000000
-                                    + 2 * l->rate->bc.tolerance_ns;
-            }
-
-            toll_bucket_check(&l->rate->bc, &st->bucket, now, 0, &l->res);
-            break;
-
-        case NGX_HTTP_TOLL_RATE_WINDOW:
-            w = ngx_http_toll_limit_window(st, l->rate->unit);
-
-            if (w == NULL) {
-                /* another plan's node, held by requests in flight */
-                l->skipped = 1;
-                l->res.admitted = 1;
-                break;
-            }
-
-            toll_window_check(&l->rate->wc, w, now, 0, &l->res);
-            break;
-
-        default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
-            conc = ngx_http_toll_limit_conc(st);
-
-            if (rates_only || conc == NULL) {
-                l->skipped = (conc == NULL);
-                l->res.admitted = 1;
-                break;
-            }
-
-            inflight = ngx_http_toll_limit_inflight(lctx->shm_zone, st)
-                       + st->remote_inflight;
-
-            l->res.admitted = (inflight + 1 <= l->rate->count);
-            l->res.remaining = ngx_max(l->rate->count - inflight - 1, 0);
-            l->res.retry_ms = 1000;
-            l->res.reset_ms = 0;
-            break;
-        }
+        ngx_http_toll_limit_check(lctx, l, st, now, rates_only);
 
         if (!l->res.admitted && ok) {
             ok = 0;
@@ -520,37 +504,8 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     for (i = from; ok && commit && i < to; i++) {
         l = &lctx->limits[i];
 
-        if (l->skipped) {
-            continue;
-        }
-
-        switch (l->rate->kind) {
-
-        case NGX_HTTP_TOLL_RATE_BUCKET:
-            toll_bucket_commit(&l->rate->bc, &st->bucket, now);
-            st->pending++;
-            break;
-
-        case NGX_HTTP_TOLL_RATE_WINDOW:
-            toll_window_commit(ngx_http_toll_limit_window(st,
-                                                          l->rate->unit));
-            break;
-
-        default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
-            if (rates_only || ngx_http_toll_limit_proc < 0) {
-                break;
-            }
-
-            conc = &ngx_http_toll_limit_conc(st)[ngx_http_toll_limit_proc];
-
-            if (conc->gen != ngx_http_toll_limit_gen) {
-                conc->gen = ngx_http_toll_limit_gen;
-                conc->count = 0;
-            }
-
-            conc->count++;
-            ln->pins++;
-            break;
+        if (!l->skipped) {
+            ngx_http_toll_limit_count(l, st, ln, now, rates_only);
         }
     }
 
@@ -559,6 +514,112 @@ ngx_http_toll_limit_decide(ngx_http_request_t *r,
     ngx_http_toll_shm_unlock(lctx->shm_zone);
 
     return NGX_OK;
+}
+
+
+/* whether one limit admits one more request; the zone is locked */
+
+static void
+ngx_http_toll_limit_check(ngx_http_toll_limit_ctx_t *lctx,
+    ngx_http_toll_limit_t *l, ngx_http_toll_limit_state_t *st, int64_t now,
+    ngx_uint_t rates_only)
+{
+    int64_t                       inflight;
+    toll_window_t                *w;
+    ngx_http_toll_limit_conc_t   *conc;
+
+    switch (l->rate->kind) {
+
+    case NGX_HTTP_TOLL_RATE_BUCKET:
+        st->interval_ns = l->rate->bc.interval_ns;
+        st->tolerance_ns = l->rate->bc.tolerance_ns;
+
+        /*
+         * As the script reads it: whatever put a tat further ahead
+         * (an overshoot of other nodes, a state from another clock)
+         * refuses the key for a refill's time at most.
+         */
+
+        if (st->bucket.tat_ns - now * 1000000
+            > 2 * l->rate->bc.tolerance_ns)
+        {
+            st->bucket.tat_ns = now * 1000000
+                                + 2 * l->rate->bc.tolerance_ns;
+        }
+
+        toll_bucket_check(&l->rate->bc, &st->bucket, now, 0, &l->res);
+        break;
+
+    case NGX_HTTP_TOLL_RATE_WINDOW:
+        w = ngx_http_toll_limit_window(st, l->rate->unit);
+
+        if (w == NULL) {
+            /* another plan's node, held by requests in flight */
+            l->skipped = 1;
+            l->res.admitted = 1;
+            break;
+        }
+
+        toll_window_check(&l->rate->wc, w, now, 0, &l->res);
+        break;
+
+    default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
+        conc = ngx_http_toll_limit_conc(st);
+
+        if (rates_only || conc == NULL) {
+            l->skipped = (conc == NULL);
+            l->res.admitted = 1;
+            break;
+        }
+
+        inflight = ngx_http_toll_limit_inflight(lctx->shm_zone, st)
+                   + st->remote_inflight;
+
+        l->res.admitted = (inflight + 1 <= l->rate->count);
+        l->res.remaining = ngx_max(l->rate->count - inflight - 1, 0);
+        l->res.retry_ms = 1000;
+        l->res.reset_ms = 0;
+        break;
+    }
+}
+
+
+/* counts the request in one limit that admitted it; the zone is locked */
+
+static void
+ngx_http_toll_limit_count(ngx_http_toll_limit_t *l,
+    ngx_http_toll_limit_state_t *st, ngx_http_toll_shm_limit_node_t *ln,
+    int64_t now, ngx_uint_t rates_only)
+{
+    ngx_http_toll_limit_conc_t  *conc;
+
+    switch (l->rate->kind) {
+
+    case NGX_HTTP_TOLL_RATE_BUCKET:
+        toll_bucket_commit(&l->rate->bc, &st->bucket, now);
+        st->pending++;
+        break;
+
+    case NGX_HTTP_TOLL_RATE_WINDOW:
+        toll_window_commit(ngx_http_toll_limit_window(st, l->rate->unit));
+        break;
+
+    default: /* NGX_HTTP_TOLL_RATE_CONCURRENCY */
+        if (rates_only || ngx_http_toll_limit_proc < 0) {
+            break;
+        }
+
+        conc = &ngx_http_toll_limit_conc(st)[ngx_http_toll_limit_proc];
+
+        if (conc->gen != ngx_http_toll_limit_gen) {
+            conc->gen = ngx_http_toll_limit_gen;
+            conc->count = 0;
+        }
+
+        conc->count++;
+        ln->pins++;
+        break;
+    }
 }
 
 

@@ -18,6 +18,15 @@
 
 static ngx_int_t ngx_http_toll_limit_parse_rate(ngx_str_t *s,
     ngx_http_toll_rate_t *rate);
+static ngx_http_toll_plan_t *ngx_http_toll_limit_plan_add(ngx_conf_t *cf,
+    ngx_http_toll_main_conf_t *mcf, ngx_str_t *name);
+static ngx_int_t ngx_http_toll_limit_plan_burst(ngx_conf_t *cf,
+    ngx_http_toll_plan_t *plan, ngx_str_t *value, ngx_uint_t last_rate,
+    ngx_uint_t *buckets);
+static ngx_int_t ngx_http_toll_limit_plan_concurrency(ngx_conf_t *cf,
+    ngx_http_toll_plan_t *plan, ngx_str_t *value);
+static ngx_int_t ngx_http_toll_limit_plan_ready(ngx_conf_t *cf,
+    ngx_http_toll_plan_t *plan);
 static ngx_int_t ngx_http_toll_limit_policy(ngx_pool_t *pool,
     ngx_http_toll_rate_t *rate, ngx_uint_t ip, ngx_str_t *policy);
 
@@ -33,48 +42,20 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_toll_main_conf_t *mcf = conf;
 
-    ngx_int_t              n;
     ngx_str_t             *value, s;
-    ngx_uint_t             i, j, last_rate, buckets, windows;
-    toll_bucket_conf_t     bc;
+    ngx_uint_t             i, last_rate, buckets;
     ngx_http_toll_rate_t  *rate;
     ngx_http_toll_plan_t  *plan;
 
     value = cf->args->elts;
 
-    if (!toll_plan_valid(value[1].data, value[1].len)
-        || value[1].len == 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid plan name \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (mcf->plans == NULL) {
-        mcf->plans = ngx_array_create(cf->pool, 4,
-                                      sizeof(ngx_http_toll_plan_t));
-        if (mcf->plans == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (ngx_http_toll_limit_find_plan(mcf, &value[1])) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate plan \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    plan = ngx_array_push(mcf->plans);
+    plan = ngx_http_toll_limit_plan_add(cf, mcf, &value[1]);
     if (plan == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memzero(plan, sizeof(ngx_http_toll_plan_t));
-    plan->name = value[1];
-
     last_rate = 0;
     buckets = 0;
-    windows = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -124,58 +105,24 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-            if (last_rate == 0 || last_rate != plan->nrates) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"burst\" must follow a \"rate\"");
-                return NGX_CONF_ERROR;
-            }
-
-            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            rate = &plan->rates[last_rate - 1];
-
-            if (n == NGX_ERROR || n < 1
-                || toll_bucket_conf(&bc, rate->count,
-                                    toll_unit_ms[rate->unit], n) != 0)
+            if (ngx_http_toll_limit_plan_burst(cf, plan, &value[i],
+                                               last_rate, &buckets)
+                != NGX_OK)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
-            if (++buckets > 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "plan \"%V\" has more than one "
-                                   "\"burst\"", &value[1]);
-                return NGX_CONF_ERROR;
-            }
-
-            rate->kind = NGX_HTTP_TOLL_RATE_BUCKET;
-            rate->burst = n;
             last_rate = 0;
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "concurrency=", 12) == 0) {
-            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
-
-            if (n == NGX_ERROR || n < 1 || n > TOLL_LIMIT_COUNT_MAX) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid concurrency \"%V\"", &value[i]);
+            if (ngx_http_toll_limit_plan_concurrency(cf, plan, &value[i])
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
-            for (j = 0; j < plan->nrates; j++) {
-                if (plan->rates[j].kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "duplicate \"concurrency\" in plan "
-                                       "\"%V\"", &value[1]);
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            rate->kind = NGX_HTTP_TOLL_RATE_CONCURRENCY;
-            rate->count = n;
-            plan->nrates++;
             last_rate = 0;
             continue;
         }
@@ -192,6 +139,146 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_toll_limit_plan_ready(cf, plan) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a new plan of a valid name, not taken yet; NULL: an error */
+
+static ngx_http_toll_plan_t *
+ngx_http_toll_limit_plan_add(ngx_conf_t *cf, ngx_http_toll_main_conf_t *mcf,
+    ngx_str_t *name)
+{
+    ngx_http_toll_plan_t  *plan;
+
+    if (!toll_plan_valid(name->data, name->len) || name->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid plan name \"%V\"", name);
+        return NULL;
+    }
+
+    if (mcf->plans == NULL) {
+        mcf->plans = ngx_array_create(cf->pool, 4,
+                                      sizeof(ngx_http_toll_plan_t));
+        if (mcf->plans == NULL) {
+            return NULL;
+        }
+    }
+
+    if (ngx_http_toll_limit_find_plan(mcf, name)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate plan \"%V\"", name);
+        return NULL;
+    }
+
+    plan = ngx_array_push(mcf->plans);
+    if (plan == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(plan, sizeof(ngx_http_toll_plan_t));
+    plan->name = *name;
+
+    return plan;
+}
+
+
+/* "burst=B" makes the rate it follows a token bucket */
+
+static ngx_int_t
+ngx_http_toll_limit_plan_burst(ngx_conf_t *cf, ngx_http_toll_plan_t *plan,
+    ngx_str_t *value, ngx_uint_t last_rate, ngx_uint_t *buckets)
+{
+    ngx_int_t              n;
+    toll_bucket_conf_t     bc;
+    ngx_http_toll_rate_t  *rate;
+
+    if (last_rate == 0 || last_rate != plan->nrates) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"burst\" must follow a \"rate\"");
+        return NGX_ERROR;
+    }
+
+    n = ngx_atoi(value->data + 6, value->len - 6);
+    rate = &plan->rates[last_rate - 1];
+
+    if (n == NGX_ERROR || n < 1
+        || toll_bucket_conf(&bc, rate->count,
+                            toll_unit_ms[rate->unit], n) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid burst \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    if (++*buckets > 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "plan \"%V\" has more than one "
+                           "\"burst\"", &plan->name);
+        return NGX_ERROR;
+    }
+
+    rate->kind = NGX_HTTP_TOLL_RATE_BUCKET;
+    rate->burst = n;
+
+    return NGX_OK;
+}
+
+
+/* "concurrency=N": one cap of requests in flight a plan */
+
+static ngx_int_t
+ngx_http_toll_limit_plan_concurrency(ngx_conf_t *cf,
+    ngx_http_toll_plan_t *plan, ngx_str_t *value)
+{
+    ngx_int_t              n;
+    ngx_uint_t             j;
+    ngx_http_toll_rate_t  *rate;
+
+    n = ngx_atoi(value->data + 12, value->len - 12);
+
+    if (n == NGX_ERROR || n < 1 || n > TOLL_LIMIT_COUNT_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid concurrency \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    for (j = 0; j < plan->nrates; j++) {
+        if (plan->rates[j].kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate \"concurrency\" in plan "
+                               "\"%V\"", &plan->name);
+            return NGX_ERROR;
+        }
+    }
+
+    rate = &plan->rates[plan->nrates];
+
+    rate->kind = NGX_HTTP_TOLL_RATE_CONCURRENCY;
+    rate->count = n;
+    plan->nrates++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A plan read whole: one window of a unit at most, and what each request
+ * would otherwise divide out again is worked out now.
+ */
+
+static ngx_int_t
+ngx_http_toll_limit_plan_ready(ngx_conf_t *cf, ngx_http_toll_plan_t *plan)
+{
+    ngx_uint_t             i, windows;
+    ngx_http_toll_rate_t  *rate;
+
+    windows = 0;
+
     for (i = 0; i < plan->nrates; i++) {
         if (plan->rates[i].kind != NGX_HTTP_TOLL_RATE_WINDOW) {
             continue;
@@ -200,9 +287,9 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (windows & (1 << plan->rates[i].unit)) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "plan \"%V\" has two windows of one %s",
-                               &value[1],
+                               &plan->name,
                                toll_unit_names[plan->rates[i].unit]);
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
 
         windows |= 1 << plan->rates[i].unit;
@@ -237,11 +324,11 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                           &rate->ip_policy)
                != NGX_OK)
         {
-            return NGX_CONF_ERROR;
+            return NGX_ERROR;
         }
     }
 
-    return NGX_CONF_OK;
+    return NGX_OK;
 }
 
 

@@ -18,6 +18,10 @@
 
 static ngx_int_t ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families);
+static ngx_int_t ngx_http_toll_limit_headers_ietf(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, u_char *policy, u_char *state);
+static ngx_int_t ngx_http_toll_limit_headers_x(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, u_char *b);
 #define ngx_http_toll_limit_header_add(r, nm, v, n)                          \
     ngx_http_toll_header_push(r, (u_char *) nm, sizeof(nm) - 1, v, n)
 
@@ -93,6 +97,7 @@ ngx_http_toll_limit_policy_name(u_char *p, ngx_http_toll_limit_t *l)
         return ngx_cpymem(p, "concurrency", 11);
     }
 }
+
 
 u_char *
 ngx_http_toll_limit_policy_item(u_char *p, ngx_http_toll_limit_t *l)
@@ -196,12 +201,8 @@ static ngx_int_t
 ngx_http_toll_limit_headers(ngx_http_request_t *r,
     ngx_http_toll_limit_ctx_t *lctx, ngx_uint_t families)
 {
-    u_char                 *policy, *state, *p, *q, *buf, *b;
-    size_t                  len;
-    ngx_str_t              *pre;
-    ngx_int_t               window, bucket;
-    ngx_uint_t              i, from, to;
-    ngx_http_toll_limit_t  *l;
+    u_char  *policy, *state, *buf;
+    size_t   len;
 
     if (lctx->nlimits == 0) {
         return NGX_OK;
@@ -219,6 +220,33 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
     state = policy + len;
     buf = state + len;
+
+    if ((families & NGX_HTTP_TOLL_HEADERS_IETF)
+        && ngx_http_toll_limit_headers_ietf(r, lctx, policy, state)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!(families & NGX_HTTP_TOLL_HEADERS_X)) {
+        return NGX_OK;
+    }
+
+    return ngx_http_toll_limit_headers_x(r, lctx, buf);
+}
+
+
+/* RateLimit-Policy and RateLimit: an item for each limit */
+
+static ngx_int_t
+ngx_http_toll_limit_headers_ietf(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, u_char *policy, u_char *state)
+{
+    u_char                 *p, *q;
+    ngx_str_t              *pre;
+    ngx_uint_t              i;
+    ngx_http_toll_limit_t  *l;
+
     p = policy;
     q = state;
 
@@ -252,21 +280,33 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         }
     }
 
-    if (families & NGX_HTTP_TOLL_HEADERS_IETF) {
-        if (ngx_http_toll_limit_header_add(r, "RateLimit-Policy", policy,
-                                           p - policy)
-            != NGX_OK
-            || ngx_http_toll_limit_header_add(r, "RateLimit", state,
-                                              q - state)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ngx_http_toll_limit_header_add(r, "RateLimit-Policy", policy,
+                                       p - policy)
+        != NGX_OK
+        || ngx_http_toll_limit_header_add(r, "RateLimit", state, q - state)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (!(families & NGX_HTTP_TOLL_HEADERS_X)) {
-        return NGX_OK;
-    }
+    return NGX_OK;
+}
+
+
+/*
+ * X-RateLimit-*: one limit speaks, the window with the fewest left (else
+ * the bucket), and the bucket has its Burst pair.  b has room for five
+ * numbers.
+ */
+
+static ngx_int_t
+ngx_http_toll_limit_headers_x(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, u_char *b)
+{
+    u_char                 *p;
+    ngx_int_t               window, bucket;
+    ngx_uint_t              i, from, to;
+    ngx_http_toll_limit_t  *l;
 
     /* the key's limits speak for the request; an address's without */
 
@@ -276,7 +316,6 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
 
     window = -1;
     bucket = -1;
-    b = buf;
 
     for (i = from; i < to; i++) {
         l = &lctx->limits[i];
@@ -353,8 +392,6 @@ ngx_http_toll_limit_headers(ngx_http_request_t *r,
         {
             return NGX_ERROR;
         }
-
-        b = p;
     }
 
     return NGX_OK;

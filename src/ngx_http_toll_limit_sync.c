@@ -39,6 +39,29 @@
                                           * (NGX_INT64_LEN + NGX_INT32_LEN + 2))
 
 
+static u_char *ngx_http_toll_limit_call_head(
+    ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_http_toll_limit_ctx_t *lctx,
+    int64_t now_ms, ngx_uint_t *k, ngx_uint_t *n);
+static u_char *ngx_http_toll_limit_call_bucket(
+    ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_limit_state_t *st, int64_t *ttl_ms);
+static u_char *ngx_http_toll_limit_call_window(
+    ngx_http_toll_limit_call_t *call, u_char *p, u_char *last,
+    toll_window_t *w, ngx_uint_t u, int64_t count, int64_t now_ms,
+    int64_t *ttl_ms);
+static u_char *ngx_http_toll_limit_call_conc(
+    ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_limit_state_t *st, ngx_http_toll_limit_ctx_t *lctx,
+    int64_t *ttl_ms);
+
+static ngx_int_t ngx_http_toll_limit_apply_gone(redisReply *reply,
+    int64_t *verdict);
+static void ngx_http_toll_limit_merge_bucket(ngx_http_toll_limit_state_t *st,
+    int64_t tat_us);
+static void ngx_http_toll_limit_merge_window(toll_window_t *w,
+    toll_reply_limit_window_t *aw, ngx_uint_t u, int64_t now_ms);
+
 static void ngx_http_toll_limit_sync_handler(ngx_event_t *ev);
 static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
 
@@ -263,12 +286,9 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
 {
     u_char                       *p, *key, *buf, *last;
     size_t                        len;
-    int64_t                       ttl_ms, conc_ms, slot, count;
-    uint32_t                      i;
+    int64_t                       ttl_ms, count;
     ngx_uint_t                    u, nlimits, k, n, j;
     toll_window_t                *w;
-    toll_window_conf_t            wc;
-    ngx_http_toll_shm_clock_t    *clock;
     ngx_http_toll_limit_state_t  *st;
 
     st = (ngx_http_toll_limit_state_t *) ln->state;
@@ -288,13 +308,88 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    p = buf;
     last = buf + len;
+
+    p = ngx_http_toll_limit_call_head(call, buf, ln, lctx, now_ms, &k, &n);
+
+    /* the TTL is filled in below, once the longest limit is known */
+    ttl_ms = 1000;
+    nlimits = 0;
+
+    if (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns) {
+        nlimits++;
+        p = ngx_http_toll_limit_call_bucket(call, p, st, &ttl_ms);
+    }
+
+    for (u = 0; u < TOLL_UNIT_N; u++) {
+        w = ngx_http_toll_limit_window(st, u);
+
+        if (w == NULL) {
+            continue;
+        }
+
+        count = 0;
+
+        for (j = from; lctx && j < to; j++) {
+            if (lctx->limits[j].rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
+                && lctx->limits[j].rate->unit == u)
+            {
+                count = lctx->limits[j].rate->count;
+            }
+        }
+
+        nlimits++;
+        p = ngx_http_toll_limit_call_window(call, p, last, w, u, count,
+                                            now_ms, &ttl_ms);
+    }
+
+    if (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) {
+        nlimits++;
+        p = ngx_http_toll_limit_call_conc(call, p, st, lctx, &ttl_ms);
+    }
+
+    /* a margin for the nodes' clocks */
+    ttl_ms += 1000;
+
+    call->argv[k] = (const char *) p;
+    key = p;
+    p = ngx_sprintf(p, "%L", ttl_ms);
+    call->argvlen[k] = p - key;
+
+    call->argv[n] = (const char *) p;
+    key = p;
+    p = ngx_sprintf(p, "%ui", nlimits);
+    call->argvlen[n] = p - key;
+
+    st->sync_at_ms = now_ms;
+
+    call->sync->uid = ln->uid;
+    call->sync->ctx = NULL;
+    call->sync->subject_len = ln->subject_len;
+    ngx_memcpy(call->sync->subject, ln->subject, ln->subject_len);
+
+    return NGX_OK;
+}
+
 
 #define ngx_http_toll_arg(start)                                              \
     call->argv[call->argc] = (const char *) (start);                          \
     call->argvlen[call->argc] = p - (start);                                  \
     call->argc++
+
+
+/*
+ * The script, its key and the fixed arguments; *k and *n are the places
+ * of the TTL and of the number of limits, known only at the end.
+ */
+
+static u_char *
+ngx_http_toll_limit_call_head(ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_http_toll_limit_ctx_t *lctx,
+    int64_t now_ms, ngx_uint_t *k, ngx_uint_t *n)
+{
+    u_char                     *key;
+    ngx_http_toll_shm_clock_t  *clock;
 
     call->argc = 0;
 
@@ -329,17 +424,14 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
     p = ngx_sprintf(p, "%L", now_ms);
     ngx_http_toll_arg(key);
 
-    /* the TTL is filled in below, once the longest limit is known */
-    ttl_ms = 1000;
-    k = call->argc++;
+    *k = call->argc++;
 
     key = p;
     p = ngx_cpymem(p, ngx_http_toll_limit_node_id,
                    ngx_http_toll_limit_node_id_len);
     ngx_http_toll_arg(key);
 
-    nlimits = 0;
-    n = call->argc++;
+    *n = call->argc++;
 
     clock = ngx_http_toll_shm_limit_clock(ngx_http_toll_limit_zone
                                           ? ngx_http_toll_limit_zone
@@ -358,160 +450,155 @@ ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call, ngx_pool_t *pool,
 
     ngx_http_toll_arg(key);
 
-    if (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns) {
-        nlimits++;
+    return p;
+}
 
-        call->argv[call->argc] = "b";
-        call->argvlen[call->argc++] = 1;
 
-        key = p;
-        p = ngx_sprintf(p, "%uD", st->pending);
-        ngx_http_toll_arg(key);
+/* "b" n interval_us tolerance_us tat_us: the bucket's news */
 
-        /* us, as the script counts, with the ns as decimals */
-        key = p;
-        p = ngx_sprintf(p, "%L.%03L", st->interval_ns / 1000,
-                        st->interval_ns % 1000);
-        ngx_http_toll_arg(key);
+static u_char *
+ngx_http_toll_limit_call_bucket(ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_limit_state_t *st, int64_t *ttl_ms)
+{
+    u_char  *key;
 
-        key = p;
-        p = ngx_sprintf(p, "%L", st->tolerance_ns / 1000);
-        ngx_http_toll_arg(key);
+    call->argv[call->argc] = "b";
+    call->argvlen[call->argc++] = 1;
 
-        /*
-         * With this node's tat, the script's sum is exact for a node that
-         * is alone, however its requests were spread over the round, and
-         * a Redis that restarted empty does not reopen the bucket.
-         */
+    key = p;
+    p = ngx_sprintf(p, "%uD", st->pending);
+    ngx_http_toll_arg(key);
 
-        key = p;
-        p = ngx_sprintf(p, "%L", st->bucket.tat_ns / 1000);
-        ngx_http_toll_arg(key);
+    /* us, as the script counts, with the ns as decimals */
+    key = p;
+    p = ngx_sprintf(p, "%L.%03L", st->interval_ns / 1000,
+                    st->interval_ns % 1000);
+    ngx_http_toll_arg(key);
 
-        ttl_ms = ngx_max(ttl_ms, (st->tolerance_ns + st->interval_ns)
-                                 / 1000000);
+    key = p;
+    p = ngx_sprintf(p, "%L", st->tolerance_ns / 1000);
+    ngx_http_toll_arg(key);
 
-        st->sent += st->pending;
-        st->pending = 0;
-    }
+    /*
+     * With this node's tat, the script's sum is exact for a node that
+     * is alone, however its requests were spread over the round, and
+     * a Redis that restarted empty does not reopen the bucket.
+     */
 
-    for (u = 0; u < TOLL_UNIT_N; u++) {
-        w = ngx_http_toll_limit_window(st, u);
+    key = p;
+    p = ngx_sprintf(p, "%L", st->bucket.tat_ns / 1000);
+    ngx_http_toll_arg(key);
 
-        if (w == NULL) {
+    *ttl_ms = ngx_max(*ttl_ms, (st->tolerance_ns + st->interval_ns)
+                               / 1000000);
+
+    st->sent += st->pending;
+    st->pending = 0;
+
+    return p;
+}
+
+
+/* "w" unit slot_ms count "slot:n ...": a window's news, slot by slot */
+
+static u_char *
+ngx_http_toll_limit_call_window(ngx_http_toll_limit_call_t *call, u_char *p,
+    u_char *last, toll_window_t *w, ngx_uint_t u, int64_t count,
+    int64_t now_ms, int64_t *ttl_ms)
+{
+    u_char              *key;
+    int64_t              slot;
+    uint32_t             i;
+    toll_window_conf_t   wc;
+
+    (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
+
+    /* a new window's ring starts at slot 0: bring it to now */
+    toll_window_advance(&wc, w, now_ms);
+
+    call->argv[call->argc] = "w";
+    call->argvlen[call->argc++] = 1;
+    call->argv[call->argc] = &ngx_http_toll_limit_units[u];
+    call->argvlen[call->argc++] = 1;
+
+    key = p;
+    p = ngx_sprintf(p, "%L", wc.slot_ms);
+    ngx_http_toll_arg(key);
+
+    key = p;
+    p = ngx_sprintf(p, "%L", count);
+    ngx_http_toll_arg(key);
+
+    key = p;
+
+    for (slot = w->head - TOLL_WINDOW_SLOTS; slot <= w->head; slot++) {
+        i = (uint32_t) (slot % TOLL_WINDOW_RING);
+
+        if (w->pending[i] == 0) {
             continue;
         }
 
-        (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
-
-        /* a new window's ring starts at slot 0: bring it to now */
-        toll_window_advance(&wc, w, now_ms);
-
-        count = 0;
-
-        for (j = from; lctx && j < to; j++) {
-            if (lctx->limits[j].rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
-                && lctx->limits[j].rate->unit == u)
-            {
-                count = lctx->limits[j].rate->count;
-            }
+        if (p + NGX_INT64_LEN + NGX_INT32_LEN + 2 > last) {
+            break;
         }
 
-        nlimits++;
-
-        call->argv[call->argc] = "w";
-        call->argvlen[call->argc++] = 1;
-        call->argv[call->argc] = &ngx_http_toll_limit_units[u];
-        call->argvlen[call->argc++] = 1;
-
-        key = p;
-        p = ngx_sprintf(p, "%L", wc.slot_ms);
-        ngx_http_toll_arg(key);
-
-        key = p;
-        p = ngx_sprintf(p, "%L", count);
-        ngx_http_toll_arg(key);
-
-        key = p;
-
-        for (slot = w->head - TOLL_WINDOW_SLOTS; slot <= w->head; slot++) {
-            i = (uint32_t) (slot % TOLL_WINDOW_RING);
-
-            if (w->pending[i] == 0) {
-                continue;
-            }
-
-            if (p + NGX_INT64_LEN + NGX_INT32_LEN + 2 > last) {
-                break;
-            }
-
-            p = ngx_sprintf(p, "%L:%uD ", slot, w->pending[i]);
-            w->sent[i] += w->pending[i];
-            w->pending[i] = 0;
-        }
-
-        if (p == key) {
-            *p++ = '-';
-        }
-
-        ngx_http_toll_arg(key);
-
-        ttl_ms = ngx_max(ttl_ms, toll_unit_ms[u] + wc.slot_ms);
+        p = ngx_sprintf(p, "%L:%uD ", slot, w->pending[i]);
+        w->sent[i] += w->pending[i];
+        w->pending[i] = 0;
     }
 
-    if (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) {
-        nlimits++;
-
-        conc_ms = ngx_max(NGX_HTTP_TOLL_SYNC_CONC_MIN_MS,
-                          (int64_t) ngx_http_toll_limit_sync_ms
-                          * NGX_HTTP_TOLL_SYNC_CONC_ROUNDS);
-
-        call->argv[call->argc] = "c";
-        call->argvlen[call->argc++] = 1;
-
-        key = p;
-        p = ngx_sprintf(p, "%L", ngx_http_toll_limit_inflight(
-                                     ngx_http_toll_limit_zone
-                                     ? ngx_http_toll_limit_zone
-                                     : lctx->shm_zone, st));
-        ngx_http_toll_arg(key);
-
-        key = p;
-        p = ngx_sprintf(p, "%L", conc_ms);
-        ngx_http_toll_arg(key);
-
-        call->argv[call->argc] = "-";
-        call->argvlen[call->argc++] = 1;
-        call->argv[call->argc] = "-";
-        call->argvlen[call->argc++] = 1;
-
-        ttl_ms = ngx_max(ttl_ms, conc_ms);
+    if (p == key) {
+        *p++ = '-';
     }
 
-    /* a margin for the nodes' clocks */
-    ttl_ms += 1000;
+    ngx_http_toll_arg(key);
 
-    call->argv[k] = (const char *) p;
-    key = p;
-    p = ngx_sprintf(p, "%L", ttl_ms);
-    call->argvlen[k] = p - key;
+    *ttl_ms = ngx_max(*ttl_ms, toll_unit_ms[u] + wc.slot_ms);
 
-    call->argv[n] = (const char *) p;
+    return p;
+}
+
+
+/* "c" in_flight expire_ms - -: this node's requests in flight */
+
+static u_char *
+ngx_http_toll_limit_call_conc(ngx_http_toll_limit_call_t *call, u_char *p,
+    ngx_http_toll_limit_state_t *st, ngx_http_toll_limit_ctx_t *lctx,
+    int64_t *ttl_ms)
+{
+    u_char   *key;
+    int64_t   conc_ms;
+
+    conc_ms = ngx_max(NGX_HTTP_TOLL_SYNC_CONC_MIN_MS,
+                      (int64_t) ngx_http_toll_limit_sync_ms
+                      * NGX_HTTP_TOLL_SYNC_CONC_ROUNDS);
+
+    call->argv[call->argc] = "c";
+    call->argvlen[call->argc++] = 1;
+
     key = p;
-    p = ngx_sprintf(p, "%ui", nlimits);
-    call->argvlen[n] = p - key;
+    p = ngx_sprintf(p, "%L", ngx_http_toll_limit_inflight(
+                                 ngx_http_toll_limit_zone
+                                 ? ngx_http_toll_limit_zone
+                                 : lctx->shm_zone, st));
+    ngx_http_toll_arg(key);
+
+    key = p;
+    p = ngx_sprintf(p, "%L", conc_ms);
+    ngx_http_toll_arg(key);
+
+    call->argv[call->argc] = "-";
+    call->argvlen[call->argc++] = 1;
+    call->argv[call->argc] = "-";
+    call->argvlen[call->argc++] = 1;
+
+    *ttl_ms = ngx_max(*ttl_ms, conc_ms);
+
+    return p;
+}
+
 
 #undef ngx_http_toll_arg
-
-    st->sync_at_ms = now_ms;
-
-    call->sync->uid = ln->uid;
-    call->sync->ctx = NULL;
-    call->sync->subject_len = ln->subject_len;
-    ngx_memcpy(call->sync->subject, ln->subject, ln->subject_len);
-
-    return NGX_OK;
-}
 
 
 /*
@@ -527,13 +614,9 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms,
     int64_t *verdict)
 {
-    int64_t                          slot, tat;
-    ngx_int_t                        rc;
-    ngx_uint_t                       u, j, i;
+    ngx_uint_t                       u;
     toll_window_t                   *w;
-    toll_window_conf_t               wc;
     toll_reply_limit_t               a;
-    toll_reply_limit_window_t       *aw;
     toll_reply_limit_layout_t        layout;
     ngx_http_toll_limit_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
@@ -551,17 +634,7 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         /* evicted or made again since: nothing to update */
         ngx_http_toll_shm_unlock(shm_zone);
 
-        toll_reply_limit(reply, NULL, &a);
-
-        if (a.array) {
-            ngx_http_toll_limit_script_cached = 1;
-        }
-
-        if (verdict && a.has_verdict) {
-            *verdict = a.verdict;
-        }
-
-        return (a.rc == TOLL_REPLY_LIMIT_OK) ? NGX_OK : NGX_DECLINED;
+        return ngx_http_toll_limit_apply_gone(reply, verdict);
     }
 
     st = (ngx_http_toll_limit_state_t *) ln->state;
@@ -586,8 +659,6 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         ngx_http_toll_limit_script_cached = 1;
     }
 
-    rc = NGX_DECLINED;
-
     if (a.rc != TOLL_REPLY_LIMIT_OK) {
 
         if (a.rc == TOLL_REPLY_LIMIT_NOSCRIPT) {
@@ -603,7 +674,12 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
                           (size_t) reply->len, reply->str);
         }
 
-        goto failed;
+        ngx_http_toll_limit_unsend(st);
+        ngx_http_toll_shm_limit_touch(shm_zone, ln);
+
+        ngx_http_toll_shm_unlock(shm_zone);
+
+        return NGX_DECLINED;
     }
 
     if (verdict) {
@@ -620,70 +696,14 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
                       a.offset_ms);
 
     if (layout.bucket) {
-
-        /*
-         * All nodes' tat, plus what this node admitted since it sent; but
-         * never less than this node's own: its requests are all counted
-         * there, and Redis may have lost some (a restart).
-         */
-
-        tat = a.tat_us * 1000 + (int64_t) st->pending * st->interval_ns;
-
-        if (tat > st->bucket.tat_ns) {
-            st->bucket.tat_ns = tat;
-        }
-
-        st->sent = 0;
+        ngx_http_toll_limit_merge_bucket(st, a.tat_us);
     }
 
     for (u = 0; u < TOLL_UNIT_N; u++) {
         w = ngx_http_toll_limit_window(st, u);
 
-        if (w == NULL) {
-            continue;
-        }
-
-        aw = &a.window[u];
-
-        (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
-
-        /*
-         * The answer's slots are on this node's clock, give or take one
-         * (Redis's clock is moved by whole slots): the ring goes to now,
-         * never past it, and a slot newer than now waits for the next
-         * round.
-         */
-
-        toll_window_advance(&wc, w, now_ms);
-
-        /*
-         * Redis's count of a slot includes what was sent; it is never taken
-         * below what this node knew, so a Redis that restarted empty does
-         * not reopen the window.
-         */
-
-        for (j = 0; j < TOLL_WINDOW_RING; j++) {
-            slot = aw->head - TOLL_WINDOW_SLOTS + (int64_t) j;
-
-            if (slot < w->head - TOLL_WINDOW_SLOTS || slot > w->head
-                || !aw->known[j])
-            {
-                continue;
-            }
-
-            i = (ngx_uint_t) (slot % TOLL_WINDOW_RING);
-
-            w->global[i] = (uint32_t) ngx_max((int64_t) aw->count[j],
-                                              (int64_t) w->global[i]
-                                              + w->sent[i]);
-            w->sent[i] = 0;
-        }
-
-        /* slots the answer did not cover keep what was sent as known */
-
-        for (j = 0; j < TOLL_WINDOW_RING; j++) {
-            w->global[j] += w->sent[j];
-            w->sent[j] = 0;
+        if (w != NULL) {
+            ngx_http_toll_limit_merge_window(w, &a.window[u], u, now_ms);
         }
     }
 
@@ -691,24 +711,109 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
         st->remote_inflight = a.inflight;
     }
 
-    rc = NGX_OK;
-
     if (st->pending) {
         ngx_http_toll_shm_limit_touch(shm_zone, ln);
     }
 
     ngx_http_toll_shm_unlock(shm_zone);
 
-    return rc;
+    return NGX_OK;
+}
 
-failed:
 
-    ngx_http_toll_limit_unsend(st);
-    ngx_http_toll_shm_limit_touch(shm_zone, ln);
+/* an answer for a subject no longer in the zone: only its verdict counts */
 
-    ngx_http_toll_shm_unlock(shm_zone);
+static ngx_int_t
+ngx_http_toll_limit_apply_gone(redisReply *reply, int64_t *verdict)
+{
+    toll_reply_limit_t  a;
 
-    return NGX_DECLINED;
+    toll_reply_limit(reply, NULL, &a);
+
+    if (a.array) {
+        ngx_http_toll_limit_script_cached = 1;
+    }
+
+    if (verdict && a.has_verdict) {
+        *verdict = a.verdict;
+    }
+
+    return (a.rc == TOLL_REPLY_LIMIT_OK) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * All nodes' tat, plus what this node admitted since it sent; but never
+ * less than this node's own: its requests are all counted there, and
+ * Redis may have lost some (a restart).
+ */
+
+static void
+ngx_http_toll_limit_merge_bucket(ngx_http_toll_limit_state_t *st,
+    int64_t tat_us)
+{
+    int64_t  tat;
+
+    tat = tat_us * 1000 + (int64_t) st->pending * st->interval_ns;
+
+    if (tat > st->bucket.tat_ns) {
+        st->bucket.tat_ns = tat;
+    }
+
+    st->sent = 0;
+}
+
+
+/* the answer's slots of one window replace its global counts */
+
+static void
+ngx_http_toll_limit_merge_window(toll_window_t *w,
+    toll_reply_limit_window_t *aw, ngx_uint_t u, int64_t now_ms)
+{
+    int64_t             slot;
+    ngx_uint_t          i, j;
+    toll_window_conf_t  wc;
+
+    (void) toll_window_conf(&wc, 1, toll_unit_ms[u]);
+
+    /*
+     * The answer's slots are on this node's clock, give or take one
+     * (Redis's clock is moved by whole slots): the ring goes to now,
+     * never past it, and a slot newer than now waits for the next
+     * round.
+     */
+
+    toll_window_advance(&wc, w, now_ms);
+
+    /*
+     * Redis's count of a slot includes what was sent; it is never taken
+     * below what this node knew, so a Redis that restarted empty does
+     * not reopen the window.
+     */
+
+    for (j = 0; j < TOLL_WINDOW_RING; j++) {
+        slot = aw->head - TOLL_WINDOW_SLOTS + (int64_t) j;
+
+        if (slot < w->head - TOLL_WINDOW_SLOTS || slot > w->head
+            || !aw->known[j])
+        {
+            continue;
+        }
+
+        i = (ngx_uint_t) (slot % TOLL_WINDOW_RING);
+
+        w->global[i] = (uint32_t) ngx_max((int64_t) aw->count[j],
+                                          (int64_t) w->global[i]
+                                          + w->sent[i]);
+        w->sent[i] = 0;
+    }
+
+    /* slots the answer did not cover keep what was sent as known */
+
+    for (j = 0; j < TOLL_WINDOW_RING; j++) {
+        w->global[j] += w->sent[j];
+        w->sent[j] = 0;
+    }
 }
 
 

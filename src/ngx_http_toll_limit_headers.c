@@ -78,28 +78,6 @@ ngx_http_toll_limit_status_name(ngx_http_toll_ctx_t *ctx)
 
 
 u_char *
-ngx_http_toll_limit_policy_name(u_char *p, ngx_http_toll_limit_t *l)
-{
-    if (l->ip) {
-        p = ngx_cpymem(p, "ip-", 3);
-    }
-
-    switch (l->rate->kind) {
-
-    case NGX_HTTP_TOLL_RATE_BUCKET:
-        return ngx_cpymem(p, "burst", 5);
-
-    case NGX_HTTP_TOLL_RATE_WINDOW:
-        return ngx_cpymem(p, toll_unit_names[l->rate->unit],
-                          ngx_strlen(toll_unit_names[l->rate->unit]));
-
-    default:
-        return ngx_cpymem(p, "concurrency", 11);
-    }
-}
-
-
-u_char *
 ngx_http_toll_limit_policy_item(u_char *p, ngx_http_toll_limit_t *l)
 {
     *p++ = '"';

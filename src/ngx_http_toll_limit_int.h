@@ -173,8 +173,6 @@ void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
 /* ngx_http_toll_limit_headers.c */
 u_char *ngx_http_toll_limit_policy_item(u_char *p,
     ngx_http_toll_limit_t *l);
-u_char *ngx_http_toll_limit_policy_name(u_char *p,
-    ngx_http_toll_limit_t *l);
 
 
 /* small enough to be inlined where a request is decided */
@@ -238,6 +236,30 @@ ngx_http_toll_limit_conc(ngx_http_toll_limit_state_t *st)
 
     return (ngx_http_toll_limit_conc_t *) ((u_char *) (st + 1)
                + st->nwindows * ngx_http_toll_limit_window_size);
+}
+
+
+/* a limit's name in the headers and the logs: "ip-minute", "burst" */
+
+static ngx_inline u_char *
+ngx_http_toll_limit_policy_name(u_char *p, ngx_http_toll_limit_t *l)
+{
+    if (l->ip) {
+        p = ngx_cpymem(p, "ip-", 3);
+    }
+
+    switch (l->rate->kind) {
+
+    case NGX_HTTP_TOLL_RATE_BUCKET:
+        return ngx_cpymem(p, "burst", 5);
+
+    case NGX_HTTP_TOLL_RATE_WINDOW:
+        return ngx_cpymem(p, toll_unit_names[l->rate->unit],
+                          ngx_strlen(toll_unit_names[l->rate->unit]));
+
+    default:
+        return ngx_cpymem(p, "concurrency", 11);
+    }
 }
 
 

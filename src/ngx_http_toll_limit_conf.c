@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_toll_limit_parse_rate(ngx_str_t *s,
     ngx_http_toll_rate_t *rate);
 static ngx_http_toll_plan_t *ngx_http_toll_limit_plan_add(ngx_conf_t *cf,
     ngx_http_toll_main_conf_t *mcf, ngx_str_t *name);
+static ngx_int_t ngx_http_toll_limit_plan_rate(ngx_conf_t *cf,
+    ngx_http_toll_plan_t *plan, ngx_str_t *value);
 static ngx_int_t ngx_http_toll_limit_plan_burst(ngx_conf_t *cf,
     ngx_http_toll_plan_t *plan, ngx_str_t *value, ngx_uint_t last_rate,
     ngx_uint_t *buckets);
@@ -42,9 +44,8 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_toll_main_conf_t *mcf = conf;
 
-    ngx_str_t             *value, s;
+    ngx_str_t             *value;
     ngx_uint_t             i, last_rate, buckets;
-    ngx_http_toll_rate_t  *rate;
     ngx_http_toll_plan_t  *plan;
 
     value = cf->args->elts;
@@ -87,19 +88,12 @@ ngx_http_toll_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        rate = &plan->rates[plan->nrates];
-
         if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            if (ngx_http_toll_limit_parse_rate(&s, rate) != NGX_OK) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\"", &value[i]);
+            if (ngx_http_toll_limit_plan_rate(cf, plan, &value[i]) != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
 
-            plan->nrates++;
             last_rate = plan->nrates;
             continue;
         }
@@ -184,6 +178,31 @@ ngx_http_toll_limit_plan_add(ngx_conf_t *cf, ngx_http_toll_main_conf_t *mcf,
     plan->name = *name;
 
     return plan;
+}
+
+
+/* "rate=N r/s": a window, unless a "burst" follows */
+
+static ngx_int_t
+ngx_http_toll_limit_plan_rate(ngx_conf_t *cf, ngx_http_toll_plan_t *plan,
+    ngx_str_t *value)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + 5;
+    s.len = value->len - 5;
+
+    if (ngx_http_toll_limit_parse_rate(&s, &plan->rates[plan->nrates])
+        != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    plan->nrates++;
+
+    return NGX_OK;
 }
 
 

@@ -17,7 +17,11 @@
 #include "ngx_http_toll_shm.h"
 
 
+static ngx_int_t ngx_http_toll_limit_strict_send(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_limit_ctx_t *lctx);
 static void ngx_http_toll_limit_strict_reply(void *data, redisReply *reply);
+static void ngx_http_toll_limit_strict_counts(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, int64_t bad);
 
 
 /*
@@ -30,12 +34,8 @@ ngx_int_t
 ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_limit_ctx_t *lctx)
 {
-    int64_t                          now;
-    ngx_int_t                        rc;
-    ngx_uint_t                       from;
-    ngx_http_toll_limit_call_t      *call;
-    ngx_http_toll_limit_state_t     *st;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    ngx_int_t   rc;
+    ngx_uint_t  from;
 
     from = lctx->key_first;
 
@@ -69,6 +69,28 @@ ngx_http_toll_limit_strict(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
             lctx->key_held = 1;
         }
     }
+
+    return ngx_http_toll_limit_strict_send(r, ctx, lctx);
+}
+
+
+/*
+ * The request's call of the script, and its wait for the reply.
+ * NGX_AGAIN: sent; NGX_DECLINED: Redis cannot be reached now.
+ */
+
+static ngx_int_t
+ngx_http_toll_limit_strict_send(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_limit_ctx_t *lctx)
+{
+    int64_t                          now;
+    ngx_int_t                        rc;
+    ngx_uint_t                       from;
+    ngx_http_toll_limit_call_t      *call;
+    ngx_http_toll_limit_state_t     *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    from = lctx->key_first;
 
     call = ngx_pcalloc(r->pool, sizeof(ngx_http_toll_limit_call_t));
     if (call == NULL) {
@@ -142,11 +164,9 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     ngx_http_toll_limit_sync_t *sync = data;
 
     int64_t                      now, bad;
-    ngx_int_t                    rc, violated;
-    ngx_uint_t                   i, dry_ok;
+    ngx_int_t                    rc;
     ngx_http_request_t          *r;
     ngx_http_toll_ctx_t         *ctx;
-    ngx_http_toll_limit_t       *l;
     ngx_http_toll_limit_ctx_t   *lctx;
 
     ctx = sync->ctx;
@@ -166,58 +186,7 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     }
 
     if (rc == NGX_OK) {
-        /*
-         * Redis counted the request when it admitted it; the remaining
-         * counts for the headers come from the state it sent back.
-         */
-
-        violated = (ngx_int_t) bad - 1;
-
-        if (violated >= 0) {
-            violated += lctx->key_first;
-
-            if (violated >= (ngx_int_t) lctx->nlimits) {
-                violated = -1;
-            }
-        }
-
-        /*
-         * A dry look at the state Redis sent back gives the counts for
-         * the headers: it asks about one more request, so where it
-         * admits, one more is left than it says (a refusal of the dry
-         * look has added that one already).
-         */
-
-        lctx->violated = -1;
-
-        (void) ngx_http_toll_limit_decide(r, lctx, lctx->key_subject,
-                                          lctx->key_subject_len,
-                                          lctx->key_first, lctx->nlimits,
-                                          0, 1);
-
-        dry_ok = (lctx->violated == -1);
-        lctx->violated = violated;
-
-        for (i = lctx->key_first; i < lctx->nlimits; i++) {
-            l = &lctx->limits[i];
-
-            if (l->rate->kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
-                continue;
-            }
-
-            if (dry_ok && l->res.admitted) {
-                l->res.remaining++;
-            }
-
-            if (violated == -1) {
-                l->res.admitted = 1;
-
-            } else if ((ngx_int_t) i == violated) {
-                l->res.admitted = 0;
-                l->res.remaining = 0;
-            }
-        }
-
+        ngx_http_toll_limit_strict_counts(r, lctx, bad);
         lctx->key_done = 1;
 
     } else {
@@ -243,4 +212,67 @@ ngx_http_toll_limit_strict_reply(void *data, redisReply *reply)
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/*
+ * Redis decided: bad is the violated limit, 1-based, or 0.  Redis counted
+ * the request when it admitted it; the remaining counts for the headers
+ * come from the state it sent back.
+ */
+
+static void
+ngx_http_toll_limit_strict_counts(ngx_http_request_t *r,
+    ngx_http_toll_limit_ctx_t *lctx, int64_t bad)
+{
+    ngx_int_t               violated;
+    ngx_uint_t              i, dry_ok;
+    ngx_http_toll_limit_t  *l;
+
+    violated = (ngx_int_t) bad - 1;
+
+    if (violated >= 0) {
+        violated += lctx->key_first;
+
+        if (violated >= (ngx_int_t) lctx->nlimits) {
+            violated = -1;
+        }
+    }
+
+    /*
+     * A dry look at the state Redis sent back gives the counts for
+     * the headers: it asks about one more request, so where it
+     * admits, one more is left than it says (a refusal of the dry
+     * look has added that one already).
+     */
+
+    lctx->violated = -1;
+
+    (void) ngx_http_toll_limit_decide(r, lctx, lctx->key_subject,
+                                      lctx->key_subject_len,
+                                      lctx->key_first, lctx->nlimits,
+                                      0, 1);
+
+    dry_ok = (lctx->violated == -1);
+    lctx->violated = violated;
+
+    for (i = lctx->key_first; i < lctx->nlimits; i++) {
+        l = &lctx->limits[i];
+
+        if (l->rate->kind == NGX_HTTP_TOLL_RATE_CONCURRENCY) {
+            continue;
+        }
+
+        if (dry_ok && l->res.admitted) {
+            l->res.remaining++;
+        }
+
+        if (violated == -1) {
+            l->res.admitted = 1;
+
+        } else if ((ngx_int_t) i == violated) {
+            l->res.admitted = 0;
+            l->res.remaining = 0;
+        }
+    }
 }

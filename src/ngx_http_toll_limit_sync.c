@@ -55,6 +55,8 @@ static u_char *ngx_http_toll_limit_call_conc(
     ngx_http_toll_limit_state_t *st, ngx_http_toll_limit_ctx_t *lctx,
     int64_t *ttl_ms);
 
+static void ngx_http_toll_limit_layout(ngx_http_toll_limit_state_t *st,
+    toll_reply_limit_layout_t *layout);
 static ngx_int_t ngx_http_toll_limit_apply_gone(redisReply *reply,
     int64_t *verdict);
 static void ngx_http_toll_limit_merge_bucket(ngx_http_toll_limit_state_t *st,
@@ -63,6 +65,8 @@ static void ngx_http_toll_limit_merge_window(toll_window_t *w,
     toll_reply_limit_window_t *aw, ngx_uint_t u, int64_t now_ms);
 
 static void ngx_http_toll_limit_sync_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_http_toll_limit_round(ngx_log_t *log, int64_t now,
+    ngx_pool_t **pool, ngx_http_toll_limit_call_t ***calls);
 static void ngx_http_toll_limit_sync_reply(void *data, redisReply *reply);
 
 
@@ -640,18 +644,7 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     st = (ngx_http_toll_limit_state_t *) ln->state;
     st->sync_at_ms = 0;
 
-    /* what the node sent, in the order of the script's answer */
-
-    layout.bucket = (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns)
-                    ? 1 : 0;
-    layout.concurrency = (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) ? 1 : 0;
-    layout.windows = 0;
-
-    for (u = 0; u < TOLL_UNIT_N; u++) {
-        if (ngx_http_toll_limit_window(st, u)) {
-            layout.windows |= 1u << u;
-        }
-    }
+    ngx_http_toll_limit_layout(st, &layout);
 
     toll_reply_limit(reply, &layout, &a);
 
@@ -718,6 +711,27 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_shm_unlock(shm_zone);
 
     return NGX_OK;
+}
+
+
+/* what the node sent, in the order of the script's answer */
+
+static void
+ngx_http_toll_limit_layout(ngx_http_toll_limit_state_t *st,
+    toll_reply_limit_layout_t *layout)
+{
+    ngx_uint_t  u;
+
+    layout->bucket = (st->mask & NGX_HTTP_TOLL_MASK_BUCKET && st->interval_ns)
+                     ? 1 : 0;
+    layout->concurrency = (st->mask & NGX_HTTP_TOLL_MASK_CONCURRENCY) ? 1 : 0;
+    layout->windows = 0;
+
+    for (u = 0; u < TOLL_UNIT_N; u++) {
+        if (ngx_http_toll_limit_window(st, u)) {
+            layout->windows |= 1u << u;
+        }
+    }
 }
 
 
@@ -847,12 +861,10 @@ ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st)
 static void
 ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
 {
-    int64_t                           now;
-    ngx_uint_t                        i, n;
-    ngx_pool_t                       *pool;
-    ngx_http_toll_limit_call_t       *call, **calls;
-    ngx_http_toll_limit_state_t      *st;
-    ngx_http_toll_shm_limit_node_t   *ln;
+    int64_t                       now;
+    ngx_uint_t                    i, n;
+    ngx_pool_t                   *pool;
+    ngx_http_toll_limit_call_t   *call, **calls;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         /* what is left in the zone goes with another worker's round */
@@ -861,7 +873,6 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
 
     pool = NULL;
     calls = NULL;
-    n = 0;
     now = ngx_http_toll_limit_now();
 
     if (ngx_http_toll_limit_proc == -1) {
@@ -877,58 +888,7 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     /* places held by killed workers stop counting within a second */
     ngx_http_toll_shm_proc_reap(ngx_http_toll_limit_zone);
 
-    while (n < NGX_HTTP_TOLL_SYNC_BATCH_MAX) {
-        ln = ngx_http_toll_shm_limit_next_sync(ngx_http_toll_limit_zone);
-
-        if (ln == NULL) {
-            break;
-        }
-
-        st = (ngx_http_toll_limit_state_t *) ln->state;
-
-        if (st->sync_at_ms) {
-            if (now - st->sync_at_ms < NGX_HTTP_TOLL_SYNC_LOST_MS) {
-                /* its reply re-queues it if it has more to say */
-                continue;
-            }
-
-            /* its worker died waiting: a count may arrive twice */
-            ngx_http_toll_limit_unsend(st);
-        }
-
-        if (pool == NULL) {
-            /* the pool may call malloc(): rare, and only with work */
-            pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ev->log);
-
-            calls = pool ? ngx_palloc(pool, NGX_HTTP_TOLL_SYNC_BATCH_MAX
-                                            * sizeof(void *))
-                         : NULL;
-        }
-
-        call = calls ? ngx_pcalloc(pool, sizeof(ngx_http_toll_limit_call_t))
-                     : NULL;
-
-        if (call) {
-            /* outlives the round: freed by the reply */
-            call->sync = ngx_alloc(sizeof(ngx_http_toll_limit_sync_t),
-                                   ev->log);
-        }
-
-        if (call == NULL || call->sync == NULL
-            || ngx_http_toll_limit_call(call, pool, ln, NULL, 0, 0, now)
-               != NGX_OK)
-        {
-            if (call && call->sync) {
-                ngx_free(call->sync);
-            }
-
-            ngx_http_toll_shm_limit_touch(ngx_http_toll_limit_zone, ln);
-            break;
-        }
-
-        call->sync->shm_zone = ngx_http_toll_limit_zone;
-        calls[n++] = call;
-    }
+    n = ngx_http_toll_limit_round(ev->log, now, &pool, &calls);
 
     ngx_http_toll_shm_unlock(ngx_http_toll_limit_zone);
 
@@ -954,6 +914,80 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     }
 
     ngx_add_timer(ev, ngx_http_toll_limit_sync_ms);
+}
+
+
+/*
+ * A round's calls, one per subject with news, up to a batch (the zone
+ * locked); the pool and the table of calls are made with the first.
+ * Returns how many.
+ */
+
+static ngx_uint_t
+ngx_http_toll_limit_round(ngx_log_t *log, int64_t now, ngx_pool_t **pool,
+    ngx_http_toll_limit_call_t ***calls)
+{
+    ngx_uint_t                        n;
+    ngx_http_toll_limit_call_t       *call;
+    ngx_http_toll_limit_state_t      *st;
+    ngx_http_toll_shm_limit_node_t   *ln;
+
+    n = 0;
+
+    while (n < NGX_HTTP_TOLL_SYNC_BATCH_MAX) {
+        ln = ngx_http_toll_shm_limit_next_sync(ngx_http_toll_limit_zone);
+
+        if (ln == NULL) {
+            break;
+        }
+
+        st = (ngx_http_toll_limit_state_t *) ln->state;
+
+        if (st->sync_at_ms) {
+            if (now - st->sync_at_ms < NGX_HTTP_TOLL_SYNC_LOST_MS) {
+                /* its reply re-queues it if it has more to say */
+                continue;
+            }
+
+            /* its worker died waiting: a count may arrive twice */
+            ngx_http_toll_limit_unsend(st);
+        }
+
+        if (*pool == NULL) {
+            /* the pool may call malloc(): rare, and only with work */
+            *pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
+
+            *calls = *pool ? ngx_palloc(*pool, NGX_HTTP_TOLL_SYNC_BATCH_MAX
+                                               * sizeof(void *))
+                           : NULL;
+        }
+
+        call = *calls ? ngx_pcalloc(*pool,
+                                    sizeof(ngx_http_toll_limit_call_t))
+                      : NULL;
+
+        if (call) {
+            /* outlives the round: freed by the reply */
+            call->sync = ngx_alloc(sizeof(ngx_http_toll_limit_sync_t), log);
+        }
+
+        if (call == NULL || call->sync == NULL
+            || ngx_http_toll_limit_call(call, *pool, ln, NULL, 0, 0, now)
+               != NGX_OK)
+        {
+            if (call && call->sync) {
+                ngx_free(call->sync);
+            }
+
+            ngx_http_toll_shm_limit_touch(ngx_http_toll_limit_zone, ln);
+            break;
+        }
+
+        call->sync->shm_zone = ngx_http_toll_limit_zone;
+        (*calls)[n++] = call;
+    }
+
+    return n;
 }
 
 

@@ -155,6 +155,7 @@ int64_t ngx_http_toll_limit_inflight(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_state_t *st);
 void ngx_http_toll_limit_hold(ngx_shm_zone_t *shm_zone,
     u_char *subject, size_t len, ngx_int_t delta);
+void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
 
 /* ngx_http_toll_limit_strict.c */
 ngx_int_t ngx_http_toll_limit_strict(ngx_http_request_t *r,
@@ -168,7 +169,6 @@ ngx_int_t ngx_http_toll_limit_call(ngx_http_toll_limit_call_t *call,
 ngx_int_t ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_limit_sync_t *sync, redisReply *reply, int64_t now_ms,
     int64_t *verdict);
-void ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st);
 
 /* ngx_http_toll_limit_headers.c */
 u_char *ngx_http_toll_limit_policy_item(u_char *p,

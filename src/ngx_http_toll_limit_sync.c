@@ -831,33 +831,6 @@ ngx_http_toll_limit_merge_window(toll_window_t *w,
 }
 
 
-/* what was sent is pending again: the next round sends it */
-
-void
-ngx_http_toll_limit_unsend(ngx_http_toll_limit_state_t *st)
-{
-    ngx_uint_t      u, i;
-    toll_window_t  *w;
-
-    st->pending += st->sent;
-    st->sent = 0;
-    st->sync_at_ms = 0;
-
-    for (u = 0; u < TOLL_UNIT_N; u++) {
-        w = ngx_http_toll_limit_window(st, u);
-
-        if (w == NULL) {
-            continue;
-        }
-
-        for (i = 0; i < TOLL_WINDOW_RING; i++) {
-            w->pending[i] += w->sent[i];
-            w->sent[i] = 0;
-        }
-    }
-}
-
-
 static void
 ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
 {

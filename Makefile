@@ -102,6 +102,11 @@ src/ngx_http_toll_dashboard_html.h: src/dashboard/dashboard.html \
         tools/embed_html.sh
 	sh tools/embed_html.sh $< $@
 
+# The Lua scripts, compiled in with their SHA1 (lib/toll_scripts.h); the
+# file is committed for the same reason as the dashboard's header.
+lib/toll_scripts.c: $(wildcard lua/*.lua) tools/embed_lua.py
+	$(PYTHON) tools/embed_lua.py $@ $(wildcard lua/*.lua)
+
 $(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
 	$(MAKE) -C $(NGINX_SRC) -f $(NGX_OBJS)/Makefile modules
 	@# a new inode: a running nginx keeps its mapping of the old file
@@ -122,7 +127,7 @@ $(OUT)/toll-settle: $(SETTLE_SRCS) $(LIB_HDRS) $(wildcard settle/*.h)
 $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
-	    -ljansson -lcrypto
+	    -ljansson -lcrypto -lhiredis
 
 # the webhook sender's test links the daemon's sender and its outbox,
 # libcurl and pthreads
@@ -132,7 +137,7 @@ $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
 	    $(HOOK_SRCS) $(LIB_SRCS) -lcmocka -lsqlite3 -ljansson -lcurl \
-	    -lcrypto
+	    -lcrypto -lhiredis
 
 unit: $(UNIT_TESTS)
 
@@ -183,24 +188,19 @@ FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -D_DEFAULT_SOURCE \
                 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -Ilib -Isettle
-FUZZ_LIBS    := -lcrypto -ljansson -lsqlite3
+FUZZ_LIBS    := -lcrypto -ljansson -lsqlite3 -lhiredis
 FUZZ_NAMES   := $(patsubst t/fuzz/fuzz_%.c,%,$(wildcard t/fuzz/fuzz_*.c))
 FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 # the daemon's files a harness links besides lib/, and their libraries
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
 FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
-# fuzz_settle_claim and fuzz_usage_name include the daemon's drain file
+# fuzz_settle_claim includes the daemon's drain file
 FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
                           $(SETTLE_LIB_SRCS))
 FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 # the daemon logs each claim it leaves: thousands of lines a second
 FUZZ_OPTS_settle_claim := -close_fd_mask=2
-# fuzz_usage_name includes the daemon's drain and the CLI's ledger files
-FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
-                          $(SETTLE_LIB_SRCS)) ctl/tollctl.c \
-                          ctl/tollctl_quarantine.c -Dmain=tollctl_main
-FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
 
 $(OUT)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(LIB_SRCS) $(LIB_HDRS) \
         $(wildcard settle/*.c settle/*.h ctl/*.c ctl/*.h)

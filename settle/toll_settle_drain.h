@@ -12,15 +12,19 @@
 
 #include <hiredis/hiredis.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
+#include "toll_names.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_webhook.h"
 
 
 /* a pass stopped on Redis: the caller reconnects and tries again later */
 #define TOLL_SETTLE_DRAIN_AGAIN   -1
-/* a usage hash's name and ":drained", as the drain builds it */
-#define TOLL_SETTLE_MIRROR_NAME_MAX  1040
+/* a usage hash's name and ":drained", as the drain builds it, and a NUL */
+#define TOLL_SETTLE_MIRROR_NAME_MAX                                          \
+    (TOLL_NAME_USAGE_LEN(TOLL_NAME_BUYER_LEN_MAX) + 1)
 
 /* why the ledger refused a claim, kept with it in quarantine */
 #define TOLL_SETTLE_REFUSED_LEN_MAX  512
@@ -34,7 +38,6 @@ typedef struct {
 
     redisContext               *redis;
     int                         bound;          /* ledger id checked */
-    int                         script_loaded;
     int                         redis_down;     /* logged once per outage */
     /* the class of the refusal logged in this outage ("OOM", ...) */
     char                        refused[16];
@@ -84,13 +87,10 @@ int toll_settle_drain_pass(toll_settle_drain_t *d, int *more);
 
 void toll_settle_drain_close(toll_settle_drain_t *d);
 
-/* CLOCK_MONOTONIC and CLOCK_REALTIME milliseconds */
-int64_t toll_settle_now_ms(void);
-int64_t toll_settle_wall_ms(void);
-
-/* "toll-settle: ..." on stderr */
-void toll_settle_log(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+/* the old names, until the metrics listener uses lib/toll_clock, toll_log */
+#define toll_settle_now_ms()       toll_clock_mono_ms()
+#define toll_settle_wall_ms()      toll_clock_real_ms()
+#define toll_settle_log            toll_log
 
 
 #endif /* _TOLL_SETTLE_DRAIN_H_INCLUDED_ */

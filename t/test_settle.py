@@ -66,6 +66,13 @@ def test_help_and_version():
     (["extra"], 64, "unexpected argument"),
     (["--redis", "nohost"], 64, "invalid --redis"),
     (["--redis", "h:99999"], 64, "invalid --redis"),
+    # a socket path sun_path cannot hold (107 bytes and its NUL)
+    (["--redis", "unix:/" + "p" * 107], 64, "invalid --redis"),
+    (["--redis", "unix:redis.sock"], 64, "invalid --redis"),
+    (["--redis", "[127.0.0.1]:6379"], 64, "invalid --redis"),
+    (["--redis", "[fe80::1%eth0]:6379"], 64, "invalid --redis"),
+    (["--redis", "redis$host:6379"], 64, "invalid --redis"),
+    (["--redis", "h:+6379"], 64, "invalid --redis"),
     (["--interval", "10ms"], 64, "invalid --interval"),
     (["--interval", "2h"], 64, "invalid --interval"),
     (["--ledger", ""], 64, "invalid --ledger"),
@@ -91,6 +98,9 @@ def test_usage_errors(args, code, words):
     ("batch_max 0", 'invalid batch_max'),
     ("redis_db x", 'invalid redis_db'),
     ("redis localhost", 'invalid redis address'),
+    ("redis unix:", 'invalid redis address'),
+    ("redis unix:/" + "p" * 107, 'invalid redis address'),
+    ("redis_db -0", 'invalid redis_db'),
     ("webhook ftp://x events=settlement.created secret=s",
      'http:// or https://'),
     ("webhook http://x events=nope secret=s", 'unknown event "nope"'),
@@ -117,6 +127,15 @@ def test_redis_unreachable_once(tmp_path):
             str(tmp_path / "l.db"))
     assert p.returncode == 69, p.stderr
     assert "cannot connect to redis at 127.0.0.1:1" in one_line_error(p)
+
+
+def test_redis_socket_path_at_the_limit(tmp_path):
+    """The longest path sun_path holds is taken, and tried as it is."""
+    path = "/" + "p" * 106
+    p = run("--once", "--redis", "unix:" + path, "--ledger",
+            str(tmp_path / "l.db"))
+    assert p.returncode == 69, p.stderr
+    assert "cannot connect to redis at unix:%s" % path in one_line_error(p)
 
 
 def test_ledger_cannot_be_created(redis_server, tmp_path):
@@ -249,6 +268,50 @@ def test_claim_the_meter_did_not_write_is_quarantined(settle, redis_server):
     assert len(left) == 1 and rc.hget(left.pop(), "svc:amount_micros") \
         == "1.5"
     # and nothing of it in the mirror, which counts what was posted
+    assert not rc.exists(bad + ":drained")
+
+
+def test_names_the_meter_cannot_write_are_left_alone(settle, redis_server):
+    """A buyer with a newline or a NUL is no name of the meter's (a key
+    owner is printable ASCII); tollctl never read one, and toll-settle
+    posted "a\\0b" as buyer "a".  Both read names with lib/toll_names.c
+    now: such a hash stays in Redis, out of the index, untouched."""
+    rc = redis_server.client
+    want = {}
+    add_into(want, ("good", day(), "svc"),
+             write_usage(rc, "good", "svc", "acme", calls=2))
+    odd = [usage_key(b, day()) for b in ("a\nb", "a\0b", "x" * 1003)]
+    for name in odd:
+        rc.hset(name, mapping={"svc:calls": "1", "svc:provider": "acme",
+                               "svc:amount_micros": "5"})
+        rc.sadd("toll:usage:index", name)
+    p = settle.once()
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("not a usage hash") == 3, p.stderr
+    assert ledger_usage(settle.ledger) == want
+    for name in odd:
+        assert rc.hget(name, "svc:calls") == "1"
+    assert rc.scard("toll:usage:index") == 0
+    assert rc.scard("toll:drain:open") == 0
+    assert rc.hlen("toll:drain:quarantine") == 0
+    ledger_check(settle.ledger)
+
+
+def test_count_longer_than_redis_writes_is_quarantined(settle,
+                                                       redis_server):
+    """The claim script does not mirror a count of more than 20 bytes;
+    the drain posted it all the same when it read as an int64 ("0...01"),
+    and the mirror then lacked what the ledger held."""
+    rc = redis_server.client
+    bad = usage_key("zeros", day())
+    rc.hset(bad, mapping={"svc:calls": "0" * 24 + "1",
+                          "svc:provider": "acme", "svc:amount_micros": "5"})
+    rc.sadd("toll:usage:index", bad)
+    p = settle.once()
+    assert p.returncode == 0, p.stderr
+    assert "holds a field the meter does not write" in p.stderr
+    assert ledger_usage(settle.ledger) == {}
+    assert rc.hlen("toll:drain:quarantine") == 1
     assert not rc.exists(bad + ":drained")
 
 

@@ -27,8 +27,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +39,12 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
 #include "toll_settle_outbox.h"
 #include "toll_settle_webhook.h"
+#include "toll_thread.h"
 
 
 /* attempts running at once, in all and to one URL */
@@ -60,7 +61,6 @@
 #define TOLL_SETTLE_HOOK_FIELD_LEN_MAX      128
 #define TOLL_SETTLE_HOOK_HEADER_LEN_MAX                                     \
     (32 + TOLL_SETTLE_HOOK_FIELD_LEN_MAX + TOLL_SETTLE_SIGNATURE_MAX)
-#define TOLL_SETTLE_HOOK_LOG_LEN_MAX        1024
 #define TOLL_SETTLE_HOOK_INT_STR_LEN        sizeof("-9223372036854775808")
 #define TOLL_SETTLE_HOOK_HMAC_LEN           32              /* SHA-256 */
 
@@ -153,8 +153,6 @@ struct toll_settle_webhooks_s {
 };
 
 
-static void toll_settle_hook_log(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
 static int toll_settle_hook_copy(toll_settle_webhooks_t *w,
     const toll_settle_hook_t *hooks, size_t n, char *err, size_t err_size);
 static int toll_settle_hook_spawn(toll_settle_webhooks_t *w);
@@ -195,7 +193,6 @@ static void toll_settle_hook_db_error(toll_settle_webhooks_t *w,
 static int toll_settle_hook_field_ok(const unsigned char *s, int len);
 static size_t toll_settle_hook_discard(char *ptr, size_t size,
     size_t nmemb, void *data);
-static int64_t toll_settle_hook_wall_ms(void);
 static void toll_settle_hook_timespec(int64_t ms, struct timespec *ts);
 
 
@@ -456,25 +453,11 @@ toll_settle_webhooks_stop(toll_settle_webhooks_t *w)
         (void) curl_multi_wakeup(w->multi);
 
         if (pthread_join(w->thread, NULL) != 0) {
-            toll_settle_hook_log("webhooks: cannot join the sender thread");
+            toll_log("webhooks: cannot join the sender thread");
         }
     }
 
     toll_settle_hook_free(w);
-}
-
-
-static void
-toll_settle_hook_log(const char *fmt, ...)
-{
-    char     line[TOLL_SETTLE_HOOK_LOG_LEN_MAX];
-    va_list  args;
-
-    va_start(args, fmt);
-    vsnprintf(line, sizeof(line), fmt, args);
-    va_end(args);
-
-    fprintf(stderr, "toll-settle: %s\n", line);
 }
 
 
@@ -538,14 +521,13 @@ toll_settle_hook_copy(toll_settle_webhooks_t *w,
 
 
 /*
- * The thread blocks the asynchronous signals, so that SIGTERM and SIGINT
- * reach the drain thread and interrupt its sleeps.
+ * The thread starts with the asynchronous signals blocked, so that
+ * SIGTERM and SIGINT reach the drain thread and interrupt its sleeps.
  */
 static int
 toll_settle_hook_spawn(toll_settle_webhooks_t *w)
 {
     int                 rc;
-    sigset_t            all, old;
     pthread_condattr_t  attr;
 
     if (pthread_condattr_init(&attr) != 0) {
@@ -568,18 +550,7 @@ toll_settle_hook_spawn(toll_settle_webhooks_t *w)
         return -1;
     }
 
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGABRT);
-
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&w->thread, NULL, toll_settle_hook_thread, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    if (rc != 0) {
+    if (toll_thread_start(&w->thread, toll_settle_hook_thread, w) != 0) {
         pthread_mutex_destroy(&w->mutex);
         pthread_cond_destroy(&w->settled);
         return -1;
@@ -595,7 +566,7 @@ toll_settle_hook_spawn(toll_settle_webhooks_t *w)
 static void
 toll_settle_hook_free(toll_settle_webhooks_t *w)
 {
-    char    err[TOLL_SETTLE_HOOK_LOG_LEN_MAX];
+    char    err[TOLL_LOG_MESSAGE_MAX];
     size_t  i;
 
     for (i = 0; i < TOLL_SETTLE_HOOK_INFLIGHT_MAX; i++) {
@@ -607,7 +578,7 @@ toll_settle_hook_free(toll_settle_webhooks_t *w)
     }
 
     if (toll_settle_outbox_close(w->outbox, err, sizeof(err)) != 0) {
-        toll_settle_hook_log("webhooks: closing the ledger: %s", err);
+        toll_log("webhooks: closing the ledger: %s", err);
     }
 
     for (i = 0; i < w->nhooks; i++) {
@@ -692,7 +663,7 @@ toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
     int      running, freed;
     int64_t  now_ms, wake_ms;
 
-    now_ms = toll_settle_hook_wall_ms();
+    now_ms = toll_clock_real_ms();
     wake_ms = now_ms + TOLL_SETTLE_HOOK_WAIT_MS_MAX;
 
     if (toll_settle_hook_fanout(w, now_ms) == 0 && !w->fanout_more
@@ -716,7 +687,7 @@ toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
         wake_ms = now_ms;
     }
 
-    now_ms = toll_settle_hook_wall_ms();
+    now_ms = toll_clock_real_ms();
 
     *wait_ms = wake_ms - now_ms;
 
@@ -850,16 +821,16 @@ static int
 toll_settle_hook_cursor_get(toll_settle_webhooks_t *w, int64_t *cursor)
 {
     int   rc, malformed;
-    char  bad[TOLL_SETTLE_HOOK_LOG_LEN_MAX];
+    char  bad[TOLL_LOG_MESSAGE_MAX];
 
     rc = toll_settle_outbox_cursor_get(w->outbox, cursor, &malformed, bad,
                                        sizeof(bad));
 
     if (malformed) {
         /* deliveries are UNIQUE: from 0, nothing is sent twice */
-        toll_settle_hook_log("webhooks: the ledger's %s \"%s\" is not a "
-                             "number; fanning out from the first event",
-                             TOLL_SETTLE_OUTBOX_CURSOR, bad);
+        toll_log("webhooks: the ledger's %s \"%s\" is not a "
+                 "number; fanning out from the first event",
+                 TOLL_SETTLE_OUTBOX_CURSOR, bad);
     }
 
     if (rc != 0) {
@@ -1014,7 +985,7 @@ toll_settle_hook_easy(toll_settle_webhooks_t *w, toll_settle_xfer_t *x,
     struct curl_slist  *list;
 
     if (toll_settle_webhook_sign(hook->secret,
-                                 toll_settle_hook_wall_ms() / 1000, body,
+                                 toll_clock_real_ms() / 1000, body,
                                  body_len, sig, sizeof(sig))
         != 0)
     {
@@ -1141,7 +1112,7 @@ toll_settle_hook_collect(toll_settle_webhooks_t *w)
         (void) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 
         x->http_status = status;
-        x->ended_ms = toll_settle_hook_wall_ms();
+        x->ended_ms = toll_clock_real_ms();
 
         /* an attempt that went out, answered or not: one POST */
         atomic_fetch_add_explicit(&w->stat_attempts, 1,
@@ -1256,11 +1227,11 @@ toll_settle_hook_report(toll_settle_webhooks_t *w,
     url = w->urls[x->url].url;
 
     if (strcmp(status, "failed") == 0) {
-        toll_settle_hook_log("webhook %s (%s) to %s failed for good after "
-                             "%lld attempt%s: %s", x->event_id,
-                             x->event_type, url,
-                             (long long) x->attempts + 1,
-                             x->attempts == 0 ? "" : "s", x->error);
+        toll_log("webhook %s (%s) to %s failed for good after "
+                 "%lld attempt%s: %s", x->event_id,
+                 x->event_type, url,
+                 (long long) x->attempts + 1,
+                 x->attempts == 0 ? "" : "s", x->error);
         return;
     }
 
@@ -1269,18 +1240,18 @@ toll_settle_hook_report(toll_settle_webhooks_t *w,
     }
 
     if (strcmp(status, "delivered") == 0) {
-        toll_settle_hook_log("webhook %s (%s) to %s delivered at attempt "
-                             "%lld (HTTP %ld)", x->event_id, x->event_type,
-                             url, (long long) x->attempts + 1,
-                             x->http_status);
+        toll_log("webhook %s (%s) to %s delivered at attempt "
+                 "%lld (HTTP %ld)", x->event_id, x->event_type,
+                 url, (long long) x->attempts + 1,
+                 x->http_status);
         return;
     }
 
-    toll_settle_hook_log("webhook %s (%s) to %s: attempt %lld of %d: %s; "
-                         "next in %lld s", x->event_id, x->event_type, url,
-                         (long long) x->attempts + 1,
-                         TOLL_SETTLE_HOOK_ATTEMPTS_MAX, x->error,
-                         (long long) delay_ms / 1000);
+    toll_log("webhook %s (%s) to %s: attempt %lld of %d: %s; "
+             "next in %lld s", x->event_id, x->event_type, url,
+             (long long) x->attempts + 1,
+             TOLL_SETTLE_HOOK_ATTEMPTS_MAX, x->error,
+             (long long) delay_ms / 1000);
 }
 
 
@@ -1382,9 +1353,9 @@ toll_settle_hook_db_error(toll_settle_webhooks_t *w, const char *what)
 
     w->db_failing = 1;
 
-    toll_settle_hook_log("webhooks: cannot %s in the ledger: %s; trying "
-                         "again", what,
-                         toll_settle_outbox_errmsg(w->outbox));
+    toll_log("webhooks: cannot %s in the ledger: %s; trying "
+             "again", what,
+             toll_settle_outbox_errmsg(w->outbox));
 }
 
 
@@ -1415,17 +1386,6 @@ toll_settle_hook_discard(char *ptr, size_t size, size_t nmemb, void *data)
     (void) data;
 
     return size * nmemb;
-}
-
-
-static int64_t
-toll_settle_hook_wall_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 

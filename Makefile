@@ -195,9 +195,7 @@ FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
 FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
-# fuzz_settle_claim includes the daemon's drain file
-FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
-                          $(SETTLE_LIB_SRCS))
+FUZZ_SRCS_settle_claim := $(SETTLE_LIB_SRCS)
 FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 # the daemon logs each claim it leaves: thousands of lines a second
 FUZZ_OPTS_settle_claim := -close_fd_mask=2

@@ -1,10 +1,10 @@
 /*
  * toll-settle: the drain (docs/settle.md, "The drain protocol").
  *
- * A blocking hiredis client is enough here: one process, a few round
- * trips per usage hash, each bounded by redis_timeout.  Every command goes
- * out through redisCommandArgv() with explicit lengths: buyer and service
- * names are never part of a format string.
+ * Every command goes out with explicit lengths (toll_settle_cmd(),
+ * toll_script_run()): buyer and service names are never part of a
+ * format string.  A claim's content goes to the ledger in
+ * toll_settle_post.c; the connection is toll_settle_redis.c's.
  *
  * The order of the steps is the whole design: the intent (SADD to
  * toll:drain:open) before the claim, the claim (RENAME, atomic with the
@@ -29,45 +29,14 @@
 #include "toll_log.h"
 #include "toll_names.h"
 #include "toll_script_run.h"
-#include "toll_settle_drain.h"
+#include "toll_settle_drain_int.h"
 #include "toll_usage.h"
 
 
 /* names fetched per SSCAN/SCAN call; a hint to Redis, not a bound */
 #define TOLL_SETTLE_SCAN_COUNT     "1000"
-/* services in one buyer's usage hash of a day */
-#define TOLL_SETTLE_SERVICES_MAX   4096
-#define TOLL_SETTLE_FIELD_LEN_MAX  512
 /* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
 #define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
-
-/* a claim the ledger refuses, to set aside: why is in ledger_refused */
-#define TOLL_SETTLE_DRAIN_LEFT     1
-
-
-typedef enum {
-    TOLL_SETTLE_STEP_INTENT = 0,
-    TOLL_SETTLE_STEP_CLAIM,
-    TOLL_SETTLE_STEP_READ,
-    TOLL_SETTLE_STEP_COMMIT,
-    TOLL_SETTLE_STEP_DELETE,
-    TOLL_SETTLE_STEP_N
-} toll_settle_step_e;
-
-
-/* a claim's name, taken apart: toll:drain:{<buyer>}:<YYYYMMDD>:<id> */
-typedef struct {
-    char      name[TOLL_NAME_LEN_MAX + 1];
-    char      buyer[TOLL_NAME_BUYER_LEN_MAX + 1];
-    char      day[TOLL_NAME_DAY_LEN + 1];
-    char      id[TOLL_NAME_BATCH_LEN + 1];
-} toll_settle_claim_t;
-
-
-typedef struct {
-    char      service[TOLL_SETTLE_FIELD_LEN_MAX + 1];
-    char      provider[TOLL_SETTLE_FIELD_LEN_MAX + 1];
-} toll_settle_names_t;
 
 
 static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
@@ -76,36 +45,13 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
 
 
 static int toll_settle_drain_steps(toll_settle_drain_t *d, int *more);
-static int toll_settle_count_open(toll_settle_drain_t *d);
-static int toll_settle_size(toll_settle_drain_t *d, const char *cmd,
-    const char *key, int64_t *out);
-static int toll_settle_connect(toll_settle_drain_t *d);
-static int toll_settle_bind(toll_settle_drain_t *d);
 static int toll_settle_recover(toll_settle_drain_t *d);
 static int toll_settle_sweep(toll_settle_drain_t *d);
 static int toll_settle_pick(toll_settle_drain_t *d, int *more);
 static int toll_settle_claim(toll_settle_drain_t *d, const char *hash,
     size_t len);
-static int toll_settle_finish(toll_settle_drain_t *d,
-    const toll_settle_claim_t *c, redisReply *content);
-static int toll_settle_post(toll_settle_drain_t *d,
-    const toll_settle_claim_t *c, redisReply *content);
-static int toll_settle_read(const redisReply *content,
-    toll_ledger_usage_t *usage, toll_settle_names_t *names, size_t nmax,
-    size_t *nusage);
-static int toll_settle_delete(toll_settle_drain_t *d,
-    const toll_settle_claim_t *c);
-static int toll_settle_quarantine(toll_settle_drain_t *d,
-    const toll_settle_claim_t *c, const char *reason);
-static int toll_settle_reindex(toll_settle_drain_t *d,
-    const toll_settle_claim_t *c);
 static int toll_settle_claim_parse(const char *name, size_t len,
     toll_settle_claim_t *c);
-static redisReply *toll_settle_cmd(toll_settle_drain_t *d, int argc,
-    const char **argv, const size_t *argvlen);
-static int toll_settle_redis_failed(toll_settle_drain_t *d,
-    const char *what, redisReply *reply);
-static void toll_settle_crash_point(toll_settle_step_e step);
 
 
 /*
@@ -197,192 +143,6 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
 }
 
 
-/*
- * What a pass leaves in toll:drain:open are claims it met in a state no
- * pass finishes (a claim key that is not a claim's name); what it set
- * aside in quarantine waits for the operator.
- */
-static int
-toll_settle_count_open(toll_settle_drain_t *d)
-{
-    int  rc;
-
-    rc = toll_settle_size(d, "SCARD", TOLL_NAME_DRAIN_OPEN, &d->open_claims);
-    if (rc != 0) {
-        return rc;
-    }
-
-    return toll_settle_size(d, "HLEN", TOLL_NAME_DRAIN_QUARANTINE,
-                            &d->quarantine_claims);
-}
-
-
-/* "SCARD key" or "HLEN key": the size of a set or hash, into *out */
-static int
-toll_settle_size(toll_settle_drain_t *d, const char *cmd, const char *key,
-    int64_t *out)
-{
-    char         what[64];
-    redisReply  *r;
-    const char  *argv[2];
-    size_t       argvlen[2];
-
-    argv[0] = cmd;
-    argvlen[0] = strlen(cmd);
-    argv[1] = key;
-    argvlen[1] = strlen(key);
-
-    r = toll_settle_cmd(d, 2, argv, argvlen);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        snprintf(what, sizeof(what), "%s %s", cmd, key);
-        return toll_settle_redis_failed(d, what, r);
-    }
-
-    *out = r->integer;
-    freeReplyObject(r);
-
-    return 0;
-}
-
-
-void
-toll_settle_drain_close(toll_settle_drain_t *d)
-{
-    if (d->redis != NULL) {
-        redisFree(d->redis);
-        d->redis = NULL;
-    }
-}
-
-
-static int
-toll_settle_connect(toll_settle_drain_t *d)
-{
-    const toll_settle_conf_t  *conf = d->conf;
-
-    struct timeval   tv;
-    redisReply      *r;
-    char             db[16];
-    const char      *argv[2];
-    size_t           argvlen[2];
-    const char      *password;
-
-    tv.tv_sec = conf->redis_timeout_ms / 1000;
-    tv.tv_usec = (conf->redis_timeout_ms % 1000) * 1000;
-
-    d->redis = (conf->redis_port == 0)
-               ? redisConnectUnixWithTimeout(conf->redis_host, tv)
-               : redisConnectWithTimeout(conf->redis_host, conf->redis_port,
-                                         tv);
-
-    if (d->redis == NULL || d->redis->err) {
-        if (!d->redis_down || conf->once) {
-            toll_log("cannot connect to redis at %s: %s%s",
-                            conf->redis_text,
-                            d->redis ? d->redis->errstr : "out of memory",
-                            conf->once ? "" : "; retrying every second");
-        }
-
-        d->redis_down = 1;
-        toll_settle_drain_close(d);
-        return TOLL_SETTLE_DRAIN_AGAIN;
-    }
-
-    (void) redisSetTimeout(d->redis, tv);
-
-
-    password = conf->redis_password ? conf->redis_password
-                                    : getenv("TOLL_REDIS_PASSWORD");
-
-    if (password != NULL && password[0] != '\0') {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = password;
-        argvlen[1] = strlen(password);
-
-        r = toll_settle_cmd(d, 2, argv, argvlen);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "AUTH", r);
-        }
-
-        freeReplyObject(r);
-    }
-
-    if (conf->redis_db != 0) {
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = db;
-        argvlen[1] = snprintf(db, sizeof(db), "%d", conf->redis_db);
-
-        r = toll_settle_cmd(d, 2, argv, argvlen);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "SELECT", r);
-        }
-
-        freeReplyObject(r);
-    }
-
-    return 0;
-}
-
-
-/*
- * One meter, one ledger: two ledgers fed from one Redis would each hold a
- * part of the usage, and neither would be right.
- */
-static int
-toll_settle_bind(toll_settle_drain_t *d)
-{
-    redisReply  *r;
-    const char  *id, *argv[4];
-    size_t       argvlen[4];
-
-    id = toll_ledger_id(d->ledger);
-
-    argv[0] = "SET";
-    argvlen[0] = 3;
-    argv[1] = TOLL_NAME_SETTLE_LEDGER;
-    argvlen[1] = sizeof(TOLL_NAME_SETTLE_LEDGER) - 1;
-    argv[2] = id;
-    argvlen[2] = strlen(id);
-    argv[3] = "NX";
-    argvlen[3] = 2;
-
-    r = toll_settle_cmd(d, 4, argv, argvlen);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SET " TOLL_NAME_SETTLE_LEDGER, r);
-    }
-
-    freeReplyObject(r);
-
-    argv[0] = "GET";
-
-    r = toll_settle_cmd(d, 2, argv, argvlen);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "GET " TOLL_NAME_SETTLE_LEDGER, r);
-    }
-
-    if (r->type != REDIS_REPLY_STRING || r->len != strlen(id)
-        || memcmp(r->str, id, r->len) != 0)
-    {
-        toll_log("redis at %s is drained into the ledger %.*s, not "
-                        "into %s (\"%s\"): use that ledger, or delete the "
-                        "key " TOLL_NAME_SETTLE_LEDGER " to start a new one",
-                        d->conf->redis_text,
-                        (r->type == REDIS_REPLY_STRING) ? (int) r->len : 0,
-                        (r->type == REDIS_REPLY_STRING) ? r->str : "",
-                        id, d->conf->ledger);
-        freeReplyObject(r);
-        return EX_CONFIG;
-    }
-
-    freeReplyObject(r);
-    d->bound = 1;
-
-    return 0;
-}
-
-
 /* claims that a previous run (or this one, before a Redis error) left */
 static int
 toll_settle_recover(toll_settle_drain_t *d)
@@ -452,311 +212,7 @@ toll_settle_recover(toll_settle_drain_t *d)
 }
 
 
-/*
- * A claim in hand, whatever the step it stopped at: posted unless the
- * ledger has it, then deleted.  An empty content means the claim never
- * happened (the hash was gone, or the process died before RENAME), or it
- * was posted and its key deleted.
- */
-static int
-toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
-    redisReply *content)
-{
-    int  rc, found;
-
-    rc = toll_ledger_has_batch(d->ledger, c->id, &found);
-    if (rc != TOLL_LEDGER_OK) {
-        toll_log("ledger: %s", toll_ledger_errmsg(d->ledger));
-        d->ledger_failed = 1;
-        return (rc == TOLL_LEDGER_BUSY) ? TOLL_SETTLE_DRAIN_AGAIN
-                                        : EX_SOFTWARE;
-    }
-
-    if (!found && content->elements == 0) {
-        /* a claim that never took place: its hash goes back in the index */
-        rc = toll_settle_reindex(d, c);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-
-    if (!found && content->elements > 0) {
-        rc = toll_settle_post(d, c, content);
-
-        if (rc == TOLL_SETTLE_DRAIN_LEFT) {
-            /* refused, and it would be at every pass: set aside */
-            return toll_settle_quarantine(d, c, d->ledger_refused);
-        }
-
-        if (rc != 0) {
-            return rc;
-        }
-    }
-
-    rc = toll_settle_delete(d, c);
-
-    if (rc == 0 && found) {
-        /* committed by a run that stopped before its delete: a replay */
-        d->replays++;
-    }
-
-    return rc;
-}
-
-
-static int
-toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
-    redisReply *content)
-{
-    int                   rc;
-    size_t                i, n, nmax;
-    toll_ledger_usage_t  *usage;
-    toll_settle_names_t  *names;
-    toll_ledger_batch_t   b;
-
-    /* a service has at least one field: at most half the reply's items */
-
-    nmax = content->elements / 2;
-    if (nmax > TOLL_SETTLE_SERVICES_MAX) {
-        nmax = TOLL_SETTLE_SERVICES_MAX;
-    }
-
-    usage = calloc(nmax + 1, sizeof(toll_ledger_usage_t));
-    names = calloc(nmax + 1, sizeof(toll_settle_names_t));
-
-    if (usage == NULL || names == NULL) {
-        free(usage);
-        free(names);
-        toll_log("out of memory");
-        return EX_OSERR;
-    }
-
-    if (toll_settle_read(content, usage, names, nmax, &n) != 0) {
-        goto malformed;
-    }
-
-    b.id = c->id;
-    b.claim = c->name;
-    b.buyer = c->buyer;
-    b.day = c->day;
-    b.usage = usage;
-    b.nusage = n;
-
-    rc = toll_ledger_post_batch(d->ledger, &b, &d->conf->fees);
-
-    if (rc == TOLL_LEDGER_OK) {
-        toll_settle_crash_point(TOLL_SETTLE_STEP_COMMIT);
-
-        d->batches++;
-
-        for (i = 0; i < n; i++) {
-            d->records++;
-            d->amount_micros += usage[i].amount_micros;
-        }
-
-        if (d->conf->verbose) {
-            toll_log("posted batch %s: buyer \"%s\", day %s, "
-                            "%zu services", c->id, c->buyer, c->day, n);
-        }
-
-        if (d->hooks != NULL) {
-            toll_settle_webhooks_kick(d->hooks);
-        }
-
-    } else if (rc == TOLL_LEDGER_EXISTS) {
-        d->replays++;
-        rc = TOLL_LEDGER_OK;
-
-    } else if (rc != TOLL_LEDGER_BUSY && rc != TOLL_LEDGER_ERROR) {
-        /*
-         * The ledger refuses this batch, and would refuse it at every
-         * retry: set aside, so that no other buyer's usage waits on it.
-         */
-
-        free(usage);
-        free(names);
-
-        snprintf(d->ledger_refused, sizeof(d->ledger_refused), "%s",
-                 toll_ledger_errmsg(d->ledger));
-
-        return TOLL_SETTLE_DRAIN_LEFT;
-
-    } else {
-        toll_log("cannot post batch %s of \"%s\": %s", c->id,
-                        c->buyer, toll_ledger_errmsg(d->ledger));
-    }
-
-    free(usage);
-    free(names);
-
-    if (rc == TOLL_LEDGER_BUSY || rc == TOLL_LEDGER_ERROR) {
-        /* the claim stays in Redis: the next pass posts it again */
-        d->ledger_failed = 1;
-        return TOLL_SETTLE_DRAIN_AGAIN;
-    }
-
-    return 0;
-
-malformed:
-
-    /* not what the meter writes: nothing is posted half */
-
-    free(usage);
-    free(names);
-
-    snprintf(d->ledger_refused, sizeof(d->ledger_refused), "holds a field "
-             "the meter does not write");
-
-    return TOLL_SETTLE_DRAIN_LEFT;
-}
-
-
-/*
- * A claim's fields (lib/toll_names.h) into one record per service, at
- * most nmax: -1 for anything the meter does not write (an unknown field,
- * a count that is not an int64, a provider empty or too long).
- */
-static int
-toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
-    toll_settle_names_t *names, size_t nmax, size_t *nusage)
-{
-    int                   field;
-    size_t                i, j, n, slen;
-    int64_t               v, *count[TOLL_USAGE_COUNTS];
-    const redisReply     *f, *val;
-    toll_ledger_usage_t  *u;
-
-    n = 0;
-
-    for (i = 0; i + 1 < content->elements; i += 2) {
-        f = content->element[i];
-        val = content->element[i + 1];
-
-        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING
-            || f->len > TOLL_SETTLE_FIELD_LEN_MAX)
-        {
-            return -1;
-        }
-
-        field = toll_usage_field_parse(f->str, f->len, &slen);
-        if (field < 0) {
-            return -1;
-        }
-
-        for (j = 0; j < n; j++) {
-            if (strlen(names[j].service) == slen
-                && memcmp(names[j].service, f->str, slen) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j == n) {
-            if (n == nmax) {
-                return -1;
-            }
-
-            memcpy(names[n].service, f->str, slen);
-            names[n].service[slen] = '\0';
-            usage[n].service = names[n].service;
-            usage[n].provider = names[n].provider;
-            n++;
-        }
-
-        if (field == TOLL_USAGE_PROVIDER) {
-            if (val->len == 0 || val->len > TOLL_SETTLE_FIELD_LEN_MAX) {
-                return -1;
-            }
-
-            memcpy(names[j].provider, val->str, val->len);
-            names[j].provider[val->len] = '\0';
-            continue;
-        }
-
-        u = &usage[j];
-        count[TOLL_USAGE_CALLS] = &u->calls;
-        count[TOLL_USAGE_FREE_CALLS] = &u->free_calls;
-        count[TOLL_USAGE_PAID_CALLS] = &u->paid_calls;
-        count[TOLL_USAGE_AMOUNT] = &u->amount_micros;
-        count[TOLL_USAGE_ERRORS] = &u->errors;
-        count[TOLL_USAGE_LATENCY] = &u->latency_ms;
-
-        if (toll_usage_count_parse(val->str, val->len, &v) != 0) {
-            return -1;
-        }
-
-        *count[field] = v;
-    }
-
-    *nusage = n;
-
-    return 0;
-}
-
-
-/*
- * Sets a claim aside: its key stays in Redis as it is, its name and the
- * reason go to the quarantine hash, then out of toll:drain:open, so that
- * no pass tries it again until the operator replays it (tollctl
- * quarantine replay).  Said once, here.  A crash between the two steps
- * leaves the claim open: the next pass refuses and sets it aside again.
- */
-static int
-toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
-    const char *reason)
-{
-    int          n;
-    char         value[TOLL_SETTLE_REFUSED_LEN_MAX + 32];
-    redisReply  *r;
-    const char  *argv[4];
-    size_t       argvlen[4];
-
-    n = snprintf(value, sizeof(value), "%lld %.*s",
-                 (long long) (toll_clock_real_ms() / 1000),
-                 TOLL_SETTLE_REFUSED_LEN_MAX, reason);
-    if (n < 0) {
-        return EX_SOFTWARE;
-    }
-
-    argv[0] = "HSET";
-    argvlen[0] = 4;
-    argv[1] = TOLL_NAME_DRAIN_QUARANTINE;
-    argvlen[1] = sizeof(TOLL_NAME_DRAIN_QUARANTINE) - 1;
-    argv[2] = c->name;
-    argvlen[2] = strlen(c->name);
-    argv[3] = value;
-    argvlen[3] = strlen(value);
-
-    r = toll_settle_cmd(d, 4, argv, argvlen);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d,
-                                        "HSET " TOLL_NAME_DRAIN_QUARANTINE, r);
-    }
-
-    freeReplyObject(r);
-
-    argv[0] = "SREM";
-    argv[1] = TOLL_NAME_DRAIN_OPEN;
-    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
-
-    r = toll_settle_cmd(d, 3, argv, argvlen);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_DRAIN_OPEN, r);
-    }
-
-    freeReplyObject(r);
-
-    d->quarantined++;
-
-    toll_log("quarantined claim \"%s\" of \"%s\": %s; kept in redis, "
-                    "not posted, other batches go on (tollctl quarantine "
-                    "list)", c->name, c->buyer, reason);
-
-    return 0;
-}
-
-
-static int
+int
 toll_settle_reindex(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 {
     char         name[TOLL_NAME_LEN_MAX];
@@ -783,7 +239,7 @@ toll_settle_reindex(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 }
 
 
-static int
+int
 toll_settle_delete(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 {
     redisReply  *r;
@@ -1137,76 +593,8 @@ toll_settle_claim_parse(const char *name, size_t len,
 }
 
 
-
-
-static redisReply *
-toll_settle_cmd(toll_settle_drain_t *d, int argc, const char **argv,
-    const size_t *argvlen)
-{
-    if (d->redis == NULL) {
-        return NULL;
-    }
-
-    return redisCommandArgv(d->redis, argc, argv, argvlen);
-}
-
-
-static int
-toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
-    redisReply *reply)
-{
-    size_t  len;
-
-    if (reply != NULL) {
-        if (reply->type == REDIS_REPLY_ERROR) {
-            /*
-             * A store that refuses (out of memory, a replica, loading)
-             * refuses every pass alike until it is mended: said once per
-             * outage, and again only when the refusal changes.
-             */
-
-            len = strcspn(reply->str, " ");
-            if (len >= sizeof(d->refused)) {
-                len = sizeof(d->refused) - 1;
-            }
-
-            if (!d->redis_down || strlen(d->refused) != len
-                || strncmp(d->refused, reply->str, len) != 0)
-            {
-                toll_log("redis refused %s: %.*s; retrying", what,
-                                (int) reply->len, reply->str);
-                memcpy(d->refused, reply->str, len);
-                d->refused[len] = '\0';
-            }
-
-        } else {
-            toll_log("redis answered %s with a reply of type %d",
-                            what, reply->type);
-        }
-
-        freeReplyObject(reply);
-
-    } else if (!d->redis_down) {
-        toll_log("redis at %s failed during %s: %s; retrying",
-                        d->conf->redis_text, what,
-                        (d->redis && d->redis->err) ? d->redis->errstr
-                                                    : "no connection");
-    }
-
-    d->redis_down = 1;
-
-    /* a step cut short may have left a name out of the index: sweep */
-    d->next_sweep_ms = 0;
-
-    /* the connection may be mid-reply: a new one for the next pass */
-    toll_settle_drain_close(d);
-
-    return TOLL_SETTLE_DRAIN_AGAIN;
-}
-
-
 /* TOLL_SETTLE_CRASH=<step>[:N]: killed at the Nth time at step */
-static void
+void
 toll_settle_crash_point(toll_settle_step_e step)
 {
     const char   *env, *colon;

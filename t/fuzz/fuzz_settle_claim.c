@@ -1,5 +1,5 @@
 /*
- * Fuzz toll-settle's reading of a claim (settle/toll_settle_drain.c,
+ * Fuzz toll-settle's reading of a claim (settle/toll_settle_post.c,
  * toll_settle_post()): the HGETALL reply of a drained usage hash, as
  * anything with access to Redis may have written it, posted into an
  * in-memory ledger.
@@ -11,11 +11,19 @@
  *
  * Input: pairs of a field and a value, each a 1-byte length and bytes;
  * a field's or value's first byte 0xff makes that element an integer
- * reply instead of a string.  The file is included whole: the functions
- * are static in a file others are changing.
+ * reply instead of a string.
  */
 
-#include "../../settle/toll_settle_drain.c"
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "toll_ledger.h"
+#include "toll_settle_conf.h"
+#include "toll_settle_drain_int.h"
 
 
 #define FUZZ_ELEMENTS_MAX  64

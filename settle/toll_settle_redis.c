@@ -1,0 +1,274 @@
+/*
+ * toll-settle: the drain's connection to Redis (a blocking hiredis
+ * client: one process, a few round trips per usage hash, each bounded by
+ * redis_timeout), the binding of one Redis to one ledger, and what a
+ * failed command does to the pass.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "toll_clock.h"
+#include "toll_ledger.h"
+#include "toll_log.h"
+#include "toll_names.h"
+#include "toll_settle_drain_int.h"
+
+
+static int toll_settle_size(toll_settle_drain_t *d, const char *cmd,
+    const char *key, int64_t *out);
+
+
+int
+toll_settle_connect(toll_settle_drain_t *d)
+{
+    const toll_settle_conf_t  *conf = d->conf;
+
+    struct timeval   tv;
+    redisReply      *r;
+    char             db[16];
+    const char      *argv[2];
+    size_t           argvlen[2];
+    const char      *password;
+
+    tv.tv_sec = conf->redis_timeout_ms / 1000;
+    tv.tv_usec = (conf->redis_timeout_ms % 1000) * 1000;
+
+    d->redis = (conf->redis_port == 0)
+               ? redisConnectUnixWithTimeout(conf->redis_host, tv)
+               : redisConnectWithTimeout(conf->redis_host, conf->redis_port,
+                                         tv);
+
+    if (d->redis == NULL || d->redis->err) {
+        if (!d->redis_down || conf->once) {
+            toll_log("cannot connect to redis at %s: %s%s",
+                            conf->redis_text,
+                            d->redis ? d->redis->errstr : "out of memory",
+                            conf->once ? "" : "; retrying every second");
+        }
+
+        d->redis_down = 1;
+        toll_settle_drain_close(d);
+        return TOLL_SETTLE_DRAIN_AGAIN;
+    }
+
+    (void) redisSetTimeout(d->redis, tv);
+
+
+    password = conf->redis_password ? conf->redis_password
+                                    : getenv("TOLL_REDIS_PASSWORD");
+
+    if (password != NULL && password[0] != '\0') {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = password;
+        argvlen[1] = strlen(password);
+
+        r = toll_settle_cmd(d, 2, argv, argvlen);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            return toll_settle_redis_failed(d, "AUTH", r);
+        }
+
+        freeReplyObject(r);
+    }
+
+    if (conf->redis_db != 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = snprintf(db, sizeof(db), "%d", conf->redis_db);
+
+        r = toll_settle_cmd(d, 2, argv, argvlen);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            return toll_settle_redis_failed(d, "SELECT", r);
+        }
+
+        freeReplyObject(r);
+    }
+
+    return 0;
+}
+
+
+/*
+ * One meter, one ledger: two ledgers fed from one Redis would each hold a
+ * part of the usage, and neither would be right.
+ */
+int
+toll_settle_bind(toll_settle_drain_t *d)
+{
+    redisReply  *r;
+    const char  *id, *argv[4];
+    size_t       argvlen[4];
+
+    id = toll_ledger_id(d->ledger);
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = TOLL_NAME_SETTLE_LEDGER;
+    argvlen[1] = sizeof(TOLL_NAME_SETTLE_LEDGER) - 1;
+    argv[2] = id;
+    argvlen[2] = strlen(id);
+    argv[3] = "NX";
+    argvlen[3] = 2;
+
+    r = toll_settle_cmd(d, 4, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "SET " TOLL_NAME_SETTLE_LEDGER, r);
+    }
+
+    freeReplyObject(r);
+
+    argv[0] = "GET";
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        return toll_settle_redis_failed(d, "GET " TOLL_NAME_SETTLE_LEDGER, r);
+    }
+
+    if (r->type != REDIS_REPLY_STRING || r->len != strlen(id)
+        || memcmp(r->str, id, r->len) != 0)
+    {
+        toll_log("redis at %s is drained into the ledger %.*s, not "
+                        "into %s (\"%s\"): use that ledger, or delete the "
+                        "key " TOLL_NAME_SETTLE_LEDGER " to start a new one",
+                        d->conf->redis_text,
+                        (r->type == REDIS_REPLY_STRING) ? (int) r->len : 0,
+                        (r->type == REDIS_REPLY_STRING) ? r->str : "",
+                        id, d->conf->ledger);
+        freeReplyObject(r);
+        return EX_CONFIG;
+    }
+
+    freeReplyObject(r);
+    d->bound = 1;
+
+    return 0;
+}
+
+
+/*
+ * What a pass leaves in toll:drain:open are claims it met in a state no
+ * pass finishes (a claim key that is not a claim's name); what it set
+ * aside in quarantine waits for the operator.
+ */
+int
+toll_settle_count_open(toll_settle_drain_t *d)
+{
+    int  rc;
+
+    rc = toll_settle_size(d, "SCARD", TOLL_NAME_DRAIN_OPEN, &d->open_claims);
+    if (rc != 0) {
+        return rc;
+    }
+
+    return toll_settle_size(d, "HLEN", TOLL_NAME_DRAIN_QUARANTINE,
+                            &d->quarantine_claims);
+}
+
+
+/* "SCARD key" or "HLEN key": the size of a set or hash, into *out */
+static int
+toll_settle_size(toll_settle_drain_t *d, const char *cmd, const char *key,
+    int64_t *out)
+{
+    char         what[64];
+    redisReply  *r;
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    argv[0] = cmd;
+    argvlen[0] = strlen(cmd);
+    argv[1] = key;
+    argvlen[1] = strlen(key);
+
+    r = toll_settle_cmd(d, 2, argv, argvlen);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        snprintf(what, sizeof(what), "%s %s", cmd, key);
+        return toll_settle_redis_failed(d, what, r);
+    }
+
+    *out = r->integer;
+    freeReplyObject(r);
+
+    return 0;
+}
+
+
+redisReply *
+toll_settle_cmd(toll_settle_drain_t *d, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (d->redis == NULL) {
+        return NULL;
+    }
+
+    return redisCommandArgv(d->redis, argc, argv, argvlen);
+}
+
+
+int
+toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
+    redisReply *reply)
+{
+    size_t  len;
+
+    if (reply != NULL) {
+        if (reply->type == REDIS_REPLY_ERROR) {
+            /*
+             * A store that refuses (out of memory, a replica, loading)
+             * refuses every pass alike until it is mended: said once per
+             * outage, and again only when the refusal changes.
+             */
+
+            len = strcspn(reply->str, " ");
+            if (len >= sizeof(d->refused)) {
+                len = sizeof(d->refused) - 1;
+            }
+
+            if (!d->redis_down || strlen(d->refused) != len
+                || strncmp(d->refused, reply->str, len) != 0)
+            {
+                toll_log("redis refused %s: %.*s; retrying", what,
+                                (int) reply->len, reply->str);
+                memcpy(d->refused, reply->str, len);
+                d->refused[len] = '\0';
+            }
+
+        } else {
+            toll_log("redis answered %s with a reply of type %d",
+                            what, reply->type);
+        }
+
+        freeReplyObject(reply);
+
+    } else if (!d->redis_down) {
+        toll_log("redis at %s failed during %s: %s; retrying",
+                        d->conf->redis_text, what,
+                        (d->redis && d->redis->err) ? d->redis->errstr
+                                                    : "no connection");
+    }
+
+    d->redis_down = 1;
+
+    /* a step cut short may have left a name out of the index: sweep */
+    d->next_sweep_ms = 0;
+
+    /* the connection may be mid-reply: a new one for the next pass */
+    toll_settle_drain_close(d);
+
+    return TOLL_SETTLE_DRAIN_AGAIN;
+}
+
+
+void
+toll_settle_drain_close(toll_settle_drain_t *d)
+{
+    if (d->redis != NULL) {
+        redisFree(d->redis);
+        d->redis = NULL;
+    }
+}

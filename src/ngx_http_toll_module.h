@@ -13,6 +13,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_toll_util.h"
 #include "toll_key.h"
 
 
@@ -195,16 +196,6 @@ typedef struct {
 
 extern ngx_module_t  ngx_http_toll_module;
 
-
-/* adds a response header; name and value must outlive the request */
-ngx_int_t ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
-    size_t name_len, u_char *value, size_t len);
-
-/* the wall clock in unix ms, as limits and the meter count time */
-int64_t ngx_http_toll_now_ms(void);
-
-/* a count in decimal: the answers' hot paths have no use for ngx_sprintf() */
-u_char *ngx_http_toll_format_int(u_char *p, int64_t n);
 
 /* the request's context, also after an internal redirect; NULL: none */
 ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);

@@ -20,21 +20,6 @@
 #include "ngx_http_toll_module.h"
 
 
-/* what the gate decided about a request, as the "decision" label says */
-typedef enum {
-    NGX_HTTP_TOLL_DECISION_PASSED = 0,
-    NGX_HTTP_TOLL_DECISION_UNAUTHORIZED,
-    NGX_HTTP_TOLL_DECISION_BAD_REQUEST,
-    NGX_HTTP_TOLL_DECISION_RATE_LIMITED,
-    NGX_HTTP_TOLL_DECISION_QUOTA_EXCEEDED,
-    NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED,
-    NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE,
-    NGX_HTTP_TOLL_DECISION_ERROR,
-    NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED,
-    NGX_HTTP_TOLL_DECISIONS
-} ngx_http_toll_decision_e;
-
-
 /* request durations, in ms: 5 ms to 10 s */
 #define NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS  11
 /* Redis replies, in us: 0.1 ms to 1 s */

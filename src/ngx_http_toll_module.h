@@ -120,6 +120,21 @@ typedef enum {
 } ngx_http_toll_auth_status_e;
 
 
+/* what the gate decided about a request, as the "decision" label says */
+typedef enum {
+    NGX_HTTP_TOLL_DECISION_PASSED = 0,
+    NGX_HTTP_TOLL_DECISION_UNAUTHORIZED,
+    NGX_HTTP_TOLL_DECISION_BAD_REQUEST,
+    NGX_HTTP_TOLL_DECISION_RATE_LIMITED,
+    NGX_HTTP_TOLL_DECISION_QUOTA_EXCEEDED,
+    NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED,
+    NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE,
+    NGX_HTTP_TOLL_DECISION_ERROR,
+    NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED,
+    NGX_HTTP_TOLL_DECISIONS
+} ngx_http_toll_decision_e;
+
+
 /* a key record, as cached in the zone or read from Redis */
 typedef struct {
     ngx_str_t                    key_id;

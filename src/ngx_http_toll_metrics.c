@@ -13,8 +13,6 @@
 #include <ngx_http.h>
 #include <nginx.h>
 
-#include <time.h>
-
 #include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_shm.h"
@@ -65,9 +63,6 @@ static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
 static ngx_http_toll_metrics_service_t *ngx_http_toll_metrics_slot(
     ngx_slab_pool_t *shpool, ngx_http_toll_metrics_sh_t *msh,
     ngx_str_t *name, ngx_str_t *currency);
-static void ngx_http_toll_metrics_observe(ngx_atomic_t *buckets,
-    const ngx_uint_t *bounds, ngx_uint_t n, ngx_atomic_t *sum,
-    ngx_uint_t v);
 
 static void ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o,
     u_char *data, size_t len);
@@ -413,7 +408,7 @@ ngx_http_toll_metrics_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                            + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
-    ngx_http_toll_metrics_observe(m->duration, ngx_http_toll_duration_bounds,
+    ngx_http_toll_observe(m->duration, ngx_http_toll_duration_bounds,
                                   NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS,
                                   &m->duration_ms, (ngx_uint_t) ms);
 }
@@ -471,7 +466,7 @@ ngx_http_toll_metrics_redis_reply(ngx_uint_t failed, uint64_t us)
         return;
     }
 
-    ngx_http_toll_metrics_observe(msh->redis_reply,
+    ngx_http_toll_observe(msh->redis_reply,
                                   ngx_http_toll_redis_bounds,
                                   NGX_HTTP_TOLL_METRICS_REDIS_BUCKETS,
                                   &msh->redis_reply_us, (ngx_uint_t) us);
@@ -494,33 +489,6 @@ ngx_http_toll_metrics_redis_state(ngx_uint_t up)
     if (ngx_http_toll_metrics_zone) {
         ngx_http_toll_shm_proc_redis(ngx_http_toll_metrics_zone, up);
     }
-}
-
-
-uint64_t
-ngx_http_toll_metrics_now_us(void)
-{
-    struct timespec  ts;
-
-    /* a vDSO call: no system call on Linux */
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-
-static void
-ngx_http_toll_metrics_observe(ngx_atomic_t *buckets, const ngx_uint_t *bounds,
-    ngx_uint_t n, ngx_atomic_t *sum, ngx_uint_t v)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < n && v > bounds[i]; i++) {
-        /* void */
-    }
-
-    (void) ngx_atomic_fetch_add(&buckets[i], 1);
-    (void) ngx_atomic_fetch_add(sum, v);
 }
 
 

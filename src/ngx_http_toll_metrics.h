@@ -100,8 +100,5 @@ void ngx_http_toll_metrics_redis_reply(ngx_uint_t failed, uint64_t us);
 void ngx_http_toll_metrics_redis_reconnect(void);
 void ngx_http_toll_metrics_redis_state(ngx_uint_t up);
 
-/* a monotonic clock in microseconds, for reply times */
-uint64_t ngx_http_toll_metrics_now_us(void);
-
 
 #endif /* _NGX_HTTP_TOLL_METRICS_H_INCLUDED_ */

@@ -203,7 +203,7 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
 
     cmd->handler = handler;
     cmd->data = data;
-    cmd->sent_us = ngx_http_toll_metrics_now_us();
+    cmd->sent_us = ngx_http_toll_now_us();
 
     if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
                               argc, argv, argvlen)
@@ -610,7 +610,7 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_toll_metrics_redis_reply(1, 0);
 
     } else {
-        ngx_http_toll_metrics_redis_reply(0, ngx_http_toll_metrics_now_us()
+        ngx_http_toll_metrics_redis_reply(0, ngx_http_toll_now_us()
                                              - cmd->sent_us);
     }
 

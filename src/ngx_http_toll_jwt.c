@@ -206,7 +206,7 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
      */
 
     rc = ngx_http_toll_shm_key_get(mcf->shm_zone, &cache_id,
-                                   NGX_HTTP_TOLL_METRICS_JWT, &ctx->key,
+                                   NGX_HTTP_TOLL_SHM_JWT, &ctx->key,
                                    r->pool);
     if (rc == NGX_ERROR) {
         return NGX_ERROR;

@@ -24,7 +24,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter.h"
-#include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -81,12 +81,12 @@ typedef struct {
  * leaves its records; another worker counts them (the call may have
  * reached the upstream) and frees them.
  */
-typedef struct {
+struct ngx_http_toll_meter_open_s {
     ngx_queue_t                       queue;     /* in the registry */
     ngx_http_toll_shm_limit_node_t   *ln;        /* pinned while open */
     ngx_pid_t                         pid;
     int64_t                           counts[NGX_HTTP_TOLL_METER_N];
-} ngx_http_toll_meter_open_t;
+};
 
 
 /* the registry of open calls: a node of its own, pinned for ever */
@@ -374,9 +374,9 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_http_toll_meter_counts(r, ctx, reached, final);
 
-    ngx_http_toll_metrics_metered(ctx, final[NGX_HTTP_TOLL_METER_FREE_CALLS],
-                                  final[NGX_HTTP_TOLL_METER_PAID_CALLS],
-                                  final[NGX_HTTP_TOLL_METER_AMOUNT]);
+    ngx_http_toll_counters_metered(ctx, final[NGX_HTTP_TOLL_METER_FREE_CALLS],
+                                   final[NGX_HTTP_TOLL_METER_PAID_CALLS],
+                                   final[NGX_HTTP_TOLL_METER_AMOUNT]);
 
     if (ctx->meter_open == NULL) {
         return;

@@ -11,6 +11,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
@@ -75,6 +76,7 @@ static char *ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_toll_init_process(ngx_cycle_t *cycle);
 static void ngx_http_toll_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_toll_redis_up(void *data, ngx_uint_t up);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -479,7 +481,7 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         }
 
         /* the counters the request's decision goes to */
-        ctx->metrics_service = lcf->service;
+        ctx->counters_service = lcf->service;
     }
 
     switch (ctx->state) {
@@ -682,7 +684,7 @@ ngx_http_toll_reprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     }
 
     /* the decision and the call are counted for the service that sells */
-    ctx->metrics_service = lcf->service;
+    ctx->counters_service = lcf->service;
 }
 
 
@@ -725,7 +727,7 @@ ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
 
 /*
  * The end of a gated request: the meter corrects what the call counts
- * for, then the metrics count the decision and, through the meter, the
+ * for, then the counters count the decision and, through the meter, the
  * call.  A subrequest is part of its main request.
  */
 
@@ -743,7 +745,7 @@ ngx_http_toll_log_handler(ngx_http_request_t *r)
     ngx_http_toll_meter_log(r, ctx);
 
     if (r == r->main) {
-        ngx_http_toll_metrics_log(r, ctx);
+        ngx_http_toll_counters_log(r, ctx);
     }
 
     return NGX_OK;
@@ -1457,10 +1459,15 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    /* first: the Redis connection counts from its first command */
+    /* the Redis connection counts from its first command */
 
-    if (ngx_http_toll_metrics_init_process(cycle) != NGX_OK
-        || ngx_http_toll_redis_init_process(cycle, &mcf->redis) != NGX_OK)
+    if (ngx_http_toll_counters_init_process(cycle) != NGX_OK
+        || ngx_http_toll_redis_init_process(cycle, &mcf->redis,
+                                            ngx_http_toll_shm_redis_stats(
+                                                mcf->shm_zone),
+                                            ngx_http_toll_redis_up,
+                                            mcf->shm_zone)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1480,4 +1487,15 @@ ngx_http_toll_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_toll_limit_exit_process(cycle);
     ngx_http_toll_redis_exit_process(cycle);
+}
+
+
+/* the worker's connection is up or down: the zone's table says so */
+
+static void
+ngx_http_toll_redis_up(void *data, ngx_uint_t up)
+{
+    ngx_shm_zone_t  *shm_zone = data;
+
+    ngx_http_toll_shm_proc_redis(shm_zone, up);
 }

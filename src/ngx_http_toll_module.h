@@ -23,6 +23,21 @@
 #define NGX_HTTP_TOLL_METER_COUNTS     6
 
 
+/*
+ * The rooms' own types that the configuration and the context point at;
+ * each is defined in its room's header (or file), and only pointed at
+ * here, so that this header includes none of them.
+ */
+typedef struct ngx_http_toll_plan_s         ngx_http_toll_plan_t;
+typedef struct ngx_http_toll_service_s      ngx_http_toll_service_t;
+typedef struct ngx_http_toll_counters_s     ngx_http_toll_counters_t;
+typedef struct ngx_http_toll_counters_sh_s  ngx_http_toll_counters_sh_t;
+typedef struct ngx_http_toll_meter_open_s   ngx_http_toll_meter_open_t;
+typedef struct ngx_http_toll_redis_cmd_s    ngx_http_toll_redis_cmd_t;
+typedef struct ngx_http_toll_limit_ctx_s    ngx_http_toll_limit_ctx_t;
+typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
+
+
 typedef struct {
     ngx_str_t                  addr_text;     /* as configured, for logs */
     u_char                    *host;          /* numeric address or path */
@@ -51,16 +66,19 @@ typedef struct {
 
     ngx_array_t                 *plans;       /* ngx_http_toll_plan_t */
     ngx_str_t                    default_plan_name;
-    void                        *default_plan;
+    ngx_http_toll_plan_t        *default_plan;
     ngx_msec_t                   limit_sync;
     ngx_msec_t                   meter_flush;
     ngx_uint_t                   free_lease;
     ngx_array_t                 *services;    /* every toll_service */
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
 
-    void                        *metrics;     /* the counters in the zone */
-    ngx_array_t                 *metrics_services; /* their slots, each
-                                                      once, in order */
+    ngx_http_toll_counters_sh_t *counters;    /* the counters in the
+                                                 zone */
+    ngx_array_t                 *counters_services; /* their slots
+                                                       (ngx_http_toll_
+                                                       counters_t *), each
+                                                       once, in order */
     ngx_uint_t                   metrics_locations; /* toll_metrics and
                                                        toll_dashboard */
 } ngx_http_toll_main_conf_t;
@@ -76,10 +94,10 @@ typedef struct {
     ngx_uint_t                   limit_log_level;
     ngx_uint_t                   limit_headers; /* IETF | X, or 0 */
     ngx_str_t                    limit_ip_name;
-    void                        *limit_ip_plan;
+    ngx_http_toll_plan_t        *limit_ip_plan;
     ngx_flag_t                   limit_ip_unauthenticated;
 
-    void                        *service;       /* toll_service, or NULL */
+    ngx_http_toll_service_t     *service;       /* toll_service, or NULL */
     ngx_flag_t                   usage;         /* toll_usage here */
     ngx_flag_t                   charge_errors;
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
@@ -159,10 +177,6 @@ typedef enum {
 } ngx_http_toll_state_e;
 
 
-typedef struct ngx_http_toll_redis_cmd_s  ngx_http_toll_redis_cmd_t;
-typedef struct ngx_http_toll_limit_ctx_s  ngx_http_toll_limit_ctx_t;
-
-
 typedef struct {
     ngx_http_request_t          *request;
     ngx_http_toll_state_e        state;
@@ -178,20 +192,21 @@ typedef struct {
     ngx_http_toll_limit_ctx_t   *limit;       /* limits decided, if any */
 
     /* what the call costs, decided when it passes */
-    void                        *service;
+    ngx_http_toll_service_t     *service;
     int64_t                      price_micros;  /* 1e-6 of the currency */
     int64_t                      amount_micros; /* charged: 0 when free */
     u_char                       usage_id[32];  /* hex */
     int64_t                      latency_ms;    /* to the answer's headers */
     int64_t                      free_remaining;
     int64_t                      meter_counts[NGX_HTTP_TOLL_METER_COUNTS];
-    void                        *meter_open;  /* the call's record of
+    ngx_http_toll_meter_open_t  *meter_open;  /* the call's record of
                                                  counts in the zone, until
                                                  the log phase ends it */
-    struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
-    void                        *metrics_service; /* the location's
-                                                     service, for the
-                                                     metrics; NULL: none */
+    ngx_http_toll_quota_claim_t *claim;       /* a lease asked for */
+    ngx_http_toll_service_t     *counters_service; /* the location's
+                                                      service, for the
+                                                      counters; NULL:
+                                                      none */
     unsigned                     decision:4;  /* of a refusal */
     unsigned                     counted:1;   /* in the metrics */
     unsigned                     store_failed:1;

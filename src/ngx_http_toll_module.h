@@ -227,8 +227,5 @@ typedef struct {
 extern ngx_module_t  ngx_http_toll_module;
 
 
-/* the request's context, also after an internal redirect; NULL: none */
-ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
-
 
 #endif /* _NGX_HTTP_TOLL_MODULE_H_INCLUDED_ */

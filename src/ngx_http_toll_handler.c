@@ -38,6 +38,12 @@ typedef enum {
 
 
 static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_authenticate(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_charge(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_failed(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
@@ -169,66 +175,11 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
     }
 
     if (!ctx->authenticated) {
-
-        if (ctx->state == NGX_HTTP_TOLL_STATE_NEW
-            && lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF && lcf->limit_ip_plan)
-        {
-            /*
-             * An address over its limit is refused before its credential
-             * costs anything; with "unauthenticated" it only loses the
-             * key lookups, and a key the cache knows still passes.
-             */
-
-            rc = ngx_http_toll_limit_ip(r, ctx,
-                                        lcf->limit_ip_unauthenticated);
-
-            if (rc == NGX_ERROR) {
-                goto failed;
-            }
-
-            if (rc == NGX_DECLINED) {
-                if (!lcf->limit_ip_unauthenticated) {
-                    return ngx_http_toll_refuse_limit(r, ctx);
-                }
-
-                ctx->lookup_refused = 1;
-            }
-        }
-
-        rc = ngx_http_toll_auth(r, ctx);
-
-        if (rc == NGX_AGAIN) {
-            ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
-            return NGX_AGAIN;
-        }
-
-        if (rc == NGX_ERROR) {
-            goto failed;
-        }
-
-        if (rc == NGX_DECLINED) {
-            /* the address is over its limit for failed credentials */
-            return ngx_http_toll_refuse_limit(r, ctx);
-        }
+        rc = ngx_http_toll_authenticate(r, ctx, lcf);
 
         if (rc != NGX_OK) {
-            if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF
-                && lcf->limit_ip_plan && lcf->limit_ip_unauthenticated
-                && rc != NGX_HTTP_SERVICE_UNAVAILABLE)
-            {
-                rc = ngx_http_toll_limit_ip(r, ctx, 0) == NGX_DECLINED
-                     ? NGX_DECLINED : rc;
-
-                if (rc == NGX_DECLINED) {
-                    return ngx_http_toll_refuse_limit(r, ctx);
-                }
-            }
-
-            return ngx_http_toll_refuse(r, ctx, rc);
+            return rc;
         }
-
-        ctx->authenticated = 1;
-        ctx->state = NGX_HTTP_TOLL_STATE_NEW;
     }
 
     if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF) {
@@ -240,13 +191,127 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         }
 
         if (rc == NGX_ERROR) {
-            goto failed;
+            return ngx_http_toll_failed(r, ctx);
         }
 
         if (rc == NGX_DECLINED) {
             return ngx_http_toll_refuse_limit(r, ctx);
         }
     }
+
+    rc = ngx_http_toll_charge(r, ctx, lcf);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the headers of the request are rewritten once, whatever redirects */
+
+    if (!ctx->forwarded) {
+        if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
+            return ngx_http_toll_failed(r, ctx);
+        }
+
+        ctx->forwarded = 1;
+    }
+
+    ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
+
+    /*
+     * NGX_OK lets "satisfy any" pass a valid key; a refusal above does not
+     * depend on "satisfy": an allow rule never opens a payment gate.
+     */
+
+    return NGX_OK;
+}
+
+
+/*
+ * Who the caller is, once per request: an address over its limit is
+ * refused first, then the key or token decides.  NGX_OK: authenticated;
+ * anything else is what the access phase returns.
+ */
+
+static ngx_int_t
+ngx_http_toll_authenticate(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    ngx_int_t  rc;
+
+    if (ctx->state == NGX_HTTP_TOLL_STATE_NEW
+        && lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF && lcf->limit_ip_plan)
+    {
+        /*
+         * An address over its limit is refused before its credential
+         * costs anything; with "unauthenticated" it only loses the
+         * key lookups, and a key the cache knows still passes.
+         */
+
+        rc = ngx_http_toll_limit_ip(r, ctx, lcf->limit_ip_unauthenticated);
+
+        if (rc == NGX_ERROR) {
+            return ngx_http_toll_failed(r, ctx);
+        }
+
+        if (rc == NGX_DECLINED) {
+            if (!lcf->limit_ip_unauthenticated) {
+                return ngx_http_toll_refuse_limit(r, ctx);
+            }
+
+            ctx->lookup_refused = 1;
+        }
+    }
+
+    rc = ngx_http_toll_auth(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_toll_failed(r, ctx);
+    }
+
+    if (rc == NGX_DECLINED) {
+        /* the address is over its limit for failed credentials */
+        return ngx_http_toll_refuse_limit(r, ctx);
+    }
+
+    if (rc != NGX_OK) {
+        if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF
+            && lcf->limit_ip_plan && lcf->limit_ip_unauthenticated
+            && rc != NGX_HTTP_SERVICE_UNAVAILABLE)
+        {
+            rc = ngx_http_toll_limit_ip(r, ctx, 0) == NGX_DECLINED
+                 ? NGX_DECLINED : rc;
+
+            if (rc == NGX_DECLINED) {
+                return ngx_http_toll_refuse_limit(r, ctx);
+            }
+        }
+
+        return ngx_http_toll_refuse(r, ctx, rc);
+    }
+
+    ctx->authenticated = 1;
+    ctx->state = NGX_HTTP_TOLL_STATE_NEW;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What the call costs: its price, then its record in the meter, which
+ * must hold it or the call would go free.  NGX_OK: priced (free calls
+ * too); anything else is what the access phase returns.
+ */
+
+static ngx_int_t
+ngx_http_toll_charge(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    ngx_int_t  rc;
 
     rc = ngx_http_toll_quota_price(r, ctx);
 
@@ -287,32 +352,18 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
     }
 
     if (rc != NGX_OK) {
-        goto failed;
+        return ngx_http_toll_failed(r, ctx);
     }
-
-    /* the headers of the request are rewritten once, whatever redirects */
-
-    if (!ctx->forwarded) {
-        if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
-            goto failed;
-        }
-
-        ctx->forwarded = 1;
-    }
-
-    ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
-
-    /*
-     * NGX_OK lets "satisfy any" pass a valid key; a refusal above does not
-     * depend on "satisfy": an allow rule never opens a payment gate.
-     */
 
     return NGX_OK;
+}
 
-failed:
 
-    /* a 500 is logged like a refusal: without the credential */
+/* an internal error: a 500, logged like a refusal, without the credential */
 
+static ngx_int_t
+ngx_http_toll_failed(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
     ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
     ctx->decision = NGX_HTTP_TOLL_DECISION_ERROR;
     ngx_http_toll_auth_forget(r);

@@ -55,6 +55,16 @@ static ngx_int_t ngx_http_toll_metrics_answer(ngx_http_request_t *r,
     ngx_uint_t page);
 static ngx_int_t ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_out_t *o);
+static void ngx_http_toll_metrics_requests(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_sales(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_durations(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_redis(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_redis_stats_t *rst, ngx_http_toll_shm_stats_t *st);
+static void ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_shm_stats_t *st);
 static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
     ngx_str_t *type, ngx_chain_t *out, size_t size);
 
@@ -324,17 +334,15 @@ static ngx_int_t
 ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_out_t *o)
 {
-    u_char                            buf[NGX_TIME_T_LEN + 8], *p;
-    ngx_str_t                         labels[4], service, currency;
-    ngx_uint_t                        i, k, n;
-    ngx_time_t                       *tp;
-    ngx_atomic_uint_t                 v;
-    ngx_http_toll_shm_stats_t         st;
-    ngx_http_toll_metrics_hist_t      h;
-    ngx_http_toll_counters_t         *m, **slots;
-    ngx_http_toll_main_conf_t        *mcf;
-    ngx_http_toll_counters_sh_t      *csh;
-    ngx_http_toll_redis_stats_t      *rst;
+    u_char                        buf[NGX_TIME_T_LEN + 8], *p;
+    ngx_str_t                     labels[4];
+    ngx_uint_t                    n;
+    ngx_time_t                   *tp;
+    ngx_http_toll_shm_stats_t     st;
+    ngx_http_toll_counters_t    **slots;
+    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_counters_sh_t  *csh;
+    ngx_http_toll_redis_stats_t  *rst;
 
     static ngx_str_t  version = ngx_string(NGX_HTTP_TOLL_VERSION);
     static ngx_str_t  nginx_ver = ngx_string(NGINX_VERSION);
@@ -387,7 +395,32 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_sample(o, labels, 2, 1);
     ngx_http_toll_metrics_family_end(o);
 
-    /* per service */
+    ngx_http_toll_metrics_requests(o, slots, n);
+    ngx_http_toll_metrics_sales(o, slots, n - 1);
+    ngx_http_toll_metrics_durations(o, slots, n);
+    ngx_http_toll_metrics_redis(o, rst, &st);
+    ngx_http_toll_metrics_zone(o, &st);
+
+    if (o->json) {
+        ngx_http_toll_metrics_literal(o, "}}\n");
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Per service, and the gated locations that sell none last: what the gate
+ * decided, and how the passed requests were answered.
+ */
+
+static void
+ngx_http_toll_metrics_requests(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                  labels[4];
+    ngx_uint_t                 i, k;
+    ngx_http_toll_counters_t  *m;
 
     ngx_str_set(&labels[0], "service");
     ngx_str_set(&labels[2], "decision");
@@ -437,11 +470,20 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* what was sold: services only */
 
-    n--;
+/* what was sold: the n services only */
 
+static void
+ngx_http_toll_metrics_sales(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                  labels[4], service, currency;
+    ngx_uint_t                 i;
+    ngx_http_toll_counters_t  *m;
+
+    ngx_str_set(&labels[0], "service");
     ngx_str_set(&labels[2], "tier");
 
     ngx_http_toll_metrics_family(o, "toll_metered_calls_total", "counter",
@@ -478,8 +520,21 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    n++;
+
+/* per service, and the gated locations that sell none: how long */
+
+static void
+ngx_http_toll_metrics_durations(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                      labels[2];
+    ngx_uint_t                     i;
+    ngx_http_toll_counters_t      *m;
+    ngx_http_toll_metrics_hist_t   h;
+
+    ngx_str_set(&labels[0], "service");
 
     ngx_http_toll_metrics_family(o, "toll_request_duration_seconds",
         "histogram",
@@ -500,8 +555,16 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* Redis */
+
+/* the Redis adapter's counters, and its connections' state */
+
+static void
+ngx_http_toll_metrics_redis(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_redis_stats_t *rst, ngx_http_toll_shm_stats_t *st)
+{
+    ngx_http_toll_metrics_hist_t  h;
 
     ngx_http_toll_metrics_family(o, "toll_redis_commands_total", "counter",
         "Redis commands the gate asked for, sent or not.");
@@ -522,7 +585,7 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_family(o, "toll_redis_up", "gauge",
         "1 when every live worker's Redis connection is up, else 0.");
     ngx_http_toll_metrics_sample(o, NULL, 0,
-                                 st.workers && st.redis_up == st.workers);
+                                 st->workers && st->redis_up == st->workers);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_redis_reply_duration_seconds",
@@ -535,19 +598,29 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     h.sum_scale = 1000000;
     ngx_http_toll_metrics_histogram(o, NULL, 0, &h);
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* the zone */
+
+/* the zone: backlogs, the key cache, room, workers */
+
+static void
+ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_shm_stats_t *st)
+{
+    ngx_str_t          labels[2];
+    ngx_uint_t         i, k;
+    ngx_atomic_uint_t  v;
 
     ngx_http_toll_metrics_family(o, "toll_meter_backlog", "gauge",
         "Metered subjects in the zone whose counts wait for their flush "
         "to Redis.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.meter_backlog);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->meter_backlog);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_limit_sync_backlog", "gauge",
         "Rate-limit subjects in the zone waiting for their sync with "
         "Redis.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.limit_backlog);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->limit_backlog);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_str_set(&labels[0], "credential");
@@ -571,7 +644,7 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
                 ngx_str_set(&labels[1], "jwt");
             }
 
-            v = k ? st.cache_misses[i] : st.cache_hits[i];
+            v = k ? st->cache_misses[i] : st->cache_hits[i];
             ngx_http_toll_metrics_sample(o, labels, 1, v);
         }
 
@@ -580,26 +653,21 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
 
     ngx_http_toll_metrics_family(o, "toll_zone_used_bytes", "gauge",
         "Bytes of the shared zone in use (whole pages).");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.size - st.free);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->size - st->free);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_zone_free_bytes", "gauge",
         "Bytes of the shared zone in free pages.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.free);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->free);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_workers", "gauge",
         "Live worker processes sharing the zone, not counting those of an "
         "old cycle that are exiting.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.workers);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->workers);
     ngx_http_toll_metrics_family_end(o);
-
-    if (o->json) {
-        ngx_http_toll_metrics_literal(o, "}}\n");
-    }
-
-    return NGX_OK;
 }
+
 
 
 /* output: a chain of buffers from the request's pool */

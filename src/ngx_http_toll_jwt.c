@@ -75,6 +75,9 @@ static ngx_int_t ngx_http_toll_jwt_es256_der(u_char *sig, u_char *der,
     size_t *der_len);
 static ngx_int_t ngx_http_toll_jwt_identity(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
+static ngx_int_t ngx_http_toll_jwt_verified(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf,
+    ngx_str_t *cache_id, ngx_http_toll_jwt_identity_t *id);
 
 static void ngx_http_toll_jwt_hash_str(SHA256_CTX *sha, ngx_str_t *s);
 
@@ -125,7 +128,6 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_str_t *token)
 {
     ngx_int_t                      rc;
-    ngx_msec_t                     ttl;
     ngx_str_t                      cache_id;
     ngx_http_toll_loc_conf_t      *lcf;
     ngx_http_toll_main_conf_t     *mcf;
@@ -204,19 +206,45 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_HTTP_UNAUTHORIZED;
     }
 
+    if (ngx_http_toll_jwt_verified(r, ctx, lcf, &cache_id, &id) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->auth_status = NGX_HTTP_TOLL_AUTH_OK;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A token that verified: its identity becomes the request's key record,
+ * cached under the token's id until the cache's TTL or its exp, whichever
+ * comes first.
+ */
+
+static ngx_int_t
+ngx_http_toll_jwt_verified(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf, ngx_str_t *cache_id,
+    ngx_http_toll_jwt_identity_t *id)
+{
+    ngx_msec_t                  ttl;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
     ngx_memzero(&ctx->key, sizeof(ngx_http_toll_key_t));
 
-    ctx->key.key_id = cache_id;
-    ctx->key.owner = id.buyer;
-    ctx->key.plan = id.plan;
+    ctx->key.key_id = *cache_id;
+    ctx->key.owner = id->buyer;
+    ctx->key.plan = id->plan;
     ctx->key.rate_limit = -1;
-    ctx->key.expires_at = id.expires_at;
+    ctx->key.expires_at = id->expires_at;
     ctx->key.role = TOLL_ROLE_BUYER;
     ctx->key.found = 1;
 
     /* the caller's stable id, for limits: the token changes, the buyer not */
 
-    if (toll_secret_hash(id.buyer.data, id.buyer.len, ctx->key.secret_hash)
+    if (toll_secret_hash(id->buyer.data, id->buyer.len, ctx->key.secret_hash)
         != 0)
     {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -226,8 +254,8 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     ttl = lcf->jwt_cache_ttl;
 
-    if (id.expires_at) {
-        ttl = ngx_min(ttl, (ngx_msec_t) (id.expires_at - ngx_time()) * 1000);
+    if (id->expires_at) {
+        ttl = ngx_min(ttl, (ngx_msec_t) (id->expires_at - ngx_time()) * 1000);
     }
 
     /* lengths are bounded by the claim checks, as the cache requires */
@@ -235,13 +263,7 @@ ngx_http_toll_jwt_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_shm_key_put(mcf->shm_zone, &ctx->key, ttl,
                               r->connection->log);
 
-    if (ngx_http_toll_jwt_identity(r, ctx) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ctx->auth_status = NGX_HTTP_TOLL_AUTH_OK;
-
-    return NGX_OK;
+    return ngx_http_toll_jwt_identity(r, ctx);
 }
 
 

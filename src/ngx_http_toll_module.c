@@ -32,6 +32,8 @@
 
 static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_toll_redis_address(ngx_conf_t *cf,
+    ngx_http_toll_redis_conf_t *rc, ngx_str_t *addr);
 static char *ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_toll_find_stripped_variables(ngx_conf_t *cf,
     ngx_http_toll_main_conf_t *mcf);
@@ -381,9 +383,7 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_toll_main_conf_t *mcf = conf;
 
     u_char                      *p;
-    size_t                       len;
     ngx_str_t                   *value, s;
-    ngx_url_t                    u;
     ngx_int_t                    n;
     ngx_uint_t                   i;
     ngx_http_toll_redis_conf_t  *rc;
@@ -399,54 +399,8 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc->timeout = NGX_HTTP_TOLL_REDIS_TIMEOUT_MS;
     rc->db = 0;
 
-    if (value[1].len > sizeof("unix:") - 1
-        && ngx_strncmp(value[1].data, "unix:", sizeof("unix:") - 1) == 0)
-    {
-        len = value[1].len - (sizeof("unix:") - 1);
-
-        if (len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis socket path \"%V\" is too long",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        rc->host = ngx_pnalloc(cf->pool, len + 1);
-        if (rc->host == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(rc->host, value[1].data + sizeof("unix:") - 1, len + 1);
-        rc->unix_socket = 1;
-
-    } else {
-        ngx_memzero(&u, sizeof(ngx_url_t));
-
-        u.url = value[1];
-        u.default_port = 6379;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in redis address \"%V\"",
-                               u.err ? u.err : "no address", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        if (u.uri.len) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis address \"%V\"", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        rc->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (rc->host == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                            rc->host, NGX_SOCKADDR_STRLEN, 0);
-        rc->host[len] = '\0';
-        rc->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    if (ngx_http_toll_redis_address(cf, rc, &value[1]) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -501,6 +455,72 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     mcf->redis_set = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The address of toll_redis: unix:/path, or host[:port] resolved now to
+ * a numeric one (the first of its addresses).
+ */
+
+static char *
+ngx_http_toll_redis_address(ngx_conf_t *cf, ngx_http_toll_redis_conf_t *rc,
+    ngx_str_t *addr)
+{
+    size_t     len;
+    ngx_url_t  u;
+
+    if (addr->len > sizeof("unix:") - 1
+        && ngx_strncmp(addr->data, "unix:", sizeof("unix:") - 1) == 0)
+    {
+        len = addr->len - (sizeof("unix:") - 1);
+
+        if (len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis socket path \"%V\" is too long",
+                               addr);
+            return NGX_CONF_ERROR;
+        }
+
+        rc->host = ngx_pnalloc(cf->pool, len + 1);
+        if (rc->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(rc->host, addr->data + sizeof("unix:") - 1, len + 1);
+        rc->unix_socket = 1;
+
+    } else {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = *addr;
+        u.default_port = 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis address \"%V\"",
+                               u.err ? u.err : "no address", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.uri.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis address \"%V\"", &u.url);
+            return NGX_CONF_ERROR;
+        }
+
+        rc->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (rc->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                            rc->host, NGX_SOCKADDR_STRLEN, 0);
+        rc->host[len] = '\0';
+        rc->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
 
     return NGX_CONF_OK;
 }

@@ -13,7 +13,6 @@
 #include <ngx_http.h>
 
 #include "ngx_http_toll_counters.h"
-#include "ngx_http_toll_quota.h"
 
 
 #if (TOLL_PLAN_LEN_MAX > NGX_HTTP_TOLL_COUNTERS_NAME_MAX                     \

@@ -49,6 +49,22 @@ typedef struct {
 } ngx_http_toll_redis_conf_t;
 
 
+/*
+ * A toll_service, parsed by the quota room (ngx_http_toll_quota.c) and
+ * read by the rooms that price, meter and count its calls.
+ */
+struct ngx_http_toll_service_s {
+    ngx_str_t                  name;
+    ngx_str_t                  provider;
+    ngx_str_t                  currency;
+    int64_t                    price_micros;  /* 1e-6 of the currency */
+    int64_t                    free_calls;    /* per buyer; 0: none */
+    ngx_array_t               *routes;        /* ngx_http_toll_route_t */
+    ngx_http_toll_counters_t  *counters;      /* its counters in the zone;
+                                                 NULL: none */
+};
+
+
 typedef struct {
     ngx_http_toll_redis_conf_t   redis;
     ngx_flag_t                   redis_set;

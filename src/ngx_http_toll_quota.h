@@ -26,18 +26,6 @@ typedef struct {
 } ngx_http_toll_route_t;
 
 
-struct ngx_http_toll_service_s {
-    ngx_str_t                  name;
-    ngx_str_t                  provider;
-    ngx_str_t                  currency;
-    int64_t                    price_micros;  /* 1e-6 of the currency */
-    int64_t                    free_calls;    /* per buyer; 0: none */
-    ngx_array_t               *routes;        /* ngx_http_toll_route_t */
-    ngx_http_toll_counters_t  *counters;      /* its counters in the zone;
-                                                 NULL: none */
-};
-
-
 char *ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -114,7 +114,7 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
     rc = ngx_http_toll_shm_key_get(mcf->shm_zone, &ctx->key_id,
-                                   NGX_HTTP_TOLL_METRICS_API_KEY, &ctx->key,
+                                   NGX_HTTP_TOLL_SHM_API_KEY, &ctx->key,
                                    r->pool);
 
     if (rc == NGX_ERROR) {

@@ -54,7 +54,7 @@ typedef struct {
 /* a bucket, a window per unit, a concurrency cap */
 #define NGX_HTTP_TOLL_PLAN_RATES_MAX     (TOLL_UNIT_N + 2)
 
-typedef struct {
+typedef struct ngx_http_toll_plan_s {
     ngx_str_t                  name;
     ngx_http_toll_rate_t       rates[NGX_HTTP_TOLL_PLAN_RATES_MAX];
     ngx_uint_t                 nrates;

@@ -23,7 +23,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter.h"
-#include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -50,16 +50,6 @@
 #define NGX_HTTP_TOLL_METER_SWEEP_PIDS   64
 
 
-/* a call's counts are the usage hash's (lib/toll_names.h) */
-typedef char  ngx_http_toll_meter_counts_check[
-    (NGX_HTTP_TOLL_METER_COUNTS == TOLL_USAGE_COUNTS) ? 1 : -1];
-
-
-#if (NGX_HTTP_TOLL_METER_COUNTS != 6)
-#error "the request context keeps a meter count per field"
-#endif
-
-
 typedef struct {
     int64_t                    pending[TOLL_USAGE_COUNTS];
     int64_t                    flight[TOLL_USAGE_COUNTS];
@@ -78,12 +68,12 @@ typedef struct {
  * leaves its records; another worker counts them (the call may have
  * reached the upstream) and frees them.
  */
-typedef struct {
+struct ngx_http_toll_meter_open_s {
     ngx_queue_t                       queue;     /* in the registry */
     ngx_http_toll_shm_limit_node_t   *ln;        /* pinned while open */
     ngx_pid_t                         pid;
     int64_t                           counts[TOLL_USAGE_COUNTS];
-} ngx_http_toll_meter_open_t;
+};
 
 
 /* the registry of open calls: a node of its own, pinned for ever */
@@ -322,9 +312,9 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_http_toll_meter_counts(r, ctx, reached, final);
 
-    ngx_http_toll_metrics_metered(ctx, final[TOLL_USAGE_FREE_CALLS],
-                                  final[TOLL_USAGE_PAID_CALLS],
-                                  final[TOLL_USAGE_AMOUNT]);
+    ngx_http_toll_counters_metered(ctx, final[TOLL_USAGE_FREE_CALLS],
+                                   final[TOLL_USAGE_PAID_CALLS],
+                                   final[TOLL_USAGE_AMOUNT]);
 
     if (ctx->meter_open == NULL) {
         return;

@@ -1,11 +1,12 @@
 /*
  * toll: the operator's metrics, and the page that draws them.
  *
- * The request path only adds to counters in the shared zone, with one
- * atomic add each and no lock: a decision, a status class, a duration
- * bucket; the meter adds the call's free, paid and billed counts.  A
- * scrape reads them all (the zone's gauges under its mutex, once) and
- * writes Prometheus text format 0.0.4, or the same families as JSON.
+ * Nothing here counts.  The counters belong to the rooms that produce
+ * them, as nginx's stub_status reads counters the core keeps: the gate's
+ * per service (ngx_http_toll_counters.c), the Redis adapter's and the key
+ * cache's, all in the shared zone.  A scrape reads them all (the zone's
+ * gauges under its mutex, once) and writes Prometheus text format 0.0.4,
+ * or the same families as JSON.
  */
 
 #include <ngx_config.h>
@@ -13,18 +14,12 @@
 #include <ngx_http.h>
 #include <nginx.h>
 
-#include <time.h>
-
+#include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
-#include "ngx_http_toll_quota.h"
+#include "ngx_http_toll_counters.h"
+#include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "ngx_http_toll_dashboard_html.h"
-
-
-#if (TOLL_PLAN_LEN_MAX > NGX_HTTP_TOLL_METRICS_NAME_MAX                      \
-     || TOLL_PLAN_LEN_MAX > 255)
-#error "a service name is longer than a metrics slot can store"
-#endif
 
 
 #define NGX_HTTP_TOLL_METRICS_CHUNK  4096
@@ -60,14 +55,18 @@ static ngx_int_t ngx_http_toll_metrics_answer(ngx_http_request_t *r,
     ngx_uint_t page);
 static ngx_int_t ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_out_t *o);
+static void ngx_http_toll_metrics_requests(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_sales(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_durations(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n);
+static void ngx_http_toll_metrics_redis(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_redis_stats_t *rst, ngx_http_toll_shm_stats_t *st);
+static void ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_shm_stats_t *st);
 static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
     ngx_str_t *type, ngx_chain_t *out, size_t size);
-static ngx_http_toll_metrics_service_t *ngx_http_toll_metrics_slot(
-    ngx_slab_pool_t *shpool, ngx_http_toll_metrics_sh_t *msh,
-    ngx_str_t *name, ngx_str_t *currency);
-static void ngx_http_toll_metrics_observe(ngx_atomic_t *buckets,
-    const ngx_uint_t *bounds, ngx_uint_t n, ngx_atomic_t *sum,
-    ngx_uint_t v);
 
 static void ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o,
     u_char *data, size_t len);
@@ -87,11 +86,6 @@ static void ngx_http_toll_metrics_histogram(ngx_http_toll_metrics_out_t *o,
 
 #define ngx_http_toll_metrics_literal(o, s)                                  \
     ngx_http_toll_metrics_write(o, (u_char *) s, sizeof(s) - 1)
-
-
-/* the zone's counters in this worker's cycle; NULL: no zone */
-static ngx_http_toll_metrics_sh_t  *ngx_http_toll_metrics_msh;
-static ngx_shm_zone_t              *ngx_http_toll_metrics_zone;
 
 
 static ngx_str_t  ngx_http_toll_decision_names[] = {
@@ -116,11 +110,7 @@ static ngx_str_t  ngx_http_toll_status_classes[] = {
 };
 
 
-/* Prometheus's default buckets, in ms */
-static const ngx_uint_t  ngx_http_toll_duration_bounds[] = {
-    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
-};
-
+/* the bounds of the counters' duration buckets, in seconds */
 static ngx_str_t  ngx_http_toll_duration_le[] = {
     ngx_string("0.005"), ngx_string("0.01"), ngx_string("0.025"),
     ngx_string("0.05"), ngx_string("0.1"), ngx_string("0.25"),
@@ -129,12 +119,7 @@ static ngx_str_t  ngx_http_toll_duration_le[] = {
 };
 
 
-/* a loopback Redis answers in tens of us; a struggling one in ms */
-static const ngx_uint_t  ngx_http_toll_redis_bounds[] = {
-    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
-    500000, 1000000
-};
-
+/* the bounds of the Redis adapter's reply buckets, in seconds */
 static ngx_str_t  ngx_http_toll_redis_le[] = {
     ngx_string("0.0001"), ngx_string("0.00025"), ngx_string("0.0005"),
     ngx_string("0.001"), ngx_string("0.0025"), ngx_string("0.005"),
@@ -191,336 +176,6 @@ ngx_http_toll_metrics_init(ngx_conf_t *cf)
     }
 
     return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_toll_metrics_init_zone(ngx_slab_pool_t *shpool,
-    ngx_http_toll_metrics_sh_t *msh, ngx_http_toll_main_conf_t *mcf,
-    ngx_uint_t fresh)
-{
-    ngx_uint_t                         i, j;
-    ngx_http_toll_service_t          **svc;
-    ngx_http_toll_metrics_service_t   *slot, **ref;
-
-    mcf->metrics = msh;
-
-    if (fresh) {
-        ngx_queue_init(&msh->services);
-    }
-
-    if (mcf->services == NULL) {
-        return NGX_OK;
-    }
-
-    mcf->metrics_services = ngx_array_create(mcf->services->pool,
-                                             mcf->services->nelts,
-                                             sizeof(void *));
-    if (mcf->metrics_services == NULL) {
-        return NGX_ERROR;
-    }
-
-    svc = mcf->services->elts;
-
-    /* the old cycle's workers still count while a reload binds */
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    for (i = 0; i < mcf->services->nelts; i++) {
-        slot = ngx_http_toll_metrics_slot(shpool, msh, &svc[i]->name,
-                                          &svc[i]->currency);
-
-        /* a zone too full to count a service in: it goes uncounted */
-        svc[i]->metrics = slot;
-
-        if (slot == NULL) {
-            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                          "toll: no room in the zone to count service "
-                          "\"%V\" in the metrics", &svc[i]->name);
-            continue;
-        }
-
-        ref = mcf->metrics_services->elts;
-
-        for (j = 0; j < mcf->metrics_services->nelts; j++) {
-            if (ref[j] == slot) {
-                break;
-            }
-        }
-
-        if (j == mcf->metrics_services->nelts) {
-            ref = ngx_array_push(mcf->metrics_services);
-            if (ref == NULL) {
-                ngx_shmtx_unlock(&shpool->mutex);
-                return NGX_ERROR;
-            }
-
-            *ref = slot;
-        }
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return NGX_OK;
-}
-
-
-/* a service's slot by name and currency, made on first use; locked */
-
-static ngx_http_toll_metrics_service_t *
-ngx_http_toll_metrics_slot(ngx_slab_pool_t *shpool,
-    ngx_http_toll_metrics_sh_t *msh, ngx_str_t *name, ngx_str_t *currency)
-{
-    ngx_queue_t                      *q;
-    ngx_http_toll_metrics_service_t  *slot;
-
-    for (q = ngx_queue_head(&msh->services);
-         q != ngx_queue_sentinel(&msh->services);
-         q = ngx_queue_next(q))
-    {
-        slot = ngx_queue_data(q, ngx_http_toll_metrics_service_t, queue);
-
-        if (slot->name_len == name->len
-            && ngx_strncmp(slot->name, name->data, name->len) == 0
-            && slot->currency_len == currency->len
-            && ngx_strncmp(slot->currency, currency->data, currency->len)
-               == 0)
-        {
-            return slot;
-        }
-    }
-
-    slot = ngx_slab_calloc_locked(shpool,
-                                  sizeof(ngx_http_toll_metrics_service_t));
-    if (slot == NULL) {
-        return NULL;
-    }
-
-    slot->name_len = (u_char) name->len;
-    ngx_memcpy(slot->name, name->data, name->len);
-    slot->currency_len = (u_char) currency->len;
-    ngx_memcpy(slot->currency, currency->data, currency->len);
-
-    ngx_queue_insert_tail(&msh->services, &slot->queue);
-
-    return slot;
-}
-
-
-ngx_int_t
-ngx_http_toll_metrics_init_process(ngx_cycle_t *cycle)
-{
-    ngx_http_toll_main_conf_t  *mcf;
-
-    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
-
-    if (mcf == NULL || mcf->shm_zone == NULL) {
-        return NGX_OK;
-    }
-
-    ngx_http_toll_metrics_zone = mcf->shm_zone;
-    ngx_http_toll_metrics_msh = mcf->metrics;
-
-    return NGX_OK;
-}
-
-
-/* the counters of the service of the location whose gate ran */
-
-static ngx_inline ngx_http_toll_metrics_service_t *
-ngx_http_toll_metrics_of(ngx_http_toll_ctx_t *ctx)
-{
-    ngx_http_toll_service_t  *svc;
-
-    svc = ctx->metrics_service;
-
-    if (svc) {
-        return svc->metrics;
-    }
-
-    return ngx_http_toll_metrics_msh ? &ngx_http_toll_metrics_msh->none
-                                     : NULL;
-}
-
-
-/*
- * Once per gated request, at its end: what the gate decided, and for a
- * passed one how the answer went.
- */
-
-void
-ngx_http_toll_metrics_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
-{
-    ngx_uint_t                        status, decision;
-    ngx_msec_int_t                    ms;
-    ngx_time_t                       *tp;
-    ngx_http_toll_metrics_service_t  *m;
-
-    /* only the access phase makes a context: the request was gated */
-
-    if (ctx->counted) {
-        return;
-    }
-
-    ctx->counted = 1;
-
-    m = ngx_http_toll_metrics_of(ctx);
-
-    if (m == NULL) {
-        return;
-    }
-
-    switch (ctx->state) {
-
-    case NGX_HTTP_TOLL_STATE_PASSED:
-        decision = NGX_HTTP_TOLL_DECISION_PASSED;
-        break;
-
-    case NGX_HTTP_TOLL_STATE_REJECTED:
-        decision = ctx->decision;
-        break;
-
-    default:
-        /* it ended while parked on the store: the client went away */
-        decision = NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED;
-        break;
-    }
-
-    (void) ngx_atomic_fetch_add(&m->requests[decision], 1);
-
-    if (decision != NGX_HTTP_TOLL_DECISION_PASSED) {
-        return;
-    }
-
-    status = r->headers_out.status;
-
-    if (status >= 100 && status < 600) {
-        (void) ngx_atomic_fetch_add(&m->responses[status / 100 - 1], 1);
-    }
-
-    /* as the meter counts an error: the upstream was tried, and 5xx */
-
-    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-        && r->upstream_states && r->upstream_states->nelts)
-    {
-        (void) ngx_atomic_fetch_add(&m->upstream_errors, 1);
-    }
-
-    /* as $request_time counts it */
-
-    tp = ngx_timeofday();
-    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                           + (tp->msec - r->start_msec));
-    ms = ngx_max(ms, 0);
-
-    ngx_http_toll_metrics_observe(m->duration, ngx_http_toll_duration_bounds,
-                                  NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS,
-                                  &m->duration_ms, (ngx_uint_t) ms);
-}
-
-
-void
-ngx_http_toll_metrics_metered(ngx_http_toll_ctx_t *ctx, int64_t free_calls,
-    int64_t paid_calls, int64_t amount_micros)
-{
-    ngx_http_toll_metrics_service_t  *m;
-
-    m = ngx_http_toll_metrics_of(ctx);
-
-    if (m == NULL) {
-        return;
-    }
-
-    if (free_calls > 0) {
-        (void) ngx_atomic_fetch_add(&m->free_calls, free_calls);
-    }
-
-    if (paid_calls > 0) {
-        (void) ngx_atomic_fetch_add(&m->paid_calls, paid_calls);
-    }
-
-    if (amount_micros > 0) {
-        (void) ngx_atomic_fetch_add(&m->billed_micros, amount_micros);
-    }
-}
-
-
-void
-ngx_http_toll_metrics_redis_command(void)
-{
-    if (ngx_http_toll_metrics_msh) {
-        (void) ngx_atomic_fetch_add(
-                   &ngx_http_toll_metrics_msh->redis_commands, 1);
-    }
-}
-
-
-void
-ngx_http_toll_metrics_redis_reply(ngx_uint_t failed, uint64_t us)
-{
-    ngx_http_toll_metrics_sh_t  *msh;
-
-    msh = ngx_http_toll_metrics_msh;
-
-    if (msh == NULL) {
-        return;
-    }
-
-    if (failed) {
-        (void) ngx_atomic_fetch_add(&msh->redis_errors, 1);
-        return;
-    }
-
-    ngx_http_toll_metrics_observe(msh->redis_reply,
-                                  ngx_http_toll_redis_bounds,
-                                  NGX_HTTP_TOLL_METRICS_REDIS_BUCKETS,
-                                  &msh->redis_reply_us, (ngx_uint_t) us);
-}
-
-
-void
-ngx_http_toll_metrics_redis_reconnect(void)
-{
-    if (ngx_http_toll_metrics_msh) {
-        (void) ngx_atomic_fetch_add(
-                   &ngx_http_toll_metrics_msh->redis_reconnects, 1);
-    }
-}
-
-
-void
-ngx_http_toll_metrics_redis_state(ngx_uint_t up)
-{
-    if (ngx_http_toll_metrics_zone) {
-        ngx_http_toll_shm_proc_redis(ngx_http_toll_metrics_zone, up);
-    }
-}
-
-
-uint64_t
-ngx_http_toll_metrics_now_us(void)
-{
-    struct timespec  ts;
-
-    /* a vDSO call: no system call on Linux */
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-
-static void
-ngx_http_toll_metrics_observe(ngx_atomic_t *buckets, const ngx_uint_t *bounds,
-    ngx_uint_t n, ngx_atomic_t *sum, ngx_uint_t v)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < n && v > bounds[i]; i++) {
-        /* void */
-    }
-
-    (void) ngx_atomic_fetch_add(&buckets[i], 1);
-    (void) ngx_atomic_fetch_add(sum, v);
 }
 
 
@@ -679,32 +334,32 @@ static ngx_int_t
 ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_out_t *o)
 {
-    u_char                            buf[NGX_TIME_T_LEN + 8], *p;
-    ngx_str_t                         labels[4], service, currency;
-    ngx_uint_t                        i, k, n;
-    ngx_time_t                       *tp;
-    ngx_atomic_uint_t                 v;
-    ngx_http_toll_shm_stats_t         st;
-    ngx_http_toll_metrics_hist_t      h;
-    ngx_http_toll_main_conf_t        *mcf;
-    ngx_http_toll_metrics_sh_t       *msh;
-    ngx_http_toll_metrics_service_t  *m, **slots;
+    u_char                        buf[NGX_TIME_T_LEN + 8], *p;
+    ngx_str_t                     labels[4];
+    ngx_uint_t                    n;
+    ngx_time_t                   *tp;
+    ngx_http_toll_shm_stats_t     st;
+    ngx_http_toll_counters_t    **slots;
+    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_counters_sh_t  *csh;
+    ngx_http_toll_redis_stats_t  *rst;
 
     static ngx_str_t  version = ngx_string(NGX_HTTP_TOLL_VERSION);
     static ngx_str_t  nginx_ver = ngx_string(NGINX_VERSION);
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
-    msh = mcf->metrics;
+    csh = mcf->counters;
 
-    if (msh == NULL) {
+    if (csh == NULL) {
         return NGX_ERROR;
     }
 
     ngx_http_toll_shm_stats(mcf->shm_zone, &st);
+    rst = ngx_http_toll_shm_redis_stats(mcf->shm_zone);
 
     /* the gate's services, then the gated locations that sell none */
 
-    n = mcf->metrics_services ? mcf->metrics_services->nelts : 0;
+    n = mcf->counters_services ? mcf->counters_services->nelts : 0;
 
     slots = ngx_palloc(r->pool, (n + 1) * sizeof(void *));
     if (slots == NULL) {
@@ -712,10 +367,10 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     if (n) {
-        ngx_memcpy(slots, mcf->metrics_services->elts, n * sizeof(void *));
+        ngx_memcpy(slots, mcf->counters_services->elts, n * sizeof(void *));
     }
 
-    slots[n++] = &msh->none;
+    slots[n++] = &csh->none;
 
     if (o->json) {
         tp = ngx_timeofday();
@@ -740,7 +395,32 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_sample(o, labels, 2, 1);
     ngx_http_toll_metrics_family_end(o);
 
-    /* per service */
+    ngx_http_toll_metrics_requests(o, slots, n);
+    ngx_http_toll_metrics_sales(o, slots, n - 1);
+    ngx_http_toll_metrics_durations(o, slots, n);
+    ngx_http_toll_metrics_redis(o, rst, &st);
+    ngx_http_toll_metrics_zone(o, &st);
+
+    if (o->json) {
+        ngx_http_toll_metrics_literal(o, "}}\n");
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Per service, and the gated locations that sell none last: what the gate
+ * decided, and how the passed requests were answered.
+ */
+
+static void
+ngx_http_toll_metrics_requests(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                  labels[4];
+    ngx_uint_t                 i, k;
+    ngx_http_toll_counters_t  *m;
 
     ngx_str_set(&labels[0], "service");
     ngx_str_set(&labels[2], "decision");
@@ -790,11 +470,20 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* what was sold: services only */
 
-    n--;
+/* what was sold: the n services only */
 
+static void
+ngx_http_toll_metrics_sales(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                  labels[4], service, currency;
+    ngx_uint_t                 i;
+    ngx_http_toll_counters_t  *m;
+
+    ngx_str_set(&labels[0], "service");
     ngx_str_set(&labels[2], "tier");
 
     ngx_http_toll_metrics_family(o, "toll_metered_calls_total", "counter",
@@ -831,14 +520,27 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    n++;
+
+/* per service, and the gated locations that sell none: how long */
+
+static void
+ngx_http_toll_metrics_durations(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_counters_t **slots, ngx_uint_t n)
+{
+    ngx_str_t                      labels[2];
+    ngx_uint_t                     i;
+    ngx_http_toll_counters_t      *m;
+    ngx_http_toll_metrics_hist_t   h;
+
+    ngx_str_set(&labels[0], "service");
 
     ngx_http_toll_metrics_family(o, "toll_request_duration_seconds",
         "histogram",
         "Time from the first byte of a passed request to its log phase.");
 
-    h.n = NGX_HTTP_TOLL_METRICS_DURATION_BUCKETS;
+    h.n = NGX_HTTP_TOLL_COUNTERS_DURATION_BUCKETS;
     h.bounds = ngx_http_toll_duration_le;
     h.sum_scale = 1000;
 
@@ -853,54 +555,72 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     }
 
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* Redis */
+
+/* the Redis adapter's counters, and its connections' state */
+
+static void
+ngx_http_toll_metrics_redis(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_redis_stats_t *rst, ngx_http_toll_shm_stats_t *st)
+{
+    ngx_http_toll_metrics_hist_t  h;
 
     ngx_http_toll_metrics_family(o, "toll_redis_commands_total", "counter",
         "Redis commands the gate asked for, sent or not.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_commands);
+    ngx_http_toll_metrics_sample(o, NULL, 0, rst->commands);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_redis_errors_total", "counter",
         "Redis commands that failed: not sent while the store was down, "
         "timed out, connection lost, or an error reply.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_errors);
+    ngx_http_toll_metrics_sample(o, NULL, 0, rst->errors);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_redis_reconnects_total", "counter",
         "Connections to Redis made again after one was lost or refused.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, msh->redis_reconnects);
+    ngx_http_toll_metrics_sample(o, NULL, 0, rst->reconnects);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_redis_up", "gauge",
         "1 when every live worker's Redis connection is up, else 0.");
     ngx_http_toll_metrics_sample(o, NULL, 0,
-                                 st.workers && st.redis_up == st.workers);
+                                 st->workers && st->redis_up == st->workers);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_redis_reply_duration_seconds",
         "histogram", "Time from sending a Redis command to its reply.");
 
-    h.n = NGX_HTTP_TOLL_METRICS_REDIS_BUCKETS;
+    h.n = NGX_HTTP_TOLL_REDIS_REPLY_BUCKETS;
     h.bounds = ngx_http_toll_redis_le;
-    h.buckets = msh->redis_reply;
-    h.sum = msh->redis_reply_us;
+    h.buckets = rst->reply;
+    h.sum = rst->reply_us;
     h.sum_scale = 1000000;
     ngx_http_toll_metrics_histogram(o, NULL, 0, &h);
     ngx_http_toll_metrics_family_end(o);
+}
 
-    /* the zone */
+
+/* the zone: backlogs, the key cache, room, workers */
+
+static void
+ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_shm_stats_t *st)
+{
+    ngx_str_t          labels[2];
+    ngx_uint_t         i, k;
+    ngx_atomic_uint_t  v;
 
     ngx_http_toll_metrics_family(o, "toll_meter_backlog", "gauge",
         "Metered subjects in the zone whose counts wait for their flush "
         "to Redis.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.meter_backlog);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->meter_backlog);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_limit_sync_backlog", "gauge",
         "Rate-limit subjects in the zone waiting for their sync with "
         "Redis.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.limit_backlog);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->limit_backlog);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_str_set(&labels[0], "credential");
@@ -918,13 +638,13 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
         }
 
         for (i = 0; i < 2; i++) {
-            if (i == NGX_HTTP_TOLL_METRICS_API_KEY) {
+            if (i == NGX_HTTP_TOLL_SHM_API_KEY) {
                 ngx_str_set(&labels[1], "api_key");
             } else {
                 ngx_str_set(&labels[1], "jwt");
             }
 
-            v = k ? msh->cache_misses[i] : msh->cache_hits[i];
+            v = k ? st->cache_misses[i] : st->cache_hits[i];
             ngx_http_toll_metrics_sample(o, labels, 1, v);
         }
 
@@ -933,26 +653,21 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
 
     ngx_http_toll_metrics_family(o, "toll_zone_used_bytes", "gauge",
         "Bytes of the shared zone in use (whole pages).");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.size - st.free);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->size - st->free);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_zone_free_bytes", "gauge",
         "Bytes of the shared zone in free pages.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.free);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->free);
     ngx_http_toll_metrics_family_end(o);
 
     ngx_http_toll_metrics_family(o, "toll_workers", "gauge",
         "Live worker processes sharing the zone, not counting those of an "
         "old cycle that are exiting.");
-    ngx_http_toll_metrics_sample(o, NULL, 0, st.workers);
+    ngx_http_toll_metrics_sample(o, NULL, 0, st->workers);
     ngx_http_toll_metrics_family_end(o);
-
-    if (o->json) {
-        ngx_http_toll_metrics_literal(o, "}}\n");
-    }
-
-    return NGX_OK;
 }
+
 
 
 /* output: a chain of buffers from the request's pool */

@@ -13,13 +13,26 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_toll_util.h"
 #include "toll_key.h"
+#include "toll_names.h"
 
 
 #define NGX_HTTP_TOLL_VERSION          "0.1.0"
 
-/* the meter's counts of a call: calls, free, paid, amount, errors, ms */
-#define NGX_HTTP_TOLL_METER_COUNTS     6
+/*
+ * The rooms' own types that the configuration and the context point at;
+ * each is defined in its room's header (or file), and only pointed at
+ * here, so that this header includes none of them.
+ */
+typedef struct ngx_http_toll_plan_s         ngx_http_toll_plan_t;
+typedef struct ngx_http_toll_service_s      ngx_http_toll_service_t;
+typedef struct ngx_http_toll_counters_s     ngx_http_toll_counters_t;
+typedef struct ngx_http_toll_counters_sh_s  ngx_http_toll_counters_sh_t;
+typedef struct ngx_http_toll_meter_open_s   ngx_http_toll_meter_open_t;
+typedef struct ngx_http_toll_redis_cmd_s    ngx_http_toll_redis_cmd_t;
+typedef struct ngx_http_toll_limit_ctx_s    ngx_http_toll_limit_ctx_t;
+typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
 
 
 typedef struct {
@@ -31,6 +44,22 @@ typedef struct {
     ngx_str_t                  password;
     ngx_int_t                  db;
 } ngx_http_toll_redis_conf_t;
+
+
+/*
+ * A toll_service, parsed by the quota room (ngx_http_toll_quota.c) and
+ * read by the rooms that price, meter and count its calls.
+ */
+struct ngx_http_toll_service_s {
+    ngx_str_t                  name;
+    ngx_str_t                  provider;
+    ngx_str_t                  currency;
+    int64_t                    price_micros;  /* 1e-6 of the currency */
+    int64_t                    free_calls;    /* per buyer; 0: none */
+    ngx_array_t               *routes;        /* ngx_http_toll_route_t */
+    ngx_http_toll_counters_t  *counters;      /* its counters in the zone;
+                                                 NULL: none */
+};
 
 
 typedef struct {
@@ -50,16 +79,19 @@ typedef struct {
 
     ngx_array_t                 *plans;       /* ngx_http_toll_plan_t */
     ngx_str_t                    default_plan_name;
-    void                        *default_plan;
+    ngx_http_toll_plan_t        *default_plan;
     ngx_msec_t                   limit_sync;
     ngx_msec_t                   meter_flush;
     ngx_uint_t                   free_lease;
     ngx_array_t                 *services;    /* every toll_service */
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
 
-    void                        *metrics;     /* the counters in the zone */
-    ngx_array_t                 *metrics_services; /* their slots, each
-                                                      once, in order */
+    ngx_http_toll_counters_sh_t *counters;    /* the counters in the
+                                                 zone */
+    ngx_array_t                 *counters_services; /* their slots
+                                                       (ngx_http_toll_
+                                                       counters_t *), each
+                                                       once, in order */
     ngx_uint_t                   metrics_locations; /* toll_metrics and
                                                        toll_dashboard */
 } ngx_http_toll_main_conf_t;
@@ -75,10 +107,10 @@ typedef struct {
     ngx_uint_t                   limit_log_level;
     ngx_uint_t                   limit_headers; /* IETF | X, or 0 */
     ngx_str_t                    limit_ip_name;
-    void                        *limit_ip_plan;
+    ngx_http_toll_plan_t        *limit_ip_plan;
     ngx_flag_t                   limit_ip_unauthenticated;
 
-    void                        *service;       /* toll_service, or NULL */
+    ngx_http_toll_service_t     *service;       /* toll_service, or NULL */
     ngx_flag_t                   usage;         /* toll_usage here */
     ngx_flag_t                   charge_errors;
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
@@ -119,6 +151,21 @@ typedef enum {
 } ngx_http_toll_auth_status_e;
 
 
+/* what the gate decided about a request, as the "decision" label says */
+typedef enum {
+    NGX_HTTP_TOLL_DECISION_PASSED = 0,
+    NGX_HTTP_TOLL_DECISION_UNAUTHORIZED,
+    NGX_HTTP_TOLL_DECISION_BAD_REQUEST,
+    NGX_HTTP_TOLL_DECISION_RATE_LIMITED,
+    NGX_HTTP_TOLL_DECISION_QUOTA_EXCEEDED,
+    NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED,
+    NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE,
+    NGX_HTTP_TOLL_DECISION_ERROR,
+    NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED,
+    NGX_HTTP_TOLL_DECISIONS
+} ngx_http_toll_decision_e;
+
+
 /* a key record, as cached in the zone or read from Redis */
 typedef struct {
     ngx_str_t                    key_id;
@@ -143,10 +190,6 @@ typedef enum {
 } ngx_http_toll_state_e;
 
 
-typedef struct ngx_http_toll_redis_cmd_s  ngx_http_toll_redis_cmd_t;
-typedef struct ngx_http_toll_limit_ctx_s  ngx_http_toll_limit_ctx_t;
-
-
 typedef struct {
     ngx_http_request_t          *request;
     ngx_http_toll_state_e        state;
@@ -162,20 +205,21 @@ typedef struct {
     ngx_http_toll_limit_ctx_t   *limit;       /* limits decided, if any */
 
     /* what the call costs, decided when it passes */
-    void                        *service;
+    ngx_http_toll_service_t     *service;
     int64_t                      price_micros;  /* 1e-6 of the currency */
     int64_t                      amount_micros; /* charged: 0 when free */
     u_char                       usage_id[32];  /* hex */
     int64_t                      latency_ms;    /* to the answer's headers */
     int64_t                      free_remaining;
-    int64_t                      meter_counts[NGX_HTTP_TOLL_METER_COUNTS];
-    void                        *meter_open;  /* the call's record of
+    int64_t                      meter_counts[TOLL_USAGE_COUNTS];
+    ngx_http_toll_meter_open_t  *meter_open;  /* the call's record of
                                                  counts in the zone, until
                                                  the log phase ends it */
-    struct ngx_http_toll_quota_claim_s  *claim; /* a lease asked for */
-    void                        *metrics_service; /* the location's
-                                                     service, for the
-                                                     metrics; NULL: none */
+    ngx_http_toll_quota_claim_t *claim;       /* a lease asked for */
+    ngx_http_toll_service_t     *counters_service; /* the location's
+                                                      service, for the
+                                                      counters; NULL:
+                                                      none */
     unsigned                     decision:4;  /* of a refusal */
     unsigned                     counted:1;   /* in the metrics */
     unsigned                     store_failed:1;
@@ -195,19 +239,6 @@ typedef struct {
 
 extern ngx_module_t  ngx_http_toll_module;
 
-
-/* adds a response header; name and value must outlive the request */
-ngx_int_t ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
-    size_t name_len, u_char *value, size_t len);
-
-/* the wall clock in unix ms, as limits and the meter count time */
-int64_t ngx_http_toll_now_ms(void);
-
-/* a count in decimal: the answers' hot paths have no use for ngx_sprintf() */
-u_char *ngx_http_toll_format_int(u_char *p, int64_t n);
-
-/* the request's context, also after an internal redirect; NULL: none */
-ngx_http_toll_ctx_t *ngx_http_toll_get_ctx(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_TOLL_MODULE_H_INCLUDED_ */

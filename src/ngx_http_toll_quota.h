@@ -18,26 +18,12 @@
 #include "ngx_http_toll_module.h"
 
 
-typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
-
-
 typedef struct {
     ngx_str_t                  method;        /* empty: any */
     ngx_regex_t               *regex;
     ngx_str_t                  pattern;
     int64_t                    price_micros;  /* 1e-6 of the currency */
 } ngx_http_toll_route_t;
-
-
-typedef struct {
-    ngx_str_t                  name;
-    ngx_str_t                  provider;
-    ngx_str_t                  currency;
-    int64_t                    price_micros;  /* 1e-6 of the currency */
-    int64_t                    free_calls;    /* per buyer; 0: none */
-    ngx_array_t               *routes;        /* ngx_http_toll_route_t */
-    void                      *metrics;       /* its counters in the zone */
-} ngx_http_toll_service_t;
 
 
 char *ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -24,7 +24,6 @@
 #include <hiredis/async.h>
 
 #include "ngx_http_toll_redis.h"
-#include "ngx_http_toll_metrics.h"
 #include "toll_scripts.h"
 
 
@@ -68,6 +67,9 @@ typedef struct {
     ngx_event_t                      connect_timer;
     ngx_msec_t                       backoff_ms;
     ngx_uint_t                       failures;  /* in a row, for logs */
+    ngx_http_toll_redis_stats_t     *stats;     /* in the zone */
+    ngx_http_toll_redis_up_pt        up;
+    void                            *up_data;
     unsigned                         active:1;  /* configured, this worker */
     unsigned                         answered:1; /* this connection has */
 } ngx_http_toll_redis_t;
@@ -88,6 +90,8 @@ static ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_queue(
 static ngx_int_t ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
 static void ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd);
+static void ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd,
+    ngx_uint_t failed, uint64_t us);
 static void ngx_http_toll_redis_drop(ngx_http_toll_redis_t *rd,
     const char *reason);
 static void ngx_http_toll_redis_lost(ngx_http_toll_redis_t *rd,
@@ -119,13 +123,38 @@ static ngx_http_toll_redis_t  ngx_http_toll_redis;
 /* the scripts Redis has, as far as this worker knows */
 static ngx_uint_t  ngx_http_toll_redis_scripts[TOLL_SCRIPT_N];
 
+/* the bounds of the reply time buckets, in us; the metrics print them in s */
+static const ngx_uint_t  ngx_http_toll_redis_reply_bounds[] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+    500000, 1000000
+};
+
 static ngx_http_toll_redis_episode_t
     ngx_http_toll_redis_episodes[NGX_HTTP_TOLL_REDIS_PATH_N];
 
 
+static ngx_inline void
+ngx_http_toll_redis_up(ngx_http_toll_redis_t *rd, ngx_uint_t up)
+{
+    if (rd->up) {
+        rd->up(rd->up_data, up);
+    }
+}
+
+
+static ngx_inline void
+ngx_http_toll_redis_count_reconnect(ngx_http_toll_redis_t *rd)
+{
+    if (rd->stats) {
+        (void) ngx_atomic_fetch_add(&rd->stats->reconnects, 1);
+    }
+}
+
+
 ngx_int_t
 ngx_http_toll_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_toll_redis_conf_t *conf)
+    ngx_http_toll_redis_conf_t *conf, ngx_http_toll_redis_stats_t *stats,
+    ngx_http_toll_redis_up_pt up, void *data)
 {
     ngx_http_toll_redis_t  *rd;
 
@@ -133,6 +162,9 @@ ngx_http_toll_redis_init_process(ngx_cycle_t *cycle,
     ngx_memzero(rd, sizeof(ngx_http_toll_redis_t));
 
     rd->conf = conf;
+    rd->stats = stats;
+    rd->up = up;
+    rd->up_data = data;
     rd->log = cycle->log;
     rd->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
     rd->active = 1;
@@ -272,7 +304,9 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
 
     rd = &ngx_http_toll_redis;
 
-    ngx_http_toll_metrics_redis_command();
+    if (rd->stats) {
+        (void) ngx_atomic_fetch_add(&rd->stats->commands, 1);
+    }
 
     /*
      * While connecting, hiredis buffers commands and sends them once the
@@ -283,27 +317,27 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
     if (!rd->active || rd->ac == NULL
         || rd->state == NGX_HTTP_TOLL_REDIS_DOWN)
     {
-        ngx_http_toll_metrics_redis_reply(1, 0);
+        ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
     }
 
     cmd = ngx_calloc(sizeof(ngx_http_toll_redis_cmd_t) + extra, rd->log);
     if (cmd == NULL) {
-        ngx_http_toll_metrics_redis_reply(1, 0);
+        ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
     }
 
     cmd->handler = handler;
     cmd->data = data;
     cmd->script = TOLL_SCRIPT_N;
-    cmd->sent_us = ngx_http_toll_metrics_now_us();
+    cmd->sent_us = ngx_http_toll_now_us();
 
     if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
                               argc, argv, argvlen)
         != REDIS_OK)
     {
         ngx_free(cmd);
-        ngx_http_toll_metrics_redis_reply(1, 0);
+        ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
     }
 
@@ -327,6 +361,31 @@ ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd)
 {
     /* hiredis still owns the callback; it frees cmd when it fires */
     cmd->data = NULL;
+}
+
+
+/* a command's outcome: failed, or its reply time in us */
+
+static void
+ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd, ngx_uint_t failed,
+    uint64_t us)
+{
+    ngx_http_toll_redis_stats_t  *st;
+
+    st = rd->stats;
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (failed) {
+        (void) ngx_atomic_fetch_add(&st->errors, 1);
+        return;
+    }
+
+    ngx_http_toll_observe(st->reply, ngx_http_toll_redis_reply_bounds,
+                          NGX_HTTP_TOLL_REDIS_REPLY_BUCKETS, &st->reply_us,
+                          (ngx_uint_t) us);
 }
 
 
@@ -535,7 +594,7 @@ ngx_http_toll_redis_lost(ngx_http_toll_redis_t *rd, const char *reason)
 
     rd->ac = NULL;
     rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
-    ngx_http_toll_metrics_redis_state(0);
+    ngx_http_toll_redis_up(rd, 0);
 
     if (!rd->active) {
         return;
@@ -568,7 +627,7 @@ ngx_http_toll_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_toll_metrics_redis_reconnect();
+    ngx_http_toll_redis_count_reconnect(rd);
     ngx_http_toll_redis_connect(rd);
 }
 
@@ -676,8 +735,8 @@ ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
 
         rd->ac = NULL;
         rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
-        ngx_http_toll_metrics_redis_state(0);
-        ngx_http_toll_metrics_redis_reconnect();
+        ngx_http_toll_redis_up(rd, 0);
+        ngx_http_toll_redis_count_reconnect(rd);
 
         /* hiredis frees the old context when this returns */
         ngx_http_toll_redis_connect(rd);
@@ -707,16 +766,16 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     /* an error reply is an answer, but the command failed all the same */
 
     if (r == NULL || ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
-        ngx_http_toll_metrics_redis_reply(1, 0);
+        ngx_http_toll_redis_count_reply(rd, 1, 0);
 
     } else {
-        ngx_http_toll_metrics_redis_reply(0, ngx_http_toll_metrics_now_us()
-                                             - cmd->sent_us);
+        ngx_http_toll_redis_count_reply(rd, 0, ngx_http_toll_now_us()
+                                               - cmd->sent_us);
     }
 
     if (r != NULL && rd->ac == ac && !rd->answered) {
         rd->answered = 1;
-        ngx_http_toll_metrics_redis_state(1);
+        ngx_http_toll_redis_up(rd, 1);
     }
 
     if (r != NULL && rd->failures && rd->ac == ac) {
@@ -806,7 +865,7 @@ ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac, void *r,
     if (reply->type != REDIS_REPLY_ERROR) {
         if (!rd->answered) {
             rd->answered = 1;
-            ngx_http_toll_metrics_redis_state(1);
+            ngx_http_toll_redis_up(rd, 1);
         }
 
         return;

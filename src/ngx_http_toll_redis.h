@@ -26,9 +26,35 @@
  */
 typedef void (*ngx_http_toll_redis_handler_pt)(void *data, redisReply *reply);
 
+/* told when this worker's connection starts answering (1) or is lost (0) */
+typedef void (*ngx_http_toll_redis_up_pt)(void *data, ngx_uint_t up);
 
+
+/* reply times, in us: 0.1 ms to 1 s */
+#define NGX_HTTP_TOLL_REDIS_REPLY_BUCKETS  13
+
+/*
+ * The adapter's counters.  They live in the shared zone, so that every
+ * worker adds to one set, with an atomic add each and no lock; the
+ * metrics only read them.  Histogram buckets are kept per bucket, not
+ * cumulative.
+ */
+typedef struct {
+    ngx_atomic_t               commands;      /* asked for, sent or not */
+    ngx_atomic_t               errors;        /* failed, or error reply */
+    ngx_atomic_t               reconnects;
+    ngx_atomic_t               reply[NGX_HTTP_TOLL_REDIS_REPLY_BUCKETS + 1];
+    ngx_atomic_t               reply_us;      /* the sum */
+} ngx_http_toll_redis_stats_t;
+
+
+/*
+ * The worker's connection: its commands and replies are counted in stats,
+ * and up(data, ...) is told when the connection comes up or goes down.
+ */
 ngx_int_t ngx_http_toll_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_toll_redis_conf_t *conf);
+    ngx_http_toll_redis_conf_t *conf, ngx_http_toll_redis_stats_t *stats,
+    ngx_http_toll_redis_up_pt up, void *data);
 void ngx_http_toll_redis_exit_process(ngx_cycle_t *cycle);
 
 /*

@@ -6,7 +6,6 @@
 #include <ngx_core.h>
 
 #include "ngx_http_toll_shm.h"
-#include "ngx_http_toll_metrics.h"
 
 
 /* entries reclaimed by each insert, so that stale ones do not pile up */
@@ -36,7 +35,7 @@
  * room's node state); the size of this one is folded in as a guard.
  */
 #define NGX_HTTP_TOLL_SHM_LAYOUT                                              \
-    (((uint64_t) 2 << 32) | sizeof(ngx_http_toll_sh_t))
+    (((uint64_t) 3 << 32) | sizeof(ngx_http_toll_sh_t))
 
 
 typedef struct {
@@ -61,8 +60,14 @@ typedef struct {
 
     ngx_http_toll_shm_clock_t  limit_clock;
 
-    /* the operator's counters, bumped without the mutex */
-    ngx_http_toll_metrics_sh_t  metrics;
+    /*
+     * Counters, added to without the mutex: the key cache's own, and the
+     * blocks the Redis adapter and the gate keep here for all workers
+     */
+    ngx_atomic_t               cache_hits[NGX_HTTP_TOLL_SHM_CREDENTIALS];
+    ngx_atomic_t               cache_misses[NGX_HTTP_TOLL_SHM_CREDENTIALS];
+    ngx_http_toll_redis_stats_t  redis;
+    ngx_http_toll_counters_sh_t  counters;
 } ngx_http_toll_sh_t;
 
 
@@ -170,18 +175,18 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         /* and the counters of services that keep their names */
-        return ngx_http_toll_metrics_init_zone(ctx->shpool,
-                                               &ctx->sh->metrics, ctx->mcf,
-                                               0);
+        return ngx_http_toll_counters_init_zone(ctx->shpool,
+                                                &ctx->sh->counters, ctx->mcf,
+                                                0);
     }
 
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         ctx->sh = ctx->shpool->data;
-        return ngx_http_toll_metrics_init_zone(ctx->shpool,
-                                               &ctx->sh->metrics, ctx->mcf,
-                                               0);
+        return ngx_http_toll_counters_init_zone(ctx->shpool,
+                                                &ctx->sh->counters, ctx->mcf,
+                                                0);
     }
 
     ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_toll_sh_t));
@@ -220,8 +225,8 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is handled by evicting; the slab need not cry */
     ctx->shpool->log_nomem = 0;
 
-    return ngx_http_toll_metrics_init_zone(ctx->shpool, &ctx->sh->metrics,
-                                           ctx->mcf, 1);
+    return ngx_http_toll_counters_init_zone(ctx->shpool, &ctx->sh->counters,
+                                            ctx->mcf, 1);
 }
 
 
@@ -256,13 +261,12 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     if (kn == NULL
         || (ngx_msec_int_t) (kn->stale_at - ngx_current_msec) <= 0)
     {
-        (void) ngx_atomic_fetch_add(
-                   &ctx->sh->metrics.cache_misses[credential], 1);
+        (void) ngx_atomic_fetch_add(&ctx->sh->cache_misses[credential], 1);
         rc = NGX_DECLINED;
         goto done;
     }
 
-    (void) ngx_atomic_fetch_add(&ctx->sh->metrics.cache_hits[credential], 1);
+    (void) ngx_atomic_fetch_add(&ctx->sh->cache_hits[credential], 1);
 
     ngx_queue_remove(&kn->queue);
     ngx_queue_insert_head(kn->found ? &ctx->sh->lru : &ctx->sh->lru_negative,
@@ -1113,12 +1117,12 @@ ngx_http_toll_shm_limit_clock(ngx_shm_zone_t *shm_zone)
 }
 
 
-ngx_http_toll_metrics_sh_t *
-ngx_http_toll_shm_metrics(ngx_shm_zone_t *shm_zone)
+ngx_http_toll_redis_stats_t *
+ngx_http_toll_shm_redis_stats(ngx_shm_zone_t *shm_zone)
 {
     ngx_http_toll_shctx_t  *ctx = shm_zone->data;
 
-    return &ctx->sh->metrics;
+    return &ctx->sh->redis;
 }
 
 
@@ -1142,6 +1146,11 @@ ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
 
     st->meter_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_METER];
     st->limit_backlog = ctx->sh->queued[NGX_HTTP_TOLL_QUEUE_LIMIT];
+
+    for (i = 0; i < NGX_HTTP_TOLL_SHM_CREDENTIALS; i++) {
+        st->cache_hits[i] = ctx->sh->cache_hits[i];
+        st->cache_misses[i] = ctx->sh->cache_misses[i];
+    }
 
     for (i = 0; i < ctx->sh->nprocs; i++) {
         p = &ctx->sh->procs[i];

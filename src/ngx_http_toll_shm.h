@@ -14,7 +14,8 @@
 #include <ngx_core.h>
 
 #include "ngx_http_toll_module.h"
-#include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_counters.h"
+#include "ngx_http_toll_redis.h"
 #include "toll_limit.h"
 
 
@@ -50,6 +51,12 @@ typedef struct {
 } ngx_http_toll_shm_clock_t;
 
 
+/* the key cache's lookups, by the kind of credential */
+#define NGX_HTTP_TOLL_SHM_API_KEY    0
+#define NGX_HTTP_TOLL_SHM_JWT        1
+#define NGX_HTTP_TOLL_SHM_CREDENTIALS  2
+
+
 /* what a scrape reads of the zone, under its mutex */
 typedef struct {
     size_t                     size;
@@ -58,6 +65,8 @@ typedef struct {
     ngx_uint_t                 limit_backlog;
     ngx_uint_t                 workers;       /* live, not exiting */
     ngx_uint_t                 redis_up;      /* of those, connected */
+    ngx_atomic_uint_t          cache_hits[NGX_HTTP_TOLL_SHM_CREDENTIALS];
+    ngx_atomic_uint_t          cache_misses[NGX_HTTP_TOLL_SHM_CREDENTIALS];
 } ngx_http_toll_shm_stats_t;
 
 
@@ -99,7 +108,7 @@ ngx_shm_zone_t *ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size);
 /*
  * Copies a fresh cached record into rec (strings from pool).  Returns
  * NGX_OK on a hit, NGX_DECLINED on a miss or a stale entry, NGX_ERROR
- * when the pool is exhausted.  credential (NGX_HTTP_TOLL_METRICS_API_KEY
+ * when the pool is exhausted.  credential (NGX_HTTP_TOLL_SHM_API_KEY
  * or _JWT) says which hit or miss counter the lookup adds to.
  */
 ngx_int_t ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone,
@@ -212,9 +221,14 @@ ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_limit_grow(
 ngx_http_toll_shm_clock_t *ngx_http_toll_shm_limit_clock(
     ngx_shm_zone_t *shm_zone);
 
-/* the counters in the zone, and the gauges read when scraped */
-ngx_http_toll_metrics_sh_t *ngx_http_toll_shm_metrics(
+/*
+ * The Redis adapter's counters, kept in the zone for it: every worker's
+ * connection adds to them.
+ */
+ngx_http_toll_redis_stats_t *ngx_http_toll_shm_redis_stats(
     ngx_shm_zone_t *shm_zone);
+
+/* the gauges and the key cache's counters, read when scraped */
 void ngx_http_toll_shm_stats(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_shm_stats_t *st);
 

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_toll_module.h"
+#include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"

@@ -197,8 +197,9 @@ FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 FUZZ_OPTS_settle_claim := -close_fd_mask=2
 # fuzz_usage_name includes the daemon's drain and the CLI's ledger files
 FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
-                          $(SETTLE_LIB_SRCS)) ctl/tollctl.c \
-                          ctl/tollctl_quarantine.c -Dmain=tollctl_main
+                          $(SETTLE_LIB_SRCS)) \
+                          $(filter-out ctl/tollctl_ledger.c, \
+                          $(wildcard ctl/*.c)) -Dmain=tollctl_main
 FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
 
 $(OUT)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(LIB_SRCS) $(LIB_HDRS) \

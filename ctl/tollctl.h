@@ -1,6 +1,6 @@
 /*
- * tollctl: what ctl/tollctl.c (options, Redis, output) shares with the
- * files of the other commands (ctl/tollctl_ledger.c).
+ * tollctl: what its rooms share: the errors and the help (tollctl.c),
+ * the Redis client (tollctl_redis.c) and the output (tollctl_output.c).
  */
 
 #ifndef _TOLLCTL_H_INCLUDED_
@@ -12,6 +12,14 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+
+#define TOLLCTL_REDIS_DEFAULT         "127.0.0.1:6379"
+#define TOLLCTL_REDIS_ENV             "TOLL_REDIS"
+#define TOLLCTL_PASSWORD_ENV          "TOLL_REDIS_PASSWORD"
+#define TOLLCTL_TIMEOUT_MS_DEFAULT    2000
+
+#define TOLLCTL_INT_STR_LEN           sizeof("-9223372036854775808")
+#define TOLLCTL_TIME_STR_LEN          32              /* ISO 8601, UTC */
 
 #define TOLLCTL_HOST_LEN_MAX          255             /* a DNS name */
 /* arguments of the longest command sent: HSET of a full record */
@@ -71,12 +79,30 @@ int tollctl_parse_ll(const char *s, long long min, long long max,
 /* checks the Redis options and connects; a sysexits code */
 int tollctl_connect(tollctl_t *ctl);
 void tollctl_cmd_init(tollctl_cmd_t *cmd, const char *name);
+void tollctl_cmd_add(tollctl_cmd_t *cmd, const char *arg, size_t len);
 void tollctl_cmd_add_str(tollctl_cmd_t *cmd, const char *arg);
 /* a reply that is not an error, or NULL after reporting one */
 redisReply *tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd);
 /* n commands in one round trip: 0 and n replies, or -1 after reporting */
 int tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     redisReply **replies);
+/* MULTI, cmds, EXEC: EXEC's array, nil when a WATCHed key changed, NULL */
+redisReply *tollctl_redis_exec(tollctl_t *ctl, tollctl_cmd_t *cmds,
+    size_t n);
+/* WATCH name; 1 or 0 as it exists, -1 after an error; HGET status */
+int tollctl_redis_watch(tollctl_t *ctl, const char *name,
+    redisReply **status);
+int tollctl_redis_unwatch(tollctl_t *ctl);
+
+/* compact JSON on one line */
+int tollctl_print_json(json_t *value);
+/* ISO 8601 in UTC, or the bare number; returns buf */
+const char *tollctl_time_text(long long t, char *buf, size_t size);
+/* 0, or -1 when stdout failed (a full disk, a closed pipe) */
+int tollctl_stdout_flush(void);
+/* jansson's allocator: what it frees is wiped */
+void *tollctl_json_malloc(size_t size);
+void tollctl_json_free(void *p);
 
 
 #endif /* _TOLLCTL_H_INCLUDED_ */

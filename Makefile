@@ -195,10 +195,10 @@ FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
 FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 # the daemon logs each claim it leaves: thousands of lines a second
 FUZZ_OPTS_settle_claim := -close_fd_mask=2
-# fuzz_usage_name includes the daemon's drain and the CLI's ledger files
+# fuzz_usage_name includes the daemon's drain and the CLI's reconcile files
 FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
                           $(SETTLE_LIB_SRCS)) \
-                          $(filter-out ctl/tollctl_ledger.c, \
+                          $(filter-out ctl/tollctl_reconcile_redis.c, \
                           $(wildcard ctl/*.c)) -Dmain=tollctl_main
 FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
 

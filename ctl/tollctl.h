@@ -9,8 +9,12 @@
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+
+#include "toll_money.h"
 
 
 #define TOLLCTL_REDIS_DEFAULT         "127.0.0.1:6379"
@@ -20,6 +24,11 @@
 
 #define TOLLCTL_INT_STR_LEN           sizeof("-9223372036854775808")
 #define TOLLCTL_TIME_STR_LEN          32              /* ISO 8601, UTC */
+
+/* an amount as printed: a sign, toll_money_format's digits, ".00" */
+#define TOLLCTL_AMOUNT_LEN_MAX        (TOLL_MONEY_STR_MAX + 4)
+#define TOLLCTL_CELL_LEN_MAX          64
+#define TOLLCTL_TABLE_COLUMNS_MAX     12
 
 #define TOLLCTL_HOST_LEN_MAX          255             /* a DNS name */
 /* arguments of the longest command sent: HSET of a full record */
@@ -63,6 +72,14 @@ typedef struct {
 } tollctl_cmd_t;
 
 
+/* a column of a table: its header, its key in each row's object */
+typedef struct {
+    const char       *header;
+    const char       *key;
+    int               right;             /* numbers align right */
+} tollctl_column_t;
+
+
 /* "tollctl: <message>" on stderr; returns rc */
 int tollctl_error(int rc, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -103,6 +120,18 @@ int tollctl_stdout_flush(void);
 /* jansson's allocator: what it frees is wiped */
 void *tollctl_json_malloc(size_t size);
 void tollctl_json_free(void *p);
+/* --json: compact JSON on one line; else text(value) */
+int tollctl_output(tollctl_t *ctl, json_t *value,
+    void (*text)(json_t *value));
+/* "name: value" lines, aligned; *_micros are left to --json */
+void tollctl_print_fields(json_t *obj);
+/* rows of objects as columns, each as wide as its widest cell */
+void tollctl_print_table(json_t *rows, const tollctl_column_t *cols,
+    size_t ncols);
+/* a JSON value as a cell; an integer needs buf, else "?" */
+const char *tollctl_cell(json_t *v, char *buf, size_t size);
+/* as the ledger prints amounts ("10.50"); sign: "+" before a positive */
+void tollctl_amount_text(int64_t micros, int sign, char *buf, size_t size);
 
 
 #endif /* _TOLLCTL_H_INCLUDED_ */

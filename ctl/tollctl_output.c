@@ -5,6 +5,7 @@
  * frees (a new key's secret passes through jansson).
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,4 +117,165 @@ tollctl_json_free(void *p)
 
     OPENSSL_cleanse(hdr, sizeof(tollctl_alloc_hdr_t) + hdr->size);
     free(hdr);
+}
+
+
+/*
+ * Compact JSON on one line.  json_dumpf() allocates nothing for us to
+ * free: the settlement commands run with jansson's allocator switched.
+ */
+int
+tollctl_output(tollctl_t *ctl, json_t *value, void (*text)(json_t *value))
+{
+    if (ctl->json) {
+        if (json_dumpf(value, stdout, JSON_COMPACT) != 0) {
+            return tollctl_error(EX_IOERR, "cannot write to stdout: %s",
+                                 strerror(errno));
+        }
+
+        fputc('\n', stdout);
+
+        return EX_OK;
+    }
+
+    text(value);
+
+    return EX_OK;
+}
+
+
+/* "name: value" lines, aligned; micro-units are for scripts (--json) */
+void
+tollctl_print_fields(json_t *obj)
+{
+    int          width;
+    char         buf[TOLLCTL_CELL_LEN_MAX];
+    size_t       len, suffix;
+    json_t      *value;
+    const char  *name;
+
+    width = 0;
+    suffix = sizeof("_micros") - 1;
+
+    json_object_foreach(obj, name, value) {
+        len = strlen(name);
+
+        if (len > suffix && strcmp(name + len - suffix, "_micros") == 0) {
+            continue;
+        }
+
+        if ((int) len > width) {
+            width = (int) len;
+        }
+    }
+
+    json_object_foreach(obj, name, value) {
+        len = strlen(name);
+
+        if (len > suffix && strcmp(name + len - suffix, "_micros") == 0) {
+            continue;
+        }
+
+        printf("%s:%*s %s\n", name, width - (int) len, "",
+               tollctl_cell(value, buf, sizeof(buf)));
+    }
+}
+
+
+void
+tollctl_print_table(json_t *rows, const tollctl_column_t *cols,
+    size_t ncols)
+{
+    char         buf[TOLLCTL_CELL_LEN_MAX];
+    size_t       i, c, len, width[TOLLCTL_TABLE_COLUMNS_MAX];
+    json_t      *row;
+    const char  *cell;
+
+    assert(ncols <= TOLLCTL_TABLE_COLUMNS_MAX);
+
+    for (c = 0; c < ncols; c++) {
+        width[c] = strlen(cols[c].header);
+    }
+
+    json_array_foreach(rows, i, row) {
+        for (c = 0; c < ncols; c++) {
+            len = strlen(tollctl_cell(json_object_get(row, cols[c].key), buf,
+                                      sizeof(buf)));
+            if (len > width[c]) {
+                width[c] = len;
+            }
+        }
+    }
+
+    for (c = 0; c + 1 < ncols; c++) {
+        printf(cols[c].right ? "%*s  " : "%-*s  ", (int) width[c],
+               cols[c].header);
+    }
+
+    printf("%s\n", cols[c].header);
+
+    json_array_foreach(rows, i, row) {
+        for (c = 0; c < ncols; c++) {
+            cell = tollctl_cell(json_object_get(row, cols[c].key), buf,
+                                sizeof(buf));
+
+            if (c + 1 == ncols) {
+                printf("%s\n", cell);
+
+            } else {
+                printf(cols[c].right ? "%*s  " : "%-*s  ", (int) width[c],
+                       cell);
+            }
+        }
+    }
+}
+
+
+const char *
+tollctl_cell(json_t *v, char *buf, size_t size)
+{
+    if (v == NULL) {
+        return "-";
+    }
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        return json_string_value(v);
+
+    case JSON_INTEGER:
+        if (buf == NULL) {
+            return "?";
+        }
+
+        snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf;
+
+    case JSON_TRUE:
+        return "true";
+
+    case JSON_FALSE:
+        return "false";
+
+    default:
+        return "-";
+    }
+}
+
+
+/* as the ledger prints amounts ("10.50"); sign: "+" before a positive */
+void
+tollctl_amount_text(int64_t micros, int sign, char *buf, size_t size)
+{
+    char    digits[TOLL_MONEY_STR_MAX];
+    char   *dot;
+    size_t  len, decimals;
+
+    len = toll_money_format(micros, digits);
+    dot = strchr(digits, '.');
+    decimals = (dot == NULL) ? 0 : len - (size_t) (dot - digits) - 1;
+
+    snprintf(buf, size, "%s%s%s%s", (sign && micros > 0) ? "+" : "", digits,
+             (dot == NULL) ? "." : "", (decimals == 0) ? "00"
+                                       : (decimals == 1) ? "0" : "");
 }

@@ -1,7 +1,8 @@
 /*
  * Fuzz the two readers of the meter's Redis names: toll-settle's
- * (settle/toll_settle_drain.c) and tollctl's (ctl/tollctl_ledger.c), for
- * usage hashes "toll:usage:{<buyer>}:<YYYYMMDD>" and claims
+ * (settle/toll_settle_drain.c) and tollctl's
+ * (ctl/tollctl_reconcile_redis.c), for usage hashes
+ * "toll:usage:{<buyer>}:<YYYYMMDD>" and claims
  * "toll:drain:{<buyer>}:<YYYYMMDD>:<32 hex>", and their readers of a
  * count as Redis holds it.
  *
@@ -12,7 +13,7 @@
  */
 
 #include "../../settle/toll_settle_drain.c"
-#include "../../ctl/tollctl_ledger.c"
+#include "../../ctl/tollctl_reconcile_redis.c"
 
 
 static void

@@ -25,60 +25,161 @@
 #include "tollctl_keys.h"
 #include "tollctl_ledger.h"
 #include "tollctl_quarantine.h"
+#include "tollctl_reconcile.h"
 
 
 #define TOLLCTL_VERSION               "0.1.0"
 
+/* getopt_long's value of a long-only option: past any char */
+#define TOLLCTL_OPT_VAL               256
 
-/* long-only options take values past any char */
-enum {
-    TOLLCTL_OPT_REDIS = 256,
-    TOLLCTL_OPT_PASSWORD,
-    TOLLCTL_OPT_DB,
-    TOLLCTL_OPT_TIMEOUT_MS,
-    TOLLCTL_OPT_LEDGER,
-    TOLLCTL_OPT_JSON
-};
+#define TOLLCTL_O(name)               TOLLCTL_OPT_BIT(TOLLCTL_OPT_ ## name)
 
+/* global options: before the command, and stop at it */
+#define TOLLCTL_GLOBAL_OPTIONS                                                \
+    (TOLLCTL_O(REDIS) | TOLLCTL_O(PASSWORD) | TOLLCTL_O(DB)                   \
+     | TOLLCTL_O(TIMEOUT_MS) | TOLLCTL_O(LEDGER) | TOLLCTL_O(JSON)           \
+     | TOLLCTL_O(HELP) | TOLLCTL_O(VERSION))
 
-typedef int (*tollctl_verb_pt)(tollctl_t *ctl, int argc, char **argv);
+/* what every verb takes besides its own */
+#define TOLLCTL_VERB_OPTIONS          (TOLLCTL_O(JSON) | TOLLCTL_O(HELP))
+
 
 typedef struct {
     const char       *name;
+    int               has_arg;
+    int               short_name;        /* 0: long only */
+} tollctl_option_t;
+
+
+typedef int (*tollctl_verb_pt)(tollctl_t *ctl, tollctl_opts_t *o);
+
+/* the options of the verb are TOLLCTL_VERB_OPTIONS and those named */
+typedef struct {
+    const char       *noun;
+    const char       *verb;              /* NULL: the noun alone */
     tollctl_verb_pt   handler;
+    unsigned          options;
+    int               nargs;             /* or TOLLCTL_ARGS_ANY */
+    const char       *arg;               /* what "needs a" names */
+    unsigned          in_order;          /* options before arguments */
+    const char       *help;
 } tollctl_verb_t;
 
 
-static int tollctl_parse_global(tollctl_t *ctl, int argc, char **argv);
+static void tollctl_help(void);
+static int tollctl_parse_global(tollctl_t *ctl, int argc, char **argv,
+    tollctl_opts_t *o);
 static int tollctl_dispatch(tollctl_t *ctl, int argc, char **argv);
+static int tollctl_run(tollctl_t *ctl, const tollctl_verb_t *v,
+    const char *what, int argc, char **argv);
+static int tollctl_opts_parse(tollctl_t *ctl, unsigned options,
+    unsigned in_order, int argc, char **argv, tollctl_opts_t *o);
+static int tollctl_option_error(int c, char **argv);
 
 
-static const tollctl_verb_t  tollctl_key_verbs[] = {
-    { "create", tollctl_key_create },
-    { "revoke", tollctl_key_revoke },
-    { "list",   tollctl_key_list },
-    { "show",   tollctl_key_show }
+static const tollctl_option_t  tollctl_options[TOLLCTL_OPT_N] = {
+    [TOLLCTL_OPT_HELP] =       { "help",       no_argument,       'h' },
+    [TOLLCTL_OPT_VERSION] =    { "version",    no_argument,       'V' },
+    [TOLLCTL_OPT_REDIS] =      { "redis",      required_argument, 0 },
+    [TOLLCTL_OPT_PASSWORD] =   { "password",   required_argument, 0 },
+    [TOLLCTL_OPT_DB] =         { "db",         required_argument, 0 },
+    [TOLLCTL_OPT_TIMEOUT_MS] = { "timeout-ms", required_argument, 0 },
+    [TOLLCTL_OPT_LEDGER] =     { "ledger",     required_argument, 0 },
+    [TOLLCTL_OPT_JSON] =       { "json",       no_argument,       0 },
+    [TOLLCTL_OPT_ALL] =        { "all",        no_argument,       0 },
+    [TOLLCTL_OPT_OWNER] =      { "owner",      required_argument, 0 },
+    [TOLLCTL_OPT_PLAN] =       { "plan",       required_argument, 0 },
+    [TOLLCTL_OPT_ROLE] =       { "role",       required_argument, 0 },
+    [TOLLCTL_OPT_RATE_LIMIT] = { "rate-limit", required_argument, 0 },
+    [TOLLCTL_OPT_EXPIRES_IN] = { "expires-in", required_argument, 0 },
+    [TOLLCTL_OPT_PROVIDER] =   { "provider",   required_argument, 0 },
+    [TOLLCTL_OPT_FROM] =       { "from",       required_argument, 0 },
+    [TOLLCTL_OPT_TO] =         { "to",         required_argument, 0 },
+    [TOLLCTL_OPT_STATUS] =     { "status",     required_argument, 0 },
+    [TOLLCTL_OPT_LIMIT] =      { "limit",      required_argument, 0 },
+    [TOLLCTL_OPT_TX] =         { "tx",         required_argument, 0 },
+    [TOLLCTL_OPT_ACCOUNT] =    { "account",    required_argument, 0 }
 };
 
 
-static const struct option  tollctl_global_options[] = {
-    { "redis",      required_argument, NULL, TOLLCTL_OPT_REDIS },
-    { "password",   required_argument, NULL, TOLLCTL_OPT_PASSWORD },
-    { "db",         required_argument, NULL, TOLLCTL_OPT_DB },
-    { "timeout-ms", required_argument, NULL, TOLLCTL_OPT_TIMEOUT_MS },
-    { "ledger",     required_argument, NULL, TOLLCTL_OPT_LEDGER },
-    { "json",       no_argument,       NULL, TOLLCTL_OPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { "version",    no_argument,       NULL, 'V' },
-    { NULL,         0,                 NULL, 0 }
+/* every verb, in the order of the help */
+static const tollctl_verb_t  tollctl_verbs[] = {
+
+    { "key", "create", tollctl_key_create,
+      TOLLCTL_O(OWNER) | TOLLCTL_O(PLAN) | TOLLCTL_O(ROLE)
+      | TOLLCTL_O(RATE_LIMIT) | TOLLCTL_O(EXPIRES_IN), 0, NULL, 0,
+"  key create --owner ID [--plan NAME] [--role buyer|provider|admin]\n"
+"             [--rate-limit N] [--expires-in SECONDS]\n"
+"                      create a key and print it once, secret included,\n"
+"                      as JSON; N is requests per minute\n" },
+
+    { "key", "revoke", tollctl_key_revoke, 0, 1, "KEY_ID", 0,
+"  key revoke KEY_ID   revoke a key; revoking twice is fine\n" },
+
+    { "key", "list", tollctl_key_list, 0, 0, NULL, 0,
+"  key list            list every key\n" },
+
+    { "key", "show", tollctl_key_show, 0, 1, "KEY_ID", 0,
+"  key show KEY_ID     show a key's record, never its secret or hash\n" },
+
+    { "settlement", "create", tollctl_settlement_create,
+      TOLLCTL_O(PROVIDER) | TOLLCTL_O(FROM) | TOLLCTL_O(TO), 0, NULL, 0,
+"\n"
+"  settlement create --provider ID --from TIME --to TIME\n"
+"                      settle a provider's usage posted in [from, to);\n"
+"                      TIME is 2026-03-01T00:00:00Z, 2026-03-01 or @UNIX\n" },
+
+    { "settlement", "list", tollctl_settlement_list,
+      TOLLCTL_O(PROVIDER) | TOLLCTL_O(STATUS) | TOLLCTL_O(LIMIT), 0, NULL, 0,
+"  settlement list [--provider ID] [--status pending|completed]\n"
+"                  [--limit N]\n"
+"                      newest first, 50 unless --limit (1 to 1000)\n" },
+
+    { "settlement", "show", tollctl_settlement_show, 0, 1, "STL_ID", 0,
+"  settlement show STL_ID\n" },
+
+    { "settlement", "pay", tollctl_settlement_pay, TOLLCTL_O(TX), 1,
+      "STL_ID", 0,
+"  settlement pay STL_ID --tx REF\n"
+"                      record the payment, once\n" },
+
+    { "ledger", "balance", tollctl_ledger_balance, 0, 1, "ACCOUNT", 0,
+"  ledger balance ACCOUNT\n"
+"                      buyer:ID, provider:ID, platform:fees, platform:cash\n"
+    },
+
+    { "ledger", "entries", tollctl_ledger_entries,
+      TOLLCTL_O(ACCOUNT) | TOLLCTL_O(LIMIT), 0, NULL, 0,
+"  ledger entries [--account ACCOUNT] [--limit N]\n"
+"                      the latest entries, 50 unless --limit (1 to 1000)\n" },
+
+    { "ledger", "check", tollctl_ledger_check, 0, 0, NULL, 0,
+"  ledger check        verify the ledger's invariants from its rows\n" },
+
+    { "reconcile", NULL, tollctl_reconcile, 0, 0, NULL, 0,
+"  reconcile           compare Redis's usage with the ledger's\n" },
+
+    /* the claims are checked by the verbs, and come after the options */
+
+    { "quarantine", "list", tollctl_quarantine_list, TOLLCTL_O(ALL),
+      TOLLCTL_ARGS_ANY, NULL, 1,
+"  quarantine list     the claims toll-settle set aside: the ledger\n"
+"                      refused them\n" },
+
+    { "quarantine", "replay", tollctl_quarantine_replay, TOLLCTL_O(ALL),
+      TOLLCTL_ARGS_ANY, NULL, 1,
+"  quarantine replay CLAIM... | --all\n"
+"                      give them back to toll-settle's next pass\n" }
 };
 
 
 int
 main(int argc, char **argv)
 {
-    int        rc;
-    tollctl_t  ctl;
+    int             rc;
+    tollctl_t       ctl;
+    tollctl_opts_t  o;
 
     /* a closed socket or pipe must fail a write, not kill us silently */
     signal(SIGPIPE, SIG_IGN);
@@ -87,10 +188,10 @@ main(int argc, char **argv)
 
     memset(&ctl, 0, sizeof(ctl));
 
-    rc = tollctl_parse_global(&ctl, argc, argv);
+    rc = tollctl_parse_global(&ctl, argc, argv, &o);
 
     if (rc == EX_OK) {
-        rc = tollctl_dispatch(&ctl, argc - optind, argv + optind);
+        rc = tollctl_dispatch(&ctl, o.nargs, o.args);
     }
 
     if (ctl.redis != NULL) {
@@ -145,7 +246,7 @@ tollctl_usage_error(const char *fmt, ...)
 
 
 /* getopt's own messages are off (opterr = 0): one line of ours instead */
-int
+static int
 tollctl_option_error(int c, char **argv)
 {
     const char  *opt;
@@ -162,69 +263,6 @@ tollctl_option_error(int c, char **argv)
 
     /* glibc tells neither from the other: "--r" may be --role or --rate */
     return tollctl_usage_error("unknown or ambiguous option \"%s\"", opt);
-}
-
-
-void
-tollctl_help(void)
-{
-    printf(
-"usage: tollctl [OPTIONS] COMMAND ...\n"
-"\n"
-"Manage toll's API keys in Redis, read its ledger, record settlements.\n"
-"\n"
-"commands:\n"
-"  key create --owner ID [--plan NAME] [--role buyer|provider|admin]\n"
-"             [--rate-limit N] [--expires-in SECONDS]\n"
-"                      create a key and print it once, secret included,\n"
-"                      as JSON; N is requests per minute\n"
-"  key revoke KEY_ID   revoke a key; revoking twice is fine\n"
-"  key list            list every key\n"
-"  key show KEY_ID     show a key's record, never its secret or hash\n"
-"\n"
-"  settlement create --provider ID --from TIME --to TIME\n"
-"                      settle a provider's usage posted in [from, to);\n"
-"                      TIME is 2026-03-01T00:00:00Z, 2026-03-01 or @UNIX\n"
-"  settlement list [--provider ID] [--status pending|completed]\n"
-"                  [--limit N]\n"
-"                      newest first, 50 unless --limit (1 to 1000)\n"
-"  settlement show STL_ID\n"
-"  settlement pay STL_ID --tx REF\n"
-"                      record the payment, once\n"
-"  ledger balance ACCOUNT\n"
-"                      buyer:ID, provider:ID, platform:fees, platform:cash\n"
-"  ledger entries [--account ACCOUNT] [--limit N]\n"
-"                      the latest entries, 50 unless --limit (1 to 1000)\n"
-"  ledger check        verify the ledger's invariants from its rows\n"
-"  reconcile           compare Redis's usage with the ledger's\n"
-"  quarantine list     the claims toll-settle set aside: the ledger\n"
-"                      refused them\n"
-"  quarantine replay CLAIM... | --all\n"
-"                      give them back to toll-settle's next pass\n"
-"\n"
-"options:\n"
-"  --redis ADDR        HOST:PORT, [IPV6]:PORT or unix:/PATH (default\n"
-"                      $" TOLLCTL_REDIS_ENV ", else "
-TOLLCTL_REDIS_DEFAULT ")\n"
-"  --password PASS     Redis AUTH password (default $"
-TOLLCTL_PASSWORD_ENV ")\n"
-"  --db N              Redis database number (default 0)\n"
-"  --timeout-ms N      connect and command timeout (default %d)\n"
-"  --ledger PATH       the ledger file (default $" TOLLCTL_LEDGER_ENV ",\n"
-"                      else " TOLLCTL_LEDGER_DEFAULT ")\n"
-"  --json              JSON output for every command but key create (always\n"
-"                      JSON); may also follow the verb\n"
-"  -h, --help          print this help and exit\n"
-"  -V, --version       print the version and exit\n"
-"\n"
-"exit status: 0 done, 64 usage error, 65 invalid value or refused data\n"
-"(a settlement that overlaps, is empty, ends in the future or is paid\n"
-"already; a failed ledger check; a reconcile difference), 66 no such key,\n"
-"settlement, account or ledger file, 69 Redis unreachable or refused a\n"
-"command, 70 internal error, 71 out of memory or no clock, 74 cannot\n"
-"write the output or read the ledger, 75 key kept changing while being\n"
-"revoked, or the ledger is busy (run again)\n",
-        TOLLCTL_TIMEOUT_MS_DEFAULT);
 }
 
 
@@ -259,94 +297,103 @@ tollctl_parse_ll(const char *s, long long min, long long max,
 }
 
 
+static void
+tollctl_help(void)
+{
+    size_t  i;
+
+    printf(
+"usage: tollctl [OPTIONS] COMMAND ...\n"
+"\n"
+"Manage toll's API keys in Redis, read its ledger, record settlements.\n"
+"\n"
+"commands:\n");
+
+    for (i = 0; i < TOLLCTL_NELTS(tollctl_verbs); i++) {
+        fputs(tollctl_verbs[i].help, stdout);
+    }
+
+    printf(
+"\n"
+"options:\n"
+"  --redis ADDR        HOST:PORT, [IPV6]:PORT or unix:/PATH (default\n"
+"                      $" TOLLCTL_REDIS_ENV ", else "
+TOLLCTL_REDIS_DEFAULT ")\n"
+"  --password PASS     Redis AUTH password (default $"
+TOLLCTL_PASSWORD_ENV ")\n"
+"  --db N              Redis database number (default 0)\n"
+"  --timeout-ms N      connect and command timeout (default %d)\n"
+"  --ledger PATH       the ledger file (default $" TOLLCTL_LEDGER_ENV ",\n"
+"                      else " TOLLCTL_LEDGER_DEFAULT ")\n"
+"  --json              JSON output for every command but key create (always\n"
+"                      JSON); may also follow the verb\n"
+"  -h, --help          print this help and exit\n"
+"  -V, --version       print the version and exit\n"
+"\n"
+"exit status: 0 done, 64 usage error, 65 invalid value or refused data\n"
+"(a settlement that overlaps, is empty, ends in the future or is paid\n"
+"already; a failed ledger check; a reconcile difference), 66 no such key,\n"
+"settlement, account or ledger file, 69 Redis unreachable or refused a\n"
+"command, 70 internal error, 71 out of memory or no clock, 74 cannot\n"
+"write the output or read the ledger, 75 key kept changing while being\n"
+"revoked, or the ledger is busy (run again)\n",
+        TOLLCTL_TIMEOUT_MS_DEFAULT);
+}
+
+
 /* stops at COMMAND, so that the verbs parse their own options */
 static int
-tollctl_parse_global(tollctl_t *ctl, int argc, char **argv)
+tollctl_parse_global(tollctl_t *ctl, int argc, char **argv,
+    tollctl_opts_t *o)
 {
-    int  c;
+    int  rc;
 
-    opterr = 0;
-
-    for ( ;; ) {
-        c = getopt_long(argc, argv, "+:hV", tollctl_global_options, NULL);
-        if (c == -1) {
-            break;
-        }
-
-        switch (c) {
-
-        case TOLLCTL_OPT_REDIS:
-            ctl->redis_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_PASSWORD:
-            ctl->password = optarg;
-            break;
-
-        case TOLLCTL_OPT_DB:
-            ctl->db_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_TIMEOUT_MS:
-            ctl->timeout_ms_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_LEDGER:
-            ctl->ledger_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_JSON:
-            ctl->json = 1;
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        case 'V':
-            printf("tollctl " TOLLCTL_VERSION "\n");
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
+    rc = tollctl_opts_parse(ctl, TOLLCTL_GLOBAL_OPTIONS, 1, argc, argv, o);
+    if (rc != EX_OK) {
+        return rc;
     }
+
+    ctl->redis_opt = o->opt[TOLLCTL_OPT_REDIS];
+    ctl->password = o->opt[TOLLCTL_OPT_PASSWORD];
+    ctl->db_opt = o->opt[TOLLCTL_OPT_DB];
+    ctl->timeout_ms_opt = o->opt[TOLLCTL_OPT_TIMEOUT_MS];
+    ctl->ledger_opt = o->opt[TOLLCTL_OPT_LEDGER];
 
     return EX_OK;
 }
 
 
+/* argv[0] is the command: finds its verb in the table and runs it */
 static int
 tollctl_dispatch(tollctl_t *ctl, int argc, char **argv)
 {
-    size_t  i;
+    char                   what[64];
+    size_t                 i;
+    const tollctl_verb_t  *v, *noun;
 
     if (argc == 0) {
         return tollctl_usage_error("missing command");
     }
 
-    if (strcmp(argv[0], "ledger") == 0) {
-        return tollctl_ledger_cmd(ctl, argc, argv);
+    noun = NULL;
+
+    for (i = 0; i < TOLLCTL_NELTS(tollctl_verbs); i++) {
+        if (strcmp(argv[0], tollctl_verbs[i].noun) == 0) {
+            noun = &tollctl_verbs[i];
+            break;
+        }
     }
 
-    if (strcmp(argv[0], "settlement") == 0) {
-        return tollctl_settlement_cmd(ctl, argc, argv);
-    }
-
-    if (strcmp(argv[0], "reconcile") == 0) {
-        return tollctl_reconcile_cmd(ctl, argc, argv);
-    }
-
-    if (strcmp(argv[0], "quarantine") == 0) {
-        return tollctl_quarantine_cmd(ctl, argc, argv);
-    }
-
-    if (strcmp(argv[0], "key") != 0) {
+    if (noun == NULL) {
         return tollctl_usage_error("unknown command \"%s\"", argv[0]);
     }
 
+    if (noun->verb == NULL) {
+        return tollctl_run(ctl, noun, noun->noun, argc, argv);
+    }
+
     if (argc == 1) {
-        return tollctl_usage_error("missing verb after \"key\"");
+        return tollctl_usage_error("missing verb after \"%s\"", argv[0]);
     }
 
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -354,12 +401,128 @@ tollctl_dispatch(tollctl_t *ctl, int argc, char **argv)
         return TOLLCTL_DONE;
     }
 
-    for (i = 0; i < TOLLCTL_NELTS(tollctl_key_verbs); i++) {
-        if (strcmp(argv[1], tollctl_key_verbs[i].name) == 0) {
+    for (v = noun; v < tollctl_verbs + TOLLCTL_NELTS(tollctl_verbs); v++) {
+        if (strcmp(v->noun, noun->noun) == 0
+            && strcmp(v->verb, argv[1]) == 0)
+        {
+            snprintf(what, sizeof(what), "%s %s", v->noun, v->verb);
+
             /* the verb sees itself as argv[0], as getopt expects */
-            return tollctl_key_verbs[i].handler(ctl, argc - 1, argv + 1);
+            return tollctl_run(ctl, v, what, argc - 1, argv + 1);
         }
     }
 
-    return tollctl_usage_error("unknown verb \"key %s\"", argv[1]);
+    return tollctl_usage_error("unknown verb \"%s %s\"", argv[0], argv[1]);
+}
+
+
+/* the options and arguments of a verb, checked as its row says; then it */
+static int
+tollctl_run(tollctl_t *ctl, const tollctl_verb_t *v, const char *what,
+    int argc, char **argv)
+{
+    int             rc;
+    tollctl_opts_t  o;
+
+    rc = tollctl_opts_parse(ctl, TOLLCTL_VERB_OPTIONS | v->options,
+                            v->in_order, argc, argv, &o);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    if (v->nargs != TOLLCTL_ARGS_ANY && o.nargs < v->nargs) {
+        return tollctl_usage_error("\"%s\" needs a %s", what, v->arg);
+    }
+
+    if (v->nargs != TOLLCTL_ARGS_ANY && o.nargs > v->nargs) {
+        return tollctl_usage_error("unexpected argument \"%s\" to \"%s\"",
+                                   o.args[v->nargs], what);
+    }
+
+    return v->handler(ctl, &o);
+}
+
+
+/*
+ * The one getopt_long() loop: the options named in the mask, from
+ * argv[1]; --help and --version end the run at once, as they come.
+ * in_order stops at the first argument, as the global options stop at
+ * the command.
+ */
+static int
+tollctl_opts_parse(tollctl_t *ctl, unsigned options, unsigned in_order,
+    int argc, char **argv, tollctl_opts_t *o)
+{
+    int                      c, i, n;
+    char                     shorts[8], *p;
+    struct option            longopts[TOLLCTL_OPT_N + 1];
+    const tollctl_option_t  *opt;
+
+    memset(o, 0, sizeof(tollctl_opts_t));
+
+    p = shorts;
+
+    if (in_order) {
+        *p++ = '+';
+    }
+
+    /* getopt's own messages are off: tollctl_option_error() says it */
+    *p++ = ':';
+    n = 0;
+
+    for (i = 0; i < TOLLCTL_OPT_N; i++) {
+        if (!(options & TOLLCTL_OPT_BIT(i))) {
+            continue;
+        }
+
+        opt = &tollctl_options[i];
+
+        longopts[n].name = opt->name;
+        longopts[n].has_arg = opt->has_arg;
+        longopts[n].flag = NULL;
+        longopts[n].val = opt->short_name ? opt->short_name
+                                          : TOLLCTL_OPT_VAL + i;
+        n++;
+
+        if (opt->short_name) {
+            *p++ = (char) opt->short_name;
+        }
+    }
+
+    memset(&longopts[n], 0, sizeof(struct option));
+    *p = '\0';
+
+    /* optind = 0 makes glibc's getopt start afresh on a new argv */
+    optind = 0;
+    opterr = 0;
+
+    while ((c = getopt_long(argc, argv, shorts, longopts, NULL)) != -1) {
+
+        if (c == 'h') {
+            tollctl_help();
+            return TOLLCTL_DONE;
+        }
+
+        if (c == 'V') {
+            printf("tollctl " TOLLCTL_VERSION "\n");
+            return TOLLCTL_DONE;
+        }
+
+        if (c < TOLLCTL_OPT_VAL) {
+            return tollctl_option_error(c, argv);
+        }
+
+        i = c - TOLLCTL_OPT_VAL;
+
+        if (i == TOLLCTL_OPT_JSON) {
+            ctl->json = 1;
+        }
+
+        o->opt[i] = (optarg != NULL) ? optarg : "";
+    }
+
+    o->args = argv + optind;
+    o->nargs = argc - optind;
+
+    return EX_OK;
 }

@@ -72,6 +72,46 @@ typedef struct {
 } tollctl_cmd_t;
 
 
+/* every option of tollctl; a verb's row of the table names those it takes */
+typedef enum {
+    TOLLCTL_OPT_HELP = 0,
+    TOLLCTL_OPT_VERSION,
+    TOLLCTL_OPT_REDIS,
+    TOLLCTL_OPT_PASSWORD,
+    TOLLCTL_OPT_DB,
+    TOLLCTL_OPT_TIMEOUT_MS,
+    TOLLCTL_OPT_LEDGER,
+    TOLLCTL_OPT_JSON,
+    TOLLCTL_OPT_ALL,
+    TOLLCTL_OPT_OWNER,
+    TOLLCTL_OPT_PLAN,
+    TOLLCTL_OPT_ROLE,
+    TOLLCTL_OPT_RATE_LIMIT,
+    TOLLCTL_OPT_EXPIRES_IN,
+    TOLLCTL_OPT_PROVIDER,
+    TOLLCTL_OPT_FROM,
+    TOLLCTL_OPT_TO,
+    TOLLCTL_OPT_STATUS,
+    TOLLCTL_OPT_LIMIT,
+    TOLLCTL_OPT_TX,
+    TOLLCTL_OPT_ACCOUNT,
+    TOLLCTL_OPT_N
+} tollctl_opt_e;
+
+#define TOLLCTL_OPT_BIT(o)            (1u << (o))
+
+/* a verb that checks its arguments itself, however many */
+#define TOLLCTL_ARGS_ANY              (-1)
+
+
+/* a verb's options and arguments, as given */
+typedef struct {
+    const char       *opt[TOLLCTL_OPT_N];   /* NULL: not given; a flag "" */
+    char            **args;
+    int               nargs;
+} tollctl_opts_t;
+
+
 /* a column of a table: its header, its key in each row's object */
 typedef struct {
     const char       *header;
@@ -86,9 +126,6 @@ int tollctl_error(int rc, const char *fmt, ...)
 /* the same, ending "; see 'tollctl --help'"; returns EX_USAGE */
 int tollctl_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
-/* getopt_long's ':' or '?' as one line of ours */
-int tollctl_option_error(int c, char **argv);
-void tollctl_help(void);
 /* an optional "-" and digits, nothing else, within [min, max] */
 int tollctl_parse_ll(const char *s, long long min, long long max,
     long long *out);

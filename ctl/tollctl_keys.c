@@ -11,7 +11,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,17 +44,6 @@
 #define TOLLCTL_AGAIN                 (-2)
 
 
-/* long-only options take values past any char */
-enum {
-    TOLLCTL_OPT_JSON = 256,
-    TOLLCTL_OPT_OWNER,
-    TOLLCTL_OPT_PLAN,
-    TOLLCTL_OPT_ROLE,
-    TOLLCTL_OPT_RATE_LIMIT,
-    TOLLCTL_OPT_EXPIRES_IN
-};
-
-
 typedef struct {
     const char       *owner;
     const char       *plan;          /* NULL: none */
@@ -82,10 +70,7 @@ typedef struct {
 } tollctl_new_key_t;
 
 
-static int tollctl_verb_args(tollctl_t *ctl, int argc, char **argv,
-    const char **arg);
-static int tollctl_create_parse(tollctl_create_t *req, int argc,
-    char **argv);
+static int tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o);
 static int tollctl_create_check(tollctl_create_t *req);
 static int tollctl_key_new(tollctl_new_key_t *key,
     const tollctl_create_t *req);
@@ -102,38 +87,18 @@ static int tollctl_list_add(tollctl_t *ctl, json_t *records,
     const redisReply *id, const redisReply *hash, time_t now);
 static int tollctl_id_cmp(const void *a, const void *b);
 
-static int tollctl_key_id_args(tollctl_t *ctl, int argc, char **argv,
+static int tollctl_key_id_args(tollctl_t *ctl, tollctl_opts_t *o,
     const char **key_id, char *name);
 
 
-static const struct option  tollctl_create_options[] = {
-    { "owner",      required_argument, NULL, TOLLCTL_OPT_OWNER },
-    { "plan",       required_argument, NULL, TOLLCTL_OPT_PLAN },
-    { "role",       required_argument, NULL, TOLLCTL_OPT_ROLE },
-    { "rate-limit", required_argument, NULL, TOLLCTL_OPT_RATE_LIMIT },
-    { "expires-in", required_argument, NULL, TOLLCTL_OPT_EXPIRES_IN },
-    { "json",       no_argument,       NULL, TOLLCTL_OPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-
-/* the options of revoke, show and list */
-static const struct option  tollctl_verb_options[] = {
-    { "json",       no_argument,       NULL, TOLLCTL_OPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-
 int
-tollctl_key_create(tollctl_t *ctl, int argc, char **argv)
+tollctl_key_create(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int                rc, attempt;
     tollctl_new_key_t  key;
     tollctl_create_t   req;
 
-    rc = tollctl_create_parse(&req, argc, argv);
+    rc = tollctl_create_parse(&req, o);
     if (rc != EX_OK) {
         return rc;
     }
@@ -179,59 +144,17 @@ tollctl_key_create(tollctl_t *ctl, int argc, char **argv)
 
 /* usage errors all come before any value is checked */
 static int
-tollctl_create_parse(tollctl_create_t *req, int argc, char **argv)
+tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o)
 {
-    int  c;
-
     memset(req, 0, sizeof(tollctl_create_t));
 
-    optind = 0;
+    req->owner = o->opt[TOLLCTL_OPT_OWNER];
+    req->plan = o->opt[TOLLCTL_OPT_PLAN];
+    req->role_opt = o->opt[TOLLCTL_OPT_ROLE];
+    req->rate_limit_opt = o->opt[TOLLCTL_OPT_RATE_LIMIT];
+    req->expires_in_opt = o->opt[TOLLCTL_OPT_EXPIRES_IN];
 
-    for ( ;; ) {
-        c = getopt_long(argc, argv, ":h", tollctl_create_options, NULL);
-        if (c == -1) {
-            break;
-        }
-
-        switch (c) {
-
-        case TOLLCTL_OPT_OWNER:
-            req->owner = optarg;
-            break;
-
-        case TOLLCTL_OPT_PLAN:
-            req->plan = optarg;
-            break;
-
-        case TOLLCTL_OPT_ROLE:
-            req->role_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_RATE_LIMIT:
-            req->rate_limit_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_EXPIRES_IN:
-            req->expires_in_opt = optarg;
-            break;
-
-        case TOLLCTL_OPT_JSON:
-            /* create always prints JSON */
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
-    }
-
-    if (optind < argc) {
-        return tollctl_usage_error("unexpected argument \"%s\" to "
-                                   "\"key create\"", argv[optind]);
-    }
+    /* --json is taken and ignored: create always prints JSON */
 
     if (req->owner == NULL) {
         return tollctl_usage_error("\"key create\" needs --owner");
@@ -529,14 +452,14 @@ tollctl_key_print_new(const tollctl_create_t *req,
 
 
 int
-tollctl_key_revoke(tollctl_t *ctl, int argc, char **argv)
+tollctl_key_revoke(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int          rc, attempt;
     char         name[TOLL_REDIS_KEY_NAME_MAX + 1];
     json_t      *record;
     const char  *key_id;
 
-    rc = tollctl_key_id_args(ctl, argc, argv, &key_id, name);
+    rc = tollctl_key_id_args(ctl, o, &key_id, name);
     if (rc != EX_OK) {
         return rc;
     }
@@ -632,14 +555,14 @@ tollctl_revoke_once(tollctl_t *ctl, const char *key_id, const char *name)
 
 
 int
-tollctl_key_show(tollctl_t *ctl, int argc, char **argv)
+tollctl_key_show(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int          rc;
     char         name[TOLL_REDIS_KEY_NAME_MAX + 1];
     json_t      *record;
     const char  *key_id;
 
-    rc = tollctl_key_id_args(ctl, argc, argv, &key_id, name);
+    rc = tollctl_key_id_args(ctl, o, &key_id, name);
     if (rc != EX_OK) {
         return rc;
     }
@@ -663,7 +586,7 @@ tollctl_key_show(tollctl_t *ctl, int argc, char **argv)
 
 
 int
-tollctl_key_list(tollctl_t *ctl, int argc, char **argv)
+tollctl_key_list(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     time_t          now;
@@ -672,10 +595,7 @@ tollctl_key_list(tollctl_t *ctl, int argc, char **argv)
     redisReply     *ids;
     tollctl_cmd_t   cmd;
 
-    rc = tollctl_verb_args(ctl, argc, argv, NULL);
-    if (rc != EX_OK) {
-        return rc;
-    }
+    (void) o;
 
     rc = tollctl_connect(ctl);
     if (rc != EX_OK) {
@@ -836,69 +756,12 @@ tollctl_id_cmp(const void *a, const void *b)
 }
 
 
-/*
- * The options and the one argument of revoke and show (arg != NULL), or
- * the options alone of list (arg == NULL).
- */
+/* the KEY_ID of revoke and show; connects when it is fine */
 static int
-tollctl_verb_args(tollctl_t *ctl, int argc, char **argv, const char **arg)
+tollctl_key_id_args(tollctl_t *ctl, tollctl_opts_t *o, const char **key_id,
+    char *name)
 {
-    int  c, want;
-
-    /* optind = 0 makes glibc's getopt start afresh on a new argv */
-    optind = 0;
-
-    for ( ;; ) {
-        c = getopt_long(argc, argv, ":h", tollctl_verb_options, NULL);
-        if (c == -1) {
-            break;
-        }
-
-        switch (c) {
-
-        case TOLLCTL_OPT_JSON:
-            ctl->json = 1;
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
-    }
-
-    want = (arg != NULL) ? 1 : 0;
-
-    if (argc - optind < want) {
-        return tollctl_usage_error("\"key %s\" needs a KEY_ID", argv[0]);
-    }
-
-    if (argc - optind > want) {
-        return tollctl_usage_error("unexpected argument \"%s\" to \"key %s\"",
-                                   argv[optind + want], argv[0]);
-    }
-
-    if (arg != NULL) {
-        *arg = argv[optind];
-    }
-
-    return EX_OK;
-}
-
-
-/* the options and KEY_ID of revoke and show; connects when they are fine */
-static int
-tollctl_key_id_args(tollctl_t *ctl, int argc, char **argv,
-    const char **key_id, char *name)
-{
-    int  rc;
-
-    rc = tollctl_verb_args(ctl, argc, argv, key_id);
-    if (rc != EX_OK) {
-        return rc;
-    }
+    *key_id = o->args[0];
 
     if (toll_key_redis_name((const unsigned char *) *key_id,
                             strlen(*key_id), name)

@@ -9,11 +9,10 @@
 #include "tollctl.h"
 
 
-/* argv[0] is the verb */
-int tollctl_key_create(tollctl_t *ctl, int argc, char **argv);
-int tollctl_key_revoke(tollctl_t *ctl, int argc, char **argv);
-int tollctl_key_show(tollctl_t *ctl, int argc, char **argv);
-int tollctl_key_list(tollctl_t *ctl, int argc, char **argv);
+int tollctl_key_create(tollctl_t *ctl, tollctl_opts_t *o);
+int tollctl_key_revoke(tollctl_t *ctl, tollctl_opts_t *o);
+int tollctl_key_show(tollctl_t *ctl, tollctl_opts_t *o);
+int tollctl_key_list(tollctl_t *ctl, tollctl_opts_t *o);
 
 
 #endif /* _TOLLCTL_KEYS_H_INCLUDED_ */

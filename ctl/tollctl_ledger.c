@@ -10,7 +10,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +27,6 @@
 #include "toll_money.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
-#include "tollctl_reconcile.h"
 
 
 /* --limit of settlement list and ledger entries */
@@ -50,44 +48,9 @@
 #define TOLLCTL_ACCOUNT_PROVIDER      "provider:"
 
 
-/* long-only options of these commands take values past tollctl.c's */
-enum {
-    TOLLCTL_LOPT_JSON = 512,
-    TOLLCTL_LOPT_PROVIDER,
-    TOLLCTL_LOPT_FROM,
-    TOLLCTL_LOPT_TO,
-    TOLLCTL_LOPT_STATUS,
-    TOLLCTL_LOPT_LIMIT,
-    TOLLCTL_LOPT_TX,
-    TOLLCTL_LOPT_ACCOUNT
-};
-
-
-typedef int (*tollctl_lverb_pt)(tollctl_t *ctl, tollctl_lopts_t *o);
-
-typedef struct {
-    const char              *name;
-    tollctl_lverb_pt         handler;
-    const struct option     *options;
-    const char              *arg;        /* NULL: takes no argument */
-} tollctl_lverb_t;
-
-
-static int tollctl_lverb_run(tollctl_t *ctl, const char *cmd,
-    const tollctl_lverb_t *verbs, size_t n, int argc, char **argv);
-static int tollctl_lopts_parse(tollctl_t *ctl, const char *what,
-    const tollctl_lverb_t *verb, int argc, char **argv, tollctl_lopts_t *o);
-
 static const char *tollctl_ledger_path(tollctl_t *ctl);
 static int tollctl_ledger_status(int rc);
 
-static int tollctl_settlement_create(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_settlement_list(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_settlement_show(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_settlement_pay(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_ledger_balance(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_ledger_entries(tollctl_t *ctl, tollctl_lopts_t *o);
-static int tollctl_ledger_check(tollctl_t *ctl, tollctl_lopts_t *o);
 
 static int tollctl_provider_check(const char *opt, const char *provider);
 static int tollctl_account_check(const char *opt, const char *account);
@@ -100,64 +63,6 @@ static int tollctl_tx_ref_valid(const char *ref);
 static void tollctl_print_settlements(json_t *list);
 static void tollctl_print_entries(json_t *list);
 static void tollctl_print_check(json_t *report);
-
-
-static const struct option  tollctl_json_options[] = {
-    { "json",       no_argument,       NULL, TOLLCTL_LOPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-static const struct option  tollctl_create_options[] = {
-    { "provider",   required_argument, NULL, TOLLCTL_LOPT_PROVIDER },
-    { "from",       required_argument, NULL, TOLLCTL_LOPT_FROM },
-    { "to",         required_argument, NULL, TOLLCTL_LOPT_TO },
-    { "json",       no_argument,       NULL, TOLLCTL_LOPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-static const struct option  tollctl_list_options[] = {
-    { "provider",   required_argument, NULL, TOLLCTL_LOPT_PROVIDER },
-    { "status",     required_argument, NULL, TOLLCTL_LOPT_STATUS },
-    { "limit",      required_argument, NULL, TOLLCTL_LOPT_LIMIT },
-    { "json",       no_argument,       NULL, TOLLCTL_LOPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-static const struct option  tollctl_pay_options[] = {
-    { "tx",         required_argument, NULL, TOLLCTL_LOPT_TX },
-    { "json",       no_argument,       NULL, TOLLCTL_LOPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-static const struct option  tollctl_entries_options[] = {
-    { "account",    required_argument, NULL, TOLLCTL_LOPT_ACCOUNT },
-    { "limit",      required_argument, NULL, TOLLCTL_LOPT_LIMIT },
-    { "json",       no_argument,       NULL, TOLLCTL_LOPT_JSON },
-    { "help",       no_argument,       NULL, 'h' },
-    { NULL,         0,                 NULL, 0 }
-};
-
-
-static const tollctl_lverb_t  tollctl_settlement_verbs[] = {
-    { "create", tollctl_settlement_create, tollctl_create_options, NULL },
-    { "list",   tollctl_settlement_list,   tollctl_list_options,   NULL },
-    { "show",   tollctl_settlement_show,   tollctl_json_options,   "STL_ID" },
-    { "pay",    tollctl_settlement_pay,    tollctl_pay_options,    "STL_ID" }
-};
-
-static const tollctl_lverb_t  tollctl_ledger_verbs[] = {
-    { "balance", tollctl_ledger_balance, tollctl_json_options,  "ACCOUNT" },
-    { "entries", tollctl_ledger_entries, tollctl_entries_options, NULL },
-    { "check",   tollctl_ledger_check,   tollctl_json_options,  NULL }
-};
-
-static const tollctl_lverb_t  tollctl_reconcile_verb = {
-    "reconcile", tollctl_reconcile, tollctl_json_options, NULL
-};
 
 
 static const tollctl_column_t  tollctl_settlement_columns[] = {
@@ -184,160 +89,6 @@ static const tollctl_column_t  tollctl_entry_columns[] = {
     { "CREDIT",       "credit_text",  1 },
     { "REF",          "ref",          0 }
 };
-
-
-int
-tollctl_settlement_cmd(tollctl_t *ctl, int argc, char **argv)
-{
-    return tollctl_lverb_run(ctl, "settlement", tollctl_settlement_verbs,
-                             TOLLCTL_NELTS(tollctl_settlement_verbs),
-                             argc, argv);
-}
-
-
-int
-tollctl_ledger_cmd(tollctl_t *ctl, int argc, char **argv)
-{
-    return tollctl_lverb_run(ctl, "ledger", tollctl_ledger_verbs,
-                             TOLLCTL_NELTS(tollctl_ledger_verbs),
-                             argc, argv);
-}
-
-
-int
-tollctl_reconcile_cmd(tollctl_t *ctl, int argc, char **argv)
-{
-    int              rc;
-    tollctl_lopts_t  o;
-
-    rc = tollctl_lopts_parse(ctl, "reconcile", &tollctl_reconcile_verb,
-                             argc, argv, &o);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    return tollctl_reconcile(ctl, &o);
-}
-
-
-/* argv[0] is the command, argv[1] the verb */
-static int
-tollctl_lverb_run(tollctl_t *ctl, const char *cmd,
-    const tollctl_lverb_t *verbs, size_t n, int argc, char **argv)
-{
-    int              rc;
-    char             what[64];
-    size_t           i;
-    tollctl_lopts_t  o;
-
-    if (argc < 2) {
-        return tollctl_usage_error("missing verb after \"%s\"", cmd);
-    }
-
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        tollctl_help();
-        return TOLLCTL_DONE;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (strcmp(argv[1], verbs[i].name) != 0) {
-            continue;
-        }
-
-        snprintf(what, sizeof(what), "%s %s", cmd, verbs[i].name);
-
-        /* the verb sees itself as argv[0], as getopt expects */
-        rc = tollctl_lopts_parse(ctl, what, &verbs[i], argc - 1, argv + 1,
-                                 &o);
-        if (rc != EX_OK) {
-            return rc;
-        }
-
-        return verbs[i].handler(ctl, &o);
-    }
-
-    return tollctl_usage_error("unknown verb \"%s %s\"", cmd, argv[1]);
-}
-
-
-static int
-tollctl_lopts_parse(tollctl_t *ctl, const char *what,
-    const tollctl_lverb_t *verb, int argc, char **argv, tollctl_lopts_t *o)
-{
-    int  c, want;
-
-    memset(o, 0, sizeof(tollctl_lopts_t));
-
-    /* optind = 0 makes glibc's getopt start afresh on a new argv */
-    optind = 0;
-    opterr = 0;
-
-    for ( ;; ) {
-        c = getopt_long(argc, argv, ":h", verb->options, NULL);
-        if (c == -1) {
-            break;
-        }
-
-        switch (c) {
-
-        case TOLLCTL_LOPT_JSON:
-            ctl->json = 1;
-            break;
-
-        case TOLLCTL_LOPT_PROVIDER:
-            o->provider = optarg;
-            break;
-
-        case TOLLCTL_LOPT_FROM:
-            o->from = optarg;
-            break;
-
-        case TOLLCTL_LOPT_TO:
-            o->to = optarg;
-            break;
-
-        case TOLLCTL_LOPT_STATUS:
-            o->status = optarg;
-            break;
-
-        case TOLLCTL_LOPT_LIMIT:
-            o->limit = optarg;
-            break;
-
-        case TOLLCTL_LOPT_TX:
-            o->tx = optarg;
-            break;
-
-        case TOLLCTL_LOPT_ACCOUNT:
-            o->account = optarg;
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
-    }
-
-    want = (verb->arg != NULL) ? 1 : 0;
-
-    if (argc - optind < want) {
-        return tollctl_usage_error("\"%s\" needs a %s", what, verb->arg);
-    }
-
-    if (argc - optind > want) {
-        return tollctl_usage_error("unexpected argument \"%s\" to \"%s\"",
-                                   argv[optind + want], what);
-    }
-
-    if (want) {
-        o->args[0] = argv[optind];
-    }
-
-    return EX_OK;
-}
 
 
 /* --ledger over $TOLL_LEDGER over the default */
@@ -443,39 +194,44 @@ tollctl_ledger_status(int rc)
 }
 
 
-static int
-tollctl_settlement_create(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_settlement_create(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *s;
     int64_t         from, to;
+    const char     *provider, *from_opt, *to_opt;
     toll_ledger_t  *lg;
 
-    if (o->provider == NULL || o->from == NULL || o->to == NULL) {
+    provider = o->opt[TOLLCTL_OPT_PROVIDER];
+    from_opt = o->opt[TOLLCTL_OPT_FROM];
+    to_opt = o->opt[TOLLCTL_OPT_TO];
+
+    if (provider == NULL || from_opt == NULL || to_opt == NULL) {
         return tollctl_usage_error("\"settlement create\" needs %s",
-                                   o->provider == NULL ? "--provider"
-                                   : o->from == NULL ? "--from" : "--to");
+                                   provider == NULL ? "--provider"
+                                   : from_opt == NULL ? "--from" : "--to");
     }
 
-    rc = tollctl_provider_check("--provider", o->provider);
+    rc = tollctl_provider_check("--provider", provider);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = tollctl_time_parse("--from", o->from, &from);
+    rc = tollctl_time_parse("--from", from_opt, &from);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = tollctl_time_parse("--to", o->to, &to);
+    rc = tollctl_time_parse("--to", to_opt, &to);
     if (rc != EX_OK) {
         return rc;
     }
 
     if (from >= to) {
         return tollctl_error(EX_DATAERR, "--from \"%s\" is not before --to "
-                             "\"%s\": a period is [from, to)", o->from,
-                             o->to);
+                             "\"%s\": a period is [from, to)", from_opt,
+                             to_opt);
     }
 
     rc = tollctl_ledger_open(ctl, 1, &lg);
@@ -483,7 +239,7 @@ tollctl_settlement_create(tollctl_t *ctl, tollctl_lopts_t *o)
         return rc;
     }
 
-    rc = toll_settlement_create(lg, o->provider, from, to, &s);
+    rc = toll_settlement_create(lg, provider, from, to, &s);
 
     if (rc != TOLL_LEDGER_OK) {
         rc = tollctl_ledger_fail(lg, rc, NULL);
@@ -500,30 +256,34 @@ tollctl_settlement_create(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_settlement_list(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_settlement_list(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *list;
     int64_t         limit;
+    const char     *provider, *status;
     toll_ledger_t  *lg;
 
-    if (o->provider != NULL) {
-        rc = tollctl_provider_check("--provider", o->provider);
+    provider = o->opt[TOLLCTL_OPT_PROVIDER];
+    status = o->opt[TOLLCTL_OPT_STATUS];
+
+    if (provider != NULL) {
+        rc = tollctl_provider_check("--provider", provider);
         if (rc != EX_OK) {
             return rc;
         }
     }
 
-    if (o->status != NULL && strcmp(o->status, "pending") != 0
-        && strcmp(o->status, "completed") != 0)
+    if (status != NULL && strcmp(status, "pending") != 0
+        && strcmp(status, "completed") != 0)
     {
         return tollctl_error(EX_DATAERR, "invalid --status \"%s\": use "
-                             "pending or completed", o->status);
+                             "pending or completed", status);
     }
 
     limit = 0;
-    rc = tollctl_limit_parse(o->limit, &limit);
+    rc = tollctl_limit_parse(o->opt[TOLLCTL_OPT_LIMIT], &limit);
     if (rc != EX_OK) {
         return rc;
     }
@@ -533,7 +293,7 @@ tollctl_settlement_list(tollctl_t *ctl, tollctl_lopts_t *o)
         return rc;
     }
 
-    rc = toll_settlement_list(lg, o->provider, o->status, limit, &list);
+    rc = toll_settlement_list(lg, provider, status, limit, &list);
 
     if (rc != TOLL_LEDGER_OK) {
         rc = tollctl_ledger_fail(lg, rc, NULL);
@@ -550,8 +310,8 @@ tollctl_settlement_list(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_settlement_show(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_settlement_show(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *s;
@@ -580,19 +340,22 @@ tollctl_settlement_show(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_settlement_pay(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_settlement_pay(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *s;
+    const char     *tx;
     toll_ledger_t  *lg;
 
-    if (o->tx == NULL) {
+    tx = o->opt[TOLLCTL_OPT_TX];
+
+    if (tx == NULL) {
         return tollctl_usage_error("\"settlement pay\" needs --tx, the "
                                    "payment's reference");
     }
 
-    if (!tollctl_tx_ref_valid(o->tx)) {
+    if (!tollctl_tx_ref_valid(tx)) {
         return tollctl_error(EX_DATAERR, "invalid --tx: use 1 to %d "
                              "printable ASCII characters, e.g. the wire's "
                              "or the chain's transaction id",
@@ -604,7 +367,7 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_lopts_t *o)
         return rc;
     }
 
-    rc = toll_settlement_pay(lg, o->args[0], o->tx, &s);
+    rc = toll_settlement_pay(lg, o->args[0], tx, &s);
 
     if (rc != TOLL_LEDGER_OK) {
         rc = tollctl_ledger_fail(lg, rc,
@@ -625,8 +388,8 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_ledger_balance(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_ledger_balance(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *b;
@@ -659,23 +422,26 @@ tollctl_ledger_balance(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_ledger_entries(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_ledger_entries(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
     json_t         *list, *b;
     int64_t         limit;
+    const char     *account;
     toll_ledger_t  *lg;
 
-    if (o->account != NULL) {
-        rc = tollctl_account_check("--account", o->account);
+    account = o->opt[TOLLCTL_OPT_ACCOUNT];
+
+    if (account != NULL) {
+        rc = tollctl_account_check("--account", account);
         if (rc != EX_OK) {
             return rc;
         }
     }
 
     limit = 0;
-    rc = tollctl_limit_parse(o->limit, &limit);
+    rc = tollctl_limit_parse(o->opt[TOLLCTL_OPT_LIMIT], &limit);
     if (rc != EX_OK) {
         return rc;
     }
@@ -686,8 +452,8 @@ tollctl_ledger_entries(tollctl_t *ctl, tollctl_lopts_t *o)
     }
 
     /* an account never posted to is an error, not an empty list */
-    if (o->account != NULL) {
-        rc = toll_ledger_balance(lg, o->account, &b);
+    if (account != NULL) {
+        rc = toll_ledger_balance(lg, account, &b);
 
         if (rc != TOLL_LEDGER_OK) {
             rc = tollctl_ledger_fail(lg, rc, ": nothing was posted to it "
@@ -699,7 +465,7 @@ tollctl_ledger_entries(tollctl_t *ctl, tollctl_lopts_t *o)
         json_decref(b);
     }
 
-    rc = toll_ledger_entries(lg, o->account, limit, &list);
+    rc = toll_ledger_entries(lg, account, limit, &list);
 
     if (rc != TOLL_LEDGER_OK) {
         rc = tollctl_ledger_fail(lg, rc, NULL);
@@ -716,8 +482,8 @@ tollctl_ledger_entries(tollctl_t *ctl, tollctl_lopts_t *o)
 }
 
 
-static int
-tollctl_ledger_check(tollctl_t *ctl, tollctl_lopts_t *o)
+int
+tollctl_ledger_check(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc, nfailed;
     char            failed[TOLLCTL_ERR_LEN_MAX];

@@ -10,7 +10,6 @@
  * rules live in toll-settle alone.
  */
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +28,8 @@
 #define TOLLCTL_Q_PREFIX      "toll:drain:{"
 
 
-static int tollctl_quarantine_list(tollctl_t *ctl, int json);
-static int tollctl_quarantine_replay(tollctl_t *ctl, int all, int argc,
+static int tollctl_quarantine_print(tollctl_t *ctl, int json);
+static int tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
     char **argv);
 static int tollctl_quarantine_one(tollctl_t *ctl, const char *claim,
     size_t len);
@@ -40,74 +39,30 @@ static json_t *tollctl_quarantine_entry(const redisReply *name,
     const redisReply *value, const redisReply *content);
 
 
-static const struct option  tollctl_quarantine_options[] = {
-    { "json",  no_argument, NULL, 'j' },
-    { "all",   no_argument, NULL, 'a' },
-    { "help",  no_argument, NULL, 'h' },
-    { NULL,    0,           NULL, 0 }
-};
-
-
-/* argv[0] is "quarantine", argv[1] the verb */
 int
-tollctl_quarantine_cmd(tollctl_t *ctl, int argc, char **argv)
+tollctl_quarantine_list(tollctl_t *ctl, tollctl_opts_t *o)
 {
-    int  c, all, json, rc;
+    int  rc;
 
-    if (argc < 2) {
-        return tollctl_usage_error("missing verb after \"quarantine\"");
+    if (o->opt[TOLLCTL_OPT_ALL] != NULL || o->nargs != 0) {
+        return tollctl_usage_error("\"quarantine list\" takes no "
+                                   "argument but --json");
     }
 
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        tollctl_help();
-        return TOLLCTL_DONE;
-    }
+    rc = tollctl_connect(ctl);
 
-    if (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "replay") != 0) {
-        return tollctl_usage_error("unknown verb \"quarantine %s\"", argv[1]);
-    }
+    return (rc == EX_OK) ? tollctl_quarantine_print(ctl, ctl->json) : rc;
+}
 
-    all = 0;
-    json = ctl->json;
-    argc--;
-    argv++;
-    optind = 1;
-    opterr = 0;
 
-    while ((c = getopt_long(argc, argv, ":h", tollctl_quarantine_options,
-                            NULL))
-           != -1)
-    {
-        switch (c) {
+int
+tollctl_quarantine_replay(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    int  rc, all;
 
-        case 'j':
-            json = 1;
-            break;
+    all = (o->opt[TOLLCTL_OPT_ALL] != NULL);
 
-        case 'a':
-            all = 1;
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
-    }
-
-    if (strcmp(argv[0], "list") == 0) {
-        if (all || optind != argc) {
-            return tollctl_usage_error("\"quarantine list\" takes no "
-                                       "argument but --json");
-        }
-
-        rc = tollctl_connect(ctl);
-        return (rc == EX_OK) ? tollctl_quarantine_list(ctl, json) : rc;
-    }
-
-    if (all == (optind != argc)) {
+    if (all == (o->nargs != 0)) {
         return tollctl_usage_error("\"quarantine replay\" takes claims or "
                                    "--all");
     }
@@ -115,13 +70,13 @@ tollctl_quarantine_cmd(tollctl_t *ctl, int argc, char **argv)
     rc = tollctl_connect(ctl);
 
     return (rc == EX_OK)
-           ? tollctl_quarantine_replay(ctl, all, argc - optind, argv + optind)
+           ? tollctl_quarantine_put_back(ctl, all, o->nargs, o->args)
            : rc;
 }
 
 
 static int
-tollctl_quarantine_list(tollctl_t *ctl, int json)
+tollctl_quarantine_print(tollctl_t *ctl, int json)
 {
     int             rc;
     size_t          i, n;
@@ -315,7 +270,8 @@ tollctl_quarantine_entry(const redisReply *name, const redisReply *value,
 
 
 static int
-tollctl_quarantine_replay(tollctl_t *ctl, int all, int argc, char **argv)
+tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
+    char **argv)
 {
     int             rc;
     size_t          i, n;

@@ -46,7 +46,7 @@ const char  *tollctl_metrics[TOLLCTL_METRICS] = {
 
 
 int
-tollctl_reconcile(tollctl_t *ctl, tollctl_lopts_t *o)
+tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int              rc, attempt, stable;
     size_t           i;

@@ -105,7 +105,7 @@ typedef struct {
 extern const char  *tollctl_metrics[TOLLCTL_METRICS];
 
 
-int tollctl_reconcile(tollctl_t *ctl, tollctl_lopts_t *o);
+int tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o);
 
 /* tollctl_reconcile.c */
 int tollctl_recon_add(tollctl_recon_t *r, const char *buyer,

@@ -8,6 +8,9 @@
  * toll-settle, with its id bound to the Redis it drains.
  */
 
+/* strptime() is XSI */
+#define _XOPEN_SOURCE                 700
+
 #include <assert.h>
 #include <errno.h>
 #include <stdint.h>
@@ -37,10 +40,11 @@
 #define TOLLCTL_TIME_MAX              253402300799LL
 #define TOLLCTL_YEAR_MIN              1970
 #define TOLLCTL_YEAR_MAX              9999
-#define TOLLCTL_SEC_PER_DAY           86400
 /* "2026-03-01" and "2026-03-01T00:00:00Z" */
 #define TOLLCTL_DATE_LEN              10
+#define TOLLCTL_DATE_FMT              "%Y-%m-%d"
 #define TOLLCTL_DATETIME_LEN          20
+#define TOLLCTL_DATETIME_FMT          "%Y-%m-%dT%H:%M:%SZ"
 
 #define TOLLCTL_ERR_LEN_MAX           512
 
@@ -56,8 +60,6 @@ static int tollctl_provider_check(const char *opt, const char *provider);
 static int tollctl_account_check(const char *opt, const char *account);
 static int tollctl_limit_parse(const char *limit, int64_t *out);
 static int tollctl_time_parse(const char *opt, const char *s, int64_t *t);
-static int64_t tollctl_days_from_civil(int64_t y, int64_t m, int64_t d);
-static int tollctl_digits(const char *s, size_t n, int64_t *out);
 static int tollctl_tx_ref_valid(const char *ref);
 
 static void tollctl_print_settlements(json_t *list);
@@ -623,15 +625,11 @@ tollctl_limit_parse(const char *limit, int64_t *out)
 static int
 tollctl_time_parse(const char *opt, const char *s, int64_t *t)
 {
-    size_t      len;
-    int64_t     y, mo, d, h, mi, sec;
-    long long   n;
-
-    static const int  mdays[] = {
-        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
-    };
-
-    len = strlen(s);
+    char         back[TOLLCTL_DATETIME_LEN + 1];
+    time_t       tt;
+    long long    n;
+    struct tm    tm, check;
+    const char  *fmt, *end;
 
     if (s[0] == '@') {
         if (tollctl_parse_ll(s + 1, 0, TOLLCTL_TIME_MAX, &n) != 0) {
@@ -642,43 +640,35 @@ tollctl_time_parse(const char *opt, const char *s, int64_t *t)
         return EX_OK;
     }
 
-    if (len != TOLLCTL_DATE_LEN && len != TOLLCTL_DATETIME_LEN) {
-        goto invalid;
-    }
+    fmt = (strlen(s) == TOLLCTL_DATE_LEN) ? TOLLCTL_DATE_FMT
+                                          : TOLLCTL_DATETIME_FMT;
 
-    if (tollctl_digits(s, 4, &y) != 0 || s[4] != '-'
-        || tollctl_digits(s + 5, 2, &mo) != 0 || s[7] != '-'
-        || tollctl_digits(s + 8, 2, &d) != 0)
+    memset(&tm, 0, sizeof(struct tm));
+
+    end = strptime(s, fmt, &tm);
+
+    if (end == NULL || *end != '\0'
+        || tm.tm_year < TOLLCTL_YEAR_MIN - 1900
+        || tm.tm_year > TOLLCTL_YEAR_MAX - 1900)
     {
         goto invalid;
     }
 
-    h = mi = sec = 0;
+    tt = timegm(&tm);
 
-    if (len == TOLLCTL_DATETIME_LEN
-        && (s[10] != 'T' || tollctl_digits(s + 11, 2, &h) != 0
-            || s[13] != ':' || tollctl_digits(s + 14, 2, &mi) != 0
-            || s[16] != ':' || tollctl_digits(s + 17, 2, &sec) != 0
-            || s[19] != 'Z'))
+    /*
+     * strptime() takes " 3" or "3" for "03", and "2026-02-30" or a 60th
+     * second, which timegm() carries over: what does not print back as
+     * it was given is refused.
+     */
+    if (tt == (time_t) -1 || gmtime_r(&tt, &check) == NULL
+        || strftime(back, sizeof(back), fmt, &check) == 0
+        || strcmp(back, s) != 0)
     {
         goto invalid;
     }
 
-    if (y < TOLLCTL_YEAR_MIN || y > TOLLCTL_YEAR_MAX || mo < 1 || mo > 12
-        || d < 1 || h > 23 || mi > 59 || sec > 59)
-    {
-        goto invalid;
-    }
-
-    if (d > mdays[mo - 1]
-        && !(mo == 2 && d == 29
-             && (y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))))
-    {
-        goto invalid;
-    }
-
-    *t = tollctl_days_from_civil(y, mo, d) * TOLLCTL_SEC_PER_DAY
-         + h * 3600 + mi * 60 + sec;
+    *t = (int64_t) tt;
 
     return EX_OK;
 
@@ -688,45 +678,6 @@ invalid:
                          "2026-03-01T00:00:00Z, a day as 2026-03-01 (its "
                          "midnight, UTC) or unix seconds as @1772323200",
                          opt, s);
-}
-
-
-/* days since 1970-01-01 of a proleptic Gregorian date, y >= 1970 */
-static int64_t
-tollctl_days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    int64_t  era, yoe, doy, doe;
-
-    /* a year that starts in March puts the leap day at its end */
-    y -= (m <= 2);
-    era = y / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + doe - 719468;
-}
-
-
-static int
-tollctl_digits(const char *s, size_t n, int64_t *out)
-{
-    size_t   i;
-    int64_t  v;
-
-    v = 0;
-
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-
-        v = v * 10 + (s[i] - '0');
-    }
-
-    *out = v;
-
-    return 0;
 }
 
 

@@ -74,6 +74,7 @@ static int tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o);
 static int tollctl_create_check(tollctl_create_t *req);
 static int tollctl_key_new(tollctl_new_key_t *key,
     const tollctl_create_t *req);
+static int tollctl_key_index_watch(tollctl_t *ctl);
 static int tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     tollctl_new_key_t *key);
 static int tollctl_key_print_new(const tollctl_create_t *req,
@@ -286,28 +287,15 @@ tollctl_key_new(tollctl_new_key_t *key, const tollctl_create_t *req)
 
 
 /*
- * The record and its index entry go in one transaction, under a WATCH of
- * the record: an existing record is never overwritten, even one written
- * between our EXISTS and our EXEC.  Returns TOLLCTL_AGAIN when the id is
- * taken.
+ * A transaction is not rolled back: an index that is not a set would
+ * refuse the SADD after the record was written, leaving a key whose
+ * secret nobody was shown.  Its type is checked first, under WATCH.
  */
 static int
-tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
-    tollctl_new_key_t *key)
+tollctl_key_index_watch(tollctl_t *ctl)
 {
-    int             exists, taken;
-    char            rate_limit[TOLLCTL_INT_STR_LEN];
-    char            expires_at[TOLLCTL_INT_STR_LEN];
-    char            created_at[TOLLCTL_INT_STR_LEN];
-    const char     *role;
     redisReply     *reply;
     tollctl_cmd_t   cmds[2];
-
-    /*
-     * A transaction is not rolled back: an index that is not a set would
-     * refuse the SADD after the record was written, leaving a key whose
-     * secret nobody was shown.  Its type is checked first, under WATCH.
-     */
 
     tollctl_cmd_init(&cmds[0], "WATCH");
     tollctl_cmd_add_str(&cmds[0], TOLL_REDIS_KEY_INDEX);
@@ -339,6 +327,32 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     }
 
     freeReplyObject(reply);
+
+    return EX_OK;
+}
+
+
+/*
+ * The record and its index entry go in one transaction, under a WATCH of
+ * the record: an existing record is never overwritten, even one written
+ * between our EXISTS and our EXEC.  Returns TOLLCTL_AGAIN when the id is
+ * taken.
+ */
+static int
+tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
+    tollctl_new_key_t *key)
+{
+    int             exists, taken;
+    char            rate_limit[TOLLCTL_INT_STR_LEN];
+    char            expires_at[TOLLCTL_INT_STR_LEN];
+    char            created_at[TOLLCTL_INT_STR_LEN];
+    const char     *role;
+    redisReply     *reply;
+    tollctl_cmd_t   cmds[2];
+
+    if (tollctl_key_index_watch(ctl) != EX_OK) {
+        return EX_UNAVAILABLE;
+    }
 
     exists = tollctl_redis_watch(ctl, key->redis_name, NULL);
 

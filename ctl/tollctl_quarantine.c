@@ -31,6 +31,7 @@
 static int tollctl_quarantine_print(tollctl_t *ctl, int json);
 static int tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
     char **argv);
+static int tollctl_quarantine_output(json_t *list, int json);
 static int tollctl_quarantine_one(tollctl_t *ctl, const char *claim,
     size_t len);
 static redisReply *tollctl_quarantine_send(tollctl_t *ctl, const char *verb,
@@ -139,31 +140,7 @@ tollctl_quarantine_print(tollctl_t *ctl, int json)
         }
     }
 
-    if (json) {
-        if (json_dumpf(list, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) != 0
-            || fputc('\n', stdout) == EOF)
-        {
-            rc = tollctl_error(EX_IOERR, "cannot write the output");
-        }
-
-        goto done;
-    }
-
-    printf("%-20s  %-8s  %-32s  %-10s  %s\n", "BUYER", "DAY", "BATCH",
-           "SINCE", "REASON");
-
-    json_array_foreach(list, i, e) {
-        printf("%-20s  %-8s  %-32s  %-10lld  %s\n",
-               json_string_value(json_object_get(e, "buyer")),
-               json_string_value(json_object_get(e, "day")),
-               json_string_value(json_object_get(e, "batch")),
-               (long long) json_integer_value(json_object_get(e, "since")),
-               json_string_value(json_object_get(e, "reason")));
-    }
-
-    if (fflush(stdout) != 0) {
-        rc = tollctl_error(EX_IOERR, "cannot write the output");
-    }
+    rc = tollctl_quarantine_output(list, json);
 
 done:
 
@@ -179,6 +156,43 @@ done:
     freeReplyObject(all);
 
     return rc;
+}
+
+
+/* as JSON, indented, or as a table */
+static int
+tollctl_quarantine_output(json_t *list, int json)
+{
+    size_t   i;
+    json_t  *e;
+
+    if (json) {
+        if (json_dumpf(list, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) != 0
+            || fputc('\n', stdout) == EOF)
+        {
+            return tollctl_error(EX_IOERR, "cannot write the output");
+        }
+
+        return EX_OK;
+    }
+
+    printf("%-20s  %-8s  %-32s  %-10s  %s\n", "BUYER", "DAY", "BATCH",
+           "SINCE", "REASON");
+
+    json_array_foreach(list, i, e) {
+        printf("%-20s  %-8s  %-32s  %-10lld  %s\n",
+               json_string_value(json_object_get(e, "buyer")),
+               json_string_value(json_object_get(e, "day")),
+               json_string_value(json_object_get(e, "batch")),
+               (long long) json_integer_value(json_object_get(e, "since")),
+               json_string_value(json_object_get(e, "reason")));
+    }
+
+    if (fflush(stdout) != 0) {
+        return tollctl_error(EX_IOERR, "cannot write the output");
+    }
+
+    return EX_OK;
 }
 
 

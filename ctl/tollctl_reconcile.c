@@ -32,6 +32,13 @@ static void tollctl_recon_free(tollctl_recon_t *r);
 static int tollctl_recon_ledger(toll_ledger_t *lg, tollctl_recon_t *r);
 static int tollctl_recon_result(tollctl_recon_t *r, json_t **out,
     int64_t *ndiff);
+static json_t *tollctl_recon_json(int64_t rows, int64_t ndiff,
+    int64_t unverifiable, const tollctl_sums_t *total,
+    const tollctl_sums_t *lost, json_t *diffs);
+static size_t tollctl_recon_sum(tollctl_recon_t *r, size_t i,
+    tollctl_sums_t *s, int *in_ledger, int *overflow);
+static int tollctl_sums_add(tollctl_sums_t *total, const tollctl_sums_t *s);
+static int tollctl_sums_differ(const tollctl_sums_t *s);
 static int tollctl_recon_row(json_t *diffs, const tollctl_part_t *first,
     const tollctl_sums_t *s);
 static json_t *tollctl_metrics_json(const int64_t v[TOLLCTL_METRICS]);
@@ -377,10 +384,10 @@ tollctl_recon_result(tollctl_recon_t *r, json_t **out, int64_t *ndiff)
 {
     int              m, mirror, in_ledger, rc;
     size_t           i, j, day_start;
-    int64_t          rows, unverifiable, d;
+    int64_t          rows, unverifiable;
     json_t          *diffs, *result;
     tollctl_sums_t   s, total, lost;
-    tollctl_part_t  *p, *q;
+    tollctl_part_t  *p;
 
     *out = NULL;
     *ndiff = 0;
@@ -412,50 +419,7 @@ tollctl_recon_result(tollctl_recon_t *r, json_t **out, int64_t *ndiff)
             mirror = (p->src == TOLLCTL_SRC_MIRROR_DAY);
         }
 
-        memset(&s, 0, sizeof(tollctl_sums_t));
-        in_ledger = 0;
-        rc = 0;
-
-        for (j = i; j < r->nparts; j++) {
-            q = &r->parts[j];
-
-            if (strcmp(q->buyer, p->buyer) != 0 || strcmp(q->day, p->day) != 0
-                || strcmp(q->service, p->service) != 0)
-            {
-                break;
-            }
-
-            for (m = 0; m < TOLLCTL_METRICS; m++) {
-                switch (q->src) {
-
-                case TOLLCTL_SRC_LIVE:
-                    rc |= __builtin_add_overflow(s.recorded[m], q->v[m],
-                                                 &s.recorded[m]);
-                    rc |= __builtin_add_overflow(s.pending[m], q->v[m],
-                                                 &s.pending[m]);
-                    break;
-
-                case TOLLCTL_SRC_MIRROR:
-                    rc |= __builtin_add_overflow(s.recorded[m], q->v[m],
-                                                 &s.recorded[m]);
-                    break;
-
-                case TOLLCTL_SRC_CLAIM:
-                    rc |= __builtin_add_overflow(s.pending[m], q->v[m],
-                                                 &s.pending[m]);
-                    break;
-
-                case TOLLCTL_SRC_LEDGER:
-                    rc |= __builtin_add_overflow(s.ledger[m], q->v[m],
-                                                 &s.ledger[m]);
-                    in_ledger = 1;
-                    break;
-
-                default:
-                    break;
-                }
-            }
-        }
+        j = tollctl_recon_sum(r, i, &s, &in_ledger, &rc);
 
         if (p->service[0] == '\0') {
             continue;                   /* the mirror's marker */
@@ -478,28 +442,13 @@ tollctl_recon_result(tollctl_recon_t *r, json_t **out, int64_t *ndiff)
 
         rows++;
 
-        for (m = 0; m < TOLLCTL_METRICS; m++) {
-            rc |= __builtin_add_overflow(total.recorded[m], s.recorded[m],
-                                         &total.recorded[m]);
-            rc |= __builtin_add_overflow(total.pending[m], s.pending[m],
-                                         &total.pending[m]);
-            rc |= __builtin_add_overflow(total.ledger[m], s.ledger[m],
-                                         &total.ledger[m]);
-            rc |= __builtin_sub_overflow(s.recorded[m], s.pending[m], &d);
-            rc |= __builtin_sub_overflow(d, s.ledger[m], &d);
-        }
+        rc |= tollctl_sums_add(&total, &s);
 
         if (rc) {
             goto overflow;
         }
 
-        for (m = 0; m < TOLLCTL_METRICS; m++) {
-            if (s.recorded[m] - s.pending[m] - s.ledger[m] != 0) {
-                break;
-            }
-        }
-
-        if (m == TOLLCTL_METRICS) {
+        if (!tollctl_sums_differ(&s)) {
             continue;
         }
 
@@ -511,17 +460,8 @@ tollctl_recon_result(tollctl_recon_t *r, json_t **out, int64_t *ndiff)
         }
     }
 
-    result = json_pack("{s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}",
-                       "ok", *ndiff == 0,
-                       "rows", (json_int_t) rows,
-                       "differences", (json_int_t) *ndiff,
-                       "unverifiable", (json_int_t) unverifiable,
-                       "recorded", tollctl_metrics_json(total.recorded),
-                       "pending", tollctl_metrics_json(total.pending),
-                       "ledger", tollctl_metrics_json(total.ledger),
-                       "unverifiable_ledger",
-                       tollctl_metrics_json(lost.ledger),
-                       "rows_differing", diffs);
+    result = tollctl_recon_json(rows, *ndiff, unverifiable, &total, &lost,
+                                diffs);
     if (result == NULL) {
         return tollctl_error(EX_OSERR, "out of memory");
     }
@@ -536,6 +476,130 @@ overflow:
 
     return tollctl_error(EX_DATAERR, "a usage sum overflows 64 bits: a "
                          "count in Redis or the ledger is corrupt");
+}
+
+
+/* what reconcile --json prints; it takes diffs */
+static json_t *
+tollctl_recon_json(int64_t rows, int64_t ndiff, int64_t unverifiable,
+    const tollctl_sums_t *total, const tollctl_sums_t *lost, json_t *diffs)
+{
+    return json_pack("{s:b, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}",
+                     "ok", ndiff == 0,
+                     "rows", (json_int_t) rows,
+                     "differences", (json_int_t) ndiff,
+                     "unverifiable", (json_int_t) unverifiable,
+                     "recorded", tollctl_metrics_json(total->recorded),
+                     "pending", tollctl_metrics_json(total->pending),
+                     "ledger", tollctl_metrics_json(total->ledger),
+                     "unverifiable_ledger",
+                     tollctl_metrics_json(lost->ledger),
+                     "rows_differing", diffs);
+}
+
+
+/*
+ * The sums of the parts of one (buyer, day, service), from parts[i]:
+ * returns the index past them.  *overflow is set when a sum overflows.
+ */
+static size_t
+tollctl_recon_sum(tollctl_recon_t *r, size_t i, tollctl_sums_t *s,
+    int *in_ledger, int *overflow)
+{
+    int              m, rc;
+    size_t           j;
+    tollctl_part_t  *p, *q;
+
+    p = &r->parts[i];
+
+    memset(s, 0, sizeof(tollctl_sums_t));
+    *in_ledger = 0;
+    rc = 0;
+
+    for (j = i; j < r->nparts; j++) {
+        q = &r->parts[j];
+
+        if (strcmp(q->buyer, p->buyer) != 0 || strcmp(q->day, p->day) != 0
+            || strcmp(q->service, p->service) != 0)
+        {
+            break;
+        }
+
+        for (m = 0; m < TOLLCTL_METRICS; m++) {
+            switch (q->src) {
+
+            case TOLLCTL_SRC_LIVE:
+                rc |= __builtin_add_overflow(s->recorded[m], q->v[m],
+                                             &s->recorded[m]);
+                rc |= __builtin_add_overflow(s->pending[m], q->v[m],
+                                             &s->pending[m]);
+                break;
+
+            case TOLLCTL_SRC_MIRROR:
+                rc |= __builtin_add_overflow(s->recorded[m], q->v[m],
+                                             &s->recorded[m]);
+                break;
+
+            case TOLLCTL_SRC_CLAIM:
+                rc |= __builtin_add_overflow(s->pending[m], q->v[m],
+                                             &s->pending[m]);
+                break;
+
+            case TOLLCTL_SRC_LEDGER:
+                rc |= __builtin_add_overflow(s->ledger[m], q->v[m],
+                                             &s->ledger[m]);
+                *in_ledger = 1;
+                break;
+
+            default:
+                break;
+            }
+        }
+    }
+
+    *overflow = rc;
+
+    return j;
+}
+
+
+/* a row's sums into the totals: 1 when a total or its difference overflows */
+static int
+tollctl_sums_add(tollctl_sums_t *total, const tollctl_sums_t *s)
+{
+    int      m, rc;
+    int64_t  d;
+
+    rc = 0;
+
+    for (m = 0; m < TOLLCTL_METRICS; m++) {
+        rc |= __builtin_add_overflow(total->recorded[m], s->recorded[m],
+                                     &total->recorded[m]);
+        rc |= __builtin_add_overflow(total->pending[m], s->pending[m],
+                                     &total->pending[m]);
+        rc |= __builtin_add_overflow(total->ledger[m], s->ledger[m],
+                                     &total->ledger[m]);
+        rc |= __builtin_sub_overflow(s->recorded[m], s->pending[m], &d);
+        rc |= __builtin_sub_overflow(d, s->ledger[m], &d);
+    }
+
+    return rc;
+}
+
+
+/* recorded - pending - ledger is not 0 for some metric */
+static int
+tollctl_sums_differ(const tollctl_sums_t *s)
+{
+    int  m;
+
+    for (m = 0; m < TOLLCTL_METRICS; m++) {
+        if (s->recorded[m] - s->pending[m] - s->ledger[m] != 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -22,9 +22,15 @@
 
 static int tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
     char **names, size_t n);
+static int tollctl_recon_scan_add(const redisReply *keys, char ***days,
+    size_t *n, size_t *cap);
 static int tollctl_recon_hash(tollctl_recon_t *r, const char *name,
     const redisReply *hash, const char *buyer, const char *day,
     tollctl_src_e src, const char *batch);
+static const char *tollctl_last_colon(const char *s, size_t len);
+static int tollctl_metric_find(const char *name, size_t len);
+static tollctl_part_t *tollctl_recon_find(tollctl_recon_t *r, size_t first,
+    const char *service, size_t len);
 static int tollctl_usage_name(const char *name, size_t len, char *buyer,
     char *day, int *mirror);
 static int tollctl_claim_name(const char *name, size_t len, char *buyer,
@@ -229,11 +235,10 @@ tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
 int
 tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
 {
-    int             mirror;
-    char            cursor[32], buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
-    char            day[TOLLCTL_DAY_LEN + 1], **grown, *pair;
+    int             rc;
+    char            cursor[32];
     size_t          i, j, n, cap, calls;
-    redisReply     *reply, *keys, *key;
+    redisReply     *reply;
     tollctl_cmd_t   cmd;
 
     *days = NULL;
@@ -267,47 +272,12 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
             goto failed;
         }
 
-        keys = reply->element[1];
+        rc = tollctl_recon_scan_add(reply->element[1], days, &n, &cap);
 
-        for (i = 0; i < keys->elements; i++) {
-            key = keys->element[i];
-
-            if (key->type != REDIS_REPLY_STRING
-                || tollctl_usage_name(key->str, key->len, buyer, day,
-                                      &mirror)
-                   != 0)
-            {
-                continue;
-            }
-
-            if (n == cap) {
-                cap = cap ? 2 * cap : TOLLCTL_RECONCILE_BATCH_MAX;
-
-                if (cap > TOLLCTL_RECONCILE_PARTS_MAX) {
-                    freeReplyObject(reply);
-                    tollctl_error(EX_SOFTWARE, "more than %d usage hashes "
-                                  "in Redis: too many to reconcile at once",
-                                  TOLLCTL_RECONCILE_PARTS_MAX);
-                    goto failed_rc;
-                }
-
-                grown = realloc(*days, cap * sizeof(char *));
-                if (grown == NULL) {
-                    freeReplyObject(reply);
-                    goto nomem;
-                }
-
-                *days = grown;
-            }
-
-            pair = malloc(strlen(buyer) + 1 + TOLLCTL_DAY_LEN + 1);
-            if (pair == NULL) {
-                freeReplyObject(reply);
-                goto nomem;
-            }
-
-            sprintf(pair, "%s\n%s", buyer, day);
-            (*days)[n++] = pair;
+        if (rc != EX_OK) {
+            freeReplyObject(reply);
+            *ndays = n;
+            return rc;
         }
 
         memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
@@ -320,9 +290,9 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
     }
 
     if (calls == TOLLCTL_SCAN_CALLS_MAX) {
-        tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d calls",
-                      TOLLCTL_SCAN_CALLS_MAX);
-        goto failed_rc;
+        *ndays = n;
+        return tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d calls",
+                             TOLLCTL_SCAN_CALLS_MAX);
     }
 
     if (n == 0) {
@@ -345,20 +315,62 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
 
     return EX_OK;
 
-nomem:
-
-    *ndays = n;
-    return tollctl_error(EX_OSERR, "out of memory");
-
-failed_rc:
-
-    *ndays = n;
-    return EX_SOFTWARE;
-
 failed:
 
     *ndays = n;
     return EX_UNAVAILABLE;
+}
+
+
+/* the (buyer, day) of each usage hash or mirror of one SCAN reply */
+static int
+tollctl_recon_scan_add(const redisReply *keys, char ***days, size_t *n,
+    size_t *cap)
+{
+    int                mirror;
+    char               buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
+    char               day[TOLLCTL_DAY_LEN + 1], **grown, *pair;
+    size_t             i;
+    const redisReply  *key;
+
+    for (i = 0; i < keys->elements; i++) {
+        key = keys->element[i];
+
+        if (key->type != REDIS_REPLY_STRING
+            || tollctl_usage_name(key->str, key->len, buyer, day, &mirror)
+               != 0)
+        {
+            continue;
+        }
+
+        if (*n == *cap) {
+            *cap = *cap ? 2 * *cap : TOLLCTL_RECONCILE_BATCH_MAX;
+
+            if (*cap > TOLLCTL_RECONCILE_PARTS_MAX) {
+                return tollctl_error(EX_SOFTWARE, "more than %d usage "
+                                     "hashes in Redis: too many to "
+                                     "reconcile at once",
+                                     TOLLCTL_RECONCILE_PARTS_MAX);
+            }
+
+            grown = realloc(*days, *cap * sizeof(char *));
+            if (grown == NULL) {
+                return tollctl_error(EX_OSERR, "out of memory");
+            }
+
+            *days = grown;
+        }
+
+        pair = malloc(strlen(buyer) + 1 + TOLLCTL_DAY_LEN + 1);
+        if (pair == NULL) {
+            return tollctl_error(EX_OSERR, "out of memory");
+        }
+
+        sprintf(pair, "%s\n%s", buyer, day);
+        (*days)[(*n)++] = pair;
+    }
+
+    return EX_OK;
 }
 
 
@@ -469,7 +481,7 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
     tollctl_src_e src, const char *batch)
 {
     int              rc, m;
-    size_t           i, j, first, slen, mlen;
+    size_t           i, first, slen, mlen;
     int64_t          v;
     const char      *colon;
     tollctl_part_t  *p;
@@ -512,14 +524,7 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
                                  "reply", name);
         }
 
-        colon = NULL;
-
-        for (j = field->len; j > 0; j--) {
-            if (field->str[j - 1] == ':') {
-                colon = field->str + j - 1;
-                break;
-            }
-        }
+        colon = tollctl_last_colon(field->str, field->len);
 
         if (colon == NULL || colon == field->str) {
             continue;
@@ -528,13 +533,7 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
         slen = (size_t) (colon - field->str);
         mlen = field->len - slen - 1;
 
-        for (m = 0; m < TOLLCTL_METRICS; m++) {
-            if (strlen(tollctl_metrics[m]) == mlen
-                && memcmp(colon + 1, tollctl_metrics[m], mlen) == 0)
-            {
-                break;
-            }
-        }
+        m = tollctl_metric_find(colon + 1, mlen);
 
         if (m == TOLLCTL_METRICS) {
             continue;
@@ -549,16 +548,7 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
                                  hash->element[i + 1]->str);
         }
 
-        p = NULL;
-
-        for (j = first; j < r->nparts; j++) {
-            if (strlen(r->parts[j].service) == slen
-                && memcmp(r->parts[j].service, field->str, slen) == 0)
-            {
-                p = &r->parts[j];
-                break;
-            }
-        }
+        p = tollctl_recon_find(r, first, field->str, slen);
 
         if (p == NULL) {
             if (r->nparts - first >= TOLLCTL_SERVICES_MAX) {
@@ -578,6 +568,58 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
     }
 
     return EX_OK;
+}
+
+
+static const char *
+tollctl_last_colon(const char *s, size_t len)
+{
+    size_t  j;
+
+    for (j = len; j > 0; j--) {
+        if (s[j - 1] == ':') {
+            return s + j - 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the index of a metric compared, or TOLLCTL_METRICS */
+static int
+tollctl_metric_find(const char *name, size_t len)
+{
+    int  m;
+
+    for (m = 0; m < TOLLCTL_METRICS; m++) {
+        if (strlen(tollctl_metrics[m]) == len
+            && memcmp(name, tollctl_metrics[m], len) == 0)
+        {
+            break;
+        }
+    }
+
+    return m;
+}
+
+
+/* the part from parts[first] on that holds this service, or NULL */
+static tollctl_part_t *
+tollctl_recon_find(tollctl_recon_t *r, size_t first, const char *service,
+    size_t len)
+{
+    size_t  j;
+
+    for (j = first; j < r->nparts; j++) {
+        if (strlen(r->parts[j].service) == len
+            && memcmp(r->parts[j].service, service, len) == 0)
+        {
+            return &r->parts[j];
+        }
+    }
+
+    return NULL;
 }
 
 

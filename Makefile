@@ -189,18 +189,12 @@ FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 SETTLE_LIB_SRCS := $(filter-out settle/toll_settle.c,$(wildcard settle/*.c))
 FUZZ_LIBS_settle_conf  := -lhiredis -lcurl -pthread
 FUZZ_SRCS_settle_conf  := $(SETTLE_LIB_SRCS)
-# fuzz_settle_claim and fuzz_usage_name include the daemon's drain file
+# fuzz_settle_claim includes the daemon's drain file
 FUZZ_SRCS_settle_claim := $(filter-out settle/toll_settle_drain.c, \
                           $(SETTLE_LIB_SRCS))
 FUZZ_LIBS_settle_claim := -lhiredis -lcurl -pthread
 # the daemon logs each claim it leaves: thousands of lines a second
 FUZZ_OPTS_settle_claim := -close_fd_mask=2
-# fuzz_usage_name includes the daemon's drain and the CLI's reconcile files
-FUZZ_SRCS_usage_name   := $(filter-out settle/toll_settle_drain.c, \
-                          $(SETTLE_LIB_SRCS)) \
-                          $(filter-out ctl/tollctl_reconcile_redis.c, \
-                          $(wildcard ctl/*.c)) -Dmain=tollctl_main
-FUZZ_LIBS_usage_name   := -lhiredis -lcurl -pthread
 
 $(OUT)/fuzz/fuzz_%: t/fuzz/fuzz_%.c $(LIB_SRCS) $(LIB_HDRS) \
         $(wildcard settle/*.c settle/*.h ctl/*.c ctl/*.h)

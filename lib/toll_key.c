@@ -275,13 +275,8 @@ toll_key_redis_name(const unsigned char *key_id, size_t len,
         return 0;
     }
 
-    p = buf;
-    memcpy(p, TOLL_REDIS_KEY_PREFIX, sizeof(TOLL_REDIS_KEY_PREFIX) - 1);
-    p += sizeof(TOLL_REDIS_KEY_PREFIX) - 1;
-    memcpy(p, key_id, len);
-    p += len;
-    memcpy(p, TOLL_REDIS_KEY_SUFFIX, sizeof(TOLL_REDIS_KEY_SUFFIX) - 1);
-    p += sizeof(TOLL_REDIS_KEY_SUFFIX) - 1;
+    p = toll_name_tagged(buf, TOLL_NAME_KEY_PREFIX, (const char *) key_id,
+                         len);
     *p = '\0';
 
     return (size_t) (p - buf);

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "toll_names.h"
+
 
 /*
  * A token is "<key_id>:<secret>".  Both halves use the characters of
@@ -35,25 +37,12 @@
 #define TOLL_SECRET_HASH_LEN       32     /* SHA-256 */
 #define TOLL_SECRET_HASH_HEX_LEN   64
 
-/* "toll:key:{<key_id>}": the hash tag keeps a record in one cluster slot */
-#define TOLL_REDIS_KEY_PREFIX      "toll:key:{"
-#define TOLL_REDIS_KEY_SUFFIX      "}"
-#define TOLL_REDIS_KEY_NAME_MAX    (sizeof(TOLL_REDIS_KEY_PREFIX) - 1      \
+/* "toll:key:{<key_id>}" (lib/toll_names.h) */
+#define TOLL_REDIS_KEY_NAME_MAX    (toll_name_len(TOLL_NAME_KEY_PREFIX)     \
                                     + TOLL_KEY_ID_LEN_MAX                  \
-                                    + sizeof(TOLL_REDIS_KEY_SUFFIX) - 1)
-/* a set of every key id ever created, for "tollctl key list" */
-#define TOLL_REDIS_KEY_INDEX       "toll:keys"
-
-/* the fields of a key record hash, as tollctl writes and the module reads */
-#define TOLL_FIELD_STATUS          "status"         /* active | revoked */
-#define TOLL_FIELD_SECRET_SHA256   "secret_sha256"  /* 64 lowercase hex */
-#define TOLL_FIELD_OWNER           "owner"
-#define TOLL_FIELD_ROLE            "role"           /* buyer|provider|admin */
-#define TOLL_FIELD_PLAN            "plan"           /* may be absent */
-#define TOLL_FIELD_RATE_LIMIT      "rate_limit"     /* requests/minute */
-#define TOLL_FIELD_EXPIRES_AT      "expires_at"     /* unix seconds; 0 never */
-#define TOLL_FIELD_CREATED_AT      "created_at"     /* unix seconds */
-#define TOLL_FIELD_REVOKED_AT      "revoked_at"     /* unix seconds */
+                                    + toll_name_len(TOLL_NAME_TAG_END))
+/* the old name, until tollctl is moved to lib/toll_names.h */
+#define TOLL_REDIS_KEY_INDEX       TOLL_NAME_KEY_INDEX
 
 #define TOLL_STATUS_ACTIVE         "active"
 #define TOLL_STATUS_REVOKED        "revoked"

@@ -42,7 +42,7 @@ toll_usage_count_parse(const char *s, size_t len, int64_t *v)
     negative = (len > 0 && s[0] == '-');
     i = negative ? 1 : 0;
 
-    if (i == len) {
+    if (i == len || len > TOLL_USAGE_COUNT_LEN_MAX) {
         return -1;
     }
 

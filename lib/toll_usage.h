@@ -40,10 +40,12 @@ typedef struct {
 
 /*
  * A count of a usage hash, as HINCRBY leaves it: an int64_t in decimal
- * digits after an optional "-" (a correction flushed after a drain leaves
- * a negative count in the day's new hash); no "+", no space, no other
- * character.  Returns 0 and sets *v, or -1.
+ * digits after an optional "-", at most TOLL_USAGE_COUNT_LEN_MAX bytes
+ * (as the drain's claim script checks before it mirrors a count); no
+ * "+", no space, no other character.  Returns 0 and sets *v, or -1.
  */
+#define TOLL_USAGE_COUNT_LEN_MAX  20    /* "-9223372036854775808" */
+
 int toll_usage_count_parse(const char *s, size_t len, int64_t *v);
 
 /*

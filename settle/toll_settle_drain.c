@@ -27,25 +27,15 @@
 #include <openssl/evp.h>
 
 #include "toll_ledger.h"
+#include "toll_names.h"
 #include "toll_settle_drain.h"
+#include "toll_usage.h"
 
-
-#define TOLL_SETTLE_INDEX          "toll:usage:index"
-#define TOLL_SETTLE_OPEN           "toll:drain:open"
-#define TOLL_SETTLE_QUARANTINE     "toll:drain:quarantine"
-#define TOLL_SETTLE_LEDGER_KEY     "toll:settle:ledger"
-#define TOLL_SETTLE_USAGE_PREFIX   "toll:usage:{"
-#define TOLL_SETTLE_DRAIN_PREFIX   "toll:drain:{"
-#define TOLL_SETTLE_MIRROR_SUFFIX  ":drained"
-
-/* the mirror of drained usage outlives the meter's 7 days of flush ids */
-#define TOLL_SETTLE_MIRROR_TTL_S   "3024000"      /* 35 days */
 
 /* names fetched per SSCAN/SCAN call; a hint to Redis, not a bound */
 #define TOLL_SETTLE_SCAN_COUNT     "1000"
 /* services in one buyer's usage hash of a day */
 #define TOLL_SETTLE_SERVICES_MAX   4096
-#define TOLL_SETTLE_KEY_LEN_MAX    1024
 #define TOLL_SETTLE_FIELD_LEN_MAX  512
 /* SCAN calls of one sweep, so that a huge keyspace cannot hold a pass */
 #define TOLL_SETTLE_SWEEP_CALLS_MAX  100000
@@ -66,10 +56,10 @@ typedef enum {
 
 /* a claim's name, taken apart: toll:drain:{<buyer>}:<YYYYMMDD>:<id> */
 typedef struct {
-    char      name[TOLL_SETTLE_KEY_LEN_MAX + 64];
-    char      buyer[TOLL_SETTLE_KEY_LEN_MAX + 1];
-    char      day[TOLL_LEDGER_DAY_LEN + 1];
-    char      id[TOLL_LEDGER_BATCH_ID_LEN + 1];
+    char      name[TOLL_NAME_LEN_MAX + 1];
+    char      buyer[TOLL_NAME_BUYER_LEN_MAX + 1];
+    char      day[TOLL_NAME_DAY_LEN + 1];
+    char      id[TOLL_NAME_BATCH_LEN + 1];
 } toll_settle_claim_t;
 
 
@@ -135,17 +125,17 @@ static int toll_settle_finish(toll_settle_drain_t *d,
     const toll_settle_claim_t *c, redisReply *content);
 static int toll_settle_post(toll_settle_drain_t *d,
     const toll_settle_claim_t *c, redisReply *content);
+static int toll_settle_read(const redisReply *content,
+    toll_ledger_usage_t *usage, toll_settle_names_t *names, size_t nmax,
+    size_t *nusage);
 static int toll_settle_delete(toll_settle_drain_t *d,
     const toll_settle_claim_t *c);
 static int toll_settle_quarantine(toll_settle_drain_t *d,
     const toll_settle_claim_t *c, const char *reason);
 static int toll_settle_reindex(toll_settle_drain_t *d,
     const toll_settle_claim_t *c);
-static int toll_settle_usage_name(const char *name, size_t len,
-    char *buyer, char *day);
 static int toll_settle_claim_parse(const char *name, size_t len,
     toll_settle_claim_t *c);
-static int toll_settle_count(const redisReply *v, int64_t *out);
 static redisReply *toll_settle_cmd(toll_settle_drain_t *d, int argc,
     const char **argv, const size_t *argvlen);
 static int toll_settle_redis_failed(toll_settle_drain_t *d,
@@ -288,12 +278,12 @@ toll_settle_count_open(toll_settle_drain_t *d)
 {
     int  rc;
 
-    rc = toll_settle_size(d, "SCARD", TOLL_SETTLE_OPEN, &d->open_claims);
+    rc = toll_settle_size(d, "SCARD", TOLL_NAME_DRAIN_OPEN, &d->open_claims);
     if (rc != 0) {
         return rc;
     }
 
-    return toll_settle_size(d, "HLEN", TOLL_SETTLE_QUARANTINE,
+    return toll_settle_size(d, "HLEN", TOLL_NAME_DRAIN_QUARANTINE,
                             &d->quarantine_claims);
 }
 
@@ -423,8 +413,8 @@ toll_settle_bind(toll_settle_drain_t *d)
 
     argv[0] = "SET";
     argvlen[0] = 3;
-    argv[1] = TOLL_SETTLE_LEDGER_KEY;
-    argvlen[1] = sizeof(TOLL_SETTLE_LEDGER_KEY) - 1;
+    argv[1] = TOLL_NAME_SETTLE_LEDGER;
+    argvlen[1] = sizeof(TOLL_NAME_SETTLE_LEDGER) - 1;
     argv[2] = id;
     argvlen[2] = strlen(id);
     argv[3] = "NX";
@@ -432,7 +422,7 @@ toll_settle_bind(toll_settle_drain_t *d)
 
     r = toll_settle_cmd(d, 4, argv, argvlen);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SET " TOLL_SETTLE_LEDGER_KEY, r);
+        return toll_settle_redis_failed(d, "SET " TOLL_NAME_SETTLE_LEDGER, r);
     }
 
     freeReplyObject(r);
@@ -441,7 +431,7 @@ toll_settle_bind(toll_settle_drain_t *d)
 
     r = toll_settle_cmd(d, 2, argv, argvlen);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "GET " TOLL_SETTLE_LEDGER_KEY, r);
+        return toll_settle_redis_failed(d, "GET " TOLL_NAME_SETTLE_LEDGER, r);
     }
 
     if (r->type != REDIS_REPLY_STRING || r->len != strlen(id)
@@ -449,7 +439,7 @@ toll_settle_bind(toll_settle_drain_t *d)
     {
         toll_settle_log("redis at %s is drained into the ledger %.*s, not "
                         "into %s (\"%s\"): use that ledger, or delete the "
-                        "key " TOLL_SETTLE_LEDGER_KEY " to start a new one",
+                        "key " TOLL_NAME_SETTLE_LEDGER " to start a new one",
                         d->conf->redis_text,
                         (r->type == REDIS_REPLY_STRING) ? (int) r->len : 0,
                         (r->type == REDIS_REPLY_STRING) ? r->str : "",
@@ -470,6 +460,7 @@ static int
 toll_settle_recover(toll_settle_drain_t *d)
 {
     int                  rc;
+    char                 text[TOLL_NAME_TEXT_MAX];
     size_t               i;
     redisReply          *r, *content;
     const char          *argv[2];
@@ -478,12 +469,13 @@ toll_settle_recover(toll_settle_drain_t *d)
 
     argv[0] = "SMEMBERS";
     argvlen[0] = 8;
-    argv[1] = TOLL_SETTLE_OPEN;
-    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+    argv[1] = TOLL_NAME_DRAIN_OPEN;
+    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
 
     r = toll_settle_cmd(d, 2, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        return toll_settle_redis_failed(d, "SMEMBERS " TOLL_SETTLE_OPEN, r);
+        return toll_settle_redis_failed(d, "SMEMBERS " TOLL_NAME_DRAIN_OPEN,
+                                        r);
     }
 
     rc = 0;
@@ -493,9 +485,9 @@ toll_settle_recover(toll_settle_drain_t *d)
                                     r->element[i]->len, &c)
             != 0)
         {
-            toll_settle_log("ignored a malformed claim \"%.*s\" in "
-                            TOLL_SETTLE_OPEN,
-                            (int) r->element[i]->len, r->element[i]->str);
+            toll_name_text(text, r->element[i]->str, r->element[i]->len);
+            toll_settle_log("ignored a malformed claim \"%s\" in "
+                            TOLL_NAME_DRAIN_OPEN, text);
             continue;
         }
 
@@ -589,11 +581,8 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     redisReply *content)
 {
     int                   rc;
-    size_t                i, j, n, nmax, slen;
-    int64_t               v, *count;
-    const char           *field, *metric;
-    redisReply           *f, *val;
-    toll_ledger_usage_t  *usage, *u;
+    size_t                i, n, nmax;
+    toll_ledger_usage_t  *usage;
     toll_settle_names_t  *names;
     toll_ledger_batch_t   b;
 
@@ -614,80 +603,8 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         return EX_OSERR;
     }
 
-    n = 0;
-    rc = 0;
-
-    for (i = 0; i + 1 < content->elements; i += 2) {
-        f = content->element[i];
-        val = content->element[i + 1];
-
-        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING
-            || f->len > TOLL_SETTLE_FIELD_LEN_MAX)
-        {
-            goto malformed;
-        }
-
-        field = f->str;
-        metric = NULL;
-
-        for (j = f->len; j > 0; j--) {
-            if (field[j - 1] == ':') {
-                metric = field + j;
-                break;
-            }
-        }
-
-        if (metric == NULL || j < 2) {
-            goto malformed;
-        }
-
-        slen = j - 1;
-
-        for (j = 0; j < n; j++) {
-            if (strlen(names[j].service) == slen
-                && memcmp(names[j].service, field, slen) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j == n) {
-            if (n == nmax) {
-                goto malformed;
-            }
-
-            memcpy(names[n].service, field, slen);
-            names[n].service[slen] = '\0';
-            usage[n].service = names[n].service;
-            usage[n].provider = names[n].provider;
-            n++;
-        }
-
-        u = &usage[j];
-
-        if (strcmp(metric, "provider") == 0) {
-            if (val->len == 0 || val->len > TOLL_SETTLE_FIELD_LEN_MAX) {
-                goto malformed;
-            }
-
-            memcpy(names[j].provider, val->str, val->len);
-            names[j].provider[val->len] = '\0';
-            continue;
-        }
-
-        count = (strcmp(metric, "calls") == 0) ? &u->calls
-                : (strcmp(metric, "free_calls") == 0) ? &u->free_calls
-                : (strcmp(metric, "paid_calls") == 0) ? &u->paid_calls
-                : (strcmp(metric, "errors") == 0) ? &u->errors
-                : (strcmp(metric, "latency_ms") == 0) ? &u->latency_ms
-                : (strcmp(metric, "amount_micros") == 0) ? &u->amount_micros
-                : NULL;
-
-        if (count == NULL || toll_settle_count(val, &v) != 0) {
-            goto malformed;
-        }
-
-        *count = v;
+    if (toll_settle_read(content, usage, names, nmax, &n) != 0) {
+        goto malformed;
     }
 
     b.id = c->id;
@@ -767,6 +684,89 @@ malformed:
 
 
 /*
+ * A claim's fields (lib/toll_names.h) into one record per service, at
+ * most nmax: -1 for anything the meter does not write (an unknown field,
+ * a count that is not an int64, a provider empty or too long).
+ */
+static int
+toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
+    toll_settle_names_t *names, size_t nmax, size_t *nusage)
+{
+    int                   field;
+    size_t                i, j, n, slen;
+    int64_t               v, *count[TOLL_USAGE_COUNTS];
+    const redisReply     *f, *val;
+    toll_ledger_usage_t  *u;
+
+    n = 0;
+
+    for (i = 0; i + 1 < content->elements; i += 2) {
+        f = content->element[i];
+        val = content->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING
+            || f->len > TOLL_SETTLE_FIELD_LEN_MAX)
+        {
+            return -1;
+        }
+
+        field = toll_usage_field_parse(f->str, f->len, &slen);
+        if (field < 0) {
+            return -1;
+        }
+
+        for (j = 0; j < n; j++) {
+            if (strlen(names[j].service) == slen
+                && memcmp(names[j].service, f->str, slen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == n) {
+            if (n == nmax) {
+                return -1;
+            }
+
+            memcpy(names[n].service, f->str, slen);
+            names[n].service[slen] = '\0';
+            usage[n].service = names[n].service;
+            usage[n].provider = names[n].provider;
+            n++;
+        }
+
+        if (field == TOLL_USAGE_PROVIDER) {
+            if (val->len == 0 || val->len > TOLL_SETTLE_FIELD_LEN_MAX) {
+                return -1;
+            }
+
+            memcpy(names[j].provider, val->str, val->len);
+            names[j].provider[val->len] = '\0';
+            continue;
+        }
+
+        u = &usage[j];
+        count[TOLL_USAGE_CALLS] = &u->calls;
+        count[TOLL_USAGE_FREE_CALLS] = &u->free_calls;
+        count[TOLL_USAGE_PAID_CALLS] = &u->paid_calls;
+        count[TOLL_USAGE_AMOUNT] = &u->amount_micros;
+        count[TOLL_USAGE_ERRORS] = &u->errors;
+        count[TOLL_USAGE_LATENCY] = &u->latency_ms;
+
+        if (toll_usage_count_parse(val->str, val->len, &v) != 0) {
+            return -1;
+        }
+
+        *count[field] = v;
+    }
+
+    *nusage = n;
+
+    return 0;
+}
+
+
+/*
  * Sets a claim aside: its key stays in Redis as it is, its name and the
  * reason go to the quarantine hash, then out of toll:drain:open, so that
  * no pass tries it again until the operator replays it (tollctl
@@ -792,8 +792,8 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     argv[0] = "HSET";
     argvlen[0] = 4;
-    argv[1] = TOLL_SETTLE_QUARANTINE;
-    argvlen[1] = sizeof(TOLL_SETTLE_QUARANTINE) - 1;
+    argv[1] = TOLL_NAME_DRAIN_QUARANTINE;
+    argvlen[1] = sizeof(TOLL_NAME_DRAIN_QUARANTINE) - 1;
     argv[2] = c->name;
     argvlen[2] = strlen(c->name);
     argv[3] = value;
@@ -801,18 +801,19 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     r = toll_settle_cmd(d, 4, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "HSET " TOLL_SETTLE_QUARANTINE, r);
+        return toll_settle_redis_failed(d,
+                                        "HSET " TOLL_NAME_DRAIN_QUARANTINE, r);
     }
 
     freeReplyObject(r);
 
     argv[0] = "SREM";
-    argv[1] = TOLL_SETTLE_OPEN;
-    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+    argv[1] = TOLL_NAME_DRAIN_OPEN;
+    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
 
     r = toll_settle_cmd(d, 3, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_OPEN, r);
+        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_DRAIN_OPEN, r);
     }
 
     freeReplyObject(r);
@@ -830,22 +831,22 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 static int
 toll_settle_reindex(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 {
-    char         name[TOLL_SETTLE_KEY_LEN_MAX + 64];
+    char         name[TOLL_NAME_LEN_MAX];
     redisReply  *r;
     const char  *argv[3];
     size_t       argvlen[3];
 
     argv[0] = "SADD";
     argvlen[0] = 4;
-    argv[1] = TOLL_SETTLE_INDEX;
-    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[1] = TOLL_NAME_USAGE_INDEX;
+    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
     argv[2] = name;
-    argvlen[2] = snprintf(name, sizeof(name), TOLL_SETTLE_USAGE_PREFIX
-                          "%s}:%s", c->buyer, c->day);
+    argvlen[2] = toll_name_usage(name, c->buyer, strlen(c->buyer), c->day)
+                 - name;
 
     r = toll_settle_cmd(d, 3, argv, argvlen);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SADD " TOLL_SETTLE_INDEX, r);
+        return toll_settle_redis_failed(d, "SADD " TOLL_NAME_USAGE_INDEX, r);
     }
 
     freeReplyObject(r);
@@ -877,14 +878,14 @@ toll_settle_delete(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 
     argv[0] = "SREM";
     argvlen[0] = 4;
-    argv[1] = TOLL_SETTLE_OPEN;
-    argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+    argv[1] = TOLL_NAME_DRAIN_OPEN;
+    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
     argv[2] = c->name;
     argvlen[2] = strlen(c->name);
 
     r = toll_settle_cmd(d, 3, argv, argvlen);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_OPEN, r);
+        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_DRAIN_OPEN, r);
     }
 
     freeReplyObject(r);
@@ -904,8 +905,8 @@ toll_settle_sweep(toll_settle_drain_t *d)
     redisReply  *r, *keys;
     const char  *argv[6];
     size_t       argvlen[6];
-    char         cursor[32], buyer[TOLL_SETTLE_KEY_LEN_MAX + 1];
-    char         day[TOLL_LEDGER_DAY_LEN + 1];
+    char         cursor[32];
+    toll_name_t  n;
 
     snprintf(cursor, sizeof(cursor), "0");
     found = 0;
@@ -917,7 +918,7 @@ toll_settle_sweep(toll_settle_drain_t *d)
         argvlen[1] = strlen(cursor);
         argv[2] = "MATCH";
         argvlen[2] = 5;
-        argv[3] = TOLL_SETTLE_USAGE_PREFIX "*}:*";
+        argv[3] = TOLL_NAME_USAGE_MATCH;
         argvlen[3] = strlen(argv[3]);
         argv[4] = "COUNT";
         argvlen[4] = 5;
@@ -938,17 +939,18 @@ toll_settle_sweep(toll_settle_drain_t *d)
         keys = r->element[1];
 
         for (i = 0; i < keys->elements; i++) {
-            if (toll_settle_usage_name(keys->element[i]->str,
-                                       keys->element[i]->len, buyer, day)
-                != 0)
+            if (toll_name_usage_parse(keys->element[i]->str,
+                                      keys->element[i]->len, &n)
+                != 0
+                || n.mirror)
             {
                 continue;
             }
 
             argv[0] = "SADD";
             argvlen[0] = 4;
-            argv[1] = TOLL_SETTLE_INDEX;
-            argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+            argv[1] = TOLL_NAME_USAGE_INDEX;
+            argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
             argv[2] = keys->element[i]->str;
             argvlen[2] = keys->element[i]->len;
 
@@ -993,8 +995,8 @@ toll_settle_pick(toll_settle_drain_t *d, int *more)
 
     argv[0] = "SRANDMEMBER";
     argvlen[0] = 11;
-    argv[1] = TOLL_SETTLE_INDEX;
-    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[1] = TOLL_NAME_USAGE_INDEX;
+    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
     argv[2] = count;
     argvlen[2] = snprintf(count, sizeof(count), "%lld",
                           (long long) d->conf->batch_max);
@@ -1023,32 +1025,38 @@ toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
 {
     int                  rc;
     char                 mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
-    char                 id[TOLL_LEDGER_BATCH_ID_LEN + 1];
+    char                 id[TOLL_NAME_BATCH_LEN + 1], *p;
     redisReply          *r;
     const char          *argv[7];
     size_t               argvlen[7];
+    toll_name_t          n;
     toll_settle_claim_t  c;
 
-    if (toll_settle_usage_name(hash, len, c.buyer, c.day) != 0) {
+    if (toll_name_usage_parse(hash, len, &n) != 0 || n.mirror) {
         /* not a usage hash of the meter: out of the index, untouched */
-        toll_settle_log("ignored \"%.*s\" in " TOLL_SETTLE_INDEX
-                        ": not a usage hash", (int) len, hash);
+        toll_name_text(mirror, hash, len);
+        toll_settle_log("ignored \"%s\" in " TOLL_NAME_USAGE_INDEX
+                        ": not a usage hash", mirror);
         c.name[0] = '\0';
         goto forget;
     }
 
-    if (toll_ledger_random_hex(id, TOLL_LEDGER_BATCH_ID_LEN / 2) != 0) {
+    if (toll_ledger_random_hex(id, TOLL_NAME_BATCH_LEN / 2) != 0) {
         toll_settle_log("no random bytes for a batch id");
         return EX_OSERR;
     }
 
     /* the claim and the mirror share the usage hash's slot: {buyer} */
 
-    snprintf(c.name, sizeof(c.name), TOLL_SETTLE_DRAIN_PREFIX "%s}:%s:%s",
-             c.buyer, c.day, id);
+    memcpy(c.buyer, n.buyer, n.buyer_len);
+    c.buyer[n.buyer_len] = '\0';
+    memcpy(c.day, n.day, sizeof(c.day));
     memcpy(c.id, id, sizeof(c.id));
-    snprintf(mirror, sizeof(mirror), "%.*s" TOLL_SETTLE_MIRROR_SUFFIX,
-             (int) len, hash);
+
+    p = toll_name_claim(c.name, n.buyer, n.buyer_len, n.day, id);
+    *p = '\0';
+    p = toll_name_usage(mirror, n.buyer, n.buyer_len, n.day);
+    memcpy(p, TOLL_NAME_USAGE_MIRROR, sizeof(TOLL_NAME_USAGE_MIRROR));
 
 forget:
 
@@ -1061,14 +1069,15 @@ forget:
     if (c.name[0] != '\0') {
         argv[0] = "SADD";
         argvlen[0] = 4;
-        argv[1] = TOLL_SETTLE_OPEN;
-        argvlen[1] = sizeof(TOLL_SETTLE_OPEN) - 1;
+        argv[1] = TOLL_NAME_DRAIN_OPEN;
+        argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
         argv[2] = c.name;
         argvlen[2] = strlen(c.name);
 
         r = toll_settle_cmd(d, 3, argv, argvlen);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "SADD " TOLL_SETTLE_OPEN, r);
+            return toll_settle_redis_failed(d, "SADD " TOLL_NAME_DRAIN_OPEN,
+                                            r);
         }
 
         freeReplyObject(r);
@@ -1081,14 +1090,14 @@ forget:
 
     argv[0] = "SREM";
     argvlen[0] = 4;
-    argv[1] = TOLL_SETTLE_INDEX;
-    argvlen[1] = sizeof(TOLL_SETTLE_INDEX) - 1;
+    argv[1] = TOLL_NAME_USAGE_INDEX;
+    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
     argv[2] = hash;
     argvlen[2] = len;
 
     r = toll_settle_cmd(d, 3, argv, argvlen);
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_SETTLE_INDEX, r);
+        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_USAGE_INDEX, r);
     }
 
     freeReplyObject(r);
@@ -1120,8 +1129,8 @@ forget:
     argvlen[4] = strlen(c.name);
     argv[5] = mirror;
     argvlen[5] = strlen(mirror);
-    argv[6] = TOLL_SETTLE_MIRROR_TTL_S;
-    argvlen[6] = sizeof(TOLL_SETTLE_MIRROR_TTL_S) - 1;
+    argv[6] = TOLL_STR(TOLL_TTL_MIRROR);
+    argvlen[6] = sizeof(TOLL_STR(TOLL_TTL_MIRROR)) - 1;
 
     r = toll_settle_cmd(d, 7, argv, argvlen);
 
@@ -1225,129 +1234,28 @@ toll_settle_script_digest(void)
 }
 
 
-/* toll:usage:{<buyer>}:<YYYYMMDD>, the buyer taken from the end */
-static int
-toll_settle_usage_name(const char *name, size_t len, char *buyer, char *day)
-{
-    size_t  i, plen, blen;
-
-    plen = sizeof(TOLL_SETTLE_USAGE_PREFIX) - 1;
-
-    if (len < plen + 1 + 2 + TOLL_LEDGER_DAY_LEN
-        || len > TOLL_SETTLE_KEY_LEN_MAX
-        || memcmp(name, TOLL_SETTLE_USAGE_PREFIX, plen) != 0)
-    {
-        return -1;
-    }
-
-    for (i = len - TOLL_LEDGER_DAY_LEN; i < len; i++) {
-        if (name[i] < '0' || name[i] > '9') {
-            return -1;
-        }
-    }
-
-    if (name[len - TOLL_LEDGER_DAY_LEN - 1] != ':'
-        || name[len - TOLL_LEDGER_DAY_LEN - 2] != '}')
-    {
-        return -1;
-    }
-
-    blen = len - TOLL_LEDGER_DAY_LEN - 2 - plen;
-
-    if (blen == 0) {
-        return -1;
-    }
-
-    memcpy(buyer, name + plen, blen);
-    buyer[blen] = '\0';
-    memcpy(day, name + len - TOLL_LEDGER_DAY_LEN, TOLL_LEDGER_DAY_LEN);
-    day[TOLL_LEDGER_DAY_LEN] = '\0';
-
-    return 0;
-}
-
-
-/* toll:drain:{<buyer>}:<YYYYMMDD>:<32 hex> */
+/* a claim's name, taken apart (lib/toll_names.c) into c */
 static int
 toll_settle_claim_parse(const char *name, size_t len,
     toll_settle_claim_t *c)
 {
-    size_t  i, plen, tail, blen;
+    toll_name_t  n;
 
-    plen = sizeof(TOLL_SETTLE_DRAIN_PREFIX) - 1;
-    tail = 2 + TOLL_LEDGER_DAY_LEN + 1 + TOLL_LEDGER_BATCH_ID_LEN;
-
-    if (len <= plen + tail || len > TOLL_SETTLE_KEY_LEN_MAX
-        || memcmp(name, TOLL_SETTLE_DRAIN_PREFIX, plen) != 0)
-    {
+    if (toll_name_claim_parse(name, len, &n) != 0) {
         return -1;
     }
-
-    for (i = len - TOLL_LEDGER_BATCH_ID_LEN; i < len; i++) {
-        if (!((name[i] >= '0' && name[i] <= '9')
-              || (name[i] >= 'a' && name[i] <= 'f')))
-        {
-            return -1;
-        }
-    }
-
-    for (i = len - tail + 2; i < len - TOLL_LEDGER_BATCH_ID_LEN - 1; i++) {
-        if (name[i] < '0' || name[i] > '9') {
-            return -1;
-        }
-    }
-
-    if (name[len - tail] != '}' || name[len - tail + 1] != ':'
-        || name[len - TOLL_LEDGER_BATCH_ID_LEN - 1] != ':')
-    {
-        return -1;
-    }
-
-    blen = len - tail - plen;
 
     memcpy(c->name, name, len);
     c->name[len] = '\0';
-    memcpy(c->buyer, name + plen, blen);
-    c->buyer[blen] = '\0';
-    memcpy(c->day, name + len - tail + 2, TOLL_LEDGER_DAY_LEN);
-    c->day[TOLL_LEDGER_DAY_LEN] = '\0';
-    memcpy(c->id, name + len - TOLL_LEDGER_BATCH_ID_LEN,
-           TOLL_LEDGER_BATCH_ID_LEN);
-    c->id[TOLL_LEDGER_BATCH_ID_LEN] = '\0';
+    memcpy(c->buyer, n.buyer, n.buyer_len);
+    c->buyer[n.buyer_len] = '\0';
+    memcpy(c->day, n.day, sizeof(c->day));
+    memcpy(c->id, n.batch, sizeof(c->id));
 
     return 0;
 }
 
 
-/* a count as Redis holds it: digits, perhaps a "-", an int64 */
-static int
-toll_settle_count(const redisReply *v, int64_t *out)
-{
-    char       buf[32], *end;
-    long long  n;
-
-    if (v->len == 0 || v->len >= sizeof(buf)) {
-        return -1;
-    }
-
-    memcpy(buf, v->str, v->len);
-    buf[v->len] = '\0';
-
-    if (!(buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'))) {
-        return -1;
-    }
-
-    errno = 0;
-    n = strtoll(buf, &end, 10);
-
-    if (errno != 0 || *end != '\0') {
-        return -1;
-    }
-
-    *out = n;
-
-    return 0;
-}
 
 
 static redisReply *

@@ -13,14 +13,16 @@
 #include <hiredis/hiredis.h>
 
 #include "toll_ledger.h"
+#include "toll_names.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_webhook.h"
 
 
 /* a pass stopped on Redis: the caller reconnects and tries again later */
 #define TOLL_SETTLE_DRAIN_AGAIN   -1
-/* a usage hash's name and ":drained", as the drain builds it */
-#define TOLL_SETTLE_MIRROR_NAME_MAX  1040
+/* a usage hash's name and ":drained", as the drain builds it, and a NUL */
+#define TOLL_SETTLE_MIRROR_NAME_MAX                                          \
+    (TOLL_NAME_USAGE_LEN(TOLL_NAME_BUYER_LEN_MAX) + 1)
 
 /* why the ledger refused a claim, kept with it in quarantine */
 #define TOLL_SETTLE_REFUSED_LEN_MAX  512

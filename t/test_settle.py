@@ -252,6 +252,50 @@ def test_claim_the_meter_did_not_write_is_quarantined(settle, redis_server):
     assert not rc.exists(bad + ":drained")
 
 
+def test_names_the_meter_cannot_write_are_left_alone(settle, redis_server):
+    """A buyer with a newline or a NUL is no name of the meter's (a key
+    owner is printable ASCII); tollctl never read one, and toll-settle
+    posted "a\\0b" as buyer "a".  Both read names with lib/toll_names.c
+    now: such a hash stays in Redis, out of the index, untouched."""
+    rc = redis_server.client
+    want = {}
+    add_into(want, ("good", day(), "svc"),
+             write_usage(rc, "good", "svc", "acme", calls=2))
+    odd = [usage_key(b, day()) for b in ("a\nb", "a\0b", "x" * 1003)]
+    for name in odd:
+        rc.hset(name, mapping={"svc:calls": "1", "svc:provider": "acme",
+                               "svc:amount_micros": "5"})
+        rc.sadd("toll:usage:index", name)
+    p = settle.once()
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("not a usage hash") == 3, p.stderr
+    assert ledger_usage(settle.ledger) == want
+    for name in odd:
+        assert rc.hget(name, "svc:calls") == "1"
+    assert rc.scard("toll:usage:index") == 0
+    assert rc.scard("toll:drain:open") == 0
+    assert rc.hlen("toll:drain:quarantine") == 0
+    ledger_check(settle.ledger)
+
+
+def test_count_longer_than_redis_writes_is_quarantined(settle,
+                                                       redis_server):
+    """The claim script does not mirror a count of more than 20 bytes;
+    the drain posted it all the same when it read as an int64 ("0...01"),
+    and the mirror then lacked what the ledger held."""
+    rc = redis_server.client
+    bad = usage_key("zeros", day())
+    rc.hset(bad, mapping={"svc:calls": "0" * 24 + "1",
+                          "svc:provider": "acme", "svc:amount_micros": "5"})
+    rc.sadd("toll:usage:index", bad)
+    p = settle.once()
+    assert p.returncode == 0, p.stderr
+    assert "holds a field the meter does not write" in p.stderr
+    assert ledger_usage(settle.ledger) == {}
+    assert rc.hlen("toll:drain:quarantine") == 1
+    assert not rc.exists(bad + ":drained")
+
+
 # ===================================================== 3. crash points
 
 def random_usage(rc, rng, want, buyers=3):

@@ -66,8 +66,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (len != 0) {
         assert(toll_key_id_valid(copy, size));
         assert(len <= TOLL_REDIS_KEY_NAME_MAX && name[len] == '\0');
-        assert(len == sizeof(TOLL_REDIS_KEY_PREFIX) - 1 + size
-                      + sizeof(TOLL_REDIS_KEY_SUFFIX) - 1);
+        assert(len == toll_name_len(TOLL_NAME_KEY_PREFIX) + size
+                      + toll_name_len(TOLL_NAME_TAG_END));
     } else {
         assert(!toll_key_id_valid(copy, size));
     }

@@ -1,114 +1,129 @@
 /*
- * Fuzz the two readers of the meter's Redis names: toll-settle's
- * (settle/toll_settle_drain.c) and tollctl's
- * (ctl/tollctl_reconcile_redis.c), for usage hashes
- * "toll:usage:{<buyer>}:<YYYYMMDD>" and claims
- * "toll:drain:{<buyer>}:<YYYYMMDD>:<32 hex>", and their readers of a
- * count as Redis holds it.
+ * Fuzz the one reader of the meter's Redis names (lib/toll_names.c),
+ * which the module, toll-settle and tollctl share: usage hashes
+ * "toll:usage:{<buyer>}:<YYYYMMDD>" and their mirrors, claims
+ * "toll:drain:{<buyer>}:<YYYYMMDD>:<32 hex>", a usage hash's fields, and
+ * a count as Redis holds it (lib/toll_usage.c).
  *
- * The parsers are static in files other engineers own, so this harness
- * includes both files whole rather than moving the parsers: the daemon
- * and the CLI must agree on a name, which is checked here too.  tollctl's
- * main() is renamed by the Makefile (-Dmain=tollctl_main).
+ * What is read must be what the builders write back: a name taken apart
+ * and built again is the same bytes, so that every program finds the
+ * same key from the same parts.
  */
 
-#include "../../settle/toll_settle_drain.c"
-#include "../../ctl/tollctl_reconcile_redis.c"
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "toll_names.h"
+#include "toll_usage.h"
 
 
 static void
 fuzz_usage_name(const char *name, size_t len)
 {
-    int    s_rc, c_rc, mirror;
-    char  *s_buyer, *c_buyer;
-    char   s_day[TOLL_LEDGER_DAY_LEN + 1], c_day[TOLLCTL_DAY_LEN + 1];
+    char         *again, *p;
+    toll_name_t   n;
 
-    /* each caller's buffer, on the heap at its exact size */
-    s_buyer = malloc(TOLL_SETTLE_KEY_LEN_MAX + 1);
-    c_buyer = malloc(TOLLCTL_REDIS_NAME_LEN_MAX + 1);
-    assert(s_buyer != NULL && c_buyer != NULL);
-
-    s_rc = toll_settle_usage_name(name, len, s_buyer, s_day);
-    c_rc = tollctl_usage_name(name, len, c_buyer, c_day, &mirror);
-
-    if (s_rc == 0) {
-        assert(strlen(s_day) == TOLL_LEDGER_DAY_LEN);
-        assert(len == sizeof(TOLL_SETTLE_USAGE_PREFIX) - 1
-                      + 2 + TOLL_LEDGER_DAY_LEN + strlen(s_buyer)
-               || memchr(name, '\0', len) != NULL);
+    if (toll_name_usage_parse(name, len, &n) != 0) {
+        return;
     }
 
-    /* what the daemon drains, the CLI reads the same way */
-    if (s_rc == 0 && c_rc == 0) {
-        assert(!mirror);
-        assert(strcmp(s_buyer, c_buyer) == 0);
-        assert(strcmp(s_day, c_day) == 0);
+    assert(n.buyer > name && n.buyer + n.buyer_len <= name + len);
+    assert(n.buyer_len >= 1 && n.buyer_len <= TOLL_NAME_BUYER_LEN_MAX);
+    assert(memchr(n.buyer, '\n', n.buyer_len) == NULL);
+    assert(memchr(n.buyer, '\0', n.buyer_len) == NULL);
+    assert(strlen(n.day) == TOLL_NAME_DAY_LEN);
+
+    again = malloc(TOLL_NAME_USAGE_LEN(n.buyer_len));
+    assert(again != NULL);
+
+    p = toll_name_usage(again, n.buyer, n.buyer_len, n.day);
+
+    if (n.mirror) {
+        memcpy(p, TOLL_NAME_USAGE_MIRROR,
+               toll_name_len(TOLL_NAME_USAGE_MIRROR));
+        p += toll_name_len(TOLL_NAME_USAGE_MIRROR);
     }
 
-    if (c_rc == 0 && !mirror) {
-        assert(s_rc == 0);
+    assert((size_t) (p - again) == len);
+    assert(memcmp(again, name, len) == 0);
+
+    /* what the drain makes of a usage hash, a reader takes */
+    if (!n.mirror) {
+        free(again);
+        again = malloc(TOLL_NAME_CLAIM_LEN(n.buyer_len));
+        assert(again != NULL);
+        p = toll_name_claim(again, n.buyer, n.buyer_len, n.day,
+                            "0123456789abcdef0123456789abcdef");
+        assert(toll_name_claim_parse(again, p - again, &n) == 0);
     }
 
-    free(s_buyer);
-    free(c_buyer);
+    free(again);
 }
 
 
 static void
 fuzz_claim_name(const char *name, size_t len)
 {
-    int                   s_rc, c_rc;
-    char                  c_day[TOLLCTL_DAY_LEN + 1];
-    char                  c_batch[TOLLCTL_BATCH_ID_LEN + 1];
-    char                 *c_buyer;
-    toll_settle_claim_t  *c;
+    char         *again, *p;
+    toll_name_t   n;
 
-    c = malloc(sizeof(toll_settle_claim_t));
-    c_buyer = malloc(TOLLCTL_REDIS_NAME_LEN_MAX + 1);
-    assert(c != NULL && c_buyer != NULL);
-
-    s_rc = toll_settle_claim_parse(name, len, c);
-    c_rc = tollctl_claim_name(name, len, c_buyer, c_day, c_batch);
-
-    if (s_rc == 0) {
-        assert(strlen(c->id) == TOLL_LEDGER_BATCH_ID_LEN);
-        assert(strlen(c->day) == TOLL_LEDGER_DAY_LEN);
+    if (toll_name_claim_parse(name, len, &n) != 0) {
+        return;
     }
 
-    if (s_rc == 0 && c_rc == 0) {
-        assert(strcmp(c->buyer, c_buyer) == 0);
-        assert(strcmp(c->day, c_day) == 0);
-        assert(strcmp(c->id, c_batch) == 0);
+    assert(n.buyer_len >= 1 && n.buyer_len <= TOLL_NAME_BUYER_LEN_MAX);
+    assert(memchr(n.buyer, '\n', n.buyer_len) == NULL);
+    assert(strlen(n.day) == TOLL_NAME_DAY_LEN);
+    assert(strlen(n.batch) == TOLL_NAME_BATCH_LEN);
+
+    again = malloc(TOLL_NAME_CLAIM_LEN(n.buyer_len));
+    assert(again != NULL);
+
+    p = toll_name_claim(again, n.buyer, n.buyer_len, n.day, n.batch);
+    assert((size_t) (p - again) == len);
+    assert(memcmp(again, name, len) == 0);
+
+    free(again);
+}
+
+
+static void
+fuzz_field(const char *f, size_t len)
+{
+    int     field;
+    size_t  slen;
+
+    field = toll_usage_field_parse(f, len, &slen);
+
+    if (field < 0) {
+        return;
     }
 
-    if (c_rc == 0) {
-        assert(s_rc == 0);
-    }
-
-    free(c);
-    free(c_buyer);
+    assert(field <= TOLL_USAGE_PROVIDER);
+    assert(slen >= 1 && slen + 1 < len && f[slen] == ':');
+    assert(strlen(toll_usage_fields[field]) == len - slen - 1);
+    assert(memcmp(toll_usage_fields[field], f + slen + 1, len - slen - 1)
+           == 0);
 }
 
 
 static void
 fuzz_count(const char *s, size_t len)
 {
-    int         s_rc, c_rc;
-    int64_t     s_v, c_v;
-    redisReply  v;
+    char     buf[32];
+    int64_t  v;
 
-    memset(&v, 0, sizeof(redisReply));
-    v.type = REDIS_REPLY_STRING;
-    v.str = (char *) s;
-    v.len = len;
-
-    s_rc = toll_settle_count(&v, &s_v);
-    c_rc = tollctl_count_parse(&v, &c_v);
-
-    /* a count the CLI shows is the count the daemon posts */
-    if (s_rc == 0 && c_rc == 0) {
-        assert(s_v == c_v);
+    if (toll_usage_count_parse(s, len, &v) != 0) {
+        return;
     }
+
+    /* the same value as the C library reads, from at most 20 bytes */
+    assert(len >= 1 && len <= TOLL_USAGE_COUNT_LEN_MAX);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    assert(strtoll(buf, NULL, 10) == v);
 }
 
 
@@ -128,6 +143,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_usage_name(copy, size);
     fuzz_claim_name(copy, size);
+    fuzz_field(copy, size);
     fuzz_count(copy, size);
 
     free(copy);

@@ -1,0 +1,181 @@
+/*
+ * toll: the Redis layout, described once (docs/redis.md).
+ *
+ * Every key name, hash field and TTL that more than one program uses:
+ * the module writes usage and reads keys, toll-settle drains usage, and
+ * tollctl writes keys and reads all of it.  Names are built and taken
+ * apart here and nowhere else, so that the three agree on every byte.
+ *
+ * A name carries its subject (a key id, a buyer, a limit subject) inside
+ * "{...}", a Redis Cluster hash tag: all of a subject's keys live in one
+ * slot, so that one script may touch them together.  A buyer may hold
+ * '{', '}' and ':': a name is read from its end, where its form is fixed.
+ *
+ * Plain C11, no allocation, no I/O: safe inside an nginx worker.
+ */
+
+#ifndef _TOLL_NAMES_H_INCLUDED_
+#define _TOLL_NAMES_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/* key records (lib/toll_key.h): "toll:key:{<key_id>}", and their index */
+#define TOLL_NAME_KEY_PREFIX       "toll:key:{"
+#define TOLL_NAME_KEY_INDEX        "toll:keys"
+
+/* a key record's fields, as tollctl writes and the module reads */
+#define TOLL_FIELD_STATUS          "status"         /* active | revoked */
+#define TOLL_FIELD_SECRET_SHA256   "secret_sha256"  /* 64 lowercase hex */
+#define TOLL_FIELD_OWNER           "owner"
+#define TOLL_FIELD_ROLE            "role"           /* buyer|provider|admin */
+#define TOLL_FIELD_PLAN            "plan"           /* may be absent */
+#define TOLL_FIELD_RATE_LIMIT      "rate_limit"     /* requests/minute */
+#define TOLL_FIELD_EXPIRES_AT      "expires_at"     /* unix seconds; 0 never */
+#define TOLL_FIELD_CREATED_AT      "created_at"     /* unix seconds */
+#define TOLL_FIELD_REVOKED_AT      "revoked_at"     /* unix seconds */
+
+
+/* a buyer's usage of a UTC day: "toll:usage:{<buyer>}:<YYYYMMDD>" */
+#define TOLL_NAME_USAGE_PREFIX     "toll:usage:{"
+#define TOLL_NAME_USAGE_MATCH      "toll:usage:{*}:*"
+/* the usage hashes with counts not yet drained (a set of names) */
+#define TOLL_NAME_USAGE_INDEX      "toll:usage:index"
+/* after "}": the buyer's flush ids (zset) and days with usage (set) */
+#define TOLL_NAME_USAGE_FLUSHES    ":flushes"
+#define TOLL_NAME_USAGE_DAYS       ":days"
+/* after the day: what toll-settle drained of it, for readers */
+#define TOLL_NAME_USAGE_MIRROR     ":drained"
+
+/* a claim: "toll:drain:{<buyer>}:<YYYYMMDD>:<32 lowercase hex>" */
+#define TOLL_NAME_DRAIN_PREFIX     "toll:drain:{"
+/* claims made and not yet deleted (set); claims set aside (hash) */
+#define TOLL_NAME_DRAIN_OPEN       "toll:drain:open"
+#define TOLL_NAME_DRAIN_QUARANTINE "toll:drain:quarantine"
+/* the ledger id the Redis is bound to (string) */
+#define TOLL_NAME_SETTLE_LEDGER    "toll:settle:ledger"
+
+/* a buyer's free calls granted, per service (hash) */
+#define TOLL_NAME_FREE_PREFIX      "toll:free:{"
+/* a limit subject's windows of every node (hash) */
+#define TOLL_NAME_LIMIT_PREFIX     "toll:rl:{"
+
+#define TOLL_NAME_TAG_END          "}"
+
+#define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */
+#define TOLL_NAME_BATCH_LEN        32       /* a flush or claim id */
+/*
+ * The longest buyer a usage or claim name holds: a usage hash's name is
+ * then at most 1,024 bytes, and every hash the drain may claim has a
+ * claim name and a mirror name that the readers take too.
+ */
+#define TOLL_NAME_BUYER_LEN_MAX    1002
+
+/* a number above as a string literal, for a command's argument */
+#define TOLL_STR(n)                TOLL_STR_(n)
+#define TOLL_STR_(n)               #n
+
+/* the length of a prefix or suffix above */
+#define toll_name_len(s)           (sizeof(s) - 1)
+
+/* "toll:usage:{" b "}:" day, with room for ":drained" */
+#define TOLL_NAME_USAGE_LEN(blen)                                            \
+    (toll_name_len(TOLL_NAME_USAGE_PREFIX) + (blen) + 2                      \
+     + TOLL_NAME_DAY_LEN + toll_name_len(TOLL_NAME_USAGE_MIRROR))
+/* "toll:drain:{" b "}:" day ":" id */
+#define TOLL_NAME_CLAIM_LEN(blen)                                            \
+    (toll_name_len(TOLL_NAME_DRAIN_PREFIX) + (blen) + 3                      \
+     + TOLL_NAME_DAY_LEN + TOLL_NAME_BATCH_LEN)
+/* the longest name of those: a claim's */
+#define TOLL_NAME_LEN_MAX          TOLL_NAME_CLAIM_LEN(TOLL_NAME_BUYER_LEN_MAX)
+
+
+/*
+ * TTLs, in seconds.  The meter keeps a buyer's flush ids 7 days, so that
+ * a batch sent again within them is known; their set lives a day longer.
+ * The mirror of drained usage outlives the flush ids: a day read by
+ * toll_usage or tollctl reconcile shows its drained calls as long as a
+ * late batch of it could still arrive.
+ */
+#define TOLL_TTL_FLUSH_IDS         604800        /* 7 days */
+#define TOLL_TTL_FLUSHES           691200        /* 8 days */
+#define TOLL_TTL_MIRROR            3024000       /* 35 days */
+
+
+/*
+ * A usage hash holds, per service, "<service>:<field>": six counts as
+ * int64 decimal strings, and the service's provider.
+ */
+typedef enum {
+    TOLL_USAGE_CALLS = 0,
+    TOLL_USAGE_FREE_CALLS,
+    TOLL_USAGE_PAID_CALLS,
+    TOLL_USAGE_AMOUNT,          /* amount_micros */
+    TOLL_USAGE_ERRORS,
+    TOLL_USAGE_LATENCY,         /* latency_ms */
+    TOLL_USAGE_COUNTS,          /* the number of counts */
+    TOLL_USAGE_PROVIDER = TOLL_USAGE_COUNTS
+} toll_usage_field_e;
+
+/* the fields' names, without the ':': "calls" ... "provider" */
+extern const char *const  toll_usage_fields[TOLL_USAGE_COUNTS + 1];
+
+
+/* a usage or claim name taken apart; buyer points into the name */
+typedef struct {
+    const char  *buyer;
+    size_t       buyer_len;
+    char         day[TOLL_NAME_DAY_LEN + 1];
+    char         batch[TOLL_NAME_BATCH_LEN + 1];   /* claims only */
+    int          mirror;                           /* ":drained" */
+} toll_name_t;
+
+
+/*
+ * The builders write at p, without a NUL, and return the end, as nginx's
+ * ngx_cpymem() does; the caller sizes the buffer with the macros above.
+ */
+
+/* prefix + subject + "}": a key record, free tier or limit hash */
+char *toll_name_tagged(char *p, const char *prefix, const char *subject,
+    size_t len);
+/* "toll:usage:{<buyer>}" + suffix (":days", ":flushes", ":" ...) */
+char *toll_name_buyer(char *p, const char *buyer, size_t len,
+    const char *suffix);
+/* "toll:usage:{<buyer>}:<day>", day being TOLL_NAME_DAY_LEN digits */
+char *toll_name_usage(char *p, const char *buyer, size_t len,
+    const char *day);
+/* "toll:drain:{<buyer>}:<day>:<batch>" */
+char *toll_name_claim(char *p, const char *buyer, size_t len,
+    const char *day, const char *batch);
+
+/*
+ * Takes apart a usage hash's name or its mirror's (n->mirror), or a
+ * claim's.  A buyer is 1 to TOLL_NAME_BUYER_LEN_MAX bytes, and holds no
+ * '\n' (it is logged, and listed a line each) and no NUL (it becomes a C
+ * string).  Returns 0, or -1 for any other name.
+ */
+int toll_name_usage_parse(const char *name, size_t len, toll_name_t *n);
+int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
+
+/*
+ * Takes apart a usage hash's field "<service>:<field>" at its last ':':
+ * returns the field (a toll_usage_field_e) and sets *service_len, or -1
+ * when the field is unknown or the service empty.
+ */
+int toll_usage_field_parse(const char *f, size_t len, size_t *service_len);
+
+/*
+ * A name as a log line may hold it, NUL-terminated in dst: printable
+ * ASCII as it is, '\\' and every other byte as \xHH, cut with "..." to
+ * fit TOLL_NAME_TEXT_MAX bytes.  Anything may have written a key.
+ */
+#define TOLL_NAME_TEXT_MAX         256
+
+void toll_name_text(char dst[TOLL_NAME_TEXT_MAX], const char *name,
+    size_t len);
+
+
+#endif /* _TOLL_NAMES_H_INCLUDED_ */

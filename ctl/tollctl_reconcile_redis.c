@@ -3,8 +3,8 @@
  * their content, every (buyer, day) that has a usage hash or a mirror
  * (SCAN), and each day's hash and mirror in one MULTI; each read into
  * parts of tollctl_recon_t.  The readers of the names the meter and
- * toll-settle give these keys are here too (t/fuzz/fuzz_usage_name.c
- * includes this file to check them against toll-settle's).
+ * toll-settle give these keys are here too, until tollctl reads them
+ * through lib/toll_names.h as toll-settle does.
  */
 
 #include <assert.h>

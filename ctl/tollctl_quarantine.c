@@ -119,9 +119,8 @@ tollctl_quarantine_print(tollctl_t *ctl, int json)
         tollctl_cmd_init(&cmds[i], "EVAL");
         tollctl_cmd_add_str(&cmds[i], TOLLCTL_Q_READ_SCRIPT);
         tollctl_cmd_add_str(&cmds[i], "1");
-        cmds[i].argv[3] = all->element[2 * i]->str;
-        cmds[i].argvlen[3] = all->element[2 * i]->len;
-        cmds[i].argc = 4;
+        tollctl_cmd_add(&cmds[i], all->element[2 * i]->str,
+                        all->element[2 * i]->len);
     }
 
     if (n > 0 && tollctl_redis_pipeline(ctl, cmds, n, contents) != 0) {
@@ -392,8 +391,7 @@ tollctl_quarantine_send(tollctl_t *ctl, const char *verb, const char *key,
 
     tollctl_cmd_init(&cmd, verb);
     tollctl_cmd_add_str(&cmd, key);
-    cmd.argv[cmd.argc] = claim;
-    cmd.argvlen[cmd.argc++] = len;
+    tollctl_cmd_add(&cmd, claim, len);
 
     return tollctl_redis_run(ctl, &cmd);
 }

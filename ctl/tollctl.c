@@ -44,6 +44,9 @@
 /* what every verb takes besides its own */
 #define TOLLCTL_VERB_OPTIONS          (TOLLCTL_O(JSON) | TOLLCTL_O(HELP))
 
+/* a verb's options are bits of an unsigned */
+_Static_assert(TOLLCTL_OPT_N <= 32, "too many options for a mask");
+
 
 typedef struct {
     const char       *name;
@@ -454,7 +457,7 @@ tollctl_opts_parse(tollctl_t *ctl, unsigned options, unsigned in_order,
     int argc, char **argv, tollctl_opts_t *o)
 {
     int                      c, i, n;
-    char                     shorts[8], *p;
+    char                     shorts[2 + TOLLCTL_OPT_N + 1], *p;
     struct option            longopts[TOLLCTL_OPT_N + 1];
     const tollctl_option_t  *opt;
 

@@ -102,6 +102,11 @@ src/ngx_http_toll_dashboard_html.h: src/dashboard/dashboard.html \
         tools/embed_html.sh
 	sh tools/embed_html.sh $< $@
 
+# The Lua scripts, compiled in with their SHA1 (lib/toll_scripts.h); the
+# file is committed for the same reason as the dashboard's header.
+lib/toll_scripts.c: $(wildcard lua/*.lua) tools/embed_lua.py
+	$(PYTHON) tools/embed_lua.py $@ $(wildcard lua/*.lua)
+
 $(OUT)/ngx_http_toll_module.so: $(NGX_OBJS)/Makefile $(MODULE_DEPS)
 	$(MAKE) -C $(NGINX_SRC) -f $(NGX_OBJS)/Makefile modules
 	@# a new inode: a running nginx keeps its mapping of the old file
@@ -122,7 +127,7 @@ $(OUT)/toll-settle: $(SETTLE_SRCS) $(LIB_HDRS) $(wildcard settle/*.h)
 $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
-	    -ljansson -lcrypto
+	    -ljansson -lcrypto -lhiredis
 
 # the webhook sender's test links the daemon's file, libcurl and pthreads
 $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
@@ -131,7 +136,7 @@ $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
 	    settle/toll_settle_webhook.c $(LIB_SRCS) -lcmocka -lsqlite3 \
-	    -ljansson -lcurl -lcrypto
+	    -ljansson -lcurl -lcrypto -lhiredis
 
 unit: $(UNIT_TESTS)
 
@@ -182,7 +187,7 @@ FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -D_DEFAULT_SOURCE \
                 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -Ilib -Isettle
-FUZZ_LIBS    := -lcrypto -ljansson -lsqlite3
+FUZZ_LIBS    := -lcrypto -ljansson -lsqlite3 -lhiredis
 FUZZ_NAMES   := $(patsubst t/fuzz/fuzz_%.c,%,$(wildcard t/fuzz/fuzz_*.c))
 FUZZ_BINS    := $(patsubst %,$(OUT)/fuzz/fuzz_%,$(FUZZ_NAMES))
 # the daemon's files a harness links besides lib/, and their libraries

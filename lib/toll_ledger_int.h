@@ -1,7 +1,13 @@
 /*
- * toll: the ledger's internals, shared by lib/toll_ledger.c (open, posting
- * usage, queries) and lib/toll_settlement.c (settlements).  Not for
- * programs: they use toll_ledger.h.
+ * toll: the ledger's internals, shared by its rooms in lib/:
+ *
+ *     toll_ledger.c           open, schema, the write transaction, text
+ *     toll_ledger_post.c      posting drained usage
+ *     toll_ledger_check.c     the consistency checks
+ *     toll_ledger_query.c     balances, entries, usage, totals, gauges
+ *     toll_settlement.c       settlements and their payment
+ *
+ * Not for programs: they use toll_ledger.h.
  */
 
 #ifndef _TOLL_LEDGER_INT_H_INCLUDED_
@@ -65,6 +71,20 @@ int toll_ledger_set_error(toll_ledger_t *lg, int rc, const char *fmt, ...)
 /* prepare, bind, step helpers: every statement is finalized by the caller */
 int toll_ledger_prepare(toll_ledger_t *lg, const char *sql,
     sqlite3_stmt **stmt);
+
+/* builds the JSON object of the row st stands on; NULL: out of memory */
+typedef json_t *(*toll_ledger_row_json_pt)(sqlite3_stmt *st);
+
+/*
+ * Steps st to its end into a new array in *out, one object a row from
+ * row(); finalizes st whatever happens.  what names the read in the
+ * message of an SQL error ("read entries").
+ */
+int toll_ledger_rows_json(toll_ledger_t *lg, sqlite3_stmt *st,
+    toll_ledger_row_json_pt row, const char *what, json_t **out);
+
+/* a text column as a JSON string, NULL as null */
+json_t *toll_ledger_text_json(sqlite3_stmt *st, int col);
 
 /* an amount as text with at least two decimals: "10.50", "0.000001" */
 json_t *toll_ledger_amount_json(int64_t micros);

@@ -9,7 +9,7 @@
 
 const char *const  toll_usage_fields[TOLL_USAGE_COUNTS + 1] = {
     "calls", "free_calls", "paid_calls", "amount_micros", "errors",
-    "latency_ms", "provider"
+    "latency_ms", TOLL_USAGE_PROVIDER_NAME
 };
 
 

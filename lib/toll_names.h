@@ -120,6 +120,7 @@ typedef enum {
 } toll_usage_field_e;
 
 /* the fields' names, without the ':': "calls" ... "provider" */
+#define TOLL_USAGE_PROVIDER_NAME   "provider"
 extern const char *const  toll_usage_fields[TOLL_USAGE_COUNTS + 1];
 
 

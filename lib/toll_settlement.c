@@ -69,6 +69,7 @@ static int toll_settlement_mark_paid(toll_ledger_t *lg,
     const toll_settlement_t *s);
 static void toll_settlement_read(sqlite3_stmt *st, toll_settlement_t *s);
 static json_t *toll_settlement_json(const toll_settlement_t *s);
+static json_t *toll_settlement_row_json(sqlite3_stmt *st);
 static int toll_settlement_finish(toll_ledger_t *lg, const char *event,
     const toll_settlement_t *s, json_t **out);
 
@@ -172,10 +173,8 @@ int
 toll_settlement_list(toll_ledger_t *lg, const char *provider,
     const char *status, int64_t limit, json_t **out)
 {
-    int                rc;
-    json_t            *arr, *obj;
-    sqlite3_stmt      *st;
-    toll_settlement_t  s;
+    int            rc;
+    sqlite3_stmt  *st;
 
     *out = NULL;
 
@@ -214,35 +213,8 @@ toll_settlement_list(toll_ledger_t *lg, const char *provider,
 
     sqlite3_bind_int64(st, 3, limit);
 
-    arr = json_array();
-
-    while (arr != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        toll_settlement_read(st, &s);
-
-        obj = toll_settlement_json(&s);
-
-        if (obj == NULL || json_array_append_new(arr, obj) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-
-    if (arr == NULL) {
-        sqlite3_finalize(st);
-        return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
-    }
-
-    if (rc != SQLITE_DONE) {
-        rc = toll_ledger_sql_error(lg, "read settlements");
-        sqlite3_finalize(st);
-        json_decref(arr);
-        return rc;
-    }
-
-    sqlite3_finalize(st);
-    *out = arr;
-
-    return TOLL_LEDGER_OK;
+    return toll_ledger_rows_json(lg, st, toll_settlement_row_json,
+                                 "read settlements", out);
 }
 
 
@@ -712,6 +684,18 @@ toll_settlement_json(const toll_settlement_t *s)
                      "paid_at", s->completed
                                 ? toll_ledger_time_json(s->paid_at)
                                 : json_null());
+}
+
+
+/* a row of TOLL_SETTLEMENT_COLUMNS as its JSON object */
+static json_t *
+toll_settlement_row_json(sqlite3_stmt *st)
+{
+    toll_settlement_t  s;
+
+    toll_settlement_read(st, &s);
+
+    return toll_settlement_json(&s);
 }
 
 

@@ -20,12 +20,14 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sysexits.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
+#include "toll_parse.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
 #include "toll_settle_metrics.h"
@@ -39,8 +41,8 @@
 #define TOLL_SETTLE_ONCE_PASSES_MAX  1000
 /* --once: how long it waits for the webhooks its pass made due */
 #define TOLL_SETTLE_ONCE_HOOKS_MS    60000
-/* the sleep between passes is cut in slices to see SIGTERM soon */
-#define TOLL_SETTLE_SLEEP_SLICE_MS   50
+/* --once: each wait for the webhooks, so that SIGTERM ends it soon */
+#define TOLL_SETTLE_ONCE_WAIT_MS     (TOLL_CLOCK_SLICE_MS * 4)
 
 
 enum {
@@ -81,7 +83,6 @@ static int toll_settle_loop(toll_settle_drain_t *d,
     toll_settle_metrics_t *metrics);
 static void toll_settle_publish(toll_settle_drain_t *d,
     toll_settle_metrics_t *metrics, toll_settle_figures_t *f);
-static void toll_settle_sleep_ms(int64_t ms);
 static void toll_settle_on_signal(int signo);
 
 
@@ -95,6 +96,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
 
+    toll_log_program("toll-settle");
     toll_settle_conf_init(&conf);
 
     rc = toll_settle_args(&conf, argc, argv);
@@ -214,10 +216,9 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
     }
 
     if (interval != NULL) {
-        ms = toll_settle_conf_duration_ms(interval);
-
-        if (ms < TOLL_SETTLE_INTERVAL_MS_MIN
-            || ms > TOLL_SETTLE_INTERVAL_MS_MAX)
+        if (toll_parse_duration_ms(interval, TOLL_SETTLE_INTERVAL_MS_MIN,
+                                   TOLL_SETTLE_INTERVAL_MS_MAX, &ms)
+            != 0)
         {
             return toll_settle_usage_error("invalid --interval \"%s\": "
                                            "100ms to 60s", interval);
@@ -371,9 +372,9 @@ toll_settle_run(toll_settle_conf_t *conf)
     toll_settle_metrics_hooks(metrics, d.hooks);
 
     if (conf->verbose) {
-        toll_settle_log("draining redis at %s into the ledger \"%s\" "
-                        "(id %s)", conf->redis_text, conf->ledger,
-                        toll_ledger_id(ledger));
+        toll_log("draining redis at %s into the ledger \"%s\" "
+                 "(id %s)", conf->redis_text, conf->ledger,
+                 toll_ledger_id(ledger));
     }
 
     rc = conf->once ? toll_settle_once(&d) : toll_settle_loop(&d, metrics);
@@ -444,8 +445,8 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
         return EX_TEMPFAIL;
     }
 
-    toll_settle_log("another toll-settle drains the ledger \"%s\"; "
-                    "waiting for it to stop", conf->ledger);
+    toll_log("another toll-settle drains the ledger \"%s\"; "
+             "waiting for it to stop", conf->ledger);
 
     while (flock(*fd, LOCK_EX) == -1) {
         if (errno != EINTR || toll_settle_stop) {
@@ -486,12 +487,12 @@ toll_settle_once(toll_settle_drain_t *d)
 
         /* in slices, so that SIGTERM ends the wait too */
 
-        deadline_ms = toll_settle_now_ms() + TOLL_SETTLE_ONCE_HOOKS_MS;
+        deadline_ms = toll_clock_mono_ms() + TOLL_SETTLE_ONCE_HOOKS_MS;
         settled = 0;
 
-        while (!toll_settle_stop && toll_settle_now_ms() < deadline_ms) {
-            if (toll_settle_webhooks_drain(d->hooks, toll_settle_now_ms()
-                                           + TOLL_SETTLE_SLEEP_SLICE_MS * 4)
+        while (!toll_settle_stop && toll_clock_mono_ms() < deadline_ms) {
+            if (toll_settle_webhooks_drain(d->hooks, toll_clock_mono_ms()
+                                           + TOLL_SETTLE_ONCE_WAIT_MS)
                 == 0)
             {
                 settled = 1;
@@ -500,18 +501,18 @@ toll_settle_once(toll_settle_drain_t *d)
         }
 
         if (!settled) {
-            toll_settle_log("webhooks still pending; they are sent on the "
-                            "next run");
+            toll_log("webhooks still pending; they are sent on the "
+                     "next run");
         }
     }
 
     if (d->conf->verbose) {
-        toll_settle_log("posted %llu batches, %llu records, %lld "
-                        "micro-units; %llu replays",
-                        (unsigned long long) d->batches,
-                        (unsigned long long) d->records,
-                        (long long) d->amount_micros,
-                        (unsigned long long) d->replays);
+        toll_log("posted %llu batches, %llu records, %lld "
+                 "micro-units; %llu replays",
+                 (unsigned long long) d->batches,
+                 (unsigned long long) d->records,
+                 (long long) d->amount_micros,
+                 (unsigned long long) d->replays);
     }
 
     return EX_OK;
@@ -551,14 +552,15 @@ toll_settle_loop(toll_settle_drain_t *d, toll_settle_metrics_t *metrics)
 
         } else {
             if (down) {
-                toll_settle_log("redis at %s is back", d->conf->redis_text);
+                toll_log("redis at %s is back", d->conf->redis_text);
                 down = 0;
             }
 
             delay_ms = more ? 0 : d->conf->interval_ms;
         }
 
-        toll_settle_sleep_ms(delay_ms);
+        /* SIGTERM ends the sleep within a slice */
+        (void) toll_clock_sleep_ms(delay_ms, &toll_settle_stop);
     }
 
     return EX_OK;
@@ -602,32 +604,6 @@ toll_settle_publish(toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
     }
 
     toll_settle_metrics_publish(metrics, f);
-}
-
-
-static void
-toll_settle_sleep_ms(int64_t ms)
-{
-    int64_t          end, now, left;
-    struct timespec  ts;
-
-    end = toll_settle_now_ms() + ms;
-
-    while (!toll_settle_stop) {
-        now = toll_settle_now_ms();
-        if (now >= end) {
-            break;
-        }
-
-        left = end - now;
-        if (left > TOLL_SETTLE_SLEEP_SLICE_MS) {
-            left = TOLL_SETTLE_SLEEP_SLICE_MS;
-        }
-
-        ts.tv_sec = left / 1000;
-        ts.tv_nsec = (left % 1000) * 1000000;
-        (void) nanosleep(&ts, NULL);
-    }
 }
 
 

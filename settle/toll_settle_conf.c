@@ -13,7 +13,9 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "toll_addr.h"
 #include "toll_key.h"
+#include "toll_parse.h"
 #include "toll_settle_conf.h"
 
 
@@ -22,11 +24,13 @@
 
 static int toll_settle_conf_line(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
+static int toll_settle_conf_provider_fee(toll_settle_conf_t *conf,
+    char **args, int nargs, char *err, size_t err_size);
+static int toll_settle_conf_duration(toll_settle_conf_t *conf,
+    const char *name, const char *value, char *err, size_t err_size);
 static int toll_settle_conf_fee(const char *text, int64_t *bp);
 static int toll_settle_conf_hook(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
-static int toll_settle_conf_number(const char *text, int64_t min,
-    int64_t max, int64_t *out);
 static char *toll_settle_strdup(const char *s);
 
 
@@ -176,9 +180,8 @@ static int
 toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     char *err, size_t err_size)
 {
-    int64_t             n;
-    const char         *name;
-    toll_ledger_fee_t  *fees;
+    int64_t      n;
+    const char  *name;
 
     name = args[0];
 
@@ -187,52 +190,8 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "provider_fee") == 0) {
-        if (nargs != 3) {
-            snprintf(err, err_size, "\"provider_fee\" takes a provider and "
-                     "a percent, as in \"provider_fee acme 5%%\"");
-            return -1;
-        }
-
-        if (!toll_owner_valid((const unsigned char *) args[1],
-                              strlen(args[1])))
-        {
-            snprintf(err, err_size, "invalid provider \"%s\"", args[1]);
-            return -1;
-        }
-
-        if (toll_settle_conf_fee(args[2], &n) != 0) {
-            snprintf(err, err_size, "invalid fee \"%s\": a percent from 0%% "
-                     "to 100%% with two decimals at most", args[2]);
-            return -1;
-        }
-
-        if (conf->fees.nproviders == TOLL_SETTLE_PROVIDER_FEES_MAX) {
-            snprintf(err, err_size, "more than %d \"provider_fee\" lines",
-                     TOLL_SETTLE_PROVIDER_FEES_MAX);
-            return -1;
-        }
-
-        fees = realloc(conf->provider_fees, (conf->fees.nproviders + 1)
-                                            * sizeof(toll_ledger_fee_t));
-        if (fees == NULL) {
-            snprintf(err, err_size, "out of memory");
-            return -1;
-        }
-
-        conf->provider_fees = fees;
-        conf->fees.providers = fees;
-
-        fees[conf->fees.nproviders].provider = toll_settle_strdup(args[1]);
-        fees[conf->fees.nproviders].fee_bp = n;
-
-        if (fees[conf->fees.nproviders].provider == NULL) {
-            snprintf(err, err_size, "out of memory");
-            return -1;
-        }
-
-        conf->fees.nproviders++;
-
-        return 0;
+        return toll_settle_conf_provider_fee(conf, args, nargs, err,
+                                             err_size);
     }
 
     if (nargs != 2) {
@@ -268,7 +227,7 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "redis_db") == 0) {
-        if (toll_settle_conf_number(args[1], 0, INT_MAX, &n) != 0) {
+        if (toll_parse_int64(args[1], 0, INT_MAX, &n) != 0) {
             snprintf(err, err_size, "invalid redis_db \"%s\"", args[1]);
             return -1;
         }
@@ -298,7 +257,7 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "batch_max") == 0) {
-        if (toll_settle_conf_number(args[1], 1, TOLL_SETTLE_BATCH_MAX_MAX,
+        if (toll_parse_int64(args[1], 1, TOLL_SETTLE_BATCH_MAX_MAX,
                                     &conf->batch_max)
             != 0)
         {
@@ -310,14 +269,81 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
         return 0;
     }
 
-    n = toll_settle_conf_duration_ms(args[1]);
+    return toll_settle_conf_duration(conf, name, args[1], err, err_size);
+}
+
+
+/* provider_fee PROVIDER PERCENT: a provider's own fee over "fee" */
+static int
+toll_settle_conf_provider_fee(toll_settle_conf_t *conf, char **args,
+    int nargs, char *err, size_t err_size)
+{
+    int64_t             n;
+    toll_ledger_fee_t  *fees;
+
+    if (nargs != 3) {
+        snprintf(err, err_size, "\"provider_fee\" takes a provider and "
+                 "a percent, as in \"provider_fee acme 5%%\"");
+        return -1;
+    }
+
+    if (!toll_owner_valid((const unsigned char *) args[1],
+                          strlen(args[1])))
+    {
+        snprintf(err, err_size, "invalid provider \"%s\"", args[1]);
+        return -1;
+    }
+
+    if (toll_settle_conf_fee(args[2], &n) != 0) {
+        snprintf(err, err_size, "invalid fee \"%s\": a percent from 0%% "
+                 "to 100%% with two decimals at most", args[2]);
+        return -1;
+    }
+
+    if (conf->fees.nproviders == TOLL_SETTLE_PROVIDER_FEES_MAX) {
+        snprintf(err, err_size, "more than %d \"provider_fee\" lines",
+                 TOLL_SETTLE_PROVIDER_FEES_MAX);
+        return -1;
+    }
+
+    fees = realloc(conf->provider_fees, (conf->fees.nproviders + 1)
+                                        * sizeof(toll_ledger_fee_t));
+    if (fees == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+
+    conf->provider_fees = fees;
+    conf->fees.providers = fees;
+
+    fees[conf->fees.nproviders].provider = toll_settle_strdup(args[1]);
+    fees[conf->fees.nproviders].fee_bp = n;
+
+    if (fees[conf->fees.nproviders].provider == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+
+    conf->fees.nproviders++;
+
+    return 0;
+}
+
+
+/* the directives whose value is a duration, and any other name */
+static int
+toll_settle_conf_duration(toll_settle_conf_t *conf, const char *name,
+    const char *value, char *err, size_t err_size)
+{
+    int64_t  n;
 
     if (strcmp(name, "interval") == 0) {
-        if (n < TOLL_SETTLE_INTERVAL_MS_MIN
-            || n > TOLL_SETTLE_INTERVAL_MS_MAX)
+        if (toll_parse_duration_ms(value, TOLL_SETTLE_INTERVAL_MS_MIN,
+                                   TOLL_SETTLE_INTERVAL_MS_MAX, &n)
+            != 0)
         {
             snprintf(err, err_size, "invalid interval \"%s\": 100ms to 60s",
-                     args[1]);
+                     value);
             return -1;
         }
 
@@ -326,9 +352,12 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     }
 
     if (strcmp(name, "sweep_interval") == 0) {
-        if (n < TOLL_SETTLE_INTERVAL_MS_MIN) {
+        if (toll_parse_duration_ms(value, TOLL_SETTLE_INTERVAL_MS_MIN,
+                                   INT64_MAX, &n)
+            != 0)
+        {
             snprintf(err, err_size, "invalid sweep_interval \"%s\"",
-                     args[1]);
+                     value);
             return -1;
         }
 
@@ -339,9 +368,11 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     if (strcmp(name, "redis_timeout") == 0
         || strcmp(name, "webhook_timeout") == 0)
     {
-        if (n < 1 || n > TOLL_SETTLE_TIMEOUT_MS_MAX) {
+        if (toll_parse_duration_ms(value, 1, TOLL_SETTLE_TIMEOUT_MS_MAX, &n)
+            != 0)
+        {
             snprintf(err, err_size, "invalid %s \"%s\": 1ms to 10m", name,
-                     args[1]);
+                     value);
             return -1;
         }
 
@@ -451,94 +482,23 @@ toll_settle_conf_hook(toll_settle_conf_t *conf, char **args, int nargs,
 }
 
 
+/* the address parsed by lib/toll_addr.c, kept with its text for messages */
 int
 toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text)
 {
-    int64_t      port;
-    const char  *colon, *host, *end;
-    size_t       len;
+    toll_addr_t  addr;
 
-    if (strlen(text) >= sizeof(conf->redis_text)) {
-        return -1;
-    }
-
-    if (strncmp(text, "unix:", 5) == 0) {
-        if (text[5] != '/' || strlen(text + 5) > TOLL_SETTLE_PATH_LEN_MAX) {
-            return -1;
-        }
-
-        snprintf(conf->redis_host, sizeof(conf->redis_host), "%s", text + 5);
-        conf->redis_port = 0;
-        snprintf(conf->redis_text, sizeof(conf->redis_text), "%s", text);
-
-        return 0;
-    }
-
-    if (text[0] == '[') {
-        end = strchr(text, ']');
-
-        if (end == NULL || end[1] != ':') {
-            return -1;
-        }
-
-        host = text + 1;
-        len = end - host;
-        colon = end + 1;
-
-    } else {
-        colon = strrchr(text, ':');
-
-        if (colon == NULL || memchr(text, ':', colon - text) != NULL) {
-            return -1;
-        }
-
-        host = text;
-        len = colon - text;
-    }
-
-    if (len == 0 || len > TOLL_SETTLE_HOST_LEN_MAX
-        || toll_settle_conf_number(colon + 1, 1, 65535, &port) != 0)
+    if (strlen(text) >= sizeof(conf->redis_text)
+        || toll_addr_parse(&addr, text, TOLL_ADDR_UNIX) != 0)
     {
         return -1;
     }
 
-    memcpy(conf->redis_host, host, len);
-    conf->redis_host[len] = '\0';
-    conf->redis_port = (int) port;
+    snprintf(conf->redis_host, sizeof(conf->redis_host), "%s", addr.host);
+    conf->redis_port = addr.port;
     snprintf(conf->redis_text, sizeof(conf->redis_text), "%s", text);
 
     return 0;
-}
-
-
-int64_t
-toll_settle_conf_duration_ms(const char *text)
-{
-    int64_t      n, unit;
-    const char  *p;
-
-    for (p = text; *p >= '0' && *p <= '9'; p++) { /* void */ }
-
-    if (p == text || p - text > 9) {
-        return -1;
-    }
-
-    if (strcmp(p, "ms") == 0) {
-        unit = 1;
-
-    } else if (*p == '\0' || strcmp(p, "s") == 0) {
-        unit = 1000;
-
-    } else if (strcmp(p, "m") == 0) {
-        unit = 60000;
-
-    } else {
-        return -1;
-    }
-
-    n = strtoll(text, NULL, 10);
-
-    return n * unit;
 }
 
 
@@ -583,30 +543,6 @@ toll_settle_conf_fee(const char *text, int64_t *bp)
     *bp = whole * 100 + frac;
 
     return (*bp <= TOLL_LEDGER_FEE_BP_MAX) ? 0 : -1;
-}
-
-
-static int
-toll_settle_conf_number(const char *text, int64_t min, int64_t max,
-    int64_t *out)
-{
-    char       *end;
-    long long   n;
-
-    if (text[0] < '0' || text[0] > '9') {
-        return -1;
-    }
-
-    errno = 0;
-    n = strtoll(text, &end, 10);
-
-    if (errno != 0 || *end != '\0' || n < min || n > max) {
-        return -1;
-    }
-
-    *out = n;
-
-    return 0;
 }
 
 

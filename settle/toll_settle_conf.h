@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "toll_addr.h"
 #include "toll_ledger.h"
 #include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
@@ -18,7 +19,6 @@
 
 #define TOLL_SETTLE_REDIS_DEFAULT        "127.0.0.1:6379"
 #define TOLL_SETTLE_LEDGER_DEFAULT       "/var/lib/toll/ledger.db"
-#define TOLL_SETTLE_HOST_LEN_MAX         255
 #define TOLL_SETTLE_PATH_LEN_MAX         4095
 
 #define TOLL_SETTLE_INTERVAL_MS_DEFAULT  10000
@@ -37,8 +37,8 @@
 
 typedef struct {
     /* Redis: host and port, or a unix socket path */
-    char                  redis_text[TOLL_SETTLE_HOST_LEN_MAX + 16];
-    char                  redis_host[TOLL_SETTLE_PATH_LEN_MAX + 1];
+    char                  redis_text[TOLL_ADDR_TEXT_LEN_MAX + 1];
+    char                  redis_host[TOLL_ADDR_HOST_SIZE];
     int                   redis_port;           /* 0: unix socket */
     char                 *redis_password;
     int                   redis_db;
@@ -81,11 +81,11 @@ int toll_settle_conf_load(toll_settle_conf_t *conf, const char *path,
 int toll_settle_conf_read(toll_settle_conf_t *conf, FILE *f,
     const char *path, char *err, size_t err_size);
 
-/* "HOST:PORT", "[IPV6]:PORT" or "unix:/PATH"; 0 or -1 */
+/*
+ * "HOST:PORT", "[IPV6]:PORT" or "unix:/PATH", as toll_addr_parse()
+ * reads them (lib/toll_addr.h); 0, or -1 with conf unchanged.
+ */
 int toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text);
-
-/* "250ms", "10s", "2m", "10" (seconds); -1 when malformed */
-int64_t toll_settle_conf_duration_ms(const char *text);
 
 
 #endif /* _TOLL_SETTLE_CONF_H_INCLUDED_ */

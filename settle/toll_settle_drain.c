@@ -24,10 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "toll_ledger.h"
 #include "toll_names.h"
+#include "toll_script_run.h"
 #include "toll_settle_drain.h"
 #include "toll_usage.h"
 
@@ -74,46 +73,10 @@ static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
 };
 
 
-/*
- * KEYS: the usage hash, the claim, the day's mirror.  ARGV: the mirror's
- * TTL.  Renames the hash to the claim and adds its counts to the mirror,
- * atomically: both or neither.  A key that is not a hash is renamed, not
- * mirrored, and its type answered: the worker sets the claim aside.  A
- * mirror that is not a hash moves nothing (answer 0): the hash waits.
- * Counts move as the strings Redis holds (HINCRBY parses them as int64),
- * never as Lua numbers.  A hash with a
- * count that is not an integer is claimed (out of the meter's way) but
- * not mirrored: the worker leaves such a claim unposted, and a script
- * that failed half way would have mirrored a part of it.
- */
-static const char  toll_settle_claim_script[] =
-"if redis.call('EXISTS',KEYS[1])==0 then return false end "
-"local m=redis.call('TYPE',KEYS[3]).ok "
-"if m~='none' and m~='hash' then return 0 end "
-"local t=redis.call('TYPE',KEYS[1]).ok "
-"redis.call('RENAME',KEYS[1],KEYS[2]) "
-"if t~='hash' then return t end "
-"local h=redis.call('HGETALL',KEYS[2]) "
-"for i=1,#h,2 do "
-  "if string.sub(h[i],-9)~=':provider' and "
-    "(not string.match(h[i+1],'^%-?%d+$') or #h[i+1]>20) then "
-    "return h end end "
-"for i=1,#h,2 do "
-  "if string.sub(h[i],-9)==':provider' then "
-    "redis.call('HSET',KEYS[3],h[i],h[i+1]) "
-  "else redis.call('HINCRBY',KEYS[3],h[i],h[i+1]) end end "
-"redis.call('EXPIRE',KEYS[3],ARGV[1]) "
-"return h";
-
-
-static char  toll_settle_script_sha[41];
-
-
 static int toll_settle_drain_steps(toll_settle_drain_t *d, int *more);
 static int toll_settle_count_open(toll_settle_drain_t *d);
 static int toll_settle_size(toll_settle_drain_t *d, const char *cmd,
     const char *key, int64_t *out);
-static int toll_settle_script_digest(void);
 static int toll_settle_connect(toll_settle_drain_t *d);
 static int toll_settle_bind(toll_settle_drain_t *d);
 static int toll_settle_recover(toll_settle_drain_t *d);
@@ -361,7 +324,6 @@ toll_settle_connect(toll_settle_drain_t *d)
 
     (void) redisSetTimeout(d->redis, tv);
 
-    d->script_loaded = 0;
 
     password = conf->redis_password ? conf->redis_password
                                     : getenv("TOLL_REDIS_PASSWORD");
@@ -1108,45 +1070,24 @@ forget:
 
     toll_settle_crash_point(TOLL_SETTLE_STEP_INTENT);
 
-    if (toll_settle_script_sha[0] == '\0'
-        && toll_settle_script_digest() != 0)
-    {
-        toll_settle_log("libcrypto cannot hash the claim script");
-        return EX_SOFTWARE;
-    }
+    /* lua/claim.lua */
 
-    argv[0] = d->script_loaded ? "EVALSHA" : "EVAL";
-    argvlen[0] = strlen(argv[0]);
-    argv[1] = d->script_loaded ? toll_settle_script_sha
-                               : toll_settle_claim_script;
-    argvlen[1] = d->script_loaded ? 40
-                                  : sizeof(toll_settle_claim_script) - 1;
-    argv[2] = "3";
-    argvlen[2] = 1;
-    argv[3] = hash;
-    argvlen[3] = len;
-    argv[4] = c.name;
-    argvlen[4] = strlen(c.name);
-    argv[5] = mirror;
-    argvlen[5] = strlen(mirror);
-    argv[6] = TOLL_STR(TOLL_TTL_MIRROR);
-    argvlen[6] = sizeof(TOLL_STR(TOLL_TTL_MIRROR)) - 1;
+    argv[0] = "3";
+    argvlen[0] = 1;
+    argv[1] = hash;
+    argvlen[1] = len;
+    argv[2] = c.name;
+    argvlen[2] = strlen(c.name);
+    argv[3] = mirror;
+    argvlen[3] = strlen(mirror);
+    argv[4] = TOLL_STR(TOLL_TTL_MIRROR);
+    argvlen[4] = sizeof(TOLL_STR(TOLL_TTL_MIRROR)) - 1;
+    argv[5] = ":" TOLL_USAGE_PROVIDER_NAME;
+    argvlen[5] = sizeof(":" TOLL_USAGE_PROVIDER_NAME) - 1;
 
-    r = toll_settle_cmd(d, 7, argv, argvlen);
-
-    if (r != NULL && r->type == REDIS_REPLY_ERROR
-        && strncmp(r->str, "NOSCRIPT", 8) == 0)
-    {
-        /* a restarted Redis forgot the script: once more, in full */
-        freeReplyObject(r);
-
-        argv[0] = "EVAL";
-        argvlen[0] = 4;
-        argv[1] = toll_settle_claim_script;
-        argvlen[1] = sizeof(toll_settle_claim_script) - 1;
-
-        r = toll_settle_cmd(d, 7, argv, argvlen);
-    }
+    r = (d->redis != NULL)
+        ? toll_script_run(d->redis, TOLL_SCRIPT_CLAIM, 6, argv, argvlen)
+        : NULL;
 
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
         /*
@@ -1156,7 +1097,6 @@ forget:
          */
 
         freeReplyObject(r);
-        d->script_loaded = 1;
 
         if (strcmp(d->bad_mirror, mirror) != 0) {
             toll_settle_log("cannot claim \"%.*s\": its mirror \"%s\" is "
@@ -1178,7 +1118,6 @@ forget:
          * new hash of that name.
          */
 
-        d->script_loaded = 1;
 
         snprintf(mirror, sizeof(mirror), "the usage key is a %.*s, not a "
                  "hash", (int) (r->len < 32 ? r->len : 32), r->str);
@@ -1193,7 +1132,6 @@ forget:
         return toll_settle_redis_failed(d, "the claim script", r);
     }
 
-    d->script_loaded = 1;
 
     if (r->type == REDIS_REPLY_NIL) {
         /* the hash was claimed or emptied already: forget the intent */
@@ -1208,29 +1146,6 @@ forget:
     freeReplyObject(r);
 
     return rc;
-}
-
-
-static int
-toll_settle_script_digest(void)
-{
-    size_t         i;
-    unsigned int   len;
-    unsigned char  digest[EVP_MAX_MD_SIZE];
-
-    if (EVP_Digest(toll_settle_claim_script,
-                   sizeof(toll_settle_claim_script) - 1, digest, &len,
-                   EVP_sha1(), NULL)
-        != 1 || len != 20)
-    {
-        return -1;
-    }
-
-    for (i = 0; i < len; i++) {
-        snprintf(toll_settle_script_sha + 2 * i, 3, "%02x", digest[i]);
-    }
-
-    return 0;
 }
 
 

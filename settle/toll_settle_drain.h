@@ -36,7 +36,6 @@ typedef struct {
 
     redisContext               *redis;
     int                         bound;          /* ledger id checked */
-    int                         script_loaded;
     int                         redis_down;     /* logged once per outage */
     /* the class of the refusal logged in this outage ("OOM", ...) */
     char                        refused[16];

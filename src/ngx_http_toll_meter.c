@@ -19,7 +19,6 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "ngx_http_toll_module.h"
@@ -29,6 +28,7 @@
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "toll_money.h"
+#include "toll_names.h"
 #include "toll_reply.h"
 
 
@@ -39,23 +39,20 @@
 /* while exiting: flush every so often, and give up after a while */
 #define NGX_HTTP_TOLL_METER_EXIT_TICK_MS 50
 #define NGX_HTTP_TOLL_METER_EXIT_MAX_MS  5000
-/* script arguments: EVALSHA, sha, numkeys, 3 keys, 17 values */
-#define NGX_HTTP_TOLL_METER_ARGS         23
+/*
+ * script arguments (lua/meter.lua): EVALSHA, sha, numkeys, 3 keys, 7
+ * values, then a field, a count and a bound for each count
+ */
+#define NGX_HTTP_TOLL_METER_ARGS         (13 + 3 * TOLL_USAGE_COUNTS)
 /* how often a worker looks for the open calls of workers that died */
 #define NGX_HTTP_TOLL_METER_SWEEP_MS     1000
 /* the distinct processes one sweep asks about */
 #define NGX_HTTP_TOLL_METER_SWEEP_PIDS   64
 
 
-typedef enum {
-    NGX_HTTP_TOLL_METER_CALLS = 0,   /* NGX_HTTP_TOLL_METER_COUNTS of them */
-    NGX_HTTP_TOLL_METER_FREE_CALLS,
-    NGX_HTTP_TOLL_METER_PAID_CALLS,
-    NGX_HTTP_TOLL_METER_AMOUNT,                /* micro-units */
-    NGX_HTTP_TOLL_METER_ERRORS,
-    NGX_HTTP_TOLL_METER_LATENCY_MS,
-    NGX_HTTP_TOLL_METER_N
-} ngx_http_toll_meter_field_e;
+/* a call's counts are the usage hash's (lib/toll_names.h) */
+typedef char  ngx_http_toll_meter_counts_check[
+    (NGX_HTTP_TOLL_METER_COUNTS == TOLL_USAGE_COUNTS) ? 1 : -1];
 
 
 #if (NGX_HTTP_TOLL_METER_COUNTS != 6)
@@ -64,8 +61,8 @@ typedef enum {
 
 
 typedef struct {
-    int64_t                    pending[NGX_HTTP_TOLL_METER_N];
-    int64_t                    flight[NGX_HTTP_TOLL_METER_N];
+    int64_t                    pending[TOLL_USAGE_COUNTS];
+    int64_t                    flight[TOLL_USAGE_COUNTS];
     uint64_t                   flush_id[2];   /* {0, 0}: none in flight */
     int64_t                    flush_at_ms;
     ngx_uint_t                 open;          /* calls between the gate
@@ -85,7 +82,7 @@ typedef struct {
     ngx_queue_t                       queue;     /* in the registry */
     ngx_http_toll_shm_limit_node_t   *ln;        /* pinned while open */
     ngx_pid_t                         pid;
-    int64_t                           counts[NGX_HTTP_TOLL_METER_N];
+    int64_t                           counts[TOLL_USAGE_COUNTS];
 } ngx_http_toll_meter_open_t;
 
 
@@ -140,53 +137,10 @@ static ngx_http_toll_meter_registry_t  *ngx_http_toll_meter_reg;
 static uint64_t           ngx_http_toll_meter_id_prefix;
 static uint64_t           ngx_http_toll_meter_id_seq;
 
-static u_char             ngx_http_toll_meter_script_sha[40];
-static ngx_uint_t         ngx_http_toll_meter_script_cached;
-
-
-/*
- * KEYS: the buyer's usage hash of the day, the ids of the flushes it has
- * taken, and the days it has usage of.  ARGV: flush id, now (unix s),
- * service, provider, the six counts, the day, then for each count the
- * most the hash may hold before it (2^63 - 1 - count).
- *
- * All or nothing: every check comes before the first write, since Redis
- * does not undo the writes a failing script made.  A count the hash
- * cannot take is answered {1, field} (not an integer: the batch waits)
- * or {2, field} (the sum would overflow).  Amounts go to HINCRBY as the
- * strings they came as, and the bound is compared as a decimal string:
- * no Lua number ever holds one.  The counts the meter sends are never
- * negative.
- */
-
-static ngx_str_t  ngx_http_toll_meter_script = ngx_string(
-"if redis.call('ZSCORE',KEYS[2],ARGV[1]) then return 0 end "
-"local s=ARGV[3] "
-"local f={':calls',':free_calls',':paid_calls',':amount_micros',"
-         "':errors',':latency_ms'} "
-"for i=1,6 do "
-  "local v=redis.call('HGET',KEYS[1],s..f[i]) "
-  "if v then "
-    "if #v>20 or (v~='0' and not string.match(v,'^%-?[1-9]%d*$')) then "
-      "return {1,s..f[i]} end "
-    "local m=ARGV[11+i] "
-    "if string.sub(v,1,1)~='-' and (#v>#m or (#v==#m and v>m)) then "
-      "return {2,s..f[i]} end "
-  "end "
-"end "
-"redis.call('SADD',KEYS[3],ARGV[11]) "
-"for i=1,6 do redis.call('HINCRBY',KEYS[1],s..f[i],ARGV[4+i]) end "
-"redis.call('HSET',KEYS[1],s..':provider',ARGV[4]) "
-"redis.call('ZADD',KEYS[2],ARGV[2],ARGV[1]) "
-"redis.call('ZREMRANGEBYSCORE',KEYS[2],'-inf',tonumber(ARGV[2])-604800) "
-"redis.call('EXPIRE',KEYS[2],691200) "
-"return 1");
-
 
 ngx_int_t
 ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
 {
-    u_char                      sha[20];
     ngx_http_toll_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
@@ -197,18 +151,12 @@ ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
 
     if (RAND_bytes((u_char *) &ngx_http_toll_meter_id_prefix,
                    sizeof(ngx_http_toll_meter_id_prefix))
-        != 1
-        || EVP_Digest(ngx_http_toll_meter_script.data,
-                      ngx_http_toll_meter_script.len, sha, NULL, EVP_sha1(),
-                      NULL)
-           != 1)
+        != 1)
     {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
                       "toll: libcrypto failed to start the meter");
         return NGX_ERROR;
     }
-
-    ngx_hex_dump(ngx_http_toll_meter_script_sha, sha, sizeof(sha));
 
     ngx_http_toll_meter_zone = mcf->shm_zone;
     ngx_http_toll_meter_flush_ms = mcf->meter_flush;
@@ -263,7 +211,7 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_meter_counts(r, ctx, 1, ctx->meter_counts);
 
     /* the latency is known only at the end */
-    ctx->meter_counts[NGX_HTTP_TOLL_METER_LATENCY_MS] = 0;
+    ctx->meter_counts[TOLL_USAGE_LATENCY] = 0;
 
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
@@ -324,7 +272,7 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 void
 ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    int64_t                      none[NGX_HTTP_TOLL_METER_N];
+    int64_t                      none[TOLL_USAGE_COUNTS];
     ngx_http_toll_main_conf_t   *mcf;
 
     if (!ctx->meter_admitted) {
@@ -354,7 +302,7 @@ ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 void
 ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    int64_t                      final[NGX_HTTP_TOLL_METER_N];
+    int64_t                      final[TOLL_USAGE_COUNTS];
     ngx_uint_t                   reached;
     ngx_http_toll_main_conf_t   *mcf;
 
@@ -374,9 +322,9 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_http_toll_meter_counts(r, ctx, reached, final);
 
-    ngx_http_toll_metrics_metered(ctx, final[NGX_HTTP_TOLL_METER_FREE_CALLS],
-                                  final[NGX_HTTP_TOLL_METER_PAID_CALLS],
-                                  final[NGX_HTTP_TOLL_METER_AMOUNT]);
+    ngx_http_toll_metrics_metered(ctx, final[TOLL_USAGE_FREE_CALLS],
+                                  final[TOLL_USAGE_PAID_CALLS],
+                                  final[TOLL_USAGE_AMOUNT]);
 
     if (ctx->meter_open == NULL) {
         return;
@@ -426,18 +374,18 @@ ngx_http_toll_meter_counts(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_uint_t reached, int64_t *counts)
 {
     if (!reached) {
-        ngx_memzero(counts, NGX_HTTP_TOLL_METER_N * sizeof(int64_t));
+        ngx_memzero(counts, TOLL_USAGE_COUNTS * sizeof(int64_t));
         return;
     }
 
-    counts[NGX_HTTP_TOLL_METER_CALLS] = 1;
-    counts[NGX_HTTP_TOLL_METER_ERRORS] =
+    counts[TOLL_USAGE_CALLS] = 1;
+    counts[TOLL_USAGE_ERRORS] =
         (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR);
-    counts[NGX_HTTP_TOLL_METER_AMOUNT] = ctx->amount_micros;
-    counts[NGX_HTTP_TOLL_METER_PAID_CALLS] = (ctx->amount_micros > 0);
-    counts[NGX_HTTP_TOLL_METER_FREE_CALLS] = (ctx->free_call
+    counts[TOLL_USAGE_AMOUNT] = ctx->amount_micros;
+    counts[TOLL_USAGE_PAID_CALLS] = (ctx->amount_micros > 0);
+    counts[TOLL_USAGE_FREE_CALLS] = (ctx->free_call
                                               && ctx->amount_micros == 0);
-    counts[NGX_HTTP_TOLL_METER_LATENCY_MS] = ctx->latency_ms;
+    counts[TOLL_USAGE_LATENCY] = ctx->latency_ms;
 }
 
 
@@ -547,7 +495,7 @@ ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_meter_open_t *op, int64_t *final, ngx_log_t *log)
 {
     ngx_uint_t                        i;
-    int64_t                           sum[NGX_HTTP_TOLL_METER_N];
+    int64_t                           sum[TOLL_USAGE_COUNTS];
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_meter_registry_t   *reg;
     ngx_http_toll_shm_limit_node_t   *ln;
@@ -572,18 +520,18 @@ ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
      * service would be refused by Redis as well).
      */
 
-    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+    for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
         if (toll_money_add(st->pending[i], final[i], &sum[i]) != 0) {
             ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "toll: meter overflow, call not metered: "
                           "\"%*s\", amount_micros %L",
                           (size_t) ln->subject_len, ln->subject,
-                          final[NGX_HTTP_TOLL_METER_AMOUNT]);
+                          final[TOLL_USAGE_AMOUNT]);
             break;
         }
     }
 
-    if (i == NGX_HTTP_TOLL_METER_N) {
+    if (i == TOLL_USAGE_COUNTS) {
         ngx_memcpy(st->pending, sum, sizeof(sum));
     }
 
@@ -732,13 +680,13 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
         if (st->flush_id[0] == 0 && st->flush_id[1] == 0) {
 
-            for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+            for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
                 if (st->pending[i]) {
                     break;
                 }
             }
 
-            if (i == NGX_HTTP_TOLL_METER_N) {
+            if (i == TOLL_USAGE_COUNTS) {
                 /* all in Redis and no call open: the node may go */
                 if (st->open == 0) {
                     ln->pins = 0;
@@ -749,7 +697,7 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
             /* a new batch: what is pending now, under a new id */
 
-            for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+            for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
                 st->flight[i] = st->pending[i];
                 st->pending[i] = 0;
             }
@@ -849,11 +797,11 @@ static ngx_int_t
 ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool)
 {
-    u_char                       *buf, *p, *key, *nl1, *nl2, *end;
+    u_char                       *buf, *p, *nl1, *nl2, *end;
     size_t                        argvlen[NGX_HTTP_TOLL_METER_ARGS];
-    ngx_uint_t                    i;
-    ngx_str_t                     buyer;
-    const char                   *argv[NGX_HTTP_TOLL_METER_ARGS];
+    ngx_uint_t                    i, n;
+    ngx_str_t                     buyer, service;
+    const char                   *argv[NGX_HTTP_TOLL_METER_ARGS], *day;
     ngx_http_toll_meter_state_t  *st;
 
     st = (ngx_http_toll_meter_state_t *) ln->state;
@@ -868,88 +816,93 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
         return NGX_ERROR;
     }
 
+    day = (const char *) ln->subject + 2;
     buyer.data = ln->subject + 11;
     buyer.len = nl1 - buyer.data;
+    service.data = nl1 + 1;
+    service.len = nl2 - service.data;
 
-    buf = ngx_pnalloc(pool, 3 * (sizeof("toll:usage:{}:flushes") + 8)
-                            + 3 * buyer.len + 40 + NGX_INT64_LEN
-                            + 2 * NGX_HTTP_TOLL_METER_N * NGX_INT64_LEN);
+    buf = ngx_pnalloc(pool, 3 * TOLL_NAME_USAGE_LEN(buyer.len) + 32
+                            + NGX_TIME_T_LEN
+                            + (TOLL_USAGE_COUNTS + 1) * (service.len + 16)
+                            + 2 * TOLL_USAGE_COUNTS * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
     }
 
     p = buf;
 
-    if (ngx_http_toll_meter_script_cached) {
-        argv[0] = "EVALSHA";
-        argvlen[0] = 7;
-        argv[1] = (const char *) ngx_http_toll_meter_script_sha;
-        argvlen[1] = sizeof(ngx_http_toll_meter_script_sha);
-
-    } else {
-        argv[0] = "EVAL";
-        argvlen[0] = 4;
-        argv[1] = (const char *) ngx_http_toll_meter_script.data;
-        argvlen[1] = ngx_http_toll_meter_script.len;
-    }
+#define ngx_http_toll_meter_arg(k, start)                                     \
+    argv[k] = (const char *) (start);                                         \
+    argvlen[k] = p - (start)
 
     argv[2] = "3";
     argvlen[2] = 1;
 
-    /* both keys in the buyer's hash slot */
+    /* the keys, all in the buyer's hash slot */
 
-    key = p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:%*s", &buyer, (size_t) 8,
-                    ln->subject + 2);
-    argv[3] = (const char *) key;
-    argvlen[3] = p - key;
+    p = (u_char *) toll_name_usage((char *) p, (char *) buyer.data,
+                                   buyer.len, day);
+    ngx_http_toll_meter_arg(3, buf);
 
-    key = p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:flushes", &buyer);
-    argv[4] = (const char *) key;
-    argvlen[4] = p - key;
+    nl1 = p;
+    p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
+                                   buyer.len, TOLL_NAME_USAGE_FLUSHES);
+    ngx_http_toll_meter_arg(4, nl1);
 
-    key = p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:days", &buyer);
-    argv[5] = (const char *) key;
-    argvlen[5] = p - key;
+    nl1 = p;
+    p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
+                                   buyer.len, TOLL_NAME_USAGE_DAYS);
+    ngx_http_toll_meter_arg(5, nl1);
 
-    key = p;
+    nl1 = p;
     p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
-    argv[6] = (const char *) key;
-    argvlen[6] = p - key;
+    ngx_http_toll_meter_arg(6, nl1);
 
-    key = p;
+    nl1 = p;
     p = ngx_sprintf(p, "%T", ngx_time());
-    argv[7] = (const char *) key;
-    argvlen[7] = p - key;
+    ngx_http_toll_meter_arg(7, nl1);
 
-    argv[8] = (const char *) nl1 + 1;
-    argvlen[8] = nl2 - nl1 - 1;
-    argv[9] = (const char *) nl2 + 1;
-    argvlen[9] = end - nl2 - 1;
+    argv[8] = day;
+    argvlen[8] = TOLL_NAME_DAY_LEN;
+    argv[9] = TOLL_STR(TOLL_TTL_FLUSH_IDS);
+    argvlen[9] = sizeof(TOLL_STR(TOLL_TTL_FLUSH_IDS)) - 1;
+    argv[10] = TOLL_STR(TOLL_TTL_FLUSHES);
+    argvlen[10] = sizeof(TOLL_STR(TOLL_TTL_FLUSHES)) - 1;
 
-    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
-        key = p;
+    nl1 = p;
+    p = ngx_sprintf(p, "%V:%s", &service,
+                    toll_usage_fields[TOLL_USAGE_PROVIDER]);
+    ngx_http_toll_meter_arg(11, nl1);
+
+    argv[12] = (const char *) nl2 + 1;
+    argvlen[12] = end - nl2 - 1;
+
+    /*
+     * Each count with its field and how much the field may hold before
+     * it: counts are >= 0
+     */
+
+    for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
+        n = 13 + 3 * i;
+
+        nl1 = p;
+        p = ngx_sprintf(p, "%V:%s", &service, toll_usage_fields[i]);
+        ngx_http_toll_meter_arg(n, nl1);
+
+        nl1 = p;
         p = ngx_sprintf(p, "%L", st->flight[i]);
-        argv[10 + i] = (const char *) key;
-        argvlen[10 + i] = p - key;
-    }
+        ngx_http_toll_meter_arg(n + 1, nl1);
 
-    argv[16] = (const char *) ln->subject + 2;
-    argvlen[16] = 8;
-
-    /* how much each count of the hash may be before it: counts are >= 0 */
-
-    for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
-        key = p;
+        nl1 = p;
         p = ngx_sprintf(p, "%L", INT64_MAX - st->flight[i]);
-        argv[17 + i] = (const char *) key;
-        argvlen[17 + i] = p - key;
+        ngx_http_toll_meter_arg(n + 2, nl1);
     }
 
-    if (ngx_http_toll_redis_send(ngx_http_toll_meter_reply, fl,
-                                 NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
+#undef ngx_http_toll_meter_arg
+
+    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_METER, ngx_http_toll_meter_reply,
+                                 fl, NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
         == NULL)
     {
         /* Redis is away: the batch waits in the zone, id and all */
@@ -960,8 +913,8 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 
     argv[0] = "SADD";
     argvlen[0] = 4;
-    argv[1] = "toll:usage:index";
-    argvlen[1] = sizeof("toll:usage:index") - 1;
+    argv[1] = TOLL_NAME_USAGE_INDEX;
+    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
     argv[2] = argv[3];
     argvlen[2] = argvlen[3];
 
@@ -1014,24 +967,16 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
         break;
 
     case TOLL_REPLY_METER_APPLIED:
-        ngx_http_toll_meter_script_cached = 1;
         done = 1;
         break;
 
     case TOLL_REPLY_METER_OVERFLOW:
-        ngx_http_toll_meter_script_cached = 1;
         overflow = 1;
         done = 1;
         break;
 
     case TOLL_REPLY_METER_NOT_INTEGER:
-        ngx_http_toll_meter_script_cached = 1;
-        break;
-
     case TOLL_REPLY_METER_NOSCRIPT:
-        ngx_http_toll_meter_script_cached = 0;
-        break;
-
     case TOLL_REPLY_METER_ERROR:
         break;
 
@@ -1070,11 +1015,11 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                               "free_calls %L, paid_calls %L, "
                               "amount_micros %L, errors %L", &why,
                               fl->subject_len, fl->subject,
-                              st->flight[NGX_HTTP_TOLL_METER_CALLS],
-                              st->flight[NGX_HTTP_TOLL_METER_FREE_CALLS],
-                              st->flight[NGX_HTTP_TOLL_METER_PAID_CALLS],
-                              st->flight[NGX_HTTP_TOLL_METER_AMOUNT],
-                              st->flight[NGX_HTTP_TOLL_METER_ERRORS]);
+                              st->flight[TOLL_USAGE_CALLS],
+                              st->flight[TOLL_USAGE_FREE_CALLS],
+                              st->flight[TOLL_USAGE_PAID_CALLS],
+                              st->flight[TOLL_USAGE_AMOUNT],
+                              st->flight[TOLL_USAGE_ERRORS]);
 
             } else if (!done && why.len && !st->refused
                        && ngx_http_toll_redis_refusal(
@@ -1097,7 +1042,7 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                     st->refused = 0;
                 }
 
-                for (i = 0; i < NGX_HTTP_TOLL_METER_N; i++) {
+                for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
                     st->flight[i] = 0;
                 }
 

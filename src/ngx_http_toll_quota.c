@@ -81,28 +81,9 @@ static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_http_toll_header_push(r, (nm)->data, (nm)->len, v, n)
 
 
-
 /* usage ids: a random prefix per worker, then a count */
 static u_char    ngx_http_toll_usage_prefix[16];
 static uint64_t  ngx_http_toll_usage_seq;
-
-
-/*
- * KEYS: the buyer's free-tier hash.  ARGV: service, its free_calls, the
- * lease wanted, and how many this node knows were claimed (a Redis that
- * lost the hash does not grant them again).  Grants what is left, at most
- * the lease, and says what is left after it: no node can ever lease more
- * than free_calls in all.
- */
-
-static ngx_str_t  ngx_http_toll_quota_claim_script = ngx_string(
-"local c=tonumber(redis.call('HGET',KEYS[1],ARGV[1]) or '0') "
-"local f=tonumber(ARGV[4]) "
-"if c<f then redis.call('HSET',KEYS[1],ARGV[1],ARGV[4]) c=f end "
-"local n=tonumber(ARGV[2])-c if n<0 then n=0 end "
-"local g=tonumber(ARGV[3]) if g>n then g=n end "
-"if g>0 then redis.call('HINCRBY',KEYS[1],ARGV[1],g) end "
-"return {g,n-g}");
 
 
 /*
@@ -702,15 +683,17 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     claim->subject_len = len;
     ngx_memcpy(claim->subject, subject, len);
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = (const char *) ngx_http_toll_quota_claim_script.data;
-    argvlen[1] = ngx_http_toll_quota_claim_script.len;
+    /* lua/free.lua */
+
     argv[2] = "1";
     argvlen[2] = 1;
 
     argv[3] = (const char *) name;
-    argvlen[3] = ngx_sprintf(name, "toll:free:{%V}", &ctx->key.owner) - name;
+    argvlen[3] = (u_char *) toll_name_tagged((char *) name,
+                                             TOLL_NAME_FREE_PREFIX,
+                                             (char *) ctx->key.owner.data,
+                                             ctx->key.owner.len)
+                 - name;
 
     argv[4] = (const char *) svc->name.data;
     argvlen[4] = svc->name.len;
@@ -728,7 +711,8 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     p = ngx_sprintf(p, "%L", known);
     argvlen[7] = p - (u_char *) argv[7];
 
-    if (ngx_http_toll_redis_send(ngx_http_toll_quota_claim_reply, claim, 8,
+    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_FREE,
+                                 ngx_http_toll_quota_claim_reply, claim, 8,
                                  argv, argvlen)
         == NULL)
     {

@@ -25,6 +25,7 @@
 
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_metrics.h"
+#include "toll_scripts.h"
 
 
 #define NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS   100
@@ -48,6 +49,13 @@ struct ngx_http_toll_redis_cmd_s {
     ngx_http_toll_redis_handler_pt   handler;
     void                            *data;      /* NULL: nobody to tell */
     uint64_t                         sent_us;   /* for the reply time */
+
+    /* a script's: TOLL_SCRIPT_N for any other command */
+    toll_script_e                    script;
+    /* an EVALSHA's arguments, for NOSCRIPT to send it again in full */
+    int                              argc;
+    const char                     **argv;
+    size_t                          *argvlen;
 };
 
 
@@ -74,6 +82,11 @@ typedef struct {
 } ngx_http_toll_redis_episode_t;
 
 
+static ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_queue(
+    ngx_http_toll_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen, size_t extra);
+static ngx_int_t ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
+    ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
 static void ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd);
 static void ngx_http_toll_redis_drop(ngx_http_toll_redis_t *rd,
     const char *reason);
@@ -103,6 +116,8 @@ static void ngx_http_toll_redis_cleanup(void *privdata);
 
 /* one connection per worker process */
 static ngx_http_toll_redis_t  ngx_http_toll_redis;
+/* the scripts Redis has, as far as this worker knows */
+static ngx_uint_t  ngx_http_toll_redis_scripts[TOLL_SCRIPT_N];
 
 static ngx_http_toll_redis_episode_t
     ngx_http_toll_redis_episodes[NGX_HTTP_TOLL_REDIS_PATH_N];
@@ -175,6 +190,83 @@ ngx_http_toll_redis_cmd_t *
 ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
     int argc, const char **argv, const size_t *argvlen)
 {
+    return ngx_http_toll_redis_queue(handler, data, argc, argv, argvlen, 0);
+}
+
+
+/*
+ * A script is sent whole (EVAL) until Redis has answered it once on this
+ * worker's connection, then by its SHA1 (EVALSHA) with a copy of the
+ * arguments: a NOSCRIPT answer (a restart, a failover, SCRIPT FLUSH)
+ * sends it again in full, within the command's time, and the caller sees
+ * only the script's own answer.
+ */
+
+ngx_http_toll_redis_cmd_t *
+ngx_http_toll_redis_eval(toll_script_e id,
+    ngx_http_toll_redis_handler_pt handler, void *data, int argc,
+    const char **argv, size_t *argvlen)
+{
+    u_char                     *p;
+    size_t                      extra;
+    ngx_int_t                   i;
+    const toll_script_t        *s;
+    ngx_http_toll_redis_cmd_t  *cmd;
+
+    s = &toll_scripts[id];
+    extra = 0;
+
+    if (ngx_http_toll_redis_scripts[id]) {
+        argv[0] = "EVALSHA";
+        argvlen[0] = sizeof("EVALSHA") - 1;
+        argv[1] = s->sha1;
+        argvlen[1] = 40;
+
+        extra = argc * (sizeof(char *) + sizeof(size_t));
+
+        for (i = 2; i < argc; i++) {
+            extra += argvlen[i];
+        }
+
+    } else {
+        argv[0] = "EVAL";
+        argvlen[0] = sizeof("EVAL") - 1;
+        argv[1] = s->text;
+        argvlen[1] = s->len;
+    }
+
+    cmd = ngx_http_toll_redis_queue(handler, data, argc, argv, argvlen,
+                                    extra);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    cmd->script = id;
+
+    if (extra == 0) {
+        return cmd;
+    }
+
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+    p = (u_char *) (cmd->argvlen + argc);
+
+    for (i = 2; i < argc; i++) {
+        cmd->argv[i] = (const char *) p;
+        cmd->argvlen[i] = argvlen[i];
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+    }
+
+    return cmd;
+}
+
+
+static ngx_http_toll_redis_cmd_t *
+ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen,
+    size_t extra)
+{
     ngx_http_toll_redis_t      *rd;
     ngx_http_toll_redis_cmd_t  *cmd;
 
@@ -195,7 +287,7 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
         return NULL;
     }
 
-    cmd = ngx_calloc(sizeof(ngx_http_toll_redis_cmd_t), rd->log);
+    cmd = ngx_calloc(sizeof(ngx_http_toll_redis_cmd_t) + extra, rd->log);
     if (cmd == NULL) {
         ngx_http_toll_metrics_redis_reply(1, 0);
         return NULL;
@@ -203,6 +295,7 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
 
     cmd->handler = handler;
     cmd->data = data;
+    cmd->script = TOLL_SCRIPT_N;
     cmd->sent_us = ngx_http_toll_metrics_now_us();
 
     if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
@@ -604,6 +697,13 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     cmd = privdata;
     rd = &ngx_http_toll_redis;
 
+    if (cmd->script != TOLL_SCRIPT_N && r != NULL
+        && ngx_http_toll_redis_script_reply(rd, cmd, r) == NGX_OK)
+    {
+        /* sent again in full: its answer comes to this callback */
+        return;
+    }
+
     /* an error reply is an answer, but the command failed all the same */
 
     if (r == NULL || ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
@@ -638,6 +738,53 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     ngx_free(cmd);
+}
+
+
+/*
+ * A script's answer: Redis has the script now, unless it says NOSCRIPT;
+ * then an EVALSHA still wanted is sent again in full, on the same
+ * connection (NGX_OK), once.
+ */
+
+static ngx_int_t
+ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
+    ngx_http_toll_redis_cmd_t *cmd, redisReply *r)
+{
+    const toll_script_t  *s;
+
+    if (r->type != REDIS_REPLY_ERROR
+        || ngx_strncmp(r->str, "NOSCRIPT", 8) != 0)
+    {
+        ngx_http_toll_redis_scripts[cmd->script] = 1;
+        return NGX_DECLINED;
+    }
+
+    ngx_http_toll_redis_scripts[cmd->script] = 0;
+
+    if (cmd->argv == NULL || cmd->data == NULL || !rd->active
+        || rd->ac == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    s = &toll_scripts[cmd->script];
+
+    cmd->argv[0] = "EVAL";
+    cmd->argvlen[0] = sizeof("EVAL") - 1;
+    cmd->argv[1] = s->text;
+    cmd->argvlen[1] = s->len;
+
+    if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
+                              cmd->argc, cmd->argv, cmd->argvlen)
+        != REDIS_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    cmd->argv = NULL;
+
+    return NGX_OK;
 }
 
 

@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_toll_module.h"
+#include "toll_scripts.h"
 
 
 /*
@@ -38,6 +39,16 @@ void ngx_http_toll_redis_exit_process(ngx_cycle_t *cycle);
 ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_send(
     ngx_http_toll_redis_handler_pt handler, void *data, int argc,
     const char **argv, const size_t *argvlen);
+
+/*
+ * Runs script id (lib/toll_scripts.h): argv[2] is the number of keys,
+ * then the keys and the arguments; argv[0] and argv[1] are this
+ * function's to fill.  EVALSHA once Redis has the script, and on
+ * NOSCRIPT the whole script again: the handler sees the script's answer.
+ */
+ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_eval(toll_script_e id,
+    ngx_http_toll_redis_handler_pt handler, void *data, int argc,
+    const char **argv, size_t *argvlen);
 
 /* the caller is gone: its handler will not be called */
 void ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd);

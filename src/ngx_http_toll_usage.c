@@ -18,23 +18,14 @@
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_usage.h"
 #include "toll_money.h"
+#include "toll_names.h"
 #include "toll_usage.h"
-
-
-typedef enum {
-    NGX_HTTP_TOLL_USAGE_CALLS = 0,
-    NGX_HTTP_TOLL_USAGE_FREE_CALLS,
-    NGX_HTTP_TOLL_USAGE_PAID_CALLS,
-    NGX_HTTP_TOLL_USAGE_AMOUNT,
-    NGX_HTTP_TOLL_USAGE_ERRORS,
-    NGX_HTTP_TOLL_USAGE_N
-} ngx_http_toll_usage_field_e;
 
 
 typedef struct {
     ngx_str_t                  service;
     ngx_str_t                  provider;
-    int64_t                    counts[NGX_HTTP_TOLL_USAGE_N];
+    int64_t                    counts[TOLL_USAGE_COUNTS];
 } ngx_http_toll_usage_row_t;
 
 
@@ -44,36 +35,6 @@ typedef struct {
     ngx_int_t                  status;        /* 0: waiting */
     ngx_array_t                rows;          /* ngx_http_toll_usage_row_t */
 } ngx_http_toll_usage_ctx_t;
-
-
-static ngx_str_t  ngx_http_toll_usage_fields[NGX_HTTP_TOLL_USAGE_N] = {
-    ngx_string("calls"),
-    ngx_string("free_calls"),
-    ngx_string("paid_calls"),
-    ngx_string("amount_micros"),
-    ngx_string("errors")
-};
-
-
-/*
- * KEYS: the buyer's days with usage.  ARGV: the prefix of its usage
- * hashes.  Returns every field and value of each day's usage hash and of
- * its mirror ":drained", where toll-settle adds what it claims, in the
- * same script as the claim (docs/settle.md): a call is in one or the
- * other, never both, never neither.  The sums are made in C, on int64,
- * never in Lua numbers.  A day with neither (the mirror expires after 35
- * days) is forgotten.
- */
-
-static ngx_str_t  ngx_http_toll_usage_script = ngx_string(
-"local out={} "
-"for _,d in ipairs(redis.call('SMEMBERS',KEYS[1])) do "
-  "local h=redis.call('HGETALL',ARGV[1]..d) "
-  "local m=redis.call('HGETALL',ARGV[1]..d..':drained') "
-  "if #h==0 and #m==0 then redis.call('SREM',KEYS[1],d) end "
-  "for i=1,#h do out[#out+1]=h[i] end "
-  "for i=1,#m do out[#out+1]=m[i] end end "
-"return out");
 
 
 static ngx_int_t ngx_http_toll_usage_handler(ngx_http_request_t *r);
@@ -114,9 +75,9 @@ static ngx_int_t
 ngx_http_toll_usage_handler(ngx_http_request_t *r)
 {
     u_char                     *p;
-    size_t                      argvlen[5];
+    size_t                      argvlen[6];
     ngx_int_t                   rc;
-    const char                 *argv[5];
+    const char                 *argv[6];
     ngx_pool_cleanup_t         *cln;
     ngx_http_toll_ctx_t        *ctx;
     ngx_http_toll_usage_ctx_t  *uctx;
@@ -159,27 +120,31 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
     cln->handler = ngx_http_toll_usage_cleanup;
 
-    p = ngx_pnalloc(r->pool, 3 * (ctx->key.owner.len + 24));
+    p = ngx_pnalloc(r->pool, 2 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len));
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = (const char *) ngx_http_toll_usage_script.data;
-    argvlen[1] = ngx_http_toll_usage_script.len;
+    /* lua/usage.lua: the buyer's days, and its usage hashes' names */
+
     argv[2] = "1";
     argvlen[2] = 1;
 
     argv[3] = (const char *) p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:days", &ctx->key.owner);
+    p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
+                                   ctx->key.owner.len, TOLL_NAME_USAGE_DAYS);
     argvlen[3] = p - (u_char *) argv[3];
 
     argv[4] = (const char *) p;
-    p = ngx_sprintf(p, "toll:usage:{%V}:", &ctx->key.owner);
+    p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
+                                   ctx->key.owner.len, ":");
     argvlen[4] = p - (u_char *) argv[4];
 
-    uctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_usage_reply, uctx, 5,
+    argv[5] = TOLL_NAME_USAGE_MIRROR;
+    argvlen[5] = sizeof(TOLL_NAME_USAGE_MIRROR) - 1;
+
+    uctx->cmd = ngx_http_toll_redis_eval(TOLL_SCRIPT_USAGE,
+                                         ngx_http_toll_usage_reply, uctx, 6,
                                          argv, argvlen);
 
     if (uctx->cmd == NULL) {
@@ -259,16 +224,15 @@ done:
 }
 
 
-/* "service:field" and its count from a usage hash */
+/* "service:field" and its count from a usage hash (lib/toll_names.h) */
 
 static ngx_int_t
 ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
     redisReply *value)
 {
-    u_char                     *colon;
+    int                         f;
     size_t                      len;
     int64_t                     n;
-    ngx_uint_t                  i;
     ngx_http_toll_usage_row_t  *row;
 
     if (field->type != REDIS_REPLY_STRING
@@ -277,24 +241,19 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         return NGX_ERROR;
     }
 
-    colon = ngx_strlchr((u_char *) field->str,
-                        (u_char *) field->str + field->len, ':');
-    if (colon == NULL) {
-        return NGX_ERROR;
+    f = toll_usage_field_parse(field->str, field->len, &len);
+
+    if (f < 0) {
+        /* a field of a later version: not for buyers */
+        return NGX_OK;
     }
 
-    row = ngx_http_toll_usage_row(uctx, (u_char *) field->str,
-                                  colon - (u_char *) field->str);
+    row = ngx_http_toll_usage_row(uctx, (u_char *) field->str, len);
     if (row == NULL) {
         return NGX_ERROR;
     }
 
-    colon++;
-    len = (u_char *) field->str + field->len - colon;
-
-    if (len == sizeof("provider") - 1
-        && ngx_strncmp(colon, "provider", len) == 0)
-    {
+    if (f == TOLL_USAGE_PROVIDER) {
         row->provider.data = (u_char *) value->str;
         row->provider.len = value->len;
 
@@ -304,24 +263,15 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         return row->provider.data ? NGX_OK : NGX_ERROR;
     }
 
-    for (i = 0; i < NGX_HTTP_TOLL_USAGE_N; i++) {
-        if (len == ngx_http_toll_usage_fields[i].len
-            && ngx_strncmp(colon, ngx_http_toll_usage_fields[i].data, len)
-               == 0)
-        {
-            break;
-        }
-    }
-
-    if (i == NGX_HTTP_TOLL_USAGE_N) {
-        /* latency_ms and fields of a later version: not for buyers */
+    if (f == TOLL_USAGE_LATENCY) {
+        /* not for buyers */
         return NGX_OK;
     }
 
     /* negative after a correction that came in after a drain */
 
     if (toll_usage_count_parse(value->str, value->len, &n) != 0
-        || toll_money_add(row->counts[i], n, &row->counts[i]) != 0)
+        || toll_money_add(row->counts[f], n, &row->counts[f]) != 0)
     {
         return NGX_ERROR;
     }
@@ -394,14 +344,14 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         rows[i].provider = row[i].provider.data;
         rows[i].provider_len = row[i].provider.len;
 
-        rows[i].counts.calls = row[i].counts[NGX_HTTP_TOLL_USAGE_CALLS];
+        rows[i].counts.calls = row[i].counts[TOLL_USAGE_CALLS];
         rows[i].counts.free_calls =
-                             row[i].counts[NGX_HTTP_TOLL_USAGE_FREE_CALLS];
+                             row[i].counts[TOLL_USAGE_FREE_CALLS];
         rows[i].counts.paid_calls =
-                             row[i].counts[NGX_HTTP_TOLL_USAGE_PAID_CALLS];
-        rows[i].counts.errors = row[i].counts[NGX_HTTP_TOLL_USAGE_ERRORS];
+                             row[i].counts[TOLL_USAGE_PAID_CALLS];
+        rows[i].counts.errors = row[i].counts[TOLL_USAGE_ERRORS];
         rows[i].counts.amount_micros =
-                             row[i].counts[NGX_HTTP_TOLL_USAGE_AMOUNT];
+                             row[i].counts[TOLL_USAGE_AMOUNT];
 
         /*
          * What the buyer can still get free: the service's free calls

@@ -66,6 +66,13 @@ def test_help_and_version():
     (["extra"], 64, "unexpected argument"),
     (["--redis", "nohost"], 64, "invalid --redis"),
     (["--redis", "h:99999"], 64, "invalid --redis"),
+    # a socket path sun_path cannot hold (107 bytes and its NUL)
+    (["--redis", "unix:/" + "p" * 107], 64, "invalid --redis"),
+    (["--redis", "unix:redis.sock"], 64, "invalid --redis"),
+    (["--redis", "[127.0.0.1]:6379"], 64, "invalid --redis"),
+    (["--redis", "[fe80::1%eth0]:6379"], 64, "invalid --redis"),
+    (["--redis", "redis$host:6379"], 64, "invalid --redis"),
+    (["--redis", "h:+6379"], 64, "invalid --redis"),
     (["--interval", "10ms"], 64, "invalid --interval"),
     (["--interval", "2h"], 64, "invalid --interval"),
     (["--ledger", ""], 64, "invalid --ledger"),
@@ -91,6 +98,9 @@ def test_usage_errors(args, code, words):
     ("batch_max 0", 'invalid batch_max'),
     ("redis_db x", 'invalid redis_db'),
     ("redis localhost", 'invalid redis address'),
+    ("redis unix:", 'invalid redis address'),
+    ("redis unix:/" + "p" * 107, 'invalid redis address'),
+    ("redis_db -0", 'invalid redis_db'),
     ("webhook ftp://x events=settlement.created secret=s",
      'http:// or https://'),
     ("webhook http://x events=nope secret=s", 'unknown event "nope"'),
@@ -117,6 +127,15 @@ def test_redis_unreachable_once(tmp_path):
             str(tmp_path / "l.db"))
     assert p.returncode == 69, p.stderr
     assert "cannot connect to redis at 127.0.0.1:1" in one_line_error(p)
+
+
+def test_redis_socket_path_at_the_limit(tmp_path):
+    """The longest path sun_path holds is taken, and tried as it is."""
+    path = "/" + "p" * 106
+    p = run("--once", "--redis", "unix:" + path, "--ledger",
+            str(tmp_path / "l.db"))
+    assert p.returncode == 69, p.stderr
+    assert "cannot connect to redis at unix:%s" % path in one_line_error(p)
 
 
 def test_ledger_cannot_be_created(redis_server, tmp_path):

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "toll_parse.h"
 #include "toll_settle_conf.h"
 
 
@@ -95,8 +96,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(conf->redis_host[0] != '\0');
     }
 
-    ms = toll_settle_conf_duration_ms(text);
-    assert(ms >= -1);
+    ms = -1;
+
+    if (toll_parse_duration_ms(text, 0, INT64_MAX, &ms) == 0) {
+        assert(ms >= 0);
+    }
 
     toll_settle_conf_free(conf);
 

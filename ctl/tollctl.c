@@ -21,6 +21,8 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "toll_log.h"
+#include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_keys.h"
 #include "tollctl_ledger.h"
@@ -184,6 +186,8 @@ main(int argc, char **argv)
     tollctl_t       ctl;
     tollctl_opts_t  o;
 
+    toll_log_program("tollctl");
+
     /* a closed socket or pipe must fail a write, not kill us silently */
     signal(SIGPIPE, SIG_IGN);
 
@@ -219,13 +223,9 @@ tollctl_error(int rc, const char *fmt, ...)
 {
     va_list  args;
 
-    fputs("tollctl: ", stderr);
-
     va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
+    toll_logv(fmt, args);
     va_end(args);
-
-    fputc('\n', stderr);
 
     return rc;
 }
@@ -234,15 +234,14 @@ tollctl_error(int rc, const char *fmt, ...)
 int
 tollctl_usage_error(const char *fmt, ...)
 {
+    char     msg[TOLL_LOG_MESSAGE_MAX];
     va_list  args;
 
-    fputs("tollctl: ", stderr);
-
     va_start(args, fmt);
-    vfprintf(stderr, fmt, args);
+    vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
 
-    fputs("; see 'tollctl --help'\n", stderr);
+    toll_log("%s; see 'tollctl --help'", msg);
 
     return EX_USAGE;
 }
@@ -269,28 +268,14 @@ tollctl_option_error(int c, char **argv)
 }
 
 
-/*
- * strtoll() alone would skip leading blanks and take a "+"; a value here
- * is an optional "-" and digits, nothing else, within [min, max].
- */
+/* reconcile's count reader calls it so; it reads as toll_parse_int64() */
 int
 tollctl_parse_ll(const char *s, long long min, long long max,
     long long *out)
 {
-    char        *end;
-    long long    n;
-    const char  *digits;
+    int64_t  n;
 
-    digits = (s[0] == '-') ? s + 1 : s;
-
-    if (digits[0] < '0' || digits[0] > '9') {
-        return -1;
-    }
-
-    errno = 0;
-    n = strtoll(s, &end, 10);
-
-    if (errno != 0 || *end != '\0' || n < min || n > max) {
+    if (toll_parse_int64(s, min, max, &n) != 0) {
         return -1;
     }
 

@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "toll_addr.h"
 #include "toll_money.h"
 
 
@@ -30,7 +31,6 @@
 #define TOLLCTL_CELL_LEN_MAX          64
 #define TOLLCTL_TABLE_COLUMNS_MAX     12
 
-#define TOLLCTL_HOST_LEN_MAX          255             /* a DNS name */
 /* arguments of the longest command sent: HSET of a full record */
 #define TOLLCTL_ARGC_MAX              20
 
@@ -43,9 +43,7 @@
 typedef struct {
     const char       *text;         /* as given, for messages */
     const char       *source;       /* "--redis", "TOLL_REDIS", "default" */
-    char              host[TOLLCTL_HOST_LEN_MAX + 1];  /* or socket path */
-    int               port;
-    int               unix_socket;
+    toll_addr_t       parsed;       /* port 0: a unix socket */
 } tollctl_addr_t;
 
 
@@ -59,8 +57,8 @@ typedef struct {
     int               json;
 
     tollctl_addr_t    addr;
-    long long         db;
-    long long         timeout_ms;
+    int64_t           db;
+    int64_t           timeout_ms;
     redisContext     *redis;
 } tollctl_t;
 
@@ -126,7 +124,7 @@ int tollctl_error(int rc, const char *fmt, ...)
 /* the same, ending "; see 'tollctl --help'"; returns EX_USAGE */
 int tollctl_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
-/* an optional "-" and digits, nothing else, within [min, max] */
+/* toll_parse_int64() for reconcile's count reader, until lib's replaces it */
 int tollctl_parse_ll(const char *s, long long min, long long max,
     long long *out);
 

@@ -5,7 +5,7 @@
  * "field: value" lines or as the list's table.
  */
 
-#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "toll_key.h"
+#include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_key_record.h"
 
@@ -52,7 +53,7 @@ static const tollctl_field_t *tollctl_field_find(const char *name);
 static json_t *tollctl_field_json(const tollctl_field_t *f,
     const redisReply *value);
 static json_t *tollctl_expired_json(const redisReply *value, time_t now);
-static int tollctl_reply_ll(const redisReply *value, long long *out);
+static int tollctl_reply_ll(const redisReply *value, int64_t *out);
 static void tollctl_list_cells(json_t *record,
     const char *cells[TOLLCTL_LIST_COLUMNS], char *buf, size_t size);
 static const char *tollctl_value_text(const char *name, json_t *value,
@@ -252,7 +253,7 @@ tollctl_field_find(const char *name)
 static json_t *
 tollctl_field_json(const tollctl_field_t *f, const redisReply *value)
 {
-    long long  n;
+    int64_t  n;
 
     if (value == NULL) {
         return json_null();
@@ -274,7 +275,7 @@ tollctl_field_json(const tollctl_field_t *f, const redisReply *value)
 static json_t *
 tollctl_expired_json(const redisReply *value, time_t now)
 {
-    long long  t;
+    int64_t  t;
 
     if (value == NULL) {
         return json_false();
@@ -284,12 +285,12 @@ tollctl_expired_json(const redisReply *value, time_t now)
         return json_null();
     }
 
-    return json_boolean(t != 0 && t <= (long long) now);
+    return json_boolean(t != 0 && t <= (int64_t) now);
 }
 
 
 static int
-tollctl_reply_ll(const redisReply *value, long long *out)
+tollctl_reply_ll(const redisReply *value, int64_t *out)
 {
     if (value->type != REDIS_REPLY_STRING
         || strlen(value->str) != value->len)
@@ -297,7 +298,7 @@ tollctl_reply_ll(const redisReply *value, long long *out)
         return -1;
     }
 
-    return tollctl_parse_ll(value->str, LLONG_MIN, LLONG_MAX, out);
+    return toll_parse_int64(value->str, INT64_MIN, INT64_MAX, out);
 }
 
 

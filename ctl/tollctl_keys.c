@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "toll_key.h"
+#include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_keys.h"
 #include "tollctl_key_record.h"
@@ -52,8 +53,8 @@ typedef struct {
     const char       *expires_in_opt;
 
     toll_role_e       role;
-    long long         rate_limit;    /* requests/minute; -1: none */
-    long long         expires_in;    /* seconds; 0: never */
+    int64_t           rate_limit;    /* requests/minute; -1: none */
+    int64_t           expires_in;    /* seconds; 0: never */
 } tollctl_create_t;
 
 
@@ -65,8 +66,8 @@ typedef struct {
                             + TOLL_SECRET_GEN_LEN + 1];
     char              secret_sha256[TOLL_SECRET_HASH_HEX_LEN + 1];
     char              redis_name[TOLL_REDIS_KEY_NAME_MAX + 1];
-    long long         created_at;    /* unix seconds */
-    long long         expires_at;    /* unix seconds; 0: never */
+    int64_t           created_at;    /* unix seconds */
+    int64_t           expires_at;    /* unix seconds; 0: never */
 } tollctl_new_key_t;
 
 
@@ -210,7 +211,7 @@ tollctl_create_check(tollctl_create_t *req)
     req->rate_limit = -1;
 
     if (req->rate_limit_opt != NULL
-        && tollctl_parse_ll(req->rate_limit_opt, 0, TOLLCTL_RATE_LIMIT_MAX,
+        && toll_parse_int64(req->rate_limit_opt, 0, TOLLCTL_RATE_LIMIT_MAX,
                             &req->rate_limit)
            != 0)
     {
@@ -223,7 +224,7 @@ tollctl_create_check(tollctl_create_t *req)
     req->expires_in = 0;
 
     if (req->expires_in_opt != NULL
-        && tollctl_parse_ll(req->expires_in_opt, 1,
+        && toll_parse_int64(req->expires_in_opt, 1,
                             TOLLCTL_EXPIRES_IN_SEC_MAX, &req->expires_in)
            != 0)
     {
@@ -278,7 +279,7 @@ tollctl_key_new(tollctl_new_key_t *key, const tollctl_create_t *req)
         return tollctl_error(EX_OSERR, "cannot read the clock");
     }
 
-    key->created_at = (long long) now;
+    key->created_at = (int64_t) now;
     key->expires_at = (req->expires_in != 0)
                       ? key->created_at + req->expires_in : 0;
 
@@ -365,8 +366,10 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
                                                  : EX_UNAVAILABLE;
     }
 
-    snprintf(expires_at, sizeof(expires_at), "%lld", key->expires_at);
-    snprintf(created_at, sizeof(created_at), "%lld", key->created_at);
+    snprintf(expires_at, sizeof(expires_at), "%lld",
+             (long long) key->expires_at);
+    snprintf(created_at, sizeof(created_at), "%lld",
+             (long long) key->created_at);
 
     role = toll_role_name(req->role);
 
@@ -387,7 +390,8 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     }
 
     if (req->rate_limit >= 0) {
-        snprintf(rate_limit, sizeof(rate_limit), "%lld", req->rate_limit);
+        snprintf(rate_limit, sizeof(rate_limit), "%lld",
+                 (long long) req->rate_limit);
         tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_RATE_LIMIT);
         tollctl_cmd_add_str(&cmds[0], rate_limit);
     }

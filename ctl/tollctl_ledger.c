@@ -28,6 +28,7 @@
 #include "toll_key.h"
 #include "toll_ledger.h"
 #include "toll_money.h"
+#include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
 
@@ -602,20 +603,16 @@ tollctl_account_check(const char *opt, const char *account)
 static int
 tollctl_limit_parse(const char *limit, int64_t *out)
 {
-    long long  n;
-
     if (limit == NULL) {
         *out = TOLLCTL_LIMIT_DEFAULT;
         return EX_OK;
     }
 
-    if (tollctl_parse_ll(limit, 1, TOLLCTL_LIMIT_MAX, &n) != 0) {
+    if (toll_parse_int64(limit, 1, TOLLCTL_LIMIT_MAX, out) != 0) {
         return tollctl_error(EX_DATAERR, "invalid --limit \"%s\": use an "
                              "integer from 1 to %d", limit,
                              TOLLCTL_LIMIT_MAX);
     }
-
-    *out = n;
 
     return EX_OK;
 }
@@ -627,16 +624,14 @@ tollctl_time_parse(const char *opt, const char *s, int64_t *t)
 {
     char         back[TOLLCTL_DATETIME_LEN + 1];
     time_t       tt;
-    long long    n;
     struct tm    tm, check;
     const char  *fmt, *end;
 
     if (s[0] == '@') {
-        if (tollctl_parse_ll(s + 1, 0, TOLLCTL_TIME_MAX, &n) != 0) {
+        if (toll_parse_int64(s + 1, 0, TOLLCTL_TIME_MAX, t) != 0) {
             goto invalid;
         }
 
-        *t = n;
         return EX_OK;
     }
 

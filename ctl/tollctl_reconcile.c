@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
@@ -44,7 +45,6 @@ static int tollctl_recon_row(json_t *diffs, const tollctl_part_t *first,
 static json_t *tollctl_metrics_json(const int64_t v[TOLLCTL_METRICS]);
 static void tollctl_print_reconcile(json_t *result);
 static int tollctl_part_cmp(const void *a, const void *b);
-static void tollctl_sleep_ms(long ms);
 
 
 const char  *tollctl_metrics[TOLLCTL_METRICS] = {
@@ -106,7 +106,7 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
         /* toll-settle moved usage while we read: read again */
         json_decref(result);
         result = NULL;
-        tollctl_sleep_ms(TOLLCTL_RECONCILE_RETRY_MS);
+        (void) toll_clock_sleep_ms(TOLLCTL_RECONCILE_RETRY_MS, NULL);
     }
 
     toll_ledger_close(lg);
@@ -736,18 +736,4 @@ tollctl_part_cmp(const void *a, const void *b)
     }
 
     return (int) x->src - (int) y->src;
-}
-
-
-static void
-tollctl_sleep_ms(long ms)
-{
-    struct timespec  ts;
-
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000;
-
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        /* the rest of the delay */
-    }
 }

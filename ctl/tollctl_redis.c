@@ -21,93 +21,23 @@
 
 #include <hiredis/hiredis.h>
 
+#include "toll_addr.h"
 #include "toll_key.h"
+#include "toll_parse.h"
 #include "tollctl.h"
 
 
-#define TOLLCTL_UNIX_PREFIX           "unix:"
-
 #define TOLLCTL_TIMEOUT_MS_MAX        600000          /* 10 minutes */
 #define TOLLCTL_DB_MAX                INT_MAX         /* Redis keeps an int */
-#define TOLLCTL_PORT_MAX              65535
-#define TOLLCTL_UNIX_PATH_LEN_MAX     107             /* sun_path less NUL */
 
 /* the commands that one MULTI/EXEC carries */
 #define TOLLCTL_EXEC_CMDS_MAX         2
 
 
-static int tollctl_addr_parse(tollctl_addr_t *addr, const char *text);
 static int tollctl_conf_check(tollctl_t *ctl);
 static int tollctl_redis_io_error(tollctl_t *ctl, const char *cmd);
 static void tollctl_redis_reply_error(tollctl_t *ctl, const char *cmd,
     const redisReply *reply);
-
-
-/* HOST:PORT, [IPV6]:PORT or unix:/PATH */
-static int
-tollctl_addr_parse(tollctl_addr_t *addr, const char *text)
-{
-    size_t       len;
-    long long    port;
-    const char  *host, *end, *port_text;
-
-    if (strncmp(text, TOLLCTL_UNIX_PREFIX, sizeof(TOLLCTL_UNIX_PREFIX) - 1)
-        == 0)
-    {
-        host = text + sizeof(TOLLCTL_UNIX_PREFIX) - 1;
-        len = strlen(host);
-
-        if (len == 0 || len > TOLLCTL_UNIX_PATH_LEN_MAX) {
-            return -1;
-        }
-
-        memcpy(addr->host, host, len + 1);
-        addr->unix_socket = 1;
-
-        return 0;
-    }
-
-    if (text[0] == '[') {
-        host = text + 1;
-        end = strchr(host, ']');
-
-        if (end == NULL || end[1] != ':') {
-            return -1;
-        }
-
-        port_text = end + 2;
-
-    } else {
-        end = strrchr(text, ':');
-
-        if (end == NULL) {
-            return -1;
-        }
-
-        host = text;
-        port_text = end + 1;
-
-        /* an IPv6 address needs its brackets to tell it from the port */
-        if (memchr(host, ':', (size_t) (end - host)) != NULL) {
-            return -1;
-        }
-    }
-
-    len = (size_t) (end - host);
-
-    if (len == 0 || len > TOLLCTL_HOST_LEN_MAX
-        || tollctl_parse_ll(port_text, 1, TOLLCTL_PORT_MAX, &port) != 0)
-    {
-        return -1;
-    }
-
-    memcpy(addr->host, host, len);
-    addr->host[len] = '\0';
-    addr->port = (int) port;
-    addr->unix_socket = 0;
-
-    return 0;
-}
 
 
 /* --redis over $TOLL_REDIS over the default; likewise the password */
@@ -130,7 +60,9 @@ tollctl_conf_check(tollctl_t *ctl)
         ctl->addr.source = "--redis";
     }
 
-    if (tollctl_addr_parse(&ctl->addr, ctl->addr.text) != 0) {
+    if (toll_addr_parse(&ctl->addr.parsed, ctl->addr.text, TOLL_ADDR_UNIX)
+        != 0)
+    {
         return tollctl_error(EX_DATAERR,
                              "invalid Redis address \"%s\" from %s: "
                              "use HOST:PORT, [IPV6]:PORT or unix:/PATH",
@@ -144,7 +76,7 @@ tollctl_conf_check(tollctl_t *ctl)
     ctl->db = 0;
 
     if (ctl->db_opt != NULL
-        && tollctl_parse_ll(ctl->db_opt, 0, TOLLCTL_DB_MAX, &ctl->db) != 0)
+        && toll_parse_int64(ctl->db_opt, 0, TOLLCTL_DB_MAX, &ctl->db) != 0)
     {
         return tollctl_error(EX_DATAERR,
                              "invalid --db \"%s\": use an integer from 0 "
@@ -154,7 +86,7 @@ tollctl_conf_check(tollctl_t *ctl)
     ctl->timeout_ms = TOLLCTL_TIMEOUT_MS_DEFAULT;
 
     if (ctl->timeout_ms_opt != NULL
-        && tollctl_parse_ll(ctl->timeout_ms_opt, 1, TOLLCTL_TIMEOUT_MS_MAX,
+        && toll_parse_int64(ctl->timeout_ms_opt, 1, TOLLCTL_TIMEOUT_MS_MAX,
                             &ctl->timeout_ms)
            != 0)
     {
@@ -185,12 +117,12 @@ tollctl_connect(tollctl_t *ctl)
     tv.tv_sec = (time_t) (ctl->timeout_ms / 1000);
     tv.tv_usec = (suseconds_t) (ctl->timeout_ms % 1000 * 1000);
 
-    if (ctl->addr.unix_socket) {
-        ctl->redis = redisConnectUnixWithTimeout(ctl->addr.host, tv);
+    if (ctl->addr.parsed.port == 0) {
+        ctl->redis = redisConnectUnixWithTimeout(ctl->addr.parsed.host, tv);
 
     } else {
-        ctl->redis = redisConnectWithTimeout(ctl->addr.host, ctl->addr.port,
-                                             tv);
+        ctl->redis = redisConnectWithTimeout(ctl->addr.parsed.host,
+                                             ctl->addr.parsed.port, tv);
     }
 
     if (ctl->redis == NULL) {
@@ -219,7 +151,7 @@ tollctl_connect(tollctl_t *ctl)
     }
 
     if (ctl->db != 0) {
-        snprintf(db, sizeof(db), "%lld", ctl->db);
+        snprintf(db, sizeof(db), "%lld", (long long) ctl->db);
 
         tollctl_cmd_init(&cmd, "SELECT");
         tollctl_cmd_add_str(&cmd, db);
@@ -252,7 +184,7 @@ tollctl_redis_io_error(tollctl_t *ctl, const char *cmd)
         && (err == EAGAIN || err == EWOULDBLOCK))
     {
         snprintf(timeout, sizeof(timeout), "no answer within %lld ms",
-                 ctl->timeout_ms);
+                 (long long) ctl->timeout_ms);
         reason = timeout;
     }
 

@@ -1,6 +1,7 @@
 /*
- * tollctl: what its rooms share: the errors and the help (tollctl.c),
- * the Redis client (tollctl_redis.c) and the output (tollctl_output.c).
+ * tollctl: what its rooms share: the options a verb is handed and the
+ * error lines (tollctl.c), the Redis client (tollctl_redis.c) and the
+ * output (tollctl_output.c).
  */
 
 #ifndef _TOLLCTL_H_INCLUDED_
@@ -8,7 +9,6 @@
 
 
 #include <stddef.h>
-
 #include <stdint.h>
 
 #include <hiredis/hiredis.h>

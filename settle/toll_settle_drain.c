@@ -24,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
 #include "toll_names.h"
 #include "toll_script_run.h"
 #include "toll_settle_drain.h"
@@ -106,42 +108,6 @@ static int toll_settle_redis_failed(toll_settle_drain_t *d,
 static void toll_settle_crash_point(toll_settle_step_e step);
 
 
-int64_t
-toll_settle_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-int64_t
-toll_settle_wall_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-void
-toll_settle_log(const char *fmt, ...)
-{
-    char     line[1024];
-    va_list  args;
-
-    va_start(args, fmt);
-    vsnprintf(line, sizeof(line), fmt, args);
-    va_end(args);
-
-    fprintf(stderr, "toll-settle: %s\n", line);
-}
-
-
 /*
  * The pass and its account: a pass that ends with the index empty
  * claimed every name the index held when its pick began, so everything
@@ -154,8 +120,8 @@ toll_settle_drain_pass(toll_settle_drain_t *d, int *more)
     int      rc;
     int64_t  unix_ms, mono_ms;
 
-    unix_ms = toll_settle_wall_ms();
-    mono_ms = toll_settle_now_ms();
+    unix_ms = toll_clock_real_ms();
+    mono_ms = toll_clock_mono_ms();
     d->ledger_failed = 0;
 
     rc = toll_settle_drain_steps(d, more);
@@ -207,13 +173,13 @@ toll_settle_drain_steps(toll_settle_drain_t *d, int *more)
         return rc;
     }
 
-    if (toll_settle_now_ms() >= d->next_sweep_ms) {
+    if (toll_clock_mono_ms() >= d->next_sweep_ms) {
         rc = toll_settle_sweep(d);
         if (rc != 0) {
             return rc;
         }
 
-        d->next_sweep_ms = toll_settle_now_ms() + d->conf->sweep_ms;
+        d->next_sweep_ms = toll_clock_mono_ms() + d->conf->sweep_ms;
     }
 
     rc = toll_settle_pick(d, more);
@@ -311,7 +277,7 @@ toll_settle_connect(toll_settle_drain_t *d)
 
     if (d->redis == NULL || d->redis->err) {
         if (!d->redis_down || conf->once) {
-            toll_settle_log("cannot connect to redis at %s: %s%s",
+            toll_log("cannot connect to redis at %s: %s%s",
                             conf->redis_text,
                             d->redis ? d->redis->errstr : "out of memory",
                             conf->once ? "" : "; retrying every second");
@@ -399,7 +365,7 @@ toll_settle_bind(toll_settle_drain_t *d)
     if (r->type != REDIS_REPLY_STRING || r->len != strlen(id)
         || memcmp(r->str, id, r->len) != 0)
     {
-        toll_settle_log("redis at %s is drained into the ledger %.*s, not "
+        toll_log("redis at %s is drained into the ledger %.*s, not "
                         "into %s (\"%s\"): use that ledger, or delete the "
                         "key " TOLL_NAME_SETTLE_LEDGER " to start a new one",
                         d->conf->redis_text,
@@ -448,7 +414,7 @@ toll_settle_recover(toll_settle_drain_t *d)
             != 0)
         {
             toll_name_text(text, r->element[i]->str, r->element[i]->len);
-            toll_settle_log("ignored a malformed claim \"%s\" in "
+            toll_log("ignored a malformed claim \"%s\" in "
                             TOLL_NAME_DRAIN_OPEN, text);
             continue;
         }
@@ -500,7 +466,7 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     rc = toll_ledger_has_batch(d->ledger, c->id, &found);
     if (rc != TOLL_LEDGER_OK) {
-        toll_settle_log("ledger: %s", toll_ledger_errmsg(d->ledger));
+        toll_log("ledger: %s", toll_ledger_errmsg(d->ledger));
         d->ledger_failed = 1;
         return (rc == TOLL_LEDGER_BUSY) ? TOLL_SETTLE_DRAIN_AGAIN
                                         : EX_SOFTWARE;
@@ -561,7 +527,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     if (usage == NULL || names == NULL) {
         free(usage);
         free(names);
-        toll_settle_log("out of memory");
+        toll_log("out of memory");
         return EX_OSERR;
     }
 
@@ -589,7 +555,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         }
 
         if (d->conf->verbose) {
-            toll_settle_log("posted batch %s: buyer \"%s\", day %s, "
+            toll_log("posted batch %s: buyer \"%s\", day %s, "
                             "%zu services", c->id, c->buyer, c->day, n);
         }
 
@@ -616,7 +582,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
         return TOLL_SETTLE_DRAIN_LEFT;
 
     } else {
-        toll_settle_log("cannot post batch %s of \"%s\": %s", c->id,
+        toll_log("cannot post batch %s of \"%s\": %s", c->id,
                         c->buyer, toll_ledger_errmsg(d->ledger));
     }
 
@@ -746,7 +712,7 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     size_t       argvlen[4];
 
     n = snprintf(value, sizeof(value), "%lld %.*s",
-                 (long long) (toll_settle_wall_ms() / 1000),
+                 (long long) (toll_clock_real_ms() / 1000),
                  TOLL_SETTLE_REFUSED_LEN_MAX, reason);
     if (n < 0) {
         return EX_SOFTWARE;
@@ -782,7 +748,7 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     d->quarantined++;
 
-    toll_settle_log("quarantined claim \"%s\" of \"%s\": %s; kept in redis, "
+    toll_log("quarantined claim \"%s\" of \"%s\": %s; kept in redis, "
                     "not posted, other batches go on (tollctl quarantine "
                     "list)", c->name, c->buyer, reason);
 
@@ -997,14 +963,14 @@ toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
     if (toll_name_usage_parse(hash, len, &n) != 0 || n.mirror) {
         /* not a usage hash of the meter: out of the index, untouched */
         toll_name_text(mirror, hash, len);
-        toll_settle_log("ignored \"%s\" in " TOLL_NAME_USAGE_INDEX
+        toll_log("ignored \"%s\" in " TOLL_NAME_USAGE_INDEX
                         ": not a usage hash", mirror);
         c.name[0] = '\0';
         goto forget;
     }
 
     if (toll_ledger_random_hex(id, TOLL_NAME_BATCH_LEN / 2) != 0) {
-        toll_settle_log("no random bytes for a batch id");
+        toll_log("no random bytes for a batch id");
         return EX_OSERR;
     }
 
@@ -1099,7 +1065,7 @@ forget:
         freeReplyObject(r);
 
         if (strcmp(d->bad_mirror, mirror) != 0) {
-            toll_settle_log("cannot claim \"%.*s\": its mirror \"%s\" is "
+            toll_log("cannot claim \"%.*s\": its mirror \"%s\" is "
                             "not a hash (WRONGTYPE); the usage waits in "
                             "redis until the mirror is deleted or mended",
                             (int) len, hash, mirror);
@@ -1207,21 +1173,21 @@ toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
             if (!d->redis_down || strlen(d->refused) != len
                 || strncmp(d->refused, reply->str, len) != 0)
             {
-                toll_settle_log("redis refused %s: %.*s; retrying", what,
+                toll_log("redis refused %s: %.*s; retrying", what,
                                 (int) reply->len, reply->str);
                 memcpy(d->refused, reply->str, len);
                 d->refused[len] = '\0';
             }
 
         } else {
-            toll_settle_log("redis answered %s with a reply of type %d",
+            toll_log("redis answered %s with a reply of type %d",
                             what, reply->type);
         }
 
         freeReplyObject(reply);
 
     } else if (!d->redis_down) {
-        toll_settle_log("redis at %s failed during %s: %s; retrying",
+        toll_log("redis at %s failed during %s: %s; retrying",
                         d->conf->redis_text, what,
                         (d->redis && d->redis->err) ? d->redis->errstr
                                                     : "no connection");

@@ -12,7 +12,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
 #include "toll_names.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_webhook.h"
@@ -85,13 +87,10 @@ int toll_settle_drain_pass(toll_settle_drain_t *d, int *more);
 
 void toll_settle_drain_close(toll_settle_drain_t *d);
 
-/* CLOCK_MONOTONIC and CLOCK_REALTIME milliseconds */
-int64_t toll_settle_now_ms(void);
-int64_t toll_settle_wall_ms(void);
-
-/* "toll-settle: ..." on stderr */
-void toll_settle_log(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
+/* the old names, until the metrics listener uses lib/toll_clock, toll_log */
+#define toll_settle_now_ms()       toll_clock_mono_ms()
+#define toll_settle_wall_ms()      toll_clock_real_ms()
+#define toll_settle_log            toll_log
 
 
 #endif /* _TOLL_SETTLE_DRAIN_H_INCLUDED_ */

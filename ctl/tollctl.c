@@ -165,7 +165,11 @@ static const tollctl_verb_t  tollctl_verbs[] = {
     { "reconcile", NULL, tollctl_reconcile, 0, 0, NULL, 0,
 "  reconcile           compare Redis's usage with the ledger's\n" },
 
-    /* the claims are checked by the verbs, and come after the options */
+    /*
+     * The verbs check their claims themselves; options come before the
+     * claims, as they always did: in "replay CLAIM --json", "--json" is
+     * taken as a claim.
+     */
 
     { "quarantine", "list", tollctl_quarantine_list, TOLLCTL_O(ALL),
       TOLLCTL_ARGS_ANY, NULL, 1,

@@ -129,14 +129,15 @@ $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
 	    -ljansson -lcrypto -lhiredis
 
-# the webhook sender's test links the daemon's file, libcurl and pthreads
+# the webhook sender's test links the daemon's sender and its outbox,
+# libcurl and pthreads
+HOOK_SRCS   := settle/toll_settle_webhook.c settle/toll_settle_outbox.c
 $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
-        settle/toll_settle_webhook.c settle/toll_settle_webhook.h \
-        $(LIB_SRCS) $(LIB_HDRS)
+        $(HOOK_SRCS) $(HOOK_SRCS:.c=.h) $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
-	    settle/toll_settle_webhook.c $(LIB_SRCS) -lcmocka -lsqlite3 \
-	    -ljansson -lcurl -lcrypto -lhiredis
+	    $(HOOK_SRCS) $(LIB_SRCS) -lcmocka -lsqlite3 -ljansson -lcurl \
+	    -lcrypto -lhiredis
 
 unit: $(UNIT_TESTS)
 

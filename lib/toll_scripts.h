@@ -25,6 +25,7 @@
 typedef enum {
     TOLL_SCRIPT_CLAIM = 0,        /* toll-settle claims a usage hash */
     TOLL_SCRIPT_FREE,             /* a node leases free calls */
+    TOLL_SCRIPT_LIMIT,            /* a node's limits meet the others' */
     TOLL_SCRIPT_METER,            /* the meter flushes a batch */
     TOLL_SCRIPT_QUARANTINE_READ,  /* tollctl reads a claim set aside */
     TOLL_SCRIPT_USAGE,            /* toll_usage reads a buyer's days */

@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +25,14 @@
 #include <sysexits.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "toll_settle_drain.h"
+#include "toll_addr.h"
+#include "toll_clock.h"
+#include "toll_log.h"
 #include "toll_settle_metrics.h"
+#include "toll_thread.h"
 
 
 /* a scrape's request: its line and a few headers fit many times over */
@@ -98,7 +99,6 @@ struct toll_settle_metrics_s {
 };
 
 
-static int toll_settle_listen_port(const char *text, int64_t *port);
 static int toll_settle_metrics_listen(toll_settle_metrics_t *m,
     const toll_settle_listen_t *l, char *err, size_t err_size);
 static int toll_settle_metrics_spawn(toll_settle_metrics_t *m);
@@ -119,6 +119,10 @@ static toll_settle_io_e toll_settle_metrics_wait(toll_settle_metrics_t *m,
     int c, short events, int64_t deadline_ms);
 static size_t toll_settle_metrics_render(toll_settle_metrics_t *m,
     int *overflow);
+static void toll_settle_metrics_render_drain(toll_settle_page_t *pg,
+    const toll_settle_figures_t *f, int64_t lag_ms);
+static void toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
+    const toll_settle_figures_t *f, const toll_settle_hook_stats_t *hs);
 static void toll_settle_page_family(toll_settle_page_t *pg,
     const char *name, const char *type, const char *help);
 static void toll_settle_page_printf(toll_settle_page_t *pg,
@@ -128,121 +132,30 @@ static void toll_settle_page_seconds(toll_settle_page_t *pg,
 static int toll_settle_metrics_tchar(unsigned char ch);
 
 
+/*
+ * lib/toll_addr reads the text by the rules every address of toll's
+ * follows; only a literal or "localhost" (127.0.0.1, without a resolver)
+ * is taken: a listener binds where the docs say, whatever DNS says.
+ */
 int
 toll_settle_listen_parse(const char *text, toll_settle_listen_t *l)
 {
-    int                   v6;
-    char                  host[INET6_ADDRSTRLEN];
-    size_t                len;
-    int64_t               port;
-    const char           *h, *colon, *end;
-    struct sockaddr_in   *sin;
-    struct sockaddr_in6  *sin6;
+    toll_addr_t  a;
 
     if (strcmp(text, "off") == 0) {
         memset(l, 0, sizeof(toll_settle_listen_t));
         return 0;
     }
 
-    if (strlen(text) >= sizeof(l->text)) {
-        return -1;
-    }
-
-    if (text[0] == '[') {
-        end = strchr(text, ']');
-
-        if (end == NULL || end[1] != ':') {
-            return -1;
-        }
-
-        h = text + 1;
-        len = end - h;
-        colon = end + 1;
-        v6 = 1;
-
-    } else {
-        /* an IPv6 literal without brackets: its port is anyone's guess */
-        colon = strchr(text, ':');
-
-        if (colon == NULL || strchr(colon + 1, ':') != NULL) {
-            return -1;
-        }
-
-        h = text;
-        len = colon - text;
-        v6 = 0;
-    }
-
-    if (len == 0 || len >= sizeof(host)
-        || toll_settle_listen_port(colon + 1, &port) != 0)
+    /* an IPv6 literal without brackets is refused: its port is a guess */
+    if (strlen(text) >= sizeof(l->text)
+        || toll_addr_parse(&a, text, 0) != 0
+        || toll_addr_sockaddr(&a, &l->addr, &l->addr_len) != 0)
     {
         return -1;
     }
 
-    memcpy(host, h, len);
-    host[len] = '\0';
-
-    memset(&l->addr, 0, sizeof(l->addr));
-
-    if (v6) {
-        sin6 = (struct sockaddr_in6 *) &l->addr;
-
-        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
-            return -1;
-        }
-
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((uint16_t) port);
-        l->addr_len = sizeof(struct sockaddr_in6);
-
-    } else {
-        sin = (struct sockaddr_in *) &l->addr;
-
-        /*
-         * "localhost" is 127.0.0.1 here, without a resolver: whatever
-         * /etc/hosts says, the daemon listens where the docs say.
-         */
-        if (strcmp(host, "localhost") == 0) {
-            snprintf(host, sizeof(host), "127.0.0.1");
-        }
-
-        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
-            return -1;
-        }
-
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t) port);
-        l->addr_len = sizeof(struct sockaddr_in);
-    }
-
     snprintf(l->text, sizeof(l->text), "%s", text);
-
-    return 0;
-}
-
-
-/* 1 to 65535, digits only */
-static int
-toll_settle_listen_port(const char *text, int64_t *port)
-{
-    size_t   i;
-    int64_t  n;
-
-    n = 0;
-
-    for (i = 0; text[i] != '\0'; i++) {
-        if (text[i] < '0' || text[i] > '9' || i == 5) {
-            return -1;
-        }
-
-        n = n * 10 + (text[i] - '0');
-    }
-
-    if (i == 0 || n < 1 || n > 65535) {
-        return -1;
-    }
-
-    *port = n;
 
     return 0;
 }
@@ -266,7 +179,7 @@ toll_settle_metrics_start(const toll_settle_listen_t *l, const char *version,
     m->fd = -1;
     m->wake[0] = -1;
     m->wake[1] = -1;
-    m->started_mono_ms = toll_settle_now_ms();
+    m->started_mono_ms = toll_clock_mono_ms();
     snprintf(m->version, sizeof(m->version), "%s", version);
 
     if (toll_settle_metrics_listen(m, l, err, err_size) != 0) {
@@ -353,7 +266,7 @@ toll_settle_metrics_stop(toll_settle_metrics_t *m)
 
     if (n != 1 || pthread_join(m->thread, NULL) != 0) {
         /* the thread may still run: its memory must stay */
-        toll_settle_log("metrics: cannot stop the listener thread");
+        toll_log("metrics: cannot stop the listener thread");
         return;
     }
 
@@ -405,27 +318,13 @@ toll_settle_metrics_listen(toll_settle_metrics_t *m,
 
 
 /*
- * The thread blocks the asynchronous signals, so that SIGTERM and SIGINT
- * reach the drain thread and interrupt its sleeps.
+ * The thread starts with the asynchronous signals blocked, so that
+ * SIGTERM and SIGINT reach the drain thread and interrupt its sleeps.
  */
 static int
 toll_settle_metrics_spawn(toll_settle_metrics_t *m)
 {
-    int       rc;
-    sigset_t  all, old;
-
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGABRT);
-
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&m->thread, NULL, toll_settle_metrics_thread, m);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    return (rc == 0) ? 0 : -1;
+    return toll_thread_start(&m->thread, toll_settle_metrics_thread, m);
 }
 
 
@@ -470,8 +369,8 @@ toll_settle_metrics_thread(void *arg)
                 continue;
             }
 
-            toll_settle_log("metrics: poll: %s; the listener stops",
-                            strerror(errno));
+            toll_log("metrics: poll: %s; the listener stops",
+                     strerror(errno));
             break;
         }
 
@@ -511,7 +410,8 @@ toll_settle_metrics_thread(void *arg)
 static int
 toll_settle_metrics_accept_failed(toll_settle_metrics_t *m)
 {
-    int  err;
+    int      err;
+    int64_t  deadline_ms;
 
     err = errno;
 
@@ -522,13 +422,14 @@ toll_settle_metrics_accept_failed(toll_settle_metrics_t *m)
 
     if (!m->accept_failing) {
         m->accept_failing = 1;
-        toll_settle_log("metrics: cannot accept a scrape: %s",
-                        strerror(err));
+        toll_log("metrics: cannot accept a scrape: %s",
+                 strerror(err));
     }
 
     /* the connection stays queued: poll() would return at once */
-    return toll_settle_metrics_wait(m, -1, 0, toll_settle_now_ms()
-                                              + TOLL_SETTLE_METRICS_PAUSE_MS)
+    deadline_ms = toll_clock_mono_ms() + TOLL_SETTLE_METRICS_PAUSE_MS;
+
+    return toll_settle_metrics_wait(m, -1, 0, deadline_ms)
            == TOLL_SETTLE_IO_STOP;
 }
 
@@ -545,7 +446,7 @@ toll_settle_metrics_serve(toll_settle_metrics_t *m, int c)
 
     len = 0;
     head_only = 0;
-    deadline_ms = toll_settle_now_ms() + TOLL_SETTLE_METRICS_READ_MS;
+    deadline_ms = toll_clock_mono_ms() + TOLL_SETTLE_METRICS_READ_MS;
 
     for ( ;; ) {
         io = toll_settle_metrics_wait(m, c, POLLIN, deadline_ms);
@@ -700,8 +601,8 @@ toll_settle_metrics_answer(toll_settle_metrics_t *m, int c, int status,
         }
 
         /* a family added without room for it: a bug, not the drain's */
-        toll_settle_log("metrics: the page is over %d bytes",
-                        TOLL_SETTLE_METRICS_BODY_LEN_MAX);
+        toll_log("metrics: the page is over %d bytes",
+                 TOLL_SETTLE_METRICS_BODY_LEN_MAX);
         status = 500;
         reason = "Internal Server Error";
         body = "the metrics page is too large\n";
@@ -767,7 +668,7 @@ toll_settle_metrics_send(toll_settle_metrics_t *m, int c, const char *p,
     int64_t           deadline_ms;
     toll_settle_io_e  io;
 
-    deadline_ms = toll_settle_now_ms() + TOLL_SETTLE_METRICS_WRITE_MS;
+    deadline_ms = toll_clock_mono_ms() + TOLL_SETTLE_METRICS_WRITE_MS;
 
     while (len > 0) {
         n = send(c, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -805,7 +706,7 @@ toll_settle_metrics_linger(toll_settle_metrics_t *m, int c)
         return 0;
     }
 
-    deadline_ms = toll_settle_now_ms() + TOLL_SETTLE_METRICS_LINGER_MS;
+    deadline_ms = toll_clock_mono_ms() + TOLL_SETTLE_METRICS_LINGER_MS;
 
     for ( ;; ) {
         io = toll_settle_metrics_wait(m, c, POLLIN, deadline_ms);
@@ -836,7 +737,7 @@ toll_settle_metrics_wait(toll_settle_metrics_t *m, int c, short events,
     struct pollfd  pfd[2];
 
     for ( ;; ) {
-        left = deadline_ms - toll_settle_now_ms();
+        left = deadline_ms - toll_clock_mono_ms();
 
         pfd[0].fd = m->wake[0];
         pfd[0].events = POLLIN;
@@ -913,47 +814,6 @@ toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
 
     toll_settle_page_printf(&pg, "\"} 1\n");
 
-    toll_settle_page_family(&pg, "toll_settle_passes_total", "counter",
-        "Drain passes that ended without an error.");
-    toll_settle_page_printf(&pg, "toll_settle_passes_total %llu\n",
-                            (unsigned long long) f.passes);
-
-    toll_settle_page_family(&pg, "toll_settle_batches_total", "counter",
-        "Batches (a buyer's usage of a day) posted to the ledger.");
-    toll_settle_page_printf(&pg, "toll_settle_batches_total %llu\n",
-                            (unsigned long long) f.batches);
-
-    toll_settle_page_family(&pg, "toll_settle_replays_total", "counter",
-        "Claims found already committed to the ledger, only deleted "
-        "from Redis.");
-    toll_settle_page_printf(&pg, "toll_settle_replays_total %llu\n",
-                            (unsigned long long) f.replays);
-
-    toll_settle_page_family(&pg, "toll_settle_records_total", "counter",
-        "Usage records (a service's usage in a batch) posted.");
-    toll_settle_page_printf(&pg, "toll_settle_records_total %llu\n",
-                            (unsigned long long) f.records);
-
-    toll_settle_page_family(&pg, "toll_settle_drained_micros_total",
-        "counter", "Amount posted to the ledger, in micro-units (1e-6) of "
-        "the currency.");
-    toll_settle_page_printf(&pg, "toll_settle_drained_micros_total %lld\n",
-                            (long long) f.drained_micros);
-
-    toll_settle_page_family(&pg, "toll_settle_errors_total", "counter",
-        "Drain passes cut short, by the stage that failed; the next pass "
-        "retries.");
-    toll_settle_page_printf(&pg, "toll_settle_errors_total{stage=\"redis\"} "
-                            "%llu\n", (unsigned long long) f.redis_errors);
-    toll_settle_page_printf(&pg, "toll_settle_errors_total{stage=\"ledger\"} "
-                            "%llu\n", (unsigned long long) f.ledger_errors);
-
-    toll_settle_page_family(&pg, "toll_settle_last_pass_timestamp_seconds",
-        "gauge", "Unix time at which the last pass that emptied the usage "
-        "index started; 0 before the first.");
-    toll_settle_page_seconds(&pg, "toll_settle_last_pass_timestamp_seconds",
-                             f.full_pass_unix_ms);
-
     /*
      * The lag from the monotonic clock, now: it must grow while no pass
      * completes, which a figure published by the passes cannot do.
@@ -961,69 +821,128 @@ toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
     since_ms = (f.full_pass_unix_ms != 0) ? f.full_pass_mono_ms
                                           : m->started_mono_ms;
 
-    toll_settle_page_family(&pg, "toll_settle_drain_lag_seconds", "gauge",
-        "Usage flushed to Redis more than this long ago is in the ledger.");
-    toll_settle_page_seconds(&pg, "toll_settle_drain_lag_seconds",
-                             toll_settle_now_ms() - since_ms);
-
-    toll_settle_page_family(&pg, "toll_settle_open_claims", "gauge",
-        "Claims left in toll:drain:open after the last pass: claims no "
-        "pass can finish, left for the operator.");
-    toll_settle_page_printf(&pg, "toll_settle_open_claims %lld\n",
-                            (long long) f.open_claims);
-
-    toll_settle_page_family(&pg, "toll_settle_quarantined_total", "counter",
-        "Claims the ledger refused, set aside in toll:drain:quarantine.");
-    toll_settle_page_printf(&pg, "toll_settle_quarantined_total %llu\n",
-                            (unsigned long long) f.quarantined);
-
-    toll_settle_page_family(&pg, "toll_settle_quarantine_claims", "gauge",
-        "Claims in toll:drain:quarantine after the last pass, waiting for "
-        "the operator (tollctl quarantine).");
-    toll_settle_page_printf(&pg, "toll_settle_quarantine_claims %lld\n",
-                            (long long) f.quarantine_claims);
-
-    toll_settle_page_family(&pg, "toll_settle_ledger_debits_micros", "gauge",
-        "The ledger's total debits in micro-units, after the last pass.");
-    toll_settle_page_printf(&pg, "toll_settle_ledger_debits_micros %lld\n",
-                            (long long) f.ledger_debits_micros);
-
-    toll_settle_page_family(&pg, "toll_settle_ledger_credits_micros",
-        "gauge", "The ledger's total credits in micro-units, after the last "
-        "pass; equal to the debits.");
-    toll_settle_page_printf(&pg, "toll_settle_ledger_credits_micros %lld\n",
-                            (long long) f.ledger_credits_micros);
-
-    toll_settle_page_family(&pg, "toll_settle_ledger_transactions", "gauge",
-        "Transactions in the ledger (usage and payouts), after the last "
-        "pass.");
-    toll_settle_page_printf(&pg, "toll_settle_ledger_transactions %lld\n",
-                            (long long) f.ledger_transactions);
-
-    toll_settle_page_family(&pg, "toll_settle_webhook_attempts_total",
-        "counter", "Webhook POSTs made, whatever their outcome.");
-    toll_settle_page_printf(&pg, "toll_settle_webhook_attempts_total %llu\n",
-                            (unsigned long long) hs.attempts);
-
-    toll_settle_page_family(&pg, "toll_settle_webhook_deliveries_total",
-        "counter", "Webhook deliveries settled: delivered (a 2xx answer) "
-        "or failed (given up after the retries).");
-    toll_settle_page_printf(&pg, "toll_settle_webhook_deliveries_total"
-                            "{result=\"delivered\"} %llu\n",
-                            (unsigned long long) hs.delivered);
-    toll_settle_page_printf(&pg, "toll_settle_webhook_deliveries_total"
-                            "{result=\"failed\"} %llu\n",
-                            (unsigned long long) hs.failed);
-
-    toll_settle_page_family(&pg, "toll_settle_webhook_pending", "gauge",
-        "Webhook deliveries not yet delivered or failed, after the last "
-        "pass.");
-    toll_settle_page_printf(&pg, "toll_settle_webhook_pending %lld\n",
-                            (long long) f.webhook_pending);
+    toll_settle_metrics_render_drain(&pg, &f,
+                                     toll_clock_mono_ms() - since_ms);
+    toll_settle_metrics_render_ledger(&pg, &f, &hs);
 
     *overflow = pg.overflow;
 
     return pg.len;
+}
+
+
+/* the drain's families, from its figures and the lag */
+static void
+toll_settle_metrics_render_drain(toll_settle_page_t *pg,
+    const toll_settle_figures_t *f, int64_t lag_ms)
+{
+    toll_settle_page_family(pg, "toll_settle_passes_total", "counter",
+        "Drain passes that ended without an error.");
+    toll_settle_page_printf(pg, "toll_settle_passes_total %llu\n",
+                            (unsigned long long) f->passes);
+
+    toll_settle_page_family(pg, "toll_settle_batches_total", "counter",
+        "Batches (a buyer's usage of a day) posted to the ledger.");
+    toll_settle_page_printf(pg, "toll_settle_batches_total %llu\n",
+                            (unsigned long long) f->batches);
+
+    toll_settle_page_family(pg, "toll_settle_replays_total", "counter",
+        "Claims found already committed to the ledger, only deleted "
+        "from Redis.");
+    toll_settle_page_printf(pg, "toll_settle_replays_total %llu\n",
+                            (unsigned long long) f->replays);
+
+    toll_settle_page_family(pg, "toll_settle_records_total", "counter",
+        "Usage records (a service's usage in a batch) posted.");
+    toll_settle_page_printf(pg, "toll_settle_records_total %llu\n",
+                            (unsigned long long) f->records);
+
+    toll_settle_page_family(pg, "toll_settle_drained_micros_total",
+        "counter", "Amount posted to the ledger, in micro-units (1e-6) of "
+        "the currency.");
+    toll_settle_page_printf(pg, "toll_settle_drained_micros_total %lld\n",
+                            (long long) f->drained_micros);
+
+    toll_settle_page_family(pg, "toll_settle_errors_total", "counter",
+        "Drain passes cut short, by the stage that failed; the next pass "
+        "retries.");
+    toll_settle_page_printf(pg, "toll_settle_errors_total{stage=\"redis\"} "
+                            "%llu\n", (unsigned long long) f->redis_errors);
+    toll_settle_page_printf(pg, "toll_settle_errors_total{stage=\"ledger\"} "
+                            "%llu\n", (unsigned long long) f->ledger_errors);
+
+    toll_settle_page_family(pg, "toll_settle_last_pass_timestamp_seconds",
+        "gauge", "Unix time at which the last pass that emptied the usage "
+        "index started; 0 before the first.");
+    toll_settle_page_seconds(pg, "toll_settle_last_pass_timestamp_seconds",
+                             f->full_pass_unix_ms);
+
+    toll_settle_page_family(pg, "toll_settle_drain_lag_seconds", "gauge",
+        "Usage flushed to Redis more than this long ago is in the ledger.");
+    toll_settle_page_seconds(pg, "toll_settle_drain_lag_seconds", lag_ms);
+
+    toll_settle_page_family(pg, "toll_settle_open_claims", "gauge",
+        "Claims left in toll:drain:open after the last pass: claims no "
+        "pass can finish, left for the operator.");
+    toll_settle_page_printf(pg, "toll_settle_open_claims %lld\n",
+                            (long long) f->open_claims);
+
+    toll_settle_page_family(pg, "toll_settle_quarantined_total", "counter",
+        "Claims the ledger refused, set aside in toll:drain:quarantine.");
+    toll_settle_page_printf(pg, "toll_settle_quarantined_total %llu\n",
+                            (unsigned long long) f->quarantined);
+
+    toll_settle_page_family(pg, "toll_settle_quarantine_claims", "gauge",
+        "Claims in toll:drain:quarantine after the last pass, waiting for "
+        "the operator (tollctl quarantine).");
+    toll_settle_page_printf(pg, "toll_settle_quarantine_claims %lld\n",
+                            (long long) f->quarantine_claims);
+}
+
+
+/* the ledger's totals and the webhook sender's counters */
+static void
+toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
+    const toll_settle_figures_t *f, const toll_settle_hook_stats_t *hs)
+{
+
+    toll_settle_page_family(pg, "toll_settle_ledger_debits_micros", "gauge",
+        "The ledger's total debits in micro-units, after the last pass.");
+    toll_settle_page_printf(pg, "toll_settle_ledger_debits_micros %lld\n",
+                            (long long) f->ledger_debits_micros);
+
+    toll_settle_page_family(pg, "toll_settle_ledger_credits_micros",
+        "gauge", "The ledger's total credits in micro-units, after the last "
+        "pass; equal to the debits.");
+    toll_settle_page_printf(pg, "toll_settle_ledger_credits_micros %lld\n",
+                            (long long) f->ledger_credits_micros);
+
+    toll_settle_page_family(pg, "toll_settle_ledger_transactions", "gauge",
+        "Transactions in the ledger (usage and payouts), after the last "
+        "pass.");
+    toll_settle_page_printf(pg, "toll_settle_ledger_transactions %lld\n",
+                            (long long) f->ledger_transactions);
+
+    toll_settle_page_family(pg, "toll_settle_webhook_attempts_total",
+        "counter", "Webhook POSTs made, whatever their outcome.");
+    toll_settle_page_printf(pg, "toll_settle_webhook_attempts_total %llu\n",
+                            (unsigned long long) hs->attempts);
+
+    toll_settle_page_family(pg, "toll_settle_webhook_deliveries_total",
+        "counter", "Webhook deliveries settled: delivered (a 2xx answer) "
+        "or failed (given up after the retries).");
+    toll_settle_page_printf(pg, "toll_settle_webhook_deliveries_total"
+                            "{result=\"delivered\"} %llu\n",
+                            (unsigned long long) hs->delivered);
+    toll_settle_page_printf(pg, "toll_settle_webhook_deliveries_total"
+                            "{result=\"failed\"} %llu\n",
+                            (unsigned long long) hs->failed);
+
+    toll_settle_page_family(pg, "toll_settle_webhook_pending", "gauge",
+        "Webhook deliveries not yet delivered or failed, after the last "
+        "pass.");
+    toll_settle_page_printf(pg, "toll_settle_webhook_pending %lld\n",
+                            (long long) f->webhook_pending);
 }
 
 

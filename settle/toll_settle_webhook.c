@@ -20,14 +20,13 @@
  *      due, a kick, or TOLL_SETTLE_HOOK_WAIT_MS_MAX.
  *
  * next_at_ms is wall-clock time, so that it means the same after a
- * restart; the waits are monotonic.  Nothing here logs a secret.
+ * restart; the waits are monotonic.  Nothing here logs a secret.  The
+ * SQL of these steps is in toll_settle_outbox.c.
  */
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +38,13 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <sqlite3.h>
 
+#include "toll_clock.h"
 #include "toll_ledger.h"
+#include "toll_log.h"
+#include "toll_settle_outbox.h"
 #include "toll_settle_webhook.h"
+#include "toll_thread.h"
 
 
 /* attempts running at once, in all and to one URL */
@@ -59,11 +61,9 @@
 #define TOLL_SETTLE_HOOK_FIELD_LEN_MAX      128
 #define TOLL_SETTLE_HOOK_HEADER_LEN_MAX                                     \
     (32 + TOLL_SETTLE_HOOK_FIELD_LEN_MAX + TOLL_SETTLE_SIGNATURE_MAX)
-#define TOLL_SETTLE_HOOK_LOG_LEN_MAX        1024
 #define TOLL_SETTLE_HOOK_INT_STR_LEN        sizeof("-9223372036854775808")
 #define TOLL_SETTLE_HOOK_HMAC_LEN           32              /* SHA-256 */
 
-#define TOLL_SETTLE_HOOK_CURSOR             "webhook_cursor"
 #define TOLL_SETTLE_HOOK_USER_AGENT         "toll-settle"
 
 #define TOLL_SETTLE_HOOK_NELTS(a)           (sizeof(a) / sizeof((a)[0]))
@@ -111,49 +111,6 @@ typedef struct {
 } toll_settle_wurl_t;
 
 
-enum {
-    TOLL_SETTLE_SQL_BEGIN = 0,
-    TOLL_SETTLE_SQL_COMMIT,
-    TOLL_SETTLE_SQL_ROLLBACK,
-    TOLL_SETTLE_SQL_MAX_SEQ,
-    TOLL_SETTLE_SQL_CURSOR_GET,
-    TOLL_SETTLE_SQL_CURSOR_SET,
-    TOLL_SETTLE_SQL_EVENTS_AFTER,
-    TOLL_SETTLE_SQL_DELIVERY_ADD,
-    TOLL_SETTLE_SQL_DUE,
-    TOLL_SETTLE_SQL_DELIVERED,
-    TOLL_SETTLE_SQL_ATTEMPTED,
-    TOLL_SETTLE_SQL_UNSETTLED,
-    TOLL_SETTLE_SQL_N
-};
-
-
-static const char  *toll_settle_hook_sql[TOLL_SETTLE_SQL_N] = {
-    "BEGIN IMMEDIATE",
-    "COMMIT",
-    "ROLLBACK",
-    "SELECT coalesce(max(seq), 0) FROM events",
-    "SELECT value FROM meta WHERE name = '" TOLL_SETTLE_HOOK_CURSOR "'",
-    "INSERT INTO meta (name, value) VALUES ('" TOLL_SETTLE_HOOK_CURSOR "', ?1)"
-    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    "SELECT seq, type FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    "INSERT OR IGNORE INTO deliveries (event_seq, url, status, attempts,"
-    " next_at_ms) VALUES (?1, ?2, 'pending', 0, ?3)",
-    "SELECT d.id, d.attempts, d.next_at_ms, e.id, e.type, e.body"
-    " FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-    " WHERE d.status = 'pending' AND d.url = ?1"
-    " ORDER BY d.next_at_ms, d.id LIMIT ?2",
-    "UPDATE deliveries SET status = 'delivered', attempts = ?2,"
-    " last_status = ?3, last_error = NULL, delivered_at = ?4"
-    " WHERE id = ?1 AND status = 'pending'",
-    "UPDATE deliveries SET status = ?2, attempts = ?3, last_status = ?4,"
-    " last_error = ?5, next_at_ms = ?6"
-    " WHERE id = ?1 AND status = 'pending'",
-    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'pending'"
-    " AND url = ?1 AND event_seq <= ?2)"
-};
-
-
 struct toll_settle_webhooks_s {
     /* shared: under mutex */
     pthread_mutex_t            mutex;
@@ -183,8 +140,7 @@ struct toll_settle_webhooks_s {
     int                        verbose;
 
     /* the thread's own */
-    sqlite3                   *db;
-    sqlite3_stmt              *sql[TOLL_SETTLE_SQL_N];
+    toll_settle_outbox_t      *outbox;
     toll_settle_xfer_t         xfers[TOLL_SETTLE_HOOK_INFLIGHT_MAX];
     int                        inflight;      /* xfers not free */
     int64_t                    cursor;        /* -1: not read yet */
@@ -197,12 +153,8 @@ struct toll_settle_webhooks_s {
 };
 
 
-static void toll_settle_hook_log(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
 static int toll_settle_hook_copy(toll_settle_webhooks_t *w,
     const toll_settle_hook_t *hooks, size_t n, char *err, size_t err_size);
-static int toll_settle_hook_open(toll_settle_webhooks_t *w,
-    const char *ledger_path, char *err, size_t err_size);
 static int toll_settle_hook_spawn(toll_settle_webhooks_t *w);
 static void toll_settle_hook_free(toll_settle_webhooks_t *w);
 static void *toll_settle_hook_thread(void *arg);
@@ -217,7 +169,7 @@ static int toll_settle_hook_cursor_get(toll_settle_webhooks_t *w,
 static void toll_settle_hook_send_due(toll_settle_webhooks_t *w,
     int64_t now_ms, int64_t *wake_ms);
 static void toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
-    sqlite3_stmt *row, int64_t now_ms);
+    const toll_settle_due_t *row, int64_t now_ms);
 static int toll_settle_hook_easy(toll_settle_webhooks_t *w,
     toll_settle_xfer_t *x, const toll_settle_whook_t *hook,
     const char *body, size_t body_len);
@@ -236,14 +188,11 @@ static void toll_settle_hook_free_slot(toll_settle_webhooks_t *w,
     toll_settle_xfer_t *x);
 static int toll_settle_hook_inflight(const toll_settle_webhooks_t *w,
     int64_t delivery_id);
-static int toll_settle_hook_step_done(toll_settle_webhooks_t *w,
-    sqlite3_stmt *st, const char *what);
 static void toll_settle_hook_db_error(toll_settle_webhooks_t *w,
     const char *what);
 static int toll_settle_hook_field_ok(const unsigned char *s, int len);
 static size_t toll_settle_hook_discard(char *ptr, size_t size,
     size_t nmemb, void *data);
-static int64_t toll_settle_hook_wall_ms(void);
 static void toll_settle_hook_timespec(int64_t ms, struct timespec *ts);
 
 
@@ -390,7 +339,8 @@ toll_settle_webhooks_start(const char *ledger_path,
     }
 
     if (toll_settle_hook_copy(w, hooks, n, err, err_size) != 0
-        || toll_settle_hook_open(w, ledger_path, err, err_size) != 0)
+        || toll_settle_outbox_open(ledger_path, &w->outbox, err, err_size)
+           != 0)
     {
         toll_settle_hook_free(w);
         return -1;
@@ -503,25 +453,11 @@ toll_settle_webhooks_stop(toll_settle_webhooks_t *w)
         (void) curl_multi_wakeup(w->multi);
 
         if (pthread_join(w->thread, NULL) != 0) {
-            toll_settle_hook_log("webhooks: cannot join the sender thread");
+            toll_log("webhooks: cannot join the sender thread");
         }
     }
 
     toll_settle_hook_free(w);
-}
-
-
-static void
-toll_settle_hook_log(const char *fmt, ...)
-{
-    char     line[TOLL_SETTLE_HOOK_LOG_LEN_MAX];
-    va_list  args;
-
-    va_start(args, fmt);
-    vsnprintf(line, sizeof(line), fmt, args);
-    va_end(args);
-
-    fprintf(stderr, "toll-settle: %s\n", line);
 }
 
 
@@ -584,58 +520,14 @@ toll_settle_hook_copy(toll_settle_webhooks_t *w,
 }
 
 
-/* the thread's own connection; every statement it runs, prepared once */
-static int
-toll_settle_hook_open(toll_settle_webhooks_t *w, const char *ledger_path,
-    char *err, size_t err_size)
-{
-    int     rc;
-    char    pragmas[128];
-    size_t  i;
-
-    rc = sqlite3_open_v2(ledger_path, &w->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, err_size, "webhooks: cannot open the ledger \"%s\": "
-                 "%s", ledger_path,
-                 w->db ? sqlite3_errmsg(w->db) : sqlite3_errstr(rc));
-        return -1;
-    }
-
-    snprintf(pragmas, sizeof(pragmas), "PRAGMA busy_timeout = %d;"
-             "PRAGMA synchronous = FULL;PRAGMA foreign_keys = ON;",
-             TOLL_LEDGER_BUSY_TIMEOUT_MS);
-
-    if (sqlite3_exec(w->db, pragmas, NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, err_size, "webhooks: ledger \"%s\": %s", ledger_path,
-                 sqlite3_errmsg(w->db));
-        return -1;
-    }
-
-    for (i = 0; i < TOLL_SETTLE_SQL_N; i++) {
-        rc = sqlite3_prepare_v3(w->db, toll_settle_hook_sql[i], -1,
-                                SQLITE_PREPARE_PERSISTENT, &w->sql[i], NULL);
-        if (rc != SQLITE_OK) {
-            snprintf(err, err_size, "webhooks: ledger \"%s\" is not a toll "
-                     "ledger of this version: %s", ledger_path,
-                     sqlite3_errmsg(w->db));
-            return -1;
-        }
-    }
-
-    return 0;
-}
-
-
 /*
- * The thread blocks the asynchronous signals, so that SIGTERM and SIGINT
- * reach the drain thread and interrupt its sleeps.
+ * The thread starts with the asynchronous signals blocked, so that
+ * SIGTERM and SIGINT reach the drain thread and interrupt its sleeps.
  */
 static int
 toll_settle_hook_spawn(toll_settle_webhooks_t *w)
 {
     int                 rc;
-    sigset_t            all, old;
     pthread_condattr_t  attr;
 
     if (pthread_condattr_init(&attr) != 0) {
@@ -658,18 +550,7 @@ toll_settle_hook_spawn(toll_settle_webhooks_t *w)
         return -1;
     }
 
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    sigdelset(&all, SIGABRT);
-
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&w->thread, NULL, toll_settle_hook_thread, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    if (rc != 0) {
+    if (toll_thread_start(&w->thread, toll_settle_hook_thread, w) != 0) {
         pthread_mutex_destroy(&w->mutex);
         pthread_cond_destroy(&w->settled);
         return -1;
@@ -685,6 +566,7 @@ toll_settle_hook_spawn(toll_settle_webhooks_t *w)
 static void
 toll_settle_hook_free(toll_settle_webhooks_t *w)
 {
+    char    err[TOLL_LOG_MESSAGE_MAX];
     size_t  i;
 
     for (i = 0; i < TOLL_SETTLE_HOOK_INFLIGHT_MAX; i++) {
@@ -695,15 +577,8 @@ toll_settle_hook_free(toll_settle_webhooks_t *w)
         curl_multi_cleanup(w->multi);
     }
 
-    for (i = 0; i < TOLL_SETTLE_SQL_N; i++) {
-        sqlite3_finalize(w->sql[i]);
-    }
-
-    if (w->db != NULL) {
-        if (sqlite3_close(w->db) != SQLITE_OK) {
-            toll_settle_hook_log("webhooks: closing the ledger: %s",
-                                 sqlite3_errmsg(w->db));
-        }
+    if (toll_settle_outbox_close(w->outbox, err, sizeof(err)) != 0) {
+        toll_log("webhooks: closing the ledger: %s", err);
     }
 
     for (i = 0; i < w->nhooks; i++) {
@@ -788,7 +663,7 @@ toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
     int      running, freed;
     int64_t  now_ms, wake_ms;
 
-    now_ms = toll_settle_hook_wall_ms();
+    now_ms = toll_clock_real_ms();
     wake_ms = now_ms + TOLL_SETTLE_HOOK_WAIT_MS_MAX;
 
     if (toll_settle_hook_fanout(w, now_ms) == 0 && !w->fanout_more
@@ -812,7 +687,7 @@ toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
         wake_ms = now_ms;
     }
 
-    now_ms = toll_settle_hook_wall_ms();
+    now_ms = toll_clock_real_ms();
 
     *wait_ms = wake_ms - now_ms;
 
@@ -826,31 +701,16 @@ toll_settle_hook_round(toll_settle_webhooks_t *w, uint64_t asked,
 }
 
 
-/*
- * Events past the cursor become deliveries, one per URL that subscribes
- * to the type, and the cursor moves past them, in one transaction:
- * an event is fanned out once, even across a crash.  0, or -1 when the
- * ledger refused (busy): the next round tries again.
- */
 static int
 toll_settle_hook_fanout(toll_settle_webhooks_t *w, int64_t now_ms)
 {
-    int            rc;
-    char           value[TOLL_SETTLE_HOOK_INT_STR_LEN];
-    int64_t        max_seq, cursor, last;
-    sqlite3_stmt  *st;
+    int64_t  max_seq, cursor, last;
 
     w->fanout_more = 0;
 
     if (w->cursor >= 0) {
         /* no write lock when there is nothing new, the usual case */
-        st = w->sql[TOLL_SETTLE_SQL_MAX_SEQ];
-
-        rc = sqlite3_step(st);
-        max_seq = (rc == SQLITE_ROW) ? sqlite3_column_int64(st, 0) : -1;
-        sqlite3_reset(st);
-
-        if (rc != SQLITE_ROW) {
+        if (toll_settle_outbox_max_seq(w->outbox, &max_seq) != 0) {
             toll_settle_hook_db_error(w, "read the events");
             return -1;
         }
@@ -861,10 +721,8 @@ toll_settle_hook_fanout(toll_settle_webhooks_t *w, int64_t now_ms)
         }
     }
 
-    if (toll_settle_hook_step_done(w, w->sql[TOLL_SETTLE_SQL_BEGIN],
-                                   "begin the fan-out")
-        != 0)
-    {
+    if (toll_settle_outbox_begin(w->outbox) != 0) {
+        toll_settle_hook_db_error(w, "begin the fan-out");
         return -1;
     }
 
@@ -878,23 +736,15 @@ toll_settle_hook_fanout(toll_settle_webhooks_t *w, int64_t now_ms)
         goto failed;
     }
 
-    if (last != cursor) {
-        snprintf(value, sizeof(value), "%lld", (long long) last);
-
-        st = w->sql[TOLL_SETTLE_SQL_CURSOR_SET];
-        sqlite3_bind_text(st, 1, value, -1, SQLITE_TRANSIENT);
-
-        if (toll_settle_hook_step_done(w, st, "move the webhook cursor")
-            != 0)
-        {
-            goto failed;
-        }
+    if (last != cursor
+        && toll_settle_outbox_cursor_set(w->outbox, last) != 0)
+    {
+        toll_settle_hook_db_error(w, "move the webhook cursor");
+        goto failed;
     }
 
-    if (toll_settle_hook_step_done(w, w->sql[TOLL_SETTLE_SQL_COMMIT],
-                                   "commit the fan-out")
-        != 0)
-    {
+    if (toll_settle_outbox_commit(w->outbox) != 0) {
+        toll_settle_hook_db_error(w, "commit the fan-out");
         goto failed;
     }
 
@@ -905,8 +755,7 @@ toll_settle_hook_fanout(toll_settle_webhooks_t *w, int64_t now_ms)
 
 failed:
 
-    (void) sqlite3_step(w->sql[TOLL_SETTLE_SQL_ROLLBACK]);
-    sqlite3_reset(w->sql[TOLL_SETTLE_SQL_ROLLBACK]);
+    toll_settle_outbox_rollback(w->outbox);
     w->fanout_more = 0;
 
     return -1;
@@ -917,23 +766,21 @@ static int
 toll_settle_hook_fanout_events(toll_settle_webhooks_t *w, int64_t cursor,
     int64_t now_ms, int64_t *last)
 {
-    int            rc, n;
-    size_t         i;
-    int64_t        seq;
-    unsigned       bit;
-    sqlite3_stmt  *ev, *add;
+    int          rc, n;
+    size_t       i;
+    int64_t      seq;
+    unsigned     bit;
+    const char  *type;
 
-    ev = w->sql[TOLL_SETTLE_SQL_EVENTS_AFTER];
-    add = w->sql[TOLL_SETTLE_SQL_DELIVERY_ADD];
-
-    sqlite3_bind_int64(ev, 1, cursor);
-    sqlite3_bind_int(ev, 2, TOLL_SETTLE_HOOK_FANOUT_EVENTS_MAX);
+    toll_settle_outbox_events_start(w->outbox, cursor,
+                                    TOLL_SETTLE_HOOK_FANOUT_EVENTS_MAX);
 
     n = 0;
 
-    while ((rc = sqlite3_step(ev)) == SQLITE_ROW) {
-        seq = sqlite3_column_int64(ev, 0);
-        bit = toll_settle_event_bit((const char *) sqlite3_column_text(ev, 1));
+    while ((rc = toll_settle_outbox_events_next(w->outbox, &seq, &type))
+           == 1)
+    {
+        bit = toll_settle_event_bit(type);
 
         assert(seq > *last);
 
@@ -943,12 +790,12 @@ toll_settle_hook_fanout_events(toll_settle_webhooks_t *w, int64_t cursor,
             }
 
             /* a URL named twice gets one delivery: UNIQUE (event_seq, url) */
-            sqlite3_bind_int64(add, 1, seq);
-            sqlite3_bind_text(add, 2, w->hooks[i].url, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(add, 3, now_ms);
-
-            if (toll_settle_hook_step_done(w, add, "add a delivery") != 0) {
-                sqlite3_reset(ev);
+            if (toll_settle_outbox_delivery_add(w->outbox, seq,
+                                                w->hooks[i].url, now_ms)
+                != 0)
+            {
+                toll_settle_hook_db_error(w, "add a delivery");
+                toll_settle_outbox_events_end(w->outbox);
                 return -1;
             }
         }
@@ -957,9 +804,9 @@ toll_settle_hook_fanout_events(toll_settle_webhooks_t *w, int64_t cursor,
         n++;
     }
 
-    sqlite3_reset(ev);
+    toll_settle_outbox_events_end(w->outbox);
 
-    if (rc != SQLITE_DONE) {
+    if (rc != 0) {
         toll_settle_hook_db_error(w, "read the new events");
         return -1;
     }
@@ -973,42 +820,20 @@ toll_settle_hook_fanout_events(toll_settle_webhooks_t *w, int64_t cursor,
 static int
 toll_settle_hook_cursor_get(toll_settle_webhooks_t *w, int64_t *cursor)
 {
-    int            rc;
-    char          *end;
-    long long      v;
-    const char    *text;
-    sqlite3_stmt  *st;
+    int   rc, malformed;
+    char  bad[TOLL_LOG_MESSAGE_MAX];
 
-    st = w->sql[TOLL_SETTLE_SQL_CURSOR_GET];
+    rc = toll_settle_outbox_cursor_get(w->outbox, cursor, &malformed, bad,
+                                       sizeof(bad));
 
-    *cursor = 0;
-
-    rc = sqlite3_step(st);
-
-    if (rc == SQLITE_ROW) {
-        text = (const char *) sqlite3_column_text(st, 0);
-
-        errno = 0;
-        v = (text != NULL) ? strtoll(text, &end, 10) : -1;
-
-        if (text == NULL || errno != 0 || end == text || *end != '\0'
-            || v < 0)
-        {
-            /* deliveries are UNIQUE: from 0, nothing is sent twice */
-            toll_settle_hook_log("webhooks: the ledger's %s \"%s\" is not "
-                                 "a number; fanning out from the first "
-                                 "event", TOLL_SETTLE_HOOK_CURSOR,
-                                 text ? text : "");
-            v = 0;
-        }
-
-        *cursor = v;
-        rc = sqlite3_step(st);
+    if (malformed) {
+        /* deliveries are UNIQUE: from 0, nothing is sent twice */
+        toll_log("webhooks: the ledger's %s \"%s\" is not a "
+                 "number; fanning out from the first event",
+                 TOLL_SETTLE_OUTBOX_CURSOR, bad);
     }
 
-    sqlite3_reset(st);
-
-    if (rc != SQLITE_DONE) {
+    if (rc != 0) {
         toll_settle_hook_db_error(w, "read the webhook cursor");
         return -1;
     }
@@ -1017,22 +842,14 @@ toll_settle_hook_cursor_get(toll_settle_webhooks_t *w, int64_t *cursor)
 }
 
 
-/*
- * Per URL, in turns, the pending deliveries in order of next_at_ms: the
- * due ones start while there is room; the first one not due yet sets
- * *wake_ms.  A URL with no room left is woken by its transfers' ends.
- */
 static void
 toll_settle_hook_send_due(toll_settle_webhooks_t *w, int64_t now_ms,
     int64_t *wake_ms)
 {
     int                  rc, room;
     size_t               k, u;
-    int64_t              next_at;
-    sqlite3_stmt        *st;
+    toll_settle_due_t    row;
     toll_settle_wurl_t  *url;
-
-    st = w->sql[TOLL_SETTLE_SQL_DUE];
 
     for (k = 0; k < w->nurls; k++) {
         u = (w->url_next + k) % w->nurls;
@@ -1048,11 +865,11 @@ toll_settle_hook_send_due(toll_settle_webhooks_t *w, int64_t now_ms,
         }
 
         /* the ones in flight come first, being the oldest due */
-        sqlite3_bind_text(st, 1, url->url, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, url->inflight + room + 1);
+        toll_settle_outbox_due_start(w->outbox, url->url,
+                                     url->inflight + room + 1);
 
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (toll_settle_hook_inflight(w, sqlite3_column_int64(st, 0))) {
+        while ((rc = toll_settle_outbox_due_next(w->outbox, &row)) == 1) {
+            if (toll_settle_hook_inflight(w, row.id)) {
                 continue;
             }
 
@@ -1060,23 +877,21 @@ toll_settle_hook_send_due(toll_settle_webhooks_t *w, int64_t now_ms,
                 break;          /* the end of a transfer wakes us */
             }
 
-            next_at = sqlite3_column_int64(st, 2);
-
-            if (next_at > now_ms) {
-                if (next_at < *wake_ms) {
-                    *wake_ms = next_at;
+            if (row.next_at_ms > now_ms) {
+                if (row.next_at_ms < *wake_ms) {
+                    *wake_ms = row.next_at_ms;
                 }
 
                 break;
             }
 
-            toll_settle_hook_attempt(w, u, st, now_ms);
+            toll_settle_hook_attempt(w, u, &row, now_ms);
             room--;
         }
 
-        sqlite3_reset(st);
+        toll_settle_outbox_due_end(w->outbox);
 
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        if (rc == -1) {
             toll_settle_hook_db_error(w, "read the due deliveries");
             break;
         }
@@ -1089,17 +904,13 @@ toll_settle_hook_send_due(toll_settle_webhooks_t *w, int64_t now_ms,
 
 
 /*
- * One attempt of the delivery in row (d.id, d.attempts, d.next_at_ms,
- * e.id, e.type, e.body).  Whatever fails here ends the attempt at once
- * (state DONE), to be written with the others.
+ * One attempt of the delivery in row.  Whatever fails here ends the
+ * attempt at once (state DONE), to be written with the others.
  */
 static void
 toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
-    sqlite3_stmt *row, int64_t now_ms)
+    const toll_settle_due_t *row, int64_t now_ms)
 {
-    int                         id_len, type_len, body_len;
-    const char                 *body;
-    const unsigned char        *id, *type;
     toll_settle_xfer_t         *x;
     const toll_settle_whook_t  *hook;
 
@@ -1110,8 +921,8 @@ toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
     memset(x, 0, sizeof(toll_settle_xfer_t));
 
     x->state = TOLL_SETTLE_XFER_DONE;
-    x->delivery_id = sqlite3_column_int64(row, 0);
-    x->attempts = sqlite3_column_int64(row, 1);
+    x->delivery_id = row->id;
+    x->attempts = row->attempts;
     x->url = u;
     x->ended_ms = now_ms;
 
@@ -1121,15 +932,8 @@ toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
     assert(w->inflight <= TOLL_SETTLE_HOOK_INFLIGHT_MAX);
     assert(w->urls[u].inflight <= TOLL_SETTLE_HOOK_URL_INFLIGHT_MAX);
 
-    id = sqlite3_column_text(row, 3);
-    id_len = sqlite3_column_bytes(row, 3);
-    type = sqlite3_column_text(row, 4);
-    type_len = sqlite3_column_bytes(row, 4);
-    body = (const char *) sqlite3_column_text(row, 5);
-    body_len = sqlite3_column_bytes(row, 5);
-
-    if (!toll_settle_hook_field_ok(id, id_len)
-        || !toll_settle_hook_field_ok(type, type_len))
+    if (!toll_settle_hook_field_ok(row->event_id, row->event_id_len)
+        || !toll_settle_hook_field_ok(row->event_type, row->event_type_len))
     {
         snprintf(x->event_id, sizeof(x->event_id), "of delivery %lld",
                  (long long) x->delivery_id);
@@ -1139,10 +943,10 @@ toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
         return;
     }
 
-    memcpy(x->event_id, id, (size_t) id_len);
-    memcpy(x->event_type, type, (size_t) type_len);
+    memcpy(x->event_id, row->event_id, (size_t) row->event_id_len);
+    memcpy(x->event_type, row->event_type, (size_t) row->event_type_len);
 
-    if (body == NULL || body_len > TOLL_SETTLE_HOOK_BODY_LEN_MAX) {
+    if (row->body == NULL || row->body_len > TOLL_SETTLE_HOOK_BODY_LEN_MAX) {
         snprintf(x->error, sizeof(x->error), "the event's body is over %d "
                  "bytes", TOLL_SETTLE_HOOK_BODY_LEN_MAX);
         x->permanent = 1;
@@ -1151,7 +955,9 @@ toll_settle_hook_attempt(toll_settle_webhooks_t *w, size_t u,
 
     hook = toll_settle_hook_for(w, u, x->event_type);
 
-    if (toll_settle_hook_easy(w, x, hook, body, (size_t) body_len) != 0) {
+    if (toll_settle_hook_easy(w, x, hook, row->body, (size_t) row->body_len)
+        != 0)
+    {
         toll_settle_hook_release(w, x);
         return;
     }
@@ -1179,7 +985,7 @@ toll_settle_hook_easy(toll_settle_webhooks_t *w, toll_settle_xfer_t *x,
     struct curl_slist  *list;
 
     if (toll_settle_webhook_sign(hook->secret,
-                                 toll_settle_hook_wall_ms() / 1000, body,
+                                 toll_clock_real_ms() / 1000, body,
                                  body_len, sig, sizeof(sig))
         != 0)
     {
@@ -1306,7 +1112,7 @@ toll_settle_hook_collect(toll_settle_webhooks_t *w)
         (void) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 
         x->http_status = status;
-        x->ended_ms = toll_settle_hook_wall_ms();
+        x->ended_ms = toll_clock_real_ms();
 
         /* an attempt that went out, answered or not: one POST */
         atomic_fetch_add_explicit(&w->stat_attempts, 1,
@@ -1359,22 +1165,18 @@ toll_settle_hook_record_all(toll_settle_webhooks_t *w)
 static int
 toll_settle_hook_record(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
 {
-    int            final;
-    int64_t        attempt, delay_ms;
-    const char    *status;
-    sqlite3_stmt  *st;
+    int          final;
+    int64_t      attempt, delay_ms;
+    const char  *status;
 
     attempt = x->attempts + 1;
 
     if (x->ok) {
-        st = w->sql[TOLL_SETTLE_SQL_DELIVERED];
-
-        sqlite3_bind_int64(st, 1, x->delivery_id);
-        sqlite3_bind_int64(st, 2, attempt);
-        sqlite3_bind_int64(st, 3, x->http_status);
-        sqlite3_bind_int64(st, 4, toll_ledger_now());
-
-        if (toll_settle_hook_step_done(w, st, "record a delivery") != 0) {
+        if (toll_settle_outbox_delivered(w->outbox, x->delivery_id, attempt,
+                                         x->http_status, toll_ledger_now())
+            != 0)
+        {
+            toll_settle_hook_db_error(w, "record a delivery");
             return -1;
         }
 
@@ -1396,23 +1198,12 @@ toll_settle_hook_record(toll_settle_webhooks_t *w, toll_settle_xfer_t *x)
         status = "pending";
     }
 
-    st = w->sql[TOLL_SETTLE_SQL_ATTEMPTED];
-
-    sqlite3_bind_int64(st, 1, x->delivery_id);
-    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, attempt);
-
-    if (x->http_status != 0) {
-        sqlite3_bind_int64(st, 4, x->http_status);
-
-    } else {
-        sqlite3_bind_null(st, 4);
-    }
-
-    sqlite3_bind_text(st, 5, x->error, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, x->ended_ms + delay_ms);
-
-    if (toll_settle_hook_step_done(w, st, "record a delivery attempt") != 0) {
+    if (toll_settle_outbox_attempted(w->outbox, x->delivery_id, status,
+                                     attempt, x->http_status, x->error,
+                                     x->ended_ms + delay_ms)
+        != 0)
+    {
+        toll_settle_hook_db_error(w, "record a delivery attempt");
         return -1;
     }
 
@@ -1436,11 +1227,11 @@ toll_settle_hook_report(toll_settle_webhooks_t *w,
     url = w->urls[x->url].url;
 
     if (strcmp(status, "failed") == 0) {
-        toll_settle_hook_log("webhook %s (%s) to %s failed for good after "
-                             "%lld attempt%s: %s", x->event_id,
-                             x->event_type, url,
-                             (long long) x->attempts + 1,
-                             x->attempts == 0 ? "" : "s", x->error);
+        toll_log("webhook %s (%s) to %s failed for good after "
+                 "%lld attempt%s: %s", x->event_id,
+                 x->event_type, url,
+                 (long long) x->attempts + 1,
+                 x->attempts == 0 ? "" : "s", x->error);
         return;
     }
 
@@ -1449,18 +1240,18 @@ toll_settle_hook_report(toll_settle_webhooks_t *w,
     }
 
     if (strcmp(status, "delivered") == 0) {
-        toll_settle_hook_log("webhook %s (%s) to %s delivered at attempt "
-                             "%lld (HTTP %ld)", x->event_id, x->event_type,
-                             url, (long long) x->attempts + 1,
-                             x->http_status);
+        toll_log("webhook %s (%s) to %s delivered at attempt "
+                 "%lld (HTTP %ld)", x->event_id, x->event_type,
+                 url, (long long) x->attempts + 1,
+                 x->http_status);
         return;
     }
 
-    toll_settle_hook_log("webhook %s (%s) to %s: attempt %lld of %d: %s; "
-                         "next in %lld s", x->event_id, x->event_type, url,
-                         (long long) x->attempts + 1,
-                         TOLL_SETTLE_HOOK_ATTEMPTS_MAX, x->error,
-                         (long long) delay_ms / 1000);
+    toll_log("webhook %s (%s) to %s: attempt %lld of %d: %s; "
+             "next in %lld s", x->event_id, x->event_type, url,
+             (long long) x->attempts + 1,
+             TOLL_SETTLE_HOOK_ATTEMPTS_MAX, x->error,
+             (long long) delay_ms / 1000);
 }
 
 
@@ -1471,32 +1262,23 @@ toll_settle_hook_report(toll_settle_webhooks_t *w,
 static void
 toll_settle_hook_check_drain(toll_settle_webhooks_t *w)
 {
-    int            rc;
-    size_t         u;
-    sqlite3_stmt  *st;
+    int     pending;
+    size_t  u;
 
     if (w->drain_gen <= w->drain_seen) {
         return;
     }
 
-    st = w->sql[TOLL_SETTLE_SQL_UNSETTLED];
-
     for (u = 0; u < w->nurls; u++) {
-        sqlite3_bind_text(st, 1, w->urls[u].url, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, w->drain_seq);
-
-        rc = sqlite3_step(st);
-
-        if (rc != SQLITE_ROW) {
-            sqlite3_reset(st);
+        if (toll_settle_outbox_unsettled(w->outbox, w->urls[u].url,
+                                         w->drain_seq, &pending)
+            != 0)
+        {
             toll_settle_hook_db_error(w, "read the pending deliveries");
             return;
         }
 
-        rc = sqlite3_column_int(st, 0);
-        sqlite3_reset(st);
-
-        if (rc != 0) {
+        if (pending) {
             return;
         }
     }
@@ -1560,25 +1342,6 @@ toll_settle_hook_inflight(const toll_settle_webhooks_t *w,
 }
 
 
-/* runs a statement that returns no row, and resets it */
-static int
-toll_settle_hook_step_done(toll_settle_webhooks_t *w, sqlite3_stmt *st,
-    const char *what)
-{
-    int  rc;
-
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-
-    if (rc != SQLITE_DONE) {
-        toll_settle_hook_db_error(w, what);
-        return -1;
-    }
-
-    return 0;
-}
-
 
 /* a busy or failing ledger is logged once, until a fan-out succeeds */
 static void
@@ -1590,8 +1353,9 @@ toll_settle_hook_db_error(toll_settle_webhooks_t *w, const char *what)
 
     w->db_failing = 1;
 
-    toll_settle_hook_log("webhooks: cannot %s in the ledger: %s; trying "
-                         "again", what, sqlite3_errmsg(w->db));
+    toll_log("webhooks: cannot %s in the ledger: %s; trying "
+             "again", what,
+             toll_settle_outbox_errmsg(w->outbox));
 }
 
 
@@ -1622,17 +1386,6 @@ toll_settle_hook_discard(char *ptr, size_t size, size_t nmemb, void *data)
     (void) data;
 
     return size * nmemb;
-}
-
-
-static int64_t
-toll_settle_hook_wall_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 

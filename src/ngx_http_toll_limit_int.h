@@ -28,7 +28,7 @@
 #define NGX_HTTP_TOLL_LIMITS_MAX         (2 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
 
 /* script arguments: EVAL, script, numkeys, key, 6 fixed, 5 per limit */
-#define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (10 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
+#define NGX_HTTP_TOLL_SYNC_ARGS_MAX      (11 + 5 * NGX_HTTP_TOLL_PLAN_RATES_MAX)
 
 #define NGX_HTTP_TOLL_MASK_BUCKET        0x10
 #define NGX_HTTP_TOLL_MASK_CONCURRENCY   0x20

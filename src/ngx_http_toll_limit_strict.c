@@ -129,7 +129,8 @@ ngx_http_toll_limit_strict_send(ngx_http_request_t *r,
     call->sync->shm_zone = lctx->shm_zone;
     call->sync->ctx = ctx;
 
-    ctx->cmd = ngx_http_toll_redis_send(ngx_http_toll_limit_strict_reply,
+    ctx->cmd = ngx_http_toll_redis_eval(TOLL_SCRIPT_LIMIT,
+                                        ngx_http_toll_limit_strict_reply,
                                         call->sync, (int) call->argc,
                                         call->argv, call->argvlen);
 

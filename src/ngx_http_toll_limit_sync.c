@@ -14,13 +14,12 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <openssl/evp.h>
-
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_limit_int.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
+#include "toll_names.h"
 #include "toll_reply.h"
 
 
@@ -79,9 +78,6 @@ static u_char             ngx_http_toll_limit_node_id[NGX_MAXHOSTNAMELEN
                                                       + NGX_INT64_LEN + 2];
 static size_t             ngx_http_toll_limit_node_id_len;
 
-/* the script's SHA-1, and whether Redis is known to have it cached */
-static u_char             ngx_http_toll_limit_script_sha[40];
-static ngx_uint_t         ngx_http_toll_limit_script_cached;
 
 
 /* the letters of units in Redis fields */
@@ -90,110 +86,13 @@ static const char  ngx_http_toll_limit_units[TOLL_UNIT_N] = {
 };
 
 
-/*
- * One script for rounds ("s") and for strict requests ("a").  ARGV: mode,
- * the node's now (its limit clock, ms), the key's TTL (ms), this node's
- * id, the number of limits, the node's estimate of Redis's clock minus
- * its own (ms, or "-"), then five per limit:
- *
- *   "b" n interval_us tolerance_us tat_us  a bucket, n admitted here, and
- *                                          this node's tat (us) after them
- *   "w" unit slot_ms count "slot:n ..."    a window and its slots' news
- *   "c" in_flight expire_ms - -            this node's requests in flight
- *
- * Times in Redis are on Redis's clock (TIME), the one clock all nodes
- * share: a node's times are moved onto it by the node's offset d, and
- * the answer is moved back onto the node's clock.  d is the node's
- * estimate when this call agrees with it (a call arrives after it was
- * built, never before), else this call's own measure.  A window's slots
- * move by d rounded to whole slots.  A bucket's tat is never read as
- * further ahead than twice its tolerance: whatever clock put it there,
- * it cannot refuse a key for longer than that.  (Redis before 5 writes
- * after TIME only once told to replicate the script's effects.)
- *
- * It adds this node's news, in strict mode decides one more request
- * (all limits or none), drops expired slots and nodes, and answers
- * {admitted, violated limit (1-based) or 0, this call's measure of d,
- * then per limit: the bucket's tat (us), a window's {head slot, counts of
- * its 41 slots}, or the in-flight count of the other nodes}.  Only
- * integers: a tat in us stays below 2^53.
- */
-
-static ngx_str_t  ngx_http_toll_limit_script = ngx_string(
-"local now=tonumber(ARGV[2]) local key=KEYS[1] "
-"local node='c:'..ARGV[4] local K=40 local h={} "
-"if redis.replicate_commands then redis.replicate_commands() end "
-"local tm=redis.call('TIME') "
-"local rnow=tonumber(tm[1])*1000+math.floor(tonumber(tm[2])/1000) "
-"local rnow_us=tonumber(tm[1])*1000000+tonumber(tm[2]) "
-"local m=rnow-now local d=m local off=tonumber(ARGV[6]) "
-"if off and m>=off and m-off<=1000 then d=off end "
-"local d_us=d*1000 "
-"local raw=redis.call('HGETALL',key) "
-"for i=1,#raw,2 do h[raw[i]]=raw[i+1] end "
-"local lim={} local p=7 "
-"for i=1,tonumber(ARGV[5]) do "
-  "lim[i]={ARGV[p],ARGV[p+1],tonumber(ARGV[p+2]),tonumber(ARGV[p+3]),"
-  "ARGV[p+4]} p=p+5 end "
-"local function gb(l) local t=tonumber(h['b'] or '0') "
-  "local c=rnow_us+2*l[4] if t>c then t=c end return t end "
-"local function tat(l) local t=gb(l) "
-  "if t<rnow_us then t=rnow_us end return t end "
-"local function sh(l) return math.floor(d/l[3]+0.5) end "
-"local function field(l,slot) return l[2]..':'..slot end "
-"local function count(l,slot) return tonumber(h[field(l,slot)] or '0') end "
-"local function bump(l,slot,n) local f=field(l,slot) "
-  "h[f]=count(l,slot)+n redis.call('HINCRBY',key,f,n) end "
-"for _,l in ipairs(lim) do "
-  "if l[1]=='b' then local n=tonumber(l[2]) if n>0 then "
-    "local t=gb(l)+n*l[3] local own=tonumber(l[5]) "
-    "if own>0 and own+d_us>t then t=own+d_us end "
-    "if t>rnow_us+2*l[4] then t=rnow_us+2*l[4] end "
-    "h['b']=t end "
-  "elseif l[1]=='w' then local head=math.floor(rnow/l[3]) local k=sh(l) "
-    "for s,n in string.gmatch(l[5],'(%d+):(%d+)') do s=tonumber(s)+k "
-      "if s>head then s=head end "
-      "if s>=head-K then bump(l,s,tonumber(n)) end end "
-  "elseif l[1]=='c' then "
-    "redis.call('HSET',key,node,l[2]..':'..(rnow+l[3])) end end "
-"local ok,bad=1,0 "
-"if ARGV[1]=='a' then "
-  "for i,l in ipairs(lim) do "
-    "if l[1]=='b' and tat(l)+l[3]-rnow_us>l[4] then ok,bad=0,i break end "
-    "if l[1]=='w' and l[4]>0 then local head=math.floor(rnow/l[3]) "
-      "local s=0 "
-      "for slot=head-K,head do s=s+count(l,slot) end "
-      "if s+1>l[4] then ok,bad=0,i break end end end "
-  "if ok==1 then for _,l in ipairs(lim) do "
-    "if l[1]=='b' then h['b']=tat(l)+l[3] end "
-    "if l[1]=='w' then bump(l,math.floor(rnow/l[3]),1) end end end end "
-"local out={ok,bad,m} local heads={} "
-"for _,l in ipairs(lim) do "
-  "if l[1]=='b' then local t=0 if h['b'] then t=math.floor(gb(l)) "
-    "redis.call('HSET',key,'b',string.format('%d',t)) "
-    "t=t-d_us if t<0 then t=0 end end "
-    "out[#out+1]=t "
-  "elseif l[1]=='w' then local head=math.floor(rnow/l[3]) "
-    "local a={head-sh(l)} "
-    "for slot=head-K,head do a[#a+1]=count(l,slot) end "
-    "out[#out+1]=a heads[l[2]]=head "
-  "elseif l[1]=='c' then local s=0 "
-    "for f,v in pairs(h) do if string.sub(f,1,2)=='c:' and f~=node then "
-      "local c,e=string.match(v,'^(%d+):(%d+)$') "
-      "if c and tonumber(e)>rnow then s=s+tonumber(c) "
-      "else redis.call('HDEL',key,f) end end end "
-    "out[#out+1]=s end end "
-"for f,_ in pairs(h) do local u,s=string.match(f,'^(%a):(%d+)$') "
-  "if u and heads[u] and tonumber(s)<heads[u]-K then "
-    "redis.call('HDEL',key,f) end end "
-"redis.call('PEXPIRE',key,ARGV[3]) "
-"return out");
+/* lua/limit.lua is the script, its keys and arguments in its comment */
 
 
 ngx_int_t
 ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
 {
-    u_char                      *p, sha[20];
+    u_char                      *p;
     ngx_pid_t                   master;
     ngx_core_conf_t            *ccf;
     ngx_http_toll_main_conf_t  *mcf;
@@ -232,18 +131,6 @@ ngx_http_toll_limit_init_process(ngx_cycle_t *cycle)
                      sizeof(ngx_http_toll_limit_node_id), "%V-%P",
                      &cycle->hostname, master);
     ngx_http_toll_limit_node_id_len = p - ngx_http_toll_limit_node_id;
-
-    if (EVP_Digest(ngx_http_toll_limit_script.data,
-                   ngx_http_toll_limit_script.len, sha, NULL, EVP_sha1(),
-                   NULL)
-        != 1)
-    {
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                      "toll: libcrypto failed to hash the limit script");
-        return NGX_ERROR;
-    }
-
-    ngx_hex_dump(ngx_http_toll_limit_script_sha, sha, sizeof(sha));
 
     ngx_http_toll_limit_dumb.fd = (ngx_socket_t) -1;
 
@@ -395,29 +282,15 @@ ngx_http_toll_limit_call_head(ngx_http_toll_limit_call_t *call, u_char *p,
     u_char                     *key;
     ngx_http_toll_shm_clock_t  *clock;
 
-    call->argc = 0;
+    /* argv[0] and argv[1] are ngx_http_toll_redis_eval()'s */
 
-    /* the whole script only until Redis has it cached */
-
-    if (ngx_http_toll_limit_script_cached) {
-        call->argv[0] = "EVALSHA";
-        call->argvlen[0] = 7;
-        call->argv[1] = (const char *) ngx_http_toll_limit_script_sha;
-        call->argvlen[1] = sizeof(ngx_http_toll_limit_script_sha);
-
-    } else {
-        call->argv[0] = "EVAL";
-        call->argvlen[0] = 4;
-        call->argv[1] = (const char *) ngx_http_toll_limit_script.data;
-        call->argvlen[1] = ngx_http_toll_limit_script.len;
-    }
     call->argv[2] = "1";
     call->argvlen[2] = 1;
     call->argc = 3;
 
     key = p;
-    p = ngx_sprintf(p, "toll:rl:{%*s}", (size_t) ln->subject_len,
-                    ln->subject);
+    p = (u_char *) toll_name_tagged((char *) p, TOLL_NAME_LIMIT_PREFIX,
+                                    (char *) ln->subject, ln->subject_len);
     ngx_http_toll_arg(key);
 
     key = p;
@@ -453,6 +326,11 @@ ngx_http_toll_limit_call_head(ngx_http_toll_limit_call_t *call, u_char *p,
     }
 
     ngx_http_toll_arg(key);
+
+    /* the reply's windows have as many slots as the zone's */
+
+    call->argv[call->argc] = TOLL_STR(TOLL_WINDOW_SLOTS);
+    call->argvlen[call->argc++] = sizeof(TOLL_STR(TOLL_WINDOW_SLOTS)) - 1;
 
     return p;
 }
@@ -648,17 +526,9 @@ ngx_http_toll_limit_apply(ngx_shm_zone_t *shm_zone,
 
     toll_reply_limit(reply, &layout, &a);
 
-    if (a.array) {
-        ngx_http_toll_limit_script_cached = 1;
-    }
-
     if (a.rc != TOLL_REPLY_LIMIT_OK) {
 
-        if (a.rc == TOLL_REPLY_LIMIT_NOSCRIPT) {
-            /* a restarted or flushed Redis: send the script again */
-            ngx_http_toll_limit_script_cached = 0;
-
-        } else if (a.rc == TOLL_REPLY_LIMIT_ERROR
+        if (a.rc == TOLL_REPLY_LIMIT_ERROR
                    && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_LIMIT,
                                                   reply))
         {
@@ -743,10 +613,6 @@ ngx_http_toll_limit_apply_gone(redisReply *reply, int64_t *verdict)
     toll_reply_limit_t  a;
 
     toll_reply_limit(reply, NULL, &a);
-
-    if (a.array) {
-        ngx_http_toll_limit_script_cached = 1;
-    }
 
     if (verdict && a.has_verdict) {
         *verdict = a.verdict;
@@ -870,7 +736,8 @@ ngx_http_toll_limit_sync_handler(ngx_event_t *ev)
     for (i = 0; i < n; i++) {
         call = calls[i];
 
-        if (ngx_http_toll_redis_send(ngx_http_toll_limit_sync_reply,
+        if (ngx_http_toll_redis_eval(TOLL_SCRIPT_LIMIT,
+                                     ngx_http_toll_limit_sync_reply,
                                      call->sync, (int) call->argc,
                                      call->argv, call->argvlen)
             == NULL)

@@ -10,7 +10,6 @@
  * rules live in toll-settle alone.
  */
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +28,10 @@
 #define TOLLCTL_Q_PREFIX      "toll:drain:{"
 
 
-static int tollctl_quarantine_list(tollctl_t *ctl, int json);
-static int tollctl_quarantine_replay(tollctl_t *ctl, int all, int argc,
+static int tollctl_quarantine_print(tollctl_t *ctl, int json);
+static int tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
     char **argv);
+static int tollctl_quarantine_output(json_t *list, int json);
 static int tollctl_quarantine_one(tollctl_t *ctl, const char *claim,
     size_t len);
 static redisReply *tollctl_quarantine_send(tollctl_t *ctl, const char *verb,
@@ -40,74 +40,30 @@ static json_t *tollctl_quarantine_entry(const redisReply *name,
     const redisReply *value, const redisReply *content);
 
 
-static const struct option  tollctl_quarantine_options[] = {
-    { "json",  no_argument, NULL, 'j' },
-    { "all",   no_argument, NULL, 'a' },
-    { "help",  no_argument, NULL, 'h' },
-    { NULL,    0,           NULL, 0 }
-};
-
-
-/* argv[0] is "quarantine", argv[1] the verb */
 int
-tollctl_quarantine_cmd(tollctl_t *ctl, int argc, char **argv)
+tollctl_quarantine_list(tollctl_t *ctl, tollctl_opts_t *o)
 {
-    int  c, all, json, rc;
+    int  rc;
 
-    if (argc < 2) {
-        return tollctl_usage_error("missing verb after \"quarantine\"");
+    if (o->opt[TOLLCTL_OPT_ALL] != NULL || o->nargs != 0) {
+        return tollctl_usage_error("\"quarantine list\" takes no "
+                                   "argument but --json");
     }
 
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        tollctl_help();
-        return TOLLCTL_DONE;
-    }
+    rc = tollctl_connect(ctl);
 
-    if (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "replay") != 0) {
-        return tollctl_usage_error("unknown verb \"quarantine %s\"", argv[1]);
-    }
+    return (rc == EX_OK) ? tollctl_quarantine_print(ctl, ctl->json) : rc;
+}
 
-    all = 0;
-    json = ctl->json;
-    argc--;
-    argv++;
-    optind = 1;
-    opterr = 0;
 
-    while ((c = getopt_long(argc, argv, ":h", tollctl_quarantine_options,
-                            NULL))
-           != -1)
-    {
-        switch (c) {
+int
+tollctl_quarantine_replay(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    int  rc, all;
 
-        case 'j':
-            json = 1;
-            break;
+    all = (o->opt[TOLLCTL_OPT_ALL] != NULL);
 
-        case 'a':
-            all = 1;
-            break;
-
-        case 'h':
-            tollctl_help();
-            return TOLLCTL_DONE;
-
-        default:
-            return tollctl_option_error(c, argv);
-        }
-    }
-
-    if (strcmp(argv[0], "list") == 0) {
-        if (all || optind != argc) {
-            return tollctl_usage_error("\"quarantine list\" takes no "
-                                       "argument but --json");
-        }
-
-        rc = tollctl_connect(ctl);
-        return (rc == EX_OK) ? tollctl_quarantine_list(ctl, json) : rc;
-    }
-
-    if (all == (optind != argc)) {
+    if (all == (o->nargs != 0)) {
         return tollctl_usage_error("\"quarantine replay\" takes claims or "
                                    "--all");
     }
@@ -115,13 +71,13 @@ tollctl_quarantine_cmd(tollctl_t *ctl, int argc, char **argv)
     rc = tollctl_connect(ctl);
 
     return (rc == EX_OK)
-           ? tollctl_quarantine_replay(ctl, all, argc - optind, argv + optind)
+           ? tollctl_quarantine_put_back(ctl, all, o->nargs, o->args)
            : rc;
 }
 
 
 static int
-tollctl_quarantine_list(tollctl_t *ctl, int json)
+tollctl_quarantine_print(tollctl_t *ctl, int json)
 {
     int             rc;
     size_t          i, n;
@@ -163,9 +119,8 @@ tollctl_quarantine_list(tollctl_t *ctl, int json)
         tollctl_cmd_init(&cmds[i], "EVAL");
         tollctl_cmd_add_str(&cmds[i], TOLLCTL_Q_READ_SCRIPT);
         tollctl_cmd_add_str(&cmds[i], "1");
-        cmds[i].argv[3] = all->element[2 * i]->str;
-        cmds[i].argvlen[3] = all->element[2 * i]->len;
-        cmds[i].argc = 4;
+        tollctl_cmd_add(&cmds[i], all->element[2 * i]->str,
+                        all->element[2 * i]->len);
     }
 
     if (n > 0 && tollctl_redis_pipeline(ctl, cmds, n, contents) != 0) {
@@ -184,31 +139,7 @@ tollctl_quarantine_list(tollctl_t *ctl, int json)
         }
     }
 
-    if (json) {
-        if (json_dumpf(list, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) != 0
-            || fputc('\n', stdout) == EOF)
-        {
-            rc = tollctl_error(EX_IOERR, "cannot write the output");
-        }
-
-        goto done;
-    }
-
-    printf("%-20s  %-8s  %-32s  %-10s  %s\n", "BUYER", "DAY", "BATCH",
-           "SINCE", "REASON");
-
-    json_array_foreach(list, i, e) {
-        printf("%-20s  %-8s  %-32s  %-10lld  %s\n",
-               json_string_value(json_object_get(e, "buyer")),
-               json_string_value(json_object_get(e, "day")),
-               json_string_value(json_object_get(e, "batch")),
-               (long long) json_integer_value(json_object_get(e, "since")),
-               json_string_value(json_object_get(e, "reason")));
-    }
-
-    if (fflush(stdout) != 0) {
-        rc = tollctl_error(EX_IOERR, "cannot write the output");
-    }
+    rc = tollctl_quarantine_output(list, json);
 
 done:
 
@@ -224,6 +155,43 @@ done:
     freeReplyObject(all);
 
     return rc;
+}
+
+
+/* as JSON, indented, or as a table */
+static int
+tollctl_quarantine_output(json_t *list, int json)
+{
+    size_t   i;
+    json_t  *e;
+
+    if (json) {
+        if (json_dumpf(list, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) != 0
+            || fputc('\n', stdout) == EOF)
+        {
+            return tollctl_error(EX_IOERR, "cannot write the output");
+        }
+
+        return EX_OK;
+    }
+
+    printf("%-20s  %-8s  %-32s  %-10s  %s\n", "BUYER", "DAY", "BATCH",
+           "SINCE", "REASON");
+
+    json_array_foreach(list, i, e) {
+        printf("%-20s  %-8s  %-32s  %-10lld  %s\n",
+               json_string_value(json_object_get(e, "buyer")),
+               json_string_value(json_object_get(e, "day")),
+               json_string_value(json_object_get(e, "batch")),
+               (long long) json_integer_value(json_object_get(e, "since")),
+               json_string_value(json_object_get(e, "reason")));
+    }
+
+    if (fflush(stdout) != 0) {
+        return tollctl_error(EX_IOERR, "cannot write the output");
+    }
+
+    return EX_OK;
 }
 
 
@@ -315,7 +283,8 @@ tollctl_quarantine_entry(const redisReply *name, const redisReply *value,
 
 
 static int
-tollctl_quarantine_replay(tollctl_t *ctl, int all, int argc, char **argv)
+tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
+    char **argv)
 {
     int             rc;
     size_t          i, n;
@@ -422,8 +391,7 @@ tollctl_quarantine_send(tollctl_t *ctl, const char *verb, const char *key,
 
     tollctl_cmd_init(&cmd, verb);
     tollctl_cmd_add_str(&cmd, key);
-    cmd.argv[cmd.argc] = claim;
-    cmd.argvlen[cmd.argc++] = len;
+    tollctl_cmd_add(&cmd, claim, len);
 
     return tollctl_redis_run(ctl, &cmd);
 }

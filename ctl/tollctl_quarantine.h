@@ -9,8 +9,9 @@
 #include "tollctl.h"
 
 
-/* argv[0] is "quarantine" */
-int tollctl_quarantine_cmd(tollctl_t *ctl, int argc, char **argv);
+int tollctl_quarantine_list(tollctl_t *ctl, tollctl_opts_t *o);
+/* the claims, or --all */
+int tollctl_quarantine_replay(tollctl_t *ctl, tollctl_opts_t *o);
 
 
 #endif /* _TOLLCTL_QUARANTINE_H_INCLUDED_ */

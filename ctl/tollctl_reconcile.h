@@ -1,0 +1,124 @@
+/*
+ * tollctl reconcile: what its two files share.  tollctl_reconcile_redis.c
+ * reads Redis's side (usage hashes, their mirrors, open and quarantined
+ * claims) into parts; tollctl_reconcile.c reads the ledger's, sums the
+ * parts per (buyer, day, service) and reports the differences.
+ */
+
+#ifndef _TOLLCTL_RECONCILE_H_INCLUDED_
+#define _TOLLCTL_RECONCILE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tollctl.h"
+#include "tollctl_ledger.h"
+
+
+/*
+ * reconcile.  The key names are those of docs/settle.md ("The drain
+ * protocol"); the meter and toll-settle write them.
+ */
+#define TOLLCTL_USAGE_PREFIX          "toll:usage:{"
+#define TOLLCTL_USAGE_MATCH           "toll:usage:{*}:*"
+#define TOLLCTL_MIRROR_SUFFIX         ":drained"
+#define TOLLCTL_DRAIN_PREFIX          "toll:drain:{"
+#define TOLLCTL_DRAIN_OPEN            "toll:drain:open"
+#define TOLLCTL_DRAIN_QUARANTINE      "toll:drain:quarantine"
+#define TOLLCTL_DAY_LEN               8
+#define TOLLCTL_BATCH_ID_LEN          32
+#define TOLLCTL_REDIS_NAME_LEN_MAX    1024
+/* names per SCAN call: a hint to Redis, not a bound */
+#define TOLLCTL_SCAN_COUNT            "1000"
+/* SCAN calls, so that a runaway keyspace cannot hold us forever */
+#define TOLLCTL_SCAN_CALLS_MAX        1000000
+/* (buyer, day) pairs read in one MULTI, claims in one pipeline */
+#define TOLLCTL_RECONCILE_BATCH_MAX   100
+/* counts held in memory: a part is one service of one hash or row */
+#define TOLLCTL_RECONCILE_PARTS_MAX   10000000
+/* services in one usage hash, as toll-settle accepts them */
+#define TOLLCTL_SERVICES_MAX          4096
+/* differing rows listed; the count is always complete */
+#define TOLLCTL_RECONCILE_SHOWN_MAX   1000
+/*
+ * Reading Redis and then the ledger is not one snapshot: a batch that
+ * toll-settle claims and posts in between is seen twice or not at all.
+ * When that may have happened and there are differences, read again.
+ */
+#define TOLLCTL_RECONCILE_ATTEMPTS_MAX  3
+#define TOLLCTL_RECONCILE_RETRY_MS    500
+
+#define TOLLCTL_METRICS               4
+
+
+/* where a part of reconcile's counts comes from */
+typedef enum {
+    TOLLCTL_SRC_MIRROR_DAY = 0,          /* the day's mirror exists */
+    TOLLCTL_SRC_LIVE,                    /* usage hash: recorded, pending */
+    TOLLCTL_SRC_MIRROR,                  /* drained: recorded */
+    TOLLCTL_SRC_CLAIM,                   /* claimed, not posted: pending */
+    TOLLCTL_SRC_LEDGER,                  /* posted */
+    TOLLCTL_SRC_NONE                     /* a claim found in the ledger */
+} tollctl_src_e;
+
+
+typedef struct {
+    char             *buyer;
+    char             *service;            /* "" for MIRROR_DAY */
+    char              day[TOLLCTL_DAY_LEN + 1];
+    char              batch[TOLLCTL_BATCH_ID_LEN + 1];   /* CLAIM only */
+    tollctl_src_e     src;
+    int64_t           v[TOLLCTL_METRICS];
+} tollctl_part_t;
+
+
+typedef struct {
+    int64_t           recorded[TOLLCTL_METRICS];
+    int64_t           pending[TOLLCTL_METRICS];
+    int64_t           ledger[TOLLCTL_METRICS];
+} tollctl_sums_t;
+
+
+typedef struct {
+    tollctl_part_t   *parts;
+    size_t            nparts;
+    size_t            cap;
+
+    /* toll:drain:open as read before and after, sorted */
+    char            **open_before;
+    size_t            nopen_before;
+    char            **open_after;
+    size_t            nopen_after;
+
+    /* claims announced in toll:drain:open whose key was missing */
+    char            **intents;
+    size_t            nintents;
+
+    int64_t           batches_before;
+    int64_t           batches_after;
+    int               in_flight;
+} tollctl_recon_t;
+
+
+/* the usage hash's metrics that reconcile compares, in this order */
+extern const char  *tollctl_metrics[TOLLCTL_METRICS];
+
+
+int tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o);
+
+/* tollctl_reconcile.c */
+int tollctl_recon_add(tollctl_recon_t *r, const char *buyer,
+    const char *day, const char *service, size_t service_len,
+    tollctl_src_e src, const char *batch, tollctl_part_t **out);
+
+/* tollctl_reconcile_redis.c */
+int tollctl_recon_open_set(tollctl_t *ctl, char ***members, size_t *n);
+int tollctl_recon_claims(tollctl_t *ctl, tollctl_recon_t *r);
+int tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays);
+int tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
+    size_t ndays);
+void tollctl_strs_free(char **strs, size_t n);
+
+
+#endif /* _TOLLCTL_RECONCILE_H_INCLUDED_ */

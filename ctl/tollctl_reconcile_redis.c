@@ -1,0 +1,787 @@
+/*
+ * tollctl reconcile: Redis's side.  The open and quarantined claims and
+ * their content, every (buyer, day) that has a usage hash or a mirror
+ * (SCAN), and each day's hash and mirror in one MULTI; each read into
+ * parts of tollctl_recon_t.  The readers of the names the meter and
+ * toll-settle give these keys are here too, until tollctl reads them
+ * through lib/toll_names.h as toll-settle does.
+ */
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tollctl.h"
+#include "tollctl_reconcile.h"
+
+
+static int tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
+    char **names, size_t n);
+static int tollctl_recon_scan_add(const redisReply *keys, char ***days,
+    size_t *n, size_t *cap);
+static int tollctl_recon_hash(tollctl_recon_t *r, const char *name,
+    const redisReply *hash, const char *buyer, const char *day,
+    tollctl_src_e src, const char *batch);
+static const char *tollctl_last_colon(const char *s, size_t len);
+static int tollctl_metric_find(const char *name, size_t len);
+static tollctl_part_t *tollctl_recon_find(tollctl_recon_t *r, size_t first,
+    const char *service, size_t len);
+static int tollctl_usage_name(const char *name, size_t len, char *buyer,
+    char *day, int *mirror);
+static int tollctl_claim_name(const char *name, size_t len, char *buyer,
+    char *day, char *batch);
+static int tollctl_count_parse(const redisReply *v, int64_t *out);
+static int tollctl_str_cmp(const void *a, const void *b);
+
+
+/*
+ * The claims not in the ledger: those open, and those toll-settle set
+ * aside in quarantine (both are usage the mirror counts and the ledger
+ * does not hold yet).
+ */
+int
+tollctl_recon_open_set(tollctl_t *ctl, char ***members, size_t *n)
+{
+    size_t          i, j, k, total;
+    redisReply     *replies[2];
+    tollctl_cmd_t   cmds[2];
+
+    tollctl_cmd_init(&cmds[0], "SMEMBERS");
+    tollctl_cmd_add_str(&cmds[0], TOLLCTL_DRAIN_OPEN);
+    tollctl_cmd_init(&cmds[1], "HKEYS");
+    tollctl_cmd_add_str(&cmds[1], TOLLCTL_DRAIN_QUARANTINE);
+
+    if (tollctl_redis_pipeline(ctl, cmds, 2, replies) != 0) {
+        return EX_UNAVAILABLE;
+    }
+
+    if (replies[0]->type != REDIS_REPLY_ARRAY
+        || replies[1]->type != REDIS_REPLY_ARRAY)
+    {
+        freeReplyObject(replies[0]);
+        freeReplyObject(replies[1]);
+        return tollctl_error(EX_UNAVAILABLE, "redis %s: SMEMBERS "
+                             TOLLCTL_DRAIN_OPEN ": unexpected reply",
+                             ctl->addr.text);
+    }
+
+    total = replies[0]->elements + replies[1]->elements;
+
+    *members = calloc(total + 1, sizeof(char *));
+    if (*members == NULL) {
+        freeReplyObject(replies[0]);
+        freeReplyObject(replies[1]);
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    k = 0;
+
+    for (j = 0; j < 2; j++) {
+        for (i = 0; i < replies[j]->elements; i++) {
+            if (replies[j]->element[i]->type != REDIS_REPLY_STRING
+                || ((*members)[k] = strndup(replies[j]->element[i]->str,
+                                            replies[j]->element[i]->len))
+                   == NULL)
+            {
+                *n = k;
+                freeReplyObject(replies[0]);
+                freeReplyObject(replies[1]);
+                return tollctl_error(EX_OSERR, "out of memory");
+            }
+
+            k++;
+        }
+    }
+
+    *n = k;
+    freeReplyObject(replies[0]);
+    freeReplyObject(replies[1]);
+
+    qsort(*members, *n, sizeof(char *), tollctl_str_cmp);
+
+    /* a claim in both (toll-settle stopped while setting it aside): once */
+
+    for (i = 1, k = 1; i < *n; i++) {
+        if (strcmp((*members)[i], (*members)[k - 1]) == 0) {
+            free((*members)[i]);
+            continue;
+        }
+
+        (*members)[k++] = (*members)[i];
+    }
+
+    if (*n > 0) {
+        *n = k;
+    }
+
+    return EX_OK;
+}
+
+
+/* the content of every open claim, in pipelined batches */
+int
+tollctl_recon_claims(tollctl_t *ctl, tollctl_recon_t *r)
+{
+    int      rc;
+    size_t   i, n;
+
+    rc = EX_OK;
+
+    for (i = 0; i < r->nopen_before && rc == EX_OK; i += n) {
+        n = r->nopen_before - i;
+        if (n > TOLLCTL_RECONCILE_BATCH_MAX) {
+            n = TOLLCTL_RECONCILE_BATCH_MAX;
+        }
+
+        rc = tollctl_recon_claims_batch(ctl, r, r->open_before + i, n);
+    }
+
+    return rc;
+}
+
+
+static int
+tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
+    char **names, size_t n)
+{
+    int             rc;
+    char            buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
+    char            day[TOLLCTL_DAY_LEN + 1];
+    char            batch[TOLLCTL_BATCH_ID_LEN + 1];
+    char          **grown;
+    size_t          i, m, idx[TOLLCTL_RECONCILE_BATCH_MAX];
+    redisReply     *replies[TOLLCTL_RECONCILE_BATCH_MAX];
+    tollctl_cmd_t   cmds[TOLLCTL_RECONCILE_BATCH_MAX];
+
+    assert(n <= TOLLCTL_RECONCILE_BATCH_MAX);
+
+    m = 0;
+
+    for (i = 0; i < n; i++) {
+        if (tollctl_claim_name(names[i], strlen(names[i]), buyer, day, batch)
+            != 0)
+        {
+            /* a warning: toll-settle leaves such a member to the operator */
+            (void) tollctl_error(EX_OK, "skipped \"%s\" in " TOLLCTL_DRAIN_OPEN
+                                 ": not a claim's name", names[i]);
+            continue;
+        }
+
+        tollctl_cmd_init(&cmds[m], "HGETALL");
+        tollctl_cmd_add_str(&cmds[m], names[i]);
+        idx[m++] = i;
+    }
+
+    if (m == 0) {
+        return EX_OK;
+    }
+
+    if (tollctl_redis_pipeline(ctl, cmds, m, replies) != 0) {
+        return EX_UNAVAILABLE;
+    }
+
+    rc = EX_OK;
+
+    for (i = 0; i < m; i++) {
+        if (rc != EX_OK) {
+            freeReplyObject(replies[i]);
+            continue;
+        }
+
+        (void) tollctl_claim_name(names[idx[i]], strlen(names[idx[i]]),
+                                  buyer, day, batch);
+
+        if (replies[i]->type == REDIS_REPLY_ARRAY
+            && replies[i]->elements == 0)
+        {
+            /* announced, not (or no longer) there: see the ledger */
+            grown = realloc(r->intents, (r->nintents + 1) * sizeof(char *));
+
+            if (grown == NULL
+                || (grown[r->nintents] = strdup(batch)) == NULL)
+            {
+                r->intents = grown ? grown : r->intents;
+                rc = tollctl_error(EX_OSERR, "out of memory");
+
+            } else {
+                r->intents = grown;
+                r->nintents++;
+            }
+
+        } else {
+            rc = tollctl_recon_hash(r, names[idx[i]], replies[i], buyer, day,
+                                    TOLLCTL_SRC_CLAIM, batch);
+        }
+
+        freeReplyObject(replies[i]);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Every (buyer, day) that has a usage hash or a mirror, as "buyer\nday"
+ * strings, sorted and unique.  SCAN returns each key that exists for the
+ * whole scan at least once; one that appears meanwhile is new usage
+ * (live and pending alike) or a claim that the second reading of
+ * toll:drain:open and of the ledger reveals.
+ */
+int
+tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
+{
+    int             rc;
+    char            cursor[32];
+    size_t          i, j, n, cap, calls;
+    redisReply     *reply;
+    tollctl_cmd_t   cmd;
+
+    *days = NULL;
+    *ndays = 0;
+    n = 0;
+    cap = 0;
+
+    snprintf(cursor, sizeof(cursor), "0");
+
+    for (calls = 0; calls < TOLLCTL_SCAN_CALLS_MAX; calls++) {
+        tollctl_cmd_init(&cmd, "SCAN");
+        tollctl_cmd_add_str(&cmd, cursor);
+        tollctl_cmd_add_str(&cmd, "MATCH");
+        tollctl_cmd_add_str(&cmd, TOLLCTL_USAGE_MATCH);
+        tollctl_cmd_add_str(&cmd, "COUNT");
+        tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
+
+        reply = tollctl_redis_run(ctl, &cmd);
+        if (reply == NULL) {
+            goto failed;
+        }
+
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+            || reply->element[0]->type != REDIS_REPLY_STRING
+            || reply->element[0]->len >= sizeof(cursor)
+            || reply->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            freeReplyObject(reply);
+            tollctl_error(EX_UNAVAILABLE, "redis %s: SCAN: unexpected reply",
+                          ctl->addr.text);
+            goto failed;
+        }
+
+        rc = tollctl_recon_scan_add(reply->element[1], days, &n, &cap);
+
+        if (rc != EX_OK) {
+            freeReplyObject(reply);
+            *ndays = n;
+            return rc;
+        }
+
+        memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
+        cursor[reply->element[0]->len] = '\0';
+        freeReplyObject(reply);
+
+        if (strcmp(cursor, "0") == 0) {
+            break;
+        }
+    }
+
+    if (calls == TOLLCTL_SCAN_CALLS_MAX) {
+        *ndays = n;
+        return tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d calls",
+                             TOLLCTL_SCAN_CALLS_MAX);
+    }
+
+    if (n == 0) {
+        return EX_OK;
+    }
+
+    qsort(*days, n, sizeof(char *), tollctl_str_cmp);
+
+    /* a live hash and its mirror name the same day: keep it once */
+    for (i = 0, j = 0; i < n; i++) {
+        if (j > 0 && strcmp((*days)[j - 1], (*days)[i]) == 0) {
+            free((*days)[i]);
+            continue;
+        }
+
+        (*days)[j++] = (*days)[i];
+    }
+
+    *ndays = j;
+
+    return EX_OK;
+
+failed:
+
+    *ndays = n;
+    return EX_UNAVAILABLE;
+}
+
+
+/* the (buyer, day) of each usage hash or mirror of one SCAN reply */
+static int
+tollctl_recon_scan_add(const redisReply *keys, char ***days, size_t *n,
+    size_t *cap)
+{
+    int                mirror;
+    char               buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
+    char               day[TOLLCTL_DAY_LEN + 1], **grown, *pair;
+    size_t             i;
+    const redisReply  *key;
+
+    for (i = 0; i < keys->elements; i++) {
+        key = keys->element[i];
+
+        if (key->type != REDIS_REPLY_STRING
+            || tollctl_usage_name(key->str, key->len, buyer, day, &mirror)
+               != 0)
+        {
+            continue;
+        }
+
+        if (*n == *cap) {
+            *cap = *cap ? 2 * *cap : TOLLCTL_RECONCILE_BATCH_MAX;
+
+            if (*cap > TOLLCTL_RECONCILE_PARTS_MAX) {
+                return tollctl_error(EX_SOFTWARE, "more than %d usage "
+                                     "hashes in Redis: too many to "
+                                     "reconcile at once",
+                                     TOLLCTL_RECONCILE_PARTS_MAX);
+            }
+
+            grown = realloc(*days, *cap * sizeof(char *));
+            if (grown == NULL) {
+                return tollctl_error(EX_OSERR, "out of memory");
+            }
+
+            *days = grown;
+        }
+
+        pair = malloc(strlen(buyer) + 1 + TOLLCTL_DAY_LEN + 1);
+        if (pair == NULL) {
+            return tollctl_error(EX_OSERR, "out of memory");
+        }
+
+        sprintf(pair, "%s\n%s", buyer, day);
+        (*days)[(*n)++] = pair;
+    }
+
+    return EX_OK;
+}
+
+
+/* a day's usage hash and mirror in one MULTI: one consistent view */
+int
+tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
+    size_t ndays)
+{
+    int             rc;
+    char           *nl, *names, *live, *mirror;
+    size_t          i, j, n, k, len;
+    redisReply    **replies, *exec;
+    tollctl_cmd_t  *cmds;
+
+    /* MULTI, two HGETALLs a day, EXEC */
+    cmds = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2, sizeof(tollctl_cmd_t));
+    replies = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2,
+                     sizeof(redisReply *));
+    names = malloc(2 * TOLLCTL_RECONCILE_BATCH_MAX
+                   * (TOLLCTL_REDIS_NAME_LEN_MAX + 64));
+
+    if (cmds == NULL || replies == NULL || names == NULL) {
+        free(cmds);
+        free(replies);
+        free(names);
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    rc = EX_OK;
+
+    for (i = 0; i < ndays && rc == EX_OK; i += n) {
+        n = ndays - i;
+        if (n > TOLLCTL_RECONCILE_BATCH_MAX) {
+            n = TOLLCTL_RECONCILE_BATCH_MAX;
+        }
+
+        tollctl_cmd_init(&cmds[0], "MULTI");
+
+        for (j = 0; j < n; j++) {
+            nl = strchr(days[i + j], '\n');
+            len = (size_t) (nl - days[i + j]);
+
+            live = names + 2 * j * (TOLLCTL_REDIS_NAME_LEN_MAX + 64);
+            mirror = live + TOLLCTL_REDIS_NAME_LEN_MAX + 64;
+
+            snprintf(live, TOLLCTL_REDIS_NAME_LEN_MAX + 64,
+                     TOLLCTL_USAGE_PREFIX "%.*s}:%s", (int) len, days[i + j],
+                     nl + 1);
+            snprintf(mirror, TOLLCTL_REDIS_NAME_LEN_MAX + 64,
+                     "%s" TOLLCTL_MIRROR_SUFFIX, live);
+
+            tollctl_cmd_init(&cmds[1 + 2 * j], "HGETALL");
+            tollctl_cmd_add_str(&cmds[1 + 2 * j], live);
+            tollctl_cmd_init(&cmds[2 + 2 * j], "HGETALL");
+            tollctl_cmd_add_str(&cmds[2 + 2 * j], mirror);
+        }
+
+        tollctl_cmd_init(&cmds[2 * n + 1], "EXEC");
+
+        if (tollctl_redis_pipeline(ctl, cmds, 2 * n + 2, replies) != 0) {
+            rc = EX_UNAVAILABLE;
+            break;
+        }
+
+        exec = replies[2 * n + 1];
+
+        if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {
+            rc = tollctl_error(EX_UNAVAILABLE, "redis %s: EXEC: unexpected "
+                               "reply", ctl->addr.text);
+        }
+
+        for (j = 0; j < n && rc == EX_OK; j++) {
+            nl = strchr(days[i + j], '\n');
+            *nl = '\0';
+
+            for (k = 0; k < 2 && rc == EX_OK; k++) {
+                rc = tollctl_recon_hash(r, cmds[1 + 2 * j + k].argv[1],
+                                        exec->element[2 * j + k],
+                                        days[i + j], nl + 1,
+                                        k ? TOLLCTL_SRC_MIRROR
+                                          : TOLLCTL_SRC_LIVE, NULL);
+            }
+
+            *nl = '\n';
+        }
+
+        for (j = 0; j < 2 * n + 2; j++) {
+            freeReplyObject(replies[j]);
+        }
+    }
+
+    free(cmds);
+    free(replies);
+    free(names);
+
+    return rc;
+}
+
+
+/*
+ * A usage hash, a mirror or a claim: fields "<service>:<metric>", values
+ * int64 as decimal strings.  Metrics other than the four compared (errors,
+ * latency_ms, provider) are not read.
+ */
+static int
+tollctl_recon_hash(tollctl_recon_t *r, const char *name,
+    const redisReply *hash, const char *buyer, const char *day,
+    tollctl_src_e src, const char *batch)
+{
+    int              rc, m;
+    size_t           i, first, slen, mlen;
+    int64_t          v;
+    const char      *colon;
+    tollctl_part_t  *p;
+    redisReply      *field;
+
+    if (hash->type == REDIS_REPLY_ERROR) {
+        return tollctl_error(EX_DATAERR, "Redis key %s: %s: it is not a "
+                             "usage hash, remove it or rename it", name,
+                             hash->str);
+    }
+
+    if (hash->type != REDIS_REPLY_ARRAY || hash->elements % 2 != 0) {
+        return tollctl_error(EX_UNAVAILABLE, "HGETALL %s: unexpected reply",
+                             name);
+    }
+
+    if (hash->elements == 0) {
+        return EX_OK;
+    }
+
+    first = r->nparts;
+
+    if (src == TOLLCTL_SRC_MIRROR) {
+        rc = tollctl_recon_add(r, buyer, day, "", 0, TOLLCTL_SRC_MIRROR_DAY,
+                               NULL, &p);
+        if (rc != EX_OK) {
+            return rc;
+        }
+
+        first = r->nparts;
+    }
+
+    for (i = 0; i < hash->elements; i += 2) {
+        field = hash->element[i];
+
+        if (field->type != REDIS_REPLY_STRING
+            || hash->element[i + 1]->type != REDIS_REPLY_STRING)
+        {
+            return tollctl_error(EX_UNAVAILABLE, "HGETALL %s: unexpected "
+                                 "reply", name);
+        }
+
+        colon = tollctl_last_colon(field->str, field->len);
+
+        if (colon == NULL || colon == field->str) {
+            continue;
+        }
+
+        slen = (size_t) (colon - field->str);
+        mlen = field->len - slen - 1;
+
+        m = tollctl_metric_find(colon + 1, mlen);
+
+        if (m == TOLLCTL_METRICS) {
+            continue;
+        }
+
+        if (tollctl_count_parse(hash->element[i + 1], &v) != 0) {
+            return tollctl_error(EX_DATAERR, "Redis key %s, field %.*s: "
+                                 "\"%.*s\" is not a count; fix or remove "
+                                 "the field", name, (int) field->len,
+                                 field->str,
+                                 (int) hash->element[i + 1]->len,
+                                 hash->element[i + 1]->str);
+        }
+
+        p = tollctl_recon_find(r, first, field->str, slen);
+
+        if (p == NULL) {
+            if (r->nparts - first >= TOLLCTL_SERVICES_MAX) {
+                return tollctl_error(EX_DATAERR, "Redis key %s holds more "
+                                     "than %d services", name,
+                                     TOLLCTL_SERVICES_MAX);
+            }
+
+            rc = tollctl_recon_add(r, buyer, day, field->str, slen, src,
+                                   batch, &p);
+            if (rc != EX_OK) {
+                return rc;
+            }
+        }
+
+        p->v[m] = v;
+    }
+
+    return EX_OK;
+}
+
+
+static const char *
+tollctl_last_colon(const char *s, size_t len)
+{
+    size_t  j;
+
+    for (j = len; j > 0; j--) {
+        if (s[j - 1] == ':') {
+            return s + j - 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the index of a metric compared, or TOLLCTL_METRICS */
+static int
+tollctl_metric_find(const char *name, size_t len)
+{
+    int  m;
+
+    for (m = 0; m < TOLLCTL_METRICS; m++) {
+        if (strlen(tollctl_metrics[m]) == len
+            && memcmp(name, tollctl_metrics[m], len) == 0)
+        {
+            break;
+        }
+    }
+
+    return m;
+}
+
+
+/* the part from parts[first] on that holds this service, or NULL */
+static tollctl_part_t *
+tollctl_recon_find(tollctl_recon_t *r, size_t first, const char *service,
+    size_t len)
+{
+    size_t  j;
+
+    for (j = first; j < r->nparts; j++) {
+        if (strlen(r->parts[j].service) == len
+            && memcmp(r->parts[j].service, service, len) == 0)
+        {
+            return &r->parts[j];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * toll:usage:{<buyer>}:<YYYYMMDD> (*mirror = 0) or the same with
+ * ":drained" (*mirror = 1).  The buyer may hold ':' and '}': it is what
+ * lies between the prefix and the "}:" + 8 digits at the end.
+ */
+static int
+tollctl_usage_name(const char *name, size_t len, char *buyer, char *day,
+    int *mirror)
+{
+    size_t  i, plen, slen, blen;
+
+    plen = sizeof(TOLLCTL_USAGE_PREFIX) - 1;
+    slen = sizeof(TOLLCTL_MIRROR_SUFFIX) - 1;
+
+    if (len > TOLLCTL_REDIS_NAME_LEN_MAX
+        || len < plen || memcmp(name, TOLLCTL_USAGE_PREFIX, plen) != 0)
+    {
+        return -1;
+    }
+
+    *mirror = 0;
+
+    if (len > slen
+        && memcmp(name + len - slen, TOLLCTL_MIRROR_SUFFIX, slen) == 0)
+    {
+        *mirror = 1;
+        len -= slen;
+    }
+
+    /* at least one character of buyer, "}:", 8 digits */
+    if (len < plen + 1 + 2 + TOLLCTL_DAY_LEN) {
+        return -1;
+    }
+
+    for (i = len - TOLLCTL_DAY_LEN; i < len; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        }
+    }
+
+    if (name[len - TOLLCTL_DAY_LEN - 1] != ':'
+        || name[len - TOLLCTL_DAY_LEN - 2] != '}')
+    {
+        return -1;
+    }
+
+    blen = len - TOLLCTL_DAY_LEN - 2 - plen;
+
+    if (memchr(name + plen, '\n', blen) != NULL
+        || memchr(name + plen, '\0', blen) != NULL)
+    {
+        return -1;
+    }
+
+    memcpy(buyer, name + plen, blen);
+    buyer[blen] = '\0';
+    memcpy(day, name + len - TOLLCTL_DAY_LEN, TOLLCTL_DAY_LEN);
+    day[TOLLCTL_DAY_LEN] = '\0';
+
+    return 0;
+}
+
+
+/* toll:drain:{<buyer>}:<YYYYMMDD>:<32 lowercase hex> */
+static int
+tollctl_claim_name(const char *name, size_t len, char *buyer, char *day,
+    char *batch)
+{
+    size_t  i, plen, tail, blen;
+
+    plen = sizeof(TOLLCTL_DRAIN_PREFIX) - 1;
+    tail = 2 + TOLLCTL_DAY_LEN + 1 + TOLLCTL_BATCH_ID_LEN;
+
+    if (len <= plen + tail || len > TOLLCTL_REDIS_NAME_LEN_MAX
+        || memcmp(name, TOLLCTL_DRAIN_PREFIX, plen) != 0)
+    {
+        return -1;
+    }
+
+    for (i = len - TOLLCTL_BATCH_ID_LEN; i < len; i++) {
+        if (!((name[i] >= '0' && name[i] <= '9')
+              || (name[i] >= 'a' && name[i] <= 'f')))
+        {
+            return -1;
+        }
+    }
+
+    for (i = len - tail + 2; i < len - TOLLCTL_BATCH_ID_LEN - 1; i++) {
+        if (name[i] < '0' || name[i] > '9') {
+            return -1;
+        }
+    }
+
+    if (name[len - tail] != '}' || name[len - tail + 1] != ':'
+        || name[len - TOLLCTL_BATCH_ID_LEN - 1] != ':')
+    {
+        return -1;
+    }
+
+    blen = len - tail - plen;
+
+    if (memchr(name + plen, '\n', blen) != NULL) {
+        return -1;
+    }
+
+    memcpy(buyer, name + plen, blen);
+    buyer[blen] = '\0';
+    memcpy(day, name + len - tail + 2, TOLLCTL_DAY_LEN);
+    day[TOLLCTL_DAY_LEN] = '\0';
+    memcpy(batch, name + len - TOLLCTL_BATCH_ID_LEN, TOLLCTL_BATCH_ID_LEN);
+    batch[TOLLCTL_BATCH_ID_LEN] = '\0';
+
+    return 0;
+}
+
+
+/* a count as Redis holds it: an int64 in decimal, never a double */
+static int
+tollctl_count_parse(const redisReply *v, int64_t *out)
+{
+    char       buf[32];
+    long long  n;
+
+    if (v->len == 0 || v->len >= sizeof(buf)) {
+        return -1;
+    }
+
+    memcpy(buf, v->str, v->len);
+    buf[v->len] = '\0';
+
+    if (tollctl_parse_ll(buf, INT64_MIN, INT64_MAX, &n) != 0) {
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+}
+
+
+static int
+tollctl_str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char * const *) a, *(char * const *) b);
+}
+
+
+void
+tollctl_strs_free(char **strs, size_t n)
+{
+    size_t  i;
+
+    if (strs == NULL) {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        free(strs[i]);
+    }
+
+    free(strs);
+}

@@ -272,23 +272,6 @@ tollctl_option_error(int c, char **argv)
 }
 
 
-/* reconcile's count reader calls it so; it reads as toll_parse_int64() */
-int
-tollctl_parse_ll(const char *s, long long min, long long max,
-    long long *out)
-{
-    int64_t  n;
-
-    if (toll_parse_int64(s, min, max, &n) != 0) {
-        return -1;
-    }
-
-    *out = n;
-
-    return 0;
-}
-
-
 static void
 tollctl_help(void)
 {

@@ -124,9 +124,6 @@ int tollctl_error(int rc, const char *fmt, ...)
 /* the same, ending "; see 'tollctl --help'"; returns EX_USAGE */
 int tollctl_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
-/* toll_parse_int64() for reconcile's count reader, until lib's replaces it */
-int tollctl_parse_ll(const char *s, long long min, long long max,
-    long long *out);
 
 /* checks the Redis options and connects; a sysexits code */
 int tollctl_connect(tollctl_t *ctl);

@@ -441,7 +441,8 @@ tollctl_value_text(const char *name, json_t *value, char *buf, size_t size)
         n = json_integer_value(value);
 
         if (f != NULL
-            && (f->kind == TOLLCTL_KIND_TIME || f->kind == TOLLCTL_KIND_EXPIRY))
+            && (f->kind == TOLLCTL_KIND_TIME
+                || f->kind == TOLLCTL_KIND_EXPIRY))
         {
             snprintf(buf, size, "%" JSON_INTEGER_FORMAT " (%s)", n,
                      tollctl_time_text(n, date, sizeof(date)));

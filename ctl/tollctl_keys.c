@@ -299,9 +299,9 @@ tollctl_key_index_watch(tollctl_t *ctl)
     tollctl_cmd_t   cmds[2];
 
     tollctl_cmd_init(&cmds[0], "WATCH");
-    tollctl_cmd_add_str(&cmds[0], TOLL_REDIS_KEY_INDEX);
+    tollctl_cmd_add_str(&cmds[0], TOLL_NAME_KEY_INDEX);
     tollctl_cmd_init(&cmds[1], "TYPE");
-    tollctl_cmd_add_str(&cmds[1], TOLL_REDIS_KEY_INDEX);
+    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
 
     reply = tollctl_redis_run(ctl, &cmds[0]);
     if (reply == NULL) {
@@ -318,7 +318,7 @@ tollctl_key_index_watch(tollctl_t *ctl)
     if (reply->type != REDIS_REPLY_STATUS
         || (strcmp(reply->str, "set") != 0 && strcmp(reply->str, "none") != 0))
     {
-        tollctl_error(EX_UNAVAILABLE, "redis %s: " TOLL_REDIS_KEY_INDEX
+        tollctl_error(EX_UNAVAILABLE, "redis %s: " TOLL_NAME_KEY_INDEX
                       " is a %s, not a set (WRONGTYPE); make it the set of "
                       "key ids again before creating keys", ctl->addr.text,
                       reply->type == REDIS_REPLY_STATUS ? reply->str : "?");
@@ -402,7 +402,7 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     tollctl_cmd_add_str(&cmds[0], created_at);
 
     tollctl_cmd_init(&cmds[1], "SADD");
-    tollctl_cmd_add_str(&cmds[1], TOLL_REDIS_KEY_INDEX);
+    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
     tollctl_cmd_add(&cmds[1], key->key_id, TOLL_KEY_ID_GEN_LEN);
 
     reply = tollctl_redis_exec(ctl, cmds, 2);
@@ -621,7 +621,7 @@ tollctl_key_list(tollctl_t *ctl, tollctl_opts_t *o)
     }
 
     tollctl_cmd_init(&cmd, "SMEMBERS");
-    tollctl_cmd_add_str(&cmd, TOLL_REDIS_KEY_INDEX);
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_KEY_INDEX);
 
     ids = tollctl_redis_run(ctl, &cmd);
     if (ids == NULL) {
@@ -695,7 +695,7 @@ tollctl_list_batch(tollctl_t *ctl, redisReply **ids, size_t n,
         {
             /* a warning: the other keys are still worth listing */
             (void) tollctl_error(EX_OK, "skipped a malformed key id in "
-                                 TOLL_REDIS_KEY_INDEX);
+                                 TOLL_NAME_KEY_INDEX);
             continue;
         }
 

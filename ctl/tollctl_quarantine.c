@@ -15,17 +15,10 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "toll_names.h"
+#include "toll_scripts.h"
 #include "tollctl.h"
 #include "tollctl_quarantine.h"
-
-
-#define TOLLCTL_Q_OPEN        "toll:drain:open"
-#define TOLLCTL_Q_HASH        "toll:drain:quarantine"
-/* a claim's counts, or none when it is not a hash */
-#define TOLLCTL_Q_READ_SCRIPT                                                 \
-    "if redis.call('TYPE',KEYS[1]).ok=='hash' then "                          \
-    "return redis.call('HGETALL',KEYS[1]) end return {}"
-#define TOLLCTL_Q_PREFIX      "toll:drain:{"
 
 
 static int tollctl_quarantine_print(tollctl_t *ctl, int json);
@@ -86,7 +79,7 @@ tollctl_quarantine_print(tollctl_t *ctl, int json)
     tollctl_cmd_t   cmd, *cmds;
 
     tollctl_cmd_init(&cmd, "HGETALL");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_Q_HASH);
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_DRAIN_QUARANTINE);
 
     all = tollctl_redis_run(ctl, &cmd);
     if (all == NULL) {
@@ -96,7 +89,7 @@ tollctl_quarantine_print(tollctl_t *ctl, int json)
     if (all->type != REDIS_REPLY_ARRAY || all->elements % 2) {
         freeReplyObject(all);
         return tollctl_error(EX_UNAVAILABLE, "redis %s: HGETALL "
-                             TOLLCTL_Q_HASH ": unexpected reply",
+                             TOLL_NAME_DRAIN_QUARANTINE ": unexpected reply",
                              ctl->addr.text);
     }
 
@@ -112,12 +105,16 @@ tollctl_quarantine_print(tollctl_t *ctl, int json)
 
     /*
      * A claim set aside because it is not a hash has no counts to show:
-     * read as empty, where HGETALL would refuse the whole list.
+     * read as empty (lua/quarantine_read.lua), where HGETALL would refuse
+     * the whole list.  Sent whole: in a pipeline, a NOSCRIPT could not be
+     * answered in turn.
      */
 
     for (i = 0; i < n; i++) {
         tollctl_cmd_init(&cmds[i], "EVAL");
-        tollctl_cmd_add_str(&cmds[i], TOLLCTL_Q_READ_SCRIPT);
+        tollctl_cmd_add(&cmds[i],
+                        toll_scripts[TOLL_SCRIPT_QUARANTINE_READ].text,
+                        toll_scripts[TOLL_SCRIPT_QUARANTINE_READ].len);
         tollctl_cmd_add_str(&cmds[i], "1");
         tollctl_cmd_add(&cmds[i], all->element[2 * i]->str,
                         all->element[2 * i]->len);
@@ -204,9 +201,10 @@ tollctl_quarantine_entry(const redisReply *name, const redisReply *value,
     const redisReply *content)
 {
     size_t       i, len;
-    const char  *s, *close, *sp;
+    const char  *s, *sp;
     json_t      *e, *fields;
     long long    since;
+    toll_name_t  cn;
 
     e = json_object();
     fields = json_object();
@@ -223,23 +221,11 @@ tollctl_quarantine_entry(const redisReply *name, const redisReply *value,
     json_object_set_new(e, "claim", json_stringn(s, len));
 
     /* the buyer may hold '}': the day and batch are the last two parts */
-    close = NULL;
 
-    if (len > sizeof(TOLLCTL_Q_PREFIX) - 1 + 8 + 32 + 3
-        && strncmp(s, TOLLCTL_Q_PREFIX, sizeof(TOLLCTL_Q_PREFIX) - 1) == 0)
-    {
-        close = s + len - (32 + 1 + 8 + 2);
-        if (close[0] != '}' || close[1] != ':' || close[10] != ':') {
-            close = NULL;
-        }
-    }
-
-    if (close != NULL) {
-        json_object_set_new(e, "buyer",
-            json_stringn(s + sizeof(TOLLCTL_Q_PREFIX) - 1,
-                         close - s - (sizeof(TOLLCTL_Q_PREFIX) - 1)));
-        json_object_set_new(e, "day", json_stringn(close + 2, 8));
-        json_object_set_new(e, "batch", json_stringn(close + 11, 32));
+    if (toll_name_claim_parse(s, len, &cn) == 0) {
+        json_object_set_new(e, "buyer", json_stringn(cn.buyer, cn.buyer_len));
+        json_object_set_new(e, "day", json_string(cn.day));
+        json_object_set_new(e, "batch", json_string(cn.batch));
 
     } else {
         json_object_set_new(e, "buyer", json_string("?"));
@@ -304,7 +290,7 @@ tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
     }
 
     tollctl_cmd_init(&cmd, "HKEYS");
-    tollctl_cmd_add_str(&cmd, TOLLCTL_Q_HASH);
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_DRAIN_QUARANTINE);
 
     names = tollctl_redis_run(ctl, &cmd);
     if (names == NULL) {
@@ -314,7 +300,7 @@ tollctl_quarantine_put_back(tollctl_t *ctl, int all, int argc,
     if (names->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(names);
         return tollctl_error(EX_UNAVAILABLE, "redis %s: HKEYS "
-                             TOLLCTL_Q_HASH ": unexpected reply",
+                             TOLL_NAME_DRAIN_QUARANTINE ": unexpected reply",
                              ctl->addr.text);
     }
 
@@ -351,7 +337,8 @@ tollctl_quarantine_one(tollctl_t *ctl, const char *claim, size_t len)
     int          found;
     redisReply  *r;
 
-    r = tollctl_quarantine_send(ctl, "HEXISTS", TOLLCTL_Q_HASH, claim, len);
+    r = tollctl_quarantine_send(ctl, "HEXISTS", TOLL_NAME_DRAIN_QUARANTINE,
+                                claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }
@@ -364,14 +351,15 @@ tollctl_quarantine_one(tollctl_t *ctl, const char *claim, size_t len)
                              (int) len, claim);
     }
 
-    r = tollctl_quarantine_send(ctl, "SADD", TOLLCTL_Q_OPEN, claim, len);
+    r = tollctl_quarantine_send(ctl, "SADD", TOLL_NAME_DRAIN_OPEN, claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }
 
     freeReplyObject(r);
 
-    r = tollctl_quarantine_send(ctl, "HDEL", TOLLCTL_Q_HASH, claim, len);
+    r = tollctl_quarantine_send(ctl, "HDEL", TOLL_NAME_DRAIN_QUARANTINE,
+                                claim, len);
     if (r == NULL) {
         return EX_UNAVAILABLE;
     }

@@ -47,11 +47,6 @@ static void tollctl_print_reconcile(json_t *result);
 static int tollctl_part_cmp(const void *a, const void *b);
 
 
-const char  *tollctl_metrics[TOLLCTL_METRICS] = {
-    "calls", "free_calls", "paid_calls", "amount_micros"
-};
-
-
 int
 tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
 {
@@ -292,7 +287,7 @@ tollctl_recon_ledger(toll_ledger_t *lg, tollctl_recon_t *r)
         service = json_string_value(json_object_get(row, "service"));
 
         if (buyer == NULL || day == NULL || service == NULL
-            || strlen(day) != TOLLCTL_DAY_LEN)
+            || strlen(day) != TOLL_NAME_DAY_LEN)
         {
             continue;
         }
@@ -654,6 +649,7 @@ tollctl_print_reconcile(json_t *result)
     char         cell[TOLLCTL_METRICS][TOLLCTL_CELL_LEN_MAX];
     size_t       i, k;
     json_t      *row, *v;
+    json_int_t   n;
     const char  *names[] = { "recorded", "pending", "ledger" };
 
     printf("rows: %" JSON_INTEGER_FORMAT " (buyer, day, service), %"
@@ -690,12 +686,9 @@ tollctl_print_reconcile(json_t *result)
         v = json_object_get(row, "difference");
 
         for (m = 0; m < TOLLCTL_METRICS - 1; m++) {
+            n = json_integer_value(json_object_get(v, toll_usage_fields[m]));
             snprintf(cell[m], sizeof(cell[m]), "%s%" JSON_INTEGER_FORMAT,
-                     json_integer_value(json_object_get(v,
-                                                        tollctl_metrics[m]))
-                     > 0 ? "+" : "",
-                     json_integer_value(json_object_get(v,
-                                                        tollctl_metrics[m])));
+                     n > 0 ? "+" : "", n);
         }
 
         tollctl_amount_text(json_integer_value(json_object_get(v,

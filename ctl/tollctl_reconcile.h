@@ -12,23 +12,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "toll_names.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
 
 
 /*
- * reconcile.  The key names are those of docs/settle.md ("The drain
- * protocol"); the meter and toll-settle write them.
+ * reconcile.  The key names are lib/toll_names.h's (docs/redis.md); the
+ * meter and toll-settle write them.
  */
-#define TOLLCTL_USAGE_PREFIX          "toll:usage:{"
-#define TOLLCTL_USAGE_MATCH           "toll:usage:{*}:*"
-#define TOLLCTL_MIRROR_SUFFIX         ":drained"
-#define TOLLCTL_DRAIN_PREFIX          "toll:drain:{"
-#define TOLLCTL_DRAIN_OPEN            "toll:drain:open"
-#define TOLLCTL_DRAIN_QUARANTINE      "toll:drain:quarantine"
-#define TOLLCTL_DAY_LEN               8
-#define TOLLCTL_BATCH_ID_LEN          32
-#define TOLLCTL_REDIS_NAME_LEN_MAX    1024
+
 /* names per SCAN call: a hint to Redis, not a bound */
 #define TOLLCTL_SCAN_COUNT            "1000"
 /* SCAN calls, so that a runaway keyspace cannot hold us forever */
@@ -49,7 +42,9 @@
 #define TOLLCTL_RECONCILE_ATTEMPTS_MAX  3
 #define TOLLCTL_RECONCILE_RETRY_MS    500
 
-#define TOLLCTL_METRICS               4
+/* the counts compared: the first four of a usage hash's (calls, free,
+   paid, amount) */
+#define TOLLCTL_METRICS               (TOLL_USAGE_AMOUNT + 1)
 
 
 /* where a part of reconcile's counts comes from */
@@ -66,8 +61,8 @@ typedef enum {
 typedef struct {
     char             *buyer;
     char             *service;            /* "" for MIRROR_DAY */
-    char              day[TOLLCTL_DAY_LEN + 1];
-    char              batch[TOLLCTL_BATCH_ID_LEN + 1];   /* CLAIM only */
+    char              day[TOLL_NAME_DAY_LEN + 1];
+    char              batch[TOLL_NAME_BATCH_LEN + 1];   /* CLAIM only */
     tollctl_src_e     src;
     int64_t           v[TOLLCTL_METRICS];
 } tollctl_part_t;
@@ -102,7 +97,6 @@ typedef struct {
 
 
 /* the usage hash's metrics that reconcile compares, in this order */
-extern const char  *tollctl_metrics[TOLLCTL_METRICS];
 
 
 int tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o);

@@ -16,10 +16,16 @@
 
 #include <hiredis/hiredis.h>
 
+#include "toll_names.h"
+#include "toll_usage.h"
 #include "tollctl.h"
 #include "tollctl_reconcile.h"
 
 
+static int tollctl_usage_name(const char *name, size_t len, char *buyer,
+    char *day, int *mirror);
+static int tollctl_claim_name(const char *name, size_t len, char *buyer,
+    char *day, char *batch);
 static int tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
     char **names, size_t n);
 static int tollctl_recon_scan_add(const redisReply *keys, char ***days,
@@ -27,15 +33,8 @@ static int tollctl_recon_scan_add(const redisReply *keys, char ***days,
 static int tollctl_recon_hash(tollctl_recon_t *r, const char *name,
     const redisReply *hash, const char *buyer, const char *day,
     tollctl_src_e src, const char *batch);
-static const char *tollctl_last_colon(const char *s, size_t len);
-static int tollctl_metric_find(const char *name, size_t len);
 static tollctl_part_t *tollctl_recon_find(tollctl_recon_t *r, size_t first,
     const char *service, size_t len);
-static int tollctl_usage_name(const char *name, size_t len, char *buyer,
-    char *day, int *mirror);
-static int tollctl_claim_name(const char *name, size_t len, char *buyer,
-    char *day, char *batch);
-static int tollctl_count_parse(const redisReply *v, int64_t *out);
 static int tollctl_str_cmp(const void *a, const void *b);
 
 
@@ -52,9 +51,9 @@ tollctl_recon_open_set(tollctl_t *ctl, char ***members, size_t *n)
     tollctl_cmd_t   cmds[2];
 
     tollctl_cmd_init(&cmds[0], "SMEMBERS");
-    tollctl_cmd_add_str(&cmds[0], TOLLCTL_DRAIN_OPEN);
+    tollctl_cmd_add_str(&cmds[0], TOLL_NAME_DRAIN_OPEN);
     tollctl_cmd_init(&cmds[1], "HKEYS");
-    tollctl_cmd_add_str(&cmds[1], TOLLCTL_DRAIN_QUARANTINE);
+    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_DRAIN_QUARANTINE);
 
     if (tollctl_redis_pipeline(ctl, cmds, 2, replies) != 0) {
         return EX_UNAVAILABLE;
@@ -66,7 +65,7 @@ tollctl_recon_open_set(tollctl_t *ctl, char ***members, size_t *n)
         freeReplyObject(replies[0]);
         freeReplyObject(replies[1]);
         return tollctl_error(EX_UNAVAILABLE, "redis %s: SMEMBERS "
-                             TOLLCTL_DRAIN_OPEN ": unexpected reply",
+                             TOLL_NAME_DRAIN_OPEN ": unexpected reply",
                              ctl->addr.text);
     }
 
@@ -150,9 +149,10 @@ tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
     char **names, size_t n)
 {
     int             rc;
-    char            buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
-    char            day[TOLLCTL_DAY_LEN + 1];
-    char            batch[TOLLCTL_BATCH_ID_LEN + 1];
+    char            buyer[TOLL_NAME_BUYER_LEN_MAX + 1];
+    char            day[TOLL_NAME_DAY_LEN + 1];
+    char            batch[TOLL_NAME_BATCH_LEN + 1];
+    char            text[TOLL_NAME_TEXT_MAX];
     char          **grown;
     size_t          i, m, idx[TOLLCTL_RECONCILE_BATCH_MAX];
     redisReply     *replies[TOLLCTL_RECONCILE_BATCH_MAX];
@@ -167,8 +167,10 @@ tollctl_recon_claims_batch(tollctl_t *ctl, tollctl_recon_t *r,
             != 0)
         {
             /* a warning: toll-settle leaves such a member to the operator */
-            (void) tollctl_error(EX_OK, "skipped \"%s\" in " TOLLCTL_DRAIN_OPEN
-                                 ": not a claim's name", names[i]);
+            toll_name_text(text, names[i], strlen(names[i]));
+            (void) tollctl_error(EX_OK, "skipped \"%s\" in "
+                                 TOLL_NAME_DRAIN_OPEN ": not a claim's name",
+                                 text);
             continue;
         }
 
@@ -252,7 +254,7 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
         tollctl_cmd_init(&cmd, "SCAN");
         tollctl_cmd_add_str(&cmd, cursor);
         tollctl_cmd_add_str(&cmd, "MATCH");
-        tollctl_cmd_add_str(&cmd, TOLLCTL_USAGE_MATCH);
+        tollctl_cmd_add_str(&cmd, TOLL_NAME_USAGE_MATCH);
         tollctl_cmd_add_str(&cmd, "COUNT");
         tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
 
@@ -328,8 +330,8 @@ tollctl_recon_scan_add(const redisReply *keys, char ***days, size_t *n,
     size_t *cap)
 {
     int                mirror;
-    char               buyer[TOLLCTL_REDIS_NAME_LEN_MAX + 1];
-    char               day[TOLLCTL_DAY_LEN + 1], **grown, *pair;
+    char               buyer[TOLL_NAME_BUYER_LEN_MAX + 1];
+    char               day[TOLL_NAME_DAY_LEN + 1], **grown, *pair;
     size_t             i;
     const redisReply  *key;
 
@@ -361,7 +363,7 @@ tollctl_recon_scan_add(const redisReply *keys, char ***days, size_t *n,
             *days = grown;
         }
 
-        pair = malloc(strlen(buyer) + 1 + TOLLCTL_DAY_LEN + 1);
+        pair = malloc(strlen(buyer) + 1 + TOLL_NAME_DAY_LEN + 1);
         if (pair == NULL) {
             return tollctl_error(EX_OSERR, "out of memory");
         }
@@ -380,7 +382,7 @@ tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
     size_t ndays)
 {
     int             rc;
-    char           *nl, *names, *live, *mirror;
+    char           *nl, *names, *live, *mirror, *end;
     size_t          i, j, n, k, len;
     redisReply    **replies, *exec;
     tollctl_cmd_t  *cmds;
@@ -389,8 +391,7 @@ tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
     cmds = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2, sizeof(tollctl_cmd_t));
     replies = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2,
                      sizeof(redisReply *));
-    names = malloc(2 * TOLLCTL_RECONCILE_BATCH_MAX
-                   * (TOLLCTL_REDIS_NAME_LEN_MAX + 64));
+    names = malloc(2 * TOLLCTL_RECONCILE_BATCH_MAX * (TOLL_NAME_LEN_MAX + 1));
 
     if (cmds == NULL || replies == NULL || names == NULL) {
         free(cmds);
@@ -413,14 +414,14 @@ tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
             nl = strchr(days[i + j], '\n');
             len = (size_t) (nl - days[i + j]);
 
-            live = names + 2 * j * (TOLLCTL_REDIS_NAME_LEN_MAX + 64);
-            mirror = live + TOLLCTL_REDIS_NAME_LEN_MAX + 64;
+            live = names + 2 * j * (TOLL_NAME_LEN_MAX + 1);
+            mirror = live + TOLL_NAME_LEN_MAX + 1;
 
-            snprintf(live, TOLLCTL_REDIS_NAME_LEN_MAX + 64,
-                     TOLLCTL_USAGE_PREFIX "%.*s}:%s", (int) len, days[i + j],
-                     nl + 1);
-            snprintf(mirror, TOLLCTL_REDIS_NAME_LEN_MAX + 64,
-                     "%s" TOLLCTL_MIRROR_SUFFIX, live);
+            end = toll_name_usage(live, days[i + j], len, nl + 1);
+            *end = '\0';
+            end = toll_name_usage(mirror, days[i + j], len, nl + 1);
+            memcpy(end, TOLL_NAME_USAGE_MIRROR,
+                   sizeof(TOLL_NAME_USAGE_MIRROR));
 
             tollctl_cmd_init(&cmds[1 + 2 * j], "HGETALL");
             tollctl_cmd_add_str(&cmds[1 + 2 * j], live);
@@ -481,9 +482,8 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
     tollctl_src_e src, const char *batch)
 {
     int              rc, m;
-    size_t           i, first, slen, mlen;
+    size_t           i, first, slen;
     int64_t          v;
-    const char      *colon;
     tollctl_part_t  *p;
     redisReply      *field;
 
@@ -524,22 +524,18 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
                                  "reply", name);
         }
 
-        colon = tollctl_last_colon(field->str, field->len);
+        /* errors, latency_ms, provider and unknown fields: not compared */
 
-        if (colon == NULL || colon == field->str) {
+        m = toll_usage_field_parse(field->str, field->len, &slen);
+
+        if (m < 0 || m >= TOLLCTL_METRICS) {
             continue;
         }
 
-        slen = (size_t) (colon - field->str);
-        mlen = field->len - slen - 1;
-
-        m = tollctl_metric_find(colon + 1, mlen);
-
-        if (m == TOLLCTL_METRICS) {
-            continue;
-        }
-
-        if (tollctl_count_parse(hash->element[i + 1], &v) != 0) {
+        if (toll_usage_count_parse(hash->element[i + 1]->str,
+                                   hash->element[i + 1]->len, &v)
+            != 0)
+        {
             return tollctl_error(EX_DATAERR, "Redis key %s, field %.*s: "
                                  "\"%.*s\" is not a count; fix or remove "
                                  "the field", name, (int) field->len,
@@ -571,39 +567,6 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
 }
 
 
-static const char *
-tollctl_last_colon(const char *s, size_t len)
-{
-    size_t  j;
-
-    for (j = len; j > 0; j--) {
-        if (s[j - 1] == ':') {
-            return s + j - 1;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* the index of a metric compared, or TOLLCTL_METRICS */
-static int
-tollctl_metric_find(const char *name, size_t len)
-{
-    int  m;
-
-    for (m = 0; m < TOLLCTL_METRICS; m++) {
-        if (strlen(tollctl_metrics[m]) == len
-            && memcmp(name, tollctl_metrics[m], len) == 0)
-        {
-            break;
-        }
-    }
-
-    return m;
-}
-
-
 /* the part from parts[first] on that holds this service, or NULL */
 static tollctl_part_t *
 tollctl_recon_find(tollctl_recon_t *r, size_t first, const char *service,
@@ -620,146 +583,6 @@ tollctl_recon_find(tollctl_recon_t *r, size_t first, const char *service,
     }
 
     return NULL;
-}
-
-
-/*
- * toll:usage:{<buyer>}:<YYYYMMDD> (*mirror = 0) or the same with
- * ":drained" (*mirror = 1).  The buyer may hold ':' and '}': it is what
- * lies between the prefix and the "}:" + 8 digits at the end.
- */
-static int
-tollctl_usage_name(const char *name, size_t len, char *buyer, char *day,
-    int *mirror)
-{
-    size_t  i, plen, slen, blen;
-
-    plen = sizeof(TOLLCTL_USAGE_PREFIX) - 1;
-    slen = sizeof(TOLLCTL_MIRROR_SUFFIX) - 1;
-
-    if (len > TOLLCTL_REDIS_NAME_LEN_MAX
-        || len < plen || memcmp(name, TOLLCTL_USAGE_PREFIX, plen) != 0)
-    {
-        return -1;
-    }
-
-    *mirror = 0;
-
-    if (len > slen
-        && memcmp(name + len - slen, TOLLCTL_MIRROR_SUFFIX, slen) == 0)
-    {
-        *mirror = 1;
-        len -= slen;
-    }
-
-    /* at least one character of buyer, "}:", 8 digits */
-    if (len < plen + 1 + 2 + TOLLCTL_DAY_LEN) {
-        return -1;
-    }
-
-    for (i = len - TOLLCTL_DAY_LEN; i < len; i++) {
-        if (name[i] < '0' || name[i] > '9') {
-            return -1;
-        }
-    }
-
-    if (name[len - TOLLCTL_DAY_LEN - 1] != ':'
-        || name[len - TOLLCTL_DAY_LEN - 2] != '}')
-    {
-        return -1;
-    }
-
-    blen = len - TOLLCTL_DAY_LEN - 2 - plen;
-
-    if (memchr(name + plen, '\n', blen) != NULL
-        || memchr(name + plen, '\0', blen) != NULL)
-    {
-        return -1;
-    }
-
-    memcpy(buyer, name + plen, blen);
-    buyer[blen] = '\0';
-    memcpy(day, name + len - TOLLCTL_DAY_LEN, TOLLCTL_DAY_LEN);
-    day[TOLLCTL_DAY_LEN] = '\0';
-
-    return 0;
-}
-
-
-/* toll:drain:{<buyer>}:<YYYYMMDD>:<32 lowercase hex> */
-static int
-tollctl_claim_name(const char *name, size_t len, char *buyer, char *day,
-    char *batch)
-{
-    size_t  i, plen, tail, blen;
-
-    plen = sizeof(TOLLCTL_DRAIN_PREFIX) - 1;
-    tail = 2 + TOLLCTL_DAY_LEN + 1 + TOLLCTL_BATCH_ID_LEN;
-
-    if (len <= plen + tail || len > TOLLCTL_REDIS_NAME_LEN_MAX
-        || memcmp(name, TOLLCTL_DRAIN_PREFIX, plen) != 0)
-    {
-        return -1;
-    }
-
-    for (i = len - TOLLCTL_BATCH_ID_LEN; i < len; i++) {
-        if (!((name[i] >= '0' && name[i] <= '9')
-              || (name[i] >= 'a' && name[i] <= 'f')))
-        {
-            return -1;
-        }
-    }
-
-    for (i = len - tail + 2; i < len - TOLLCTL_BATCH_ID_LEN - 1; i++) {
-        if (name[i] < '0' || name[i] > '9') {
-            return -1;
-        }
-    }
-
-    if (name[len - tail] != '}' || name[len - tail + 1] != ':'
-        || name[len - TOLLCTL_BATCH_ID_LEN - 1] != ':')
-    {
-        return -1;
-    }
-
-    blen = len - tail - plen;
-
-    if (memchr(name + plen, '\n', blen) != NULL) {
-        return -1;
-    }
-
-    memcpy(buyer, name + plen, blen);
-    buyer[blen] = '\0';
-    memcpy(day, name + len - tail + 2, TOLLCTL_DAY_LEN);
-    day[TOLLCTL_DAY_LEN] = '\0';
-    memcpy(batch, name + len - TOLLCTL_BATCH_ID_LEN, TOLLCTL_BATCH_ID_LEN);
-    batch[TOLLCTL_BATCH_ID_LEN] = '\0';
-
-    return 0;
-}
-
-
-/* a count as Redis holds it: an int64 in decimal, never a double */
-static int
-tollctl_count_parse(const redisReply *v, int64_t *out)
-{
-    char       buf[32];
-    long long  n;
-
-    if (v->len == 0 || v->len >= sizeof(buf)) {
-        return -1;
-    }
-
-    memcpy(buf, v->str, v->len);
-    buf[v->len] = '\0';
-
-    if (tollctl_parse_ll(buf, INT64_MIN, INT64_MAX, &n) != 0) {
-        return -1;
-    }
-
-    *out = n;
-
-    return 0;
 }
 
 
@@ -784,4 +607,44 @@ tollctl_strs_free(char **strs, size_t n)
     }
 
     free(strs);
+}
+
+
+/* a usage hash's or mirror's name into buyer and day (lib/toll_names.c) */
+static int
+tollctl_usage_name(const char *name, size_t len, char *buyer, char *day,
+    int *mirror)
+{
+    toll_name_t  n;
+
+    if (toll_name_usage_parse(name, len, &n) != 0) {
+        return -1;
+    }
+
+    memcpy(buyer, n.buyer, n.buyer_len);
+    buyer[n.buyer_len] = '\0';
+    memcpy(day, n.day, sizeof(n.day));
+    *mirror = n.mirror;
+
+    return 0;
+}
+
+
+/* a claim's name into buyer, day and batch */
+static int
+tollctl_claim_name(const char *name, size_t len, char *buyer, char *day,
+    char *batch)
+{
+    toll_name_t  n;
+
+    if (toll_name_claim_parse(name, len, &n) != 0) {
+        return -1;
+    }
+
+    memcpy(buyer, n.buyer, n.buyer_len);
+    buyer[n.buyer_len] = '\0';
+    memcpy(day, n.day, sizeof(n.day));
+    memcpy(batch, n.batch, sizeof(n.batch));
+
+    return 0;
 }

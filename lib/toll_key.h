@@ -41,8 +41,6 @@
 #define TOLL_REDIS_KEY_NAME_MAX    (toll_name_len(TOLL_NAME_KEY_PREFIX)     \
                                     + TOLL_KEY_ID_LEN_MAX                  \
                                     + toll_name_len(TOLL_NAME_TAG_END))
-/* the old name, until tollctl is moved to lib/toll_names.h */
-#define TOLL_REDIS_KEY_INDEX       TOLL_NAME_KEY_INDEX
 
 #define TOLL_STATUS_ACTIVE         "active"
 #define TOLL_STATUS_REVOKED        "revoked"

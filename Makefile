@@ -131,9 +131,12 @@ $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 
 # the webhook sender's test links the daemon's sender and its outbox,
 # libcurl and pthreads
-HOOK_SRCS   := settle/toll_settle_webhook.c settle/toll_settle_outbox.c
+HOOK_SRCS   := settle/toll_settle_webhook.c \
+               settle/toll_settle_webhook_xfer.c settle/toll_settle_outbox.c
+HOOK_HDRS   := settle/toll_settle_webhook.h settle/toll_settle_webhook_int.h \
+               settle/toll_settle_outbox.h
 $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
-        $(HOOK_SRCS) $(HOOK_SRCS:.c=.h) $(LIB_SRCS) $(LIB_HDRS)
+        $(HOOK_SRCS) $(HOOK_HDRS) $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
 	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
 	    $(HOOK_SRCS) $(LIB_SRCS) -lcmocka -lsqlite3 -ljansson -lcurl \

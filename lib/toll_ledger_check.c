@@ -13,9 +13,22 @@
 #include "toll_ledger_int.h"
 
 
+/* what the report gives besides the checks */
+typedef struct {
+    int64_t                    debits;
+    int64_t                    credits;
+    int64_t                    ntx;
+    int64_t                    nentries;
+} toll_ledger_check_sums_t;
+
+
 static int toll_ledger_check_add(json_t *checks, const char *name, int ok,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int toll_ledger_check_integrity(toll_ledger_t *lg, json_t *checks,
+    int *all);
+static int toll_ledger_check_balance(toll_ledger_t *lg, json_t *checks,
+    int *all, toll_ledger_check_sums_t *t);
+static int toll_ledger_check_records(toll_ledger_t *lg, json_t *checks,
     int *all);
 static int toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad,
     char *detail, size_t size);
@@ -72,10 +85,9 @@ toll_ledger_check_add(json_t *checks, const char *name, int ok,
 int
 toll_ledger_check(toll_ledger_t *lg, json_t **report)
 {
-    int       rc, all;
-    char      detail[256];
-    json_t   *checks;
-    int64_t   n, debits, credits, tdebits, tcredits, ntx, nentries;
+    int                         rc, all;
+    json_t                     *checks;
+    toll_ledger_check_sums_t    t;
 
     *report = NULL;
 
@@ -98,86 +110,23 @@ toll_ledger_check(toll_ledger_t *lg, json_t **report)
         goto failed;
     }
 
-    /* every transaction balanced; sums in SQL are exact on INTEGER */
-
-    rc = toll_ledger_scalar(lg,
-             "SELECT count(*) FROM (SELECT tx_id FROM entries GROUP BY tx_id"
-             " HAVING sum(debit_micros) <> sum(credit_micros))", &n);
+    rc = toll_ledger_check_balance(lg, checks, &all, &t);
     if (rc != TOLL_LEDGER_OK) {
         goto failed;
     }
 
-    all &= toll_ledger_check_add(checks, "transactions_balanced", n == 0,
-                                 "%lld unbalanced transactions",
-                                 (long long) n);
-
-    if ((rc = toll_ledger_scalar(lg, "SELECT coalesce(sum(debit_micros), 0)"
-                                     " FROM entries", &debits))
-           != TOLL_LEDGER_OK
-        || (rc = toll_ledger_scalar(lg, "SELECT coalesce(sum(credit_micros),"
-                                        " 0) FROM entries", &credits))
-           != TOLL_LEDGER_OK
-        || (rc = toll_ledger_scalar(lg, "SELECT debits_micros FROM totals",
-                                    &tdebits))
-           != TOLL_LEDGER_OK
-        || (rc = toll_ledger_scalar(lg, "SELECT credits_micros FROM totals",
-                                    &tcredits))
-           != TOLL_LEDGER_OK
-        || (rc = toll_ledger_scalar(lg, "SELECT count(*) FROM transactions",
-                                    &ntx))
-           != TOLL_LEDGER_OK
-        || (rc = toll_ledger_scalar(lg, "SELECT count(*) FROM entries",
-                                    &nentries))
-           != TOLL_LEDGER_OK)
-    {
-        goto failed;
-    }
-
-    all &= toll_ledger_check_add(checks, "debits_equal_credits",
-                                 debits == credits,
-                                 "debits %lld, credits %lld micro-units",
-                                 (long long) debits, (long long) credits);
-
-    all &= toll_ledger_check_add(checks, "totals_match_entries",
-                                 debits == tdebits && credits == tcredits,
-                                 "totals row debits %lld, credits %lld",
-                                 (long long) tdebits, (long long) tcredits);
-
-    rc = toll_ledger_check_usage(lg, &n, detail, sizeof(detail));
+    rc = toll_ledger_check_records(lg, checks, &all);
     if (rc != TOLL_LEDGER_OK) {
         goto failed;
     }
-
-    all &= toll_ledger_check_add(checks, "usage_entries_and_fees", n == 0,
-                                 "%s", detail);
-
-    rc = toll_ledger_scalar(lg,
-             "SELECT count(*) FROM batches b WHERE b.records <>"
-             " (SELECT count(*) FROM transactions t WHERE t.batch_id = b.id)",
-             &n);
-    if (rc != TOLL_LEDGER_OK) {
-        goto failed;
-    }
-
-    all &= toll_ledger_check_add(checks, "batches_complete", n == 0,
-                                 "%lld batches whose records are missing",
-                                 (long long) n);
-
-    rc = toll_ledger_check_settlements(lg, &n, detail, sizeof(detail));
-    if (rc != TOLL_LEDGER_OK) {
-        goto failed;
-    }
-
-    all &= toll_ledger_check_add(checks, "settlements_match", n == 0,
-                                 "%s", detail);
 
     (void) sqlite3_exec(lg->db, "COMMIT", NULL, NULL, NULL);
 
     *report = json_pack("{s:b, s:o, s:I, s:I, s:I, s:I}", "ok", all,
-                        "checks", checks, "transactions", (json_int_t) ntx,
-                        "entries", (json_int_t) nentries,
-                        "debits_micros", (json_int_t) debits,
-                        "credits_micros", (json_int_t) credits);
+                        "checks", checks, "transactions", (json_int_t) t.ntx,
+                        "entries", (json_int_t) t.nentries,
+                        "debits_micros", (json_int_t) t.debits,
+                        "credits_micros", (json_int_t) t.credits);
     if (*report == NULL) {
         return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR, "out of memory");
     }
@@ -190,6 +139,110 @@ failed:
     json_decref(checks);
 
     return rc;
+}
+
+
+/*
+ * Every transaction balanced, debits equal to credits, the totals row
+ * equal to the entries; the sums and counts into *t for the report
+ */
+static int
+toll_ledger_check_balance(toll_ledger_t *lg, json_t *checks, int *all,
+    toll_ledger_check_sums_t *t)
+{
+    int      rc;
+    int64_t  n, tdebits, tcredits;
+
+    /* every transaction balanced; sums in SQL are exact on INTEGER */
+
+    rc = toll_ledger_scalar(lg,
+             "SELECT count(*) FROM (SELECT tx_id FROM entries GROUP BY tx_id"
+             " HAVING sum(debit_micros) <> sum(credit_micros))", &n);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "transactions_balanced", n == 0,
+                                  "%lld unbalanced transactions",
+                                  (long long) n);
+
+    if ((rc = toll_ledger_scalar(lg, "SELECT coalesce(sum(debit_micros), 0)"
+                                     " FROM entries", &t->debits))
+           != TOLL_LEDGER_OK
+        || (rc = toll_ledger_scalar(lg, "SELECT coalesce(sum(credit_micros),"
+                                        " 0) FROM entries", &t->credits))
+           != TOLL_LEDGER_OK
+        || (rc = toll_ledger_scalar(lg, "SELECT debits_micros FROM totals",
+                                    &tdebits))
+           != TOLL_LEDGER_OK
+        || (rc = toll_ledger_scalar(lg, "SELECT credits_micros FROM totals",
+                                    &tcredits))
+           != TOLL_LEDGER_OK
+        || (rc = toll_ledger_scalar(lg, "SELECT count(*) FROM transactions",
+                                    &t->ntx))
+           != TOLL_LEDGER_OK
+        || (rc = toll_ledger_scalar(lg, "SELECT count(*) FROM entries",
+                                    &t->nentries))
+           != TOLL_LEDGER_OK)
+    {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "debits_equal_credits",
+                                  t->debits == t->credits,
+                                  "debits %lld, credits %lld micro-units",
+                                  (long long) t->debits,
+                                  (long long) t->credits);
+
+    *all &= toll_ledger_check_add(checks, "totals_match_entries",
+                                  t->debits == tdebits
+                                  && t->credits == tcredits,
+                                  "totals row debits %lld, credits %lld",
+                                  (long long) tdebits, (long long) tcredits);
+
+    return TOLL_LEDGER_OK;
+}
+
+
+/* usage transactions, batches and settlements against their records */
+static int
+toll_ledger_check_records(toll_ledger_t *lg, json_t *checks, int *all)
+{
+    int      rc;
+    char     detail[256];
+    int64_t  n;
+
+    n = 0;
+
+    rc = toll_ledger_check_usage(lg, &n, detail, sizeof(detail));
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "usage_entries_and_fees", n == 0,
+                                  "%s", detail);
+
+    rc = toll_ledger_scalar(lg,
+             "SELECT count(*) FROM batches b WHERE b.records <>"
+             " (SELECT count(*) FROM transactions t WHERE t.batch_id = b.id)",
+             &n);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "batches_complete", n == 0,
+                                  "%lld batches whose records are missing",
+                                  (long long) n);
+
+    rc = toll_ledger_check_settlements(lg, &n, detail, sizeof(detail));
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "settlements_match", n == 0,
+                                  "%s", detail);
+
+    return TOLL_LEDGER_OK;
 }
 
 

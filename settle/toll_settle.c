@@ -69,15 +69,30 @@ static const struct option  toll_settle_options[] = {
 };
 
 
+/* the values of the command line's options, before they are read */
+typedef struct {
+    const char                *file;
+    const char                *redis;
+    const char                *ledger;
+    const char                *interval;
+    const char                *metrics;
+} toll_settle_cli_t;
+
+
 static volatile sig_atomic_t  toll_settle_stop;
 
 
 static int toll_settle_args(toll_settle_conf_t *conf, int argc,
     char **argv);
+static int toll_settle_args_apply(toll_settle_conf_t *conf,
+    const toll_settle_cli_t *cli);
 static int toll_settle_usage_error(const char *fmt, const char *arg);
 static void toll_settle_help(void);
 static int toll_settle_lock(const toll_settle_conf_t *conf, int *fd);
 static int toll_settle_run(toll_settle_conf_t *conf);
+static int toll_settle_start(toll_settle_conf_t *conf,
+    toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
+    int *curl_started);
 static int toll_settle_once(toll_settle_drain_t *d);
 static int toll_settle_loop(toll_settle_drain_t *d,
     toll_settle_metrics_t *metrics);
@@ -121,16 +136,10 @@ main(int argc, char **argv)
 static int
 toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
 {
-    int          c, rc;
-    int64_t      ms;
-    char         err[512];
-    const char  *file, *redis, *ledger, *interval, *metrics;
+    int                c;
+    toll_settle_cli_t  cli;
 
-    file = NULL;
-    redis = NULL;
-    ledger = NULL;
-    interval = NULL;
-    metrics = NULL;
+    memset(&cli, 0, sizeof(cli));
 
     opterr = 0;
 
@@ -143,7 +152,7 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
         switch (c) {
 
         case 'c':
-            file = optarg;
+            cli.file = optarg;
             break;
 
         case TOLL_SETTLE_OPT_ONCE:
@@ -151,19 +160,19 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
             break;
 
         case TOLL_SETTLE_OPT_REDIS:
-            redis = optarg;
+            cli.redis = optarg;
             break;
 
         case TOLL_SETTLE_OPT_LEDGER:
-            ledger = optarg;
+            cli.ledger = optarg;
             break;
 
         case TOLL_SETTLE_OPT_INTERVAL:
-            interval = optarg;
+            cli.interval = optarg;
             break;
 
         case TOLL_SETTLE_OPT_METRICS_LISTEN:
-            metrics = optarg;
+            cli.metrics = optarg;
             break;
 
         case 'v':
@@ -193,8 +202,26 @@ toll_settle_args(toll_settle_conf_t *conf, int argc, char **argv)
                                        argv[optind]);
     }
 
-    if (file != NULL) {
-        rc = toll_settle_conf_load(conf, file, err, sizeof(err));
+    return toll_settle_args_apply(conf, &cli);
+}
+
+
+/* the file named, then the options over it */
+static int
+toll_settle_args_apply(toll_settle_conf_t *conf, const toll_settle_cli_t *cli)
+{
+    int          rc;
+    int64_t      ms;
+    char         err[512];
+    const char  *redis, *ledger, *interval, *metrics;
+
+    redis = cli->redis;
+    ledger = cli->ledger;
+    interval = cli->interval;
+    metrics = cli->metrics;
+
+    if (cli->file != NULL) {
+        rc = toll_settle_conf_load(conf, cli->file, err, sizeof(err));
         if (rc != 0) {
             fprintf(stderr, "toll-settle: %s\n", err);
             return rc;
@@ -293,13 +320,11 @@ toll_settle_run(toll_settle_conf_t *conf)
     int                     rc, lock_fd, curl_started;
     char                    err[512];
     struct sigaction        sa;
-    toll_ledger_t          *ledger;
     toll_settle_drain_t     d;
     toll_settle_metrics_t  *metrics;
 
     lock_fd = -1;
     curl_started = 0;
-    ledger = NULL;
     metrics = NULL;
     memset(&d, 0, sizeof(d));
 
@@ -336,45 +361,9 @@ toll_settle_run(toll_settle_conf_t *conf)
         goto done;
     }
 
-    rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &ledger, err,
-                          sizeof(err));
-    if (rc != TOLL_LEDGER_OK) {
-        fprintf(stderr, "toll-settle: %s\n", err);
-        rc = EX_CANTCREAT;
+    rc = toll_settle_start(conf, &d, metrics, &curl_started);
+    if (rc != EX_OK) {
         goto done;
-    }
-
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "toll-settle: libcurl failed to start\n");
-        rc = EX_SOFTWARE;
-        goto done;
-    }
-
-    curl_started = 1;
-
-    d.conf = conf;
-    d.ledger = ledger;
-    d.stop = &toll_settle_stop;
-    d.count_open = (metrics != NULL);
-
-    if (conf->nhooks > 0) {
-        rc = toll_settle_webhooks_start(conf->ledger, conf->hooks,
-                                        conf->nhooks, conf->hook_timeout_ms,
-                                        conf->verbose, &d.hooks, err,
-                                        sizeof(err));
-        if (rc != 0) {
-            fprintf(stderr, "toll-settle: %s\n", err);
-            rc = EX_SOFTWARE;
-            goto done;
-        }
-    }
-
-    toll_settle_metrics_hooks(metrics, d.hooks);
-
-    if (conf->verbose) {
-        toll_log("draining redis at %s into the ledger \"%s\" "
-                 "(id %s)", conf->redis_text, conf->ledger,
-                 toll_ledger_id(ledger));
     }
 
     rc = conf->once ? toll_settle_once(&d) : toll_settle_loop(&d, metrics);
@@ -389,7 +378,7 @@ done:
     }
 
     toll_settle_drain_close(&d);
-    toll_ledger_close(ledger);
+    toll_ledger_close(d.ledger);
 
     if (curl_started) {
         curl_global_cleanup();
@@ -400,6 +389,59 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * With the lock held: the ledger, libcurl and the webhook sender, into
+ * d (the caller frees what is there whatever the result).  EX_OK, or an
+ * exit code with the line said.
+ */
+static int
+toll_settle_start(toll_settle_conf_t *conf, toll_settle_drain_t *d,
+    toll_settle_metrics_t *metrics, int *curl_started)
+{
+    int   rc;
+    char  err[512];
+
+    rc = toll_ledger_open(conf->ledger, TOLL_LEDGER_OPEN_CREATE, &d->ledger,
+                          err, sizeof(err));
+    if (rc != TOLL_LEDGER_OK) {
+        fprintf(stderr, "toll-settle: %s\n", err);
+        return EX_CANTCREAT;
+    }
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "toll-settle: libcurl failed to start\n");
+        return EX_SOFTWARE;
+    }
+
+    *curl_started = 1;
+
+    d->conf = conf;
+    d->stop = &toll_settle_stop;
+    d->count_open = (metrics != NULL);
+
+    if (conf->nhooks > 0) {
+        rc = toll_settle_webhooks_start(conf->ledger, conf->hooks,
+                                        conf->nhooks, conf->hook_timeout_ms,
+                                        conf->verbose, &d->hooks, err,
+                                        sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "toll-settle: %s\n", err);
+            return EX_SOFTWARE;
+        }
+    }
+
+    toll_settle_metrics_hooks(metrics, d->hooks);
+
+    if (conf->verbose) {
+        toll_log("draining redis at %s into the ledger \"%s\" "
+                 "(id %s)", conf->redis_text, conf->ledger,
+                 toll_ledger_id(d->ledger));
+    }
+
+    return EX_OK;
 }
 
 

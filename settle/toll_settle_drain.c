@@ -50,6 +50,14 @@ static int toll_settle_sweep(toll_settle_drain_t *d);
 static int toll_settle_pick(toll_settle_drain_t *d, int *more);
 static int toll_settle_claim(toll_settle_drain_t *d, const char *hash,
     size_t len);
+static int toll_settle_claim_names(const char *hash, size_t len,
+    toll_settle_claim_t *c, char *mirror);
+static int toll_settle_claim_run(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, const char *hash, size_t len,
+    char *mirror);
+static int toll_settle_claim_bad_mirror(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, const char *hash, size_t len,
+    const char *mirror);
 static int toll_settle_claim_parse(const char *name, size_t len,
     toll_settle_claim_t *c);
 
@@ -215,27 +223,13 @@ toll_settle_recover(toll_settle_drain_t *d)
 int
 toll_settle_reindex(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 {
-    char         name[TOLL_NAME_LEN_MAX];
-    redisReply  *r;
-    const char  *argv[3];
-    size_t       argvlen[3];
+    char    name[TOLL_NAME_LEN_MAX];
+    size_t  len;
 
-    argv[0] = "SADD";
-    argvlen[0] = 4;
-    argv[1] = TOLL_NAME_USAGE_INDEX;
-    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
-    argv[2] = name;
-    argvlen[2] = toll_name_usage(name, c->buyer, strlen(c->buyer), c->day)
-                 - name;
+    len = toll_name_usage(name, c->buyer, strlen(c->buyer), c->day) - name;
 
-    r = toll_settle_cmd(d, 3, argv, argvlen);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SADD " TOLL_NAME_USAGE_INDEX, r);
-    }
-
-    freeReplyObject(r);
-
-    return 0;
+    return toll_settle_key_cmd(d, "SADD", TOLL_NAME_USAGE_INDEX, name, len,
+                               NULL);
 }
 
 
@@ -243,8 +237,8 @@ int
 toll_settle_delete(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 {
     redisReply  *r;
-    const char  *argv[3];
-    size_t       argvlen[3];
+    const char  *argv[2];
+    size_t       argvlen[2];
 
     argv[0] = "DEL";
     argvlen[0] = 3;
@@ -260,21 +254,8 @@ toll_settle_delete(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 
     toll_settle_crash_point(TOLL_SETTLE_STEP_DELETE);
 
-    argv[0] = "SREM";
-    argvlen[0] = 4;
-    argv[1] = TOLL_NAME_DRAIN_OPEN;
-    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
-    argv[2] = c->name;
-    argvlen[2] = strlen(c->name);
-
-    r = toll_settle_cmd(d, 3, argv, argvlen);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_DRAIN_OPEN, r);
-    }
-
-    freeReplyObject(r);
-
-    return 0;
+    return toll_settle_key_cmd(d, "SREM", TOLL_NAME_DRAIN_OPEN, c->name,
+                               strlen(c->name), NULL);
 }
 
 
@@ -409,20 +390,65 @@ toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
 {
     int                  rc;
     char                 mirror[TOLL_SETTLE_MIRROR_NAME_MAX];
-    char                 id[TOLL_NAME_BATCH_LEN + 1], *p;
-    redisReply          *r;
-    const char          *argv[7];
-    size_t               argvlen[7];
-    toll_name_t          n;
     toll_settle_claim_t  c;
 
+    rc = toll_settle_claim_names(hash, len, &c, mirror);
+    if (rc != 0) {
+        return rc;
+    }
+
+    /*
+     * The intent first: a claim in toll:drain:open is finished by the
+     * next pass whatever happens after this point, and one that never
+     * took place puts the hash's name back in the index.
+     */
+
+    if (c.name[0] != '\0') {
+        rc = toll_settle_key_cmd(d, "SADD", TOLL_NAME_DRAIN_OPEN, c.name,
+                                 strlen(c.name), NULL);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    /*
+     * Out of the index before the claim: an increment that arrives later
+     * puts the name back, and the next pass claims what it wrote.
+     */
+
+    rc = toll_settle_key_cmd(d, "SREM", TOLL_NAME_USAGE_INDEX, hash, len, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (c.name[0] == '\0') {
+        return 0;
+    }
+
+    toll_settle_crash_point(TOLL_SETTLE_STEP_INTENT);
+
+    return toll_settle_claim_run(d, &c, hash, len, mirror);
+}
+
+
+/*
+ * The claim's name, its batch id and the day's mirror of the usage hash
+ * hash; c->name[0] is '\0' when hash is not a usage hash of the meter
+ * (it leaves the index, untouched).  0, or EX_OSERR.
+ */
+static int
+toll_settle_claim_names(const char *hash, size_t len, toll_settle_claim_t *c,
+    char *mirror)
+{
+    char         id[TOLL_NAME_BATCH_LEN + 1], *p;
+    toll_name_t  n;
+
     if (toll_name_usage_parse(hash, len, &n) != 0 || n.mirror) {
-        /* not a usage hash of the meter: out of the index, untouched */
         toll_name_text(mirror, hash, len);
         toll_log("ignored \"%s\" in " TOLL_NAME_USAGE_INDEX
                         ": not a usage hash", mirror);
-        c.name[0] = '\0';
-        goto forget;
+        c->name[0] = '\0';
+        return 0;
     }
 
     if (toll_ledger_random_hex(id, TOLL_NAME_BATCH_LEN / 2) != 0) {
@@ -432,74 +458,36 @@ toll_settle_claim(toll_settle_drain_t *d, const char *hash, size_t len)
 
     /* the claim and the mirror share the usage hash's slot: {buyer} */
 
-    memcpy(c.buyer, n.buyer, n.buyer_len);
-    c.buyer[n.buyer_len] = '\0';
-    memcpy(c.day, n.day, sizeof(c.day));
-    memcpy(c.id, id, sizeof(c.id));
+    memcpy(c->buyer, n.buyer, n.buyer_len);
+    c->buyer[n.buyer_len] = '\0';
+    memcpy(c->day, n.day, sizeof(c->day));
+    memcpy(c->id, id, sizeof(c->id));
 
-    p = toll_name_claim(c.name, n.buyer, n.buyer_len, n.day, id);
+    p = toll_name_claim(c->name, n.buyer, n.buyer_len, n.day, id);
     *p = '\0';
     p = toll_name_usage(mirror, n.buyer, n.buyer_len, n.day);
     memcpy(p, TOLL_NAME_USAGE_MIRROR, sizeof(TOLL_NAME_USAGE_MIRROR));
 
-forget:
+    return 0;
+}
 
-    /*
-     * The intent first: a claim in toll:drain:open is finished by the
-     * next pass whatever happens after this point, and one that never
-     * took place puts the hash's name back in the index.
-     */
 
-    if (c.name[0] != '\0') {
-        argv[0] = "SADD";
-        argvlen[0] = 4;
-        argv[1] = TOLL_NAME_DRAIN_OPEN;
-        argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
-        argv[2] = c.name;
-        argvlen[2] = strlen(c.name);
-
-        r = toll_settle_cmd(d, 3, argv, argvlen);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "SADD " TOLL_NAME_DRAIN_OPEN,
-                                            r);
-        }
-
-        freeReplyObject(r);
-    }
-
-    /*
-     * Out of the index before the claim: an increment that arrives later
-     * puts the name back, and the next pass claims what it wrote.
-     */
-
-    argv[0] = "SREM";
-    argvlen[0] = 4;
-    argv[1] = TOLL_NAME_USAGE_INDEX;
-    argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
-    argv[2] = hash;
-    argvlen[2] = len;
-
-    r = toll_settle_cmd(d, 3, argv, argvlen);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_USAGE_INDEX, r);
-    }
-
-    freeReplyObject(r);
-
-    if (c.name[0] == '\0') {
-        return 0;
-    }
-
-    toll_settle_crash_point(TOLL_SETTLE_STEP_INTENT);
-
-    /* lua/claim.lua */
+/* lua/claim.lua on the usage hash, and what its answer asks for */
+static int
+toll_settle_claim_run(toll_settle_drain_t *d, const toll_settle_claim_t *c,
+    const char *hash, size_t len, char *mirror)
+{
+    int          rc;
+    redisReply  *r;
+    const char  *argv[6];
+    size_t       argvlen[6];
 
     argv[0] = "3";
     argvlen[0] = 1;
     argv[1] = hash;
     argvlen[1] = len;
-    argv[2] = c.name;
-    argvlen[2] = strlen(c.name);
+    argv[2] = c->name;
+    argvlen[2] = strlen(c->name);
     argv[3] = mirror;
     argvlen[3] = strlen(mirror);
     argv[4] = TOLL_STR(TOLL_TTL_MIRROR);
@@ -512,25 +500,8 @@ forget:
         : NULL;
 
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {
-        /*
-         * The day's mirror is not a hash: nothing moved.  The intent is
-         * forgotten and the hash waits in the index until the mirror is
-         * mended, said once; every other buyer goes on.
-         */
-
         freeReplyObject(r);
-
-        if (strcmp(d->bad_mirror, mirror) != 0) {
-            toll_log("cannot claim \"%.*s\": its mirror \"%s\" is "
-                            "not a hash (WRONGTYPE); the usage waits in "
-                            "redis until the mirror is deleted or mended",
-                            (int) len, hash, mirror);
-            memcpy(d->bad_mirror, mirror, sizeof(d->bad_mirror));
-        }
-
-        rc = toll_settle_reindex(d, &c);
-
-        return (rc == 0) ? toll_settle_delete(d, &c) : rc;
+        return toll_settle_claim_bad_mirror(d, c, hash, len, mirror);
     }
 
     if (r != NULL && r->type == REDIS_REPLY_STRING) {
@@ -540,12 +511,12 @@ forget:
          * new hash of that name.
          */
 
-
-        snprintf(mirror, sizeof(mirror), "the usage key is a %.*s, not a "
-                 "hash", (int) (r->len < 32 ? r->len : 32), r->str);
+        snprintf(mirror, TOLL_SETTLE_MIRROR_NAME_MAX, "the usage key is a "
+                 "%.*s, not a hash", (int) (r->len < 32 ? r->len : 32),
+                 r->str);
         freeReplyObject(r);
 
-        return toll_settle_quarantine(d, &c, mirror);
+        return toll_settle_quarantine(d, c, mirror);
     }
 
     if (r == NULL || (r->type != REDIS_REPLY_ARRAY
@@ -558,16 +529,42 @@ forget:
     if (r->type == REDIS_REPLY_NIL) {
         /* the hash was claimed or emptied already: forget the intent */
         freeReplyObject(r);
-        return toll_settle_delete(d, &c);
+        return toll_settle_delete(d, c);
     }
 
     toll_settle_crash_point(TOLL_SETTLE_STEP_CLAIM);
     toll_settle_crash_point(TOLL_SETTLE_STEP_READ);
 
-    rc = toll_settle_finish(d, &c, r);
+    rc = toll_settle_finish(d, c, r);
     freeReplyObject(r);
 
     return rc;
+}
+
+
+/*
+ * The day's mirror is not a hash: nothing moved.  The intent is
+ * forgotten and the hash waits in the index until the mirror is
+ * mended, said once; every other buyer goes on.
+ */
+static int
+toll_settle_claim_bad_mirror(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, const char *hash, size_t len,
+    const char *mirror)
+{
+    int  rc;
+
+    if (strcmp(d->bad_mirror, mirror) != 0) {
+        toll_log("cannot claim \"%.*s\": its mirror \"%s\" is "
+                        "not a hash (WRONGTYPE); the usage waits in "
+                        "redis until the mirror is deleted or mended",
+                        (int) len, hash, mirror);
+        memcpy(d->bad_mirror, mirror, sizeof(d->bad_mirror));
+    }
+
+    rc = toll_settle_reindex(d, c);
+
+    return (rc == 0) ? toll_settle_delete(d, c) : rc;
 }
 
 

@@ -62,6 +62,8 @@ redisReply *toll_settle_cmd(toll_settle_drain_t *d, int argc,
     const char **argv, const size_t *argvlen);
 int toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
     redisReply *reply);
+int toll_settle_key_cmd(toll_settle_drain_t *d, const char *cmd,
+    const char *key, const char *arg, size_t arg_len, int64_t *out);
 
 
 #endif /* _TOLL_SETTLE_DRAIN_INT_H_INCLUDED_ */

@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "toll_clock.h"
 #include "toll_log.h"
 #include "toll_settle_metrics.h"
+#include "toll_settle_metrics_page.h"
 #include "toll_thread.h"
 
 
@@ -66,15 +66,6 @@ typedef enum {
     TOLL_SETTLE_IO_TIMEOUT,
     TOLL_SETTLE_IO_STOP
 } toll_settle_io_e;
-
-
-/* the page being written; overflow is sticky */
-typedef struct {
-    char                      *p;
-    size_t                     size;
-    size_t                     len;
-    int                        overflow;
-} toll_settle_page_t;
 
 
 struct toll_settle_metrics_s {
@@ -119,16 +110,6 @@ static toll_settle_io_e toll_settle_metrics_wait(toll_settle_metrics_t *m,
     int c, short events, int64_t deadline_ms);
 static size_t toll_settle_metrics_render(toll_settle_metrics_t *m,
     int *overflow);
-static void toll_settle_metrics_render_drain(toll_settle_page_t *pg,
-    const toll_settle_figures_t *f, int64_t lag_ms);
-static void toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
-    const toll_settle_figures_t *f, const toll_settle_hook_stats_t *hs);
-static void toll_settle_page_family(toll_settle_page_t *pg,
-    const char *name, const char *type, const char *help);
-static void toll_settle_page_printf(toll_settle_page_t *pg,
-    const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void toll_settle_page_seconds(toll_settle_page_t *pg,
-    const char *name, int64_t ms);
 static int toll_settle_metrics_tchar(unsigned char ch);
 
 
@@ -773,17 +754,13 @@ toll_settle_metrics_wait(toll_settle_metrics_t *m, int c, short events,
 
 
 /*
- * The page, into m->body.  Names, types and units as Prometheus asks:
- * base units, "_total" on counters, no label whose values grow with the
- * traffic (buyers, keys, services): the series are fixed.
+ * The page, into m->body, from a copy of the figures taken under the
+ * mutex (toll_settle_metrics_page.c writes it).
  */
 static size_t
 toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
 {
-    char                       ch;
-    size_t                     i;
     int64_t                    since_ms;
-    toll_settle_page_t         pg;
     toll_settle_figures_t      f;
     toll_settle_hook_stats_t   hs;
 
@@ -792,28 +769,6 @@ toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
     toll_settle_webhooks_stats(m->hooks, &hs);
     pthread_mutex_unlock(&m->mutex);
 
-    pg.p = m->body;
-    pg.size = sizeof(m->body);
-    pg.len = 0;
-    pg.overflow = 0;
-
-    toll_settle_page_family(&pg, "toll_settle_build_info", "gauge",
-        "The version of toll-settle, as the label version; always 1.");
-
-    /* a label value escapes backslash, quote and newline */
-    toll_settle_page_printf(&pg, "toll_settle_build_info{version=\"");
-
-    for (i = 0; m->version[i] != '\0'; i++) {
-        ch = m->version[i];
-
-        toll_settle_page_printf(&pg, "%s%c",
-                                (ch == '\\' || ch == '"' || ch == '\n')
-                                ? "\\" : "",
-                                (ch == '\n') ? 'n' : ch);
-    }
-
-    toll_settle_page_printf(&pg, "\"} 1\n");
-
     /*
      * The lag from the monotonic clock, now: it must grow while no pass
      * completes, which a figure published by the passes cannot do.
@@ -821,174 +776,9 @@ toll_settle_metrics_render(toll_settle_metrics_t *m, int *overflow)
     since_ms = (f.full_pass_unix_ms != 0) ? f.full_pass_mono_ms
                                           : m->started_mono_ms;
 
-    toll_settle_metrics_render_drain(&pg, &f,
-                                     toll_clock_mono_ms() - since_ms);
-    toll_settle_metrics_render_ledger(&pg, &f, &hs);
-
-    *overflow = pg.overflow;
-
-    return pg.len;
-}
-
-
-/* the drain's families, from its figures and the lag */
-static void
-toll_settle_metrics_render_drain(toll_settle_page_t *pg,
-    const toll_settle_figures_t *f, int64_t lag_ms)
-{
-    toll_settle_page_family(pg, "toll_settle_passes_total", "counter",
-        "Drain passes that ended without an error.");
-    toll_settle_page_printf(pg, "toll_settle_passes_total %llu\n",
-                            (unsigned long long) f->passes);
-
-    toll_settle_page_family(pg, "toll_settle_batches_total", "counter",
-        "Batches (a buyer's usage of a day) posted to the ledger.");
-    toll_settle_page_printf(pg, "toll_settle_batches_total %llu\n",
-                            (unsigned long long) f->batches);
-
-    toll_settle_page_family(pg, "toll_settle_replays_total", "counter",
-        "Claims found already committed to the ledger, only deleted "
-        "from Redis.");
-    toll_settle_page_printf(pg, "toll_settle_replays_total %llu\n",
-                            (unsigned long long) f->replays);
-
-    toll_settle_page_family(pg, "toll_settle_records_total", "counter",
-        "Usage records (a service's usage in a batch) posted.");
-    toll_settle_page_printf(pg, "toll_settle_records_total %llu\n",
-                            (unsigned long long) f->records);
-
-    toll_settle_page_family(pg, "toll_settle_drained_micros_total",
-        "counter", "Amount posted to the ledger, in micro-units (1e-6) of "
-        "the currency.");
-    toll_settle_page_printf(pg, "toll_settle_drained_micros_total %lld\n",
-                            (long long) f->drained_micros);
-
-    toll_settle_page_family(pg, "toll_settle_errors_total", "counter",
-        "Drain passes cut short, by the stage that failed; the next pass "
-        "retries.");
-    toll_settle_page_printf(pg, "toll_settle_errors_total{stage=\"redis\"} "
-                            "%llu\n", (unsigned long long) f->redis_errors);
-    toll_settle_page_printf(pg, "toll_settle_errors_total{stage=\"ledger\"} "
-                            "%llu\n", (unsigned long long) f->ledger_errors);
-
-    toll_settle_page_family(pg, "toll_settle_last_pass_timestamp_seconds",
-        "gauge", "Unix time at which the last pass that emptied the usage "
-        "index started; 0 before the first.");
-    toll_settle_page_seconds(pg, "toll_settle_last_pass_timestamp_seconds",
-                             f->full_pass_unix_ms);
-
-    toll_settle_page_family(pg, "toll_settle_drain_lag_seconds", "gauge",
-        "Usage flushed to Redis more than this long ago is in the ledger.");
-    toll_settle_page_seconds(pg, "toll_settle_drain_lag_seconds", lag_ms);
-
-    toll_settle_page_family(pg, "toll_settle_open_claims", "gauge",
-        "Claims left in toll:drain:open after the last pass: claims no "
-        "pass can finish, left for the operator.");
-    toll_settle_page_printf(pg, "toll_settle_open_claims %lld\n",
-                            (long long) f->open_claims);
-
-    toll_settle_page_family(pg, "toll_settle_quarantined_total", "counter",
-        "Claims the ledger refused, set aside in toll:drain:quarantine.");
-    toll_settle_page_printf(pg, "toll_settle_quarantined_total %llu\n",
-                            (unsigned long long) f->quarantined);
-
-    toll_settle_page_family(pg, "toll_settle_quarantine_claims", "gauge",
-        "Claims in toll:drain:quarantine after the last pass, waiting for "
-        "the operator (tollctl quarantine).");
-    toll_settle_page_printf(pg, "toll_settle_quarantine_claims %lld\n",
-                            (long long) f->quarantine_claims);
-}
-
-
-/* the ledger's totals and the webhook sender's counters */
-static void
-toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
-    const toll_settle_figures_t *f, const toll_settle_hook_stats_t *hs)
-{
-
-    toll_settle_page_family(pg, "toll_settle_ledger_debits_micros", "gauge",
-        "The ledger's total debits in micro-units, after the last pass.");
-    toll_settle_page_printf(pg, "toll_settle_ledger_debits_micros %lld\n",
-                            (long long) f->ledger_debits_micros);
-
-    toll_settle_page_family(pg, "toll_settle_ledger_credits_micros",
-        "gauge", "The ledger's total credits in micro-units, after the last "
-        "pass; equal to the debits.");
-    toll_settle_page_printf(pg, "toll_settle_ledger_credits_micros %lld\n",
-                            (long long) f->ledger_credits_micros);
-
-    toll_settle_page_family(pg, "toll_settle_ledger_transactions", "gauge",
-        "Transactions in the ledger (usage and payouts), after the last "
-        "pass.");
-    toll_settle_page_printf(pg, "toll_settle_ledger_transactions %lld\n",
-                            (long long) f->ledger_transactions);
-
-    toll_settle_page_family(pg, "toll_settle_webhook_attempts_total",
-        "counter", "Webhook POSTs made, whatever their outcome.");
-    toll_settle_page_printf(pg, "toll_settle_webhook_attempts_total %llu\n",
-                            (unsigned long long) hs->attempts);
-
-    toll_settle_page_family(pg, "toll_settle_webhook_deliveries_total",
-        "counter", "Webhook deliveries settled: delivered (a 2xx answer) "
-        "or failed (given up after the retries).");
-    toll_settle_page_printf(pg, "toll_settle_webhook_deliveries_total"
-                            "{result=\"delivered\"} %llu\n",
-                            (unsigned long long) hs->delivered);
-    toll_settle_page_printf(pg, "toll_settle_webhook_deliveries_total"
-                            "{result=\"failed\"} %llu\n",
-                            (unsigned long long) hs->failed);
-
-    toll_settle_page_family(pg, "toll_settle_webhook_pending", "gauge",
-        "Webhook deliveries not yet delivered or failed, after the last "
-        "pass.");
-    toll_settle_page_printf(pg, "toll_settle_webhook_pending %lld\n",
-                            (long long) f->webhook_pending);
-}
-
-
-static void
-toll_settle_page_family(toll_settle_page_t *pg, const char *name,
-    const char *type, const char *help)
-{
-    toll_settle_page_printf(pg, "# HELP %s %s\n# TYPE %s %s\n", name, help,
-                            name, type);
-}
-
-
-static void
-toll_settle_page_printf(toll_settle_page_t *pg, const char *fmt, ...)
-{
-    int      n;
-    va_list  args;
-
-    if (pg->overflow) {
-        return;
-    }
-
-    va_start(args, fmt);
-    n = vsnprintf(pg->p + pg->len, pg->size - pg->len, fmt, args);
-    va_end(args);
-
-    if (n < 0 || (size_t) n >= pg->size - pg->len) {
-        pg->overflow = 1;
-        return;
-    }
-
-    pg->len += n;
-}
-
-
-/* milliseconds as seconds with three decimals, never negative */
-static void
-toll_settle_page_seconds(toll_settle_page_t *pg, const char *name,
-    int64_t ms)
-{
-    if (ms < 0) {
-        ms = 0;
-    }
-
-    toll_settle_page_printf(pg, "%s %lld.%03lld\n", name,
-                            (long long) (ms / 1000), (long long) (ms % 1000));
+    return toll_settle_metrics_page(m->body, sizeof(m->body), m->version,
+                                    &f, &hs, toll_clock_mono_ms() - since_ms,
+                                    overflow);
 }
 
 

@@ -67,6 +67,7 @@ struct toll_settle_outbox_s {
 };
 
 
+static int toll_settle_outbox_scalar(sqlite3_stmt *st, int64_t *out);
 static int toll_settle_outbox_step_done(sqlite3_stmt *st);
 
 
@@ -169,16 +170,14 @@ toll_settle_outbox_errmsg(toll_settle_outbox_t *ob)
 int
 toll_settle_outbox_max_seq(toll_settle_outbox_t *ob, int64_t *seq)
 {
-    int            rc;
-    sqlite3_stmt  *st;
+    if (toll_settle_outbox_scalar(ob->sql[TOLL_SETTLE_SQL_MAX_SEQ], seq)
+        != 0)
+    {
+        *seq = -1;
+        return -1;
+    }
 
-    st = ob->sql[TOLL_SETTLE_SQL_MAX_SEQ];
-
-    rc = sqlite3_step(st);
-    *seq = (rc == SQLITE_ROW) ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-
-    return (rc == SQLITE_ROW) ? 0 : -1;
+    return 0;
 }
 
 
@@ -416,7 +415,7 @@ int
 toll_settle_outbox_unsettled(toll_settle_outbox_t *ob, const char *url,
     int64_t seq, int *pending)
 {
-    int            rc;
+    int64_t        exists;
     sqlite3_stmt  *st;
 
     st = ob->sql[TOLL_SETTLE_SQL_UNSETTLED];
@@ -424,17 +423,31 @@ toll_settle_outbox_unsettled(toll_settle_outbox_t *ob, const char *url,
     sqlite3_bind_text(st, 1, url, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, seq);
 
-    rc = sqlite3_step(st);
-
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
+    if (toll_settle_outbox_scalar(st, &exists) != 0) {
         return -1;
     }
 
-    *pending = (sqlite3_column_int(st, 0) != 0);
-    sqlite3_reset(st);
+    *pending = (exists != 0);
 
     return 0;
+}
+
+
+/* the integer of a statement's one row into *out, and resets it */
+static int
+toll_settle_outbox_scalar(sqlite3_stmt *st, int64_t *out)
+{
+    int  rc;
+
+    rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+    }
+
+    sqlite3_reset(st);
+
+    return (rc == SQLITE_ROW) ? 0 : -1;
 }
 
 

@@ -32,6 +32,9 @@ typedef struct {
 static int toll_settle_read(const redisReply *content,
     toll_ledger_usage_t *usage, toll_settle_names_t *names, size_t nmax,
     size_t *nusage);
+static int toll_settle_posted(toll_settle_drain_t *d,
+    const toll_settle_claim_t *c, int rc, const toll_ledger_usage_t *usage,
+    size_t n);
 
 
 /*
@@ -91,7 +94,7 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     redisReply *content)
 {
     int                   rc;
-    size_t                i, n, nmax;
+    size_t                n, nmax;
     toll_ledger_usage_t  *usage;
     toll_settle_names_t  *names;
     toll_ledger_batch_t   b;
@@ -125,6 +128,36 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     b.nusage = n;
 
     rc = toll_ledger_post_batch(d->ledger, &b, &d->conf->fees);
+    rc = toll_settle_posted(d, c, rc, usage, n);
+
+    free(usage);
+    free(names);
+
+    return rc;
+
+malformed:
+
+    /* not what the meter writes: nothing is posted half */
+
+    free(usage);
+    free(names);
+
+    snprintf(d->ledger_refused, sizeof(d->ledger_refused), "holds a field "
+             "the meter does not write");
+
+    return TOLL_SETTLE_DRAIN_LEFT;
+}
+
+
+/*
+ * What the ledger's answer rc to batch c (its n records in usage) means
+ * for the drain: 0, TOLL_SETTLE_DRAIN_LEFT or TOLL_SETTLE_DRAIN_AGAIN.
+ */
+static int
+toll_settle_posted(toll_settle_drain_t *d, const toll_settle_claim_t *c,
+    int rc, const toll_ledger_usage_t *usage, size_t n)
+{
+    size_t  i;
 
     if (rc == TOLL_LEDGER_OK) {
         toll_settle_crash_point(TOLL_SETTLE_STEP_COMMIT);
@@ -145,51 +178,33 @@ toll_settle_post(toll_settle_drain_t *d, const toll_settle_claim_t *c,
             toll_settle_webhooks_kick(d->hooks);
         }
 
-    } else if (rc == TOLL_LEDGER_EXISTS) {
-        d->replays++;
-        rc = TOLL_LEDGER_OK;
+        return 0;
+    }
 
-    } else if (rc != TOLL_LEDGER_BUSY && rc != TOLL_LEDGER_ERROR) {
+    if (rc == TOLL_LEDGER_EXISTS) {
+        d->replays++;
+        return 0;
+    }
+
+    if (rc != TOLL_LEDGER_BUSY && rc != TOLL_LEDGER_ERROR) {
         /*
          * The ledger refuses this batch, and would refuse it at every
          * retry: set aside, so that no other buyer's usage waits on it.
          */
 
-        free(usage);
-        free(names);
-
         snprintf(d->ledger_refused, sizeof(d->ledger_refused), "%s",
                  toll_ledger_errmsg(d->ledger));
 
         return TOLL_SETTLE_DRAIN_LEFT;
-
-    } else {
-        toll_log("cannot post batch %s of \"%s\": %s", c->id,
-                        c->buyer, toll_ledger_errmsg(d->ledger));
     }
 
-    free(usage);
-    free(names);
+    toll_log("cannot post batch %s of \"%s\": %s", c->id,
+                    c->buyer, toll_ledger_errmsg(d->ledger));
 
-    if (rc == TOLL_LEDGER_BUSY || rc == TOLL_LEDGER_ERROR) {
-        /* the claim stays in Redis: the next pass posts it again */
-        d->ledger_failed = 1;
-        return TOLL_SETTLE_DRAIN_AGAIN;
-    }
+    /* the claim stays in Redis: the next pass posts it again */
+    d->ledger_failed = 1;
 
-    return 0;
-
-malformed:
-
-    /* not what the meter writes: nothing is posted half */
-
-    free(usage);
-    free(names);
-
-    snprintf(d->ledger_refused, sizeof(d->ledger_refused), "holds a field "
-             "the meter does not write");
-
-    return TOLL_SETTLE_DRAIN_LEFT;
+    return TOLL_SETTLE_DRAIN_AGAIN;
 }
 
 
@@ -287,7 +302,7 @@ int
 toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     const char *reason)
 {
-    int          n;
+    int          n, rc;
     char         value[TOLL_SETTLE_REFUSED_LEN_MAX + 32];
     redisReply  *r;
     const char  *argv[4];
@@ -317,16 +332,11 @@ toll_settle_quarantine(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 
     freeReplyObject(r);
 
-    argv[0] = "SREM";
-    argv[1] = TOLL_NAME_DRAIN_OPEN;
-    argvlen[1] = sizeof(TOLL_NAME_DRAIN_OPEN) - 1;
-
-    r = toll_settle_cmd(d, 3, argv, argvlen);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        return toll_settle_redis_failed(d, "SREM " TOLL_NAME_DRAIN_OPEN, r);
+    rc = toll_settle_key_cmd(d, "SREM", TOLL_NAME_DRAIN_OPEN, c->name,
+                             strlen(c->name), NULL);
+    if (rc != 0) {
+        return rc;
     }
-
-    freeReplyObject(r);
 
     d->quarantined++;
 

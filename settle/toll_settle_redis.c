@@ -18,8 +18,6 @@
 #include "toll_settle_drain_int.h"
 
 
-static int toll_settle_size(toll_settle_drain_t *d, const char *cmd,
-    const char *key, int64_t *out);
 
 
 int
@@ -160,38 +158,51 @@ toll_settle_count_open(toll_settle_drain_t *d)
 {
     int  rc;
 
-    rc = toll_settle_size(d, "SCARD", TOLL_NAME_DRAIN_OPEN, &d->open_claims);
+    rc = toll_settle_key_cmd(d, "SCARD", TOLL_NAME_DRAIN_OPEN, NULL, 0,
+                             &d->open_claims);
     if (rc != 0) {
         return rc;
     }
 
-    return toll_settle_size(d, "HLEN", TOLL_NAME_DRAIN_QUARANTINE,
-                            &d->quarantine_claims);
+    return toll_settle_key_cmd(d, "HLEN", TOLL_NAME_DRAIN_QUARANTINE, NULL,
+                               0, &d->quarantine_claims);
 }
 
 
-/* "SCARD key" or "HLEN key": the size of a set or hash, into *out */
-static int
-toll_settle_size(toll_settle_drain_t *d, const char *cmd, const char *key,
-    int64_t *out)
+/*
+ * "<cmd> <key>", or "<cmd> <key> <arg>" when arg is not NULL, answered
+ * by an integer, into *out unless out is NULL: the size of a set or hash
+ * (SCARD, HLEN), a member added or removed (SADD, SREM).  0, or what
+ * toll_settle_redis_failed() returns.
+ */
+int
+toll_settle_key_cmd(toll_settle_drain_t *d, const char *cmd, const char *key,
+    const char *arg, size_t arg_len, int64_t *out)
 {
+    int          argc;
     char         what[64];
     redisReply  *r;
-    const char  *argv[2];
-    size_t       argvlen[2];
+    const char  *argv[3];
+    size_t       argvlen[3];
 
     argv[0] = cmd;
     argvlen[0] = strlen(cmd);
     argv[1] = key;
     argvlen[1] = strlen(key);
+    argv[2] = arg;
+    argvlen[2] = arg_len;
+    argc = (arg != NULL) ? 3 : 2;
 
-    r = toll_settle_cmd(d, 2, argv, argvlen);
+    r = toll_settle_cmd(d, argc, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         snprintf(what, sizeof(what), "%s %s", cmd, key);
         return toll_settle_redis_failed(d, what, r);
     }
 
-    *out = r->integer;
+    if (out != NULL) {
+        *out = r->integer;
+    }
+
     freeReplyObject(r);
 
     return 0;

@@ -21,6 +21,11 @@
 #include "toll_money.h"
 
 
+static void ngx_http_toll_quota_hide_upstream(ngx_list_part_t *part,
+    ngx_str_t *prefix);
+static ngx_int_t ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+
 #define ngx_http_toll_quota_header_add(r, nm, v, n)                          \
     ngx_http_toll_header_push(r, (nm)->data, (nm)->len, v, n)
 
@@ -28,7 +33,6 @@
 /* usage ids: a random prefix per worker, then a count */
 static u_char    ngx_http_toll_usage_prefix[16];
 static uint64_t  ngx_http_toll_usage_seq;
-
 
 
 ngx_int_t
@@ -140,15 +144,7 @@ ngx_int_t
 ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx)
 {
-    u_char                     *buf, *p;
-    size_t                      prefix_len;
-    ngx_msec_int_t              ms;
-    ngx_uint_t                  i;
-    ngx_time_t                 *tp;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
-    ngx_http_toll_loc_conf_t   *lcf;
-    char                        amount[TOLL_MONEY_STR_MAX];
+    ngx_http_toll_loc_conf_t  *lcf;
 
     if (!ctx->priced || ctx->service == NULL) {
         return NGX_OK;
@@ -172,8 +168,21 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
 
     /* the upstream's copies would contradict the gate's account */
 
-    prefix_len = lcf->billing_prefix.len;
-    part = &r->headers_out.headers.part;
+    ngx_http_toll_quota_hide_upstream(&r->headers_out.headers.part,
+                                      &lcf->billing_prefix);
+
+    return ngx_http_toll_quota_billing_headers(r, ctx, lcf);
+}
+
+
+/* hides the upstream's headers that start with the billing prefix */
+
+static void
+ngx_http_toll_quota_hide_upstream(ngx_list_part_t *part, ngx_str_t *prefix)
+{
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
@@ -188,13 +197,26 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].hash && h[i].key.len >= prefix_len
-            && ngx_strncasecmp(h[i].key.data, lcf->billing_prefix.data,
-                               prefix_len) == 0)
+        if (h[i].hash && h[i].key.len >= prefix->len
+            && ngx_strncasecmp(h[i].key.data, prefix->data, prefix->len)
+               == 0)
         {
             h[i].hash = 0;
         }
     }
+}
+
+
+/* the billing headers themselves, and the call's latency they tell */
+
+static ngx_int_t
+ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf)
+{
+    u_char          *buf, *p;
+    ngx_msec_int_t   ms;
+    ngx_time_t      *tp;
+    char             amount[TOLL_MONEY_STR_MAX];
 
     buf = ngx_pnalloc(r->pool, sizeof(ctx->usage_id) + TOLL_MONEY_STR_MAX
                                + sizeof("false") + 3 * NGX_INT64_LEN);

@@ -21,7 +21,6 @@
 #define NGX_HTTP_TOLL_CURRENCY_LEN_MAX   16
 
 
-
 static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
     ngx_string("Usage-Id"),
     ngx_string("Amount"),
@@ -31,9 +30,12 @@ static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
 };
 
 
+static char *ngx_http_toll_service_param(ngx_conf_t *cf,
+    ngx_http_toll_service_t *svc, ngx_str_t *value, ngx_uint_t *price_set);
+static char *ngx_http_toll_service_same(ngx_conf_t *cf,
+    ngx_http_toll_main_conf_t *mcf, ngx_http_toll_service_t *svc);
 static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *text, int64_t *micros);
-
 
 
 /*
@@ -47,9 +49,8 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_toll_loc_conf_t *lcf = conf;
 
-    ngx_int_t                 n;
-    ngx_str_t                *value, s;
-    ngx_uint_t                i, price_set;
+    ngx_str_t                  *value;
+    ngx_uint_t                  i, price_set;
     ngx_http_toll_service_t    *svc, **ref;
     ngx_http_toll_main_conf_t  *mcf;
 
@@ -76,68 +77,11 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     price_set = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "provider=", 9) == 0) {
-            s.data = value[i].data + 9;
-            s.len = value[i].len - 9;
-
-            if (s.len == 0 || !toll_owner_valid(s.data, s.len)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid provider \"%V\"", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            svc->provider = s;
-            continue;
+        if (ngx_http_toll_service_param(cf, svc, &value[i], &price_set)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
         }
-
-        if (ngx_strncmp(value[i].data, "price=", 6) == 0) {
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-            if (ngx_http_toll_quota_parse_price(cf, &value[i], &s,
-                                                &svc->price_micros)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            price_set = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "currency=", 9) == 0) {
-            s.data = value[i].data + 9;
-            s.len = value[i].len - 9;
-
-            if (s.len == 0 || s.len > NGX_HTTP_TOLL_CURRENCY_LEN_MAX
-                || !toll_plan_valid(s.data, s.len))
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid currency \"%V\"", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            svc->currency = s;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "free_calls=", 11) == 0) {
-            n = ngx_atoi(value[i].data + 11, value[i].len - 11);
-
-            if (n == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid free_calls \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            svc->free_calls = n;
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (svc->provider.len == 0) {
@@ -155,59 +99,8 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
 
-    /*
-     * A service may be sold in several locations (at different prices),
-     * but by one provider, in one currency and with one free tier: its
-     * usage, its free tier and its billed amount are kept and summed by
-     * name (the usage hash's "<service>:provider" field has room for one
-     * provider, the last one written), and a sum over two currencies
-     * means nothing.
-     */
-
-    if (mcf->services) {
-        ref = mcf->services->elts;
-
-        for (i = 0; i < mcf->services->nelts; i++) {
-            if (ref[i]->name.len != svc->name.len
-                || ngx_strncmp(ref[i]->name.data, svc->name.data,
-                               svc->name.len) != 0)
-            {
-                continue;
-            }
-
-            if (ref[i]->provider.len != svc->provider.len
-                || ngx_strncmp(ref[i]->provider.data, svc->provider.data,
-                               svc->provider.len) != 0)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "service \"%V\" is sold by provider "
-                                   "\"%V\" elsewhere: a service has one "
-                                   "provider", &svc->name,
-                                   &ref[i]->provider);
-                return NGX_CONF_ERROR;
-            }
-
-            if (ref[i]->currency.len != svc->currency.len
-                || ngx_strncmp(ref[i]->currency.data, svc->currency.data,
-                               svc->currency.len) != 0)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "service \"%V\" is sold in %V elsewhere: "
-                                   "a service has one currency",
-                                   &svc->name, &ref[i]->currency);
-                return NGX_CONF_ERROR;
-            }
-
-            /* one grant per buyer and service name, leased from Redis */
-
-            if (ref[i]->free_calls != svc->free_calls) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "service \"%V\" has free_calls=%L "
-                                   "elsewhere: a service has one free tier",
-                                   &svc->name, ref[i]->free_calls);
-                return NGX_CONF_ERROR;
-            }
-        }
+    if (ngx_http_toll_service_same(cf, mcf, svc) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (mcf->services == NULL) {
@@ -224,6 +117,147 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     *ref = svc;
     lcf->service = svc;
+
+    return NGX_CONF_OK;
+}
+
+
+/* one NAME=VALUE parameter of toll_service */
+
+static char *
+ngx_http_toll_service_param(ngx_conf_t *cf, ngx_http_toll_service_t *svc,
+    ngx_str_t *value, ngx_uint_t *price_set)
+{
+    ngx_int_t   n;
+    ngx_str_t   s;
+
+    if (ngx_strncmp(value->data, "provider=", 9) == 0) {
+        s.data = value->data + 9;
+        s.len = value->len - 9;
+
+        if (s.len == 0 || !toll_owner_valid(s.data, s.len)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid provider \"%V\"", &s);
+            return NGX_CONF_ERROR;
+        }
+
+        svc->provider = s;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "price=", 6) == 0) {
+        s.data = value->data + 6;
+        s.len = value->len - 6;
+
+        if (ngx_http_toll_quota_parse_price(cf, value, &s,
+                                            &svc->price_micros)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        *price_set = 1;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "currency=", 9) == 0) {
+        s.data = value->data + 9;
+        s.len = value->len - 9;
+
+        if (s.len == 0 || s.len > NGX_HTTP_TOLL_CURRENCY_LEN_MAX
+            || !toll_plan_valid(s.data, s.len))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid currency \"%V\"", &s);
+            return NGX_CONF_ERROR;
+        }
+
+        svc->currency = s;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value->data, "free_calls=", 11) == 0) {
+        n = ngx_atoi(value->data + 11, value->len - 11);
+
+        if (n == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid free_calls \"%V\"", value);
+            return NGX_CONF_ERROR;
+        }
+
+        svc->free_calls = n;
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
+                       value);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * A service may be sold in several locations (at different prices),
+ * but by one provider, in one currency and with one free tier: its
+ * usage, its free tier and its billed amount are kept and summed by
+ * name (the usage hash's "<service>:provider" field has room for one
+ * provider, the last one written), and a sum over two currencies
+ * means nothing.
+ */
+
+static char *
+ngx_http_toll_service_same(ngx_conf_t *cf, ngx_http_toll_main_conf_t *mcf,
+    ngx_http_toll_service_t *svc)
+{
+    ngx_uint_t                 i;
+    ngx_http_toll_service_t  **ref;
+
+    if (mcf->services == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    ref = mcf->services->elts;
+
+    for (i = 0; i < mcf->services->nelts; i++) {
+        if (ref[i]->name.len != svc->name.len
+            || ngx_strncmp(ref[i]->name.data, svc->name.data,
+                           svc->name.len) != 0)
+        {
+            continue;
+        }
+
+        if (ref[i]->provider.len != svc->provider.len
+            || ngx_strncmp(ref[i]->provider.data, svc->provider.data,
+                           svc->provider.len) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "service \"%V\" is sold by provider "
+                               "\"%V\" elsewhere: a service has one "
+                               "provider", &svc->name,
+                               &ref[i]->provider);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ref[i]->currency.len != svc->currency.len
+            || ngx_strncmp(ref[i]->currency.data, svc->currency.data,
+                           svc->currency.len) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "service \"%V\" is sold in %V elsewhere: "
+                               "a service has one currency",
+                               &svc->name, &ref[i]->currency);
+            return NGX_CONF_ERROR;
+        }
+
+        /* one grant per buyer and service name, leased from Redis */
+
+        if (ref[i]->free_calls != svc->free_calls) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "service \"%V\" has free_calls=%L "
+                               "elsewhere: a service has one free tier",
+                               &svc->name, ref[i]->free_calls);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }

@@ -43,13 +43,17 @@ struct ngx_http_toll_quota_claim_s {
 };
 
 
-
+static ngx_int_t ngx_http_toll_quota_lease(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_service_t *svc, u_char *subject,
+    size_t len, int64_t *known);
+static ngx_int_t ngx_http_toll_quota_claim(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_service_t *svc, u_char *subject,
+    size_t len, int64_t known);
 static size_t ngx_http_toll_quota_subject(ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_service_t *svc, u_char *subject);
 static ngx_int_t ngx_http_toll_quota_take(ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_quota_state_t *st);
 static void ngx_http_toll_quota_claim_reply(void *data, redisReply *reply);
-
 
 
 /*
@@ -64,29 +68,61 @@ ngx_int_t
 ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_service_t *svc)
 {
-    u_char                          *p;
-    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
-    u_char                           name[TOLL_OWNER_LEN_MAX + 16];
-    u_char                           nums[3 * NGX_INT64_LEN];
-    size_t                           len, argvlen[8];
-    int64_t                          known;
+    u_char                      subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+    size_t                      len;
+    int64_t                     known;
+    ngx_int_t                   rc;
+    ngx_http_toll_loc_conf_t   *lcf;
+
+    len = ngx_http_toll_quota_subject(ctx, svc, subject);
+
+    rc = ngx_http_toll_quota_lease(r, ctx, svc, subject, len, &known);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_toll_quota_claim(r, ctx, svc, subject, len, known);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    if (lcf->free_tier_fallback) {
+        /* "paid": the call costs its price, never more free calls */
+        ctx->free_call = 0;
+        ctx->amount_micros = ctx->price_micros;
+        return NGX_OK;
+    }
+
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+/*
+ * The free call from the node's lease, the zone locked: NGX_OK when the
+ * node can decide, NGX_DECLINED when Redis must be asked, with the free
+ * calls the node knows to be taken already.
+ */
+
+static ngx_int_t
+ngx_http_toll_quota_lease(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc, u_char *subject, size_t len,
+    int64_t *known)
+{
     ngx_int_t                        rc;
-    const char                      *argv[8];
     ngx_http_toll_main_conf_t       *mcf;
-    ngx_http_toll_loc_conf_t        *lcf;
-    ngx_http_toll_quota_claim_t     *claim;
     ngx_http_toll_quota_state_t     *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
-
-    len = ngx_http_toll_quota_subject(ctx, svc, subject);
 
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, len);
-    known = 0;
+    *known = 0;
 
     if (ln == NULL) {
         ln = ngx_http_toll_shm_limit_create(mcf->shm_zone, subject, len,
@@ -99,29 +135,49 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         }
     }
 
-    if (ln) {
-        st = (ngx_http_toll_quota_state_t *) ln->state;
-
-        if (st->free_calls != svc->free_calls) {
-            /* the operator changed free_calls: ask Redis again */
-            st->free_calls = svc->free_calls;
-            st->unclaimed = -1;
-        }
-
-        rc = ngx_http_toll_quota_take(ctx, st);
-        ln->pins = (st->lease_left > 0);
-        known = (st->unclaimed >= 0) ? st->free_calls - st->unclaimed : 0;
-
-        ngx_http_toll_shm_unlock(mcf->shm_zone);
-
-        if (rc == NGX_OK) {
-            return NGX_OK;
-        }
-
-    } else {
+    if (ln == NULL) {
         /* no room to remember a lease: ask Redis for this call alone */
         ngx_http_toll_shm_unlock(mcf->shm_zone);
+        return NGX_DECLINED;
     }
+
+    st = (ngx_http_toll_quota_state_t *) ln->state;
+
+    if (st->free_calls != svc->free_calls) {
+        /* the operator changed free_calls: ask Redis again */
+        st->free_calls = svc->free_calls;
+        st->unclaimed = -1;
+    }
+
+    rc = ngx_http_toll_quota_take(ctx, st);
+    ln->pins = (st->lease_left > 0);
+    *known = (st->unclaimed >= 0) ? st->free_calls - st->unclaimed : 0;
+
+    ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+    return rc;
+}
+
+
+/*
+ * Asks Redis for the next lease (lua/free.lua), the request parked until
+ * it answers: NGX_AGAIN, NGX_DECLINED (Redis away) or NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_toll_quota_claim(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc, u_char *subject, size_t len,
+    int64_t known)
+{
+    u_char                       *p;
+    u_char                        name[TOLL_OWNER_LEN_MAX + 16];
+    u_char                        nums[3 * NGX_INT64_LEN];
+    size_t                        argvlen[8];
+    const char                   *argv[8];
+    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_quota_claim_t  *claim;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
     claim = ngx_alloc(sizeof(ngx_http_toll_quota_claim_t),
                       r->connection->log);
@@ -169,24 +225,13 @@ ngx_http_toll_quota_free(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         == NULL)
     {
         ngx_free(claim);
-        goto unavailable;
+        return NGX_DECLINED;
     }
 
     ctx->claim = claim;
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_AGAIN;
-
-unavailable:
-
-    if (lcf->free_tier_fallback) {
-        /* "paid": the call costs its price, never more free calls */
-        ctx->free_call = 0;
-        ctx->amount_micros = ctx->price_micros;
-        return NGX_OK;
-    }
-
-    return NGX_HTTP_SERVICE_UNAVAILABLE;
 }
 
 

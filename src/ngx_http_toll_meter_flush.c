@@ -49,9 +49,26 @@ typedef struct {
 
 
 static void ngx_http_toll_meter_timer(ngx_event_t *ev);
+static ngx_uint_t ngx_http_toll_meter_handed_over(ngx_event_t *ev,
+    int64_t now);
+static ngx_uint_t ngx_http_toll_meter_due(ngx_http_toll_shm_limit_node_t *ln,
+    ngx_http_toll_meter_state_t *st, int64_t now);
+static ngx_int_t ngx_http_toll_meter_flush(ngx_http_toll_shm_limit_node_t *ln,
+    ngx_http_toll_meter_state_t *st, ngx_pool_t *pool, int64_t now,
+    ngx_log_t *log);
+static void ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now,
+    ngx_uint_t sent);
 static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
+static void ngx_http_toll_meter_count_args(u_char *p, ngx_str_t *service,
+    int64_t *flight, const char **argv, size_t *argvlen);
+static void ngx_http_toll_meter_index(ngx_http_toll_meter_flush_t *fl,
+    const char *key, size_t key_len);
 static void ngx_http_toll_meter_reply(void *data, redisReply *reply);
+static void ngx_http_toll_meter_settle(ngx_http_toll_meter_flush_t *fl,
+    ngx_http_toll_meter_state_t *st, redisReply *reply,
+    toll_reply_meter_t *m, ngx_str_t *why, ngx_uint_t done,
+    ngx_uint_t overflow);
 static void ngx_http_toll_meter_index_reply(void *data, redisReply *reply);
 
 
@@ -109,9 +126,8 @@ static void
 ngx_http_toll_meter_timer(ngx_event_t *ev)
 {
     int64_t                           now;
-    ngx_uint_t                        i, n, k, sent;
+    ngx_uint_t                        n, k, sent;
     ngx_pool_t                       *pool;
-    ngx_http_toll_meter_flush_t      *fl;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
 
@@ -119,29 +135,8 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
     pool = NULL;
     sent = 0;
 
-    if (ngx_exiting) {
-        if (ngx_http_toll_meter_exit_at_ms == 0) {
-            ngx_http_toll_meter_exit_at_ms = now;
-        }
-
-        /*
-         * After a reload the new cycle's workers flush what is left, and
-         * keep adding to it: this one only waits for its own batches.
-         * When nginx stops, no one else will: it flushes all.
-         */
-
-        if (ngx_http_toll_shm_proc_hand_over(ngx_http_toll_meter_zone)) {
-            if (ngx_http_toll_meter_inflight == 0
-                || now - ngx_http_toll_meter_exit_at_ms
-                   > NGX_HTTP_TOLL_METER_EXIT_MAX_MS)
-            {
-                /* unconfirmed batches are sent again by the others */
-                return;
-            }
-
-            ngx_add_timer(ev, NGX_HTTP_TOLL_METER_EXIT_TICK_MS);
-            return;
-        }
+    if (ngx_exiting && ngx_http_toll_meter_handed_over(ev, now)) {
+        return;
     }
 
     ngx_http_toll_shm_lock(ngx_http_toll_meter_zone);
@@ -161,39 +156,7 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
         st = (ngx_http_toll_meter_state_t *) ln->state;
 
-        if (st->flush_id[0] == 0 && st->flush_id[1] == 0) {
-
-            for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
-                if (st->pending[i]) {
-                    break;
-                }
-            }
-
-            if (i == TOLL_USAGE_COUNTS) {
-                /* all in Redis and no call open: the node may go */
-                if (st->open == 0) {
-                    ln->pins = 0;
-                }
-
-                continue;
-            }
-
-            /* a new batch: what is pending now, under a new id */
-
-            for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
-                st->flight[i] = st->pending[i];
-                st->pending[i] = 0;
-            }
-
-            st->flush_id[0] = ngx_http_toll_meter_id_prefix;
-            st->flush_id[1] = ++ngx_http_toll_meter_id_seq;
-
-        } else if (now - st->flush_at_ms < NGX_HTTP_TOLL_METER_RETRY_MS
-                   && st->flush_at_ms != 0)
-        {
-            /* on its way; stays queued, so that a retry can find it */
-            ngx_http_toll_shm_enqueue(ngx_http_toll_meter_zone, ln,
-                                      NGX_HTTP_TOLL_QUEUE_METER);
+        if (!ngx_http_toll_meter_due(ln, st, now)) {
             continue;
         }
 
@@ -209,28 +172,12 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
             }
         }
 
-        fl = ngx_alloc(sizeof(ngx_http_toll_meter_flush_t), ev->log);
-        if (fl == NULL) {
+        if (ngx_http_toll_meter_flush(ln, st, pool, now, ev->log)
+            != NGX_OK)
+        {
             break;
         }
 
-        fl->shm_zone = ngx_http_toll_meter_zone;
-        fl->uid = ln->uid;
-        fl->flush_id[0] = st->flush_id[0];
-        fl->flush_id[1] = st->flush_id[1];
-        fl->subject_len = ln->subject_len;
-        ngx_memcpy(fl->subject, ln->subject, ln->subject_len);
-
-        st->flush_at_ms = now;
-
-        if (ngx_http_toll_meter_send(fl, ln, pool) != NGX_OK) {
-            ngx_free(fl);
-            st->flush_at_ms = 0;
-            sent++;
-            continue;
-        }
-
-        ngx_http_toll_meter_inflight++;
         sent++;
     }
 
@@ -240,13 +187,142 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
         ngx_destroy_pool(pool);
     }
 
-    /*
-     * A worker that exits stays while it has counts to flush or flushes
-     * to see confirmed, for a while: the zone dies with nginx, and its
-     * counts with it.  Flushes of other workers, still running after a
-     * reload, are theirs to finish.
-     */
+    ngx_http_toll_meter_rearm(ev, now, sent);
+}
 
+
+/*
+ * An exiting worker after a reload: the new cycle's workers flush what
+ * is left, and keep adding to it, so this one only waits for its own
+ * batches.  When nginx stops, no one else will: it flushes all (0).
+ */
+
+static ngx_uint_t
+ngx_http_toll_meter_handed_over(ngx_event_t *ev, int64_t now)
+{
+    if (ngx_http_toll_meter_exit_at_ms == 0) {
+        ngx_http_toll_meter_exit_at_ms = now;
+    }
+
+    if (!ngx_http_toll_shm_proc_hand_over(ngx_http_toll_meter_zone)) {
+        return 0;
+    }
+
+    if (ngx_http_toll_meter_inflight == 0
+        || now - ngx_http_toll_meter_exit_at_ms
+           > NGX_HTTP_TOLL_METER_EXIT_MAX_MS)
+    {
+        /* unconfirmed batches are sent again by the others */
+        return 1;
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_TOLL_METER_EXIT_TICK_MS);
+    return 1;
+}
+
+
+/*
+ * Whether a node taken from the queue is sent now (the zone locked): a
+ * new batch of what is pending, under a new id, or a batch in flight that
+ * Redis did not confirm in time.  A node not sent is queued again while
+ * it waits for Redis, or let go when it holds nothing.
+ */
+
+static ngx_uint_t
+ngx_http_toll_meter_due(ngx_http_toll_shm_limit_node_t *ln,
+    ngx_http_toll_meter_state_t *st, int64_t now)
+{
+    ngx_uint_t  i;
+
+    if (st->flush_id[0] == 0 && st->flush_id[1] == 0) {
+
+        for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
+            if (st->pending[i]) {
+                break;
+            }
+        }
+
+        if (i == TOLL_USAGE_COUNTS) {
+            /* all in Redis and no call open: the node may go */
+            if (st->open == 0) {
+                ln->pins = 0;
+            }
+
+            return 0;
+        }
+
+        /* a new batch: what is pending now, under a new id */
+
+        for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
+            st->flight[i] = st->pending[i];
+            st->pending[i] = 0;
+        }
+
+        st->flush_id[0] = ngx_http_toll_meter_id_prefix;
+        st->flush_id[1] = ++ngx_http_toll_meter_id_seq;
+
+    } else if (now - st->flush_at_ms < NGX_HTTP_TOLL_METER_RETRY_MS
+               && st->flush_at_ms != 0)
+    {
+        /* on its way; stays queued, so that a retry can find it */
+        ngx_http_toll_shm_enqueue(ngx_http_toll_meter_zone, ln,
+                                  NGX_HTTP_TOLL_QUEUE_METER);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * Sends a node's batch in flight (the zone locked).  NGX_ERROR: no memory
+ * for it, the round stops; a batch that cannot be sent now waits in the
+ * zone for the next round.
+ */
+
+static ngx_int_t
+ngx_http_toll_meter_flush(ngx_http_toll_shm_limit_node_t *ln,
+    ngx_http_toll_meter_state_t *st, ngx_pool_t *pool, int64_t now,
+    ngx_log_t *log)
+{
+    ngx_http_toll_meter_flush_t  *fl;
+
+    fl = ngx_alloc(sizeof(ngx_http_toll_meter_flush_t), log);
+    if (fl == NULL) {
+        return NGX_ERROR;
+    }
+
+    fl->shm_zone = ngx_http_toll_meter_zone;
+    fl->uid = ln->uid;
+    fl->flush_id[0] = st->flush_id[0];
+    fl->flush_id[1] = st->flush_id[1];
+    fl->subject_len = ln->subject_len;
+    ngx_memcpy(fl->subject, ln->subject, ln->subject_len);
+
+    st->flush_at_ms = now;
+
+    if (ngx_http_toll_meter_send(fl, ln, pool) != NGX_OK) {
+        ngx_free(fl);
+        st->flush_at_ms = 0;
+        return NGX_OK;
+    }
+
+    ngx_http_toll_meter_inflight++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A worker that exits stays while it has counts to flush or flushes to
+ * see confirmed, for a while: the zone dies with nginx, and its counts
+ * with it.  Flushes of other workers, still running after a reload, are
+ * theirs to finish.
+ */
+
+static void
+ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now, ngx_uint_t sent)
+{
     if (ngx_exiting) {
         if (sent == 0 && ngx_http_toll_meter_inflight == 0) {
             return;
@@ -282,7 +358,6 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 {
     u_char                       *buf, *p, *nl1, *nl2, *end;
     size_t                        argvlen[NGX_HTTP_TOLL_METER_ARGS];
-    ngx_uint_t                    i, n;
     ngx_str_t                     buyer, service;
     const char                   *argv[NGX_HTTP_TOLL_METER_ARGS], *day;
     ngx_http_toll_meter_state_t  *st;
@@ -361,28 +436,10 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[12] = (const char *) nl2 + 1;
     argvlen[12] = end - nl2 - 1;
 
-    /*
-     * Each count with its field and how much the field may hold before
-     * it: counts are >= 0
-     */
-
-    for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
-        n = 13 + 3 * i;
-
-        nl1 = p;
-        p = ngx_sprintf(p, "%V:%s", &service, toll_usage_fields[i]);
-        ngx_http_toll_meter_arg(n, nl1);
-
-        nl1 = p;
-        p = ngx_sprintf(p, "%L", st->flight[i]);
-        ngx_http_toll_meter_arg(n + 1, nl1);
-
-        nl1 = p;
-        p = ngx_sprintf(p, "%L", INT64_MAX - st->flight[i]);
-        ngx_http_toll_meter_arg(n + 2, nl1);
-    }
-
 #undef ngx_http_toll_meter_arg
+
+    ngx_http_toll_meter_count_args(p, &service, st->flight, &argv[13],
+                                   &argvlen[13]);
 
     if (ngx_http_toll_redis_eval(TOLL_SCRIPT_METER, ngx_http_toll_meter_reply,
                                  fl, NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
@@ -392,20 +449,64 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
         return NGX_ERROR;
     }
 
-    /* the settlement worker finds the day's usage keys here */
+    ngx_http_toll_meter_index(fl, argv[3], argvlen[3]);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Each count with its field and how much the field may hold before it
+ * (counts are >= 0): three arguments a count, their texts written at p.
+ */
+
+static void
+ngx_http_toll_meter_count_args(u_char *p, ngx_str_t *service,
+    int64_t *flight, const char **argv, size_t *argvlen)
+{
+    u_char      *start;
+    ngx_uint_t   i, n;
+
+    for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
+        n = 3 * i;
+
+        start = p;
+        p = ngx_sprintf(p, "%V:%s", service, toll_usage_fields[i]);
+        argv[n] = (const char *) start;
+        argvlen[n] = p - start;
+
+        start = p;
+        p = ngx_sprintf(p, "%L", flight[i]);
+        argv[n + 1] = (const char *) start;
+        argvlen[n + 1] = p - start;
+
+        start = p;
+        p = ngx_sprintf(p, "%L", INT64_MAX - flight[i]);
+        argv[n + 2] = (const char *) start;
+        argvlen[n + 2] = p - start;
+    }
+}
+
+
+/* the settlement worker finds the day's usage keys in the index */
+
+static void
+ngx_http_toll_meter_index(ngx_http_toll_meter_flush_t *fl, const char *key,
+    size_t key_len)
+{
+    size_t       argvlen[3];
+    const char  *argv[3];
 
     argv[0] = "SADD";
     argvlen[0] = 4;
     argv[1] = TOLL_NAME_USAGE_INDEX;
     argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
-    argv[2] = argv[3];
-    argvlen[2] = argvlen[3];
+    argv[2] = key;
+    argvlen[2] = key_len;
 
     /* not NULL: its reply is read, for a refusal to be said */
     (void) ngx_http_toll_redis_send(ngx_http_toll_meter_index_reply,
                                     fl->shm_zone, 3, argv, argvlen);
-
-    return NGX_OK;
 }
 
 
@@ -484,64 +585,82 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
         if (st->flush_id[0] == fl->flush_id[0]
             && st->flush_id[1] == fl->flush_id[1])
         {
-            if (overflow) {
-                /*
-                 * Redis cannot hold the sum: the batch would fail for
-                 * ever and hold back the node's later counts.  It is
-                 * left out, every count of it in the log; Redis holds
-                 * nothing of it.
-                 */
-
-                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                              "toll: meter overflow in redis at \"%V\", "
-                              "batch of \"%*s\" left out: calls %L, "
-                              "free_calls %L, paid_calls %L, "
-                              "amount_micros %L, errors %L", &why,
-                              fl->subject_len, fl->subject,
-                              st->flight[TOLL_USAGE_CALLS],
-                              st->flight[TOLL_USAGE_FREE_CALLS],
-                              st->flight[TOLL_USAGE_PAID_CALLS],
-                              st->flight[TOLL_USAGE_AMOUNT],
-                              st->flight[TOLL_USAGE_ERRORS]);
-
-            } else if (!done && why.len && !st->refused
-                       && ngx_http_toll_redis_refusal(
-                              NGX_HTTP_TOLL_REDIS_METER, reply))
-            {
-                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                              "toll: redis refused the meter's batch of "
-                              "\"%*s\", kept and sent again: %V%s",
-                              fl->subject_len, fl->subject, &why,
-                              (m.rc == TOLL_REPLY_METER_NOT_INTEGER)
-                              ? " is not an integer" : "");
-                st->refused = 1;
-            }
-
-            if (done) {
-                if (st->refused) {
-                    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                                  "toll: redis took the meter's batch of "
-                                  "\"%*s\"", fl->subject_len, fl->subject);
-                    st->refused = 0;
-                }
-
-                for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
-                    st->flight[i] = 0;
-                }
-
-                st->flush_id[0] = 0;
-                st->flush_id[1] = 0;
-
-            } else {
-                /* sent again, same id, next round */
-                st->flush_at_ms = 0;
-            }
+            ngx_http_toll_meter_settle(fl, st, reply, &m, &why, done,
+                                       overflow);
         }
     }
 
     ngx_http_toll_shm_unlock(fl->shm_zone);
 
     ngx_free(fl);
+}
+
+
+/*
+ * What Redis said of the batch in flight, said to the node (the zone
+ * locked): confirmed, its counts are done with; refused or unanswered, it
+ * is sent again, same id, next round.
+ */
+
+static void
+ngx_http_toll_meter_settle(ngx_http_toll_meter_flush_t *fl,
+    ngx_http_toll_meter_state_t *st, redisReply *reply,
+    toll_reply_meter_t *m, ngx_str_t *why, ngx_uint_t done,
+    ngx_uint_t overflow)
+{
+    ngx_uint_t  i;
+
+    if (overflow) {
+        /*
+         * Redis cannot hold the sum: the batch would fail for ever and
+         * hold back the node's later counts.  It is left out, every count
+         * of it in the log; Redis holds nothing of it.
+         */
+
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "toll: meter overflow in redis at \"%V\", "
+                      "batch of \"%*s\" left out: calls %L, "
+                      "free_calls %L, paid_calls %L, "
+                      "amount_micros %L, errors %L", why,
+                      fl->subject_len, fl->subject,
+                      st->flight[TOLL_USAGE_CALLS],
+                      st->flight[TOLL_USAGE_FREE_CALLS],
+                      st->flight[TOLL_USAGE_PAID_CALLS],
+                      st->flight[TOLL_USAGE_AMOUNT],
+                      st->flight[TOLL_USAGE_ERRORS]);
+
+    } else if (!done && why->len && !st->refused
+               && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_METER,
+                                              reply))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "toll: redis refused the meter's batch of "
+                      "\"%*s\", kept and sent again: %V%s",
+                      fl->subject_len, fl->subject, why,
+                      (m->rc == TOLL_REPLY_METER_NOT_INTEGER)
+                      ? " is not an integer" : "");
+        st->refused = 1;
+    }
+
+    if (done) {
+        if (st->refused) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "toll: redis took the meter's batch of "
+                          "\"%*s\"", fl->subject_len, fl->subject);
+            st->refused = 0;
+        }
+
+        for (i = 0; i < TOLL_USAGE_COUNTS; i++) {
+            st->flight[i] = 0;
+        }
+
+        st->flush_id[0] = 0;
+        st->flush_id[1] = 0;
+
+    } else {
+        /* sent again, same id, next round */
+        st->flush_at_ms = 0;
+    }
 }
 
 

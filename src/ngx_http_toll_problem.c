@@ -57,6 +57,12 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
 };
 
 
+static ngx_buf_t *ngx_http_toll_problem_body(ngx_http_request_t *r,
+    ngx_http_toll_problem_t *p, ngx_str_t *title, ngx_uint_t status,
+    ngx_http_toll_problem_ext_t *ext, ngx_str_t *request_id);
+static ngx_int_t ngx_http_toll_problem_headers(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_toll_problem_ext_t *ext,
+    ngx_str_t *request_id);
 static ngx_int_t ngx_http_toll_problem_header(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *value);
 
@@ -73,10 +79,8 @@ ngx_int_t
 ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     ngx_http_toll_problem_e problem, ngx_http_toll_problem_ext_t *ext)
 {
-    u_char                     *retry;
-    size_t                      len;
     ngx_uint_t                  status;
-    ngx_str_t                   title, retry_value;
+    ngx_str_t                   title;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_str_t                   request_id;
@@ -84,14 +88,6 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     ngx_http_variable_value_t  *vv;
     ngx_http_toll_problem_t    *p;
     ngx_http_toll_main_conf_t  *mcf;
-
-    static ngx_str_t  www_authenticate = ngx_string("WWW-Authenticate");
-    static ngx_str_t  bearer = ngx_string("Bearer realm=\"toll\"");
-    static ngx_str_t  retry_after = ngx_string("Retry-After");
-    static ngx_str_t  one = ngx_string("1");
-    static ngx_str_t  request_id_name = ngx_string("X-Request-Id");
-    static ngx_str_t  cache_control = ngx_string("Cache-Control");
-    static ngx_str_t  no_store = ngx_string("no-store");
 
     p = &ngx_http_toll_problems[problem];
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
@@ -136,35 +132,10 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
         request_id.len = vv->len;
     }
 
-    len = sizeof("{\"type\":\"about:blank\",\"title\":\"\",\"status\":"
-                 ",\"code\":\"\",\"detail\":\"\",\"request_id\":\"\"}\n") - 1
-          + title.len + NGX_INT_T_LEN + p->code.len + p->detail.len
-          + request_id.len;
-
-    if (ext) {
-        /* a policy name is made of letters and "-" only: JSON-safe */
-        len += sizeof(",\"policy\":\"\",\"retry_after\":") - 1
-               + ext->policy.len + NGX_INT64_LEN;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_http_toll_problem_body(r, p, &title, status, ext, &request_id);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    b->last = ngx_sprintf(b->last,
-                          "{\"type\":\"about:blank\",\"title\":\"%V\","
-                          "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\",",
-                          &title, status, &p->code, &p->detail);
-
-    if (ext) {
-        b->last = ngx_sprintf(b->last, "\"policy\":\"%V\",\"retry_after\":%L,",
-                              &ext->policy, ext->retry_after);
-    }
-
-    b->last = ngx_sprintf(b->last, "\"request_id\":\"%V\"}\n", &request_id);
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;
@@ -172,39 +143,8 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    if (status == NGX_HTTP_UNAUTHORIZED) {
-        if (ngx_http_toll_problem_header(r, &www_authenticate, &bearer)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    if (ext && ext->retry_after > 0) {
-        retry = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (retry == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        retry_value.data = retry;
-        retry_value.len = ngx_sprintf(retry, "%L", ext->retry_after) - retry;
-
-        if (ngx_http_toll_problem_header(r, &retry_after, &retry_value)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-    } else if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        if (ngx_http_toll_problem_header(r, &retry_after, &one) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    if (ngx_http_toll_problem_header(r, &cache_control, &no_store) != NGX_OK
-        || (request_id.len
-            && ngx_http_toll_problem_header(r, &request_id_name, &request_id)
-               != NGX_OK))
+    if (ngx_http_toll_problem_headers(r, status, ext, &request_id)
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -219,6 +159,111 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* the JSON body: the kind's fixed texts, the refusal's, the request id */
+
+static ngx_buf_t *
+ngx_http_toll_problem_body(ngx_http_request_t *r, ngx_http_toll_problem_t *p,
+    ngx_str_t *title, ngx_uint_t status, ngx_http_toll_problem_ext_t *ext,
+    ngx_str_t *request_id)
+{
+    size_t      len;
+    ngx_buf_t  *b;
+
+    len = sizeof("{\"type\":\"about:blank\",\"title\":\"\",\"status\":"
+                 ",\"code\":\"\",\"detail\":\"\",\"request_id\":\"\"}\n") - 1
+          + title->len + NGX_INT_T_LEN + p->code.len + p->detail.len
+          + request_id->len;
+
+    if (ext) {
+        /* a policy name is made of letters and "-" only: JSON-safe */
+        len += sizeof(",\"policy\":\"\",\"retry_after\":") - 1
+               + ext->policy.len + NGX_INT64_LEN;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"type\":\"about:blank\",\"title\":\"%V\","
+                          "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\",",
+                          title, status, &p->code, &p->detail);
+
+    if (ext) {
+        b->last = ngx_sprintf(b->last, "\"policy\":\"%V\",\"retry_after\":%L,",
+                              &ext->policy, ext->retry_after);
+    }
+
+    b->last = ngx_sprintf(b->last, "\"request_id\":\"%V\"}\n", request_id);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    return b;
+}
+
+
+/*
+ * The answer's headers: the challenge of a 401, when to retry, that it
+ * is not to be cached, and the request id.
+ */
+
+static ngx_int_t
+ngx_http_toll_problem_headers(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_toll_problem_ext_t *ext, ngx_str_t *request_id)
+{
+    u_char     *retry;
+    ngx_str_t   retry_value;
+
+    static ngx_str_t  www_authenticate = ngx_string("WWW-Authenticate");
+    static ngx_str_t  bearer = ngx_string("Bearer realm=\"toll\"");
+    static ngx_str_t  retry_after = ngx_string("Retry-After");
+    static ngx_str_t  one = ngx_string("1");
+    static ngx_str_t  request_id_name = ngx_string("X-Request-Id");
+    static ngx_str_t  cache_control = ngx_string("Cache-Control");
+    static ngx_str_t  no_store = ngx_string("no-store");
+
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        if (ngx_http_toll_problem_header(r, &www_authenticate, &bearer)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ext && ext->retry_after > 0) {
+        retry = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (retry == NULL) {
+            return NGX_ERROR;
+        }
+
+        retry_value.data = retry;
+        retry_value.len = ngx_sprintf(retry, "%L", ext->retry_after) - retry;
+
+        if (ngx_http_toll_problem_header(r, &retry_after, &retry_value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        if (ngx_http_toll_problem_header(r, &retry_after, &one) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_toll_problem_header(r, &cache_control, &no_store) != NGX_OK
+        || (request_id->len
+            && ngx_http_toll_problem_header(r, &request_id_name, request_id)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -14,6 +14,11 @@ const char *const  toll_jwt_alg_names[TOLL_JWT_ALGS] = {
 };
 
 
+static toll_jwt_rc_e toll_jwt_claims_times(json_t *claims,
+    const toll_jwt_policy_t *pol, int64_t now, toll_jwt_claims_t *out,
+    const char **why);
+static int toll_jwt_audience_is(json_t *claims,
+    const toll_jwt_policy_t *pol);
 static toll_jwt_rc_e toll_jwt_claims_read(json_t *claims,
     const toll_jwt_policy_t *pol, int64_t now, toll_jwt_claims_t *out,
     const char **why);
@@ -231,12 +236,67 @@ static toll_jwt_rc_e
 toll_jwt_claims_read(json_t *claims, const toll_jwt_policy_t *pol,
     int64_t now, toll_jwt_claims_t *out, const char **why)
 {
-    size_t         i;
-    int64_t        exp, nbf, iat;
-    json_t        *v, *e;
+    json_t        *v;
     toll_jwt_rc_e  rc;
 
     memset(out, 0, sizeof(toll_jwt_claims_t));
+
+    rc = toll_jwt_claims_times(claims, pol, now, out, why);
+
+    if (rc != TOLL_JWT_OK) {
+        return rc;
+    }
+
+    /* iss */
+
+    if (pol->issuer_len
+        && !toll_jwt_string_is(json_object_get(claims, "iss"),
+                               pol->issuer, pol->issuer_len))
+    {
+        *why = "\"iss\" is missing or wrong";
+        return TOLL_JWT_CLAIMS;
+    }
+
+    /* aud: a string, or an array of which one element is ours */
+
+    if (pol->audience_len && !toll_jwt_audience_is(claims, pol)) {
+        *why = "\"aud\" is missing or wrong";
+        return TOLL_JWT_CLAIMS;
+    }
+
+    /* the buyer goes into a header to the upstream and into Redis keys */
+
+    v = json_object_get(claims, pol->buyer_claim);
+
+    if (!json_is_string(v)
+        || !toll_owner_valid((const unsigned char *) json_string_value(v),
+                             json_string_length(v)))
+    {
+        *why = "the buyer claim is missing or not 1 to 128 printable "
+               "characters";
+        return TOLL_JWT_CLAIMS;
+    }
+
+    out->buyer = json_string_value(v);
+    out->buyer_len = json_string_length(v);
+
+    if (toll_jwt_plan(claims, pol, out) != TOLL_JWT_OK) {
+        *why = "the plan claim names no valid plan";
+        return TOLL_JWT_CLAIMS;
+    }
+
+    return TOLL_JWT_OK;
+}
+
+
+/* exp, nbf and iat against now and the leeway; out->expires_at from exp */
+
+static toll_jwt_rc_e
+toll_jwt_claims_times(json_t *claims, const toll_jwt_policy_t *pol,
+    int64_t now, toll_jwt_claims_t *out, const char **why)
+{
+    int64_t        exp, nbf, iat;
+    toll_jwt_rc_e  rc;
 
     /* exp */
 
@@ -297,70 +357,42 @@ toll_jwt_claims_read(json_t *claims, const toll_jwt_policy_t *pol,
         return TOLL_JWT_CLAIMS;
     }
 
-    /* iss */
+    return TOLL_JWT_OK;
+}
 
-    if (pol->issuer_len
-        && !toll_jwt_string_is(json_object_get(claims, "iss"),
-                               pol->issuer, pol->issuer_len))
-    {
-        *why = "\"iss\" is missing or wrong";
-        return TOLL_JWT_CLAIMS;
-    }
 
-    /* aud: a string, or an array of which one element is ours */
+/* "aud" is the policy's audience, or an array with it as an element */
 
-    if (pol->audience_len) {
-        v = json_object_get(claims, "aud");
+static int
+toll_jwt_audience_is(json_t *claims, const toll_jwt_policy_t *pol)
+{
+    size_t   i;
+    json_t  *v, *e;
 
-        if (json_is_array(v)) {
-            for (i = 0; i < json_array_size(v); i++) {
-                e = json_array_get(v, i);
+    v = json_object_get(claims, "aud");
 
-                if (toll_jwt_string_is(e, pol->audience,
-                                       pol->audience_len))
-                {
-                    break;
-                }
+    if (json_is_array(v)) {
+        for (i = 0; i < json_array_size(v); i++) {
+            e = json_array_get(v, i);
+
+            if (toll_jwt_string_is(e, pol->audience,
+                                   pol->audience_len))
+            {
+                break;
             }
+        }
 
-            if (i == json_array_size(v)) {
-                v = NULL;
-            }
-
-        } else if (!toll_jwt_string_is(v, pol->audience,
-                                       pol->audience_len))
-        {
+        if (i == json_array_size(v)) {
             v = NULL;
         }
 
-        if (v == NULL) {
-            *why = "\"aud\" is missing or wrong";
-            return TOLL_JWT_CLAIMS;
-        }
-    }
-
-    /* the buyer goes into a header to the upstream and into Redis keys */
-
-    v = json_object_get(claims, pol->buyer_claim);
-
-    if (!json_is_string(v)
-        || !toll_owner_valid((const unsigned char *) json_string_value(v),
-                             json_string_length(v)))
+    } else if (!toll_jwt_string_is(v, pol->audience,
+                                   pol->audience_len))
     {
-        *why = "the buyer claim is missing or not 1 to 128 printable "
-               "characters";
-        return TOLL_JWT_CLAIMS;
+        v = NULL;
     }
 
-    out->buyer = json_string_value(v);
-    out->buyer_len = json_string_length(v);
-
-    if (toll_jwt_plan(claims, pol, out) != TOLL_JWT_OK) {
-        *why = "the plan claim names no valid plan";
-        return TOLL_JWT_CLAIMS;
-    }
-
-    return TOLL_JWT_OK;
+    return v != NULL;
 }
 
 

@@ -9,6 +9,8 @@
 
 
 static int toll_reply_noscript(const redisReply *reply);
+static int toll_reply_limit_state(const redisReply *reply,
+    const toll_reply_limit_layout_t *layout, toll_reply_limit_t *out);
 static int toll_reply_window(const redisReply *a,
     toll_reply_limit_window_t *w);
 
@@ -108,10 +110,6 @@ void
 toll_reply_limit(const redisReply *reply,
     const toll_reply_limit_layout_t *layout, toll_reply_limit_t *out)
 {
-    size_t               e;
-    unsigned             u;
-    const redisReply    *el;
-
     memset(out, 0, offsetof(toll_reply_limit_t, window));
     out->rc = TOLL_REPLY_LIMIT_UNEXPECTED;
 
@@ -153,12 +151,32 @@ toll_reply_limit(const redisReply *reply,
         return;
     }
 
+    if (toll_reply_limit_state(reply, layout, out)) {
+        out->rc = TOLL_REPLY_LIMIT_OK;
+    }
+}
+
+
+/*
+ * The node's state after the verdict, in the layout the caller sent: the
+ * clock offset, the bucket's tat, the windows, the count in flight.
+ * 0: not what the script answers.
+ */
+
+static int
+toll_reply_limit_state(const redisReply *reply,
+    const toll_reply_limit_layout_t *layout, toll_reply_limit_t *out)
+{
+    size_t               e;
+    unsigned             u;
+    const redisReply    *el;
+
     if (reply->elements < 3
         || reply->element[0]->type != REDIS_REPLY_INTEGER
         || reply->element[1]->type != REDIS_REPLY_INTEGER
         || reply->element[2]->type != REDIS_REPLY_INTEGER)
     {
-        return;
+        return 0;
     }
 
     /* the caller takes it, and the tat, to us and ns */
@@ -168,7 +186,7 @@ toll_reply_limit(const redisReply *reply,
     if (out->offset_ms < -TOLL_REPLY_LIMIT_OFFSET_MAX_MS
         || out->offset_ms > TOLL_REPLY_LIMIT_OFFSET_MAX_MS)
     {
-        return;
+        return 0;
     }
 
     e = 3;
@@ -177,13 +195,13 @@ toll_reply_limit(const redisReply *reply,
         if (e >= reply->elements
             || reply->element[e]->type != REDIS_REPLY_INTEGER)
         {
-            return;
+            return 0;
         }
 
         out->tat_us = reply->element[e++]->integer;
 
         if (out->tat_us < 0 || out->tat_us > TOLL_REPLY_LIMIT_TIME_MAX) {
-            return;
+            return 0;
         }
     }
 
@@ -195,7 +213,7 @@ toll_reply_limit(const redisReply *reply,
         if (e >= reply->elements
             || !toll_reply_window(reply->element[e++], &out->window[u]))
         {
-            return;
+            return 0;
         }
     }
 
@@ -211,7 +229,7 @@ toll_reply_limit(const redisReply *reply,
         }
     }
 
-    out->rc = TOLL_REPLY_LIMIT_OK;
+    return 1;
 }
 
 

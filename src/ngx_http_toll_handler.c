@@ -38,6 +38,10 @@ typedef enum {
 
 
 static ngx_int_t ngx_http_toll_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_access_reenter(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_access_limit(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_authenticate(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_charge(ngx_http_request_t *r,
@@ -143,6 +147,65 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         ctx->counters_service = lcf->service;
     }
 
+    rc = ngx_http_toll_access_reenter(r, ctx, lcf);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (!ctx->authenticated) {
+        rc = ngx_http_toll_authenticate(r, ctx, lcf);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF) {
+        rc = ngx_http_toll_access_limit(r, ctx);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    rc = ngx_http_toll_charge(r, ctx, lcf);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the headers of the request are rewritten once, whatever redirects */
+
+    if (!ctx->forwarded) {
+        if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
+            return ngx_http_toll_failed(r, ctx);
+        }
+
+        ctx->forwarded = 1;
+    }
+
+    ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
+
+    /*
+     * NGX_OK lets "satisfy any" pass a valid key; a refusal above does not
+     * depend on "satisfy": an allow rule never opens a payment gate.
+     */
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request comes back to the access phase: after an internal redirect,
+ * a write event, or the store's answer.  NGX_OK: go through the gate;
+ * anything else is what the access phase returns.
+ */
+
+static ngx_int_t
+ngx_http_toll_access_reenter(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
     switch (ctx->state) {
 
     case NGX_HTTP_TOLL_STATE_PASSED:
@@ -174,53 +237,34 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         break;
     }
 
-    if (!ctx->authenticated) {
-        rc = ngx_http_toll_authenticate(r, ctx, lcf);
+    return NGX_OK;
+}
 
-        if (rc != NGX_OK) {
-            return rc;
-        }
+
+/*
+ * The key's limits, for a location that has them.  NGX_OK: within them;
+ * anything else is what the access phase returns.
+ */
+
+static ngx_int_t
+ngx_http_toll_access_limit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_toll_limit_key(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
+        return NGX_AGAIN;
     }
 
-    if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF) {
-        rc = ngx_http_toll_limit_key(r, ctx);
-
-        if (rc == NGX_AGAIN) {
-            ctx->state = NGX_HTTP_TOLL_STATE_WAITING;
-            return NGX_AGAIN;
-        }
-
-        if (rc == NGX_ERROR) {
-            return ngx_http_toll_failed(r, ctx);
-        }
-
-        if (rc == NGX_DECLINED) {
-            return ngx_http_toll_refuse_limit(r, ctx);
-        }
+    if (rc == NGX_ERROR) {
+        return ngx_http_toll_failed(r, ctx);
     }
 
-    rc = ngx_http_toll_charge(r, ctx, lcf);
-
-    if (rc != NGX_OK) {
-        return rc;
+    if (rc == NGX_DECLINED) {
+        return ngx_http_toll_refuse_limit(r, ctx);
     }
-
-    /* the headers of the request are rewritten once, whatever redirects */
-
-    if (!ctx->forwarded) {
-        if (ngx_http_toll_auth_forward(r, ctx, lcf) != NGX_OK) {
-            return ngx_http_toll_failed(r, ctx);
-        }
-
-        ctx->forwarded = 1;
-    }
-
-    ctx->state = NGX_HTTP_TOLL_STATE_PASSED;
-
-    /*
-     * NGX_OK lets "satisfy any" pass a valid key; a refusal above does not
-     * depend on "satisfy": an allow rule never opens a payment gate.
-     */
 
     return NGX_OK;
 }

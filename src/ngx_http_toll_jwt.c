@@ -63,6 +63,15 @@ static ngx_http_toll_auth_status_e ngx_http_toll_jwt_verify(
     ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf, ngx_str_t *token,
     ngx_http_toll_jwt_identity_t *id);
+static void ngx_http_toll_jwt_policy_hash(ngx_http_toll_main_conf_t *mcf,
+    ngx_http_toll_loc_conf_t *conf);
+static ngx_http_toll_auth_status_e ngx_http_toll_jwt_header_key(
+    ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx, toll_jwt_segments_t *seg,
+    u_char *buf, ngx_http_toll_jwt_key_t **key);
+static ngx_http_toll_auth_status_e ngx_http_toll_jwt_check_signature(
+    ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_jwt_key_t *key, ngx_str_t *token, toll_jwt_segments_t *seg,
+    u_char *buf);
 static ngx_http_toll_jwt_key_t *ngx_http_toll_jwt_select_key(
     ngx_http_toll_ctx_t *ctx, ngx_array_t *keys, toll_jwt_header_t *h);
 static ngx_http_toll_auth_status_e ngx_http_toll_jwt_claims(
@@ -347,19 +356,10 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_jwt_identity_t *id)
 {
     u_char                       *buf;
-    ssize_t                       sig_len;
-    ngx_int_t                     rc;
-    json_t                       *header, *claims;
-    toll_jwt_header_t             h;
+    json_t                       *claims;
     toll_jwt_segments_t           seg;
     ngx_http_toll_jwt_key_t      *key;
-    ngx_http_toll_main_conf_t    *mcf;
     ngx_http_toll_auth_status_e   status;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
-
-    header = NULL;
-    claims = NULL;
 
     if (toll_jwt_split(token->data, token->len, &seg, &ctx->auth_detail)
         != TOLL_JWT_OK)
@@ -378,38 +378,9 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return NGX_HTTP_TOLL_AUTH_NONE;
     }
 
-    header = toll_jwt_json(seg.header, seg.header_len, buf);
-    if (header == NULL) {
-        ctx->auth_detail = "the header is not base64url of a JSON object";
-        status = NGX_HTTP_TOLL_AUTH_MALFORMED;
-        goto done;
-    }
-
-    if (toll_jwt_header_decode(header, &h, &ctx->auth_detail)
-        != TOLL_JWT_OK)
-    {
-        status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
-        goto done;
-    }
-
-    key = ngx_http_toll_jwt_select_key(ctx, mcf->jwt_keys, &h);
-    if (key == NULL) {
-        status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
-        goto done;
-    }
-
-    sig_len = toll_jwt_b64url_decode(buf, seg.signature, seg.signature_len);
-
-    if (sig_len < 0) {
-        ctx->auth_detail = "the signature is not base64url";
-        status = NGX_HTTP_TOLL_AUTH_MALFORMED;
-        goto done;
-    }
-
-    if ((size_t) sig_len != key->sig_len) {
-        ctx->auth_detail = "the signature has the wrong length";
-        status = NGX_HTTP_TOLL_AUTH_WRONG_SECRET;
-        goto done;
+    status = ngx_http_toll_jwt_header_key(r, ctx, &seg, buf, &key);
+    if (status != NGX_HTTP_TOLL_AUTH_OK) {
+        return status;
     }
 
     /*
@@ -419,44 +390,114 @@ ngx_http_toll_jwt_verify(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
      * sees a payload nobody signed.
      */
 
+    status = ngx_http_toll_jwt_check_signature(r, ctx, key, token, &seg,
+                                               buf);
+    if (status != NGX_HTTP_TOLL_AUTH_OK) {
+        return status;
+    }
+
+    claims = toll_jwt_json(seg.payload, seg.payload_len, buf);
+    if (claims == NULL) {
+        ctx->auth_detail = "the payload is not base64url of a JSON object";
+        return NGX_HTTP_TOLL_AUTH_MALFORMED;
+    }
+
+    status = ngx_http_toll_jwt_claims(r, ctx, lcf, claims, id);
+
+    json_decref(claims);
+
+    return status;
+}
+
+
+/*
+ * The token's header, decoded into buf, picks the key that must have
+ * signed it: NGX_HTTP_TOLL_AUTH_OK and *key, or the refusal.
+ */
+
+static ngx_http_toll_auth_status_e
+ngx_http_toll_jwt_header_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    toll_jwt_segments_t *seg, u_char *buf, ngx_http_toll_jwt_key_t **key)
+{
+    json_t                       *header;
+    toll_jwt_header_t             h;
+    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_auth_status_e   status;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    header = toll_jwt_json(seg->header, seg->header_len, buf);
+    if (header == NULL) {
+        ctx->auth_detail = "the header is not base64url of a JSON object";
+        return NGX_HTTP_TOLL_AUTH_MALFORMED;
+    }
+
+    /* h.kid points into the header: it is freed once the key is picked */
+
+    status = NGX_HTTP_TOLL_AUTH_OK;
+
+    if (toll_jwt_header_decode(header, &h, &ctx->auth_detail)
+        != TOLL_JWT_OK)
+    {
+        status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
+
+    } else {
+        *key = ngx_http_toll_jwt_select_key(ctx, mcf->jwt_keys, &h);
+        if (*key == NULL) {
+            status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
+        }
+    }
+
+    json_decref(header);
+
+    return status;
+}
+
+
+/*
+ * The signature segment, decoded into buf, checked against the signing
+ * input with the key: NGX_HTTP_TOLL_AUTH_OK, a refusal, or
+ * NGX_HTTP_TOLL_AUTH_NONE when libcrypto failed.
+ */
+
+static ngx_http_toll_auth_status_e
+ngx_http_toll_jwt_check_signature(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_jwt_key_t *key, ngx_str_t *token,
+    toll_jwt_segments_t *seg, u_char *buf)
+{
+    ssize_t    sig_len;
+    ngx_int_t  rc;
+
+    sig_len = toll_jwt_b64url_decode(buf, seg->signature,
+                                     seg->signature_len);
+
+    if (sig_len < 0) {
+        ctx->auth_detail = "the signature is not base64url";
+        return NGX_HTTP_TOLL_AUTH_MALFORMED;
+    }
+
+    if ((size_t) sig_len != key->sig_len) {
+        ctx->auth_detail = "the signature has the wrong length";
+        return NGX_HTTP_TOLL_AUTH_WRONG_SECRET;
+    }
+
     rc = ngx_http_toll_jwt_signature(key, token->data,
-                                     seg.signature - 1 - token->data,
+                                     seg->signature - 1 - token->data,
                                      buf, sig_len);
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "toll: libcrypto failed to verify a JWT signature");
         ERR_clear_error();
-        status = NGX_HTTP_TOLL_AUTH_NONE;
-        goto done;
+        return NGX_HTTP_TOLL_AUTH_NONE;
     }
 
     if (rc != NGX_OK) {
         ctx->auth_detail = "the signature does not verify";
-        status = NGX_HTTP_TOLL_AUTH_WRONG_SECRET;
-        goto done;
+        return NGX_HTTP_TOLL_AUTH_WRONG_SECRET;
     }
 
-    claims = toll_jwt_json(seg.payload, seg.payload_len, buf);
-    if (claims == NULL) {
-        ctx->auth_detail = "the payload is not base64url of a JSON object";
-        status = NGX_HTTP_TOLL_AUTH_MALFORMED;
-        goto done;
-    }
-
-    status = ngx_http_toll_jwt_claims(r, ctx, lcf, claims, id);
-
-done:
-
-    if (header) {
-        json_decref(header);
-    }
-
-    if (claims) {
-        json_decref(claims);
-    }
-
-    return status;
+    return NGX_HTTP_TOLL_AUTH_OK;
 }
 
 
@@ -764,12 +805,6 @@ char *
 ngx_http_toll_jwt_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf)
 {
-    u_char                      raw[32];
-    size_t                      len;
-    uint64_t                    n;
-    ngx_uint_t                  i;
-    SHA256_CTX                  sha;
-    ngx_http_toll_jwt_key_t    *k;
     ngx_http_toll_main_conf_t  *mcf;
 
     ngx_conf_merge_value(conf->jwt, prev->jwt, 0);
@@ -826,11 +861,28 @@ ngx_http_toll_jwt_merge_loc_conf(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /*
-     * The policy's fingerprint, part of every cache entry's key: a token
-     * verified under other keys or other claim rules (another location,
-     * a configuration since reloaded) is verified again.
-     */
+    ngx_http_toll_jwt_policy_hash(mcf, conf);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The policy's fingerprint, part of every cache entry's key: a token
+ * verified under other keys or other claim rules (another location, a
+ * configuration since reloaded) is verified again.
+ */
+
+static void
+ngx_http_toll_jwt_policy_hash(ngx_http_toll_main_conf_t *mcf,
+    ngx_http_toll_loc_conf_t *conf)
+{
+    u_char                    raw[32];
+    size_t                    len;
+    uint64_t                  n;
+    ngx_uint_t                i;
+    SHA256_CTX                sha;
+    ngx_http_toll_jwt_key_t  *k;
 
     SHA256_Init(&sha);
 
@@ -863,6 +915,4 @@ ngx_http_toll_jwt_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_default_plan);
 
     SHA256_Final(conf->jwt_policy, &sha);
-
-    return NGX_CONF_OK;
 }

@@ -62,6 +62,10 @@ static char *ngx_http_toll_jwt_load_jwk(ngx_conf_t *cf,
     ngx_http_toll_jwt_key_t *key, json_t *jwk, size_t i);
 static EVP_PKEY *ngx_http_toll_jwt_jwk_pkey(ngx_conf_t *cf, json_t *jwk,
     ngx_uint_t alg, ngx_str_t *secret);
+static EVP_PKEY *ngx_http_toll_jwt_jwk_ec(ngx_conf_t *cf, json_t *jwk);
+static EVP_PKEY *ngx_http_toll_jwt_jwk_rsa(ngx_conf_t *cf, json_t *jwk);
+static EVP_PKEY *ngx_http_toll_jwt_pkey_fromdata(OSSL_PARAM_BLD *bld,
+    const char *type);
 static char *ngx_http_toll_jwt_key_check(ngx_conf_t *cf,
     ngx_http_toll_jwt_key_t *key);
 static ngx_int_t ngx_http_toll_jwt_pem(ngx_conf_t *cf,
@@ -810,20 +814,7 @@ static EVP_PKEY *
 ngx_http_toll_jwt_jwk_pkey(ngx_conf_t *cf, json_t *jwk, ngx_uint_t alg,
     ngx_str_t *secret)
 {
-    u_char          *pub;
-    BIGNUM          *n, *e;
-    EVP_PKEY        *pkey;
-    ngx_str_t        a, b;
-    OSSL_PARAM      *params;
-    EVP_PKEY_CTX    *pctx;
-    OSSL_PARAM_BLD  *bld;
-
-    pkey = NULL;
-    n = NULL;
-    e = NULL;
-    bld = NULL;
-    params = NULL;
-    pctx = NULL;
+    ngx_str_t  a;
 
     switch (alg) {
 
@@ -851,64 +842,114 @@ ngx_http_toll_jwt_jwk_pkey(ngx_conf_t *cf, json_t *jwk, ngx_uint_t alg,
                                            a.len);
 
     case NGX_HTTP_TOLL_JWT_ES256:
-        if (ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "x"), &a)
-            != NGX_OK
-            || ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "y"), &b)
-               != NGX_OK
-            || a.len != 32 || b.len != 32
-            || !json_is_string(json_object_get(jwk, "crv"))
-            || ngx_strcmp(json_string_value(json_object_get(jwk, "crv")),
-                          "P-256") != 0)
-        {
-            return NULL;
-        }
-
-        pub = ngx_pnalloc(cf->pool, 65);
-        if (pub == NULL) {
-            return NULL;
-        }
-
-        pub[0] = 0x04;  /* uncompressed point */
-        ngx_memcpy(pub + 1, a.data, 32);
-        ngx_memcpy(pub + 33, b.data, 32);
-
-        bld = OSSL_PARAM_BLD_new();
-        if (bld == NULL
-            || OSSL_PARAM_BLD_push_utf8_string(bld,
-                   OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) != 1
-            || OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
-                                                pub, 65) != 1)
-        {
-            goto done;
-        }
-
-        pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-        break;
+        return ngx_http_toll_jwt_jwk_ec(cf, jwk);
 
     default: /* NGX_HTTP_TOLL_JWT_RS256 */
-        if (ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "n"), &a)
-            != NGX_OK
-            || ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "e"), &b)
-               != NGX_OK)
-        {
-            return NULL;
-        }
+        return ngx_http_toll_jwt_jwk_rsa(cf, jwk);
+    }
+}
 
-        n = BN_bin2bn(a.data, (int) a.len, NULL);
-        e = BN_bin2bn(b.data, (int) b.len, NULL);
 
-        bld = OSSL_PARAM_BLD_new();
-        if (n == NULL || e == NULL || bld == NULL
-            || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) != 1
-            || OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) != 1)
-        {
-            goto done;
-        }
+/* a P-256 public key from an "EC" JWK's "x" and "y" */
 
-        pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-        break;
+static EVP_PKEY *
+ngx_http_toll_jwt_jwk_ec(ngx_conf_t *cf, json_t *jwk)
+{
+    u_char          *pub;
+    EVP_PKEY        *pkey;
+    ngx_str_t        a, b;
+    OSSL_PARAM_BLD  *bld;
+
+    if (ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "x"), &a)
+        != NGX_OK
+        || ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "y"), &b)
+           != NGX_OK
+        || a.len != 32 || b.len != 32
+        || !json_is_string(json_object_get(jwk, "crv"))
+        || ngx_strcmp(json_string_value(json_object_get(jwk, "crv")),
+                      "P-256") != 0)
+    {
+        return NULL;
     }
 
+    pub = ngx_pnalloc(cf->pool, 65);
+    if (pub == NULL) {
+        return NULL;
+    }
+
+    pub[0] = 0x04;  /* uncompressed point */
+    ngx_memcpy(pub + 1, a.data, 32);
+    ngx_memcpy(pub + 33, b.data, 32);
+
+    pkey = NULL;
+
+    bld = OSSL_PARAM_BLD_new();
+    if (bld != NULL
+        && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                           "prime256v1", 0) == 1
+        && OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY,
+                                            pub, 65) == 1)
+    {
+        pkey = ngx_http_toll_jwt_pkey_fromdata(bld, "EC");
+    }
+
+    OSSL_PARAM_BLD_free(bld);
+
+    return pkey;
+}
+
+
+/* an RSA public key from an "RSA" JWK's "n" and "e" */
+
+static EVP_PKEY *
+ngx_http_toll_jwt_jwk_rsa(ngx_conf_t *cf, json_t *jwk)
+{
+    BIGNUM          *n, *e;
+    EVP_PKEY        *pkey;
+    ngx_str_t        a, b;
+    OSSL_PARAM_BLD  *bld;
+
+    if (ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "n"), &a)
+        != NGX_OK
+        || ngx_http_toll_jwt_conf_b64(cf, json_object_get(jwk, "e"), &b)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    pkey = NULL;
+
+    n = BN_bin2bn(a.data, (int) a.len, NULL);
+    e = BN_bin2bn(b.data, (int) b.len, NULL);
+
+    bld = OSSL_PARAM_BLD_new();
+    if (n != NULL && e != NULL && bld != NULL
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) == 1
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) == 1)
+    {
+        pkey = ngx_http_toll_jwt_pkey_fromdata(bld, "RSA");
+    }
+
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(e);
+
+    return pkey;
+}
+
+
+/* a public key of the type from the parameters pushed into bld */
+
+static EVP_PKEY *
+ngx_http_toll_jwt_pkey_fromdata(OSSL_PARAM_BLD *bld, const char *type)
+{
+    EVP_PKEY      *pkey;
+    OSSL_PARAM    *params;
+    EVP_PKEY_CTX  *pctx;
+
+    pkey = NULL;
+
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
     params = OSSL_PARAM_BLD_to_param(bld);
 
     if (pctx == NULL || params == NULL
@@ -918,13 +959,8 @@ ngx_http_toll_jwt_jwk_pkey(ngx_conf_t *cf, json_t *jwk, ngx_uint_t alg,
         pkey = NULL;
     }
 
-done:
-
     OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
     EVP_PKEY_CTX_free(pctx);
-    BN_free(n);
-    BN_free(e);
 
     return pkey;
 }

@@ -3,7 +3,10 @@
  *
  * One zone for all workers, kept across reloads.  It holds the key record
  * cache: an rbtree by key id with an LRU queue, so that a full zone evicts
- * the records used least recently instead of failing.
+ * the records used least recently instead of failing
+ * (ngx_http_toll_shm.c, with the zone itself); the nodes of the subjects
+ * the limits, the meter and the free tiers keep (ngx_http_toll_shm_limit.c);
+ * the table of live worker processes (ngx_http_toll_shm_proc.c).
  */
 
 #ifndef _NGX_HTTP_TOLL_SHM_H_INCLUDED_

@@ -55,6 +55,9 @@
 
 static const char *tollctl_ledger_path(tollctl_t *ctl);
 static int tollctl_ledger_status(int rc);
+static int tollctl_ledger_done(toll_ledger_t *lg, int rc, const char *hint);
+static int tollctl_ledger_reply(tollctl_t *ctl, toll_ledger_t *lg, int rc,
+    const char *hint, json_t *out, void (*text)(json_t *value));
 
 
 static int tollctl_provider_check(const char *opt, const char *provider);
@@ -171,6 +174,39 @@ tollctl_ledger_fail(toll_ledger_t *lg, int rc, const char *hint)
 }
 
 
+/* closes lg; a failure of the call that gave rc is reported with hint */
+static int
+tollctl_ledger_done(toll_ledger_t *lg, int rc, const char *hint)
+{
+    if (rc != TOLL_LEDGER_OK) {
+        rc = tollctl_ledger_fail(lg, rc, hint);
+        toll_ledger_close(lg);
+        return rc;
+    }
+
+    toll_ledger_close(lg);
+
+    return EX_OK;
+}
+
+
+/* the end of a verb: closes lg, then prints out and drops it */
+static int
+tollctl_ledger_reply(tollctl_t *ctl, toll_ledger_t *lg, int rc,
+    const char *hint, json_t *out, void (*text)(json_t *value))
+{
+    rc = tollctl_ledger_done(lg, rc, hint);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_output(ctl, out, text);
+    json_decref(out);
+
+    return rc;
+}
+
+
 static int
 tollctl_ledger_status(int rc)
 {
@@ -244,18 +280,7 @@ tollctl_settlement_create(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_create(lg, provider, from, to, &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, s, tollctl_print_fields);
 }
 
 
@@ -298,18 +323,8 @@ tollctl_settlement_list(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_list(lg, provider, status, limit, &list);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, list, tollctl_print_settlements);
-    json_decref(list);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, list,
+                                tollctl_print_settlements);
 }
 
 
@@ -327,19 +342,9 @@ tollctl_settlement_show(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_get(lg, o->args[0], &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, "; \"tollctl settlement list\" "
-                                 "shows the settlements");
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, "; \"tollctl settlement list\" "
+                                "shows the settlements", s,
+                                tollctl_print_fields);
 }
 
 
@@ -372,22 +377,12 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_pay(lg, o->args[0], tx, &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc,
-                                 (rc == TOLL_LEDGER_NOT_FOUND)
-                                 ? "; \"tollctl settlement list\" shows the "
-                                   "settlements"
-                                 : NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc,
+                                (rc == TOLL_LEDGER_NOT_FOUND)
+                                ? "; \"tollctl settlement list\" shows "
+                                  "the settlements"
+                                : NULL,
+                                s, tollctl_print_fields);
 }
 
 
@@ -410,18 +405,8 @@ tollctl_ledger_balance(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_balance(lg, o->args[0], &b);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, ": nothing was posted to it yet");
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, b, tollctl_print_fields);
-    json_decref(b);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, ": nothing was posted to it yet",
+                                b, tollctl_print_fields);
 }
 
 
@@ -470,18 +455,8 @@ tollctl_ledger_entries(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_entries(lg, account, limit, &list);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, list, tollctl_print_entries);
-    json_decref(list);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, list,
+                                tollctl_print_entries);
 }
 
 
@@ -504,13 +479,10 @@ tollctl_ledger_check(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_check(lg, &report);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
+    rc = tollctl_ledger_done(lg, rc, NULL);
+    if (rc != EX_OK) {
         return rc;
     }
-
-    toll_ledger_close(lg);
 
     rc = tollctl_output(ctl, report, tollctl_print_check);
 

@@ -64,7 +64,6 @@ static int tollctl_provider_check(const char *opt, const char *provider);
 static int tollctl_account_check(const char *opt, const char *account);
 static int tollctl_limit_parse(const char *limit, int64_t *out);
 static int tollctl_time_parse(const char *opt, const char *s, int64_t *t);
-static int tollctl_tx_ref_valid(const char *ref);
 
 static void tollctl_print_settlements(json_t *list);
 static void tollctl_print_entries(json_t *list);
@@ -363,7 +362,7 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_opts_t *o)
                                    "payment's reference");
     }
 
-    if (!tollctl_tx_ref_valid(tx)) {
+    if (!toll_settlement_tx_ref_valid(tx)) {
         return tollctl_error(EX_DATAERR, "invalid --tx: use 1 to %d "
                              "printable ASCII characters, e.g. the wire's "
                              "or the chain's transaction id",
@@ -645,28 +644,6 @@ invalid:
                          "2026-03-01T00:00:00Z, a day as 2026-03-01 (its "
                          "midnight, UTC) or unix seconds as @1772323200",
                          opt, s);
-}
-
-
-/* as the ledger takes it; checked here so that no file is opened for it */
-static int
-tollctl_tx_ref_valid(const char *ref)
-{
-    size_t  i, len;
-
-    len = strlen(ref);
-
-    if (len == 0 || len > TOLL_LEDGER_TX_REF_LEN_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (ref[i] < 0x20 || ref[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

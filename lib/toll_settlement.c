@@ -55,7 +55,6 @@ typedef struct {
 
 
 static int toll_settlement_provider_valid(const char *provider);
-static int toll_settlement_tx_ref_valid(const char *ref);
 static int toll_settlement_overlap(toll_ledger_t *lg, const char *provider,
     int64_t from, int64_t to);
 static int toll_settlement_sum(toll_ledger_t *lg, toll_settlement_t *s);
@@ -311,7 +310,7 @@ toll_settlement_provider_valid(const char *provider)
 }
 
 
-static int
+int
 toll_settlement_tx_ref_valid(const char *ref)
 {
     size_t  i, len;

@@ -21,6 +21,7 @@ import time
 from helpers import client
 from helpers.httpd import UpstreamHandler, UpstreamServer, serve_upstream
 from helpers.keys import Key, redis_name, tollctl
+from helpers.logs import log_records
 from helpers.problem import REQUEST_ID_RE
 from helpers.procs import wait_for
 
@@ -401,14 +402,7 @@ LIMIT_LOG_HTTP = ("    log_format limits 'tag=$http_x_test_tag"
 
 def limit_log(ngx):
     """[{tag, ls, status, uri}] from logs/limits.log (LIMIT_LOG_HTTP)."""
-    out = []
-    for line in ngx.read(ngx.prefix + "/logs/limits.log").splitlines():
-        rec = {}
-        for part in line.split("|"):
-            k, _, v = part.partition("=")
-            rec[k] = v
-        out.append(rec)
-    return out
+    return log_records(ngx.read(ngx.prefix + "/logs/limits.log"))
 
 
 def wait_limit_log(ngx, tag, timeout=5):

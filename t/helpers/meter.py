@@ -30,6 +30,7 @@ import pytest
 
 from helpers import client
 from helpers.httpd import UpstreamHandler, UpstreamServer, serve_upstream
+from helpers.logs import log_records
 from helpers.procs import wait_for
 
 
@@ -337,15 +338,8 @@ def check_billing(resp, amount, free="false", remaining=None,
 
 def meter_log(ngx):
     """logs/meter.log as dicts (format METER_LOG_FORMAT)."""
-    out = []
-    for line in ngx.read(os.path.join(ngx.prefix, "logs",
-                                      "meter.log")).splitlines():
-        rec = {}
-        for part in line.split("|"):
-            k, _, v = part.partition("=")
-            rec[k] = v
-        out.append(rec)
-    return out
+    return log_records(ngx.read(os.path.join(ngx.prefix, "logs",
+                                             "meter.log")))
 
 
 # ---------------------------------------------------------------- load

@@ -211,21 +211,27 @@ def b64u(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def signing_inputs(n):
+    """The signed parts ("header.payload") of n distinct RS256 tokens of
+    the bench key, valid for an hour from now."""
+    now = int(time.time())
+    header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
+    return [header + "." + b64u(json.dumps({"sub": "bench", "iat": now,
+                                            "exp": now + 3600,
+                                            "jti": i}).encode())
+            for i in range(n)]
+
+
 def jwt_tokens(prefix, n):
     """n distinct RS256 tokens for the key in prefix/jwt.key, signed with
     the openssl CLI (stdlib only here)."""
-    now = int(time.time())
-    header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
     tokens = []
-    for i in range(n):
-        payload = b64u(json.dumps({"sub": "bench", "iat": now,
-                                   "exp": now + 3600, "jti": i}).encode())
-        si = (header + "." + payload).encode()
+    for si in signing_inputs(n):
         sig = subprocess.run([OPENSSL, "dgst", "-sha256", "-sign",
                               os.path.join(prefix, "jwt.key")],
-                             input=si, check=True,
+                             input=si.encode(), check=True,
                              capture_output=True).stdout
-        tokens.append(si.decode() + "." + b64u(sig))
+        tokens.append(si + "." + b64u(sig))
     return tokens
 
 
@@ -236,15 +242,8 @@ def forged_tokens(n):
     every one costs the whole RSA operation, as a forger would make it
     (OpenSSL refuses one at or above the modulus before the
     exponentiation, and how many those are would depend on the key)."""
-    now = int(time.time())
-    header = b64u(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
-    tokens = []
-    for i in range(n):
-        payload = b64u(json.dumps({"sub": "bench", "iat": now,
-                                   "exp": now + 3600, "jti": i}).encode())
-        tokens.append(header + "." + payload + "."
-                      + b64u(b"\0" + os.urandom(255)))
-    return tokens
+    return [si + "." + b64u(b"\0" + os.urandom(255))
+            for si in signing_inputs(n)]
 
 
 def run_requests(port, path, n, token, limited, status=200):

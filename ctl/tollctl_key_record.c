@@ -29,8 +29,6 @@
 
 #define TOLLCTL_STATUS_EXPIRED        "expired"       /* shown, not stored */
 
-#define TOLLCTL_LIST_COLUMNS          6
-
 
 typedef enum {
     TOLLCTL_KIND_TEXT = 0,           /* shown as stored */
@@ -54,8 +52,6 @@ static json_t *tollctl_field_json(const tollctl_field_t *f,
     const redisReply *value);
 static json_t *tollctl_expired_json(const redisReply *value, time_t now);
 static int tollctl_reply_ll(const redisReply *value, int64_t *out);
-static void tollctl_list_cells(json_t *record,
-    const char *cells[TOLLCTL_LIST_COLUMNS], char *buf, size_t size);
 static const char *tollctl_value_text(const char *name, json_t *value,
     char *buf, size_t size);
 
@@ -70,6 +66,16 @@ static const tollctl_field_t  tollctl_fields[] = {
     { TOLL_FIELD_CREATED_AT,     TOLLCTL_KIND_TIME },
     { TOLL_FIELD_EXPIRES_AT,     TOLLCTL_KIND_EXPIRY },
     { TOLL_FIELD_REVOKED_AT,  TOLLCTL_KIND_TIME }
+};
+
+/* key list's table; "status_text" and "expires_text" are made for it */
+static const tollctl_column_t  tollctl_key_columns[] = {
+    { "KEY_ID",       TOLLCTL_FIELD_KEY_ID,  0 },
+    { "OWNER",        TOLL_FIELD_OWNER,      0 },
+    { "ROLE",         TOLL_FIELD_ROLE,       0 },
+    { "PLAN",         TOLL_FIELD_PLAN,       0 },
+    { "STATUS",       "status_text",         0 },
+    { "EXPIRES_AT",   "expires_text",        0 }
 };
 
 
@@ -330,87 +336,40 @@ void
 tollctl_key_print_table(json_t *records)
 {
     char         buf[TOLLCTL_TIME_STR_LEN];
-    size_t       i, c, len, width[TOLLCTL_LIST_COLUMNS];
-    json_t      *record;
-    const char  *cells[TOLLCTL_LIST_COLUMNS];
-    static const char  *header[TOLLCTL_LIST_COLUMNS] = {
-        "KEY_ID", "OWNER", "ROLE", "PLAN", "STATUS", "EXPIRES_AT"
-    };
-
-    for (c = 0; c < TOLLCTL_LIST_COLUMNS; c++) {
-        width[c] = strlen(header[c]);
-    }
-
-    json_array_foreach(records, i, record) {
-        tollctl_list_cells(record, cells, buf, sizeof(buf));
-
-        for (c = 0; c < TOLLCTL_LIST_COLUMNS; c++) {
-            len = strlen(cells[c]);
-            if (len > width[c]) {
-                width[c] = len;
-            }
-        }
-    }
-
-    for (c = 0; c < TOLLCTL_LIST_COLUMNS - 1; c++) {
-        printf("%-*s  ", (int) width[c], header[c]);
-    }
-
-    printf("%s\n", header[c]);
-
-    json_array_foreach(records, i, record) {
-        tollctl_list_cells(record, cells, buf, sizeof(buf));
-
-        for (c = 0; c < TOLLCTL_LIST_COLUMNS - 1; c++) {
-            printf("%-*s  ", (int) width[c], cells[c]);
-        }
-
-        printf("%s\n", cells[c]);
-    }
-}
-
-
-/* buf holds the expiry date, so cells live as long as buf and record */
-static void
-tollctl_list_cells(json_t *record, const char *cells[TOLLCTL_LIST_COLUMNS],
-    char *buf, size_t size)
-{
     size_t       i;
-    json_t      *value, *expired;
-    const char  *status;
-    static const char  *names[TOLLCTL_LIST_COLUMNS - 2] = {
-        TOLLCTL_FIELD_KEY_ID, TOLL_FIELD_OWNER, TOLL_FIELD_ROLE,
-        TOLL_FIELD_PLAN
-    };
+    json_t      *record, *value;
+    const char  *status, *expires;
 
-    for (i = 0; i < TOLLCTL_NELTS(names); i++) {
-        value = json_object_get(record, names[i]);
-        cells[i] = json_is_string(value) ? json_string_value(value) : "-";
+    json_array_foreach(records, i, record) {
+        value = json_object_get(record, TOLL_FIELD_STATUS);
+        status = json_is_string(value) ? json_string_value(value) : "-";
+
+        /* an active key past its expiry is refused: say so */
+        if (strcmp(status, TOLL_STATUS_ACTIVE) == 0
+            && json_is_true(json_object_get(record, TOLLCTL_FIELD_EXPIRED)))
+        {
+            status = TOLLCTL_STATUS_EXPIRED;
+        }
+
+        value = json_object_get(record, TOLL_FIELD_EXPIRES_AT);
+
+        if (json_is_integer(value)) {
+            expires = tollctl_time_text(json_integer_value(value), buf,
+                                        sizeof(buf));
+
+        } else if (json_is_string(value)) {
+            expires = json_string_value(value);
+
+        } else {
+            expires = "never";
+        }
+
+        json_object_set_new(record, "status_text", json_string(status));
+        json_object_set_new(record, "expires_text", json_string(expires));
     }
 
-    value = json_object_get(record, TOLL_FIELD_STATUS);
-    status = json_is_string(value) ? json_string_value(value) : "-";
-    expired = json_object_get(record, TOLLCTL_FIELD_EXPIRED);
-
-    /* an active key past its expiry is refused: say so */
-    if (strcmp(status, TOLL_STATUS_ACTIVE) == 0 && json_is_true(expired))
-    {
-        status = TOLLCTL_STATUS_EXPIRED;
-    }
-
-    cells[i++] = status;
-
-    value = json_object_get(record, TOLL_FIELD_EXPIRES_AT);
-
-    if (json_is_integer(value)) {
-        cells[i] = tollctl_time_text(json_integer_value(value), buf, size);
-
-    } else if (json_is_string(value)) {
-        cells[i] = json_string_value(value);
-
-    } else {
-        cells[i] = "never";
-    }
+    tollctl_print_table(records, tollctl_key_columns,
+                        TOLLCTL_NELTS(tollctl_key_columns));
 }
 
 

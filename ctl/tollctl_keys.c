@@ -590,13 +590,7 @@ tollctl_key_show(tollctl_t *ctl, tollctl_opts_t *o)
         return rc;
     }
 
-    if (ctl->json) {
-        rc = tollctl_print_json(record);
-
-    } else {
-        tollctl_print_record(record);
-    }
-
+    rc = tollctl_output(ctl, record, tollctl_print_record);
     json_decref(record);
 
     return rc;
@@ -657,12 +651,7 @@ tollctl_key_list(tollctl_t *ctl, tollctl_opts_t *o)
     freeReplyObject(ids);
 
     if (rc == EX_OK) {
-        if (ctl->json) {
-            rc = tollctl_print_json(records);
-
-        } else {
-            tollctl_key_print_table(records);
-        }
+        rc = tollctl_output(ctl, records, tollctl_key_print_table);
     }
 
     json_decref(records);

@@ -55,13 +55,15 @@
 
 static const char *tollctl_ledger_path(tollctl_t *ctl);
 static int tollctl_ledger_status(int rc);
+static int tollctl_ledger_done(toll_ledger_t *lg, int rc, const char *hint);
+static int tollctl_ledger_reply(tollctl_t *ctl, toll_ledger_t *lg, int rc,
+    const char *hint, json_t *out, void (*text)(json_t *value));
 
 
 static int tollctl_provider_check(const char *opt, const char *provider);
 static int tollctl_account_check(const char *opt, const char *account);
 static int tollctl_limit_parse(const char *limit, int64_t *out);
 static int tollctl_time_parse(const char *opt, const char *s, int64_t *t);
-static int tollctl_tx_ref_valid(const char *ref);
 
 static void tollctl_print_settlements(json_t *list);
 static void tollctl_print_entries(json_t *list);
@@ -171,6 +173,39 @@ tollctl_ledger_fail(toll_ledger_t *lg, int rc, const char *hint)
 }
 
 
+/* closes lg; a failure of the call that gave rc is reported with hint */
+static int
+tollctl_ledger_done(toll_ledger_t *lg, int rc, const char *hint)
+{
+    if (rc != TOLL_LEDGER_OK) {
+        rc = tollctl_ledger_fail(lg, rc, hint);
+        toll_ledger_close(lg);
+        return rc;
+    }
+
+    toll_ledger_close(lg);
+
+    return EX_OK;
+}
+
+
+/* the end of a verb: closes lg, then prints out and drops it */
+static int
+tollctl_ledger_reply(tollctl_t *ctl, toll_ledger_t *lg, int rc,
+    const char *hint, json_t *out, void (*text)(json_t *value))
+{
+    rc = tollctl_ledger_done(lg, rc, hint);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_output(ctl, out, text);
+    json_decref(out);
+
+    return rc;
+}
+
+
 static int
 tollctl_ledger_status(int rc)
 {
@@ -244,18 +279,7 @@ tollctl_settlement_create(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_create(lg, provider, from, to, &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, s, tollctl_print_fields);
 }
 
 
@@ -298,18 +322,8 @@ tollctl_settlement_list(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_list(lg, provider, status, limit, &list);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, list, tollctl_print_settlements);
-    json_decref(list);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, list,
+                                tollctl_print_settlements);
 }
 
 
@@ -327,19 +341,9 @@ tollctl_settlement_show(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_get(lg, o->args[0], &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, "; \"tollctl settlement list\" "
-                                 "shows the settlements");
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, "; \"tollctl settlement list\" "
+                                "shows the settlements", s,
+                                tollctl_print_fields);
 }
 
 
@@ -358,7 +362,7 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_opts_t *o)
                                    "payment's reference");
     }
 
-    if (!tollctl_tx_ref_valid(tx)) {
+    if (!toll_settlement_tx_ref_valid(tx)) {
         return tollctl_error(EX_DATAERR, "invalid --tx: use 1 to %d "
                              "printable ASCII characters, e.g. the wire's "
                              "or the chain's transaction id",
@@ -372,22 +376,12 @@ tollctl_settlement_pay(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_settlement_pay(lg, o->args[0], tx, &s);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc,
-                                 (rc == TOLL_LEDGER_NOT_FOUND)
-                                 ? "; \"tollctl settlement list\" shows the "
-                                   "settlements"
-                                 : NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, s, tollctl_print_fields);
-    json_decref(s);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc,
+                                (rc == TOLL_LEDGER_NOT_FOUND)
+                                ? "; \"tollctl settlement list\" shows "
+                                  "the settlements"
+                                : NULL,
+                                s, tollctl_print_fields);
 }
 
 
@@ -410,18 +404,8 @@ tollctl_ledger_balance(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_balance(lg, o->args[0], &b);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, ": nothing was posted to it yet");
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, b, tollctl_print_fields);
-    json_decref(b);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, ": nothing was posted to it yet",
+                                b, tollctl_print_fields);
 }
 
 
@@ -470,18 +454,8 @@ tollctl_ledger_entries(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_entries(lg, account, limit, &list);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
-        return rc;
-    }
-
-    toll_ledger_close(lg);
-
-    rc = tollctl_output(ctl, list, tollctl_print_entries);
-    json_decref(list);
-
-    return rc;
+    return tollctl_ledger_reply(ctl, lg, rc, NULL, list,
+                                tollctl_print_entries);
 }
 
 
@@ -504,13 +478,10 @@ tollctl_ledger_check(tollctl_t *ctl, tollctl_opts_t *o)
 
     rc = toll_ledger_check(lg, &report);
 
-    if (rc != TOLL_LEDGER_OK) {
-        rc = tollctl_ledger_fail(lg, rc, NULL);
-        toll_ledger_close(lg);
+    rc = tollctl_ledger_done(lg, rc, NULL);
+    if (rc != EX_OK) {
         return rc;
     }
-
-    toll_ledger_close(lg);
 
     rc = tollctl_output(ctl, report, tollctl_print_check);
 
@@ -673,28 +644,6 @@ invalid:
                          "2026-03-01T00:00:00Z, a day as 2026-03-01 (its "
                          "midnight, UTC) or unix seconds as @1772323200",
                          opt, s);
-}
-
-
-/* as the ledger takes it; checked here so that no file is opened for it */
-static int
-tollctl_tx_ref_valid(const char *ref)
-{
-    size_t  i, len;
-
-    len = strlen(ref);
-
-    if (len == 0 || len > TOLL_LEDGER_TX_REF_LEN_MAX) {
-        return 0;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (ref[i] < 0x20 || ref[i] > 0x7e) {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

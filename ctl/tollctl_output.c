@@ -6,7 +6,6 @@
  */
 
 #include <assert.h>
-#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -121,21 +120,14 @@ tollctl_json_free(void *p)
 
 
 /*
- * Compact JSON on one line.  json_dumpf() allocates nothing for us to
- * free: the settlement commands run with jansson's allocator switched.
+ * JSON with --json, else text.  A failed write leaves stdout's error
+ * flag set, which main() reports after its flush.
  */
 int
 tollctl_output(tollctl_t *ctl, json_t *value, void (*text)(json_t *value))
 {
     if (ctl->json) {
-        if (json_dumpf(value, stdout, JSON_COMPACT) != 0) {
-            return tollctl_error(EX_IOERR, "cannot write to stdout: %s",
-                                 strerror(errno));
-        }
-
-        fputc('\n', stdout);
-
-        return EX_OK;
+        return tollctl_print_json(value);
     }
 
     text(value);

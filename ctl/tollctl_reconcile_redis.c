@@ -22,6 +22,8 @@
 #include "tollctl_reconcile.h"
 
 
+static void tollctl_name_buyer_day(const toll_name_t *n, char *buyer,
+    char *day);
 static int tollctl_usage_name(const char *name, size_t len, char *buyer,
     char *day, int *mirror);
 static int tollctl_claim_name(const char *name, size_t len, char *buyer,
@@ -610,6 +612,16 @@ tollctl_strs_free(char **strs, size_t n)
 }
 
 
+/* buyer and day of a parsed name, as C strings of the caller's sizes */
+static void
+tollctl_name_buyer_day(const toll_name_t *n, char *buyer, char *day)
+{
+    memcpy(buyer, n->buyer, n->buyer_len);
+    buyer[n->buyer_len] = '\0';
+    memcpy(day, n->day, sizeof(n->day));
+}
+
+
 /* a usage hash's or mirror's name into buyer and day (lib/toll_names.c) */
 static int
 tollctl_usage_name(const char *name, size_t len, char *buyer, char *day,
@@ -621,9 +633,7 @@ tollctl_usage_name(const char *name, size_t len, char *buyer, char *day,
         return -1;
     }
 
-    memcpy(buyer, n.buyer, n.buyer_len);
-    buyer[n.buyer_len] = '\0';
-    memcpy(day, n.day, sizeof(n.day));
+    tollctl_name_buyer_day(&n, buyer, day);
     *mirror = n.mirror;
 
     return 0;
@@ -641,9 +651,7 @@ tollctl_claim_name(const char *name, size_t len, char *buyer, char *day,
         return -1;
     }
 
-    memcpy(buyer, n.buyer, n.buyer_len);
-    buyer[n.buyer_len] = '\0';
-    memcpy(day, n.day, sizeof(n.day));
+    tollctl_name_buyer_day(&n, buyer, day);
     memcpy(batch, n.batch, sizeof(n.batch));
 
     return 0;

@@ -403,6 +403,22 @@ toll_ledger_prepare(toll_ledger_t *lg, const char *sql, sqlite3_stmt **st)
 
 
 int
+toll_ledger_step_done(toll_ledger_t *lg, sqlite3_stmt *st, const char *what)
+{
+    int  rc;
+
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+
+    if (rc != SQLITE_DONE) {
+        return toll_ledger_sql_error(lg, what);
+    }
+
+    return TOLL_LEDGER_OK;
+}
+
+
+int
 toll_ledger_sql_error(toll_ledger_t *lg, const char *what)
 {
     int  code;
@@ -477,11 +493,9 @@ toll_ledger_account(toll_ledger_t *lg, const char *name, const char *kind,
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "create an account");
+    rc = toll_ledger_step_done(lg, st, "create an account");
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
     }
 
     *id = sqlite3_last_insert_rowid(lg->db);
@@ -532,14 +546,7 @@ toll_ledger_entry(toll_ledger_t *lg, int64_t tx_id, const char *account,
     sqlite3_bind_int64(st, 3, debit_micros);
     sqlite3_bind_int64(st, 4, credit_micros);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "write an entry");
-    }
-
-    return TOLL_LEDGER_OK;
+    return toll_ledger_step_done(lg, st, "write an entry");
 }
 
 

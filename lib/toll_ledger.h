@@ -219,6 +219,12 @@ int toll_settlement_get(toll_ledger_t *lg, const char *id, json_t **out);
 int toll_settlement_pay(toll_ledger_t *lg, const char *id,
     const char *tx_ref, json_t **out);
 
+/*
+ * A payment's reference as pay takes it: 1 to TOLL_LEDGER_TX_REF_LEN_MAX
+ * printable ASCII characters.  tollctl checks it before it opens a file.
+ */
+int toll_settlement_tx_ref_valid(const char *ref);
+
 
 /*
  * Events for webhooks: written in the transaction that causes them, read

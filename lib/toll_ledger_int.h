@@ -72,6 +72,10 @@ int toll_ledger_set_error(toll_ledger_t *lg, int rc, const char *fmt, ...)
 int toll_ledger_prepare(toll_ledger_t *lg, const char *sql,
     sqlite3_stmt **stmt);
 
+/* steps a statement that returns no row and finalizes it; what names it */
+int toll_ledger_step_done(toll_ledger_t *lg, sqlite3_stmt *st,
+    const char *what);
+
 /* builds the JSON object of the row st stands on; NULL: out of memory */
 typedef json_t *(*toll_ledger_row_json_pt)(sqlite3_stmt *st);
 

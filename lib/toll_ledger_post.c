@@ -174,11 +174,9 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     sqlite3_bind_int64(st, 13, fee_bp);
     sqlite3_bind_int64(st, 14, fee);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "write a usage transaction");
+    rc = toll_ledger_step_done(lg, st, "write a usage transaction");
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
     }
 
     tx_id = sqlite3_last_insert_rowid(lg->db);
@@ -276,11 +274,9 @@ toll_ledger_free_tier(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     sqlite3_bind_text(st, 2, b->buyer, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, u->service, -1, SQLITE_STATIC);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "mark a free tier used");
+    rc = toll_ledger_step_done(lg, st, "mark a free tier used");
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
     }
 
     data = json_pack("{s:s, s:s, s:s, s:I, s:s}",

@@ -55,7 +55,6 @@ typedef struct {
 
 
 static int toll_settlement_provider_valid(const char *provider);
-static int toll_settlement_tx_ref_valid(const char *ref);
 static int toll_settlement_overlap(toll_ledger_t *lg, const char *provider,
     int64_t from, int64_t to);
 static int toll_settlement_sum(toll_ledger_t *lg, toll_settlement_t *s);
@@ -311,7 +310,7 @@ toll_settlement_provider_valid(const char *provider)
 }
 
 
-static int
+int
 toll_settlement_tx_ref_valid(const char *ref)
 {
     size_t  i, len;
@@ -496,14 +495,7 @@ toll_settlement_insert(toll_ledger_t *lg, const toll_settlement_t *s)
     sqlite3_bind_int64(st, 8, s->calls);
     sqlite3_bind_int64(st, 9, s->created_at);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "record a settlement");
-    }
-
-    return TOLL_LEDGER_OK;
+    return toll_ledger_step_done(lg, st, "record a settlement");
 }
 
 
@@ -570,11 +562,9 @@ toll_settlement_payout(toll_ledger_t *lg, const toll_settlement_t *s)
     sqlite3_bind_text(st, 3, s->provider, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, s->net_micros);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "write a payout transaction");
+    rc = toll_ledger_step_done(lg, st, "write a payout transaction");
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
     }
 
     tx_id = sqlite3_last_insert_rowid(toll_ledger_db(lg));
@@ -609,11 +599,9 @@ toll_settlement_mark_paid(toll_ledger_t *lg, const toll_settlement_t *s)
     sqlite3_bind_int64(st, 2, s->paid_at);
     sqlite3_bind_text(st, 3, s->id, -1, SQLITE_STATIC);
 
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-
-    if (rc != SQLITE_DONE) {
-        return toll_ledger_sql_error(lg, "mark a settlement paid");
+    rc = toll_ledger_step_done(lg, st, "mark a settlement paid");
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
     }
 
     /* read as pending under the same lock: exactly this row changes */

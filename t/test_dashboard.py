@@ -27,7 +27,6 @@ The browser tests need /usr/bin/chromium and /usr/bin/chromedriver
 browser they are skipped.
 """
 
-import http.server
 import json
 import os
 import re
@@ -40,6 +39,7 @@ import time
 import pytest
 
 from helpers import client
+from helpers.httpd import QuietHandler, serve
 from helpers.keys import build_dir, make_key
 from helpers.procs import PROXY, wait_for
 
@@ -527,20 +527,12 @@ class Scripted:
         self.t0 = time.time()
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 owner.answer(self)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.server.daemon_threads = True
+        self.server, self.thread = serve(Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
 
     def close(self):
         self.server.shutdown()

@@ -26,6 +26,7 @@ from helpers.limits import (IETF, LIMIT_LOG_HTTP, XRL, Conn, Monitor,
                             wait_limit_log)
 from helpers.problem import check_problem
 from helpers.procs import PROXY, free_port, wait_for
+from helpers.workers import slow_locations
 
 
 API = """
@@ -350,13 +351,7 @@ def test_concurrency_cap(start_nginx, upstream, redis_server):
     slow = SlowUpstream()
     try:
         ngx = start_nginx(http_extra="    toll_plan c2 concurrency=2;",
-                          locations="""
-        location /slow/ {
-            toll on;
-            proxy_pass http://127.0.0.1:%d;
-            proxy_read_timeout 60s;
-        }
-""" % slow.port)
+                          locations=slow_locations(slow))
         k = raw_key(redis_server, owner="conc", plan="c2")
         hdr = [k.bearer()]
         r = get(ngx, k, "/slow/fast")

@@ -7,9 +7,7 @@ The contract is /tmp/limits_spec.md (docs/limits.md).  Rates are slow
 that nothing refills during it; every wait is a poll with a deadline.
 """
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +21,8 @@ from helpers.limits import (LIMIT_LOG_HTTP, Monitor, SlowUpstream,
                             read_one, send_only, state, statuses,
                             wait_limit_log)
 from helpers.problem import check_problem
-from helpers.procs import PROXY, free_port, pid_alive, wait_for
+from helpers.procs import PROXY, free_port, wait_for
+from helpers.workers import kill_only_worker, slow_locations, wait_first_pass
 
 
 WARM = """
@@ -83,13 +82,7 @@ def test_killed_worker_does_not_leak_places(start_nginx, upstream,
     try:
         ngx = start_nginx(workers=1,
                           http_extra="    toll_plan c1 concurrency=1;",
-                          locations="""
-        location /slow/ {
-            toll on;
-            proxy_pass http://127.0.0.1:%d;
-            proxy_read_timeout 60s;
-        }
-""" % slow.port + WARM)
+                          locations=slow_locations(slow) + WARM)
         k = raw_key(redis_server, owner="crash", plan="c1")
         hdr = [k.bearer()]
         r = get(ngx, k, "/slow/fast")
@@ -103,20 +96,7 @@ def test_killed_worker_does_not_leak_places(start_nginx, upstream,
         check_limited(get(ngx, k, "/slow/fast"), code="concurrency_limited",
                       policy_name="concurrency")
 
-        (old,) = ngx.worker_pids()
-        os.kill(old, signal.SIGKILL)
-
-        def respawned():
-            w = ngx.worker_pids()
-            return w if len(w) == 1 and old not in w else None
-
-        new = wait_for(respawned, 10, what="a new worker after SIGKILL")
-        ngx.known_workers |= new
-        wait_for(lambda: not pid_alive(old), 5, what="the old worker gone")
-        # the master says so, once
-        wait_for(lambda: re.search(r"\[alert\] .*%d exited on signal 9"
-                                   % old, ngx.error_log_text()), 5,
-                 what="the master's alert about the killed worker")
+        _, new = kill_only_worker(ngx)
         # the held client lost its connection with the worker
         held.settimeout(5)
         try:
@@ -127,13 +107,10 @@ def test_killed_worker_does_not_leak_places(start_nginx, upstream,
             held.close()
         assert not data.startswith(b"HTTP/1.1 200"), data[:200]
 
-        t0 = time.monotonic()
-        r = wait_for(lambda: ok_or_none(get(ngx, k, "/slow/fast")), 8,
-                     interval=0.05,
-                     what="a request of the key to pass after the kill "
-                          "(the dead worker's place leaked?)")
-        print("\nfirst 200 %.0f ms after the respawn"
-              % ((time.monotonic() - t0) * 1000))
+        r = wait_first_pass(lambda: get(ngx, k, "/slow/fast"),
+                            what="a request of the key to pass after the "
+                                 "kill (the dead worker's place leaked?)",
+                            since="the respawn")
         assert state(r) == {"concurrency": {"r": 0}}, r.headers
 
         # the cap still holds in the new worker: one place, not none

@@ -7,7 +7,6 @@ Every wait is a poll with a deadline.
 """
 
 import os
-import re
 import select
 import signal
 import time
@@ -19,20 +18,11 @@ from helpers.keys import raw_key
 from helpers.limits import (SlowUpstream, check_limited, connect, hold,
                             policy, state)
 from helpers.procs import free_port, pid_alive, wait_for
+from helpers.workers import kill_only_worker, slow_locations, wait_first_pass
 
 
 def get(ngx, key, path):
     return client.request(ngx.port, path=path, headers=[key.bearer()])
-
-
-def slow_locations(slow):
-    return """
-        location /slow/ {
-            toll on;
-            proxy_pass http://127.0.0.1:%d;
-            proxy_read_timeout 60s;
-        }
-""" % slow.port
 
 
 def socket_readable(sock):
@@ -67,28 +57,13 @@ def test_worker_killed_after_reload_gives_places_back(start_nginx, upstream,
         check_limited(get(ngx, k, "/slow/fast"), code="concurrency_limited",
                       policy_name="concurrency")
 
-        (old,) = ngx.worker_pids()
-        os.kill(old, signal.SIGKILL)
-
-        def respawned():
-            w = ngx.worker_pids()
-            return w if len(w) == 1 and old not in w else None
-
-        new = wait_for(respawned, 10, what="a new worker after SIGKILL")
-        ngx.known_workers |= new
-        wait_for(lambda: not pid_alive(old), 5, what="the old worker gone")
-        wait_for(lambda: re.search(r"\[alert\] .*%d exited on signal 9"
-                                   % old, ngx.error_log_text()), 5,
-                 what="the master's alert about the killed worker")
+        kill_only_worker(ngx)
         held.close()
 
-        t0 = time.monotonic()
-        r = wait_for(lambda: ok_or_none(get(ngx, k, "/slow/fast")), 8,
-                     interval=0.05,
-                     what="a request of the key to pass after the kill "
-                          "(the dead worker's place leaked)")
-        print("\nfirst 200 %.0f ms after the respawn"
-              % ((time.monotonic() - t0) * 1000))
+        r = wait_first_pass(lambda: get(ngx, k, "/slow/fast"),
+                            what="a request of the key to pass after the "
+                                 "kill (the dead worker's place leaked)",
+                            since="the respawn")
         assert state(r) == {"concurrency": {"r": 0}}, r.headers
 
         # one place, not none and not two
@@ -129,13 +104,10 @@ def test_old_worker_killed_after_reload_gives_places_back(start_nginx,
         wait_for(lambda: not pid_alive(old), 5, what="the old worker gone")
         held.close()
 
-        t0 = time.monotonic()
-        r = wait_for(lambda: ok_or_none(get(ngx, k, "/slow/fast")), 8,
-                     interval=0.05,
-                     what="a request of the key to pass after the old "
-                          "worker was killed (its place leaked)")
-        print("\nfirst 200 %.0f ms after the kill"
-              % ((time.monotonic() - t0) * 1000))
+        r = wait_first_pass(lambda: get(ngx, k, "/slow/fast"),
+                            what="a request of the key to pass after the "
+                                 "old worker was killed (its place leaked)",
+                            since="the kill")
         assert state(r) == {"concurrency": {"r": 0}}, r.headers
     finally:
         slow.close()

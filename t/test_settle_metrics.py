@@ -20,10 +20,10 @@ import sqlite3
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers.httpd import QuietHandler, serve
 from helpers.procs import free_port, port_answers, wait_for
 from helpers.settle import (Settle, add_into, day, ledger_check,
                             ledger_usage, settle_bin, usage_key,
@@ -329,7 +329,7 @@ class Receiver:
         self.posts = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.posts.append(self.path)
@@ -337,14 +337,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server, _ = serve(Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
 
     def close(self):
         self.server.shutdown()

@@ -18,10 +18,10 @@ import socket
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers.httpd import QuietHandler, serve
 from helpers.procs import wait_for
 from helpers.settle import Settle, settle_bin, write_usage
 
@@ -67,7 +67,7 @@ class Receiver:
         self.release = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
@@ -92,15 +92,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server, self.thread = serve(Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
 
     def url(self, path="/hook"):
         return "http://127.0.0.1:%d%s" % (self.port, path)

@@ -11,7 +11,6 @@
     LimitLog        an access log of $toll_limit_status per tagged request
 """
 
-import http.server
 import json
 import re
 import select
@@ -20,7 +19,9 @@ import threading
 import time
 
 from helpers import client
+from helpers.httpd import UpstreamHandler, UpstreamServer, serve_upstream
 from helpers.keys import Key, redis_name, tollctl
+from helpers.logs import log_records
 from helpers.problem import REQUEST_ID_RE
 from helpers.procs import wait_for
 
@@ -238,11 +239,8 @@ def check_limited(resp, status=429, code="rate_limited", policy_name=None):
 
 # ------------------------------------------------------ slow upstream
 
-class _SlowHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _SlowHandler(UpstreamHandler):
     server_version = "toll-test-slow"
-    sys_version = ""
-    disable_nagle_algorithm = True
 
     def do_GET(self):
         owner = self.server.owner
@@ -264,13 +262,8 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
         finally:
             owner._leave(held)
 
-    def log_message(self, fmt, *args):
-        pass
 
-
-class _SlowServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _SlowServer(UpstreamServer):
     request_queue_size = 128
 
 
@@ -285,13 +278,9 @@ class SlowUpstream:
         self._gate = threading.Event()
         self.arrivals = []          # paths, in order
         self.held_now = 0
-        self._server = _SlowServer(("127.0.0.1", 0), _SlowHandler)
-        self._server.owner = self
+        self._server, self._thread = serve_upstream(
+            _SlowServer, _SlowHandler, self, "slow-upstream")
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="slow-upstream")
-        self._thread.start()
 
     def _arrive(self, path, held):
         with self._lock:
@@ -413,14 +402,7 @@ LIMIT_LOG_HTTP = ("    log_format limits 'tag=$http_x_test_tag"
 
 def limit_log(ngx):
     """[{tag, ls, status, uri}] from logs/limits.log (LIMIT_LOG_HTTP)."""
-    out = []
-    for line in ngx.read(ngx.prefix + "/logs/limits.log").splitlines():
-        rec = {}
-        for part in line.split("|"):
-            k, _, v = part.partition("=")
-            rec[k] = v
-        out.append(rec)
-    return out
+    return log_records(ngx.read(ngx.prefix + "/logs/limits.log"))
 
 
 def wait_limit_log(ngx, tag, timeout=5):

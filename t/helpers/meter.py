@@ -18,7 +18,6 @@ The contract is /tmp/meter_spec.md (issue 4).
 """
 
 import decimal
-import http.server
 import os
 import re
 import signal
@@ -30,6 +29,8 @@ import urllib.parse
 import pytest
 
 from helpers import client
+from helpers.httpd import UpstreamHandler, UpstreamServer, serve_upstream
+from helpers.logs import log_records
 from helpers.procs import wait_for
 
 
@@ -69,11 +70,8 @@ def micros(decimal_text):
 
 # ------------------------------------------------------------ upstream
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(UpstreamHandler):
     server_version = "toll-meter-upstream"
-    sys_version = ""
-    disable_nagle_algorithm = True
 
     def _answer(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -105,13 +103,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
 
-    def log_message(self, fmt, *args):
-        pass
 
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(UpstreamServer):
     request_queue_size = 512
 
 
@@ -132,13 +125,9 @@ class MeterUpstream:
         self._counts = {}
         self._tags = []
         self._total = 0
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
+        self._server, self._thread = serve_upstream(_Server, _Handler, self,
+                                                    "meter-upstream")
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="meter-upstream")
-        self._thread.start()
 
     def _record(self, method, path, buyer, tag):
         k = (buyer, service_of(path))
@@ -349,15 +338,8 @@ def check_billing(resp, amount, free="false", remaining=None,
 
 def meter_log(ngx):
     """logs/meter.log as dicts (format METER_LOG_FORMAT)."""
-    out = []
-    for line in ngx.read(os.path.join(ngx.prefix, "logs",
-                                      "meter.log")).splitlines():
-        rec = {}
-        for part in line.split("|"):
-            k, _, v = part.partition("=")
-            rec[k] = v
-        out.append(rec)
-    return out
+    return log_records(ngx.read(os.path.join(ngx.prefix, "logs",
+                                             "meter.log")))
 
 
 # ---------------------------------------------------------------- load

@@ -18,20 +18,18 @@ What a request asks for, in its query:
                 nginx follows to an internal, priced location
 """
 
-import http.server
 import select
 import threading
 import time
 import urllib.parse
 
+from helpers.httpd import UpstreamHandler, UpstreamServer, serve_upstream
+
 HANG_CAP_S = 20.0
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(UpstreamHandler):
     server_version = "toll-sim-upstream"
-    sys_version = ""
-    disable_nagle_algorithm = True
 
     def _answer(self):
         owner = self.server.owner
@@ -111,13 +109,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
 
-    def log_message(self, fmt, *args):
-        pass
 
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(UpstreamServer):
     request_queue_size = 256
 
     def handle_error(self, request, client_address):
@@ -132,13 +125,9 @@ class SimUpstream:
         self._cond = threading.Condition(self._lock)
         self._records = []
         self._busy = 0
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
+        self._server, self._thread = serve_upstream(_Server, _Handler, self,
+                                                    "sim-upstream")
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="sim-upstream")
-        self._thread.start()
 
     def _begin(self, rec):
         with self._lock:

@@ -235,6 +235,31 @@ settle_day(toll_ledger_t *lg, const char *provider, int want_rc)
 }
 
 
+/* settle_day() that succeeds, keeping only the settlement's id */
+static void
+settle_day_id(toll_ledger_t *lg, const char *provider,
+    char id[TOLL_LEDGER_SETTLEMENT_ID_LEN + 1])
+{
+    json_t  *s;
+
+    s = settle_day(lg, provider, TOLL_LEDGER_OK);
+    snprintf(id, TOLL_LEDGER_SETTLEMENT_ID_LEN + 1, "%s",
+             json_string_value(json_object_get(s, "id")));
+    json_decref(s);
+}
+
+
+static void
+pay_ok(toll_ledger_t *lg, const char *id, const char *tx_ref)
+{
+    json_t  *paid;
+
+    assert_int_equal(toll_settlement_pay(lg, id, tx_ref, &paid),
+                     TOLL_LEDGER_OK);
+    json_decref(paid);
+}
+
+
 static void
 assert_reference(json_t *s)
 {
@@ -591,7 +616,7 @@ test_pay_once(void **state)
 {
     char        id[TOLL_LEDGER_SETTLEMENT_ID_LEN + 1];
     char        long_ref[TX_REF_TOO_LONG + 1];
-    json_t     *s, *paid, *again, *list;
+    json_t     *paid, *again, *list;
     fixture_t  *f;
 
     f = *state;
@@ -599,10 +624,7 @@ test_pay_once(void **state)
     post(f->lg, T0 + HOUR, "acme", "weather", "weather-co", REF_CALLS,
          REF_CALLS * PRICE_MICROS, &fees_default);
 
-    s = settle_day(f->lg, "weather-co", TOLL_LEDGER_OK);
-    snprintf(id, sizeof(id), "%s",
-             json_string_value(json_object_get(s, "id")));
-    json_decref(s);
+    settle_day_id(f->lg, "weather-co", id);
 
     memset(long_ref, 'x', TX_REF_TOO_LONG);
     long_ref[TX_REF_TOO_LONG] = '\0';
@@ -667,7 +689,7 @@ static void
 test_balances_after_pay(void **state)
 {
     char        id[TOLL_LEDGER_SETTLEMENT_ID_LEN + 1];
-    json_t     *s, *paid, *entries, *e;
+    json_t     *entries, *e;
     fixture_t  *f;
 
     f = *state;
@@ -678,14 +700,9 @@ test_balances_after_pay(void **state)
     post(f->lg, T0 + DAY + 1, "acme", "weather", "weather-co", 20,
          20 * PRICE_MICROS, &fees_default);
 
-    s = settle_day(f->lg, "weather-co", TOLL_LEDGER_OK);
-    snprintf(id, sizeof(id), "%s",
-             json_string_value(json_object_get(s, "id")));
-    json_decref(s);
+    settle_day_id(f->lg, "weather-co", id);
 
-    assert_int_equal(toll_settlement_pay(f->lg, id, "0xabc", &paid),
-                     TOLL_LEDGER_OK);
-    json_decref(paid);
+    pay_ok(f->lg, id, "0xabc");
 
     assert_balance(f->lg, "buyer:acme", 11500000);
     assert_balance(f->lg, TOLL_LEDGER_ACCOUNT_FEES, 1150000);
@@ -723,7 +740,7 @@ static void
 test_gauges(void **state)
 {
     char                  id[TOLL_LEDGER_SETTLEMENT_ID_LEN + 1];
-    json_t               *s, *paid, *totals;
+    json_t               *totals;
     fixture_t            *f;
     toll_ledger_gauges_t  g;
 
@@ -740,14 +757,9 @@ test_gauges(void **state)
     post(f->lg, T0 + 2 * HOUR, "acme", "free", "weather-co", 5, 0,
          &fees_default);
 
-    s = settle_day(f->lg, "weather-co", TOLL_LEDGER_OK);
-    snprintf(id, sizeof(id), "%s",
-             json_string_value(json_object_get(s, "id")));
-    json_decref(s);
+    settle_day_id(f->lg, "weather-co", id);
 
-    assert_int_equal(toll_settlement_pay(f->lg, id, "0xabc", &paid),
-                     TOLL_LEDGER_OK);
-    json_decref(paid);
+    pay_ok(f->lg, id, "0xabc");
 
     /* two events, three deliveries, one of them settled */
     assert_int_equal(sqlite3_exec(toll_ledger_db(f->lg),

@@ -24,6 +24,20 @@
 #define T0_MS  (INT64_C(20600) * 86400000)
 
 
+/* a zeroed window under a valid conf; freed by the test */
+static toll_window_t *
+window_new(toll_window_conf_t *wc, int64_t count, int64_t period_ms)
+{
+    toll_window_t  *w;
+
+    w = calloc(1, sizeof(toll_window_t));
+    assert_non_null(w);
+    assert_int_equal(toll_window_conf(wc, count, period_ms), 0);
+
+    return w;
+}
+
+
 static void
 test_conf_rejects(void **state)
 {
@@ -181,9 +195,7 @@ test_window_edges(void **state)
 
     (void) state;
 
-    w = calloc(1, sizeof(toll_window_t));
-    assert_non_null(w);
-    assert_int_equal(toll_window_conf(&wc, 20, 1000), 0);
+    w = window_new(&wc, 20, 1000);
 
     /* 40 just before a second's boundary, 40 just after: 20 in all */
     admitted = 0;
@@ -220,9 +232,7 @@ test_window_remaining_and_sync_rings(void **state)
 
     (void) state;
 
-    w = calloc(1, sizeof(toll_window_t));
-    assert_non_null(w);
-    assert_int_equal(toll_window_conf(&wc, 10, 60000), 0);
+    w = window_new(&wc, 10, 60000);
 
     toll_window_check(&wc, w, T0_MS, 1, &res);
     assert_true(res.admitted);

@@ -356,7 +356,7 @@ static ngx_int_t
 ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool)
 {
-    u_char                       *buf, *p, *nl1, *nl2, *end;
+    u_char                       *buf, *p, *nl1, *nl2, *end, *start;
     size_t                        argvlen[NGX_HTTP_TOLL_METER_ARGS];
     ngx_str_t                     buyer, service;
     const char                   *argv[NGX_HTTP_TOLL_METER_ARGS], *day;
@@ -403,23 +403,23 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
                                    buyer.len, day);
     ngx_http_toll_meter_arg(3, buf);
 
-    nl1 = p;
+    start = p;
     p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
                                    buyer.len, TOLL_NAME_USAGE_FLUSHES);
-    ngx_http_toll_meter_arg(4, nl1);
+    ngx_http_toll_meter_arg(4, start);
 
-    nl1 = p;
+    start = p;
     p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
                                    buyer.len, TOLL_NAME_USAGE_DAYS);
-    ngx_http_toll_meter_arg(5, nl1);
+    ngx_http_toll_meter_arg(5, start);
 
-    nl1 = p;
+    start = p;
     p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
-    ngx_http_toll_meter_arg(6, nl1);
+    ngx_http_toll_meter_arg(6, start);
 
-    nl1 = p;
+    start = p;
     p = ngx_sprintf(p, "%T", ngx_time());
-    ngx_http_toll_meter_arg(7, nl1);
+    ngx_http_toll_meter_arg(7, start);
 
     argv[8] = day;
     argvlen[8] = TOLL_NAME_DAY_LEN;
@@ -428,10 +428,10 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[10] = TOLL_STR(TOLL_TTL_FLUSHES);
     argvlen[10] = sizeof(TOLL_STR(TOLL_TTL_FLUSHES)) - 1;
 
-    nl1 = p;
+    start = p;
     p = ngx_sprintf(p, "%V:%s", &service,
                     toll_usage_fields[TOLL_USAGE_PROVIDER]);
-    ngx_http_toll_meter_arg(11, nl1);
+    ngx_http_toll_meter_arg(11, start);
 
     argv[12] = (const char *) nl2 + 1;
     argvlen[12] = end - nl2 - 1;

@@ -76,12 +76,15 @@ typedef struct toll_ledger_s  toll_ledger_t;
 typedef struct {
     const char       *service;
     const char       *provider;
+    const char       *currency;            /* "": not written (older) */
     int64_t           calls;
     int64_t           free_calls;
     int64_t           paid_calls;
     int64_t           errors;
     int64_t           latency_ms;          /* sum over the calls */
     int64_t           amount_micros;
+    int64_t           prepaid_micros;      /* of amount_micros, what the
+                                              buyer's balance paid */
 } toll_ledger_usage_t;
 
 

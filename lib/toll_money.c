@@ -279,3 +279,24 @@ toll_money_fee_bp(int64_t amount_micros, int64_t fee_bp,
 
     return TOLL_MONEY_OK;
 }
+
+
+int
+toll_money_currency_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len < 3 || len > TOLL_MONEY_CURRENCY_LEN_MAX
+        || s[0] < 'A' || s[0] > 'Z')
+    {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}

@@ -65,6 +65,16 @@ typedef enum {
 int toll_money_parse(const char *s, size_t len, int64_t *micros);
 
 /*
+ * A currency code, as toll_service, the balances and tollctl take it:
+ * 3 to 16 bytes, an upper-case letter, then upper-case letters and digits
+ * ("USD", "EUR", "USDC").  One spelling per currency, so that "usd" is
+ * never a second balance beside "USD".  1 when valid, else 0.
+ */
+#define TOLL_MONEY_CURRENCY_LEN_MAX  16
+
+int toll_money_currency_valid(const char *s, size_t len);
+
+/*
  * A short phrase to follow the value in a message, as in
  * 'invalid price "0.0000001": has more than 6 decimal places'.
  */

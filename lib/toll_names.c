@@ -7,9 +7,10 @@
 #include "toll_names.h"
 
 
-const char *const  toll_usage_fields[TOLL_USAGE_COUNTS + 1] = {
+const char *const  toll_usage_fields[TOLL_USAGE_FIELDS] = {
     "calls", "free_calls", "paid_calls", "amount_micros", "errors",
-    "latency_ms", TOLL_USAGE_PROVIDER_NAME
+    "latency_ms", "prepaid_micros", TOLL_USAGE_PROVIDER_NAME,
+    TOLL_USAGE_CURRENCY_NAME
 };
 
 
@@ -33,6 +34,15 @@ char *
 toll_name_buyer(char *p, const char *buyer, size_t len, const char *suffix)
 {
     p = toll_name_tagged(p, TOLL_NAME_USAGE_PREFIX, buyer, len);
+
+    return toll_name_put(p, suffix, strlen(suffix));
+}
+
+
+char *
+toll_name_balance(char *p, const char *buyer, size_t len, const char *suffix)
+{
+    p = toll_name_tagged(p, TOLL_NAME_BALANCE_PREFIX, buyer, len);
 
     return toll_name_put(p, suffix, strlen(suffix));
 }
@@ -167,7 +177,7 @@ toll_usage_field_parse(const char *f, size_t len, size_t *service_len)
 
     flen = len - j;
 
-    for (i = 0; i <= TOLL_USAGE_PROVIDER; i++) {
+    for (i = 0; i < TOLL_USAGE_FIELDS; i++) {
         if (strlen(toll_usage_fields[i]) == flen
             && memcmp(toll_usage_fields[i], f + j, flen) == 0)
         {

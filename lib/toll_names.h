@@ -62,6 +62,32 @@
 /* a limit subject's windows of every node (hash) */
 #define TOLL_NAME_LIMIT_PREFIX     "toll:rl:{"
 
+/*
+ * A buyer's prepaid balances (hash): "toll:balance:{<buyer>}", fields
+ * "<CUR>:<field>" below; after it, ":refs" (hash: ref -> "<kind> <CUR>
+ * <micros> <unix>", every credit, debit and refund ever made, for
+ * idempotency) and ":journal" (set: refs not yet in the ledger).
+ * docs/metering.md#prepaid-balances.
+ */
+#define TOLL_NAME_BALANCE_PREFIX   "toll:balance:{"
+#define TOLL_NAME_BALANCE_REFS     ":refs"
+#define TOLL_NAME_BALANCE_JOURNAL  ":journal"
+/* the buyers whose journal toll-settle has to post (a set of buyers) */
+#define TOLL_NAME_BALANCE_INDEX    "toll:balance:index"
+
+/*
+ * A balance's fields after "<CUR>:".  Always, to the micro-unit:
+ * credits - debits = available + held + spent.
+ */
+#define TOLL_BALANCE_AVAILABLE     "available"  /* not held by any node */
+#define TOLL_BALANCE_HELD          "held"       /* the sum of the holds */
+#define TOLL_BALANCE_SPENT         "spent"      /* charged, as metered */
+#define TOLL_BALANCE_CREDITS       "credits"    /* credited, ever */
+#define TOLL_BALANCE_DEBITS        "debits"     /* debited and refunded */
+#define TOLL_BALANCE_HOLD          "hold:"      /* + node: what it holds */
+#define TOLL_BALANCE_SEEN          "seen:"      /* + node: Redis's unix
+                                                   time it last asked */
+
 #define TOLL_NAME_TAG_END          "}"
 
 #define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */
@@ -105,8 +131,8 @@
 
 
 /*
- * A usage hash holds, per service, "<service>:<field>": six counts as
- * int64 decimal strings, and the service's provider.
+ * A usage hash holds, per service, "<service>:<field>": seven counts as
+ * int64 decimal strings, the service's provider and its currency.
  */
 typedef enum {
     TOLL_USAGE_CALLS = 0,
@@ -115,13 +141,18 @@ typedef enum {
     TOLL_USAGE_AMOUNT,          /* amount_micros */
     TOLL_USAGE_ERRORS,
     TOLL_USAGE_LATENCY,         /* latency_ms */
+    TOLL_USAGE_PREPAID,         /* prepaid_micros: of amount_micros, what
+                                   the buyer's balance paid */
     TOLL_USAGE_COUNTS,          /* the number of counts */
-    TOLL_USAGE_PROVIDER = TOLL_USAGE_COUNTS
+    TOLL_USAGE_PROVIDER = TOLL_USAGE_COUNTS,
+    TOLL_USAGE_CURRENCY,        /* the service's currency */
+    TOLL_USAGE_FIELDS
 } toll_usage_field_e;
 
-/* the fields' names, without the ':': "calls" ... "provider" */
+/* the fields' names, without the ':': "calls" ... "currency" */
 #define TOLL_USAGE_PROVIDER_NAME   "provider"
-extern const char *const  toll_usage_fields[TOLL_USAGE_COUNTS + 1];
+#define TOLL_USAGE_CURRENCY_NAME   "currency"
+extern const char *const  toll_usage_fields[TOLL_USAGE_FIELDS];
 
 
 /* a usage or claim name taken apart; buyer points into the name */
@@ -142,6 +173,9 @@ typedef struct {
 /* prefix + subject + "}": a key record, free tier or limit hash */
 char *toll_name_tagged(char *p, const char *prefix, const char *subject,
     size_t len);
+/* "toll:balance:{<buyer>}" + suffix ("", ":refs", ":journal") */
+char *toll_name_balance(char *p, const char *buyer, size_t len,
+    const char *suffix);
 /* "toll:usage:{<buyer>}" + suffix (":days", ":flushes", ":" ...) */
 char *toll_name_buyer(char *p, const char *buyer, size_t len,
     const char *suffix);

@@ -7,6 +7,32 @@
 
 
 const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
+    [TOLL_SCRIPT_BALANCE] = {
+        "balance",
+        "local function lt(a, b)\n"
+        "local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'\n"
+        "if na ~= nb then return na end\n"
+        "if na then return #a > #b or (#a == #b and a > b) end\n"
+        "return #a < #b or (#a == #b and a < b)\n"
+        "end\n"
+        "local prev = redis.call('HGET', KEYS[2], ARGV[1])\n"
+        "if prev then return {0, prev} end\n"
+        "local t = redis.call('HGET', KEYS[1], ARGV[3]) or '0'\n"
+        "if lt(ARGV[6], t) then return {2, t} end\n"
+        "if ARGV[7] == 'credit' then\n"
+        "redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[4])\n"
+        "else\n"
+        "local a = redis.call('HGET', KEYS[1], ARGV[5]) or '0'\n"
+        "if lt(a, ARGV[4]) then return {3, a} end\n"
+        "redis.call('HINCRBY', KEYS[1], ARGV[5], '-' .. ARGV[4])\n"
+        "end\n"
+        "redis.call('HINCRBY', KEYS[1], ARGV[3], ARGV[4])\n"
+        "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+        "redis.call('SADD', KEYS[3], ARGV[1])\n"
+        "return {1, ARGV[2]}\n",
+        790,
+        "f2bd035d60d436a5bc1c2c1d08964ee9fbd79c60"
+    },
     [TOLL_SCRIPT_CLAIM] = {
         "claim",
         "if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
@@ -15,16 +41,17 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "local t = redis.call('TYPE', KEYS[1]).ok\n"
         "redis.call('RENAME', KEYS[1], KEYS[2])\n"
         "if t ~= 'hash' then return t end\n"
-        "local p = ARGV[2]\n"
+        "local p, q = ARGV[2], ARGV[3]\n"
+        "local function text(f) return string.sub(f, -#p) == p or string.sub(f, -#q) == q end\n"
         "local h = redis.call('HGETALL', KEYS[2])\n"
         "for i = 1, #h, 2 do\n"
-        "if string.sub(h[i], -#p) ~= p and\n"
+        "if not text(h[i]) and\n"
         "(not string.match(h[i + 1], '^%-?%d+$') or #h[i + 1] > 20) then\n"
         "return h\n"
         "end\n"
         "end\n"
         "for i = 1, #h, 2 do\n"
-        "if string.sub(h[i], -#p) == p then\n"
+        "if text(h[i]) then\n"
         "redis.call('HSET', KEYS[3], h[i], h[i + 1])\n"
         "else\n"
         "redis.call('HINCRBY', KEYS[3], h[i], h[i + 1])\n"
@@ -32,8 +59,8 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "end\n"
         "redis.call('EXPIRE', KEYS[3], ARGV[1])\n"
         "return h\n",
-        664,
-        "d2002acefc1a84f6384e0b5fcf211671150774c1"
+        733,
+        "8daba6ef2721fb7e9ffbf5694e1ecf74ad2726eb"
     },
     [TOLL_SCRIPT_FREE] = {
         "free",
@@ -125,7 +152,13 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
     [TOLL_SCRIPT_METER] = {
         "meter",
         "if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end\n"
-        "for i = 8, #ARGV, 3 do\n"
+        "local function lt(a, b)\n"
+        "local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'\n"
+        "if na ~= nb then return na end\n"
+        "if na then return #a > #b or (#a == #b and a > b) end\n"
+        "return #a < #b or (#a == #b and a < b)\n"
+        "end\n"
+        "for i = 15, #ARGV, 3 do\n"
         "local v = redis.call('HGET', KEYS[1], ARGV[i])\n"
         "if v then\n"
         "if #v > 20 or (v ~= '0' and not string.match(v, '^%-?[1-9]%d*$')) then\n"
@@ -138,14 +171,80 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "end\n"
         "end\n"
         "redis.call('SADD', KEYS[3], ARGV[3])\n"
-        "for i = 8, #ARGV, 3 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
-        "redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])\n"
+        "for i = 15, #ARGV, 3 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end\n"
+        "redis.call('HSET', KEYS[1], ARGV[6], ARGV[7], ARGV[8], ARGV[9])\n"
+        "local x = ARGV[10]\n"
+        "if x ~= '0' then\n"
+        "local h = redis.call('HGET', KEYS[4], ARGV[13]) or '0'\n"
+        "if lt(h, x) then\n"
+        "if h ~= '0' and string.sub(h, 1, 1) ~= '-' then\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[12], '-' .. h)\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[14], h)\n"
+        "end\n"
+        "redis.call('HSET', KEYS[4], ARGV[13], '0')\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[14], '-' .. x)\n"
+        "else\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[13], '-' .. x)\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[12], '-' .. x)\n"
+        "end\n"
+        "redis.call('HINCRBY', KEYS[4], ARGV[11], x)\n"
+        "end\n"
         "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
         "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]))\n"
         "redis.call('EXPIRE', KEYS[2], ARGV[5])\n"
         "return 1\n",
-        706,
-        "d6966f21acab6ce46d57e3196651aa7bc043d7c5"
+        1456,
+        "8e71f90aa09d334b04f560a18d0ae09c80c7f411"
+    },
+    [TOLL_SCRIPT_PREPAID] = {
+        "prepaid",
+        "local function lt(a, b)\n"
+        "local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'\n"
+        "if na ~= nb then return na end\n"
+        "if na then return #a > #b or (#a == #b and a > b) end\n"
+        "return #a < #b or (#a == #b and a < b)\n"
+        "end\n"
+        "local function move(n, from, to)\n"
+        "if n ~= '0' then\n"
+        "redis.call('HINCRBY', KEYS[1], from, '-' .. n)\n"
+        "redis.call('HINCRBY', KEYS[1], to, n)\n"
+        "end\n"
+        "end\n"
+        "local now = tonumber(redis.call('TIME')[1])\n"
+        "local all = redis.call('HGETALL', KEYS[1])\n"
+        "local sp, hp = ARGV[5], ARGV[6]\n"
+        "for i = 1, #all, 2 do\n"
+        "local f = all[i]\n"
+        "if f ~= ARGV[4] and string.sub(f, 1, #sp) == sp\n"
+        "and now - tonumber(all[i + 1]) > tonumber(ARGV[11]) then\n"
+        "local h = hp .. string.sub(f, #sp + 1)\n"
+        "local v = redis.call('HGET', KEYS[1], h) or '0'\n"
+        "if string.sub(v, 1, 1) ~= '-' then\n"
+        "move(v, ARGV[2], ARGV[1])\n"
+        "end\n"
+        "redis.call('HDEL', KEYS[1], f, h)\n"
+        "end\n"
+        "end\n"
+        "local hold = redis.call('HGET', KEYS[1], ARGV[3]) or '0'\n"
+        "local back = ARGV[7]\n"
+        "if lt(hold, back) then back = hold end\n"
+        "if string.sub(back, 1, 1) ~= '-' and back ~= '0' then\n"
+        "move(back, ARGV[3], ARGV[1])\n"
+        "redis.call('HINCRBY', KEYS[1], ARGV[2], '-' .. back)\n"
+        "end\n"
+        "local a = redis.call('HGET', KEYS[1], ARGV[1]) or '0'\n"
+        "local g = '0'\n"
+        "if ARGV[8] ~= '0' and not lt(a, ARGV[8]) then\n"
+        "g = ARGV[8]\n"
+        "if not lt(a, ARGV[10]) then g = ARGV[9] end\n"
+        "move(g, ARGV[1], ARGV[3])\n"
+        "redis.call('HINCRBY', KEYS[1], ARGV[2], g)\n"
+        "end\n"
+        "redis.call('HSET', KEYS[1], ARGV[4], now)\n"
+        "return {g, redis.call('HGET', KEYS[1], ARGV[1]) or '0',\n"
+        "redis.call('HGET', KEYS[1], ARGV[3]) or '0'}\n",
+        1465,
+        "3321e7841e16619beed842883e709f085e51d0db"
     },
     [TOLL_SCRIPT_QUARANTINE_READ] = {
         "quarantine_read",

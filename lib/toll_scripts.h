@@ -23,10 +23,12 @@
 
 /* one per file of lua/, in the order of their names */
 typedef enum {
-    TOLL_SCRIPT_CLAIM = 0,        /* toll-settle claims a usage hash */
+    TOLL_SCRIPT_BALANCE = 0,      /* tollctl credits or takes, once */
+    TOLL_SCRIPT_CLAIM,            /* toll-settle claims a usage hash */
     TOLL_SCRIPT_FREE,             /* a node leases free calls */
     TOLL_SCRIPT_LIMIT,            /* a node's limits meet the others' */
     TOLL_SCRIPT_METER,            /* the meter flushes a batch */
+    TOLL_SCRIPT_PREPAID,          /* a node leases a balance, gives back */
     TOLL_SCRIPT_QUARANTINE_READ,  /* tollctl reads a claim set aside */
     TOLL_SCRIPT_USAGE,            /* toll_usage reads a buyer's days */
     TOLL_SCRIPT_N

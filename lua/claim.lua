@@ -4,6 +4,7 @@
 -- KEYS[1]  the usage hash        KEYS[2]  the claim's name
 -- KEYS[3]  the day's mirror      ARGV[1]  the mirror's TTL, s
 -- ARGV[2]  the provider field's suffix, ":provider"
+-- ARGV[3]  the currency field's suffix, ":currency"
 --
 -- Renames the hash to the claim and adds its counts to the mirror,
 -- atomically: both or neither.  A key that is not a hash is renamed,
@@ -21,16 +22,17 @@ if m ~= 'none' and m ~= 'hash' then return 0 end
 local t = redis.call('TYPE', KEYS[1]).ok
 redis.call('RENAME', KEYS[1], KEYS[2])
 if t ~= 'hash' then return t end
-local p = ARGV[2]
+local p, q = ARGV[2], ARGV[3]
+local function text(f) return string.sub(f, -#p) == p or string.sub(f, -#q) == q end
 local h = redis.call('HGETALL', KEYS[2])
 for i = 1, #h, 2 do
-  if string.sub(h[i], -#p) ~= p and
+  if not text(h[i]) and
      (not string.match(h[i + 1], '^%-?%d+$') or #h[i + 1] > 20) then
     return h
   end
 end
 for i = 1, #h, 2 do
-  if string.sub(h[i], -#p) == p then
+  if text(h[i]) then
     redis.call('HSET', KEYS[3], h[i], h[i + 1])
   else
     redis.call('HINCRBY', KEYS[3], h[i], h[i + 1])

@@ -479,8 +479,8 @@ toll_settle_claim_run(toll_settle_drain_t *d, const toll_settle_claim_t *c,
 {
     int          rc;
     redisReply  *r;
-    const char  *argv[6];
-    size_t       argvlen[6];
+    const char  *argv[7];
+    size_t       argvlen[7];
 
     argv[0] = "3";
     argvlen[0] = 1;
@@ -494,9 +494,11 @@ toll_settle_claim_run(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     argvlen[4] = sizeof(TOLL_STR(TOLL_TTL_MIRROR)) - 1;
     argv[5] = ":" TOLL_USAGE_PROVIDER_NAME;
     argvlen[5] = sizeof(":" TOLL_USAGE_PROVIDER_NAME) - 1;
+    argv[6] = ":" TOLL_USAGE_CURRENCY_NAME;
+    argvlen[6] = sizeof(":" TOLL_USAGE_CURRENCY_NAME) - 1;
 
     r = (d->redis != NULL)
-        ? toll_script_run(d->redis, TOLL_SCRIPT_CLAIM, 6, argv, argvlen)
+        ? toll_script_run(d->redis, TOLL_SCRIPT_CLAIM, 7, argv, argvlen)
         : NULL;
 
     if (r != NULL && r->type == REDIS_REPLY_INTEGER) {

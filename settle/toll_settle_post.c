@@ -13,6 +13,7 @@
 #include "toll_clock.h"
 #include "toll_ledger.h"
 #include "toll_log.h"
+#include "toll_money.h"
 #include "toll_names.h"
 #include "toll_settle_drain_int.h"
 #include "toll_usage.h"
@@ -26,6 +27,7 @@
 typedef struct {
     char      service[TOLL_SETTLE_FIELD_LEN_MAX + 1];
     char      provider[TOLL_SETTLE_FIELD_LEN_MAX + 1];
+    char      currency[TOLL_SETTLE_FIELD_LEN_MAX + 1];
 } toll_settle_names_t;
 
 
@@ -257,6 +259,7 @@ toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
             names[n].service[slen] = '\0';
             usage[n].service = names[n].service;
             usage[n].provider = names[n].provider;
+            usage[n].currency = names[n].currency;
             n++;
         }
 
@@ -270,6 +273,16 @@ toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
             continue;
         }
 
+        if (field == TOLL_USAGE_CURRENCY) {
+            if (!toll_money_currency_valid(val->str, val->len)) {
+                return -1;
+            }
+
+            memcpy(names[j].currency, val->str, val->len);
+            names[j].currency[val->len] = '\0';
+            continue;
+        }
+
         u = &usage[j];
         count[TOLL_USAGE_CALLS] = &u->calls;
         count[TOLL_USAGE_FREE_CALLS] = &u->free_calls;
@@ -277,6 +290,7 @@ toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
         count[TOLL_USAGE_AMOUNT] = &u->amount_micros;
         count[TOLL_USAGE_ERRORS] = &u->errors;
         count[TOLL_USAGE_LATENCY] = &u->latency_ms;
+        count[TOLL_USAGE_PREPAID] = &u->prepaid_micros;
 
         if (toll_usage_count_parse(val->str, val->len, &v) != 0) {
             return -1;

@@ -294,6 +294,12 @@ ngx_http_toll_meter_counts(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     counts[TOLL_USAGE_FREE_CALLS] = (ctx->free_call
                                               && ctx->amount_micros == 0);
     counts[TOLL_USAGE_LATENCY] = ctx->latency_ms;
+
+    /* what the balance pays: the charge, never more than was held */
+    counts[TOLL_USAGE_PREPAID] = ctx->prepaid_held
+                                 ? ngx_min(ctx->amount_micros,
+                                           ctx->hold_micros)
+                                 : 0;
 }
 
 
@@ -346,7 +352,7 @@ ngx_http_toll_meter_node(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     u_char                            subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                            len;
     ngx_tm_t                          tm;
-    ngx_str_t                         service, provider;
+    ngx_str_t                         service, provider, *currency;
     ngx_http_toll_main_conf_t        *mcf;
     ngx_http_toll_shm_limit_node_t   *ln;
 
@@ -354,8 +360,10 @@ ngx_http_toll_meter_node(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_http_toll_quota_names(ctx, &service, &provider);
 
-    len = sizeof("m:YYYYMMDD:\n\n") - 1 + ctx->key.owner.len + service.len
-          + provider.len;
+    currency = &ctx->service->currency;
+
+    len = sizeof("m:YYYYMMDD:\n\n\n") - 1 + ctx->key.owner.len + service.len
+          + provider.len + currency->len;
 
     if (len > sizeof(subject)) {
         /* the names are bounded: cannot happen */
@@ -380,6 +388,8 @@ ngx_http_toll_meter_node(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     p = ngx_cpymem(p, service.data, service.len);
     *p++ = '\n';
     p = ngx_cpymem(p, provider.data, provider.len);
+    *p++ = '\n';
+    p = ngx_cpymem(p, currency->data, currency->len);
 
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, subject, p - subject);
 

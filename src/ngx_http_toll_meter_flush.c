@@ -32,10 +32,10 @@
 #define NGX_HTTP_TOLL_METER_EXIT_TICK_MS 50
 #define NGX_HTTP_TOLL_METER_EXIT_MAX_MS  5000
 /*
- * script arguments (lua/meter.lua): EVALSHA, sha, numkeys, 3 keys, 7
+ * script arguments (lua/meter.lua): EVALSHA, sha, numkeys, 4 keys, 14
  * values, then a field, a count and a bound for each count
  */
-#define NGX_HTTP_TOLL_METER_ARGS         (13 + 3 * TOLL_USAGE_COUNTS)
+#define NGX_HTTP_TOLL_METER_ARGS         (21 + 3 * TOLL_USAGE_COUNTS)
 
 
 /* a flush on its way: enough to find the node and its id again */
@@ -356,21 +356,22 @@ static ngx_int_t
 ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool)
 {
-    u_char                       *buf, *p, *nl1, *nl2, *end, *start;
+    u_char                       *buf, *p, *nl1, *nl2, *nl3, *end, *start;
     size_t                        argvlen[NGX_HTTP_TOLL_METER_ARGS];
-    ngx_str_t                     buyer, service;
+    ngx_str_t                     buyer, service, currency;
     const char                   *argv[NGX_HTTP_TOLL_METER_ARGS], *day;
     ngx_http_toll_meter_state_t  *st;
 
     st = (ngx_http_toll_meter_state_t *) ln->state;
 
-    /* "m:YYYYMMDD:buyer\nservice\nprovider" */
+    /* "m:YYYYMMDD:buyer\nservice\nprovider\ncurrency" */
 
     end = ln->subject + ln->subject_len;
     nl1 = ngx_strlchr(ln->subject + 11, end, '\n');
     nl2 = nl1 ? ngx_strlchr(nl1 + 1, end, '\n') : NULL;
+    nl3 = nl2 ? ngx_strlchr(nl2 + 1, end, '\n') : NULL;
 
-    if (nl2 == NULL) {
+    if (nl3 == NULL) {
         return NGX_ERROR;
     }
 
@@ -379,10 +380,13 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     buyer.len = nl1 - buyer.data;
     service.data = nl1 + 1;
     service.len = nl2 - service.data;
+    currency.data = nl3 + 1;
+    currency.len = end - currency.data;
 
-    buf = ngx_pnalloc(pool, 3 * TOLL_NAME_USAGE_LEN(buyer.len) + 32
-                            + NGX_TIME_T_LEN
-                            + (TOLL_USAGE_COUNTS + 1) * (service.len + 16)
+    buf = ngx_pnalloc(pool, 4 * TOLL_NAME_USAGE_LEN(buyer.len) + 32
+                            + NGX_TIME_T_LEN + NGX_INT64_LEN
+                            + 4 * (currency.len + 32)
+                            + (TOLL_USAGE_COUNTS + 2) * (service.len + 16)
                             + 2 * TOLL_USAGE_COUNTS * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
@@ -394,7 +398,7 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     argv[k] = (const char *) (start);                                         \
     argvlen[k] = p - (start)
 
-    argv[2] = "3";
+    argv[2] = "4";
     argvlen[2] = 1;
 
     /* the keys, all in the buyer's hash slot */
@@ -414,32 +418,69 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_meter_arg(5, start);
 
     start = p;
-    p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
+    p = (u_char *) toll_name_balance((char *) p, (char *) buyer.data,
+                                     buyer.len, "");
     ngx_http_toll_meter_arg(6, start);
 
     start = p;
-    p = ngx_sprintf(p, "%T", ngx_time());
+    p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
     ngx_http_toll_meter_arg(7, start);
 
-    argv[8] = day;
-    argvlen[8] = TOLL_NAME_DAY_LEN;
-    argv[9] = TOLL_STR(TOLL_TTL_FLUSH_IDS);
-    argvlen[9] = sizeof(TOLL_STR(TOLL_TTL_FLUSH_IDS)) - 1;
-    argv[10] = TOLL_STR(TOLL_TTL_FLUSHES);
-    argvlen[10] = sizeof(TOLL_STR(TOLL_TTL_FLUSHES)) - 1;
+    start = p;
+    p = ngx_sprintf(p, "%T", ngx_time());
+    ngx_http_toll_meter_arg(8, start);
+
+    argv[9] = day;
+    argvlen[9] = TOLL_NAME_DAY_LEN;
+    argv[10] = TOLL_STR(TOLL_TTL_FLUSH_IDS);
+    argvlen[10] = sizeof(TOLL_STR(TOLL_TTL_FLUSH_IDS)) - 1;
+    argv[11] = TOLL_STR(TOLL_TTL_FLUSHES);
+    argvlen[11] = sizeof(TOLL_STR(TOLL_TTL_FLUSHES)) - 1;
 
     start = p;
     p = ngx_sprintf(p, "%V:%s", &service,
                     toll_usage_fields[TOLL_USAGE_PROVIDER]);
-    ngx_http_toll_meter_arg(11, start);
+    ngx_http_toll_meter_arg(12, start);
 
-    argv[12] = (const char *) nl2 + 1;
-    argvlen[12] = end - nl2 - 1;
+    argv[13] = (const char *) nl2 + 1;
+    argvlen[13] = nl3 - nl2 - 1;
+
+    start = p;
+    p = ngx_sprintf(p, "%V:%s", &service,
+                    toll_usage_fields[TOLL_USAGE_CURRENCY]);
+    ngx_http_toll_meter_arg(14, start);
+
+    argv[15] = (const char *) currency.data;
+    argvlen[15] = currency.len;
+
+    /* what the balance paid: from this node's hold to spent */
+
+    start = p;
+    p = ngx_sprintf(p, "%L", st->flight[TOLL_USAGE_PREPAID]);
+    ngx_http_toll_meter_arg(16, start);
+
+    start = p;
+    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_SPENT, &currency);
+    ngx_http_toll_meter_arg(17, start);
+
+    start = p;
+    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_HELD, &currency);
+    ngx_http_toll_meter_arg(18, start);
+
+    start = p;
+    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_HOLD "%*s", &currency,
+                    (size_t) NGX_HTTP_TOLL_NODE_ID_LEN,
+                    ngx_http_toll_shm_node_id(fl->shm_zone));
+    ngx_http_toll_meter_arg(19, start);
+
+    start = p;
+    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_AVAILABLE, &currency);
+    ngx_http_toll_meter_arg(20, start);
 
 #undef ngx_http_toll_meter_arg
 
-    ngx_http_toll_meter_count_args(p, &service, st->flight, &argv[13],
-                                   &argvlen[13]);
+    ngx_http_toll_meter_count_args(p, &service, st->flight, &argv[21],
+                                   &argvlen[21]);
 
     if (ngx_http_toll_redis_eval(TOLL_SCRIPT_METER, ngx_http_toll_meter_reply,
                                  fl, NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)

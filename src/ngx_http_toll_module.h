@@ -33,6 +33,7 @@ typedef struct ngx_http_toll_meter_open_s   ngx_http_toll_meter_open_t;
 typedef struct ngx_http_toll_redis_cmd_s    ngx_http_toll_redis_cmd_t;
 typedef struct ngx_http_toll_limit_ctx_s    ngx_http_toll_limit_ctx_t;
 typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
+typedef struct ngx_http_toll_prepaid_ask_s  ngx_http_toll_prepaid_ask_t;
 
 
 typedef struct {
@@ -216,6 +217,13 @@ typedef struct {
                                                  counts in the zone, until
                                                  the log phase ends it */
     ngx_http_toll_quota_claim_t *claim;       /* a lease asked for */
+    int64_t                      hold_micros;   /* held from the buyer's
+                                                   balance: the most the
+                                                   call can cost */
+    int64_t                      balance_micros; /* what the buyer has
+                                                    left, as the node
+                                                    knows; -1: unknown */
+    ngx_http_toll_prepaid_ask_t *prepaid_ask; /* a lease asked for */
     ngx_http_toll_service_t     *counters_service; /* the location's
                                                       service, for the
                                                       counters; NULL:
@@ -234,6 +242,8 @@ typedef struct {
     unsigned                     billed:1;
     unsigned                     forwarded:1; /* identity headers set */
     unsigned                     free_tier_failed:1;
+    unsigned                     prepaid_held:1;   /* hold_micros taken */
+    unsigned                     prepaid_state:2;  /* ..._PREPAID_* */
 } ngx_http_toll_ctx_t;
 
 

@@ -18,7 +18,6 @@
 #include "toll_money.h"
 
 
-#define NGX_HTTP_TOLL_CURRENCY_LEN_MAX   16
 
 
 static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
@@ -164,8 +163,7 @@ ngx_http_toll_service_param(ngx_conf_t *cf, ngx_http_toll_service_t *svc,
         s.data = value->data + 9;
         s.len = value->len - 9;
 
-        if (s.len == 0 || s.len > NGX_HTTP_TOLL_CURRENCY_LEN_MAX
-            || !toll_plan_valid(s.data, s.len))
+        if (!toll_money_currency_valid((char *) s.data, s.len))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid currency \"%V\"", &s);

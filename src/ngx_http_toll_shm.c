@@ -11,6 +11,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <openssl/rand.h>
+
 #include "ngx_http_toll_shm.h"
 #include "ngx_http_toll_shm_int.h"
 
@@ -101,6 +103,7 @@ static ngx_int_t
 ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     size_t                  len;
+    u_char                  raw[NGX_HTTP_TOLL_NODE_ID_LEN / 2];
     ngx_http_toll_shctx_t  *octx = data;
     ngx_http_toll_shctx_t  *ctx;
 
@@ -143,6 +146,16 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->data = ctx->sh;
     ctx->sh->layout = NGX_HTTP_TOLL_SHM_LAYOUT;
 
+    /* this nginx's name where Redis keeps what it holds (balances) */
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "toll: libcrypto could not make a node id");
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(ctx->sh->node_id, raw, sizeof(raw));
+
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_http_toll_shm_rbtree_insert_value);
     ngx_queue_init(&ctx->sh->lru);
@@ -157,6 +170,7 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->limit_lru);
     ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_LIMIT]);
     ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_METER]);
+    ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_PREPAID]);
 
     len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
 
@@ -173,6 +187,15 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     return ngx_http_toll_counters_init_zone(ctx->shpool, &ctx->sh->counters,
                                             ctx->mcf, 1);
+}
+
+
+u_char *
+ngx_http_toll_shm_node_id(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    return ctx->sh->node_id;
 }
 
 

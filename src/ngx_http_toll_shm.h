@@ -76,7 +76,8 @@ typedef struct {
 /* the queues a node can wait in, for the timer of the room it belongs to */
 #define NGX_HTTP_TOLL_QUEUE_LIMIT    0
 #define NGX_HTTP_TOLL_QUEUE_METER    1
-#define NGX_HTTP_TOLL_QUEUES         2
+#define NGX_HTTP_TOLL_QUEUE_PREPAID  2
+#define NGX_HTTP_TOLL_QUEUES         3
 
 /* the longest subject a node can hold: a day, a buyer, a service, a
    provider */
@@ -104,6 +105,11 @@ typedef struct {
     uint64_t                   state[1];      /* aligned for int64_t */
 } ngx_http_toll_shm_limit_node_t;
 
+
+/* the zone's node id: 16 hex digits, made with the zone, kept by reloads */
+#define NGX_HTTP_TOLL_NODE_ID_LEN    16
+
+u_char *ngx_http_toll_shm_node_id(ngx_shm_zone_t *shm_zone);
 
 /* declares the zone during configuration; NULL on error */
 ngx_shm_zone_t *ngx_http_toll_shm_add(ngx_conf_t *cf, size_t size);

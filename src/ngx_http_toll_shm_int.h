@@ -23,11 +23,15 @@
  * room's node state); the size of this one is folded in as a guard.
  */
 #define NGX_HTTP_TOLL_SHM_LAYOUT                                              \
-    (((uint64_t) 3 << 32) | sizeof(ngx_http_toll_sh_t))
+    (((uint64_t) 4 << 32) | sizeof(ngx_http_toll_sh_t))
 
 
 typedef struct {
     uint64_t                   layout;        /* first, in every build */
+    u_char                     node_id[NGX_HTTP_TOLL_NODE_ID_LEN];
+                                              /* random, made with the
+                                                 zone: this nginx's name
+                                                 in Redis (its holds) */
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                lru;           /* found; recent at the head */

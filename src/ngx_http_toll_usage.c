@@ -264,8 +264,8 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
         return row->provider.data ? NGX_OK : NGX_ERROR;
     }
 
-    if (f == TOLL_USAGE_LATENCY) {
-        /* not for buyers */
+    if (f == TOLL_USAGE_LATENCY || f == TOLL_USAGE_CURRENCY) {
+        /* not for buyers; the currency is the service's */
         return NGX_OK;
     }
 

@@ -101,7 +101,7 @@ fuzz_field(const char *f, size_t len)
         return;
     }
 
-    assert(field <= TOLL_USAGE_PROVIDER);
+    assert(field < TOLL_USAGE_FIELDS);
     assert(slen >= 1 && slen + 1 < len && f[slen] == ':');
     assert(strlen(toll_usage_fields[field]) == len - slen - 1);
     assert(memcmp(toll_usage_fields[field], f + slen + 1, len - slen - 1)

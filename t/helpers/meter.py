@@ -186,7 +186,7 @@ def usage_key_re():
 
 
 INT_FIELDS = ("calls", "free_calls", "paid_calls", "amount_micros",
-              "errors", "latency_ms")
+              "errors", "latency_ms", "prepaid_micros")
 
 
 def usage(rc):

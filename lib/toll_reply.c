@@ -3,12 +3,14 @@
  */
 
 #include "toll_reply.h"
+#include "toll_usage.h"
 
 #include <stddef.h>
 #include <string.h>
 
 
 static int toll_reply_noscript(const redisReply *reply);
+static int toll_reply_int64(const redisReply *reply, int64_t *v);
 static int toll_reply_limit_state(const redisReply *reply,
     const toll_reply_limit_layout_t *layout, toll_reply_limit_t *out);
 static int toll_reply_window(const redisReply *a,
@@ -277,4 +279,59 @@ static int
 toll_reply_noscript(const redisReply *reply)
 {
     return reply->len >= 8 && strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+
+void
+toll_reply_prepaid(const redisReply *reply, int64_t max,
+    toll_reply_prepaid_t *out)
+{
+    int64_t  grant, available, hold;
+
+    out->grant = 0;
+    out->available = 0;
+    out->hold = 0;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 3
+        && toll_reply_int64(reply->element[0], &grant) == 0
+        && toll_reply_int64(reply->element[1], &available) == 0
+        && toll_reply_int64(reply->element[2], &hold) == 0)
+    {
+        /* more than was asked for is not the script's answer */
+
+        if (grant < 0 || grant > max || hold < 0) {
+            out->rc = TOLL_REPLY_LEASE_UNEXPECTED;
+            return;
+        }
+
+        out->rc = TOLL_REPLY_LEASE_GRANTED;
+        out->grant = grant;
+        out->available = available;
+        out->hold = hold;
+
+    } else if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        out->rc = TOLL_REPLY_LEASE_ERROR;
+
+    } else {
+        out->rc = TOLL_REPLY_LEASE_UNEXPECTED;
+    }
+}
+
+
+/* an int64 a script answered as a decimal string (or, small, an integer) */
+
+static int
+toll_reply_int64(const redisReply *reply, int64_t *v)
+{
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *v = reply->integer;
+        return 0;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        return -1;
+    }
+
+    return toll_usage_count_parse(reply->str, reply->len, v);
 }

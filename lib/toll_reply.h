@@ -70,6 +70,27 @@ void toll_reply_lease(const redisReply *reply, int64_t free_calls,
     toll_reply_lease_t *out);
 
 
+/* a node's lease of a prepaid balance (src/ngx_http_toll_prepaid.c) */
+
+typedef struct {
+    toll_reply_lease_e    rc;
+    int64_t               grant;        /* micro-units leased to the node */
+    int64_t               available;    /* left in Redis after it; may be
+                                           < 0 (docs/metering.md) */
+    int64_t               hold;         /* the node's hold after it */
+} toll_reply_prepaid_t;
+
+
+/*
+ * GRANTED only for {grant, available, hold}, three int64 decimal strings
+ * with 0 <= grant <= max and 0 <= hold, as lua/prepaid.lua answers;
+ * max: the lease asked for.  Anything else is UNEXPECTED or ERROR, and
+ * the numbers 0.
+ */
+void toll_reply_prepaid(const redisReply *reply, int64_t max,
+    toll_reply_prepaid_t *out);
+
+
 /* the rate limits' sync script (src/ngx_http_toll_limit.c) */
 
 /* Redis's measure of a node's clock offset: 69 years either way, in ms */

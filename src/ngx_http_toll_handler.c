@@ -18,6 +18,7 @@
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
+#include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 
@@ -45,6 +46,8 @@ static ngx_int_t ngx_http_toll_access_limit(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_authenticate(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_charge(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_refuse_payment(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_failed(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
@@ -374,11 +377,15 @@ ngx_http_toll_charge(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         }
 
     } else if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        /* free calls left, maybe, and no way to know: fail closed */
+        /* free calls or a balance left, maybe, and no way to know */
 
         ngx_log_error(lcf->log_level, r->connection->log, 0,
-                      "toll: refused, free tier store unavailable, "
-                      "key id \"%V\"", &ctx->key_id);
+                      "toll: refused, %s store unavailable, key id \"%V\"",
+                      ctx->free_tier_failed ? "free tier" : "balance",
+                      &ctx->key_id);
+
+    } else if (rc == NGX_HTTP_TOLL_PAYMENT_REQUIRED) {
+        return ngx_http_toll_refuse_payment(r, ctx, lcf);
     }
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
@@ -400,6 +407,41 @@ ngx_http_toll_charge(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The buyer's balance cannot pay the call: 402, with the price, the
+ * currency and what the node knows is left.  Nothing was held.
+ */
+
+static ngx_int_t
+ngx_http_toll_refuse_payment(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    ngx_http_toll_problem_ext_t  ext;
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "toll: refused, payment required, key id \"%V\", "
+                  "price %L, balance %L", &ctx->key_id, ctx->price_micros,
+                  ctx->balance_micros);
+
+    ngx_memzero(&ext, sizeof(ngx_http_toll_problem_ext_t));
+
+    if (ngx_http_toll_prepaid_members(r, ctx, &ext.members) != NGX_OK) {
+        return ngx_http_toll_failed(r, ctx);
+    }
+
+    /* a refusal: no price, no billing headers, no meter */
+    ctx->priced = 0;
+    ctx->service = NULL;
+
+    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+    ctx->decision = NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED;
+    ngx_http_toll_auth_forget(r);
+    ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r,
+                              NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED, &ext));
+    return NGX_DONE;
 }
 
 
@@ -660,6 +702,7 @@ ngx_http_toll_cleanup(void *data)
     ngx_http_toll_auth_cleanup(ctx);
     ngx_http_toll_limit_release(ctx);
     ngx_http_toll_quota_cleanup(ctx);
+    ngx_http_toll_prepaid_cleanup(ctx);
     ngx_http_toll_meter_cleanup(ctx);
 }
 

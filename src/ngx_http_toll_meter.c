@@ -18,6 +18,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_meter_int.h"
+#include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_shm.h"
@@ -202,6 +203,9 @@ ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
     ctx->meter_admitted = 0;
+
+    /* its hold went back to the lease with the record */
+    ctx->prepaid_held = 0;
 }
 
 
@@ -452,6 +456,12 @@ ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
     if (i == TOLL_USAGE_COUNTS) {
         ngx_memcpy(st->pending, sum, sizeof(sum));
     }
+
+    /* the call's hold on the balance: charged or back to the lease */
+    ngx_http_toll_prepaid_end(shm_zone, ln->subject, ln->subject_len,
+                              op->counts[TOLL_USAGE_PREPAID],
+                              (i == TOLL_USAGE_COUNTS)
+                              ? final[TOLL_USAGE_PREPAID] : 0);
 
     ngx_http_toll_shm_free(shm_zone, op);
 

@@ -18,6 +18,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter_int.h"
+#include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "toll_names.h"
@@ -180,6 +181,9 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
         sent++;
     }
+
+    /* idle leases of balances go back to Redis */
+    ngx_http_toll_prepaid_tick(ngx_http_toll_meter_zone, ev->log);
 
     ngx_http_toll_shm_unlock(ngx_http_toll_meter_zone);
 
@@ -626,6 +630,13 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
         if (st->flush_id[0] == fl->flush_id[0]
             && st->flush_id[1] == fl->flush_id[1])
         {
+            if (done) {
+                /* in Redis, or never: the node no longer waits for it */
+                ngx_http_toll_prepaid_flushed(fl->shm_zone, ln->subject,
+                                              ln->subject_len,
+                                              st->flight[TOLL_USAGE_PREPAID]);
+            }
+
             ngx_http_toll_meter_settle(fl, st, reply, &m, &why, done,
                                        overflow);
         }

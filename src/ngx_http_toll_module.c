@@ -28,6 +28,11 @@
 #define NGX_HTTP_TOLL_LIMIT_SYNC_MS         100
 #define NGX_HTTP_TOLL_METER_FLUSH_MS        1000
 #define NGX_HTTP_TOLL_FREE_LEASE            10
+/* a balance's lease, in calls' prices; its clocks (docs/metering.md) */
+#define NGX_HTTP_TOLL_PREPAID_LEASE         10
+#define NGX_HTTP_TOLL_PREPAID_IDLE_MS       2000
+#define NGX_HTTP_TOLL_PREPAID_RECHECK_MS    500
+#define NGX_HTTP_TOLL_PREPAID_RECLAIM_MS    600000
 
 
 static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
@@ -68,6 +73,13 @@ static ngx_conf_enum_t  ngx_http_toll_limit_modes[] = {
 static ngx_conf_enum_t  ngx_http_toll_free_fallbacks[] = {
     { ngx_string("closed"), 0 },
     { ngx_string("paid"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_toll_prepaid_fallbacks[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
     { ngx_null_string, 0 }
 };
 
@@ -171,6 +183,48 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_toll_loc_conf_t, free_tier_fallback),
       &ngx_http_toll_free_fallbacks },
+
+    { ngx_string("toll_prepaid"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, prepaid),
+      NULL },
+
+    { ngx_string("toll_prepaid_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, prepaid_fallback),
+      &ngx_http_toll_prepaid_fallbacks },
+
+    { ngx_string("toll_prepaid_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, prepaid_lease),
+      NULL },
+
+    { ngx_string("toll_prepaid_idle"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, prepaid_idle),
+      NULL },
+
+    { ngx_string("toll_prepaid_recheck"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, prepaid_recheck),
+      NULL },
+
+    { ngx_string("toll_prepaid_reclaim"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_toll_main_conf_t, prepaid_reclaim),
+      NULL },
 
     { ngx_string("toll_limit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -651,6 +705,10 @@ ngx_http_toll_create_main_conf(ngx_conf_t *cf)
     mcf->limit_sync = NGX_CONF_UNSET_MSEC;
     mcf->meter_flush = NGX_CONF_UNSET_MSEC;
     mcf->free_lease = NGX_CONF_UNSET_UINT;
+    mcf->prepaid_lease = NGX_CONF_UNSET_UINT;
+    mcf->prepaid_idle = NGX_CONF_UNSET_MSEC;
+    mcf->prepaid_recheck = NGX_CONF_UNSET_MSEC;
+    mcf->prepaid_reclaim = NGX_CONF_UNSET_MSEC;
 
     return mcf;
 }
@@ -672,6 +730,34 @@ ngx_http_toll_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->free_lease == 0 || mcf->free_lease > 100000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"toll_free_lease\" must be 1 to 100000");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_uint_value(mcf->prepaid_lease, NGX_HTTP_TOLL_PREPAID_LEASE);
+    ngx_conf_init_msec_value(mcf->prepaid_idle, NGX_HTTP_TOLL_PREPAID_IDLE_MS);
+    ngx_conf_init_msec_value(mcf->prepaid_recheck,
+                             NGX_HTTP_TOLL_PREPAID_RECHECK_MS);
+    ngx_conf_init_msec_value(mcf->prepaid_reclaim,
+                             NGX_HTTP_TOLL_PREPAID_RECLAIM_MS);
+
+    if (mcf->prepaid_lease == 0 || mcf->prepaid_lease > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_prepaid_lease\" must be 1 to 100000");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A lease must be given back, and confirmed, well before Redis takes
+     * it for a dead node's: the node stops spending it at half the time.
+     */
+
+    if (mcf->prepaid_reclaim < 60000
+        || mcf->prepaid_reclaim < 4 * (mcf->prepaid_idle + mcf->meter_flush))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_prepaid_reclaim\" must be at least 60s "
+                           "and 4 times \"toll_prepaid_idle\" and "
+                           "\"toll_meter_flush\" together");
         return NGX_CONF_ERROR;
     }
 
@@ -724,6 +810,8 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->limit_ip_unauthenticated = NGX_CONF_UNSET;
     conf->charge_errors = NGX_CONF_UNSET;
     conf->free_tier_fallback = NGX_CONF_UNSET_UINT;
+    conf->prepaid = NGX_CONF_UNSET;
+    conf->prepaid_fallback = NGX_CONF_UNSET_UINT;
     conf->billing_headers = NGX_CONF_UNSET;
 
     /*

@@ -84,6 +84,10 @@ typedef struct {
     ngx_msec_t                   limit_sync;
     ngx_msec_t                   meter_flush;
     ngx_uint_t                   free_lease;
+    ngx_uint_t                   prepaid_lease;  /* in calls' prices */
+    ngx_msec_t                   prepaid_idle;
+    ngx_msec_t                   prepaid_recheck;
+    ngx_msec_t                   prepaid_reclaim;
     ngx_array_t                 *services;    /* every toll_service */
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
 
@@ -115,6 +119,8 @@ typedef struct {
     ngx_flag_t                   usage;         /* toll_usage here */
     ngx_flag_t                   charge_errors;
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
+    ngx_flag_t                   prepaid;       /* toll_prepaid */
+    ngx_uint_t                   prepaid_fallback; /* 0 closed, 1 open */
     ngx_flag_t                   billing_headers;
     ngx_str_t                    billing_prefix;
     ngx_str_t                    billing_prefix_lc; /* lower case, '-' for

@@ -53,7 +53,13 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
       ngx_string("Too Many Requests"),
       ngx_string("concurrency_limited"),
       ngx_string("Too many requests of this caller are in flight; retry "
-                 "when one has finished.") }
+                 "when one has finished.") },
+
+    { NGX_HTTP_TOLL_PAYMENT_REQUIRED,
+      ngx_string("Payment Required"),
+      ngx_string("payment_required"),
+      ngx_string("The prepaid balance does not cover this call's price; "
+                 "top it up and retry.") }
 };
 
 
@@ -180,7 +186,7 @@ ngx_http_toll_problem_body(ngx_http_request_t *r, ngx_http_toll_problem_t *p,
     if (ext) {
         /* a policy name is made of letters and "-" only: JSON-safe */
         len += sizeof(",\"policy\":\"\",\"retry_after\":") - 1
-               + ext->policy.len + NGX_INT64_LEN;
+               + ext->policy.len + NGX_INT64_LEN + ext->members.len;
     }
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -193,9 +199,13 @@ ngx_http_toll_problem_body(ngx_http_request_t *r, ngx_http_toll_problem_t *p,
                           "\"status\":%ui,\"code\":\"%V\",\"detail\":\"%V\",",
                           title, status, &p->code, &p->detail);
 
-    if (ext) {
+    if (ext && ext->policy.len) {
         b->last = ngx_sprintf(b->last, "\"policy\":\"%V\",\"retry_after\":%L,",
                               &ext->policy, ext->retry_after);
+    }
+
+    if (ext) {
+        b->last = ngx_cpymem(b->last, ext->members.data, ext->members.len);
     }
 
     b->last = ngx_sprintf(b->last, "\"request_id\":\"%V\"}\n", request_id);

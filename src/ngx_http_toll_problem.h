@@ -16,15 +16,22 @@ typedef enum {
     NGX_HTTP_TOLL_PROBLEM_AMBIGUOUS_CREDENTIALS,
     NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE,
     NGX_HTTP_TOLL_PROBLEM_RATE_LIMITED,
-    NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED
+    NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED,
+    NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED
 } ngx_http_toll_problem_e;
+
+
+#define NGX_HTTP_TOLL_PAYMENT_REQUIRED  402
 
 
 /* what a refusal adds to its kind's fixed answer */
 typedef struct {
     ngx_uint_t                 status;        /* 0: the kind's own */
-    ngx_str_t                  policy;        /* the limit violated */
+    ngx_str_t                  policy;        /* the limit violated;
+                                                 empty: none */
     int64_t                    retry_after;   /* seconds; 0: none */
+    ngx_str_t                  members;       /* more members, JSON-safe,
+                                                 each with its ',' after */
 } ngx_http_toll_problem_ext_t;
 
 

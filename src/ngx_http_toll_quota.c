@@ -18,6 +18,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_quota_int.h"
+#include "ngx_http_toll_prepaid.h"
 #include "toll_money.h"
 
 
@@ -70,8 +71,13 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     }
 
     if (ctx->priced) {
-        /* resumed after a free-tier lease was asked for */
-        return ctx->free_tier_failed ? NGX_HTTP_SERVICE_UNAVAILABLE : NGX_OK;
+        /* resumed after a free-tier or a balance lease was asked for */
+
+        if (ctx->free_tier_failed) {
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        }
+
+        return ngx_http_toll_prepaid_hold(r, ctx);
     }
 
     ctx->priced = 1;
@@ -126,11 +132,16 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         ngx_sprintf(p, "%016uxL", ++ngx_http_toll_usage_seq);
     }
 
-    if (svc->free_calls == 0) {
-        return NGX_OK;
+    if (svc->free_calls) {
+        rc = ngx_http_toll_quota_free(r, ctx, svc);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
-    return ngx_http_toll_quota_free(r, ctx, svc);
+    /* a call to be paid: its price held from a prepaid balance */
+    return ngx_http_toll_prepaid_hold(r, ctx);
 }
 
 
@@ -372,6 +383,7 @@ void
 ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_http_toll_quota_give_back(ctx);
+    ngx_http_toll_prepaid_release(r, ctx);
 
     ctx->priced = 0;
     ctx->service = NULL;
@@ -380,6 +392,7 @@ ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ctx->free_remaining = 0;
     ctx->free_call = 0;
     ctx->free_tier_failed = 0;
+    ctx->prepaid_state = NGX_HTTP_TOLL_PREPAID_NONE;
     ctx->billed = 0;
 }
 
@@ -388,5 +401,11 @@ void
 ngx_http_toll_quota_unused(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_http_toll_quota_give_back(ctx);
+
+    if (!ctx->meter_admitted) {
+        /* admitted, the hold ends with the meter's record */
+        ngx_http_toll_prepaid_release(r, ctx);
+    }
+
     ctx->amount_micros = 0;
 }

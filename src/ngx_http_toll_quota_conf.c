@@ -423,6 +423,9 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
     ngx_conf_merge_value(conf->charge_errors, prev->charge_errors, 0);
     ngx_conf_merge_uint_value(conf->free_tier_fallback,
                               prev->free_tier_fallback, 0);
+    ngx_conf_merge_value(conf->prepaid, prev->prepaid, 0);
+    ngx_conf_merge_uint_value(conf->prepaid_fallback, prev->prepaid_fallback,
+                              0);
     ngx_conf_merge_value(conf->billing_headers, prev->billing_headers, 1);
     ngx_conf_merge_str_value(conf->billing_prefix, prev->billing_prefix,
                              "X-Toll-");

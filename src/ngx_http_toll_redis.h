@@ -86,6 +86,7 @@ typedef enum {
     NGX_HTTP_TOLL_REDIS_LIMIT,
     NGX_HTTP_TOLL_REDIS_FREE,
     NGX_HTTP_TOLL_REDIS_METER,
+    NGX_HTTP_TOLL_REDIS_PREPAID,
     NGX_HTTP_TOLL_REDIS_PATH_N
 } ngx_http_toll_redis_path_e;
 

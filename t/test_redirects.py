@@ -169,7 +169,8 @@ def counted(rc):
     one price and moved to another may leave its first service's fields
     behind, all at zero."""
     out = {}
-    fields = set(INT_FIELDS) - {"latency_ms"} | {"provider"}
+    # prepaid_micros: these locations are not prepaid (test_prepaid.py)
+    fields = set(INT_FIELDS) - {"latency_ms", "prepaid_micros"} | {"provider"}
     for k, r in project(usage(rc), fields).items():
         if any(r[f] for f in INT_FIELDS if f in r):
             out[k] = r

@@ -43,6 +43,7 @@ typedef struct {
     int64_t                    confirmed_ms;  /* an answer to what was
                                                  sent then */
     ngx_uint_t                 asking;        /* exchanges in flight */
+    int64_t                    asked_ms;      /* the last one sent */
     ngx_uint_t                 unsure;        /* one was lost: Redis may
                                                  hold more than the node
                                                  knows */
@@ -153,6 +154,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     if (rc == NGX_AGAIN) {
         st->asking++;
+        st->asked_ms = now;
     }
 
     ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
@@ -593,6 +595,20 @@ ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
         st = (ngx_http_toll_prepaid_state_t *) ln->state;
         ask = NULL;
 
+        /*
+         * A live worker hears of every exchange within its Redis
+         * timeout, answered or timed out; one still counted long after
+         * was sent by a worker that died.  Redis may have applied it.
+         */
+
+        if (st->asking
+            && now - st->asked_ms > 2 * (int64_t) mcf->redis.timeout + 1000)
+        {
+            st->asking = 0;
+            st->returning = 0;
+            st->unsure = 1;
+        }
+
         if (st->asking == 0 && st->returning == 0
             && ((st->lease > 0
                  && (ngx_exiting
@@ -616,6 +632,7 @@ ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
                 st->returning = st->lease;
                 st->lease = 0;
                 st->asking++;
+                st->asked_ms = now;
 
             } else {
                 ngx_free(ask);

@@ -252,3 +252,96 @@ def test_problem_body_is_json(start_nginx, meter_upstream, redis_server):
     r = call(ngx, k)
     json.loads(r.body)
     assert r.header("Cache-Control") == "no-store"
+
+
+def test_leases_go_back_when_nginx_stops(start_nginx, meter_upstream,
+                                         redis_server):
+    ngx = start(start_nginx, meter_upstream)
+    rc = redis_server.client
+    k = make_key(redis_server, owner="stops")
+    credit(rc, "stops", micros("100"))
+    assert call(ngx, k).status == 200
+    assert balance(rc, "stops")["held"] > 0
+    ngx.stop()
+    b = invariant(rc, "stops")
+    assert b["held"] == 0 and b["spent"] == micros(PRICE), b
+
+
+# ------------------------------------------------------------ faults
+
+def spend(ngxs, key, seconds, threads=4):
+    """Calls the nodes from `threads` threads each for `seconds`: returns
+    the statuses seen."""
+    out = []
+    stop = time.monotonic() + seconds
+
+    def run(ngx):
+        mine = []
+        while time.monotonic() < stop:
+            try:
+                r = call(ngx, key, "/paid/x?delay_ms=20")
+                mine.append(r.status)
+            except Exception as e:  # a killed worker's connection
+                mine.append(type(e).__name__)
+        return mine
+
+    with concurrent.futures.ThreadPoolExecutor(len(ngxs) * threads) as ex:
+        futs = [ex.submit(run, ngx) for ngx in ngxs for _ in range(threads)]
+        for f in futs:
+            out += f.result()
+    return out
+
+
+@pytest.mark.allow_log("redis", "exited on signal 9", "Connection refused",
+                       "connect()", "store unavailable", "closed",
+                       "timed out")
+def test_faults_never_overdraw(start_nginx, meter_upstream, redis_server):
+    """A worker SIGKILLed, a reload and a Redis restart while a balance
+    is being spent from two instances: never more charged than credited,
+    and what Redis counts as spent is what the upstream received."""
+    import os
+    import signal
+    import threading
+
+    ngxs = [start(start_nginx, meter_upstream) for _ in range(2)]
+    rc = redis_server.client
+    k = make_key(redis_server, owner="faults")
+    credits = micros("60.00")
+    credit(rc, "faults", credits)
+    for ngx in ngxs:
+        assert call(ngx, k, "/warm/x").status == 200
+
+    done = []
+
+    def faults():
+        time.sleep(0.4)
+        os.kill(sorted(ngxs[0].worker_pids())[0], signal.SIGKILL)
+        time.sleep(0.4)
+        ngxs[1].reload()
+        time.sleep(0.4)
+        redis_server.restart_saved()
+        done.append(meter_upstream.counts().get(("faults", "paid"), 0))
+
+    t = threading.Thread(target=faults)
+    t.start()
+    statuses = spend(ngxs, k, 4.0)
+    t.join()
+    assert done, "the faults did not all happen"
+    # the faults came while the balance was being spent
+    assert 0 < done[0] < credits // micros(PRICE), done
+    # the rest of the balance, spent after the faults
+    for _ in range(6):
+        more = spend(ngxs, k, 2.0)
+        statuses += more
+        if set(more) == {402}:
+            break
+    served = meter_upstream.counts().get(("faults", "paid"), 0)
+    print("statuses: %r, upstream %d" % (
+        {s: statuses.count(s) for s in set(statuses)}, served))
+    assert served * micros(PRICE) <= credits, served
+    for ngx in ngxs:
+        ngx.stop()
+    b = invariant(rc, "faults")
+    assert b["held"] == 0, b
+    assert b["spent"] == served * micros(PRICE), (b, served)
+    assert b["available"] >= 0, b

@@ -151,6 +151,20 @@ class RedisServer:
         self.kill()
         self.start()
 
+    def restart_saved(self):
+        """SHUTDOWN SAVE, then the same data on the same port: connections
+        drop, what was written stays (as with persistence on)."""
+        if self.frozen:
+            self.thaw()
+        try:
+            self.client.shutdown(save=True)
+        except redis_py.exceptions.ConnectionError:
+            pass
+        self.proc.wait(10)
+        self.proc = None
+        self.client.connection_pool.disconnect()
+        self.start()
+
     def freeze(self):
         """SIGSTOP: the socket stays open, nothing is answered."""
         os.kill(self.proc.pid, signal.SIGSTOP)

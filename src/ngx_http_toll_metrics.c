@@ -16,37 +16,12 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_metrics_int.h"
 #include "ngx_http_toll_counters.h"
+#include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "ngx_http_toll_dashboard_html.h"
-
-
-#define NGX_HTTP_TOLL_METRICS_CHUNK  4096
-
-
-typedef struct {
-    ngx_http_request_t        *r;
-    ngx_chain_t               *out;
-    ngx_chain_t              **last;
-    ngx_buf_t                 *b;
-    size_t                     size;
-    ngx_uint_t                 json;
-    ngx_uint_t                 families;      /* written so far */
-    ngx_uint_t                 samples;       /* in this family */
-    ngx_str_t                  family;
-    ngx_uint_t                 failed;
-} ngx_http_toll_metrics_out_t;
-
-
-/* a histogram as a scrape reads it */
-typedef struct {
-    ngx_uint_t                 n;             /* finite buckets */
-    ngx_str_t                 *bounds;        /* their "le", in seconds */
-    ngx_atomic_t              *buckets;       /* n + 1, not cumulative */
-    ngx_atomic_uint_t          sum;
-    ngx_uint_t                 sum_scale;     /* 1000: ms, 1000000: us */
-} ngx_http_toll_metrics_hist_t;
 
 
 static ngx_int_t ngx_http_toll_metrics_handler(ngx_http_request_t *r);
@@ -68,24 +43,9 @@ static void ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
 static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
     ngx_str_t *type, ngx_chain_t *out, size_t size);
 
-static void ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o,
-    u_char *data, size_t len);
-static void ngx_http_toll_metrics_escaped(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *s);
-static void ngx_http_toll_metrics_family(ngx_http_toll_metrics_out_t *o,
-    char *name, char *type, char *help);
-static void ngx_http_toll_metrics_family_end(
-    ngx_http_toll_metrics_out_t *o);
-static void ngx_http_toll_metrics_labels(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_str_t *le);
-static void ngx_http_toll_metrics_sample(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_atomic_uint_t value);
-static void ngx_http_toll_metrics_histogram(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_http_toll_metrics_hist_t *h);
+static void ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf);
 
-
-#define ngx_http_toll_metrics_literal(o, s)                                  \
-    ngx_http_toll_metrics_write(o, (u_char *) s, sizeof(s) - 1)
 
 
 static ngx_str_t  ngx_http_toll_decision_names[] = {
@@ -400,6 +360,7 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_durations(o, slots, n);
     ngx_http_toll_metrics_redis(o, rst, &st);
     ngx_http_toll_metrics_zone(o, &st);
+    ngx_http_toll_metrics_prepaid(o, mcf);
 
     if (o->json) {
         ngx_http_toll_metrics_literal(o, "}}\n");
@@ -670,308 +631,69 @@ ngx_http_toll_metrics_zone(ngx_http_toll_metrics_out_t *o,
 
 
 
-/* output: a chain of buffers from the request's pool */
+/* what this nginx holds of buyers' balances, per currency it sells in */
+
+#define NGX_HTTP_TOLL_METRICS_CURRENCIES  16
 
 static void
-ngx_http_toll_metrics_write(ngx_http_toll_metrics_out_t *o, u_char *data,
-    size_t len)
+ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf)
 {
-    size_t        n;
-    ngx_chain_t  *cl;
+    ngx_str_t                       labels[2];
+    ngx_uint_t                      i, j, n, f;
+    ngx_http_toll_service_t       **svc;
+    ngx_http_toll_prepaid_gauge_t   g[NGX_HTTP_TOLL_METRICS_CURRENCIES];
 
-    while (len && !o->failed) {
+    static char  *names[][2] = {
+        { "toll_prepaid_lease_micros",
+          "Micro-units of buyers' balances leased to this nginx and not "
+          "held by a call." },
+        { "toll_prepaid_holding_micros",
+          "Micro-units held by calls in flight, the most they can cost." },
+        { "toll_prepaid_unflushed_micros",
+          "Micro-units charged to balances that no meter flush has "
+          "confirmed yet." },
+        { "toll_prepaid_balances",
+          "Buyers' balances this nginx holds anything of." },
+        { "toll_prepaid_unsure",
+          "Balances whose exchange with Redis was lost; settled once idle." }
+    };
 
-        if (o->b == NULL || o->b->last == o->b->end) {
-            cl = ngx_alloc_chain_link(o->r->pool);
-            if (cl == NULL) {
-                o->failed = 1;
-                return;
-            }
+    n = 0;
+    svc = mcf->services ? mcf->services->elts : NULL;
 
-            cl->buf = ngx_create_temp_buf(o->r->pool,
-                                          NGX_HTTP_TOLL_METRICS_CHUNK);
-            if (cl->buf == NULL) {
-                o->failed = 1;
-                return;
-            }
-
-            cl->next = NULL;
-            *o->last = cl;
-            o->last = &cl->next;
-            o->b = cl->buf;
-        }
-
-        n = ngx_min(len, (size_t) (o->b->end - o->b->last));
-        o->b->last = ngx_cpymem(o->b->last, data, n);
-        o->size += n;
-        data += n;
-        len -= n;
-    }
-}
-
-
-/*
- * A label value or a JSON string: names are configured tokens, but the
- * writer escapes what either format needs anyway.
- */
-
-static void
-ngx_http_toll_metrics_escaped(ngx_http_toll_metrics_out_t *o, ngx_str_t *s)
-{
-    u_char  *p, *end, *start, esc[8];
-
-    p = s->data;
-    end = p + s->len;
-    start = p;
-
-    for ( /* void */ ; p < end; p++) {
-
-        if (*p != '\\' && *p != '"' && *p >= 0x20) {
-            continue;
-        }
-
-        ngx_http_toll_metrics_write(o, start, p - start);
-        start = p + 1;
-
-        if (*p == '\\' || *p == '"') {
-            esc[0] = '\\';
-            esc[1] = *p;
-            ngx_http_toll_metrics_write(o, esc, 2);
-
-        } else if (*p == '\n') {
-            ngx_http_toll_metrics_literal(o, "\\n");
-
-        } else if (o->json) {
-            ngx_http_toll_metrics_write(o, esc,
-                                        ngx_sprintf(esc, "\\u%04xd", *p)
-                                        - esc);
-        }
-    }
-
-    ngx_http_toll_metrics_write(o, start, p - start);
-}
-
-
-static void
-ngx_http_toll_metrics_family(ngx_http_toll_metrics_out_t *o, char *name,
-    char *type, char *help)
-{
-    o->family.data = (u_char *) name;
-    o->family.len = ngx_strlen(name);
-    o->samples = 0;
-
-    if (o->json) {
-        if (o->families++) {
-            ngx_http_toll_metrics_literal(o, ",");
-        }
-
-        ngx_http_toll_metrics_literal(o, "\"");
-        ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-        ngx_http_toll_metrics_literal(o, "\":{\"type\":\"");
-        ngx_http_toll_metrics_write(o, (u_char *) type, ngx_strlen(type));
-        ngx_http_toll_metrics_literal(o, "\",\"help\":\"");
-        ngx_http_toll_metrics_write(o, (u_char *) help, ngx_strlen(help));
-        ngx_http_toll_metrics_literal(o, "\",\"samples\":[");
-        return;
-    }
-
-    ngx_http_toll_metrics_literal(o, "# HELP ");
-    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-    ngx_http_toll_metrics_literal(o, " ");
-    ngx_http_toll_metrics_write(o, (u_char *) help, ngx_strlen(help));
-    ngx_http_toll_metrics_literal(o, "\n# TYPE ");
-    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-    ngx_http_toll_metrics_literal(o, " ");
-    ngx_http_toll_metrics_write(o, (u_char *) type, ngx_strlen(type));
-    ngx_http_toll_metrics_literal(o, "\n");
-}
-
-
-static void
-ngx_http_toll_metrics_family_end(ngx_http_toll_metrics_out_t *o)
-{
-    if (o->json) {
-        ngx_http_toll_metrics_literal(o, "]}");
-    }
-}
-
-
-/* {name="value",...}, with "le" last when given; JSON: {"name":"value"} */
-
-static void
-ngx_http_toll_metrics_labels(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_str_t *le)
-{
-    ngx_uint_t  i;
-
-    if (o->json) {
-        ngx_http_toll_metrics_literal(o, "{");
-
-        for (i = 0; i < n; i++) {
-            if (i) {
-                ngx_http_toll_metrics_literal(o, ",");
-            }
-
-            ngx_http_toll_metrics_literal(o, "\"");
-            ngx_http_toll_metrics_write(o, labels[2 * i].data,
-                                        labels[2 * i].len);
-            ngx_http_toll_metrics_literal(o, "\":\"");
-            ngx_http_toll_metrics_escaped(o, &labels[2 * i + 1]);
-            ngx_http_toll_metrics_literal(o, "\"");
-        }
-
-        ngx_http_toll_metrics_literal(o, "}");
-        return;
-    }
-
-    if (n == 0 && le == NULL) {
-        return;
-    }
-
-    ngx_http_toll_metrics_literal(o, "{");
-
-    for (i = 0; i < n; i++) {
-        if (i) {
-            ngx_http_toll_metrics_literal(o, ",");
-        }
-
-        ngx_http_toll_metrics_write(o, labels[2 * i].data, labels[2 * i].len);
-        ngx_http_toll_metrics_literal(o, "=\"");
-        ngx_http_toll_metrics_escaped(o, &labels[2 * i + 1]);
-        ngx_http_toll_metrics_literal(o, "\"");
-    }
-
-    if (le) {
-        if (n) {
-            ngx_http_toll_metrics_literal(o, ",");
-        }
-
-        ngx_http_toll_metrics_literal(o, "le=\"");
-        ngx_http_toll_metrics_write(o, le->data, le->len);
-        ngx_http_toll_metrics_literal(o, "\"");
-    }
-
-    ngx_http_toll_metrics_literal(o, "}");
-}
-
-
-static void
-ngx_http_toll_metrics_sample(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_atomic_uint_t value)
-{
-    u_char  buf[NGX_ATOMIC_T_LEN], *p;
-
-    p = ngx_sprintf(buf, "%uA", value);
-
-    if (o->json) {
-        if (o->samples++) {
-            ngx_http_toll_metrics_literal(o, ",");
-        }
-
-        ngx_http_toll_metrics_literal(o, "{\"labels\":");
-        ngx_http_toll_metrics_labels(o, labels, n, NULL);
-        ngx_http_toll_metrics_literal(o, ",\"value\":");
-        ngx_http_toll_metrics_write(o, buf, p - buf);
-        ngx_http_toll_metrics_literal(o, "}");
-        return;
-    }
-
-    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-    ngx_http_toll_metrics_labels(o, labels, n, NULL);
-    ngx_http_toll_metrics_literal(o, " ");
-    ngx_http_toll_metrics_write(o, buf, p - buf);
-    ngx_http_toll_metrics_literal(o, "\n");
-}
-
-
-/*
- * Cumulative buckets, the sum in seconds and the count.  The count is
- * the +Inf bucket, summed from the same reads, so that the two agree
- * even while workers add to them.
- */
-
-static void
-ngx_http_toll_metrics_histogram(ngx_http_toll_metrics_out_t *o,
-    ngx_str_t *labels, ngx_uint_t n, ngx_http_toll_metrics_hist_t *h)
-{
-    u_char             cbuf[NGX_ATOMIC_T_LEN], sbuf[NGX_ATOMIC_T_LEN + 8];
-    u_char            *cp, *sp;
-    ngx_str_t          inf;
-    ngx_uint_t         i;
-    ngx_atomic_uint_t  count;
-
-    ngx_str_set(&inf, "+Inf");
-
-    sp = (h->sum_scale == 1000)
-         ? ngx_sprintf(sbuf, "%uA.%03uA", h->sum / 1000, h->sum % 1000)
-         : ngx_sprintf(sbuf, "%uA.%06uA", h->sum / 1000000,
-                       h->sum % 1000000);
-
-    count = 0;
-
-    if (o->json) {
-        if (o->samples++) {
-            ngx_http_toll_metrics_literal(o, ",");
-        }
-
-        ngx_http_toll_metrics_literal(o, "{\"labels\":");
-        ngx_http_toll_metrics_labels(o, labels, n, NULL);
-        ngx_http_toll_metrics_literal(o, ",\"buckets\":[");
-
-        for (i = 0; i <= h->n; i++) {
-            count += h->buckets[i];
-            cp = ngx_sprintf(cbuf, "%uA", count);
-
-            ngx_http_toll_metrics_literal(o, "{\"le\":\"");
-
-            if (i < h->n) {
-                ngx_http_toll_metrics_write(o, h->bounds[i].data,
-                                            h->bounds[i].len);
-            } else {
-                ngx_http_toll_metrics_write(o, inf.data, inf.len);
-            }
-
-            ngx_http_toll_metrics_literal(o, "\",\"count\":");
-            ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
-            ngx_http_toll_metrics_literal(o, "}");
-
-            if (i < h->n) {
-                ngx_http_toll_metrics_literal(o, ",");
+    for (i = 0; svc && i < mcf->services->nelts; i++) {
+        for (j = 0; j < n; j++) {
+            if (g[j].currency.len == svc[i]->currency.len
+                && ngx_strncmp(g[j].currency.data, svc[i]->currency.data,
+                               g[j].currency.len) == 0)
+            {
+                break;
             }
         }
 
-        ngx_http_toll_metrics_literal(o, "],\"sum\":");
-        ngx_http_toll_metrics_write(o, sbuf, sp - sbuf);
-        ngx_http_toll_metrics_literal(o, ",\"count\":");
-        ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
-        ngx_http_toll_metrics_literal(o, "}");
-        return;
+        if (j == n && n < NGX_HTTP_TOLL_METRICS_CURRENCIES) {
+            ngx_memzero(&g[n], sizeof(ngx_http_toll_prepaid_gauge_t));
+            g[n++].currency = svc[i]->currency;
+        }
     }
 
-    for (i = 0; i <= h->n; i++) {
-        count += h->buckets[i];
-        cp = ngx_sprintf(cbuf, "%uA", count);
+    ngx_http_toll_prepaid_gauges(mcf->shm_zone, g, n);
 
-        ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-        ngx_http_toll_metrics_literal(o, "_bucket");
-        ngx_http_toll_metrics_labels(o, labels, n,
-                                     (i < h->n) ? &h->bounds[i] : &inf);
-        ngx_http_toll_metrics_literal(o, " ");
-        ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
-        ngx_http_toll_metrics_literal(o, "\n");
+    ngx_str_set(&labels[0], "currency");
+
+    for (f = 0; f < 5; f++) {
+        ngx_http_toll_metrics_family(o, names[f][0], "gauge", names[f][1]);
+
+        for (j = 0; j < n; j++) {
+            labels[1] = g[j].currency;
+            ngx_http_toll_metrics_sample(o, labels, 1,
+                f == 0 ? (ngx_atomic_uint_t) g[j].lease
+                : f == 1 ? (ngx_atomic_uint_t) g[j].holding
+                : f == 2 ? (ngx_atomic_uint_t) g[j].unflushed
+                : f == 3 ? g[j].balances : g[j].unsure);
+        }
+
+        ngx_http_toll_metrics_family_end(o);
     }
-
-    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-    ngx_http_toll_metrics_literal(o, "_sum");
-    ngx_http_toll_metrics_labels(o, labels, n, NULL);
-    ngx_http_toll_metrics_literal(o, " ");
-    ngx_http_toll_metrics_write(o, sbuf, sp - sbuf);
-    ngx_http_toll_metrics_literal(o, "\n");
-
-    ngx_http_toll_metrics_write(o, o->family.data, o->family.len);
-    ngx_http_toll_metrics_literal(o, "_count");
-    ngx_http_toll_metrics_labels(o, labels, n, NULL);
-    ngx_http_toll_metrics_literal(o, " ");
-    ngx_http_toll_metrics_write(o, cbuf, cp - cbuf);
-    ngx_http_toll_metrics_literal(o, "\n");
 }

@@ -685,6 +685,68 @@ ngx_http_toll_prepaid_members(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 }
 
 
+typedef struct {
+    ngx_http_toll_prepaid_gauge_t  *g;
+    ngx_uint_t                      n;
+} ngx_http_toll_prepaid_sum_t;
+
+
+static void
+ngx_http_toll_prepaid_gauge(ngx_http_toll_shm_limit_node_t *ln, void *data)
+{
+    ngx_http_toll_prepaid_sum_t *sum = data;
+
+    u_char                         *cur, *end;
+    ngx_uint_t                      i;
+    ngx_http_toll_prepaid_gauge_t  *g;
+    ngx_http_toll_prepaid_state_t  *st;
+
+    end = ln->subject + ln->subject_len;
+
+    if (ln->subject_len < 2 || ln->subject[0] != 'p' || ln->subject[1] != ':')
+    {
+        return;
+    }
+
+    for (cur = end; cur > ln->subject && cur[-1] != '\n'; cur--) {
+        /* void */
+    }
+
+    st = (ngx_http_toll_prepaid_state_t *) ln->state;
+
+    for (i = 0; i < sum->n; i++) {
+        g = &sum->g[i];
+
+        if ((size_t) (end - cur) == g->currency.len
+            && ngx_strncmp(cur, g->currency.data, g->currency.len) == 0)
+        {
+            g->lease += st->lease;
+            g->holding += st->holding;
+            g->unflushed += st->unflushed;
+            g->balances++;
+            g->unsure += (st->unsure != 0);
+            return;
+        }
+    }
+}
+
+
+void
+ngx_http_toll_prepaid_gauges(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_prepaid_gauge_t *g, ngx_uint_t n)
+{
+    ngx_http_toll_prepaid_sum_t  sum;
+
+    sum.g = g;
+    sum.n = n;
+
+    ngx_http_toll_shm_lock(shm_zone);
+    ngx_http_toll_shm_queue_walk(shm_zone, NGX_HTTP_TOLL_QUEUE_PREPAID,
+                                 ngx_http_toll_prepaid_gauge, &sum);
+    ngx_http_toll_shm_unlock(shm_zone);
+}
+
+
 /* the node of a buyer's balance (the zone locked); NULL: none, or full */
 
 static ngx_http_toll_shm_limit_node_t *

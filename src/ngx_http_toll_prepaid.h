@@ -62,6 +62,20 @@ void ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log);
 /* the request ends: a lease it waits for still lands in the zone */
 void ngx_http_toll_prepaid_cleanup(ngx_http_toll_ctx_t *ctx);
 
+/* what this nginx holds of buyers' balances in one currency */
+typedef struct {
+    ngx_str_t                  currency;      /* set by the caller */
+    int64_t                    lease;
+    int64_t                    holding;
+    int64_t                    unflushed;
+    ngx_uint_t                 balances;      /* buyers holding any */
+    ngx_uint_t                 unsure;
+} ngx_http_toll_prepaid_gauge_t;
+
+/* sums the zone's balances into g[0..n-1], by currency */
+void ngx_http_toll_prepaid_gauges(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_prepaid_gauge_t *g, ngx_uint_t n);
+
 /* the 402's members: price, currency, balance */
 ngx_int_t ngx_http_toll_prepaid_members(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_str_t *members);

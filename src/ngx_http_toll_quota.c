@@ -229,7 +229,7 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
     ngx_time_t      *tp;
     char             amount[TOLL_MONEY_STR_MAX];
 
-    buf = ngx_pnalloc(r->pool, sizeof(ctx->usage_id) + TOLL_MONEY_STR_MAX
+    buf = ngx_pnalloc(r->pool, sizeof(ctx->usage_id) + 2 * TOLL_MONEY_STR_MAX
                                + sizeof("false") + 3 * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
@@ -273,6 +273,28 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
 
         if (ngx_http_toll_quota_header_add(r,
                 &lcf->billing_names[NGX_HTTP_TOLL_BILLING_FREE_REMAINING],
+                buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->prepaid_held) {
+        /*
+         * What the buyer has left as this node knows it: its lease and
+         * what Redis had when it last answered, with what this call does
+         * not take of its hold
+         */
+
+        buf = p;
+        p += toll_money_format(ctx->balance_micros + ctx->hold_micros
+                               - ngx_min(ctx->amount_micros,
+                                         ctx->hold_micros),
+                               (char *) p);
+
+        if (ngx_http_toll_quota_header_add(r,
+                &lcf->billing_names[NGX_HTTP_TOLL_BILLING_BALANCE],
                 buf, p - buf)
             != NGX_OK)
         {

@@ -25,7 +25,8 @@ static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
     ngx_string("Amount"),
     ngx_string("Free-Tier"),
     ngx_string("Free-Remaining"),
-    ngx_string("Latency-Ms")
+    ngx_string("Latency-Ms"),
+    ngx_string("Balance")
 };
 
 

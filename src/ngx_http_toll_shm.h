@@ -170,6 +170,10 @@ ngx_http_toll_shm_limit_node_t *ngx_http_toll_shm_dequeue(
     ngx_shm_zone_t *shm_zone, ngx_uint_t queue);
 void ngx_http_toll_shm_unqueue(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_shm_limit_node_t *ln);
+/* calls fn for each node waiting in a queue, in order (zone locked) */
+void ngx_http_toll_shm_queue_walk(ngx_shm_zone_t *shm_zone,
+    ngx_uint_t queue, void (*fn)(ngx_http_toll_shm_limit_node_t *ln,
+    void *data), void *data);
 ngx_uint_t ngx_http_toll_shm_queued(ngx_shm_zone_t *shm_zone,
     ngx_uint_t queue);
 

@@ -175,6 +175,24 @@ ngx_http_toll_shm_unqueue(ngx_shm_zone_t *shm_zone,
 }
 
 
+void
+ngx_http_toll_shm_queue_walk(ngx_shm_zone_t *shm_zone, ngx_uint_t queue,
+    void (*fn)(ngx_http_toll_shm_limit_node_t *ln, void *data), void *data)
+{
+    ngx_queue_t            *q, *head;
+    ngx_http_toll_shctx_t  *ctx = shm_zone->data;
+
+    head = &ctx->sh->queues[queue];
+
+    for (q = ngx_queue_head(head);
+         q != ngx_queue_sentinel(head);
+         q = ngx_queue_next(q))
+    {
+        fn(ngx_queue_data(q, ngx_http_toll_shm_limit_node_t, sync), data);
+    }
+}
+
+
 ngx_uint_t
 ngx_http_toll_shm_queued(ngx_shm_zone_t *shm_zone, ngx_uint_t queue)
 {

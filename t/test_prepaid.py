@@ -28,6 +28,9 @@ PRICE = "0.05"
 PROXY_M = proxy_to("meterapi")
 
 LOCATIONS = """
+        location = /toll/metrics {
+            toll_metrics;
+        }
         location /warm/ {
             toll on;
             %(proxy)s
@@ -111,6 +114,8 @@ def test_balance_pays_until_it_is_spent(start_nginx, meter_upstream,
     got = [call(ngx, k) for _ in range(4)]
     assert [r.status for r in got] == [200, 200, 402, 402], got
     assert got[0].header("X-Toll-Amount") == PRICE
+    # what is left, as the node knows it
+    assert [r.header("X-Toll-Balance") for r in got[:2]] == ["0.07", "0.02"]
     assert got[3].json()["balance"] == "0.02", got[3].body
     assert meter_upstream.counts() == {("payer", "paid"): 2}
     settled(rc, "payer", micros("0.10"))
@@ -139,6 +144,7 @@ def test_uncharged_calls_give_their_hold_back(start_nginx, meter_upstream,
     for _ in range(3):
         r = call(ngx, k, "/paid/x?status=503")
         assert r.status == 503 and r.header("X-Toll-Amount") == "0", r
+        assert r.header("X-Toll-Balance") == "0.05", r
     assert call(ngx, k).status == 200
     assert call(ngx, k).status == 402
     settled(rc, "errs", micros("0.05"))
@@ -345,3 +351,23 @@ def test_faults_never_overdraw(start_nginx, meter_upstream, redis_server):
     assert b["held"] == 0, b
     assert b["spent"] == served * micros(PRICE), (b, served)
     assert b["available"] >= 0, b
+
+
+def test_metrics_count_402_and_show_leases(start_nginx, meter_upstream,
+                                           redis_server):
+    from test_metrics import metrics, value
+    ngx = start(start_nginx, meter_upstream)
+    rc = redis_server.client
+    k = make_key(redis_server, owner="metered")
+    assert call(ngx, k).status == 402
+    credit(rc, "metered", micros("100"))
+    wait_for(lambda: call(ngx, k).status == 200, 2, interval=0.1,
+             what="the top-up")
+    fams = metrics(ngx)
+    assert value(fams, "toll_requests_total", service="paid",
+                 decision="payment_required") >= 1
+    # ten prices leased, one held and then charged: nine left in the lease
+    assert value(fams, "toll_prepaid_lease_micros", currency="USD") == \
+        9 * micros(PRICE)
+    assert value(fams, "toll_prepaid_balances", currency="USD") == 1
+    assert value(fams, "toll_prepaid_unsure", currency="USD") == 0

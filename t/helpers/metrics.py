@@ -22,4 +22,9 @@ GATE_FAMILIES = {
     "toll_zone_used_bytes": "gauge",
     "toll_zone_free_bytes": "gauge",
     "toll_workers": "gauge",
+    "toll_prepaid_lease_micros": "gauge",
+    "toll_prepaid_holding_micros": "gauge",
+    "toll_prepaid_unflushed_micros": "gauge",
+    "toll_prepaid_balances": "gauge",
+    "toll_prepaid_unsure": "gauge",
 }

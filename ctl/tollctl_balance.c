@@ -1,0 +1,1100 @@
+/*
+ * tollctl balance credit | debit | refund | show: a buyer's prepaid
+ * balances in Redis (docs/tollctl.md, "Balances"; docs/metering.md,
+ * "Prepaid balances").
+ *
+ * A credit, debit or refund is one run of lua/balance.lua, which checks
+ * everything, moves the money and keeps the ref in one atomic step, once
+ * per ref ever: a retry whose outcome the operator did not see writes
+ * nothing and prints what the first run wrote.  Every value is checked
+ * before Redis is contacted, so that a refused command sends nothing.
+ *
+ * "show" reads the hash as it is and checks the invariant the scripts
+ * keep: credits - debits = available + held + spent.
+ */
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+
+#include "toll_key.h"
+#include "toll_money.h"
+#include "toll_names.h"
+#include "toll_parse.h"
+#include "toll_scripts.h"
+#include "tollctl.h"
+#include "tollctl_balance.h"
+
+
+#define TOLLCTL_CURRENCY_DEFAULT      "USD"
+#define TOLLCTL_REF_LEN_MAX           128
+
+/* "toll:balance:{<buyer>}:journal", the longest of a buyer's names */
+#define TOLLCTL_BALANCE_NAME_LEN                                              \
+    (toll_name_len(TOLL_NAME_BALANCE_PREFIX) + TOLL_OWNER_LEN_MAX            \
+     + toll_name_len(TOLL_NAME_TAG_END)                                     \
+     + toll_name_len(TOLL_NAME_BALANCE_JOURNAL))
+
+_Static_assert(sizeof(TOLL_NAME_BALANCE_REFS)
+               <= sizeof(TOLL_NAME_BALANCE_JOURNAL),
+               "the journal's name is the longest of a buyer's");
+
+/* "<CUR>:available", the longest field a movement names, NUL included */
+#define TOLLCTL_BALANCE_FIELD_LEN                                             \
+    (TOLL_MONEY_CURRENCY_LEN_MAX + 1 + sizeof(TOLL_BALANCE_AVAILABLE))
+
+_Static_assert(sizeof(TOLL_BALANCE_CREDITS) <= sizeof(TOLL_BALANCE_AVAILABLE)
+               && sizeof(TOLL_BALANCE_DEBITS)
+                  <= sizeof(TOLL_BALANCE_AVAILABLE),
+               "available is the longest field a movement names");
+
+/* a record, "<kind> <CUR> <micros> <unix>", NUL included */
+#define TOLLCTL_KIND_LEN_MAX          sizeof("credit")
+#define TOLLCTL_RECORD_LEN                                                    \
+    (TOLLCTL_KIND_LEN_MAX + TOLL_MONEY_CURRENCY_LEN_MAX + 2                  \
+     + 2 * TOLLCTL_INT_STR_LEN)
+
+/* lua/balance.lua's answers: {code, record or amount} */
+#define TOLLCTL_BALANCE_USED          0      /* the ref was used before */
+#define TOLLCTL_BALANCE_WRITTEN       1
+#define TOLLCTL_BALANCE_OVERFLOW      2      /* the total would overflow */
+#define TOLLCTL_BALANCE_SHORT         3      /* a take > available */
+
+
+/* what a credit, a debit and a refund do to a balance */
+typedef struct {
+    const char       *name;          /* the verb and the record's kind */
+    const char       *field;         /* the total it adds to */
+    const char       *op;            /* lua/balance.lua's ARGV[7] */
+    const char       *to;            /* "to" or "from" the buyer */
+} tollctl_kind_t;
+
+
+static const tollctl_kind_t  tollctl_kinds[] = {
+    { "credit", TOLL_BALANCE_CREDITS, "credit", "to" },
+    { "debit",  TOLL_BALANCE_DEBITS,  "take",   "from" },
+    { "refund", TOLL_BALANCE_DEBITS,  "take",   "from" }
+};
+
+
+/* a movement's record, as lua/balance.lua keeps it under its ref */
+typedef struct {
+    const tollctl_kind_t  *kind;
+    char                   currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
+    int64_t                amount;       /* micro-units, > 0 */
+    int64_t                created_at;   /* unix seconds */
+} tollctl_record_t;
+
+
+typedef struct {
+    const char            *buyer;
+    size_t                 buyer_len;
+    const char            *ref;
+    size_t                 ref_len;
+    tollctl_record_t       rec;
+    char                   text[TOLLCTL_RECORD_LEN];
+    size_t                 text_len;
+} tollctl_move_t;
+
+
+/* the totals of one currency that "show" reads */
+typedef enum {
+    TOLLCTL_BAL_AVAILABLE = 0,
+    TOLLCTL_BAL_HELD,
+    TOLLCTL_BAL_SPENT,
+    TOLLCTL_BAL_CREDITS,
+    TOLLCTL_BAL_DEBITS,
+    TOLLCTL_BAL_N
+} tollctl_bal_e;
+
+
+static const char *const  tollctl_bal_fields[TOLLCTL_BAL_N] = {
+    TOLL_BALANCE_AVAILABLE,
+    TOLL_BALANCE_HELD,
+    TOLL_BALANCE_SPENT,
+    TOLL_BALANCE_CREDITS,
+    TOLL_BALANCE_DEBITS
+};
+
+
+typedef struct {
+    char              currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
+    int64_t           v[TOLLCTL_BAL_N];
+    json_t           *nodes;         /* node -> {"node","amount","seen"} */
+} tollctl_bal_t;
+
+
+typedef struct {
+    const char       *filter;        /* --currency, or NULL: every one */
+    char              name[TOLL_NAME_TEXT_MAX];   /* for messages */
+    tollctl_bal_t    *bal;
+    size_t            n;
+} tollctl_show_t;
+
+
+static int tollctl_balance_move(tollctl_t *ctl, tollctl_opts_t *o,
+    const tollctl_kind_t *kind);
+static int tollctl_move_parse(tollctl_move_t *mv, tollctl_opts_t *o,
+    const tollctl_kind_t *kind);
+static int tollctl_move_send(tollctl_t *ctl, tollctl_move_t *mv);
+static int tollctl_move_answer(tollctl_t *ctl, const tollctl_move_t *mv,
+    const redisReply *r);
+static int tollctl_move_again(const tollctl_move_t *mv,
+    const redisReply *prev);
+static int tollctl_move_print(const tollctl_move_t *mv,
+    const tollctl_record_t *rec, int existing);
+static int tollctl_record_parse(const char *s, size_t len,
+    tollctl_record_t *rec);
+
+static int tollctl_buyer_check(const char *buyer);
+static int tollctl_amount_check(const char *text, int64_t *micros);
+static int tollctl_currency_check(const char *cur);
+static int tollctl_ref_valid(const char *ref, size_t len);
+static void tollctl_reply_amount(const redisReply *r, char *buf);
+
+static int tollctl_show_read(tollctl_show_t *s, const redisReply *all);
+static int tollctl_show_field(tollctl_show_t *s, const redisReply *f,
+    const redisReply *v);
+static tollctl_bal_t *tollctl_show_currency(tollctl_show_t *s,
+    const char *cur, size_t len);
+static int tollctl_show_node(tollctl_bal_t *b, const char *node,
+    size_t len, int hold, int64_t v);
+static int tollctl_show_print(tollctl_show_t *s, const char *buyer);
+static json_t *tollctl_show_balance(const tollctl_bal_t *b);
+static json_t *tollctl_show_holds(json_t *nodes);
+static int tollctl_bal_consistent(const int64_t *v);
+static int tollctl_bal_cmp(const void *a, const void *b);
+static int tollctl_str_cmp(const void *a, const void *b);
+
+
+int
+tollctl_balance_credit(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    return tollctl_balance_move(ctl, o, &tollctl_kinds[0]);
+}
+
+
+int
+tollctl_balance_debit(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    return tollctl_balance_move(ctl, o, &tollctl_kinds[1]);
+}
+
+
+int
+tollctl_balance_refund(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    return tollctl_balance_move(ctl, o, &tollctl_kinds[2]);
+}
+
+
+static int
+tollctl_balance_move(tollctl_t *ctl, tollctl_opts_t *o,
+    const tollctl_kind_t *kind)
+{
+    int             rc;
+    tollctl_move_t  mv;
+
+    rc = tollctl_move_parse(&mv, o, kind);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_connect(ctl);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    return tollctl_move_send(ctl, &mv);
+}
+
+
+/* a usage error comes before any value is checked, as in every verb */
+static int
+tollctl_move_parse(tollctl_move_t *mv, tollctl_opts_t *o,
+    const tollctl_kind_t *kind)
+{
+    int          rc;
+    char         text[TOLL_NAME_TEXT_MAX];
+    time_t       now;
+    const char  *cur;
+
+    memset(mv, 0, sizeof(tollctl_move_t));
+
+    mv->ref = o->opt[TOLLCTL_OPT_REF];
+
+    if (mv->ref == NULL) {
+        return tollctl_usage_error("\"balance %s\" needs --ref, a reference "
+                                   "that names this %s once", kind->name,
+                                   kind->name);
+    }
+
+    mv->buyer = o->args[0];
+    mv->buyer_len = strlen(mv->buyer);
+
+    rc = tollctl_buyer_check(mv->buyer);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_amount_check(o->args[1], &mv->rec.amount);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    cur = o->opt[TOLLCTL_OPT_CURRENCY];
+    cur = (cur != NULL) ? cur : TOLLCTL_CURRENCY_DEFAULT;
+
+    rc = tollctl_currency_check(cur);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    mv->ref_len = strlen(mv->ref);
+
+    if (!tollctl_ref_valid(mv->ref, mv->ref_len)) {
+        toll_name_text(text, mv->ref, mv->ref_len);
+        return tollctl_error(EX_DATAERR,
+                             "invalid --ref \"%s\": use 1 to %d of "
+                             "A-Z a-z 0-9 . _ : @ / + = -, e.g. a "
+                             "payment's id", text, TOLLCTL_REF_LEN_MAX);
+    }
+
+    now = time(NULL);
+    if (now == (time_t) -1) {
+        return tollctl_error(EX_OSERR, "cannot read the clock");
+    }
+
+    mv->rec.kind = kind;
+    mv->rec.created_at = (int64_t) now;
+    strcpy(mv->rec.currency, cur);
+
+    mv->text_len = (size_t) snprintf(mv->text, sizeof(mv->text),
+                                     "%s %s %lld %lld", kind->name, cur,
+                                     (long long) mv->rec.amount,
+                                     (long long) mv->rec.created_at);
+
+    return EX_OK;
+}
+
+
+/*
+ * The script, sent whole (EVAL): in a pipeline a NOSCRIPT could not be
+ * answered in turn.  The buyer joins toll:balance:index after the
+ * script, in the same write: toll-settle, which takes a buyer out of the
+ * index once its journal is posted, then never misses a ref the script
+ * wrote.  A refused movement leaves the buyer in the index too; settle
+ * finds an empty journal and takes it out.
+ */
+static int
+tollctl_move_send(tollctl_t *ctl, tollctl_move_t *mv)
+{
+    int             rc;
+    char           *p;
+    char            names[3][TOLLCTL_BALANCE_NAME_LEN];
+    char            field[TOLLCTL_BALANCE_FIELD_LEN];
+    char            available[TOLLCTL_BALANCE_FIELD_LEN];
+    char            amount[TOLLCTL_INT_STR_LEN], bound[TOLLCTL_INT_STR_LEN];
+    size_t          i, lens[3];
+    redisReply     *replies[2];
+    tollctl_cmd_t   cmds[2];
+
+    static const char *const  suffixes[3] = {
+        "", TOLL_NAME_BALANCE_REFS, TOLL_NAME_BALANCE_JOURNAL
+    };
+
+    for (i = 0; i < 3; i++) {
+        p = toll_name_balance(names[i], mv->buyer, mv->buyer_len,
+                              suffixes[i]);
+        lens[i] = (size_t) (p - names[i]);
+    }
+
+    snprintf(field, sizeof(field), "%s:%s", mv->rec.currency,
+             mv->rec.kind->field);
+    snprintf(available, sizeof(available), "%s:" TOLL_BALANCE_AVAILABLE,
+             mv->rec.currency);
+    snprintf(amount, sizeof(amount), "%lld", (long long) mv->rec.amount);
+
+    /* the most the total may hold before it: checked in Lua, no number */
+    snprintf(bound, sizeof(bound), "%lld",
+             (long long) (INT64_MAX - mv->rec.amount));
+
+    tollctl_cmd_init(&cmds[0], "EVAL");
+    tollctl_cmd_add(&cmds[0], toll_scripts[TOLL_SCRIPT_BALANCE].text,
+                    toll_scripts[TOLL_SCRIPT_BALANCE].len);
+    tollctl_cmd_add_str(&cmds[0], "3");
+
+    for (i = 0; i < 3; i++) {
+        tollctl_cmd_add(&cmds[0], names[i], lens[i]);
+    }
+
+    tollctl_cmd_add(&cmds[0], mv->ref, mv->ref_len);
+    tollctl_cmd_add(&cmds[0], mv->text, mv->text_len);
+    tollctl_cmd_add_str(&cmds[0], field);
+    tollctl_cmd_add_str(&cmds[0], amount);
+    tollctl_cmd_add_str(&cmds[0], available);
+    tollctl_cmd_add_str(&cmds[0], bound);
+    tollctl_cmd_add_str(&cmds[0], mv->rec.kind->op);
+
+    tollctl_cmd_init(&cmds[1], "SADD");
+    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_BALANCE_INDEX);
+    tollctl_cmd_add(&cmds[1], mv->buyer, mv->buyer_len);
+
+    if (tollctl_redis_pipeline(ctl, cmds, 2, replies) != 0) {
+        return EX_UNAVAILABLE;
+    }
+
+    rc = tollctl_move_answer(ctl, mv, replies[0]);
+
+    freeReplyObject(replies[0]);
+    freeReplyObject(replies[1]);
+
+    return rc;
+}
+
+
+static int
+tollctl_move_answer(tollctl_t *ctl, const tollctl_move_t *mv,
+    const redisReply *r)
+{
+    char                    has[TOLL_NAME_TEXT_MAX];
+    char                    amount[TOLL_MONEY_STR_MAX];
+    const tollctl_record_t  *rec;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+        || r->element[0]->type != REDIS_REPLY_INTEGER
+        || r->element[1]->type != REDIS_REPLY_STRING)
+    {
+        return tollctl_error(EX_UNAVAILABLE, "redis %s: EVAL balance: "
+                             "unexpected reply", ctl->addr.text);
+    }
+
+    rec = &mv->rec;
+    (void) toll_money_format(rec->amount, amount);
+
+    switch (r->element[0]->integer) {
+
+    case TOLLCTL_BALANCE_WRITTEN:
+        return tollctl_move_print(mv, rec, 0);
+
+    case TOLLCTL_BALANCE_USED:
+        return tollctl_move_again(mv, r->element[1]);
+
+    case TOLLCTL_BALANCE_OVERFLOW:
+        tollctl_reply_amount(r->element[1], has);
+        return tollctl_error(EX_DATAERR,
+                             "%s of %s %s %s %s refused: its %s:%s, %s, "
+                             "would pass the most an amount may be, "
+                             "9223372036854.775807; nothing written",
+                             rec->kind->name, amount, rec->currency,
+                             rec->kind->to, mv->buyer, rec->currency,
+                             rec->kind->field, has);
+
+    case TOLLCTL_BALANCE_SHORT:
+        tollctl_reply_amount(r->element[1], has);
+        return tollctl_error(EX_DATAERR,
+                             "%s of %s %s %s %s refused: only %s %s is "
+                             "available (what nodes hold and what was spent "
+                             "cannot be taken); nothing written",
+                             rec->kind->name, amount, rec->currency,
+                             rec->kind->to, mv->buyer, has, rec->currency);
+
+    default:
+        return tollctl_error(EX_UNAVAILABLE, "redis %s: EVAL balance: "
+                             "unexpected answer %lld", ctl->addr.text,
+                             (long long) r->element[0]->integer);
+    }
+}
+
+
+/*
+ * The ref was used before: the same movement again is a retry, answered
+ * as the first run was; anything else under that ref is refused.
+ */
+static int
+tollctl_move_again(const tollctl_move_t *mv, const redisReply *prev)
+{
+    char              text[TOLL_NAME_TEXT_MAX];
+    char              amount[TOLL_MONEY_STR_MAX];
+    tollctl_record_t  rec;
+
+    if (tollctl_record_parse(prev->str, prev->len, &rec) != 0) {
+        toll_name_text(text, prev->str, prev->len);
+        return tollctl_error(EX_DATAERR,
+                             "ref \"%s\" was already used (its record reads "
+                             "\"%s\"); nothing written: use a new ref",
+                             mv->ref, text);
+    }
+
+    if (rec.kind == mv->rec.kind && rec.amount == mv->rec.amount
+        && strcmp(rec.currency, mv->rec.currency) == 0)
+    {
+        return tollctl_move_print(mv, &rec, 1);
+    }
+
+    (void) toll_money_format(rec.amount, amount);
+
+    return tollctl_error(EX_DATAERR,
+                         "ref \"%s\" was already used for %s %s %s; nothing "
+                         "written: use a new ref for a new movement",
+                         mv->ref, rec.kind->name, amount, rec.currency);
+}
+
+
+static int
+tollctl_move_print(const tollctl_move_t *mv, const tollctl_record_t *rec,
+    int existing)
+{
+    int      rc;
+    char     amount[TOLL_MONEY_STR_MAX];
+    json_t  *out;
+
+    (void) toll_money_format(rec->amount, amount);
+
+    /* buyer and ref were checked: printable ASCII, valid UTF-8 */
+    out = json_pack("{s:s%,s:s,s:s%,s:s,s:s,s:I,s:b}",
+                    "ref", mv->ref, mv->ref_len,
+                    "kind", rec->kind->name,
+                    "buyer", mv->buyer, mv->buyer_len,
+                    "currency", rec->currency,
+                    "amount", amount,
+                    "created_at", (json_int_t) rec->created_at,
+                    "existing", existing);
+    if (out == NULL) {
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    rc = tollctl_print_json(out);
+    json_decref(out);
+
+    return rc;
+}
+
+
+/* "<kind> <CUR> <micros> <unix>", as tollctl_move_parse() writes it */
+static int
+tollctl_record_parse(const char *s, size_t len, tollctl_record_t *rec)
+{
+    char    buf[TOLLCTL_RECORD_LEN], *part[4], *p, *last;
+    size_t  i, n;
+
+    if (len >= sizeof(buf) || memchr(s, '\0', len) != NULL) {
+        return -1;
+    }
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    n = 0;
+
+    for (p = strtok_r(buf, " ", &last); p != NULL;
+         p = strtok_r(NULL, " ", &last))
+    {
+        if (n == 4) {
+            return -1;
+        }
+
+        part[n++] = p;
+    }
+
+    if (n != 4 || !toll_money_currency_valid(part[1], strlen(part[1]))
+        || toll_parse_int64(part[2], 1, INT64_MAX, &rec->amount) != 0
+        || toll_parse_int64(part[3], 0, INT64_MAX, &rec->created_at) != 0)
+    {
+        return -1;
+    }
+
+    rec->kind = NULL;
+
+    for (i = 0; i < TOLLCTL_NELTS(tollctl_kinds); i++) {
+        if (strcmp(part[0], tollctl_kinds[i].name) == 0) {
+            rec->kind = &tollctl_kinds[i];
+        }
+    }
+
+    if (rec->kind == NULL) {
+        return -1;
+    }
+
+    strcpy(rec->currency, part[1]);
+
+    return 0;
+}
+
+
+/* the module's rule for a key's owner, who is the buyer it bills */
+static int
+tollctl_buyer_check(const char *buyer)
+{
+    if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
+        return tollctl_error(EX_DATAERR,
+                             "invalid BUYER: use a key's owner, 1 to %d "
+                             "visible ASCII characters, no spaces",
+                             TOLL_OWNER_LEN_MAX);
+    }
+
+    return EX_OK;
+}
+
+
+static int
+tollctl_amount_check(const char *text, int64_t *micros)
+{
+    int   err;
+    char  shown[TOLL_NAME_TEXT_MAX];
+
+    toll_name_text(shown, text, strlen(text));
+
+    err = toll_money_parse(text, strlen(text), micros);
+
+    if (err != TOLL_MONEY_OK) {
+        return tollctl_error(EX_DATAERR, "invalid AMOUNT \"%s\": %s", shown,
+                             toll_money_strerror(err));
+    }
+
+    /* a movement of nothing would still spend a ref and post an entry */
+    if (*micros == 0) {
+        return tollctl_error(EX_DATAERR, "invalid AMOUNT \"%s\": must be "
+                             "more than 0", shown);
+    }
+
+    return EX_OK;
+}
+
+
+static int
+tollctl_currency_check(const char *cur)
+{
+    char  shown[TOLL_NAME_TEXT_MAX];
+
+    if (!toll_money_currency_valid(cur, strlen(cur))) {
+        toll_name_text(shown, cur, strlen(cur));
+        return tollctl_error(EX_DATAERR,
+                             "invalid --currency \"%s\": unknown currency; "
+                             "use its code, 3 to %d upper-case letters and "
+                             "digits from a letter, as USD, EUR, USDC",
+                             shown, TOLL_MONEY_CURRENCY_LEN_MAX);
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * A ref goes into a record, a journal and the ledger, and into logs and
+ * shell commands: letters, digits and the punctuation of payment ids,
+ * no space (the record's separator).
+ */
+static int
+tollctl_ref_valid(const char *ref, size_t len)
+{
+    char    c;
+    size_t  i;
+
+    if (len == 0 || len > TOLLCTL_REF_LEN_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = ref[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9')
+            || (c != '\0' && strchr("._:@/+=-", c) != NULL))
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* an amount the script answered, as money, or as Redis wrote it */
+static void
+tollctl_reply_amount(const redisReply *r, char *buf)
+{
+    char     digits[TOLLCTL_INT_STR_LEN];
+    int64_t  v;
+
+    if (r->len < sizeof(digits)) {
+        memcpy(digits, r->str, r->len);
+        digits[r->len] = '\0';
+
+        if (toll_parse_int64(digits, INT64_MIN, INT64_MAX, &v) == 0) {
+            (void) toll_money_format(v, buf);
+            return;
+        }
+    }
+
+    toll_name_text(buf, r->str, r->len);
+}
+
+
+int
+tollctl_balance_show(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    int             rc;
+    char           *p, name[TOLLCTL_BALANCE_NAME_LEN];
+    size_t          i, len;
+    redisReply     *all;
+    tollctl_cmd_t   cmd;
+    tollctl_show_t  s;
+
+    memset(&s, 0, sizeof(tollctl_show_t));
+
+    rc = tollctl_buyer_check(o->args[0]);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    s.filter = o->opt[TOLLCTL_OPT_CURRENCY];
+
+    if (s.filter != NULL) {
+        rc = tollctl_currency_check(s.filter);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    rc = tollctl_connect(ctl);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    p = toll_name_balance(name, o->args[0], strlen(o->args[0]), "");
+    len = (size_t) (p - name);
+    toll_name_text(s.name, name, len);
+
+    tollctl_cmd_init(&cmd, "HGETALL");
+    tollctl_cmd_add(&cmd, name, len);
+
+    all = tollctl_redis_run(ctl, &cmd);
+    if (all == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    rc = tollctl_show_read(&s, all);
+
+    if (rc == EX_OK) {
+        rc = tollctl_show_print(&s, o->args[0]);
+    }
+
+    for (i = 0; i < s.n; i++) {
+        json_decref(s.bal[i].nodes);
+    }
+
+    free(s.bal);
+    freeReplyObject(all);
+
+    return rc;
+}
+
+
+static int
+tollctl_show_read(tollctl_show_t *s, const redisReply *all)
+{
+    int     rc;
+    size_t  i;
+
+    if (all->type != REDIS_REPLY_ARRAY || all->elements % 2) {
+        return tollctl_error(EX_UNAVAILABLE, "HGETALL %s: unexpected reply",
+                             s->name);
+    }
+
+    /* at most a currency per field */
+    s->bal = calloc(all->elements / 2 + 1, sizeof(tollctl_bal_t));
+    if (s->bal == NULL) {
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    for (i = 0; i < all->elements; i += 2) {
+        rc = tollctl_show_field(s, all->element[i], all->element[i + 1]);
+        if (rc != EX_OK) {
+            return rc;
+        }
+    }
+
+    return EX_OK;
+}
+
+
+/*
+ * "<CUR>:<total>", "<CUR>:hold:<node>" or "<CUR>:seen:<node>", each an
+ * int64 as HINCRBY and HSET leave it.  Anything else means the hash was
+ * written by something that does not keep the invariant: shown as an
+ * error, not skipped, since the sums would mislead.
+ */
+static int
+tollctl_show_field(tollctl_show_t *s, const redisReply *f,
+    const redisReply *v)
+{
+    int             i;
+    char            digits[TOLLCTL_INT_STR_LEN];
+    char            ftext[TOLL_NAME_TEXT_MAX], vtext[TOLL_NAME_TEXT_MAX];
+    size_t          clen, rlen;
+    int64_t         n;
+    const char     *colon, *rest;
+    tollctl_bal_t  *b;
+
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+        return tollctl_error(EX_UNAVAILABLE, "HGETALL %s: unexpected reply",
+                             s->name);
+    }
+
+    toll_name_text(ftext, f->str, f->len);
+
+    colon = memchr(f->str, ':', f->len);
+    clen = (colon != NULL) ? (size_t) (colon - f->str) : 0;
+
+    if (colon == NULL || !toll_money_currency_valid(f->str, clen)) {
+        goto unknown;
+    }
+
+    /* another currency's field, damaged or not, is not this answer's */
+    if (s->filter != NULL
+        && (clen != strlen(s->filter)
+            || memcmp(f->str, s->filter, clen) != 0))
+    {
+        return EX_OK;
+    }
+
+    if (v->len >= sizeof(digits)) {
+        goto not_int;
+    }
+
+    memcpy(digits, v->str, v->len);
+    digits[v->len] = '\0';
+
+    if (memchr(v->str, '\0', v->len) != NULL
+        || toll_parse_int64(digits, INT64_MIN, INT64_MAX, &n) != 0)
+    {
+        goto not_int;
+    }
+
+    b = tollctl_show_currency(s, f->str, clen);
+    if (b == NULL) {
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    rest = colon + 1;
+    rlen = f->len - clen - 1;
+
+    for (i = 0; i < TOLLCTL_BAL_N; i++) {
+        if (rlen == strlen(tollctl_bal_fields[i])
+            && memcmp(rest, tollctl_bal_fields[i], rlen) == 0)
+        {
+            b->v[i] = n;
+            return EX_OK;
+        }
+    }
+
+    if (rlen > toll_name_len(TOLL_BALANCE_HOLD)
+        && memcmp(rest, TOLL_BALANCE_HOLD, toll_name_len(TOLL_BALANCE_HOLD))
+           == 0)
+    {
+        i = tollctl_show_node(b, rest + toll_name_len(TOLL_BALANCE_HOLD),
+                              rlen - toll_name_len(TOLL_BALANCE_HOLD), 1, n);
+
+    } else if (rlen > toll_name_len(TOLL_BALANCE_SEEN)
+               && memcmp(rest, TOLL_BALANCE_SEEN,
+                         toll_name_len(TOLL_BALANCE_SEEN))
+                  == 0)
+    {
+        i = tollctl_show_node(b, rest + toll_name_len(TOLL_BALANCE_SEEN),
+                              rlen - toll_name_len(TOLL_BALANCE_SEEN), 0, n);
+
+    } else {
+        goto unknown;
+    }
+
+    if (i == -1) {
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    if (i == 0) {
+        goto unknown;
+    }
+
+    return EX_OK;
+
+unknown:
+
+    return tollctl_error(EX_DATAERR,
+                         "%s: field \"%s\" is not a balance's "
+                         "(<CUR>:available, held, spent, credits, debits, "
+                         "hold:<node>, seen:<node>): something else wrote "
+                         "it; remove it, or mend it, to read the balance",
+                         s->name, ftext);
+
+not_int:
+
+    toll_name_text(vtext, v->str, v->len);
+
+    return tollctl_error(EX_DATAERR,
+                         "%s: field \"%s\" holds \"%s\", not an int64 of "
+                         "micro-units: something else wrote it; mend it "
+                         "to read the balance", s->name, ftext, vtext);
+}
+
+
+static tollctl_bal_t *
+tollctl_show_currency(tollctl_show_t *s, const char *cur, size_t len)
+{
+    size_t          i;
+    tollctl_bal_t  *b;
+
+    for (i = 0; i < s->n; i++) {
+        if (strlen(s->bal[i].currency) == len
+            && memcmp(s->bal[i].currency, cur, len) == 0)
+        {
+            return &s->bal[i];
+        }
+    }
+
+    b = &s->bal[s->n];
+
+    b->nodes = json_object();
+    if (b->nodes == NULL) {
+        return NULL;
+    }
+
+    s->n++;
+    memcpy(b->currency, cur, len);
+    b->currency[len] = '\0';
+
+    return b;
+}
+
+
+/*
+ * A node's hold (hold) or when it last asked; a node may have one
+ * without the other.  Returns 1, 0 for a node's id that is not visible
+ * ASCII (the module writes hex), or -1 out of memory.
+ */
+static int
+tollctl_show_node(tollctl_bal_t *b, const char *node, size_t len, int hold,
+    int64_t v)
+{
+    char     id[TOLL_OWNER_LEN_MAX + 1], amount[TOLL_MONEY_STR_MAX];
+    json_t  *e, *value;
+
+    if (!toll_owner_valid((const unsigned char *) node, len)) {
+        return 0;
+    }
+
+    memcpy(id, node, len);
+    id[len] = '\0';
+
+    e = json_object_get(b->nodes, id);
+
+    if (e == NULL) {
+        e = json_pack("{s:s,s:s,s:n}", "node", id, "amount", "0", "seen");
+        if (e == NULL || json_object_set_new(b->nodes, id, e) != 0) {
+            return -1;
+        }
+    }
+
+    if (hold) {
+        (void) toll_money_format(v, amount);
+        value = json_string(amount);
+
+    } else {
+        value = json_integer((json_int_t) v);
+    }
+
+    if (value == NULL
+        || json_object_set_new(e, hold ? "amount" : "seen", value) != 0)
+    {
+        return -1;
+    }
+
+    return 1;
+}
+
+
+static int
+tollctl_show_print(tollctl_show_t *s, const char *buyer)
+{
+    int      rc;
+    size_t   i;
+    json_t  *out, *list, *one;
+
+    qsort(s->bal, s->n, sizeof(tollctl_bal_t), tollctl_bal_cmp);
+
+    list = json_array();
+    out = json_pack("{s:s,s:o}", "buyer", buyer, "balances", list);
+
+    if (out == NULL) {
+        return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    rc = EX_OK;
+
+    for (i = 0; i < s->n; i++) {
+        one = tollctl_show_balance(&s->bal[i]);
+
+        if (one == NULL) {
+            rc = tollctl_error(EX_OSERR, "out of memory");
+            break;
+        }
+
+        if (json_is_string(one)) {
+            /* available + held does not fit: the hash is damaged */
+            rc = tollctl_error(EX_DATAERR, "%s: %s available + held is "
+                               "more than an int64 holds: something else "
+                               "wrote it; mend it to read the balance",
+                               s->name, s->bal[i].currency);
+            json_decref(one);
+            break;
+        }
+
+        if (json_array_append_new(list, one) != 0) {
+            rc = tollctl_error(EX_OSERR, "out of memory");
+            break;
+        }
+    }
+
+    if (rc == EX_OK) {
+        rc = tollctl_print_json(out);
+    }
+
+    json_decref(out);
+
+    return rc;
+}
+
+
+/* a currency's object, NULL out of memory, or a string on overflow */
+static json_t *
+tollctl_show_balance(const tollctl_bal_t *b)
+{
+    int      i;
+    char     amount[TOLL_MONEY_STR_MAX];
+    json_t  *e, *holds;
+    int64_t  balance;
+
+    if (toll_money_add(b->v[TOLLCTL_BAL_AVAILABLE], b->v[TOLLCTL_BAL_HELD],
+                       &balance)
+        != TOLL_MONEY_OK)
+    {
+        return json_string("overflow");
+    }
+
+    (void) toll_money_format(balance, amount);
+
+    e = json_pack("{s:s,s:s}", "currency", b->currency, "balance", amount);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < TOLLCTL_BAL_N; i++) {
+        (void) toll_money_format(b->v[i], amount);
+
+        if (json_object_set_new(e, tollctl_bal_fields[i],
+                                json_string(amount))
+            != 0)
+        {
+            json_decref(e);
+            return NULL;
+        }
+    }
+
+    holds = tollctl_show_holds(b->nodes);
+
+    if (holds == NULL
+        || json_object_set_new(e, "consistent",
+                               json_boolean(tollctl_bal_consistent(b->v)))
+           != 0
+        || json_object_set_new(e, "holds", holds) != 0)
+    {
+        json_decref(e);
+        return NULL;
+    }
+
+    return e;
+}
+
+
+/* the nodes' holds as an array, by node */
+static json_t *
+tollctl_show_holds(json_t *nodes)
+{
+    size_t        i, n;
+    json_t       *holds, *value;
+    const char   *key, **keys;
+
+    n = json_object_size(nodes);
+    keys = calloc(n + 1, sizeof(const char *));
+    holds = json_array();
+
+    if (keys == NULL || holds == NULL) {
+        free(keys);
+        json_decref(holds);
+        return NULL;
+    }
+
+    i = 0;
+
+    json_object_foreach(nodes, key, value) {
+        keys[i++] = key;
+    }
+
+    qsort(keys, n, sizeof(const char *), tollctl_str_cmp);
+
+    for (i = 0; i < n; i++) {
+        if (json_array_append(holds, json_object_get(nodes, keys[i])) != 0) {
+            json_decref(holds);
+            holds = NULL;
+            break;
+        }
+    }
+
+    free(keys);
+
+    return holds;
+}
+
+
+/* credits - debits = available + held + spent, every step checked */
+static int
+tollctl_bal_consistent(const int64_t *v)
+{
+    int64_t  in, out;
+
+    if (v[TOLLCTL_BAL_DEBITS] == INT64_MIN
+        || toll_money_add(v[TOLLCTL_BAL_CREDITS], -v[TOLLCTL_BAL_DEBITS],
+                          &in)
+           != TOLL_MONEY_OK
+        || toll_money_add(v[TOLLCTL_BAL_AVAILABLE], v[TOLLCTL_BAL_HELD],
+                          &out)
+           != TOLL_MONEY_OK
+        || toll_money_add(out, v[TOLLCTL_BAL_SPENT], &out) != TOLL_MONEY_OK)
+    {
+        return 0;
+    }
+
+    return in == out;
+}
+
+
+static int
+tollctl_bal_cmp(const void *a, const void *b)
+{
+    return strcmp(((const tollctl_bal_t *) a)->currency,
+                  ((const tollctl_bal_t *) b)->currency);
+}
+
+
+static int
+tollctl_str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}

@@ -142,6 +142,7 @@ static int tollctl_balance_move(tollctl_t *ctl, tollctl_opts_t *o,
     const tollctl_kind_t *kind);
 static int tollctl_move_parse(tollctl_move_t *mv, tollctl_opts_t *o,
     const tollctl_kind_t *kind);
+static int tollctl_index_check(tollctl_t *ctl);
 static int tollctl_move_send(tollctl_t *ctl, tollctl_move_t *mv);
 static int tollctl_move_answer(tollctl_t *ctl, const tollctl_move_t *mv,
     const redisReply *r);
@@ -207,6 +208,11 @@ tollctl_balance_move(tollctl_t *ctl, tollctl_opts_t *o,
     }
 
     rc = tollctl_connect(ctl);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_index_check(ctl);
     if (rc != EX_OK) {
         return rc;
     }
@@ -281,6 +287,44 @@ tollctl_move_parse(tollctl_move_t *mv, tollctl_opts_t *o,
                                      (long long) mv->rec.created_at);
 
     return EX_OK;
+}
+
+
+/*
+ * An index that is not a set would refuse the SADD after the script
+ * wrote the movement: a ref toll-settle would never be told of, and an
+ * error after a success.  Its type is read first, as key create does.
+ */
+static int
+tollctl_index_check(tollctl_t *ctl)
+{
+    int             ok;
+    redisReply     *reply;
+    tollctl_cmd_t   cmd;
+
+    tollctl_cmd_init(&cmd, "TYPE");
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_BALANCE_INDEX);
+
+    reply = tollctl_redis_run(ctl, &cmd);
+    if (reply == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    ok = (reply->type == REDIS_REPLY_STATUS
+          && (strcmp(reply->str, "set") == 0
+              || strcmp(reply->str, "none") == 0));
+
+    if (!ok) {
+        tollctl_error(EX_UNAVAILABLE, "redis %s: " TOLL_NAME_BALANCE_INDEX
+                      " is a %s, not a set (WRONGTYPE); make it the set of "
+                      "buyers again before moving money", ctl->addr.text,
+                      (reply->type == REDIS_REPLY_STATUS) ? reply->str
+                                                          : "?");
+    }
+
+    freeReplyObject(reply);
+
+    return ok ? EX_OK : EX_UNAVAILABLE;
 }
 
 

@@ -598,6 +598,16 @@ def test_wrong_type_refused(ctl):
     assert "WRONGTYPE" in one_line_error(p, EX_UNAVAILABLE)
 
 
+def test_index_not_a_set_refused_before_writing(ctl):
+    # else the movement would be written and then the SADD refused
+    ctl.rc.set(INDEX, "x")
+    before = ctl.dump()
+    p = ctl.run("balance", "credit", B, "1", "--ref", "c1")
+    line = one_line_error(p, EX_UNAVAILABLE)
+    assert INDEX + " is a string, not a set" in line, line
+    assert ctl.dump() == before
+
+
 def test_script_flushed_is_no_matter(ctl):
     # sent whole with EVAL: a Redis that lost its scripts still answers
     ctl.move("credit", "1", "c1")

@@ -22,6 +22,7 @@ import subprocess
 
 import pytest
 
+from helpers.faults import Faults, fault_lines
 from helpers.settle import preload_env, tollctl_bin
 
 
@@ -596,6 +597,29 @@ def test_wrong_type_refused(ctl):
     assert not ctl.rc.exists(REFS) and not ctl.rc.exists(JOURNAL)
     p = ctl.run("balance", "show", B)
     assert "WRONGTYPE" in one_line_error(p, EX_UNAVAILABLE)
+
+
+@pytest.mark.parametrize("fault", ["oom", "readonly"])
+def test_redis_refuses_the_write(ctl, redis_server, tmp_path, fault):
+    """A Redis that is up and refuses to write: 69, one line naming the
+    refusal, nothing of the movement written; the same ref later works."""
+    ctl.move("credit", "5", "c1")
+    before = ctl.dump()
+    faults = Faults(redis_server, tmp_path)
+    try:
+        faults.begin(fault)
+        for kind in KINDS:
+            p = ctl.run("balance", kind, B, "1", "--ref", "x-" + kind)
+            one_line_error(p, EX_UNAVAILABLE)
+            assert fault_lines(p.stderr, fault), p.stderr
+        # show only reads: answered
+        assert balance(ctl)["available"] == "5"
+        faults.end()
+    finally:
+        faults.end()
+        faults.close()
+    assert ctl.dump() == before
+    assert ctl.move("credit", "1", "x-credit")["existing"] is False
 
 
 def test_index_not_a_set_refused_before_writing(ctl):

@@ -4,7 +4,7 @@
  * This file is the entry: main(), the global options, the dispatch of a
  * command to its verb, the help and the error messages.  The rooms:
  * tollctl_redis.c (the Redis client), tollctl_keys.c (key verbs),
- * tollctl_balance.c (prepaid balances), tollctl_ledger.c (ledger and
+ * tollctl_balance*.c (prepaid balances), tollctl_ledger.c (ledger and
  * settlement verbs), tollctl_reconcile.c, tollctl_quarantine.c,
  * tollctl_output.c (what they print).
  */

@@ -4,8 +4,9 @@
  * This file is the entry: main(), the global options, the dispatch of a
  * command to its verb, the help and the error messages.  The rooms:
  * tollctl_redis.c (the Redis client), tollctl_keys.c (key verbs),
- * tollctl_ledger.c (ledger and settlement verbs), tollctl_reconcile.c,
- * tollctl_quarantine.c, tollctl_output.c (what they print).
+ * tollctl_balance*.c (prepaid balances), tollctl_ledger.c (ledger and
+ * settlement verbs), tollctl_reconcile.c, tollctl_quarantine.c,
+ * tollctl_output.c (what they print).
  */
 
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include "toll_log.h"
 #include "toll_parse.h"
 #include "tollctl.h"
+#include "tollctl_balance.h"
 #include "tollctl_keys.h"
 #include "tollctl_ledger.h"
 #include "tollctl_quarantine.h"
@@ -104,7 +106,9 @@ static const tollctl_option_t  tollctl_options[TOLLCTL_OPT_N] = {
     [TOLLCTL_OPT_STATUS] =     { "status",     required_argument, 0 },
     [TOLLCTL_OPT_LIMIT] =      { "limit",      required_argument, 0 },
     [TOLLCTL_OPT_TX] =         { "tx",         required_argument, 0 },
-    [TOLLCTL_OPT_ACCOUNT] =    { "account",    required_argument, 0 }
+    [TOLLCTL_OPT_ACCOUNT] =    { "account",    required_argument, 0 },
+    [TOLLCTL_OPT_CURRENCY] =   { "currency",   required_argument, 0 },
+    [TOLLCTL_OPT_REF] =        { "ref",        required_argument, 0 }
 };
 
 
@@ -127,6 +131,29 @@ static const tollctl_verb_t  tollctl_verbs[] = {
 
     { "key", "show", tollctl_key_show, 0, 1, "KEY_ID", 0,
 "  key show KEY_ID     show a key's record, never its secret or hash\n" },
+
+    { "balance", "credit", tollctl_balance_credit,
+      TOLLCTL_O(CURRENCY) | TOLLCTL_O(REF), 2, "BUYER and an AMOUNT", 0,
+"\n"
+"  balance credit BUYER AMOUNT [--currency CUR] --ref REF\n"
+"                      add AMOUNT (\"10.50\") to the buyer's prepaid\n"
+"                      balance in CUR (default USD), once per REF\n" },
+
+    { "balance", "debit", tollctl_balance_debit,
+      TOLLCTL_O(CURRENCY) | TOLLCTL_O(REF), 2, "BUYER and an AMOUNT", 0,
+"  balance debit BUYER AMOUNT [--currency CUR] --ref REF\n"
+"                      charge AMOUNT to the balance by hand, once per REF\n"
+    },
+
+    { "balance", "refund", tollctl_balance_refund,
+      TOLLCTL_O(CURRENCY) | TOLLCTL_O(REF), 2, "BUYER and an AMOUNT", 0,
+"  balance refund BUYER AMOUNT [--currency CUR] --ref REF\n"
+"                      pay AMOUNT of the balance back, once per REF\n" },
+
+    { "balance", "show", tollctl_balance_show, TOLLCTL_O(CURRENCY), 1,
+      "BUYER", 0,
+"  balance show BUYER [--currency CUR]\n"
+"                      the buyer's balances, holds and totals, as JSON\n" },
 
     { "settlement", "create", tollctl_settlement_create,
       TOLLCTL_O(PROVIDER) | TOLLCTL_O(FROM) | TOLLCTL_O(TO), 0, NULL, 0,
@@ -280,7 +307,8 @@ tollctl_help(void)
     printf(
 "usage: tollctl [OPTIONS] COMMAND ...\n"
 "\n"
-"Manage toll's API keys in Redis, read its ledger, record settlements.\n"
+"Manage toll's API keys and prepaid balances in Redis, read its ledger,\n"
+"record settlements.\n"
 "\n"
 "commands:\n");
 
@@ -300,18 +328,19 @@ TOLLCTL_PASSWORD_ENV ")\n"
 "  --timeout-ms N      connect and command timeout (default %d)\n"
 "  --ledger PATH       the ledger file (default $" TOLLCTL_LEDGER_ENV ",\n"
 "                      else " TOLLCTL_LEDGER_DEFAULT ")\n"
-"  --json              JSON output for every command but key create (always\n"
-"                      JSON); may also follow the verb\n"
+"  --json              JSON output for every command but key create and\n"
+"                      balance (always JSON); may also follow the verb\n"
 "  -h, --help          print this help and exit\n"
 "  -V, --version       print the version and exit\n"
 "\n"
 "exit status: 0 done, 64 usage error, 65 invalid value or refused data\n"
 "(a settlement that overlaps, is empty, ends in the future or is paid\n"
-"already; a failed ledger check; a reconcile difference), 66 no such key,\n"
-"settlement, account or ledger file, 69 Redis unreachable or refused a\n"
-"command, 70 internal error, 71 out of memory or no clock, 74 cannot\n"
-"write the output or read the ledger, 75 key kept changing while being\n"
-"revoked, or the ledger is busy (run again)\n",
+"already; a failed ledger check; a reconcile difference; a balance ref\n"
+"used for another movement, or a take above what is available), 66 no\n"
+"such key, settlement, account or ledger file, 69 Redis unreachable or\n"
+"refused a command, 70 internal error, 71 out of memory or no clock, 74\n"
+"cannot write the output or read the ledger, 75 key kept changing while\n"
+"being revoked, or the ledger is busy (run again)\n",
         TOLLCTL_TIMEOUT_MS_DEFAULT);
 }
 

@@ -93,6 +93,8 @@ typedef enum {
     TOLLCTL_OPT_LIMIT,
     TOLLCTL_OPT_TX,
     TOLLCTL_OPT_ACCOUNT,
+    TOLLCTL_OPT_CURRENCY,
+    TOLLCTL_OPT_REF,
     TOLLCTL_OPT_N
 } tollctl_opt_e;
 

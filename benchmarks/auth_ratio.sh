@@ -14,11 +14,15 @@
 #   limits  /limits/: "toll on;" and the key on a plan with a token bucket
 #                     and a sliding window set too high to ever refuse:
 #                     the whole gate (authentication and rate limits)
+#   prepaid /prepaid/: the same with "toll_prepaid on" and a balance no
+#                     run can spend: each call holds its price from the
+#                     node's lease of the buyer's balance
 #
 # See benchmarks/README.md for how to read the output.
 #
 # Options:
-#   --variant V       auth, limits, jwt, both (auth and limits) or all
+#   --variant V       auth, limits, prepaid, jwt, both (auth and limits)
+#                     or all
 #                                                             (default both)
 #   --rounds N        rounds of (plain, variant...) runs      (default 7)
 #   --duration S      seconds per wrk run                     (default 5)
@@ -97,16 +101,17 @@ for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
     case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
 done
 case "$VARIANT" in
-    auth|limits|jwt) VARIANTS=$VARIANT ;;
+    auth|limits|prepaid|jwt) VARIANTS=$VARIANT ;;
     both)            VARIANTS="auth limits" ;;
-    all)             VARIANTS="auth limits jwt" ;;
-    *)               die "--variant: auth, limits, jwt, both or all," \
+    all)             VARIANTS="auth limits prepaid jwt" ;;
+    *)               die "--variant: auth, limits, prepaid, jwt, both or all," \
                          "not \"$VARIANT\"" ;;
 esac
 # what one round runs, in this order in odd rounds and reversed in even ones
 KINDS="plain $VARIANTS"
 # the gateway location of each
-declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits [jwt]=jwt)
+declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits
+                     [prepaid]=prepaid [jwt]=jwt)
 
 
 # -- CPU layout ---------------------------------------------------------------
@@ -388,6 +393,18 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
+
+        # prepaid: the whole gate, and each call held from the node's
+        # lease of the buyer's balance
+        location /prepaid/ {
+            toll on;
+            toll_prepaid on;
+            toll_service bench provider=bench price=0.001;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
     }
 }
 EOF
@@ -422,7 +439,12 @@ print(jwt.encode({"sub": "bench-buyer", "exp": int(time.time()) + 86400},
                  open(sys.argv[1], "rb").read(), algorithm="HS256"))' \
           "$JWT_SECRET_FILE") || die "python3-jwt could not make a token"
 # the header each kind sends: the API key everywhere but on /jwt/
+# a balance no run can spend: 1,000,000,000 at 0.001 a call
+"$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" balance credit bench-buyer \
+    1000000000 --ref bench >/dev/null \
+    || die "tollctl balance credit failed"
 declare -A HEADER=([plain]="$AUTH" [auth]="$AUTH" [limits]="$AUTH"
+                   [prepaid]="$AUTH"
                    [jwt]="Authorization: Bearer $JWT")
 
 status() {
@@ -463,6 +485,9 @@ grep -q '^ratelimit-policy: .*"burst".*"day"' <<<"$hdrs" \
              "window: are the limits on?"; }
 ! grep -q '^ratelimit' <<<"$(headers -H "$AUTH" "$BASE/toll/")" \
     || die "/toll/ answered RateLimit headers: its limits should be off"
+# ... and the balance pays on /prepaid/, only there
+grep -q '^x-toll-balance: ' <<<"$(headers -H "$AUTH" "$BASE/prepaid/")" \
+    || die "/prepaid/ answered no X-Toll-Balance: is toll_prepaid on?"
 
 
 # -- measuring ----------------------------------------------------------------
@@ -587,6 +612,8 @@ for v in $VARIANTS; do
         auth)   echo "auth:   /toll/, authentication only (toll_limit off)" ;;
         limits) echo "limits: /limits/, the whole gate: authentication," \
                      "metering at price 0.001 and the plan: $BENCH_PLAN" ;;
+        prepaid) echo "prepaid: /prepaid/, the same with toll_prepaid on:" \
+                      "each call held from the node's lease of a balance" ;;
     esac
 done
 [ "$CALIBRATE" = 0 ] \

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The module's own instructions per request, counted by callgrind.
 
-    benchmarks/callgrind.py [--variant auth|limits|jwt|jwt_uncached|
+    benchmarks/callgrind.py [--variant auth|limits|prepaid|jwt|jwt_uncached|
                                        jwt_forged|jwt_forged_ip|both|all]
                             [--requests N]
                             [--annotate] [--keep] BUILD_DIR
@@ -19,6 +19,10 @@ connection for each variant, and callgrind dumps its counters after each:
           bucket and a sliding window, limits too high to ever refuse,
           so that both algorithms, the rate-limit headers and the sync
           timer run (the whole gate as it is today).
+  prepaid the same with "toll_prepaid on" and a balance no run can
+          spend: each call also holds its price from the node's lease
+          of the balance (a Redis exchange when a lease runs out,
+          counted with the requests).
   jwt     location "toll on; toll_jwt on; toll_limit off;": one RS256
           JWT, verified once in the warm-up, then taken from the cache.
   jwt_uncached
@@ -76,6 +80,7 @@ REQUEST_ENTRY_POINTS = (
     "ngx_http_toll_limit_strict_reply",
     "ngx_http_toll_header_filter",
     "ngx_http_toll_quota_claim_reply",
+    "ngx_http_toll_prepaid_reply",
     "ngx_http_toll_log_handler",
     "ngx_http_toll_cleanup",
 )
@@ -109,6 +114,7 @@ PLAN = "toll_plan bench rate=100000000r/m burst=1000000 rate=1000000000r/d;"
 VARIANTS = collections.OrderedDict([
     ("auth", "/toll/"),
     ("limits", "/limits/"),
+    ("prepaid", "/prepaid/"),
     ("jwt", "/jwt/"),
     ("jwt_uncached", "/jwt/"),
     ("jwt_forged", "/jwt/"),
@@ -120,7 +126,7 @@ STATUS = {"jwt_forged": 401, "jwt_forged_ip": 429}
 # ... and its warm-up requests: the address goes over its limit
 WARMUP_STATUS = {"jwt_forged_ip": (401, 429)}
 # whether its answers carry the rate-limit headers (None: not checked)
-LIMITED = {"limits": True, "jwt_forged_ip": None}
+LIMITED = {"limits": True, "prepaid": True, "jwt_forged_ip": None}
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -174,6 +180,14 @@ http {{
         }}
         location /limits/ {{
             toll on;
+            toll_service bench provider=bench price=0.001;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /prepaid/ {{
+            toll on;
+            toll_prepaid on;
             toll_service bench provider=bench price=0.001;
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -345,7 +359,7 @@ def dump(pid, out, seen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
-    ap.add_argument("--variant", choices=("auth", "limits", "jwt",
+    ap.add_argument("--variant", choices=("auth", "limits", "prepaid", "jwt",
                                           "jwt_uncached", "jwt_forged",
                                           "jwt_forged_ip", "both", "all"),
                     default="both",
@@ -413,7 +427,15 @@ def main():
                         os.path.join(prefix, "jwt.key"), "-pubout", "-out",
                         os.path.join(prefix, "jwt.pub")],
                        check=True, capture_output=True)
+        if "prepaid" in variants:
+            # a balance no run can spend: 1,000,000 at 0.001 a call
+            subprocess.run(
+                [tollctl, "--redis", "127.0.0.1:%d" % redis_port, "balance",
+                 "credit", "bench", "1000000", "--ref", "bench"],
+                check=True, capture_output=True, text=True)
+
         tokens = {"auth": key["token"], "limits": key["token"],
+                  "prepaid": key["token"],
                   "jwt": jwt_tokens(prefix, 1)[0]}
         if "jwt_uncached" in variants:
             tokens["jwt_uncached"] = jwt_tokens(prefix,
@@ -513,6 +535,9 @@ def main():
             what = {"auth": "auth only, cached API key",
                     "limits": "auth + limits (bucket + window), cached "
                               "API key",
+                    "prepaid": "the whole gate with toll_prepaid on: "
+                               "limits, a hold from the node's lease, the "
+                               "meter",
                     "jwt": "auth only, cached RS256 JWT",
                     "jwt_uncached": "auth only, a new RS256 JWT each "
                                     "request (no cache hit)",

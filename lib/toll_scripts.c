@@ -265,8 +265,14 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "for i = 1, #h do out[#out + 1] = h[i] end\n"
         "for i = 1, #m do out[#out + 1] = m[i] end\n"
         "end\n"
-        "return out\n",
-        335,
-        "4fad466b9ad8dbd781a40cb65ef6982ea3d3b572"
+        "local applied = {}\n"
+        "for i = 3, #ARGV do\n"
+        "if redis.call('ZSCORE', KEYS[2], ARGV[i]) then\n"
+        "applied[#applied + 1] = ARGV[i]\n"
+        "end\n"
+        "end\n"
+        "return {out, applied, redis.call('HGETALL', KEYS[3])}\n",
+        504,
+        "88d7285a6acf7b6ee8585ca2b83c54acbabd0dc8"
     }
 };

@@ -102,7 +102,7 @@ toll_usage_totals(const toll_usage_row_t *rows, size_t nrows,
 size_t
 toll_usage_json(char *buf, const unsigned char *buyer, size_t buyer_len,
     const toll_usage_counts_t *totals, const toll_usage_row_t *rows,
-    size_t nrows)
+    size_t nrows, const toll_usage_balance_t *balances, size_t nbalances)
 {
     size_t            i;
     toll_usage_out_t  o;
@@ -142,6 +142,20 @@ toll_usage_json(char *buf, const unsigned char *buyer, size_t buyer_len,
         toll_usage_int(&o, rows[i].counts.errors);
         toll_usage_lit(&o, ",\"amount\":");
         toll_usage_amount(&o, rows[i].counts.amount_micros);
+        toll_usage_lit(&o, "}");
+    }
+
+    toll_usage_lit(&o, "],\"balances\":[");
+
+    for (i = 0; i < nbalances; i++) {
+        toll_usage_lit(&o, i ? ",{\"currency\":" : "{\"currency\":");
+        toll_usage_str(&o, balances[i].currency, balances[i].currency_len);
+        toll_usage_lit(&o, ",\"balance\":");
+        toll_usage_amount(&o, balances[i].balance);
+        toll_usage_lit(&o, ",\"available\":");
+        toll_usage_amount(&o, balances[i].available);
+        toll_usage_lit(&o, ",\"held\":");
+        toll_usage_amount(&o, balances[i].held);
         toll_usage_lit(&o, "}");
     }
 

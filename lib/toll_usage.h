@@ -38,6 +38,16 @@ typedef struct {
 } toll_usage_row_t;
 
 
+/* a prepaid balance in one currency (docs/metering.md) */
+typedef struct {
+    const unsigned char  *currency;
+    size_t                currency_len;
+    int64_t               balance;      /* what the buyer has left */
+    int64_t               available;    /* of it, not held by a node */
+    int64_t               held;         /* of it, held by nodes */
+} toll_usage_balance_t;
+
+
 /*
  * A count of a usage hash, as HINCRBY leaves it: an int64_t in decimal
  * digits after an optional "-", at most TOLL_USAGE_COUNT_LEN_MAX bytes
@@ -63,11 +73,13 @@ int toll_usage_totals(const toll_usage_row_t *rows, size_t nrows,
  *   {"buyer":"B","totals":{"calls":N,"free_calls":N,"paid_calls":N,
  *    "errors":N,"amount":"D"},"services":[{"service":"S","provider":"P",
  *    "calls":N,"free_calls":N,"free_remaining":N,"paid_calls":N,
- *    "errors":N,"amount":"D"},...]}  and a newline
+ *    "errors":N,"amount":"D"},...],"balances":[{"currency":"C",
+ *    "balance":"D","available":"D","held":"D"},...]}  and a newline
  */
 size_t toll_usage_json(char *buf, const unsigned char *buyer,
     size_t buyer_len, const toll_usage_counts_t *totals,
-    const toll_usage_row_t *rows, size_t nrows);
+    const toll_usage_row_t *rows, size_t nrows,
+    const toll_usage_balance_t *balances, size_t nbalances);
 
 /*
  * The bytes as the inside of a JSON string: '"' and '\' escaped, control

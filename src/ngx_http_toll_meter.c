@@ -279,6 +279,107 @@ ngx_http_toll_meter_cleanup(ngx_http_toll_ctx_t *ctx)
 }
 
 
+typedef struct {
+    ngx_str_t                  *buyer;
+    ngx_array_t                *out;
+    ngx_int_t                   rc;
+} ngx_http_toll_meter_walk_t;
+
+
+static void
+ngx_http_toll_meter_unsent_node(ngx_http_toll_shm_limit_node_t *ln,
+    void *data)
+{
+    ngx_http_toll_meter_walk_t *w = data;
+
+    u_char                        *p, *end, *nl;
+    ngx_http_toll_meter_state_t   *st;
+    ngx_http_toll_meter_unsent_t  *u;
+
+    /* "m:YYYYMMDD:buyer\nservice\nprovider\ncurrency" */
+
+    p = ln->subject + 11;
+    end = ln->subject + ln->subject_len;
+
+    if (ln->subject_len < 11 || ln->subject[0] != 'm'
+        || (size_t) (end - p) <= w->buyer->len
+        || p[w->buyer->len] != '\n'
+        || ngx_strncmp(p, w->buyer->data, w->buyer->len) != 0
+        || w->rc != NGX_OK)
+    {
+        return;
+    }
+
+    p += w->buyer->len + 1;
+    nl = ngx_strlchr(p, end, '\n');
+
+    if (nl == NULL) {
+        return;
+    }
+
+    st = (ngx_http_toll_meter_state_t *) ln->state;
+
+    u = ngx_array_push(w->out);
+    if (u == NULL) {
+        w->rc = NGX_ERROR;
+        return;
+    }
+
+    u->service.len = nl - p;
+    u->service.data = ngx_pnalloc(w->out->pool, u->service.len);
+
+    if (u->service.data == NULL) {
+        w->rc = NGX_ERROR;
+        return;
+    }
+
+    ngx_memcpy(u->service.data, p, u->service.len);
+
+    /* the currency after the last '\n' */
+
+    for (p = end; p[-1] != '\n'; p--) {
+        /* void */
+    }
+
+    u->currency.len = end - p;
+    u->currency.data = ngx_pnalloc(w->out->pool, u->currency.len);
+
+    if (u->currency.data == NULL) {
+        w->rc = NGX_ERROR;
+        return;
+    }
+
+    ngx_memcpy(u->currency.data, p, u->currency.len);
+    ngx_memcpy(u->pending, st->pending, sizeof(u->pending));
+    ngx_memcpy(u->flight, st->flight, sizeof(u->flight));
+
+    u->in_flight = (st->flush_id[0] || st->flush_id[1]);
+    ngx_sprintf(u->flush_id, "%016uxL%016uxL", st->flush_id[0],
+                st->flush_id[1]);
+}
+
+
+ngx_int_t
+ngx_http_toll_meter_unsent(ngx_shm_zone_t *shm_zone, ngx_str_t *buyer,
+    ngx_array_t *out)
+{
+    ngx_http_toll_meter_walk_t  w;
+
+    w.buyer = buyer;
+    w.out = out;
+    w.rc = NGX_OK;
+
+    /* a node with counts Redis may not have waits in the meter's queue */
+
+    ngx_http_toll_shm_lock(shm_zone);
+    ngx_http_toll_shm_queue_walk(shm_zone, NGX_HTTP_TOLL_QUEUE_METER,
+                                 ngx_http_toll_meter_unsent_node, &w);
+    ngx_http_toll_shm_unlock(shm_zone);
+
+    return w.rc;
+}
+
+
 /* what a call counts for, as it stands */
 
 static void

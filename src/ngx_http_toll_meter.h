@@ -40,6 +40,24 @@ void ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
 /* from the log phase, once per request with a context */
 void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 
+/*
+ * What the zone counted of a buyer and Redis may not have yet, per
+ * service: counts waiting for a flush, and those of a flush sent and not
+ * confirmed, with its id ("%016xL%016xL"; empty: none).
+ */
+typedef struct {
+    ngx_str_t                  service;
+    ngx_str_t                  currency;
+    int64_t                    pending[TOLL_USAGE_COUNTS];
+    int64_t                    flight[TOLL_USAGE_COUNTS];
+    u_char                     flush_id[TOLL_NAME_BATCH_LEN];
+    ngx_uint_t                 in_flight;
+} ngx_http_toll_meter_unsent_t;
+
+/* the buyer's, into out (ngx_http_toll_meter_unsent_t, from its pool) */
+ngx_int_t ngx_http_toll_meter_unsent(ngx_shm_zone_t *shm_zone,
+    ngx_str_t *buyer, ngx_array_t *out);
+
 /* the request's pool goes: a record the log phase did not end is counted */
 void ngx_http_toll_meter_cleanup(ngx_http_toll_ctx_t *ctx);
 

@@ -44,6 +44,9 @@ typedef struct {
                                                  sent then */
     ngx_uint_t                 asking;        /* exchanges in flight */
     int64_t                    asked_ms;      /* the last one sent */
+    int64_t                    window_ms;     /* this second's start */
+    int64_t                    window_held;   /* held in this second */
+    int64_t                    last_held;     /* and in the one before */
     ngx_uint_t                 unsure;        /* one was lost: Redis may
                                                  hold more than the node
                                                  knows */
@@ -75,7 +78,8 @@ static ngx_int_t ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
     ngx_http_toll_prepaid_state_t *st, ngx_http_toll_ctx_t *ctx,
     int64_t now, ngx_uint_t asked);
 static ngx_int_t ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask,
-    int64_t hold, int64_t price, ngx_http_toll_main_conf_t *mcf);
+    int64_t hold, int64_t price, int64_t rate,
+    ngx_http_toll_main_conf_t *mcf);
 static void ngx_http_toll_prepaid_reply(void *data, redisReply *reply);
 static void ngx_http_toll_prepaid_resume(ngx_http_toll_ctx_t *ctx);
 static ngx_http_toll_shm_limit_node_t *ngx_http_toll_prepaid_node(
@@ -100,6 +104,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_loc_conf_t        *lcf;
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_prepaid_ask_t     *ask;
+    int64_t                          rate;
     ngx_http_toll_prepaid_state_t   *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
@@ -152,6 +157,8 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     rc = ngx_http_toll_prepaid_take(mcf, st, ctx, now, 0);
 
+    rate = ngx_max(st->last_held, st->window_held);
+
     if (rc == NGX_AGAIN) {
         st->asking++;
         st->asked_ms = now;
@@ -179,7 +186,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ask->subject_len = len;
 
     if (ngx_http_toll_prepaid_ask(ask, ctx->amount_micros,
-                                  ctx->price_micros, mcf)
+                                  ctx->price_micros, rate, mcf)
         != NGX_OK)
     {
         /* Redis is away: the node cannot tell */
@@ -233,6 +240,17 @@ ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
         st->holding += hold;
         st->used_ms = now;
 
+        /* what the node spends a second, to size its next lease */
+
+        if (now - st->window_ms >= 1000) {
+            st->last_held = (now - st->window_ms < 2000) ? st->window_held
+                                                         : 0;
+            st->window_ms = now;
+            st->window_held = 0;
+        }
+
+        st->window_held += hold;
+
         ctx->prepaid_held = 1;
         ctx->hold_micros = hold;
         ctx->balance_micros = st->lease + ngx_max(st->available, 0);
@@ -255,13 +273,14 @@ ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
 
 /*
  * Sends the exchange (lua/prepaid.lua): the give-back, and for a call
- * the next lease, toll_prepaid_lease prices' worth while Redis has more
- * than two such leases, else the call's hold alone.
+ * the next lease: toll_prepaid_lease prices' worth, or two seconds of
+ * what the node spends (rate: a second's), whichever is more, while
+ * Redis has more than two such leases; else the call's hold alone.
  */
 
 static ngx_int_t
 ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask, int64_t hold,
-    int64_t price, ngx_http_toll_main_conf_t *mcf)
+    int64_t price, int64_t rate, ngx_http_toll_main_conf_t *mcf)
 {
     u_char         *p, *nl;
     u_char          buf[8 * (TOLL_MONEY_CURRENCY_LEN_MAX + 32)
@@ -295,6 +314,10 @@ ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask, int64_t hold,
             != TOLL_MONEY_OK)
         {
             want = INT64_MAX / 2;
+        }
+
+        if (rate < INT64_MAX / 4) {
+            want = ngx_max(want, 2 * rate);
         }
 
         want = ngx_max(want, hold);
@@ -628,7 +651,7 @@ ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
             ask->subject_len = ln->subject_len;
             ngx_memcpy(ask->subject, ln->subject, ln->subject_len);
 
-            if (ngx_http_toll_prepaid_ask(ask, 0, 0, mcf) == NGX_OK) {
+            if (ngx_http_toll_prepaid_ask(ask, 0, 0, 0, mcf) == NGX_OK) {
                 st->returning = st->lease;
                 st->lease = 0;
                 st->asking++;

@@ -4,8 +4,11 @@
  * A location with "toll_usage" (and "toll on") answers the authenticated
  * buyer with its metered usage, totals and per service, from the usage
  * hashes in Redis and the mirrors of what toll-settle drained from them
- * (the last 35 days).  Counts the zone has not flushed yet (at most
- * toll_meter_flush old) are not in it.
+ * (the last 35 days), with the counts this nginx has not flushed yet
+ * (a buyer reads its own calls at once: each counted once, in Redis or
+ * in the zone, told apart by the flush ids Redis has applied), and the
+ * buyer's prepaid balances, less what this nginx charged them and has
+ * not flushed yet.
  */
 
 #include <ngx_config.h>
@@ -14,6 +17,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_handler.h"
+#include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_redis.h"
@@ -35,6 +39,9 @@ typedef struct {
     ngx_http_toll_redis_cmd_t *cmd;
     ngx_int_t                  status;        /* 0: waiting */
     ngx_array_t                rows;          /* ngx_http_toll_usage_row_t */
+    ngx_array_t                unsent;        /* ngx_http_toll_meter_
+                                                 unsent_t */
+    ngx_array_t                balances;      /* toll_usage_balance_t */
 } ngx_http_toll_usage_ctx_t;
 
 
@@ -47,6 +54,12 @@ static ngx_int_t ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx,
     redisReply *field, redisReply *value);
 static ngx_int_t ngx_http_toll_usage_send(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_usage_ctx_t *uctx);
+static ngx_int_t ngx_http_toll_usage_unsent(ngx_http_toll_usage_ctx_t *uctx,
+    redisReply *applied);
+static ngx_int_t ngx_http_toll_usage_balances(
+    ngx_http_toll_usage_ctx_t *uctx, redisReply *hash);
+static toll_usage_balance_t *ngx_http_toll_usage_balance(
+    ngx_http_toll_usage_ctx_t *uctx, u_char *cur, size_t len);
 
 
 /* toll_usage; */
@@ -75,13 +88,16 @@ ngx_http_toll_usage_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_toll_usage_handler(ngx_http_request_t *r)
 {
-    u_char                     *p;
-    size_t                      argvlen[6];
-    ngx_int_t                   rc;
-    const char                 *argv[6];
-    ngx_pool_cleanup_t         *cln;
-    ngx_http_toll_ctx_t        *ctx;
-    ngx_http_toll_usage_ctx_t  *uctx;
+    u_char                        *p;
+    size_t                        *argvlen;
+    ngx_int_t                      rc;
+    ngx_uint_t                     i, n;
+    const char                   **argv;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_toll_ctx_t           *ctx;
+    ngx_http_toll_usage_ctx_t     *uctx;
+    ngx_http_toll_main_conf_t     *mcf;
+    ngx_http_toll_meter_unsent_t  *u;
 
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -114,21 +130,54 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
     if (ngx_array_init(&uctx->rows, r->pool, 4,
                        sizeof(ngx_http_toll_usage_row_t))
+        != NGX_OK
+        || ngx_array_init(&uctx->unsent, r->pool, 4,
+                          sizeof(ngx_http_toll_meter_unsent_t))
+           != NGX_OK
+        || ngx_array_init(&uctx->balances, r->pool, 1,
+                          sizeof(toll_usage_balance_t))
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* what this nginx counted of the buyer that Redis may not have */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    if (ngx_http_toll_meter_unsent(mcf->shm_zone, &ctx->key.owner,
+                                   &uctx->unsent)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    u = uctx->unsent.elts;
+
+    for (n = 0, i = 0; i < uctx->unsent.nelts; i++) {
+        n += u[i].in_flight;
+    }
+
+    argv = ngx_palloc(r->pool, (8 + n) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (8 + n) * sizeof(size_t));
+
+    if (argv == NULL || argvlen == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     cln->handler = ngx_http_toll_usage_cleanup;
 
-    p = ngx_pnalloc(r->pool, 2 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len));
+    p = ngx_pnalloc(r->pool, 4 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len));
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* lua/usage.lua: the buyer's days, and its usage hashes' names */
+    /*
+     * lua/usage.lua: the buyer's days, flush ids and balances, its usage
+     * hashes' names, and the flush ids this nginx waits for
+     */
 
-    argv[2] = "1";
+    argv[2] = "3";
     argvlen[2] = 1;
 
     argv[3] = (const char *) p;
@@ -138,14 +187,32 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
     argv[4] = (const char *) p;
     p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
-                                   ctx->key.owner.len, ":");
+                                   ctx->key.owner.len,
+                                   TOLL_NAME_USAGE_FLUSHES);
     argvlen[4] = p - (u_char *) argv[4];
 
-    argv[5] = TOLL_NAME_USAGE_MIRROR;
-    argvlen[5] = sizeof(TOLL_NAME_USAGE_MIRROR) - 1;
+    argv[5] = (const char *) p;
+    p = (u_char *) toll_name_balance((char *) p, (char *) ctx->key.owner.data,
+                                     ctx->key.owner.len, "");
+    argvlen[5] = p - (u_char *) argv[5];
+
+    argv[6] = (const char *) p;
+    p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
+                                   ctx->key.owner.len, ":");
+    argvlen[6] = p - (u_char *) argv[6];
+
+    argv[7] = TOLL_NAME_USAGE_MIRROR;
+    argvlen[7] = sizeof(TOLL_NAME_USAGE_MIRROR) - 1;
+
+    for (n = 8, i = 0; i < uctx->unsent.nelts; i++) {
+        if (u[i].in_flight) {
+            argv[n] = (const char *) u[i].flush_id;
+            argvlen[n++] = TOLL_NAME_BATCH_LEN;
+        }
+    }
 
     uctx->cmd = ngx_http_toll_redis_eval(TOLL_SCRIPT_USAGE,
-                                         ngx_http_toll_usage_reply, uctx, 6,
+                                         ngx_http_toll_usage_reply, uctx, n,
                                          argv, argvlen);
 
     if (uctx->cmd == NULL) {
@@ -179,6 +246,7 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
 
     ngx_int_t             rc;
     ngx_uint_t            i;
+    redisReply           *usage;
     ngx_connection_t     *c;
     ngx_http_request_t   *r;
     ngx_http_toll_ctx_t  *ctx;
@@ -190,7 +258,12 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
     ctx = ngx_http_toll_get_ctx(r);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements % 2)
+        || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_ARRAY
+        || reply->element[0]->elements % 2
+        || reply->element[1]->type != REDIS_REPLY_ARRAY
+        || reply->element[2]->type != REDIS_REPLY_ARRAY
+        || reply->element[2]->elements % 2)
     {
         if (reply && reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -203,9 +276,11 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
         goto done;
     }
 
-    for (i = 0; i < reply->elements; i += 2) {
-        if (ngx_http_toll_usage_add(uctx, reply->element[i],
-                                    reply->element[i + 1])
+    usage = reply->element[0];
+
+    for (i = 0; i < usage->elements; i += 2) {
+        if (ngx_http_toll_usage_add(uctx, usage->element[i],
+                                    usage->element[i + 1])
             != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -214,6 +289,16 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
+    }
+
+    if (ngx_http_toll_usage_unsent(uctx, reply->element[1]) != NGX_OK
+        || ngx_http_toll_usage_balances(uctx, reply->element[2]) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: the usage or balance of \"%V\" does not sum "
+                      "in 64 bits", &ctx->key.owner);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
     }
 
     rc = ngx_http_toll_usage_send(r, ctx, uctx);
@@ -278,6 +363,187 @@ ngx_http_toll_usage_add(ngx_http_toll_usage_ctx_t *uctx, redisReply *field,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The zone's counts of the buyer: waiting ones, and those of a flush
+ * Redis has not applied (those it has are in what it answered).
+ */
+
+static ngx_int_t
+ngx_http_toll_usage_unsent(ngx_http_toll_usage_ctx_t *uctx,
+    redisReply *applied)
+{
+    ngx_uint_t                     i, j, k, sent;
+    ngx_http_toll_usage_row_t     *row;
+    ngx_http_toll_meter_unsent_t  *u;
+
+    u = uctx->unsent.elts;
+
+    for (i = 0; i < uctx->unsent.nelts; i++) {
+
+        sent = !u[i].in_flight;
+
+        for (j = 0; !sent && j < applied->elements; j++) {
+            sent = (applied->element[j]->type == REDIS_REPLY_STRING
+                    && applied->element[j]->len == TOLL_NAME_BATCH_LEN
+                    && ngx_strncmp(applied->element[j]->str, u[i].flush_id,
+                                   TOLL_NAME_BATCH_LEN) == 0);
+        }
+
+        if (sent) {
+            /* in what Redis answered, or nothing in flight */
+            ngx_memzero(u[i].flight, sizeof(u[i].flight));
+        }
+
+        row = ngx_http_toll_usage_row(uctx, u[i].service.data,
+                                      u[i].service.len);
+        if (row == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (k = 0; k < TOLL_USAGE_COUNTS; k++) {
+            if (toll_money_add(row->counts[k], u[i].pending[k],
+                               &row->counts[k]) != 0
+                || toll_money_add(row->counts[k], u[i].flight[k],
+                                  &row->counts[k]) != 0)
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The buyer's balance per currency: what is neither spent nor debited as
+ * Redis counts it (available + held), less what this nginx charged to it
+ * and Redis has not counted yet.  Other nginx's charges show within
+ * their flush.
+ */
+
+static ngx_int_t
+ngx_http_toll_usage_balances(ngx_http_toll_usage_ctx_t *uctx,
+    redisReply *hash)
+{
+    int64_t                        v, *sum;
+    size_t                         len;
+    ngx_str_t                      field;
+    ngx_uint_t                     i, j;
+    redisReply                    *f, *val;
+    toll_usage_balance_t          *b;
+    ngx_http_toll_meter_unsent_t  *u;
+
+    for (i = 0; i + 1 < hash->elements; i += 2) {
+        f = hash->element[i];
+        val = hash->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
+        {
+            return NGX_ERROR;
+        }
+
+        field.data = (u_char *) ngx_strlchr((u_char *) f->str,
+                                            (u_char *) f->str + f->len, ':');
+        if (field.data == NULL) {
+            continue;
+        }
+
+        len = field.data - (u_char *) f->str;
+        field.data++;
+        field.len = (u_char *) f->str + f->len - field.data;
+
+        if (field.len == sizeof(TOLL_BALANCE_AVAILABLE) - 1
+            && ngx_strncmp(field.data, TOLL_BALANCE_AVAILABLE, field.len)
+               == 0)
+        {
+            j = 0;
+
+        } else if (field.len == sizeof(TOLL_BALANCE_HELD) - 1
+                   && ngx_strncmp(field.data, TOLL_BALANCE_HELD, field.len)
+                      == 0)
+        {
+            j = 1;
+
+        } else {
+            continue;
+        }
+
+        if (toll_usage_count_parse(val->str, val->len, &v) != 0) {
+            return NGX_ERROR;
+        }
+
+        b = ngx_http_toll_usage_balance(uctx, (u_char *) f->str, len);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        sum = j ? &b->held : &b->available;
+        *sum = v;
+
+        if (toll_money_add(b->available, b->held, &b->balance) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* what this nginx charged and Redis does not count yet */
+
+    u = uctx->unsent.elts;
+
+    for (i = 0; i < uctx->unsent.nelts; i++) {
+        v = u[i].pending[TOLL_USAGE_PREPAID] + u[i].flight[TOLL_USAGE_PREPAID];
+
+        if (v == 0) {
+            continue;
+        }
+
+        b = ngx_http_toll_usage_balance(uctx, u[i].currency.data,
+                                        u[i].currency.len);
+        if (b == NULL || toll_money_add(b->balance, -v, &b->balance) != 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static toll_usage_balance_t *
+ngx_http_toll_usage_balance(ngx_http_toll_usage_ctx_t *uctx, u_char *cur,
+    size_t len)
+{
+    ngx_uint_t             i;
+    toll_usage_balance_t  *b;
+
+    b = uctx->balances.elts;
+
+    for (i = 0; i < uctx->balances.nelts; i++) {
+        if (b[i].currency_len == len
+            && ngx_strncmp(b[i].currency, cur, len) == 0)
+        {
+            return &b[i];
+        }
+    }
+
+    b = ngx_array_push(&uctx->balances);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(b, sizeof(toll_usage_balance_t));
+
+    b->currency = ngx_pnalloc(uctx->request->pool, len);
+    if (b->currency == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy((u_char *) b->currency, cur, len);
+    b->currency_len = len;
+
+    return b;
 }
 
 
@@ -381,7 +647,8 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
      */
 
     len = toll_usage_json(NULL, ctx->key.owner.data, ctx->key.owner.len,
-                          &totals, rows, uctx->rows.nelts);
+                          &totals, rows, uctx->rows.nelts,
+                          uctx->balances.elts, uctx->balances.nelts);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -390,7 +657,8 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     b->last += toll_usage_json((char *) b->last, ctx->key.owner.data,
                                ctx->key.owner.len, &totals, rows,
-                               uctx->rows.nelts);
+                               uctx->rows.nelts, uctx->balances.elts,
+                               uctx->balances.nelts);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

@@ -18,6 +18,7 @@ import pytest
 from helpers import client
 from helpers.balance import balance, credit, invariant
 from helpers.keys import make_key
+from helpers.limits import Conn
 from helpers.meter import (meter_http, meter_upstream, micros, proxy_to,
                            upstream_block)
 from helpers.procs import wait_for
@@ -136,17 +137,21 @@ def test_free_tier_calls_do_not_touch_the_balance(start_nginx,
 
 def test_uncharged_calls_give_their_hold_back(start_nginx, meter_upstream,
                                               redis_server):
+    """On one keep-alive connection, so that each call has ended (its log
+    phase ran) before the next: a call in flight holds its price."""
     ngx = start(start_nginx, meter_upstream)
     rc = redis_server.client
     k = make_key(redis_server, owner="errs")
     credit(rc, "errs", micros("0.05"))
+    conn = Conn(ngx.port)
     # an upstream 5xx is not charged: the one call's hold comes back
     for _ in range(3):
-        r = call(ngx, k, "/paid/x?status=503")
+        r = conn.get("/paid/x?status=503", [k.bearer()])
         assert r.status == 503 and r.header("X-Toll-Amount") == "0", r
         assert r.header("X-Toll-Balance") == "0.05", r
-    assert call(ngx, k).status == 200
-    assert call(ngx, k).status == 402
+    assert conn.get("/paid/x", [k.bearer()]).status == 200
+    assert conn.get("/paid/x", [k.bearer()]).status == 402
+    conn.close()
     settled(rc, "errs", micros("0.05"))
 
 
@@ -371,3 +376,53 @@ def test_metrics_count_402_and_show_leases(start_nginx, meter_upstream,
         9 * micros(PRICE)
     assert value(fams, "toll_prepaid_balances", currency="USD") == 1
     assert value(fams, "toll_prepaid_unsure", currency="USD") == 0
+
+
+# ------------------------------------------------ toll_usage, at once
+
+USAGE = LOCATIONS.replace('''        location /warm/ {''', '''        location = /usage/me {
+            toll on;
+            toll_usage;
+        }
+        location /warm/ {''')
+
+
+def usage_me(ngx, key):
+    r = client.request(ngx.port, path="/usage/me", headers=[key.bearer()])
+    assert r.status == 200, (r, r.body)
+    return r.json()
+
+
+def test_usage_reads_its_own_writes(start_nginx, meter_upstream,
+                                    redis_server):
+    """Each call is in the buyer's usage as soon as it ends, once: in
+    Redis or in the zone of the nginx that served it, never both, while
+    the meter flushes every 200 ms; the balance shows its charge at
+    once."""
+    ngx = start_nginx(http_extra=meter_http() + upstream_block(
+        "meterapi", meter_upstream.port, keepalive=64), locations=USAGE,
+        workers=1)
+    rc = redis_server.client
+    k = make_key(redis_server, owner="reader")
+    credit(rc, "reader", micros("100"))
+    for i in range(1, 61):
+        assert call(ngx, k).status == 200
+        u = usage_me(ngx, k)
+        svc = {s["service"]: s for s in u["services"]}
+        assert svc["paid"]["calls"] == i, (i, u)
+        assert micros(svc["paid"]["amount"]) == i * micros(PRICE), (i, u)
+        bal = {b["currency"]: b for b in u["balances"]}
+        assert micros(bal["USD"]["balance"]) == \
+            micros("100") - i * micros(PRICE), (i, u)
+        time.sleep(0.01 * (i % 7))
+
+
+def test_usage_without_balance_lists_none(start_nginx, meter_upstream,
+                                          redis_server):
+    ngx = start_nginx(http_extra=meter_http() + upstream_block(
+        "meterapi", meter_upstream.port, keepalive=64), locations=USAGE)
+    k = make_key(redis_server, owner="nobalance")
+    assert call(ngx, k, "/postpaid/x").status == 200
+    u = usage_me(ngx, k)
+    assert u["balances"] == [], u
+    assert [s["calls"] for s in u["services"]] == [1], u

@@ -205,12 +205,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&totals, 0, sizeof(toll_usage_counts_t));
     }
 
-    len = toll_usage_json(NULL, buyer, buyer_len, &totals, rows, nrows);
+    len = toll_usage_json(NULL, buyer, buyer_len, &totals, rows, nrows,
+                          NULL, 0);
 
     buf = malloc(len);
     assert(buf != NULL);
 
-    written = toll_usage_json(buf, buyer, buyer_len, &totals, rows, nrows);
+    written = toll_usage_json(buf, buyer, buyer_len, &totals, rows, nrows,
+                              NULL, 0);
     assert(written == len);
     assert(len > 0 && buf[len - 1] == '\n');
 

@@ -31,12 +31,13 @@ answer(const char *buyer, const toll_usage_row_t *rows, size_t n,
     assert_int_equal(toll_usage_totals(rows, n, &totals), 0);
 
     *len = toll_usage_json(NULL, (const unsigned char *) buyer,
-                           strlen(buyer), &totals, rows, n);
+                           strlen(buyer), &totals, rows, n, NULL, 0);
     buf = malloc(*len + 1);
     assert_non_null(buf);
 
     assert_int_equal(toll_usage_json(buf, (const unsigned char *) buyer,
-                                     strlen(buyer), &totals, rows, n),
+                                     strlen(buyer), &totals, rows, n, NULL,
+                                     0),
                      *len);
     buf[*len] = '\0';
 
@@ -72,7 +73,8 @@ test_usage_json_example(void **state)
         "\"errors\":0,\"amount\":\"8\"},"
         "\"services\":[{\"service\":\"sentiment\",\"provider\":\"acme\","
         "\"calls\":210,\"free_calls\":50,\"free_remaining\":0,"
-        "\"paid_calls\":160,\"errors\":0,\"amount\":\"8\"}]}\n");
+        "\"paid_calls\":160,\"errors\":0,\"amount\":\"8\"}],"
+        "\"balances\":[]}\n");
     assert_int_equal(len, strlen(buf));
 
     free(buf);
@@ -90,7 +92,51 @@ test_usage_json_empty(void **state)
     buf = answer("bob", NULL, 0, &len);
     assert_string_equal(buf,
         "{\"buyer\":\"bob\",\"totals\":{\"calls\":0,\"free_calls\":0,"
-        "\"paid_calls\":0,\"errors\":0,\"amount\":\"0\"},\"services\":[]}\n");
+        "\"paid_calls\":0,\"errors\":0,\"amount\":\"0\"},\"services\":[],"
+        "\"balances\":[]}\n");
+    free(buf);
+}
+
+
+static void
+test_usage_json_balances(void **state)
+{
+    char                  *buf;
+    size_t                 len;
+    toll_usage_counts_t    totals;
+    toll_usage_balance_t   bal[2];
+
+    (void) state;
+
+    memset(&totals, 0, sizeof(totals));
+
+    bal[0].currency = (const unsigned char *) "EUR";
+    bal[0].currency_len = 3;
+    bal[0].balance = 1500000;
+    bal[0].available = 1000000;
+    bal[0].held = 500000;
+    bal[1].currency = (const unsigned char *) "USD";
+    bal[1].currency_len = 3;
+    bal[1].balance = -20000;
+    bal[1].available = -20000;
+    bal[1].held = 0;
+
+    len = toll_usage_json(NULL, (const unsigned char *) "b", 1, &totals,
+                          NULL, 0, bal, 2);
+    buf = malloc(len + 1);
+    assert_non_null(buf);
+    assert_int_equal(toll_usage_json(buf, (const unsigned char *) "b", 1,
+                                     &totals, NULL, 0, bal, 2),
+                     len);
+    buf[len] = '\0';
+
+    assert_string_equal(buf,
+        "{\"buyer\":\"b\",\"totals\":{\"calls\":0,\"free_calls\":0,"
+        "\"paid_calls\":0,\"errors\":0,\"amount\":\"0\"},\"services\":[],"
+        "\"balances\":[{\"currency\":\"EUR\",\"balance\":\"1.5\","
+        "\"available\":\"1\",\"held\":\"0.5\"},{\"currency\":\"USD\","
+        "\"balance\":\"-0.02\",\"available\":\"-0.02\",\"held\":\"0\"}]}\n");
+
     free(buf);
 }
 
@@ -336,6 +382,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_json_example),
         cmocka_unit_test(test_usage_json_empty),
+        cmocka_unit_test(test_usage_json_balances),
         cmocka_unit_test(test_usage_json_extremes),
         cmocka_unit_test(test_usage_totals_overflow),
         cmocka_unit_test(test_json_escape),

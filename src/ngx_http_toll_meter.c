@@ -42,6 +42,8 @@ struct ngx_http_toll_meter_open_s {
     ngx_queue_t                       queue;     /* in the registry */
     ngx_http_toll_shm_limit_node_t   *ln;        /* pinned while open */
     ngx_pid_t                         pid;
+    void                             *prepaid;   /* the balance's node,
+                                                    pinned while held */
     int64_t                           counts[TOLL_USAGE_COUNTS];
 };
 
@@ -155,6 +157,7 @@ ngx_http_toll_meter_admit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     op->ln = ln;
     op->pid = ngx_pid;
+    op->prepaid = ctx->prepaid_held ? ctx->prepaid_node : NULL;
     ngx_memcpy(op->counts, ctx->meter_counts, sizeof(op->counts));
 
     ngx_queue_insert_tail(&reg->open, &op->queue);
@@ -559,7 +562,7 @@ ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
     }
 
     /* the call's hold on the balance: charged or back to the lease */
-    ngx_http_toll_prepaid_end(shm_zone, ln->subject, ln->subject_len,
+    ngx_http_toll_prepaid_end(shm_zone, op->prepaid,
                               op->counts[TOLL_USAGE_PREPAID],
                               (i == TOLL_USAGE_COUNTS)
                               ? final[TOLL_USAGE_PREPAID] : 0);

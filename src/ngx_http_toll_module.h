@@ -230,6 +230,9 @@ typedef struct {
                                                     left, as the node
                                                     knows; -1: unknown */
     ngx_http_toll_prepaid_ask_t *prepaid_ask; /* a lease asked for */
+    void                        *prepaid_node; /* the balance's node in
+                                                  the zone, pinned while
+                                                  the call holds */
     ngx_http_toll_service_t     *counters_service; /* the location's
                                                       service, for the
                                                       counters; NULL:

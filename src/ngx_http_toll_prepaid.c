@@ -75,7 +75,7 @@ struct ngx_http_toll_prepaid_ask_s {
 
 
 static ngx_int_t ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
-    ngx_http_toll_prepaid_state_t *st, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_http_toll_ctx_t *ctx,
     int64_t now, ngx_uint_t asked);
 static ngx_int_t ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask,
     int64_t hold, int64_t price, int64_t rate,
@@ -155,7 +155,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     st = (ngx_http_toll_prepaid_state_t *) ln->state;
 
-    rc = ngx_http_toll_prepaid_take(mcf, st, ctx, now, 0);
+    rc = ngx_http_toll_prepaid_take(mcf, ln, ctx, now, 0);
 
     rate = ngx_max(st->last_held, st->window_held);
 
@@ -226,11 +226,13 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
 static ngx_int_t
 ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
-    ngx_http_toll_prepaid_state_t *st, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_shm_limit_node_t *ln, ngx_http_toll_ctx_t *ctx,
     int64_t now, ngx_uint_t asked)
 {
-    int64_t  hold;
+    int64_t                         hold;
+    ngx_http_toll_prepaid_state_t  *st;
 
+    st = (ngx_http_toll_prepaid_state_t *) ln->state;
     hold = ctx->amount_micros;
 
     if (st->lease >= hold
@@ -252,6 +254,7 @@ ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
         st->window_held += hold;
 
         ctx->prepaid_held = 1;
+        ctx->prepaid_node = ln;
         ctx->hold_micros = hold;
         ctx->balance_micros = st->lease + ngx_max(st->available, 0);
 
@@ -437,7 +440,7 @@ ngx_http_toll_prepaid_reply(void *data, redisReply *reply)
             }
 
             if (ctx && mcf) {
-                rc = ngx_http_toll_prepaid_take(mcf, st, ctx, now, 1);
+                rc = ngx_http_toll_prepaid_take(mcf, ln, ctx, now, 1);
             }
 
         } else {
@@ -498,8 +501,6 @@ ngx_http_toll_prepaid_resume(ngx_http_toll_ctx_t *ctx)
 void
 ngx_http_toll_prepaid_release(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
-    size_t                           len;
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_prepaid_state_t   *st;
     ngx_http_toll_shm_limit_node_t  *ln;
@@ -511,45 +512,36 @@ ngx_http_toll_prepaid_release(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ctx->prepaid_held = 0;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
-    len = ngx_http_toll_prepaid_subject(subject, &ctx->key.owner,
-                                        &ctx->service->currency);
+
+    /* pinned while the call holds: still there */
+    ln = ctx->prepaid_node;
+    st = (ngx_http_toll_prepaid_state_t *) ln->state;
 
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
-    ln = ngx_http_toll_prepaid_node(mcf->shm_zone, subject, len, 0);
-
-    if (ln) {
-        st = (ngx_http_toll_prepaid_state_t *) ln->state;
-        st->holding = ngx_max(st->holding - ctx->hold_micros, 0);
-        st->lease += ctx->hold_micros;
-        ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
-    }
+    st->holding = ngx_max(st->holding - ctx->hold_micros, 0);
+    st->lease += ctx->hold_micros;
+    ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
 
     ngx_http_toll_shm_unlock(mcf->shm_zone);
 
     ctx->hold_micros = 0;
+    ctx->prepaid_node = NULL;
 }
 
 
 void
-ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, u_char *meter,
-    size_t mlen, int64_t held, int64_t charged)
+ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, void *node, int64_t held,
+    int64_t charged)
 {
-    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
-    size_t                           len;
     ngx_http_toll_prepaid_state_t   *st;
-    ngx_http_toll_shm_limit_node_t  *ln;
+    ngx_http_toll_shm_limit_node_t  *ln = node;
 
-    if (held == 0 && charged == 0) {
+    if (ln == NULL || (held == 0 && charged == 0)) {
         return;
     }
 
-    len = ngx_http_toll_prepaid_meter_subject(subject, meter, mlen);
-    ln = len ? ngx_http_toll_prepaid_node(shm_zone, subject, len, 0) : NULL;
-
-    if (ln == NULL) {
-        return;
-    }
+    /* pinned while the call held: still there */
 
     st = (ngx_http_toll_prepaid_state_t *) ln->state;
 
@@ -827,7 +819,13 @@ static size_t
 ngx_http_toll_prepaid_subject(u_char *subject, ngx_str_t *buyer,
     ngx_str_t *currency)
 {
-    return ngx_sprintf(subject, "p:%V\n%V", buyer, currency) - subject;
+    u_char  *p;
+
+    p = ngx_cpymem(subject, "p:", 2);
+    p = ngx_cpymem(p, buyer->data, buyer->len);
+    *p++ = '\n';
+
+    return ngx_cpymem(p, currency->data, currency->len) - subject;
 }
 
 

@@ -42,11 +42,10 @@ void ngx_http_toll_prepaid_release(ngx_http_request_t *r,
 /*
  * A call's record ends in the meter (the zone locked): of its hold,
  * charged stays spent until a flush confirms it, the rest goes back to
- * the lease.  subject is the meter's "m:DAY:buyer\nservice\nprovider\n
- * currency".
+ * the lease.  node: ctx->prepaid_node when the call held (NULL: none).
  */
-void ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, u_char *subject,
-    size_t len, int64_t held, int64_t charged);
+void ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, void *node,
+    int64_t held, int64_t charged);
 
 /* a meter flush confirmed what the balance paid (the zone locked) */
 void ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone,

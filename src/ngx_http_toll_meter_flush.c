@@ -634,7 +634,8 @@ ngx_http_toll_meter_reply(void *data, redisReply *reply)
                 /* in Redis, or never: the node no longer waits for it */
                 ngx_http_toll_prepaid_flushed(fl->shm_zone, ln->subject,
                                               ln->subject_len,
-                                              st->flight[TOLL_USAGE_PREPAID]);
+                                              st->flight[TOLL_USAGE_PREPAID],
+                                              !overflow);
             }
 
             ngx_http_toll_meter_settle(fl, st, reply, &m, &why, done,

@@ -555,7 +555,7 @@ ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, void *node, int64_t held,
 
 void
 ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone, u_char *meter,
-    size_t mlen, int64_t paid)
+    size_t mlen, int64_t paid, ngx_uint_t applied)
 {
     u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                           len;
@@ -575,6 +575,10 @@ ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone, u_char *meter,
 
     st = (ngx_http_toll_prepaid_state_t *) ln->state;
     st->unflushed = ngx_max(st->unflushed - paid, 0);
+
+    if (!applied) {
+        st->unsure = 1;
+    }
 
     ngx_http_toll_prepaid_keep(shm_zone, ln);
 }

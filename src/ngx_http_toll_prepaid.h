@@ -47,9 +47,13 @@ void ngx_http_toll_prepaid_release(ngx_http_request_t *r,
 void ngx_http_toll_prepaid_end(ngx_shm_zone_t *shm_zone, void *node,
     int64_t held, int64_t charged);
 
-/* a meter flush confirmed what the balance paid (the zone locked) */
+/*
+ * A meter flush is done with what the balance paid (the zone locked):
+ * applied, or left out whole (an overflow), when Redis still counts it
+ * in the node's hold, to be given back once idle.
+ */
 void ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone,
-    u_char *subject, size_t len, int64_t paid);
+    u_char *subject, size_t len, int64_t paid, ngx_uint_t applied);
 
 /*
  * From the meter's timer (the zone locked): gives back leases idle for

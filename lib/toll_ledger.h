@@ -157,7 +157,8 @@ int64_t toll_ledger_fee_bp(const toll_ledger_fees_t *fees,
  * and the rest from buyer:<buyer>; provider credited amount - fee,
  * platform:fees credited the fee, fee rounded half up), and a free-tier
  * event when a buyer's service turns paid.  A usage whose prepaid_micros
- * is above its amount, or > 0 without a currency, is INVALID.  TOLL_LEDGER_EXISTS: the batch was posted
+ * is above its amount, or > 0 without a currency, is INVALID.
+ * TOLL_LEDGER_EXISTS: the batch was posted
  * before, nothing changed.
  */
 int toll_ledger_post_batch(toll_ledger_t *lg, const toll_ledger_batch_t *b,
@@ -217,7 +218,8 @@ int toll_ledger_check(toll_ledger_t *lg, json_t **report);
 /*
  * An account's debits, credits and balance on its normal side (buyer and
  * platform:cash: debits - credits; provider, prepaid and the other
- * platform accounts: credits - debits).  TOLL_LEDGER_NOT_FOUND for an account never posted to.
+ * platform accounts: credits - debits).  TOLL_LEDGER_NOT_FOUND for an
+ * account never posted to.
  */
 int toll_ledger_balance(toll_ledger_t *lg, const char *account,
     json_t **out);

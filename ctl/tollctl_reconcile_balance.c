@@ -27,7 +27,6 @@
 
 #include "toll_ledger.h"
 #include "toll_money.h"
-#include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_reconcile.h"
 
@@ -106,40 +105,13 @@ int
 tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer, const char *ref,
     size_t ref_len, const char *record, size_t len)
 {
-    int              sign;
-    char             text[64], *cur, *micros, *unix_s;
-    size_t           cap;
-    int64_t          v, t;
-    tollctl_jrec_t  *grown, *j;
+    char                      text[TOLL_LEDGER_BALANCE_RECORD_LEN_MAX + 1];
+    size_t                    cap;
+    int64_t                   t;
+    tollctl_jrec_t           *grown, *j;
+    toll_ledger_balance_tx_t  tx;
 
-    if (len >= sizeof(text) || memchr(record, '\0', len) != NULL) {
-        return EX_OK;
-    }
-
-    memcpy(text, record, len);
-    text[len] = '\0';
-
-    cur = strchr(text, ' ');
-    micros = cur ? strchr(cur + 1, ' ') : NULL;
-    unix_s = micros ? strchr(micros + 1, ' ') : NULL;
-
-    if (unix_s == NULL || strchr(unix_s + 1, ' ') != NULL) {
-        return EX_OK;
-    }
-
-    *cur++ = '\0';
-    *micros++ = '\0';
-    *unix_s++ = '\0';
-
-    sign = (strcmp(text, TOLL_LEDGER_TX_CREDIT) == 0) ? 1
-           : (strcmp(text, TOLL_LEDGER_TX_DEBIT) == 0
-              || strcmp(text, TOLL_LEDGER_TX_REFUND) == 0) ? -1 : 0;
-
-    if (sign == 0 || !toll_money_currency_valid(cur, strlen(cur))
-        || micros[0] == '0'
-        || toll_parse_int64(micros, 1, INT64_MAX, &v) != 0
-        || toll_parse_int64(unix_s, INT64_MIN, INT64_MAX, &t) != 0)
-    {
+    if (toll_ledger_balance_record(record, len, text, &tx, &t) != NULL) {
         return EX_OK;
     }
 
@@ -171,8 +143,9 @@ tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer, const char *ref,
         return tollctl_error(EX_OSERR, "out of memory");
     }
 
-    snprintf(j->currency, sizeof(j->currency), "%s", cur);
-    j->micros = sign * v;
+    snprintf(j->currency, sizeof(j->currency), "%s", tx.currency);
+    j->micros = (strcmp(tx.kind, TOLL_LEDGER_TX_CREDIT) == 0)
+                ? tx.amount_micros : -tx.amount_micros;
     r->njrecs++;
 
     return EX_OK;

@@ -193,6 +193,19 @@ typedef struct {
 int toll_ledger_post_balance(toll_ledger_t *lg, const char *buyer,
     toll_ledger_balance_tx_t *tx, size_t n);
 
+/*
+ * A journal record "<kind> <CUR> <micros> <unix>" as tollctl balance
+ * writes it, strictly: four fields one space apart, a kind of three, a
+ * currency code, the micros a positive int64 and the time an int64, both
+ * in decimal without a '+' or a leading zero.  The text is copied into
+ * buf (TOLL_LEDGER_BALANCE_RECORD_LEN_MAX + 1 bytes) and split there:
+ * tx->kind and tx->currency point into it.  Returns NULL, or why not.
+ */
+#define TOLL_LEDGER_BALANCE_RECORD_LEN_MAX  64
+
+const char *toll_ledger_balance_record(const char *s, size_t len,
+    char *buf, toll_ledger_balance_tx_t *tx, int64_t *unix_time);
+
 /* *found = 1 when the ledger holds the balance record (buyer, ref) */
 int toll_ledger_balance_ref(toll_ledger_t *lg, const char *buyer,
     const char *ref, int *found);

@@ -23,6 +23,7 @@
 #include "toll_key.h"
 #include "toll_ledger_int.h"
 #include "toll_money.h"
+#include "toll_parse.h"
 
 
 static int toll_ledger_balance_one(toll_ledger_t *lg, const char *buyer,
@@ -34,6 +35,7 @@ static int toll_ledger_balance_entries(toll_ledger_t *lg, int64_t tx_id,
 static const char *toll_ledger_balance_invalid(
     const toll_ledger_balance_tx_t *tx);
 static json_t *toll_ledger_prepaid_json(sqlite3_stmt *st);
+static int toll_ledger_decimal(const char *s, int64_t min, int64_t *out);
 
 
 int
@@ -322,4 +324,92 @@ toll_ledger_prepaid_json(sqlite3_stmt *st)
                      "currency", name + plen, (size_t) (colon - name - plen),
                      "buyer", colon + 1, "balance_micros",
                      (json_int_t) sqlite3_column_int64(st, 1));
+}
+
+
+/*
+ * One record as toll-settle posts it and reconcile counts it: what does
+ * not read here is never posted, so reconcile must not count it either.
+ */
+const char *
+toll_ledger_balance_record(const char *s, size_t len, char *buf,
+    toll_ledger_balance_tx_t *tx, int64_t *unix_time)
+{
+    char     *p, *f[4];
+    size_t    n;
+    int64_t   v;
+
+    static const char  form[] = "the record is not \"<kind> <CUR> <micros> "
+                                "<unix>\"";
+
+    if (len == 0 || len > TOLL_LEDGER_BALANCE_RECORD_LEN_MAX
+        || memchr(s, '\0', len) != NULL)
+    {
+        return form;
+    }
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+
+    n = 0;
+    f[n++] = buf;
+
+    for (p = buf; p < buf + len; p++) {
+        if (*p != ' ') {
+            continue;
+        }
+
+        if (n == 4) {
+            return form;
+        }
+
+        *p = '\0';
+        f[n++] = p + 1;
+    }
+
+    if (n != 4) {
+        return form;
+    }
+
+    if (strcmp(f[0], TOLL_LEDGER_TX_CREDIT) != 0
+        && strcmp(f[0], TOLL_LEDGER_TX_DEBIT) != 0
+        && strcmp(f[0], TOLL_LEDGER_TX_REFUND) != 0)
+    {
+        return "the record's kind is not credit, debit or refund";
+    }
+
+    if (!toll_money_currency_valid(f[1], strlen(f[1]))) {
+        return "the record's currency is not a currency code";
+    }
+
+    if (toll_ledger_decimal(f[2], 1, &v) != 0) {
+        return "the record's amount is not a positive int64";
+    }
+
+    tx->amount_micros = v;
+
+    if (toll_ledger_decimal(f[3], INT64_MIN, unix_time) != 0) {
+        return "the record's time is not an int64";
+    }
+
+    tx->kind = f[0];
+    tx->currency = f[1];
+
+    return NULL;
+}
+
+
+/* an int64 of at least min in canonical decimal: 0, or -1 */
+static int
+toll_ledger_decimal(const char *s, int64_t min, int64_t *out)
+{
+    const char  *digits;
+
+    digits = (s[0] == '-') ? s + 1 : s;
+
+    if (digits[0] == '0' && (digits[1] != '\0' || digits != s)) {
+        return -1;
+    }
+
+    return toll_parse_int64(s, min, INT64_MAX, out);
 }

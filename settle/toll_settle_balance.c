@@ -31,16 +31,10 @@
 
 #include "toll_ledger.h"
 #include "toll_log.h"
-#include "toll_money.h"
 #include "toll_names.h"
-#include "toll_parse.h"
 #include "toll_settle_balance.h"
 #include "toll_settle_drain_int.h"
 
-
-/* "credit USDC 9223372036854775807 -9223372036854775808" fits */
-#define TOLL_SETTLE_RECORD_LEN_MAX                                           \
-    (6 + 1 + TOLL_MONEY_CURRENCY_LEN_MAX + 1 + 19 + 1 + 20)
 
 /* "toll:balance:{<buyer>}:journal" and a NUL */
 #define TOLL_SETTLE_BALANCE_NAME_MAX                                         \
@@ -54,7 +48,7 @@
 
 /* one record in hand: its text split in place into the ledger's fields */
 typedef struct {
-    char                      text[TOLL_SETTLE_RECORD_LEN_MAX + 1];
+    char                      text[TOLL_LEDGER_BALANCE_RECORD_LEN_MAX + 1];
 } toll_settle_record_t;
 
 
@@ -84,10 +78,6 @@ static int toll_settle_balance_srem(toll_settle_drain_t *d,
     size_t *left);
 static int toll_settle_balance_unindex(toll_settle_drain_t *d,
     const char *journal, const char *buyer, size_t len);
-static const char *toll_settle_record_parse(toll_settle_record_t *r,
-    const char *s, size_t len, toll_ledger_balance_tx_t *tx);
-static int toll_settle_decimal_valid(const char *s, int64_t min,
-    int64_t *out);
 static int toll_settle_balance_wrongtype(toll_settle_drain_t *d,
     const char *buyer, const char *key, redisReply *r);
 static void toll_settle_balance_say(toll_settle_drain_t *d,
@@ -265,6 +255,7 @@ toll_settle_balance_parse_all(toll_settle_drain_t *d,
     const redisReply *refs, const redisReply *records)
 {
     size_t             i, n;
+    int64_t            t;
     const char        *why;
     const redisReply  *ref, *rec;
 
@@ -285,8 +276,8 @@ toll_settle_balance_parse_all(toll_settle_drain_t *d,
             why = "the ref holds a NUL";
 
         } else {
-            why = toll_settle_record_parse(&w->rec[n], rec->str, rec->len,
-                                           &w->tx[n]);
+            why = toll_ledger_balance_record(rec->str, rec->len,
+                                             w->rec[n].text, &w->tx[n], &t);
         }
 
         if (why != NULL) {
@@ -472,90 +463,6 @@ failed:
     d->redis_errors++;
 
     return toll_settle_redis_failed(d, "the balance index's cleanup", r);
-}
-
-
-/*
- * "<kind> <CUR> <micros> <unix>", as lua/balance.lua's caller writes it,
- * and nothing else: one space between fields, the micros a positive
- * int64, the time an int64, neither with a leading zero or a '+'.
- */
-static const char *
-toll_settle_record_parse(toll_settle_record_t *r, const char *s, size_t len,
-    toll_ledger_balance_tx_t *tx)
-{
-    char     *p, *f[4];
-    size_t    n;
-    int64_t   v;
-
-    if (len == 0 || len > TOLL_SETTLE_RECORD_LEN_MAX) {
-        return "the record is not \"<kind> <CUR> <micros> <unix>\"";
-    }
-
-    memcpy(r->text, s, len);
-    r->text[len] = '\0';
-
-    n = 0;
-    f[n++] = r->text;
-
-    for (p = r->text; p < r->text + len; p++) {
-        if (*p != ' ') {
-            continue;
-        }
-
-        if (n == 4) {
-            return "the record is not \"<kind> <CUR> <micros> <unix>\"";
-        }
-
-        *p = '\0';
-        f[n++] = p + 1;
-    }
-
-    if (n != 4 || strlen(f[3]) != (size_t) (r->text + len - f[3])) {
-        return "the record is not \"<kind> <CUR> <micros> <unix>\"";
-    }
-
-    if (strcmp(f[0], TOLL_LEDGER_TX_CREDIT) != 0
-        && strcmp(f[0], TOLL_LEDGER_TX_DEBIT) != 0
-        && strcmp(f[0], TOLL_LEDGER_TX_REFUND) != 0)
-    {
-        return "the record's kind is not credit, debit or refund";
-    }
-
-    if (!toll_money_currency_valid(f[1], strlen(f[1]))) {
-        return "the record's currency is not a currency code";
-    }
-
-    if (toll_settle_decimal_valid(f[2], 1, &v) != 0) {
-        return "the record's amount is not a positive int64";
-    }
-
-    tx->amount_micros = v;
-
-    if (toll_settle_decimal_valid(f[3], INT64_MIN, &v) != 0) {
-        return "the record's time is not an int64";
-    }
-
-    tx->kind = f[0];
-    tx->currency = f[1];
-
-    return NULL;
-}
-
-
-/* an int64 in canonical decimal, at least min: 0 or -1 */
-static int
-toll_settle_decimal_valid(const char *s, int64_t min, int64_t *out)
-{
-    const char  *digits;
-
-    digits = (s[0] == '-') ? s + 1 : s;
-
-    if (digits[0] == '0' && (digits[1] != '\0' || digits != s)) {
-        return -1;
-    }
-
-    return toll_parse_int64(s, min, INT64_MAX, out);
 }
 
 

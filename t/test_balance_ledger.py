@@ -175,6 +175,9 @@ def test_crash_after_commit_posts_once(settle, redis_server):
     assert "killed after commit" in p.stderr
     assert len(balance_txs(settle)) == 2
     assert rc.scard(bal_key("acme", ":journal")) == 2
+    # reconcile counts them as the ledger's, not as pending twice
+    p, r = reconcile(settle)
+    assert p.returncode == 0, p.stdout + p.stderr
 
     once(settle)
     assert len(balance_txs(settle)) == 2
@@ -406,3 +409,28 @@ def test_reconcile_ledger_short(settle, redis_server):
     assert bad["redis_difference_micros"] == 0
     assert bad["ledger_difference_micros"] == -3000000
     assert bad["ledger_micros"] == 0 and bad["expected_micros"] == 3000000
+
+
+def test_reconcile_claims_in_flight(settle, redis_server):
+    """A claim not yet posted counts its prepaid part as pending; one
+    posted and not yet deleted counts as the ledger's."""
+    rc = redis_server.client
+    balance_op(rc, "acme", "credit", "USD", 10000000, "c1")
+    write_prepaid_usage(rc, "acme", "weather", "weather-co", 10, 100000,
+                        700000)
+
+    for step in ("read", "commit"):
+        p = settle.once(env={"TOLL_SETTLE_CRASH": step})
+        assert "killed after %s" % step in p.stderr
+        assert rc.scard("toll:drain:open") == 1
+        p, r = reconcile(settle)
+        assert p.returncode == 0, (step, p.stdout, p.stderr)
+        assert r["balances"]["checked"] == 1
+
+    posted = sql(settle, "SELECT count(*) FROM transactions"
+                         " WHERE kind = 'usage'")[0][0]
+    assert posted == 1
+    once(settle)
+    p, r = reconcile(settle)
+    assert p.returncode == 0, p.stderr
+    assert balances(settle)["prepaid:USD:acme"] == 9300000

@@ -405,10 +405,59 @@ test_check_balance_entries(void **state)
 }
 
 
+/* a journal record read strictly, as toll-settle and reconcile read it */
+static void
+test_record_parse(void **state)
+{
+    char                       buf[TOLL_LEDGER_BALANCE_RECORD_LEN_MAX + 1];
+    int64_t                    t;
+    toll_ledger_balance_tx_t   x;
+
+    static const char  *bad[] = {
+        "", "credit USD 5", "credit USD 5 1 2", "credit  USD 5 1",
+        "credit USD 5 1 ", " credit USD 5 1", "credits USD 5 1",
+        "credit usd 5 1", "credit US 5 1", "credit USD 0 1",
+        "credit USD 05 1", "credit USD -5 1", "credit USD +5 1",
+        "credit USD 5 01", "credit USD 5 -0", "credit USD 5 1.0",
+        "credit USD 9223372036854775808 1",
+        "credit USD 5 9223372036854775808",
+        "refund ABCDEFGHIJKLMNOPQ 5 1",
+    };
+
+    (void) state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (toll_ledger_balance_record(bad[i], strlen(bad[i]), buf, &x, &t)
+            == NULL)
+        {
+            fail_msg("taken: \"%s\"", bad[i]);
+        }
+    }
+
+    assert_non_null(toll_ledger_balance_record("credit USD 5\0 1", 14, buf,
+                                               &x, &t));
+
+    assert_null(toll_ledger_balance_record("refund ABCDEFGHIJKLMNOP "
+                                           "9223372036854775807 "
+                                           "-9223372036854775808", 64, buf,
+                                           &x, &t));
+    assert_string_equal(x.kind, "refund");
+    assert_string_equal(x.currency, "ABCDEFGHIJKLMNOP");
+    assert_int_equal(x.amount_micros, INT64_MAX);
+    assert_true(t == INT64_MIN);
+
+    assert_null(toll_ledger_balance_record("debit EUR 1 0", 13, buf, &x,
+                                           &t));
+    assert_int_equal(x.amount_micros, 1);
+    assert_int_equal(t, 0);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_record_parse),
         cmocka_unit_test_setup_teardown(test_invalid_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_usage_prepaid_refused, setup,

@@ -259,7 +259,7 @@ int toll_ledger_totals(toll_ledger_t *lg, json_t **out);
 typedef struct {
     int64_t           debits_micros;       /* the totals row */
     int64_t           credits_micros;
-    int64_t           transactions;        /* usage and payouts */
+    int64_t           transactions;        /* of every kind */
     int64_t           deliveries_pending;  /* webhooks not yet settled */
 } toll_ledger_gauges_t;
 

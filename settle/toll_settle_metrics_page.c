@@ -154,8 +154,8 @@ toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
         "equal to the debits.", f->ledger_credits_micros);
 
     toll_settle_page_int(pg, "toll_settle_ledger_transactions", "gauge",
-        "Transactions in the ledger (usage and payouts), after the last "
-        "pass.", f->ledger_transactions);
+        "Transactions in the ledger (usage, payouts, balances), after the "
+        "last pass.", f->ledger_transactions);
 
     toll_settle_page_count(pg, "toll_settle_webhook_attempts_total",
         "Webhook POSTs made, whatever their outcome.", hs->attempts);

@@ -237,8 +237,9 @@ def test_bad_records_left(settle, redis_server):
     passes = int(rc.info("stats")["total_commands_processed"])
     wait_for(lambda: int(rc.info("stats")["total_commands_processed"])
              > passes + 50, 30, what="more passes")
-    settle.stop(log)
+    assert settle.stop(log) == 0
     text = Settle.log_text(log)
+    assert "Sanitizer" not in text, text
 
     assert sorted(r[1:3] for r in balance_txs(settle)) == \
         [("acme", "good"), ("beta", "good")]

@@ -309,9 +309,11 @@ toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad, char *detail,
              "  THEN e.credit_micros - e.debit_micros END), 0),"
              " coalesce(sum(CASE WHEN a.name = 'platform:fees'"
              "  THEN e.credit_micros - e.debit_micros END), 0),"
+             /* a NULL in NOT IN would make it NULL, never true */
              " count(CASE WHEN a.name NOT IN ('buyer:' || t.buyer,"
              "  'provider:' || t.provider, 'platform:fees',"
-             "  'prepaid:' || t.currency || ':' || t.buyer) THEN 1 END),"
+             "  'prepaid:' || coalesce(t.currency, '') || ':' || t.buyer)"
+             "  THEN 1 END),"
              " t.prepaid_micros,"
              " coalesce(sum(CASE WHEN a.name ="
              "  'prepaid:' || t.currency || ':' || t.buyer"

@@ -453,6 +453,42 @@ test_record_parse(void **state)
 }
 
 
+/* an entry of a usage without a currency to any other account is seen */
+static void
+test_check_usage_stray_entry(void **state)
+{
+    json_t     *report;
+    fixture_t  *f;
+
+    f = *state;
+
+    assert_int_equal(post_usage(f->lg, 1, "", 100000, 0), TOLL_LEDGER_OK);
+    assert_ledger_ok(f->lg);
+
+    assert_int_equal(sqlite3_exec(toll_ledger_db(f->lg),
+                                  "INSERT INTO accounts (name, kind) VALUES"
+                                  " ('buyer:x', 'buyer'), ('buyer:y',"
+                                  " 'buyer');"
+                                  "INSERT INTO entries (tx_id, account_id,"
+                                  " debit_micros, credit_micros) SELECT 1,"
+                                  " id, 5, 0 FROM accounts WHERE name ="
+                                  " 'buyer:x';"
+                                  "INSERT INTO entries (tx_id, account_id,"
+                                  " debit_micros, credit_micros) SELECT 1,"
+                                  " id, 0, 5 FROM accounts WHERE name ="
+                                  " 'buyer:y';"
+                                  "UPDATE totals SET debits_micros ="
+                                  " debits_micros + 5, credits_micros ="
+                                  " credits_micros + 5;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+
+    assert_int_equal(toll_ledger_check(f->lg, &report), TOLL_LEDGER_OK);
+    assert_false(json_is_true(json_object_get(report, "ok")));
+    json_decref(report);
+}
+
+
 int
 main(void)
 {
@@ -466,6 +502,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_kinds_post, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_split, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_balance_entries, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_check_usage_stray_entry, setup,
                                         teardown),
     };
 

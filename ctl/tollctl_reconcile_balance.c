@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "toll_key.h"
 #include "toll_ledger.h"
 #include "toll_money.h"
 #include "tollctl.h"
@@ -99,7 +100,8 @@ tollctl_recon_bal(tollctl_recon_t *r, const char *buyer,
 /*
  * A journal's ref and its record "<kind> <CUR> <micros> <unix>".  One
  * that does not read as toll-settle reads it is never posted: it is not
- * counted as pending, so that the ledger's difference shows it.
+ * counted as pending, so that the ledger's difference shows it.  Nor is
+ * one whose buyer or ref the ledger refuses.
  */
 int
 tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer, const char *ref,
@@ -111,7 +113,11 @@ tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer, const char *ref,
     tollctl_jrec_t           *grown, *j;
     toll_ledger_balance_tx_t  tx;
 
-    if (toll_ledger_balance_record(record, len, text, &tx, &t) != NULL) {
+    if (toll_ledger_balance_record(record, len, text, &tx, &t) != NULL
+        || ref_len > TOLL_LEDGER_TX_REF_LEN_MAX
+        || memchr(ref, '\0', ref_len) != NULL
+        || !toll_owner_valid((const unsigned char *) buyer, strlen(buyer)))
+    {
         return EX_OK;
     }
 
@@ -141,6 +147,12 @@ tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer, const char *ref,
         free(j->buyer);
         free(j->ref);
         return tollctl_error(EX_OSERR, "out of memory");
+    }
+
+    if (!toll_settlement_tx_ref_valid(j->ref)) {
+        free(j->buyer);
+        free(j->ref);
+        return EX_OK;
     }
 
     snprintf(j->currency, sizeof(j->currency), "%s", tx.currency);

@@ -48,11 +48,12 @@ def bal_key(buyer, suffix=""):
     return "toll:balance:{%s}%s" % (buyer, suffix)
 
 
-def balance_op(rc, buyer, kind, cur, micros, ref, unix=T):
-    """One credit, debit or refund as tollctl balance makes it."""
+def balance_op(rc, buyer, kind, cur, micros, ref, unix=T, record=None):
+    """One credit, debit or refund as tollctl balance makes it (record:
+    another text for its record, as a broken writer would make it)."""
     with open(LUA) as f:
         script = f.read()
-    record = "%s %s %d %d" % (kind, cur, micros, unix)
+    record = record or "%s %s %d %d" % (kind, cur, micros, unix)
     field = "%s:%s" % (cur, "credits" if kind == "credit" else "debits")
     r = rc.eval(script, 3, bal_key(buyer), bal_key(buyer, ":refs"),
                 bal_key(buyer, ":journal"), ref, record, field, str(micros),
@@ -435,3 +436,24 @@ def test_reconcile_claims_in_flight(settle, redis_server):
     p, r = reconcile(settle)
     assert p.returncode == 0, p.stderr
     assert balances(settle)["prepaid:USD:acme"] == 9300000
+
+
+def test_reconcile_stuck_records(settle, redis_server):
+    """A record toll-settle leaves in a journal (unreadable, or of a buyer
+    the ledger cannot name) is not pending: the ledger's difference shows
+    the money Redis counted and the ledger never will."""
+    rc = redis_server.client
+    balance_op(rc, "acme", "credit", "USD", 5, "c1", record="credit USD 5 01")
+    balance_op(rc, "a b", "credit", "USD", 7, "c1")
+    balance_op(rc, "beta", "credit", "USD", 9, "c1")
+    once(settle)
+
+    p, r = reconcile(settle)
+    assert p.returncode == 65, p.stderr
+    rows = {(x["buyer"], x["currency"]): x
+            for x in r["balances"]["rows_differing"]}
+    assert set(rows) == {("acme", "USD"), ("a b", "USD")}
+    assert rows[("acme", "USD")]["ledger_difference_micros"] == -5
+    assert rows[("a b", "USD")]["ledger_difference_micros"] == -7
+    assert rows[("acme", "USD")]["redis_difference_micros"] == 0
+    assert r["differences"] == 0 and not r["ok"]

@@ -16,7 +16,9 @@
  * Version 2: prepaid balances (docs/settle.md).  An account may be a
  * buyer's prepaid liability; a transaction may be a credit, debit or
  * refund of one, with its buyer, ref (unique per buyer) and currency and
- * no provider; a usage transaction keeps what the balance paid of it.
+ * no provider (version 1's provider NOT NULL is now the CHECK that a
+ * provider is there exactly when no ref is); a usage transaction keeps
+ * what the balance paid of it.
  */
 #define TOLL_LEDGER_ACCOUNTS_SQL(t)                                          \
 "CREATE TABLE " t " ("                                                       \
@@ -56,9 +58,9 @@
 "  CHECK ((kind = 'payout') = (settlement_id IS NOT NULL)),"                 \
 "  CHECK ((kind IN ('credit', 'debit', 'refund')) = (ref IS NOT NULL)),"     \
 "  CHECK ((ref IS NULL) = (provider IS NOT NULL)),"                          \
-"  CHECK (ref IS NULL OR (buyer IS NOT NULL AND currency IS NOT NULL"         \
+"  CHECK (ref IS NULL OR (buyer IS NOT NULL AND currency IS NOT NULL"        \
 "         AND amount_micros > 0 AND fee_micros = 0)),"                       \
-"  CHECK (prepaid_micros = 0 OR (kind = 'usage' AND currency IS NOT NULL)),"  \
+"  CHECK (prepaid_micros = 0 OR (kind = 'usage' AND currency IS NOT NULL))," \
 "  UNIQUE (batch_id, service)"                                               \
 ") STRICT;"
 
@@ -66,8 +68,8 @@
 #define TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                 \
 "CREATE INDEX transactions_provider"                                         \
 "  ON transactions (provider, kind, posted_at);"                             \
-"CREATE INDEX transactions_usage ON transactions (buyer, day, service);"      \
-"CREATE UNIQUE INDEX transactions_balance_ref ON transactions (buyer, ref)"   \
+"CREATE INDEX transactions_usage ON transactions (buyer, day, service);"     \
+"CREATE UNIQUE INDEX transactions_balance_ref ON transactions (buyer, ref)"  \
 "  WHERE ref IS NOT NULL;"                                                   \
 "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"        \
 "  BEGIN SELECT RAISE(ABORT, 'ledger transactions are immutable'); END;"
@@ -79,7 +81,7 @@
 "  value TEXT NOT NULL"                                                      \
 ") STRICT;"                                                                  \
                                                                              \
-TOLL_LEDGER_ACCOUNTS_SQL("accounts")                                          \
+TOLL_LEDGER_ACCOUNTS_SQL("accounts")                                         \
                                                                              \
 "CREATE TABLE batches ("                                                     \
 "  id        TEXT PRIMARY KEY,"                                              \
@@ -108,7 +110,7 @@ TOLL_LEDGER_ACCOUNTS_SQL("accounts")                                          \
 ") STRICT;"                                                                  \
 "CREATE INDEX settlements_provider ON settlements (provider, period_start);" \
                                                                              \
-TOLL_LEDGER_TRANSACTIONS_SQL("transactions")                                  \
+TOLL_LEDGER_TRANSACTIONS_SQL("transactions")                                 \
 TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                         \
                                                                              \
 "CREATE TABLE entries ("                                                     \

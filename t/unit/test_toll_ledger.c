@@ -1156,6 +1156,14 @@ test_v1_migrated(void **state)
                                       NULL, NULL),
                          SQLITE_OK);
 
+    /* entries still refer to the new tables, and foreign keys are on */
+    assert_int_not_equal(sqlite3_exec(toll_ledger_db(lg),
+                                      "INSERT INTO entries (tx_id,"
+                                      " account_id, debit_micros,"
+                                      " credit_micros) VALUES (999, 1, 1,"
+                                      " 0)", NULL, NULL, NULL),
+                         SQLITE_OK);
+
     assert_int_equal(toll_ledger_totals(lg, &totals), TOLL_LEDGER_OK);
     assert_int_field(totals, "debits_micros", 19950000);
     assert_int_field(totals, "credits_micros", 19950000);

@@ -18,9 +18,10 @@
  *
  * A death between 3 and 4 leaves posted refs in the journal: the next
  * pass posts them again, which the ledger answers as posted before
- * (the same content) and writes nothing.  A record that cannot be read
- * or that the ledger refuses stays in the journal, said once in the log;
- * the buyer's other records and every other buyer go on.
+ * (the same content) and writes nothing (TOLL_SETTLE_CRASH=commit kills
+ * the pass there, as after a usage batch's COMMIT).  A record that cannot
+ * be read or that the ledger refuses stays in the journal, said once in
+ * the log; the buyer's other records and every other buyer go on.
  */
 
 #include <stdint.h>
@@ -38,7 +39,7 @@
 
 /* "toll:balance:{<buyer>}:journal" and a NUL */
 #define TOLL_SETTLE_BALANCE_NAME_MAX                                         \
-    (toll_name_len(TOLL_NAME_BALANCE_PREFIX) + TOLL_NAME_BUYER_LEN_MAX      \
+    (toll_name_len(TOLL_NAME_BALANCE_PREFIX) + TOLL_NAME_BUYER_LEN_MAX       \
      + toll_name_len(TOLL_NAME_TAG_END)                                      \
      + toll_name_len(TOLL_NAME_BALANCE_JOURNAL) + 1)
 

@@ -538,15 +538,27 @@ static int
 tollctl_account_check(const char *opt, const char *account)
 {
     size_t       plen;
-    const char  *owner;
+    const char  *owner, *colon;
 
     if (strcmp(account, TOLL_LEDGER_ACCOUNT_FEES) == 0
-        || strcmp(account, TOLL_LEDGER_ACCOUNT_CASH) == 0)
+        || strcmp(account, TOLL_LEDGER_ACCOUNT_CASH) == 0
+        || strcmp(account, TOLL_LEDGER_ACCOUNT_ADJUSTMENTS) == 0)
     {
         return EX_OK;
     }
 
     owner = NULL;
+    plen = sizeof(TOLL_LEDGER_ACCOUNT_PREPAID) - 1;
+
+    /* prepaid:<CUR>:<owner>: a currency code holds no ':' */
+    if (strncmp(account, TOLL_LEDGER_ACCOUNT_PREPAID, plen) == 0
+        && (colon = strchr(account + plen, ':')) != NULL
+        && toll_money_currency_valid(account + plen,
+                                     (size_t) (colon - account - plen)))
+    {
+        owner = colon + 1;
+    }
+
     plen = sizeof(TOLLCTL_ACCOUNT_BUYER) - 1;
 
     if (strncmp(account, TOLLCTL_ACCOUNT_BUYER, plen) == 0) {
@@ -564,7 +576,9 @@ tollctl_account_check(const char *opt, const char *account)
     {
         return tollctl_error(EX_DATAERR, "invalid %s \"%s\": use buyer:ID, "
                              "provider:ID, " TOLL_LEDGER_ACCOUNT_FEES " or "
-                             TOLL_LEDGER_ACCOUNT_CASH, opt, account);
+                             TOLL_LEDGER_ACCOUNT_CASH " (or prepaid:CUR:ID, "
+                             TOLL_LEDGER_ACCOUNT_ADJUSTMENTS ")", opt,
+                             account);
     }
 
     return EX_OK;
@@ -679,6 +693,12 @@ tollctl_print_entries(json_t *list)
         if (kind != NULL && strcmp(kind, "payout") == 0) {
             snprintf(ref, sizeof(ref), "settlement %s",
                      tollctl_cell(json_object_get(e, "settlement"), NULL, 0));
+
+        } else if (json_is_string(json_object_get(e, "ref"))) {
+            /* a balance's credit, debit or refund: its buyer and ref */
+            snprintf(ref, sizeof(ref), "%s %s",
+                     tollctl_cell(json_object_get(e, "buyer"), NULL, 0),
+                     tollctl_cell(json_object_get(e, "ref"), NULL, 0));
 
         } else {
             snprintf(ref, sizeof(ref), "%s %s %s",

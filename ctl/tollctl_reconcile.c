@@ -44,6 +44,7 @@ static int tollctl_recon_row(json_t *diffs, const tollctl_part_t *first,
     const tollctl_sums_t *s);
 static json_t *tollctl_metrics_json(const int64_t v[TOLLCTL_METRICS]);
 static void tollctl_print_reconcile(json_t *result);
+static void tollctl_print_usage_rows(json_t *result);
 static int tollctl_part_cmp(const void *a, const void *b);
 
 
@@ -52,8 +53,8 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int              rc, attempt, stable;
     size_t           i;
-    json_t          *result;
-    int64_t          ndiff;
+    json_t          *result, *bals;
+    int64_t          ndiff, nbal;
     toll_ledger_t   *lg;
     tollctl_recon_t  r;
 
@@ -73,6 +74,7 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
     result = NULL;
     stable = 1;
     ndiff = 0;
+    nbal = 0;
 
     for (attempt = 1; attempt <= TOLLCTL_RECONCILE_ATTEMPTS_MAX; attempt++) {
         memset(&r, 0, sizeof(tollctl_recon_t));
@@ -81,6 +83,16 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
 
         if (rc == EX_OK) {
             rc = tollctl_recon_result(&r, &result, &ndiff);
+        }
+
+        if (rc == EX_OK) {
+            rc = tollctl_recon_balance_result(&r, &bals, &nbal);
+
+            if (rc == EX_OK) {
+                json_object_set_new(result, "balances", bals);
+                json_object_set_new(result, "ok",
+                                    json_boolean(ndiff == 0 && nbal == 0));
+            }
         }
 
         stable = (r.batches_before == r.batches_after && r.in_flight == 0
@@ -92,7 +104,7 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
 
         tollctl_recon_free(&r);
 
-        if (rc != EX_OK || ndiff == 0 || stable
+        if (rc != EX_OK || (ndiff == 0 && nbal == 0) || stable
             || attempt == TOLLCTL_RECONCILE_ATTEMPTS_MAX)
         {
             break;
@@ -116,7 +128,7 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
     rc = tollctl_output(ctl, result, tollctl_print_reconcile);
     json_decref(result);
 
-    if (rc != EX_OK || ndiff == 0) {
+    if (rc != EX_OK || (ndiff == 0 && nbal == 0)) {
         return rc;
     }
 
@@ -124,8 +136,19 @@ tollctl_reconcile(tollctl_t *ctl, tollctl_opts_t *o)
         return tollctl_error(EX_TEMPFAIL, "%lld rows differ, but toll-settle "
                              "drained while reconcile read, %d times: run "
                              "it again when toll-settle is idle",
-                             (long long) ndiff,
+                             (long long) (ndiff + nbal),
                              TOLLCTL_RECONCILE_ATTEMPTS_MAX);
+    }
+
+    if (ndiff == 0) {
+        return tollctl_error(EX_DATAERR, "%lld prepaid balance%s differ%s "
+                             "(listed above): in Redis, credits - debits is "
+                             "not available + held + spent, or the "
+                             "ledger's prepaid account is not what Redis "
+                             "says; check toll-settle's log for records "
+                             "left in a journal, and run it again when the "
+                             "gate is idle", (long long) nbal,
+                             nbal == 1 ? "" : "s", nbal == 1 ? "s" : "");
     }
 
     return tollctl_error(EX_DATAERR, "%lld row%s of usage differ%s between "
@@ -184,6 +207,12 @@ tollctl_recon_read(tollctl_t *ctl, toll_ledger_t *lg, tollctl_recon_t *r)
         return rc;
     }
 
+    /* right after the usage: a flush moves a balance's spent with it */
+    rc = tollctl_recon_balances(ctl, r);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
     rc = tollctl_recon_open_set(ctl, &r->open_after, &r->nopen_after);
     if (rc != EX_OK) {
         return rc;
@@ -204,6 +233,7 @@ tollctl_recon_free(tollctl_recon_t *r)
     }
 
     free(r->parts);
+    tollctl_recon_balance_free(r);
     tollctl_strs_free(r->open_before, r->nopen_before);
     tollctl_strs_free(r->open_after, r->nopen_after);
     tollctl_strs_free(r->intents, r->nintents);
@@ -274,6 +304,12 @@ tollctl_recon_ledger(toll_ledger_t *lg, tollctl_recon_t *r)
 
     rc = toll_ledger_usage_totals(lg, &rows);
     if (rc != TOLL_LEDGER_OK) {
+        goto failed;
+    }
+
+    rc = tollctl_recon_balance_ledger(lg, r);
+    if (rc != TOLL_LEDGER_OK) {
+        json_decref(rows);
         goto failed;
     }
 
@@ -645,11 +681,8 @@ tollctl_metrics_json(const int64_t v[TOLLCTL_METRICS])
 static void
 tollctl_print_reconcile(json_t *result)
 {
-    int          m;
-    char         cell[TOLLCTL_METRICS][TOLLCTL_CELL_LEN_MAX];
-    size_t       i, k;
-    json_t      *row, *v;
-    json_int_t   n;
+    size_t       k;
+    json_t      *v;
     const char  *names[] = { "recorded", "pending", "ledger" };
 
     printf("rows: %" JSON_INTEGER_FORMAT " (buyer, day, service), %"
@@ -674,6 +707,23 @@ tollctl_print_reconcile(json_t *result)
 
     printf("differences: %" JSON_INTEGER_FORMAT "\n",
            json_integer_value(json_object_get(result, "differences")));
+
+    tollctl_print_usage_rows(result);
+
+    if (json_object_get(result, "balances") != NULL) {
+        tollctl_print_balances(json_object_get(result, "balances"));
+    }
+}
+
+
+static void
+tollctl_print_usage_rows(json_t *result)
+{
+    int          m;
+    char         cell[TOLLCTL_METRICS][TOLLCTL_CELL_LEN_MAX];
+    size_t       i;
+    json_t      *row, *v;
+    json_int_t   n;
 
     if (json_array_size(json_object_get(result, "rows_differing")) == 0) {
         return;

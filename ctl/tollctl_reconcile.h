@@ -1,8 +1,10 @@
 /*
- * tollctl reconcile: what its two files share.  tollctl_reconcile_redis.c
+ * tollctl reconcile: what its three files share.  tollctl_reconcile_redis.c
  * reads Redis's side (usage hashes, their mirrors, open and quarantined
- * claims) into parts; tollctl_reconcile.c reads the ledger's, sums the
- * parts per (buyer, day, service) and reports the differences.
+ * claims, prepaid balances and their journals) into parts;
+ * tollctl_reconcile.c reads the ledger's, sums the parts per (buyer, day,
+ * service) and reports the differences; tollctl_reconcile_balance.c
+ * does the same per (buyer, currency) of a prepaid balance.
  */
 
 #ifndef _TOLLCTL_RECONCILE_H_INCLUDED_
@@ -12,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "toll_ledger.h"
+#include "toll_money.h"
 #include "toll_names.h"
 #include "tollctl.h"
 #include "tollctl_ledger.h"
@@ -65,7 +71,39 @@ typedef struct {
     char              batch[TOLL_NAME_BATCH_LEN + 1];   /* CLAIM only */
     tollctl_src_e     src;
     int64_t           v[TOLLCTL_METRICS];
+    /* of the amount, what a prepaid balance paid, and its currency */
+    int64_t           prepaid;
+    char              currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
 } tollctl_part_t;
+
+
+/*
+ * A buyer's prepaid balance of one currency: Redis's fields, what its
+ * journal holds that the ledger does not, what usage not yet posted took
+ * of it, and the ledger's prepaid account.
+ */
+typedef struct {
+    char             *buyer;
+    char              currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
+    int64_t           credits;
+    int64_t           debits;
+    int64_t           available;
+    int64_t           held;
+    int64_t           spent;
+    int64_t           journal;            /* credits +, debits, refunds - */
+    int64_t           usage;              /* prepaid_micros pending */
+    int64_t           ledger;
+    int               overflow;           /* a sum above overflowed */
+} tollctl_bal_t;
+
+
+/* a ref of a journal, to look up in the ledger */
+typedef struct {
+    char             *buyer;
+    char             *ref;
+    char              currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
+    int64_t           micros;             /* credits +, debits, refunds - */
+} tollctl_jrec_t;
 
 
 typedef struct {
@@ -93,6 +131,13 @@ typedef struct {
     int64_t           batches_before;
     int64_t           batches_after;
     int               in_flight;
+
+    tollctl_bal_t    *bals;
+    size_t            nbals;
+    size_t            bals_cap;
+    tollctl_jrec_t   *jrecs;
+    size_t            njrecs;
+    size_t            jrecs_cap;
 } tollctl_recon_t;
 
 
@@ -113,6 +158,18 @@ int tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays);
 int tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
     size_t ndays);
 void tollctl_strs_free(char **strs, size_t n);
+int tollctl_recon_balances(tollctl_t *ctl, tollctl_recon_t *r);
+
+/* tollctl_reconcile_balance.c */
+int tollctl_recon_bal(tollctl_recon_t *r, const char *buyer,
+    const char *currency, size_t currency_len, tollctl_bal_t **out);
+int tollctl_recon_jrec(tollctl_recon_t *r, const char *buyer,
+    const char *ref, size_t ref_len, const char *record, size_t len);
+int tollctl_recon_balance_ledger(toll_ledger_t *lg, tollctl_recon_t *r);
+int tollctl_recon_balance_result(tollctl_recon_t *r, json_t **out,
+    int64_t *ndiff);
+void tollctl_recon_balance_free(tollctl_recon_t *r);
+void tollctl_print_balances(json_t *balances);
 
 
 #endif /* _TOLLCTL_RECONCILE_H_INCLUDED_ */

@@ -16,7 +16,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include "toll_money.h"
 #include "toll_names.h"
+#include "toll_parse.h"
 #include "toll_usage.h"
 #include "tollctl.h"
 #include "tollctl_reconcile.h"
@@ -38,6 +40,16 @@ static int tollctl_recon_hash(tollctl_recon_t *r, const char *name,
 static tollctl_part_t *tollctl_recon_find(tollctl_recon_t *r, size_t first,
     const char *service, size_t len);
 static int tollctl_str_cmp(const void *a, const void *b);
+static int tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers,
+    size_t *n);
+static int tollctl_recon_balance(tollctl_t *ctl, tollctl_recon_t *r,
+    const char *buyer);
+static int tollctl_recon_balance_hash(tollctl_recon_t *r, const char *name,
+    const char *buyer, const redisReply *hash);
+static int tollctl_recon_journal(tollctl_t *ctl, tollctl_recon_t *r,
+    const char *buyer, const redisReply *refs);
+static void tollctl_recon_part_extra(tollctl_part_t *p, int m,
+    const redisReply *value);
 
 
 /*
@@ -526,9 +538,30 @@ tollctl_recon_hash(tollctl_recon_t *r, const char *name,
                                  "reply", name);
         }
 
-        /* errors, latency_ms, provider and unknown fields: not compared */
+        /*
+         * errors, latency_ms, provider and unknown fields: not compared;
+         * prepaid_micros and currency: for the balances, of live hashes
+         * and claims
+         */
 
         m = toll_usage_field_parse(field->str, field->len, &slen);
+
+        if ((m == TOLL_USAGE_PREPAID || m == TOLL_USAGE_CURRENCY)
+            && (src == TOLLCTL_SRC_LIVE || src == TOLLCTL_SRC_CLAIM))
+        {
+            p = tollctl_recon_find(r, first, field->str, slen);
+
+            if (p == NULL) {
+                rc = tollctl_recon_add(r, buyer, day, field->str, slen, src,
+                                       batch, &p);
+                if (rc != EX_OK) {
+                    return rc;
+                }
+            }
+
+            tollctl_recon_part_extra(p, m, hash->element[i + 1]);
+            continue;
+        }
 
         if (m < 0 || m >= TOLLCTL_METRICS) {
             continue;
@@ -655,4 +688,311 @@ tollctl_claim_name(const char *name, size_t len, char *buyer, char *day,
     memcpy(batch, n.batch, sizeof(n.batch));
 
     return 0;
+}
+
+
+/*
+ * A usage hash's prepaid_micros or currency; one that does not read as
+ * toll-settle reads it is left out (the drain quarantines such a hash).
+ */
+static void
+tollctl_recon_part_extra(tollctl_part_t *p, int m, const redisReply *value)
+{
+    int64_t  v;
+
+    if (m == TOLL_USAGE_CURRENCY) {
+        if (toll_money_currency_valid(value->str, value->len)) {
+            memcpy(p->currency, value->str, value->len);
+            p->currency[value->len] = '\0';
+        }
+
+        return;
+    }
+
+    if (toll_usage_count_parse(value->str, value->len, &v) == 0) {
+        p->prepaid = v;
+    }
+}
+
+
+/*
+ * Every buyer with a balance hash (SCAN), each one's hash and journal in
+ * one MULTI, and the journal's records.
+ */
+int
+tollctl_recon_balances(tollctl_t *ctl, tollctl_recon_t *r)
+{
+    int      rc;
+    char   **buyers;
+    size_t   i, n;
+
+    buyers = NULL;
+    n = 0;
+
+    rc = tollctl_recon_scan_balances(ctl, &buyers, &n);
+
+    for (i = 0; i < n && rc == EX_OK; i++) {
+        rc = tollctl_recon_balance(ctl, r, buyers[i]);
+    }
+
+    tollctl_strs_free(buyers, n);
+
+    return rc;
+}
+
+
+/* "toll:balance:{<buyer>}": the buyer, as the drain's readers take one */
+static int
+tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
+{
+    char            cursor[32], **grown;
+    size_t          i, cap, calls, plen, blen;
+    redisReply     *reply, *key;
+    tollctl_cmd_t   cmd;
+
+    plen = toll_name_len(TOLL_NAME_BALANCE_PREFIX);
+    cap = 0;
+    snprintf(cursor, sizeof(cursor), "0");
+
+    for (calls = 0; calls < TOLLCTL_SCAN_CALLS_MAX; calls++) {
+        tollctl_cmd_init(&cmd, "SCAN");
+        tollctl_cmd_add_str(&cmd, cursor);
+        tollctl_cmd_add_str(&cmd, "MATCH");
+        tollctl_cmd_add_str(&cmd, TOLL_NAME_BALANCE_PREFIX "*"
+                                  TOLL_NAME_TAG_END);
+        tollctl_cmd_add_str(&cmd, "COUNT");
+        tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
+
+        reply = tollctl_redis_run(ctl, &cmd);
+        if (reply == NULL) {
+            return EX_UNAVAILABLE;
+        }
+
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+            || reply->element[0]->type != REDIS_REPLY_STRING
+            || reply->element[0]->len >= sizeof(cursor)
+            || reply->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            freeReplyObject(reply);
+            return tollctl_error(EX_UNAVAILABLE, "redis %s: SCAN: "
+                                 "unexpected reply", ctl->addr.text);
+        }
+
+        for (i = 0; i < reply->element[1]->elements; i++) {
+            key = reply->element[1]->element[i];
+
+            if (key->type != REDIS_REPLY_STRING || key->len <= plen + 1) {
+                continue;
+            }
+
+            blen = key->len - plen - 1;
+
+            if (blen > TOLL_NAME_BUYER_LEN_MAX
+                || memchr(key->str + plen, '\n', blen) != NULL
+                || memchr(key->str + plen, '\0', blen) != NULL)
+            {
+                continue;
+            }
+
+            if (*n == cap) {
+                cap = cap ? 2 * cap : TOLLCTL_RECONCILE_BATCH_MAX;
+                grown = (cap > TOLLCTL_RECONCILE_PARTS_MAX) ? NULL
+                        : realloc(*buyers, cap * sizeof(char *));
+
+                if (grown == NULL) {
+                    freeReplyObject(reply);
+                    return tollctl_error(EX_OSERR, "too many balances, or "
+                                         "out of memory");
+                }
+
+                *buyers = grown;
+            }
+
+            (*buyers)[*n] = strndup(key->str + plen, blen);
+
+            if ((*buyers)[*n] == NULL) {
+                freeReplyObject(reply);
+                return tollctl_error(EX_OSERR, "out of memory");
+            }
+
+            (*n)++;
+        }
+
+        memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
+        cursor[reply->element[0]->len] = '\0';
+        freeReplyObject(reply);
+
+        if (strcmp(cursor, "0") == 0) {
+            return EX_OK;
+        }
+    }
+
+    return tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d calls",
+                         TOLLCTL_SCAN_CALLS_MAX);
+}
+
+
+static int
+tollctl_recon_balance(tollctl_t *ctl, tollctl_recon_t *r, const char *buyer)
+{
+    int             rc;
+    char            name[TOLL_NAME_LEN_MAX + 1];
+    char            journal[TOLL_NAME_LEN_MAX + 1];
+    char           *end;
+    size_t          len;
+    redisReply     *exec;
+    tollctl_cmd_t   cmds[2];
+
+    len = strlen(buyer);
+
+    end = toll_name_balance(name, buyer, len, "");
+    *end = '\0';
+    end = toll_name_balance(journal, buyer, len, TOLL_NAME_BALANCE_JOURNAL);
+    *end = '\0';
+
+    tollctl_cmd_init(&cmds[0], "HGETALL");
+    tollctl_cmd_add_str(&cmds[0], name);
+    tollctl_cmd_init(&cmds[1], "SMEMBERS");
+    tollctl_cmd_add_str(&cmds[1], journal);
+
+    exec = tollctl_redis_exec(ctl, cmds, 2);
+
+    if (exec == NULL || exec->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(exec);
+        return EX_UNAVAILABLE;
+    }
+
+    rc = tollctl_recon_balance_hash(r, name, buyer, exec->element[0]);
+
+    if (rc == EX_OK) {
+        rc = tollctl_recon_journal(ctl, r, buyer, exec->element[1]);
+    }
+
+    freeReplyObject(exec);
+
+    return rc;
+}
+
+
+/* "<CUR>:<field>" = an int64 in decimal; holds and times not summed */
+static int
+tollctl_recon_balance_hash(tollctl_recon_t *r, const char *name,
+    const char *buyer, const redisReply *hash)
+{
+    int                rc;
+    char               text[32];
+    size_t             i, clen;
+    int64_t            v, *to;
+    const char        *colon, *f;
+    tollctl_bal_t     *b;
+    const redisReply  *field, *value;
+
+    if (hash->type != REDIS_REPLY_ARRAY || hash->elements % 2 != 0) {
+        return tollctl_error(EX_UNAVAILABLE, "HGETALL %s: unexpected reply",
+                             name);
+    }
+
+    for (i = 0; i < hash->elements; i += 2) {
+        field = hash->element[i];
+        value = hash->element[i + 1];
+
+        if (field->type != REDIS_REPLY_STRING
+            || value->type != REDIS_REPLY_STRING
+            || (colon = memchr(field->str, ':', field->len)) == NULL)
+        {
+            continue;
+        }
+
+        clen = (size_t) (colon - field->str);
+        f = colon + 1;
+
+        if (!toll_money_currency_valid(field->str, clen)
+            || strchr(f, ':') != NULL)
+        {
+            continue;                   /* hold:<node>, seen:<node> */
+        }
+
+        rc = tollctl_recon_bal(r, buyer, field->str, clen, &b);
+        if (rc != EX_OK) {
+            return rc;
+        }
+
+        to = (strcmp(f, TOLL_BALANCE_CREDITS) == 0) ? &b->credits
+             : (strcmp(f, TOLL_BALANCE_DEBITS) == 0) ? &b->debits
+             : (strcmp(f, TOLL_BALANCE_AVAILABLE) == 0) ? &b->available
+             : (strcmp(f, TOLL_BALANCE_HELD) == 0) ? &b->held
+             : (strcmp(f, TOLL_BALANCE_SPENT) == 0) ? &b->spent : NULL;
+
+        if (to == NULL) {
+            continue;
+        }
+
+        if (value->len >= sizeof(text)
+            || (memcpy(text, value->str, value->len),
+                text[value->len] = '\0',
+                toll_parse_int64(text, INT64_MIN, INT64_MAX, &v) != 0))
+        {
+            return tollctl_error(EX_DATAERR, "Redis key %s, field %.*s: "
+                                 "\"%.*s\" is not an amount; fix the "
+                                 "field", name, (int) field->len,
+                                 field->str, (int) value->len, value->str);
+        }
+
+        *to = v;
+    }
+
+    return EX_OK;
+}
+
+
+/* the records of the journal's refs, a pipeline of HGETs at a time */
+static int
+tollctl_recon_journal(tollctl_t *ctl, tollctl_recon_t *r, const char *buyer,
+    const redisReply *refs)
+{
+    int             rc;
+    char            name[TOLL_NAME_LEN_MAX + 1], *end;
+    size_t          i, j, n;
+    redisReply     *replies[TOLLCTL_RECONCILE_BATCH_MAX];
+    tollctl_cmd_t   cmds[TOLLCTL_RECONCILE_BATCH_MAX];
+
+    if (refs->type != REDIS_REPLY_ARRAY) {
+        return tollctl_error(EX_UNAVAILABLE, "SMEMBERS of a journal: "
+                             "unexpected reply");
+    }
+
+    end = toll_name_balance(name, buyer, strlen(buyer),
+                            TOLL_NAME_BALANCE_REFS);
+    *end = '\0';
+    rc = EX_OK;
+
+    for (i = 0; i < refs->elements && rc == EX_OK; i += n) {
+        n = refs->elements - i;
+        if (n > TOLLCTL_RECONCILE_BATCH_MAX) {
+            n = TOLLCTL_RECONCILE_BATCH_MAX;
+        }
+
+        for (j = 0; j < n; j++) {
+            tollctl_cmd_init(&cmds[j], "HGET");
+            tollctl_cmd_add_str(&cmds[j], name);
+            tollctl_cmd_add(&cmds[j], refs->element[i + j]->str,
+                            refs->element[i + j]->len);
+        }
+
+        if (tollctl_redis_pipeline(ctl, cmds, n, replies) != 0) {
+            return EX_UNAVAILABLE;
+        }
+
+        for (j = 0; j < n; j++) {
+            if (rc == EX_OK && replies[j]->type == REDIS_REPLY_STRING) {
+                rc = tollctl_recon_jrec(r, buyer, refs->element[i + j]->str,
+                                        refs->element[i + j]->len,
+                                        replies[j]->str, replies[j]->len);
+            }
+
+            freeReplyObject(replies[j]);
+        }
+    }
+
+    return rc;
 }

@@ -27,7 +27,10 @@
 #include "toll_ledger_schema.h"
 
 
-static int toll_ledger_schema(toll_ledger_t *lg, int create);
+static int toll_ledger_schema(toll_ledger_t *lg, int flags);
+static int toll_ledger_migrate(toll_ledger_t *lg, char *version,
+    size_t size);
+static int toll_ledger_migrate_v1(toll_ledger_t *lg);
 static int toll_ledger_meta_get(toll_ledger_t *lg, const char *name,
     char *buf, size_t size, int *found);
 
@@ -85,7 +88,7 @@ toll_ledger_open(const char *path, int flags, toll_ledger_t **out,
                       NULL, NULL, NULL);
 
     if (rc == SQLITE_OK) {
-        rc = toll_ledger_schema(lg, flags & TOLL_LEDGER_OPEN_CREATE);
+        rc = toll_ledger_schema(lg, flags);
 
     } else {
         rc = toll_ledger_sql_error(lg, "set up the ledger");
@@ -143,7 +146,7 @@ toll_ledger_db(toll_ledger_t *lg)
 
 /* the schema is made once, under the write lock: two creators race */
 static int
-toll_ledger_schema(toll_ledger_t *lg, int create)
+toll_ledger_schema(toll_ledger_t *lg, int flags)
 {
     int   rc, found;
     char  version[32], sql[256];
@@ -159,7 +162,7 @@ toll_ledger_schema(toll_ledger_t *lg, int create)
         goto check;
     }
 
-    if (!create) {
+    if (!(flags & TOLL_LEDGER_OPEN_CREATE)) {
         return toll_ledger_set_error(lg, TOLL_LEDGER_NOT_FOUND,
                                      "not a toll ledger (no schema): "
                                      "toll-settle creates it on its first run");
@@ -213,6 +216,22 @@ toll_ledger_schema(toll_ledger_t *lg, int create)
 
 check:
 
+    if (atoi(version) == 1) {
+        if (flags & TOLL_LEDGER_OPEN_READONLY) {
+            return toll_ledger_set_error(lg, TOLL_LEDGER_INVALID,
+                                         "schema version 1: open it "
+                                         "writable once (toll-settle does "
+                                         "as it starts) to migrate it to "
+                                         "version %d",
+                                         TOLL_LEDGER_SCHEMA_VERSION);
+        }
+
+        rc = toll_ledger_migrate(lg, version, sizeof(version));
+        if (rc != TOLL_LEDGER_OK) {
+            return rc;
+        }
+    }
+
     if (atoi(version) != TOLL_LEDGER_SCHEMA_VERSION) {
         return toll_ledger_set_error(lg, TOLL_LEDGER_INVALID,
                                      "schema version %s, this program "
@@ -222,6 +241,112 @@ check:
 
     return toll_ledger_meta_get(lg, "ledger_id", lg->id, sizeof(lg->id),
                                 &found);
+}
+
+
+/*
+ * Version 1 to 2, once, in one transaction: SQLite cannot change a
+ * table's CHECKs, so accounts and transactions are rebuilt as its
+ * documented 12-step ALTER TABLE does (https://sqlite.org/lang_altertable
+ * .html#otheralter): foreign keys off (outside a transaction, where the
+ * pragma works), new tables, rows copied, old tables dropped, the new
+ * renamed, indexes and trigger made again, foreign_key_check, the
+ * version bumped, commit, foreign keys on.  Another process may have
+ * migrated the file meanwhile: the version is read again under the lock.
+ */
+static int
+toll_ledger_migrate(toll_ledger_t *lg, char *version, size_t size)
+{
+    int  rc, found;
+
+    if (sqlite3_exec(lg->db, "PRAGMA foreign_keys=OFF", NULL, NULL, NULL)
+        != SQLITE_OK)
+    {
+        return toll_ledger_sql_error(lg, "migrate the ledger");
+    }
+
+    rc = toll_ledger_begin(lg);
+
+    if (rc == TOLL_LEDGER_OK) {
+        rc = toll_ledger_meta_get(lg, "schema_version", version, size,
+                                  &found);
+
+        if (rc == TOLL_LEDGER_OK && found && atoi(version) == 1) {
+            rc = toll_ledger_migrate_v1(lg);
+
+            if (rc == TOLL_LEDGER_OK) {
+                snprintf(version, size, "2");
+            }
+        }
+
+        if (rc == TOLL_LEDGER_OK) {
+            rc = toll_ledger_commit(lg);
+
+        } else {
+            toll_ledger_rollback(lg);
+        }
+    }
+
+    if (sqlite3_exec(lg->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL)
+        != SQLITE_OK && rc == TOLL_LEDGER_OK)
+    {
+        rc = toll_ledger_sql_error(lg, "migrate the ledger");
+    }
+
+    return rc;
+}
+
+
+/* the rebuild, inside the migration's transaction */
+static int
+toll_ledger_migrate_v1(toll_ledger_t *lg)
+{
+    int            rc;
+    sqlite3_stmt  *st;
+
+    static const char  sql[] =
+        TOLL_LEDGER_ACCOUNTS_SQL("accounts_v2")
+        "INSERT INTO accounts_v2 (id, name, kind)"
+        " SELECT id, name, kind FROM accounts;"
+        TOLL_LEDGER_TRANSACTIONS_SQL("transactions_v2")
+        "INSERT INTO transactions_v2 (id, kind, batch_id, settlement_id,"
+        " posted_at, buyer, provider, service, day, calls, free_calls,"
+        " paid_calls, errors, latency_ms, amount_micros, fee_bp, fee_micros)"
+        " SELECT id, kind, batch_id, settlement_id, posted_at, buyer,"
+        " provider, service, day, calls, free_calls, paid_calls, errors,"
+        " latency_ms, amount_micros, fee_bp, fee_micros FROM transactions;"
+        "DROP TABLE transactions;"
+        "DROP TABLE accounts;"
+        "ALTER TABLE accounts_v2 RENAME TO accounts;"
+        "ALTER TABLE transactions_v2 RENAME TO transactions;"
+        TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL
+        "UPDATE meta SET value = '2' WHERE name = 'schema_version';";
+
+    if (sqlite3_exec(lg->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return toll_ledger_sql_error(lg, "migrate the ledger to version 2");
+    }
+
+    /* an entry whose transaction or account did not come along: stop */
+
+    rc = toll_ledger_prepare(lg, "PRAGMA foreign_key_check", &st);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+
+    if (rc == SQLITE_ROW) {
+        return toll_ledger_set_error(lg, TOLL_LEDGER_ERROR,
+                                     "cannot migrate the ledger to version "
+                                     "2: a foreign key does not hold");
+    }
+
+    if (rc != SQLITE_DONE) {
+        return toll_ledger_sql_error(lg, "check the migrated ledger");
+    }
+
+    return TOLL_LEDGER_OK;
 }
 
 

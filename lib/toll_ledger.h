@@ -23,7 +23,11 @@
 #include <jansson.h>
 
 
-#define TOLL_LEDGER_SCHEMA_VERSION   1
+/*
+ * Version 2 adds prepaid balances; a version-1 file opened writable is
+ * migrated to it at once (toll_ledger_open).
+ */
+#define TOLL_LEDGER_SCHEMA_VERSION   2
 
 /* a batch id: 32 lowercase hex digits, 128 random bits */
 #define TOLL_LEDGER_BATCH_ID_LEN     32
@@ -44,6 +48,15 @@
 
 #define TOLL_LEDGER_ACCOUNT_FEES     "platform:fees"
 #define TOLL_LEDGER_ACCOUNT_CASH     "platform:cash"
+/* what manual debits of prepaid balances took (kind platform) */
+#define TOLL_LEDGER_ACCOUNT_ADJUSTMENTS  "platform:adjustments"
+/* + "<CUR>:<buyer>": a buyer's prepaid balance (kind prepaid) */
+#define TOLL_LEDGER_ACCOUNT_PREPAID  "prepaid:"
+
+/* the kinds of a balance transaction, as a journal record names them */
+#define TOLL_LEDGER_TX_CREDIT        "credit"
+#define TOLL_LEDGER_TX_DEBIT         "debit"
+#define TOLL_LEDGER_TX_REFUND        "refund"
 
 #define TOLL_LEDGER_EVENT_SETTLEMENT_CREATED    "settlement.created"
 #define TOLL_LEDGER_EVENT_SETTLEMENT_COMPLETED  "settlement.completed"
@@ -140,13 +153,69 @@ int64_t toll_ledger_fee_bp(const toll_ledger_fees_t *fees,
 /*
  * Posts a drained batch in one transaction: the batch row (its id is
  * UNIQUE), one usage transaction per service with its entries (buyer
- * debited the amount, provider credited amount - fee, platform:fees
- * credited the fee, fee rounded half up), and a free-tier event when a
- * buyer's service turns paid.  TOLL_LEDGER_EXISTS: the batch was posted
+ * debited the amount, of it prepaid_micros from prepaid:<CUR>:<buyer>
+ * and the rest from buyer:<buyer>; provider credited amount - fee,
+ * platform:fees credited the fee, fee rounded half up), and a free-tier
+ * event when a buyer's service turns paid.  A usage whose prepaid_micros
+ * is above its amount, or > 0 without a currency, is INVALID.
+ * TOLL_LEDGER_EXISTS: the batch was posted
  * before, nothing changed.
  */
 int toll_ledger_post_batch(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     const toll_ledger_fees_t *fees);
+
+/*
+ * A credit, debit or refund of a buyer's prepaid balance, as one record
+ * of its journal in Redis holds it (lib/toll_ledger_balance.c).
+ */
+typedef struct {
+    const char       *ref;                 /* unique per buyer, ever */
+    const char       *kind;                /* TOLL_LEDGER_TX_* */
+    const char       *currency;
+    int64_t           amount_micros;       /* > 0 */
+
+    /* set by toll_ledger_post_balance() */
+    int               rc;                  /* OK: posted; EXISTS: posted
+                                              before, the same; INVALID:
+                                              refused, why in refused */
+    const char       *refused;
+} toll_ledger_balance_tx_t;
+
+/*
+ * Posts a buyer's balance records in one transaction, each once by
+ * (buyer, ref): credit (platform:cash to prepaid:<CUR>:<buyer>), refund
+ * (back to platform:cash), debit (to platform:adjustments).  A record
+ * refused (its fields, or its ref posted with another content) writes
+ * nothing and the others are posted; each one's outcome is in tx[i].rc.
+ * Returns TOLL_LEDGER_OK, INVALID for an invalid buyer (nothing posted),
+ * or ERROR, BUSY, OVERFLOW (nothing posted).
+ */
+int toll_ledger_post_balance(toll_ledger_t *lg, const char *buyer,
+    toll_ledger_balance_tx_t *tx, size_t n);
+
+/*
+ * A journal record "<kind> <CUR> <micros> <unix>" as tollctl balance
+ * writes it, strictly: four fields one space apart, a kind of three, a
+ * currency code, the micros a positive int64 and the time an int64, both
+ * in decimal without a '+' or a leading zero.  The text is copied into
+ * buf (TOLL_LEDGER_BALANCE_RECORD_LEN_MAX + 1 bytes) and split there:
+ * tx->kind and tx->currency point into it.  Returns NULL, or why not.
+ */
+#define TOLL_LEDGER_BALANCE_RECORD_LEN_MAX  64
+
+const char *toll_ledger_balance_record(const char *s, size_t len,
+    char *buf, toll_ledger_balance_tx_t *tx, int64_t *unix_time);
+
+/* *found = 1 when the ledger holds the balance record (buyer, ref) */
+int toll_ledger_balance_ref(toll_ledger_t *lg, const char *buyer,
+    const char *ref, int *found);
+
+/*
+ * Every prepaid account, for reconcile: an array of {account, currency,
+ * buyer, balance_micros}, the balance on its normal side (credits -
+ * debits).
+ */
+int toll_ledger_prepaid_totals(toll_ledger_t *lg, json_t **out);
 
 /* *found = 1 when a batch of that id is in the ledger */
 int toll_ledger_has_batch(toll_ledger_t *lg, const char *id, int *found);
@@ -161,8 +230,9 @@ int toll_ledger_check(toll_ledger_t *lg, json_t **report);
 
 /*
  * An account's debits, credits and balance on its normal side (buyer and
- * platform:cash: debits - credits; provider and platform:fees: credits -
- * debits).  TOLL_LEDGER_NOT_FOUND for an account never posted to.
+ * platform:cash: debits - credits; provider, prepaid and the other
+ * platform accounts: credits - debits).  TOLL_LEDGER_NOT_FOUND for an
+ * account never posted to.
  */
 int toll_ledger_balance(toll_ledger_t *lg, const char *account,
     json_t **out);
@@ -189,7 +259,7 @@ int toll_ledger_totals(toll_ledger_t *lg, json_t **out);
 typedef struct {
     int64_t           debits_micros;       /* the totals row */
     int64_t           credits_micros;
-    int64_t           transactions;        /* usage and payouts */
+    int64_t           transactions;        /* of every kind */
     int64_t           deliveries_pending;  /* webhooks not yet settled */
 } toll_ledger_gauges_t;
 

@@ -1,8 +1,9 @@
 /*
  * toll: the ledger's consistency checks ("tollctl ledger check",
  * docs/settle.md): integrity, every transaction balanced, the totals
- * row, each usage transaction's fee and entries, complete batches and
- * settlements that match their transactions.  All in one read
+ * row, each usage transaction's fee and entries, each balance
+ * transaction's entries, complete batches and settlements that match
+ * their transactions.  All in one read
  * transaction, so that every check sees the same ledger.
  */
 
@@ -31,6 +32,8 @@ static int toll_ledger_check_balance(toll_ledger_t *lg, json_t *checks,
 static int toll_ledger_check_records(toll_ledger_t *lg, json_t *checks,
     int *all);
 static int toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad,
+    char *detail, size_t size);
+static int toll_ledger_check_balances(toll_ledger_t *lg, int64_t *bad,
     char *detail, size_t size);
 static int toll_ledger_check_settlements(toll_ledger_t *lg, int64_t *bad,
     char *detail, size_t size);
@@ -234,6 +237,14 @@ toll_ledger_check_records(toll_ledger_t *lg, json_t *checks, int *all)
                                   "%lld batches whose records are missing",
                                   (long long) n);
 
+    rc = toll_ledger_check_balances(lg, &n, detail, sizeof(detail));
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    *all &= toll_ledger_check_add(checks, "balance_entries", n == 0,
+                                  "%s", detail);
+
     rc = toll_ledger_check_settlements(lg, &n, detail, sizeof(detail));
     if (rc != TOLL_LEDGER_OK) {
         return rc;
@@ -277,7 +288,8 @@ toll_ledger_check_integrity(toll_ledger_t *lg, json_t *checks, int *all)
 
 /*
  * Each usage transaction's fee as the rounding rule makes it, and its
- * entries as posting writes them: buyer debited the amount, provider
+ * entries as posting writes them: buyer debited the amount (of it
+ * prepaid_micros from its prepaid account of the currency), provider
  * credited amount - fee, platform:fees credited the fee, nothing else.
  */
 static int
@@ -286,7 +298,7 @@ toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad, char *detail,
 {
     int            rc;
     int64_t        n, amount, fee_bp, fee, want, buyer_d, prov_c, fees_c,
-                   other, tx_id, first;
+                   other, tx_id, first, prepaid, prepaid_d;
     sqlite3_stmt  *st;
 
     rc = toll_ledger_prepare(lg,
@@ -297,8 +309,15 @@ toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad, char *detail,
              "  THEN e.credit_micros - e.debit_micros END), 0),"
              " coalesce(sum(CASE WHEN a.name = 'platform:fees'"
              "  THEN e.credit_micros - e.debit_micros END), 0),"
+             /* a NULL in NOT IN would make it NULL, never true */
              " count(CASE WHEN a.name NOT IN ('buyer:' || t.buyer,"
-             "  'provider:' || t.provider, 'platform:fees') THEN 1 END)"
+             "  'provider:' || t.provider, 'platform:fees',"
+             "  'prepaid:' || coalesce(t.currency, '') || ':' || t.buyer)"
+             "  THEN 1 END),"
+             " t.prepaid_micros,"
+             " coalesce(sum(CASE WHEN a.name ="
+             "  'prepaid:' || t.currency || ':' || t.buyer"
+             "  THEN e.debit_micros - e.credit_micros END), 0)"
              " FROM transactions t"
              " LEFT JOIN entries e ON e.tx_id = t.id"
              " LEFT JOIN accounts a ON a.id = e.account_id"
@@ -319,9 +338,12 @@ toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad, char *detail,
         prov_c = sqlite3_column_int64(st, 5);
         fees_c = sqlite3_column_int64(st, 6);
         other = sqlite3_column_int64(st, 7);
+        prepaid = sqlite3_column_int64(st, 8);
+        prepaid_d = sqlite3_column_int64(st, 9);
 
         if (toll_money_fee_bp(amount, fee_bp, &want) != TOLL_MONEY_OK
-            || want != fee || buyer_d != amount || prov_c != amount - fee
+            || want != fee || buyer_d != amount - prepaid
+            || prepaid_d != prepaid || prov_c != amount - fee
             || fees_c != fee || other != 0)
         {
             if (n++ == 0) {
@@ -345,6 +367,52 @@ toll_ledger_check_usage(toll_ledger_t *lg, int64_t *bad, char *detail,
         snprintf(detail, size, "%lld usage transactions differ from the "
                  "rule, the first is %lld", (long long) n, (long long) first);
     }
+
+    return TOLL_LEDGER_OK;
+}
+
+
+/*
+ * Each credit, debit and refund as posting writes it: two entries of
+ * its amount, the buyer's prepaid account of its currency on one side
+ * and platform:cash (credit, refund) or platform:adjustments (debit) on
+ * the other.
+ */
+static int
+toll_ledger_check_balances(toll_ledger_t *lg, int64_t *bad, char *detail,
+    size_t size)
+{
+    int  rc;
+
+    rc = toll_ledger_scalar(lg,
+             "SELECT count(*) FROM (SELECT t.id"
+             " FROM transactions t"
+             " LEFT JOIN entries e ON e.tx_id = t.id"
+             " LEFT JOIN accounts a ON a.id = e.account_id"
+             " WHERE t.kind IN ('credit', 'debit', 'refund') GROUP BY t.id"
+             " HAVING count(e.id) <> 2"
+             " OR coalesce(sum(CASE WHEN a.name ="
+             "  'prepaid:' || t.currency || ':' || t.buyer"
+             "  THEN e.credit_micros - e.debit_micros END), 0)"
+             "  <> CASE t.kind WHEN 'credit' THEN t.amount_micros"
+             "  ELSE -t.amount_micros END"
+             " OR coalesce(sum(CASE WHEN a.name = CASE t.kind"
+             "  WHEN 'debit' THEN 'platform:adjustments'"
+             "  ELSE 'platform:cash' END"
+             "  THEN e.debit_micros - e.credit_micros END), 0)"
+             "  <> CASE t.kind WHEN 'credit' THEN t.amount_micros"
+             "  ELSE -t.amount_micros END)", bad);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    if (*bad == 0) {
+        snprintf(detail, size, "every balance transaction as posted");
+        return TOLL_LEDGER_OK;
+    }
+
+    snprintf(detail, size, "%lld balance transactions differ from the rule",
+             (long long) *bad);
 
     return TOLL_LEDGER_OK;
 }

@@ -3,6 +3,7 @@
  *
  *     toll_ledger.c           open, schema, the write transaction, text
  *     toll_ledger_post.c      posting drained usage
+ *     toll_ledger_balance.c   posting prepaid balances
  *     toll_ledger_check.c     the consistency checks
  *     toll_ledger_query.c     balances, entries, usage, totals, gauges
  *     toll_settlement.c       settlements and their payment

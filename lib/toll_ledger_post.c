@@ -1,8 +1,9 @@
 /*
  * toll: posting drained usage into the ledger (docs/settle.md, "The
  * drain protocol"): one batch, once, as one transaction; each record's
- * entries (buyer debited, provider and platform fee credited), and the
- * free-tier event a record can raise.
+ * entries (buyer debited, from its prepaid balance as far as that paid,
+ * provider and platform fee credited), and the free-tier event a record
+ * can raise.
  */
 
 #include <assert.h>
@@ -12,6 +13,7 @@
 
 #include "toll_key.h"
 #include "toll_ledger_int.h"
+#include "toll_money.h"
 
 
 /* the largest account name the ledger writes, NUL included */
@@ -21,6 +23,8 @@
 static int toll_ledger_post_usage(toll_ledger_t *lg,
     const toll_ledger_batch_t *b, const toll_ledger_usage_t *u,
     int64_t fee_bp, int64_t now);
+static int toll_ledger_usage_entries(toll_ledger_t *lg, int64_t tx_id,
+    const toll_ledger_batch_t *b, const toll_ledger_usage_t *u, int64_t fee);
 static int toll_ledger_free_tier(toll_ledger_t *lg,
     const toll_ledger_batch_t *b, const toll_ledger_usage_t *u,
     int64_t now);
@@ -133,8 +137,7 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     const toll_ledger_usage_t *u, int64_t fee_bp, int64_t now)
 {
     int            rc;
-    char           account[TOLL_LEDGER_ACCOUNT_BUF];
-    int64_t        fee, tx_id, account_id;
+    int64_t        fee, tx_id;
     sqlite3_stmt  *st;
 
     if (fee_bp < 0 || fee_bp > TOLL_LEDGER_FEE_BP_MAX
@@ -152,9 +155,10 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     rc = toll_ledger_prepare(lg,
              "INSERT INTO transactions (kind, batch_id, posted_at, buyer,"
              " provider, service, day, calls, free_calls, paid_calls,"
-             " errors, latency_ms, amount_micros, fee_bp, fee_micros)"
-             " VALUES ('usage', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-             &st);
+             " errors, latency_ms, amount_micros, fee_bp, fee_micros,"
+             " currency, prepaid_micros)"
+             " VALUES ('usage', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+             " ?, ?)", &st);
     if (rc != TOLL_LEDGER_OK) {
         return rc;
     }
@@ -174,12 +178,36 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     sqlite3_bind_int64(st, 13, fee_bp);
     sqlite3_bind_int64(st, 14, fee);
 
+    /* an older meter wrote no currency: NULL, not "" */
+    if (u->currency != NULL && u->currency[0] != '\0') {
+        sqlite3_bind_text(st, 15, u->currency, -1, SQLITE_STATIC);
+    }
+
+    sqlite3_bind_int64(st, 16, u->prepaid_micros);
+
     rc = toll_ledger_step_done(lg, st, "write a usage transaction");
     if (rc != TOLL_LEDGER_OK) {
         return rc;
     }
 
     tx_id = sqlite3_last_insert_rowid(lg->db);
+
+    return toll_ledger_usage_entries(lg, tx_id, b, u, fee);
+}
+
+
+/*
+ * The buyer pays the amount: what its prepaid balance paid from
+ * prepaid:<CUR>:<buyer>, the rest from buyer:<buyer> (an entry of 0 is
+ * not written); the provider gets amount - fee, platform:fees the fee.
+ */
+static int
+toll_ledger_usage_entries(toll_ledger_t *lg, int64_t tx_id,
+    const toll_ledger_batch_t *b, const toll_ledger_usage_t *u, int64_t fee)
+{
+    int      rc;
+    char     account[TOLL_LEDGER_ACCOUNT_BUF];
+    int64_t  account_id;
 
     /*
      * The accounts exist from the first usage, free calls only included:
@@ -193,9 +221,21 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
         return rc;
     }
 
-    rc = toll_ledger_entry(lg, tx_id, account, "buyer", u->amount_micros, 0);
+    rc = toll_ledger_entry(lg, tx_id, account, "buyer",
+                           u->amount_micros - u->prepaid_micros, 0);
     if (rc != TOLL_LEDGER_OK) {
         return rc;
+    }
+
+    if (u->prepaid_micros > 0) {
+        snprintf(account, sizeof(account), TOLL_LEDGER_ACCOUNT_PREPAID
+                 "%s:%s", u->currency, b->buyer);
+
+        rc = toll_ledger_entry(lg, tx_id, account, "prepaid",
+                               u->prepaid_micros, 0);
+        if (rc != TOLL_LEDGER_OK) {
+            return rc;
+        }
     }
 
     snprintf(account, sizeof(account), "provider:%s", u->provider);
@@ -399,8 +439,27 @@ toll_ledger_usage_valid(const toll_ledger_usage_t *u)
         return 0;
     }
 
-    return u->calls >= 0 && u->free_calls >= 0 && u->paid_calls >= 0
-           && u->errors >= 0 && u->latency_ms >= 0 && u->amount_micros >= 0;
+    if (u->calls < 0 || u->free_calls < 0 || u->paid_calls < 0
+        || u->errors < 0 || u->latency_ms < 0 || u->amount_micros < 0)
+    {
+        return 0;
+    }
+
+    if (u->currency != NULL && u->currency[0] != '\0'
+        && !toll_money_currency_valid(u->currency, strlen(u->currency)))
+    {
+        return 0;
+    }
+
+    /* what a balance paid is a part of the amount, in a known currency */
+
+    if (u->prepaid_micros == 0) {
+        return 1;
+    }
+
+    return u->prepaid_micros > 0 && u->prepaid_micros <= u->amount_micros
+           && u->currency != NULL
+           && toll_money_currency_valid(u->currency, strlen(u->currency));
 }
 
 

@@ -61,6 +61,7 @@ toll_ledger_balance(toll_ledger_t *lg, const char *account, json_t **out)
     count = sqlite3_column_int64(st, 3);
     sqlite3_finalize(st);
 
+    /* a prepaid balance is owed to the buyer: credit-normal */
     debit_normal = strcmp(kind_buf, "buyer") == 0
                    || strcmp(account, TOLL_LEDGER_ACCOUNT_CASH) == 0;
 
@@ -120,7 +121,8 @@ toll_ledger_entries(toll_ledger_t *lg, const char *account, int64_t limit,
     rc = toll_ledger_prepare(lg,
              "SELECT e.id, t.id, t.kind, t.posted_at, a.name,"
              " e.debit_micros, e.credit_micros, t.buyer, t.provider,"
-             " t.service, t.day, t.batch_id, t.settlement_id"
+             " t.service, t.day, t.batch_id, t.settlement_id, t.ref,"
+             " t.currency"
              " FROM entries e JOIN transactions t ON t.id = e.tx_id"
              " JOIN accounts a ON a.id = e.account_id"
              " WHERE ?1 IS NULL OR a.name = ?1"
@@ -300,7 +302,7 @@ static json_t *
 toll_ledger_entry_json(sqlite3_stmt *st)
 {
     return json_pack("{s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:I,"
-                     " s:o, s:o, s:o, s:o, s:o, s:o}",
+                     " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "entry", (json_int_t) sqlite3_column_int64(st, 0),
                      "transaction",
                      (json_int_t) sqlite3_column_int64(st, 1),
@@ -321,7 +323,9 @@ toll_ledger_entry_json(sqlite3_stmt *st)
                      "service", toll_ledger_text_json(st, 9),
                      "day", toll_ledger_text_json(st, 10),
                      "batch", toll_ledger_text_json(st, 11),
-                     "settlement", toll_ledger_text_json(st, 12));
+                     "settlement", toll_ledger_text_json(st, 12),
+                     "ref", toll_ledger_text_json(st, 13),
+                     "currency", toll_ledger_text_json(st, 14));
 }
 
 

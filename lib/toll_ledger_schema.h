@@ -8,6 +8,72 @@
 #ifndef _TOLL_LEDGER_SCHEMA_H_INCLUDED_
 #define _TOLL_LEDGER_SCHEMA_H_INCLUDED_
 
+/*
+ * The two tables whose CHECKs changed in version 2, by name: the schema
+ * creates them as they are, the migration from version 1 as new tables
+ * it fills and renames (toll_ledger.c, SQLite's 12-step ALTER).
+ *
+ * Version 2: prepaid balances (docs/settle.md).  An account may be a
+ * buyer's prepaid liability; a transaction may be a credit, debit or
+ * refund of one, with its buyer, ref (unique per buyer) and currency and
+ * no provider (version 1's provider NOT NULL is now the CHECK that a
+ * provider is there exactly when no ref is); a usage transaction keeps
+ * what the balance paid of it.
+ */
+#define TOLL_LEDGER_ACCOUNTS_SQL(t)                                          \
+"CREATE TABLE " t " ("                                                       \
+"  id   INTEGER PRIMARY KEY,"                                                \
+"  name TEXT NOT NULL UNIQUE,"                                               \
+"  kind TEXT NOT NULL"                                                       \
+"       CHECK (kind IN ('buyer', 'provider', 'platform', 'prepaid'))"        \
+") STRICT;"
+
+#define TOLL_LEDGER_TRANSACTIONS_SQL(t)                                      \
+"CREATE TABLE " t " ("                                                       \
+"  id            INTEGER PRIMARY KEY,"                                       \
+"  kind          TEXT NOT NULL CHECK (kind IN ('usage', 'payout',"           \
+"                'credit', 'debit', 'refund')),"                             \
+"  batch_id      TEXT REFERENCES batches (id),"                              \
+"  settlement_id TEXT REFERENCES settlements (id),"                          \
+"  posted_at     INTEGER NOT NULL,"                                          \
+"  buyer         TEXT,"                                                      \
+"  provider      TEXT,"                                                      \
+"  service       TEXT,"                                                      \
+"  day           TEXT,"                                                      \
+"  calls         INTEGER NOT NULL DEFAULT 0 CHECK (calls >= 0),"             \
+"  free_calls    INTEGER NOT NULL DEFAULT 0 CHECK (free_calls >= 0),"        \
+"  paid_calls    INTEGER NOT NULL DEFAULT 0 CHECK (paid_calls >= 0),"        \
+"  errors        INTEGER NOT NULL DEFAULT 0 CHECK (errors >= 0),"            \
+"  latency_ms    INTEGER NOT NULL DEFAULT 0,"                                \
+"  amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),"               \
+"  fee_bp        INTEGER NOT NULL DEFAULT 0"                                 \
+"                CHECK (fee_bp BETWEEN 0 AND 10000),"                        \
+"  fee_micros    INTEGER NOT NULL DEFAULT 0"                                 \
+"                CHECK (fee_micros BETWEEN 0 AND amount_micros),"            \
+"  ref           TEXT,"                                                      \
+"  currency      TEXT,"                                                      \
+"  prepaid_micros INTEGER NOT NULL DEFAULT 0"                                \
+"                CHECK (prepaid_micros BETWEEN 0 AND amount_micros),"        \
+"  CHECK ((kind = 'usage') = (batch_id IS NOT NULL)),"                       \
+"  CHECK ((kind = 'payout') = (settlement_id IS NOT NULL)),"                 \
+"  CHECK ((kind IN ('credit', 'debit', 'refund')) = (ref IS NOT NULL)),"     \
+"  CHECK ((ref IS NULL) = (provider IS NOT NULL)),"                          \
+"  CHECK (ref IS NULL OR (buyer IS NOT NULL AND currency IS NOT NULL"        \
+"         AND amount_micros > 0 AND fee_micros = 0)),"                       \
+"  CHECK (prepaid_micros = 0 OR (kind = 'usage' AND currency IS NOT NULL))," \
+"  UNIQUE (batch_id, service)"                                               \
+") STRICT;"
+
+/* what a rebuilt transactions table needs again: indexes, its trigger */
+#define TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                 \
+"CREATE INDEX transactions_provider"                                         \
+"  ON transactions (provider, kind, posted_at);"                             \
+"CREATE INDEX transactions_usage ON transactions (buyer, day, service);"     \
+"CREATE UNIQUE INDEX transactions_balance_ref ON transactions (buyer, ref)"  \
+"  WHERE ref IS NOT NULL;"                                                   \
+"CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"        \
+"  BEGIN SELECT RAISE(ABORT, 'ledger transactions are immutable'); END;"
+
 
 #define TOLL_LEDGER_SCHEMA_SQL                                               \
 "CREATE TABLE meta ("                                                        \
@@ -15,11 +81,7 @@
 "  value TEXT NOT NULL"                                                      \
 ") STRICT;"                                                                  \
                                                                              \
-"CREATE TABLE accounts ("                                                    \
-"  id   INTEGER PRIMARY KEY,"                                                \
-"  name TEXT NOT NULL UNIQUE,"                                               \
-"  kind TEXT NOT NULL CHECK (kind IN ('buyer', 'provider', 'platform'))"     \
-") STRICT;"                                                                  \
+TOLL_LEDGER_ACCOUNTS_SQL("accounts")                                         \
                                                                              \
 "CREATE TABLE batches ("                                                     \
 "  id        TEXT PRIMARY KEY,"                                              \
@@ -48,33 +110,8 @@
 ") STRICT;"                                                                  \
 "CREATE INDEX settlements_provider ON settlements (provider, period_start);" \
                                                                              \
-"CREATE TABLE transactions ("                                                \
-"  id            INTEGER PRIMARY KEY,"                                       \
-"  kind          TEXT NOT NULL CHECK (kind IN ('usage', 'payout')),"         \
-"  batch_id      TEXT REFERENCES batches (id),"                              \
-"  settlement_id TEXT REFERENCES settlements (id),"                          \
-"  posted_at     INTEGER NOT NULL,"                                          \
-"  buyer         TEXT,"                                                      \
-"  provider      TEXT NOT NULL,"                                             \
-"  service       TEXT,"                                                      \
-"  day           TEXT,"                                                      \
-"  calls         INTEGER NOT NULL DEFAULT 0 CHECK (calls >= 0),"             \
-"  free_calls    INTEGER NOT NULL DEFAULT 0 CHECK (free_calls >= 0),"        \
-"  paid_calls    INTEGER NOT NULL DEFAULT 0 CHECK (paid_calls >= 0),"        \
-"  errors        INTEGER NOT NULL DEFAULT 0 CHECK (errors >= 0),"            \
-"  latency_ms    INTEGER NOT NULL DEFAULT 0,"                                \
-"  amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),"               \
-"  fee_bp        INTEGER NOT NULL DEFAULT 0"                                 \
-"                CHECK (fee_bp BETWEEN 0 AND 10000),"                        \
-"  fee_micros    INTEGER NOT NULL DEFAULT 0"                                 \
-"                CHECK (fee_micros BETWEEN 0 AND amount_micros),"            \
-"  CHECK ((kind = 'usage') = (batch_id IS NOT NULL)),"                       \
-"  CHECK ((kind = 'payout') = (settlement_id IS NOT NULL)),"                 \
-"  UNIQUE (batch_id, service)"                                               \
-") STRICT;"                                                                  \
-"CREATE INDEX transactions_provider"                                         \
-"  ON transactions (provider, kind, posted_at);"                             \
-"CREATE INDEX transactions_usage ON transactions (buyer, day, service);"      \
+TOLL_LEDGER_TRANSACTIONS_SQL("transactions")                                 \
+TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                         \
                                                                              \
 "CREATE TABLE entries ("                                                     \
 "  id            INTEGER PRIMARY KEY,"                                       \
@@ -90,8 +127,6 @@
 "  BEGIN SELECT RAISE(ABORT, 'ledger entries are immutable'); END;"          \
 "CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries"                  \
 "  BEGIN SELECT RAISE(ABORT, 'ledger entries are immutable'); END;"          \
-"CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"        \
-"  BEGIN SELECT RAISE(ABORT, 'ledger transactions are immutable'); END;"     \
                                                                              \
 "CREATE TABLE totals ("                                                      \
 "  id             INTEGER PRIMARY KEY CHECK (id = 1),"                       \

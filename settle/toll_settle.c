@@ -2,7 +2,8 @@
  * toll-settle: drains the meter's usage from Redis into the double-entry
  * ledger, exactly once, and delivers signed webhooks (docs/settle.md).
  *
- * One thread drains (toll_settle_drain.c); another sends webhooks
+ * One thread drains (toll_settle_drain.c), and posts prepaid balances'
+ * journals after each pass (toll_settle_balance.c); another sends webhooks
  * (toll_settle_webhook.c), so that a receiver that hangs never holds up
  * the ledger; a third, when metrics_listen is set, answers Prometheus
  * (toll_settle_metrics.c) from the figures each pass publishes.  SIGTERM
@@ -28,6 +29,7 @@
 #include "toll_ledger.h"
 #include "toll_log.h"
 #include "toll_parse.h"
+#include "toll_settle_balance.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
 #include "toll_settle_metrics.h"
@@ -93,6 +95,7 @@ static int toll_settle_run(toll_settle_conf_t *conf);
 static int toll_settle_start(toll_settle_conf_t *conf,
     toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
     int *curl_started);
+static int toll_settle_pass(toll_settle_drain_t *d, int *more);
 static int toll_settle_once(toll_settle_drain_t *d);
 static int toll_settle_loop(toll_settle_drain_t *d,
     toll_settle_metrics_t *metrics);
@@ -502,6 +505,27 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
 }
 
 
+/*
+ * A pass: the usage drain, then the balances' journals on the same
+ * connection (toll_settle_balance.c).  Their order does not matter to
+ * the ledger: a prepaid account may be debited by usage before the
+ * credit that paid for it is posted.
+ */
+static int
+toll_settle_pass(toll_settle_drain_t *d, int *more)
+{
+    int  rc;
+
+    rc = toll_settle_drain_pass(d, more);
+
+    if (rc == 0) {
+        rc = toll_settle_balance_pass(d);
+    }
+
+    return rc;
+}
+
+
 static int
 toll_settle_once(toll_settle_drain_t *d)
 {
@@ -509,7 +533,7 @@ toll_settle_once(toll_settle_drain_t *d)
     int64_t  deadline_ms;
 
     for (passes = 0; passes < TOLL_SETTLE_ONCE_PASSES_MAX; passes++) {
-        rc = toll_settle_drain_pass(d, &more);
+        rc = toll_settle_pass(d, &more);
 
         if (rc == TOLL_SETTLE_DRAIN_AGAIN) {
             return EX_UNAVAILABLE;
@@ -550,11 +574,12 @@ toll_settle_once(toll_settle_drain_t *d)
 
     if (d->conf->verbose) {
         toll_log("posted %llu batches, %llu records, %lld "
-                 "micro-units; %llu replays",
+                 "micro-units; %llu replays; %llu balance transactions",
                  (unsigned long long) d->batches,
                  (unsigned long long) d->records,
                  (long long) d->amount_micros,
-                 (unsigned long long) d->replays);
+                 (unsigned long long) d->replays,
+                 (unsigned long long) d->balance_txs);
     }
 
     return EX_OK;
@@ -575,7 +600,7 @@ toll_settle_loop(toll_settle_drain_t *d, toll_settle_metrics_t *metrics)
     toll_settle_publish(d, metrics, &figures);
 
     while (!toll_settle_stop) {
-        rc = toll_settle_drain_pass(d, &more);
+        rc = toll_settle_pass(d, &more);
 
         toll_settle_publish(d, metrics, &figures);
 
@@ -629,6 +654,7 @@ toll_settle_publish(toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
     f->batches = d->batches;
     f->replays = d->replays;
     f->records = d->records;
+    f->balance_txs = d->balance_txs;
     f->drained_micros = d->amount_micros;
     f->redis_errors = d->redis_errors;
     f->ledger_errors = d->ledger_errors;

@@ -26,6 +26,8 @@
 
 /* why the ledger refused a claim, kept with it in quarantine */
 #define TOLL_SETTLE_REFUSED_LEN_MAX  512
+/* balance records (buyer and ref) whose refusal was logged: said once */
+#define TOLL_SETTLE_BALANCE_SAID_MAX 1024
 
 
 typedef struct {
@@ -71,6 +73,12 @@ typedef struct {
 
     /* why the ledger refused the claim in hand */
     char                        ledger_refused[TOLL_SETTLE_REFUSED_LEN_MAX];
+
+    /* prepaid balances (toll_settle_balance.c): transactions posted */
+    uint64_t                    balance_txs;
+    /* the hashes of the records left in a journal and logged, a ring */
+    uint64_t                    balance_said[TOLL_SETTLE_BALANCE_SAID_MAX];
+    size_t                      balance_nsaid;
 } toll_settle_drain_t;
 
 

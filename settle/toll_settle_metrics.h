@@ -42,6 +42,8 @@ typedef struct {
     uint64_t                  batches;
     uint64_t                  replays;
     uint64_t                  records;
+    uint64_t                  balance_txs;      /* credits, debits,
+                                                   refunds posted */
     int64_t                   drained_micros;
     uint64_t                  redis_errors;
     uint64_t                  ledger_errors;

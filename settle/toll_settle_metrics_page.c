@@ -100,6 +100,10 @@ toll_settle_metrics_render_drain(toll_settle_page_t *pg,
     toll_settle_page_count(pg, "toll_settle_records_total",
         "Usage records (a service's usage in a batch) posted.", f->records);
 
+    toll_settle_page_count(pg, "toll_settle_balance_transactions_total",
+        "Prepaid balances' credits, debits and refunds posted to the "
+        "ledger.", f->balance_txs);
+
     toll_settle_page_int(pg, "toll_settle_drained_micros_total", "counter",
         "Amount posted to the ledger, in micro-units (1e-6) of the "
         "currency.", f->drained_micros);
@@ -150,8 +154,8 @@ toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
         "equal to the debits.", f->ledger_credits_micros);
 
     toll_settle_page_int(pg, "toll_settle_ledger_transactions", "gauge",
-        "Transactions in the ledger (usage and payouts), after the last "
-        "pass.", f->ledger_transactions);
+        "Transactions in the ledger (usage, payouts, balances), after the "
+        "last pass.", f->ledger_transactions);
 
     toll_settle_page_count(pg, "toll_settle_webhook_attempts_total",
         "Webhook POSTs made, whatever their outcome.", hs->attempts);

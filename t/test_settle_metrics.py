@@ -40,6 +40,7 @@ FAMILIES = {
     "toll_settle_batches_total": ("counter", [()]),
     "toll_settle_replays_total": ("counter", [()]),
     "toll_settle_records_total": ("counter", [()]),
+    "toll_settle_balance_transactions_total": ("counter", [()]),
     "toll_settle_drained_micros_total": ("counter", [()]),
     "toll_settle_errors_total": ("counter", [("stage",)]),
     "toll_settle_last_pass_timestamp_seconds": ("gauge", [()]),
@@ -220,7 +221,7 @@ def test_promtool_accepts_the_page(settle):
         assert page['toll_settle_webhook_deliveries_total{result="%s"}'
                     % result] == 0
     # bounded series: nothing per buyer, key or service, ever
-    assert len(page.samples) == 20
+    assert len(page.samples) == 21
 
     # a query string is the same page; HEAD is its head
     assert scrape(port, "/metrics?x=1&name[]=y").status == 200

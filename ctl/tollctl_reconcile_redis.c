@@ -746,11 +746,11 @@ static int
 tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
 {
     char            cursor[32], **grown;
-    size_t          i, cap, calls, plen, blen;
+    size_t          i, cap, calls, blen;
+    const char     *b;
     redisReply     *reply, *key;
     tollctl_cmd_t   cmd;
 
-    plen = toll_name_len(TOLL_NAME_BALANCE_PREFIX);
     cap = 0;
     snprintf(cursor, sizeof(cursor), "0");
 
@@ -781,15 +781,9 @@ tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
         for (i = 0; i < reply->element[1]->elements; i++) {
             key = reply->element[1]->element[i];
 
-            if (key->type != REDIS_REPLY_STRING || key->len <= plen + 1) {
-                continue;
-            }
-
-            blen = key->len - plen - 1;
-
-            if (blen > TOLL_NAME_BUYER_LEN_MAX
-                || memchr(key->str + plen, '\n', blen) != NULL
-                || memchr(key->str + plen, '\0', blen) != NULL)
+            if (key->type != REDIS_REPLY_STRING
+                || toll_name_balance_parse(key->str, key->len, &b, &blen)
+                   != 0)
             {
                 continue;
             }
@@ -808,7 +802,7 @@ tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
                 *buyers = grown;
             }
 
-            (*buyers)[*n] = strndup(key->str + plen, blen);
+            (*buyers)[*n] = strndup(b, blen);
 
             if ((*buyers)[*n] == NULL) {
                 freeReplyObject(reply);

@@ -16,7 +16,6 @@ const char *const  toll_usage_fields[TOLL_USAGE_FIELDS] = {
 
 static char *toll_name_put(char *p, const char *s, size_t len);
 static int toll_name_digits(const char *s, size_t len);
-static int toll_name_buyer_valid(const char *s, size_t len);
 
 
 char *
@@ -248,10 +247,33 @@ toll_name_digits(const char *s, size_t len)
 }
 
 
-static int
+int
 toll_name_buyer_valid(const char *s, size_t len)
 {
     return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX
            && memchr(s, '\n', len) == NULL
            && memchr(s, '\0', len) == NULL;
+}
+
+
+int
+toll_name_balance_parse(const char *name, size_t len, const char **buyer,
+    size_t *buyer_len)
+{
+    size_t  plen;
+
+    plen = toll_name_len(TOLL_NAME_BALANCE_PREFIX);
+
+    if (len < plen + 2
+        || memcmp(name, TOLL_NAME_BALANCE_PREFIX, plen) != 0
+        || name[len - 1] != TOLL_NAME_TAG_END[0]
+        || !toll_name_buyer_valid(name + plen, len - plen - 1))
+    {
+        return -1;
+    }
+
+    *buyer = name + plen;
+    *buyer_len = len - plen - 1;
+
+    return 0;
 }

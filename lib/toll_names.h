@@ -193,6 +193,11 @@ char *toll_name_claim(char *p, const char *buyer, size_t len,
  * string).  Returns 0, or -1 for any other name.
  */
 int toll_name_usage_parse(const char *name, size_t len, toll_name_t *n);
+/* "toll:balance:{<buyer>}": 0 and the buyer (pointing into name), or -1 */
+int toll_name_balance_parse(const char *name, size_t len,
+    const char **buyer, size_t *buyer_len);
+/* a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL */
+int toll_name_buyer_valid(const char *s, size_t len);
 int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
 
 /*

@@ -146,10 +146,7 @@ toll_settle_balance_buyer(toll_settle_drain_t *d,
     size_t       n, left;
     redisReply  *refs, *records;
 
-    if (len == 0 || len > TOLL_NAME_BUYER_LEN_MAX
-        || memchr(buyer, '\n', len) != NULL
-        || memchr(buyer, '\0', len) != NULL)
-    {
+    if (!toll_name_buyer_valid(buyer, len)) {
         toll_settle_balance_say(d, buyer, "", 0, "not a buyer's name; "
                                 "remove it from " TOLL_NAME_BALANCE_INDEX);
         return 0;

@@ -84,6 +84,34 @@ test_usage_name_refused(void **state)
 
 
 static void
+test_balance_name(void **state)
+{
+    char         name[TOLL_NAME_LEN_MAX + 32], *end;
+    size_t       blen;
+    const char  *b;
+
+    (void) state;
+
+    end = toll_name_balance(name, "a:b}", 4, "");
+    assert_int_equal(toll_name_balance_parse(name, end - name, &b, &blen),
+                     0);
+    assert_int_equal(blen, 4);
+    assert_memory_equal(b, "a:b}", 4);
+
+    /* not a balance hash: its refs, an empty buyer, a bad byte */
+    end = toll_name_balance(name, "a", 1, TOLL_NAME_BALANCE_REFS);
+    assert_int_equal(toll_name_balance_parse(name, end - name, &b, &blen),
+                     -1);
+    assert_int_equal(toll_name_balance_parse("toll:balance:{}", 15, &b,
+                                             &blen), -1);
+    assert_int_equal(toll_name_balance_parse("toll:balance:{a\nb}", 18,
+                                             &b, &blen), -1);
+    assert_int_equal(toll_name_balance_parse("toll:usage:{a}", 14, &b,
+                                             &blen), -1);
+}
+
+
+static void
 test_claim_name_refused(void **state)
 {
     size_t        i;
@@ -220,6 +248,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_name_refused),
         cmocka_unit_test(test_claim_name_refused),
+        cmocka_unit_test(test_balance_name),
         cmocka_unit_test(test_names_round_trip),
         cmocka_unit_test(test_usage_fields),
         cmocka_unit_test(test_name_text),

@@ -97,14 +97,13 @@ static int64_t ngx_http_toll_prepaid_now(void);
 ngx_int_t
 ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    u_char                          *subject;
+    u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                           len;
-    int64_t                          now;
+    int64_t                          now, rate;
     ngx_int_t                        rc;
     ngx_http_toll_loc_conf_t        *lcf;
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_prepaid_ask_t     *ask;
-    int64_t                          rate;
     ngx_http_toll_prepaid_state_t   *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
@@ -129,12 +128,6 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
-    ask = ngx_alloc(sizeof(ngx_http_toll_prepaid_ask_t), r->connection->log);
-    if (ask == NULL) {
-        return NGX_ERROR;
-    }
-
-    subject = ask->subject;
     len = ngx_http_toll_prepaid_subject(subject, &ctx->key.owner,
                                         &ctx->service->currency);
     now = ngx_http_toll_prepaid_now();
@@ -145,7 +138,6 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     if (ln == NULL) {
         ngx_http_toll_shm_unlock(mcf->shm_zone);
-        ngx_free(ask);
 
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "toll: zone full, no room for the balance of buyer "
@@ -167,42 +159,51 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
     ngx_http_toll_shm_unlock(mcf->shm_zone);
 
-    if (rc != NGX_AGAIN) {
-        ngx_free(ask);
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
 
-        if (rc == NGX_OK) {
-            return NGX_OK;
-        }
-
+    if (rc == NGX_DECLINED) {
         ctx->prepaid_state = NGX_HTTP_TOLL_PREPAID_DENIED;
         return NGX_HTTP_TOLL_PAYMENT_REQUIRED;
     }
 
-    ask->ctx = ctx;
-    ask->shm_zone = mcf->shm_zone;
-    ask->sent_ms = now;
-    ask->back = 0;
-    ask->resync = 0;
-    ask->subject_len = len;
+    /* only a call that must ask Redis pays for an exchange */
 
-    if (ngx_http_toll_prepaid_ask(ask, ctx->amount_micros,
-                                  ctx->price_micros, rate, mcf)
-        != NGX_OK)
-    {
-        /* Redis is away: the node cannot tell */
+    ask = ngx_alloc(sizeof(ngx_http_toll_prepaid_ask_t), r->connection->log);
+
+    if (ask) {
+        ngx_memcpy(ask->subject, subject, len);
+        ask->subject_len = len;
+        ask->ctx = ctx;
+        ask->shm_zone = mcf->shm_zone;
+        ask->sent_ms = now;
+        ask->back = 0;
+        ask->resync = 0;
+
+        if (ngx_http_toll_prepaid_ask(ask, ctx->amount_micros,
+                                      ctx->price_micros, rate, mcf)
+            != NGX_OK)
+        {
+            ngx_free(ask);
+            ask = NULL;
+        }
+    }
+
+    if (ask == NULL) {
+        /* not asked (Redis away, no memory): the node cannot tell */
 
         ngx_http_toll_shm_lock(mcf->shm_zone);
 
-        ln = ngx_http_toll_prepaid_node(mcf->shm_zone, subject, len, 0);
+        /* pinned while asking: still there */
 
-        if (ln) {
-            st = (ngx_http_toll_prepaid_state_t *) ln->state;
+        if (st->asking) {
             st->asking--;
-            ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
         }
 
+        ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
+
         ngx_http_toll_shm_unlock(mcf->shm_zone);
-        ngx_free(ask);
 
         ctx->prepaid_state = NGX_HTTP_TOLL_PREPAID_FAILED;
         return lcf->prepaid_fallback ? NGX_OK : NGX_HTTP_SERVICE_UNAVAILABLE;

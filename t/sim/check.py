@@ -360,3 +360,55 @@ def per_kind(outcomes, records, sim_logs, instances):
         if got is not None and got != want:
             row["log amount off"] += 1
     return out
+
+
+# ------------------------------------------------------------- balances
+
+def balances(report, rc, path, credits):
+    """Prepaid money (docs/metering.md "Prepaid balances"), per buyer with
+    a balance: Redis keeps credits - debits = available + held + spent
+    and held = the nodes' holds; nothing spent beyond what was credited;
+    what Redis counts as spent is what the meter says the balances paid
+    (the usage transactions' prepaid part, everything being drained) and
+    the ledger's prepaid account is what is left.  credits: {buyer:
+    micros} credited at the start.  Returns the figures."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)
+    try:
+        paid = dict(db.execute(
+            "SELECT buyer, sum(prepaid_micros) FROM transactions"
+            " WHERE kind = 'usage' GROUP BY buyer"))
+        left = dict(db.execute(
+            "SELECT a.name, sum(e.credit_micros) - sum(e.debit_micros)"
+            " FROM accounts a JOIN entries e ON e.account_id = a.id"
+            " WHERE a.kind = 'prepaid' GROUP BY a.id"))
+    finally:
+        db.close()
+
+    bad_redis, bad_money, figures = [], [], {"spent": 0, "credited": 0}
+    for buyer, credited in sorted(credits.items()):
+        h = {f[4:]: int(v) for f, v in
+             rc.hgetall("toll:balance:{%s}" % buyer).items()
+             if f.startswith("USD:") and not f.startswith("USD:seen:")}
+        g = lambda f: h.get(f, 0)  # noqa: E731
+        holds = sum(v for f, v in h.items() if f.startswith("hold:"))
+        if g("credits") - g("debits") != \
+                g("available") + g("held") + g("spent") \
+                or holds != g("held") or g("credits") != credited:
+            bad_redis.append("%s: %r" % (buyer, h))
+        account = left.get("prepaid:USD:%s" % buyer, 0)
+        if not (0 <= g("spent") <= credited) \
+                or g("spent") != paid.get(buyer, 0) \
+                or account != credited - g("spent"):
+            bad_money.append("%s: credited %d, spent %d in Redis, %d paid "
+                             "in the ledger's usage, %d left in its account"
+                             % (buyer, credited, g("spent"),
+                                paid.get(buyer, 0), account))
+        figures["spent"] += g("spent")
+        figures["credited"] += credited
+    report.check("balances in Redis: credits - debits = available + held "
+                 "+ spent, held = the nodes' holds", not bad_redis,
+                 "\n".join(bad_redis))
+    report.check("no balance spent beyond its credits; spent = what the "
+                 "meter charged to it = the ledger's prepaid account's "
+                 "debits", not bad_money, "\n".join(bad_money))
+    return figures

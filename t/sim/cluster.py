@@ -41,6 +41,7 @@ SERVICES = {
     "ix": ("umbrella", 14000, 0, False),
     "xa": ("umbrella", 15000, 0, False),
     "rw": ("umbrella", 16000, 0, False),
+    "pp": ("acme", 30000, 0, False),
 }
 
 # toll_route of "data": (method, regex on $uri, price in micro-units)
@@ -53,6 +54,11 @@ REDIS_TIMEOUT = "500ms"
 METER_FLUSH = "200ms"
 SETTLE_INTERVAL = "200ms"
 BUYERS = ["sim-b%d" % i for i in range(5)]
+# prepaid balances credited at the start (micro-units, USD): /pp/ is
+# toll_prepaid on, so some buyers run out during a run and one never had
+# any
+BALANCES = {"sim-b0": 300000, "sim-b1": 1000000, "sim-b2": 3000000,
+            "sim-b4": 30000000}
 
 
 def decimal_of(micros):
@@ -98,6 +104,7 @@ def locations():
     px["-"] = _proxy("-")
     return """
         location /api/  {{ toll on; {svc[api]} {px[api]} }}
+        location /pp/   {{ toll on; toll_prepaid on; {svc[pp]} {px[pp]} }}
         location /free/ {{ toll on; {svc[free]} {px[free]} }}
         location /data/ {{ toll on; {svc[data]} {px[data]} }}
         location /err/  {{ toll on; {svc[err]} {px[err]} }}
@@ -256,6 +263,15 @@ class Cluster:
         self.upstream = SimUpstream()
         for b in BUYERS:
             self.keys[b] = make_key(self.redis, owner=b)
+        for b, micros in sorted(BALANCES.items()):
+            p = subprocess.run(
+                [os.path.join(self.build, "tollctl"), "--redis",
+                 self.redis.address, "balance", "credit", b,
+                 decimal_of(micros), "--ref", "sim-" + b],
+                capture_output=True, text=True, timeout=60)
+            if p.returncode != 0:
+                raise SystemExit("sim: tollctl balance credit: %s"
+                                 % p.stderr)
         for name in ("nginx-a", "nginx-b"):
             inst = Instance(name, self.workdir, self.module, self.redis,
                             self.upstream)

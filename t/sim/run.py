@@ -33,7 +33,7 @@ import calls as callmod                  # noqa: E402
 import check                             # noqa: E402
 import faults as faultmod                # noqa: E402
 import schedule                          # noqa: E402
-from cluster import Cluster              # noqa: E402
+from cluster import BALANCES, Cluster    # noqa: E402
 from helpers.procs import wait_for       # noqa: E402
 from helpers.settle import tollctl_bin   # noqa: E402
 
@@ -245,6 +245,10 @@ class Run:
         report.check("tollctl reconcile (Redis recorded = ledger)",
                      tr.returncode == 0,
                      tr.stdout[-1500:] + tr.stderr[-500:])
+        figures.update(check.balances(report, c.redis.client,
+                                      c.settle.ledger, BALANCES))
+        report.note("prepaid: %d of %d micro-units credited were spent"
+                    % (figures["spent"], figures["credited"]))
         free = {k: int(v) for k, v in _free_claimed(c.redis.client)}
         over = {k: v for k, v in free.items() if v > 20}
         report.check("free-tier leases in Redis never beyond free_calls",

@@ -42,7 +42,7 @@ CALL_CLASSES = [k for k, _ in CALL_WEIGHTS if k != "normal"]
 ALL_CLASSES = CALL_CLASSES + FAULT_KINDS
 
 # the plain services a call without a redirect goes to
-PLAIN = ["api", "free", "data", "err"]
+PLAIN = ["api", "free", "data", "err", "pp"]
 
 
 def parse_classes(spec):

@@ -269,6 +269,7 @@ static int
 toll_settle_alerts_field(const char *buyer, const char *field, size_t len,
     const char *value, toll_settle_alerts_cur_t *cur, size_t *n)
 {
+    char         text[TOLL_NAME_TEXT_MAX], ftext[TOLL_NAME_TEXT_MAX];
     size_t       i, clen;
     int64_t      v, *slot;
     unsigned     bit;
@@ -298,9 +299,10 @@ toll_settle_alerts_field(const char *buyer, const char *field, size_t len,
     if (!toll_money_currency_valid(field, clen)
         || toll_parse_int64(value, INT64_MIN, INT64_MAX, &v) != 0)
     {
-        toll_log("balance alerts: buyer \"%s\" has a field \"%.*s\" that "
-                 "is not a currency's int64; left out", buyer,
-                 (int) (len > 64 ? 64 : len), field);
+        toll_name_text(text, buyer, strlen(buyer));
+        toll_name_text(ftext, field, len);
+        toll_log("balance alerts: buyer \"%s\" has a field \"%s\" that is "
+                 "not a currency's int64; left out", text, ftext);
         return 0;
     }
 
@@ -343,6 +345,7 @@ toll_settle_alerts_check(toll_settle_drain_t *d, const char *buyer,
     const toll_settle_alerts_cur_t *c)
 {
     int                  rc, sent;
+    char                 text[TOLL_NAME_TEXT_MAX];
     int64_t              balance, low;
     toll_ledger_alert_t  a;
 
@@ -354,8 +357,9 @@ toll_settle_alerts_check(toll_settle_drain_t *d, const char *buyer,
         || toll_money_add(c->credits, -c->debits, &balance) != TOLL_MONEY_OK
         || toll_money_add(balance, -c->spent, &balance) != TOLL_MONEY_OK)
     {
+        toll_name_text(text, buyer, strlen(buyer));
         toll_log("balance alerts: buyer \"%s\"'s %s balance overflows "
-                 "int64; left out", buyer, c->currency);
+                 "int64; left out", text, c->currency);
         return 0;
     }
 
@@ -406,7 +410,8 @@ toll_settle_alerts_check(toll_settle_drain_t *d, const char *buyer,
     }
 
     if (d->conf->verbose) {
-        toll_log("balance alert: buyer \"%s\", %s, %s", buyer, c->currency,
+        toll_name_text(text, buyer, strlen(buyer));
+        toll_log("balance alert: buyer \"%s\", %s, %s", text, c->currency,
                  (a.kind == TOLL_LEDGER_ALERT_LOW)
                  ? TOLL_LEDGER_EVENT_BALANCE_LOW
                  : TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED);

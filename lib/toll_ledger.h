@@ -247,6 +247,17 @@ typedef struct {
 int toll_ledger_balance_alert(toll_ledger_t *lg,
     const toll_ledger_alert_t *a, int *sent);
 
+/*
+ * The buyers whose prepaid balance one of the last ntx transactions
+ * moved (a balance's credit, debit or refund, or usage it paid for),
+ * each once, to each(ctx, buyer): what a worker that died before its
+ * alerts ran had moved.  A range of rowids, not a scan of the ledger.
+ */
+typedef void (*toll_ledger_buyer_pt)(void *ctx, const char *buyer);
+
+int toll_ledger_recent_balance_buyers(toll_ledger_t *lg, int64_t ntx,
+    toll_ledger_buyer_pt each, void *ctx);
+
 /* *found = 1 when a batch of that id is in the ledger */
 int toll_ledger_has_batch(toll_ledger_t *lg, const char *id, int *found);
 

@@ -206,3 +206,36 @@ toll_ledger_alert_row(toll_ledger_t *lg, const toll_ledger_alert_t *a,
 
     return toll_ledger_step_done(lg, st, "record a balance alert");
 }
+
+
+int
+toll_ledger_recent_balance_buyers(toll_ledger_t *lg, int64_t ntx,
+    toll_ledger_buyer_pt each, void *ctx)
+{
+    int            rc;
+    sqlite3_stmt  *st;
+
+    rc = toll_ledger_prepare(lg, "SELECT DISTINCT buyer FROM transactions"
+                                 " WHERE id > (SELECT coalesce(max(id), 0)"
+                                 " FROM transactions) - ?"
+                                 " AND buyer IS NOT NULL"
+                                 " AND (prepaid_micros > 0"
+                                 " OR ref IS NOT NULL)", &st);
+    if (rc != TOLL_LEDGER_OK) {
+        return rc;
+    }
+
+    sqlite3_bind_int64(st, 1, ntx);
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        each(ctx, (const char *) sqlite3_column_text(st, 0));
+    }
+
+    sqlite3_finalize(st);
+
+    if (rc != SQLITE_DONE) {
+        return toll_ledger_sql_error(lg, "read the recent balances' buyers");
+    }
+
+    return TOLL_LEDGER_OK;
+}

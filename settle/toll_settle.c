@@ -440,6 +440,11 @@ toll_settle_start(toll_settle_conf_t *conf, toll_settle_drain_t *d,
 
     toll_settle_metrics_hooks(metrics, d->hooks);
 
+    rc = toll_settle_alerts_recover(d);
+    if (rc != 0) {
+        return rc;
+    }
+
     if (conf->verbose) {
         toll_log("draining redis at %s into the ledger \"%s\" "
                  "(id %s)", conf->redis_text, conf->ledger,

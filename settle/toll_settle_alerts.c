@@ -10,6 +10,10 @@
  *     balance <= 0                       balance.exhausted
  *     0 < balance <= balance_low CUR     balance.low
  *
+ * A start notes the buyers of the ledger's last transactions that moved
+ * a balance: a run that died after a delete and before its alerts had
+ * noted them in memory only.
+ *
  * The ledger writes each alert with its event once per (buyer, currency,
  * kind, credits total) (lib/toll_ledger_alert.c): the next passes see the
  * same balance and send nothing; a top-up raises the credits and re-arms
@@ -52,6 +56,7 @@ typedef struct {
 } toll_settle_alerts_cur_t;
 
 
+static void toll_settle_alerts_noted(void *ctx, const char *buyer);
 static int toll_settle_alerts_cmp(const void *a, const void *b);
 static int toll_settle_alerts_buyer(toll_settle_drain_t *d,
     const char *buyer);
@@ -117,6 +122,8 @@ toll_settle_alerts_pass(toll_settle_drain_t *d)
     int     rc;
     size_t  i;
 
+    toll_settle_crash_point(TOLL_SETTLE_STEP_MOVED);
+
     if (d->alert_nbuyers == 0) {
         return 0;
     }
@@ -150,6 +157,31 @@ toll_settle_alerts_pass(toll_settle_drain_t *d)
     d->alert_full_said = 0;
 
     return 0;
+}
+
+
+int
+toll_settle_alerts_recover(toll_settle_drain_t *d)
+{
+    int  rc;
+
+    rc = toll_ledger_recent_balance_buyers(d->ledger,
+                                           TOLL_SETTLE_ALERTS_RECOVER_TXS,
+                                           toll_settle_alerts_noted, d);
+    if (rc != TOLL_LEDGER_OK) {
+        fprintf(stderr, "toll-settle: ledger: %s\n",
+                toll_ledger_errmsg(d->ledger));
+        return (rc == TOLL_LEDGER_BUSY) ? EX_TEMPFAIL : EX_SOFTWARE;
+    }
+
+    return 0;
+}
+
+
+static void
+toll_settle_alerts_noted(void *ctx, const char *buyer)
+{
+    toll_settle_alerts_note(ctx, buyer);
 }
 
 

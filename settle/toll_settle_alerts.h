@@ -16,6 +16,8 @@
  * not noted, said once, and checked the next time its balance moves.
  */
 #define TOLL_SETTLE_ALERTS_BUYERS_MAX      262144
+/* transactions a start looks back at for the buyers a dead run moved */
+#define TOLL_SETTLE_ALERTS_RECOVER_TXS     100000
 /* currencies of one buyer's balance hash looked at */
 #define TOLL_SETTLE_ALERTS_CURRENCIES_MAX  32
 
@@ -37,6 +39,14 @@ void toll_settle_alerts_note(toll_settle_drain_t *d, const char *buyer);
  * code for a ledger that failed otherwise.
  */
 int toll_settle_alerts_pass(toll_settle_drain_t *d);
+
+/*
+ * At start: the buyers whose balance the last TOLL_SETTLE_ALERTS_
+ * RECOVER_TXS transactions moved are noted, so that a run that died
+ * between a pass's last delete and its alerts loses none (checking one
+ * again sends nothing twice).  Returns 0, or a sysexits code.
+ */
+int toll_settle_alerts_recover(toll_settle_drain_t *d);
 
 void toll_settle_alerts_free(toll_settle_drain_t *d);
 

@@ -355,6 +355,31 @@ def test_crash_after_usage_commit_alerts_once(make_settle, redis_server,
     assert kinds(receiver) == [(LOW, "USD", "1.50")]
 
 
+def test_crash_before_alerts_alerts_once(make_settle, redis_server,
+                                         receiver):
+    """Killed after the pass's deletes, before its alerts: Redis holds
+    nothing of the move any more; the next start finds the buyer in the
+    ledger's last transactions and checks it."""
+    rc = redis_server.client
+    s = make_settle()
+    credit(rc, "acme", 10 * M)
+    credit(rc, "beta", 1 * M, currency="EUR")
+    once(s)
+    spend(rc, "acme", 8500000)
+
+    p = s.once(env={"TOLL_SETTLE_CRASH": "moved"})
+    assert p.returncode == -9, p.stderr
+    assert "killed after moved" in p.stderr
+    assert rc.scard("toll:usage:index") == 0
+    assert rc.scard("toll:drain:open") == 0
+    assert alert_rows(s) == []
+
+    once(s)
+    once(s)
+    # beta's EUR has no balance_low: nothing for it, then or now
+    assert kinds(receiver) == [(LOW, "USD", "1.50")]
+
+
 # ============================================================= 4. metrics
 
 

@@ -245,6 +245,61 @@ test_invalid_refused(void **state)
 }
 
 
+static void
+collect(void *ctx, const char *buyer)
+{
+    char  *out;
+
+    out = ctx;
+    strcat(out, buyer);
+    strcat(out, ";");
+}
+
+
+/* the buyers of the last transactions that moved a balance, each once */
+static void
+test_recent_buyers(void **state)
+{
+    char                       got[256];
+    fixture_t                 *f;
+    toll_ledger_balance_tx_t   tx[2];
+
+    f = *state;
+    memset(tx, 0, sizeof(tx));
+    tx[0].ref = "r1";
+    tx[0].kind = TOLL_LEDGER_TX_CREDIT;
+    tx[0].currency = "USD";
+    tx[0].amount_micros = 5000000;
+    tx[1] = tx[0];
+    tx[1].ref = "r2";
+
+    got[0] = '\0';
+    assert_int_equal(toll_ledger_recent_balance_buyers(f->lg, 100, collect,
+                                                       got),
+                     TOLL_LEDGER_OK);
+    assert_string_equal(got, "");
+
+    assert_int_equal(toll_ledger_post_balance(f->lg, "acme", tx, 2),
+                     TOLL_LEDGER_OK);
+    assert_int_equal(toll_ledger_post_balance(f->lg, "beta", tx, 1),
+                     TOLL_LEDGER_OK);
+
+    got[0] = '\0';
+    assert_int_equal(toll_ledger_recent_balance_buyers(f->lg, 100, collect,
+                                                       got),
+                     TOLL_LEDGER_OK);
+    assert_true(strcmp(got, "acme;beta;") == 0
+                || strcmp(got, "beta;acme;") == 0);
+
+    /* only the last one: beta's */
+    got[0] = '\0';
+    assert_int_equal(toll_ledger_recent_balance_buyers(f->lg, 1, collect,
+                                                       got),
+                     TOLL_LEDGER_OK);
+    assert_string_equal(got, "beta;");
+}
+
+
 int
 main(void)
 {
@@ -253,6 +308,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_once_per_period, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_invalid_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_recent_buyers, setup,
                                         teardown),
     };
 

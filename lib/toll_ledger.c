@@ -320,6 +320,7 @@ toll_ledger_migrate_v1(toll_ledger_t *lg)
         "ALTER TABLE accounts_v2 RENAME TO accounts;"
         "ALTER TABLE transactions_v2 RENAME TO transactions;"
         TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL
+        TOLL_LEDGER_BALANCE_ALERTS_SQL
         "UPDATE meta SET value = '2' WHERE name = 'schema_version';";
 
     if (sqlite3_exec(lg->db, sql, NULL, NULL, NULL) != SQLITE_OK) {

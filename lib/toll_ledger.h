@@ -61,6 +61,8 @@
 #define TOLL_LEDGER_EVENT_SETTLEMENT_CREATED    "settlement.created"
 #define TOLL_LEDGER_EVENT_SETTLEMENT_COMPLETED  "settlement.completed"
 #define TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED   "usage.free_tier_exhausted"
+#define TOLL_LEDGER_EVENT_BALANCE_LOW           "balance.low"
+#define TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED     "balance.exhausted"
 
 
 typedef enum {
@@ -216,6 +218,45 @@ int toll_ledger_balance_ref(toll_ledger_t *lg, const char *buyer,
  * debits).
  */
 int toll_ledger_prepaid_totals(toll_ledger_t *lg, json_t **out);
+
+/*
+ * A balance alert (lib/toll_ledger_alert.c): a buyer's balance in one
+ * currency, as toll-settle read it from Redis, at or below the low
+ * threshold, or exhausted (at or below 0).
+ */
+typedef enum {
+    TOLL_LEDGER_ALERT_LOW = 0,
+    TOLL_LEDGER_ALERT_EXHAUSTED
+} toll_ledger_alert_e;
+
+typedef struct {
+    const char           *buyer;
+    const char           *currency;
+    toll_ledger_alert_e   kind;
+    int64_t               credits_micros;   /* credited ever: the period */
+    int64_t               balance_micros;
+    int64_t               threshold_micros; /* LOW only */
+} toll_ledger_alert_t;
+
+/*
+ * Records the alert and its event (balance.low or balance.exhausted) in
+ * one transaction, once per (buyer, currency, kind, credits_micros):
+ * *sent is 1 when it was written now, 0 when it was before (nothing
+ * changes).  INVALID for a buyer or currency the ledger cannot name.
+ */
+int toll_ledger_balance_alert(toll_ledger_t *lg,
+    const toll_ledger_alert_t *a, int *sent);
+
+/*
+ * The buyers whose prepaid balance one of the last ntx transactions
+ * moved (a balance's credit, debit or refund, or usage it paid for),
+ * each once, to each(ctx, buyer): what a worker that died before its
+ * alerts ran had moved.  A range of rowids, not a scan of the ledger.
+ */
+typedef void (*toll_ledger_buyer_pt)(void *ctx, const char *buyer);
+
+int toll_ledger_recent_balance_buyers(toll_ledger_t *lg, int64_t ntx,
+    toll_ledger_buyer_pt each, void *ctx);
 
 /* *found = 1 when a batch of that id is in the ledger */
 int toll_ledger_has_batch(toll_ledger_t *lg, const char *id, int *found);

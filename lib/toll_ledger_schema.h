@@ -18,7 +18,8 @@
  * refund of one, with its buyer, ref (unique per buyer) and currency and
  * no provider (version 1's provider NOT NULL is now the CHECK that a
  * provider is there exactly when no ref is); a usage transaction keeps
- * what the balance paid of it.
+ * what the balance paid of it; balance alerts sent are kept
+ * (TOLL_LEDGER_BALANCE_ALERTS_SQL).
  */
 #define TOLL_LEDGER_ACCOUNTS_SQL(t)                                          \
 "CREATE TABLE " t " ("                                                       \
@@ -73,6 +74,29 @@
 "  WHERE ref IS NOT NULL;"                                                   \
 "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"        \
 "  BEGIN SELECT RAISE(ABORT, 'ledger transactions are immutable'); END;"
+
+
+/*
+ * Balance alerts sent (docs/settle.md, "Balance alerts"): one row per
+ * (buyer, currency, kind, credits_micros), written in the transaction of
+ * its event, so that a second pass or a restart never sends one twice.
+ * credits_micros is the balance's credits total when it was sent: a
+ * top-up changes it, which starts a new period and re-arms the alerts.
+ */
+#define TOLL_LEDGER_BALANCE_ALERTS_SQL                                       \
+"CREATE TABLE balance_alerts ("                                              \
+"  id               INTEGER PRIMARY KEY,"                                    \
+"  buyer            TEXT NOT NULL,"                                          \
+"  currency         TEXT NOT NULL,"                                          \
+"  kind             TEXT NOT NULL CHECK (kind IN ('low', 'exhausted')),"     \
+"  credits_micros   INTEGER NOT NULL,"                                       \
+"  balance_micros   INTEGER NOT NULL,"                                       \
+"  threshold_micros INTEGER,"                                                \
+"  event_seq        INTEGER NOT NULL REFERENCES events (seq),"               \
+"  sent_at          INTEGER NOT NULL,"                                       \
+"  CHECK ((kind = 'low') = (threshold_micros IS NOT NULL)),"                 \
+"  UNIQUE (buyer, currency, kind, credits_micros)"                           \
+") STRICT;"
 
 
 #define TOLL_LEDGER_SCHEMA_SQL                                               \
@@ -165,7 +189,9 @@ TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                         \
 "  delivered_at INTEGER,"                                                    \
 "  UNIQUE (event_seq, url)"                                                  \
 ") STRICT;"                                                                  \
-"CREATE INDEX deliveries_due ON deliveries (status, next_at_ms);"
+"CREATE INDEX deliveries_due ON deliveries (status, next_at_ms);"        \
+                                                                             \
+TOLL_LEDGER_BALANCE_ALERTS_SQL
 
 
 #endif /* _TOLL_LEDGER_SCHEMA_H_INCLUDED_ */

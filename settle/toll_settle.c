@@ -29,6 +29,7 @@
 #include "toll_ledger.h"
 #include "toll_log.h"
 #include "toll_parse.h"
+#include "toll_settle_alerts.h"
 #include "toll_settle_balance.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
@@ -381,6 +382,7 @@ done:
     }
 
     toll_settle_drain_close(&d);
+    toll_settle_alerts_free(&d);
     toll_ledger_close(d.ledger);
 
     if (curl_started) {
@@ -437,6 +439,11 @@ toll_settle_start(toll_settle_conf_t *conf, toll_settle_drain_t *d,
     }
 
     toll_settle_metrics_hooks(metrics, d->hooks);
+
+    rc = toll_settle_alerts_recover(d);
+    if (rc != 0) {
+        return rc;
+    }
 
     if (conf->verbose) {
         toll_log("draining redis at %s into the ledger \"%s\" "
@@ -509,7 +516,9 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
  * A pass: the usage drain, then the balances' journals on the same
  * connection (toll_settle_balance.c).  Their order does not matter to
  * the ledger: a prepaid account may be debited by usage before the
- * credit that paid for it is posted.
+ * credit that paid for it is posted.  Last, the balance alerts of the
+ * buyers both moved (toll_settle_alerts.c), so that a buyer whose
+ * credit and spending came in the same pass is read once, after both.
  */
 static int
 toll_settle_pass(toll_settle_drain_t *d, int *more)
@@ -520,6 +529,10 @@ toll_settle_pass(toll_settle_drain_t *d, int *more)
 
     if (rc == 0) {
         rc = toll_settle_balance_pass(d);
+    }
+
+    if (rc == 0) {
+        rc = toll_settle_alerts_pass(d);
     }
 
     return rc;
@@ -655,6 +668,8 @@ toll_settle_publish(toll_settle_drain_t *d, toll_settle_metrics_t *metrics,
     f->replays = d->replays;
     f->records = d->records;
     f->balance_txs = d->balance_txs;
+    f->alerts_low = d->alerts_low;
+    f->alerts_exhausted = d->alerts_exhausted;
     f->drained_micros = d->amount_micros;
     f->redis_errors = d->redis_errors;
     f->ledger_errors = d->ledger_errors;

@@ -33,6 +33,7 @@
 #include "toll_ledger.h"
 #include "toll_log.h"
 #include "toll_names.h"
+#include "toll_settle_alerts.h"
 #include "toll_settle_balance.h"
 #include "toll_settle_drain_int.h"
 
@@ -375,6 +376,9 @@ toll_settle_balance_srem(toll_settle_drain_t *d,
     if (m == 0) {
         return 0;
     }
+
+    /* in the ledger: the balance moved, the alerts look at it */
+    toll_settle_alerts_note(d, buyer);
 
     toll_settle_crash_point(TOLL_SETTLE_STEP_COMMIT);
 

@@ -26,6 +26,8 @@ static int toll_settle_conf_line(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
 static int toll_settle_conf_provider_fee(toll_settle_conf_t *conf,
     char **args, int nargs, char *err, size_t err_size);
+static int toll_settle_conf_balance_low(toll_settle_conf_t *conf,
+    char **args, int nargs, char *err, size_t err_size);
 static int toll_settle_conf_duration(toll_settle_conf_t *conf,
     const char *name, const char *value, char *err, size_t err_size);
 static int toll_settle_conf_fee(const char *text, int64_t *bp);
@@ -194,6 +196,11 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
                                              err_size);
     }
 
+    if (strcmp(name, "balance_low") == 0) {
+        return toll_settle_conf_balance_low(conf, args, nargs, err,
+                                            err_size);
+    }
+
     if (nargs != 2) {
         snprintf(err, err_size, "\"%s\" takes one value", name);
         return -1;
@@ -330,6 +337,66 @@ toll_settle_conf_provider_fee(toll_settle_conf_t *conf, char **args,
 }
 
 
+/*
+ * balance_low CUR AMOUNT: one per currency; an amount above 0, since a
+ * balance at or below 0 is exhausted, not low.
+ */
+static int
+toll_settle_conf_balance_low(toll_settle_conf_t *conf, char **args,
+    int nargs, char *err, size_t err_size)
+{
+    int                 mrc;
+    size_t              i, len;
+    int64_t             n;
+    toll_settle_low_t  *low;
+
+    if (nargs != 3) {
+        snprintf(err, err_size, "\"balance_low\" takes a currency and an "
+                 "amount, as in \"balance_low USD 5.00\"");
+        return -1;
+    }
+
+    len = strlen(args[1]);
+
+    if (!toll_money_currency_valid(args[1], len)) {
+        snprintf(err, err_size, "invalid currency \"%.*s\": 3 to 16 "
+                 "upper-case letters and digits, a letter first",
+                 (int) (len > 32 ? 32 : len), args[1]);
+        return -1;
+    }
+
+    mrc = toll_money_parse(args[2], strlen(args[2]), &n);
+
+    if (mrc != TOLL_MONEY_OK || n == 0) {
+        snprintf(err, err_size, "invalid balance_low amount \"%.*s\": %s",
+                 64, args[2], (mrc != TOLL_MONEY_OK)
+                              ? toll_money_strerror(mrc)
+                              : "must be above 0");
+        return -1;
+    }
+
+    for (i = 0; i < conf->nlows; i++) {
+        if (strcmp(conf->lows[i].currency, args[1]) == 0) {
+            snprintf(err, err_size, "\"balance_low %s\" is given twice",
+                     args[1]);
+            return -1;
+        }
+    }
+
+    if (conf->nlows == TOLL_SETTLE_BALANCE_LOWS_MAX) {
+        snprintf(err, err_size, "more than %d \"balance_low\" lines",
+                 TOLL_SETTLE_BALANCE_LOWS_MAX);
+        return -1;
+    }
+
+    low = &conf->lows[conf->nlows++];
+    memcpy(low->currency, args[1], len + 1);
+    low->micros = n;
+
+    return 0;
+}
+
+
 /* the directives whose value is a duration, and any other name */
 static int
 toll_settle_conf_duration(toll_settle_conf_t *conf, const char *name,
@@ -422,10 +489,13 @@ toll_settle_conf_hook(toll_settle_conf_t *conf, char **args, int nargs,
                 bit = toll_settle_event_bit(e);
 
                 if (bit == 0) {
-                    snprintf(err, err_size, "unknown event \"%s\": %s, %s "
-                             "or %s", e, TOLL_LEDGER_EVENT_SETTLEMENT_CREATED,
+                    snprintf(err, err_size, "unknown event \"%s\": %s, %s, "
+                             "%s, %s or %s", e,
+                             TOLL_LEDGER_EVENT_SETTLEMENT_CREATED,
                              TOLL_LEDGER_EVENT_SETTLEMENT_COMPLETED,
-                             TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED);
+                             TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED,
+                             TOLL_LEDGER_EVENT_BALANCE_LOW,
+                             TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED);
                     return -1;
                 }
 

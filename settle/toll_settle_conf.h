@@ -13,6 +13,7 @@
 
 #include "toll_addr.h"
 #include "toll_ledger.h"
+#include "toll_money.h"
 #include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
 
@@ -33,6 +34,15 @@
 #define TOLL_SETTLE_HOOKS_MAX            64
 #define TOLL_SETTLE_PROVIDER_FEES_MAX    4096
 #define TOLL_SETTLE_LINE_LEN_MAX         4096
+/* currencies with a balance_low threshold */
+#define TOLL_SETTLE_BALANCE_LOWS_MAX     64
+
+
+/* balance_low CUR AMOUNT: balance.low at or below it (toll_settle_alerts.c) */
+typedef struct {
+    char                  currency[TOLL_MONEY_CURRENCY_LEN_MAX + 1];
+    int64_t               micros;               /* > 0 */
+} toll_settle_low_t;
 
 
 typedef struct {
@@ -58,6 +68,9 @@ typedef struct {
     int64_t               hook_timeout_ms;
 
     toll_settle_listen_t  metrics;              /* text "": no listener */
+
+    toll_settle_low_t     lows[TOLL_SETTLE_BALANCE_LOWS_MAX];
+    size_t                nlows;
 
     int                   once;
     int                   verbose;

@@ -40,7 +40,8 @@
 
 
 static const char *toll_settle_steps[TOLL_SETTLE_STEP_N] = {
-    "intent", "claim", "read", "commit", "delete"
+    "intent", "claim", "read", "commit", "delete", "alert",
+    "moved"
 };
 
 

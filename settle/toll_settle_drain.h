@@ -79,6 +79,17 @@ typedef struct {
     /* the hashes of the records left in a journal and logged, a ring */
     uint64_t                    balance_said[TOLL_SETTLE_BALANCE_SAID_MAX];
     size_t                      balance_nsaid;
+
+    /*
+     * Balance alerts (toll_settle_alerts.c): the buyers whose balance
+     * this pass moved, checked at its end; alerts sent since start.
+     */
+    char                      **alert_buyers;   /* owned, strings too */
+    size_t                      alert_nbuyers;
+    size_t                      alert_cap;
+    int                         alert_full_said;
+    uint64_t                    alerts_low;
+    uint64_t                    alerts_exhausted;
 } toll_settle_drain_t;
 
 

@@ -25,6 +25,9 @@ typedef enum {
     TOLL_SETTLE_STEP_READ,
     TOLL_SETTLE_STEP_COMMIT,
     TOLL_SETTLE_STEP_DELETE,
+    TOLL_SETTLE_STEP_ALERT,          /* a balance alert committed */
+    TOLL_SETTLE_STEP_MOVED,          /* a pass's moves done, its alerts
+                                        not yet */
     TOLL_SETTLE_STEP_N
 } toll_settle_step_e;
 

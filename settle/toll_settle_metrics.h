@@ -45,6 +45,8 @@ typedef struct {
     uint64_t                  balance_txs;      /* credits, debits,
                                                    refunds posted */
     int64_t                   drained_micros;
+    uint64_t                  alerts_low;       /* balance alerts sent */
+    uint64_t                  alerts_exhausted;
     uint64_t                  redis_errors;
     uint64_t                  ledger_errors;
 

@@ -104,6 +104,16 @@ toll_settle_metrics_render_drain(toll_settle_page_t *pg,
         "Prepaid balances' credits, debits and refunds posted to the "
         "ledger.", f->balance_txs);
 
+    toll_settle_page_family(pg, "toll_settle_balance_alerts_total",
+        "counter", "Balance alerts written to the ledger with their event, "
+        "by kind (balance.low, balance.exhausted).");
+    toll_settle_page_printf(pg, "toll_settle_balance_alerts_total"
+                            "{kind=\"low\"} %llu\n",
+                            (unsigned long long) f->alerts_low);
+    toll_settle_page_printf(pg, "toll_settle_balance_alerts_total"
+                            "{kind=\"exhausted\"} %llu\n",
+                            (unsigned long long) f->alerts_exhausted);
+
     toll_settle_page_int(pg, "toll_settle_drained_micros_total", "counter",
         "Amount posted to the ledger, in micro-units (1e-6) of the "
         "currency.", f->drained_micros);

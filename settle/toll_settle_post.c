@@ -15,6 +15,7 @@
 #include "toll_log.h"
 #include "toll_money.h"
 #include "toll_names.h"
+#include "toll_settle_alerts.h"
 #include "toll_settle_drain_int.h"
 #include "toll_usage.h"
 
@@ -83,8 +84,12 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     rc = toll_settle_delete(d, c);
 
     if (rc == 0 && found) {
-        /* committed by a run that stopped before its delete: a replay */
+        /*
+         * committed by a run that stopped before its delete: a replay,
+         * and maybe before the balance alerts it was due
+         */
         d->replays++;
+        toll_settle_alerts_note(d, c->buyer);
     }
 
     return rc;
@@ -160,6 +165,16 @@ toll_settle_posted(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     int rc, const toll_ledger_usage_t *usage, size_t n)
 {
     size_t  i;
+
+    if (rc == TOLL_LEDGER_OK || rc == TOLL_LEDGER_EXISTS) {
+        /* a balance paid: the alerts look at it at the pass's end */
+        for (i = 0; i < n; i++) {
+            if (usage[i].prepaid_micros > 0) {
+                toll_settle_alerts_note(d, c->buyer);
+                break;
+            }
+        }
+    }
 
     if (rc == TOLL_LEDGER_OK) {
         toll_settle_crash_point(TOLL_SETTLE_STEP_COMMIT);

@@ -100,6 +100,14 @@ toll_settle_event_bit(const char *type)
         return TOLL_SETTLE_EVENT_FREE_TIER_EXHAUSTED;
     }
 
+    if (strcmp(type, TOLL_LEDGER_EVENT_BALANCE_LOW) == 0) {
+        return TOLL_SETTLE_EVENT_BALANCE_LOW;
+    }
+
+    if (strcmp(type, TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED) == 0) {
+        return TOLL_SETTLE_EVENT_BALANCE_EXHAUSTED;
+    }
+
     return 0;
 }
 

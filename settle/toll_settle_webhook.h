@@ -24,6 +24,8 @@
 #define TOLL_SETTLE_EVENT_SETTLEMENT_CREATED    0x01
 #define TOLL_SETTLE_EVENT_SETTLEMENT_COMPLETED  0x02
 #define TOLL_SETTLE_EVENT_FREE_TIER_EXHAUSTED   0x04
+#define TOLL_SETTLE_EVENT_BALANCE_LOW           0x08
+#define TOLL_SETTLE_EVENT_BALANCE_EXHAUSTED     0x10
 
 /* attempts of one delivery: the first and three retries */
 #define TOLL_SETTLE_HOOK_ATTEMPTS_MAX           4

@@ -24,6 +24,7 @@ DASHBOARD = os.path.join(os.path.dirname(HERE), "docs", "grafana-toll.json")
 SETTLE_FAMILIES = {
     "toll_settle_batches_total": "counter",
     "toll_settle_drained_micros_total": "counter",
+    "toll_settle_balance_alerts_total": "counter",
     "toll_settle_drain_lag_seconds": "gauge",
     "toll_settle_errors_total": "counter",
     "toll_settle_webhook_deliveries_total": "counter",

@@ -41,6 +41,7 @@ FAMILIES = {
     "toll_settle_replays_total": ("counter", [()]),
     "toll_settle_records_total": ("counter", [()]),
     "toll_settle_balance_transactions_total": ("counter", [()]),
+    "toll_settle_balance_alerts_total": ("counter", [("kind",)]),
     "toll_settle_drained_micros_total": ("counter", [()]),
     "toll_settle_errors_total": ("counter", [("stage",)]),
     "toll_settle_last_pass_timestamp_seconds": ("gauge", [()]),
@@ -220,8 +221,11 @@ def test_promtool_accepts_the_page(settle):
     for result in ("delivered", "failed"):
         assert page['toll_settle_webhook_deliveries_total{result="%s"}'
                     % result] == 0
+    for kind in ("low", "exhausted"):
+        assert page['toll_settle_balance_alerts_total{kind="%s"}'
+                    % kind] == 0
     # bounded series: nothing per buyer, key or service, ever
-    assert len(page.samples) == 21
+    assert len(page.samples) == 23
 
     # a query string is the same page; HEAD is its head
     assert scrape(port, "/metrics?x=1&name[]=y").status == 200

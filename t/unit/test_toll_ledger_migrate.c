@@ -331,11 +331,13 @@ test_v1_readonly_refused(void **state)
 static void
 test_v1_migrated(void **state)
 {
+    int                        sent;
     char                       path[PATH_LEN_MAX + 16], err[256];
     json_t                    *totals;
     fixture_t                 *f;
     toll_ledger_t             *lg;
     toll_ledger_balance_tx_t   tx;
+    toll_ledger_alert_t        alert;
 
     f = *state;
     snprintf(path, sizeof(path), "%s/v1.db", f->dir);
@@ -401,6 +403,21 @@ test_v1_migrated(void **state)
     assert_int_equal(tx.rc, TOLL_LEDGER_OK);
     assert_balance(lg, "prepaid:USD:acme", 5000000);
     assert_ledger_ok(lg);
+
+    /* and the balance alerts' table, with its guard */
+    memset(&alert, 0, sizeof(alert));
+    alert.buyer = "acme";
+    alert.currency = "USD";
+    alert.kind = TOLL_LEDGER_ALERT_EXHAUSTED;
+    alert.credits_micros = 5000000;
+
+    assert_int_equal(toll_ledger_balance_alert(lg, &alert, &sent),
+                     TOLL_LEDGER_OK);
+    assert_int_equal(sent, 1);
+    assert_int_equal(toll_ledger_balance_alert(lg, &alert, &sent),
+                     TOLL_LEDGER_OK);
+    assert_int_equal(sent, 0);
+    assert_int_equal(scalar(lg, "SELECT count(*) FROM balance_alerts"), 1);
 
     toll_ledger_close(lg);
 

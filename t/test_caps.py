@@ -12,7 +12,9 @@ what the upstream received x price.
 import calendar
 import concurrent.futures
 import datetime
+import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -25,11 +27,13 @@ from helpers.limits import Conn
 from helpers.meter import (meter_http, meter_upstream, micros, proxy_to,
                            upstream_block)
 from helpers.procs import wait_for
+from helpers.settle import preload_env, tollctl_bin
 
 assert meter_upstream  # a fixture, used by name
 
 PRICE = "0.05"
 PROXY_M = proxy_to("meterapi")
+EX_USAGE, EX_DATAERR = 64, 65
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 LOCATIONS = """
@@ -387,3 +391,88 @@ def test_month_boundary_with_anchor(start_nginx, meter_upstream,
     assert [call(ngx, k).status for _ in range(2)] == [200, 402]
     settled(rc, "anchor", micros("0.10"), month="20260215")
     settled(rc, "anchor", micros("0.10"), month="20260315")
+
+
+# ------------------------------------------------------------ tollctl
+
+def tollctl(redis, *args):
+    return subprocess.run([tollctl_bin(), "--redis", redis.address]
+                          + list(args), env=preload_env(),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_tollctl_refuses_bad_input(redis_server):
+    rc = redis_server.client
+    for args, code in (
+            (["buyer", "set-cap", "b"], EX_USAGE),
+            (["buyer", "set-cap"], EX_USAGE),
+            (["buyer", "set-cap", "b", "--daily", "-1"], EX_DATAERR),
+            (["buyer", "set-cap", "b", "--daily", "0.0000001"], EX_DATAERR),
+            (["buyer", "set-cap", "b", "--monthly", "1e3"], EX_DATAERR),
+            (["buyer", "set-cap", "b", "--daily", "92233720368548"],
+             EX_DATAERR),
+            (["buyer", "set-cap", "b", "--daily", "1", "--currency", "usd"],
+             EX_DATAERR),
+            (["buyer", "set-cap", "b", "--anchor", "29"], EX_DATAERR),
+            (["buyer", "set-cap", "b", "--anchor", "0"], EX_DATAERR),
+            (["buyer", "set-cap", "a b", "--daily", "1"], EX_DATAERR),
+            # a bad cap refuses the whole command: the good one unwritten
+            (["buyer", "set-cap", "b", "--daily", "1", "--monthly", "x"],
+             EX_DATAERR),
+            (["buyer", "show", "a b"], EX_DATAERR),
+            (["key", "create", "--owner", "b", "--spend-cap-daily", "x"],
+             EX_DATAERR),
+            (["key", "create", "--owner", "b", "--spend-cap-monthly",
+              "none"], EX_DATAERR),
+            (["key", "create", "--owner", "b", "--currency", "EUR"],
+             EX_USAGE)):
+        p = tollctl(redis_server, *args)
+        assert p.returncode == code, (args, p.returncode, p.stderr)
+        assert len(p.stderr.splitlines()) == 1, (args, p.stderr)
+        assert p.stdout == "", (args, p.stdout)
+    # nothing written: no cap, no key, no generation
+    assert rc.keys("toll:cap*") == [], rc.keys("*")
+    assert rc.keys("toll:key*") == [], rc.keys("*")
+
+
+def test_tollctl_set_cap_and_show(start_nginx, meter_upstream,
+                                  redis_server):
+    ngx = start(start_nginx, meter_upstream)
+    rc = redis_server.client
+    p = tollctl(redis_server, "buyer", "set-cap", "ctl", "--daily", "0.10",
+                "--monthly", "5", "--anchor", "3")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["buyer"] == "ctl" and out["anchor"] == 3, out
+    caps = {(c["scope"], c["period"]): c for c in out["caps"]}
+    assert caps[("buyer", "daily")]["cap_micros"] == 100000, out
+    assert caps[("buyer", "monthly")]["cap_micros"] == 5000000, out
+    assert rc.get("toll:cap:gen") == "1"
+
+    # a key with its own cap, made by tollctl: in force at the gate
+    p = tollctl(redis_server, "key", "create", "--owner", "ctl",
+                "--spend-cap-daily", "0.05")
+    assert p.returncode == 0, p.stderr
+    made = json.loads(p.stdout)
+    assert rc.get("toll:cap:gen") == "2"
+    hdr = ("Authorization", "Bearer " + made["token"])
+    r1 = client.request(ngx.port, path="/paid/x", headers=[hdr])
+    r2 = client.request(ngx.port, path="/paid/x", headers=[hdr])
+    assert (r1.status, r2.status) == (200, 402), (r1, r2)
+    assert r2.json()["scope"] == "key", r2.json()
+
+    def shown():
+        out = json.loads(tollctl(redis_server, "buyer", "show",
+                                 "ctl").stdout)
+        return {(c["scope"], c["period"]): c["used_micros"]
+                for c in out["caps"]}
+    wait_for(lambda: shown() == {("buyer", "daily"): 50000,
+                                 ("buyer", "monthly"): 50000,
+                                 ("key", "daily"): 50000}, 10,
+             interval=0.2, what="buyer show to count the call")
+
+    # "none" removes a cap
+    p = tollctl(redis_server, "buyer", "set-cap", "ctl", "--daily", "none")
+    assert p.returncode == 0, p.stderr
+    assert [c["period"] for c in json.loads(p.stdout)["caps"]
+            if c["scope"] == "buyer"] == ["monthly"]

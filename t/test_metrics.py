@@ -41,8 +41,8 @@ ALLOWED_LABELS = {"service", "decision", "status_class", "tier", "currency",
                   "credential", "le", "version", "nginx_version"}
 
 DECISIONS = ("passed", "unauthorized", "bad_request", "rate_limited",
-             "quota_exceeded", "payment_required", "store_unavailable",
-             "error", "client_closed")
+             "quota_exceeded", "payment_required", "spend_cap_exceeded",
+             "store_unavailable", "error", "client_closed")
 
 LOCATIONS = """
         location /weather/ {
@@ -349,7 +349,8 @@ def test_exact_counts_per_service_and_decision(start_nginx, redis_server,
     assert req("", "passed") == 1
     for svc in ("weather", "maps", ""):
         for d in ("rate_limited", "store_unavailable", "error",
-                  "client_closed", "quota_exceeded", "payment_required"):
+                  "client_closed", "quota_exceeded", "payment_required",
+                  "spend_cap_exceeded"):
             assert req(svc, d) == 0, (svc, d)
 
     assert value(f, "toll_responses_total", service="weather",

@@ -253,14 +253,14 @@ def test_series_do_not_grow_with_buyers(start_nginx, redis_server,
     s = 2                                    # weather and maps
     c = 2                                    # USD and EUR: the prepaid
                                              # gauges, 5 per currency
-    assert series(metrics(ngx)) == 29 * (s + 1) + 3 * s + 30 + 5 * c
+    assert series(metrics(ngx)) == 30 * (s + 1) + 3 * s + 30 + 5 * c
     for i in range(20):
         key = make_key(redis_server, owner="buyer%d" % i)
         assert get(ngx, "/weather/%d" % i, key).status == 200
         assert get(ngx, "/plain/%d" % i, key).status == 200
     quiet(ngx)
     f = metrics(ngx)
-    assert series(f) == 29 * (s + 1) + 3 * s + 30 + 5 * c
+    assert series(f) == 30 * (s + 1) + 3 * s + 30 + 5 * c
     assert value(f, "toll_requests_total", service="weather",
                  decision="passed") == 20
 

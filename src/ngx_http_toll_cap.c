@@ -109,6 +109,11 @@ typedef struct ngx_http_toll_cap_ask_s {
 } ngx_http_toll_cap_ask_t;
 
 
+static ngx_int_t ngx_http_toll_cap_local(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_main_conf_t *mcf,
+    u_char *subject, size_t len, ngx_http_toll_cap_ask_t **askp);
+static void ngx_http_toll_cap_asked(ngx_shm_zone_t *shm_zone,
+    u_char *subject, size_t len);
 static ngx_int_t ngx_http_toll_cap_take(ngx_http_toll_cap_state_t *st,
     ngx_http_toll_ctx_t *ctx, int64_t gen, u_char *day, int64_t now,
     ngx_uint_t asked);
@@ -139,16 +144,13 @@ static ngx_http_toll_cap_gen_t  *ngx_http_toll_cap_gen_node;
 ngx_int_t
 ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
-    u_char                          day[NGX_HTTP_TOLL_CAP_DAY_LEN];
-    int64_t                         now, gen;
-    ngx_int_t                       rc;
-    ngx_http_toll_cap_gen_t        *g;
-    ngx_http_toll_cap_ask_t        *ask;
-    ngx_http_toll_cap_call_t       *call;
-    ngx_http_toll_loc_conf_t       *lcf;
-    ngx_http_toll_main_conf_t      *mcf;
-    ngx_http_toll_cap_state_t      *st;
-    ngx_http_toll_shm_limit_node_t *ln;
+    u_char                      subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_http_toll_cap_ask_t    *ask;
+    ngx_http_toll_cap_call_t   *call;
+    ngx_http_toll_loc_conf_t   *lcf;
+    ngx_http_toll_main_conf_t  *mcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
     call = ctx->cap;
@@ -159,38 +161,88 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (call) {
-        switch (call->state) {
-
-        case NGX_HTTP_TOLL_CAP_DENIED:
-            return NGX_HTTP_TOLL_CAP_EXCEEDED;
-
-        case NGX_HTTP_TOLL_CAP_FAILED:
-            return NGX_HTTP_SERVICE_UNAVAILABLE;
-
-        default:
-            break;
-        }
+    if (call && call->state == NGX_HTTP_TOLL_CAP_DENIED) {
+        return NGX_HTTP_TOLL_CAP_EXCEEDED;
     }
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
-
-    ask = ngx_alloc(sizeof(ngx_http_toll_cap_ask_t), r->connection->log);
-    if (ask == NULL) {
-        return NGX_ERROR;
+    if (call && call->state == NGX_HTTP_TOLL_CAP_FAILED) {
+        /* "open": the call goes uncapped, charged as always */
+        return lcf->spend_caps_fallback ? NGX_OK
+                                        : NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
     if (ctx->key.owner.len + ctx->key.key_id.len
         + ctx->service->currency.len + 4 > NGX_HTTP_TOLL_NODE_SUBJECT_MAX)
     {
-        ngx_free(ask);
         return NGX_ERROR;
     }
 
-    ask->subject_len = ngx_sprintf(ask->subject, "c:%V\n%V\n%V",
-                                   &ctx->key.owner, &ctx->key.key_id,
-                                   &ctx->service->currency)
-                       - ask->subject;
+    len = ngx_sprintf(subject, "c:%V\n%V\n%V", &ctx->key.owner,
+                      &ctx->key.key_id, &ctx->service->currency)
+          - subject;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
+    rc = ngx_http_toll_cap_local(r, ctx, mcf, subject, len, &ask);
+
+    if (rc != NGX_AGAIN) {
+        return rc;
+    }
+
+    if (ctx->cap == NULL) {
+        ctx->cap = ngx_pcalloc(r->pool, sizeof(ngx_http_toll_cap_call_t));
+    }
+
+    ask->ctx = ctx->cap ? ctx : NULL;
+
+    if (ngx_http_toll_cap_ask(ask, mcf, ctx->price_micros) != NGX_OK) {
+        /* Redis is away; what the node gave back is lost: conservative */
+
+        ngx_http_toll_shm_lock(mcf->shm_zone);
+        ngx_http_toll_cap_asked(mcf->shm_zone, subject, len);
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+
+        ngx_free(ask);
+
+        if (ctx->cap) {
+            ctx->cap->state = NGX_HTTP_TOLL_CAP_FAILED;
+        }
+
+        return lcf->spend_caps_fallback ? NGX_OK
+                                        : NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (ctx->cap == NULL) {
+        /* the exchange lands in the zone; this call cannot wait for it */
+        return NGX_ERROR;
+    }
+
+    ctx->cap->ask = ask;
+    ctx->cap->state = NGX_HTTP_TOLL_CAP_WAITING;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * What the zone can tell: NGX_OK (held, or no cap applies), a refusal,
+ * or NGX_AGAIN with *ask ready to send: the node's lease goes back with
+ * it.  The zone's lock is taken here.
+ */
+
+static ngx_int_t
+ngx_http_toll_cap_local(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_main_conf_t *mcf, u_char *subject, size_t len,
+    ngx_http_toll_cap_ask_t **askp)
+{
+    u_char                           day[NGX_HTTP_TOLL_CAP_DAY_LEN];
+    int64_t                          now, gen;
+    ngx_int_t                        rc;
+    ngx_http_toll_cap_gen_t         *g;
+    ngx_http_toll_cap_ask_t         *ask;
+    ngx_http_toll_cap_state_t       *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
 
     now = ngx_http_toll_cap_now();
     ngx_http_toll_cap_today(ngx_time(), day);
@@ -200,12 +252,16 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     g = ngx_http_toll_cap_gen(mcf->shm_zone);
     gen = g ? g->gen : -1;
 
-    ln = ngx_http_toll_cap_node(mcf->shm_zone, ask->subject,
-                                ask->subject_len, 1);
+    if (gen == 0) {
+        /* no cap was ever set: tollctl bumps the generation with each */
+        ngx_http_toll_shm_unlock(mcf->shm_zone);
+        return NGX_OK;
+    }
+
+    ln = ngx_http_toll_cap_node(mcf->shm_zone, subject, len, 1);
 
     if (ln == NULL) {
         ngx_http_toll_shm_unlock(mcf->shm_zone);
-        ngx_free(ask);
 
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "toll: zone full, no room for the spend caps of "
@@ -218,10 +274,23 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     rc = ngx_http_toll_cap_take(st, ctx, gen, day, now, 0);
 
-    if (rc == NGX_AGAIN) {
-        /* what the node holds goes back with the exchange */
+    ask = NULL;
 
+    if (rc == NGX_AGAIN) {
+        ask = ngx_alloc(sizeof(ngx_http_toll_cap_ask_t), r->connection->log);
+        rc = ask ? NGX_AGAIN : NGX_ERROR;
+    }
+
+    if (ask) {
+        ask->shm_zone = mcf->shm_zone;
+        ask->gen = gen;
+        ask->hold = ctx->amount_micros;
         ask->back = 0;
+        ask->subject_len = len;
+        ngx_memcpy(ask->subject, subject, len);
+        ngx_memcpy(ask->day, day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+
+        /* what the node holds goes back with the exchange */
 
         if (st->answered && st->capped && st->lease > 0) {
             ask->back = st->lease;
@@ -237,54 +306,32 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_cap_keep(mcf->shm_zone, ln);
     ngx_http_toll_shm_unlock(mcf->shm_zone);
 
-    if (rc != NGX_AGAIN) {
-        ngx_free(ask);
-        return rc;
-    }
+    *askp = ask;
 
-    if (ctx->cap == NULL) {
-        ctx->cap = ngx_pcalloc(r->pool, sizeof(ngx_http_toll_cap_call_t));
-    }
+    return rc;
+}
 
-    ask->ctx = ctx->cap ? ctx : NULL;
-    ask->shm_zone = mcf->shm_zone;
-    ask->gen = gen;
-    ask->hold = ctx->amount_micros;
-    ngx_memcpy(ask->day, day, NGX_HTTP_TOLL_CAP_DAY_LEN);
 
-    if (ngx_http_toll_cap_ask(ask, mcf, ctx->price_micros) != NGX_OK) {
-        /* Redis is away; what the node gave back is lost: conservative */
+/* an exchange ended unsent or unanswered (the zone locked) */
 
-        ngx_http_toll_shm_lock(mcf->shm_zone);
+static void
+ngx_http_toll_cap_asked(ngx_shm_zone_t *shm_zone, u_char *subject,
+    size_t len)
+{
+    ngx_http_toll_cap_state_t       *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
 
-        ln = ngx_http_toll_cap_node(mcf->shm_zone, ask->subject,
-                                    ask->subject_len, 0);
-        if (ln) {
-            st = (ngx_http_toll_cap_state_t *) ln->state;
+    ln = ngx_http_toll_cap_node(shm_zone, subject, len, 0);
+
+    if (ln) {
+        st = (ngx_http_toll_cap_state_t *) ln->state;
+
+        if (st->asking) {
             st->asking--;
-            ngx_http_toll_cap_keep(mcf->shm_zone, ln);
         }
 
-        ngx_http_toll_shm_unlock(mcf->shm_zone);
-        ngx_free(ask);
-
-        if (ctx->cap) {
-            ctx->cap->state = NGX_HTTP_TOLL_CAP_FAILED;
-        }
-
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_http_toll_cap_keep(shm_zone, ln);
     }
-
-    if (ctx->cap == NULL) {
-        /* the exchange lands in the zone; this call cannot wait for it */
-        return NGX_ERROR;
-    }
-
-    ctx->cap->ask = ask;
-    ctx->cap->state = NGX_HTTP_TOLL_CAP_WAITING;
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_AGAIN;
 }
 
 

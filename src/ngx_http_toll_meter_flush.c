@@ -118,7 +118,8 @@ ngx_http_toll_meter_flush_start(ngx_cycle_t *cycle, ngx_shm_zone_t *shm_zone,
 
     ngx_http_toll_meter_ev.cancelable = 0;
 
-    ngx_add_timer(&ngx_http_toll_meter_ev, ngx_http_toll_meter_flush_ms);
+    /* the first tick at once: it reads the spend caps' generation */
+    ngx_add_timer(&ngx_http_toll_meter_ev, 1);
 
     return NGX_OK;
 }

@@ -123,6 +123,8 @@ typedef struct {
     ngx_flag_t                   prepaid;       /* toll_prepaid */
     ngx_uint_t                   prepaid_fallback; /* 0 closed, 1 open */
     ngx_flag_t                   spend_caps;    /* toll_spend_caps */
+    ngx_uint_t                   spend_caps_fallback; /* 0 closed,
+                                                        1 open */
     ngx_flag_t                   billing_headers;
     ngx_str_t                    billing_prefix;
     ngx_str_t                    billing_prefix_lc; /* lower case, '-' for

@@ -55,6 +55,12 @@ LOCATIONS = """
             toll_service prepaid provider=acme price=0.05;
             %(proxy)s
         }
+        location /capsopen/ {
+            toll on;
+            toll_spend_caps_fallback open;
+            toll_service capsopen provider=acme price=0.05;
+            %(proxy)s
+        }
         location /uncapped/ {
             toll on;
             toll_spend_caps off;
@@ -62,6 +68,14 @@ LOCATIONS = """
             %(proxy)s
         }
 """ % {"proxy": PROXY_M}
+
+
+@pytest.fixture(autouse=True)
+def others_capped(redis_server):
+    """Another buyer's cap before any nginx starts: with no cap set
+    anywhere, a node skips caps altogether until it next reads the
+    generation, up to a second after one is set."""
+    set_cap(redis_server.client, "~others", daily=micros("1"))
 
 
 def start(start_nginx, up, **kw):
@@ -266,8 +280,6 @@ def test_no_caps_no_redis_command_per_call(start_nginx, meter_upstream,
                                            redis_server):
     ngx = start(start_nginx, meter_upstream)
     k = make_key(redis_server, owner="nocaps")
-    # another buyer's cap: the generation is not 0, caps exist
-    set_cap(redis_server.client, "someone", daily=micros("1"))
     conn = Conn(ngx.port)
     # the generation read, the buyer's "no caps" learned
     wait_for(lambda: conn.get("/paid/x", [k.bearer()]).status == 200
@@ -301,15 +313,24 @@ def test_redis_down(start_nginx, meter_upstream, redis_server):
              and redis_server.commandstats().get("get", 0) > 0, 5,
              interval=0.2, what="the caps' generation read")
     assert call(ngx, free).status == 200
+    # the key records cached: what fails below is the caps' store
+    assert call(ngx, capped, "/warm/x").status == 200
     redis_server.kill()
     # no lease covers the call: 503, never a pass
     r = call(ngx, capped)
     assert r.status == 503, r
     assert r.json()["code"] == "store_unavailable"
+    assert "spend caps store unavailable" in ngx.error_log_text()
     # a buyer known to have no caps passes without Redis
     r = call(ngx, free)
     assert r.status == 200, r
-    assert ("downc", "paid") not in meter_upstream.counts()
+    # toll_spend_caps_fallback open: uncapped, charged after the fact
+    r = call(ngx, capped, "/capsopen/x")
+    assert r.status == 200, r
+    assert r.header("X-Toll-Amount") == PRICE
+    counts = meter_upstream.counts()
+    assert ("downc", "paid") not in counts, counts
+    assert counts.get(("downc", "capsopen")) == 1, counts
 
 
 def test_metrics_count_spend_cap_exceeded(start_nginx, meter_upstream,
@@ -324,10 +345,10 @@ def test_metrics_count_spend_cap_exceeded(start_nginx, meter_upstream,
     assert line in text, text
 
 
-def test_directive_refused(nginx_t):
-    rc, out, _ = nginx_t("    toll_redis 127.0.0.1:6379;\n"
-                         "    toll_spend_caps maybe;")
-    assert rc != 0 and "invalid value" in out, out
+def test_directives_refused(nginx_t):
+    for bad in ("toll_spend_caps maybe;", "toll_spend_caps_fallback paid;"):
+        rc, out, _ = nginx_t("    toll_redis 127.0.0.1:6379;\n    " + bad)
+        assert rc != 0 and "invalid value" in out, (bad, out)
 
 
 # ------------------------------------------------ period boundaries
@@ -431,7 +452,9 @@ def test_tollctl_refuses_bad_input(redis_server):
         assert len(p.stderr.splitlines()) == 1, (args, p.stderr)
         assert p.stdout == "", (args, p.stdout)
     # nothing written: no cap, no key, no generation
-    assert rc.keys("toll:cap*") == [], rc.keys("*")
+    assert sorted(rc.keys("toll:cap*")) == ["toll:cap:gen",
+                                            "toll:cap:{~others}"]
+    assert rc.get("toll:cap:gen") == "1"
     assert rc.keys("toll:key*") == [], rc.keys("*")
 
 
@@ -447,14 +470,14 @@ def test_tollctl_set_cap_and_show(start_nginx, meter_upstream,
     caps = {(c["scope"], c["period"]): c for c in out["caps"]}
     assert caps[("buyer", "daily")]["cap_micros"] == 100000, out
     assert caps[("buyer", "monthly")]["cap_micros"] == 5000000, out
-    assert rc.get("toll:cap:gen") == "1"
+    assert rc.get("toll:cap:gen") == "2"
 
     # a key with its own cap, made by tollctl: in force at the gate
     p = tollctl(redis_server, "key", "create", "--owner", "ctl",
                 "--spend-cap-daily", "0.05")
     assert p.returncode == 0, p.stderr
     made = json.loads(p.stdout)
-    assert rc.get("toll:cap:gen") == "2"
+    assert rc.get("toll:cap:gen") == "3"
     hdr = ("Authorization", "Bearer " + made["token"])
     r1 = client.request(ngx.port, path="/paid/x", headers=[hdr])
     r2 = client.request(ngx.port, path="/paid/x", headers=[hdr])

@@ -78,8 +78,8 @@ def others_capped(redis_server):
     set_cap(redis_server.client, "~others", daily=micros("1"))
 
 
-def start(start_nginx, up, **kw):
-    return start_nginx(http_extra=meter_http() + upstream_block(
+def start(start_nginx, up, extra="", **kw):
+    return start_nginx(http_extra=meter_http() + extra + upstream_block(
         "meterapi", up.port, keepalive=64), locations=LOCATIONS, **kw)
 
 
@@ -99,7 +99,12 @@ def settled(rc, buyer, spent, key=None, day=None, month=None,
     def done():
         return period_used(rc, buyer, key=key, day=day,
                            month=month) == spent
-    wait_for(done, timeout, interval=0.1, what="the caps' leases to settle")
+    try:
+        wait_for(done, timeout, interval=0.1,
+                 what="the caps' leases to settle")
+    finally:
+        assert period_used(rc, buyer, key=key, day=day, month=month) \
+            == spent, (buyer, day, month, sorted(rc.keys("toll:cap*")))
 
 
 def assert_cap_402(r, cap, period="daily", scope="buyer"):
@@ -376,21 +381,33 @@ def cross(ngx, k, deadline_s, want=200):
 def test_day_boundary(start_nginx, meter_upstream, redis_server,
                       monkeypatch):
     when = datetime.datetime(2026, 3, 9, 23, 59, 55)
-    faked(monkeypatch, when)
-    ngx = start(start_nginx, meter_upstream)
-    monkeypatch.delenv("LD_PRELOAD")
     rc = redis_server.client
     k = make_key(redis_server, owner="midnight")
     set_cap(rc, "midnight", daily=micros("0.10"))
+    # a buyer whose node leases more than a call: what is left of the
+    # day's lease at midnight is never spent on the next day (the caps
+    # set before nginx starts: no change of generation ends the lease)
+    big = make_key(redis_server, owner="bigday")
+    set_cap(rc, "bigday", daily=micros("10"))
+    faked(monkeypatch, when)
+    # leases stay at the node across midnight unless it gives them back
+    ngx = start(start_nginx, meter_upstream,
+                extra="    toll_prepaid_idle 30s;\n")
+    monkeypatch.delenv("LD_PRELOAD")
+    assert call(ngx, big).status == 200
     got = [call(ngx, k) for _ in range(3)]
     assert [r.status for r in got] == [200, 200, 402], got
     _, retry = assert_cap_402(got[2], "0.1")
     assert retry <= 6, retry
     cross(ngx, k, 10)
     assert [call(ngx, k).status for _ in range(2)] == [200, 402]
-    # each day counts its own
+    assert [call(ngx, big).status for _ in range(3)] == [200] * 3
+    # each day counts its own; a stopping nginx gives its leases back
+    ngx.stop()
     settled(rc, "midnight", micros("0.10"), day="20260309")
     settled(rc, "midnight", micros("0.10"), day="20260310")
+    settled(rc, "bigday", micros("0.05"), day="20260309")
+    settled(rc, "bigday", micros("0.15"), day="20260310")
 
 
 def test_month_boundary_with_anchor(start_nginx, meter_upstream,

@@ -61,6 +61,9 @@ typedef struct {
                                                  0: not */
     int64_t                    cap_micros;    /* the cap that refused */
     int64_t                    month_end;     /* unix seconds */
+    int64_t                    window_ms;     /* this second's start */
+    int64_t                    window_held;   /* held in this second */
+    int64_t                    last_held;     /* and in the one before */
     ngx_uint_t                 asking;        /* exchanges in flight */
     u_char                     day[NGX_HTTP_TOLL_CAP_DAY_LEN];
     u_char                     month[NGX_HTTP_TOLL_CAP_DAY_LEN];
@@ -100,6 +103,7 @@ typedef struct ngx_http_toll_cap_ask_s {
     ngx_shm_zone_t            *shm_zone;
     int64_t                    gen;           /* known when sent */
     int64_t                    hold;          /* the call's; 0: none */
+    int64_t                    rate;          /* held a second, lately */
     int64_t                    back;
     u_char                     day[NGX_HTTP_TOLL_CAP_DAY_LEN];
     u_char                     bday[NGX_HTTP_TOLL_CAP_DAY_LEN];
@@ -111,7 +115,7 @@ typedef struct ngx_http_toll_cap_ask_s {
 
 static ngx_int_t ngx_http_toll_cap_local(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_main_conf_t *mcf,
-    u_char *subject, size_t len, ngx_http_toll_cap_ask_t **askp);
+    u_char *subject, size_t *lenp, ngx_http_toll_cap_ask_t **askp);
 static void ngx_http_toll_cap_asked(ngx_shm_zone_t *shm_zone,
     u_char *subject, size_t len);
 static ngx_int_t ngx_http_toll_cap_take(ngx_http_toll_cap_state_t *st,
@@ -132,7 +136,9 @@ static void ngx_http_toll_cap_keep(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_shm_limit_node_t *ln);
 static void ngx_http_toll_cap_give(ngx_http_toll_ctx_t *ctx, int64_t back,
     ngx_log_t *log);
-static void ngx_http_toll_cap_today(time_t now, u_char *day);
+static u_char *ngx_http_toll_cap_today(void);
+static size_t ngx_http_toll_cap_subject(u_char *subject,
+    ngx_http_toll_ctx_t *ctx);
 static time_t ngx_http_toll_cap_time(u_char *day);
 static int64_t ngx_http_toll_cap_now(void);
 
@@ -177,13 +183,9 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    len = ngx_sprintf(subject, "c:%V\n%V\n%V", &ctx->key.owner,
-                      &ctx->key.key_id, &ctx->service->currency)
-          - subject;
-
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
-    rc = ngx_http_toll_cap_local(r, ctx, mcf, subject, len, &ask);
+    rc = ngx_http_toll_cap_local(r, ctx, mcf, subject, &len, &ask);
 
     if (rc != NGX_AGAIN) {
         return rc;
@@ -228,24 +230,24 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 /*
  * What the zone can tell: NGX_OK (held, or no cap applies), a refusal,
  * or NGX_AGAIN with *ask ready to send: the node's lease goes back with
- * it.  The zone's lock is taken here.
+ * it.  The zone's lock is taken here.  The subject is made only once
+ * some cap exists: a gate where none was ever set pays a lock and a
+ * comparison per call.
  */
 
 static ngx_int_t
 ngx_http_toll_cap_local(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
-    ngx_http_toll_main_conf_t *mcf, u_char *subject, size_t len,
+    ngx_http_toll_main_conf_t *mcf, u_char *subject, size_t *lenp,
     ngx_http_toll_cap_ask_t **askp)
 {
-    u_char                           day[NGX_HTTP_TOLL_CAP_DAY_LEN];
+    u_char                          *day;
+    size_t                           len;
     int64_t                          now, gen;
     ngx_int_t                        rc;
     ngx_http_toll_cap_gen_t         *g;
     ngx_http_toll_cap_ask_t         *ask;
     ngx_http_toll_cap_state_t       *st;
     ngx_http_toll_shm_limit_node_t  *ln;
-
-    now = ngx_http_toll_cap_now();
-    ngx_http_toll_cap_today(ngx_time(), day);
 
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
@@ -257,6 +259,12 @@ ngx_http_toll_cap_local(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         ngx_http_toll_shm_unlock(mcf->shm_zone);
         return NGX_OK;
     }
+
+    len = ngx_http_toll_cap_subject(subject, ctx);
+    *lenp = len;
+
+    now = ngx_http_toll_cap_now();
+    day = ngx_http_toll_cap_today();
 
     ln = ngx_http_toll_cap_node(mcf->shm_zone, subject, len, 1);
 
@@ -285,6 +293,7 @@ ngx_http_toll_cap_local(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         ask->shm_zone = mcf->shm_zone;
         ask->gen = gen;
         ask->hold = ctx->amount_micros;
+        ask->rate = ngx_max(st->last_held, st->window_held);
         ask->back = 0;
         ask->subject_len = len;
         ngx_memcpy(ask->subject, subject, len);
@@ -382,6 +391,17 @@ ngx_http_toll_cap_take(ngx_http_toll_cap_state_t *st,
         st->holding += hold;
         st->used_ms = now;
 
+        /* what the node spends a second, to size its next lease */
+
+        if (now - st->window_ms >= 1000) {
+            st->last_held = (now - st->window_ms < 2000) ? st->window_held
+                                                         : 0;
+            st->window_ms = now;
+            st->window_held = 0;
+        }
+
+        st->window_held += hold;
+
         call->hold = hold;
         ngx_memcpy(call->day, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
         ngx_memcpy(call->month, st->month, NGX_HTTP_TOLL_CAP_DAY_LEN);
@@ -429,9 +449,11 @@ ngx_http_toll_cap_take(ngx_http_toll_cap_state_t *st,
 
 /*
  * Sends the exchange (lua/cap.lua): the give-back, and for a call the
- * next lease: toll_prepaid_lease prices' worth, while the caps have room
- * for two such leases; else the call's hold alone, so that the last of
- * a cap is not leased away to one node.
+ * next lease: toll_prepaid_lease prices' worth, or two seconds of what
+ * the node held lately if that is more (a busy buyer costs about one
+ * exchange per node every two seconds), while the caps have room for two
+ * such leases; else the call's hold alone, so that the last of a cap is
+ * not leased away to one node.
  */
 
 static ngx_int_t
@@ -474,6 +496,10 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
             != TOLL_MONEY_OK)
         {
             want = INT64_MAX / 2;
+        }
+
+        if (ask->rate < INT64_MAX / 4) {
+            want = ngx_max(want, 2 * ask->rate);
         }
 
         want = ngx_max(want, ask->hold);
@@ -768,9 +794,7 @@ ngx_http_toll_cap_give(ngx_http_toll_ctx_t *ctx, int64_t back,
     call = ctx->cap;
     mcf = ngx_http_get_module_main_conf(ctx->request, ngx_http_toll_module);
 
-    len = ngx_sprintf(subject, "c:%V\n%V\n%V", &ctx->key.owner,
-                      &ctx->key.key_id, &ctx->service->currency)
-          - subject;
+    len = ngx_http_toll_cap_subject(subject, ctx);
 
     ngx_http_toll_shm_lock(mcf->shm_zone);
 
@@ -867,6 +891,7 @@ ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
                 ask->shm_zone = shm_zone;
                 ask->gen = st->gen;
                 ask->hold = 0;
+                ask->rate = 0;
                 ask->back = st->lease;
                 ngx_memcpy(ask->day, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
                 ngx_memcpy(ask->bday, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
@@ -1054,19 +1079,45 @@ ngx_http_toll_cap_keep(ngx_shm_zone_t *shm_zone,
 }
 
 
-/* "YYYYMMDD" of a unix time, UTC */
+/* "c:buyer\nkey_id\ncurrency" (the caller checked the room) */
 
-static void
-ngx_http_toll_cap_today(time_t now, u_char *day)
+static size_t
+ngx_http_toll_cap_subject(u_char *subject, ngx_http_toll_ctx_t *ctx)
 {
-    u_char    buf[NGX_HTTP_TOLL_CAP_DAY_LEN + 1];
-    ngx_tm_t  tm;
+    u_char  *p;
 
-    ngx_gmtime(now, &tm);
+    p = ngx_cpymem(subject, "c:", 2);
+    p = ngx_cpymem(p, ctx->key.owner.data, ctx->key.owner.len);
+    *p++ = '\n';
+    p = ngx_cpymem(p, ctx->key.key_id.data, ctx->key.key_id.len);
+    *p++ = '\n';
+    p = ngx_cpymem(p, ctx->service->currency.data,
+                   ctx->service->currency.len);
 
-    ngx_sprintf(buf, "%04d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
-                tm.ngx_tm_mday);
-    ngx_memcpy(day, buf, NGX_HTTP_TOLL_CAP_DAY_LEN);
+    return p - subject;
+}
+
+
+/* today, "YYYYMMDD" (UTC), made again only when the day changes */
+
+static u_char *
+ngx_http_toll_cap_today(void)
+{
+    time_t       now;
+    ngx_tm_t     tm;
+    static u_char  day[NGX_HTTP_TOLL_CAP_DAY_LEN + 1];
+    static time_t  made = -1;              /* days since the epoch */
+
+    now = ngx_time();
+
+    if (now / 86400 != made) {
+        made = now / 86400;
+        ngx_gmtime(now, &tm);
+        ngx_sprintf(day, "%04d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
+                    tm.ngx_tm_mday);
+    }
+
+    return day;
 }
 
 

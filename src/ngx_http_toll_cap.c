@@ -116,8 +116,8 @@ typedef struct ngx_http_toll_cap_ask_s {
 static ngx_int_t ngx_http_toll_cap_local(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_main_conf_t *mcf,
     u_char *subject, size_t *lenp, ngx_http_toll_cap_ask_t **askp);
-static void ngx_http_toll_cap_asked(ngx_shm_zone_t *shm_zone,
-    u_char *subject, size_t len);
+static void ngx_http_toll_cap_unsent(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_cap_ask_t *ask);
 static ngx_int_t ngx_http_toll_cap_take(ngx_http_toll_cap_state_t *st,
     ngx_http_toll_ctx_t *ctx, int64_t gen, u_char *day, int64_t now,
     ngx_uint_t asked);
@@ -198,10 +198,10 @@ ngx_http_toll_cap_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ask->ctx = ctx->cap ? ctx : NULL;
 
     if (ngx_http_toll_cap_ask(ask, mcf, ctx->price_micros) != NGX_OK) {
-        /* Redis is away; what the node gave back is lost: conservative */
+        /* Redis is known to be away: nothing was sent */
 
         ngx_http_toll_shm_lock(mcf->shm_zone);
-        ngx_http_toll_cap_asked(mcf->shm_zone, subject, len);
+        ngx_http_toll_cap_unsent(mcf->shm_zone, ask);
         ngx_http_toll_shm_unlock(mcf->shm_zone);
 
         ngx_free(ask);
@@ -321,22 +321,33 @@ ngx_http_toll_cap_local(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 }
 
 
-/* an exchange ended unsent or unanswered (the zone locked) */
+/*
+ * An exchange that was never sent (the zone locked): what it was to give
+ * back is the node's lease again, if the node is still in that period.
+ */
 
 static void
-ngx_http_toll_cap_asked(ngx_shm_zone_t *shm_zone, u_char *subject,
-    size_t len)
+ngx_http_toll_cap_unsent(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_cap_ask_t *ask)
 {
     ngx_http_toll_cap_state_t       *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
-    ln = ngx_http_toll_cap_node(shm_zone, subject, len, 0);
+    ln = ngx_http_toll_cap_node(shm_zone, ask->subject, ask->subject_len, 0);
 
     if (ln) {
         st = (ngx_http_toll_cap_state_t *) ln->state;
 
         if (st->asking) {
             st->asking--;
+        }
+
+        if (ask->back
+            && ngx_memcmp(st->day, ask->bday, NGX_HTTP_TOLL_CAP_DAY_LEN) == 0
+            && ngx_memcmp(st->month, ask->bmonth, NGX_HTTP_TOLL_CAP_DAY_LEN)
+               == 0)
+        {
+            st->lease += ask->back;
         }
 
         ngx_http_toll_cap_keep(shm_zone, ln);

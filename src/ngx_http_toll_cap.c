@@ -855,9 +855,13 @@ ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
     now = ngx_http_toll_cap_now();
     g = ngx_http_toll_cap_gen(shm_zone);
 
-    /* one read a second per nginx; one lost with its worker is redone */
+    /*
+     * One read a second per nginx, where anything is priced (an nginx
+     * that sells nothing leaves its Redis connection idle); one lost
+     * with its worker is redone.
+     */
 
-    if (g && !ngx_exiting
+    if (g && !ngx_exiting && mcf->services != NULL
         && now - g->read_ms >= NGX_HTTP_TOLL_CAP_GEN_MS
         && (!g->reading
             || now - g->read_ms > 2 * (int64_t) mcf->redis.timeout + 1000))

@@ -228,7 +228,7 @@ def test_exact_across_three_nodes(start_nginx, meter_upstream, redis_server,
     answers 200 and 280 answers 402 spend_cap_exceeded."""
     ngxs = [start(start_nginx, meter_upstream) for _ in range(3)]
     rc = redis_server.client
-    reps = 5
+    reps = 10
     keys = [make_key(redis_server, owner="%s%02d" % (scope, i))
             for i in range(reps)]
     for k in keys:

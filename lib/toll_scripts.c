@@ -86,8 +86,8 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "if m == 13 then m, y = 1, y + 1 end\n"
         "local me = string.format('%04d%02d%02d', y, m, a)\n"
         "local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms\n"
-        "local caps = {{c[1], 'buyer', 'daily', dh, fb}, {c[2], 'buyer', 'monthly', mh, fb},\n"
-        "{c[3], 'key', 'daily', dh, fk}, {c[4], 'key', 'monthly', mh, fk}}\n"
+        "local caps = {{c[1], 'buyer', D, dh, fb}, {c[2], 'buyer', M, mh, fb},\n"
+        "{c[3], 'key', D, dh, fk}, {c[4], 'key', M, mh, fk}}\n"
         "local room, bind\n"
         "for _, e in ipairs(caps) do\n"
         "if e[1] then\n"
@@ -107,8 +107,8 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "redis.call('EXPIRE', mh, ARGV[11])\n"
         "end\n"
         "return {'caps', g, sub(room, g), bind[2], bind[3], bind[1], ms, me}\n",
-        2446,
-        "424915a4f4ba2ce3665a7789c977d4df5b909cb1"
+        2418,
+        "6661433898a03edf5c6636bd1c81e3a9c98005b0"
     },
     [TOLL_SCRIPT_CLAIM] = {
         "claim",

@@ -77,8 +77,8 @@ m = m + 1
 if m == 13 then m, y = 1, y + 1 end
 local me = string.format('%04d%02d%02d', y, m, a)
 local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms
-local caps = {{c[1], 'buyer', 'daily', dh, fb}, {c[2], 'buyer', 'monthly', mh, fb},
-  {c[3], 'key', 'daily', dh, fk}, {c[4], 'key', 'monthly', mh, fk}}
+local caps = {{c[1], 'buyer', D, dh, fb}, {c[2], 'buyer', M, mh, fb},
+  {c[3], 'key', D, dh, fk}, {c[4], 'key', M, mh, fk}}
 local room, bind
 for _, e in ipairs(caps) do
   if e[1] then

@@ -26,6 +26,7 @@
 #include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_balance.h"
+#include "tollctl_buyer.h"
 #include "tollctl_keys.h"
 #include "tollctl_ledger.h"
 #include "tollctl_quarantine.h"
@@ -108,7 +109,14 @@ static const tollctl_option_t  tollctl_options[TOLLCTL_OPT_N] = {
     [TOLLCTL_OPT_TX] =         { "tx",         required_argument, 0 },
     [TOLLCTL_OPT_ACCOUNT] =    { "account",    required_argument, 0 },
     [TOLLCTL_OPT_CURRENCY] =   { "currency",   required_argument, 0 },
-    [TOLLCTL_OPT_REF] =        { "ref",        required_argument, 0 }
+    [TOLLCTL_OPT_REF] =        { "ref",        required_argument, 0 },
+    [TOLLCTL_OPT_DAILY] =      { "daily",      required_argument, 0 },
+    [TOLLCTL_OPT_MONTHLY] =    { "monthly",    required_argument, 0 },
+    [TOLLCTL_OPT_ANCHOR] =     { "anchor",     required_argument, 0 },
+    [TOLLCTL_OPT_SPEND_CAP_DAILY] =
+                               { "spend-cap-daily", required_argument, 0 },
+    [TOLLCTL_OPT_SPEND_CAP_MONTHLY] =
+                               { "spend-cap-monthly", required_argument, 0 }
 };
 
 
@@ -117,11 +125,16 @@ static const tollctl_verb_t  tollctl_verbs[] = {
 
     { "key", "create", tollctl_key_create,
       TOLLCTL_O(OWNER) | TOLLCTL_O(PLAN) | TOLLCTL_O(ROLE)
-      | TOLLCTL_O(RATE_LIMIT) | TOLLCTL_O(EXPIRES_IN), 0, NULL, 0,
+      | TOLLCTL_O(RATE_LIMIT) | TOLLCTL_O(EXPIRES_IN)
+      | TOLLCTL_O(SPEND_CAP_DAILY) | TOLLCTL_O(SPEND_CAP_MONTHLY)
+      | TOLLCTL_O(CURRENCY), 0, NULL, 0,
 "  key create --owner ID [--plan NAME] [--role buyer|provider|admin]\n"
 "             [--rate-limit N] [--expires-in SECONDS]\n"
+"             [--spend-cap-daily AMOUNT] [--spend-cap-monthly AMOUNT]\n"
+"             [--currency CUR]\n"
 "                      create a key and print it once, secret included,\n"
-"                      as JSON; N is requests per minute\n" },
+"                      as JSON; N is requests per minute; the caps are\n"
+"                      the key's, in CUR (default USD)\n" },
 
     { "key", "revoke", tollctl_key_revoke, 0, 1, "KEY_ID", 0,
 "  key revoke KEY_ID   revoke a key; revoking twice is fine\n" },
@@ -154,6 +167,21 @@ static const tollctl_verb_t  tollctl_verbs[] = {
       "BUYER", 0,
 "  balance show BUYER [--currency CUR]\n"
 "                      the buyer's balances, holds and totals, as JSON\n" },
+
+    { "buyer", "set-cap", tollctl_buyer_set_cap,
+      TOLLCTL_O(CURRENCY) | TOLLCTL_O(DAILY) | TOLLCTL_O(MONTHLY)
+      | TOLLCTL_O(ANCHOR), 1, "BUYER", 0,
+"\n"
+"  buyer set-cap BUYER [--currency CUR] [--daily AMOUNT|none]\n"
+"                [--monthly AMOUNT|none] [--anchor DAY]\n"
+"                      the buyer's spend caps per UTC day and month (the\n"
+"                      month starts on DAY, 1 to 28); prints buyer show\n" },
+
+    { "buyer", "show", tollctl_buyer_show, TOLLCTL_O(CURRENCY), 1,
+      "BUYER", 0,
+"  buyer show BUYER [--currency CUR]\n"
+"                      the buyer's and its keys' caps, and what today and\n"
+"                      this month count as used, as JSON\n" },
 
     { "settlement", "create", tollctl_settlement_create,
       TOLLCTL_O(PROVIDER) | TOLLCTL_O(FROM) | TOLLCTL_O(TO), 0, NULL, 0,

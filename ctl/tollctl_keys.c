@@ -26,6 +26,7 @@
 #include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_keys.h"
+#include "tollctl_buyer.h"
 #include "tollctl_key_record.h"
 
 
@@ -55,6 +56,11 @@ typedef struct {
     toll_role_e       role;
     int64_t           rate_limit;    /* requests/minute; -1: none */
     int64_t           expires_in;    /* seconds; 0: never */
+
+    const char       *currency_opt;
+    const char       *cap_daily_opt;
+    const char       *cap_monthly_opt;
+    tollctl_caps_t    caps;          /* the key's spend caps */
 } tollctl_create_t;
 
 
@@ -155,6 +161,9 @@ tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o)
     req->role_opt = o->opt[TOLLCTL_OPT_ROLE];
     req->rate_limit_opt = o->opt[TOLLCTL_OPT_RATE_LIMIT];
     req->expires_in_opt = o->opt[TOLLCTL_OPT_EXPIRES_IN];
+    req->currency_opt = o->opt[TOLLCTL_OPT_CURRENCY];
+    req->cap_daily_opt = o->opt[TOLLCTL_OPT_SPEND_CAP_DAILY];
+    req->cap_monthly_opt = o->opt[TOLLCTL_OPT_SPEND_CAP_MONTHLY];
 
     /* --json is taken and ignored: create always prints JSON */
 
@@ -233,6 +242,30 @@ tollctl_create_check(tollctl_create_t *req)
                              "from 1 to %lld (seconds)",
                              req->expires_in_opt,
                              TOLLCTL_EXPIRES_IN_SEC_MAX);
+    }
+
+    if (req->currency_opt && !req->cap_daily_opt && !req->cap_monthly_opt) {
+        return tollctl_usage_error("--currency of \"key create\" is the "
+                                   "spend caps': give --spend-cap-daily or "
+                                   "--spend-cap-monthly");
+    }
+
+    if (tollctl_caps_check(&req->caps, req->currency_opt,
+                           req->cap_daily_opt, req->cap_monthly_opt,
+                           "--spend-cap-daily", "--spend-cap-monthly")
+        != EX_OK)
+    {
+        return EX_DATAERR;
+    }
+
+    /* a new key has no cap to remove */
+
+    if (req->caps.daily == TOLLCTL_CAP_NONE
+        || req->caps.monthly == TOLLCTL_CAP_NONE)
+    {
+        return tollctl_error(EX_DATAERR, "a new key's spend cap is an "
+                             "amount such as 10.50; omit the option for "
+                             "none");
     }
 
     return EX_OK;
@@ -349,7 +382,9 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     char            created_at[TOLLCTL_INT_STR_LEN];
     const char     *role;
     redisReply     *reply;
-    tollctl_cmd_t   cmds[2];
+    size_t          n;
+    tollctl_cmd_t   cmds[5];
+    tollctl_caps_t  caps;
 
     if (tollctl_key_index_watch(ctl) != EX_OK) {
         return EX_UNAVAILABLE;
@@ -405,7 +440,16 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
     tollctl_cmd_add(&cmds[1], key->key_id, TOLL_KEY_ID_GEN_LEN);
 
-    reply = tollctl_redis_exec(ctl, cmds, 2);
+    n = 2;
+
+    /* the key's caps in the owner's cap hash, in the same transaction */
+
+    if (req->caps.daily >= 0 || req->caps.monthly >= 0) {
+        caps = req->caps;
+        n += tollctl_caps_cmds(&caps, req->owner, key->key_id, &cmds[2]);
+    }
+
+    reply = tollctl_redis_exec(ctl, cmds, n);
     if (reply == NULL) {
         return EX_UNAVAILABLE;
     }

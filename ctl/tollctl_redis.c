@@ -31,7 +31,7 @@
 #define TOLLCTL_DB_MAX                INT_MAX         /* Redis keeps an int */
 
 /* the commands that one MULTI/EXEC carries */
-#define TOLLCTL_EXEC_CMDS_MAX         2
+#define TOLLCTL_EXEC_CMDS_MAX         4
 
 
 static int tollctl_conf_check(tollctl_t *ctl);

@@ -88,6 +88,30 @@
 #define TOLL_BALANCE_SEEN          "seen:"      /* + node: Redis's unix
                                                    time it last asked */
 
+/*
+ * A buyer's spend caps (hash): "toll:cap:{<buyer>}", fields
+ * "<CUR>:daily", "<CUR>:monthly" (the buyer's), "key:<key_id>:<CUR>:daily"
+ * and "...:monthly" (a key's), "anchor" (the month's first day, 1..28);
+ * amounts in micro-units.  After it, a period's hash: ":d<YYYYMMDD>" (a
+ * UTC day) or ":m<YYYYMMDD>" (the month that starts that day), fields
+ * "<CUR>:used" and "key:<key_id>:<CUR>:used": what nodes leased of the
+ * caps in the period.  docs/metering.md#spend-caps.
+ */
+#define TOLL_NAME_CAP_PREFIX       "toll:cap:{"
+#define TOLL_NAME_CAP_DAY          ":d"
+#define TOLL_NAME_CAP_MONTH        ":m"
+/* bumped by every change of any cap: the nodes re-read theirs (string) */
+#define TOLL_NAME_CAP_GEN          "toll:cap:gen"
+#define TOLL_CAP_DAILY             "daily"
+#define TOLL_CAP_MONTHLY           "monthly"
+#define TOLL_CAP_USED              "used"
+#define TOLL_CAP_KEY               "key:"       /* + key id + ":" + CUR */
+#define TOLL_CAP_ANCHOR            "anchor"
+#define TOLL_CAP_ANCHOR_MAX        28
+/* a period's hash outlives its period: a day's by a day, a month's
+   (31 days at most) by one more month, from its last write */
+#define TOLL_TTL_CAP_MONTH         5356800       /* 62 days */
+
 #define TOLL_NAME_TAG_END          "}"
 
 #define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */

@@ -24,6 +24,7 @@
 /* one per file of lua/, in the order of their names */
 typedef enum {
     TOLL_SCRIPT_BALANCE = 0,      /* tollctl credits or takes, once */
+    TOLL_SCRIPT_CAP,              /* a node leases spend caps, gives back */
     TOLL_SCRIPT_CLAIM,            /* toll-settle claims a usage hash */
     TOLL_SCRIPT_FREE,             /* a node leases free calls */
     TOLL_SCRIPT_LIMIT,            /* a node's limits meet the others' */

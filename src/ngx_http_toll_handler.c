@@ -19,6 +19,7 @@
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_prepaid.h"
+#include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 
@@ -46,6 +47,8 @@ static ngx_int_t ngx_http_toll_access_limit(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_authenticate(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_charge(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_refuse_cap(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_refuse_payment(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
@@ -381,14 +384,22 @@ ngx_http_toll_charge(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
         ngx_log_error(lcf->log_level, r->connection->log, 0,
                       "toll: refused, %s store unavailable, key id \"%V\"",
-                      ctx->free_tier_failed ? "free tier" : "balance",
+                      ctx->free_tier_failed ? "free tier"
+                      : ngx_http_toll_cap_failed(ctx) ? "spend caps"
+                      : "balance",
                       &ctx->key_id);
 
     } else if (rc == NGX_HTTP_TOLL_PAYMENT_REQUIRED) {
         return ngx_http_toll_refuse_payment(r, ctx, lcf);
+
+    } else if (rc == NGX_HTTP_TOLL_CAP_EXCEEDED) {
+        return ngx_http_toll_refuse_cap(r, ctx, lcf);
     }
 
     if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        /* a balance held before the caps refused goes back */
+        ngx_http_toll_prepaid_release(r, ctx);
+
 
         /* a refusal: no price, no billing headers, no meter */
         ctx->priced = 0;
@@ -441,6 +452,43 @@ ngx_http_toll_refuse_payment(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_auth_forget(r);
     ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r,
                               NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED, &ext));
+    return NGX_DONE;
+}
+
+
+/*
+ * A spend cap has no room for the call: 402, with the cap, its period
+ * and Retry-After at the period's end.  What the balance held for it
+ * goes back.
+ */
+
+static ngx_int_t
+ngx_http_toll_refuse_cap(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    ngx_http_toll_problem_ext_t  ext;
+
+    ngx_memzero(&ext, sizeof(ngx_http_toll_problem_ext_t));
+
+    if (ngx_http_toll_cap_problem(r, ctx, &ext) != NGX_OK) {
+        return ngx_http_toll_failed(r, ctx);
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "toll: refused, spend cap exceeded, key id \"%V\", "
+                  "price %L", &ctx->key_id, ctx->price_micros);
+
+    ngx_http_toll_prepaid_release(r, ctx);
+
+    /* a refusal: no price, no billing headers, no meter */
+    ctx->priced = 0;
+    ctx->service = NULL;
+
+    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+    ctx->decision = NGX_HTTP_TOLL_DECISION_SPEND_CAP_EXCEEDED;
+    ngx_http_toll_auth_forget(r);
+    ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r,
+                              NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED, &ext));
     return NGX_DONE;
 }
 
@@ -703,6 +751,7 @@ ngx_http_toll_cleanup(void *data)
     ngx_http_toll_limit_release(ctx);
     ngx_http_toll_quota_cleanup(ctx);
     ngx_http_toll_prepaid_cleanup(ctx);
+    ngx_http_toll_cap_cleanup(ctx);
     ngx_http_toll_meter_cleanup(ctx);
 }
 

@@ -19,6 +19,7 @@
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_meter_int.h"
 #include "ngx_http_toll_prepaid.h"
+#include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_shm.h"
@@ -240,6 +241,9 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_counters_metered(ctx, final[TOLL_USAGE_FREE_CALLS],
                                    final[TOLL_USAGE_PAID_CALLS],
                                    final[TOLL_USAGE_AMOUNT]);
+
+    /* of the caps' hold, what was charged stays used */
+    ngx_http_toll_cap_end(r, ctx, final[TOLL_USAGE_AMOUNT]);
 
     if (ctx->meter_open == NULL) {
         return;

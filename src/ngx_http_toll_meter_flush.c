@@ -19,6 +19,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter_int.h"
 #include "ngx_http_toll_prepaid.h"
+#include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
 #include "toll_names.h"
@@ -117,7 +118,8 @@ ngx_http_toll_meter_flush_start(ngx_cycle_t *cycle, ngx_shm_zone_t *shm_zone,
 
     ngx_http_toll_meter_ev.cancelable = 0;
 
-    ngx_add_timer(&ngx_http_toll_meter_ev, ngx_http_toll_meter_flush_ms);
+    /* the first tick at once: it reads the spend caps' generation */
+    ngx_add_timer(&ngx_http_toll_meter_ev, 1);
 
     return NGX_OK;
 }
@@ -184,6 +186,8 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
     /* idle leases of balances go back to Redis */
     ngx_http_toll_prepaid_tick(ngx_http_toll_meter_zone, ev->log);
+    /* and of spend caps; the caps' generation is read */
+    ngx_http_toll_cap_tick(ngx_http_toll_meter_zone, ev->log);
 
     ngx_http_toll_shm_unlock(ngx_http_toll_meter_zone);
 

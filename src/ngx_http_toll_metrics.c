@@ -55,6 +55,7 @@ static ngx_str_t  ngx_http_toll_decision_names[] = {
     ngx_string("rate_limited"),
     ngx_string("quota_exceeded"),
     ngx_string("payment_required"),
+    ngx_string("spend_cap_exceeded"),
     ngx_string("store_unavailable"),
     ngx_string("error"),
     ngx_string("client_closed")

@@ -191,6 +191,20 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       offsetof(ngx_http_toll_loc_conf_t, prepaid),
       NULL },
 
+    { ngx_string("toll_spend_caps"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, spend_caps),
+      NULL },
+
+    { ngx_string("toll_spend_caps_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, spend_caps_fallback),
+      &ngx_http_toll_prepaid_fallbacks },
+
     { ngx_string("toll_prepaid_fallback"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -812,6 +826,8 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->free_tier_fallback = NGX_CONF_UNSET_UINT;
     conf->prepaid = NGX_CONF_UNSET;
     conf->prepaid_fallback = NGX_CONF_UNSET_UINT;
+    conf->spend_caps = NGX_CONF_UNSET;
+    conf->spend_caps_fallback = NGX_CONF_UNSET_UINT;
     conf->billing_headers = NGX_CONF_UNSET;
 
     /*

@@ -34,6 +34,7 @@ typedef struct ngx_http_toll_redis_cmd_s    ngx_http_toll_redis_cmd_t;
 typedef struct ngx_http_toll_limit_ctx_s    ngx_http_toll_limit_ctx_t;
 typedef struct ngx_http_toll_quota_claim_s  ngx_http_toll_quota_claim_t;
 typedef struct ngx_http_toll_prepaid_ask_s  ngx_http_toll_prepaid_ask_t;
+typedef struct ngx_http_toll_cap_call_s     ngx_http_toll_cap_call_t;
 
 
 typedef struct {
@@ -121,6 +122,9 @@ typedef struct {
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
     ngx_flag_t                   prepaid;       /* toll_prepaid */
     ngx_uint_t                   prepaid_fallback; /* 0 closed, 1 open */
+    ngx_flag_t                   spend_caps;    /* toll_spend_caps */
+    ngx_uint_t                   spend_caps_fallback; /* 0 closed,
+                                                        1 open */
     ngx_flag_t                   billing_headers;
     ngx_str_t                    billing_prefix;
     ngx_str_t                    billing_prefix_lc; /* lower case, '-' for
@@ -166,6 +170,7 @@ typedef enum {
     NGX_HTTP_TOLL_DECISION_RATE_LIMITED,
     NGX_HTTP_TOLL_DECISION_QUOTA_EXCEEDED,
     NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED,
+    NGX_HTTP_TOLL_DECISION_SPEND_CAP_EXCEEDED,
     NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE,
     NGX_HTTP_TOLL_DECISION_ERROR,
     NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED,
@@ -233,6 +238,8 @@ typedef struct {
     void                        *prepaid_node; /* the balance's node in
                                                   the zone, pinned while
                                                   the call holds */
+    ngx_http_toll_cap_call_t    *cap;         /* its spend caps' hold;
+                                                 NULL: none asked */
     ngx_http_toll_service_t     *counters_service; /* the location's
                                                       service, for the
                                                       counters; NULL:

@@ -59,7 +59,14 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
       ngx_string("Payment Required"),
       ngx_string("payment_required"),
       ngx_string("The prepaid balance does not cover this call's price; "
-                 "top it up and retry.") }
+                 "top it up and retry.") },
+
+    { NGX_HTTP_TOLL_PAYMENT_REQUIRED,
+      ngx_string("Payment Required"),
+      ngx_string("spend_cap_exceeded"),
+      ngx_string("This call would pass the spend cap named in \\\"period\\\"; "
+                 "retry after the seconds in Retry-After, or raise the "
+                 "cap.") }
 };
 
 

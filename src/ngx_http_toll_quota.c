@@ -19,6 +19,7 @@
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_quota_int.h"
 #include "ngx_http_toll_prepaid.h"
+#include "ngx_http_toll_cap.h"
 #include "toll_money.h"
 
 
@@ -77,7 +78,9 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
             return NGX_HTTP_SERVICE_UNAVAILABLE;
         }
 
-        return ngx_http_toll_prepaid_hold(r, ctx);
+        rc = ngx_http_toll_prepaid_hold(r, ctx);
+
+        return (rc == NGX_OK) ? ngx_http_toll_cap_hold(r, ctx) : rc;
     }
 
     ctx->priced = 1;
@@ -141,7 +144,10 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     }
 
     /* a call to be paid: its price held from a prepaid balance */
-    return ngx_http_toll_prepaid_hold(r, ctx);
+    rc = ngx_http_toll_prepaid_hold(r, ctx);
+
+    /* and from the spend caps, toll_prepaid or not */
+    return (rc == NGX_OK) ? ngx_http_toll_cap_hold(r, ctx) : rc;
 }
 
 
@@ -406,6 +412,10 @@ ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_http_toll_quota_give_back(ctx);
     ngx_http_toll_prepaid_release(r, ctx);
+    ngx_http_toll_cap_release(r, ctx);
+
+    /* the next location's caps are asked afresh */
+    ctx->cap = NULL;
 
     ctx->priced = 0;
     ctx->service = NULL;
@@ -428,6 +438,9 @@ ngx_http_toll_quota_unused(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         /* admitted, the hold ends with the meter's record */
         ngx_http_toll_prepaid_release(r, ctx);
     }
+
+    /* the meter never takes a cap hold over: it goes back here */
+    ngx_http_toll_cap_release(r, ctx);
 
     ctx->amount_micros = 0;
 }

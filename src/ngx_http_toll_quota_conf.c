@@ -425,6 +425,9 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
     ngx_conf_merge_uint_value(conf->free_tier_fallback,
                               prev->free_tier_fallback, 0);
     ngx_conf_merge_value(conf->prepaid, prev->prepaid, 0);
+    ngx_conf_merge_value(conf->spend_caps, prev->spend_caps, 1);
+    ngx_conf_merge_uint_value(conf->spend_caps_fallback,
+                              prev->spend_caps_fallback, 0);
     ngx_conf_merge_uint_value(conf->prepaid_fallback, prev->prepaid_fallback,
                               0);
     ngx_conf_merge_value(conf->billing_headers, prev->billing_headers, 1);

@@ -171,6 +171,7 @@ ngx_http_toll_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_LIMIT]);
     ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_METER]);
     ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_PREPAID]);
+    ngx_queue_init(&ctx->sh->queues[NGX_HTTP_TOLL_QUEUE_CAP]);
 
     len = sizeof(" in toll zone \"\"") + shm_zone->shm.name.len;
 

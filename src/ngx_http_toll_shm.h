@@ -77,7 +77,8 @@ typedef struct {
 #define NGX_HTTP_TOLL_QUEUE_LIMIT    0
 #define NGX_HTTP_TOLL_QUEUE_METER    1
 #define NGX_HTTP_TOLL_QUEUE_PREPAID  2
-#define NGX_HTTP_TOLL_QUEUES         3
+#define NGX_HTTP_TOLL_QUEUE_CAP      3
+#define NGX_HTTP_TOLL_QUEUES         4
 
 /* the longest subject a node can hold: a day, a buyer, a service, a
    provider */

@@ -41,8 +41,8 @@ ALLOWED_LABELS = {"service", "decision", "status_class", "tier", "currency",
                   "credential", "le", "version", "nginx_version"}
 
 DECISIONS = ("passed", "unauthorized", "bad_request", "rate_limited",
-             "quota_exceeded", "payment_required", "store_unavailable",
-             "error", "client_closed")
+             "quota_exceeded", "payment_required", "spend_cap_exceeded",
+             "store_unavailable", "error", "client_closed")
 
 LOCATIONS = """
         location /weather/ {
@@ -253,14 +253,14 @@ def test_series_do_not_grow_with_buyers(start_nginx, redis_server,
     s = 2                                    # weather and maps
     c = 2                                    # USD and EUR: the prepaid
                                              # gauges, 5 per currency
-    assert series(metrics(ngx)) == 29 * (s + 1) + 3 * s + 30 + 5 * c
+    assert series(metrics(ngx)) == 30 * (s + 1) + 3 * s + 30 + 5 * c
     for i in range(20):
         key = make_key(redis_server, owner="buyer%d" % i)
         assert get(ngx, "/weather/%d" % i, key).status == 200
         assert get(ngx, "/plain/%d" % i, key).status == 200
     quiet(ngx)
     f = metrics(ngx)
-    assert series(f) == 29 * (s + 1) + 3 * s + 30 + 5 * c
+    assert series(f) == 30 * (s + 1) + 3 * s + 30 + 5 * c
     assert value(f, "toll_requests_total", service="weather",
                  decision="passed") == 20
 
@@ -349,7 +349,8 @@ def test_exact_counts_per_service_and_decision(start_nginx, redis_server,
     assert req("", "passed") == 1
     for svc in ("weather", "maps", ""):
         for d in ("rate_limited", "store_unavailable", "error",
-                  "client_closed", "quota_exceeded", "payment_required"):
+                  "client_closed", "quota_exceeded", "payment_required",
+                  "spend_cap_exceeded"):
             assert req(svc, d) == 0, (svc, d)
 
     assert value(f, "toll_responses_total", service="weather",

@@ -1,0 +1,495 @@
+/*
+ * toll: spend caps, the exchanges with Redis (lua/cap.lua) and the
+ * meter timer's work: the caps' generation read once a second, idle
+ * leases given back (docs/metering.md, "Spend caps").
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_cap.h"
+#include "ngx_http_toll_cap_int.h"
+#include "ngx_http_toll_redis.h"
+#include "ngx_http_toll_shm.h"
+#include "toll_money.h"
+#include "toll_scripts.h"
+
+
+/* the generation is read this often, per nginx */
+#define NGX_HTTP_TOLL_CAP_GEN_MS    1000
+/* leases looked at per tick and worker */
+#define NGX_HTTP_TOLL_CAP_TICK_MAX  256
+
+
+static void ngx_http_toll_cap_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_http_toll_cap_answer(ngx_http_toll_cap_state_t *st,
+    ngx_http_toll_cap_ask_t *ask, redisReply *reply, int64_t now);
+static void ngx_http_toll_cap_gen_reply(void *data, redisReply *reply);
+
+
+/*
+ * Sends the exchange (lua/cap.lua): the give-back, and for a call the
+ * next lease: toll_prepaid_lease prices' worth, or two seconds of what
+ * the node held lately if that is more (a busy buyer costs about one
+ * exchange per node every two seconds), while the caps have room for two
+ * such leases; else the call's hold alone, so that the last of a cap is
+ * not leased away to one node.
+ */
+
+ngx_int_t
+ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
+    ngx_http_toll_main_conf_t *mcf, int64_t price)
+{
+    u_char     *p, *nl, *nl2;
+    u_char      buf[5 * NGX_INT64_LEN + 3 * NGX_HTTP_TOLL_CAP_DAY_LEN];
+    u_char      name[TOLL_OWNER_LEN_MAX + 32];
+    int64_t     want, bound;
+    time_t      now;
+    ngx_str_t   buyer, key, cur;
+    size_t      argvlen[22];
+    const char *argv[22];
+
+    /* "c:buyer\nkey\ncurrency" */
+
+    nl = ngx_strlchr(ask->subject + 2, ask->subject + ask->subject_len,
+                     '\n');
+    nl2 = nl ? ngx_strlchr(nl + 1, ask->subject + ask->subject_len, '\n')
+             : NULL;
+
+    if (nl2 == NULL || (size_t) (nl - ask->subject) > TOLL_OWNER_LEN_MAX + 2)
+    {
+        return NGX_ERROR;
+    }
+
+    buyer.data = ask->subject + 2;
+    buyer.len = nl - buyer.data;
+    key.data = nl + 1;
+    key.len = nl2 - key.data;
+    cur.data = nl2 + 1;
+    cur.len = ask->subject + ask->subject_len - cur.data;
+
+    want = 0;
+    bound = 0;
+
+    if (ask->hold) {
+        if (toll_money_mul(price, (int64_t) mcf->prepaid_lease, &want)
+            != TOLL_MONEY_OK)
+        {
+            want = INT64_MAX / 2;
+        }
+
+        if (ask->rate < INT64_MAX / 4) {
+            want = ngx_max(want, 2 * ask->rate);
+        }
+
+        want = ngx_max(want, ask->hold);
+        bound = (want > INT64_MAX / 2) ? INT64_MAX : 2 * want;
+    }
+
+    now = ngx_time();
+
+    argv[2] = "1";
+    argvlen[2] = 1;
+
+    p = ngx_cpymem(name, TOLL_NAME_CAP_PREFIX,
+                   toll_name_len(TOLL_NAME_CAP_PREFIX));
+    p = ngx_cpymem(p, buyer.data, buyer.len);
+    p = ngx_cpymem(p, TOLL_NAME_TAG_END, toll_name_len(TOLL_NAME_TAG_END));
+    argv[3] = (const char *) name;
+    argvlen[3] = p - name;
+
+#define ngx_http_toll_cap_str(k, s, n)                                        \
+    argv[k] = (const char *) (s);                                             \
+    argvlen[k] = (n)
+
+    ngx_http_toll_cap_str(4, cur.data, cur.len);
+    ngx_http_toll_cap_str(5, key.data, key.len);
+    ngx_http_toll_cap_str(6, ask->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+
+    p = buf;
+
+#define ngx_http_toll_cap_arg(k, fmt, ...)                                    \
+    argv[k] = (const char *) p;                                               \
+    p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
+    argvlen[k] = p - (u_char *) argv[k]
+
+    ngx_http_toll_cap_arg(7, "%L", ask->back);
+
+    if (ask->back) {
+        ngx_http_toll_cap_str(8, ask->bday, NGX_HTTP_TOLL_CAP_DAY_LEN);
+        ngx_http_toll_cap_str(9, ask->bmonth, NGX_HTTP_TOLL_CAP_DAY_LEN);
+
+    } else {
+        ngx_http_toll_cap_str(8, "", 0);
+        ngx_http_toll_cap_str(9, "", 0);
+    }
+
+    ngx_http_toll_cap_arg(10, "%L", ask->hold);
+    ngx_http_toll_cap_arg(11, "%L", want);
+    ngx_http_toll_cap_arg(12, "%L", bound);
+    /* a day's hash outlives the day by one more */
+    ngx_http_toll_cap_arg(13, "%T", (now / 86400 + 2) * 86400 - now);
+    ngx_http_toll_cap_arg(14, "%d", TOLL_TTL_CAP_MONTH);
+
+#undef ngx_http_toll_cap_arg
+
+    ngx_http_toll_cap_str(15, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
+    ngx_http_toll_cap_str(16, TOLL_CAP_DAILY, toll_name_len(TOLL_CAP_DAILY));
+    ngx_http_toll_cap_str(17, TOLL_CAP_MONTHLY,
+                          toll_name_len(TOLL_CAP_MONTHLY));
+    ngx_http_toll_cap_str(18, TOLL_CAP_ANCHOR,
+                          toll_name_len(TOLL_CAP_ANCHOR));
+    ngx_http_toll_cap_str(19, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
+    ngx_http_toll_cap_str(20, TOLL_NAME_CAP_DAY,
+                          toll_name_len(TOLL_NAME_CAP_DAY));
+    ngx_http_toll_cap_str(21, TOLL_NAME_CAP_MONTH,
+                          toll_name_len(TOLL_NAME_CAP_MONTH));
+
+#undef ngx_http_toll_cap_str
+
+    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_CAP, ngx_http_toll_cap_reply,
+                                 ask, 22, argv, argvlen)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_cap_reply(void *data, redisReply *reply)
+{
+    ngx_http_toll_cap_ask_t *ask = data;
+
+    int64_t                          now;
+    ngx_int_t                        rc;
+    ngx_http_toll_ctx_t             *ctx;
+    ngx_http_request_t              *r;
+    ngx_http_toll_cap_state_t       *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    ctx = ask->ctx;
+    now = ngx_http_toll_cap_now();
+    rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && ngx_http_toll_redis_refusal(NGX_HTTP_TOLL_REDIS_PREPAID, reply))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "toll: redis refused a spend cap lease: %*s",
+                      (size_t) reply->len, reply->str);
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        reply = NULL;
+    }
+
+    ngx_http_toll_shm_lock(ask->shm_zone);
+
+    /* pinned while asking: found, unless the zone was remade */
+
+    ln = ngx_http_toll_cap_node(ask->shm_zone, ask->subject,
+                                ask->subject_len, 0);
+
+    if (ln) {
+        st = (ngx_http_toll_cap_state_t *) ln->state;
+
+        if (st->asking) {
+            st->asking--;
+        }
+
+        if (reply && ngx_http_toll_cap_answer(st, ask, reply, now) == NGX_OK)
+        {
+            if (ctx) {
+                rc = ngx_http_toll_cap_take(st, ctx, ask->gen, ask->day, now,
+                                            1);
+            }
+        }
+
+        ngx_http_toll_cap_keep(ask->shm_zone, ln);
+    }
+
+    ngx_http_toll_shm_unlock(ask->shm_zone);
+
+    ngx_free(ask);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->cap->ask = NULL;
+
+    if (rc == NGX_OK) {
+        ctx->cap->state = NGX_HTTP_TOLL_CAP_NONE;
+
+    } else if (rc == NGX_HTTP_TOLL_CAP_EXCEEDED) {
+        ctx->cap->state = NGX_HTTP_TOLL_CAP_DENIED;
+
+    } else {
+        ctx->cap->state = NGX_HTTP_TOLL_CAP_FAILED;
+    }
+
+    r = ctx->request;
+
+    ctx->state = NGX_HTTP_TOLL_STATE_RESUMED;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
+
+
+/*
+ * lua/cap.lua's answer into the node (the zone locked): {"none"}, or
+ * {"caps", grant, room, scope, period, cap, month start, month end}.  A
+ * grant for a period the node has left is dropped: it stays used there.
+ */
+
+static ngx_int_t
+ngx_http_toll_cap_answer(ngx_http_toll_cap_state_t *st,
+    ngx_http_toll_cap_ask_t *ask, redisReply *reply, int64_t now)
+{
+    size_t        i;
+    int64_t       grant, cap;
+    ngx_int_t     newer;
+    redisReply  **e;
+
+    e = reply->element;
+
+    if (e[0]->len == 4 && ngx_strncmp(e[0]->str, "back", 4) == 0) {
+        return NGX_OK;
+    }
+
+    if (e[0]->len == 4 && ngx_strncmp(e[0]->str, "none", 4) == 0) {
+        st->answered = 1;
+        st->capped = 0;
+        st->gen = ask->gen;
+        st->denied_ms = 0;
+        return NGX_OK;
+    }
+
+    if (reply->elements != 8) {
+        return NGX_ERROR;
+    }
+
+    for (i = 1; i < 8; i++) {
+        if (e[i]->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+    }
+
+    grant = ngx_atoof((u_char *) e[1]->str, e[1]->len);
+    cap = ngx_atoof((u_char *) e[5]->str, e[5]->len);
+
+    if (grant < 0 || cap < 0
+        || e[6]->len != NGX_HTTP_TOLL_CAP_DAY_LEN
+        || e[7]->len != NGX_HTTP_TOLL_CAP_DAY_LEN)
+    {
+        return NGX_ERROR;
+    }
+
+    newer = st->answered && st->capped
+            ? ngx_memcmp(ask->day, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN)
+            : 1;
+
+    if (newer == 0
+        && ngx_memcmp(e[6]->str, st->month, NGX_HTTP_TOLL_CAP_DAY_LEN) != 0)
+    {
+        /* the anchor moved: the old month's lease stays used there */
+        newer = 1;
+    }
+
+    if (newer < 0) {
+        return NGX_ERROR;
+    }
+
+    if (newer > 0) {
+        st->lease = 0;
+        st->holding = 0;
+        ngx_memcpy(st->day, ask->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+        ngx_memcpy(st->month, e[6]->str, NGX_HTTP_TOLL_CAP_DAY_LEN);
+    }
+
+    st->lease += grant;
+    st->answered = 1;
+    st->capped = 1;
+    st->gen = ask->gen;
+    st->month_end = ngx_http_toll_cap_time((u_char *) e[7]->str);
+
+    if (ask->hold && grant == 0) {
+        st->denied_ms = now;
+        st->cap_micros = cap;
+        st->monthly = (e[4]->len == 7);              /* "monthly" */
+        st->key_scope = (e[3]->len == 3);            /* "key" */
+
+    } else {
+        st->denied_ms = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
+{
+    int64_t                          now;
+    ngx_uint_t                       n, k;
+    const char                      *argv[2];
+    size_t                           argvlen[2];
+    ngx_http_toll_cap_gen_t         *g;
+    ngx_http_toll_cap_ask_t         *ask;
+    ngx_http_toll_main_conf_t       *mcf;
+    ngx_http_toll_cap_state_t       *st;
+    ngx_http_toll_shm_limit_node_t  *ln;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_toll_module);
+    if (mcf == NULL) {
+        return;
+    }
+
+    now = ngx_http_toll_cap_now();
+    g = ngx_http_toll_cap_gen(shm_zone);
+
+    /*
+     * One read a second per nginx, where anything is priced (an nginx
+     * that sells nothing leaves its Redis connection idle); one lost
+     * with its worker is redone.
+     */
+
+    if (g && !ngx_exiting && mcf->services != NULL
+        && now - g->read_ms >= NGX_HTTP_TOLL_CAP_GEN_MS
+        && (!g->reading
+            || now - g->read_ms > 2 * (int64_t) mcf->redis.timeout + 1000))
+    {
+        argv[0] = "GET";
+        argvlen[0] = 3;
+        argv[1] = TOLL_NAME_CAP_GEN;
+        argvlen[1] = toll_name_len(TOLL_NAME_CAP_GEN);
+
+        g->read_ms = now;
+        g->reading = (ngx_http_toll_redis_send(ngx_http_toll_cap_gen_reply,
+                                               shm_zone, 2, argv, argvlen)
+                      != NULL);
+    }
+
+    n = ngx_min(ngx_http_toll_shm_queued(shm_zone, NGX_HTTP_TOLL_QUEUE_CAP),
+                NGX_HTTP_TOLL_CAP_TICK_MAX);
+
+    for (k = 0; k < n; k++) {
+        ln = ngx_http_toll_shm_dequeue(shm_zone, NGX_HTTP_TOLL_QUEUE_CAP);
+        if (ln == NULL) {
+            break;
+        }
+
+        st = (ngx_http_toll_cap_state_t *) ln->state;
+
+        /* an exchange counted long after was sent by a worker that died */
+
+        if (st->asking
+            && now - st->asked_ms > 2 * (int64_t) mcf->redis.timeout + 1000)
+        {
+            st->asking = 0;
+        }
+
+        if (st->lease > 0
+            && (ngx_exiting
+                || now - st->used_ms >= (int64_t) mcf->prepaid_idle))
+        {
+            ask = ngx_alloc(sizeof(ngx_http_toll_cap_ask_t), log);
+
+            if (ask) {
+                ask->ctx = NULL;
+                ask->shm_zone = shm_zone;
+                ask->gen = st->gen;
+                ask->hold = 0;
+                ask->rate = 0;
+                ask->back = st->lease;
+                ngx_memcpy(ask->day, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+                ngx_memcpy(ask->bday, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+                ngx_memcpy(ask->bmonth, st->month,
+                           NGX_HTTP_TOLL_CAP_DAY_LEN);
+                ask->subject_len = ln->subject_len;
+                ngx_memcpy(ask->subject, ln->subject, ln->subject_len);
+
+                if (ngx_http_toll_cap_ask(ask, mcf, 0) == NGX_OK) {
+                    /* answered or not, it is Redis's again: conservative */
+                    st->lease = 0;
+                    st->asking++;
+                    st->asked_ms = now;
+
+                } else {
+                    ngx_free(ask);
+                }
+            }
+        }
+
+        ngx_http_toll_cap_keep(shm_zone, ln);
+    }
+}
+
+
+static void
+ngx_http_toll_cap_gen_reply(void *data, redisReply *reply)
+{
+    ngx_shm_zone_t *shm_zone = data;
+
+    int64_t                   gen;
+    ngx_http_toll_cap_gen_t  *g;
+
+    gen = -1;
+
+    if (reply && reply->type == REDIS_REPLY_NIL) {
+        gen = 0;
+
+    } else if (reply && reply->type == REDIS_REPLY_STRING) {
+        gen = ngx_atoof((u_char *) reply->str, reply->len);
+    }
+
+    ngx_http_toll_shm_lock(shm_zone);
+
+    g = ngx_http_toll_cap_gen(shm_zone);
+
+    if (g) {
+        g->reading = 0;
+
+        /* unread: the last known stays, as no change can be made */
+        if (gen >= 0) {
+            g->gen = gen;
+        }
+    }
+
+    ngx_http_toll_shm_unlock(shm_zone);
+}
+
+
+/* the unix time of a "YYYYMMDD" day's start, UTC (days from civil) */
+
+time_t
+ngx_http_toll_cap_time(u_char *day)
+{
+    ngx_int_t  y, m, d, era, yoe, doy, doe;
+
+    y = ngx_atoi(day, 4);
+    m = ngx_atoi(day + 4, 2);
+    d = ngx_atoi(day + 6, 2);
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31) {
+        return 0;
+    }
+
+    y -= (m <= 2);
+    era = y / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return (time_t) (era * 146097 + doe - 719468) * 86400;
+}

@@ -62,6 +62,11 @@ static void ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now,
     ngx_uint_t sent);
 static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
+static u_char *ngx_http_toll_meter_keys(u_char *p, ngx_str_t *buyer,
+    const char *day, const char **argv, size_t *argvlen);
+static u_char *ngx_http_toll_meter_balance_args(u_char *p,
+    ngx_str_t *currency, int64_t paid, ngx_shm_zone_t *shm_zone,
+    const char **argv, size_t *argvlen);
 static void ngx_http_toll_meter_count_args(u_char *p, ngx_str_t *service,
     int64_t *flight, const char **argv, size_t *argvlen);
 static void ngx_http_toll_meter_index(ngx_http_toll_meter_flush_t *fl,
@@ -411,24 +416,7 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 
     /* the keys, all in the buyer's hash slot */
 
-    p = (u_char *) toll_name_usage((char *) p, (char *) buyer.data,
-                                   buyer.len, day);
-    ngx_http_toll_meter_arg(3, buf);
-
-    start = p;
-    p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
-                                   buyer.len, TOLL_NAME_USAGE_FLUSHES);
-    ngx_http_toll_meter_arg(4, start);
-
-    start = p;
-    p = (u_char *) toll_name_buyer((char *) p, (char *) buyer.data,
-                                   buyer.len, TOLL_NAME_USAGE_DAYS);
-    ngx_http_toll_meter_arg(5, start);
-
-    start = p;
-    p = (u_char *) toll_name_balance((char *) p, (char *) buyer.data,
-                                     buyer.len, "");
-    ngx_http_toll_meter_arg(6, start);
+    p = ngx_http_toll_meter_keys(p, &buyer, day, &argv[3], &argvlen[3]);
 
     start = p;
     p = ngx_sprintf(p, "%016uxL%016uxL", fl->flush_id[0], fl->flush_id[1]);
@@ -463,27 +451,10 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
 
     /* what the balance paid: from this node's hold to spent */
 
-    start = p;
-    p = ngx_sprintf(p, "%L", st->flight[TOLL_USAGE_PREPAID]);
-    ngx_http_toll_meter_arg(16, start);
-
-    start = p;
-    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_SPENT, &currency);
-    ngx_http_toll_meter_arg(17, start);
-
-    start = p;
-    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_HELD, &currency);
-    ngx_http_toll_meter_arg(18, start);
-
-    start = p;
-    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_HOLD "%*s", &currency,
-                    (size_t) NGX_HTTP_TOLL_NODE_ID_LEN,
-                    ngx_http_toll_shm_node_id(fl->shm_zone));
-    ngx_http_toll_meter_arg(19, start);
-
-    start = p;
-    p = ngx_sprintf(p, "%V:" TOLL_BALANCE_AVAILABLE, &currency);
-    ngx_http_toll_meter_arg(20, start);
+    p = ngx_http_toll_meter_balance_args(p, &currency,
+                                         st->flight[TOLL_USAGE_PREPAID],
+                                         fl->shm_zone, &argv[16],
+                                         &argvlen[16]);
 
 #undef ngx_http_toll_meter_arg
 
@@ -501,6 +472,73 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_meter_index(fl, argv[3], argvlen[3]);
 
     return NGX_OK;
+}
+
+
+/* the script's keys, all in the buyer's slot: four, written at p */
+
+static u_char *
+ngx_http_toll_meter_keys(u_char *p, ngx_str_t *buyer, const char *day,
+    const char **argv, size_t *argvlen)
+{
+    char    *b, *q;
+    size_t   n;
+
+    b = (char *) buyer->data;
+    n = buyer->len;
+    q = (char *) p;
+
+    argv[0] = q;
+    q = toll_name_usage(q, b, n, day);
+    argvlen[0] = q - argv[0];
+
+    argv[1] = q;
+    q = toll_name_buyer(q, b, n, TOLL_NAME_USAGE_FLUSHES);
+    argvlen[1] = q - argv[1];
+
+    argv[2] = q;
+    q = toll_name_buyer(q, b, n, TOLL_NAME_USAGE_DAYS);
+    argvlen[2] = q - argv[2];
+
+    argv[3] = q;
+    q = toll_name_balance(q, b, n, "");
+    argvlen[3] = q - argv[3];
+
+    return (u_char *) q;
+}
+
+
+/*
+ * What the balance paid of the batch and the balance's fields it moves
+ * (lua/meter.lua ARGV[10..14]): five arguments, their texts written at p
+ */
+
+static u_char *
+ngx_http_toll_meter_balance_args(u_char *p, ngx_str_t *currency,
+    int64_t paid, ngx_shm_zone_t *shm_zone, const char **argv,
+    size_t *argvlen)
+{
+    u_char  *start;
+
+#define ngx_http_toll_meter_balance_arg(k, fmt, ...)                          \
+    start = p;                                                                \
+    p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
+    argv[k] = (const char *) start;                                           \
+    argvlen[k] = p - start
+
+    ngx_http_toll_meter_balance_arg(0, "%L", paid);
+    ngx_http_toll_meter_balance_arg(1, "%V:" TOLL_BALANCE_SPENT, currency);
+    ngx_http_toll_meter_balance_arg(2, "%V:" TOLL_BALANCE_HELD, currency);
+    ngx_http_toll_meter_balance_arg(3, "%V:" TOLL_BALANCE_HOLD "%*s",
+                                    currency,
+                                    (size_t) NGX_HTTP_TOLL_NODE_ID_LEN,
+                                    ngx_http_toll_shm_node_id(shm_zone));
+    ngx_http_toll_meter_balance_arg(4, "%V:" TOLL_BALANCE_AVAILABLE,
+                                    currency);
+
+#undef ngx_http_toll_meter_balance_arg
+
+    return p;
 }
 
 

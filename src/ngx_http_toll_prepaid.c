@@ -77,6 +77,9 @@ struct ngx_http_toll_prepaid_ask_s {
 static ngx_int_t ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
     ngx_http_toll_shm_limit_node_t *ln, ngx_http_toll_ctx_t *ctx,
     int64_t now, ngx_uint_t asked);
+static ngx_int_t ngx_http_toll_prepaid_send(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_shm_limit_node_t *ln,
+    u_char *subject, size_t len, int64_t now, int64_t rate);
 static ngx_int_t ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask,
     int64_t hold, int64_t price, int64_t rate,
     ngx_http_toll_main_conf_t *mcf);
@@ -103,7 +106,6 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_int_t                        rc;
     ngx_http_toll_loc_conf_t        *lcf;
     ngx_http_toll_main_conf_t       *mcf;
-    ngx_http_toll_prepaid_ask_t     *ask;
     ngx_http_toll_prepaid_state_t   *st;
     ngx_http_toll_shm_limit_node_t  *ln;
 
@@ -170,6 +172,28 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     /* only a call that must ask Redis pays for an exchange */
 
+    return ngx_http_toll_prepaid_send(r, ctx, ln, subject, len, now, rate);
+}
+
+
+/*
+ * Asks Redis for the call's lease, the request parked: NGX_AGAIN, or
+ * what a call Redis could not be asked for gets (the node cannot tell).
+ */
+
+static ngx_int_t
+ngx_http_toll_prepaid_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_shm_limit_node_t *ln, u_char *subject, size_t len,
+    int64_t now, int64_t rate)
+{
+    ngx_http_toll_loc_conf_t       *lcf;
+    ngx_http_toll_main_conf_t      *mcf;
+    ngx_http_toll_prepaid_ask_t    *ask;
+    ngx_http_toll_prepaid_state_t  *st;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
+
     ask = ngx_alloc(sizeof(ngx_http_toll_prepaid_ask_t), r->connection->log);
 
     if (ask) {
@@ -196,6 +220,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         ngx_http_toll_shm_lock(mcf->shm_zone);
 
         /* pinned while asking: still there */
+        st = (ngx_http_toll_prepaid_state_t *) ln->state;
 
         if (st->asking) {
             st->asking--;

@@ -46,6 +46,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_toll_usage_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_usage_ask(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_usage_ctx_t *uctx);
 static void ngx_http_toll_usage_reply(void *data, redisReply *reply);
 static void ngx_http_toll_usage_cleanup(void *data);
 static ngx_http_toll_usage_row_t *ngx_http_toll_usage_row(
@@ -88,16 +90,11 @@ ngx_http_toll_usage_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_toll_usage_handler(ngx_http_request_t *r)
 {
-    u_char                        *p;
-    size_t                        *argvlen;
-    ngx_int_t                      rc;
-    ngx_uint_t                     i, n;
-    const char                   **argv;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_toll_ctx_t           *ctx;
-    ngx_http_toll_usage_ctx_t     *uctx;
-    ngx_http_toll_main_conf_t     *mcf;
-    ngx_http_toll_meter_unsent_t  *u;
+    ngx_int_t                   rc;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_toll_ctx_t        *ctx;
+    ngx_http_toll_usage_ctx_t  *uctx;
+    ngx_http_toll_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -152,6 +149,42 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    cln->handler = ngx_http_toll_usage_cleanup;
+
+    rc = ngx_http_toll_usage_ask(r, ctx, uctx);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (uctx->cmd == NULL) {
+        return ngx_http_toll_problem_send(r,
+                   NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE);
+    }
+
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+/*
+ * lua/usage.lua: the buyer's days, flush ids and balances, its usage
+ * hashes' names, and the flush ids this nginx waits for.  NGX_OK (asked,
+ * or uctx->cmd NULL: Redis away), or an HTTP status.
+ */
+
+static ngx_int_t
+ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_usage_ctx_t *uctx)
+{
+    u_char                        *p;
+    size_t                        *argvlen;
+    ngx_uint_t                     i, n;
+    const char                   **argv;
+    ngx_http_toll_meter_unsent_t  *u;
+
     u = uctx->unsent.elts;
 
     for (n = 0, i = 0; i < uctx->unsent.nelts; i++) {
@@ -160,22 +193,11 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
     argv = ngx_palloc(r->pool, (8 + n) * sizeof(char *));
     argvlen = ngx_palloc(r->pool, (8 + n) * sizeof(size_t));
-
-    if (argv == NULL || argvlen == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_toll_usage_cleanup;
-
     p = ngx_pnalloc(r->pool, 4 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len));
-    if (p == NULL) {
+
+    if (argv == NULL || argvlen == NULL || p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    /*
-     * lua/usage.lua: the buyer's days, flush ids and balances, its usage
-     * hashes' names, and the flush ids this nginx waits for
-     */
 
     argv[2] = "3";
     argvlen[2] = 1;
@@ -215,15 +237,7 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
                                          ngx_http_toll_usage_reply, uctx, n,
                                          argv, argvlen);
 
-    if (uctx->cmd == NULL) {
-        return ngx_http_toll_problem_send(r,
-                   NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE);
-    }
-
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 

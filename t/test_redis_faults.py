@@ -321,6 +321,13 @@ class Meter:
             # (one SADD to the index per flush: three)
             wait_refused(env.faults, fault.split(":")[0],
                          3 if fault == "wrongtype:index" else 4)
+            # ... the meter's own (the limit syncs, every 100 ms, meet
+            # the fault too and may make up those refusals before the
+            # meter's next tick)
+            kind = fault.split(":")[0]
+            wait_for(lambda: fault_lines(env.ngx.error_log_text(), kind,
+                                         self.log_re), 5, interval=0.02,
+                     what="the meter to meet %s" % fault)
 
     def after(self, env, fault):
         if fault == "lost":

@@ -211,7 +211,7 @@ ngx_http_toll_problem_body(ngx_http_request_t *r, ngx_http_toll_problem_t *p,
                               &ext->policy, ext->retry_after);
     }
 
-    if (ext) {
+    if (ext && ext->members.len) {
         b->last = ngx_cpymem(b->last, ext->members.data, ext->members.len);
     }
 

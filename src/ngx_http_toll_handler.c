@@ -52,6 +52,9 @@ static ngx_int_t ngx_http_toll_refuse_cap(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_refuse_payment(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_refuse_unpriced(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_uint_t decision,
+    ngx_http_toll_problem_e problem, ngx_http_toll_problem_ext_t *ext);
 static ngx_int_t ngx_http_toll_failed(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
@@ -401,16 +404,9 @@ ngx_http_toll_charge(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         ngx_http_toll_prepaid_release(r, ctx);
 
 
-        /* a refusal: no price, no billing headers, no meter */
-        ctx->priced = 0;
-        ctx->service = NULL;
-
-        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
-        ctx->decision = NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE;
-        ngx_http_toll_auth_forget(r);
-        ngx_http_finalize_request(r, ngx_http_toll_problem_send(r,
-                                  NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE));
-        return NGX_DONE;
+        return ngx_http_toll_refuse_unpriced(r, ctx,
+                   NGX_HTTP_TOLL_DECISION_STORE_UNAVAILABLE,
+                   NGX_HTTP_TOLL_PROBLEM_STORE_UNAVAILABLE, NULL);
     }
 
     if (rc != NGX_OK) {
@@ -443,16 +439,9 @@ ngx_http_toll_refuse_payment(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         return ngx_http_toll_failed(r, ctx);
     }
 
-    /* a refusal: no price, no billing headers, no meter */
-    ctx->priced = 0;
-    ctx->service = NULL;
-
-    ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
-    ctx->decision = NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED;
-    ngx_http_toll_auth_forget(r);
-    ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r,
-                              NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED, &ext));
-    return NGX_DONE;
+    return ngx_http_toll_refuse_unpriced(r, ctx,
+               NGX_HTTP_TOLL_DECISION_PAYMENT_REQUIRED,
+               NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED, &ext);
 }
 
 
@@ -480,15 +469,31 @@ ngx_http_toll_refuse_cap(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     ngx_http_toll_prepaid_release(r, ctx);
 
-    /* a refusal: no price, no billing headers, no meter */
+    return ngx_http_toll_refuse_unpriced(r, ctx,
+               NGX_HTTP_TOLL_DECISION_SPEND_CAP_EXCEEDED,
+               NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED, &ext);
+}
+
+
+/*
+ * A priced call refused after all (the store, the balance, a cap): no
+ * price is left for the billing headers or the meter, and the answer is
+ * sent as a content handler's would be.
+ */
+
+static ngx_int_t
+ngx_http_toll_refuse_unpriced(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_uint_t decision, ngx_http_toll_problem_e problem,
+    ngx_http_toll_problem_ext_t *ext)
+{
     ctx->priced = 0;
     ctx->service = NULL;
 
     ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
-    ctx->decision = NGX_HTTP_TOLL_DECISION_SPEND_CAP_EXCEEDED;
+    ctx->decision = decision;
     ngx_http_toll_auth_forget(r);
-    ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r,
-                              NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED, &ext));
+    ngx_http_finalize_request(r, ngx_http_toll_problem_send_ext(r, problem,
+                                                                ext));
     return NGX_DONE;
 }
 

@@ -268,16 +268,8 @@ ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
         st->holding += hold;
         st->used_ms = now;
 
-        /* what the node spends a second, to size its next lease */
-
-        if (now - st->window_ms >= 1000) {
-            st->last_held = (now - st->window_ms < 2000) ? st->window_held
-                                                         : 0;
-            st->window_ms = now;
-            st->window_held = 0;
-        }
-
-        st->window_held += hold;
+        ngx_http_toll_rate_add(&st->window_ms, &st->window_held,
+                               &st->last_held, now, hold);
 
         ctx->prepaid_held = 1;
         ctx->prepaid_node = ln;

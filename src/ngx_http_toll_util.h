@@ -48,4 +48,23 @@ ngx_http_toll_observe(ngx_atomic_t *buckets, const ngx_uint_t *bounds,
 }
 
 
+/*
+ * What a lease holder spends a second, to size its next lease: v added
+ * to this second's window; *last keeps the second before (0 when it was
+ * longer ago).  The zone locked.
+ */
+static ngx_inline void
+ngx_http_toll_rate_add(int64_t *window_ms, int64_t *window, int64_t *last,
+    int64_t now, int64_t v)
+{
+    if (now - *window_ms >= 1000) {
+        *last = (now - *window_ms < 2000) ? *window : 0;
+        *window_ms = now;
+        *window = 0;
+    }
+
+    *window += v;
+}
+
+
 #endif /* _NGX_HTTP_TOLL_UTIL_H_INCLUDED_ */

@@ -240,6 +240,8 @@ typedef struct {
                                                   the call holds */
     ngx_http_toll_cap_call_t    *cap;         /* its spend caps' hold;
                                                  NULL: none asked */
+    uint64_t                     units;       /* reported by the upstream
+                                                 or a plugin */
     ngx_http_toll_service_t     *counters_service; /* the location's
                                                       service, for the
                                                       counters; NULL:
@@ -260,6 +262,7 @@ typedef struct {
     unsigned                     free_tier_failed:1;
     unsigned                     prepaid_held:1;   /* hold_micros taken */
     unsigned                     prepaid_state:2;  /* ..._PREPAID_* */
+    unsigned                     units_reported:1;
 } ngx_http_toll_ctx_t;
 
 

@@ -17,8 +17,8 @@
  *
  * Buyers without caps: Redis's answer "none" is kept in the node with
  * the caps' generation (toll:cap:gen, bumped by tollctl at every change)
- * it was asked under; the generation is read at most once a second per
- * nginx, so a change reaches every node within about a second, and an
+ * it was asked under; the generation is read twice a second per nginx,
+ * so a change reaches every node within 750 ms and a round trip, and an
  * uncapped call costs a lookup in the zone and no round trip.
  *
  * The exchanges with Redis and the timer's work are in

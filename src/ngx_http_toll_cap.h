@@ -41,9 +41,11 @@ void ngx_http_toll_cap_release(ngx_http_request_t *r,
 void ngx_http_toll_cap_end(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     int64_t charged);
 
+/* a worker starts: the timer that reads the caps' generation */
+ngx_int_t ngx_http_toll_cap_start(ngx_cycle_t *cycle);
+
 /*
- * From the meter's timer (the zone locked): reads the caps' generation
- * at most once a second per nginx, and gives back leases idle for
+ * From the meter's timer (the zone locked): gives back leases idle for
  * toll_prepaid_idle (all of them when the worker exits).
  */
 void ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log);

@@ -1,7 +1,7 @@
 /*
- * toll: spend caps, the exchanges with Redis (lua/cap.lua) and the
- * meter timer's work: the caps' generation read once a second, idle
- * leases given back (docs/metering.md, "Spend caps").
+ * toll: spend caps, the exchanges with Redis (lua/cap.lua), the caps'
+ * generation read twice a second on a timer of its own, and the meter
+ * timer's work: idle leases given back (docs/metering.md, "Spend caps").
  */
 
 #include <ngx_config.h>
@@ -17,8 +17,14 @@
 #include "toll_scripts.h"
 
 
-/* the generation is read this often, per nginx */
-#define NGX_HTTP_TOLL_CAP_GEN_MS    1000
+/*
+ * The generation is read this often per nginx, by whichever worker's
+ * timer comes first; each worker's fires every NGX_HTTP_TOLL_CAP_POLL_MS.
+ * A change is seen within GEN_MS + POLL_MS and one round trip: 750 ms,
+ * under the second promised, whatever toll_meter_flush is.
+ */
+#define NGX_HTTP_TOLL_CAP_GEN_MS    500
+#define NGX_HTTP_TOLL_CAP_POLL_MS   250
 /* leases looked at per tick and worker */
 #define NGX_HTTP_TOLL_CAP_TICK_MAX  256
 
@@ -26,7 +32,12 @@
 static void ngx_http_toll_cap_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_toll_cap_answer(ngx_http_toll_cap_state_t *st,
     ngx_http_toll_cap_ask_t *ask, redisReply *reply, int64_t now);
+static void ngx_http_toll_cap_poll(ngx_event_t *ev);
 static void ngx_http_toll_cap_gen_reply(void *data, redisReply *reply);
+
+
+static ngx_event_t        ngx_http_toll_cap_poll_ev;
+static ngx_connection_t   ngx_http_toll_cap_poll_dumb;
 
 
 /*
@@ -342,9 +353,6 @@ ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
 {
     int64_t                          now;
     ngx_uint_t                       n, k;
-    const char                      *argv[2];
-    size_t                           argvlen[2];
-    ngx_http_toll_cap_gen_t         *g;
     ngx_http_toll_cap_ask_t         *ask;
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_cap_state_t       *st;
@@ -356,29 +364,6 @@ ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
     }
 
     now = ngx_http_toll_cap_now();
-    g = ngx_http_toll_cap_gen(shm_zone);
-
-    /*
-     * One read a second per nginx, where anything is priced (an nginx
-     * that sells nothing leaves its Redis connection idle); one lost
-     * with its worker is redone.
-     */
-
-    if (g && !ngx_exiting && mcf->services != NULL
-        && now - g->read_ms >= NGX_HTTP_TOLL_CAP_GEN_MS
-        && (!g->reading
-            || now - g->read_ms > 2 * (int64_t) mcf->redis.timeout + 1000))
-    {
-        argv[0] = "GET";
-        argvlen[0] = 3;
-        argv[1] = TOLL_NAME_CAP_GEN;
-        argvlen[1] = toll_name_len(TOLL_NAME_CAP_GEN);
-
-        g->read_ms = now;
-        g->reading = (ngx_http_toll_redis_send(ngx_http_toll_cap_gen_reply,
-                                               shm_zone, 2, argv, argvlen)
-                      != NULL);
-    }
 
     n = ngx_min(ngx_http_toll_shm_queued(shm_zone, NGX_HTTP_TOLL_QUEUE_CAP),
                 NGX_HTTP_TOLL_CAP_TICK_MAX);
@@ -433,6 +418,81 @@ ngx_http_toll_cap_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
 
         ngx_http_toll_cap_keep(shm_zone, ln);
     }
+}
+
+
+/*
+ * Each worker of an nginx that prices anything (one that sells nothing
+ * leaves its Redis connection idle) polls; the zone's stamp keeps it to
+ * one GET per NGX_HTTP_TOLL_CAP_GEN_MS for the whole nginx, and a read
+ * lost with its worker is redone.  Cancelable: it holds nothing.
+ */
+
+ngx_int_t
+ngx_http_toll_cap_start(ngx_cycle_t *cycle)
+{
+    ngx_http_toll_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
+
+    if (mcf == NULL || mcf->services == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_toll_cap_poll_dumb.fd = (ngx_socket_t) -1;
+
+    ngx_http_toll_cap_poll_ev.handler = ngx_http_toll_cap_poll;
+    ngx_http_toll_cap_poll_ev.data = &ngx_http_toll_cap_poll_dumb;
+    ngx_http_toll_cap_poll_ev.log = cycle->log;
+    ngx_http_toll_cap_poll_ev.cancelable = 1;
+
+    /* the first read at once: calls skip caps only once it is known */
+    ngx_add_timer(&ngx_http_toll_cap_poll_ev, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_cap_poll(ngx_event_t *ev)
+{
+    int64_t                     now;
+    const char                 *argv[2];
+    size_t                      argvlen[2];
+    ngx_shm_zone_t             *shm_zone;
+    ngx_http_toll_cap_gen_t    *g;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    if (ngx_exiting) {
+        return;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_toll_module);
+    shm_zone = mcf->shm_zone;
+    now = ngx_http_toll_cap_now();
+
+    ngx_http_toll_shm_lock(shm_zone);
+
+    g = ngx_http_toll_cap_gen(shm_zone);
+
+    if (g && now - g->read_ms >= NGX_HTTP_TOLL_CAP_GEN_MS
+        && (!g->reading
+            || now - g->read_ms > 2 * (int64_t) mcf->redis.timeout + 1000))
+    {
+        argv[0] = "GET";
+        argvlen[0] = 3;
+        argv[1] = TOLL_NAME_CAP_GEN;
+        argvlen[1] = toll_name_len(TOLL_NAME_CAP_GEN);
+
+        g->read_ms = now;
+        g->reading = (ngx_http_toll_redis_send(ngx_http_toll_cap_gen_reply,
+                                               shm_zone, 2, argv, argvlen)
+                      != NULL);
+    }
+
+    ngx_http_toll_shm_unlock(shm_zone);
+
+    ngx_add_timer(ev, NGX_HTTP_TOLL_CAP_POLL_MS);
 }
 
 

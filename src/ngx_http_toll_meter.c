@@ -88,6 +88,10 @@ ngx_http_toll_meter_init_process(ngx_cycle_t *cycle)
 
     ngx_http_toll_meter_zone = mcf->shm_zone;
 
+    if (ngx_http_toll_cap_start(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_toll_meter_flush_start(cycle, mcf->shm_zone,
                                            mcf->meter_flush);
 }

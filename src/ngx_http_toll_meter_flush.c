@@ -123,8 +123,7 @@ ngx_http_toll_meter_flush_start(ngx_cycle_t *cycle, ngx_shm_zone_t *shm_zone,
 
     ngx_http_toll_meter_ev.cancelable = 0;
 
-    /* the first tick at once: it reads the spend caps' generation */
-    ngx_add_timer(&ngx_http_toll_meter_ev, 1);
+    ngx_add_timer(&ngx_http_toll_meter_ev, flush_ms);
 
     return NGX_OK;
 }
@@ -191,7 +190,7 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
 
     /* idle leases of balances go back to Redis */
     ngx_http_toll_prepaid_tick(ngx_http_toll_meter_zone, ev->log);
-    /* and of spend caps; the caps' generation is read */
+    /* and of spend caps */
     ngx_http_toll_cap_tick(ngx_http_toll_meter_zone, ev->log);
 
     ngx_http_toll_shm_unlock(ngx_http_toll_meter_zone);

@@ -259,10 +259,14 @@ def test_exact_across_three_nodes(start_nginx, meter_upstream, redis_server,
 def test_cap_change_reaches_every_node(start_nginx, meter_upstream,
                                        redis_server):
     """A buyer without caps, known as such at every node; a cap set (and
-    then removed) is in force at every node within the documented second
-    and one meter tick (1.2 s with toll_meter_flush 200ms), measured with
-    a poll every 50 ms at each of three nodes in turn: 1.5 s."""
-    ngxs = [start(start_nginx, meter_upstream) for _ in range(3)]
+    then removed) is in force at every node within the second promised,
+    with the default toll_meter_flush 1s (the generation has a timer of
+    its own: 750 ms and a round trip), measured with a poll every 50 ms
+    at each of three nodes in turn: 0.9 s (1.0 would pass the meter's
+    tick reading it, as before: 0.93 to 0.98 s measured)."""
+    ngxs = [start_nginx(http_extra=meter_http(flush="1s") + upstream_block(
+        "meterapi", meter_upstream.port, keepalive=64),
+        locations=LOCATIONS) for _ in range(3)]
     rc = redis_server.client
     k = make_key(redis_server, owner="change")
     for ngx in ngxs:
@@ -271,16 +275,17 @@ def test_cap_change_reaches_every_node(start_nginx, meter_upstream,
     set_cap(rc, "change", daily=micros("0.01"))
     t0 = time.monotonic()
     for ngx in ngxs:
-        wait_for(lambda: call(ngx, k).status == 402, 1.5, interval=0.05,
+        wait_for(lambda: call(ngx, k).status == 402, 0.9, interval=0.05,
                  what="the cap at node %d" % ngx.port)
     took = time.monotonic() - t0
-    assert took <= 1.5, took
+    assert took <= 0.9, took
     set_cap(rc, "change", daily=None)
     t0 = time.monotonic()
     for ngx in ngxs:
-        wait_for(lambda: call(ngx, k).status == 200, 1.5, interval=0.05,
+        wait_for(lambda: call(ngx, k).status == 200, 0.9, interval=0.05,
                  what="no cap at node %d" % ngx.port)
-    assert time.monotonic() - t0 <= 1.5
+    took = time.monotonic() - t0
+    assert took <= 0.9, took
 
 
 def test_no_caps_no_redis_command_per_call(start_nginx, meter_upstream,
@@ -303,9 +308,9 @@ def test_no_caps_no_redis_command_per_call(start_nginx, meter_upstream,
     evals = sum(after.get(c, 0) - before.get(c, 0)
                 for c in ("evalsha", "eval"))
     gets = after.get("get", 0) - before.get("get", 0)
-    # the meter's flushes (5 a second) and the generation (1 a second)
+    # the meter's flushes (5 a second) and the generation (2 a second)
     assert evals <= 6 * (secs + 1), (evals, secs)
-    assert gets <= 2 * (secs + 1), (gets, secs)
+    assert gets <= 2 * secs + 2, (gets, secs)
 
 
 @pytest.mark.allow_log("redis", "store unavailable", "Connection refused",

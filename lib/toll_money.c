@@ -7,6 +7,10 @@
 #include <string.h>
 
 
+static int toll_money_parse_scaled(const char *s, size_t len,
+    size_t decimals, int64_t scale, int64_t *value);
+
+
 /* the phrases and the parser spell out these numbers: keep them in step */
 _Static_assert(TOLL_MICROS_PER_UNIT == 1000000 && TOLL_MONEY_DECIMALS_MAX == 6,
                "micro-units are 6 decimal places");
@@ -23,6 +27,25 @@ toll_money_digit(char c)
 
 int
 toll_money_parse(const char *s, size_t len, int64_t *micros)
+{
+    return toll_money_parse_scaled(s, len, TOLL_MONEY_DECIMALS_MAX,
+                                   TOLL_MICROS_PER_UNIT, micros);
+}
+
+
+int
+toll_money_parse_unit_price(const char *s, size_t len, int64_t *nanos)
+{
+    return toll_money_parse_scaled(s, len, TOLL_UNIT_PRICE_DECIMALS_MAX,
+                                   TOLL_NANOS_PER_UNIT, nanos);
+}
+
+
+/* the parser of both: up to decimals digits, scale = 10^decimals */
+
+static int
+toll_money_parse_scaled(const char *s, size_t len, size_t decimals,
+    int64_t scale, int64_t *value)
 {
     int       negative;
     size_t    i, j, int_start, int_end, frac_start, frac_len;
@@ -85,7 +108,7 @@ toll_money_parse(const char *s, size_t len, int64_t *micros)
      * Judged on the digits written, not their value: "0.0000010" fails
      * like "0.0000011" does.  Nothing is ever rounded on the way in.
      */
-    if (frac_len > TOLL_MONEY_DECIMALS_MAX) {
+    if (frac_len > decimals) {
         return TOLL_MONEY_PRECISION;
     }
 
@@ -105,17 +128,17 @@ toll_money_parse(const char *s, size_t len, int64_t *micros)
 
     frac = 0;
 
-    for (j = 0; j < TOLL_MONEY_DECIMALS_MAX; j++) {
+    for (j = 0; j < decimals; j++) {
         frac = frac * 10 + (j < frac_len ? s[frac_start + j] - '0' : 0);
     }
 
-    if (__builtin_mul_overflow(units, TOLL_MICROS_PER_UNIT, &v)
+    if (__builtin_mul_overflow(units, scale, &v)
         || __builtin_add_overflow(v, frac, &v))
     {
         return TOLL_MONEY_OVERFLOW;
     }
 
-    *micros = v;
+    *value = v;
 
     return TOLL_MONEY_OK;
 }
@@ -299,4 +322,31 @@ toll_money_currency_valid(const char *s, size_t len)
     }
 
     return 1;
+}
+
+
+int
+toll_money_units(int64_t units, int64_t unit_nanos, int64_t *micros)
+{
+    unsigned __int128  p;
+
+    if (units < 0 || unit_nanos < 0) {
+        return TOLL_MONEY_NEGATIVE;
+    }
+
+    /*
+     * Both below 2^63: the product fits 126 bits.  Adding half the
+     * divisor before dividing rounds half up, as the fee does.
+     */
+
+    p = (unsigned __int128) units * (unsigned __int128) unit_nanos;
+    p = (p + TOLL_NANOS_PER_MICRO / 2) / TOLL_NANOS_PER_MICRO;
+
+    if (p > (unsigned __int128) INT64_MAX) {
+        return TOLL_MONEY_OVERFLOW;
+    }
+
+    *micros = (int64_t) p;
+
+    return TOLL_MONEY_OK;
 }

@@ -65,6 +65,28 @@ typedef enum {
 int toll_money_parse(const char *s, size_t len, int64_t *micros);
 
 /*
+ * A unit price (toll_service ... unit_price=), in nano-units (1e-9 of
+ * the currency): the same rules as toll_money_parse() with up to 9
+ * decimals, since a price per token or record is often below a micro-unit
+ * ("0.00000015", 150 nano-units).  Returns as toll_money_parse() does.
+ */
+#define TOLL_NANOS_PER_UNIT            1000000000
+#define TOLL_NANOS_PER_MICRO           1000
+#define TOLL_UNIT_PRICE_DECIMALS_MAX   9
+
+int toll_money_parse_unit_price(const char *s, size_t len, int64_t *nanos);
+
+/*
+ * What units cost at unit_nanos each, in micro-units: the exact product
+ * rounded once, half up (0.5 micro-unit and above go up), as the fee
+ * is: 3 units at 0.0000005 (500 nano-units) are 1.5 micro-units, charged
+ * 2; 1 unit at 0.0000004 is 0.4, charged 0.  Returns TOLL_MONEY_OK,
+ * TOLL_MONEY_NEGATIVE or TOLL_MONEY_OVERFLOW (above INT64_MAX
+ * micro-units); *micros is left untouched on an error.
+ */
+int toll_money_units(int64_t units, int64_t unit_nanos, int64_t *micros);
+
+/*
  * A currency code, as toll_service, the balances and tollctl take it:
  * 3 to 16 bytes, an upper-case letter, then upper-case letters and digits
  * ("USD", "EUR", "USDC").  One spelling per currency, so that "usd" is

@@ -820,6 +820,99 @@ test_price_to_fee(void **state)
 }
 
 
+/* toll_money_parse_unit_price: 9 decimals, in nano-units */
+
+static void
+test_unit_price_parse(void **state)
+{
+    int64_t  v;
+
+    (void) state;
+
+    v = TEST_SENTINEL;
+    assert_int_equal(toll_money_parse_unit_price(LIT("0.00000015"), &v),
+                     TOLL_MONEY_OK);
+    assert_int_equal(v, 150);
+    assert_int_equal(toll_money_parse_unit_price(LIT("0.000000001"), &v),
+                     TOLL_MONEY_OK);
+    assert_int_equal(v, 1);
+    assert_int_equal(toll_money_parse_unit_price(LIT("2"), &v),
+                     TOLL_MONEY_OK);
+    assert_int_equal(v, 2000000000);
+    assert_int_equal(toll_money_parse_unit_price(LIT("9223372036.854775807"),
+                                                 &v), TOLL_MONEY_OK);
+    assert_int_equal(v, INT64_MAX);
+
+    v = TEST_SENTINEL;
+    assert_int_equal(toll_money_parse_unit_price(LIT("0.0000000001"), &v),
+                     TOLL_MONEY_PRECISION);
+    assert_int_equal(toll_money_parse_unit_price(LIT("9223372036.854775808"),
+                                                 &v), TOLL_MONEY_OVERFLOW);
+    assert_int_equal(toll_money_parse_unit_price(LIT("-0.1"), &v),
+                     TOLL_MONEY_NEGATIVE);
+    assert_int_equal(toll_money_parse_unit_price(LIT(".1"), &v),
+                     TOLL_MONEY_SYNTAX);
+    assert_int_equal(toll_money_parse_unit_price(LIT(""), &v),
+                     TOLL_MONEY_EMPTY);
+    assert_int_equal(v, TEST_SENTINEL);
+
+    /* the price's rule is unchanged: 6 decimals */
+    assert_int_equal(toll_money_parse(LIT("0.0000001"), &v),
+                     TOLL_MONEY_PRECISION);
+}
+
+
+/* toll_money_units: units x nano-units, rounded once, half up */
+
+static const test_arith_case_t  test_units_cases[] = {
+    /* units, unit_nanos, rc, micros */
+    { 3, 500, TOLL_MONEY_OK, 2 },                   /* 1.5 */
+    { 1, 500, TOLL_MONEY_OK, 1 },                   /* 0.5 */
+    { 1, 499, TOLL_MONEY_OK, 0 },                   /* 0.499 */
+    { 5, 500, TOLL_MONEY_OK, 3 },                   /* 2.5, even is 2 */
+    { 1000, 150, TOLL_MONEY_OK, 150 },              /* exact */
+    { 1234567, 150, TOLL_MONEY_OK, 185185 },        /* 185185.05 */
+    { 0, 150, TOLL_MONEY_OK, 0 },
+    { 7, 0, TOLL_MONEY_OK, 0 },
+    { INT64_MAX, 1000, TOLL_MONEY_OK, INT64_MAX },
+    { INT64_MAX, 1, TOLL_MONEY_OK, 9223372036854776LL },
+    { INT64_MAX, 1001, TOLL_MONEY_OVERFLOW, 0 },
+    { INT64_MAX, INT64_MAX, TOLL_MONEY_OVERFLOW, 0 },
+    { -1, 150, TOLL_MONEY_NEGATIVE, 0 },
+    { 1, -150, TOLL_MONEY_NEGATIVE, 0 },
+};
+
+
+static void
+test_units_table(void **state)
+{
+    (void) state;
+
+    run_arith_table(toll_money_units, test_units_cases,
+                    TEST_NELTS(test_units_cases));
+}
+
+
+static void
+test_units_sweep(void **state)
+{
+    int64_t    units, nanos, got;
+    test_i128  want;
+
+    (void) state;
+
+    for (units = 0; units < 3000; units += 7) {
+        for (nanos = 0; nanos < 5000; nanos += 13) {
+            want = ((test_i128) units * nanos + 500) / 1000;
+            got = TEST_SENTINEL;
+            assert_int_equal(toll_money_units(units, nanos, &got),
+                             TOLL_MONEY_OK);
+            assert_true(got == want);
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -844,6 +937,10 @@ main(void)
         cmocka_unit_test(test_fee_exhaustive_small),
         cmocka_unit_test(test_fee_random),
         cmocka_unit_test(test_price_to_fee),
+
+        cmocka_unit_test(test_unit_price_parse),
+        cmocka_unit_test(test_units_table),
+        cmocka_unit_test(test_units_sweep),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -100,6 +100,7 @@ typedef struct {
     int64_t           amount_micros;
     int64_t           prepaid_micros;      /* of amount_micros, what the
                                               buyer's balance paid */
+    int64_t           units;               /* that the amount charged */
 } toll_ledger_usage_t;
 
 

@@ -9,7 +9,7 @@
 
 const char *const  toll_usage_fields[TOLL_USAGE_FIELDS] = {
     "calls", "free_calls", "paid_calls", "amount_micros", "errors",
-    "latency_ms", "prepaid_micros", TOLL_USAGE_PROVIDER_NAME,
+    "latency_ms", "prepaid_micros", "units", TOLL_USAGE_PROVIDER_NAME,
     TOLL_USAGE_CURRENCY_NAME
 };
 

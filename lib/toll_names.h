@@ -155,7 +155,7 @@
 
 
 /*
- * A usage hash holds, per service, "<service>:<field>": seven counts as
+ * A usage hash holds, per service, "<service>:<field>": eight counts as
  * int64 decimal strings, the service's provider and its currency.
  */
 typedef enum {
@@ -167,6 +167,7 @@ typedef enum {
     TOLL_USAGE_LATENCY,         /* latency_ms */
     TOLL_USAGE_PREPAID,         /* prepaid_micros: of amount_micros, what
                                    the buyer's balance paid */
+    TOLL_USAGE_UNITS,           /* units the calls were charged for */
     TOLL_USAGE_COUNTS,          /* the number of counts */
     TOLL_USAGE_PROVIDER = TOLL_USAGE_COUNTS,
     TOLL_USAGE_CURRENCY,        /* the service's currency */

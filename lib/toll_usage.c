@@ -142,6 +142,8 @@ toll_usage_json(char *buf, const unsigned char *buyer, size_t buyer_len,
         toll_usage_int(&o, rows[i].counts.errors);
         toll_usage_lit(&o, ",\"amount\":");
         toll_usage_amount(&o, rows[i].counts.amount_micros);
+        toll_usage_lit(&o, ",\"units\":");
+        toll_usage_int(&o, rows[i].counts.units);
         toll_usage_lit(&o, "}");
     }
 

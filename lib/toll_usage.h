@@ -25,6 +25,7 @@ typedef struct {
     int64_t               paid_calls;
     int64_t               errors;
     int64_t               amount_micros;
+    int64_t               units;        /* a service's, not summed */
 } toll_usage_counts_t;
 
 
@@ -73,7 +74,7 @@ int toll_usage_totals(const toll_usage_row_t *rows, size_t nrows,
  *   {"buyer":"B","totals":{"calls":N,"free_calls":N,"paid_calls":N,
  *    "errors":N,"amount":"D"},"services":[{"service":"S","provider":"P",
  *    "calls":N,"free_calls":N,"free_remaining":N,"paid_calls":N,
- *    "errors":N,"amount":"D"},...],"balances":[{"currency":"C",
+ *    "errors":N,"amount":"D","units":N},...],"balances":[{"currency":"C",
  *    "balance":"D","available":"D","held":"D"},...]}  and a newline
  */
 size_t toll_usage_json(char *buf, const unsigned char *buyer,

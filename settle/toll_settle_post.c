@@ -306,6 +306,7 @@ toll_settle_read(const redisReply *content, toll_ledger_usage_t *usage,
         count[TOLL_USAGE_ERRORS] = &u->errors;
         count[TOLL_USAGE_LATENCY] = &u->latency_ms;
         count[TOLL_USAGE_PREPAID] = &u->prepaid_micros;
+        count[TOLL_USAGE_UNITS] = &u->units;
 
         if (toll_usage_count_parse(val->str, val->len, &v) != 0) {
             return -1;

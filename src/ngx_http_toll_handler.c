@@ -35,7 +35,8 @@ typedef enum {
     NGX_HTTP_TOLL_VAR_USAGE_ID,
     NGX_HTTP_TOLL_VAR_AMOUNT,
     NGX_HTTP_TOLL_VAR_PRICE,
-    NGX_HTTP_TOLL_VAR_FREE_TIER
+    NGX_HTTP_TOLL_VAR_FREE_TIER,
+    NGX_HTTP_TOLL_VAR_UNITS
 } ngx_http_toll_var_e;
 
 
@@ -110,6 +111,9 @@ static ngx_http_variable_t  ngx_http_toll_vars[] = {
 
     { ngx_string("toll_free_tier"), NULL, ngx_http_toll_variable,
       NGX_HTTP_TOLL_VAR_FREE_TIER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("toll_units"), NULL, ngx_http_toll_variable,
+      NGX_HTTP_TOLL_VAR_UNITS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -801,6 +805,7 @@ ngx_http_toll_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     case NGX_HTTP_TOLL_VAR_AMOUNT:
     case NGX_HTTP_TOLL_VAR_PRICE:
     case NGX_HTTP_TOLL_VAR_FREE_TIER:
+    case NGX_HTTP_TOLL_VAR_UNITS:
         return ngx_http_toll_quota_variable(r, ctx, v, data
                                             - NGX_HTTP_TOLL_VAR_SERVICE);
 

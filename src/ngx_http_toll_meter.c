@@ -20,6 +20,7 @@
 #include "ngx_http_toll_meter_int.h"
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_cap.h"
+#include "ngx_http_toll_units.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_shm.h"
@@ -238,6 +239,10 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     if (!reached) {
         ngx_http_toll_quota_unused(r, ctx);
+
+    } else {
+        /* units a plugin reported with the body */
+        ngx_http_toll_units_charge(r, ctx, 1);
     }
 
     ngx_http_toll_meter_counts(r, ctx, reached, final);
@@ -410,6 +415,10 @@ ngx_http_toll_meter_counts(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     counts[TOLL_USAGE_FREE_CALLS] = (ctx->free_call
                                               && ctx->amount_micros == 0);
     counts[TOLL_USAGE_LATENCY] = ctx->latency_ms;
+
+    /* the units its amount was charged for */
+    counts[TOLL_USAGE_UNITS] = ctx->units_charged && ctx->units_reported
+                               ? (int64_t) ctx->units : 0;
 
     /* what the balance pays: the charge, never more than was held */
     counts[TOLL_USAGE_PREPAID] = ctx->prepaid_held

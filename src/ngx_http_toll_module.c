@@ -306,7 +306,7 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       NULL },
 
     { ngx_string("toll_route"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE3,
+      NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_toll_route_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -317,6 +317,13 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_toll_loc_conf_t, charge_errors),
+      NULL },
+
+    { ngx_string("toll_charge_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_charge_status_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("toll_billing_headers"),

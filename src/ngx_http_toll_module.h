@@ -49,6 +49,21 @@ typedef struct {
 
 
 /*
+ * What a call's units cost (toll_service and toll_route: unit_price=,
+ * units_header=, max_units=, keep_units_header=), parsed and used by the
+ * units room (ngx_http_toll_units.c).
+ */
+typedef struct {
+    int64_t                    unit_nanos;    /* 1e-9 of the currency;
+                                                 0: no units */
+    int64_t                    max_units;
+    int64_t                    most_micros;   /* max_units x unit price */
+    ngx_str_t                  header;        /* empty: a plugin reports */
+    ngx_flag_t                 keep_header;   /* for the client too */
+} ngx_http_toll_units_conf_t;
+
+
+/*
  * A toll_service, parsed by the quota room (ngx_http_toll_quota.c) and
  * read by the rooms that price, meter and count its calls.
  */
@@ -58,6 +73,7 @@ struct ngx_http_toll_service_s {
     ngx_str_t                  currency;
     int64_t                    price_micros;  /* 1e-6 of the currency */
     int64_t                    free_calls;    /* per buyer; 0: none */
+    ngx_http_toll_units_conf_t units;
     ngx_array_t               *routes;        /* ngx_http_toll_route_t */
     ngx_http_toll_counters_t  *counters;      /* its counters in the zone;
                                                  NULL: none */
@@ -119,6 +135,9 @@ typedef struct {
     ngx_http_toll_service_t     *service;       /* toll_service, or NULL */
     ngx_flag_t                   usage;         /* toll_usage here */
     ngx_flag_t                   charge_errors;
+    uint64_t                    *charge_status; /* toll_charge_status: a
+                                                   bit per status 0..639;
+                                                   NULL: not set here */
     ngx_uint_t                   free_tier_fallback; /* 0 closed, 1 paid */
     ngx_flag_t                   prepaid;       /* toll_prepaid */
     ngx_uint_t                   prepaid_fallback; /* 0 closed, 1 open */
@@ -242,6 +261,10 @@ typedef struct {
                                                  NULL: none asked */
     uint64_t                     units;       /* reported by the upstream
                                                  or a plugin */
+    ngx_http_toll_units_conf_t  *units_conf;  /* the call's units' price;
+                                                 NULL: none */
+    int64_t                      base_micros; /* a units call's price
+                                                 before its units */
     ngx_http_toll_service_t     *counters_service; /* the location's
                                                       service, for the
                                                       counters; NULL:
@@ -263,6 +286,8 @@ typedef struct {
     unsigned                     prepaid_held:1;   /* hold_micros taken */
     unsigned                     prepaid_state:2;  /* ..._PREPAID_* */
     unsigned                     units_reported:1;
+    unsigned                     units_charged:1; /* its units decide its
+                                                     amount */
 } ngx_http_toll_ctx_t;
 
 

@@ -79,7 +79,7 @@ static ngx_int_t ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
     int64_t now, ngx_uint_t asked);
 static ngx_int_t ngx_http_toll_prepaid_send(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_shm_limit_node_t *ln,
-    u_char *subject, size_t len, int64_t now, int64_t rate);
+    u_char *subject, size_t len, int64_t now, int64_t rate, int64_t back);
 static ngx_int_t ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask,
     int64_t hold, int64_t price, int64_t rate,
     ngx_http_toll_main_conf_t *mcf);
@@ -102,7 +102,7 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     u_char                           subject[NGX_HTTP_TOLL_NODE_SUBJECT_MAX];
     size_t                           len;
-    int64_t                          now, rate;
+    int64_t                          now, rate, back;
     ngx_int_t                        rc;
     ngx_http_toll_loc_conf_t        *lcf;
     ngx_http_toll_main_conf_t       *mcf;
@@ -152,10 +152,22 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     rc = ngx_http_toll_prepaid_take(mcf, ln, ctx, now, 0);
 
     rate = ngx_max(st->last_held, st->window_held);
+    back = 0;
 
     if (rc == NGX_AGAIN) {
         st->asking++;
         st->asked_ms = now;
+
+        /*
+         * What is left of the lease, too little for this call, goes back
+         * in the same exchange: Redis then grants from all that is
+         * available, so that a lease's remainder and Redis's, each below
+         * the call's hold, never refuse a call their sum covers.
+         */
+
+        back = st->lease;
+        st->returning += back;
+        st->lease = 0;
     }
 
     ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
@@ -172,19 +184,21 @@ ngx_http_toll_prepaid_hold(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     /* only a call that must ask Redis pays for an exchange */
 
-    return ngx_http_toll_prepaid_send(r, ctx, ln, subject, len, now, rate);
+    return ngx_http_toll_prepaid_send(r, ctx, ln, subject, len, now, rate,
+                                      back);
 }
 
 
 /*
- * Asks Redis for the call's lease, the request parked: NGX_AGAIN, or
- * what a call Redis could not be asked for gets (the node cannot tell).
+ * Asks Redis for the call's lease, giving back what is left of the old
+ * one, the request parked: NGX_AGAIN, or what a call Redis could not be
+ * asked for gets (the node cannot tell).
  */
 
 static ngx_int_t
 ngx_http_toll_prepaid_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_shm_limit_node_t *ln, u_char *subject, size_t len,
-    int64_t now, int64_t rate)
+    int64_t now, int64_t rate, int64_t back)
 {
     ngx_http_toll_loc_conf_t       *lcf;
     ngx_http_toll_main_conf_t      *mcf;
@@ -202,7 +216,7 @@ ngx_http_toll_prepaid_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         ask->ctx = ctx;
         ask->shm_zone = mcf->shm_zone;
         ask->sent_ms = now;
-        ask->back = 0;
+        ask->back = back;
         ask->resync = 0;
 
         if (ngx_http_toll_prepaid_ask(ask, ctx->amount_micros,
@@ -225,6 +239,10 @@ ngx_http_toll_prepaid_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         if (st->asking) {
             st->asking--;
         }
+
+        /* never sent: the lease is still the node's */
+        st->lease += back;
+        st->returning = ngx_max(st->returning - back, 0);
 
         ngx_http_toll_prepaid_keep(mcf->shm_zone, ln);
 

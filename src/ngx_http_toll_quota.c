@@ -20,6 +20,7 @@
 #include "ngx_http_toll_quota_int.h"
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_cap.h"
+#include "ngx_http_toll_units.h"
 #include "toll_money.h"
 
 
@@ -86,6 +87,7 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ctx->priced = 1;
     ctx->service = svc;
     ctx->price_micros = svc->price_micros;
+    ctx->units_conf = svc->units.unit_nanos ? &svc->units : NULL;
 
     /*
      * The first route that matches the method and the normalised path
@@ -118,7 +120,24 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         }
 
         ctx->price_micros = route[i].price_micros;
+
+        if (route[i].units.unit_nanos) {
+            ctx->units_conf = &route[i].units;
+        }
+
         break;
+    }
+
+    /*
+     * A call with units costs at most price + max_units x unit_price
+     * (checked for overflow at configuration): that is its price until
+     * the units are known, held from the balance and the caps.
+     */
+
+    ctx->base_micros = ctx->price_micros;
+
+    if (ctx->units_conf) {
+        ctx->price_micros += ctx->units_conf->most_micros;
     }
 
     ctx->amount_micros = ctx->price_micros;
@@ -153,14 +172,16 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
 /*
  * The billing headers of a priced call, with whatever status it ends: a
- * call the upstream failed (5xx, or nginx's 502/504 when it could not be
- * reached) is not charged unless toll_charge_errors is on.
+ * status toll_charge_status does not list is not charged (by default a
+ * call the upstream failed: 5xx, or nginx's 502/504 when it could not be
+ * reached, unless toll_charge_errors is on).
  */
 
 ngx_int_t
 ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx)
 {
+    ngx_uint_t                 charged;
     ngx_http_toll_loc_conf_t  *lcf;
 
     if (!ctx->priced || ctx->service == NULL) {
@@ -169,12 +190,17 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
-    if (r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-        && !lcf->charge_errors && !ctx->billed)
-    {
-        /* not charged: a free call it took is the buyer's again */
-        ngx_http_toll_quota_give_back(ctx);
-        ctx->amount_micros = 0;
+    if (!ctx->billed) {
+        charged = ngx_http_toll_quota_charged(lcf, r->headers_out.status);
+
+        if (!charged) {
+            /* not charged: a free call it took is the buyer's again */
+            ngx_http_toll_quota_give_back(ctx);
+            ctx->amount_micros = 0;
+        }
+
+        /* the units the upstream reports, and what they cost */
+        ngx_http_toll_units_header(r, ctx, charged);
     }
 
     ctx->billed = 1;
@@ -236,7 +262,7 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
     char             amount[TOLL_MONEY_STR_MAX];
 
     buf = ngx_pnalloc(r->pool, sizeof(ctx->usage_id) + 2 * TOLL_MONEY_STR_MAX
-                               + sizeof("false") + 3 * NGX_INT64_LEN);
+                               + sizeof("false") + 4 * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -280,6 +306,19 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
         if (ngx_http_toll_quota_header_add(r,
                 &lcf->billing_names[NGX_HTTP_TOLL_BILLING_FREE_REMAINING],
                 buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->units_conf && ctx->units_reported) {
+        buf = p;
+        p = ngx_sprintf(p, "%uL", ctx->units);
+
+        if (ngx_http_toll_quota_header_add(r,
+                &lcf->billing_names[NGX_HTTP_TOLL_BILLING_UNITS], buf,
+                p - buf)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -365,6 +404,21 @@ ngx_http_toll_quota_variable(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     case 2: /* $toll_usage_id */
         v->data = ctx->usage_id;
         v->len = sizeof(ctx->usage_id);
+        return NGX_OK;
+
+    case 6: /* $toll_units: what the call was charged units for */
+        if (ctx->units_conf == NULL || !ctx->units_reported) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%uL", ctx->units) - p;
         return NGX_OK;
 
     case 5: /* $toll_free_tier */

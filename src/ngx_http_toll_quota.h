@@ -23,6 +23,8 @@ typedef struct {
     ngx_regex_t               *regex;
     ngx_str_t                  pattern;
     int64_t                    price_micros;  /* 1e-6 of the currency */
+    ngx_http_toll_units_conf_t units;         /* unit_nanos 0: the
+                                                 service's */
 } ngx_http_toll_route_t;
 
 
@@ -30,6 +32,8 @@ char *ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_toll_charge_status_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 char *ngx_http_toll_billing_prefix_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 

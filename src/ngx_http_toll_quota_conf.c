@@ -14,6 +14,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_quota_int.h"
+#include "ngx_http_toll_units.h"
 #include "toll_key.h"
 #include "toll_money.h"
 
@@ -26,7 +27,8 @@ static ngx_str_t  ngx_http_toll_billing_suffixes[] = {
     ngx_string("Free-Tier"),
     ngx_string("Free-Remaining"),
     ngx_string("Latency-Ms"),
-    ngx_string("Balance")
+    ngx_string("Balance"),
+    ngx_string("Units")
 };
 
 
@@ -97,6 +99,12 @@ ngx_http_toll_service_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_toll_units_check(cf, &svc->units, svc->price_micros)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_toll_module);
 
     if (ngx_http_toll_service_same(cf, mcf, svc) != NGX_CONF_OK) {
@@ -130,6 +138,12 @@ ngx_http_toll_service_param(ngx_conf_t *cf, ngx_http_toll_service_t *svc,
 {
     ngx_int_t   n;
     ngx_str_t   s;
+
+    n = ngx_http_toll_units_param(cf, &svc->units, value);
+
+    if (n != NGX_DECLINED) {
+        return (n == NGX_OK) ? NGX_CONF_OK : NGX_CONF_ERROR;
+    }
 
     if (ngx_strncmp(value->data, "provider=", 9) == 0) {
         s.data = value->data + 9;
@@ -262,7 +276,10 @@ ngx_http_toll_service_same(ngx_conf_t *cf, ngx_http_toll_main_conf_t *mcf,
 }
 
 
-/* toll_route METHOD|* REGEX price=DECIMAL; */
+/*
+ * toll_route METHOD|* REGEX price=DECIMAL [unit_price=DECIMAL
+ *     max_units=N [units_header=NAME] [keep_units_header=on|off]];
+ */
 
 char *
 ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -270,6 +287,8 @@ ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_toll_loc_conf_t *lcf = conf;
 
     u_char                    errstr[NGX_MAX_CONF_ERRSTR];
+    int64_t                   most;
+    ngx_int_t                 n;
     ngx_str_t                *value, s;
     ngx_uint_t                i;
     ngx_regex_compile_t       rc;
@@ -328,7 +347,9 @@ ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     route->regex = rc.regex;
     route->pattern = value[2];
 
-    if (ngx_strncmp(value[3].data, "price=", 6) != 0) {
+    if (cf->args->nelts < 4
+        || ngx_strncmp(value[3].data, "price=", 6) != 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"toll_route\" must have \"price\" parameter");
         return NGX_CONF_ERROR;
@@ -341,6 +362,38 @@ ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                         &route->price_micros)
         != NGX_OK)
     {
+        return NGX_CONF_ERROR;
+    }
+
+    /* its own units, or the service's */
+
+    for (i = 4; i < cf->args->nelts; i++) {
+        n = ngx_http_toll_units_param(cf, &route->units, &value[i]);
+
+        if (n == NGX_DECLINED) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (n != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_toll_units_check(cf, &route->units, route->price_micros)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (route->units.unit_nanos == 0 && svc->units.unit_nanos
+        && toll_money_add(route->price_micros, svc->units.most_micros,
+                          &most)
+           != TOLL_MONEY_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "price + max_units x unit_price overflows");
         return NGX_CONF_ERROR;
     }
 
@@ -363,6 +416,108 @@ ngx_http_toll_quota_parse_price(ngx_conf_t *cf, ngx_str_t *value,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * toll_charge_status ITEM ...;  an ITEM is a status (404), a class (4xx)
+ * or a range (400-428), or one of those after "!" to leave it out of
+ * what the others list ("2xx 3xx 4xx !402 !409 !429").  The statuses
+ * listed are charged; all others are not.
+ */
+
+char *
+ngx_http_toll_charge_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_toll_loc_conf_t *lcf = conf;
+
+    u_char      *p, *dash;
+    uint64_t     out[NGX_HTTP_TOLL_STATUS_WORDS];
+    ngx_int_t    lo, hi, st;
+    ngx_str_t   *value, v;
+    ngx_uint_t   i, not;
+
+    if (lcf->charge_status) {
+        return "is duplicate";
+    }
+
+    lcf->charge_status = ngx_pcalloc(cf->pool,
+                                     sizeof(uint64_t)
+                                     * NGX_HTTP_TOLL_STATUS_WORDS);
+    if (lcf->charge_status == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(out, sizeof(out));
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        v = value[i];
+        not = (v.len && v.data[0] == '!');
+
+        if (not) {
+            v.data++;
+            v.len--;
+        }
+
+        dash = ngx_strlchr(v.data, v.data + v.len, '-');
+
+        if (v.len == 3 && v.data[1] == 'x' && v.data[2] == 'x'
+            && v.data[0] >= '1' && v.data[0] <= '5')
+        {
+            lo = (v.data[0] - '0') * 100;
+            hi = lo + 99;
+
+        } else if (dash) {
+            lo = ngx_atoi(v.data, dash - v.data);
+            p = dash + 1;
+            hi = ngx_atoi(p, v.data + v.len - p);
+
+        } else {
+            lo = ngx_atoi(v.data, v.len);
+            hi = lo;
+        }
+
+        if (lo < 100 || hi > 599 || lo > hi) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid status \"%V\": a status 100 to 599, "
+                               "a class such as 4xx or a range such as "
+                               "400-428, with \"!\" to leave it out",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        for (st = lo; st <= hi; st++) {
+            if (not) {
+                out[st / 64] |= (uint64_t) 1 << (st % 64);
+
+            } else {
+                lcf->charge_status[st / 64] |= (uint64_t) 1 << (st % 64);
+            }
+        }
+    }
+
+    for (i = 0; i < NGX_HTTP_TOLL_STATUS_WORDS; i++) {
+        lcf->charge_status[i] &= ~out[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_uint_t
+ngx_http_toll_quota_charged(ngx_http_toll_loc_conf_t *lcf, ngx_uint_t status)
+{
+    if (lcf->charge_status == NULL) {
+        return status < NGX_HTTP_INTERNAL_SERVER_ERROR || lcf->charge_errors;
+    }
+
+    if (status >= NGX_HTTP_TOLL_STATUS_MAX) {
+        return 0;
+    }
+
+    return (lcf->charge_status[status / 64] >> (status % 64)) & 1;
 }
 
 
@@ -419,6 +574,21 @@ ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
 
     if (conf->service == NULL) {
         conf->service = prev->service;
+    }
+
+    /* one rule per block: toll_charge_errors is the default's shorthand */
+
+    if (conf->charge_status && conf->charge_errors != NGX_CONF_UNSET) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"toll_charge_errors\" and \"toll_charge_status\" "
+                           "in one block: list 5xx in \"toll_charge_status\" "
+                           "instead");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->charge_status == NULL && conf->charge_errors == NGX_CONF_UNSET)
+    {
+        conf->charge_status = prev->charge_status;
     }
 
     ngx_conf_merge_value(conf->charge_errors, prev->charge_errors, 0);

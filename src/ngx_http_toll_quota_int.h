@@ -27,6 +27,7 @@ typedef enum {
     NGX_HTTP_TOLL_BILLING_FREE_REMAINING,
     NGX_HTTP_TOLL_BILLING_LATENCY_MS,
     NGX_HTTP_TOLL_BILLING_BALANCE,
+    NGX_HTTP_TOLL_BILLING_UNITS,
     NGX_HTTP_TOLL_BILLING_N
 } ngx_http_toll_billing_e;
 
@@ -40,6 +41,18 @@ ngx_int_t ngx_http_toll_quota_free(ngx_http_request_t *r,
 
 /* a free call that was not charged after all goes back to the lease */
 void ngx_http_toll_quota_give_back(ngx_http_toll_ctx_t *ctx);
+
+/* toll_charge_status's bits: one per status 0..639 */
+#define NGX_HTTP_TOLL_STATUS_MAX     640
+#define NGX_HTTP_TOLL_STATUS_WORDS   (NGX_HTTP_TOLL_STATUS_MAX / 64)
+
+/*
+ * Whether an answer with this status is charged: as toll_charge_status
+ * lists, or where none applies, any status below 500, and 5xx too with
+ * toll_charge_errors on.
+ */
+ngx_uint_t ngx_http_toll_quota_charged(ngx_http_toll_loc_conf_t *lcf,
+    ngx_uint_t status);
 
 
 #endif /* _NGX_HTTP_TOLL_QUOTA_INT_H_INCLUDED_ */

@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_toll_module.h"
+
 
 /*
  * The call's units, as a plugin reports them: a later report replaces an
@@ -20,6 +22,24 @@
  * decided already (ignored).
  */
 ngx_int_t ngx_http_toll_units_report(ngx_http_request_t *r, uint64_t units);
+
+/*
+ * toll_service and toll_route: a units parameter (NGX_OK, or NGX_ERROR
+ * when bad; NGX_DECLINED when the parameter is another one), then the
+ * directive's units together, with its price.
+ */
+ngx_int_t ngx_http_toll_units_param(ngx_conf_t *cf,
+    ngx_http_toll_units_conf_t *uc, ngx_str_t *value);
+char *ngx_http_toll_units_check(ngx_conf_t *cf,
+    ngx_http_toll_units_conf_t *uc, int64_t price_micros);
+
+/* the header filter: the units header read, a charged call's amount */
+void ngx_http_toll_units_header(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_uint_t charged);
+
+/* the amount from the units known now; final: the log phase */
+void ngx_http_toll_units_charge(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_uint_t final);
 
 
 #endif /* _NGX_HTTP_TOLL_UNITS_H_INCLUDED_ */

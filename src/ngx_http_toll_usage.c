@@ -633,6 +633,7 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         rows[i].counts.errors = row[i].counts[TOLL_USAGE_ERRORS];
         rows[i].counts.amount_micros =
                              row[i].counts[TOLL_USAGE_AMOUNT];
+        rows[i].counts.units = row[i].counts[TOLL_USAGE_UNITS];
 
         /*
          * What the buyer can still get free: the service's free calls

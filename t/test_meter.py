@@ -1016,7 +1016,7 @@ def test_usage_me(start_nginx, meter_upstream, redis_server):
     assert services["svc-a"] == {
         "service": "svc-a", "provider": "acme", "calls": 5,
         "free_calls": 2, "free_remaining": 0, "paid_calls": 3,
-        "errors": 0, "amount": "0.15"}, services
+        "errors": 0, "amount": "0.15", "units": 0}, services
     assert services["svc-b"]["amount"] == "3.703701", services
     # totals in decimal strings, summed on integers: 0.15 + 3.703701
     assert body["totals"] == {"calls": 8, "free_calls": 2, "paid_calls": 6,

@@ -95,6 +95,10 @@ class _Handler(UpstreamHandler):
                 self.send_header(prefix + "Free-Tier", "true")
                 self.send_header(prefix + "Free-Remaining", "77")
                 self.send_header(prefix + "Latency-Ms", "12345")
+        # units reported as the units tests ask (t/test_units.py)
+        for _ in range(int(q.get("units_times", "1"))):
+            if "units" in q:
+                self.send_header("X-Units", q["units"])
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
@@ -117,8 +121,9 @@ class MeterUpstream:
     """Counts every request it receives by (buyer, first path segment),
     where the buyer is the X-Toll-Buyer header the gate added; keeps the
     X-Test-Tag values; answers 200 {"ok":true} unless the query asks for
-    ?status=NNN, ?delay_ms=N or ?spoof=1 (copies of every billing header,
-    prefixes X-Toll- and X-ACF-, with wrong values)."""
+    ?status=NNN, ?delay_ms=N, ?spoof=1 (copies of every billing header,
+    prefixes X-Toll- and X-ACF-, with wrong values) or ?units=V (an X-Units
+    header of value V, ?units_times=N times)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -186,7 +191,7 @@ def usage_key_re():
 
 
 INT_FIELDS = ("calls", "free_calls", "paid_calls", "amount_micros",
-              "errors", "latency_ms", "prepaid_micros")
+              "errors", "latency_ms", "prepaid_micros", "units")
 
 
 def usage(rc):

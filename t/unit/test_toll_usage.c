@@ -64,6 +64,7 @@ test_usage_json_example(void **state)
     row.counts.free_calls = 50;
     row.counts.paid_calls = 160;
     row.counts.amount_micros = 8000000;
+    row.counts.units = 4200;
 
     buf = answer("alice", &row, 1, &len);
 
@@ -73,7 +74,7 @@ test_usage_json_example(void **state)
         "\"errors\":0,\"amount\":\"8\"},"
         "\"services\":[{\"service\":\"sentiment\",\"provider\":\"acme\","
         "\"calls\":210,\"free_calls\":50,\"free_remaining\":0,"
-        "\"paid_calls\":160,\"errors\":0,\"amount\":\"8\"}],"
+        "\"paid_calls\":160,\"errors\":0,\"amount\":\"8\",\"units\":4200}],"
         "\"balances\":[]}\n");
     assert_int_equal(len, strlen(buf));
 

@@ -24,10 +24,14 @@
 #include "toll_money.h"
 
 
+static ngx_int_t ngx_http_toll_quota_route(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_service_t *svc);
 static void ngx_http_toll_quota_hide_upstream(ngx_list_part_t *part,
     ngx_str_t *prefix);
 static ngx_int_t ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_quota_billing_more(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf, u_char *p);
 
 #define ngx_http_toll_quota_header_add(r, nm, v, n)                          \
     ngx_http_toll_header_push(r, (nm)->data, (nm)->len, v, n)
@@ -60,8 +64,6 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     u_char                    *p;
     ngx_int_t                  rc;
-    ngx_uint_t                 i;
-    ngx_http_toll_route_t     *route;
     ngx_http_toll_service_t   *svc;
     ngx_http_toll_loc_conf_t  *lcf;
 
@@ -86,46 +88,9 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ctx->priced = 1;
     ctx->service = svc;
-    ctx->price_micros = svc->price_micros;
-    ctx->units_conf = svc->units.unit_nanos ? &svc->units : NULL;
 
-    /*
-     * The first route that matches the method and the normalised path
-     * wins ("//", "/./" and "%2F" spellings reach the same $uri).
-     */
-
-    route = svc->routes ? svc->routes->elts : NULL;
-
-    for (i = 0; route && i < svc->routes->nelts; i++) {
-
-        if (route[i].method.len
-            && (route[i].method.len != r->method_name.len
-                || ngx_strncmp(route[i].method.data, r->method_name.data,
-                               r->method_name.len) != 0))
-        {
-            continue;
-        }
-
-        rc = ngx_regex_exec(route[i].regex, &r->uri, NULL, 0);
-
-        if (rc == NGX_REGEX_NO_MATCHED) {
-            continue;
-        }
-
-        if (rc < 0) {
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          ngx_regex_exec_n " failed: %i on \"%V\" using "
-                          "\"%V\"", rc, &r->uri, &route[i].pattern);
-            return NGX_ERROR;
-        }
-
-        ctx->price_micros = route[i].price_micros;
-
-        if (route[i].units.unit_nanos) {
-            ctx->units_conf = &route[i].units;
-        }
-
-        break;
+    if (ngx_http_toll_quota_route(r, ctx, svc) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     /*
@@ -167,6 +132,62 @@ ngx_http_toll_quota_price(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     /* and from the spend caps, toll_prepaid or not */
     return (rc == NGX_OK) ? ngx_http_toll_cap_hold(r, ctx) : rc;
+}
+
+
+/*
+ * The call's price and units: the service's, or those of the first route
+ * that matches the method and the normalised path ("//", "/./" and "%2F"
+ * spellings reach the same $uri).  A route without units of its own
+ * keeps the service's.
+ */
+
+static ngx_int_t
+ngx_http_toll_quota_route(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_service_t *svc)
+{
+    ngx_int_t               rc;
+    ngx_uint_t              i;
+    ngx_http_toll_route_t  *route;
+
+    ctx->price_micros = svc->price_micros;
+    ctx->units_conf = svc->units.unit_nanos ? &svc->units : NULL;
+
+    route = svc->routes ? svc->routes->elts : NULL;
+
+    for (i = 0; route && i < svc->routes->nelts; i++) {
+
+        if (route[i].method.len
+            && (route[i].method.len != r->method_name.len
+                || ngx_strncmp(route[i].method.data, r->method_name.data,
+                               r->method_name.len) != 0))
+        {
+            continue;
+        }
+
+        rc = ngx_regex_exec(route[i].regex, &r->uri, NULL, 0);
+
+        if (rc == NGX_REGEX_NO_MATCHED) {
+            continue;
+        }
+
+        if (rc < 0) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          ngx_regex_exec_n " failed: %i on \"%V\" using "
+                          "\"%V\"", rc, &r->uri, &route[i].pattern);
+            return NGX_ERROR;
+        }
+
+        ctx->price_micros = route[i].price_micros;
+
+        if (route[i].units.unit_nanos) {
+            ctx->units_conf = &route[i].units;
+        }
+
+        break;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -299,6 +320,43 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (ngx_http_toll_quota_billing_more(r, ctx, lcf, p) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p += 2 * NGX_INT64_LEN + TOLL_MONEY_STR_MAX;
+
+    /* from the request's start to the answer's headers */
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    ctx->latency_ms = ngx_max(ms, 0);
+
+    buf = p;
+    p = ngx_http_toll_format_int(p, ctx->latency_ms);
+
+    if (ngx_http_toll_quota_header_add(r,
+            &lcf->billing_names[NGX_HTTP_TOLL_BILLING_LATENCY_MS], buf,
+            p - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the billing headers only some calls have, written from p on */
+
+static ngx_int_t
+ngx_http_toll_quota_billing_more(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf, u_char *p)
+{
+    u_char  *buf;
+
     if (((ngx_http_toll_service_t *) ctx->service)->free_calls) {
         buf = p;
         p = ngx_http_toll_format_int(p, ctx->free_remaining);
@@ -345,25 +403,6 @@ ngx_http_toll_quota_billing_headers(ngx_http_request_t *r,
         {
             return NGX_ERROR;
         }
-    }
-
-    /* from the request's start to the answer's headers */
-
-    tp = ngx_timeofday();
-    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
-                           + (tp->msec - r->start_msec));
-
-    ctx->latency_ms = ngx_max(ms, 0);
-
-    buf = p;
-    p = ngx_http_toll_format_int(p, ctx->latency_ms);
-
-    if (ngx_http_toll_quota_header_add(r,
-            &lcf->billing_names[NGX_HTTP_TOLL_BILLING_LATENCY_MS], buf,
-            p - buf)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
     }
 
     return NGX_OK;

@@ -36,6 +36,8 @@ static char *ngx_http_toll_service_param(ngx_conf_t *cf,
     ngx_http_toll_service_t *svc, ngx_str_t *value, ngx_uint_t *price_set);
 static char *ngx_http_toll_service_same(ngx_conf_t *cf,
     ngx_http_toll_main_conf_t *mcf, ngx_http_toll_service_t *svc);
+static char *ngx_http_toll_route_units(ngx_conf_t *cf,
+    ngx_http_toll_service_t *svc, ngx_http_toll_route_t *route);
 static ngx_int_t ngx_http_toll_quota_parse_price(ngx_conf_t *cf,
     ngx_str_t *value, ngx_str_t *text, int64_t *micros);
 
@@ -287,8 +289,6 @@ ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_toll_loc_conf_t *lcf = conf;
 
     u_char                    errstr[NGX_MAX_CONF_ERRSTR];
-    int64_t                   most;
-    ngx_int_t                 n;
     ngx_str_t                *value, s;
     ngx_uint_t                i;
     ngx_regex_compile_t       rc;
@@ -365,7 +365,22 @@ ngx_http_toll_route_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* its own units, or the service's */
+    return ngx_http_toll_route_units(cf, svc, route);
+}
+
+
+/* a route's units parameters, after its price: its own, or the service's */
+
+static char *
+ngx_http_toll_route_units(ngx_conf_t *cf, ngx_http_toll_service_t *svc,
+    ngx_http_toll_route_t *route)
+{
+    int64_t     most;
+    ngx_int_t   n;
+    ngx_str_t  *value;
+    ngx_uint_t  i;
+
+    value = cf->args->elts;
 
     for (i = 4; i < cf->args->nelts; i++) {
         n = ngx_http_toll_units_param(cf, &route->units, &value[i]);

@@ -40,6 +40,9 @@ typedef struct {
     int64_t                    used_ms;       /* the last hold */
     int64_t                    denied_ms;     /* Redis had too little;
                                                  0: not */
+    int64_t                    denied_lease;  /* the lease then: a hold
+                                                 given back since makes
+                                                 asking worth it again */
     int64_t                    confirmed_ms;  /* an answer to what was
                                                  sent then */
     ngx_uint_t                 asking;        /* exchanges in flight */
@@ -299,9 +302,17 @@ ngx_http_toll_prepaid_take(ngx_http_toll_main_conf_t *mcf,
 
     ctx->balance_micros = st->lease + ngx_max(st->available, 0);
 
+    /*
+     * Refused lately, the node asks again after toll_prepaid_recheck, or
+     * as soon as a call in flight gave its hold back (the buyer's last
+     * call may end just after its answer reached the buyer, who calls
+     * again at once).
+     */
+
     if (asked
         || (st->denied_ms
-            && now - st->denied_ms < (int64_t) mcf->prepaid_recheck))
+            && now - st->denied_ms < (int64_t) mcf->prepaid_recheck
+            && st->lease <= st->denied_lease))
     {
         return NGX_DECLINED;
     }
@@ -473,6 +484,7 @@ ngx_http_toll_prepaid_reply(void *data, redisReply *reply)
 
             if (ask->hold) {
                 st->denied_ms = (pr.grant == 0) ? now : 0;
+                st->denied_lease = st->lease;
             }
 
             if (ctx && mcf) {

@@ -218,8 +218,8 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 /*
  * lua/usage.lua: the buyer's days, flush ids, balances and caps, its
  * usage hashes' names, the asking key and today, and the flush ids this
- * nginx waits for.  NGX_OK (asked,
- * or uctx->cmd NULL: Redis away), or an HTTP status.
+ * nginx waits for.  NGX_OK (asked, or uctx->cmd NULL: Redis away), or an
+ * HTTP status.
  */
 
 static ngx_int_t

@@ -146,6 +146,18 @@ def test_a_cap_that_is_not_a_number_is_500(start_nginx, meter_upstream,
     assert usage(ngx, k)["caps"] == []
 
 
+def test_names_from_redis_are_escaped(start_nginx, meter_upstream,
+                                      redis_server):
+    """A currency is whatever Redis holds: the answer stays valid JSON."""
+    ngx = start(start_nginx, meter_upstream)
+    rc = redis_server.client
+    k = make_key(redis_server, owner="odd")
+    rc.hset(cap_key("odd"), b'U"S\\\n\xff:daily', b"5")
+    c = usage(ngx, k)["caps"]
+    assert [x["currency"] for x in c] == ['U"S\\\n\ufffd'], c
+    assert c[0]["cap"] == "0.000005", c
+
+
 def test_redis_away_is_503(start_nginx, meter_upstream, redis_server):
     ngx = start(start_nginx, meter_upstream)
     k = make_key(redis_server, owner="away")

@@ -552,6 +552,168 @@ ngx_http_toll_cap_keep(ngx_shm_zone_t *shm_zone,
 }
 
 
+/*
+ * The metrics' and toll_usage's reads of the cap queue (the zone locked
+ * by the walk's caller).  A cap node's subject is "c:buyer\nkey\ncur".
+ */
+
+typedef struct {
+    ngx_http_toll_cap_gauge_t  *g;
+    ngx_uint_t                  n;
+} ngx_http_toll_cap_sum_t;
+
+
+typedef struct {
+    ngx_str_t                  *buyer;
+    ngx_str_t                  *key_id;
+    ngx_array_t                *out;
+    ngx_uint_t                  failed;
+} ngx_http_toll_cap_find_t;
+
+
+static void
+ngx_http_toll_cap_gauge(ngx_http_toll_shm_limit_node_t *ln, void *data)
+{
+    ngx_http_toll_cap_sum_t *sum = data;
+
+    u_char                     *cur, *end;
+    ngx_uint_t                  i;
+    ngx_http_toll_cap_gauge_t  *g;
+    ngx_http_toll_cap_state_t  *st;
+
+    end = ln->subject + ln->subject_len;
+
+    if (ln->subject_len < 3 || ln->subject[0] != 'c' || ln->subject[1] != ':')
+    {
+        return;
+    }
+
+    for (cur = end; cur > ln->subject && cur[-1] != '\n'; cur--) {
+        /* void */
+    }
+
+    st = (ngx_http_toll_cap_state_t *) ln->state;
+
+    for (i = 0; i < sum->n; i++) {
+        g = &sum->g[i];
+
+        if ((size_t) (end - cur) == g->currency.len
+            && ngx_strncmp(cur, g->currency.data, g->currency.len) == 0)
+        {
+            g->lease += st->lease;
+            g->leases += (st->lease > 0);
+            g->asking += (st->asking != 0);
+            return;
+        }
+    }
+}
+
+
+void
+ngx_http_toll_cap_gauges(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_cap_gauge_t *g, ngx_uint_t n, int64_t *gen)
+{
+    ngx_http_toll_cap_sum_t   sum;
+    ngx_http_toll_cap_gen_t  *cg;
+
+    sum.g = g;
+    sum.n = n;
+
+    ngx_http_toll_shm_lock(shm_zone);
+
+    cg = ngx_http_toll_cap_gen(shm_zone);
+    *gen = cg ? cg->gen : -1;
+
+    ngx_http_toll_shm_queue_walk(shm_zone, NGX_HTTP_TOLL_QUEUE_CAP,
+                                 ngx_http_toll_cap_gauge, &sum);
+    ngx_http_toll_shm_unlock(shm_zone);
+}
+
+
+static void
+ngx_http_toll_cap_find(ngx_http_toll_shm_limit_node_t *ln, void *data)
+{
+    ngx_http_toll_cap_find_t *f = data;
+
+    u_char                     *p, *end, *cur;
+    ngx_http_toll_cap_lease_t  *l;
+    ngx_http_toll_cap_state_t  *st;
+
+    p = ln->subject + 2;
+    end = ln->subject + ln->subject_len;
+    st = (ngx_http_toll_cap_state_t *) ln->state;
+
+    if (f->failed
+        || ln->subject_len < f->buyer->len + 4
+        || ln->subject[0] != 'c' || ln->subject[1] != ':'
+        || ngx_strncmp(p, f->buyer->data, f->buyer->len) != 0
+        || p[f->buyer->len] != '\n')
+    {
+        return;
+    }
+
+    p += f->buyer->len + 1;
+
+    for (cur = end; cur > p && cur[-1] != '\n'; cur--) {
+        /* void */
+    }
+
+    if (cur == p) {
+        return;
+    }
+
+    l = ngx_array_push(f->out);
+    if (l == NULL) {
+        f->failed = 1;
+        return;
+    }
+
+    l->uid = ln->uid;
+    l->lease = st->lease;
+    l->asked_ms = st->asked_ms;
+    l->asking = st->asking;
+    l->this_key = ((size_t) (cur - 1 - p) == f->key_id->len
+                   && ngx_strncmp(p, f->key_id->data, f->key_id->len) == 0);
+    l->currency.len = end - cur;
+    l->currency.data = ngx_pnalloc(f->out->pool, l->currency.len);
+
+    if (l->currency.data == NULL) {
+        f->failed = 1;
+        return;
+    }
+
+    ngx_memcpy(l->currency.data, cur, l->currency.len);
+    ngx_memcpy(l->day, st->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+    ngx_memcpy(l->month, st->month, NGX_HTTP_TOLL_CAP_DAY_LEN);
+}
+
+
+/*
+ * The buyer's caps' leases this nginx holds or asks Redis about, all its
+ * keys' (a buyer's cap counts them all): a node with either is in the
+ * cap queue.  A "no caps" entry holds nothing and is not read.
+ */
+
+ngx_int_t
+ngx_http_toll_cap_leases(ngx_shm_zone_t *shm_zone, ngx_str_t *buyer,
+    ngx_str_t *key_id, ngx_array_t *out)
+{
+    ngx_http_toll_cap_find_t  f;
+
+    f.buyer = buyer;
+    f.key_id = key_id;
+    f.out = out;
+    f.failed = 0;
+
+    ngx_http_toll_shm_lock(shm_zone);
+    ngx_http_toll_shm_queue_walk(shm_zone, NGX_HTTP_TOLL_QUEUE_CAP,
+                                 ngx_http_toll_cap_find, &f);
+    ngx_http_toll_shm_unlock(shm_zone);
+
+    return f.failed ? NGX_ERROR : NGX_OK;
+}
+
+
 /* "c:buyer\nkey_id\ncurrency" (the caller checked the room) */
 
 static size_t

@@ -17,6 +17,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_metrics_int.h"
+#include "ngx_http_toll_cap_int.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_redis.h"
@@ -45,6 +46,10 @@ static ngx_int_t ngx_http_toll_metrics_send(ngx_http_request_t *r,
 
 static void ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
     ngx_http_toll_main_conf_t *mcf);
+static void ngx_http_toll_metrics_caps(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf);
+static ngx_uint_t ngx_http_toll_metrics_currencies(
+    ngx_http_toll_main_conf_t *mcf, ngx_str_t *cur);
 
 
 
@@ -362,6 +367,7 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_redis(o, rst, &st);
     ngx_http_toll_metrics_zone(o, &st);
     ngx_http_toll_metrics_prepaid(o, mcf);
+    ngx_http_toll_metrics_caps(o, mcf);
 
     if (o->json) {
         ngx_http_toll_metrics_literal(o, "}}\n");
@@ -641,8 +647,8 @@ ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
     ngx_http_toll_main_conf_t *mcf)
 {
     ngx_str_t                       labels[2];
-    ngx_uint_t                      i, j, n, f;
-    ngx_http_toll_service_t       **svc;
+    ngx_str_t                       cur[NGX_HTTP_TOLL_METRICS_CURRENCIES];
+    ngx_uint_t                      j, n, f;
     ngx_http_toll_prepaid_gauge_t   g[NGX_HTTP_TOLL_METRICS_CURRENCIES];
 
     static char  *names[][2] = {
@@ -660,23 +666,11 @@ ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
           "Balances whose exchange with Redis was lost; settled once idle." }
     };
 
-    n = 0;
-    svc = mcf->services ? mcf->services->elts : NULL;
+    n = ngx_http_toll_metrics_currencies(mcf, cur);
 
-    for (i = 0; svc && i < mcf->services->nelts; i++) {
-        for (j = 0; j < n; j++) {
-            if (g[j].currency.len == svc[i]->currency.len
-                && ngx_strncmp(g[j].currency.data, svc[i]->currency.data,
-                               g[j].currency.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j == n && n < NGX_HTTP_TOLL_METRICS_CURRENCIES) {
-            ngx_memzero(&g[n], sizeof(ngx_http_toll_prepaid_gauge_t));
-            g[n++].currency = svc[i]->currency;
-        }
+    for (j = 0; j < n; j++) {
+        ngx_memzero(&g[j], sizeof(ngx_http_toll_prepaid_gauge_t));
+        g[j].currency = cur[j];
     }
 
     ngx_http_toll_prepaid_gauges(mcf->shm_zone, g, n);
@@ -697,4 +691,97 @@ ngx_http_toll_metrics_prepaid(ngx_http_toll_metrics_out_t *o,
 
         ngx_http_toll_metrics_family_end(o);
     }
+}
+
+
+/*
+ * What this nginx holds of spend caps, per currency it sells in, and the
+ * caps' generation it last read: 0 until a cap is ever set (the gate
+ * then skips caps), no sample until the first read.
+ */
+
+static void
+ngx_http_toll_metrics_caps(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf)
+{
+    int64_t                     gen;
+    ngx_str_t                   labels[2];
+    ngx_str_t                   cur[NGX_HTTP_TOLL_METRICS_CURRENCIES];
+    ngx_uint_t                  j, n, f;
+    ngx_http_toll_cap_gauge_t   g[NGX_HTTP_TOLL_METRICS_CURRENCIES];
+
+    static char  *names[][2] = {
+        { "toll_cap_lease_micros",
+          "Micro-units of buyers' and keys' spend caps leased to this "
+          "nginx and not held by a call." },
+        { "toll_cap_leases",
+          "Buyers' keys whose spend caps this nginx holds a lease of." },
+        { "toll_cap_asking",
+          "Buyers' keys whose spend caps wait for an answer from Redis." }
+    };
+
+    n = ngx_http_toll_metrics_currencies(mcf, cur);
+
+    for (j = 0; j < n; j++) {
+        ngx_memzero(&g[j], sizeof(ngx_http_toll_cap_gauge_t));
+        g[j].currency = cur[j];
+    }
+
+    ngx_http_toll_cap_gauges(mcf->shm_zone, g, n, &gen);
+
+    ngx_str_set(&labels[0], "currency");
+
+    for (f = 0; f < 3; f++) {
+        ngx_http_toll_metrics_family(o, names[f][0], "gauge", names[f][1]);
+
+        for (j = 0; j < n; j++) {
+            labels[1] = g[j].currency;
+            ngx_http_toll_metrics_sample(o, labels, 1,
+                f == 0 ? (ngx_atomic_uint_t) g[j].lease
+                : f == 1 ? g[j].leases : g[j].asking);
+        }
+
+        ngx_http_toll_metrics_family_end(o);
+    }
+
+    ngx_http_toll_metrics_family(o, "toll_cap_generation", "gauge",
+        "The spend caps' generation (toll:cap:gen) as this nginx last read "
+        "it; 0: no cap was ever set.");
+
+    if (gen >= 0) {
+        ngx_http_toll_metrics_sample(o, NULL, 0, (ngx_atomic_uint_t) gen);
+    }
+
+    ngx_http_toll_metrics_family_end(o);
+}
+
+
+/* the currencies the services sell in, once each, in their order */
+
+static ngx_uint_t
+ngx_http_toll_metrics_currencies(ngx_http_toll_main_conf_t *mcf,
+    ngx_str_t *cur)
+{
+    ngx_uint_t                 i, j, n;
+    ngx_http_toll_service_t  **svc;
+
+    n = 0;
+    svc = mcf->services ? mcf->services->elts : NULL;
+
+    for (i = 0; svc && i < mcf->services->nelts; i++) {
+        for (j = 0; j < n; j++) {
+            if (cur[j].len == svc[i]->currency.len
+                && ngx_strncmp(cur[j].data, svc[i]->currency.data,
+                               cur[j].len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == n && n < NGX_HTTP_TOLL_METRICS_CURRENCIES) {
+            cur[n++] = svc[i]->currency;
+        }
+    }
+
+    return n;
 }

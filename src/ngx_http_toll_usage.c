@@ -8,7 +8,9 @@
  * (a buyer reads its own calls at once: each counted once, in Redis or
  * in the zone, told apart by the flush ids Redis has applied), and the
  * buyer's prepaid balances, less what this nginx charged them and has
- * not flushed yet.
+ * not flushed yet, and the spend caps that apply to the buyer and the
+ * asking key with what their periods count as used, less what this
+ * nginx leased of them and has not spent.
  */
 
 #include <ngx_config.h>
@@ -16,6 +18,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_toll_module.h"
+#include "ngx_http_toll_cap_int.h"
 #include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_problem.h"
@@ -34,6 +37,19 @@ typedef struct {
 } ngx_http_toll_usage_row_t;
 
 
+/* a spend cap that applies to the caller, as the answer shows it */
+typedef struct {
+    ngx_str_t                  currency;
+    ngx_uint_t                 key_scope;     /* 0: the buyer's */
+    ngx_uint_t                 monthly;       /* 0: daily */
+    int64_t                    cap;           /* micro-units */
+    int64_t                    used;
+} ngx_http_toll_usage_cap_t;
+
+
+#define NGX_HTTP_TOLL_USAGE_DAY_LEN  TOLL_NAME_DAY_LEN
+
+
 typedef struct {
     ngx_http_request_t        *request;
     ngx_http_toll_redis_cmd_t *cmd;
@@ -42,6 +58,13 @@ typedef struct {
     ngx_array_t                unsent;        /* ngx_http_toll_meter_
                                                  unsent_t */
     ngx_array_t                balances;      /* toll_usage_balance_t */
+    ngx_array_t                caps;          /* ngx_http_toll_usage_cap_t */
+    ngx_array_t                leases;        /* ngx_http_toll_cap_lease_t,
+                                                 before the ask */
+    u_char                     today[NGX_HTTP_TOLL_USAGE_DAY_LEN];
+    u_char                     tomorrow[NGX_HTTP_TOLL_USAGE_DAY_LEN];
+    u_char                     month[NGX_HTTP_TOLL_USAGE_DAY_LEN];
+    u_char                     month_end[NGX_HTTP_TOLL_USAGE_DAY_LEN];
 } ngx_http_toll_usage_ctx_t;
 
 
@@ -62,6 +85,18 @@ static ngx_int_t ngx_http_toll_usage_balances(
     ngx_http_toll_usage_ctx_t *uctx, redisReply *hash);
 static toll_usage_balance_t *ngx_http_toll_usage_balance(
     ngx_http_toll_usage_ctx_t *uctx, u_char *cur, size_t len);
+static void ngx_http_toll_usage_days(ngx_http_toll_usage_ctx_t *uctx);
+static ngx_int_t ngx_http_toll_usage_caps(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_http_toll_ctx_t *ctx, redisReply *caps);
+static int64_t ngx_http_toll_usage_unspent(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_array_t *now, ngx_http_toll_usage_cap_t *cap);
+static ngx_int_t ngx_http_toll_usage_cap_cmp(const void *one,
+    const void *two);
+static size_t ngx_http_toll_usage_caps_len(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_http_toll_ctx_t *ctx);
+static u_char *ngx_http_toll_usage_caps_json(u_char *p,
+    ngx_http_toll_usage_ctx_t *uctx, ngx_http_toll_ctx_t *ctx);
+static u_char *ngx_http_toll_usage_time(u_char *p, u_char *day);
 
 
 /* toll_usage; */
@@ -133,6 +168,12 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
            != NGX_OK
         || ngx_array_init(&uctx->balances, r->pool, 1,
                           sizeof(toll_usage_balance_t))
+           != NGX_OK
+        || ngx_array_init(&uctx->caps, r->pool, 4,
+                          sizeof(ngx_http_toll_usage_cap_t))
+           != NGX_OK
+        || ngx_array_init(&uctx->leases, r->pool, 4,
+                          sizeof(ngx_http_toll_cap_lease_t))
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -142,9 +183,14 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
+    ngx_http_toll_usage_days(uctx);
+
     if (ngx_http_toll_meter_unsent(mcf->shm_zone, &ctx->key.owner,
                                    &uctx->unsent)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_toll_cap_leases(mcf->shm_zone, &ctx->key.owner,
+                                    &ctx->key.key_id, &uctx->leases)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -170,9 +216,10 @@ ngx_http_toll_usage_handler(ngx_http_request_t *r)
 
 
 /*
- * lua/usage.lua: the buyer's days, flush ids and balances, its usage
- * hashes' names, and the flush ids this nginx waits for.  NGX_OK (asked,
- * or uctx->cmd NULL: Redis away), or an HTTP status.
+ * lua/usage.lua: the buyer's days, flush ids, balances and caps, its
+ * usage hashes' names, the asking key and today, and the flush ids this
+ * nginx waits for.  NGX_OK (asked, or uctx->cmd NULL: Redis away), or an
+ * HTTP status.
  */
 
 static ngx_int_t
@@ -191,15 +238,18 @@ ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         n += u[i].in_flight;
     }
 
-    argv = ngx_palloc(r->pool, (8 + n) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (8 + n) * sizeof(size_t));
-    p = ngx_pnalloc(r->pool, 4 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len));
+    argv = ngx_palloc(r->pool, (18 + n) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (18 + n) * sizeof(size_t));
+    p = ngx_pnalloc(r->pool, 4 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len)
+                             + toll_name_len(TOLL_NAME_CAP_PREFIX)
+                             + ctx->key.owner.len
+                             + toll_name_len(TOLL_NAME_TAG_END));
 
     if (argv == NULL || argvlen == NULL || p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    argv[2] = "3";
+    argv[2] = "4";
     argvlen[2] = 1;
 
     argv[3] = (const char *) p;
@@ -218,15 +268,44 @@ ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                                      ctx->key.owner.len, "");
     argvlen[5] = p - (u_char *) argv[5];
 
+    /* the caps' hash, in the buyer's slot as lua/cap.lua names it */
+
     argv[6] = (const char *) p;
-    p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
-                                   ctx->key.owner.len, ":");
+    p = ngx_cpymem(p, TOLL_NAME_CAP_PREFIX,
+                   toll_name_len(TOLL_NAME_CAP_PREFIX));
+    p = ngx_cpymem(p, ctx->key.owner.data, ctx->key.owner.len);
+    p = ngx_cpymem(p, TOLL_NAME_TAG_END, toll_name_len(TOLL_NAME_TAG_END));
     argvlen[6] = p - (u_char *) argv[6];
 
-    argv[7] = TOLL_NAME_USAGE_MIRROR;
-    argvlen[7] = sizeof(TOLL_NAME_USAGE_MIRROR) - 1;
+    argv[7] = (const char *) p;
+    p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
+                                   ctx->key.owner.len, ":");
+    argvlen[7] = p - (u_char *) argv[7];
 
-    for (n = 8, i = 0; i < uctx->unsent.nelts; i++) {
+#define ngx_http_toll_usage_arg(k, s, n)                                      \
+    argv[k] = (const char *) (s);                                             \
+    argvlen[k] = (n)
+
+    ngx_http_toll_usage_arg(8, TOLL_NAME_USAGE_MIRROR,
+                            toll_name_len(TOLL_NAME_USAGE_MIRROR));
+    ngx_http_toll_usage_arg(9, ctx->key.key_id.data, ctx->key.key_id.len);
+    ngx_http_toll_usage_arg(10, uctx->today, NGX_HTTP_TOLL_USAGE_DAY_LEN);
+    ngx_http_toll_usage_arg(11, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
+    ngx_http_toll_usage_arg(12, TOLL_CAP_DAILY,
+                            toll_name_len(TOLL_CAP_DAILY));
+    ngx_http_toll_usage_arg(13, TOLL_CAP_MONTHLY,
+                            toll_name_len(TOLL_CAP_MONTHLY));
+    ngx_http_toll_usage_arg(14, TOLL_CAP_ANCHOR,
+                            toll_name_len(TOLL_CAP_ANCHOR));
+    ngx_http_toll_usage_arg(15, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
+    ngx_http_toll_usage_arg(16, TOLL_NAME_CAP_DAY,
+                            toll_name_len(TOLL_NAME_CAP_DAY));
+    ngx_http_toll_usage_arg(17, TOLL_NAME_CAP_MONTH,
+                            toll_name_len(TOLL_NAME_CAP_MONTH));
+
+#undef ngx_http_toll_usage_arg
+
+    for (n = 18, i = 0; i < uctx->unsent.nelts; i++) {
         if (u[i].in_flight) {
             argv[n] = (const char *) u[i].flush_id;
             argvlen[n++] = TOLL_NAME_BATCH_LEN;
@@ -272,12 +351,13 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
     ctx = ngx_http_toll_get_ctx(r);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3
+        || reply->elements != 4
         || reply->element[0]->type != REDIS_REPLY_ARRAY
         || reply->element[0]->elements % 2
         || reply->element[1]->type != REDIS_REPLY_ARRAY
         || reply->element[2]->type != REDIS_REPLY_ARRAY
-        || reply->element[2]->elements % 2)
+        || reply->element[2]->elements % 2
+        || reply->element[3]->type != REDIS_REPLY_ARRAY)
     {
         if (reply && reply->type == REDIS_REPLY_ERROR) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -311,6 +391,14 @@ ngx_http_toll_usage_reply(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "toll: the usage or balance of \"%V\" does not sum "
                       "in 64 bits", &ctx->key.owner);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    if (ngx_http_toll_usage_caps(uctx, ctx, reply->element[3]) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll: a spend cap of \"%V\" does not read as one",
+                      &ctx->key.owner);
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;
     }
@@ -665,7 +753,8 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                           &totals, rows, uctx->rows.nelts,
                           uctx->balances.elts, uctx->balances.nelts);
 
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_create_temp_buf(r->pool,
+                            len + ngx_http_toll_usage_caps_len(uctx, ctx));
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -674,6 +763,14 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                                ctx->key.owner.len, &totals, rows,
                                uctx->rows.nelts, uctx->balances.elts,
                                uctx->balances.nelts);
+
+    /* the caps go last, before the end "}\n" the writer made */
+
+    if (b->last - b->pos < 2 || b->last[-2] != '}' || b->last[-1] != '\n') {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_http_toll_usage_caps_json(b->last - 2, uctx, ctx);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -694,4 +791,327 @@ ngx_http_toll_usage_send(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* today and tomorrow (the day cap's end), UTC, by this node's clock */
+
+static void
+ngx_http_toll_usage_days(ngx_http_toll_usage_ctx_t *uctx)
+{
+    time_t    now;
+    ngx_tm_t  tm;
+
+    now = ngx_time();
+
+    ngx_gmtime(now, &tm);
+    ngx_sprintf(uctx->today, "%04d%02d%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
+                tm.ngx_tm_mday);
+
+    ngx_gmtime(now - now % 86400 + 86400, &tm);
+    ngx_sprintf(uctx->tomorrow, "%04d%02d%02d", tm.ngx_tm_year,
+                tm.ngx_tm_mon, tm.ngx_tm_mday);
+}
+
+
+/*
+ * The caps that apply to the buyer and the asking key (lua/usage.lua's
+ * fourth answer): {}, or the month's start and end, then per cap its
+ * scope, period, currency, cap and what its period counts as used: what
+ * the nodes leased, less what this nginx leased and has not spent (its
+ * calls count at once; other nginx's unspent leases show as used until
+ * they go back).  The amounts are checked int64s, never below 0.
+ */
+
+static ngx_int_t
+ngx_http_toll_usage_caps(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_http_toll_ctx_t *ctx, redisReply *caps)
+{
+    size_t                      i;
+    int64_t                     used, unspent;
+    ngx_str_t                   s;
+    redisReply                **e;
+    ngx_array_t                 now;
+    ngx_http_toll_usage_cap_t  *cap;
+    ngx_http_toll_main_conf_t  *mcf;
+
+    e = caps->element;
+
+    if (caps->elements == 0) {
+        return NGX_OK;
+    }
+
+    if (caps->elements < 2 || (caps->elements - 2) % 5) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < caps->elements; i++) {
+        if (e[i]->type != REDIS_REPLY_STRING) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (e[0]->len != NGX_HTTP_TOLL_USAGE_DAY_LEN
+        || e[1]->len != NGX_HTTP_TOLL_USAGE_DAY_LEN
+        || ngx_http_toll_cap_time((u_char *) e[0]->str) == 0
+        || ngx_http_toll_cap_time((u_char *) e[1]->str) == 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(uctx->month, e[0]->str, NGX_HTTP_TOLL_USAGE_DAY_LEN);
+    ngx_memcpy(uctx->month_end, e[1]->str, NGX_HTTP_TOLL_USAGE_DAY_LEN);
+
+    /* the node's leases now, to compare with those before the ask */
+
+    mcf = ngx_http_get_module_main_conf(uctx->request, ngx_http_toll_module);
+
+    if (ngx_array_init(&now, uctx->request->pool, 4,
+                       sizeof(ngx_http_toll_cap_lease_t))
+        != NGX_OK
+        || ngx_http_toll_cap_leases(mcf->shm_zone, &ctx->key.owner,
+                                    &ctx->key.key_id, &now)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 2; i < caps->elements; i += 5) {
+        cap = ngx_array_push(&uctx->caps);
+        if (cap == NULL) {
+            return NGX_ERROR;
+        }
+
+        cap->key_scope = (e[i]->len == 3
+                          && ngx_strncmp(e[i]->str, "key", 3) == 0);
+        cap->monthly = (e[i + 1]->len == toll_name_len(TOLL_CAP_MONTHLY)
+                        && ngx_strncmp(e[i + 1]->str, TOLL_CAP_MONTHLY,
+                                       e[i + 1]->len)
+                           == 0);
+
+        s.data = (u_char *) e[i + 2]->str;
+        s.len = e[i + 2]->len;
+
+        cap->currency.len = s.len;
+        cap->currency.data = ngx_pstrdup(uctx->request->pool, &s);
+
+        if (cap->currency.data == NULL
+            || toll_usage_count_parse(e[i + 3]->str, e[i + 3]->len,
+                                      &cap->cap)
+               != 0
+            || cap->cap < 0
+            || toll_usage_count_parse(e[i + 4]->str, e[i + 4]->len, &used)
+               != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        unspent = ngx_http_toll_usage_unspent(uctx, &now, cap);
+
+        cap->used = (used > unspent) ? used - unspent : 0;
+    }
+
+    ngx_sort(uctx->caps.elts, uctx->caps.nelts,
+             sizeof(ngx_http_toll_usage_cap_t), ngx_http_toll_usage_cap_cmp);
+
+    return NGX_OK;
+}
+
+
+/*
+ * What this nginx leased of the cap's period and has not spent, which
+ * Redis counts as used: a buyer's cap counts the leases of all its keys.
+ * A lease counts only if it is the same before the ask and after the
+ * answer, with no exchange sent in between or in flight at either (the
+ * last exchange sent, asked_ms, unchanged): every grant of it was then
+ * in Redis before the script ran, and none of it was given back.  The
+ * smaller of the two is what is left unspent; calls in flight count as
+ * used.  Anything less certain counts as used: a figure that errs, errs
+ * high, for at most an exchange's round trip.
+ */
+
+static int64_t
+ngx_http_toll_usage_unspent(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_array_t *now, ngx_http_toll_usage_cap_t *cap)
+{
+    u_char                     *period, *day;
+    int64_t                     sum;
+    ngx_uint_t                  i, j;
+    ngx_http_toll_cap_lease_t  *a, *b;
+
+    a = uctx->leases.elts;
+    b = now->elts;
+    sum = 0;
+    period = cap->monthly ? uctx->month : uctx->today;
+
+    for (i = 0; i < now->nelts; i++) {
+        day = cap->monthly ? b[i].month : b[i].day;
+
+        if (b[i].asking || b[i].lease <= 0
+            || (cap->key_scope && !b[i].this_key)
+            || b[i].currency.len != cap->currency.len
+            || ngx_strncmp(b[i].currency.data, cap->currency.data,
+                           cap->currency.len)
+               != 0
+            || ngx_memcmp(day, period, NGX_HTTP_TOLL_USAGE_DAY_LEN) != 0)
+        {
+            continue;
+        }
+
+        for (j = 0; j < uctx->leases.nelts; j++) {
+            if (a[j].uid == b[i].uid) {
+                break;
+            }
+        }
+
+        if (j == uctx->leases.nelts || a[j].asking
+            || a[j].asked_ms != b[i].asked_ms
+            || ngx_memcmp(a[j].day, b[i].day, NGX_HTTP_TOLL_USAGE_DAY_LEN)
+               != 0
+            || ngx_memcmp(a[j].month, b[i].month,
+                          NGX_HTTP_TOLL_USAGE_DAY_LEN)
+               != 0)
+        {
+            continue;
+        }
+
+        /* a lease is at most what a cap allows: no sum overflows */
+        if (toll_money_add(sum, ngx_min(a[j].lease, b[i].lease), &sum) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return sum;
+}
+
+
+/* the buyer's caps first, by currency, the day's before the month's */
+
+static ngx_int_t
+ngx_http_toll_usage_cap_cmp(const void *one, const void *two)
+{
+    const ngx_http_toll_usage_cap_t  *a = one, *b = two;
+
+    ngx_int_t  rc;
+
+    if (a->key_scope != b->key_scope) {
+        return (ngx_int_t) a->key_scope - (ngx_int_t) b->key_scope;
+    }
+
+    rc = ngx_memn2cmp(a->currency.data, b->currency.data, a->currency.len,
+                      b->currency.len);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (ngx_int_t) a->monthly - (ngx_int_t) b->monthly;
+}
+
+
+/*
+ * The "caps" member the writer adds: its length at most, measured from
+ * what it prints (the currency comes from Redis, of any length).
+ */
+
+#define NGX_HTTP_TOLL_USAGE_CAP_LEN                                           \
+    (sizeof(",{\"scope\":\"buyer\",\"currency\":\"\",\"period\":\"monthly\"," \
+            "\"cap\":\"\",\"used\":\"\",\"remaining\":\"\","                   \
+            "\"start\":\"YYYY-MM-DDT00:00:00Z\","                             \
+            "\"end\":\"YYYY-MM-DDT00:00:00Z\",\"key_id\":\"\"}")               \
+     + 3 * TOLL_MONEY_STR_MAX)
+
+static size_t
+ngx_http_toll_usage_caps_len(ngx_http_toll_usage_ctx_t *uctx,
+    ngx_http_toll_ctx_t *ctx)
+{
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_http_toll_usage_cap_t  *cap;
+
+    cap = uctx->caps.elts;
+    len = sizeof(",\"caps\":[]}\n");
+
+    for (i = 0; i < uctx->caps.nelts; i++) {
+        len += NGX_HTTP_TOLL_USAGE_CAP_LEN
+               + toll_json_escape(NULL, cap[i].currency.data,
+                                  cap[i].currency.len)
+               + toll_json_escape(NULL, ctx->key.key_id.data,
+                                  ctx->key.key_id.len);
+    }
+
+    return len;
+}
+
+
+/*
+ *  ,"caps":[{"scope":"buyer","currency":"USD","period":"daily","cap":"1",
+ *  "used":"0.25","remaining":"0.75","start":"2026-12-02T00:00:00Z",
+ *  "end":"2026-12-03T00:00:00Z"},{"scope":"key",...,"key_id":"tk_..."}]}
+ *  and a newline: the end of the answer.
+ */
+
+static u_char *
+ngx_http_toll_usage_caps_json(u_char *p, ngx_http_toll_usage_ctx_t *uctx,
+    ngx_http_toll_ctx_t *ctx)
+{
+    u_char                     *start, *end;
+    ngx_uint_t                  i;
+    ngx_http_toll_usage_cap_t  *cap;
+
+    cap = uctx->caps.elts;
+
+    p = ngx_cpymem(p, ",\"caps\":[", sizeof(",\"caps\":[") - 1);
+
+    for (i = 0; i < uctx->caps.nelts; i++) {
+        p = ngx_sprintf(p, "%s{\"scope\":\"%s\",\"currency\":\"",
+                        i ? "," : "", cap[i].key_scope ? "key" : "buyer");
+        p += toll_json_escape((char *) p, cap[i].currency.data,
+                              cap[i].currency.len);
+
+        p = ngx_sprintf(p, "\",\"period\":\"%s\",\"cap\":\"",
+                        cap[i].monthly ? TOLL_CAP_MONTHLY : TOLL_CAP_DAILY);
+        p += toll_money_format(cap[i].cap, (char *) p);
+        p = ngx_cpymem(p, "\",\"used\":\"", sizeof("\",\"used\":\"") - 1);
+        p += toll_money_format(cap[i].used, (char *) p);
+        p = ngx_cpymem(p, "\",\"remaining\":\"",
+                       sizeof("\",\"remaining\":\"") - 1);
+        p += toll_money_format(cap[i].cap > cap[i].used
+                               ? cap[i].cap - cap[i].used : 0, (char *) p);
+
+        start = cap[i].monthly ? uctx->month : uctx->today;
+        end = cap[i].monthly ? uctx->month_end : uctx->tomorrow;
+
+        p = ngx_cpymem(p, "\",\"start\":\"", sizeof("\",\"start\":\"") - 1);
+        p = ngx_http_toll_usage_time(p, start);
+        p = ngx_cpymem(p, "\",\"end\":\"", sizeof("\",\"end\":\"") - 1);
+        p = ngx_http_toll_usage_time(p, end);
+
+        if (cap[i].key_scope) {
+            p = ngx_cpymem(p, "\",\"key_id\":\"",
+                           sizeof("\",\"key_id\":\"") - 1);
+            p += toll_json_escape((char *) p, ctx->key.key_id.data,
+                                  ctx->key.key_id.len);
+        }
+
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    return ngx_cpymem(p, "]}\n", 3);
+}
+
+
+/* "YYYYMMDD" as the instant its day starts, "YYYY-MM-DDT00:00:00Z" */
+
+static u_char *
+ngx_http_toll_usage_time(u_char *p, u_char *day)
+{
+    p = ngx_cpymem(p, day, 4);
+    *p++ = '-';
+    p = ngx_cpymem(p, day + 4, 2);
+    *p++ = '-';
+    p = ngx_cpymem(p, day + 6, 2);
+
+    return ngx_cpymem(p, "T00:00:00Z", sizeof("T00:00:00Z") - 1);
 }

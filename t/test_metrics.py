@@ -26,8 +26,10 @@ import time
 import pytest
 
 from helpers import client
+from helpers.caps import set_cap as set_caps
 from helpers.keys import make_key
 from helpers.meter import meter_upstream, proxy_to, upstream_block
+from helpers.meter import micros as micros_of
 from helpers.metrics import GATE_FAMILIES
 from helpers.procs import wait_for
 
@@ -252,15 +254,19 @@ def test_series_do_not_grow_with_buyers(start_nginx, redis_server,
     ngx = start(start_nginx, meter_upstream)
     s = 2                                    # weather and maps
     c = 2                                    # USD and EUR: the prepaid
-                                             # gauges, 5 per currency
-    assert series(metrics(ngx)) == 30 * (s + 1) + 3 * s + 30 + 5 * c
+                                             # gauges, 5 per currency,
+                                             # the caps', 3, and their
+                                             # generation
+    wait_for(lambda: "toll_cap_generation " in scrape(ngx).body.decode(),
+             5, interval=0.1, what="the caps' generation read")
+    assert series(metrics(ngx)) == 30 * (s + 1) + 3 * s + 30 + 8 * c + 1
     for i in range(20):
         key = make_key(redis_server, owner="buyer%d" % i)
         assert get(ngx, "/weather/%d" % i, key).status == 200
         assert get(ngx, "/plain/%d" % i, key).status == 200
     quiet(ngx)
     f = metrics(ngx)
-    assert series(f) == 30 * (s + 1) + 3 * s + 30 + 5 * c
+    assert series(f) == 30 * (s + 1) + 3 * s + 30 + 8 * c + 1
     assert value(f, "toll_requests_total", service="weather",
                  decision="passed") == 20
 
@@ -537,6 +543,51 @@ def test_zone_bytes_add_up(start_nginx, meter_upstream):
     free = value(f, "toll_zone_free_bytes")
     assert used > 0 and free > 0
     assert used + free == 10 * 1024 * 1024
+
+
+def test_cap_lease_gauges(start_nginx, redis_server, meter_upstream):
+    """What this nginx holds of spend caps, per currency: after a call,
+    the lease it keeps (10 prices granted, 1 held and charged) and the
+    one entry holding it, nothing waiting for Redis; the generation as
+    read; the lease gone back once idle (toll_prepaid_idle, 2 s)."""
+    ngx = start(start_nginx, meter_upstream)
+    rc = redis_server.client
+
+    def gen():
+        f = metrics(ngx)
+        s = f["toll_cap_generation"]["samples"]
+        return value(f, "toll_cap_generation") if s else None
+
+    # no cap was ever set: generation 0, nothing held
+    wait_for(lambda: gen() == 0, 5, interval=0.1,
+             what="the caps' generation read")
+    f = metrics(ngx)
+    for cur in ("USD", "EUR"):
+        for name in ("toll_cap_lease_micros", "toll_cap_leases",
+                     "toll_cap_asking"):
+            assert value(f, name, currency=cur) == 0, (name, cur)
+
+    key = make_key(redis_server, owner="capped")
+    set_caps(rc, "capped", monthly=micros_of("100"), currency="EUR")
+    want = int(rc.get("toll:cap:gen"))
+    assert want > 0
+    wait_for(lambda: gen() == want, 5, interval=0.1,
+             what="the new generation read")
+    assert get(ngx, "/maps/1", key).status == 200
+    f = metrics(ngx)
+    assert value(f, "toll_cap_lease_micros", currency="EUR") == \
+        9 * micros_of("1.25")
+    assert value(f, "toll_cap_leases", currency="EUR") == 1
+    assert value(f, "toll_cap_asking", currency="EUR") == 0
+    assert value(f, "toll_cap_lease_micros", currency="USD") == 0
+    assert value(f, "toll_cap_leases", currency="USD") == 0
+
+    def back():
+        f = metrics(ngx)
+        return (value(f, "toll_cap_lease_micros", currency="EUR"),
+                value(f, "toll_cap_leases", currency="EUR"),
+                value(f, "toll_cap_asking", currency="EUR")) == (0, 0, 0)
+    wait_for(back, 10, interval=0.2, what="the idle lease to go back")
 
 
 def test_counters_survive_a_reload(start_nginx, redis_server,

@@ -27,4 +27,8 @@ GATE_FAMILIES = {
     "toll_prepaid_unflushed_micros": "gauge",
     "toll_prepaid_balances": "gauge",
     "toll_prepaid_unsure": "gauge",
+    "toll_cap_lease_micros": "gauge",
+    "toll_cap_leases": "gauge",
+    "toll_cap_asking": "gauge",
+    "toll_cap_generation": "gauge",
 }

@@ -61,4 +61,40 @@ ngx_int_t ngx_http_toll_cap_problem(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_problem_ext_t *ext);
 
 
+/*
+ * What this nginx holds of caps in one currency, for the metrics: leases
+ * and exchanges in flight are pinned and queued (ngx_http_toll_cap_keep),
+ * so a walk of the cap queue finds them all; "no caps" entries are not.
+ */
+typedef struct {
+    ngx_str_t                  currency;      /* set by the caller */
+    int64_t                    lease;
+    ngx_uint_t                 leases;        /* entries holding one */
+    ngx_uint_t                 asking;        /* entries waiting for Redis */
+} ngx_http_toll_cap_gauge_t;
+
+/* sums the queue into g[0..n-1] by currency; *gen: as read, -1: not yet */
+void ngx_http_toll_cap_gauges(ngx_shm_zone_t *shm_zone,
+    ngx_http_toll_cap_gauge_t *g, ngx_uint_t n, int64_t *gen);
+
+/* a lease of a buyer's caps as this nginx holds it, for toll_usage */
+typedef struct {
+    uint64_t                   uid;           /* the zone node's */
+    int64_t                    lease;         /* unspent */
+    int64_t                    asked_ms;      /* the last exchange sent */
+    ngx_uint_t                 asking;
+    ngx_uint_t                 this_key;      /* the asking key's */
+    ngx_str_t                  currency;      /* in the pool */
+    u_char                     day[TOLL_NAME_DAY_LEN];
+    u_char                     month[TOLL_NAME_DAY_LEN];
+} ngx_http_toll_cap_lease_t;
+
+/* the buyer's leases, and exchanges in flight, into out; takes the lock */
+ngx_int_t ngx_http_toll_cap_leases(ngx_shm_zone_t *shm_zone,
+    ngx_str_t *buyer, ngx_str_t *key_id, ngx_array_t *out);
+
+/* the unix time of a "YYYYMMDD" day's start, UTC; 0: not a day */
+time_t ngx_http_toll_cap_time(u_char *day);
+
+
 #endif /* _NGX_HTTP_TOLL_CAP_H_INCLUDED_ */

@@ -17,7 +17,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_metrics_int.h"
-#include "ngx_http_toll_cap_int.h"
+#include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_redis.h"

@@ -71,7 +71,8 @@ class Receiver:
 
     def events(self):
         """The events received, each one's signature and headers
-        checked."""
+        checked, by period and threshold: deliveries of one pass may
+        arrive in any order."""
         out = []
         with self.lock:
             got = list(self.got)
@@ -81,7 +82,8 @@ class Receiver:
             assert headers["X-Toll-Event"] == ev["type"] == EVENT
             assert headers["X-Toll-Event-Id"] == ev["id"]
             out.append(ev)
-        return out
+        return sorted(out, key=lambda e: (e["data"]["period_start"],
+                                          e["data"]["threshold"]))
 
     def close(self):
         self.server.shutdown()

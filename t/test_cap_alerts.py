@@ -7,7 +7,7 @@ threshold per cap per period.
        meter writes it, toll-settle --once: each threshold once, never
        again after more passes or a restart; 50 and 80 together; the full
        mark; keys; months with an anchor; a new day; no generation, no
-       check
+       check; a daemon's many passes
     2. through nginx: caps set with tollctl, calls, passes; a price that
        does not divide the cap gives 100 % at the refusal; a key's cap;
        a new day re-arms (libfaketime)
@@ -358,6 +358,36 @@ def test_bad_fields_left_out(settle, redis_server, receiver):
     once(settle)
     assert [(s[0], s[4]) for s in seen(receiver)] == [
         ("buyer", 50), ("buyer", 80), ("buyer", 100)]
+
+
+def test_daemon_once(redis_server, tmp_path, receiver):
+    """A running daemon, a pass every 100 ms, the buyer's usage drained
+    again and again: each threshold once."""
+    rc = redis_server.client
+    s = Settle(redis_server, tmp_path / "ledger.db", conf_lines=[
+        "webhook %s events=%s secret=%s" % (receiver.url, EVENT, SECRET)])
+    try:
+        p = s.start()
+        set_cap(rc, "acme", daily=1 * M)
+        set_key_cap(rc, "acme", "tk_a", monthly=1 * M)
+        used(rc, "acme", 1 * M)
+        used(rc, "acme", 500000, key="tk_a", month=day()[:6] + "01")
+        for _ in range(5):
+            drained(rc, "acme")
+            wait_for(lambda: not rc.exists("toll:usage:{acme}:" + day()),
+                     10, interval=0.05, what="the drain")
+        wait_for(lambda: len(receiver.events()) >= 4, 20,
+                 what="four alerts")
+        for _ in range(3):
+            drained(rc, "acme")
+            wait_for(lambda: not rc.exists("toll:usage:{acme}:" + day()),
+                     10, interval=0.05, what="the drain")
+        assert s.stop(p) == 0
+        assert sorted((e["data"]["scope"], e["data"]["threshold"])
+                      for e in receiver.events()) == [
+            ("buyer", 50), ("buyer", 80), ("buyer", 100), ("key", 50)]
+    finally:
+        s.close()
 
 
 # ================================================= 2. through nginx

@@ -63,7 +63,7 @@ typedef struct {
 } toll_settle_cap_t;
 
 
-/* a buyer's day and month: names, first days, ends */
+/* the day's period and the month's: first days, and the days after */
 typedef struct {
     char      start[2][TOLL_NAME_DAY_LEN + 1];
     char      end[2][TOLL_NAME_DAY_LEN + 1];

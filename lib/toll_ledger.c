@@ -31,6 +31,7 @@ static int toll_ledger_schema(toll_ledger_t *lg, int flags);
 static int toll_ledger_migrate(toll_ledger_t *lg, char *version,
     size_t size);
 static int toll_ledger_migrate_v1(toll_ledger_t *lg);
+static int toll_ledger_migrate_v2(toll_ledger_t *lg);
 static int toll_ledger_meta_get(toll_ledger_t *lg, const char *name,
     char *buf, size_t size, int *found);
 
@@ -216,13 +217,15 @@ toll_ledger_schema(toll_ledger_t *lg, int flags)
 
 check:
 
-    if (atoi(version) == 1) {
+    if (atoi(version) >= 1
+        && atoi(version) < TOLL_LEDGER_SCHEMA_VERSION)
+    {
         if (flags & TOLL_LEDGER_OPEN_READONLY) {
             return toll_ledger_set_error(lg, TOLL_LEDGER_INVALID,
-                                         "schema version 1: open it "
+                                         "schema version %d: open it "
                                          "writable once (toll-settle does "
                                          "as it starts) to migrate it to "
-                                         "version %d",
+                                         "version %d", atoi(version),
                                          TOLL_LEDGER_SCHEMA_VERSION);
         }
 
@@ -245,13 +248,14 @@ check:
 
 
 /*
- * Version 1 to 2, once, in one transaction: SQLite cannot change a
- * table's CHECKs, so accounts and transactions are rebuilt as its
- * documented 12-step ALTER TABLE does (https://sqlite.org/lang_altertable
- * .html#otheralter): foreign keys off (outside a transaction, where the
- * pragma works), new tables, rows copied, old tables dropped, the new
- * renamed, indexes and trigger made again, foreign_key_check, the
- * version bumped, commit, foreign keys on.  Another process may have
+ * Version 1 or 2 to 3, once, in one transaction.  Version 1 to 2: SQLite
+ * cannot change a table's CHECKs, so accounts and transactions are
+ * rebuilt as its documented 12-step ALTER TABLE does (https://sqlite.org
+ * /lang_altertable.html#otheralter): foreign keys off (outside a
+ * transaction, where the pragma works), new tables, rows copied, old
+ * tables dropped, the new renamed, indexes and trigger made again,
+ * foreign_key_check, the version bumped, commit, foreign keys on.
+ * Version 2 to 3 adds a table.  Another process may have
  * migrated the file meanwhile: the version is read again under the lock.
  */
 static int
@@ -276,6 +280,14 @@ toll_ledger_migrate(toll_ledger_t *lg, char *version, size_t size)
 
             if (rc == TOLL_LEDGER_OK) {
                 snprintf(version, size, "2");
+            }
+        }
+
+        if (rc == TOLL_LEDGER_OK && found && atoi(version) == 2) {
+            rc = toll_ledger_migrate_v2(lg);
+
+            if (rc == TOLL_LEDGER_OK) {
+                snprintf(version, size, "3");
             }
         }
 
@@ -345,6 +357,22 @@ toll_ledger_migrate_v1(toll_ledger_t *lg)
 
     if (rc != SQLITE_DONE) {
         return toll_ledger_sql_error(lg, "check the migrated ledger");
+    }
+
+    return TOLL_LEDGER_OK;
+}
+
+
+/* version 2 to 3: a new table, nothing rebuilt */
+static int
+toll_ledger_migrate_v2(toll_ledger_t *lg)
+{
+    static const char  sql[] =
+        TOLL_LEDGER_CAP_ALERTS_SQL
+        "UPDATE meta SET value = '3' WHERE name = 'schema_version';";
+
+    if (sqlite3_exec(lg->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return toll_ledger_sql_error(lg, "migrate the ledger to version 3");
     }
 
     return TOLL_LEDGER_OK;

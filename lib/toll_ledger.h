@@ -24,10 +24,10 @@
 
 
 /*
- * Version 2 adds prepaid balances; a version-1 file opened writable is
- * migrated to it at once (toll_ledger_open).
+ * Version 2 adds prepaid balances, version 3 spend cap alerts; an older
+ * file opened writable is migrated to it at once (toll_ledger_open).
  */
-#define TOLL_LEDGER_SCHEMA_VERSION   2
+#define TOLL_LEDGER_SCHEMA_VERSION   3
 
 /* a batch id: 32 lowercase hex digits, 128 random bits */
 #define TOLL_LEDGER_BATCH_ID_LEN     32
@@ -63,6 +63,7 @@
 #define TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED   "usage.free_tier_exhausted"
 #define TOLL_LEDGER_EVENT_BALANCE_LOW           "balance.low"
 #define TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED     "balance.exhausted"
+#define TOLL_LEDGER_EVENT_SPEND_CAP_THRESHOLD   "spend_cap.threshold"
 
 
 typedef enum {
@@ -258,6 +259,44 @@ typedef void (*toll_ledger_buyer_pt)(void *ctx, const char *buyer);
 
 int toll_ledger_recent_balance_buyers(toll_ledger_t *lg, int64_t ntx,
     toll_ledger_buyer_pt each, void *ctx);
+
+/*
+ * A spend cap alert (lib/toll_ledger_alert.c): one cap of a buyer or
+ * key in one period, as toll-settle read it from Redis, at or past
+ * threshold percent.  Strings NUL-terminated; key_id NULL or "" for the
+ * buyer's cap; days YYYYMMDD, period_end the day after the last.
+ */
+typedef struct {
+    const char           *buyer;
+    const char           *currency;
+    const char           *key_id;           /* scope key; NULL: buyer */
+    int                   monthly;          /* 0: daily */
+    const char           *period_start;
+    const char           *period_end;
+    int                   threshold;        /* 50, 80 or 100 */
+    int64_t               cap_micros;
+    int64_t               used_micros;
+} toll_ledger_cap_alert_t;
+
+/*
+ * Records the alert and its event (spend_cap.threshold) in one
+ * transaction, once per (buyer, currency, scope, key, period, start,
+ * threshold): *sent is 1 when it was written now, 0 when it was before.
+ * INVALID for a field the ledger cannot name.
+ */
+int toll_ledger_cap_alert(toll_ledger_t *lg,
+    const toll_ledger_cap_alert_t *a, int *sent);
+
+/*
+ * The (buyer, day) of each usage transaction among the last ntx, each
+ * once, to each(ctx, buyer, day): what a worker that died before its
+ * cap alerts ran had drained.
+ */
+typedef void (*toll_ledger_buyer_day_pt)(void *ctx, const char *buyer,
+    const char *day);
+
+int toll_ledger_recent_usage_days(toll_ledger_t *lg, int64_t ntx,
+    toll_ledger_buyer_day_pt each, void *ctx);
 
 /* *found = 1 when a batch of that id is in the ledger */
 int toll_ledger_has_batch(toll_ledger_t *lg, const char *id, int *found);

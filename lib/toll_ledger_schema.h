@@ -99,6 +99,32 @@
 ") STRICT;"
 
 
+/*
+ * Spend cap alerts sent (version 3; docs/settle.md, "Spend cap
+ * alerts"): one row per threshold of a cap in a period, written in the
+ * transaction of its spend_cap.threshold event.  key_id is '' for a
+ * buyer's cap, not NULL: SQLite's UNIQUE lets NULLs repeat.
+ * period_start is the period's first day, YYYYMMDD.
+ */
+#define TOLL_LEDGER_CAP_ALERTS_SQL                                           \
+"CREATE TABLE cap_alerts ("                                                  \
+"  id           INTEGER PRIMARY KEY,"                                        \
+"  buyer        TEXT NOT NULL,"                                              \
+"  currency     TEXT NOT NULL,"                                              \
+"  scope        TEXT NOT NULL CHECK (scope IN ('buyer', 'key')),"            \
+"  key_id       TEXT NOT NULL,"                                              \
+"  period       TEXT NOT NULL CHECK (period IN ('daily', 'monthly')),"       \
+"  period_start TEXT NOT NULL CHECK (length(period_start) = 8),"             \
+"  threshold    INTEGER NOT NULL CHECK (threshold IN (50, 80, 100)),"        \
+"  cap_micros   INTEGER NOT NULL,"                                           \
+"  used_micros  INTEGER NOT NULL,"                                           \
+"  event_seq    INTEGER NOT NULL REFERENCES events (seq),"                   \
+"  sent_at      INTEGER NOT NULL,"                                           \
+"  CHECK ((scope = 'key') = (key_id <> '')),"                                \
+"  UNIQUE (buyer, currency, scope, key_id, period, period_start, threshold)" \
+") STRICT;"
+
+
 #define TOLL_LEDGER_SCHEMA_SQL                                               \
 "CREATE TABLE meta ("                                                        \
 "  name  TEXT PRIMARY KEY,"                                                  \
@@ -191,7 +217,8 @@ TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                         \
 ") STRICT;"                                                                  \
 "CREATE INDEX deliveries_due ON deliveries (status, next_at_ms);"        \
                                                                              \
-TOLL_LEDGER_BALANCE_ALERTS_SQL
+TOLL_LEDGER_BALANCE_ALERTS_SQL                                               \
+TOLL_LEDGER_CAP_ALERTS_SQL
 
 
 #endif /* _TOLL_LEDGER_SCHEMA_H_INCLUDED_ */

@@ -48,6 +48,15 @@ toll_name_balance(char *p, const char *buyer, size_t len, const char *suffix)
 
 
 char *
+toll_name_cap(char *p, const char *buyer, size_t len, const char *suffix)
+{
+    p = toll_name_tagged(p, TOLL_NAME_CAP_PREFIX, buyer, len);
+
+    return toll_name_put(p, suffix, strlen(suffix));
+}
+
+
+char *
 toll_name_usage(char *p, const char *buyer, size_t len, const char *day)
 {
     p = toll_name_buyer(p, buyer, len, ":");

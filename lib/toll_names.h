@@ -95,7 +95,9 @@
  * amounts in micro-units.  After it, a period's hash: ":d<YYYYMMDD>" (a
  * UTC day) or ":m<YYYYMMDD>" (the month that starts that day), fields
  * "<CUR>:used" and "key:<key_id>:<CUR>:used": what nodes leased of the
- * caps in the period.  docs/metering.md#spend-caps.
+ * caps in the period, and "<CUR>:full", "key:<key_id>:<CUR>:full" = 1
+ * once lua/cap.lua found the cap without room for a call (toll-settle's
+ * 100 % alert).  docs/metering.md#spend-caps.
  */
 #define TOLL_NAME_CAP_PREFIX       "toll:cap:{"
 #define TOLL_NAME_CAP_DAY          ":d"
@@ -105,6 +107,7 @@
 #define TOLL_CAP_DAILY             "daily"
 #define TOLL_CAP_MONTHLY           "monthly"
 #define TOLL_CAP_USED              "used"
+#define TOLL_CAP_FULL              "full"       /* no room left: 100 % */
 #define TOLL_CAP_KEY               "key:"       /* + key id + ":" + CUR */
 #define TOLL_CAP_ANCHOR            "anchor"
 #define TOLL_CAP_ANCHOR_MAX        28
@@ -200,6 +203,10 @@ char *toll_name_tagged(char *p, const char *prefix, const char *subject,
     size_t len);
 /* "toll:balance:{<buyer>}" + suffix ("", ":refs", ":journal") */
 char *toll_name_balance(char *p, const char *buyer, size_t len,
+    const char *suffix);
+
+/* "toll:cap:{<buyer>}" + suffix ("", ":d<YYYYMMDD>", ":m<YYYYMMDD>") */
+char *toll_name_cap(char *p, const char *buyer, size_t len,
     const char *suffix);
 /* "toll:usage:{<buyer>}" + suffix (":days", ":flushes", ":" ...) */
 char *toll_name_buyer(char *p, const char *buyer, size_t len,

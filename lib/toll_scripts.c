@@ -55,6 +55,7 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "local cur, kid = ARGV[1], ARGV[2]\n"
         "local U, D, M, A, K, PD, PM = ARGV[12], ARGV[13], ARGV[14], ARGV[15],\n"
         "ARGV[16], ARGV[17], ARGV[18]\n"
+        "local F = ARGV[19]\n"
         "local kc = K .. kid .. ':' .. cur .. ':'\n"
         "local fb, fk = cur .. ':' .. U, kc .. U\n"
         "if ARGV[4] ~= '0' and ARGV[5] ~= '' then\n"
@@ -86,13 +87,14 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "if m == 13 then m, y = 1, y + 1 end\n"
         "local me = string.format('%04d%02d%02d', y, m, a)\n"
         "local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms\n"
-        "local caps = {{c[1], 'buyer', D, dh, fb}, {c[2], 'buyer', M, mh, fb},\n"
-        "{c[3], 'key', D, dh, fk}, {c[4], 'key', M, mh, fk}}\n"
+        "local xb, xk = cur .. ':' .. F, kc .. F\n"
+        "local caps = {{c[1], 'buyer', D, dh, fb, xb}, {c[2], 'buyer', M, mh, fb, xb},\n"
+        "{c[3], 'key', D, dh, fk, xk}, {c[4], 'key', M, mh, fk, xk}}\n"
         "local room, bind\n"
         "for _, e in ipairs(caps) do\n"
         "if e[1] then\n"
-        "local r = sub(e[1], redis.call('HGET', e[4], e[5]) or '0')\n"
-        "if not room or lt(r, room) then room, bind = r, e end\n"
+        "e[7] = sub(e[1], redis.call('HGET', e[4], e[5]) or '0')\n"
+        "if not room or lt(e[7], room) then room, bind = e[7], e end\n"
         "end\n"
         "end\n"
         "local g = '0'\n"
@@ -106,9 +108,19 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "redis.call('EXPIRE', dh, ARGV[10])\n"
         "redis.call('EXPIRE', mh, ARGV[11])\n"
         "end\n"
+        "for _, e in ipairs(caps) do\n"
+        "if e[1] then\n"
+        "local r = e[7]\n"
+        "if g ~= '0' then r = sub(r, g) end\n"
+        "if lt(r, ARGV[7]) then\n"
+        "redis.call('HSET', e[4], e[6], '1')\n"
+        "redis.call('EXPIRE', e[4], (e[4] == dh) and ARGV[10] or ARGV[11])\n"
+        "end\n"
+        "end\n"
+        "end\n"
         "return {'caps', g, sub(room, g), bind[2], bind[3], bind[1], ms, me}\n",
-        2418,
-        "6661433898a03edf5c6636bd1c81e3a9c98005b0"
+        2724,
+        "f464a9cb3d22e7fd27924090acfce20304deb1e3"
     },
     [TOLL_SCRIPT_CLAIM] = {
         "claim",

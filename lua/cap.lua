@@ -12,8 +12,8 @@
 -- ARGV[8]  the lease wanted (>= ARGV[7])
 -- ARGV[9]  the room below which only ARGV[7] is granted
 -- ARGV[10] the day hash's TTL, seconds   ARGV[11] the month hash's
--- ARGV[12..18] the names of lib/toll_names.h: "used", "daily",
---          "monthly", "anchor", "key:", ":d", ":m"
+-- ARGV[12..19] the names of lib/toll_names.h: "used", "daily",
+--          "monthly", "anchor", "key:", ":d", ":m", "full"
 --
 -- A period's hash is KEYS[1] .. ":d<YYYYMMDD>" or ":m<YYYYMMDD>" (the
 -- month's start, on the buyer's anchor day): the same hash tag, the same
@@ -21,7 +21,12 @@
 -- nodes leased; a grant adds to all four (day and month, buyer and key)
 -- whatever caps are set, so that a give-back always takes from the same
 -- four.  The grant: nothing when the smallest room left is below the
--- hold; the hold alone below ARGV[9]; else ARGV[8].  Answers {"none"}
+-- hold; the hold alone below ARGV[9]; else ARGV[8].  A cap whose room,
+-- after the grant, is below the hold that asked (the call refused, or
+-- the next one like it would be) is marked full: "<CUR>:full" or
+-- "key:<key>:<CUR>:full" = "1" in its period's hash, which toll-settle
+-- reads as the cap's 100 % (docs/settle.md "Spend cap alerts"); a
+-- give-back does not clear it.  Answers {"none"}
 -- when no cap applies, else {"caps", grant, room after it, scope
 -- ("buyer"|"key"), period ("daily"|"monthly"), the binding cap, the
 -- month's start, the month's end} as strings.  Amounts stay decimal
@@ -46,6 +51,7 @@ end
 local cur, kid = ARGV[1], ARGV[2]
 local U, D, M, A, K, PD, PM = ARGV[12], ARGV[13], ARGV[14], ARGV[15],
   ARGV[16], ARGV[17], ARGV[18]
+local F = ARGV[19]
 local kc = K .. kid .. ':' .. cur .. ':'
 local fb, fk = cur .. ':' .. U, kc .. U
 if ARGV[4] ~= '0' and ARGV[5] ~= '' then
@@ -77,13 +83,14 @@ m = m + 1
 if m == 13 then m, y = 1, y + 1 end
 local me = string.format('%04d%02d%02d', y, m, a)
 local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms
-local caps = {{c[1], 'buyer', D, dh, fb}, {c[2], 'buyer', M, mh, fb},
-  {c[3], 'key', D, dh, fk}, {c[4], 'key', M, mh, fk}}
+local xb, xk = cur .. ':' .. F, kc .. F
+local caps = {{c[1], 'buyer', D, dh, fb, xb}, {c[2], 'buyer', M, mh, fb, xb},
+  {c[3], 'key', D, dh, fk, xk}, {c[4], 'key', M, mh, fk, xk}}
 local room, bind
 for _, e in ipairs(caps) do
   if e[1] then
-    local r = sub(e[1], redis.call('HGET', e[4], e[5]) or '0')
-    if not room or lt(r, room) then room, bind = r, e end
+    e[7] = sub(e[1], redis.call('HGET', e[4], e[5]) or '0')
+    if not room or lt(e[7], room) then room, bind = e[7], e end
   end
 end
 local g = '0'
@@ -96,5 +103,15 @@ if not lt(room, ARGV[7]) then
   end
   redis.call('EXPIRE', dh, ARGV[10])
   redis.call('EXPIRE', mh, ARGV[11])
+end
+for _, e in ipairs(caps) do
+  if e[1] then
+    local r = e[7]
+    if g ~= '0' then r = sub(r, g) end
+    if lt(r, ARGV[7]) then
+      redis.call('HSET', e[4], e[6], '1')
+      redis.call('EXPIRE', e[4], (e[4] == dh) and ARGV[10] or ARGV[11])
+    end
+  end
 end
 return {'caps', g, sub(room, g), bind[2], bind[3], bind[1], ms, me}

@@ -30,6 +30,7 @@
 #include "toll_log.h"
 #include "toll_parse.h"
 #include "toll_settle_alerts.h"
+#include "toll_settle_caps.h"
 #include "toll_settle_balance.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
@@ -383,6 +384,7 @@ done:
 
     toll_settle_drain_close(&d);
     toll_settle_alerts_free(&d);
+    toll_settle_caps_free(&d);
     toll_ledger_close(d.ledger);
 
     if (curl_started) {
@@ -441,6 +443,11 @@ toll_settle_start(toll_settle_conf_t *conf, toll_settle_drain_t *d,
     toll_settle_metrics_hooks(metrics, d->hooks);
 
     rc = toll_settle_alerts_recover(d);
+    if (rc != 0) {
+        return rc;
+    }
+
+    rc = toll_settle_caps_recover(d);
     if (rc != 0) {
         return rc;
     }
@@ -518,7 +525,9 @@ toll_settle_lock(const toll_settle_conf_t *conf, int *fd)
  * the ledger: a prepaid account may be debited by usage before the
  * credit that paid for it is posted.  Last, the balance alerts of the
  * buyers both moved (toll_settle_alerts.c), so that a buyer whose
- * credit and spending came in the same pass is read once, after both.
+ * credit and spending came in the same pass is read once, after both,
+ * and the spend cap alerts of the buyers whose usage was drained
+ * (toll_settle_caps.c).
  */
 static int
 toll_settle_pass(toll_settle_drain_t *d, int *more)
@@ -533,6 +542,10 @@ toll_settle_pass(toll_settle_drain_t *d, int *more)
 
     if (rc == 0) {
         rc = toll_settle_alerts_pass(d);
+    }
+
+    if (rc == 0) {
+        rc = toll_settle_caps_pass(d);
     }
 
     return rc;

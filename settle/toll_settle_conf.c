@@ -490,12 +490,13 @@ toll_settle_conf_hook(toll_settle_conf_t *conf, char **args, int nargs,
 
                 if (bit == 0) {
                     snprintf(err, err_size, "unknown event \"%s\": %s, %s, "
-                             "%s, %s or %s", e,
+                             "%s, %s, %s or %s", e,
                              TOLL_LEDGER_EVENT_SETTLEMENT_CREATED,
                              TOLL_LEDGER_EVENT_SETTLEMENT_COMPLETED,
                              TOLL_LEDGER_EVENT_FREE_TIER_EXHAUSTED,
                              TOLL_LEDGER_EVENT_BALANCE_LOW,
-                             TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED);
+                             TOLL_LEDGER_EVENT_BALANCE_EXHAUSTED,
+                             TOLL_LEDGER_EVENT_SPEND_CAP_THRESHOLD);
                     return -1;
                 }
 

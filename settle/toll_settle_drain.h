@@ -90,6 +90,17 @@ typedef struct {
     int                         alert_full_said;
     uint64_t                    alerts_low;
     uint64_t                    alerts_exhausted;
+
+    /*
+     * Spend cap alerts (toll_settle_caps.c): "<YYYYMMDD><buyer>" of each
+     * batch this pass drained, checked at its end; alerts sent since
+     * start.
+     */
+    char                      **cap_notes;      /* owned, strings too */
+    size_t                      cap_nnotes;
+    size_t                      cap_cap;
+    int                         cap_full_said;
+    uint64_t                    cap_alerts;
 } toll_settle_drain_t;
 
 

@@ -16,6 +16,7 @@
 #include "toll_money.h"
 #include "toll_names.h"
 #include "toll_settle_alerts.h"
+#include "toll_settle_caps.h"
 #include "toll_settle_drain_int.h"
 #include "toll_usage.h"
 
@@ -90,6 +91,7 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
          */
         d->replays++;
         toll_settle_alerts_note(d, c->buyer);
+        toll_settle_caps_note(d, c->buyer, c->day);
     }
 
     return rc;
@@ -167,6 +169,9 @@ toll_settle_posted(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     size_t  i;
 
     if (rc == TOLL_LEDGER_OK || rc == TOLL_LEDGER_EXISTS) {
+        /* the caps it leased from: their alerts look at the day's used */
+        toll_settle_caps_note(d, c->buyer, c->day);
+
         /* a balance paid: the alerts look at it at the pass's end */
         for (i = 0; i < n; i++) {
             if (usage[i].prepaid_micros > 0) {

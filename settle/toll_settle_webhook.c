@@ -108,6 +108,10 @@ toll_settle_event_bit(const char *type)
         return TOLL_SETTLE_EVENT_BALANCE_EXHAUSTED;
     }
 
+    if (strcmp(type, TOLL_LEDGER_EVENT_SPEND_CAP_THRESHOLD) == 0) {
+        return TOLL_SETTLE_EVENT_SPEND_CAP_THRESHOLD;
+    }
+
     return 0;
 }
 

@@ -26,6 +26,7 @@
 #define TOLL_SETTLE_EVENT_FREE_TIER_EXHAUSTED   0x04
 #define TOLL_SETTLE_EVENT_BALANCE_LOW           0x08
 #define TOLL_SETTLE_EVENT_BALANCE_EXHAUSTED     0x10
+#define TOLL_SETTLE_EVENT_SPEND_CAP_THRESHOLD   0x20
 
 /* attempts of one delivery: the first and three retries */
 #define TOLL_SETTLE_HOOK_ATTEMPTS_MAX           4

@@ -25,10 +25,18 @@
  */
 #define NGX_HTTP_TOLL_CAP_GEN_MS    500
 #define NGX_HTTP_TOLL_CAP_POLL_MS   250
+/* EVALSHA, its sha, 1 key, then lua/cap.lua's 19 ARGV */
+#define NGX_HTTP_TOLL_CAP_ARGS      23
+
+#define ngx_http_toll_cap_str(k, s, n)                                        \
+    argv[k] = (const char *) (s);                                             \
+    argvlen[k] = (n)
+
 /* leases looked at per tick and worker */
 #define NGX_HTTP_TOLL_CAP_TICK_MAX  256
 
 
+static void ngx_http_toll_cap_names(const char **argv, size_t *argvlen);
 static void ngx_http_toll_cap_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_toll_cap_answer(ngx_http_toll_cap_state_t *st,
     ngx_http_toll_cap_ask_t *ask, redisReply *reply, int64_t now);
@@ -59,8 +67,8 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
     int64_t     want, bound;
     time_t      now;
     ngx_str_t   buyer, key, cur;
-    size_t      argvlen[22];
-    const char *argv[22];
+    size_t      argvlen[NGX_HTTP_TOLL_CAP_ARGS];
+    const char *argv[NGX_HTTP_TOLL_CAP_ARGS];
 
     /* "c:buyer\nkey\ncurrency" */
 
@@ -111,10 +119,6 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
     argv[3] = (const char *) name;
     argvlen[3] = p - name;
 
-#define ngx_http_toll_cap_str(k, s, n)                                        \
-    argv[k] = (const char *) (s);                                             \
-    argvlen[k] = (n)
-
     ngx_http_toll_cap_str(4, cur.data, cur.len);
     ngx_http_toll_cap_str(5, key.data, key.len);
     ngx_http_toll_cap_str(6, ask->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
@@ -146,6 +150,24 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
 
 #undef ngx_http_toll_cap_arg
 
+    ngx_http_toll_cap_names(argv, argvlen);
+
+    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_CAP, ngx_http_toll_cap_reply,
+                                 ask, NGX_HTTP_TOLL_CAP_ARGS, argv, argvlen)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* lua/cap.lua's ARGV[12..19]: the names of lib/toll_names.h */
+
+static void
+ngx_http_toll_cap_names(const char **argv, size_t *argvlen)
+{
     ngx_http_toll_cap_str(15, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
     ngx_http_toll_cap_str(16, TOLL_CAP_DAILY, toll_name_len(TOLL_CAP_DAILY));
     ngx_http_toll_cap_str(17, TOLL_CAP_MONTHLY,
@@ -157,17 +179,7 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
                           toll_name_len(TOLL_NAME_CAP_DAY));
     ngx_http_toll_cap_str(21, TOLL_NAME_CAP_MONTH,
                           toll_name_len(TOLL_NAME_CAP_MONTH));
-
-#undef ngx_http_toll_cap_str
-
-    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_CAP, ngx_http_toll_cap_reply,
-                                 ask, 22, argv, argvlen)
-        == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    ngx_http_toll_cap_str(22, TOLL_CAP_FULL, toll_name_len(TOLL_CAP_FULL));
 }
 
 

@@ -3,7 +3,8 @@
  * prepaid balances) to the current one (lib/toll_ledger.c): a version-1
  * file, made here with version 1's schema as it was, with rows, is
  * migrated on a writable open, keeps every row and total, and passes the
- * ledger's check; a read-only open refuses it.
+ * ledger's check; a read-only open refuses it.  A version-2 file (before
+ * spend cap alerts) gains the table cap_alerts and keeps its rows.
  */
 
 #include <stdarg.h>
@@ -327,6 +328,116 @@ test_v1_readonly_refused(void **state)
 }
 
 
+/* version 3's table is there and takes an alert once */
+static void
+assert_cap_alert_once(toll_ledger_t *lg)
+{
+    int                      sent;
+    toll_ledger_cap_alert_t  a;
+
+    memset(&a, 0, sizeof(a));
+    a.buyer = "acme";
+    a.currency = "USD";
+    a.period_start = "20260301";
+    a.period_end = "20260302";
+    a.threshold = 80;
+    a.cap_micros = 1000000;
+    a.used_micros = 800000;
+
+    assert_int_equal(toll_ledger_cap_alert(lg, &a, &sent), TOLL_LEDGER_OK);
+    assert_int_equal(sent, 1);
+    assert_int_equal(toll_ledger_cap_alert(lg, &a, &sent), TOLL_LEDGER_OK);
+    assert_int_equal(sent, 0);
+    assert_int_equal(scalar(lg, "SELECT count(*) FROM cap_alerts"), 1);
+}
+
+
+/*
+ * Version 2 as it was: the current schema without cap_alerts (version 3
+ * added that table and nothing else), with a balance posted.
+ */
+static void
+make_v2(const char *path)
+{
+    char                       err[256];
+    sqlite3                   *db;
+    toll_ledger_t             *lg;
+    toll_ledger_balance_tx_t   tx;
+
+    assert_int_equal(toll_ledger_open(path, TOLL_LEDGER_OPEN_CREATE, &lg,
+                                      err, sizeof(err)),
+                     TOLL_LEDGER_OK);
+
+    memset(&tx, 0, sizeof(tx));
+    tx.ref = "r1";
+    tx.kind = TOLL_LEDGER_TX_CREDIT;
+    tx.currency = "USD";
+    tx.amount_micros = 5000000;
+
+    assert_int_equal(toll_ledger_post_balance(lg, "acme", &tx, 1),
+                     TOLL_LEDGER_OK);
+    toll_ledger_close(lg);
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE cap_alerts;"
+                                      "UPDATE meta SET value = '2'"
+                                      " WHERE name = 'schema_version';",
+                                      NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+
+/* version 2: refused read-only, migrated writable, every row kept */
+static void
+test_v2_migrated(void **state)
+{
+    char            path[PATH_LEN_MAX + 16], err[256];
+    fixture_t      *f;
+    toll_ledger_t  *lg;
+
+    f = *state;
+    snprintf(path, sizeof(path), "%s/v2.db", f->dir);
+    make_v2(path);
+
+    assert_int_equal(toll_ledger_open(path, TOLL_LEDGER_OPEN_READONLY, &lg,
+                                      err, sizeof(err)),
+                     TOLL_LEDGER_INVALID);
+    assert_null(lg);
+    assert_non_null(strstr(err, "schema version 2: open it writable once"));
+
+    assert_int_equal(toll_ledger_open(path, 0, &lg, err, sizeof(err)),
+                     TOLL_LEDGER_OK);
+    assert_int_equal(scalar(lg, "SELECT value FROM meta"
+                                " WHERE name = 'schema_version'"),
+                     TOLL_LEDGER_SCHEMA_VERSION);
+    assert_int_equal(scalar(lg, "SELECT count(*) FROM transactions"), 1);
+    assert_balance(lg, "prepaid:USD:acme", 5000000);
+    assert_ledger_ok(lg);
+    assert_cap_alert_once(lg);
+
+    /* the guards came with the table */
+    assert_int_not_equal(sqlite3_exec(toll_ledger_db(lg),
+                                      "INSERT INTO cap_alerts (buyer,"
+                                      " currency, scope, key_id, period,"
+                                      " period_start, threshold,"
+                                      " cap_micros, used_micros, event_seq,"
+                                      " sent_at) VALUES ('acme', 'USD',"
+                                      " 'key', '', 'daily', '20260301', 50,"
+                                      " 1, 1, 1, 0)", NULL, NULL, NULL),
+                         SQLITE_OK);
+    toll_ledger_close(lg);
+
+    /* opened again, read-only now: nothing migrated twice */
+    assert_int_equal(toll_ledger_open(path, TOLL_LEDGER_OPEN_READONLY, &lg,
+                                      err, sizeof(err)),
+                     TOLL_LEDGER_OK);
+    assert_int_equal(scalar(lg, "SELECT count(*) FROM cap_alerts"), 1);
+    toll_ledger_close(lg);
+    unlink_db(path);
+}
+
+
 /* every row kept, the totals too, and the ledger checks as before */
 static void
 test_v1_migrated(void **state)
@@ -418,10 +529,11 @@ test_v1_migrated(void **state)
                      TOLL_LEDGER_OK);
     assert_int_equal(sent, 0);
     assert_int_equal(scalar(lg, "SELECT count(*) FROM balance_alerts"), 1);
+    assert_cap_alert_once(lg);
 
     toll_ledger_close(lg);
 
-    /* opened again: version 2, nothing migrated twice */
+    /* opened again: the current version, nothing migrated twice */
     assert_int_equal(toll_ledger_open(path, 0, &lg, err, sizeof(err)),
                      TOLL_LEDGER_OK);
     assert_int_equal(scalar(lg, "SELECT count(*) FROM transactions"), 3);
@@ -439,6 +551,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_v1_readonly_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_v1_migrated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v2_migrated, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

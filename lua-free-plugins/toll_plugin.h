@@ -227,9 +227,15 @@ typedef struct toll_plugin_s {
     (offsetof(toll_plugin_t, log) + sizeof(((toll_plugin_t *) 0)->log))
 
 
-/* what a plugin exports: TOLL_PLUGIN_ENTRY */
+/*
+ * What a plugin exports: TOLL_PLUGIN_ENTRY.  Visible even when the rest
+ * of a plugin is built with -fvisibility=hidden, as the Makefile does.
+ */
 typedef const toll_plugin_t *(*toll_plugin_entry_pt)(void);
 
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
 const toll_plugin_t *toll_plugin_entry(void);
 
 

@@ -35,6 +35,14 @@ enum {
 };
 
 
+/* the bytes that end a run of string text (1) or of a skipped line (2) */
+static const unsigned char  usage_stop[256] = {
+    ['"'] = 1, ['\\'] = 1, ['\n'] = 3, ['\r'] = 3
+};
+
+
+static size_t usage_skip(const char *data, size_t i, size_t len,
+    unsigned mask);
 static void usage_json_reset(usage_scan_t *s);
 static void usage_json_char(usage_scan_t *s, unsigned char c);
 static void usage_json_value_end(usage_scan_t *s);
@@ -93,17 +101,80 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
 {
     size_t  i;
 
-    if (s->sse) {
-        for (i = 0; i < len; i++) {
-            usage_sse_char(s, (unsigned char) data[i]);
+    for (i = 0; i < len; i++) {
+
+        /*
+         * The bulk of a body is text inside strings, which only a quote,
+         * a backslash or a line's end can stop: skipped here a byte at a
+         * time without the state machines (a line's end inside a string
+         * is no JSON, but ends an event stream's data line).
+         */
+
+        if (s->json == J_STRING && !s->escape && !(s->is_key && s->key_ok)
+            && (!s->sse || s->line == L_DATA))
+        {
+            i = usage_skip(data, i, len, 1);
+
+            if (i == len) {
+                break;
+            }
+
+        } else if (s->sse
+                   && (s->line == L_SKIP
+                       || (s->line == L_DATA && s->json == J_ERROR)))
+        {
+            /* a line nothing is read from, to its end */
+            i = usage_skip(data, i, len, 2);
+
+            if (i == len) {
+                break;
+            }
         }
 
-        return;
+        if (s->sse) {
+            usage_sse_char(s, (unsigned char) data[i]);
+
+        } else if (s->json != J_ERROR) {
+            usage_json_char(s, (unsigned char) data[i]);
+        }
+    }
+}
+
+
+/*
+ * The first byte from i on that stops a run (usage_stop & mask), or len.
+ * Runs in token streams are short and go byte by byte; past 16 bytes a
+ * run is likely long, and memchr, once per stopping byte over a shrinking
+ * span, is several times faster.
+ */
+
+static size_t
+usage_skip(const char *data, size_t i, size_t len, unsigned mask)
+{
+    size_t       n;
+    const char  *end, *q;
+
+    for (n = 0; i < len && n < 16; i++, n++) {
+        if (usage_stop[(unsigned char) data[i]] & mask) {
+            return i;
+        }
     }
 
-    for (i = 0; i < len && s->json != J_ERROR; i++) {
-        usage_json_char(s, (unsigned char) data[i]);
+    end = data + len;
+
+    if (mask & 1) {
+        q = memchr(data + i, '"', end - (data + i));
+        end = q ? q : end;
+        q = memchr(data + i, '\\', end - (data + i));
+        end = q ? q : end;
     }
+
+    q = memchr(data + i, '\n', end - (data + i));
+    end = q ? q : end;
+    q = memchr(data + i, '\r', end - (data + i));
+    end = q ? q : end;
+
+    return end - data;
 }
 
 

@@ -77,6 +77,12 @@ static const scan_case_t  cases[] = {
     { "not JSON", "usage.total_tokens", 0, "<html>usage</html>", NOT_FOUND },
     { "empty", "usage.total_tokens", 0, "", NOT_FOUND },
 
+    { "long strings", "usage.total_tokens", 0,
+      "{\"text\":\"a long text with an escaped quote \\\" and a "
+      "\\\\ backslash, then {\\\"usage\\\":{\\\"total_tokens\\\":1}}"
+      " inside it\",\"usage\":{\"total_tokens\":2222,\"note\":\"a "
+      "second long text of more than sixteen bytes\"}}", 2222 },
+
     /* event streams */
     { "openai stream", "usage.total_tokens", 1,
       "data: {\"choices\":[{\"delta\":{\"content\":\"He\"}}],"
@@ -86,6 +92,14 @@ static const scan_case_t  cases[] = {
       "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
       "\"total_tokens\":905}}\n\n"
       "data: [DONE]\n\n", 905 },
+    { "long strings in events", "usage.total_tokens", 1,
+      ": a comment line longer than sixteen bytes, with \"quotes\"\n"
+      "data: {\"delta\":\"a long text of tokens, \\\"quoted\\\" "
+      "and \\\\ escaped, more than sixteen bytes\",\"usage\":null}\n\n"
+      "data: {\"delta\":\"an unterminated string longer than sixteen\n"
+      "data: {\"usage\":{\"total_tokens\":3}}\n\n"
+      "data: {\"usage\":{\"total_tokens\":4},\"tail\":\"another "
+      "long text after the number\"}\n\n", 4 },
     { "CRLF and comments", "usage.total_tokens", 1,
       ": keep-alive\r\n\r\nevent: usage\r\nid: 7\r\n"
       "data: {\"usage\":{\"total_tokens\":31}}\r\n\r\n", 31 },

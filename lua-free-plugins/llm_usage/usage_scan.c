@@ -131,7 +131,12 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
             }
         }
 
-        if (s->sse) {
+        if (s->sse && s->line == L_DATA && data[i] != '\n' && data[i] != '\r')
+        {
+            /* inside a data line, a byte is JSON's (and cr is clear) */
+            usage_json_char(s, (unsigned char) data[i]);
+
+        } else if (s->sse) {
             usage_sse_char(s, (unsigned char) data[i]);
 
         } else if (s->json != J_ERROR) {

@@ -1,6 +1,7 @@
 # toll: build, demo, tests and benchmarks.
 #
-#   make            the nginx module, tollctl and toll-settle, in build/
+#   make            the nginx module, tollctl, toll-settle and the plugins
+#                   of lua-free-plugins/ (build/plugins/), in build/
 #   make demo       Redis + nginx with the module + a demo upstream, on loopback
 #   make test       every test: C unit tests, then the integration suites
 #   make test-asan  the same suites against a module built with ASan and UBSan
@@ -54,11 +55,11 @@ CTL_SRCS    := $(wildcard ctl/*.c) $(LIB_SRCS)
 SETTLE_SRCS := $(wildcard settle/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
-.PHONY: all setup setup-test module ctl settle unit test test-unit \
+.PHONY: all setup setup-test module ctl settle plugins unit test test-unit \
         test-integration test-asan demo bench bench-callgrind clean fuzz \
         setup-fuzz
 
-all: setup module ctl settle
+all: setup module ctl settle plugins
 
 # installs the Debian packages of $(1) that are missing, apt-get options $(2)
 define apt_install
@@ -141,6 +142,30 @@ $(OUT)/unit/test_settle_webhook: t/unit/test_settle_webhook.c \
 	$(CC) $(CSTD_FLAGS) -pthread -Ilib -Isettle -o $@ $< \
 	    $(HOOK_SRCS) $(LIB_SRCS) -lcmocka -lsqlite3 -ljansson -lcurl \
 	    -lcrypto -lhiredis
+
+# lua-free-plugins/ builds itself (its Makefile needs no nginx); the test
+# plugins of t/plugins/ (a wrong ABI, no entry, hooks made visible) too
+PLUGIN_OUT   := $(OUT)/plugins
+TEST_PLUGINS := $(patsubst t/plugins/%.c,$(PLUGIN_OUT)/test/%.so, \
+                    $(wildcard t/plugins/*.c))
+
+plugins: $(TEST_PLUGINS)
+	$(MAKE) -C lua-free-plugins OUT=$(PLUGIN_OUT) \
+	    CFLAGS="-O2 -g $(SAN_FLAGS)"
+
+$(PLUGIN_OUT)/test/%.so: t/plugins/%.c lua-free-plugins/toll_plugin.h
+	@mkdir -p $(PLUGIN_OUT)/test
+	$(CC) -std=c11 -Wall -Wextra -Werror -fPIC -shared -O2 -g $(SAN_FLAGS) \
+	    -Ilua-free-plugins -o $@.tmp $<
+	mv -f $@.tmp $@
+
+# llm_usage's scanner, alone: split at every byte of its inputs
+$(OUT)/unit/test_llm_usage_scan: t/unit/test_llm_usage_scan.c \
+        lua-free-plugins/llm_usage/usage_scan.c \
+        lua-free-plugins/llm_usage/usage_scan.h
+	@mkdir -p $(OUT)/unit
+	$(CC) $(CSTD_FLAGS) -Ilua-free-plugins/llm_usage -o $@ $< \
+	    lua-free-plugins/llm_usage/usage_scan.c -lcmocka
 
 unit: $(UNIT_TESTS)
 

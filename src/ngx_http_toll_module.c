@@ -16,6 +16,7 @@
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_plugin.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_usage.h"
 #include "ngx_http_toll_redis.h"
@@ -410,6 +411,20 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       offsetof(ngx_http_toll_loc_conf_t, jwt_cache_ttl),
       NULL },
 
+    { ngx_string("toll_plugin_load"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_toll_plugin_load,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_plugin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_plugin_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -640,6 +655,11 @@ ngx_http_toll_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* after the gate's handlers: the plugins' log hooks run before them */
+    if (ngx_http_toll_plugin_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_toll_metrics_init(cf);
 }
 
@@ -852,6 +872,7 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->jwt_leeway = NGX_CONF_UNSET;
     conf->jwt_require_exp = NGX_CONF_UNSET;
     conf->jwt_cache_ttl = NGX_CONF_UNSET_MSEC;
+    conf->plugins = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -881,7 +902,9 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
-        || ngx_http_toll_jwt_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK)
+        || ngx_http_toll_jwt_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
+        || ngx_http_toll_plugin_merge_loc_conf(cf, prev, conf)
+           != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
     }

@@ -116,6 +116,9 @@ typedef struct {
                                                        once, in order */
     ngx_uint_t                   metrics_locations; /* toll_metrics and
                                                        toll_dashboard */
+    ngx_array_t                 *plugins;     /* toll_plugin_load: ngx_http_
+                                                 toll_plugin_t */
+    ngx_uint_t                   plugins_used; /* a toll_plugin somewhere */
 } ngx_http_toll_main_conf_t;
 
 
@@ -162,6 +165,9 @@ typedef struct {
     ngx_msec_t                   jwt_cache_ttl;
     u_char                       jwt_policy[32]; /* SHA-256 of the keys
                                                     and the rules above */
+    ngx_array_t                 *plugins;       /* toll_plugin: ngx_http_
+                                                   toll_plugin_use_t;
+                                                   NULL: none */
 } ngx_http_toll_loc_conf_t;
 
 

@@ -66,7 +66,13 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
       ngx_string("spend_cap_exceeded"),
       ngx_string("This call would pass the spend cap named in \\\"period\\\"; "
                  "retry after the seconds in Retry-After, or raise the "
-                 "cap.") }
+                 "cap.") },
+
+    /* a plugin's refusal (lua-free-plugins/): its own code and detail */
+    { NGX_HTTP_FORBIDDEN,
+      ngx_string("Forbidden"),
+      ngx_string("refused"),
+      ngx_string("The request was refused.") }
 };
 
 
@@ -99,10 +105,18 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     ngx_str_t                   request_id;
     ngx_chain_t                 out;
     ngx_http_variable_value_t  *vv;
-    ngx_http_toll_problem_t    *p;
+    ngx_http_toll_problem_t    *p, own;
     ngx_http_toll_main_conf_t  *mcf;
 
     p = &ngx_http_toll_problems[problem];
+
+    if (ext && ext->code.len) {
+        /* a plugin names its refusal; the rest of the answer is toll's */
+        own = *p;
+        own.code = ext->code;
+        own.detail = ext->detail;
+        p = &own;
+    }
     mcf = ngx_http_get_module_main_conf(r, ngx_http_toll_module);
 
     status = p->status;

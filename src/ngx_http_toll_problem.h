@@ -18,7 +18,9 @@ typedef enum {
     NGX_HTTP_TOLL_PROBLEM_RATE_LIMITED,
     NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED,
     NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED,
-    NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED
+    NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED,
+    NGX_HTTP_TOLL_PROBLEM_PLUGIN          /* a plugin's refusal: its code
+                                             and detail in the ext */
 } ngx_http_toll_problem_e;
 
 
@@ -33,6 +35,9 @@ typedef struct {
     int64_t                    retry_after;   /* seconds; 0: none */
     ngx_str_t                  members;       /* more members, JSON-safe,
                                                  each with its ',' after */
+    ngx_str_t                  code;          /* JSON-safe; empty: the
+                                                 kind's own */
+    ngx_str_t                  detail;        /* JSON-safe, with code */
 } ngx_http_toll_problem_ext_t;
 
 

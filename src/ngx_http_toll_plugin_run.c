@@ -1,0 +1,885 @@
+/*
+ * toll: plugins at request time: the host's functions and where the
+ * hooks run (lua-free-plugins/README.md, "Where the hooks run").
+ *
+ *   access   the precontent phase: after every access-phase handler, so
+ *            after toll's gate whatever "satisfy" says, and before
+ *            try_files or the content handler sends the call upstream
+ *   headers  a header filter, body a body filter (main request only)
+ *   log      first in the log phase, before toll's meter prices the call
+ *
+ * A request's plugin state is kept in a pool cleanup, found again by its
+ * handler as toll's context is (an internal redirect clears r->ctx).  It
+ * belongs to one location's list of plugins: a redirect into a location
+ * with another list starts again from its access hooks.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "ngx_http_toll_module.h"
+#include "ngx_http_toll_handler.h"
+#include "ngx_http_toll_plugin.h"
+#include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_units.h"
+
+
+/* a file buffer's body is read in pieces of this size, once per request */
+#define NGX_HTTP_TOLL_PLUGIN_READ_SIZE     8192
+#define NGX_HTTP_TOLL_PLUGIN_CODE_MAX      64
+#define NGX_HTTP_TOLL_PLUGIN_DETAIL_MAX    256
+#define NGX_HTTP_TOLL_PLUGIN_LOG_MAX       1024
+
+enum {
+    NGX_HTTP_TOLL_HOOK_NONE = 0,
+    NGX_HTTP_TOLL_HOOK_ACCESS,
+    NGX_HTTP_TOLL_HOOK_HEADERS,
+    NGX_HTTP_TOLL_HOOK_BODY,
+    NGX_HTTP_TOLL_HOOK_LOG
+};
+
+
+struct toll_request_s {
+    ngx_http_request_t          *request;
+    ngx_array_t                 *plugins;     /* the list states are of */
+    ngx_http_toll_plugin_use_t  *current;     /* whose hook runs */
+    void                       **states;      /* one per plugin */
+    u_char                      *read_buf;
+    ngx_uint_t                   refuse_status;
+    ngx_str_t                    refuse_code;
+    ngx_str_t                    refuse_detail;
+    uint32_t                     off;         /* plugins that failed */
+    unsigned                     hook:3;
+    unsigned                     entered:1;   /* access hooks began */
+    unsigned                     passed:1;    /* ... and all passed */
+    unsigned                     body_done:1;
+    unsigned                     logged:1;
+};
+
+
+static toll_request_t *ngx_http_toll_plugin_req(ngx_http_request_t *r,
+    ngx_array_t *plugins, ngx_uint_t create);
+static void ngx_http_toll_plugin_cleanup(void *data);
+static ngx_int_t ngx_http_toll_plugin_access(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_plugin_refused(ngx_http_request_t *r,
+    toll_request_t *pr);
+static ngx_int_t ngx_http_toll_plugin_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_plugin_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_toll_plugin_body_buf(toll_request_t *pr,
+    ngx_buf_t *b);
+static void ngx_http_toll_plugin_body(toll_request_t *pr, const u_char *data,
+    size_t len, int last);
+static ngx_int_t ngx_http_toll_plugin_log_handler(ngx_http_request_t *r);
+static void ngx_http_toll_plugin_failed(toll_request_t *pr, ngx_uint_t i,
+    const char *hook);
+
+static void ngx_http_toll_host_log(toll_request_t *pr, int level,
+    const char *fmt, ...);
+static void *ngx_http_toll_host_alloc(toll_request_t *pr, size_t size);
+static int ngx_http_toll_host_request_header(toll_request_t *pr,
+    const char *name, toll_str_t *value);
+static int ngx_http_toll_host_request_arg(toll_request_t *pr,
+    const char *name, toll_str_t *value);
+static int ngx_http_toll_host_request_method(toll_request_t *pr,
+    toll_str_t *method);
+static int64_t ngx_http_toll_host_request_length(toll_request_t *pr);
+static int ngx_http_toll_host_response_header(toll_request_t *pr,
+    const char *name, toll_str_t *value);
+static int ngx_http_toll_host_set_response_header(toll_request_t *pr,
+    const char *name, const char *value);
+static int ngx_http_toll_host_identity(toll_request_t *pr,
+    toll_identity_t *id);
+static int ngx_http_toll_host_report_units(toll_request_t *pr,
+    uint64_t units);
+static int ngx_http_toll_host_refuse(toll_request_t *pr, unsigned status,
+    const char *code, const char *detail);
+static int ngx_http_toll_find_header(ngx_list_t *headers, const char *name,
+    toll_str_t *value);
+
+
+const toll_host_t  ngx_http_toll_plugin_host = {
+    TOLL_PLUGIN_ABI_VERSION,
+    sizeof(toll_host_t),
+    ngx_http_toll_plugin_conf_alloc,
+    ngx_http_toll_host_log,
+    ngx_http_toll_host_alloc,
+    ngx_http_toll_host_request_header,
+    ngx_http_toll_host_request_arg,
+    ngx_http_toll_host_request_method,
+    ngx_http_toll_host_request_length,
+    ngx_http_toll_host_response_header,
+    ngx_http_toll_host_set_response_header,
+    ngx_http_toll_host_identity,
+    ngx_http_toll_host_report_units,
+    ngx_http_toll_host_refuse
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+#define ngx_http_toll_plugin_uses(r)                                        \
+    ((ngx_http_toll_loc_conf_t *)                                           \
+         ngx_http_get_module_loc_conf(r, ngx_http_toll_module))->plugins
+
+#define ngx_http_toll_plugin_name(pr)  (&(pr)->current->plugin->name)
+
+
+/*
+ * The request's plugin state for this list of plugins; with create, a
+ * fresh one when there is none or it belongs to another list.
+ */
+
+static toll_request_t *
+ngx_http_toll_plugin_req(ngx_http_request_t *r, ngx_array_t *plugins,
+    ngx_uint_t create)
+{
+    toll_request_t      *pr;
+    ngx_pool_cleanup_t  *cln;
+
+    pr = NULL;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_toll_plugin_cleanup) {
+            pr = cln->data;
+            break;
+        }
+    }
+
+    if (pr && pr->plugins == plugins) {
+        return pr;
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    if (pr == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, sizeof(toll_request_t));
+        if (cln == NULL) {
+            return NULL;
+        }
+
+        cln->handler = ngx_http_toll_plugin_cleanup;
+        pr = cln->data;
+    }
+
+    ngx_memzero(pr, sizeof(toll_request_t));
+
+    pr->request = r;
+    pr->plugins = plugins;
+    pr->states = ngx_pcalloc(r->pool, plugins->nelts * sizeof(void *));
+
+    if (pr->states == NULL) {
+        pr->plugins = NULL;
+        return NULL;
+    }
+
+    return pr;
+}
+
+
+/* only a mark to find the state by: its memory is the pool's */
+
+static void
+ngx_http_toll_plugin_cleanup(void *data)
+{
+}
+
+
+/*
+ * The access hooks, in the order of the location's toll_plugin lines.
+ * A location's hooks run once per request, even if a redirect brings
+ * the request back into the same list.
+ */
+
+static ngx_int_t
+ngx_http_toll_plugin_access(ngx_http_request_t *r)
+{
+    int                          rc;
+    ngx_uint_t                   i;
+    ngx_array_t                 *plugins;
+    toll_request_t              *pr;
+    ngx_http_toll_plugin_use_t  *use;
+
+    plugins = ngx_http_toll_plugin_uses(r);
+
+    if (plugins == NULL || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    pr = ngx_http_toll_plugin_req(r, plugins, 1);
+    if (pr == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (pr->entered) {
+        return NGX_DECLINED;
+    }
+
+    pr->entered = 1;
+    pr->hook = NGX_HTTP_TOLL_HOOK_ACCESS;
+
+    use = plugins->elts;
+
+    for (i = 0; i < plugins->nelts; i++) {
+        if (use[i].plugin->hooks.access == NULL) {
+            continue;
+        }
+
+        pr->current = &use[i];
+
+        rc = use[i].plugin->hooks.access(&ngx_http_toll_plugin_host, pr,
+                                         use[i].conf, &pr->states[i]);
+        if (rc == TOLL_OK) {
+            continue;
+        }
+
+        pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+
+        if (rc == TOLL_REFUSE) {
+            return ngx_http_toll_plugin_refused(r, pr);
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "toll plugin \"%V\": access hook failed (%d)",
+                      ngx_http_toll_plugin_name(pr), rc);
+
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+    pr->passed = 1;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A plugin refused: toll's problem answer with the plugin's status, code
+ * and detail, sent here and finalized as toll's own refusals are.  The
+ * call never reaches the upstream, so the meter charges nothing for it.
+ */
+
+static ngx_int_t
+ngx_http_toll_plugin_refused(ngx_http_request_t *r, toll_request_t *pr)
+{
+    ngx_str_t                     code;
+    ngx_http_toll_loc_conf_t     *lcf;
+    ngx_http_toll_problem_ext_t   ext;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+    ngx_memzero(&ext, sizeof(ngx_http_toll_problem_ext_t));
+    ngx_str_set(&code, "refused");
+
+    /* a refusal without refuse(): toll's generic 403 */
+    if (pr->refuse_status) {
+        ext.status = pr->refuse_status;
+        ext.code = pr->refuse_code;
+        ext.detail = pr->refuse_detail;
+        code = pr->refuse_code;
+    }
+
+    ngx_log_error(lcf->log_level, r->connection->log, 0,
+                  "toll plugin \"%V\": refused, %ui %V",
+                  ngx_http_toll_plugin_name(pr),
+                  ext.status ? ext.status : NGX_HTTP_FORBIDDEN, &code);
+
+    ngx_http_finalize_request(r,
+        ngx_http_toll_problem_send_ext(r, NGX_HTTP_TOLL_PROBLEM_PLUGIN,
+                                       &ext));
+
+    return NGX_DONE;
+}
+
+
+/* a request whose access hooks passed: its state; NULL: nothing to run */
+
+static toll_request_t *
+ngx_http_toll_plugin_passed(ngx_http_request_t *r)
+{
+    ngx_array_t     *plugins;
+    toll_request_t  *pr;
+
+    if (r != r->main) {
+        return NULL;
+    }
+
+    plugins = ngx_http_toll_plugin_uses(r);
+
+    if (plugins == NULL) {
+        return NULL;
+    }
+
+    pr = ngx_http_toll_plugin_req(r, plugins, 0);
+
+    return (pr && pr->passed) ? pr : NULL;
+}
+
+
+static ngx_int_t
+ngx_http_toll_plugin_header_filter(ngx_http_request_t *r)
+{
+    int                          rc;
+    ngx_uint_t                   i;
+    toll_request_t              *pr;
+    ngx_http_toll_plugin_use_t  *use;
+
+    pr = ngx_http_toll_plugin_passed(r);
+
+    if (pr == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_HEADERS;
+    use = pr->plugins->elts;
+
+    for (i = 0; i < pr->plugins->nelts; i++) {
+        if (use[i].plugin->hooks.headers == NULL || (pr->off & (1u << i))) {
+            continue;
+        }
+
+        pr->current = &use[i];
+
+        rc = use[i].plugin->hooks.headers(&ngx_http_toll_plugin_host, pr,
+                                          use[i].conf, &pr->states[i],
+                                          r->headers_out.status);
+        if (rc != TOLL_OK) {
+            ngx_http_toll_plugin_failed(pr, i, "headers");
+        }
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* the body as it passes, unchanged; the plugins only read it */
+
+static ngx_int_t
+ngx_http_toll_plugin_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t     *cl;
+    toll_request_t  *pr;
+
+    if (in == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    pr = ngx_http_toll_plugin_passed(r);
+
+    if (pr == NULL || pr->body_done) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_BODY;
+
+    for (cl = in; cl && !pr->body_done; cl = cl->next) {
+        if (ngx_http_toll_plugin_body_buf(pr, cl->buf) != NGX_OK) {
+            pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+            return NGX_ERROR;
+        }
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+/*
+ * One buffer: in memory, or in a file (a response the upstream module
+ * buffered to disk).  A file is read here in pieces, as nginx itself
+ * reads one it sends without sendfile; the bytes sent are unaffected.
+ */
+
+static ngx_int_t
+ngx_http_toll_plugin_body_buf(toll_request_t *pr, ngx_buf_t *b)
+{
+    off_t    pos;
+    size_t   size;
+    ssize_t  n;
+
+    if (ngx_buf_in_memory(b)) {
+        if (b->last > b->pos || b->last_buf) {
+            ngx_http_toll_plugin_body(pr, b->pos, b->last - b->pos,
+                                      b->last_buf);
+        }
+
+        return NGX_OK;
+    }
+
+    if (!b->in_file || b->file_last <= b->file_pos) {
+        if (b->last_buf) {
+            ngx_http_toll_plugin_body(pr, NULL, 0, 1);
+        }
+
+        return NGX_OK;
+    }
+
+    if (pr->read_buf == NULL) {
+        pr->read_buf = ngx_palloc(pr->request->pool,
+                                  NGX_HTTP_TOLL_PLUGIN_READ_SIZE);
+        if (pr->read_buf == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (pos = b->file_pos; pos < b->file_last; pos += n) {
+        size = (size_t) ngx_min(b->file_last - pos,
+                                NGX_HTTP_TOLL_PLUGIN_READ_SIZE);
+
+        n = ngx_read_file(b->file, pr->read_buf, size, pos);
+
+        if (n <= 0) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_toll_plugin_body(pr, pr->read_buf, n,
+                                  b->last_buf && pos + n >= b->file_last);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_plugin_body(toll_request_t *pr, const u_char *data, size_t len,
+    int last)
+{
+    int                          rc;
+    ngx_uint_t                   i;
+    ngx_http_toll_plugin_use_t  *use;
+
+    use = pr->plugins->elts;
+
+    for (i = 0; i < pr->plugins->nelts; i++) {
+        if (use[i].plugin->hooks.body == NULL || (pr->off & (1u << i))) {
+            continue;
+        }
+
+        pr->current = &use[i];
+
+        rc = use[i].plugin->hooks.body(&ngx_http_toll_plugin_host, pr,
+                                       use[i].conf, &pr->states[i],
+                                       (const char *) data, len, last);
+        if (rc != TOLL_OK) {
+            ngx_http_toll_plugin_failed(pr, i, "body");
+        }
+    }
+
+    if (last) {
+        pr->body_done = 1;
+    }
+}
+
+
+/*
+ * The log hooks of a request the plugins saw (passed or refused), before
+ * toll's meter: a unit reported here still counts.
+ */
+
+static ngx_int_t
+ngx_http_toll_plugin_log_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                   i;
+    ngx_array_t                 *plugins;
+    toll_request_t              *pr;
+    ngx_http_toll_plugin_use_t  *use;
+
+    plugins = ngx_http_toll_plugin_uses(r);
+
+    if (plugins == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    pr = ngx_http_toll_plugin_req(r, plugins, 0);
+
+    if (pr == NULL || !pr->entered || pr->logged) {
+        return NGX_OK;
+    }
+
+    pr->logged = 1;
+    pr->hook = NGX_HTTP_TOLL_HOOK_LOG;
+
+    use = plugins->elts;
+
+    for (i = 0; i < plugins->nelts; i++) {
+        if (use[i].plugin->hooks.log == NULL) {
+            continue;
+        }
+
+        pr->current = &use[i];
+
+        use[i].plugin->hooks.log(&ngx_http_toll_plugin_host, pr, use[i].conf,
+                                 &pr->states[i], r->headers_out.status);
+    }
+
+    pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
+
+    return NGX_OK;
+}
+
+
+/* a plugin's filter hook failed: it sees no more of the request */
+
+static void
+ngx_http_toll_plugin_failed(toll_request_t *pr, ngx_uint_t i,
+    const char *hook)
+{
+    pr->off |= 1u << i;
+
+    ngx_log_error(NGX_LOG_ERR, pr->request->connection->log, 0,
+                  "toll plugin \"%V\": %s hook failed, the plugin sees no "
+                  "more of this request", ngx_http_toll_plugin_name(pr),
+                  hook);
+}
+
+
+/* the host's functions */
+
+static void
+ngx_http_toll_host_log(toll_request_t *pr, int level, const char *fmt, ...)
+{
+    int      n;
+    char     text[NGX_HTTP_TOLL_PLUGIN_LOG_MAX];
+    va_list  args;
+
+    level = ngx_max(level, TOLL_LOG_ERR);
+    level = ngx_min(level, TOLL_LOG_DEBUG);
+
+    if (pr->request->connection->log->log_level < (ngx_uint_t) level) {
+        return;
+    }
+
+    va_start(args, fmt);
+    n = vsnprintf(text, sizeof(text), fmt, args);
+    va_end(args);
+
+    if (n < 0) {
+        return;
+    }
+
+    ngx_log_error((ngx_uint_t) level, pr->request->connection->log, 0,
+                  "toll plugin \"%V\": %s", ngx_http_toll_plugin_name(pr),
+                  text);
+}
+
+
+static void *
+ngx_http_toll_host_alloc(toll_request_t *pr, size_t size)
+{
+    return ngx_pcalloc(pr->request->pool, size);
+}
+
+
+static int
+ngx_http_toll_host_request_header(toll_request_t *pr, const char *name,
+    toll_str_t *value)
+{
+    return ngx_http_toll_find_header(&pr->request->headers_in.headers, name,
+                                     value);
+}
+
+
+static int
+ngx_http_toll_host_request_arg(toll_request_t *pr, const char *name,
+    toll_str_t *value)
+{
+    ngx_str_t  v;
+
+    if (ngx_http_arg(pr->request, (u_char *) name, ngx_strlen(name), &v)
+        != NGX_OK)
+    {
+        return TOLL_DECLINED;
+    }
+
+    value->data = (const char *) v.data;
+    value->len = v.len;
+
+    return TOLL_OK;
+}
+
+
+static int
+ngx_http_toll_host_request_method(toll_request_t *pr, toll_str_t *method)
+{
+    method->data = (const char *) pr->request->method_name.data;
+    method->len = pr->request->method_name.len;
+
+    return TOLL_OK;
+}
+
+
+static int64_t
+ngx_http_toll_host_request_length(toll_request_t *pr)
+{
+    return pr->request->headers_in.content_length_n;
+}
+
+
+/* the upstream's Content-Type is kept outside the list of headers */
+
+static int
+ngx_http_toll_host_response_header(toll_request_t *pr, const char *name,
+    toll_str_t *value)
+{
+    ngx_http_request_t  *r;
+
+    r = pr->request;
+
+    if (ngx_strcasecmp((u_char *) name, (u_char *) "Content-Type") == 0) {
+        if (r->headers_out.content_type.len == 0) {
+            return TOLL_DECLINED;
+        }
+
+        value->data = (const char *) r->headers_out.content_type.data;
+        value->len = r->headers_out.content_type.len;
+
+        return TOLL_OK;
+    }
+
+    return ngx_http_toll_find_header(&r->headers_out.headers, name, value);
+}
+
+
+static int
+ngx_http_toll_find_header(ngx_list_t *headers, const char *name,
+    toll_str_t *value)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len != len
+            || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
+        {
+            continue;
+        }
+
+        value->data = (const char *) h[i].value.data;
+        value->len = h[i].value.len;
+
+        return TOLL_OK;
+    }
+
+    return TOLL_DECLINED;
+}
+
+
+static int
+ngx_http_toll_host_set_response_header(toll_request_t *pr, const char *name,
+    const char *value)
+{
+    size_t            nlen, vlen;
+    ngx_table_elt_t  *h;
+
+    if (pr->hook != NGX_HTTP_TOLL_HOOK_HEADERS) {
+        return TOLL_ERROR;
+    }
+
+    nlen = ngx_strlen(name);
+    vlen = ngx_strlen(value);
+
+    h = ngx_list_push(&pr->request->headers_out.headers);
+    if (h == NULL) {
+        return TOLL_ERROR;
+    }
+
+    h->key.data = ngx_pnalloc(pr->request->pool, nlen + vlen);
+    if (h->key.data == NULL) {
+        h->hash = 0;
+        return TOLL_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.len = nlen;
+    h->value.data = ngx_cpymem(h->key.data, name, nlen);
+    h->value.len = vlen;
+    ngx_memcpy(h->value.data, value, vlen);
+    h->lowcase_key = NULL;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return TOLL_OK;
+}
+
+
+static int
+ngx_http_toll_host_identity(toll_request_t *pr, toll_identity_t *id)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    ngx_memzero(id, sizeof(toll_identity_t));
+
+    ctx = ngx_http_toll_get_ctx(pr->request);
+
+    if (ctx == NULL || !ctx->authenticated) {
+        return TOLL_DECLINED;
+    }
+
+    id->buyer.data = (const char *) ctx->key.owner.data;
+    id->buyer.len = ctx->key.owner.len;
+    id->key_id.data = (const char *) ctx->key.key_id.data;
+    id->key_id.len = ctx->key.key_id.len;
+
+    if (ctx->service) {
+        id->service.data = (const char *) ctx->service->name.data;
+        id->service.len = ctx->service->name.len;
+    }
+
+    return TOLL_OK;
+}
+
+
+static int
+ngx_http_toll_host_report_units(toll_request_t *pr, uint64_t units)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_toll_units_report(pr->request, units);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pr->request->connection->log, 0,
+                   "toll plugin \"%V\": units %uL %s",
+                   ngx_http_toll_plugin_name(pr), units,
+                   rc == NGX_OK ? "kept" : "ignored");
+
+    return rc == NGX_OK ? TOLL_OK : TOLL_DECLINED;
+}
+
+
+static int
+ngx_http_toll_host_refuse(toll_request_t *pr, unsigned status,
+    const char *code, const char *detail)
+{
+    size_t   clen, dlen;
+    u_char  *p;
+
+    if (pr->hook != NGX_HTTP_TOLL_HOOK_ACCESS) {
+        return TOLL_ERROR;
+    }
+
+    clen = ngx_strlen(code);
+
+    if (status < 400 || status > 599
+        || clen == 0 || clen > NGX_HTTP_TOLL_PLUGIN_CODE_MAX)
+    {
+        goto invalid;
+    }
+
+    for (p = (u_char *) code; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+              || *p == '_'))
+        {
+            goto invalid;
+        }
+    }
+
+    dlen = detail ? ngx_strlen(detail) : 0;
+
+    if (dlen > NGX_HTTP_TOLL_PLUGIN_DETAIL_MAX) {
+        dlen = NGX_HTTP_TOLL_PLUGIN_DETAIL_MAX;
+
+        /* never half a UTF-8 character */
+        while (dlen && (((u_char *) detail)[dlen] & 0xc0) == 0x80) {
+            dlen--;
+        }
+    }
+
+    p = ngx_pnalloc(pr->request->pool,
+                    clen + dlen + ngx_escape_json(NULL, (u_char *) detail,
+                                                  dlen));
+    if (p == NULL) {
+        return TOLL_ERROR;
+    }
+
+    pr->refuse_status = status;
+    pr->refuse_code.data = p;
+    pr->refuse_code.len = clen;
+    pr->refuse_detail.data = ngx_cpymem(p, code, clen);
+    pr->refuse_detail.len = (u_char *) ngx_escape_json(pr->refuse_detail.data,
+                                                       (u_char *) detail,
+                                                       dlen)
+                            - pr->refuse_detail.data;
+
+    return TOLL_OK;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, pr->request->connection->log, 0,
+                  "toll plugin \"%V\": invalid refusal %ud \"%s\": a status "
+                  "of 400 to 599 and a code of a-z, 0-9 and \"_\" expected",
+                  ngx_http_toll_plugin_name(pr), status, code);
+
+    return TOLL_ERROR;
+}
+
+
+/*
+ * The plugins' place in nginx: the precontent phase (after the access
+ * phase, toll's gate included), the log phase before toll's meter, and
+ * two filters at the top of the chains.  Called after toll's own handlers
+ * are registered.
+ */
+
+ngx_int_t
+ngx_http_toll_plugin_run_init(ngx_conf_t *cf)
+{
+    ngx_array_t                *handlers;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_toll_plugin_access;
+
+    handlers = &cmcf->phases[NGX_HTTP_LOG_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
+    h[0] = ngx_http_toll_plugin_log_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_toll_plugin_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_toll_plugin_body_filter;
+
+    return NGX_OK;
+}

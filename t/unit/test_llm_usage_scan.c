@@ -1,0 +1,327 @@
+/*
+ * llm_usage's scanner: the number at a path, in JSON and in an event
+ * stream, found the same wherever the body is cut: each input is fed
+ * whole, a byte at a time, and cut in two at every position.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "usage_scan.h"
+
+
+#define NOT_FOUND  UINT64_MAX
+
+
+typedef struct {
+    const char  *name;
+    const char  *path;
+    int          sse;
+    const char  *body;
+    uint64_t     expect;          /* NOT_FOUND: no value */
+} scan_case_t;
+
+
+static const scan_case_t  cases[] = {
+
+    /* JSON bodies */
+    { "openai", "usage.total_tokens", 0,
+      "{\"id\":\"c1\",\"choices\":[{\"message\":{\"content\":\"hi\"}}],"
+      "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,"
+      "\"total_tokens\":42}}", 42 },
+    { "pretty", "usage.total_tokens", 0,
+      "{\n  \"usage\" : {\r\n    \"total_tokens\" :\t 1234567 \n  }\n}\n",
+      1234567 },
+    { "key order and siblings", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens_x\":9,\"total\":8,\"total_tokens\":77,"
+      "\"z\":[1,{\"total_tokens\":5}]},\"total_tokens\":3}", 77 },
+    { "same key elsewhere", "usage.total_tokens", 0,
+      "{\"meta\":{\"usage\":{\"total_tokens\":5}},\"total_tokens\":6,"
+      "\"usages\":{\"total_tokens\":7}}", NOT_FOUND },
+    { "path in strings", "usage.total_tokens", 0,
+      "{\"text\":\"{\\\"usage\\\":{\\\"total_tokens\\\":5}}\","
+      "\"usage\":{\"note\":\"a } ] \\\" , : {\",\"total_tokens\":11}}", 11 },
+    { "deeper path", "metadata.cost.units", 0,
+      "{\"metadata\":{\"total_tokens\":15000,\"cost\":{\"units\":"
+      "18446744073709551615}}}", UINT64_MAX },
+    { "reference 004", "metadata.total_tokens", 0,
+      "{\"final_result\":{\"issues\":5},\"metadata\":{\"total_tokens\":"
+      "15000,\"total_cost\":0.45,\"user_id\":\"user-789\"}}", 15000 },
+    { "last wins", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":1},\"usage\":{\"total_tokens\":2}}", 2 },
+    { "in an array: not on the path", "usage.total_tokens", 0,
+      "{\"usage\":[{\"total_tokens\":4}]}", NOT_FOUND },
+    { "negative", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":-4}}", NOT_FOUND },
+    { "fraction", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":4.5}}", NOT_FOUND },
+    { "exponent", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":4e2}}", NOT_FOUND },
+    { "overflow", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":18446744073709551616}}", NOT_FOUND },
+    { "string", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":\"42\"}}", NOT_FOUND },
+    { "null", "usage.total_tokens", 0,
+      "{\"usage\":null}", NOT_FOUND },
+    { "escaped key is another key", "usage.total_tokens", 0,
+      "{\"usage\":{\"total\\u005ftokens\":42}}", NOT_FOUND },
+    { "truncated after the number", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":42", 42 },
+    { "garbage after", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":42}} trailing", 42 },
+    { "not JSON", "usage.total_tokens", 0, "<html>usage</html>", NOT_FOUND },
+    { "empty", "usage.total_tokens", 0, "", NOT_FOUND },
+
+    { "long strings", "usage.total_tokens", 0,
+      "{\"text\":\"a long text with an escaped quote \\\" and a "
+      "\\\\ backslash, then {\\\"usage\\\":{\\\"total_tokens\\\":1}}"
+      " inside it\",\"usage\":{\"total_tokens\":2222,\"note\":\"a "
+      "second long text of more than sixteen bytes\"}}", 2222 },
+
+    /* event streams */
+    { "openai stream", "usage.total_tokens", 1,
+      "data: {\"choices\":[{\"delta\":{\"content\":\"He\"}}],"
+      "\"usage\":null}\n\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}],"
+      "\"usage\":null}\n\n"
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,"
+      "\"total_tokens\":905}}\n\n"
+      "data: [DONE]\n\n", 905 },
+    { "long strings in events", "usage.total_tokens", 1,
+      ": a comment line longer than sixteen bytes, with \"quotes\"\n"
+      "data: {\"delta\":\"a long text of tokens, \\\"quoted\\\" "
+      "and \\\\ escaped, more than sixteen bytes\",\"usage\":null}\n\n"
+      "data: {\"delta\":\"an unterminated string longer than sixteen\n"
+      "data: {\"usage\":{\"total_tokens\":3}}\n\n"
+      "data: {\"usage\":{\"total_tokens\":4},\"tail\":\"another "
+      "long text after the number\"}\n\n", 4 },
+    { "CRLF and comments", "usage.total_tokens", 1,
+      ": keep-alive\r\n\r\nevent: usage\r\nid: 7\r\n"
+      "data: {\"usage\":{\"total_tokens\":31}}\r\n\r\n", 31 },
+    { "CR only", "usage.total_tokens", 1,
+      "data:{\"usage\":{\"total_tokens\":8}}\r\rdata: [DONE]\r\r", 8 },
+    { "the last event with the path", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":10}}\n\n"
+      "data: {\"usage\":{\"total_tokens\":20}}\n\n"
+      "data: {\"usage\":{\"total_tokens\":null}}\n\n", 20 },
+    { "data over two lines", "usage.total_tokens", 1,
+      "data: {\"usage\":\ndata: {\"total_tokens\":\ndata: 64}}\n\n", 64 },
+    { "no final blank line", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":12}}\n", 12 },
+    { "not data", "usage.total_tokens", 1,
+      "datum: {\"usage\":{\"total_tokens\":1}}\n\n"
+      "dat: {\"usage\":{\"total_tokens\":2}}\n\n"
+      "data2: {\"usage\":{\"total_tokens\":3}}\n\n", NOT_FOUND },
+    { "a broken event, then a good one", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":]]]\n\n"
+      "data: {\"usage\":{\"total_tokens\":99}}\n\n", 99 },
+    { "events reset the path", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"x\":1\n\n"
+      "data: {\"total_tokens\":5}\n\n", NOT_FOUND },
+};
+
+
+static uint64_t
+scan(const scan_case_t *c, const size_t *cuts, size_t ncuts)
+{
+    size_t        i, from, len;
+    uint64_t      v;
+    usage_path_t  path;
+    usage_scan_t  s;
+
+    assert_int_equal(usage_path_parse(&path, c->path, strlen(c->path)), 0);
+    usage_scan_init(&s, &path, c->sse);
+
+    len = strlen(c->body);
+    from = 0;
+
+    for (i = 0; i <= ncuts; i++) {
+        size_t  to = (i < ncuts) ? cuts[i] : len;
+
+        usage_scan_feed(&s, c->body + from, to - from);
+        from = to;
+    }
+
+    return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
+}
+
+
+static void
+check(const scan_case_t *c, uint64_t got, const char *how, size_t at)
+{
+    if (got != c->expect) {
+        fail_msg("%s (%s %zu): got %llu, expected %llu", c->name, how, at,
+                 (unsigned long long) got, (unsigned long long) c->expect);
+    }
+}
+
+
+static void
+test_whole(void **state)
+{
+    size_t  i;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        check(&cases[i], scan(&cases[i], NULL, 0), "whole", 0);
+    }
+}
+
+
+/* one cut at every position, then two cuts around every position */
+
+static void
+test_split_everywhere(void **state)
+{
+    size_t  i, at, len, cuts[2];
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        len = strlen(cases[i].body);
+
+        for (at = 0; at <= len; at++) {
+            cuts[0] = at;
+            check(&cases[i], scan(&cases[i], cuts, 1), "cut at", at);
+
+            if (at + 1 <= len) {
+                cuts[1] = at + 1;
+                check(&cases[i], scan(&cases[i], cuts, 2), "byte at", at);
+            }
+        }
+    }
+}
+
+
+static void
+test_byte_at_a_time(void **state)
+{
+    size_t  i, n, len;
+    size_t  cuts[1024];
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        len = strlen(cases[i].body);
+        assert_true(len < 1024);
+
+        for (n = 0; n < len; n++) {
+            cuts[n] = n + 1;
+        }
+
+        check(&cases[i], scan(&cases[i], cuts, len ? len - 1 : 0), "bytes",
+              len);
+    }
+}
+
+
+/*
+ * Nesting deeper than the bound stops the document, not the process;
+ * within it, the path is found after the deep part.
+ */
+
+static uint64_t
+scan_deep(size_t levels)
+{
+    char          body[4096];
+    size_t        i, n;
+    uint64_t      v;
+    usage_path_t  path;
+    usage_scan_t  s;
+
+    n = (size_t) sprintf(body, "{\"deep\":");
+
+    for (i = 0; i < levels; i++) {
+        body[n++] = '[';
+    }
+
+    for (i = 0; i < levels; i++) {
+        body[n++] = ']';
+    }
+
+    n += (size_t) sprintf(body + n, ",\"usage\":{\"total_tokens\":3}}");
+
+    usage_path_parse(&path, "usage.total_tokens", 18);
+    usage_scan_init(&s, &path, 0);
+    usage_scan_feed(&s, body, n);
+
+    return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
+}
+
+
+static void
+test_depth_bound(void **state)
+{
+    (void) state;
+
+    /* the object and 63 arrays: 64 levels, the bound */
+    assert_int_equal(scan_deep(USAGE_DEPTH_MAX - 1), 3);
+    assert_int_equal(scan_deep(USAGE_DEPTH_MAX), NOT_FOUND);
+    assert_int_equal(scan_deep(1000), NOT_FOUND);
+}
+
+
+static void
+test_path_parse(void **state)
+{
+    usage_path_t  p;
+
+    (void) state;
+
+    assert_int_equal(usage_path_parse(&p, "a.b.c", 5), 0);
+    assert_int_equal(p.n, 3);
+    assert_int_equal(p.len[2], 1);
+    assert_int_equal(usage_path_parse(&p, "total", 5), 0);
+    assert_int_equal(p.n, 1);
+
+    assert_int_equal(usage_path_parse(&p, "", 0), -1);
+    assert_int_equal(usage_path_parse(&p, "a..b", 4), -1);
+    assert_int_equal(usage_path_parse(&p, ".a", 2), -1);
+    assert_int_equal(usage_path_parse(&p, "a.", 2), -1);
+    assert_int_equal(usage_path_parse(&p, "a\"b", 3), -1);
+    assert_int_equal(usage_path_parse(&p, "1.2.3.4.5.6.7.8.9", 17), -1);
+    assert_int_equal(usage_path_parse(&p,
+        "x234567890123456789012345678901234567890123456789012345678901234",
+        65), -1);
+}
+
+
+/* a one-key path at the top level */
+
+static void
+test_top_level_key(void **state)
+{
+    uint64_t      v;
+    usage_path_t  path;
+    usage_scan_t  s;
+
+    (void) state;
+
+    usage_path_parse(&path, "units", 5);
+    usage_scan_init(&s, &path, 0);
+    usage_scan_feed(&s, "{\"a\":{\"units\":1},\"units\":250}", 30);
+    assert_int_equal(usage_scan_finish(&s, &v), 1);
+    assert_int_equal(v, 250);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_whole),
+        cmocka_unit_test(test_split_everywhere),
+        cmocka_unit_test(test_byte_at_a_time),
+        cmocka_unit_test(test_depth_bound),
+        cmocka_unit_test(test_path_parse),
+        cmocka_unit_test(test_top_level_key),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -26,6 +26,7 @@ import pytest
 
 from helpers import client
 from helpers.keys import build_dir, raw_key
+from helpers.meter import meter_http, usage, wait_usage
 from helpers.llm_upstream import LlmUpstream, sse_body
 from helpers.procs import PROXY, free_port, wait_for
 
@@ -204,7 +205,7 @@ def test_good_config_passes(nginx_t):
 def start(start_nginx, llm, locations, level="info", http_extra=""):
     up = ("    upstream llm {\n        server 127.0.0.1:%d;\n"
           "        keepalive 8;\n    }\n" % llm.port)
-    return start_nginx(http_extra=LOADS + up + http_extra,
+    return start_nginx(http_extra=LOADS + up + meter_http() + http_extra,
                        locations=locations + """
         location = /ping {
             return 200 "pong\\n";
@@ -216,8 +217,14 @@ LLM = ('proxy_pass http://llm; proxy_http_version 1.1; '
        'proxy_set_header Connection "";')
 
 
+# every priced service here charges for units, which only plugins report
+UNIT_PRICE = "0.0001"           # 100 micro-units a unit
+MAX_UNITS = 1000000
+
+
 def loc(path, body, gated=True, service=None, proxy=LLM):
-    svc = ("toll_service %s provider=acme price=0.01;" % service
+    svc = ("toll_service %s provider=acme price=0.01 unit_price=%s "
+           "max_units=%d;" % (service, UNIT_PRICE, MAX_UNITS)
            if service else "")
     return """
         location %s {
@@ -227,6 +234,20 @@ def loc(path, body, gated=True, service=None, proxy=LLM):
             %s
         }
 """ % (path, "toll on;" if gated else "", svc, body, proxy)
+
+
+def charged(calls, units):
+    """What calls at the base price of 0.01 and units at UNIT_PRICE cost,
+    in micro-units (100 a unit: no rounding here)."""
+    return calls * 10000 + units * 100
+
+
+def wait_charged(redis_server, buyer, service, calls, units):
+    """The meter has the calls, their units and their amounts, exactly."""
+    wait_usage(redis_server.client, {(buyer, service): {
+        "calls": calls, "units": units,
+        "amount_micros": charged(calls, units)}},
+        fields=("calls", "units", "amount_micros"))
 
 
 def units_lines(ngx):
@@ -463,6 +484,8 @@ def test_batch_ops(start_nginx, redis_server, llm):
                                 ("batch_ops", 12, "kept"),
                                 ("batch_ops", 3, "kept"),
                                 ("batch_ops", 4, "ignored")]
+    # the refused calls cost nothing; the one without a count, the base
+    wait_charged(redis_server, key.owner, "batch", 5, 7 + 100 + 12 + 3)
 
 
 # ------------------------------------------------------------ llm_usage
@@ -493,6 +516,8 @@ def test_llm_usage_json(start_nginx, redis_server, llm):
     assert units_lines(ngx) == [("llm_usage", 42, "kept"),
                                 ("llm_usage", 43, "kept"),
                                 ("llm_usage", 46, "ignored")]
+    # gzip, plain and an SSE answer on /jsononly/: the base price
+    wait_charged(redis_server, key.owner, "chat", 5, 42 + 43)
     assert re.search(r'\[info\].*toll plugin "llm_usage": a gzip answer '
                      r'cannot be read', ngx.error_log_text())
 
@@ -516,6 +541,8 @@ def test_llm_usage_sse_split_everywhere(start_nginx, redis_server, llm):
         expected.append(("llm_usage", total, "kept"))
     conn.close()
     assert units_lines(ngx) == expected
+    wait_charged(redis_server, key.owner, "chat", len(expected),
+                 sum(u for _, u, _ in expected))
 
 
 def test_llm_usage_from_a_file_buffer(start_nginx, redis_server, llm):
@@ -539,6 +566,7 @@ def test_llm_usage_from_a_file_buffer(start_nginx, redis_server, llm):
     assert r.status == 200, r
     assert r.body == body
     assert units_lines(ngx) == [("llm_usage", 777, "kept")]
+    wait_charged(redis_server, key.owner, "chat", 1, 777)
     # every byte went through the body hooks, those read from the file too
     lines = wait_log(ngx, r"echo f: (\d+) body bytes, last=(\d)")
     assert lines == [(str(len(body)), "1")], (lines, len(body))

@@ -255,7 +255,7 @@ check:
  * transaction, where the pragma works), new tables, rows copied, old
  * tables dropped, the new renamed, indexes and trigger made again,
  * foreign_key_check, the version bumped, commit, foreign keys on.
- * Version 2 to 3 adds a table.  Another process may have
+ * Version 2 to 3 adds a table and a column.  Another process may have
  * migrated the file meanwhile: the version is read again under the lock.
  */
 static int
@@ -368,6 +368,7 @@ static int
 toll_ledger_migrate_v2(toll_ledger_t *lg)
 {
     static const char  sql[] =
+        TOLL_LEDGER_TRANSACTIONS_UNITS_SQL
         TOLL_LEDGER_CAP_ALERTS_SQL
         "UPDATE meta SET value = '3' WHERE name = 'schema_version';";
 

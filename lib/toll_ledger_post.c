@@ -156,9 +156,9 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
              "INSERT INTO transactions (kind, batch_id, posted_at, buyer,"
              " provider, service, day, calls, free_calls, paid_calls,"
              " errors, latency_ms, amount_micros, fee_bp, fee_micros,"
-             " currency, prepaid_micros)"
+             " currency, prepaid_micros, units)"
              " VALUES ('usage', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-             " ?, ?)", &st);
+             " ?, ?, ?)", &st);
     if (rc != TOLL_LEDGER_OK) {
         return rc;
     }
@@ -184,6 +184,7 @@ toll_ledger_post_usage(toll_ledger_t *lg, const toll_ledger_batch_t *b,
     }
 
     sqlite3_bind_int64(st, 16, u->prepaid_micros);
+    sqlite3_bind_int64(st, 17, u->units);
 
     rc = toll_ledger_step_done(lg, st, "write a usage transaction");
     if (rc != TOLL_LEDGER_OK) {

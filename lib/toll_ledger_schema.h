@@ -100,6 +100,17 @@
 
 
 /*
+ * Version 3: a usage transaction keeps the units its amount was charged
+ * for (docs/metering.md, "Units").  Added to version 2's table, not
+ * written into it, so that the migrations from 1 and from 2 and a new
+ * ledger end with the same table.
+ */
+#define TOLL_LEDGER_TRANSACTIONS_UNITS_SQL                                   \
+"ALTER TABLE transactions ADD COLUMN"                                        \
+"  units INTEGER NOT NULL DEFAULT 0 CHECK (units >= 0);"
+
+
+/*
  * Spend cap alerts sent (version 3; docs/settle.md, "Spend cap
  * alerts"): one row per threshold of a cap in a period, written in the
  * transaction of its spend_cap.threshold event.  key_id is '' for a
@@ -162,6 +173,7 @@ TOLL_LEDGER_ACCOUNTS_SQL("accounts")                                         \
                                                                              \
 TOLL_LEDGER_TRANSACTIONS_SQL("transactions")                                 \
 TOLL_LEDGER_TRANSACTIONS_INDEXES_SQL                                         \
+TOLL_LEDGER_TRANSACTIONS_UNITS_SQL                                           \
                                                                              \
 "CREATE TABLE entries ("                                                     \
 "  id            INTEGER PRIMARY KEY,"                                       \

@@ -261,3 +261,42 @@ def test_config_refused(nginx_t, bad, msg):
         "        listen 127.0.0.1:1;\n        location / {\n"
         "            toll on;\n            " + bad + "\n        }\n    }\n")
     assert_config_refused(rc, out, text, [msg])
+
+
+def test_units_reach_the_ledger(start_nginx, meter_upstream, redis_server,
+                                tmp_path):
+    """upstream = meter = ledger, units and amounts alike, to the
+    micro-unit; the ledger balances."""
+    from helpers.settle import Settle, connect, ledger_check, wait_drained
+    ngx = start(start_nginx, meter_upstream)
+    k = make_key(redis_server, owner="ledger")
+    want_amount, want_units = 0, 0
+    for n in (0, 1, 3, 999999, 2000000):
+        r = call(ngx, k, "/tok/x?units=%d" % n)
+        assert r.status == 200, r
+        n = min(n, 1000000)
+        want_amount += expect("0.01", "0.0000005", n)
+        want_units += n
+    r = call(ngx, k, "/tok/x?units=7&status=503")
+    assert r.header("X-Toll-Amount") == "0"
+    wait_usage(redis_server.client, {("ledger", "tok"): {
+        "calls": 6, "amount_micros": want_amount, "units": want_units}},
+        fields=("calls", "amount_micros", "units"))
+    s = Settle(redis_server, tmp_path / "ledger.db")
+    try:
+        p = s.once()
+        assert p.returncode == 0, p.stderr
+        wait_drained(redis_server.client)
+        db = connect(s.ledger)
+        try:
+            row = db.execute(
+                "SELECT sum(calls), sum(amount_micros), sum(units)"
+                " FROM transactions WHERE kind = 'usage'"
+                " AND buyer = 'ledger' AND service = 'tok'").fetchone()
+        finally:
+            db.close()
+        assert row == (6, want_amount, want_units), row
+        ledger_check(s.ledger)
+    finally:
+        s.close()
+    assert meter_upstream.counts()[("ledger", "tok")] == 6

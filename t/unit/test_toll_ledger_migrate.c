@@ -22,6 +22,12 @@
 #include "toll_ledger.h"
 
 
+/* version 3's column of usage transactions */
+#define UNITS_COLUMN                                                          \
+    "SELECT count(*) FROM pragma_table_info('transactions')"                  \
+    " WHERE name = 'units'"
+
+
 #define PATH_LEN_MAX      256
 
 
@@ -380,6 +386,8 @@ make_v2(const char *path)
 
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "DROP TABLE cap_alerts;"
+                                      "ALTER TABLE transactions"
+                                      " DROP COLUMN units;"
                                       "UPDATE meta SET value = '2'"
                                       " WHERE name = 'schema_version';",
                                       NULL, NULL, NULL),
@@ -415,6 +423,7 @@ test_v2_migrated(void **state)
     assert_balance(lg, "prepaid:USD:acme", 5000000);
     assert_ledger_ok(lg);
     assert_cap_alert_once(lg);
+    assert_int_equal(scalar(lg, UNITS_COLUMN), 1);
 
     /* the guards came with the table */
     assert_int_not_equal(sqlite3_exec(toll_ledger_db(lg),
@@ -464,6 +473,9 @@ test_v1_migrated(void **state)
                      TOLL_LEDGER_SCHEMA_VERSION);
     assert_int_equal(scalar(lg, "SELECT count(*) FROM accounts"), 4);
     assert_int_equal(scalar(lg, "SELECT count(*) FROM transactions"), 2);
+    assert_int_equal(scalar(lg, UNITS_COLUMN), 1);
+    assert_int_equal(scalar(lg, "SELECT count(*) FROM transactions"
+                                " WHERE units = 0"), 2);
     assert_int_equal(scalar(lg, "SELECT count(*) FROM entries"), 5);
     assert_int_equal(scalar(lg, "SELECT sum(latency_ms) + sum(fee_micros)"
                                 " FROM transactions"), 4200 + 1050000);

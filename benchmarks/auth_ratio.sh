@@ -17,13 +17,25 @@
 #   prepaid /prepaid/: the same with "toll_prepaid on" and a balance no
 #                     run can spend: each call holds its price from the
 #                     node's lease of the buyer's balance
+#   plugin  /plugin/: the whole gate as limits, and "toll_plugin noop"
+#                     (every hook, each doing nothing: t/plugins/noop.c)
+#   units   /units/:  the whole gate as limits, on a service priced per
+#                     unit (unit_price, max_units, units_header=X-Units);
+#                     the upstream answers "X-Units: 42"
+#   llm_usage /llm/:  with --sse only: the whole gate on a service priced
+#                     per unit, and "toll_plugin llm_usage" reading the
+#                     tokens from the event stream
 #
 # See benchmarks/README.md for how to read the output.
 #
 # Options:
-#   --variant V       auth, limits, prepaid, jwt, both (auth and limits)
-#                     or all
-#                                                             (default both)
+#   --variant V       auth, limits, prepaid, jwt, plugin, units,
+#                     llm_usage, a comma-separated list of them, both
+#                     (auth and limits) or all (every one but llm_usage)
+#                                   (default both; with --sse limits,llm_usage)
+#   --sse             the upstream answers every path with the same 64 KiB
+#                     text/event-stream (a streamed completion whose last
+#                     event carries usage.total_tokens) instead of "ok"
 #   --rounds N        rounds of (plain, variant...) runs      (default 7)
 #   --duration S      seconds per wrk run                     (default 5)
 #   --connections C   wrk connections                         (default 32)
@@ -42,7 +54,8 @@ REDIS_CLI=/usr/bin/redis-cli
 WRK=/usr/bin/wrk
 PYTHON=/usr/bin/python3
 
-VARIANT=both
+VARIANT=
+SSE=0
 ROUNDS=7
 DURATION_S=5
 CONNECTIONS=32
@@ -79,6 +92,7 @@ while [ $# -gt 0 ]; do
         --connections) CONNECTIONS=${2-}; shift 2 ;;
         --threads)     THREADS=${2-}; shift 2 ;;
         --cpu)         MEASURE_CPU=1; shift ;;
+        --sse)         SSE=1; shift ;;
         --calibrate)   CALIBRATE=1; shift ;;
         --keep)        KEEP=1; shift ;;
         -h|--help)     usage; exit 0 ;;
@@ -100,18 +114,41 @@ done
 for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
     case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
 done
+[ -n "$VARIANT" ] || { [ "$SSE" = 1 ] && VARIANT=limits,llm_usage; } \
+    || VARIANT=both
 case "$VARIANT" in
-    auth|limits|prepaid|jwt) VARIANTS=$VARIANT ;;
     both)            VARIANTS="auth limits" ;;
-    all)             VARIANTS="auth limits prepaid jwt" ;;
-    *)               die "--variant: auth, limits, prepaid, jwt, both or all," \
-                         "not \"$VARIANT\"" ;;
+    all)             VARIANTS="auth limits prepaid jwt plugin units" ;;
+    *)               VARIANTS=${VARIANT//,/ } ;;
 esac
+for v in $VARIANTS; do
+    case "$v" in
+        auth|limits|prepaid|jwt|plugin|units) ;;
+        llm_usage) [ "$SSE" = 1 ] || die "--variant llm_usage needs --sse" ;;
+        *) die "--variant: auth, limits, prepaid, jwt, plugin, units," \
+               "llm_usage, a comma-separated list, both or all, not \"$v\"" ;;
+    esac
+done
+# a toll_plugin line anywhere puts the plugins' handlers and filters on
+# every path (plain included): only when a variant has one
+case " $VARIANTS " in
+    *" plugin "*|*" llm_usage "*) PLUGINS=1 ;;
+    *)                            PLUGINS=0 ;;
+esac
+# the plugins "make" builds: the no-op one of t/plugins/, and llm_usage
+NOOP_SO=$BUILD/plugins/test/noop.so
+LLM_USAGE_SO=$BUILD/plugins/toll_llm_usage.so
+if [ "$PLUGINS" = 1 ]; then
+    for so in "$NOOP_SO" "$LLM_USAGE_SO"; do
+        [ -f "$so" ] || die "$so not found: run make first"
+    done
+fi
 # what one round runs, in this order in odd rounds and reversed in even ones
 KINDS="plain $VARIANTS"
 # the gateway location of each
 declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits
-                     [prepaid]=prepaid [jwt]=jwt)
+                     [prepaid]=prepaid [jwt]=jwt [plugin]=plugin
+                     [units]=units [llm_usage]=llm)
 
 
 # -- CPU layout ---------------------------------------------------------------
@@ -216,6 +253,12 @@ cp "$MODULE" "$PREFIX/ngx_http_toll_module.so"
 cp "$TOLLCTL" "$PREFIX/tollctl"
 MODULE=$PREFIX/ngx_http_toll_module.so
 TOLLCTL=$PREFIX/tollctl
+if [ "$PLUGINS" = 1 ]; then
+    cp "$NOOP_SO" "$PREFIX/noop.so"
+    cp "$LLM_USAGE_SO" "$PREFIX/toll_llm_usage.so"
+    NOOP_SO=$PREFIX/noop.so
+    LLM_USAGE_SO=$PREFIX/toll_llm_usage.so
+fi
 
 free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket()
@@ -262,6 +305,38 @@ redis_up || { show_log "$PREFIX/logs/redis.log"
 
 # -- upstream: nginx answering 200 "ok", so that no Python is in the path -----
 
+# the units a units_header service reads, and the tokens llm_usage reads
+UNITS=42
+SSE_TOKENS=4242
+SSE_BYTES=65536
+UP_ANSWER='default_type text/plain; return 200 "ok";'
+if [ "$SSE" = 1 ]; then
+    # a streamed completion of SSE_BYTES: content deltas with a null usage,
+    # the usage in the last event, then [DONE] (what llm_usage reads);
+    # the first delta is padded to the exact size
+    "$PYTHON" - "$PREFIX/up/sse.txt" "$SSE_BYTES" "$SSE_TOKENS" <<'PY' \
+        || die "could not write the event stream"
+import json, sys
+path, size, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def event(o, pad=0):
+    if pad:
+        o["choices"][0]["delta"]["content"] += "x" * pad
+    return "data: %s\n\n" % json.dumps(o, separators=(",", ":"))
+def delta(pad=0):
+    return event({"choices": [{"delta": {"content": "x" * 200}}],
+                  "usage": None}, pad)
+tail = event({"choices": [], "usage": {"prompt_tokens": 3,
+              "completion_tokens": total - 3, "total_tokens": total}})
+tail += "data: [DONE]\n\n"
+n = (size - len(tail)) // len(delta())
+body = delta(size - len(tail) - n * len(delta())) + delta() * (n - 1) + tail
+assert len(body) == size
+open(path, "w").write(body)
+PY
+    UP_ANSWER="root $PREFIX/up; default_type text/event-stream;"
+    UP_ANSWER="$UP_ANSWER try_files /sse.txt =404;"
+fi
+
 UP_PORT=$(free_port)
 cat > "$PREFIX/up/nginx.conf" <<EOF
 worker_processes 1;
@@ -289,8 +364,13 @@ http {
     server {
         listen 127.0.0.1:$UP_PORT;
         location / {
-            default_type text/plain;
-            return 200 "ok";
+            $UP_ANSWER
+        }
+
+        # the same answer, with the units a units_header service charges
+        location /units/ {
+            $UP_ANSWER
+            add_header X-Units $UNITS always;
         }
     }
 }
@@ -311,6 +391,56 @@ JWT_SECRET_FILE=$PREFIX/gw/jwt.secret
 head -c 32 /dev/urandom > "$JWT_SECRET_FILE"
 
 # -- gateway: /plain/, /toll/ and /limits/ on one server, same upstream pool --
+
+# priced per unit: what units and llm_usage charge is 0.001 + units x
+# 0.000001 (the hold, never needed here: 0.001 + 100000 x 0.000001)
+UNIT_PRICE="price=0.001 unit_price=0.000001 max_units=100000"
+PLUGIN_LOAD=
+PLUGIN_LOCATIONS=
+if [ "$PLUGINS" = 1 ]; then
+    PLUGIN_LOAD="toll_plugin_load noop $NOOP_SO;"
+    PLUGIN_LOAD="$PLUGIN_LOAD toll_plugin_load llm_usage $LLM_USAGE_SO;"
+    PLUGIN_LOAD="$PLUGIN_LOAD log_format bench_amount \$toll_amount;"
+    PLUGIN_LOCATIONS=$(cat <<EOF
+        # plugin: the whole gate as /limits/, and a plugin whose hooks
+        # do nothing
+        location /plugin/ {
+            toll on;
+            toll_service bench provider=bench price=0.001;
+            toll_plugin noop;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # llm_usage: the whole gate, priced per token, the tokens read
+        # from the event stream by the plugin
+        location /llm/ {
+            toll on;
+            toll_service bench-tokens provider=bench $UNIT_PRICE;
+            toll_plugin llm_usage;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+        # the same, logging what each call was charged: the proof, before
+        # measuring, that the plugin read the tokens
+        location /llmcheck/ {
+            toll on;
+            toll_service bench-tokens provider=bench $UNIT_PRICE;
+            toll_plugin llm_usage;
+            access_log $PREFIX/logs/llm-amount.log bench_amount;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+EOF
+)
+fi
 
 GW_PORT=$(free_port)
 cat > "$PREFIX/gw/nginx.conf" <<EOF
@@ -336,6 +466,7 @@ http {
     toll_jwt_key $JWT_SECRET_FILE alg=HS256;
     # the key's plan; toll_limit_sync is left at its default (100 ms)
     $BENCH_PLAN
+    $PLUGIN_LOAD
 
     access_log off;
     keepalive_requests 1000000;
@@ -405,6 +536,18 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
+
+        # units: the whole gate, priced per unit of the upstream's X-Units
+        location /units/ {
+            toll on;
+            toll_service bench-units provider=bench $UNIT_PRICE
+                units_header=X-Units;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+$PLUGIN_LOCATIONS
     }
 }
 EOF
@@ -444,7 +587,8 @@ print(jwt.encode({"sub": "bench-buyer", "exp": int(time.time()) + 86400},
     1000000000 --ref bench >/dev/null \
     || die "tollctl balance credit failed"
 declare -A HEADER=([plain]="$AUTH" [auth]="$AUTH" [limits]="$AUTH"
-                   [prepaid]="$AUTH"
+                   [prepaid]="$AUTH" [plugin]="$AUTH" [units]="$AUTH"
+                   [llm_usage]="$AUTH"
                    [jwt]="Authorization: Bearer $JWT")
 
 status() {
@@ -488,6 +632,32 @@ grep -q '^ratelimit-policy: .*"burst".*"day"' <<<"$hdrs" \
 # ... and the balance pays on /prepaid/, only there
 grep -q '^x-toll-balance: ' <<<"$(headers -H "$AUTH" "$BASE/prepaid/")" \
     || die "/prepaid/ answered no X-Toll-Balance: is toll_prepaid on?"
+# ... and the upstream's units are charged on /units/ (and its header
+# removed from the answer)
+hdrs=$(headers -H "$AUTH" "$BASE/units/")
+grep -qx "x-toll-units: $UNITS" <<<"$hdrs" && ! grep -q '^x-units:' <<<"$hdrs" \
+    || { echo "$hdrs" >&2
+         die "/units/ did not charge for the upstream's X-Units: $UNITS"; }
+if [ "$SSE" = 1 ]; then
+    # every path proxies the same event stream
+    [ "$(curl -s -o /dev/null -w '%{size_download}' --max-time 5 \
+              -H "$AUTH" "$BASE/plain/")" = "$SSE_BYTES" ] \
+        || die "/plain/ did not answer the $SSE_BYTES bytes of the stream"
+fi
+if [ "$PLUGINS" = 1 ] && [ "$SSE" = 1 ]; then
+    # ... and llm_usage read its tokens: charged 0.001 + 4242 x 0.000001
+    [ "$(status -H "$AUTH" "$BASE/llmcheck/")" = 200 ] \
+        || die "/llmcheck/ with the key did not answer 200"
+    amount=$(printf '0.%06d' $((1000 + SSE_TOKENS)))
+    for ((i = 0; i < 20; i++)); do
+        [ ! -s "$PREFIX/logs/llm-amount.log" ] || break
+        sleep 0.05
+    done
+    grep -qx "$amount" "$PREFIX/logs/llm-amount.log" \
+        || { cat "$PREFIX/logs/llm-amount.log" >&2
+             die "llm_usage did not charge $amount for $SSE_TOKENS tokens:" \
+                 "did it read the stream?"; }
+fi
 
 
 # -- measuring ----------------------------------------------------------------
@@ -614,8 +784,21 @@ for v in $VARIANTS; do
                      "metering at price 0.001 and the plan: $BENCH_PLAN" ;;
         prepaid) echo "prepaid: /prepaid/, the same with toll_prepaid on:" \
                       "each call held from the node's lease of a balance" ;;
+        plugin) echo "plugin: /plugin/, the whole gate as limits and" \
+                     "toll_plugin noop (five hooks doing nothing)" ;;
+        units)  echo "units:  /units/, the whole gate priced per unit of" \
+                     "the upstream's X-Units: $UNITS" ;;
+        llm_usage) echo "llm_usage: /llm/, the whole gate priced per token," \
+                        "toll_plugin llm_usage reading the stream's" \
+                        "usage.total_tokens ($SSE_TOKENS)" ;;
     esac
 done
+[ "$PLUGINS" = 0 ] \
+    || echo "plugins loaded: every path, /plain/ included, passes their" \
+            "handlers and filters (a location without plugins returns at once)"
+[ "$SSE" = 0 ] \
+    || echo "upstream: every path answers the same $SSE_BYTES-byte" \
+            "text/event-stream (a static file)"
 [ "$CALIBRATE" = 0 ] \
     || echo "CALIBRATION: the variants' columns are /plain/ too (A/A run)"
 if [ "$OTHER_BUSY" -gt "$OTHER_BUSY_WARN" ]; then

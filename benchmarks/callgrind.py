@@ -2,7 +2,8 @@
 """The module's own instructions per request, counted by callgrind.
 
     benchmarks/callgrind.py [--variant auth|limits|prepaid|jwt|jwt_uncached|
-                                       jwt_forged|jwt_forged_ip|both|all]
+                                       jwt_forged|jwt_forged_ip|plugin|units|
+                                       llm_usage|both|all]
                             [--requests N]
                             [--annotate] [--keep] BUILD_DIR
                                                     (make bench-callgrind)
@@ -38,6 +39,14 @@ connection for each variant, and callgrind dumps its counters after each:
           unauthenticated" (burst 1, 1 r/d): the address is over its
           limit after the warm-up, so each token is refused (429)
           before its signature is checked.
+  plugin  the whole gate as limits, and "toll_plugin noop" (five hooks
+          doing nothing: t/plugins/noop.c).
+  units   the whole gate as limits on a service priced per unit of the
+          upstream's "X-Units: 42" (units_header).
+  llm_usage
+          the whole gate on a service priced per token, and "toll_plugin
+          llm_usage" reading usage.total_tokens from a 64 KiB
+          text/event-stream (a static file of the same nginx).
 
 Instructions are counted, not timed: the figure is the same on a busy
 machine, so it can be compared across commits.  The limit sync timer's
@@ -99,12 +108,39 @@ SYNC_ENTRY_POINTS = (
 # headers) as the filter's callee.  That is nginx's work, not the
 # module's: calls from these to functions without a symbol (nginx's
 # static functions: the next filter) are taken out.  Calls to exported
-# helpers (ngx_sprintf, ngx_list_push, ...) stay counted.
+# helpers (ngx_sprintf, ngx_list_push, ...) stay counted.  The plugins'
+# body filter likewise: the chain after it writes the body.
 FILTERS = (
+    "ngx_http_toll_header_filter",
+    "ngx_http_toll_plugin_header_filter",
+    "ngx_http_toll_plugin_body_filter",
+)
+
+# the plugins' entry points (a config with a toll_plugin line only)
+PLUGIN_ENTRY_POINTS = (
+    "ngx_http_toll_plugin_access",
+    "ngx_http_toll_plugin_header_filter",
+    "ngx_http_toll_plugin_body_filter",
+    "ngx_http_toll_plugin_log_handler",
+    "ngx_http_toll_plugin_cleanup",
+)
+
+# With plugins, the plugins' header filter is the top of the chain and
+# calls toll's: callgrind's --toggle-collect toggles, so a nested entry
+# point would switch collection off inside itself.  It is not toggled
+# then, and counts as a callee of the plugins' filter (split out below).
+PLUGIN_NESTED = (
     "ngx_http_toll_header_filter",
 )
 
 WARMUP = 20
+
+# the event stream of llm_usage: its size, the tokens of its last event,
+# and what the units and llm_usage services charge per unit
+SSE_BYTES = 65536
+SSE_TOKENS = 4242
+UNITS = 42
+UNIT_PRICE = "price=0.001 unit_price=0.000001 max_units=100000"
 
 # both algorithms (a bucket, a window), never refusing in a run: the
 # bucket refills at 1.67 M/s and holds 1 M, the day allows 1e9
@@ -119,14 +155,22 @@ VARIANTS = collections.OrderedDict([
     ("jwt_uncached", "/jwt/"),
     ("jwt_forged", "/jwt/"),
     ("jwt_forged_ip", "/jwtip/"),
+    ("plugin", "/plugin/"),
+    ("units", "/units/"),
+    ("llm_usage", "/llm/"),
 ])
+PLUGIN_VARIANTS = ("plugin", "llm_usage")
 
 # what each variant's measured requests are answered (200 if not here)
 STATUS = {"jwt_forged": 401, "jwt_forged_ip": 429}
 # ... and its warm-up requests: the address goes over its limit
 WARMUP_STATUS = {"jwt_forged_ip": (401, 429)}
 # whether its answers carry the rate-limit headers (None: not checked)
-LIMITED = {"limits": True, "prepaid": True, "jwt_forged_ip": None}
+LIMITED = {"limits": True, "prepaid": True, "jwt_forged_ip": None,
+           "plugin": True, "units": True, "llm_usage": True}
+# a response header each answer must carry, and the body's length
+HEADER = {"units": ("X-Toll-Units", str(UNITS))}
+LENGTH = {"llm_usage": SSE_BYTES}
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -150,6 +194,7 @@ http {{
     {plan}
     toll_plan forgers rate=1r/d burst=1;
     toll_jwt_key {prefix}/jwt.pub kid=bench;
+    {plugin_load}
 
     upstream backend {{ server 127.0.0.1:{up_port}; keepalive 4; }}
 
@@ -193,13 +238,81 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
+        location /units/ {{
+            toll on;
+            toll_service bench-units provider=bench {unit_price}
+                units_header=X-Units;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        {plugin_locations}
     }}
     server {{
         listen 127.0.0.1:{up_port};
         location / {{ return 200 "ok"; }}
+        location /units/ {{
+            add_header X-Units {units} always;
+            return 200 "ok";
+        }}
+        location /llm/ {{
+            root {prefix};
+            default_type text/event-stream;
+            try_files /sse.txt =404;
+        }}
     }}
 }}
 """
+
+
+# only when a plugin variant runs: a toll_plugin line anywhere puts the
+# plugins' handlers and filters on every request of the process
+PLUGIN_LOAD = """\
+toll_plugin_load noop {prefix}/noop.so;
+    toll_plugin_load llm_usage {prefix}/toll_llm_usage.so;
+"""
+
+PLUGIN_LOCATIONS = """\
+location /plugin/ {{
+            toll on;
+            toll_service bench provider=bench price=0.001;
+            toll_plugin noop;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /llm/ {{
+            toll on;
+            toll_service bench-tokens provider=bench {unit_price};
+            toll_plugin llm_usage;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+"""
+
+
+def sse_body(size, total):
+    """A streamed completion of exactly size bytes: content deltas with
+    a null usage, the usage in the last event, then [DONE] (what
+    llm_usage reads); the first delta is padded to the size."""
+    def event(o, pad=0):
+        if pad:
+            o["choices"][0]["delta"]["content"] += "x" * pad
+        return "data: %s\n\n" % json.dumps(o, separators=(",", ":"))
+
+    def delta(pad=0):
+        return event({"choices": [{"delta": {"content": "x" * 200}}],
+                      "usage": None}, pad)
+
+    tail = event({"choices": [], "usage": {"prompt_tokens": 3,
+                  "completion_tokens": total - 3, "total_tokens": total}})
+    tail += "data: [DONE]\n\n"
+    n = (size - len(tail)) // len(delta())
+    body = (delta(size - len(tail) - n * len(delta()))
+            + delta() * (n - 1) + tail)
+    assert len(body) == size
+    return body
 
 
 def free_port():
@@ -260,14 +373,21 @@ def forged_tokens(n):
             for si in signing_inputs(n)]
 
 
-def run_requests(port, path, n, token, limited, status=200):
+def run_requests(port, path, n, token, limited, status=200, header=None,
+                 length=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     tokens = token if isinstance(token, list) else [token] * n
     for i in range(n):
         headers = {"Authorization": "Bearer " + tokens[i]}
         conn.request("GET", path + "x", headers=headers)
         resp = conn.getresponse()
-        resp.read()
+        body = resp.read()
+        if header and resp.getheader(header[0]) != header[1]:
+            sys.exit("callgrind: %s answered %s: %r, not %r" %
+                     (path, header[0], resp.getheader(header[0]), header[1]))
+        if length is not None and len(body) != length:
+            sys.exit("callgrind: %s answered %d bytes, not %d"
+                     % (path, len(body), length))
         ok = status if isinstance(status, tuple) else (status,)
         if resp.status not in ok:
             sys.exit("callgrind: %s answered %d, not %s: the gate is not "
@@ -359,18 +479,19 @@ def dump(pid, out, seen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build")
-    ap.add_argument("--variant", choices=("auth", "limits", "prepaid", "jwt",
-                                          "jwt_uncached", "jwt_forged",
-                                          "jwt_forged_ip", "both", "all"),
-                    default="both",
+    ap.add_argument("--variant", default="both",
                     help="auth: authentication only; limits: the whole "
                          "gate, authentication and a limit plan; jwt, "
                          "jwt_uncached: a JWT from the cache, a new JWT "
                          "each request; jwt_forged: a new JWT with a "
                          "bad signature each request; jwt_forged_ip: "
                          "the same from an address over its "
-                         "toll_limit_ip limit; both (default): auth and limits; "
-                         "all: every variant")
+                         "toll_limit_ip limit; plugin: limits and a no-op "
+                         "plugin; units: limits priced per unit of the "
+                         "upstream's header; llm_usage: the whole gate and "
+                         "llm_usage on a 64 KiB event stream; both "
+                         "(default): auth and limits; all: every variant; "
+                         "or a comma-separated list of variants")
     ap.add_argument("--requests", type=int, default=2000,
                     help="requests per variant (default 2000)")
     ap.add_argument("--annotate", action="store_true",
@@ -387,12 +508,20 @@ def main():
     elif args.variant == "all":
         variants = list(VARIANTS)
     else:
-        variants = [args.variant]
+        variants = args.variant.split(",")
+        for v in variants:
+            if v not in VARIANTS:
+                ap.error("--variant: %s, both, all or a comma-separated "
+                         "list, not %r" % (", ".join(VARIANTS), v))
 
     build = os.path.abspath(args.build)
     module = os.path.join(build, "ngx_http_toll_module.so")
     tollctl = os.path.join(build, "tollctl")
-    for path in (module, tollctl, VALGRIND, CALLGRIND_CONTROL):
+    plugins = any(v in PLUGIN_VARIANTS for v in variants)
+    plugin_sos = [os.path.join(build, "plugins", "test", "noop.so"),
+                  os.path.join(build, "plugins", "toll_llm_usage.so")]
+    for path in ([module, tollctl, VALGRIND, CALLGRIND_CONTROL]
+                 + (plugin_sos if plugins else [])):
         if not os.path.exists(path):
             sys.exit("callgrind: %s not found (make, apt-get install "
                      "valgrind)" % path)
@@ -403,6 +532,18 @@ def main():
     # nginx
     shutil.copy(module, os.path.join(prefix, "ngx_http_toll_module.so"))
     module = os.path.join(prefix, "ngx_http_toll_module.so")
+    if plugins:
+        for so in plugin_sos:
+            shutil.copy(so, prefix)
+    with open(os.path.join(prefix, "sse.txt"), "w") as f:
+        f.write(sse_body(SSE_BYTES, SSE_TOKENS))
+    # what collection is toggled on, and what is counted per request
+    entry_points = REQUEST_ENTRY_POINTS
+    toggles = REQUEST_ENTRY_POINTS + SYNC_ENTRY_POINTS
+    if plugins:
+        entry_points += PLUGIN_ENTRY_POINTS
+        toggles = tuple(f for f in toggles + PLUGIN_ENTRY_POINTS
+                        if f not in PLUGIN_NESTED)
     procs = []
 
     try:
@@ -435,7 +576,8 @@ def main():
                 check=True, capture_output=True, text=True)
 
         tokens = {"auth": key["token"], "limits": key["token"],
-                  "prepaid": key["token"],
+                  "prepaid": key["token"], "plugin": key["token"],
+                  "units": key["token"], "llm_usage": key["token"],
                   "jwt": jwt_tokens(prefix, 1)[0]}
         if "jwt_uncached" in variants:
             tokens["jwt_uncached"] = jwt_tokens(prefix,
@@ -449,14 +591,19 @@ def main():
         with open(conf, "w") as f:
             f.write(CONF.format(module=module, prefix=prefix, port=port,
                                 up_port=up_port, redis_port=redis_port,
-                                plan=PLAN,
+                                plan=PLAN, unit_price=UNIT_PRICE,
+                                units=UNITS,
+                                plugin_load=PLUGIN_LOAD.format(prefix=prefix)
+                                if plugins else "",
+                                plugin_locations=PLUGIN_LOCATIONS.format(
+                                    unit_price=UNIT_PRICE)
+                                if plugins else "",
                                 user="user root;" if os.geteuid() == 0
                                 else ""))
 
         out = os.path.join(prefix, "callgrind.out")
         argv = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=" + out]
-        argv += ["--toggle-collect=" + f
-                 for f in REQUEST_ENTRY_POINTS + SYNC_ENTRY_POINTS]
+        argv += ["--toggle-collect=" + f for f in toggles]
         argv += [NGINX, "-p", prefix, "-c", conf, "-e",
                  os.path.join(prefix, "error.log")]
         ngx = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
@@ -470,7 +617,8 @@ def main():
             run_requests(port, VARIANTS[v], WARMUP,
                          t[:WARMUP] if isinstance(t, list) else t,
                          LIMITED.get(v, False),
-                         WARMUP_STATUS.get(v, STATUS.get(v, 200)))
+                         WARMUP_STATUS.get(v, STATUS.get(v, 200)),
+                         HEADER.get(v), LENGTH.get(v))
         seen = set()
         dump(ngx.pid, out, seen)                 # the warm-up, not counted
 
@@ -480,7 +628,8 @@ def main():
             t = tokens[v]
             run_requests(port, VARIANTS[v], args.requests,
                          t[WARMUP:] if isinstance(t, list) else t,
-                         LIMITED.get(v, False), STATUS.get(v, 200))
+                         LIMITED.get(v, False), STATUS.get(v, 200),
+                         HEADER.get(v), LENGTH.get(v))
             path = dump(ngx.pid, out, seen)
             results.append((v, time.monotonic() - t0, path))
 
@@ -503,12 +652,17 @@ def main():
             # nginx's filter chain after ours
             chain = sum(ir for (caller, callee), ir in call_ir.items()
                         if caller in FILTERS and callee.startswith("0x"))
+            # each entry point's own: without nginx's chain after a
+            # filter, and without an entry point it calls (the plugins'
+            # header filter calls toll's), which has its own part
             parts = collections.OrderedDict(
                 (f, inclusive(f, self_ir, call_ir)
                     - sum(ir for (caller, callee), ir in call_ir.items()
-                          if caller == f and f in FILTERS
-                          and callee.startswith("0x")))
-                for f in REQUEST_ENTRY_POINTS)
+                          if caller == f
+                          and (callee in entry_points
+                               or (f in FILTERS
+                                   and callee.startswith("0x")))))
+                for f in entry_points)
             sync = sum(inclusive(f, self_ir, call_ir)
                        for f in SYNC_ENTRY_POINTS)
             ticks = sum(n for (_, callee), n in call_n.items()
@@ -545,7 +699,14 @@ def main():
                                   "bad signature each request (401)",
                     "jwt_forged_ip": "the same from an address over "
                                      "its toll_limit_ip ... "
-                                     "unauthenticated limit (429)"}[v]
+                                     "unauthenticated limit (429)",
+                    "plugin": "the whole gate as limits and a no-op "
+                              "plugin (toll_plugin noop)",
+                    "units": "the whole gate as limits, priced per unit "
+                             "of the upstream's X-Units",
+                    "llm_usage": "the whole gate priced per token, "
+                                 "llm_usage reading a %d-byte event "
+                                 "stream" % SSE_BYTES}[v]
             print("module instructions per request, %s, %d requests: "
                   "%.0f (target <= 5000 on cached paths)"
                   % (what, args.requests, per_request))

@@ -887,6 +887,22 @@ if [ "$MEASURE_CPU" = 1 ]; then
              "${med_cpu[$v]} (target <= 1.10)"
     done
 fi
+# a plugin that does nothing should change nothing: plugin against the
+# whole gate without it, round by round
+per_round() {
+    # per_round a b: the median of a/b over the rounds, from two files
+    calc '%.3f' 'm' -v m="$(paste "$1" "$2" \
+        | awk '{ printf "%.3f\n", ($2 > 0) ? $1 / $2 : 0 }' | median)"
+}
+if [[ " $VARIANTS " == *" limits "* && " $VARIANTS " == *" plugin "* ]]; then
+    line="throughput $(per_round "$PREFIX/plugin.rps" "$PREFIX/limits.rps")"
+    if [ "$MEASURE_CPU" = 1 ]; then
+        line="$line, gateway CPU per request"
+        line="$line $(per_round "$PREFIX/plugin.us" "$PREFIX/limits.us")"
+    fi
+    echo "plugin/limits: median of per-round ratios: $line" \
+         "(target: no measurable change)"
+fi
 for v in $VARIANTS; do
     if awk -v lo="${min_ratio[$v]}" -v hi="${max_ratio[$v]}" \
            -v w="$SPREAD_WARN" 'BEGIN { exit !(hi > lo * w) }'; then

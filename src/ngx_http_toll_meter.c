@@ -241,6 +241,8 @@ ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         ngx_http_toll_quota_unused(r, ctx);
 
     } else {
+        /* an answer without headers was never decided: here, likewise */
+        ngx_http_toll_quota_decide(r, ctx);
         /* units a plugin reported with the body */
         ngx_http_toll_units_charge(r, ctx, 1);
     }

@@ -202,29 +202,18 @@ ngx_int_t
 ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx)
 {
-    ngx_uint_t                 charged;
     ngx_http_toll_loc_conf_t  *lcf;
 
-    if (!ctx->priced || ctx->service == NULL) {
+    if (!ctx->priced || ctx->service == NULL
+        || ctx->state == NGX_HTTP_TOLL_STATE_REJECTED)
+    {
+        /* refused after its price (by a plugin): never charged */
         return NGX_OK;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
-    if (!ctx->billed) {
-        charged = ngx_http_toll_quota_charged(lcf, r->headers_out.status);
-
-        if (!charged) {
-            /* not charged: a free call it took is the buyer's again */
-            ngx_http_toll_quota_give_back(ctx);
-            ctx->amount_micros = 0;
-        }
-
-        /* the units the upstream reports, and what they cost */
-        ngx_http_toll_units_header(r, ctx, charged);
-    }
-
-    ctx->billed = 1;
+    ngx_http_toll_quota_decide(r, ctx);
 
     if (!lcf->billing_headers) {
         return NGX_OK;
@@ -236,6 +225,39 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
                                       &lcf->billing_prefix);
 
     return ngx_http_toll_quota_billing_headers(r, ctx, lcf);
+}
+
+
+/*
+ * What a call that reached the upstream is charged, once: as its status
+ * says (toll_charge_status), and for its units.  The header filter
+ * decides it, or the log phase for a call whose answer never had headers
+ * (the client went away first: 499).
+ */
+
+void
+ngx_http_toll_quota_decide(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    ngx_uint_t                 charged;
+    ngx_http_toll_loc_conf_t  *lcf;
+
+    if (ctx->billed) {
+        return;
+    }
+
+    ctx->billed = 1;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+    charged = ngx_http_toll_quota_charged(lcf, r->headers_out.status);
+
+    if (!charged) {
+        /* not charged: a free call it took is the buyer's again */
+        ngx_http_toll_quota_give_back(ctx);
+        ctx->amount_micros = 0;
+    }
+
+    /* the units the upstream reports, and what they cost */
+    ngx_http_toll_units_header(r, ctx, charged);
 }
 
 

@@ -40,6 +40,9 @@ char *ngx_http_toll_billing_prefix_directive(ngx_conf_t *cf,
 char *ngx_http_toll_quota_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf);
 /* the billing headers of a priced call (from the header filter) */
+/* what a call that reached the upstream is charged, decided once */
+void ngx_http_toll_quota_decide(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
 ngx_int_t ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 ngx_int_t ngx_http_toll_quota_init_process(ngx_cycle_t *cycle);

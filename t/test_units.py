@@ -9,6 +9,7 @@ own arithmetic in Decimal, through the billing headers and the meter.
 """
 
 import decimal
+import socket
 import time
 
 import pytest
@@ -300,3 +301,22 @@ def test_units_reach_the_ledger(start_nginx, meter_upstream, redis_server,
     finally:
         s.close()
     assert meter_upstream.counts()[("ledger", "tok")] == 6
+
+
+def test_client_gone_before_the_answer(start_nginx, meter_upstream,
+                                       redis_server):
+    """A call whose client went away before the answer's headers (nginx
+    logs 499): the units rule applies as for an answer without units, the
+    base price, never the hold."""
+    ngx = start(start_nginx, meter_upstream)
+    k = make_key(redis_server, owner="gone")
+    s = socket.create_connection(("127.0.0.1", ngx.port))
+    s.sendall(b"GET /tok/x?units=5&delay_ms=600 HTTP/1.1\r\nHost: x\r\n"
+              b"Authorization: %s\r\n\r\n" % k.bearer()[1].encode())
+    # the upstream has it, then the client leaves
+    wait_for(lambda: meter_upstream.counts().get(("gone", "tok")) == 1, 5,
+             interval=0.02, what="the call upstream")
+    s.close()
+    wait_usage(redis_server.client, {("gone", "tok"): {
+        "calls": 1, "amount_micros": micros("0.01"), "units": 0}},
+        fields=("calls", "amount_micros", "units"))

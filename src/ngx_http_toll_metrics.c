@@ -63,7 +63,8 @@ static ngx_str_t  ngx_http_toll_decision_names[] = {
     ngx_string("spend_cap_exceeded"),
     ngx_string("store_unavailable"),
     ngx_string("error"),
-    ngx_string("client_closed")
+    ngx_string("client_closed"),
+    ngx_string("plugin_refused")
 };
 
 

@@ -271,6 +271,7 @@ static ngx_int_t
 ngx_http_toll_plugin_refused(ngx_http_request_t *r, toll_request_t *pr)
 {
     ngx_str_t                     code;
+    ngx_http_toll_ctx_t          *ctx;
     ngx_http_toll_loc_conf_t     *lcf;
     ngx_http_toll_problem_ext_t   ext;
 
@@ -285,6 +286,18 @@ ngx_http_toll_plugin_refused(ngx_http_request_t *r, toll_request_t *pr)
         ext.code = pr->refuse_code;
         ext.detail = pr->refuse_detail;
         code = pr->refuse_code;
+    }
+
+    /*
+     * Refused as the gate refuses: counted so, with no billing headers
+     * (a call that never reached the upstream is never charged)
+     */
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_toll_module);
+
+    if (ctx) {
+        ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
+        ctx->decision = NGX_HTTP_TOLL_DECISION_PLUGIN_REFUSED;
     }
 
     ngx_log_error(lcf->log_level, r->connection->log, 0,

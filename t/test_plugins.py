@@ -27,6 +27,7 @@ import pytest
 from helpers import client
 from helpers.keys import build_dir, raw_key
 from helpers.meter import meter_http, usage, wait_usage
+from helpers.settle import Settle, connect, ledger_check, wait_drained
 from helpers.llm_upstream import LlmUpstream, sse_body
 from helpers.procs import PROXY, free_port, wait_for
 
@@ -382,6 +383,8 @@ def check_refusal(r, status, code):
     assert doc["detail"], doc
     assert r.header("x-request-id") == doc["request_id"], r.headers
     assert r.header("cache-control") == "no-store", r.headers
+    # never charged: no billing header says otherwise
+    assert r.header("x-toll-amount") is None, r.headers
     return doc
 
 
@@ -522,9 +525,11 @@ def test_llm_usage_json(start_nginx, redis_server, llm):
                      r'cannot be read', ngx.error_log_text())
 
 
-def test_llm_usage_sse_split_everywhere(start_nginx, redis_server, llm):
+def test_llm_usage_sse_split_everywhere(start_nginx, redis_server, llm,
+                                       tmp_path):
     """The stream cut in two at every byte of its body; each cut gives
-    its own total, and each is read."""
+    its own total, and each is read, charged and posted to the ledger
+    exactly."""
     key = raw_key(redis_server)
     ngx = start(start_nginx, llm, llm_locations(), level="debug")
     conn = client.KeepAlive(ngx.port)
@@ -541,8 +546,28 @@ def test_llm_usage_sse_split_everywhere(start_nginx, redis_server, llm):
         expected.append(("llm_usage", total, "kept"))
     conn.close()
     assert units_lines(ngx) == expected
-    wait_charged(redis_server, key.owner, "chat", len(expected),
-                 sum(u for _, u, _ in expected))
+    units = sum(u for _, u, _ in expected)
+    wait_charged(redis_server, key.owner, "chat", len(expected), units)
+    # upstream = meter = ledger
+    s = Settle(redis_server, tmp_path / "ledger.db")
+    try:
+        p = s.once()
+        assert p.returncode == 0, p.stderr
+        wait_drained(redis_server.client)
+        db = connect(s.ledger)
+        try:
+            row = db.execute("SELECT sum(calls), sum(units),"
+                             " sum(amount_micros) FROM transactions"
+                             " WHERE kind = 'usage' AND service = 'chat'"
+                             ).fetchone()
+        finally:
+            db.close()
+        assert row == (len(expected), units,
+                       charged(len(expected), units)), row
+        ledger_check(s.ledger)
+    finally:
+        s.close()
+    assert llm.count == len(expected)
 
 
 def test_llm_usage_from_a_file_buffer(start_nginx, redis_server, llm):

@@ -169,8 +169,10 @@ def counted(rc):
     one price and moved to another may leave its first service's fields
     behind, all at zero."""
     out = {}
-    # prepaid_micros: these locations are not prepaid (test_prepaid.py)
-    fields = set(INT_FIELDS) - {"latency_ms", "prepaid_micros"} | {"provider"}
+    # prepaid_micros, units: these locations are neither prepaid
+    # (test_prepaid.py) nor priced by units (test_units.py)
+    fields = (set(INT_FIELDS) - {"latency_ms", "prepaid_micros", "units"}
+              | {"provider"})
     for k, r in project(usage(rc), fields).items():
         if any(r[f] for f in INT_FIELDS if f in r):
             out[k] = r

@@ -7,6 +7,7 @@
 #   make test-asan  the same suites against a module built with ASan and UBSan
 #   make bench      throughput of toll against plain proxy_pass (benchmarks/)
 #   make bench-callgrind  the module's own instructions per request
+#   make bench-plugins    plugins and units against the gate (benchmarks/README.md)
 #   make fuzz       each libFuzzer harness of t/fuzz/ for FUZZ_SECONDS
 #   make sim        the seeded fault simulation (SEED=, MINUTES=, SIM_FAULTS=)
 #
@@ -56,7 +57,7 @@ SETTLE_SRCS := $(wildcard settle/*.c) $(LIB_SRCS)
 UNIT_TESTS  := $(patsubst t/unit/%.c,$(OUT)/unit/%,$(wildcard t/unit/test_*.c))
 
 .PHONY: all setup setup-test module ctl settle plugins unit test test-unit \
-        test-integration test-asan demo bench bench-callgrind clean fuzz \
+        test-integration test-asan demo bench bench-callgrind bench-plugins clean fuzz \
         setup-fuzz
 
 all: setup module ctl settle plugins
@@ -206,6 +207,14 @@ bench: all
 
 bench-callgrind: all
 	$(PYTHON) benchmarks/callgrind.py $(OUT)
+
+# plugins and units (benchmarks/README.md): a no-op plugin and unit
+# pricing against the gate alone, llm_usage on a 64 KB event stream
+bench-plugins: all
+	bash benchmarks/auth_ratio.sh --variant limits,plugin,units --cpu $(OUT)
+	bash benchmarks/auth_ratio.sh --sse --cpu $(OUT)
+	$(PYTHON) benchmarks/callgrind.py --variant limits,plugin,units,llm_usage \
+	    $(OUT)
 
 # libFuzzer harnesses (t/fuzz/README.md): each runs FUZZ_SECONDS from its
 # seeds in t/fuzz/corpus/NAME, keeping what it finds in build/fuzz/corpus/;

@@ -19,7 +19,7 @@ import pytest
 from helpers import client
 from helpers.keys import make_key
 from helpers.meter import (meter_upstream, micros, proxy_to, run_wrk,
-                           upstream_block)
+                           upstream_block, wait_usage)
 from helpers.settle import (Settle, ledger_check, ledger_usage,
                             wait_drained)
 
@@ -153,6 +153,10 @@ def test_usage_me_counts_drained_calls(start_nginx, meter_upstream,
     while usage() != want and time.monotonic() < deadline:
         time.sleep(0.05)
     assert usage() == want
+    # the answer reads the node's unflushed counts too: let every flush
+    # land first, so that the drain below leaves no live usage hash
+    wait_usage(redis_server.client, {("alice", "api"): {"calls": 103}},
+               fields=("calls",))
     assert settle.once().returncode == 0
     assert redis_server.client.keys("toll:usage:{alice}:2*") == [
         k for k in redis_server.client.keys("toll:usage:{alice}:2*")

@@ -541,6 +541,13 @@ ngx_http_toll_quota_unprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ctx->free_tier_failed = 0;
     ctx->prepaid_state = NGX_HTTP_TOLL_PREPAID_NONE;
     ctx->billed = 0;
+
+    /* the next location prices its own units, if any */
+    ctx->units_conf = NULL;
+    ctx->units = 0;
+    ctx->units_reported = 0;
+    ctx->units_charged = 0;
+    ctx->base_micros = 0;
 }
 
 

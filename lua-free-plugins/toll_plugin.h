@@ -120,7 +120,10 @@ typedef struct toll_host_s {
     int                      (*request_method)(toll_request_t *r,
                                     toll_str_t *method);
 
-    /* the request body's declared length; -1: none declared (chunked) */
+    /*
+     * the request body's declared length; 0: no body; -1: a body of
+     * unknown length (chunked, or HTTP/2 and 3 without content-length)
+     */
     int64_t                  (*request_length)(toll_request_t *r);
 
     /* the response's header (headers, body and log hooks) */
@@ -129,7 +132,8 @@ typedef struct toll_host_s {
 
     /*
      * Adds a header to the response: the headers hook only (TOLL_ERROR
-     * elsewhere).  The strings are copied.
+     * elsewhere).  The strings are copied.  A name that is not a token
+     * (A-Z a-z 0-9 - _) or a value with CR or LF is refused: TOLL_ERROR.
      */
     int                      (*set_response_header)(toll_request_t *r,
                                     const char *name, const char *value);
@@ -142,6 +146,9 @@ typedef struct toll_host_s {
      * The call's units: a later report replaces an earlier one, until
      * the log phase prices the call (after every plugin's log hook).
      * TOLL_DECLINED: the call is not one toll prices here; ignored.
+     * TOLL_REFUSE: more than the service's max_units, which is all the
+     * call will be charged for: an access hook should refuse the call
+     * rather than let the upstream do work nobody pays for.
      */
     int                      (*report_units)(toll_request_t *r,
                                     uint64_t units);

@@ -70,6 +70,7 @@ static ngx_int_t ngx_http_toll_plugin_refused(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_plugin_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_plugin_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_uint_t ngx_http_toll_plugin_reads_body(toll_request_t *pr);
 static ngx_int_t ngx_http_toll_plugin_body_buf(toll_request_t *pr,
     ngx_buf_t *b);
 static void ngx_http_toll_plugin_body(toll_request_t *pr, const u_char *data,
@@ -235,6 +236,9 @@ ngx_http_toll_plugin_access(ngx_http_request_t *r)
 
         pr->current = &use[i];
 
+        /* a refuse() of a plugin that then passed is not the next one's */
+        pr->refuse_status = 0;
+
         rc = use[i].plugin->hooks.access(&ngx_http_toll_plugin_host, pr,
                                          use[i].conf, &pr->states[i]);
         if (rc == TOLL_OK) {
@@ -293,7 +297,7 @@ ngx_http_toll_plugin_refused(ngx_http_request_t *r, toll_request_t *pr)
      * (a call that never reached the upstream is never charged)
      */
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_toll_module);
+    ctx = ngx_http_toll_get_ctx(r->main);
 
     if (ctx) {
         ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
@@ -393,18 +397,52 @@ ngx_http_toll_plugin_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    /*
+     * No plugin left that reads bodies: nothing is looked at (a file
+     * the answer sends is never read for nothing)
+     */
+
+    if (!ngx_http_toll_plugin_reads_body(pr)) {
+        pr->body_done = 1;
+        return ngx_http_next_body_filter(r, in);
+    }
+
     pr->hook = NGX_HTTP_TOLL_HOOK_BODY;
 
     for (cl = in; cl && !pr->body_done; cl = cl->next) {
         if (ngx_http_toll_plugin_body_buf(pr, cl->buf) != NGX_OK) {
-            pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
-            return NGX_ERROR;
+            /* the plugins see no more of it; the answer goes on */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "toll plugin: the answer's body could not be "
+                          "read, the plugins see no more of it");
+            pr->body_done = 1;
+            break;
         }
     }
 
     pr->hook = NGX_HTTP_TOLL_HOOK_NONE;
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/* whether a plugin still on for the request has a body hook */
+
+static ngx_uint_t
+ngx_http_toll_plugin_reads_body(toll_request_t *pr)
+{
+    ngx_uint_t                   i;
+    ngx_http_toll_plugin_use_t  *use;
+
+    use = pr->plugins->elts;
+
+    for (i = 0; i < pr->plugins->nelts; i++) {
+        if (use[i].plugin->hooks.body && !(pr->off & (1u << i))) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -632,10 +670,22 @@ ngx_http_toll_host_request_method(toll_request_t *pr, toll_str_t *method)
 }
 
 
+/*
+ * -1 only for a body of unknown length: HTTP/1.1's chunked, and an
+ * HTTP/2 or HTTP/3 body sent without content-length (nginx marks it
+ * chunked, with no Transfer-Encoding header); 0 for no body.
+ */
+
 static int64_t
 ngx_http_toll_host_request_length(toll_request_t *pr)
 {
-    return pr->request->headers_in.content_length_n;
+    ngx_http_request_t  *r = pr->request;
+
+    if (r->headers_in.chunked) {
+        return -1;
+    }
+
+    return ngx_max(r->headers_in.content_length_n, 0);
 }
 
 
@@ -709,15 +759,40 @@ static int
 ngx_http_toll_host_set_response_header(toll_request_t *pr, const char *name,
     const char *value)
 {
-    size_t            nlen, vlen;
+    size_t            i, nlen, vlen;
+    u_char            c;
     ngx_table_elt_t  *h;
 
-    if (pr->hook != NGX_HTTP_TOLL_HOOK_HEADERS) {
+    if (pr->hook != NGX_HTTP_TOLL_HOOK_HEADERS || name == NULL
+        || value == NULL)
+    {
         return TOLL_ERROR;
     }
 
     nlen = ngx_strlen(name);
     vlen = ngx_strlen(value);
+
+    /* a token for the name, no line break in the value: no injection */
+
+    for (i = 0; i < nlen; i++) {
+        c = (u_char) name[i];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+        {
+            return TOLL_ERROR;
+        }
+    }
+
+    for (i = 0; i < vlen; i++) {
+        if (value[i] == '\r' || value[i] == '\n') {
+            return TOLL_ERROR;
+        }
+    }
+
+    if (nlen == 0) {
+        return TOLL_ERROR;
+    }
 
     h = ngx_list_push(&pr->request->headers_out.headers);
     if (h == NULL) {
@@ -781,9 +856,11 @@ ngx_http_toll_host_report_units(toll_request_t *pr, uint64_t units)
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pr->request->connection->log, 0,
                    "toll plugin \"%V\": units %uL %s",
                    ngx_http_toll_plugin_name(pr), units,
-                   rc == NGX_OK ? "kept" : "ignored");
+                   rc == NGX_OK ? "kept" : rc == NGX_ABORT ? "above max_units"
+                                                          : "ignored");
 
-    return rc == NGX_OK ? TOLL_OK : TOLL_DECLINED;
+    return rc == NGX_OK ? TOLL_OK : rc == NGX_ABORT ? TOLL_REFUSE
+                                                    : TOLL_DECLINED;
 }
 
 
@@ -796,6 +873,10 @@ ngx_http_toll_host_refuse(toll_request_t *pr, unsigned status,
 
     if (pr->hook != NGX_HTTP_TOLL_HOOK_ACCESS) {
         return TOLL_ERROR;
+    }
+
+    if (code == NULL) {
+        goto invalid;
     }
 
     clen = ngx_strlen(code);

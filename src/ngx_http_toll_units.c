@@ -190,7 +190,7 @@ ngx_http_toll_units_report(ngx_http_request_t *r, uint64_t units)
 {
     ngx_http_toll_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_toll_module);
+    ctx = ngx_http_toll_get_ctx(r->main);
 
     if (ctx == NULL || !ctx->priced || ctx->metered
         || ctx->units_conf == NULL)
@@ -201,7 +201,9 @@ ngx_http_toll_units_report(ngx_http_request_t *r, uint64_t units)
     ctx->units = units;
     ctx->units_reported = 1;
 
-    return NGX_OK;
+    /* more than one call may be charged for: max_units will be */
+    return (units > (uint64_t) ctx->units_conf->max_units) ? NGX_ABORT
+                                                           : NGX_OK;
 }
 
 

@@ -18,8 +18,9 @@
 /*
  * The call's units, as a plugin reports them: a later report replaces an
  * earlier one, until the log phase decides the amount.  NGX_OK: kept;
- * NGX_DECLINED: the call is not one toll prices, or its amount is
- * decided already (ignored).
+ * NGX_ABORT: kept, but above the service's max_units, which is what will
+ * be charged; NGX_DECLINED: the call is not one toll prices with units,
+ * or its amount is decided already (ignored).
  */
 ngx_int_t ngx_http_toll_units_report(ngx_http_request_t *r, uint64_t units);
 

@@ -595,3 +595,31 @@ def test_llm_usage_from_a_file_buffer(start_nginx, redis_server, llm):
     # every byte went through the body hooks, those read from the file too
     lines = wait_log(ngx, r"echo f: (\d+) body bytes, last=(\d)")
     assert lines == [(str(len(body)), "1")], (lines, len(body))
+
+
+def test_batch_above_max_units_refused(start_nginx, redis_server, llm):
+    """A declared count above what one call is charged for (the service's
+    max_units) is refused up front: the upstream never does work nobody
+    pays for."""
+    key = raw_key(redis_server)
+    ngx = start(start_nginx, llm, """
+        location /small/ {
+            toll on;
+            toll_service small provider=acme price=0.01 unit_price=0.001
+                max_units=5;
+            toll_plugin batch_ops max=100;
+            %s
+        }
+""" % LLM)
+    for n, status in (("5", 200), ("6", 413), ("100", 413)):
+        r = client.request(ngx.port, path="/small/plain",
+                           headers=[key.bearer(),
+                                    ("X-Batch-Operations", n)])
+        if status == 200:
+            assert r.status == 200, (r, r.body)
+        else:
+            check_refusal(r, 413, "batch_too_large")
+    assert llm.count == 1
+    wait_usage(redis_server.client, {(key.owner, "small"): {
+        "calls": 1, "units": 5, "amount_micros": 15000}},
+        fields=("calls", "units", "amount_micros"))

@@ -153,7 +153,12 @@ batch_access(const toll_host_t *host, toll_request_t *r, void *conf,
         return TOLL_REFUSE;
     }
 
-    host->report_units(r, n);
+    /* more than the service charges one call for: refused up front */
+    if (host->report_units(r, n) == TOLL_REFUSE) {
+        host->refuse(r, 413, "batch_too_large", "The batch has more "
+                     "operations than one call may be charged for.");
+        return TOLL_REFUSE;
+    }
 
     return TOLL_OK;
 }

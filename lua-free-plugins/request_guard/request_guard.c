@@ -67,7 +67,11 @@ guard_size(const char *p)
         p++;
     }
 
-    return (*p == '\0') ? n * unit : -1;
+    if (*p != '\0' || n > INT64_MAX / unit) {
+        return -1;
+    }
+
+    return n * unit;
 }
 
 
@@ -198,10 +202,8 @@ guard_access(const toll_host_t *host, toll_request_t *r, void *conf,
 
     length = host->request_length(r);
 
-    /* a body without a length is chunked: it could be of any size */
-    if (length < 0 && host->request_header(r, "Transfer-Encoding", &v)
-                      == TOLL_OK)
-    {
+    /* a body without a length (chunked): it could be of any size */
+    if (length < 0) {
         if (gc->max_body >= 0) {
             host->refuse(r, 411, "length_required",
                          "Send the body with a Content-Length.");

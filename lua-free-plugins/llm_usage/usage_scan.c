@@ -8,6 +8,14 @@
  * levels of it are the path's, the key being compared, the number being
  * read.  Every state survives between two calls, so a cut anywhere, in a
  * key, a number or a CRLF, changes nothing.
+ *
+ * Most events of a stream cannot hold the path: only the one with the
+ * usage does.  At an event's start, if the chunk holds the event's end
+ * (its blank line) and no copy of the path's last key in quotes before
+ * it, the event is passed over at memchr's speed, unread:
+ * its value could only be none.  Otherwise it is read byte by byte, from
+ * its start, as before: an event cut by a chunk's end, or that has the
+ * key.  Nothing is carried from one chunk to the next but the state.
  */
 
 #include <string.h>
@@ -41,6 +49,27 @@ static const unsigned char  usage_stop[256] = {
 };
 
 
+#define USAGE_NONE  ((size_t) -1)
+
+
+/* positions found ahead in one chunk, good while not behind the reader */
+typedef struct {
+    size_t      lf;                 /* the next LF, or the chunk's end */
+    size_t      cr;
+    size_t      blank;              /* the next blank line's line end */
+    size_t      key;                /* the next needle */
+} usage_ahead_t;
+
+
+static size_t usage_sse_pass(usage_scan_t *s, usage_ahead_t *a,
+    const char *data, size_t i, size_t len);
+static size_t usage_ahead_blank(usage_ahead_t *a, const char *data,
+    size_t i, size_t len);
+static size_t usage_ahead_eol(usage_ahead_t *a, const char *data, size_t i,
+    size_t len);
+static size_t usage_rare(const char *needle, size_t len);
+static size_t usage_ahead_key(const usage_path_t *p, const char *data,
+    size_t i, size_t len);
 static size_t usage_skip(const char *data, size_t i, size_t len,
     unsigned mask);
 static void usage_json_reset(usage_scan_t *s);
@@ -82,6 +111,26 @@ usage_path_parse(usage_path_t *path, const char *text, size_t len)
         path->key[path->n][k++] = text[i];
     }
 
+    k = path->n - 1;
+
+    if (memchr(path->key[k], '\n', path->len[k]) == NULL
+        && memchr(path->key[k], '\r', path->len[k]) == NULL)
+    {
+        for (i = 0; i < path->n; i++) {
+            if (memchr(path->key[i], '\n', path->len[i]) != NULL
+                || memchr(path->key[i], '\r', path->len[i]) != NULL)
+            {
+                return 0;
+            }
+        }
+
+        path->needle[0] = '"';
+        memcpy(path->needle + 1, path->key[k], path->len[k]);
+        path->needle[path->len[k] + 1] = '"';
+        path->needle_len = path->len[k] + 2;
+        path->rare = usage_rare(path->needle, path->needle_len);
+    }
+
     return 0;
 }
 
@@ -99,9 +148,27 @@ usage_scan_init(usage_scan_t *s, const usage_path_t *path, int sse)
 void
 usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
 {
-    size_t  i;
+    size_t         i;
+    usage_ahead_t  a;
+
+    a.lf = USAGE_NONE;
+    a.cr = USAGE_NONE;
+    a.blank = USAGE_NONE;
+    a.key = USAGE_NONE;
 
     for (i = 0; i < len; i++) {
+
+        /*
+         * At a line's start with no data yet in the event (after its
+         * "event:" or "id:" lines, say), nothing read so far matters:
+         * the event may be passed over to its blank line.
+         */
+
+        if (s->sse && s->line == L_FIELD && s->field_len == 0
+            && !s->event_data && s->path->needle_len)
+        {
+            i = usage_sse_pass(s, &a, data, i, len);
+        }
 
         /*
          * The bulk of a body is text inside strings, which only a quote,
@@ -143,6 +210,167 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
             usage_json_char(s, (unsigned char) data[i]);
         }
     }
+}
+
+
+/*
+ * Where the reader goes on from a line's start i with no data in the
+ * event: at the event's blank line, if the event ends in this chunk
+ * without the needle, else at i.
+ */
+
+static size_t
+usage_sse_pass(usage_scan_t *s, usage_ahead_t *a, const char *data,
+    size_t i, size_t len)
+{
+    size_t  e;
+
+    if (data[i] == '\n' || data[i] == '\r') {
+        return i;                   /* the blank line (or a CRLF's LF) */
+    }
+
+    e = usage_ahead_blank(a, data, i, len);
+
+    if (e == len) {
+        return i;                   /* the event goes on in the next chunk */
+    }
+
+    if (a->key == USAGE_NONE || a->key < i) {
+        a->key = usage_ahead_key(s->path, data, i, len);
+    }
+
+    /* a needle has no CR or LF: it is in this event or after its end */
+    return (a->key < e) ? i : e;
+}
+
+
+/*
+ * The needle's first place from i on, or len.  memchr finds its rarest
+ * byte at SIMD speed, memcmp checks the rest: glibc's memmem is several
+ * times slower on text, a hash of byte pairs at a time.
+ */
+
+static size_t
+usage_ahead_key(const usage_path_t *p, const char *data, size_t i,
+    size_t len)
+{
+    size_t       r, n;
+    const char  *q;
+
+    r = p->rare;
+    n = p->needle_len;
+
+    while (len - i >= n) {
+        q = memchr(data + i + r, p->needle[r], len - i - n + 1);
+
+        if (q == NULL) {
+            break;
+        }
+
+        i = (size_t) (q - data) - r;
+
+        if (memcmp(data + i, p->needle, n) == 0) {
+            return i;
+        }
+
+        i++;
+    }
+
+    return len;
+}
+
+
+/*
+ * The byte of a needle least likely in JSON text: the quotes are in
+ * every string, lower-case letters are common by their rank in English,
+ * others ("_", capitals, digits) are rare in keys' and text's bytes.
+ */
+
+static size_t
+usage_rare(const char *needle, size_t len)
+{
+    size_t       i, best, rank, best_rank;
+    const char  *common, *c;
+
+    common = "\" :,{}[]etaoinsrhldcumfpgwybvkxjqz";
+    best = 0;
+    best_rank = 0;
+
+    for (i = 0; i < len; i++) {
+        c = strchr(common, needle[i]);
+        rank = (c == NULL || needle[i] == '\0') ? 1000 : 100 - (c - common);
+
+        if (rank > best_rank) {
+            best = i;
+            best_rank = rank;
+        }
+    }
+
+    return best;
+}
+
+
+/*
+ * The first blank line from the line's start i on: where its line end
+ * is, or len if there is none, or the chunk ends before it is sure.  A
+ * line end (LF, CR, or CR and LF) followed at once by a CR or an LF ends
+ * an event, and nothing else does.
+ */
+
+static size_t
+usage_ahead_blank(usage_ahead_t *a, const char *data, size_t i, size_t len)
+{
+    size_t  p;
+
+    if (a->blank != USAGE_NONE && a->blank >= i) {
+        return a->blank;
+    }
+
+    for ( ;; ) {
+        p = usage_ahead_eol(a, data, i, len);
+
+        if (p < len && data[p] == '\r' && p + 1 < len && data[p + 1] == '\n')
+        {
+            p++;
+        }
+
+        if (p + 1 >= len) {
+            p = len;
+            break;
+        }
+
+        if (data[p + 1] == '\n' || data[p + 1] == '\r') {
+            p++;
+            break;
+        }
+
+        i = p + 1;
+    }
+
+    a->blank = p;
+
+    return p;
+}
+
+
+/* the first CR or LF from i on, or len: one memchr per byte sought */
+
+static size_t
+usage_ahead_eol(usage_ahead_t *a, const char *data, size_t i, size_t len)
+{
+    const char  *q;
+
+    if (a->lf == USAGE_NONE || a->lf < i) {
+        q = memchr(data + i, '\n', len - i);
+        a->lf = q ? (size_t) (q - data) : len;
+    }
+
+    if (a->cr == USAGE_NONE || a->cr < i) {
+        q = memchr(data + i, '\r', len - i);
+        a->cr = q ? (size_t) (q - data) : len;
+    }
+
+    return (a->lf < a->cr) ? a->lf : a->cr;
 }
 
 

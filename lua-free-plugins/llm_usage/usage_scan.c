@@ -159,15 +159,23 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
     for (i = 0; i < len; i++) {
 
         /*
-         * At a line's start with no data yet in the event (after its
-         * "event:" or "id:" lines, say), nothing read so far matters:
-         * the event may be passed over to its blank line.
+         * At a chunk's or a line's start, when no key or number of the
+         * path is half read (a number of the path is read while its
+         * key_match is set), the event's rest matters only if it has
+         * the needle: without it, the rest is passed over to the
+         * event's blank line.
          */
 
-        if (s->sse && s->line == L_FIELD && s->field_len == 0
-            && !s->event_data && s->path->needle_len)
+        if (s->sse && s->path->needle_len
+            && (i == 0 || (s->line == L_FIELD && s->field_len == 0))
+            && !s->key_match
+            && !(s->json == J_STRING && s->is_key && s->key_ok))
         {
             i = usage_sse_pass(s, &a, data, i, len);
+
+            if (i == len) {
+                break;
+            }
         }
 
         /*
@@ -214,9 +222,10 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
 
 
 /*
- * Where the reader goes on from a line's start i with no data in the
- * event: at the event's blank line, if the event ends in this chunk
- * without the needle, else at i.
+ * Where the reader goes on from i, a line's or the chunk's start: past
+ * the event's blank line if the event ends in this chunk without the
+ * needle (a value found before i stays, and is the event's), and past
+ * the next events' as long as they do too; else at i.
  */
 
 static size_t
@@ -225,22 +234,39 @@ usage_sse_pass(usage_scan_t *s, usage_ahead_t *a, const char *data,
 {
     size_t  e;
 
-    if (data[i] == '\n' || data[i] == '\r') {
-        return i;                   /* the blank line (or a CRLF's LF) */
+    for ( ;; ) {
+        if (i == len || data[i] == '\n' || data[i] == '\r') {
+            return i;               /* a blank line, or a line's end */
+        }
+
+        e = usage_ahead_blank(a, data, i, len);
+
+        if (e == len) {
+            return i;               /* the event goes on in the next chunk */
+        }
+
+        if (a->key == USAGE_NONE || a->key < i) {
+            a->key = usage_ahead_key(s->path, data, i, len);
+        }
+
+        /* a needle has no CR or LF: it is in this event or after its end */
+        if (a->key < e) {
+            return i;
+        }
+
+        /* the blank line at e, as usage_sse_char() reads it */
+        usage_sse_event(s);
+        s->line = L_FIELD;
+        s->field_len = 0;
+        s->cr = (data[e] == '\r');
+
+        i = e + 1;
+
+        if (s->cr && i < len && data[i] == '\n') {
+            s->cr = 0;              /* a CRLF's LF */
+            i++;
+        }
     }
-
-    e = usage_ahead_blank(a, data, i, len);
-
-    if (e == len) {
-        return i;                   /* the event goes on in the next chunk */
-    }
-
-    if (a->key == USAGE_NONE || a->key < i) {
-        a->key = usage_ahead_key(s->path, data, i, len);
-    }
-
-    /* a needle has no CR or LF: it is in this event or after its end */
-    return (a->key < e) ? i : e;
 }
 
 

@@ -385,14 +385,15 @@ static const char  *frags[] = {
 
 static uint64_t
 scan_with(const usage_path_t *path, const char *body, size_t len,
-    size_t cut)
+    size_t cut, size_t cut2)
 {
     uint64_t      v;
     usage_scan_t  s;
 
     usage_scan_init(&s, path, 1);
     usage_scan_feed(&s, body, cut);
-    usage_scan_feed(&s, body + cut, len - cut);
+    usage_scan_feed(&s, body + cut, cut2 - cut);
+    usage_scan_feed(&s, body + cut2, len - cut2);
 
     return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
 }
@@ -402,7 +403,7 @@ static void
 test_passed_over_as_read(void **state)
 {
     char          body[1024];
-    size_t        n, k, f, len, cut;
+    size_t        n, k, f, len, cut, cut2;
     uint32_t      seed;
     uint64_t      fast, slow;
     usage_path_t  path, plain;
@@ -431,9 +432,11 @@ test_passed_over_as_read(void **state)
             len += strlen(frags[f]);
         }
 
+        /* one cut, and a second one a little further */
         for (cut = 0; cut <= len; cut++) {
-            fast = scan_with(&path, body, len, cut);
-            slow = scan_with(&plain, body, len, cut);
+            cut2 = cut + (n % 23) < len ? cut + (n % 23) : len;
+            fast = scan_with(&path, body, len, cut, cut2);
+            slow = scan_with(&plain, body, len, cut, cut2);
 
             if (fast != slow) {
                 fail_msg("stream %zu cut at %zu: %llu, read %llu: %.*s", n,

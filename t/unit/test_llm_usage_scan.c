@@ -448,6 +448,74 @@ test_passed_over_as_read(void **state)
 }
 
 
+/*
+ * Events longer than the chunks: the needle after 3,000 bytes of text in
+ * its event, and events without it around, fed in chunks of every size
+ * from 1 to 4,096 bytes in steps, as read by the reader alone.
+ */
+
+static uint64_t
+scan_chunks(const usage_path_t *path, const char *body, size_t len,
+    size_t chunk)
+{
+    size_t        at, n;
+    uint64_t      v;
+    usage_scan_t  s;
+
+    usage_scan_init(&s, path, 1);
+
+    for (at = 0; at < len; at += n) {
+        n = (len - at < chunk) ? len - at : chunk;
+        usage_scan_feed(&s, body + at, n);
+    }
+
+    return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
+}
+
+
+static void
+test_long_events(void **state)
+{
+    char          body[32768];
+    size_t        len, k, chunk;
+    usage_path_t  path, plain;
+
+    (void) state;
+
+    usage_path_parse(&path, "usage.total_tokens", 18);
+    plain = path;
+    plain.needle_len = 0;
+
+    len = 0;
+
+    for (k = 0; k < 6; k++) {
+        len += (size_t) sprintf(body + len, "data: {\"delta\":\"");
+        memset(body + len, 'x', 3000);
+        len += 3000;
+
+        if (k == 2) {
+            /* an event of two data lines */
+            len += (size_t) sprintf(body + len, "\",\ndata: \"more\":\"");
+            memset(body + len, 'y', 1000);
+            len += 1000;
+        }
+
+        len += (size_t) sprintf(body + len, "\",\"usage\":%s}\r\n\r\n",
+                                k == 3 ? "{\"total_tokens\":3000}" : "null");
+    }
+
+    len += (size_t) sprintf(body + len, "data: [DONE]\n\n");
+    assert_true(len < sizeof(body));
+
+    for (chunk = 1; chunk <= 4096; chunk += (chunk < 64) ? 1 : 61) {
+        assert_int_equal(scan_chunks(&path, body, len, chunk), 3000);
+        assert_int_equal(scan_chunks(&plain, body, len, chunk), 3000);
+    }
+
+    assert_int_equal(scan_chunks(&path, body, len, len), 3000);
+}
+
+
 /* a one-key path at the top level */
 
 static void
@@ -478,6 +546,7 @@ main(void)
         cmocka_unit_test(test_path_parse),
         cmocka_unit_test(test_top_level_key),
         cmocka_unit_test(test_passed_over_as_read),
+        cmocka_unit_test(test_long_events),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

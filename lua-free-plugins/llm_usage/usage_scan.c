@@ -10,13 +10,17 @@
  * key, a number or a CRLF, changes nothing.
  *
  * Most events of a stream cannot hold the path: only the one with the
- * usage does.  At an event's start, if the chunk holds the event's end
- * (its blank line) and no copy of the path's last key in quotes before
- * it, the event is passed over at memchr's speed, unread:
- * its value could only be none.  Otherwise it is read byte by byte, from
- * its start, as before: an event cut by a chunk's end, or that has the
- * key.  Nothing is carried from one chunk to the next but the state.
+ * usage does, and an event holds it only if its bytes hold the path's
+ * last key in quotes, the needle.  So where no key or number of the path
+ * is half read, the chunk is sought ahead for the next needle (memchr),
+ * and back from it for the last blank line (memrchr): the events up to
+ * that line are passed over unread, their values could only be none.
+ * The event with the needle, and one cut by the chunk's end, are read
+ * byte by byte.  Nothing is carried from one chunk to the next but the
+ * state.
  */
+
+#define _GNU_SOURCE                 /* memrchr() */
 
 #include <string.h>
 
@@ -52,21 +56,19 @@ static const unsigned char  usage_stop[256] = {
 #define USAGE_NONE  ((size_t) -1)
 
 
-/* positions found ahead in one chunk, good while not behind the reader */
+/* what was found ahead in one chunk, good while not behind the reader */
 typedef struct {
-    size_t      lf;                 /* the next LF, or the chunk's end */
-    size_t      cr;
-    size_t      blank;              /* the next blank line's line end */
-    size_t      key;                /* the next needle */
+    size_t      key;                /* the next needle, or the chunk's end */
+    size_t      limit;              /* blank was sought below it ... */
+    size_t      from;               /* ... and from it */
+    size_t      blank;              /* the last blank line there, or none */
 } usage_ahead_t;
 
 
 static size_t usage_sse_pass(usage_scan_t *s, usage_ahead_t *a,
     const char *data, size_t i, size_t len);
-static size_t usage_ahead_blank(usage_ahead_t *a, const char *data,
-    size_t i, size_t len);
-static size_t usage_ahead_eol(usage_ahead_t *a, const char *data, size_t i,
-    size_t len);
+static size_t usage_last_blank(usage_ahead_t *a, const char *data, size_t i,
+    size_t limit);
 static size_t usage_rare(const char *needle, size_t len);
 static size_t usage_ahead_key(const usage_path_t *p, const char *data,
     size_t i, size_t len);
@@ -151,10 +153,10 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
     size_t         i;
     usage_ahead_t  a;
 
-    a.lf = USAGE_NONE;
-    a.cr = USAGE_NONE;
-    a.blank = USAGE_NONE;
     a.key = USAGE_NONE;
+    a.limit = USAGE_NONE;
+    a.from = 0;
+    a.blank = USAGE_NONE;
 
     for (i = 0; i < len; i++) {
 
@@ -223,9 +225,10 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
 
 /*
  * Where the reader goes on from i, a line's or the chunk's start: past
- * the event's blank line if the event ends in this chunk without the
- * needle (a value found before i stays, and is the event's), and past
- * the next events' as long as they do too; else at i.
+ * the last blank line before the next needle (or the chunk's end), as
+ * every event up to it is without the needle (and the event at i has no
+ * key or number of the path half read): a value found before i stays,
+ * and is that event's.  Else at i.
  */
 
 static size_t
@@ -234,39 +237,34 @@ usage_sse_pass(usage_scan_t *s, usage_ahead_t *a, const char *data,
 {
     size_t  e;
 
-    for ( ;; ) {
-        if (i == len || data[i] == '\n' || data[i] == '\r') {
-            return i;               /* a blank line, or a line's end */
-        }
-
-        e = usage_ahead_blank(a, data, i, len);
-
-        if (e == len) {
-            return i;               /* the event goes on in the next chunk */
-        }
-
-        if (a->key == USAGE_NONE || a->key < i) {
-            a->key = usage_ahead_key(s->path, data, i, len);
-        }
-
-        /* a needle has no CR or LF: it is in this event or after its end */
-        if (a->key < e) {
-            return i;
-        }
-
-        /* the blank line at e, as usage_sse_char() reads it */
-        usage_sse_event(s);
-        s->line = L_FIELD;
-        s->field_len = 0;
-        s->cr = (data[e] == '\r');
-
-        i = e + 1;
-
-        if (s->cr && i < len && data[i] == '\n') {
-            s->cr = 0;              /* a CRLF's LF */
-            i++;
-        }
+    if (data[i] == '\n' || data[i] == '\r') {
+        return i;                   /* a blank line, or a line's end */
     }
+
+    if (a->key == USAGE_NONE || a->key < i) {
+        a->key = usage_ahead_key(s->path, data, i, len);
+    }
+
+    e = usage_last_blank(a, data, i, a->key);
+
+    if (e == USAGE_NONE) {
+        return i;                   /* the event has the needle, or goes on */
+    }
+
+    /* the blank line at e, as usage_sse_char() reads it */
+    usage_sse_event(s);
+    s->line = L_FIELD;
+    s->field_len = 0;
+    s->cr = (data[e] == '\r');
+
+    i = e + 1;
+
+    if (s->cr && i < len && data[i] == '\n') {
+        s->cr = 0;                  /* a CRLF's LF */
+        i++;
+    }
+
+    return i;
 }
 
 
@@ -337,66 +335,53 @@ usage_rare(const char *needle, size_t len)
 
 
 /*
- * The first blank line from the line's start i on: where its line end
- * is, or len if there is none, or the chunk ends before it is sure.  A
- * line end (LF, CR, or CR and LF) followed at once by a CR or an LF ends
- * an event, and nothing else does.
+ * The last blank line from i on and below limit: the position of its
+ * line end, or none.  A line end (LF, CR, or CR and LF) followed at
+ * once by a CR or an LF ends an event, and nothing else does: a blank
+ * line is an LF or a CR after an LF, or a CR after a CR.  memrchr finds
+ * the line ends from limit back; once it finds no LF, it seeks no more.
  */
 
 static size_t
-usage_ahead_blank(usage_ahead_t *a, const char *data, size_t i, size_t len)
+usage_last_blank(usage_ahead_t *a, const char *data, size_t i, size_t limit)
 {
-    size_t  p;
+    int          lf;
+    size_t       p, lo;
+    const char  *q, *r;
 
-    if (a->blank != USAGE_NONE && a->blank >= i) {
-        return a->blank;
+    if (a->limit == limit && a->from <= i) {
+        return (a->blank != USAGE_NONE && a->blank > i) ? a->blank
+                                                          : USAGE_NONE;
     }
 
+    a->limit = limit;
+    a->from = i;
+    lf = 1;
+
     for ( ;; ) {
-        p = usage_ahead_eol(a, data, i, len);
+        q = lf ? memrchr(data + i, '\n', limit - i) : NULL;
+        lf = (q != NULL);
+        lo = q ? (size_t) (q - data) + 1 : i;
+        r = memrchr(data + lo, '\r', limit - lo);
+        q = r ? r : q;
 
-        if (p < len && data[p] == '\r' && p + 1 < len && data[p + 1] == '\n')
-        {
-            p++;
-        }
-
-        if (p + 1 >= len) {
-            p = len;
+        if (q == NULL || q == data + i) {
+            p = USAGE_NONE;
             break;
         }
 
-        if (data[p + 1] == '\n' || data[p + 1] == '\r') {
-            p++;
+        p = (size_t) (q - data);
+
+        if (data[p - 1] == '\n' || (data[p - 1] == '\r' && data[p] == '\r')) {
             break;
         }
 
-        i = p + 1;
+        limit = p;
     }
 
     a->blank = p;
 
     return p;
-}
-
-
-/* the first CR or LF from i on, or len: one memchr per byte sought */
-
-static size_t
-usage_ahead_eol(usage_ahead_t *a, const char *data, size_t i, size_t len)
-{
-    const char  *q;
-
-    if (a->lf == USAGE_NONE || a->lf < i) {
-        q = memchr(data + i, '\n', len - i);
-        a->lf = q ? (size_t) (q - data) : len;
-    }
-
-    if (a->cr == USAGE_NONE || a->cr < i) {
-        q = memchr(data + i, '\r', len - i);
-        a->cr = q ? (size_t) (q - data) : len;
-    }
-
-    return (a->lf < a->cr) ? a->lf : a->cr;
 }
 
 

@@ -8,7 +8,19 @@
  * levels of it are the path's, the key being compared, the number being
  * read.  Every state survives between two calls, so a cut anywhere, in a
  * key, a number or a CRLF, changes nothing.
+ *
+ * Most events of a stream cannot hold the path: only the one with the
+ * usage does, and an event holds it only if its bytes hold the path's
+ * last key in quotes, the needle.  So where no key or number of the path
+ * is half read, the chunk is sought ahead for the next needle (memchr),
+ * and back from it for the last blank line (memrchr): the events up to
+ * that line are passed over unread, their values could only be none.
+ * The event with the needle, and one cut by the chunk's end, are read
+ * byte by byte.  Nothing is carried from one chunk to the next but the
+ * state.
  */
+
+#define _GNU_SOURCE                 /* memrchr() */
 
 #include <string.h>
 
@@ -41,6 +53,25 @@ static const unsigned char  usage_stop[256] = {
 };
 
 
+#define USAGE_NONE  ((size_t) -1)
+
+
+/* what was found ahead in one chunk, good while not behind the reader */
+typedef struct {
+    size_t      key;                /* the next needle, or the chunk's end */
+    size_t      limit;              /* blank was sought below it ... */
+    size_t      from;               /* ... and from it */
+    size_t      blank;              /* the last blank line there, or none */
+} usage_ahead_t;
+
+
+static size_t usage_sse_pass(usage_scan_t *s, usage_ahead_t *a,
+    const char *data, size_t i, size_t len);
+static size_t usage_last_blank(usage_ahead_t *a, const char *data, size_t i,
+    size_t limit);
+static size_t usage_rare(const char *needle, size_t len);
+static size_t usage_ahead_key(const usage_path_t *p, const char *data,
+    size_t i, size_t len);
 static size_t usage_skip(const char *data, size_t i, size_t len,
     unsigned mask);
 static void usage_json_reset(usage_scan_t *s);
@@ -82,6 +113,26 @@ usage_path_parse(usage_path_t *path, const char *text, size_t len)
         path->key[path->n][k++] = text[i];
     }
 
+    k = path->n - 1;
+
+    if (memchr(path->key[k], '\n', path->len[k]) == NULL
+        && memchr(path->key[k], '\r', path->len[k]) == NULL)
+    {
+        for (i = 0; i < path->n; i++) {
+            if (memchr(path->key[i], '\n', path->len[i]) != NULL
+                || memchr(path->key[i], '\r', path->len[i]) != NULL)
+            {
+                return 0;
+            }
+        }
+
+        path->needle[0] = '"';
+        memcpy(path->needle + 1, path->key[k], path->len[k]);
+        path->needle[path->len[k] + 1] = '"';
+        path->needle_len = path->len[k] + 2;
+        path->rare = usage_rare(path->needle, path->needle_len);
+    }
+
     return 0;
 }
 
@@ -99,9 +150,35 @@ usage_scan_init(usage_scan_t *s, const usage_path_t *path, int sse)
 void
 usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
 {
-    size_t  i;
+    size_t         i;
+    usage_ahead_t  a;
+
+    a.key = USAGE_NONE;
+    a.limit = USAGE_NONE;
+    a.from = 0;
+    a.blank = USAGE_NONE;
 
     for (i = 0; i < len; i++) {
+
+        /*
+         * At a chunk's or a line's start, when no key or number of the
+         * path is half read (a number of the path is read while its
+         * key_match is set), the event's rest matters only if it has
+         * the needle: without it, the rest is passed over to the
+         * event's blank line.
+         */
+
+        if (s->sse && s->path->needle_len
+            && (i == 0 || (s->line == L_FIELD && s->field_len == 0))
+            && !s->key_match
+            && !(s->json == J_STRING && s->is_key && s->key_ok))
+        {
+            i = usage_sse_pass(s, &a, data, i, len);
+
+            if (i == len) {
+                break;
+            }
+        }
 
         /*
          * The bulk of a body is text inside strings, which only a quote,
@@ -143,6 +220,168 @@ usage_scan_feed(usage_scan_t *s, const char *data, size_t len)
             usage_json_char(s, (unsigned char) data[i]);
         }
     }
+}
+
+
+/*
+ * Where the reader goes on from i, a line's or the chunk's start: past
+ * the last blank line before the next needle (or the chunk's end), as
+ * every event up to it is without the needle (and the event at i has no
+ * key or number of the path half read): a value found before i stays,
+ * and is that event's.  Else at i.
+ */
+
+static size_t
+usage_sse_pass(usage_scan_t *s, usage_ahead_t *a, const char *data,
+    size_t i, size_t len)
+{
+    size_t  e;
+
+    if (data[i] == '\n' || data[i] == '\r') {
+        return i;                   /* a blank line, or a line's end */
+    }
+
+    if (a->key == USAGE_NONE || a->key < i) {
+        a->key = usage_ahead_key(s->path, data, i, len);
+    }
+
+    e = usage_last_blank(a, data, i, a->key);
+
+    if (e == USAGE_NONE) {
+        return i;                   /* the event has the needle, or goes on */
+    }
+
+    /* the blank line at e, as usage_sse_char() reads it */
+    usage_sse_event(s);
+    s->line = L_FIELD;
+    s->field_len = 0;
+    s->cr = (data[e] == '\r');
+
+    i = e + 1;
+
+    if (s->cr && i < len && data[i] == '\n') {
+        s->cr = 0;                  /* a CRLF's LF */
+        i++;
+    }
+
+    return i;
+}
+
+
+/*
+ * The needle's first place from i on, or len.  memchr finds its rarest
+ * byte at SIMD speed, memcmp checks the rest: glibc's memmem is several
+ * times slower on text, a hash of byte pairs at a time.
+ */
+
+static size_t
+usage_ahead_key(const usage_path_t *p, const char *data, size_t i,
+    size_t len)
+{
+    size_t       r, n;
+    const char  *q;
+
+    r = p->rare;
+    n = p->needle_len;
+
+    while (len - i >= n) {
+        q = memchr(data + i + r, p->needle[r], len - i - n + 1);
+
+        if (q == NULL) {
+            break;
+        }
+
+        i = (size_t) (q - data) - r;
+
+        if (memcmp(data + i, p->needle, n) == 0) {
+            return i;
+        }
+
+        i++;
+    }
+
+    return len;
+}
+
+
+/*
+ * The byte of a needle least likely in JSON text: the quotes are in
+ * every string, lower-case letters are common by their rank in English,
+ * others ("_", capitals, digits) are rare in keys' and text's bytes.
+ */
+
+static size_t
+usage_rare(const char *needle, size_t len)
+{
+    size_t       i, best, rank, best_rank;
+    const char  *common, *c;
+
+    common = "\" :,{}[]etaoinsrhldcumfpgwybvkxjqz";
+    best = 0;
+    best_rank = 0;
+
+    for (i = 0; i < len; i++) {
+        c = strchr(common, needle[i]);
+        rank = (c == NULL || needle[i] == '\0') ? 1000 : 100 - (c - common);
+
+        if (rank > best_rank) {
+            best = i;
+            best_rank = rank;
+        }
+    }
+
+    return best;
+}
+
+
+/*
+ * The last blank line from i on and below limit: the position of its
+ * line end, or none.  A line end (LF, CR, or CR and LF) followed at
+ * once by a CR or an LF ends an event, and nothing else does: a blank
+ * line is an LF or a CR after an LF, or a CR after a CR.  memrchr finds
+ * the line ends from limit back; once it finds no LF, it seeks no more.
+ */
+
+static size_t
+usage_last_blank(usage_ahead_t *a, const char *data, size_t i, size_t limit)
+{
+    int          lf;
+    size_t       p, lo;
+    const char  *q, *r;
+
+    if (a->limit == limit && a->from <= i) {
+        return (a->blank != USAGE_NONE && a->blank > i) ? a->blank
+                                                          : USAGE_NONE;
+    }
+
+    a->limit = limit;
+    a->from = i;
+    lf = 1;
+
+    for ( ;; ) {
+        q = lf ? memrchr(data + i, '\n', limit - i) : NULL;
+        lf = (q != NULL);
+        lo = q ? (size_t) (q - data) + 1 : i;
+        r = memrchr(data + lo, '\r', limit - lo);
+        q = r ? r : q;
+
+        if (q == NULL || q == data + i) {
+            p = USAGE_NONE;
+            break;
+        }
+
+        p = (size_t) (q - data);
+
+        if (data[p - 1] == '\n' || (data[p - 1] == '\r' && data[p] == '\r')) {
+            break;
+        }
+
+        limit = p;
+    }
+
+    a->blank = p;
+
+    return p;
 }
 
 

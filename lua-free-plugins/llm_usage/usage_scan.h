@@ -26,6 +26,17 @@ typedef struct {
     size_t          n;
     size_t          len[USAGE_PATH_MAX];
     char            key[USAGE_PATH_MAX][USAGE_KEY_MAX];
+
+    /*
+     * The last key in quotes, "\"total_tokens\"": an event whose bytes do
+     * not hold it cannot hold the path, and is passed over unread.
+     * needle_len is 0 if a key has a CR or LF (an event's lines could
+     * then join into it): every event is read.  It is sought by memchr
+     * of its rarest byte, needle[rare].
+     */
+    size_t          needle_len;
+    size_t          rare;
+    char            needle[USAGE_KEY_MAX + 2];
 } usage_path_t;
 
 

@@ -123,6 +123,68 @@ static const scan_case_t  cases[] = {
     { "events reset the path", "usage.total_tokens", 1,
       "data: {\"usage\":{\"x\":1\n\n"
       "data: {\"total_tokens\":5}\n\n", NOT_FOUND },
+
+    /* events passed over unread: the needle "total_tokens" decides */
+    { "the key's event between passed ones", "usage.total_tokens", 1,
+      "data: {\"usage\":null}\n\n"
+      "data: {\"usage\":{\"total_tokens\":7}}\n\n"
+      "data: {\"usage\":null}\n\ndata: [DONE]\n\n", 7 },
+    { "near misses of the needle", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":6}}\n\n"
+      "data: {\"usage\":{\"total_tokens_x\":1,\"total_token\":2,"
+      "\"xtotal_tokens\":3,\"total\\u005ftokens\":4,\"total_tokens \":5"
+      "}}\n\n"
+      "data: {\"usage\":{\"total_tokens\\\":9}}\n\n", 6 },
+    { "the needle where it is not the path", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":6}}\n\n"
+      "data: {\"a\":{\"usage\":{\"total_tokens\":1}},"
+      "\"total_tokens\":2}\n\n"
+      ": \"total_tokens\" in a comment\n"
+      "event: \"total_tokens\"\ndata: {\"usage\":{}}\n\n", 6 },
+    { "escaped quotes before the key", "usage.total_tokens", 1,
+      "data: {\"t\":\"\\\"total_tokens\\\":5, \\\\\",\"usage\":"
+      "{\"total_tokens\":8}}\n\n"
+      "data: {\"t\":\"\\\"usage\\\":{\\\"total_tokens\\\":9}}\n\n", 8 },
+    { "CRLF events passed over", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":21}}\r\n\r\n"
+      "data: {\"usage\":null}\r\n\r\n"
+      "id: 3\r\ndata: {\"usage\":null}\r\n\r\n"
+      "data: [DONE]\r\n\r\n", 21 },
+    { "mixed line ends", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":1}}\n\r"
+      "data: {\"usage\":{\"total_tokens\":2}}\r\r"
+      "data: {\"usage\":null}\r\n\n"
+      "data: {\"usage\":{\"total_tokens\":3}}\n\r\n"
+      "data: {\"usage\":null}\r\n"
+      "data: {\"x\":1}\n\n", 3 },
+    { "a CRLF's LF is no blank line", "usage.total_tokens", 1,
+      "data: {\"usage\":\r\ndata: {\"total_tokens\":\r\ndata: 15}}\r\n",
+      15 },
+    { "a long event with the key last", "usage.total_tokens", 1,
+      "data: {\"usage\":null}\n\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"" "0123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "\"}}],\n"
+      "data: \"pad\":\"0123456789012345678901234567890123456789012345678901"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "\",\"usage\":{\"prompt_tokens\":1,\"total_tokens\":44}}\n\n"
+      "data: {\"usage\":null,\"pad\":\"0123456789012345678901234567890123"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "\"}\n\ndata: [DONE]\n\n", 44 },
+    { "a long event without the key", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":45}}\n\n"
+      "event: delta\nid: 9\n"
+      "data: {\"choices\":[{\"delta\":{\"content\":\"" "0123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "0123456789012345678901234567890123456789012345678901234567890123456789"
+      "\"}}],\n"
+      "data: \"usage\":{\"total\":1}}\n\n", 45 },
+    { "an unended event with the key", "usage.total_tokens", 1,
+      "data: {\"usage\":null}\n\n"
+      "data: {\"usage\":{\"total_tokens\":46}}", 46 },
 };
 
 
@@ -280,6 +342,18 @@ test_path_parse(void **state)
     assert_int_equal(usage_path_parse(&p, "total", 5), 0);
     assert_int_equal(p.n, 1);
 
+    /* the needle: the last key in quotes, found by its rarest byte */
+    assert_int_equal(usage_path_parse(&p, "usage.total_tokens", 18), 0);
+    assert_int_equal(p.needle_len, 14);
+    assert_memory_equal(p.needle, "\"total_tokens\"", 14);
+    assert_int_equal(p.needle[p.rare], '_');
+
+    /* a key with a line end: no needle, every event is read */
+    assert_int_equal(usage_path_parse(&p, "a\nb.c", 5), 0);
+    assert_int_equal(p.needle_len, 0);
+    assert_int_equal(usage_path_parse(&p, "a.b\rc", 5), 0);
+    assert_int_equal(p.needle_len, 0);
+
     assert_int_equal(usage_path_parse(&p, "", 0), -1);
     assert_int_equal(usage_path_parse(&p, "a..b", 4), -1);
     assert_int_equal(usage_path_parse(&p, ".a", 2), -1);
@@ -289,6 +363,156 @@ test_path_parse(void **state)
     assert_int_equal(usage_path_parse(&p,
         "x234567890123456789012345678901234567890123456789012345678901234",
         65), -1);
+}
+
+
+/*
+ * The events passed over unread against the reader alone (a path with
+ * no needle reads every byte): random streams of events made of JSON,
+ * near misses of the needle, escapes and every kind of line end, fed
+ * whole and cut at every position, must give the same value.
+ */
+
+static const char  *frags[] = {
+    "data: ", "data:", "data: {\"usage\":{\"total_tokens\":",
+    "data: {\"usage\":null}", "data: {\"usage\":{\"total_tokens\":12}}",
+    "\"total_tokens\"", "\"total_tokens", "total_tokens\"", "\"usage\"",
+    "\"total_tokens_\"", "{", "}", "[", "]", "\"", "\\", "\\\"", ":", ",",
+    "7", "30", " ", "null", "\n", "\n", "\r", "\r\n", "\n\n", "\r\n\r\n",
+    "\r\r", "event: e", ": c", "id: 1", "xxxxxxxxxxxxxxxxxxxx",
+};
+
+
+static uint64_t
+scan_with(const usage_path_t *path, const char *body, size_t len,
+    size_t cut, size_t cut2)
+{
+    uint64_t      v;
+    usage_scan_t  s;
+
+    usage_scan_init(&s, path, 1);
+    usage_scan_feed(&s, body, cut);
+    usage_scan_feed(&s, body + cut, cut2 - cut);
+    usage_scan_feed(&s, body + cut2, len - cut2);
+
+    return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
+}
+
+
+static void
+test_passed_over_as_read(void **state)
+{
+    char          body[1024];
+    size_t        n, k, f, len, cut, cut2;
+    uint32_t      seed;
+    uint64_t      fast, slow;
+    usage_path_t  path, plain;
+
+    (void) state;
+
+    assert_int_equal(usage_path_parse(&path, "usage.total_tokens", 18), 0);
+    assert_int_equal(path.needle_len, 14);
+    plain = path;
+    plain.needle_len = 0;
+
+    seed = 1;
+
+    for (n = 0; n < 3000; n++) {
+        len = 0;
+
+        for (k = 0; k < 40; k++) {
+            seed = seed * 1103515245 + 12345;
+            f = (seed >> 16) % (sizeof(frags) / sizeof(frags[0]));
+
+            if (len + strlen(frags[f]) >= sizeof(body)) {
+                break;
+            }
+
+            memcpy(body + len, frags[f], strlen(frags[f]));
+            len += strlen(frags[f]);
+        }
+
+        /* one cut, and a second one a little further */
+        for (cut = 0; cut <= len; cut++) {
+            cut2 = cut + (n % 23) < len ? cut + (n % 23) : len;
+            fast = scan_with(&path, body, len, cut, cut2);
+            slow = scan_with(&plain, body, len, cut, cut2);
+
+            if (fast != slow) {
+                fail_msg("stream %zu cut at %zu: %llu, read %llu: %.*s", n,
+                         cut, (unsigned long long) fast,
+                         (unsigned long long) slow, (int) len, body);
+            }
+        }
+    }
+}
+
+
+/*
+ * Events longer than the chunks: the needle after 3,000 bytes of text in
+ * its event, and events without it around, fed in chunks of every size
+ * from 1 to 4,096 bytes in steps, as read by the reader alone.
+ */
+
+static uint64_t
+scan_chunks(const usage_path_t *path, const char *body, size_t len,
+    size_t chunk)
+{
+    size_t        at, n;
+    uint64_t      v;
+    usage_scan_t  s;
+
+    usage_scan_init(&s, path, 1);
+
+    for (at = 0; at < len; at += n) {
+        n = (len - at < chunk) ? len - at : chunk;
+        usage_scan_feed(&s, body + at, n);
+    }
+
+    return usage_scan_finish(&s, &v) ? v : NOT_FOUND;
+}
+
+
+static void
+test_long_events(void **state)
+{
+    char          body[32768];
+    size_t        len, k, chunk;
+    usage_path_t  path, plain;
+
+    (void) state;
+
+    usage_path_parse(&path, "usage.total_tokens", 18);
+    plain = path;
+    plain.needle_len = 0;
+
+    len = 0;
+
+    for (k = 0; k < 6; k++) {
+        len += (size_t) sprintf(body + len, "data: {\"delta\":\"");
+        memset(body + len, 'x', 3000);
+        len += 3000;
+
+        if (k == 2) {
+            /* an event of two data lines */
+            len += (size_t) sprintf(body + len, "\",\ndata: \"more\":\"");
+            memset(body + len, 'y', 1000);
+            len += 1000;
+        }
+
+        len += (size_t) sprintf(body + len, "\",\"usage\":%s}\r\n\r\n",
+                                k == 3 ? "{\"total_tokens\":3000}" : "null");
+    }
+
+    len += (size_t) sprintf(body + len, "data: [DONE]\n\n");
+    assert_true(len < sizeof(body));
+
+    for (chunk = 1; chunk <= 4096; chunk += (chunk < 64) ? 1 : 61) {
+        assert_int_equal(scan_chunks(&path, body, len, chunk), 3000);
+        assert_int_equal(scan_chunks(&plain, body, len, chunk), 3000);
+    }
+
+    assert_int_equal(scan_chunks(&path, body, len, len), 3000);
 }
 
 
@@ -321,6 +545,8 @@ main(void)
         cmocka_unit_test(test_depth_bound),
         cmocka_unit_test(test_path_parse),
         cmocka_unit_test(test_top_level_key),
+        cmocka_unit_test(test_passed_over_as_read),
+        cmocka_unit_test(test_long_events),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -432,9 +432,7 @@ usage_scan_finish(usage_scan_t *s, uint64_t *value)
         }
 
     } else {
-        if (s->json == J_NUMBER) {
-            usage_json_value_end(s);
-        }
+        /* a number still being read: the body was cut off (see above) */
 
         if (s->doc_found) {
             s->found = 1;
@@ -529,11 +527,13 @@ usage_sse_char(usage_scan_t *s, unsigned char c)
 static void
 usage_sse_event(usage_scan_t *s)
 {
-    if (s->event_data) {
-        if (s->json == J_NUMBER) {
-            usage_json_value_end(s);
-        }
+    /*
+     * A number still being read when the event ends was cut off: a whole
+     * document never ends inside one, and 4 may be the start of 42.  Not
+     * counted: the event counts what it had before it, if anything.
+     */
 
+    if (s->event_data) {
         if (s->doc_found) {
             s->found = 1;
             s->value = s->doc_value;

@@ -70,8 +70,15 @@ static const scan_case_t  cases[] = {
       "{\"usage\":null}", NOT_FOUND },
     { "escaped key is another key", "usage.total_tokens", 0,
       "{\"usage\":{\"total\\u005ftokens\":42}}", NOT_FOUND },
+    /* cut inside the number: 42 may be 420; never charged for */
+    { "truncated inside the number", "usage.total_tokens", 0,
+      "{\"usage\":{\"total_tokens\":42", NOT_FOUND },
+    /* the number ended: it is whole, whatever came after */
     { "truncated after the number", "usage.total_tokens", 0,
-      "{\"usage\":{\"total_tokens\":42", 42 },
+      "{\"usage\":{\"total_tokens\":42,", 42 },
+    { "an event cut inside its number keeps none", "usage.total_tokens", 1,
+      "data: {\"usage\":{\"total_tokens\":7}}\n\n"
+      "data: {\"usage\":{\"total_tokens\":4", 7 },
     { "garbage after", "usage.total_tokens", 0,
       "{\"usage\":{\"total_tokens\":42}} trailing", 42 },
     { "not JSON", "usage.total_tokens", 0, "<html>usage</html>", NOT_FOUND },

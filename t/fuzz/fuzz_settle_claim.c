@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "toll_ledger.h"
+#include "toll_settle_caps.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain_int.h"
 
@@ -144,6 +145,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(report);
         assert(ok);
     }
+
+    /* what the pass would check for spend cap alerts, noted and let go */
+    toll_settle_caps_free(&d);
 
     while (n > 0) {
         n--;

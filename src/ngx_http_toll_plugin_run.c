@@ -760,7 +760,6 @@ ngx_http_toll_host_set_response_header(toll_request_t *pr, const char *name,
     const char *value)
 {
     size_t            i, nlen, vlen;
-    u_char            c;
     ngx_table_elt_t  *h;
 
     if (pr->hook != NGX_HTTP_TOLL_HOOK_HEADERS || name == NULL
@@ -774,24 +773,14 @@ ngx_http_toll_host_set_response_header(toll_request_t *pr, const char *name,
 
     /* a token for the name, no line break in the value: no injection */
 
-    for (i = 0; i < nlen; i++) {
-        c = (u_char) name[i];
-
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-        {
-            return TOLL_ERROR;
-        }
+    if (!ngx_http_toll_header_name_valid((u_char *) name, nlen)) {
+        return TOLL_ERROR;
     }
 
     for (i = 0; i < vlen; i++) {
         if (value[i] == '\r' || value[i] == '\n') {
             return TOLL_ERROR;
         }
-    }
-
-    if (nlen == 0) {
-        return TOLL_ERROR;
     }
 
     h = ngx_list_push(&pr->request->headers_out.headers);

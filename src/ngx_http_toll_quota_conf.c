@@ -544,9 +544,7 @@ ngx_http_toll_billing_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_toll_loc_conf_t *lcf = conf;
 
-    u_char       c;
-    ngx_str_t   *value;
-    ngx_uint_t   i;
+    ngx_str_t  *value;
 
     if (lcf->billing_prefix.data) {
         return "is duplicate";
@@ -556,19 +554,9 @@ ngx_http_toll_billing_prefix_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     /* a header name's characters, and room for the longest suffix */
 
-    for (i = 0; i < value[1].len; i++) {
-        c = value[1].data[i];
-
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid header prefix \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    if (value[1].len == 0 || value[1].len > 64) {
+    if (!ngx_http_toll_header_name_valid(value[1].data, value[1].len)
+        || value[1].len > 64)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid header prefix \"%V\"", &value[1]);
         return NGX_CONF_ERROR;

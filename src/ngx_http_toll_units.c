@@ -46,7 +46,6 @@ ngx_http_toll_units_param(ngx_conf_t *cf, ngx_http_toll_units_conf_t *uc,
 {
     int        rc;
     ngx_str_t  s;
-    ngx_uint_t i;
 
     if (ngx_strncmp(value->data, "unit_price=", 11) == 0) {
         s.data = value->data + 11;
@@ -90,17 +89,7 @@ ngx_http_toll_units_param(ngx_conf_t *cf, ngx_http_toll_units_conf_t *uc,
         s.data = value->data + 13;
         s.len = value->len - 13;
 
-        for (i = 0; i < s.len; i++) {
-            if (!((s.data[i] >= 'A' && s.data[i] <= 'Z')
-                  || (s.data[i] >= 'a' && s.data[i] <= 'z')
-                  || (s.data[i] >= '0' && s.data[i] <= '9')
-                  || s.data[i] == '-' || s.data[i] == '_'))
-            {
-                break;
-            }
-        }
-
-        if (s.len == 0 || i < s.len) {
+        if (!ngx_http_toll_header_name_valid(s.data, s.len)) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid units_header \"%V\"", &s);
             return NGX_ERROR;

@@ -13,6 +13,23 @@
 #include "ngx_http_toll_util.h"
 
 
+ngx_uint_t
+ngx_http_toll_header_name_valid(const u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z')
+              || (p[i] >= '0' && p[i] <= '9') || p[i] == '-' || p[i] == '_'))
+        {
+            return 0;
+        }
+    }
+
+    return len > 0;
+}
+
+
 u_char *
 ngx_http_toll_format_int(u_char *p, int64_t n)
 {

@@ -18,6 +18,12 @@
 ngx_int_t ngx_http_toll_header_push(ngx_http_request_t *r, u_char *name,
     size_t name_len, u_char *value, size_t len);
 
+/*
+ * A header name toll writes or reads by configuration: 1 or more of
+ * A-Z a-z 0-9 - _ (a token that needs no quoting anywhere).  1: valid.
+ */
+ngx_uint_t ngx_http_toll_header_name_valid(const u_char *p, size_t len);
+
 /* the wall clock in unix ms, as limits and the meter count time */
 int64_t ngx_http_toll_now_ms(void);
 

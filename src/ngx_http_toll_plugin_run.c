@@ -23,8 +23,10 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_handler.h"
+#include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_plugin.h"
 #include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_units.h"
 
 
@@ -293,13 +295,19 @@ ngx_http_toll_plugin_refused(ngx_http_request_t *r, toll_request_t *pr)
     }
 
     /*
-     * Refused as the gate refuses: counted so, with no billing headers
-     * (a call that never reached the upstream is never charged)
+     * Refused as the gate refuses: its price taken back as a redirect's
+     * is (the meter's record, a free call, the holds), so no billing
+     * header and no meter count, and counted so
      */
 
     ctx = ngx_http_toll_get_ctx(r->main);
 
     if (ctx) {
+        if (ctx->priced) {
+            ngx_http_toll_meter_unadmit(r, ctx);
+            ngx_http_toll_quota_unprice(r, ctx);
+        }
+
         ctx->state = NGX_HTTP_TOLL_STATE_REJECTED;
         ctx->decision = NGX_HTTP_TOLL_DECISION_PLUGIN_REFUSED;
     }

@@ -204,10 +204,7 @@ ngx_http_toll_quota_headers_out(ngx_http_request_t *r,
 {
     ngx_http_toll_loc_conf_t  *lcf;
 
-    if (!ctx->priced || ctx->service == NULL
-        || ctx->state == NGX_HTTP_TOLL_STATE_REJECTED)
-    {
-        /* refused after its price (by a plugin): never charged */
+    if (!ctx->priced || ctx->service == NULL) {
         return NGX_OK;
     }
 

@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -623,3 +624,39 @@ def test_batch_above_max_units_refused(start_nginx, redis_server, llm):
     wait_usage(redis_server.client, {(key.owner, "small"): {
         "calls": 1, "units": 5, "amount_micros": 15000}},
         fields=("calls", "units", "amount_micros"))
+
+
+def test_refusal_gives_the_hold_back(start_nginx, redis_server, llm):
+    """A plugin that refuses after the gate held the call's price from a
+    prepaid balance: the hold goes back at once, as a redirect's does;
+    the balance pays exactly the calls that passed."""
+    from helpers.balance import balance, credit, invariant
+    key = raw_key(redis_server, owner="prebuyer")
+    rc = redis_server.client
+    credit(rc, "prebuyer", 100000)           # two calls at 0.05
+    ngx = start(start_nginx, llm, """
+        location /pre/ {
+            toll on;
+            toll_prepaid on;
+            toll_service pre provider=acme price=0.05;
+            toll_plugin request_guard methods=GET;
+            %s
+        }
+""" % LLM)
+    for _ in range(3):
+        r = client.request(ngx.port, path="/pre/plain", method="POST",
+                           headers=[key.bearer()])
+        check_refusal(r, 405, "method_not_allowed")
+    statuses = []
+    for _ in range(3):
+        statuses.append(client.request(ngx.port, path="/pre/plain",
+                                       headers=[key.bearer()]).status)
+        time.sleep(0.1)                      # the hold back in the log phase
+    assert statuses == [200, 200, 402], statuses
+    assert llm.count == 2
+
+    def settled():
+        b = balance(rc, "prebuyer")
+        return b.get("spent") == 100000 and b.get("held", 0) == 0
+    wait_for(settled, 15, interval=0.2, what="the balance settled")
+    invariant(rc, "prebuyer")

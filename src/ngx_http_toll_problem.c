@@ -68,6 +68,12 @@ static ngx_http_toll_problem_t  ngx_http_toll_problems[] = {
                  "retry after the seconds in Retry-After, or raise the "
                  "cap.") },
 
+    { NGX_HTTP_FORBIDDEN,
+      ngx_string("Forbidden"),
+      ngx_string("forbidden"),
+      ngx_string("The credential is valid but lacks a scope or role this "
+                 "resource requires.") },
+
     /* a plugin's refusal (lua-free-plugins/): its own code and detail */
     { NGX_HTTP_FORBIDDEN,
       ngx_string("Forbidden"),

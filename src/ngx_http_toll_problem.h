@@ -19,6 +19,8 @@ typedef enum {
     NGX_HTTP_TOLL_PROBLEM_CONCURRENCY_LIMITED,
     NGX_HTTP_TOLL_PROBLEM_PAYMENT_REQUIRED,
     NGX_HTTP_TOLL_PROBLEM_SPEND_CAP_EXCEEDED,
+    NGX_HTTP_TOLL_PROBLEM_FORBIDDEN,      /* toll_require: what is missing
+                                             in the ext's detail */
     NGX_HTTP_TOLL_PROBLEM_PLUGIN          /* a plugin's refusal: its code
                                              and detail in the ext */
 } ngx_http_toll_problem_e;

@@ -17,6 +17,7 @@
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_metrics.h"
 #include "ngx_http_toll_plugin.h"
+#include "ngx_http_toll_problem.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_usage.h"
 #include "ngx_http_toll_redis.h"
@@ -424,6 +425,27 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("toll_error_format"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, error_format),
+      &ngx_http_toll_error_formats },
+
+    { ngx_string("toll_error_type_base"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, error_type_base),
+      &ngx_http_toll_error_type_base_p },
+
+    { ngx_string("toll_error_trace_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, error_trace_header),
+      &ngx_http_toll_error_trace_header_p },
 
       ngx_null_command
 };
@@ -873,6 +895,7 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->jwt_require_exp = NGX_CONF_UNSET;
     conf->jwt_cache_ttl = NGX_CONF_UNSET_MSEC;
     conf->plugins = NGX_CONF_UNSET_PTR;
+    conf->error_format = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -904,6 +927,8 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_jwt_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_plugin_merge_loc_conf(cf, prev, conf)
+           != NGX_CONF_OK
+        || ngx_http_toll_problem_merge_loc_conf(cf, prev, conf)
            != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;

@@ -168,6 +168,9 @@ typedef struct {
     ngx_array_t                 *plugins;       /* toll_plugin: ngx_http_
                                                    toll_plugin_use_t;
                                                    NULL: none */
+    ngx_uint_t                   error_format;  /* NGX_HTTP_TOLL_ERROR_* */
+    ngx_str_t                    error_type_base; /* empty: about:blank */
+    ngx_str_t                    error_trace_header; /* empty: none */
 } ngx_http_toll_loc_conf_t;
 
 

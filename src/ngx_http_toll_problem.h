@@ -1,5 +1,6 @@
 /*
- * toll: RFC 9457 problem+json answers, one per kind of refusal.
+ * toll: the refusals' answers, one per kind of refusal, in RFC 9457
+ * problem+json or in the {"error":{...}} envelope (toll_error_format).
  */
 
 #ifndef _NGX_HTTP_TOLL_PROBLEM_H_INCLUDED_
@@ -9,6 +10,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+
+#include "ngx_http_toll_module.h"
 
 
 typedef enum {
@@ -27,6 +30,11 @@ typedef enum {
 
 
 #define NGX_HTTP_TOLL_PAYMENT_REQUIRED  402
+
+
+/* toll_error_format */
+#define NGX_HTTP_TOLL_ERROR_PROBLEM     0
+#define NGX_HTTP_TOLL_ERROR_ENVELOPE    1
 
 
 /* what a refusal adds to its kind's fixed answer */
@@ -51,6 +59,15 @@ ngx_int_t ngx_http_toll_problem_send(ngx_http_request_t *r,
     ngx_http_toll_problem_e problem);
 ngx_int_t ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     ngx_http_toll_problem_e problem, ngx_http_toll_problem_ext_t *ext);
+
+
+/* toll_error_format, toll_error_type_base, toll_error_trace_header */
+extern ngx_conf_enum_t            ngx_http_toll_error_formats[];
+extern ngx_conf_post_handler_pt   ngx_http_toll_error_type_base_p;
+extern ngx_conf_post_handler_pt   ngx_http_toll_error_trace_header_p;
+
+char *ngx_http_toll_problem_merge_loc_conf(ngx_conf_t *cf,
+    ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf);
 
 
 #endif /* _NGX_HTTP_TOLL_PROBLEM_H_INCLUDED_ */

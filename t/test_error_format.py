@@ -9,7 +9,6 @@ that state one leaves behind shows up in the next.
 """
 
 import datetime
-import json
 import os
 import re
 import time
@@ -23,7 +22,7 @@ from helpers.keys import build_dir, gen_key_id, gen_secret, raw_key
 from helpers.limits import SlowUpstream, read_one, send_only
 from helpers.meter import micros
 from helpers.problem import REQUEST_ID_RE
-from helpers.procs import PROXY, wait_for
+from helpers.procs import PROXY, free_port, wait_for
 
 
 MARK = "# <-- under test"
@@ -433,7 +432,7 @@ def test_type_base(start_nginx, slow, redis_server, upstream):
         check_problem_body(r, 401, "unauthorized",
                            type_="urn:example:toll:unauthorized")
         r = get(ngx, "/envelope/api/x")
-        err = check_envelope(r, 401, "unauthorized")
+        check_envelope(r, 401, "unauthorized")
         assert BASE.encode() not in r.body, r.body
 
 
@@ -563,7 +562,6 @@ def test_inheritance(start_nginx, redis_server, upstream):
 # --------------------------------------------------------------- nginx -t
 
 def http_block(location, server=""):
-    from helpers.procs import free_port
     return """
     toll_redis 127.0.0.1:%d timeout=500ms;
     toll_zone 10m;

@@ -11,6 +11,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_counters.h"
+#include "ngx_http_toll_error_code.h"
 #include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_limit.h"
@@ -446,6 +447,13 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_toll_loc_conf_t, error_trace_header),
       &ngx_http_toll_error_trace_header_p },
+
+    { ngx_string("toll_error_code"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_toll_error_code_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
       ngx_null_command
 };
@@ -896,6 +904,7 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->jwt_cache_ttl = NGX_CONF_UNSET_MSEC;
     conf->plugins = NGX_CONF_UNSET_PTR;
     conf->error_format = NGX_CONF_UNSET_UINT;
+    conf->error_codes = NGX_CONF_UNSET_PTR;
 
     return conf;
 }

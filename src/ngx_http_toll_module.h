@@ -171,6 +171,9 @@ typedef struct {
     ngx_uint_t                   error_format;  /* NGX_HTTP_TOLL_ERROR_* */
     ngx_str_t                    error_type_base; /* empty: about:blank */
     ngx_str_t                    error_trace_header; /* empty: none */
+    ngx_array_t                 *error_codes;   /* toll_error_code: toll's
+                                                   code and the platform's
+                                                   name; NULL: none */
 } ngx_http_toll_loc_conf_t;
 
 

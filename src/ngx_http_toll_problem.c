@@ -16,6 +16,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_problem.h"
+#include "ngx_http_toll_error_code.h"
 
 
 /*
@@ -162,6 +163,12 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
         own = *a.kind;
         own.code = ext->code;
         own.detail = ext->detail;
+        a.kind = &own;
+
+    } else if (a.lcf->error_codes) {
+        /* toll's code as the platform's clients spell it */
+        own = *a.kind;
+        ngx_http_toll_error_code_map(a.lcf->error_codes, &own.code);
         a.kind = &own;
     }
 
@@ -724,6 +731,7 @@ ngx_http_toll_problem_merge_loc_conf(ngx_conf_t *cf,
                              "");
     ngx_conf_merge_str_value(conf->error_trace_header,
                              prev->error_trace_header, "");
+    ngx_conf_merge_ptr_value(conf->error_codes, prev->error_codes, NULL);
 
     return NGX_CONF_OK;
 }

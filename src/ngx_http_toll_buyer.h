@@ -18,6 +18,16 @@
 #include "ngx_http_toll_module.h"
 
 
+/*
+ * With toll_buyer_plan on, a caller whose credential names no plan takes
+ * its buyer record's ("toll:buyer:{<buyer>}" plan), cached in the zone
+ * like a key record.  NGX_OK: ctx->key.plan is the buyer's, if it has
+ * one; NGX_AGAIN: parked on the lookup, which resumes the request once;
+ * NGX_ERROR.
+ */
+ngx_int_t ngx_http_toll_buyer_plan(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_limit_ctx_t *lctx);
+
 /* 1: the request's limits are its buyer's, 0: its key's */
 ngx_uint_t ngx_http_toll_buyer_limited(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);

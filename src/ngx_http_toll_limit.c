@@ -234,6 +234,12 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                                            lctx->nlimits, 0);
     }
 
+    /* a credential without a plan may take its buyer's (parks once) */
+    rc = ngx_http_toll_buyer_plan(r, ctx, lctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     plan = ngx_http_toll_limit_key_plan(r, ctx);
 
     lctx->plan = plan;

@@ -559,6 +559,7 @@ ngx_http_toll_limit_merge_loc_conf(ngx_conf_t *cf,
 
     ngx_conf_merge_uint_value(conf->limit_key, prev->limit_key,
                               NGX_HTTP_TOLL_LIMIT_KEY_KEY);
+    ngx_conf_merge_value(conf->buyer_plan, prev->buyer_plan, 0);
 
     if (conf->limit_ip_name.data == NULL) {
         conf->limit_ip_name = prev->limit_ip_name;

@@ -100,6 +100,9 @@ struct ngx_http_toll_limit_ctx_s {
     unsigned                      ip_done:1;
     unsigned                      key_done:1;
     unsigned                      buyer:1;     /* key_subject: a buyer */
+    unsigned                      buyer_done:1; /* its record was read */
+    ngx_str_t                     buyer_plan;  /* the record's; empty:
+                                                  none */
     unsigned                      strict_waiting:1;
     uint64_t                      strict_uid;
 };

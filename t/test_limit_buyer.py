@@ -6,14 +6,17 @@ default) keeps each key's own.  Rates are slow (a window a minute) so
 that nothing refills during a test.
 """
 
+import json
 import time
 
 import pytest
 
 from helpers import client
-from helpers.keys import gen_key_id, raw_key
+from helpers import jwt as J
+from helpers.keys import raw_key, tollctl
 from helpers.limits import (SlowUpstream, assert_config_refused,
-                            check_limited, hold, policy, read_one, state)
+                            check_limited, hold, policy, read_one,
+                            send_only, state)
 from helpers.procs import PROXY, free_port, wait_for
 from helpers.workers import slow_locations
 
@@ -231,3 +234,160 @@ def test_concurrency_shared_by_the_keys_of_a_buyer(start_nginx, upstream,
         wait_for(passes, 3, interval=0.05, what="the buyer's place back")
     finally:
         slow.close()
+
+
+# ------------------------------------------------ the buyer record's plan
+
+def jwt_http(keys, extra=""):
+    """JWTs whose plan claim is "plan", no toll_jwt_default_plan (which
+    would name a plan for every token), buyer records on, short TTLs.  The
+    plan a request got shows in RateLimit-Policy's q."""
+    return "\n".join([
+        keys.directives(),
+        "    toll_jwt on;",
+        "    toll_jwt_issuer %s;" % J.ISSUER,
+        "    toll_jwt_audience %s;" % J.AUDIENCE,
+        "    toll_jwt_plan_claim plan;",
+        "    toll_plan free rate=100r/m;",
+        "    toll_plan gold rate=500r/m;",
+        "    toll_plan silver rate=300r/m;",
+        "    toll_default_plan free;",
+        "    toll_buyer_plan on;",
+        "    toll_cache_ttl 2s;",
+        "    toll_cache_negative_ttl 1s;",
+        extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def jkeys(tmp_path_factory):
+    return J.Keys(tmp_path_factory.mktemp("jwtkeys"))
+
+
+def jwt_get(ngx, jkeys, sub, path="/api/x", **claims):
+    tok = J.token(jkeys, "RS256", J.claims(int(time.time()), sub=sub,
+                                           **claims))
+    return client.request(ngx.port, path=path,
+                          headers=[("Authorization", "Bearer " + tok)])
+
+
+def minute_q(r):
+    assert r.status in (200, 429), (r, r.body)
+    return policy(r)["minute"]["q"]
+
+
+def test_redis_down_during_the_buyer_lookup(start_nginx, upstream,
+                                            redis_server, jkeys):
+    """Redis away: the caller is authenticated (a JWT needs no Redis) and
+    gets the plan it would have without a buyer record, never a 503, and
+    nothing is cached: once Redis is back, its record counts."""
+    ngx = start_nginx(http_extra=jwt_http(jkeys), locations=BUYER,
+                      redis_timeout="300ms")
+    redis_server.kill()
+    r = jwt_get(ngx, jkeys, "down-1")
+    assert r.status == 200, (r, r.body)
+    assert minute_q(r) == 100
+    # frozen: the lookup times out, the same answer
+    redis_server.start()
+    redis_server.freeze()
+    try:
+        t0 = time.monotonic()
+        r = jwt_get(ngx, jkeys, "down-2")
+        took = time.monotonic() - t0
+    finally:
+        redis_server.thaw()
+    assert r.status == 200 and minute_q(r) == 100, (r, r.body)
+    assert took < 2.0, took
+    assert "for its plan, the default plan applies" in ngx.error_log_text()
+    tollctl(redis_server, "buyer", "set-plan", "down-2", "gold")
+
+    def gold():
+        return minute_q(jwt_get(ngx, jkeys, "down-2")) == 500
+    wait_for(gold, 5, interval=0.1, what="the record read once Redis is back")
+
+
+def test_client_leaving_while_parked(start_nginx, upstream, redis_server,
+                                     jkeys):
+    ngx = start_nginx(http_extra=jwt_http(jkeys), locations=BUYER,
+                      redis_timeout="3s")
+    tollctl(redis_server, "buyer", "set-plan", "leaver", "gold")
+    tok = J.token(jkeys, "RS256", J.claims(int(time.time()), sub="leaver"))
+    before = upstream.count
+    redis_server.freeze()
+    try:
+        s = send_only(ngx.port, "/api/x",
+                      [("Authorization", "Bearer " + tok)])
+        time.sleep(0.3)
+        s.close()
+        time.sleep(0.2)
+    finally:
+        redis_server.thaw()
+    time.sleep(0.5)
+    # the reply that came after the client left resumed nothing
+    assert upstream.count == before
+    text = ngx.error_log_text()
+    assert "[alert]" not in text and "[crit]" not in text, text[-2000:]
+    # the same buyer, parked again or cached, passes once with its plan
+    r = jwt_get(ngx, jkeys, "leaver")
+    assert r.status == 200 and minute_q(r) == 500, (r, r.body)
+    assert upstream.count == before + 1
+
+
+def test_jwt_plan_from_the_buyer_record(start_nginx, upstream, redis_server,
+                                        jkeys):
+    ngx = start_nginx(http_extra=jwt_http(jkeys), locations=BUYER)
+    sub = "rec-buyer"
+    # no record: the default plan; a token's own plan claim wins
+    assert minute_q(jwt_get(ngx, jkeys, sub)) == 100
+    assert minute_q(jwt_get(ngx, jkeys, sub, plan="silver")) == 300
+
+    # set: effective once the negative entry (1 s) has gone
+    doc = tollctl(redis_server, "buyer", "set-plan", sub, "gold").stdout
+    assert json.loads(doc) == {"buyer": sub, "plan": "gold"}, doc
+    t0 = time.monotonic()
+    assert minute_q(jwt_get(ngx, jkeys, sub)) == 100
+    wait_for(lambda: minute_q(jwt_get(ngx, jkeys, sub)) == 500, 3,
+             interval=0.1, what="the plan set")
+    assert time.monotonic() - t0 >= 0.8
+    assert minute_q(jwt_get(ngx, jkeys, sub, plan="silver")) == 300
+
+    # changed: effective once the entry (2 s) has gone, not before
+    tollctl(redis_server, "buyer", "set-plan", sub, "silver")
+    t0 = time.monotonic()
+    assert minute_q(jwt_get(ngx, jkeys, sub)) == 500
+    wait_for(lambda: minute_q(jwt_get(ngx, jkeys, sub)) == 300, 4,
+             interval=0.1, what="the plan changed")
+    assert time.monotonic() - t0 <= 2.5
+
+    # cleared: the default plan again
+    doc = tollctl(redis_server, "buyer", "clear-plan", sub).stdout
+    assert json.loads(doc) == {"buyer": sub, "plan": None}, doc
+    assert redis_server.client.hget("toll:buyer:{%s}" % sub, "plan") is None
+    wait_for(lambda: minute_q(jwt_get(ngx, jkeys, sub)) == 100, 4,
+             interval=0.1, what="the plan cleared")
+
+
+def test_api_key_without_plan_takes_the_buyer_record(start_nginx, upstream,
+                                                     redis_server, jkeys):
+    ngx = start_nginx(http_extra=jwt_http(jkeys), locations=BUYER)
+    tollctl(redis_server, "buyer", "set-plan", "acme-rec", "gold")
+    bare = raw_key(redis_server, owner="acme-rec")
+    own = raw_key(redis_server, owner="acme-rec", plan="silver")
+    assert minute_q(get(ngx, bare)) == 500
+    assert minute_q(get(ngx, own)) == 300
+    # toll_limit_key buyer: the key without a plan shares the buyer's
+    # gold window with the buyer's tokens; the silver key has its own
+    assert state(get(ngx, bare))["minute"]["r"] == 498
+    r = jwt_get(ngx, jkeys, "acme-rec")
+    assert minute_q(r) == 500 and state(r)["minute"]["r"] == 497, r.headers
+
+
+def test_buyer_plan_off_reads_no_record(start_nginx, upstream, redis_server,
+                                        jkeys):
+    ngx = start_nginx(http_extra=jwt_http(jkeys, "    toll_buyer_plan off;")
+                      .replace("    toll_buyer_plan on;\n", ""),
+                      locations=BUYER)
+    tollctl(redis_server, "buyer", "set-plan", "acme-off", "gold")
+    assert minute_q(jwt_get(ngx, jkeys, "acme-off")) == 100
+    mon = redis_server.client.info("commandstats")
+    assert "cmdstat_hget" not in mon, mon

@@ -319,7 +319,10 @@ def test_client_leaving_while_parked(start_nginx, upstream, redis_server,
                       [("Authorization", "Bearer " + tok)])
         time.sleep(0.3)
         s.close()
-        time.sleep(0.2)
+        # the request ends when the client leaves, not when Redis answers
+        wait_for(lambda: '" 499 ' in ngx.read(ngx.prefix
+                                               + "/logs/access.log"),
+                 1.5, interval=0.05, what="a 499 while Redis is frozen")
     finally:
         redis_server.thaw()
     time.sleep(0.5)

@@ -197,7 +197,7 @@ ngx_http_toll_buyer_cache_get(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
     ln = ngx_http_toll_shm_limit_find(mcf->shm_zone, name, len);
 
-    if (ln && ln->state_size == sizeof(ngx_http_toll_buyer_cached_t)) {
+    if (ln && ln->state_size >= sizeof(ngx_http_toll_buyer_cached_t)) {
         bc = (ngx_http_toll_buyer_cached_t *) ln->state;
 
         if ((ngx_msec_int_t) (bc->expires - ngx_current_msec) > 0) {
@@ -235,13 +235,13 @@ ngx_http_toll_buyer_cache_put(ngx_shm_zone_t *shm_zone, ngx_str_t *buyer,
 
     ln = ngx_http_toll_shm_limit_find(shm_zone, name, len);
 
-    if (ln && ln->state_size != sizeof(ngx_http_toll_buyer_cached_t)) {
-        ln = NULL;
-    }
-
     if (ln == NULL) {
         ln = ngx_http_toll_shm_limit_create(shm_zone, name, len,
                                        sizeof(ngx_http_toll_buyer_cached_t));
+
+    } else if (ln->state_size < sizeof(ngx_http_toll_buyer_cached_t)) {
+        /* never made here: left alone, not cached */
+        ln = NULL;
     }
 
     if (ln) {

@@ -353,7 +353,7 @@ def test_jwt_plan_from_the_buyer_record(start_nginx, upstream, redis_server,
     wait_for(lambda: minute_q(jwt_get(ngx, jkeys, sub)) == 500, 3,
              interval=0.1, what="the plan set")
     assert time.monotonic() - t0 >= 0.8
-    assert header_values(upstream.last(), "X-Toll-Plan") == ["gold"]
+    assert header_values(upstream.last, "X-Toll-Plan") == ["gold"]
     assert minute_q(jwt_get(ngx, jkeys, sub, plan="silver")) == 300
 
     # changed: effective once the entry (2 s) has gone, not before

@@ -2,13 +2,13 @@
  * toll: burst, tier and concurrency limits: the decision.
  *
  * A request's limits are decided under the zone's mutex from the state of
- * its subject (the key id, or the client address): the limits of the
- * address and of the key's plan, the state each subject keeps in the
- * zone, and what a request holds in flight until it ends.  Plans are read
- * in ngx_http_toll_limit_conf.c, the state goes to Redis and back in
- * ngx_http_toll_limit_sync.c, a strict plan asks Redis in
- * ngx_http_toll_limit_strict.c, and ngx_http_toll_limit_headers.c tells
- * the client.
+ * its subject (the key id or its buyer, or the client address): the
+ * limits of the address and of the key's plan, the state each subject
+ * keeps in the zone, and what a request holds in flight until it ends.
+ * Plans are read in ngx_http_toll_limit_conf.c, the state goes to Redis
+ * and back in ngx_http_toll_limit_sync.c, a strict plan asks Redis in
+ * ngx_http_toll_limit_strict.c, ngx_http_toll_limit_headers.c tells the
+ * client, and ngx_http_toll_buyer.c names a buyer's subject and plan.
  */
 
 #include <ngx_config.h>

@@ -177,6 +177,16 @@ static const tollctl_verb_t  tollctl_verbs[] = {
 "                      the buyer's spend caps per UTC day and month (the\n"
 "                      month starts on DAY, 1 to 28); prints buyer show\n" },
 
+    { "buyer", "set-plan", tollctl_buyer_set_plan, 0, 2,
+      "BUYER and a PLAN", 0,
+"  buyer set-plan BUYER PLAN\n"
+"                      the plan of the buyer's callers whose key or token\n"
+"                      names none (toll_buyer_plan on)\n" },
+
+    { "buyer", "clear-plan", tollctl_buyer_set_plan, 0, 1, "BUYER", 0,
+"  buyer clear-plan BUYER\n"
+"                      removes it: the default plan applies again\n" },
+
     { "buyer", "show", tollctl_buyer_show, TOLLCTL_O(CURRENCY), 1,
       "BUYER", 0,
 "  buyer show BUYER [--currency CUR]\n"

@@ -518,3 +518,76 @@ tollctl_cap_money(int64_t micros)
 
     return json_string(buf);
 }
+
+
+/*
+ * tollctl buyer set-plan BUYER PLAN | clear-plan BUYER: the plan of the
+ * buyer's callers whose credential names none ("toll:buyer:{<buyer>}"
+ * field "plan"; docs/limits.md, "Per buyer").  nginx reads it through its
+ * key cache, so a change takes effect within toll_cache_ttl (and a first
+ * plan within toll_cache_negative_ttl).  Prints {"buyer", "plan"}.
+ */
+
+int
+tollctl_buyer_set_plan(tollctl_t *ctl, tollctl_opts_t *o)
+{
+    int             rc;
+    char            name[sizeof(TOLL_NAME_BUYER_PREFIX) + TOLL_OWNER_LEN_MAX
+                         + 1];
+    json_t         *out;
+    const char     *buyer, *plan;
+    redisReply     *reply;
+    tollctl_cmd_t   cmd;
+
+    buyer = o->args[0];
+    plan = (o->nargs > 1) ? o->args[1] : NULL;
+
+    if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
+        return tollctl_error(EX_DATAERR,
+                             "invalid BUYER: use 1 to %d visible ASCII "
+                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+    }
+
+    if (plan != NULL
+        && (plan[0] == '\0'
+            || !toll_plan_valid((const unsigned char *) plan, strlen(plan))))
+    {
+        return tollctl_error(EX_DATAERR,
+                             "invalid PLAN: use 1 to %d characters of "
+                             "[A-Za-z0-9_.-]", TOLL_PLAN_LEN_MAX);
+    }
+
+    rc = tollctl_connect(ctl);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    *toll_name_tagged(name, TOLL_NAME_BUYER_PREFIX, buyer, strlen(buyer))
+        = '\0';
+
+    tollctl_cmd_init(&cmd, plan ? "HSET" : "HDEL");
+    tollctl_cmd_add_str(&cmd, name);
+    tollctl_cmd_add_str(&cmd, TOLL_BUYER_PLAN);
+
+    if (plan) {
+        tollctl_cmd_add_str(&cmd, plan);
+    }
+
+    reply = tollctl_redis_run(ctl, &cmd);
+    if (reply == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
+
+    out = plan ? json_pack("{s:s,s:s}", "buyer", buyer, "plan", plan)
+               : json_pack("{s:s,s:n}", "buyer", buyer, "plan");
+    if (out == NULL) {
+        return tollctl_error(EX_SOFTWARE, "out of memory");
+    }
+
+    rc = tollctl_print_json(out);
+    json_decref(out);
+
+    return rc;
+}

@@ -39,6 +39,8 @@ typedef struct {
 
 int tollctl_buyer_set_cap(tollctl_t *ctl, tollctl_opts_t *o);
 int tollctl_buyer_show(tollctl_t *ctl, tollctl_opts_t *o);
+/* set-plan BUYER PLAN, and clear-plan BUYER (no PLAN) */
+int tollctl_buyer_set_plan(tollctl_t *ctl, tollctl_opts_t *o);
 
 /*
  * Checks --currency and the two cap options (daily_opt, monthly_opt:

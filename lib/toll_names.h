@@ -115,6 +115,14 @@
    (31 days at most) by one more month, from its last write */
 #define TOLL_TTL_CAP_MONTH         5356800       /* 62 days */
 
+/*
+ * A buyer's record (hash): "toll:buyer:{<buyer>}", field "plan": the plan
+ * of its callers whose credential names none (tollctl buyer set-plan;
+ * docs/limits.md#per-buyer).
+ */
+#define TOLL_NAME_BUYER_PREFIX     "toll:buyer:{"
+#define TOLL_BUYER_PLAN            "plan"
+
 #define TOLL_NAME_TAG_END          "}"
 
 #define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */

@@ -2,13 +2,13 @@
  * toll: burst, tier and concurrency limits: the decision.
  *
  * A request's limits are decided under the zone's mutex from the state of
- * its subject (the key id, or the client address): the limits of the
- * address and of the key's plan, the state each subject keeps in the
- * zone, and what a request holds in flight until it ends.  Plans are read
- * in ngx_http_toll_limit_conf.c, the state goes to Redis and back in
- * ngx_http_toll_limit_sync.c, a strict plan asks Redis in
- * ngx_http_toll_limit_strict.c, and ngx_http_toll_limit_headers.c tells
- * the client.
+ * its subject (the key id or its buyer, or the client address): the
+ * limits of the address and of the key's plan, the state each subject
+ * keeps in the zone, and what a request holds in flight until it ends.
+ * Plans are read in ngx_http_toll_limit_conf.c, the state goes to Redis
+ * and back in ngx_http_toll_limit_sync.c, a strict plan asks Redis in
+ * ngx_http_toll_limit_strict.c, ngx_http_toll_limit_headers.c tells the
+ * client, and ngx_http_toll_buyer.c names a buyer's subject and plan.
  */
 
 #include <ngx_config.h>
@@ -19,6 +19,7 @@
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_limit_int.h"
 #include "ngx_http_toll_shm.h"
+#include "ngx_http_toll_buyer.h"
 
 
 static ngx_http_toll_limit_ctx_t *ngx_http_toll_limit_get_ctx(
@@ -28,7 +29,7 @@ static ngx_int_t ngx_http_toll_limit_add(ngx_http_toll_limit_ctx_t *lctx,
 static ngx_http_toll_plan_t *ngx_http_toll_limit_key_plan(
     ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_limit_key_limits(
-    ngx_http_toll_limit_ctx_t *lctx, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_limit_ctx_t *lctx, int64_t rate_limit,
     ngx_http_toll_plan_t *plan);
 static void ngx_http_toll_limit_check(ngx_http_toll_limit_ctx_t *lctx,
     ngx_http_toll_limit_t *l, ngx_http_toll_limit_state_t *st, int64_t now,
@@ -216,6 +217,7 @@ ngx_http_toll_limit_ip(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 ngx_int_t
 ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
+    int64_t                     rate_limit;
     ngx_int_t                   rc;
     ngx_uint_t                  from;
     ngx_http_toll_plan_t       *plan;
@@ -232,13 +234,22 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
                                            lctx->nlimits, 0);
     }
 
+    /* a credential without a plan may take its buyer's (parks once) */
+    rc = ngx_http_toll_buyer_plan(r, ctx, lctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     plan = ngx_http_toll_limit_key_plan(r, ctx);
 
     lctx->plan = plan;
     lctx->key_first = lctx->nlimits;
     from = lctx->nlimits;
 
-    if (ctx->key.rate_limit <= 0 && (plan == NULL || plan->unlimited)) {
+    lctx->buyer = ngx_http_toll_buyer_limited(r, ctx);
+    rate_limit = lctx->buyer ? -1 : ctx->key.rate_limit;
+
+    if (rate_limit <= 0 && (plan == NULL || plan->unlimited)) {
         if (lctx->status == NGX_HTTP_TOLL_LIMIT_STATUS_NONE) {
             lctx->status = NGX_HTTP_TOLL_LIMIT_STATUS_UNLIMITED;
         }
@@ -246,13 +257,21 @@ ngx_http_toll_limit_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_OK;
     }
 
-    if (ngx_http_toll_limit_key_limits(lctx, ctx, plan) != NGX_OK) {
+    if (ngx_http_toll_limit_key_limits(lctx, rate_limit, plan) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    lctx->key_subject_len = ngx_min(ctx->key_id.len,
-                                    NGX_HTTP_TOLL_SUBJECT_MAX);
-    ngx_memcpy(lctx->key_subject, ctx->key_id.data, lctx->key_subject_len);
+    if (lctx->buyer) {
+        lctx->key_subject_len = ngx_http_toll_buyer_subject(lctx->key_subject,
+                                                            &plan->name,
+                                                            &ctx->key.owner);
+
+    } else {
+        lctx->key_subject_len = ngx_min(ctx->key_id.len,
+                                        NGX_HTTP_TOLL_SUBJECT_MAX);
+        ngx_memcpy(lctx->key_subject, ctx->key_id.data,
+                   lctx->key_subject_len);
+    }
 
     if (plan && plan->strict) {
         rc = ngx_http_toll_limit_strict(r, ctx, lctx);
@@ -321,7 +340,7 @@ ngx_http_toll_limit_key_plan(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
 static ngx_int_t
 ngx_http_toll_limit_key_limits(ngx_http_toll_limit_ctx_t *lctx,
-    ngx_http_toll_ctx_t *ctx, ngx_http_toll_plan_t *plan)
+    int64_t rate_limit, ngx_http_toll_plan_t *plan)
 {
     ngx_uint_t             i, overridden;
     ngx_http_toll_rate_t  *rate, *own;
@@ -331,14 +350,14 @@ ngx_http_toll_limit_key_limits(ngx_http_toll_limit_ctx_t *lctx,
     for (i = 0; plan && !plan->unlimited && i < plan->nrates; i++) {
         rate = &plan->rates[i];
 
-        if (ctx->key.rate_limit > 0
+        if (rate_limit > 0
             && (rate->kind == NGX_HTTP_TOLL_RATE_BUCKET
                 || (rate->kind == NGX_HTTP_TOLL_RATE_WINDOW
                     && rate->unit == TOLL_UNIT_MINUTE)))
         {
             own = &lctx->overrides[lctx->noverrides++];
             *own = *rate;
-            own->count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
+            own->count = ngx_min(rate_limit, TOLL_LIMIT_COUNT_MAX);
             own->unit = TOLL_UNIT_MINUTE;
             own->ready = 0;
             ngx_str_null(&own->policy);
@@ -357,13 +376,13 @@ ngx_http_toll_limit_key_limits(ngx_http_toll_limit_ctx_t *lctx,
         }
     }
 
-    if (ctx->key.rate_limit > 0 && !overridden) {
+    if (rate_limit > 0 && !overridden) {
         own = &lctx->overrides[lctx->noverrides++];
         ngx_memzero(own, sizeof(ngx_http_toll_rate_t));
 
         own->kind = NGX_HTTP_TOLL_RATE_WINDOW;
         own->unit = TOLL_UNIT_MINUTE;
-        own->count = ngx_min(ctx->key.rate_limit, TOLL_LIMIT_COUNT_MAX);
+        own->count = ngx_min(rate_limit, TOLL_LIMIT_COUNT_MAX);
 
         if (ngx_http_toll_limit_add(lctx, own, 0) != NGX_OK) {
             return NGX_ERROR;
@@ -422,10 +441,12 @@ ngx_http_toll_limit_verdict(ngx_http_request_t *r,
 
         ngx_log_error(lcf->limit_log_level, r->connection->log, 0,
                       "toll: limited%s, policy \"%V\" of plan \"%V\", "
-                      "key id \"%V\"",
+                      "%s \"%V\"",
                       lcf->limit == NGX_HTTP_TOLL_LIMIT_DRY_RUN
                       ? " (dry run)" : "",
-                      &policy, plan, ctx ? &ctx->key_id : &policy);
+                      &policy, plan, lctx->buyer ? "buyer" : "key id",
+                      ctx == NULL ? &policy
+                      : lctx->buyer ? &ctx->key.owner : &ctx->key_id);
     }
 
     if (lcf->limit == NGX_HTTP_TOLL_LIMIT_DRY_RUN) {

@@ -28,6 +28,12 @@
 #define NGX_HTTP_TOLL_HEADERS_IETF       0x01
 #define NGX_HTTP_TOLL_HEADERS_X          0x02
 
+/* toll_limit_key: whose limits a key's requests count in */
+#define NGX_HTTP_TOLL_LIMIT_KEY_KEY      0
+#define NGX_HTTP_TOLL_LIMIT_KEY_BUYER    1
+
+extern ngx_conf_enum_t  ngx_http_toll_limit_keys[];
+
 
 typedef enum {
     NGX_HTTP_TOLL_RATE_BUCKET = 0,

@@ -16,6 +16,13 @@
 #include "ngx_http_toll_limit_int.h"
 
 
+ngx_conf_enum_t  ngx_http_toll_limit_keys[] = {
+    { ngx_string("key"), NGX_HTTP_TOLL_LIMIT_KEY_KEY },
+    { ngx_string("buyer"), NGX_HTTP_TOLL_LIMIT_KEY_BUYER },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_int_t ngx_http_toll_limit_parse_rate(ngx_str_t *s,
     ngx_http_toll_rate_t *rate);
 static ngx_http_toll_plan_t *ngx_http_toll_limit_plan_add(ngx_conf_t *cf,
@@ -549,6 +556,10 @@ ngx_http_toll_limit_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf)
 {
     ngx_http_toll_main_conf_t  *mcf;
+
+    ngx_conf_merge_uint_value(conf->limit_key, prev->limit_key,
+                              NGX_HTTP_TOLL_LIMIT_KEY_KEY);
+    ngx_conf_merge_value(conf->buyer_plan, prev->buyer_plan, 0);
 
     if (conf->limit_ip_name.data == NULL) {
         conf->limit_ip_name = prev->limit_ip_name;

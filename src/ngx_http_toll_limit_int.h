@@ -34,6 +34,15 @@
 #define NGX_HTTP_TOLL_MASK_CONCURRENCY   0x20
 
 
+/*
+ * A limit's subject: a key id, "ip:" and an address in hex, or, with
+ * toll_limit_key buyer, "b:<plan>:<buyer>" (ngx_http_toll_buyer.c).  Key
+ * ids never hold a colon, so the three never collide.
+ */
+#define NGX_HTTP_TOLL_LIMIT_SUBJECT_MAX                                      \
+    (sizeof("b::") - 1 + TOLL_PLAN_LEN_MAX + TOLL_OWNER_LEN_MAX)
+
+
 /* the state of one subject, after the node header in the zone */
 typedef struct {
     toll_bucket_t              bucket;
@@ -80,9 +89,9 @@ struct ngx_http_toll_limit_ctx_s {
     ngx_http_toll_plan_t         *plan;
     ngx_http_toll_plan_t         *ip_plan;
 
-    u_char                        key_subject[NGX_HTTP_TOLL_SUBJECT_MAX];
+    u_char                        key_subject[NGX_HTTP_TOLL_LIMIT_SUBJECT_MAX];
     size_t                        key_subject_len;
-    u_char                        ip_subject[NGX_HTTP_TOLL_SUBJECT_MAX];
+    u_char                        ip_subject[NGX_HTTP_TOLL_LIMIT_SUBJECT_MAX];
     size_t                        ip_subject_len;
 
     ngx_shm_zone_t               *shm_zone;
@@ -90,6 +99,10 @@ struct ngx_http_toll_limit_ctx_s {
     unsigned                      ip_held:1;
     unsigned                      ip_done:1;
     unsigned                      key_done:1;
+    unsigned                      buyer:1;     /* key_subject: a buyer */
+    unsigned                      buyer_done:1; /* its record was read */
+    ngx_str_t                     buyer_plan;  /* the record's; empty:
+                                                  none */
     unsigned                      strict_waiting:1;
     uint64_t                      strict_uid;
 };
@@ -101,7 +114,7 @@ typedef struct {
     ngx_http_toll_ctx_t       *ctx;           /* strict: the request */
     uint64_t                   uid;
     size_t                     subject_len;
-    u_char                     subject[NGX_HTTP_TOLL_SUBJECT_MAX];
+    u_char                     subject[NGX_HTTP_TOLL_LIMIT_SUBJECT_MAX];
 } ngx_http_toll_limit_sync_t;
 
 

@@ -33,7 +33,7 @@
 /* the text of a call's arguments: numbers, and each window's slots */
 #define NGX_HTTP_TOLL_SYNC_TEXT_LEN      (NGX_HTTP_TOLL_SYNC_ARGS_MAX         \
                                           * NGX_INT64_LEN                     \
-                                          + NGX_HTTP_TOLL_SUBJECT_MAX + 16)
+                                          + NGX_HTTP_TOLL_LIMIT_SUBJECT_MAX + 16)
 #define NGX_HTTP_TOLL_SYNC_SLOTS_LEN     (TOLL_WINDOW_RING                    \
                                           * (NGX_INT64_LEN + NGX_INT32_LEN + 2))
 

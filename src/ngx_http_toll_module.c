@@ -278,6 +278,20 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       0,
       NULL },
 
+    { ngx_string("toll_limit_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, limit_key),
+      ngx_http_toll_limit_keys },
+
+    { ngx_string("toll_buyer_plan"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, buyer_plan),
+      NULL },
+
     { ngx_string("toll_service"),
       NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
       ngx_http_toll_service_directive,
@@ -879,6 +893,8 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->limit_log_level = NGX_CONF_UNSET_UINT;
     conf->limit_headers = NGX_CONF_UNSET_UINT;
     conf->limit_ip_unauthenticated = NGX_CONF_UNSET;
+    conf->limit_key = NGX_CONF_UNSET_UINT;
+    conf->buyer_plan = NGX_CONF_UNSET;
     conf->charge_errors = NGX_CONF_UNSET;
     conf->free_tier_fallback = NGX_CONF_UNSET_UINT;
     conf->prepaid = NGX_CONF_UNSET;

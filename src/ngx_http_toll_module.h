@@ -134,6 +134,9 @@ typedef struct {
     ngx_str_t                    limit_ip_name;
     ngx_http_toll_plan_t        *limit_ip_plan;
     ngx_flag_t                   limit_ip_unauthenticated;
+    ngx_uint_t                   limit_key;     /* toll_limit_key: key,
+                                                   buyer */
+    ngx_flag_t                   buyer_plan;    /* toll_buyer_plan */
 
     ngx_http_toll_service_t     *service;       /* toll_service, or NULL */
     ngx_flag_t                   usage;         /* toll_usage here */

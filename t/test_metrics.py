@@ -44,7 +44,8 @@ ALLOWED_LABELS = {"service", "decision", "status_class", "tier", "currency",
 
 DECISIONS = ("passed", "unauthorized", "bad_request", "rate_limited",
              "quota_exceeded", "payment_required", "spend_cap_exceeded",
-             "store_unavailable", "error", "client_closed", "plugin_refused")
+             "store_unavailable", "error", "client_closed", "plugin_refused",
+             "forbidden")
 
 LOCATIONS = """
         location /weather/ {
@@ -356,7 +357,7 @@ def test_exact_counts_per_service_and_decision(start_nginx, redis_server,
     for svc in ("weather", "maps", ""):
         for d in ("rate_limited", "store_unavailable", "error",
                   "client_closed", "quota_exceeded", "payment_required",
-                  "spend_cap_exceeded", "plugin_refused"):
+                  "spend_cap_exceeded", "plugin_refused", "forbidden"):
             assert req(svc, d) == 0, (svc, d)
 
     assert value(f, "toll_responses_total", service="weather",

@@ -49,7 +49,9 @@ tollctl_scopes_parse(const char *opt, char *out, size_t size)
 
     len = strlen(opt);
 
-    if (len >= size || len > TOLL_SCOPES_LEN_MAX) {
+    /* a space would pass as a separator the operator did not type */
+
+    if (len >= size || len > TOLL_SCOPES_LEN_MAX || strchr(opt, ' ')) {
         goto invalid;
     }
 

@@ -145,9 +145,9 @@ ngx_http_toll_authz_has(ngx_str_t *list, ngx_str_t *name)
 
 
 /*
- * The 403's detail and members name what is missing: the scopes the
- * caller lacks, and the roles of which it has none.  The names are
- * tokens checked at configuration, so they are JSON-safe as they are.
+ * The 403's detail names what is missing: the scopes the caller lacks,
+ * and the roles of which it has none.  The names are tokens checked at
+ * configuration, so they are JSON-safe as they are.
  */
 
 static ngx_int_t
@@ -155,40 +155,35 @@ ngx_http_toll_authz_refusal(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf, ngx_http_toll_problem_ext_t *ext,
     ngx_uint_t roles)
 {
-    u_char      *d, *m;
+    u_char      *d;
     size_t       len;
     ngx_str_t   *name;
     ngx_uint_t   i, n;
 
-    len = 0;
+    len = sizeof("missing scopes:; needs one of the roles:") - 1;
 
     if (lcf->require_scopes) {
         name = lcf->require_scopes->elts;
 
         for (i = 0; i < lcf->require_scopes->nelts; i++) {
-            len += name[i].len + sizeof(" ,\"\"") - 1;
+            len += 1 + name[i].len;
         }
     }
 
-    if (lcf->require_roles && lcf->require_roles->nelts) {
+    if (roles) {
         name = lcf->require_roles->elts;
 
         for (i = 0; i < lcf->require_roles->nelts; i++) {
-            len += name[i].len + sizeof(" ,\"\"") - 1;
+            len += 1 + name[i].len;
         }
     }
 
-    len += sizeof("missing scopes:; needs one of the roles:") - 1;
-
     d = ngx_pnalloc(r->pool, len);
-    m = ngx_pnalloc(r->pool, len
-                    + sizeof("\"missing_scopes\":[],\"roles\":[],") - 1);
-    if (d == NULL || m == NULL) {
+    if (d == NULL) {
         return NGX_ERROR;
     }
 
     ext->detail.data = d;
-    ext->members.data = m;
 
     n = 0;
 
@@ -200,18 +195,12 @@ ngx_http_toll_authz_refusal(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
                 continue;
             }
 
-            d = (n == 0) ? ngx_cpymem(d, "missing scopes:", 15) : d;
-            m = (n == 0) ? ngx_cpymem(m, "\"missing_scopes\":[", 18)
-                         : ngx_cpymem(m, ",", 1);
-            n++;
+            if (n++ == 0) {
+                d = ngx_cpymem(d, "missing scopes:", 15);
+            }
 
             *d++ = ' ';
             d = ngx_cpymem(d, name[i].data, name[i].len);
-            m = ngx_sprintf(m, "\"%V\"", &name[i]);
-        }
-
-        if (n) {
-            m = ngx_cpymem(m, "],", 2);
         }
     }
 
@@ -220,19 +209,14 @@ ngx_http_toll_authz_refusal(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 
         d = (n == 0) ? ngx_cpymem(d, "needs one of the roles:", 23)
                      : ngx_cpymem(d, "; needs one of the roles:", 25);
-        m = ngx_cpymem(m, "\"roles\":[", 9);
 
         for (i = 0; i < lcf->require_roles->nelts; i++) {
             *d++ = ' ';
             d = ngx_cpymem(d, name[i].data, name[i].len);
-            m = ngx_sprintf(m, i ? ",\"%V\"" : "\"%V\"", &name[i]);
         }
-
-        m = ngx_cpymem(m, "],", 2);
     }
 
     ext->detail.len = d - ext->detail.data;
-    ext->members.len = m - ext->members.data;
     ngx_str_set(&ext->code, "forbidden");
 
     ngx_log_error(lcf->log_level, r->connection->log, 0,

@@ -294,6 +294,7 @@ COST_LOCATIONS = """
         }}
         location /go/ {{
             toll on;
+            toll_prepaid on;
             toll_service go provider=acme price=0.05;
             try_files /nonexistent @admin;
         }}
@@ -359,10 +360,13 @@ def test_403_holds_no_balance(costgate, redis_server, upstream):
 def test_403_after_internal_redirect(costgate, redis_server, upstream):
     """/go/ passes the gate, is priced, then try_files sends it to a
     location asking for admin: the new location decides, and the price of
-    the first one is taken back."""
+    the first one is taken back, its hold on the balance at once."""
+    from helpers.balance import balance, credit, invariant
     rc = redis_server.client
+    credit(rc, "redirected", 50000)          # one call's price
+    credit(rc, "boss", 100000)
     buyer = raw_key(redis_server, owner="redirected")
-    for _ in range(2):
+    for _ in range(2):                       # the plan allows 2 a minute
         forbidden(get(costgate, "/go/x", [buyer.x_api_key()]))
     assert upstream.count == 0
     admin = raw_key(redis_server, owner="boss", role="admin")
@@ -372,8 +376,19 @@ def test_403_after_internal_redirect(costgate, redis_server, upstream):
     def metered():
         return usage(rc).get(("boss", "go"), {}).get("calls") == 1
     wait_for(metered, 10, interval=0.2, what="the admin's call metered")
+
+    def settled():
+        b = balance(rc, "boss")
+        return b.get("spent") == 50000 and b.get("held", 0) == 0
+    wait_for(settled, 15, interval=0.2, what="the admin's call paid")
     time.sleep(0.5)
     assert ("redirected", "go") not in usage(rc)
+    # the hold of the first was given back: the second was not refused
+    # 402 for want of balance, and nothing was spent ("held" is the
+    # node's lease, not a call's hold)
+    b = balance(rc, "redirected")
+    assert b.get("spent", 0) == 0, b
+    invariant(rc, "redirected")
 
 
 def test_forbidden_counted(costgate, redis_server):

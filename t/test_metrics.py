@@ -260,14 +260,14 @@ def test_series_do_not_grow_with_buyers(start_nginx, redis_server,
                                              # generation
     wait_for(lambda: "toll_cap_generation " in scrape(ngx).body.decode(),
              5, interval=0.1, what="the caps' generation read")
-    assert series(metrics(ngx)) == 31 * (s + 1) + 3 * s + 30 + 8 * c + 1
+    assert series(metrics(ngx)) == 32 * (s + 1) + 3 * s + 30 + 8 * c + 1
     for i in range(20):
         key = make_key(redis_server, owner="buyer%d" % i)
         assert get(ngx, "/weather/%d" % i, key).status == 200
         assert get(ngx, "/plain/%d" % i, key).status == 200
     quiet(ngx)
     f = metrics(ngx)
-    assert series(f) == 31 * (s + 1) + 3 * s + 30 + 8 * c + 1
+    assert series(f) == 32 * (s + 1) + 3 * s + 30 + 8 * c + 1
     assert value(f, "toll_requests_total", service="weather",
                  decision="passed") == 20
 

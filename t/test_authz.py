@@ -138,6 +138,11 @@ def test_bad_credential_401_before_403(keygate, redis_server, upstream):
         check_problem(get(keygate, path, []), 401, "unauthorized")
         check_problem(get(keygate, path, [("X-API-Key", wrong)]), 401,
                       "unauthorized")
+        # two credentials: 400, also before any 403
+        other = raw_key(redis_server, role="admin")
+        check_problem(get(keygate, path, [key.x_api_key(),
+                                          other.x_api_key()]),
+                      400, "ambiguous_credentials")
     assert upstream.count == 0
 
 

@@ -116,7 +116,8 @@ static const tollctl_option_t  tollctl_options[TOLLCTL_OPT_N] = {
     [TOLLCTL_OPT_SPEND_CAP_DAILY] =
                                { "spend-cap-daily", required_argument, 0 },
     [TOLLCTL_OPT_SPEND_CAP_MONTHLY] =
-                               { "spend-cap-monthly", required_argument, 0 }
+                               { "spend-cap-monthly", required_argument, 0 },
+    [TOLLCTL_OPT_SCOPES] =     { "scopes",     required_argument, 0 }
 };
 
 
@@ -127,14 +128,21 @@ static const tollctl_verb_t  tollctl_verbs[] = {
       TOLLCTL_O(OWNER) | TOLLCTL_O(PLAN) | TOLLCTL_O(ROLE)
       | TOLLCTL_O(RATE_LIMIT) | TOLLCTL_O(EXPIRES_IN)
       | TOLLCTL_O(SPEND_CAP_DAILY) | TOLLCTL_O(SPEND_CAP_MONTHLY)
-      | TOLLCTL_O(CURRENCY), 0, NULL, 0,
+      | TOLLCTL_O(CURRENCY) | TOLLCTL_O(SCOPES), 0, NULL, 0,
 "  key create --owner ID [--plan NAME] [--role buyer|provider|admin]\n"
-"             [--rate-limit N] [--expires-in SECONDS]\n"
+"             [--scopes a,b] [--rate-limit N] [--expires-in SECONDS]\n"
 "             [--spend-cap-daily AMOUNT] [--spend-cap-monthly AMOUNT]\n"
 "             [--currency CUR]\n"
 "                      create a key and print it once, secret included,\n"
 "                      as JSON; N is requests per minute; the caps are\n"
 "                      the key's, in CUR (default USD)\n" },
+
+    { "key", "update", tollctl_key_update,
+      TOLLCTL_O(SCOPES) | TOLLCTL_O(ROLE) | TOLLCTL_O(PLAN), 1, "KEY_ID", 0,
+"  key update KEY_ID [--scopes a,b] [--role R] [--plan NAME]\n"
+"                      change a key's scopes, role or plan (\"\" for no\n"
+"                      scopes or plan); nginx sees it within\n"
+"                      toll_cache_ttl\n" },
 
     { "key", "revoke", tollctl_key_revoke, 0, 1, "KEY_ID", 0,
 "  key revoke KEY_ID   revoke a key; revoking twice is fine\n" },

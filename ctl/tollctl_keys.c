@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "toll_key.h"
+#include "toll_key_record.h"
 #include "toll_parse.h"
 #include "tollctl.h"
 #include "tollctl_keys.h"
@@ -52,6 +53,8 @@ typedef struct {
     const char       *role_opt;
     const char       *rate_limit_opt;
     const char       *expires_in_opt;
+    const char       *scopes_opt;    /* "a,b"; NULL: none */
+    char              scopes[TOLL_SCOPES_LEN_MAX + 1];
 
     toll_role_e       role;
     int64_t           rate_limit;    /* requests/minute; -1: none */
@@ -161,6 +164,7 @@ tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o)
     req->role_opt = o->opt[TOLLCTL_OPT_ROLE];
     req->rate_limit_opt = o->opt[TOLLCTL_OPT_RATE_LIMIT];
     req->expires_in_opt = o->opt[TOLLCTL_OPT_EXPIRES_IN];
+    req->scopes_opt = o->opt[TOLLCTL_OPT_SCOPES];
     req->currency_opt = o->opt[TOLLCTL_OPT_CURRENCY];
     req->cap_daily_opt = o->opt[TOLLCTL_OPT_SPEND_CAP_DAILY];
     req->cap_monthly_opt = o->opt[TOLLCTL_OPT_SPEND_CAP_MONTHLY];
@@ -215,6 +219,14 @@ tollctl_create_check(tollctl_create_t *req)
         }
 
         req->role = (toll_role_e) role;
+    }
+
+    if (req->scopes_opt != NULL
+        && tollctl_scopes_parse(req->scopes_opt, req->scopes,
+                                sizeof(req->scopes))
+           != EX_OK)
+    {
+        return EX_DATAERR;
     }
 
     req->rate_limit = -1;
@@ -424,6 +436,11 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
         tollctl_cmd_add_str(&cmds[0], req->plan);
     }
 
+    if (req->scopes[0] != '\0') {
+        tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_SCOPES);
+        tollctl_cmd_add_str(&cmds[0], req->scopes);
+    }
+
     if (req->rate_limit >= 0) {
         snprintf(rate_limit, sizeof(rate_limit), "%lld",
                  (long long) req->rate_limit);
@@ -476,13 +493,16 @@ tollctl_key_print_new(const tollctl_create_t *req,
      */
     setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
 
-    obj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:o, s:s, s:I, s:o}",
+    obj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:o, s:s, s:I, "
+                    "s:o}",
                     TOLLCTL_FIELD_KEY_ID, key->key_id,
                     "secret", key->secret,
                     "token", key->token,
                     TOLL_FIELD_OWNER, req->owner,
                     TOLL_FIELD_ROLE, toll_role_name(req->role),
                     TOLL_FIELD_PLAN, req->plan,
+                    TOLL_FIELD_SCOPES,
+                    req->scopes[0] ? req->scopes : NULL,
                     TOLL_FIELD_RATE_LIMIT,
                     (req->rate_limit >= 0) ? json_integer(req->rate_limit)
                                            : json_null(),

@@ -80,6 +80,15 @@ toll_key_record_decode(const toll_key_field_t f[TOLL_KEY_F_N],
         goto invalid;
     }
 
+    if (f[TOLL_KEY_F_SCOPES].data
+        && !toll_scopes_valid(f[TOLL_KEY_F_SCOPES].data,
+                              f[TOLL_KEY_F_SCOPES].len, TOLL_SCOPES_MAX,
+                              TOLL_SCOPES_LEN_MAX))
+    {
+        *why = "scopes is not a list of at most 64 valid names";
+        goto invalid;
+    }
+
     rec->revoked = !(f[TOLL_KEY_F_STATUS].data
                      && f[TOLL_KEY_F_STATUS].len
                         == sizeof(TOLL_STATUS_ACTIVE) - 1
@@ -92,6 +101,11 @@ toll_key_record_decode(const toll_key_field_t f[TOLL_KEY_F_N],
     if (f[TOLL_KEY_F_PLAN].data) {
         rec->plan = f[TOLL_KEY_F_PLAN].data;
         rec->plan_len = f[TOLL_KEY_F_PLAN].len;
+    }
+
+    if (f[TOLL_KEY_F_SCOPES].len) {
+        rec->scopes = f[TOLL_KEY_F_SCOPES].data;
+        rec->scopes_len = f[TOLL_KEY_F_SCOPES].len;
     }
 
     return TOLL_KEY_RECORD_FOUND;
@@ -133,4 +147,65 @@ toll_key_record_uint(const toll_key_field_t *f, int64_t *out)
     *out = n;
 
     return 0;
+}
+
+
+int
+toll_scope_valid(const char *p, size_t len)
+{
+    size_t  i;
+    char    c;
+
+    if (len == 0 || len > TOLL_SCOPE_LEN_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9'))
+        {
+            continue;
+        }
+
+        if (c == '\0' || strchr("-._:/+@~*", c) == NULL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+toll_scopes_valid(const char *p, size_t len, size_t max_n, size_t max_len)
+{
+    size_t       n;
+    const char  *end, *sp;
+
+    if (len > max_len) {
+        return 0;
+    }
+
+    end = p + len;
+
+    for (n = 0; p < end; n++) {
+        sp = memchr(p, ' ', (size_t) (end - p));
+
+        if (sp == NULL) {
+            sp = end;
+
+        } else if (sp + 1 == end) {
+            return 0;                   /* a trailing space */
+        }
+
+        if (n == max_n || !toll_scope_valid(p, (size_t) (sp - p))) {
+            return 0;
+        }
+
+        p = (sp == end) ? end : sp + 1;
+    }
+
+    return 1;
 }

@@ -36,6 +36,8 @@
 #define TOLL_FIELD_EXPIRES_AT      "expires_at"     /* unix seconds; 0 never */
 #define TOLL_FIELD_CREATED_AT      "created_at"     /* unix seconds */
 #define TOLL_FIELD_REVOKED_AT      "revoked_at"     /* unix seconds */
+/* space-separated tokens (toll_scope_valid); may be absent: none */
+#define TOLL_FIELD_SCOPES          "scopes"
 
 
 /* a buyer's usage of a UTC day: "toll:usage:{<buyer>}:<YYYYMMDD>" */

@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_authz.h"
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -277,6 +278,7 @@ ngx_http_toll_auth_lookup(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
     ngx_http_toll_field(TOLL_KEY_F_PLAN, TOLL_FIELD_PLAN);
     ngx_http_toll_field(TOLL_KEY_F_RATE_LIMIT, TOLL_FIELD_RATE_LIMIT);
     ngx_http_toll_field(TOLL_KEY_F_EXPIRES_AT, TOLL_FIELD_EXPIRES_AT);
+    ngx_http_toll_field(TOLL_KEY_F_SCOPES, TOLL_FIELD_SCOPES);
 
 #undef ngx_http_toll_field
 
@@ -449,8 +451,10 @@ ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
 
     key->owner.len = rec.owner_len;
     key->plan.len = rec.plan_len;
+    key->scopes.len = rec.scopes_len;
 
-    p = ngx_pnalloc(r->pool, key->owner.len + key->plan.len + 1);
+    p = ngx_pnalloc(r->pool, key->owner.len + key->plan.len
+                             + key->scopes.len + 1);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -460,8 +464,15 @@ ngx_http_toll_auth_decode(ngx_http_request_t *r, ngx_str_t *key_id,
 
     key->plan.data = p;
     if (key->plan.len) {
-        ngx_memcpy(p, rec.plan, key->plan.len);
+        p = ngx_cpymem(p, rec.plan, key->plan.len);
     }
+
+    key->scopes.data = p;
+    if (key->scopes.len) {
+        ngx_memcpy(p, rec.scopes, key->scopes.len);
+    }
+
+    ngx_http_toll_authz_key_roles(key);
 
     key->found = 1;
 
@@ -510,23 +521,46 @@ ngx_int_t
 ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_loc_conf_t *lcf)
 {
-    ngx_str_t                  *values[3];
-    ngx_uint_t                  n;
+    ngx_str_t                  *values[5];
+    ngx_uint_t                  i, n;
+    ngx_http_toll_header_t      add[5];
 
-    static ngx_http_toll_header_t  identity[3] = {
+    static ngx_http_toll_header_t  identity[5] = {
         { ngx_string("X-Toll-Buyer"), ngx_string("x-toll-buyer"), 0 },
         { ngx_string("X-Toll-Key-Id"), ngx_string("x-toll-key-id"), 0 },
-        { ngx_string("X-Toll-Plan"), ngx_string("x-toll-plan"), 0 }
+        { ngx_string("X-Toll-Plan"), ngx_string("x-toll-plan"), 0 },
+        { ngx_string("X-Toll-Role"), ngx_string("x-toll-role"), 0 },
+        { ngx_string("X-Toll-Scopes"), ngx_string("x-toll-scopes"), 0 }
     };
 
     values[0] = &ctx->key.owner;
     values[1] = &ctx->key_id;
     values[2] = &ctx->key.plan;
+    values[3] = &ctx->key.roles;
+    values[4] = &ctx->key.scopes;
 
-    /* a key without a plan sends no X-Toll-Plan */
-    n = ctx->key.plan.len ? 3 : 2;
+    /*
+     * an empty value sends no header: a key without a plan no X-Toll-Plan,
+     * a JWT without roles no X-Toll-Role, none without scopes
+     * X-Toll-Scopes (the client's copies are removed all the same)
+     */
 
-    if (ngx_http_toll_headers_in_rewrite(r, lcf, identity, values, n)
+    n = 0;
+
+    for (i = 0; i < 5; i++) {
+        if (identity[i].hash == 0) {
+            /* once, in the static table: add[] holds copies */
+            identity[i].hash = ngx_hash_key(identity[i].lowcase_key.data,
+                                            identity[i].lowcase_key.len);
+        }
+
+        if (i < 2 || values[i]->len) {
+            add[n] = identity[i];
+            values[n++] = values[i];
+        }
+    }
+
+    if (ngx_http_toll_headers_in_rewrite(r, lcf, add, values, n)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -15,6 +15,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_auth.h"
+#include "ngx_http_toll_authz.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
@@ -46,6 +47,8 @@ static ngx_int_t ngx_http_toll_access_reenter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_access_limit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 static ngx_int_t ngx_http_toll_authenticate(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
+static ngx_int_t ngx_http_toll_authorize(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
 static ngx_int_t ngx_http_toll_charge(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_http_toll_loc_conf_t *lcf);
@@ -172,6 +175,14 @@ ngx_http_toll_access_handler(ngx_http_request_t *r)
         if (rc != NGX_OK) {
             return rc;
         }
+    }
+
+    /* on every pass: a redirect's location decides who may call it */
+
+    rc = ngx_http_toll_authorize(r, ctx, lcf);
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (lcf->limit != NGX_HTTP_TOLL_LIMIT_OFF) {
@@ -355,6 +366,44 @@ ngx_http_toll_authenticate(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ctx->state = NGX_HTTP_TOLL_STATE_NEW;
 
     return NGX_OK;
+}
+
+
+/*
+ * toll_require, before limits and price: a 403 costs and consumes
+ * nothing.  After an internal redirect the call may have been priced by
+ * the first location; a refusal takes that price back, as a redirect
+ * into a priced location does (the limits it counted stay counted).
+ */
+
+static ngx_int_t
+ngx_http_toll_authorize(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    ngx_int_t                    rc;
+    ngx_http_toll_problem_ext_t  ext;
+
+    ngx_memzero(&ext, sizeof(ngx_http_toll_problem_ext_t));
+
+    rc = ngx_http_toll_authz_check(r, ctx, lcf, &ext);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_toll_failed(r, ctx);
+    }
+
+    if (ctx->priced) {
+        ngx_http_toll_meter_unadmit(r, ctx);
+        ngx_http_toll_quota_unprice(r, ctx);
+    }
+
+    return ngx_http_toll_refuse_unpriced(r, ctx,
+                                         NGX_HTTP_TOLL_DECISION_FORBIDDEN,
+                                         NGX_HTTP_TOLL_PROBLEM_FORBIDDEN,
+                                         &ext);
 }
 
 
@@ -545,8 +594,9 @@ ngx_http_toll_reprice(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 static ngx_int_t
 ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
 {
-    ngx_http_toll_ctx_t       *ctx;
-    ngx_http_toll_loc_conf_t  *lcf;
+    ngx_http_toll_ctx_t          *ctx;
+    ngx_http_toll_loc_conf_t     *lcf;
+    ngx_http_toll_problem_ext_t   ext;
 
     if (r == r->main) {
         return NGX_DECLINED;
@@ -561,7 +611,17 @@ ngx_http_toll_subrequest_handler(ngx_http_request_t *r)
     ctx = ngx_http_toll_get_ctx(r->main);
 
     if (ctx && ctx->state == NGX_HTTP_TOLL_STATE_PASSED) {
-        return NGX_DECLINED;
+        /* the caller passed, but this location may ask for more */
+        ngx_memzero(&ext, sizeof(ngx_http_toll_problem_ext_t));
+
+        switch (ngx_http_toll_authz_check(r, ctx, lcf, &ext)) {
+        case NGX_OK:
+            return NGX_DECLINED;
+        case NGX_DECLINED:
+            return NGX_HTTP_FORBIDDEN;
+        default:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     ngx_log_error(lcf->log_level, r->connection->log, 0,

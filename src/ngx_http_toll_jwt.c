@@ -40,6 +40,7 @@
 
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_jwt_keys.h"
+#include "ngx_http_toll_authz.h"
 #include "toll_jwt_parse.h"
 #include "ngx_http_toll_shm.h"
 
@@ -53,6 +54,8 @@
 typedef struct {
     ngx_str_t                  buyer;
     ngx_str_t                  plan;
+    ngx_str_t                  scopes;        /* the authz room's lists */
+    ngx_str_t                  roles;
     time_t                     expires_at;    /* exp + leeway; 0 never */
 } ngx_http_toll_jwt_identity_t;
 
@@ -249,6 +252,8 @@ ngx_http_toll_jwt_verified(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ctx->key.rate_limit = -1;
     ctx->key.expires_at = id->expires_at;
     ctx->key.role = TOLL_ROLE_BUYER;
+    ctx->key.scopes = id->scopes;
+    ctx->key.roles = id->roles;
     ctx->key.found = 1;
 
     /* the caller's stable id, for limits: the token changes, the buyer not */
@@ -615,7 +620,18 @@ ngx_http_toll_jwt_claims(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         ngx_memcpy(id->plan.data, out.plan, out.plan_len);
     }
 
-    return NGX_HTTP_TOLL_AUTH_OK;
+    switch (ngx_http_toll_authz_jwt_claims(r, lcf, claims, &id->scopes,
+                                           &id->roles, &ctx->auth_detail))
+    {
+    case NGX_OK:
+        return NGX_HTTP_TOLL_AUTH_OK;
+
+    case NGX_DECLINED:
+        return NGX_HTTP_TOLL_AUTH_CLAIMS;
+
+    default:
+        return NGX_HTTP_TOLL_AUTH_NONE;
+    }
 }
 
 
@@ -913,6 +929,7 @@ ngx_http_toll_jwt_policy_hash(ngx_http_toll_main_conf_t *mcf,
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_plan_claim);
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_plan_prefix);
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_default_plan);
+    ngx_http_toll_authz_policy_hash(&sha, conf);
 
     SHA256_Final(conf->jwt_policy, &sha);
 }

@@ -64,7 +64,8 @@ static ngx_str_t  ngx_http_toll_decision_names[] = {
     ngx_string("store_unavailable"),
     ngx_string("error"),
     ngx_string("client_closed"),
-    ngx_string("plugin_refused")
+    ngx_string("plugin_refused"),
+    ngx_string("forbidden")
 };
 
 

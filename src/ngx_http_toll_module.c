@@ -10,6 +10,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_toll_module.h"
+#include "ngx_http_toll_authz.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_error_code.h"
 #include "ngx_http_toll_handler.h"
@@ -467,6 +468,27 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       ngx_http_toll_error_code_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("toll_require"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_require_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_jwt_scope_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_authz_claim_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_scope_claims),
+      NULL },
+
+    { ngx_string("toll_jwt_role_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_authz_claim_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_role_claims),
       NULL },
 
       ngx_null_command
@@ -950,6 +972,8 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (ngx_http_toll_limit_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_quota_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
+        /* before the JWT's: its claim names are in the policy's hash */
+        || ngx_http_toll_authz_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_jwt_merge_loc_conf(cf, prev, conf) != NGX_CONF_OK
         || ngx_http_toll_plugin_merge_loc_conf(cf, prev, conf)
            != NGX_CONF_OK

@@ -177,6 +177,12 @@ typedef struct {
     ngx_array_t                 *error_codes;   /* toll_error_code: toll's
                                                    code and the platform's
                                                    name; NULL: none */
+
+    /* the authz room (ngx_http_toll_authz.c); NULL: not set here */
+    ngx_array_t                 *require_scopes; /* ngx_str_t, all */
+    ngx_array_t                 *require_roles;  /* ngx_str_t, any one */
+    ngx_array_t                 *jwt_scope_claims; /* ngx_str_t */
+    ngx_array_t                 *jwt_role_claims;  /* ngx_str_t */
 } ngx_http_toll_loc_conf_t;
 
 
@@ -209,6 +215,7 @@ typedef enum {
     NGX_HTTP_TOLL_DECISION_ERROR,
     NGX_HTTP_TOLL_DECISION_CLIENT_CLOSED,
     NGX_HTTP_TOLL_DECISION_PLUGIN_REFUSED,
+    NGX_HTTP_TOLL_DECISION_FORBIDDEN,     /* toll_require */
     NGX_HTTP_TOLL_DECISIONS
 } ngx_http_toll_decision_e;
 
@@ -221,6 +228,10 @@ typedef struct {
     int64_t                      rate_limit;    /* requests/minute; -1 none */
     time_t                       expires_at;    /* unix seconds; 0 never */
     ngx_uint_t                   role;          /* toll_role_e */
+    ngx_str_t                    scopes;        /* valid tokens, space-
+                                                   separated; empty: none */
+    ngx_str_t                    roles;         /* the same: the key's
+                                                   role, a JWT's roles */
     unsigned                     found:1;
     unsigned                     revoked:1;
     u_char                       secret_hash[TOLL_SECRET_HASH_LEN];

@@ -15,6 +15,7 @@
 
 #include "ngx_http_toll_shm.h"
 #include "ngx_http_toll_shm_int.h"
+#include "toll_key_record.h"
 
 
 /* entries reclaimed by each insert, so that stale ones do not pile up */
@@ -27,6 +28,10 @@
 #if (TOLL_KEY_ID_LEN_MAX > 255 || TOLL_OWNER_LEN_MAX > 255                   \
      || TOLL_PLAN_LEN_MAX > 255)
 #error "a key record field is longer than a cache node can store"
+#endif
+
+#if (TOLL_SCOPES_LEN_MAX > 65535 || TOLL_ROLES_LEN_MAX > 255)
+#error "a key's scopes or roles are longer than a cache node can store"
 #endif
 
 
@@ -49,7 +54,10 @@ typedef struct {
     u_char                     key_id_len;
     u_char                     owner_len;
     u_char                     plan_len;
-    u_char                     data[1];       /* key id, owner, plan */
+    u_char                     roles_len;
+    uint16_t                   scopes_len;
+    u_char                     data[1];       /* key id, owner, plan,
+                                                 scopes, roles */
 } ngx_http_toll_shm_key_node_t;
 
 
@@ -204,11 +212,16 @@ ngx_int_t
 ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     ngx_uint_t credential, ngx_http_toll_key_t *rec, ngx_pool_t *pool)
 {
-    u_char                        *p;
+    u_char                        *p, *q;
+    size_t                         len;
     uint32_t                       hash;
     ngx_int_t                      rc;
     ngx_http_toll_shctx_t         *ctx;
     ngx_http_toll_shm_key_node_t  *kn;
+
+    /* scopes and roles, copied out under the lock: most keys have none */
+    u_char                         authz[TOLL_SCOPES_LEN_MAX
+                                         + TOLL_ROLES_LEN_MAX];
 
     ctx = shm_zone->data;
 
@@ -252,6 +265,11 @@ ngx_http_toll_shm_key_get(ngx_shm_zone_t *shm_zone, ngx_str_t *key_id,
     rec->plan.len = kn->plan_len;
     ngx_memcpy(p, kn->data + kn->key_id_len + kn->owner_len, kn->plan_len);
 
+    rec->scopes.len = kn->scopes_len;
+    rec->roles.len = kn->roles_len;
+    ngx_memcpy(authz, kn->data + kn->key_id_len + kn->owner_len
+                      + kn->plan_len, kn->scopes_len + kn->roles_len);
+
     rec->found = kn->found;
     rec->revoked = kn->revoked;
     rec->role = kn->role;
@@ -265,7 +283,25 @@ done:
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    return rc;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = rec->scopes.len + rec->roles.len;
+
+    q = (len == 0) ? NULL : ngx_pnalloc(pool, len);
+    if (len && q == NULL) {
+        return NGX_ERROR;
+    }
+
+    rec->scopes.data = q;
+    rec->roles.data = q ? q + rec->scopes.len : NULL;
+
+    if (len) {
+        ngx_memcpy(q, authz, len);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -290,7 +326,8 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     /* lengths are bounded by the record decoder: each fits in a u_char */
 
     size = offsetof(ngx_http_toll_shm_key_node_t, data)
-           + rec->key_id.len + rec->owner.len + rec->plan.len;
+           + rec->key_id.len + rec->owner.len + rec->plan.len
+           + rec->scopes.len + rec->roles.len;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -349,6 +386,8 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     kn->key_id_len = (u_char) rec->key_id.len;
     kn->owner_len = (u_char) rec->owner.len;
     kn->plan_len = (u_char) rec->plan.len;
+    kn->scopes_len = (uint16_t) rec->scopes.len;
+    kn->roles_len = (u_char) rec->roles.len;
 
     /* a negative entry has no owner and no plan: no NULL into memcpy */
 
@@ -359,7 +398,15 @@ ngx_http_toll_shm_key_put(ngx_shm_zone_t *shm_zone, ngx_http_toll_key_t *rec,
     }
 
     if (rec->plan.len) {
-        ngx_memcpy(p, rec->plan.data, rec->plan.len);
+        p = ngx_cpymem(p, rec->plan.data, rec->plan.len);
+    }
+
+    if (rec->scopes.len) {
+        p = ngx_cpymem(p, rec->scopes.data, rec->scopes.len);
+    }
+
+    if (rec->roles.len) {
+        ngx_memcpy(p, rec->roles.data, rec->roles.len);
     }
 
     ngx_rbtree_insert(&ctx->sh->rbtree, &kn->node);

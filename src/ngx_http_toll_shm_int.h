@@ -23,7 +23,7 @@
  * room's node state); the size of this one is folded in as a guard.
  */
 #define NGX_HTTP_TOLL_SHM_LAYOUT                                              \
-    (((uint64_t) 5 << 32) | sizeof(ngx_http_toll_sh_t))
+    (((uint64_t) 6 << 32) | sizeof(ngx_http_toll_sh_t))
 
 
 typedef struct {

@@ -44,7 +44,8 @@ ALLOWED_LABELS = {"service", "decision", "status_class", "tier", "currency",
 
 DECISIONS = ("passed", "unauthorized", "bad_request", "rate_limited",
              "quota_exceeded", "payment_required", "spend_cap_exceeded",
-             "store_unavailable", "error", "client_closed", "plugin_refused")
+             "store_unavailable", "error", "client_closed", "plugin_refused",
+             "forbidden")
 
 LOCATIONS = """
         location /weather/ {
@@ -259,14 +260,14 @@ def test_series_do_not_grow_with_buyers(start_nginx, redis_server,
                                              # generation
     wait_for(lambda: "toll_cap_generation " in scrape(ngx).body.decode(),
              5, interval=0.1, what="the caps' generation read")
-    assert series(metrics(ngx)) == 31 * (s + 1) + 3 * s + 30 + 8 * c + 1
+    assert series(metrics(ngx)) == 32 * (s + 1) + 3 * s + 30 + 8 * c + 1
     for i in range(20):
         key = make_key(redis_server, owner="buyer%d" % i)
         assert get(ngx, "/weather/%d" % i, key).status == 200
         assert get(ngx, "/plain/%d" % i, key).status == 200
     quiet(ngx)
     f = metrics(ngx)
-    assert series(f) == 31 * (s + 1) + 3 * s + 30 + 8 * c + 1
+    assert series(f) == 32 * (s + 1) + 3 * s + 30 + 8 * c + 1
     assert value(f, "toll_requests_total", service="weather",
                  decision="passed") == 20
 
@@ -356,7 +357,7 @@ def test_exact_counts_per_service_and_decision(start_nginx, redis_server,
     for svc in ("weather", "maps", ""):
         for d in ("rate_limited", "store_unavailable", "error",
                   "client_closed", "quota_exceeded", "payment_required",
-                  "spend_cap_exceeded", "plugin_refused"):
+                  "spend_cap_exceeded", "plugin_refused", "forbidden"):
             assert req(svc, d) == 0, (svc, d)
 
     assert value(f, "toll_responses_total", service="weather",

@@ -284,6 +284,7 @@ record(toll_key_field_t f[TOLL_KEY_F_N], const char *status,
     v[TOLL_KEY_F_PLAN] = plan;
     v[TOLL_KEY_F_RATE_LIMIT] = rate;
     v[TOLL_KEY_F_EXPIRES_AT] = expires;
+    v[TOLL_KEY_F_SCOPES] = NULL;
 
     for (i = 0; i < TOLL_KEY_F_N; i++) {
         f[i].data = v[i];

@@ -382,9 +382,6 @@ def test_store_unavailable(start_nginx, slow, redis_server, upstream):
     assert e.header_all("retry-after") == ["1"], e.headers
 
 
-@pytest.mark.skip(reason="the 403 forbidden refusal comes with toll_require "
-                  "(issue 17 part authz, another branch); the main engineer "
-                  "enables this test at merge")
 def test_forbidden(start_nginx, slow, redis_server, upstream):
     ngx = start(start_nginx, slow, extra="toll_require scope=admin;")
     k = raw_key(redis_server, owner="noscope")

@@ -4,7 +4,8 @@ import json
 import re
 
 
-TITLES = {400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+          503: "Service Unavailable"}
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 

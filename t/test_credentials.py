@@ -343,3 +343,49 @@ def test_query_token_redirect(gate, upstream, keys):
     assert r.status == 200, (r, r.body)
     assert upstream.last["path"] == "/ws/y?x=1&b=2", upstream.last
     assert k.secret not in ngx.logs_text()
+
+
+def test_query_token_http2(gate, upstream, keys):
+    # HTTP/2 builds its request line apart from the :path: both are cut
+    import subprocess
+    from helpers.procs import free_port
+    port = free_port()
+    ngx = gate("        listen 127.0.0.1:%d http2;\n" % port + QUERY_LOCS)
+    k = keys.gold
+    for path, sent in (("/ws/x?a=1&access_token=%s&b=2" % k.token,
+                        "/ws/x?a=1&b=2"),
+                       ("/wsu/x?access_token=%s" % k.token, "/up/x")):
+        upstream.reset()
+        out = subprocess.run(["/usr/bin/nghttp", "-n", "-s",
+                              "http://127.0.0.1:%d%s" % (port, path)],
+                             capture_output=True, text=True, timeout=30)
+        assert " 200 " in out.stdout, out.stdout
+        assert upstream.last["path"] == sent, upstream.last
+    lines = secrets_log(ngx).splitlines()
+    assert any(line.startswith("req=GET /ws/x?a=1&b=2 HTTP/2.0|"
+                               "uri=/ws/x?a=1&b=2|args=a=1&b=2|")
+               for line in lines), lines
+    assert [line for line in ngx.logs_text().splitlines()
+            if k.secret in line] == []
+
+
+def test_import_from_stdin(redis_server):
+    import subprocess
+    from helpers.keys import tollctl_path
+    tok = "live_sk_" + "Y" * 40
+    r = subprocess.run([tollctl_path(), "--redis", redis_server.address,
+                        "key", "import", "--token", "-", "--owner", "acme"],
+                       input=(tok + "\n").encode(), capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert tok not in r.stdout.decode()
+    rec = redis_server.client.hgetall(redis_name(doc["key_id"]))
+    assert rec["owner"] == "acme" and rec["status"] == "active"
+    import hashlib
+    assert rec["secret_sha256"] == hashlib.sha256(tok.encode()).hexdigest()
+    r = subprocess.run([tollctl_path(), "--redis", redis_server.address,
+                        "key", "import", "--token", "-", "--owner", "acme"],
+                       input=(tok + "\n").encode(), capture_output=True,
+                       timeout=30)
+    assert r.returncode == 73, r

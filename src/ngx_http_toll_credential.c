@@ -208,6 +208,20 @@ ngx_http_toll_credential_key(ngx_http_toll_loc_conf_t *lcf, u_char *p,
     if (ngx_strlchr(p, p + len, ':')) {
         rc = toll_token_parse(p, len, &cred->tok);
 
+        /*
+         * "ik_<id>:<token>" would reach an imported key's record and match
+         * its hash, past the location's list of prefixes: an imported key
+         * is presented whole, or not at all.
+         */
+
+        if (rc == TOLL_CRED_OK
+            && cred->tok.key_id_len >= sizeof(TOLL_OPAQUE_ID_PREFIX) - 1
+            && ngx_strncmp(cred->tok.key_id, TOLL_OPAQUE_ID_PREFIX,
+                           sizeof(TOLL_OPAQUE_ID_PREFIX) - 1) == 0)
+        {
+            rc = TOLL_CRED_MALFORMED;
+        }
+
     } else {
         rc = TOLL_CRED_MALFORMED;
 

@@ -174,6 +174,9 @@ def test_imported_key(gate, upstream, redis_server, keys):
         for path, tok in (("/imp/x", OPAQUE[:-1] + "X"),   # wrong
                           ("/imp/x", unlisted),            # not listed
                           ("/api/x", OPAQUE),              # no prefixes
+                          # its id and itself as a two-part token
+                          ("/api/x", key_id + ":" + OPAQUE),
+                          ("/imp/x", key_id + ":" + OPAQUE),
                           ("/imp/x", "test_sk_" + "a" * 300)):
             r, _ = send(ngx, [("X-API-Key", tok)], path)
             check_problem(r, 401, "unauthorized")

@@ -216,7 +216,9 @@ def jwt_http(jk):
 
 
 def test_jwt_with_key(gate, upstream, keys, jwtkeys):
-    ngx = gate(loc("/sa/", "toll_jwt_with_key on;") + loc("/api/"),
+    ngx = gate(loc("/sa/", "toll_jwt_with_key on;") + loc("/api/")
+               + loc("/wsj/", "toll_query_token on;")
+               + loc("/wsk/", "toll_query_token on; toll_jwt_with_key on;"),
                http_extra=jwt_http(jwtkeys))
     now = int(time.time())
     k, o = keys.gold, keys.other
@@ -258,6 +260,22 @@ def test_jwt_with_key(gate, upstream, keys, jwtkeys):
         # a JWT alone still passes there, as the JWT's buyer
         r, _ = send(ngx, [("Authorization", "Bearer " + org)], "/sa/x")
         assert r.status == 200
+        # a JWT in the query string: alone, or with a key where allowed
+        r, _ = send(ngx, [("X-API-Key", k.token)],
+                    "/wsj/x?access_token=" + org)
+        check_problem(r, 400, "ambiguous_credentials")
+        r, _ = send(ngx, [("X-API-Key", k.token)],
+                    "/wsk/x?access_token=" + stranger)
+        check_problem(r, 401, "unauthorized")
+        for path, creds in (("/wsj/x?access_token=" + org, []),
+                            ("/wsk/x?access_token=" + org,
+                             [("X-API-Key", k.token)])):
+            upstream.reset()
+            r, _ = send(ngx, creds, path)
+            assert r.status == 200, (path, r, r.body)
+            assert upstream.last["path"] == path.split("?")[0]
+            assert header_values(upstream.last, "X-Toll-Buyer") == ["acme"]
+    assert org.split(".")[2] not in ngx.logs_text()
 
 
 # -------------------------------------------------------- query tokens

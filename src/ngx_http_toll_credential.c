@@ -387,9 +387,10 @@ void
 ngx_http_toll_credential_query_forget(ngx_http_request_t *r,
     ngx_http_toll_loc_conf_t *lcf)
 {
-    u_char     *q, *end, *args;
-    size_t      removed, kept, len;
-    ngx_str_t  *rl, *uu;
+    u_char      *q, *end, *args;
+    size_t       removed, kept, len;
+    ngx_str_t   *rl, *uu;
+    ngx_uint_t   proto;
 
     if (!lcf->query_token || r->args.len == 0) {
         return;
@@ -409,14 +410,17 @@ ngx_http_toll_credential_query_forget(ngx_http_request_t *r,
         q = ngx_strlchr(uu->data, end, '?');
 
         if (q) {
+            /* "HTTP/1.1" moves back with the rest: asked before the cut */
+
+            proto = r->http_protocol.len
+                    && ngx_http_toll_inside(rl, r->http_protocol.data)
+                    && r->http_protocol.data >= end;
+
             removed = ngx_http_toll_query_cut(rl, q, end,
                                               &lcf->query_token_name, &kept);
             uu->len -= removed;
 
-            if (r->http_protocol.len
-                && ngx_http_toll_inside(rl, r->http_protocol.data)
-                && r->http_protocol.data >= end)
-            {
+            if (proto) {
                 r->http_protocol.data -= removed;
             }
 

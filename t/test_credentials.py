@@ -25,7 +25,7 @@ from helpers.upstream import header_values
 SECRET_LOG = ("    log_format secrets 'req=$request|uri=$request_uri"
               "|args=$args|q=$query_string|a=$arg_access_token"
               "|h=$http_x_service_token|k=$http_x_api_key"
-              "|z=$http_authorization';\n")
+              "|z=$http_authorization|p=$server_protocol';\n")
 
 OPAQUE = "test_sk_4eC39HqLyjWDarjtT1zdp7dc"
 
@@ -346,6 +346,7 @@ def test_query_token(gate, upstream, keys):
                for line in lines), lines
     assert any(line.startswith("req=GET /ws/x HTTP/1.1|uri=/ws/x|args=|")
                for line in lines), lines
+    assert all(line.endswith("|p=HTTP/1.1") for line in lines), lines
 
 
 def test_query_token_redirect(gate, upstream, keys):

@@ -28,6 +28,7 @@
 #include "tollctl_balance.h"
 #include "tollctl_buyer.h"
 #include "tollctl_keys.h"
+#include "tollctl_key_import.h"
 #include "tollctl_ledger.h"
 #include "tollctl_quarantine.h"
 #include "tollctl_reconcile.h"
@@ -117,7 +118,8 @@ static const tollctl_option_t  tollctl_options[TOLLCTL_OPT_N] = {
                                { "spend-cap-daily", required_argument, 0 },
     [TOLLCTL_OPT_SPEND_CAP_MONTHLY] =
                                { "spend-cap-monthly", required_argument, 0 },
-    [TOLLCTL_OPT_SCOPES] =     { "scopes",     required_argument, 0 }
+    [TOLLCTL_OPT_SCOPES] =     { "scopes",     required_argument, 0 },
+    [TOLLCTL_OPT_TOKEN] =      { "token",      required_argument, 0 }
 };
 
 
@@ -152,6 +154,14 @@ static const tollctl_verb_t  tollctl_verbs[] = {
 
     { "key", "show", tollctl_key_show, 0, 1, "KEY_ID", 0,
 "  key show KEY_ID     show a key's record, never its secret or hash\n" },
+
+    { "key", "import", tollctl_key_import,
+      TOLLCTL_O(TOKEN) | TOLLCTL_O(OWNER) | TOLLCTL_O(PLAN) | TOLLCTL_O(ROLE)
+      | TOLLCTL_O(RATE_LIMIT) | TOLLCTL_O(EXPIRES_IN), 0, NULL, 0,
+"  key import --token TOKEN|- --owner ID [--plan NAME] [--role ROLE]\n"
+"             [--rate-limit N] [--expires-in SECONDS]\n"
+"                      store a one-part key another platform issued,\n"
+"                      hashed; - reads it from stdin; prints its key id\n" },
 
     { "balance", "credit", tollctl_balance_credit,
       TOLLCTL_O(CURRENCY) | TOLLCTL_O(REF), 2, "BUYER and an AMOUNT", 0,

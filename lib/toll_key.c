@@ -155,7 +155,8 @@ toll_token_parse(const unsigned char *p, size_t len, toll_token_t *tok)
 
 
 toll_cred_rc_e
-toll_bearer_parse(const unsigned char *p, size_t len, toll_token_t *tok)
+toll_bearer_token(const unsigned char *p, size_t len,
+    const unsigned char **token, size_t *token_len)
 {
     size_t                i;
     static const char     scheme[] = "bearer";
@@ -180,7 +181,67 @@ toll_bearer_parse(const unsigned char *p, size_t len, toll_token_t *tok)
         i++;
     }
 
-    return toll_token_parse(p + i, len - i, tok);
+    *token = p + i;
+    *token_len = len - i;
+
+    return TOLL_CRED_OK;
+}
+
+
+toll_cred_rc_e
+toll_bearer_parse(const unsigned char *p, size_t len, toll_token_t *tok)
+{
+    size_t                tlen;
+    const unsigned char  *t;
+
+    if (toll_bearer_token(p, len, &t, &tlen) != TOLL_CRED_OK) {
+        return TOLL_CRED_MALFORMED;
+    }
+
+    return toll_token_parse(t, tlen, tok);
+}
+
+
+int
+toll_opaque_valid(const unsigned char *p, size_t len)
+{
+    return p != NULL
+           && toll_span_valid(p, len, TOLL_OPAQUE_LEN_MIN,
+                              TOLL_OPAQUE_LEN_MAX);
+}
+
+
+toll_cred_rc_e
+toll_opaque_parse(const unsigned char *p, size_t len,
+    unsigned char id[TOLL_OPAQUE_ID_LEN], toll_token_t *tok)
+{
+    SHA256_CTX     ctx;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    if (!toll_opaque_valid(p, len)) {
+        return TOLL_CRED_MALFORMED;
+    }
+
+    if (SHA256_Init(&ctx) != 1
+        || SHA256_Update(&ctx, TOLL_OPAQUE_ID_LABEL,
+                         sizeof(TOLL_OPAQUE_ID_LABEL) - 1) != 1
+        || SHA256_Update(&ctx, p, len) != 1
+        || SHA256_Final(md, &ctx) != 1)
+    {
+        OPENSSL_cleanse(&ctx, sizeof(ctx));
+        return TOLL_CRED_MALFORMED;
+    }
+
+    memcpy(id, TOLL_OPAQUE_ID_PREFIX, sizeof(TOLL_OPAQUE_ID_PREFIX) - 1);
+    toll_hex_encode(md, TOLL_OPAQUE_ID_HASH_BYTES,
+                    (char *) id + sizeof(TOLL_OPAQUE_ID_PREFIX) - 1);
+
+    tok->key_id = id;
+    tok->key_id_len = TOLL_OPAQUE_ID_LEN;
+    tok->secret = p;
+    tok->secret_len = len;
+
+    return TOLL_CRED_OK;
 }
 
 

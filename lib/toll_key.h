@@ -45,6 +45,22 @@
 #define TOLL_STATUS_ACTIVE         "active"
 #define TOLL_STATUS_REVOKED        "revoked"
 
+/*
+ * An imported one-part key ("test_sk_...", as another platform issued
+ * it): base64url characters only, so that it can never be read as a
+ * "key_id:secret" token or as a JWT (no ':', no '.').  Its key id is
+ * derived from it, "ik_" and 32 hex digits of SHA-256 over a label and
+ * the token: the label keeps the id from being a part of the stored
+ * secret hash (SHA-256 of the token alone).
+ */
+#define TOLL_OPAQUE_LEN_MIN        20
+#define TOLL_OPAQUE_LEN_MAX        TOLL_SECRET_LEN_MAX
+#define TOLL_OPAQUE_ID_PREFIX      "ik_"
+#define TOLL_OPAQUE_ID_LABEL       "toll imported key id\n"
+#define TOLL_OPAQUE_ID_HASH_BYTES  16
+#define TOLL_OPAQUE_ID_LEN         (sizeof(TOLL_OPAQUE_ID_PREFIX) - 1      \
+                                    + 2 * TOLL_OPAQUE_ID_HASH_BYTES)
+
 #define TOLL_OWNER_LEN_MAX         128
 #define TOLL_PLAN_LEN_MAX          64
 
@@ -92,6 +108,26 @@ toll_cred_rc_e toll_token_parse(const unsigned char *p, size_t len,
  */
 toll_cred_rc_e toll_bearer_parse(const unsigned char *p, size_t len,
     toll_token_t *tok);
+
+/*
+ * The token of an Authorization header value: "Bearer" (any case), one or
+ * more spaces or tabs, then everything to the end.  Nothing is checked of
+ * the token itself.
+ */
+toll_cred_rc_e toll_bearer_token(const unsigned char *p, size_t len,
+    const unsigned char **token, size_t *token_len);
+
+/* base64url only, TOLL_OPAQUE_LEN_MIN to TOLL_OPAQUE_LEN_MAX characters */
+int toll_opaque_valid(const unsigned char *p, size_t len);
+
+/*
+ * A one-part token: checked, its key id derived into id (not
+ * NUL-terminated), tok->key_id pointing at id and tok->secret at the
+ * whole token, whose SHA-256 is the record's secret hash.  The caller
+ * checks the prefix: which ones are accepted is configuration.
+ */
+toll_cred_rc_e toll_opaque_parse(const unsigned char *p, size_t len,
+    unsigned char id[TOLL_OPAQUE_ID_LEN], toll_token_t *tok);
 
 /* SHA-256 of the secret; returns 0, or -1 when libcrypto fails */
 int toll_secret_hash(const unsigned char *secret, size_t len,

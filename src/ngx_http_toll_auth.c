@@ -17,6 +17,7 @@
 
 #include "ngx_http_toll_auth.h"
 #include "ngx_http_toll_authz.h"
+#include "ngx_http_toll_credential.h"
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
@@ -31,9 +32,9 @@ typedef struct {
 } ngx_http_toll_header_t;
 
 
-static ngx_http_toll_auth_status_e ngx_http_toll_auth_credential(
-    ngx_http_request_t *r, ngx_uint_t jwt, toll_token_t *tok,
-    ngx_str_t *bearer);
+static ngx_int_t ngx_http_toll_auth_present(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_http_toll_auth_status_e status,
+    ngx_http_toll_credential_t *cred);
 static ngx_int_t ngx_http_toll_auth_lookup(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 static void ngx_http_toll_auth_on_reply(void *data, redisReply *reply);
@@ -57,28 +58,65 @@ ngx_int_t
 ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     bearer;
-    toll_token_t                  tok;
     ngx_http_toll_loc_conf_t     *lcf;
-    ngx_http_toll_main_conf_t    *mcf;
+    ngx_http_toll_credential_t    cred;
     ngx_http_toll_auth_status_e   status;
 
-    if (ctx->state == NGX_HTTP_TOLL_STATE_RESUMED) {
-        goto decide;
+    if (ctx->state != NGX_HTTP_TOLL_STATE_RESUMED) {
+
+        /* ctx->auth_status stays unset until decided: a 500 logs none */
+
+        lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+
+        status = ngx_http_toll_credential_read(r, lcf, &cred);
+
+        rc = ngx_http_toll_auth_present(r, ctx, status, &cred);
+
+        /* used: a query token leaves the request, whatever the outcome */
+        ngx_http_toll_credential_done(r, lcf, &cred);
+
+        if (rc != NGX_DONE) {
+            return rc;
+        }
     }
 
-    /* ctx->auth_status stays unset until decided: a 500 logs no status */
+    if (ctx->store_failed) {
+        ctx->auth_status = NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE;
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
+    ctx->auth_status = ngx_http_toll_auth_verify(ctx);
 
-    ngx_str_null(&bearer);
+    if (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK) {
+        ctx->auth_status = ngx_http_toll_credential_pair(ctx);
+    }
 
-    status = ngx_http_toll_auth_credential(r, lcf->jwt, &tok, &bearer);
+    return (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
+           ? NGX_OK : NGX_HTTP_UNAUTHORIZED;
+}
+
+
+/*
+ * The credential presented: a JWT is decided at once, an API key from
+ * the cache or, on a miss, by a parked lookup.  NGX_DONE: the key record
+ * is at hand, to verify.
+ */
+
+static ngx_int_t
+ngx_http_toll_auth_present(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_http_toll_auth_status_e status, ngx_http_toll_credential_t *cred)
+{
+    ngx_int_t                     rc;
+    toll_token_t                 *tok;
+    ngx_http_toll_main_conf_t    *mcf;
 
     switch (status) {
 
     case NGX_HTTP_TOLL_AUTH_OK:
         break;
+
+    case NGX_HTTP_TOLL_AUTH_NONE:
+        return NGX_ERROR;
 
     case NGX_HTTP_TOLL_AUTH_AMBIGUOUS:
         ctx->auth_status = status;
@@ -89,22 +127,32 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return NGX_HTTP_UNAUTHORIZED;
     }
 
-    if (bearer.len) {
+    if (cred->jwt.len) {
         /* a JWT is decided here and now: no store is asked */
-        return ngx_http_toll_jwt_auth(r, ctx, &bearer);
+
+        rc = ngx_http_toll_jwt_auth(r, ctx, &cred->jwt);
+
+        if (rc != NGX_OK || !cred->key) {
+            return rc;
+        }
+
+        /* toll_jwt_with_key: the API key must verify too, and bills */
+        ngx_http_toll_credential_jwt_then_key(ctx);
     }
+
+    tok = &cred->tok;
 
     /* copied: header buffers may be reused before the log phase */
 
-    ctx->key_id.data = ngx_pnalloc(r->pool, tok.key_id_len);
+    ctx->key_id.data = ngx_pnalloc(r->pool, tok->key_id_len);
     if (ctx->key_id.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ctx->key_id.data, tok.key_id, tok.key_id_len);
-    ctx->key_id.len = tok.key_id_len;
+    ngx_memcpy(ctx->key_id.data, tok->key_id, tok->key_id_len);
+    ctx->key_id.len = tok->key_id_len;
 
-    if (toll_secret_hash(tok.secret, tok.secret_len, ctx->presented_hash)
+    if (toll_secret_hash(tok->secret, tok->secret_len, ctx->presented_hash)
         != 0)
     {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -131,122 +179,9 @@ ngx_http_toll_auth(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
         return ngx_http_toll_auth_lookup(r, ctx);
     }
 
-decide:
-
-    if (ctx->store_failed) {
-        ctx->auth_status = NGX_HTTP_TOLL_AUTH_STORE_UNAVAILABLE;
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
-    ctx->auth_status = ngx_http_toll_auth_verify(ctx);
-
-    return (ctx->auth_status == NGX_HTTP_TOLL_AUTH_OK)
-           ? NGX_OK : NGX_HTTP_UNAUTHORIZED;
+    return NGX_DONE;
 }
 
-
-/*
- * Exactly one credential, in one of two headers.  Two of anything is
- * refused rather than guessed at: layers that read the first and layers
- * that read the last would disagree on who is calling.  Where JWTs are
- * on, an Authorization bearer with a dot is one (an API key has none),
- * and sets bearer; a JWT with an X-API-Key is two credentials.
- */
-
-static ngx_http_toll_auth_status_e
-ngx_http_toll_auth_credential(ngx_http_request_t *r, ngx_uint_t jwt,
-    toll_token_t *tok, ngx_str_t *bearer)
-{
-    size_t             len;
-    ngx_uint_t         i;
-    ngx_list_part_t   *part;
-    ngx_table_elt_t   *h, *authorization, *api_key;
-
-    authorization = NULL;
-    api_key = NULL;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("authorization") - 1
-            && ngx_strncmp(h[i].lowcase_key, "authorization",
-                           sizeof("authorization") - 1) == 0)
-        {
-            if (authorization) {
-                return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
-            }
-
-            authorization = &h[i];
-            continue;
-        }
-
-        if (h[i].key.len == sizeof("x-api-key") - 1
-            && ngx_strncmp(h[i].lowcase_key, "x-api-key",
-                           sizeof("x-api-key") - 1) == 0)
-        {
-            if (api_key) {
-                return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
-            }
-
-            api_key = &h[i];
-        }
-    }
-
-    if (jwt && authorization
-        && ngx_http_toll_jwt_bearer(&authorization->value, bearer))
-    {
-        return api_key ? NGX_HTTP_TOLL_AUTH_AMBIGUOUS : NGX_HTTP_TOLL_AUTH_OK;
-    }
-
-    if (authorization && api_key) {
-
-        /* the same token twice is one credential; anything else is two */
-
-        if (toll_bearer_parse(authorization->value.data,
-                              authorization->value.len, tok)
-            != TOLL_CRED_OK)
-        {
-            return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
-        }
-
-        len = tok->key_id_len + 1 + tok->secret_len;
-
-        if (len != api_key->value.len
-            || ngx_memcmp(tok->key_id, api_key->value.data, len) != 0)
-        {
-            return NGX_HTTP_TOLL_AUTH_AMBIGUOUS;
-        }
-
-        return NGX_HTTP_TOLL_AUTH_OK;
-    }
-
-    if (authorization) {
-        return (toll_bearer_parse(authorization->value.data,
-                                  authorization->value.len, tok)
-                == TOLL_CRED_OK)
-               ? NGX_HTTP_TOLL_AUTH_OK : NGX_HTTP_TOLL_AUTH_MALFORMED;
-    }
-
-    if (api_key) {
-        return (toll_token_parse(api_key->value.data, api_key->value.len, tok)
-                == TOLL_CRED_OK)
-               ? NGX_HTTP_TOLL_AUTH_OK : NGX_HTTP_TOLL_AUTH_MALFORMED;
-    }
-
-    return NGX_HTTP_TOLL_AUTH_MISSING;
-}
 
 
 static ngx_int_t
@@ -582,23 +517,24 @@ ngx_http_toll_auth_forward(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
 void
 ngx_http_toll_auth_forget(ngx_http_request_t *r)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_uint_t                 i;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_toll_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
     for (part = &r->headers_in.headers.part; part; part = part->next) {
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-            if (ngx_http_toll_header_name_is(&h[i], "authorization",
-                                             sizeof("authorization") - 1, 0)
-                || ngx_http_toll_header_name_is(&h[i], "x-api-key",
-                                                sizeof("x-api-key") - 1, 0))
-            {
+            if (ngx_http_toll_credential_header(&h[i], lcf)) {
                 ngx_str_null(&h[i].value);
             }
         }
     }
+
+    ngx_http_toll_credential_query_forget(r, lcf);
 
     ngx_http_toll_variables_reset(r);
 }
@@ -797,10 +733,7 @@ ngx_http_toll_header_stripped(ngx_table_elt_t *h,
         return 0;
     }
 
-    return ngx_http_toll_header_name_is(h, "authorization",
-                                        sizeof("authorization") - 1, 0)
-           || ngx_http_toll_header_name_is(h, "x-api-key",
-                                           sizeof("x-api-key") - 1, 0);
+    return ngx_http_toll_credential_header(h, lcf);
 }
 
 

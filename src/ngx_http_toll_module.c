@@ -24,6 +24,7 @@
 #include "ngx_http_toll_usage.h"
 #include "ngx_http_toll_redis.h"
 #include "ngx_http_toll_shm.h"
+#include "ngx_http_toll_credential.h"
 
 
 #define NGX_HTTP_TOLL_REDIS_TIMEOUT_MS      1000
@@ -491,6 +492,34 @@ static ngx_command_t  ngx_http_toll_commands[] = {
       offsetof(ngx_http_toll_loc_conf_t, jwt_role_claims),
       NULL },
 
+    { ngx_string("toll_key_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_key_header_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_key_import_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_toll_key_import_prefix_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_jwt_with_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_toll_loc_conf_t, jwt_with_key),
+      NULL },
+
+    { ngx_string("toll_query_token"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_toll_query_token_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -762,7 +791,8 @@ ngx_http_toll_find_stripped_variables(ngx_conf_t *cf,
                                      name->len) == 0)
               || (name->len > sizeof("http_x_toll_") - 1
                   && ngx_strncasecmp(name->data, (u_char *) "http_x_toll_",
-                                     sizeof("http_x_toll_") - 1) == 0)))
+                                     sizeof("http_x_toll_") - 1) == 0)
+              || ngx_http_toll_credential_variable(mcf, name)))
         {
             continue;
         }
@@ -943,6 +973,8 @@ ngx_http_toll_create_loc_conf(ngx_conf_t *cf)
     conf->plugins = NGX_CONF_UNSET_PTR;
     conf->error_format = NGX_CONF_UNSET_UINT;
     conf->error_codes = NGX_CONF_UNSET_PTR;
+    conf->jwt_with_key = NGX_CONF_UNSET;
+    conf->query_token = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -978,6 +1010,8 @@ ngx_http_toll_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         || ngx_http_toll_plugin_merge_loc_conf(cf, prev, conf)
            != NGX_CONF_OK
         || ngx_http_toll_problem_merge_loc_conf(cf, prev, conf)
+           != NGX_CONF_OK
+        || ngx_http_toll_credential_merge_loc_conf(cf, prev, conf)
            != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;

@@ -119,6 +119,11 @@ typedef struct {
     ngx_array_t                 *plugins;     /* toll_plugin_load: ngx_http_
                                                  toll_plugin_t */
     ngx_uint_t                   plugins_used; /* a toll_plugin somewhere */
+    ngx_array_t                 *key_header_names; /* every toll_key_header
+                                                      name (ngx_str_t, lower
+                                                      case); NULL: none */
+    ngx_uint_t                   query_tokens; /* a toll_query_token on
+                                                  somewhere */
 } ngx_http_toll_main_conf_t;
 
 
@@ -183,6 +188,15 @@ typedef struct {
     ngx_array_t                 *require_roles;  /* ngx_str_t, any one */
     ngx_array_t                 *jwt_scope_claims; /* ngx_str_t */
     ngx_array_t                 *jwt_role_claims;  /* ngx_str_t */
+    ngx_array_t                 *key_headers;   /* toll_key_header:
+                                                   ngx_str_t, lower case;
+                                                   NULL: X-API-Key */
+    ngx_array_t                 *import_prefixes; /* toll_key_import_
+                                                     prefix: ngx_str_t;
+                                                     NULL: none */
+    ngx_flag_t                   jwt_with_key;  /* toll_jwt_with_key */
+    ngx_flag_t                   query_token;   /* toll_query_token */
+    ngx_str_t                    query_token_name;
 } ngx_http_toll_loc_conf_t;
 
 
@@ -315,6 +329,9 @@ typedef struct {
     unsigned                     units_reported:1;
     unsigned                     units_charged:1; /* its units decide its
                                                      amount */
+    ngx_str_t                    jwt_buyer;   /* a JWT's buyer, when it came
+                                                 with an API key
+                                                 (toll_jwt_with_key) */
 } ngx_http_toll_ctx_t;
 
 

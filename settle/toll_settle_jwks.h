@@ -25,8 +25,6 @@
 /* a document larger than this is not a key set */
 #define TOLL_SETTLE_JWKS_BODY_MAX         (256 * 1024)
 #define TOLL_SETTLE_JWKS_TIMEOUT_MS       5000
-#define TOLL_SETTLE_JWKS_KEYS_MAX         64
-#define TOLL_SETTLE_JWKS_KID_LEN_MAX      256
 
 
 /* one "jwks NAME URL [interval=D]" line */
@@ -66,18 +64,6 @@ struct toll_settle_conf_s;
 int toll_settle_jwks_conf(toll_settle_jwks_conf_t *jc, char **args,
     int nargs, char *err, size_t err_size);
 void toll_settle_jwks_conf_free(toll_settle_jwks_conf_t *jc);
-
-/*
- * The document's accepted keys, as the compact JSON {"keys":[...]} the
- * workers read (malloc'ed, *out), or -1 with the reason in err.  Strict:
- * an object with a "keys" array of 1 to 64 objects, each with a string
- * "kty" of RSA, EC or OKP, a "kid", an "alg" of RS256, ES256 or EdDSA or
- * a "use" of "sig", public members of the right sizes and no private
- * one; keys with "use" "enc" are left out; no accepted key refuses it.
- * Pure: no I/O.
- */
-int toll_settle_jwks_check(const char *body, size_t len, char **out,
-    char *err, size_t err_size);
 
 /* the fetcher's thread, with its own Redis connection; NULL: none */
 int toll_settle_jwks_start(const struct toll_settle_conf_s *conf,

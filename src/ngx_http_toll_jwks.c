@@ -19,11 +19,27 @@
 #include "toll_names.h"
 #include "ngx_http_toll_jwks.h"
 #include "ngx_http_toll_jwt_keys.h"
+#include "ngx_http_toll_metrics_int.h"
 #include "ngx_http_toll_redis.h"
 
 
 /* a set held larger than this is refused unread */
 #define NGX_HTTP_TOLL_JWKS_DOC_MAX     (256 * 1024)
+/* the sets the metrics keep figures of, in a small zone of their own */
+#define NGX_HTTP_TOLL_JWKS_SLOTS       16
+
+
+/*
+ * A set's figures, shared by the workers (the metrics): a zone of its
+ * own, "toll_jwks", so the toll zone's layout is not touched.
+ */
+typedef struct {
+    u_char                     name[TOLL_JWKS_NAME_LEN_MAX];
+    size_t                     len;           /* 0: a free slot */
+    ngx_atomic_t               gen;           /* the newest held */
+    ngx_atomic_t               since;         /* when first held, unix */
+    ngx_atomic_t               failures;      /* reads that failed */
+} ngx_http_toll_jwks_slot_t;
 
 
 typedef struct {
@@ -36,7 +52,7 @@ typedef struct {
     ngx_pool_t                *pool;          /* its keys and EVP_PKEYs */
     ngx_array_t               *keys;          /* ngx_http_toll_jwt_key_t */
     ngx_uint_t                 reading;       /* a command out */
-    ngx_uint_t                 failures;      /* reads that failed */
+    ngx_http_toll_jwks_slot_t *slot;          /* its figures, or NULL */
 } ngx_http_toll_jwks_set_t;
 
 
@@ -50,6 +66,10 @@ static ngx_int_t ngx_http_toll_jwks_key(ngx_http_toll_jwks_set_t *set,
     ngx_pool_t *pool, ngx_array_t *keys, json_t *jwk);
 static ngx_int_t ngx_http_toll_jwks_rebuild(void);
 static void ngx_http_toll_jwks_pkey_cleanup(void *data);
+static ngx_int_t ngx_http_toll_jwks_zone_init(ngx_shm_zone_t *zone,
+    void *data);
+static ngx_http_toll_jwks_slot_t *ngx_http_toll_jwks_slot(ngx_str_t *name);
+static void ngx_http_toll_jwks_failed(ngx_http_toll_jwks_set_t *set);
 
 
 static ngx_str_t  ngx_http_toll_jwks_alg_names[] = {
@@ -71,6 +91,7 @@ static ngx_http_toll_main_conf_t  *ngx_http_toll_jwks_mcf;
 static ngx_pool_t                 *ngx_http_toll_jwks_all_pool;
 static ngx_array_t                *ngx_http_toll_jwks_all;
 static uint64_t                    ngx_http_toll_jwks_gens;
+static ngx_shm_zone_t             *ngx_http_toll_jwks_zone;
 
 
 /* ------------------------------------------------------- configuration */
@@ -99,6 +120,20 @@ ngx_http_toll_jwks_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (mcf->jwks == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        ngx_str_set(&s, "toll_jwks");
+        ngx_http_toll_jwks_zone = ngx_shared_memory_add(cf, &s,
+                                                        8 * ngx_pagesize,
+                                                        &ngx_http_toll_module);
+        if (ngx_http_toll_jwks_zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_http_toll_jwks_zone->init = ngx_http_toll_jwks_zone_init;
+    }
+
+    if (mcf->jwks->nelts == NGX_HTTP_TOLL_JWKS_SLOTS) {
+        return "is given more than 16 times";
     }
 
     set = mcf->jwks->elts;
@@ -206,6 +241,8 @@ ngx_http_toll_jwks_policy(ngx_http_toll_main_conf_t *mcf, SHA256_CTX *sha)
 ngx_int_t
 ngx_http_toll_jwks_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                  i;
+    ngx_http_toll_jwks_set_t   *set;
     ngx_http_toll_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_toll_module);
@@ -218,6 +255,12 @@ ngx_http_toll_jwks_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_toll_jwks_rebuild() != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    set = mcf->jwks->elts;
+
+    for (i = 0; i < mcf->jwks->nelts; i++) {
+        set[i].slot = ngx_http_toll_jwks_slot(&set[i].name);
     }
 
     ngx_http_toll_jwks_dumb.fd = (ngx_socket_t) -1;
@@ -341,6 +384,10 @@ ngx_http_toll_jwks_read(ngx_msec_t now)
                               ngx_http_toll_jwks_gen_reply, &set[i], 3,
                               argv, argvlen)
                           != NULL);
+
+        if (!set[i].reading) {
+            ngx_http_toll_jwks_failed(&set[i]);
+        }
     }
 }
 
@@ -359,7 +406,7 @@ ngx_http_toll_jwks_gen_reply(void *data, redisReply *reply)
     if (reply == NULL || reply->type != REDIS_REPLY_STRING) {
         /* Redis down, or no set published yet: keep what is held */
         if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            set->failures++;
+            ngx_http_toll_jwks_failed(set);
         }
 
         return;
@@ -400,7 +447,7 @@ ngx_http_toll_jwks_set_reply(void *data, redisReply *reply)
         || reply->element[0]->type != REDIS_REPLY_STRING
         || reply->element[1]->type != REDIS_REPLY_STRING)
     {
-        set->failures++;
+        ngx_http_toll_jwks_failed(set);
         return;
     }
 
@@ -412,7 +459,7 @@ ngx_http_toll_jwks_set_reply(void *data, redisReply *reply)
     }
 
     if (ngx_http_toll_jwks_parse(set, reply->element[1], gen) != NGX_OK) {
-        set->failures++;
+        ngx_http_toll_jwks_failed(set);
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "toll: the key set \"%V\" of generation %L in Redis "
                       "is not usable; keeping generation %L", &set->name,
@@ -429,11 +476,12 @@ static ngx_int_t
 ngx_http_toll_jwks_parse(ngx_http_toll_jwks_set_t *set, redisReply *doc,
     int64_t gen)
 {
-    size_t         i;
-    json_t        *root, *list;
-    ngx_pool_t    *pool, *old;
+    size_t              i;
+    json_t             *root, *list;
+    ngx_pool_t         *pool, *old;
+    ngx_atomic_uint_t   seen;
     ngx_array_t   *keys;
-    json_error_t   err;
+    json_error_t        err;
 
     if (doc->len > NGX_HTTP_TOLL_JWKS_DOC_MAX) {
         return NGX_ERROR;
@@ -472,6 +520,18 @@ ngx_http_toll_jwks_parse(ngx_http_toll_jwks_set_t *set, redisReply *doc,
     }
 
     old = set->pool;
+
+    if (set->slot) {
+        /* the first worker to hold a generation dates it */
+        seen = set->slot->gen;
+
+        if ((int64_t) seen < gen
+            && ngx_atomic_cmp_set(&set->slot->gen, seen,
+                                  (ngx_atomic_uint_t) gen))
+        {
+            set->slot->since = ngx_time();
+        }
+    }
 
     set->pool = pool;
     set->keys = keys;
@@ -641,4 +701,130 @@ static void
 ngx_http_toll_jwks_pkey_cleanup(void *data)
 {
     EVP_PKEY_free(data);
+}
+
+
+/* ------------------------------------------------------------- metrics */
+
+
+static ngx_int_t
+ngx_http_toll_jwks_zone_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        /* a reload: the figures go on */
+        zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    zone->data = ngx_slab_calloc(shpool, NGX_HTTP_TOLL_JWKS_SLOTS
+                                         * sizeof(ngx_http_toll_jwks_slot_t));
+
+    return zone->data ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the slot of a set's name, claimed when none has it yet */
+static ngx_http_toll_jwks_slot_t *
+ngx_http_toll_jwks_slot(ngx_str_t *name)
+{
+    ngx_uint_t                  i;
+    ngx_slab_pool_t            *shpool;
+    ngx_http_toll_jwks_slot_t  *slot, *found;
+
+    if (ngx_http_toll_jwks_zone == NULL
+        || ngx_http_toll_jwks_zone->data == NULL)
+    {
+        return NULL;
+    }
+
+    shpool = (ngx_slab_pool_t *) ngx_http_toll_jwks_zone->shm.addr;
+    slot = ngx_http_toll_jwks_zone->data;
+    found = NULL;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < NGX_HTTP_TOLL_JWKS_SLOTS; i++) {
+        if (slot[i].len == name->len
+            && ngx_memcmp(slot[i].name, name->data, name->len) == 0)
+        {
+            found = &slot[i];
+            break;
+        }
+
+        if (slot[i].len == 0 && found == NULL) {
+            found = &slot[i];
+        }
+    }
+
+    if (found && found->len == 0) {
+        ngx_memcpy(found->name, name->data, name->len);
+        found->len = name->len;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return found;
+}
+
+
+static void
+ngx_http_toll_jwks_failed(ngx_http_toll_jwks_set_t *set)
+{
+    if (set->slot) {
+        (void) ngx_atomic_fetch_add(&set->slot->failures, 1);
+    }
+}
+
+
+void
+ngx_http_toll_jwks_metrics(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf)
+{
+    time_t                      now;
+    ngx_str_t                   labels[2];
+    ngx_uint_t                  i, k;
+    ngx_http_toll_jwks_set_t   *set;
+    ngx_http_toll_jwks_slot_t  *slot;
+
+    static char  *names[] = {
+        "toll_jwks_generation", "gauge",
+        "The newest generation of the fetched key set any worker holds; "
+        "0: none yet.",
+        "toll_jwks_age_seconds", "gauge",
+        "Seconds since a worker first held that generation.",
+        "toll_jwks_read_failures_total", "counter",
+        "Reads of the key set from Redis that failed or brought a set "
+        "that did not parse; the workers kept theirs."
+    };
+
+    if (mcf->jwks == NULL) {
+        return;
+    }
+
+    set = mcf->jwks->elts;
+    now = ngx_time();
+    ngx_str_set(&labels[0], "name");
+
+    for (k = 0; k < 3; k++) {
+        ngx_http_toll_metrics_family(o, names[3 * k], names[3 * k + 1],
+                                     names[3 * k + 2]);
+
+        for (i = 0; i < mcf->jwks->nelts; i++) {
+            slot = set[i].slot;
+            labels[1] = set[i].name;
+
+            ngx_http_toll_metrics_sample(o, labels, 1,
+                slot == NULL ? 0
+                : k == 0 ? slot->gen
+                : k == 1 ? (ngx_atomic_uint_t)
+                           (slot->since ? now - (time_t) slot->since : 0)
+                : slot->failures);
+        }
+
+        ngx_http_toll_metrics_family_end(o);
+    }
 }

@@ -21,6 +21,7 @@
 #include <openssl/sha.h>
 
 #include "ngx_http_toll_module.h"
+#include "ngx_http_toll_metrics_int.h"
 
 
 /* each worker reads every set's generation this often */
@@ -54,6 +55,10 @@ uint64_t ngx_http_toll_jwks_gen(void);
 /* the sets' names and pinned algorithms, into the policy's fingerprint */
 void ngx_http_toll_jwks_policy(ngx_http_toll_main_conf_t *mcf,
     SHA256_CTX *sha);
+
+/* toll_jwks_generation, _age_seconds, _read_failures_total, per set */
+void ngx_http_toll_jwks_metrics(ngx_http_toll_metrics_out_t *o,
+    ngx_http_toll_main_conf_t *mcf);
 
 /* a token's "kid" was not found: read the sets early, rate-limited */
 void ngx_http_toll_jwks_miss(void);

@@ -23,7 +23,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from helpers import client
 from helpers import jwt as J
-from helpers.procs import free_port
+from helpers.procs import PROXY, free_port
 from helpers.settle import Settle
 from test_settle_metrics import scrape
 
@@ -163,6 +163,22 @@ def wait_gen(redis_server, above, timeout=10):
         assert time.monotonic() < deadline, "no new generation"
         time.sleep(0.05)
     return gen(redis_server)
+
+
+LOCATIONS = """
+        location / {
+            toll on;
+            %s
+        }
+        location = /toll/metrics {
+            toll_metrics;
+        }
+""" % PROXY
+
+
+def gate_metric(ngx, name):
+    page = scrape(ngx.port, "/toll/metrics")
+    return page["%s{name=\"%s\"}" % (name, NAME)]
 
 
 def metric(settle, name):
@@ -319,19 +335,27 @@ def test_redis_down_at_the_worker_keeps_the_set(
         idp, settle, start_nginx, redis_server):
     k1 = rsa_key()
     idp.publish(jwk(k1, "k1"))
-    ngx = start_nginx(http_extra=gate_http(), redis_timeout="200ms")
+    ngx = start_nginx(http_extra=gate_http(), redis_timeout="200ms",
+                      locations=LOCATIONS)
     p = settle.start()
-    wait_gen(redis_server, 0)
+    g = wait_gen(redis_server, 0)
     wait_status(ngx, tok(k1, "k1"), 200, BOUND_S)
     settle.stop(p)
+    assert gate_metric(ngx, "toll_jwks_generation") == g
+    assert gate_metric(ngx, "toll_jwks_read_failures_total") == 0
 
     redis_server.kill()
     time.sleep(2.5)             # several polls fail
     # a token never seen before: verified against the set the worker holds
     fresh = [status(ngx, tok(k1, "k1", sub="fresh-%d" % i))
              for i in range(4)]
+    failures = gate_metric(ngx, "toll_jwks_read_failures_total")
+    age = gate_metric(ngx, "toll_jwks_age_seconds")
     redis_server.restart()
     assert fresh == [200] * 4, fresh
+    assert failures >= 2, failures
+    assert age >= 2, age
+    assert gate_metric(ngx, "toll_jwks_generation") == g
 
 
 def test_bad_jwks_lines_are_refused(tmp_path, redis_server):

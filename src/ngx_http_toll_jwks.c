@@ -801,11 +801,9 @@ ngx_http_toll_jwks_metrics(ngx_http_toll_metrics_out_t *o,
         "that did not parse; the workers kept theirs."
     };
 
-    if (mcf->jwks == NULL) {
-        return;
-    }
+    /* the families are always there; a sample per configured set */
 
-    set = mcf->jwks->elts;
+    set = mcf->jwks ? mcf->jwks->elts : NULL;
     now = ngx_time();
     ngx_str_set(&labels[0], "name");
 
@@ -813,7 +811,7 @@ ngx_http_toll_jwks_metrics(ngx_http_toll_metrics_out_t *o,
         ngx_http_toll_metrics_family(o, names[3 * k], names[3 * k + 1],
                                      names[3 * k + 2]);
 
-        for (i = 0; i < mcf->jwks->nelts; i++) {
+        for (i = 0; mcf->jwks && i < mcf->jwks->nelts; i++) {
             slot = set[i].slot;
             labels[1] = set[i].name;
 

@@ -471,7 +471,7 @@ static int
 toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     const char *doc, int64_t *gen)
 {
-    int          same;
+    int          same, k;
     char         key[sizeof(TOLL_NAME_JWKS_PREFIX) + TOLL_JWKS_NAME_LEN_MAX
                      + 2], now[32], *p;
     size_t       argvlen[8];
@@ -517,7 +517,7 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     argv[4] = TOLL_JWKS_FETCHED;
     argv[5] = now;
 
-    for (int k = 0; k < 6; k++) {
+    for (k = 0; k < 6; k++) {
         argvlen[k] = strlen(argv[k]);
     }
 
@@ -526,7 +526,7 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     redisAppendCommand(j->d.redis, "HINCRBY %s " TOLL_JWKS_GEN " 1", key);
     redisAppendCommand(j->d.redis, "EXEC");
 
-    for (int k = 0; k < 4; k++) {
+    for (k = 0; k < 4; k++) {
         if (redisGetReply(j->d.redis, (void **) &r) != REDIS_OK) {
             r = NULL;
             goto failed;

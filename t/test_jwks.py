@@ -368,3 +368,30 @@ def test_bad_jwks_lines_are_refused(tmp_path, redis_server):
         r = s.once()
         assert r.returncode == 78, (line, r.returncode, r.stderr)
         s.close()
+
+
+@pytest.mark.parametrize("line,why", [
+    ("toll_jwt_jwks bad/name;", "takes a name"),
+    ("toll_jwt_jwks idp alg=HS256;", "invalid algorithm"),
+    ("toll_jwt_jwks idp alg=RS256,none;", "invalid algorithm"),
+    ("toll_jwt_jwks idp algs=RS256;", "alg="),
+    ("toll_jwt_jwks idp;\n    toll_jwt_jwks idp;", "duplicate"),
+])
+def test_bad_toll_jwt_jwks_is_refused(nginx_t, redis_server, line, why):
+    rc, out, _ = nginx_t("    toll_redis %s;\n    toll_zone 1m;\n    %s"
+                         % (redis_server.address, line))
+    assert rc != 0 and why in out, out
+
+
+def test_toll_jwt_jwks_alone_is_enough_for_toll_jwt(nginx_t, redis_server):
+    rc, out, _ = nginx_t("    toll_redis %s;\n    toll_zone 1m;\n%s\n"
+                         "    server { listen 127.0.0.1:1; location / "
+                         "{ toll on; } }"
+                         % (redis_server.address, gate_http(" alg=RS256")))
+    assert rc == 0, out
+    rc, out, _ = nginx_t("    toll_redis %s;\n    toll_zone 1m;\n%s\n"
+                         "    server { listen 127.0.0.1:1; location / "
+                         "{ toll on; } }"
+                         % (redis_server.address,
+                            gate_http().replace("toll_jwt_jwks idp;", "")))
+    assert rc != 0 and "toll_jwt_jwks" in out, out

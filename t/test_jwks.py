@@ -395,3 +395,26 @@ def test_toll_jwt_jwks_alone_is_enough_for_toll_jwt(nginx_t, redis_server):
                          % (redis_server.address,
                             gate_http().replace("toll_jwt_jwks idp;", "")))
     assert rc != 0 and "toll_jwt_jwks" in out, out
+
+
+def test_polling_costs_one_hget_per_worker_per_second(
+        idp, settle, start_nginx, redis_server):
+    """An idle gate with a set it holds: one HGET of "gen" per worker and
+    per second, and no read of the set itself while nothing changes."""
+    k1 = rsa_key()
+    idp.publish(jwk(k1, "k1"))
+    ngx = start_nginx(http_extra=gate_http(), workers=2)
+    p = settle.start()
+    wait_gen(redis_server, 0)
+    wait_status(ngx, tok(k1, "k1"), 200, BOUND_S)
+    settle.stop(p)          # its own HGET/HSET would count too
+    time.sleep(1.5)
+    before = redis_server.commandstats()
+    t0 = time.monotonic()
+    time.sleep(4)
+    after = redis_server.commandstats()
+    took = time.monotonic() - t0
+    hget = after.get("hget", 0) - before.get("hget", 0)
+    hmget = after.get("hmget", 0) - before.get("hmget", 0)
+    assert hmget == 0
+    assert 2 * (took - 1) <= hget <= 2 * (took + 1), (hget, took)

@@ -286,3 +286,25 @@ toll_name_balance_parse(const char *name, size_t len, const char **buyer,
 
     return 0;
 }
+
+
+int
+toll_name_jwks_valid(const char *s, size_t len)
+{
+    size_t  i;
+
+    if (len == 0 || len > TOLL_JWKS_NAME_LEN_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')
+              || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'
+              || s[i] == '.'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}

@@ -125,6 +125,19 @@
 #define TOLL_NAME_BUYER_PREFIX     "toll:buyer:{"
 #define TOLL_BUYER_PLAN            "plan"
 
+/*
+ * A JWKS that toll-settle fetched (settle/toll_settle_jwks.c), one hash
+ * per name of a "jwks" line: "keys" the accepted set (compact JSON, never
+ * empty), "gen" bumped by each change of it, "fetched" the last good
+ * fetch (unix ms).  The workers poll "gen" (docs/jwt.md, "Fetched key
+ * sets").  A name is 1 to 64 of [A-Za-z0-9_.-].
+ */
+#define TOLL_NAME_JWKS_PREFIX      "toll:jwks:{"
+#define TOLL_JWKS_KEYS             "keys"
+#define TOLL_JWKS_GEN              "gen"
+#define TOLL_JWKS_FETCHED          "fetched"
+#define TOLL_JWKS_NAME_LEN_MAX     64
+
 #define TOLL_NAME_TAG_END          "}"
 
 #define TOLL_NAME_DAY_LEN          8        /* YYYYMMDD */
@@ -241,6 +254,8 @@ int toll_name_balance_parse(const char *name, size_t len,
 /* a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL */
 int toll_name_buyer_valid(const char *s, size_t len);
 int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
+/* a "jwks" set's name: 1 to 64 of [A-Za-z0-9_.-] */
+int toll_name_jwks_valid(const char *s, size_t len);
 
 /*
  * Takes apart a usage hash's field "<service>:<field>" at its last ':':

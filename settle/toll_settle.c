@@ -34,6 +34,7 @@
 #include "toll_settle_balance.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_drain.h"
+#include "toll_settle_jwks.h"
 #include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
 
@@ -84,6 +85,8 @@ typedef struct {
 
 
 static volatile sig_atomic_t  toll_settle_stop;
+/* the JWKS fetcher's thread, when "jwks" lines are given */
+static toll_settle_jwks_t    *toll_settle_jwks;
 
 
 static int toll_settle_args(toll_settle_conf_t *conf, int argc,
@@ -377,6 +380,7 @@ done:
 
     /* the listener first: a scrape reads the webhook sender's counters */
     toll_settle_metrics_stop(metrics);
+    toll_settle_jwks_stop(toll_settle_jwks);
 
     if (d.hooks != NULL) {
         toll_settle_webhooks_stop(d.hooks);
@@ -441,6 +445,16 @@ toll_settle_start(toll_settle_conf_t *conf, toll_settle_drain_t *d,
     }
 
     toll_settle_metrics_hooks(metrics, d->hooks);
+
+    /* a --once run drains; it does not follow identity providers */
+
+    if (!conf->once
+        && toll_settle_jwks_start(conf, &toll_settle_jwks, err, sizeof(err))
+           != 0)
+    {
+        fprintf(stderr, "toll-settle: %s\n", err);
+        return EX_SOFTWARE;
+    }
 
     rc = toll_settle_alerts_recover(d);
     if (rc != 0) {

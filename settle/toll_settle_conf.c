@@ -81,6 +81,7 @@ toll_settle_conf_free(toll_settle_conf_t *conf)
 
     free(conf->provider_fees);
     free(conf->hooks);
+    toll_settle_jwks_conf_free(&conf->jwks);
 
     memset(conf, 0, sizeof(toll_settle_conf_t));
 }
@@ -199,6 +200,11 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
     if (strcmp(name, "balance_low") == 0) {
         return toll_settle_conf_balance_low(conf, args, nargs, err,
                                             err_size);
+    }
+
+    if (strcmp(name, "jwks") == 0 || strcmp(name, "jwks_ca") == 0) {
+        return toll_settle_jwks_conf(&conf->jwks, args, nargs, err,
+                                     err_size);
     }
 
     if (nargs != 2) {

@@ -14,6 +14,7 @@
 #include "toll_addr.h"
 #include "toll_ledger.h"
 #include "toll_money.h"
+#include "toll_settle_jwks.h"
 #include "toll_settle_metrics.h"
 #include "toll_settle_webhook.h"
 
@@ -45,7 +46,7 @@ typedef struct {
 } toll_settle_low_t;
 
 
-typedef struct {
+typedef struct toll_settle_conf_s {
     /* Redis: host and port, or a unix socket path */
     char                  redis_text[TOLL_ADDR_TEXT_LEN_MAX + 1];
     char                  redis_host[TOLL_ADDR_HOST_SIZE];
@@ -71,6 +72,8 @@ typedef struct {
 
     toll_settle_low_t     lows[TOLL_SETTLE_BALANCE_LOWS_MAX];
     size_t                nlows;
+
+    toll_settle_jwks_conf_t  jwks;              /* jwks, jwks_ca */
 
     int                   once;
     int                   verbose;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdint.h>
 
+#include "toll_settle_jwks.h"
 #include "toll_settle_metrics.h"
 #include "toll_settle_metrics_page.h"
 #include "toll_settle_webhook.h"
@@ -29,6 +30,7 @@ static void toll_settle_metrics_render_drain(toll_settle_page_t *pg,
     const toll_settle_figures_t *f, int64_t lag_ms);
 static void toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
     const toll_settle_figures_t *f, const toll_settle_hook_stats_t *hs);
+static void toll_settle_metrics_render_jwks(toll_settle_page_t *pg);
 static void toll_settle_page_count(toll_settle_page_t *pg,
     const char *name, const char *help, uint64_t v);
 static void toll_settle_page_int(toll_settle_page_t *pg, const char *name,
@@ -74,6 +76,7 @@ toll_settle_metrics_page(char *buf, size_t size, const char *version,
 
     toll_settle_metrics_render_drain(&pg, f, lag_ms);
     toll_settle_metrics_render_ledger(&pg, f, hs);
+    toll_settle_metrics_render_jwks(&pg);
 
     *overflow = pg.overflow;
 
@@ -183,6 +186,58 @@ toll_settle_metrics_render_ledger(toll_settle_page_t *pg,
     toll_settle_page_int(pg, "toll_settle_webhook_pending", "gauge",
         "Webhook deliveries not yet delivered or failed, after the last "
         "pass.", f->webhook_pending);
+}
+
+
+/*
+ * The JWKS fetcher's figures, one series per "jwks" line (a name from
+ * the configuration, [A-Za-z0-9_.-]: nothing to escape).  Read with
+ * atomic loads, no lock.
+ */
+static void
+toll_settle_metrics_render_jwks(toll_settle_page_t *pg)
+{
+    size_t                   i, n;
+    toll_settle_jwks_stat_t  st[TOLL_SETTLE_JWKS_MAX];
+
+    n = toll_settle_jwks_stats(st, TOLL_SETTLE_JWKS_MAX);
+    if (n == 0) {
+        return;
+    }
+
+    toll_settle_page_family(pg, "toll_settle_jwks_fetches_total", "counter",
+        "JWKS fetches tried, per jwks line.");
+    for (i = 0; i < n; i++) {
+        toll_settle_page_printf(pg, "toll_settle_jwks_fetches_total"
+                                "{name=\"%s\"} %llu\n", st[i].name,
+                                (unsigned long long) st[i].fetches);
+    }
+
+    toll_settle_page_family(pg, "toll_settle_jwks_fetch_failures_total",
+        "counter", "JWKS fetches that failed or brought a document that "
+        "was refused; the last good set stayed in Redis.");
+    for (i = 0; i < n; i++) {
+        toll_settle_page_printf(pg, "toll_settle_jwks_fetch_failures_total"
+                                "{name=\"%s\"} %llu\n", st[i].name,
+                                (unsigned long long) st[i].failures);
+    }
+
+    toll_settle_page_family(pg, "toll_settle_jwks_last_success_seconds",
+        "gauge", "Unix time of the last good fetch; 0: none yet.");
+    for (i = 0; i < n; i++) {
+        toll_settle_page_printf(pg, "toll_settle_jwks_last_success_seconds"
+                                "{name=\"%s\"} %lld.%03lld\n", st[i].name,
+                                (long long) (st[i].last_success_ms / 1000),
+                                (long long) (st[i].last_success_ms % 1000));
+    }
+
+    toll_settle_page_family(pg, "toll_settle_jwks_generation", "gauge",
+        "The generation of the set last published to Redis; 0: none.");
+    for (i = 0; i < n; i++) {
+        toll_settle_page_printf(pg, "toll_settle_jwks_generation"
+                                "{name=\"%s\"} %lld\n", st[i].name,
+                                (long long) st[i].gen);
+    }
 }
 
 

@@ -41,6 +41,7 @@
 #include "ngx_http_toll_jwt.h"
 #include "ngx_http_toll_jwt_keys.h"
 #include "ngx_http_toll_authz.h"
+#include "ngx_http_toll_jwks.h"
 #include "toll_jwt_parse.h"
 #include "ngx_http_toll_shm.h"
 
@@ -294,6 +295,7 @@ ngx_http_toll_jwt_cache_id(ngx_http_request_t *r,
 {
     u_char      *p;
     u_char       md[SHA256_DIGEST_LENGTH];
+    uint64_t     gen;
     SHA256_CTX   sha;
 
     p = ngx_pnalloc(r->pool, sizeof(NGX_HTTP_TOLL_JWT_CACHE_PREFIX) - 1
@@ -302,8 +304,12 @@ ngx_http_toll_jwt_cache_id(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* the fetched sets' generations: a rotation checks tokens again */
+    gen = ngx_http_toll_jwks_gen();
+
     if (SHA256_Init(&sha) != 1
         || SHA256_Update(&sha, lcf->jwt_policy, sizeof(lcf->jwt_policy)) != 1
+        || (gen && SHA256_Update(&sha, &gen, sizeof(gen)) != 1)
         || SHA256_Update(&sha, token->data, token->len) != 1
         || SHA256_Final(md, &sha) != 1)
     {
@@ -447,9 +453,15 @@ ngx_http_toll_jwt_header_key(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
 
     } else {
-        *key = ngx_http_toll_jwt_select_key(ctx, mcf->jwt_keys, &h);
+        *key = ngx_http_toll_jwt_select_key(ctx,
+                                            ngx_http_toll_jwks_keys(mcf), &h);
         if (*key == NULL) {
             status = NGX_HTTP_TOLL_AUTH_UNKNOWN;
+
+            if (h.kid) {
+                /* a key the provider may have just published */
+                ngx_http_toll_jwks_miss();
+            }
         }
     }
 
@@ -870,10 +882,13 @@ ngx_http_toll_jwt_merge_loc_conf(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
-    if (mcf->jwt_keys == NULL || mcf->jwt_keys->nelts == 0) {
+    if ((mcf->jwt_keys == NULL || mcf->jwt_keys->nelts == 0)
+        && mcf->jwks == NULL)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"toll_jwt\" is on but no \"toll_jwt_key\" is "
-                           "configured in the http block");
+                           "\"toll_jwt\" is on but no \"toll_jwt_key\" or "
+                           "\"toll_jwt_jwks\" is configured in the http "
+                           "block");
         return NGX_CONF_ERROR;
     }
 
@@ -902,9 +917,9 @@ ngx_http_toll_jwt_policy_hash(ngx_http_toll_main_conf_t *mcf,
 
     SHA256_Init(&sha);
 
-    k = mcf->jwt_keys->elts;
+    k = mcf->jwt_keys ? mcf->jwt_keys->elts : NULL;
 
-    for (i = 0; i < mcf->jwt_keys->nelts; i++) {
+    for (i = 0; mcf->jwt_keys && i < mcf->jwt_keys->nelts; i++) {
         n = k[i].alg;
         SHA256_Update(&sha, &n, sizeof(n));
         ngx_http_toll_jwt_hash_str(&sha, &k[i].kid);
@@ -918,6 +933,8 @@ ngx_http_toll_jwt_policy_hash(ngx_http_toll_main_conf_t *mcf,
             }
         }
     }
+
+    ngx_http_toll_jwks_policy(mcf, &sha);
 
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_issuer);
     ngx_http_toll_jwt_hash_str(&sha, &conf->jwt_audience);

@@ -15,6 +15,8 @@
 
 #include <openssl/evp.h>
 
+#include <jansson.h>
+
 #include "toll_jwt_parse.h"
 
 
@@ -39,6 +41,23 @@ typedef struct {
                                                  cycle's pool */
     size_t                     sig_len;       /* bytes, exactly */
 } ngx_http_toll_jwt_key_t;
+
+
+
+#define NGX_HTTP_TOLL_JWT_RSA_BITS_MIN 2048
+
+
+/*
+ * A JWK's public key for the algorithm (ngx_http_toll_jwk.c), its
+ * scratch from pool; for HS256 NULL, and the secret in *secret (empty
+ * when invalid).  NULL: not a valid key of that algorithm.
+ */
+EVP_PKEY *ngx_http_toll_jwt_jwk_pkey(ngx_pool_t *pool, json_t *jwk,
+    ngx_uint_t alg, ngx_str_t *secret);
+
+/* RSA >= 2048 bits, EC on P-256: NGX_OK and *sig_len, or NGX_DECLINED */
+ngx_int_t ngx_http_toll_jwt_jwk_usable(EVP_PKEY *pkey, ngx_uint_t alg,
+    size_t *sig_len);
 
 
 #endif /* _NGX_HTTP_TOLL_JWT_KEYS_H_INCLUDED_ */

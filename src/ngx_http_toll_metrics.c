@@ -16,6 +16,7 @@
 
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_metrics.h"
+#include "ngx_http_toll_jwks.h"
 #include "ngx_http_toll_metrics_int.h"
 #include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_counters.h"
@@ -370,6 +371,7 @@ ngx_http_toll_metrics_render(ngx_http_request_t *r,
     ngx_http_toll_metrics_zone(o, &st);
     ngx_http_toll_metrics_prepaid(o, mcf);
     ngx_http_toll_metrics_caps(o, mcf);
+    ngx_http_toll_jwks_metrics(o, mcf);
 
     if (o->json) {
         ngx_http_toll_metrics_literal(o, "}}\n");

@@ -15,6 +15,7 @@
 #include "ngx_http_toll_error_code.h"
 #include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_jwt.h"
+#include "ngx_http_toll_jwks.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_metrics.h"
@@ -369,6 +370,13 @@ static ngx_command_t  ngx_http_toll_commands[] = {
     { ngx_string("toll_jwt_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_toll_jwt_key_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("toll_jwt_jwks"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_toll_jwks_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -1070,7 +1078,8 @@ ngx_http_toll_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_toll_quota_init_process(cycle) != NGX_OK
-        || ngx_http_toll_meter_init_process(cycle) != NGX_OK)
+        || ngx_http_toll_meter_init_process(cycle) != NGX_OK
+        || ngx_http_toll_jwks_init_process(cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1084,6 +1093,7 @@ ngx_http_toll_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_toll_limit_exit_process(cycle);
     ngx_http_toll_redis_exit_process(cycle);
+    ngx_http_toll_jwks_exit_process(cycle);
 }
 
 

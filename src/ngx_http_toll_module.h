@@ -107,6 +107,8 @@ typedef struct {
     ngx_msec_t                   prepaid_reclaim;
     ngx_array_t                 *services;    /* every toll_service */
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
+    ngx_array_t                 *jwks;        /* toll_jwt_jwks, each set
+                                                 (ngx_http_toll_jwks.c) */
 
     ngx_http_toll_counters_sh_t *counters;    /* the counters in the
                                                  zone */

@@ -31,4 +31,7 @@ GATE_FAMILIES = {
     "toll_cap_leases": "gauge",
     "toll_cap_asking": "gauge",
     "toll_cap_generation": "gauge",
+    "toll_jwks_generation": "gauge",
+    "toll_jwks_age_seconds": "gauge",
+    "toll_jwks_read_failures_total": "counter",
 }

@@ -217,7 +217,6 @@ ngx_http_toll_authz_refusal(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     }
 
     ext->detail.len = d - ext->detail.data;
-    ngx_str_set(&ext->code, "forbidden");
 
     ngx_log_error(lcf->log_level, r->connection->log, 0,
                   "toll: refused, forbidden, key id \"%V\": %V",

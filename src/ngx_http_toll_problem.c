@@ -158,18 +158,22 @@ ngx_http_toll_problem_send_ext(ngx_http_request_t *r,
     a.ext = ext;
     a.lcf = ngx_http_get_module_loc_conf(r, ngx_http_toll_module);
 
+    own = *a.kind;
+    a.kind = &own;
+
     if (ext && ext->code.len) {
         /* a plugin names its refusal; the rest of the answer is toll's */
-        own = *a.kind;
         own.code = ext->code;
         own.detail = ext->detail;
-        a.kind = &own;
 
-    } else if (a.lcf->error_codes) {
+    } else {
         /* toll's code as the platform's clients spell it */
-        own = *a.kind;
         ngx_http_toll_error_code_map(a.lcf->error_codes, &own.code);
-        a.kind = &own;
+
+        if (ext && ext->detail.len) {
+            /* what toll_require found missing */
+            own.detail = ext->detail;
+        }
     }
 
     a.status = a.kind->status;

@@ -45,9 +45,12 @@ typedef struct {
     int64_t                    retry_after;   /* seconds; 0: none */
     ngx_str_t                  members;       /* more members, JSON-safe,
                                                  each with its ',' after */
-    ngx_str_t                  code;          /* JSON-safe; empty: the
+    ngx_str_t                  code;          /* a plugin's, JSON-safe;
+                                                 empty: the kind's own
+                                                 (toll_error_code renames
+                                                 only that) */
+    ngx_str_t                  detail;        /* JSON-safe; empty: the
                                                  kind's own */
-    ngx_str_t                  detail;        /* JSON-safe, with code */
 } ngx_http_toll_problem_ext_t;
 
 

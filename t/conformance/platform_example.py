@@ -7,8 +7,10 @@ Redis, its upstream, a free port, and /etc/toll/ (a directory of the test
 that holds the files the example names).  What runs is what ships.
 """
 
+import json
 import os
 import re
+import time
 
 from helpers.procs import free_port
 
@@ -90,6 +92,20 @@ def reference_file(ref):
 
 
 def publish_jwks(redis_server, name, keys):
-    """Publishes a JWKS under name as toll-settle does after a fetch:
+    """Publishes a key set under name as toll-settle does after a good
+    fetch (settle/toll_settle_jwks.c; its own path is t/test_jwks.py's):
     keys is [(private RSA key, kid)]."""
-    raise NotImplementedError("filled when toll_jwt_jwks lands")
+    from jwt.algorithms import RSAAlgorithm
+    jwks = []
+    for key, kid in keys:
+        d = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+        d.update({"kid": kid, "alg": "RS256", "use": "sig"})
+        jwks.append(d)
+    doc = json.dumps({"keys": jwks}, separators=(",", ":"))
+    rc = redis_server.client
+    name_key = "toll:jwks:{%s}" % name
+    pipe = rc.pipeline(transaction=True)
+    pipe.hset(name_key, mapping={"keys": doc,
+                                 "fetched": int(time.time() * 1000)})
+    pipe.hincrby(name_key, "gen", 1)
+    pipe.execute()

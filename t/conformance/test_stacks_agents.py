@@ -135,6 +135,8 @@ def test_per_ip_burst_20(stacks, idp_key):
 def test_daily_spending_limit_402(stacks, idp_key, redis_server, upstream):
     tollctl(redis_server, "buyer", "set-cap", "SP3SPENDER", "--currency",
             "STX", "--daily", "0.02")
+    # a cap change reaches every nginx within a second (docs/metering.md)
+    time.sleep(1.0)
     t = token(idp_key, sub="SP3SPENDER", scope="payment:process")
     got = [req(stacks, t, "/api/payments/process", "POST") for _ in range(3)]
     assert [r.status for r in got[:2]] == [200, 200], got

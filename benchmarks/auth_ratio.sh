@@ -22,6 +22,9 @@
 #   units   /units/:  the whole gate as limits, on a service priced per
 #                     unit (unit_price, max_units, units_header=X-Units);
 #                     the upstream answers "X-Units: 42"
+#   authz   /authz/:  the whole gate as limits, with "toll_require" (two
+#                     scopes and a role the key has) and the envelope
+#                     error format
 #   llm_usage /llm/:  with --sse only: the whole gate on a service priced
 #                     per unit, and "toll_plugin llm_usage" reading the
 #                     tokens from the event stream
@@ -29,7 +32,7 @@
 # See benchmarks/README.md for how to read the output.
 #
 # Options:
-#   --variant V       auth, limits, prepaid, jwt, plugin, units,
+#   --variant V       auth, limits, prepaid, jwt, plugin, units, authz,
 #                     llm_usage, a comma-separated list of them, both
 #                     (auth and limits) or all (every one but llm_usage)
 #                                   (default both; with --sse limits,llm_usage)
@@ -118,14 +121,14 @@ done
     || VARIANT=both
 case "$VARIANT" in
     both)            VARIANTS="auth limits" ;;
-    all)             VARIANTS="auth limits prepaid jwt plugin units" ;;
+    all)             VARIANTS="auth limits prepaid jwt plugin units authz" ;;
     *)               VARIANTS=${VARIANT//,/ } ;;
 esac
 for v in $VARIANTS; do
     case "$v" in
-        auth|limits|prepaid|jwt|plugin|units) ;;
+        auth|limits|prepaid|jwt|plugin|units|authz) ;;
         llm_usage) [ "$SSE" = 1 ] || die "--variant llm_usage needs --sse" ;;
-        *) die "--variant: auth, limits, prepaid, jwt, plugin, units," \
+        *) die "--variant: auth, limits, prepaid, jwt, plugin, units, authz," \
                "llm_usage, a comma-separated list, both or all, not \"$v\"" ;;
     esac
 done
@@ -148,7 +151,7 @@ KINDS="plain $VARIANTS"
 # the gateway location of each
 declare -A LOCATION=([plain]=plain [auth]=toll [limits]=limits
                      [prepaid]=prepaid [jwt]=jwt [plugin]=plugin
-                     [units]=units [llm_usage]=llm)
+                     [units]=units [authz]=authz [llm_usage]=llm)
 
 
 # -- CPU layout ---------------------------------------------------------------
@@ -547,6 +550,19 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
+
+        # authz: the whole gate, and what the caller may do checked: every
+        # scope and one of the roles (the key has them), errors enveloped
+        location /authz/ {
+            toll on;
+            toll_require scope=read scope=write role=admin role=buyer;
+            toll_error_format envelope;
+            toll_service bench provider=bench price=0.001;
+
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
 $PLUGIN_LOCATIONS
     }
 }
@@ -570,7 +586,7 @@ GW_WORKER=$(pgrep -P "$GW_PID" | head -n 1)
 # -- a key, and proof that the gate is really on ------------------------------
 
 KEY_JSON=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
-               --owner bench-buyer --plan bench) \
+               --owner bench-buyer --plan bench --scopes read,write) \
     || die "tollctl key create failed"
 TOKEN=$(printf '%s' "$KEY_JSON" | "$PYTHON" -c \
             'import json, sys; print(json.load(sys.stdin)["token"])') \
@@ -588,6 +604,7 @@ print(jwt.encode({"sub": "bench-buyer", "exp": int(time.time()) + 86400},
     || die "tollctl balance credit failed"
 declare -A HEADER=([plain]="$AUTH" [auth]="$AUTH" [limits]="$AUTH"
                    [prepaid]="$AUTH" [plugin]="$AUTH" [units]="$AUTH"
+                   [authz]="$AUTH"
                    [llm_usage]="$AUTH"
                    [jwt]="Authorization: Bearer $JWT")
 
@@ -632,6 +649,18 @@ grep -q '^ratelimit-policy: .*"burst".*"day"' <<<"$hdrs" \
 # ... and the balance pays on /prepaid/, only there
 grep -q '^x-toll-balance: ' <<<"$(headers -H "$AUTH" "$BASE/prepaid/")" \
     || die "/prepaid/ answered no X-Toll-Balance: is toll_prepaid on?"
+# ... and what the caller may do is checked on /authz/: the key has the
+# scopes, a key without them is refused 403 in the envelope
+if [[ " $VARIANTS " == *" authz "* ]]; then
+    [ "$(status -H "$AUTH" "$BASE/authz/")" = 200 ] \
+        || die "/authz/ with the key and its scopes did not answer 200"
+    BARE=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
+               --owner bench-bare --plan bench \
+           | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["token"])') \
+        || die "tollctl key create (no scopes) failed"
+    [ "$(status -H "Authorization: Bearer $BARE" "$BASE/authz/")" = 403 ] \
+        || die "/authz/ with a key without scopes did not answer 403"
+fi
 # ... and the upstream's units are charged on /units/ (and its header
 # removed from the answer)
 hdrs=$(headers -H "$AUTH" "$BASE/units/")
@@ -788,6 +817,8 @@ for v in $VARIANTS; do
                      "toll_plugin noop (five hooks doing nothing)" ;;
         units)  echo "units:  /units/, the whole gate priced per unit of" \
                      "the upstream's X-Units: $UNITS" ;;
+        authz)  echo "authz:  /authz/, the whole gate as limits with" \
+                     "toll_require (2 scopes, 2 roles) and the envelope" ;;
         llm_usage) echo "llm_usage: /llm/, the whole gate priced per token," \
                         "toll_plugin llm_usage reading the stream's" \
                         "usage.total_tokens ($SSE_TOKENS)" ;;

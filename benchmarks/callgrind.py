@@ -3,7 +3,7 @@
 
     benchmarks/callgrind.py [--variant auth|limits|prepaid|jwt|jwt_uncached|
                                        jwt_forged|jwt_forged_ip|plugin|units|
-                                       llm_usage|both|all]
+                                       llm_usage|authz|both|all]
                             [--requests N]
                             [--annotate] [--keep] BUILD_DIR
                                                     (make bench-callgrind)
@@ -43,6 +43,8 @@ connection for each variant, and callgrind dumps its counters after each:
           doing nothing: t/plugins/noop.c).
   units   the whole gate as limits on a service priced per unit of the
           upstream's "X-Units: 42" (units_header).
+  authz   the whole gate as limits, with "toll_require" asking two scopes
+          and one of two roles of the key, and the envelope error format.
   llm_usage
           the whole gate on a service priced per token, and "toll_plugin
           llm_usage" reading usage.total_tokens from a 64 KiB
@@ -157,6 +159,7 @@ VARIANTS = collections.OrderedDict([
     ("jwt_forged_ip", "/jwtip/"),
     ("plugin", "/plugin/"),
     ("units", "/units/"),
+    ("authz", "/authz/"),
     ("llm_usage", "/llm/"),
 ])
 PLUGIN_VARIANTS = ("plugin", "llm_usage")
@@ -167,7 +170,8 @@ STATUS = {"jwt_forged": 401, "jwt_forged_ip": 429}
 WARMUP_STATUS = {"jwt_forged_ip": (401, 429)}
 # whether its answers carry the rate-limit headers (None: not checked)
 LIMITED = {"limits": True, "prepaid": True, "jwt_forged_ip": None,
-           "plugin": True, "units": True, "llm_usage": True}
+           "plugin": True, "units": True, "authz": True,
+           "llm_usage": True}
 # a response header each answer must carry, and the body's length
 HEADER = {"units": ("X-Toll-Units", str(UNITS))}
 LENGTH = {"llm_usage": SSE_BYTES}
@@ -242,6 +246,15 @@ http {{
             toll on;
             toll_service bench-units provider=bench {unit_price}
                 units_header=X-Units;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /authz/ {{
+            toll on;
+            toll_require scope=read scope=write role=admin role=buyer;
+            toll_error_format envelope;
+            toll_service bench provider=bench price=0.001;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -560,7 +573,8 @@ def main():
 
         key = json.loads(subprocess.run(
             [tollctl, "--redis", "127.0.0.1:%d" % redis_port, "key",
-             "create", "--owner", "bench", "--plan", "bench"],
+             "create", "--owner", "bench", "--plan", "bench", "--scopes",
+             "read,write"],
             check=True, capture_output=True, text=True).stdout)
 
         subprocess.run([OPENSSL, "genpkey", "-algorithm", "RSA",
@@ -580,7 +594,8 @@ def main():
 
         tokens = {"auth": key["token"], "limits": key["token"],
                   "prepaid": key["token"], "plugin": key["token"],
-                  "units": key["token"], "llm_usage": key["token"],
+                  "units": key["token"], "authz": key["token"],
+                  "llm_usage": key["token"],
                   "jwt": jwt_tokens(prefix, 1)[0]}
         if "jwt_uncached" in variants:
             tokens["jwt_uncached"] = jwt_tokens(prefix,
@@ -707,6 +722,9 @@ def main():
                               "plugin (toll_plugin noop)",
                     "units": "the whole gate as limits, priced per unit "
                              "of the upstream's X-Units",
+                    "authz": "the whole gate as limits with toll_require "
+                             "(two scopes, one of two roles) and the "
+                             "envelope error format",
                     "llm_usage": "the whole gate priced per token, "
                                  "llm_usage reading a %d-byte event "
                                  "stream" % SSE_BYTES}[v]

@@ -232,8 +232,12 @@ ngx_http_toll_authz_refusal(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
  * anything but strings) gives nothing, as an absent one does: the caller
  * lacks what it does not plainly claim.  A token outside the token set
  * gives nothing either: it could match no toll_require and could not be
- * sent on in a header.  Only too much is refused, so that the bounds of
- * the cache and of the headers are never cut short silently.
+ * sent on in a header.  Too much (more names than the cache and the
+ * headers hold) gives nothing at all, neither scopes nor roles, rather
+ * than a list cut short: the token stays valid where nothing is
+ * required, and a location that requires something answers 403, so an
+ * identity provider's large claims cost no outage where toll_require is
+ * not used.  Logged at info, once per verification.
  */
 
 ngx_int_t
@@ -254,10 +258,13 @@ ngx_http_toll_authz_jwt_claims(ngx_http_request_t *r,
     list.n = 0;
     list.max_n = TOLL_SCOPES_MAX;
 
+    ngx_str_null(scopes);
+    ngx_str_null(roles);
+
     rc = ngx_http_toll_authz_claims(lcf->jwt_scope_claims, claims, &list,
                                     why);
     if (rc != NGX_OK) {
-        return rc;
+        goto unread;
     }
 
     scopes->data = list.data;
@@ -271,11 +278,26 @@ ngx_http_toll_authz_jwt_claims(ngx_http_request_t *r,
 
     rc = ngx_http_toll_authz_claims(lcf->jwt_role_claims, claims, &list, why);
     if (rc != NGX_OK) {
-        return rc;
+        goto unread;
     }
 
     roles->data = list.data;
     roles->len = list.len;
+
+    return NGX_OK;
+
+unread:
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "toll: a JWT's scopes and roles are not read: %s", *why);
+
+    *why = NULL;
+    ngx_str_null(scopes);
+    ngx_str_null(roles);
 
     return NGX_OK;
 }

@@ -106,6 +106,11 @@ def test_service_account_jwt_and_key(market, idp_key, redis_server,
             "agents:read")
     r = get(market, bearer(token(idp_key)) + [("X-API-Key", key.token)])
     assert r.status == 200, r
+    # the pair is the key's: its scopes, not the token's, are checked
+    e = envelope(get(market, bearer(token(idp_key)) + [("X-API-Key",
+                                                          key.token)],
+                     "/api/v1/orgs/org-123/install"), 403)
+    assert e["code"] == "FORBIDDEN", e
     # a bad service account key fails the pair, whatever the token
     bad = key.key_id + ":" + "z" * 43
     e = envelope(get(market, bearer(token(idp_key)) + [("X-API-Key", bad)]),

@@ -33,7 +33,6 @@ static int toll_settle_conf_duration(toll_settle_conf_t *conf,
 static int toll_settle_conf_fee(const char *text, int64_t *bp);
 static int toll_settle_conf_hook(toll_settle_conf_t *conf, char **args,
     int nargs, char *err, size_t err_size);
-static char *toll_settle_strdup(const char *s);
 
 
 void
@@ -235,7 +234,7 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
 
     if (strcmp(name, "redis_password") == 0) {
         free(conf->redis_password);
-        conf->redis_password = toll_settle_strdup(args[1]);
+        conf->redis_password = strdup(args[1]);
         return conf->redis_password ? 0 : -1;
     }
 
@@ -329,7 +328,7 @@ toll_settle_conf_provider_fee(toll_settle_conf_t *conf, char **args,
     conf->provider_fees = fees;
     conf->fees.providers = fees;
 
-    fees[conf->fees.nproviders].provider = toll_settle_strdup(args[1]);
+    fees[conf->fees.nproviders].provider = strdup(args[1]);
     fees[conf->fees.nproviders].fee_bp = n;
 
     if (fees[conf->fees.nproviders].provider == NULL) {
@@ -544,8 +543,8 @@ toll_settle_conf_hook(toll_settle_conf_t *conf, char **args, int nargs,
     conf->hooks = hooks;
     h = &hooks[conf->nhooks];
 
-    h->url = toll_settle_strdup(args[1]);
-    h->secret = toll_settle_strdup(secret);
+    h->url = strdup(args[1]);
+    h->secret = strdup(secret);
     h->events = events;
 
     conf->nhooks++;
@@ -623,18 +622,3 @@ toll_settle_conf_fee(const char *text, int64_t *bp)
 }
 
 
-static char *
-toll_settle_strdup(const char *s)
-{
-    size_t   len;
-    char    *p;
-
-    len = strlen(s);
-
-    p = malloc(len + 1);
-    if (p != NULL) {
-        memcpy(p, s, len + 1);
-    }
-
-    return p;
-}

@@ -63,7 +63,6 @@ static int toll_settle_jwks_progress(void *arg, curl_off_t dt,
     curl_off_t dn, curl_off_t ut, curl_off_t un);
 static int toll_settle_jwks_publish(toll_settle_jwks_t *j,
     const char *name, const char *doc, int64_t *gen);
-static char *toll_settle_jwks_strdup(const char *s);
 
 
 /* the figures each set's fetches leave, read by the metrics thread */
@@ -88,7 +87,7 @@ toll_settle_jwks_conf(toll_settle_jwks_conf_t *jc, char **args, int nargs,
             return -1;
         }
 
-        jc->ca = toll_settle_jwks_strdup(args[1]);
+        jc->ca = strdup(args[1]);
         return (jc->ca == NULL) ? -1 : 0;
     }
 
@@ -139,8 +138,8 @@ toll_settle_jwks_conf(toll_settle_jwks_conf_t *jc, char **args, int nargs,
     }
 
     src = &jc->srcs[jc->n];
-    src->name = toll_settle_jwks_strdup(args[1]);
-    src->url = toll_settle_jwks_strdup(args[2]);
+    src->name = strdup(args[1]);
+    src->url = strdup(args[2]);
     src->interval_ms = ms;
 
     if (src->name == NULL || src->url == NULL) {
@@ -564,18 +563,3 @@ failed:
 }
 
 
-static char *
-toll_settle_jwks_strdup(const char *s)
-{
-    size_t  len;
-    char   *p;
-
-    len = strlen(s);
-
-    p = malloc(len + 1);
-    if (p != NULL) {
-        memcpy(p, s, len + 1);
-    }
-
-    return p;
-}

@@ -71,6 +71,15 @@ class Platform:
         return self
 
 
+def envelope(r, status):
+    """Asserts an answer in toll_error_format envelope; returns "error"."""
+    assert r.status == status, (r, r.body)
+    assert r.header("Content-Type").startswith("application/json"), r.headers
+    doc = r.json()
+    assert set(doc) == {"error"}, doc
+    return doc["error"]
+
+
 def cites(ref, line, quote):
     """Marks a test with the line of the reference it checks: ref is the
     file's number ("000" .. "004"), line its 1-based line, quote words

@@ -18,7 +18,7 @@ from helpers.keys import make_key, tollctl
 from helpers.limits import SlowUpstream
 from helpers.procs import wait_for
 
-from platform_example import Platform, cites
+from platform_example import Platform, cites, envelope
 
 
 ISS = "https://api.agentmarketplace.com"
@@ -55,14 +55,6 @@ def get(p, headers, path="/api/v1/agents"):
 
 def bearer(t):
     return [("Authorization", "Bearer " + t)]
-
-
-def envelope(r, status):
-    assert r.status == status, (r, r.body)
-    assert r.header("Content-Type").startswith("application/json"), r.headers
-    doc = r.json()
-    assert set(doc) == {"error"}, doc
-    return doc["error"]
 
 
 @cites("002", 44, "\"sub\": \"org-123\",")

@@ -14,7 +14,7 @@ from helpers import client
 from helpers import jwt as J
 from helpers.keys import make_key
 
-from platform_example import Platform, cites
+from platform_example import Platform, cites, envelope
 
 
 SECRET = b"megaagent-login-service-hs256-secret-0123456789"
@@ -39,14 +39,6 @@ def login_token(sub="user-1", tier=None, exp_in=3600):
 
 def get(p, headers, path="/v1/opportunities"):
     return client.request(p.port, "GET", path, headers)
-
-
-def envelope(r, status):
-    assert r.status == status, (r, r.body)
-    assert r.header("Content-Type").startswith("application/json"), r.headers
-    doc = r.json()
-    assert set(doc) == {"error"}, doc
-    return doc["error"]
 
 
 @cites("000", 36, "JWT Bearer User authentication Authorization: Bearer "

@@ -15,7 +15,7 @@ from helpers import client
 from helpers import jwt as J
 from helpers.keys import tollctl
 
-from platform_example import Platform, cites
+from platform_example import Platform, cites, envelope
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +45,6 @@ def req(p, t=None, path="/api/agents/list", method="GET", headers=()):
     if t is not None:
         h.append(("Authorization", "Bearer " + t))
     return client.request(p.port, method, path, h)
-
-
-def envelope(r, status):
-    assert r.status == status, (r, r.body)
-    assert r.header("Content-Type").startswith("application/json"), r.headers
-    doc = r.json()
-    assert set(doc) == {"error"}, doc
-    return doc["error"]
 
 
 @cites("003", 14, "Scheme: Bearer JWT in `Authorization` header.")

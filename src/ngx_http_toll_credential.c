@@ -39,6 +39,8 @@ static ngx_uint_t ngx_http_toll_key_header(ngx_table_elt_t *h,
     ngx_http_toll_loc_conf_t *lcf);
 static ngx_uint_t ngx_http_toll_query_name_is(u_char *p, u_char *last,
     ngx_str_t *name);
+static ngx_uint_t ngx_http_toll_query_has(u_char *src, size_t len,
+    ngx_str_t *name);
 static size_t ngx_http_toll_query_keep(u_char *dst, u_char *src, size_t len,
     ngx_str_t *name);
 static size_t ngx_http_toll_query_cut(ngx_str_t *s, u_char *query,
@@ -392,7 +394,7 @@ ngx_http_toll_credential_query_forget(ngx_http_request_t *r,
     ngx_str_t   *rl, *uu;
     ngx_uint_t   proto;
 
-    if (!lcf->query_token || r->args.len == 0) {
+    if (!lcf->query_token) {
         return;
     }
 
@@ -461,10 +463,17 @@ ngx_http_toll_credential_query_forget(ngx_http_request_t *r,
 
     /*
      * Arguments a rewrite made: they may be the configuration's own text
-     * ("set $args"), never written to; the kept parameters are copied.
+     * ("set $args"), never written to; the kept parameters are copied,
+     * when there is a token among them.
      */
 
     len = r->args.len;
+
+    if (len == 0
+        || !ngx_http_toll_query_has(r->args.data, len, &lcf->query_token_name))
+    {
+        return;
+    }
 
     args = ngx_pnalloc(r->pool, len);
     if (args == NULL) {
@@ -493,11 +502,13 @@ ngx_http_toll_query_cut(ngx_str_t *s, u_char *q, u_char *end,
     u_char  *last;
     size_t   removed;
 
-    *kept = ngx_http_toll_query_keep(q + 1, q + 1, end - q - 1, name);
-
-    if (*kept == (size_t) (end - q - 1)) {
+    if (!ngx_http_toll_query_has(q + 1, end - q - 1, name)) {
+        /* a query without the token is left as it came, byte for byte */
+        *kept = end - q - 1;
         return 0;
     }
+
+    *kept = ngx_http_toll_query_keep(q + 1, q + 1, end - q - 1, name);
 
     removed = (end - q - 1) - *kept;
 
@@ -551,6 +562,35 @@ ngx_http_toll_query_keep(u_char *dst, u_char *src, size_t len,
     }
 
     return d - dst;
+}
+
+
+/* whether one of the parameters is the token's */
+
+static ngx_uint_t
+ngx_http_toll_query_has(u_char *src, size_t len, ngx_str_t *name)
+{
+    u_char  *p, *last, *end, *eq;
+
+    p = src;
+    last = src + len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+
+        if (ngx_http_toll_query_name_is(p, eq ? eq : end, name)) {
+            return 1;
+        }
+
+        p = end + 1;
+    }
+
+    return 0;
 }
 
 

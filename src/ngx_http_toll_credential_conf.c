@@ -307,6 +307,8 @@ char *
 ngx_http_toll_credential_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf)
 {
+    ngx_http_core_loc_conf_t  *clcf;
+
     /* NULL until set: X-API-Key, and no imported keys */
 
     if (conf->key_headers == NULL) {
@@ -319,14 +321,28 @@ ngx_http_toll_credential_merge_loc_conf(ngx_conf_t *cf,
 
     ngx_conf_merge_value(conf->jwt_with_key, prev->jwt_with_key, 0);
 
-    /* a location's own choice: never inherited, so only it reads tokens */
+    /*
+     * A location's own choice: never inherited, so only it reads tokens;
+     * but an "if" or a "limit_except" inside it is the same location to
+     * the client, and keeps its choice.
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     if (conf->query_token == NGX_CONF_UNSET) {
-        conf->query_token = 0;
+        conf->query_token = (clcf->noname || clcf->lmt_excpt)
+                            ? prev->query_token : 0;
     }
 
     if (conf->query_token_name.data == NULL) {
-        ngx_str_set(&conf->query_token_name, "access_token");
+        if ((clcf->noname || clcf->lmt_excpt)
+            && prev->query_token_name.data)
+        {
+            conf->query_token_name = prev->query_token_name;
+
+        } else {
+            ngx_str_set(&conf->query_token_name, "access_token");
+        }
     }
 
     return NGX_CONF_OK;

@@ -17,6 +17,7 @@
 #include "ngx_http_toll_auth.h"
 #include "ngx_http_toll_authz.h"
 #include "ngx_http_toll_counters.h"
+#include "ngx_http_toll_credential.h"
 #include "ngx_http_toll_limit.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_prepaid.h"
@@ -642,6 +643,15 @@ static ngx_int_t
 ngx_http_toll_log_handler(ngx_http_request_t *r)
 {
     ngx_http_toll_ctx_t  *ctx;
+
+    /*
+     * A query token is cut where the gate reads it; a request ended
+     * before that (limit_req, a rewrite's return) still has it: it must
+     * not reach the access log, which runs after this handler.
+     */
+
+    ngx_http_toll_credential_query_forget(r,
+                       ngx_http_get_module_loc_conf(r, ngx_http_toll_module));
 
     ctx = ngx_http_toll_get_ctx(r);
 

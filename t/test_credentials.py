@@ -18,7 +18,7 @@ from helpers import client
 from helpers import jwt as J
 from helpers.keys import raw_key, redis_name, tollctl
 from helpers.problem import check_problem, without_request_id
-from helpers.procs import PROXY
+from helpers.procs import PROXY, wait_for
 from helpers.upstream import header_values
 
 
@@ -411,3 +411,50 @@ def test_import_from_stdin(redis_server):
                        input=(tok + "\n").encode(), capture_output=True,
                        timeout=30)
     assert r.returncode == 73, r
+
+
+def test_query_token_of_a_request_ended_before_the_gate(gate, upstream,
+                                                        keys):
+    """limit_req refuses before toll's access phase reads the token: the
+    access log still never sees it."""
+    k = keys.gold
+    ngx = gate(loc("/ws/", "toll_query_token on;\n"
+                   "            limit_req zone=one nodelay;"),
+               http_extra="    limit_req_zone $binary_remote_addr "
+                          "zone=one:1m rate=1r/m;\n")
+    got = [send(ngx, [], "/ws/x?a=1&access_token=" + k.token)[0].status
+           for _ in range(3)]
+    assert got[0] == 200 and 503 in got[1:], got
+    wait_for(lambda: secrets_log(ngx).count("\n") >= 3, 5,
+             what="three access log lines")
+    log = secrets_log(ngx)
+    assert k.secret not in log, log
+    assert log.count("req=GET /ws/x?a=1 HTTP/1.1|") == 3, log
+
+
+def test_query_token_inside_if_and_limit_except(gate, upstream, keys):
+    """An if or limit_except inside the location is the same location to
+    its clients: the query token is read there too."""
+    k = keys.gold
+    ngx = gate(loc("/ws/", "toll_query_token on;\n"
+                   "            if ($http_upgrade) { set $ws 1; }")
+               + loc("/le/", "toll_query_token on name=token;\n"
+                     "            limit_except GET { deny all; }"))
+    for path in ("/ws/x?access_token=", "/le/x?token="):
+        r, _ = send(ngx, [("Upgrade", "websocket")], path + k.token)
+        assert r.status == 200, (path, r, r.body)
+        assert k.secret not in upstream.last["path"]
+    r, _ = send(ngx, [], "/le/x?token=" + k.token)
+    assert r.status == 200, r
+    wait_for(lambda: secrets_log(ngx).count("\n") >= 3, 5,
+             what="three access log lines")
+    assert k.secret not in secrets_log(ngx)
+
+
+def test_query_without_a_token_reaches_the_upstream_as_sent(gate, upstream,
+                                                            keys):
+    ngx = gate(loc("/ws/", "toll_query_token on;"))
+    for q in ("a=1&&b=2", "a=1&", "&a=1", "a=1&b=%zz&", "a"):
+        r, _ = send(ngx, [("X-API-Key", keys.gold.token)], "/ws/x?" + q)
+        assert r.status == 200, (q, r)
+        assert upstream.last["path"] == "/ws/x?" + q, (q, upstream.last)

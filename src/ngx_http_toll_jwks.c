@@ -91,7 +91,6 @@ static ngx_http_toll_main_conf_t  *ngx_http_toll_jwks_mcf;
 static ngx_pool_t                 *ngx_http_toll_jwks_all_pool;
 static ngx_array_t                *ngx_http_toll_jwks_all;
 static uint64_t                    ngx_http_toll_jwks_gens;
-static ngx_shm_zone_t             *ngx_http_toll_jwks_zone;
 
 
 /* ------------------------------------------------------- configuration */
@@ -122,14 +121,13 @@ ngx_http_toll_jwks_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_str_set(&s, "toll_jwks");
-        ngx_http_toll_jwks_zone = ngx_shared_memory_add(cf, &s,
-                                                        8 * ngx_pagesize,
-                                                        &ngx_http_toll_module);
-        if (ngx_http_toll_jwks_zone == NULL) {
+        mcf->jwks_zone = ngx_shared_memory_add(cf, &s, 8 * ngx_pagesize,
+                                               &ngx_http_toll_module);
+        if (mcf->jwks_zone == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        ngx_http_toll_jwks_zone->init = ngx_http_toll_jwks_zone_init;
+        mcf->jwks_zone->init = ngx_http_toll_jwks_zone_init;
     }
 
     if (mcf->jwks->nelts == NGX_HTTP_TOLL_JWKS_SLOTS) {
@@ -732,17 +730,18 @@ static ngx_http_toll_jwks_slot_t *
 ngx_http_toll_jwks_slot(ngx_str_t *name)
 {
     ngx_uint_t                  i;
+    ngx_shm_zone_t             *zone;
     ngx_slab_pool_t            *shpool;
     ngx_http_toll_jwks_slot_t  *slot, *found;
 
-    if (ngx_http_toll_jwks_zone == NULL
-        || ngx_http_toll_jwks_zone->data == NULL)
-    {
+    zone = ngx_http_toll_jwks_mcf ? ngx_http_toll_jwks_mcf->jwks_zone : NULL;
+
+    if (zone == NULL || zone->data == NULL) {
         return NULL;
     }
 
-    shpool = (ngx_slab_pool_t *) ngx_http_toll_jwks_zone->shm.addr;
-    slot = ngx_http_toll_jwks_zone->data;
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    slot = zone->data;
     found = NULL;
 
     ngx_shmtx_lock(&shpool->mutex);

@@ -109,6 +109,10 @@ typedef struct {
     ngx_array_t                 *jwt_keys;    /* toll_jwt_key, each key */
     ngx_array_t                 *jwks;        /* toll_jwt_jwks, each set
                                                  (ngx_http_toll_jwks.c) */
+    ngx_shm_zone_t              *jwks_zone;   /* their gauges; with the
+                                                 cycle's configuration, so
+                                                 a failed reload leaves no
+                                                 pointer into its memory */
 
     ngx_http_toll_counters_sh_t *counters;    /* the counters in the
                                                  zone */

@@ -525,9 +525,11 @@ def test_underscore_spellings_never_reach_upstream(start_nginx, upstream,
             hdrs = upstream.last["headers"]
             toll = [(norm(n), v) for n, v in hdrs
                     if norm(n).startswith("x-toll-")]
+            # ours only, once each: the key's role comes with issue 17
             assert sorted(toll) == sorted([("x-toll-buyer", "acme"),
                                            ("x-toll-key-id", k.key_id),
-                                           ("x-toll-plan", "gold")]), hdrs
+                                           ("x-toll-plan", "gold"),
+                                           ("x-toll-role", "buyer")]), hdrs
             assert not [n for n, _ in hdrs
                         if norm(n) in ("x-api-key", "authorization")], hdrs
             assert not [v for _, v in hdrs if k.secret in v], hdrs

@@ -340,6 +340,7 @@ def test_redis_down_at_the_worker_keeps_the_set(
     p = settle.start()
     g = wait_gen(redis_server, 0)
     wait_status(ngx, tok(k1, "k1"), 200, BOUND_S)
+    time.sleep(1.5)             # one worker has it: now every worker has
     settle.stop(p)
     assert gate_metric(ngx, "toll_jwks_generation") == g
     assert gate_metric(ngx, "toll_jwks_read_failures_total") == 0
@@ -407,6 +408,7 @@ def test_polling_costs_one_hget_per_worker_per_second(
     p = settle.start()
     wait_gen(redis_server, 0)
     wait_status(ngx, tok(k1, "k1"), 200, BOUND_S)
+    time.sleep(1.5)             # one worker has it: now every worker has
     settle.stop(p)          # its own HGET/HSET would count too
     time.sleep(1.5)
     before = redis_server.commandstats()

@@ -249,7 +249,11 @@ ngx_http_toll_buyer_cache_put(ngx_shm_zone_t *shm_zone, ngx_str_t *buyer,
         bc->expires = ngx_current_msec + ttl;
         bc->found = plan->len > 0;
         bc->plan_len = ngx_min(plan->len, TOLL_PLAN_LEN_MAX);
-        ngx_memcpy(bc->plan, plan->data, bc->plan_len);
+
+        if (bc->plan_len) {
+            /* "no plan" is a NULL string: memcpy() of it is undefined */
+            ngx_memcpy(bc->plan, plan->data, bc->plan_len);
+        }
     }
 
     ngx_http_toll_shm_unlock(shm_zone);

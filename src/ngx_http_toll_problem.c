@@ -507,7 +507,10 @@ ngx_http_toll_problem_details(u_char *p, ngx_http_toll_answer_t *a)
         p = ngx_sprintf(p, "\"policy\":\"%V\",", &ext->policy);
     }
 
-    p = ngx_cpymem(p, ext->members.data, ext->members.len);
+    if (ext->members.len) {
+        /* memcpy() of nothing from NULL is still undefined */
+        p = ngx_cpymem(p, ext->members.data, ext->members.len);
+    }
 
     if (p > start && p[-1] == ',') {
         p--;

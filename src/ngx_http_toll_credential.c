@@ -649,6 +649,12 @@ ngx_http_toll_key_header(ngx_table_elt_t *h, ngx_http_toll_loc_conf_t *lcf)
     ngx_str_t   *name;
     ngx_uint_t   i, n;
 
+    if (h->key.len >= 64
+        || (lcf->credential_lens & ((uint64_t) 1 << h->key.len)) == 0)
+    {
+        return 0;
+    }
+
     if (lcf->key_headers) {
         name = lcf->key_headers->elts;
         n = lcf->key_headers->nelts;
@@ -676,7 +682,7 @@ ngx_http_toll_key_header(ngx_table_elt_t *h, ngx_http_toll_loc_conf_t *lcf)
  */
 
 ngx_uint_t
-ngx_http_toll_credential_header(ngx_table_elt_t *h,
+ngx_http_toll_credential_named(ngx_table_elt_t *h,
     ngx_http_toll_loc_conf_t *lcf)
 {
     u_char      c;

@@ -47,9 +47,27 @@ void ngx_http_toll_credential_done(ngx_http_request_t *r,
 void ngx_http_toll_credential_query_forget(ngx_http_request_t *r,
     ngx_http_toll_loc_conf_t *lcf);
 
-/* 1 for Authorization and the location's key headers ('_' read as '-') */
-ngx_uint_t ngx_http_toll_credential_header(ngx_table_elt_t *h,
+ngx_uint_t ngx_http_toll_credential_named(ngx_table_elt_t *h,
     ngx_http_toll_loc_conf_t *lcf);
+
+
+/*
+ * 1 for Authorization and the location's key headers ('_' read as '-').
+ * Asked of every request header, twice, on the hot path: a name of
+ * another length is told apart without a call.
+ */
+static ngx_inline ngx_uint_t
+ngx_http_toll_credential_header(ngx_table_elt_t *h,
+    ngx_http_toll_loc_conf_t *lcf)
+{
+    if (h->key.len >= 64
+        || (lcf->credential_lens & ((uint64_t) 1 << h->key.len)) == 0)
+    {
+        return 0;
+    }
+
+    return ngx_http_toll_credential_named(h, lcf);
+}
 
 /*
  * A JWT verified, an API key to follow: the JWT's buyer is kept for

@@ -12,6 +12,8 @@
 
 
 #define NGX_HTTP_TOLL_KEY_HEADERS_MAX      4
+/* a bit per length in credential_lens: the names are kept under 64 */
+#define NGX_HTTP_TOLL_KEY_HEADER_LEN_MAX  63
 #define NGX_HTTP_TOLL_IMPORT_PREFIXES_MAX  8
 #define NGX_HTTP_TOLL_IMPORT_PREFIX_MAX    32     /* characters */
 #define NGX_HTTP_TOLL_QUERY_NAME_MAX       32     /* characters */
@@ -102,6 +104,7 @@ ngx_http_toll_key_header_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         /* '_' would be a second spelling of the name: see the strip */
 
         if (!ngx_http_toll_header_name_valid(value[i].data, value[i].len)
+            || value[i].len > NGX_HTTP_TOLL_KEY_HEADER_LEN_MAX
             || ngx_strlchr(value[i].data, value[i].data + value[i].len, '_')
             || (value[i].len == sizeof("authorization") - 1
                 && ngx_strncasecmp(value[i].data, (u_char *) "authorization",
@@ -111,9 +114,10 @@ ngx_http_toll_key_header_directive(ngx_conf_t *cf, ngx_command_t *cmd,
                                    sizeof("x-toll-") - 1) == 0))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid header name \"%V\": use letters, "
-                               "digits and '-', neither Authorization nor "
-                               "X-Toll-*", &value[i]);
+                               "invalid header name \"%V\": up to %d "
+                               "letters, digits and '-', neither "
+                               "Authorization nor X-Toll-*", &value[i],
+                               NGX_HTTP_TOLL_KEY_HEADER_LEN_MAX);
             return NGX_CONF_ERROR;
         }
 
@@ -307,6 +311,8 @@ char *
 ngx_http_toll_credential_merge_loc_conf(ngx_conf_t *cf,
     ngx_http_toll_loc_conf_t *prev, ngx_http_toll_loc_conf_t *conf)
 {
+    ngx_str_t                 *name;
+    ngx_uint_t                 i;
     ngx_http_core_loc_conf_t  *clcf;
 
     /* NULL until set: X-API-Key, and no imported keys */
@@ -317,6 +323,21 @@ ngx_http_toll_credential_merge_loc_conf(ngx_conf_t *cf,
 
     if (conf->import_prefixes == NULL) {
         conf->import_prefixes = prev->import_prefixes;
+    }
+
+    /* the names' lengths, for the hot path's first test */
+
+    conf->credential_lens = (uint64_t) 1 << (sizeof("authorization") - 1);
+
+    if (conf->key_headers) {
+        name = conf->key_headers->elts;
+
+        for (i = 0; i < conf->key_headers->nelts; i++) {
+            conf->credential_lens |= (uint64_t) 1 << name[i].len;
+        }
+
+    } else {
+        conf->credential_lens |= (uint64_t) 1 << (sizeof("x-api-key") - 1);
     }
 
     ngx_conf_merge_value(conf->jwt_with_key, prev->jwt_with_key, 0);

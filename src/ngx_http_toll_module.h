@@ -197,6 +197,11 @@ typedef struct {
     ngx_array_t                 *key_headers;   /* toll_key_header:
                                                    ngx_str_t, lower case;
                                                    NULL: X-API-Key */
+    uint64_t                     credential_lens; /* a bit per length of
+                                                     Authorization's and
+                                                     the key headers'
+                                                     names: most headers
+                                                     are told apart by it */
     ngx_array_t                 *import_prefixes; /* toll_key_import_
                                                      prefix: ngx_str_t;
                                                      NULL: none */

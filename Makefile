@@ -23,7 +23,7 @@ DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
                libjansson-dev libssl-dev libcmocka-dev redis-server \
                libsqlite3-dev libcurl4-openssl-dev sqlite3 \
                python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
-               valgrind python3-jwt faketime
+               valgrind python3-jwt python3-cryptography faketime openssl
 
 # only the tests need these: promtool checks the metrics, a headless
 # browser loads the dashboard

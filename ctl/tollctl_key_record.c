@@ -80,6 +80,44 @@ static const tollctl_column_t  tollctl_key_columns[] = {
 
 
 int
+tollctl_key_id_arg(tollctl_t *ctl, tollctl_opts_t *o, const char **key_id,
+    char *name)
+{
+    *key_id = o->args[0];
+
+    if (toll_key_redis_name((const unsigned char *) *key_id,
+                            strlen(*key_id), name)
+        == 0)
+    {
+        return tollctl_error(EX_DATAERR,
+                             "invalid key id \"%s\": use 1 to %d of "
+                             "A-Z a-z 0-9 _ -, e.g. tk_0123456789abcdef",
+                             *key_id, TOLL_KEY_ID_LEN_MAX);
+    }
+
+    return tollctl_connect(ctl);
+}
+
+
+int
+tollctl_record_show(tollctl_t *ctl, const char *key_id, const char *name)
+{
+    int      rc;
+    json_t  *record;
+
+    rc = tollctl_record_get(ctl, key_id, name, &record);
+    if (rc != EX_OK) {
+        return rc;
+    }
+
+    rc = tollctl_output(ctl, record, tollctl_print_record);
+    json_decref(record);
+
+    return rc;
+}
+
+
+int
 tollctl_record_get(tollctl_t *ctl, const char *key_id, const char *name,
     json_t **record)
 {

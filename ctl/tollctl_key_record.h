@@ -13,6 +13,14 @@
 #define TOLLCTL_FIELD_KEY_ID          "key_id"
 
 
+/*
+ * The KEY_ID argument of revoke, show and update: checked, its record's
+ * name into name (TOLL_REDIS_KEY_NAME_MAX + 1); connects when it is fine.
+ */
+int tollctl_key_id_arg(tollctl_t *ctl, tollctl_opts_t *o, const char **key_id,
+    char *name);
+/* the record printed as "key show" prints it */
+int tollctl_record_show(tollctl_t *ctl, const char *key_id, const char *name);
 /* HGETALL of name as JSON; EX_NOINPUT when there is no such key */
 int tollctl_record_get(tollctl_t *ctl, const char *key_id, const char *name,
     json_t **record);

@@ -82,7 +82,6 @@ tollctl_key_update(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int               rc, attempt;
     char              name[TOLL_REDIS_KEY_NAME_MAX + 1];
-    json_t           *record;
     const char       *key_id;
     tollctl_update_t  req;
 
@@ -125,19 +124,7 @@ tollctl_key_update(tollctl_t *ctl, tollctl_opts_t *o)
                              req.plan_opt, TOLL_PLAN_LEN_MAX);
     }
 
-    key_id = o->args[0];
-
-    if (toll_key_redis_name((const unsigned char *) key_id, strlen(key_id),
-                            name)
-        == 0)
-    {
-        return tollctl_error(EX_DATAERR,
-                             "invalid key id \"%s\": use 1 to %d of "
-                             "A-Z a-z 0-9 _ -, e.g. tk_0123456789abcdef",
-                             key_id, TOLL_KEY_ID_LEN_MAX);
-    }
-
-    rc = tollctl_connect(ctl);
+    rc = tollctl_key_id_arg(ctl, o, &key_id, name);
     if (rc != EX_OK) {
         return rc;
     }
@@ -158,15 +145,7 @@ tollctl_key_update(tollctl_t *ctl, tollctl_opts_t *o)
         return rc;
     }
 
-    rc = tollctl_record_get(ctl, key_id, name, &record);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = tollctl_output(ctl, record, tollctl_print_record);
-    json_decref(record);
-
-    return rc;
+    return tollctl_record_show(ctl, key_id, name);
 }
 
 

@@ -98,8 +98,6 @@ static int tollctl_list_add(tollctl_t *ctl, json_t *records,
     const redisReply *id, const redisReply *hash, time_t now);
 static int tollctl_id_cmp(const void *a, const void *b);
 
-static int tollctl_key_id_args(tollctl_t *ctl, tollctl_opts_t *o,
-    const char **key_id, char *name);
 
 
 int
@@ -541,7 +539,7 @@ tollctl_key_revoke(tollctl_t *ctl, tollctl_opts_t *o)
     json_t      *record;
     const char  *key_id;
 
-    rc = tollctl_key_id_args(ctl, o, &key_id, name);
+    rc = tollctl_key_id_arg(ctl, o, &key_id, name);
     if (rc != EX_OK) {
         return rc;
     }
@@ -641,23 +639,14 @@ tollctl_key_show(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int          rc;
     char         name[TOLL_REDIS_KEY_NAME_MAX + 1];
-    json_t      *record;
     const char  *key_id;
 
-    rc = tollctl_key_id_args(ctl, o, &key_id, name);
+    rc = tollctl_key_id_arg(ctl, o, &key_id, name);
     if (rc != EX_OK) {
         return rc;
     }
 
-    rc = tollctl_record_get(ctl, key_id, name, &record);
-    if (rc != EX_OK) {
-        return rc;
-    }
-
-    rc = tollctl_output(ctl, record, tollctl_print_record);
-    json_decref(record);
-
-    return rc;
+    return tollctl_record_show(ctl, key_id, name);
 }
 
 
@@ -824,25 +813,4 @@ tollctl_id_cmp(const void *a, const void *b)
     }
 
     return (x->len > y->len) - (x->len < y->len);
-}
-
-
-/* the KEY_ID of revoke and show; connects when it is fine */
-static int
-tollctl_key_id_args(tollctl_t *ctl, tollctl_opts_t *o, const char **key_id,
-    char *name)
-{
-    *key_id = o->args[0];
-
-    if (toll_key_redis_name((const unsigned char *) *key_id,
-                            strlen(*key_id), name)
-        == 0)
-    {
-        return tollctl_error(EX_DATAERR,
-                             "invalid key id \"%s\": use 1 to %d of "
-                             "A-Z a-z 0-9 _ -, e.g. tk_0123456789abcdef",
-                             *key_id, TOLL_KEY_ID_LEN_MAX);
-    }
-
-    return tollctl_connect(ctl);
 }

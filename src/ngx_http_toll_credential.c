@@ -41,6 +41,8 @@ static ngx_uint_t ngx_http_toll_query_name_is(u_char *p, u_char *last,
     ngx_str_t *name);
 static ngx_uint_t ngx_http_toll_query_has(u_char *src, size_t len,
     ngx_str_t *name);
+static ngx_uint_t ngx_http_toll_query_param(u_char *p, u_char *last,
+    ngx_str_t *name, u_char **end, u_char **eq);
 static size_t ngx_http_toll_query_keep(u_char *dst, u_char *src, size_t len,
     ngx_str_t *name);
 static size_t ngx_http_toll_query_cut(ngx_str_t *s, u_char *query,
@@ -269,19 +271,11 @@ ngx_http_toll_credential_query(ngx_http_request_t *r,
 
     ngx_str_null(&raw);
 
-    p = r->args.data;
-    last = p + r->args.len;
+    last = r->args.data + r->args.len;
 
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-
-        if (ngx_http_toll_query_name_is(p, eq ? eq : end,
-                                        &lcf->query_token_name))
+    for (p = r->args.data; p < last; p = end + 1) {
+        if (ngx_http_toll_query_param(p, last, &lcf->query_token_name, &end,
+                                      &eq))
         {
             if (raw.data) {
                 return NGX_BUSY;
@@ -292,8 +286,6 @@ ngx_http_toll_credential_query(ngx_http_request_t *r,
             raw.data = eq ? eq + 1 : end;
             raw.len = end - raw.data;
         }
-
-        p = end + 1;
     }
 
     if (raw.data == NULL) {
@@ -539,26 +531,16 @@ ngx_http_toll_query_keep(u_char *dst, u_char *src, size_t len,
     u_char  *p, *last, *end, *eq, *d;
 
     d = dst;
-    p = src;
     last = src + len;
 
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-
-        if (!ngx_http_toll_query_name_is(p, eq ? eq : end, name)) {
+    for (p = src; p < last; p = end + 1) {
+        if (!ngx_http_toll_query_param(p, last, name, &end, &eq)) {
             if (d != dst) {
                 *d++ = '&';
             }
 
             d = ngx_movemem(d, p, end - p);
         }
-
-        p = end + 1;
     }
 
     return d - dst;
@@ -572,25 +554,35 @@ ngx_http_toll_query_has(u_char *src, size_t len, ngx_str_t *name)
 {
     u_char  *p, *last, *end, *eq;
 
-    p = src;
     last = src + len;
 
-    while (p < last) {
-        end = ngx_strlchr(p, last, '&');
-        if (end == NULL) {
-            end = last;
-        }
-
-        eq = ngx_strlchr(p, end, '=');
-
-        if (ngx_http_toll_query_name_is(p, eq ? eq : end, name)) {
+    for (p = src; p < last; p = end + 1) {
+        if (ngx_http_toll_query_param(p, last, name, &end, &eq)) {
             return 1;
         }
-
-        p = end + 1;
     }
 
     return 0;
+}
+
+
+/*
+ * The parameter that starts at p: where it ends ('&' or last), its '='
+ * (NULL: none), and whether its name is the token's.
+ */
+
+static ngx_uint_t
+ngx_http_toll_query_param(u_char *p, u_char *last, ngx_str_t *name,
+    u_char **end, u_char **eq)
+{
+    *end = ngx_strlchr(p, last, '&');
+    if (*end == NULL) {
+        *end = last;
+    }
+
+    *eq = ngx_strlchr(p, *end, '=');
+
+    return ngx_http_toll_query_name_is(p, *eq ? *eq : *end, name);
 }
 
 

@@ -303,17 +303,25 @@ class RedisCluster:
             return False
         if sum(e - s + 1 for s, e, _, _ in maps[0]) != NSLOTS:
             return False
+        # every primary has its replica (INFO, not CLUSTER SLOTS: that
+        # lists a replica only once gossip brought its offset, seconds
+        # later)
+        serving = {port for _, _, port, _ in maps[0]}
+        followers = set()
         for n in live:
             info = _parse_kv(n.safe("INFO", "replication"))
             if info.get("role") == "slave":
                 if info.get("master_link_status") != "up" or \
                         info.get("master_sync_in_progress") != "0":
                     return False
+                followers.add(n.port)
                 primary = self.node(int(info["master_port"]))
                 pinfo = _parse_kv(primary.safe("INFO", "replication"))
                 if info.get("slave_repl_offset") != pinfo.get(
                         "master_repl_offset"):
                     return False
+        if followers != {n.port for n in live} - serving:
+            return False
         return True
 
     def wait_healthy(self, timeout=20):
@@ -533,9 +541,17 @@ class RedisSentinel:
             reps = s.safe("SENTINEL", "REPLICAS", self.master) or []
             live_reps = [n.port for n in self.data
                          if n.alive() and n is not p]
-            ok = [r for r in reps
-                  if "s_down" not in dict(zip(r[::2], r[1::2])).get(
-                      "flags", "")]
+            # as SENTINEL FAILOVER judges a replica: linked, INFO
+            # fresh (3 INFO periods of 10 s), no flag but "slave" (else
+            # NOGOODSLAVE)
+            ok = []
+            for r in reps:
+                d = dict(zip(r[::2], r[1::2]))
+                if d.get("flags") == "slave" and \
+                        d.get("master-link-status") == "ok" and \
+                        int(d.get("master-port", 0)) == p.port and \
+                        int(d.get("info-refresh", 1 << 30)) < 30000:
+                    ok.append(int(d["port"]))
             if len(ok) < len(live_reps):
                 return False
         pinfo = _parse_kv(p.safe("INFO", "replication"))
@@ -580,10 +596,41 @@ class RedisSentinel:
         wait_for(switched, timeout, interval=0.02,
                  what="sentinels to name a new primary")
 
+    def wait_ready(self, timeout=30):
+        """Every sentinel names the primary and sees the live replicas as
+        fit to promote; every replica follows the primary, caught up."""
+        wait_for(self._ready, timeout, interval=0.05,
+                 what="sentinels to agree and the replicas to sync")
+
+    def _follow(self, new, timeout):
+        """The data nodes other than `new` made replicas of it at once
+        (the sentinels convert a demoted primary only after 8 s) and
+        caught up."""
+        for n in self.data:
+            if n is not new and n.alive() and self._role(n) != "slave":
+                n.r.execute_command("REPLICAOF", HOST, new.port)
+
+        def synced():
+            pinfo = _parse_kv(new.safe("INFO", "replication"))
+            for n in self.data:
+                if n is new or not n.alive():
+                    continue
+                info = _parse_kv(n.safe("INFO", "replication"))
+                if info.get("master_link_status") != "up" or \
+                        int(info.get("master_port", 0)) != new.port or \
+                        info.get("slave_repl_offset") != pinfo.get(
+                            "master_repl_offset"):
+                    return False
+            return True
+        wait_for(synced, timeout, interval=0.05,
+                 what="replicas to follow %d" % new.port)
+
     def failover(self, timeout=20):
-        """SENTINEL FAILOVER: returns (old primary, new primary, seconds)
-        once every sentinel names the new one and it answers ROLE master,
-        and the old one follows it as a replica."""
+        """SENTINEL FAILOVER (once the sentinels see a replica fit to
+        promote): returns (old primary, new primary, seconds from the
+        command until every sentinel names the new one and it answers
+        ROLE master); the old one then follows the new one."""
+        self.wait_ready()
         old = self.primary()
         t0 = time.monotonic()
         self.sentinels[0].r.execute_command("SENTINEL", "FAILOVER",
@@ -591,13 +638,14 @@ class RedisSentinel:
         self._wait_switch(old, timeout)
         took = time.monotonic() - t0
         self._drop_client()
-        wait_for(self._ready, timeout, interval=0.05,
-                 what="old primary to follow the new one")
-        return old, self.primary(), took
+        new = self.primary()
+        self._follow(new, timeout)
+        return old, new, took
 
     def kill_primary(self, timeout=20):
         """SIGKILL of the primary; returns (killed, promoted, seconds) once
         the sentinels name the replica and it answers ROLE master."""
+        self.wait_ready()
         old = self.primary()
         t0 = time.monotonic()
         old.kill()
@@ -617,8 +665,7 @@ class RedisSentinel:
                     "--replicaof", HOST, str(p.port)]
                 n.spawn()
                 wait_for(n.ping, 10, what="redis on %d" % n.port)
-        wait_for(self._ready, timeout, interval=0.05,
-                 what="revived node to follow the primary")
+        self._follow(p, timeout)
 
     def stop(self):
         self._drop_client()

@@ -110,8 +110,15 @@ def settle_accepts(text):
     return not _refused(rc, out, (64, 78))
 
 
-def need(kind, module=False, tollctl=False, settle=False):
-    """Skips the calling test unless the parts named take `kind`."""
+def needs(kind, module=False, tollctl=False, settle=False):
+    """A skipif mark: decided at collection, so that a module whose tests
+    all skip does not start its cluster for nothing."""
+    missing = _missing(kind, module, tollctl, settle)
+    return pytest.mark.skipif(bool(missing), reason="issue 18: not built "
+                              "yet: " + ", ".join(missing))
+
+
+def _missing(kind, module, tollctl, settle):
     missing = []
     if module and not module_takes(kind):
         missing.append("the module (toll_redis %s=...)" % kind)
@@ -119,5 +126,11 @@ def need(kind, module=False, tollctl=False, settle=False):
         missing.append("tollctl (--redis '%s=...')" % kind)
     if settle and not settle_takes(kind):
         missing.append("toll-settle (redis %s=...)" % kind)
+    return missing
+
+
+def need(kind, module=False, tollctl=False, settle=False):
+    """Skips the calling test unless the parts named take `kind`."""
+    missing = _missing(kind, module, tollctl, settle)
     if missing:
         pytest.skip("issue 18: not built yet: " + ", ".join(missing))

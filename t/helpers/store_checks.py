@@ -24,7 +24,7 @@ import threading
 import time
 
 from helpers import client
-from helpers.balance import balance, credit, invariant
+from helpers.balance import credit, invariant
 from helpers.keys import make_key, raw_key, redis_name, tollctl
 from helpers.meter import (Load, meter_http, micros, project, proxy_to,
                            upstream_block, usage)

@@ -30,6 +30,9 @@
 
 
 #define NGX_HTTP_TOLL_REDIS_TIMEOUT_MS      1000
+/* how long a money write waits for its replicas (WAIT's bound) */
+#define NGX_HTTP_TOLL_REDIS_REPLICA_WAIT_MS 50
+#define NGX_HTTP_TOLL_REDIS_REPLICAS_MAX    16
 
 
 static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
@@ -521,6 +524,9 @@ ngx_command_t  ngx_http_toll_commands[] = {
  * toll_redis cluster=HOST:PORT,... [timeout=TIME] [password=SECRET];
  * toll_redis sentinel=HOST:PORT,... master=NAME [timeout=] [password=]
  *     [db=N];
+ * and on any of them [replicas=N] [replica_wait=TIME]: money writes count
+ * once N replicas have them (1 by default on a Cluster or a Sentinel, 0
+ * on one Redis, which has none to wait for).
  *
  * ADDRESS is host[:port] or unix:/path.  The words are lib/toll_store.h's,
  * as tollctl and toll-settle take them.  A host name is resolved here, at
@@ -578,9 +584,42 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    rc->replicas = (rc->kind == TOLL_STORE_SINGLE) ? 0 : 1;
+    rc->replica_wait = NGX_HTTP_TOLL_REDIS_REPLICA_WAIT_MS;
+
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "replicas=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n == NGX_ERROR || n > NGX_HTTP_TOLL_REDIS_REPLICAS_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\", a number of replicas "
+                                   "from 0 to %d", &value[i],
+                                   NGX_HTTP_TOLL_REDIS_REPLICAS_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            rc->replicas = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "replica_wait=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            rc->replica_wait = ngx_parse_time(&s, 0);
+            if (rc->replica_wait == (ngx_msec_t) NGX_ERROR
+                || rc->replica_wait == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -637,6 +676,16 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    /* WAIT's bound lies within the command's, or every durable write
+     * would time out first */
+
+    if (rc->replicas && rc->replica_wait >= rc->timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"replica_wait=\" must be shorter than "
+                           "\"timeout=\"");
         return NGX_CONF_ERROR;
     }
 

@@ -62,6 +62,9 @@ typedef struct {
     ngx_msec_t                 timeout;
     ngx_str_t                  password;
     ngx_int_t                  db;
+    /* money writes wait for this many replicas, this long at most */
+    ngx_uint_t                 replicas;
+    ngx_msec_t                 replica_wait;
 } ngx_http_toll_redis_conf_t;
 
 

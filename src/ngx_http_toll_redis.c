@@ -48,8 +48,6 @@ static ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_queue(
     const char **argv, const size_t *argvlen, ngx_uint_t keep);
 static ngx_int_t ngx_http_toll_redis_script_reply(
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
-static void ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd,
-    ngx_uint_t failed, uint64_t us);
 static void ngx_http_toll_redis_drop(ngx_http_toll_redis_node_t *node,
     const char *reason);
 static void ngx_http_toll_redis_lost(ngx_http_toll_redis_node_t *node,
@@ -67,8 +65,7 @@ static void ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
-static void ngx_http_toll_redis_on_asking(redisAsyncContext *ac, void *r,
-    void *privdata);
+
 
 
 
@@ -319,7 +316,7 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
         cmd->argvlen = (size_t *) argvlen;
     }
 
-    if (ngx_http_toll_redis_node_send(node, cmd, 0) != NGX_OK) {
+    if (ngx_http_toll_redis_node_send(node, cmd) != NGX_OK) {
         ngx_free(cmd);
         ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
@@ -346,29 +343,14 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
 }
 
 
-/* cmd (its argv) onto node's connection, after ASKING when asked to */
+/* cmd (its argv) onto node's connection */
 
 ngx_int_t
 ngx_http_toll_redis_node_send(ngx_http_toll_redis_node_t *node,
-    ngx_http_toll_redis_cmd_t *cmd, ngx_uint_t asking)
+    ngx_http_toll_redis_cmd_t *cmd)
 {
-    const char  *argv[1];
-    size_t       argvlen[1];
-
     if (node->ac == NULL || node->state == NGX_HTTP_TOLL_REDIS_DOWN) {
         return NGX_ERROR;
-    }
-
-    if (asking) {
-        argv[0] = "ASKING";
-        argvlen[0] = sizeof("ASKING") - 1;
-
-        if (redisAsyncCommandArgv(node->ac, ngx_http_toll_redis_on_asking,
-                                  NULL, 1, argv, argvlen)
-            != REDIS_OK)
-        {
-            return NGX_ERROR;
-        }
     }
 
     if (redisAsyncCommandArgv(node->ac, ngx_http_toll_redis_on_reply, cmd,
@@ -413,7 +395,7 @@ ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd)
 
 /* a command's outcome: failed, or its reply time in us */
 
-static void
+void
 ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd, ngx_uint_t failed,
     uint64_t us)
 {
@@ -900,6 +882,20 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_toll_redis_scripts[cmd->script] = 1;
     }
 
+    if (cmd->durable && cmd->data != NULL && rd->active && reply != NULL
+        && reply->type != REDIS_REPLY_ERROR)
+    {
+        if (node->ac == ac
+            && ngx_http_toll_redis_wait(node, cmd, reply) == NGX_OK)
+        {
+            /* WAIT's answer decides: ngx_http_toll_redis_on_wait() */
+            return;
+        }
+
+        /* applied, maybe, but not known to be replicated: no answer */
+        reply = NULL;
+    }
+
     /* an error reply is an answer, but the command failed all the same */
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
@@ -953,7 +949,7 @@ ngx_http_toll_redis_script_reply(ngx_http_toll_redis_cmd_t *cmd,
     cmd->argv[1] = s->text;
     cmd->argvlen[1] = s->len;
 
-    if (ngx_http_toll_redis_node_send(cmd->node, cmd, 0) != NGX_OK) {
+    if (ngx_http_toll_redis_node_send(cmd->node, cmd) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -988,17 +984,6 @@ ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac, void *r,
                  ngx_min(reply->len, sizeof(buf) - 40), reply->str);
 
     ngx_http_toll_redis_drop(node, (const char *) buf);
-}
-
-
-/* ASKING's own answer: the command behind it tells what came of it */
-
-static void
-ngx_http_toll_redis_on_asking(redisAsyncContext *ac, void *r, void *privdata)
-{
-    (void) ac;
-    (void) r;
-    (void) privdata;
 }
 
 

@@ -72,6 +72,8 @@ struct ngx_http_toll_redis_cmd_s {
     uint64_t                         sent_us;   /* for the reply time */
     ngx_http_toll_redis_node_t      *node;      /* where it waits */
     ngx_uint_t                       redirects;
+    /* a durable command's answer, kept until WAIT says replicas have it */
+    redisReply                      *answer;
 
     /* a script's: TOLL_SCRIPT_N for any other command */
     toll_script_e                    script;
@@ -82,6 +84,9 @@ struct ngx_http_toll_redis_cmd_s {
     int                              argc;
     const char                     **argv;
     size_t                          *argvlen;
+
+    unsigned                         durable:1;
+    unsigned                         waiting:1; /* for WAIT's answer */
 };
 
 
@@ -109,6 +114,9 @@ struct ngx_http_toll_redis_s {
     ngx_uint_t                       sentinel_next;
     ngx_event_t                      discover;
 
+    ngx_uint_t                       unreplicated; /* since last said */
+    ngx_msec_t                       unreplicated_said;
+
     unsigned                         active:1;  /* configured, this worker */
     unsigned                         mapped:1;  /* a map was read */
     unsigned                         refreshing:1;
@@ -128,11 +136,20 @@ void ngx_http_toll_redis_node_close(ngx_http_toll_redis_node_t *node,
     const char *reason);
 /* sends cmd (its argv) on node; NGX_ERROR when it cannot go now */
 ngx_int_t ngx_http_toll_redis_node_send(ngx_http_toll_redis_node_t *node,
-    ngx_http_toll_redis_cmd_t *cmd, ngx_uint_t asking);
+    ngx_http_toll_redis_cmd_t *cmd);
+/* a command's outcome in the counters: failed, or its reply time */
+void ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd,
+    ngx_uint_t failed, uint64_t us);
 /* a command the adapter sends for itself: CLUSTER SLOTS, SENTINEL ... */
 ngx_int_t ngx_http_toll_redis_node_ask(ngx_http_toll_redis_node_t *node,
     redisCallbackFn *fn, void *privdata, int argc, const char **argv,
     const size_t *argvlen);
+
+
+/* ngx_http_toll_redis_durable.c: WAIT after a durable command's answer */
+
+ngx_int_t ngx_http_toll_redis_wait(ngx_http_toll_redis_node_t *node,
+    ngx_http_toll_redis_cmd_t *cmd, redisReply *reply);
 
 
 /* ngx_http_toll_redis_event.c: ac's socket on nginx's events */

@@ -48,6 +48,8 @@ static ngx_http_toll_redis_node_t *ngx_http_toll_redis_any(
     ngx_http_toll_redis_t *rd);
 static ngx_int_t ngx_http_toll_redis_redirect(ngx_http_toll_redis_t *rd,
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
+static void ngx_http_toll_redis_on_asking(redisAsyncContext *ac, void *r,
+    void *privdata);
 static ngx_http_toll_redis_node_t *ngx_http_toll_redis_map_patch(
     ngx_http_toll_redis_t *rd, unsigned slot, toll_cluster_node_t *to);
 
@@ -526,7 +528,9 @@ ngx_http_toll_redis_redirect(ngx_http_toll_redis_t *rd,
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r)
 {
     int                          kind;
+    size_t                       argvlen[1];
     unsigned                     slot;
+    const char                  *argv[1];
     toll_cluster_node_t          to;
     ngx_http_toll_redis_node_t  *node;
 
@@ -570,8 +574,33 @@ ngx_http_toll_redis_redirect(ngx_http_toll_redis_t *rd,
         ngx_http_toll_redis_node_connect(node);
     }
 
-    return ngx_http_toll_redis_node_send(node, cmd,
-                                         kind == TOLL_CLUSTER_ASK);
+    if (kind == TOLL_CLUSTER_ASK) {
+        argv[0] = "ASKING";
+        argvlen[0] = sizeof("ASKING") - 1;
+
+        /* pipelined: the command behind it tells what came of it */
+        if (ngx_http_toll_redis_node_ask(node, ngx_http_toll_redis_on_asking,
+                                         NULL, 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (ngx_http_toll_redis_node_send(node, cmd) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_redis_on_asking(redisAsyncContext *ac, void *r, void *privdata)
+{
+    (void) ac;
+    (void) r;
+    (void) privdata;
 }
 
 

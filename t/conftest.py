@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from helpers import conf as confmod
+from helpers.cluster import RedisCluster, RedisSentinel
 from helpers.keys import build_dir
 from helpers.procs import (NGINX_BIN, PROXY, Nginx, RedisServer,
                            free_port)
@@ -86,6 +87,25 @@ def redis_server(tmp_path):
     r.close()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A 3-primary, 3-replica Redis Cluster for the module's tests
+    (helpers/cluster.py); a test that kills a node revives it."""
+    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    print("redis cluster up in %.2fs" % c.startup_s)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory):
+    """A primary, a replica and three sentinels for the module's tests."""
+    s = RedisSentinel(tmp_path_factory.mktemp("sentinel"))
+    print("redis sentinel up in %.2fs" % s.startup_s)
+    yield s
+    s.stop()
+
+
 @pytest.fixture
 def upstream():
     u = Upstream()
@@ -97,23 +117,28 @@ def upstream():
 def start_nginx(request, tmp_path, redis_server, upstream):
     """Factory: start_nginx(http_extra="", server_extra="", locations=None,
     workers=2, redis_timeout="1s", toll_http=None, module=True,
-    toll_log=False, main_extra="", error_log_level="info") -> Nginx.
+    toll_log=False, main_extra="", error_log_level="info",
+    redis_spec=None) -> Nginx.
 
     locations=None gives "/" gated (toll on), "/open/" not gated, both
     proxied to the upstream, and "= /ping" answering 200 itself.
     toll_http=None gives toll_redis (to the test's Redis, with
-    redis_timeout) and toll_zone 10m; pass a string to replace them."""
+    redis_timeout) and toll_zone 10m; pass a string to replace them.
+    redis_spec names another store for that toll_redis (a RedisCluster's
+    or RedisSentinel's .spec)."""
     started = []
 
     def start(http_extra="", server_extra="", locations=None, workers=2,
               redis_timeout="1s", toll_http=None, module=True,
-              toll_log=False, main_extra="", error_log_level="info"):
+              toll_log=False, main_extra="", error_log_level="info",
+              redis_spec=None):
         prefix = str(tmp_path / ("nginx%d" % len(started)))
         confmod.make_prefix(prefix)
         mod = _require_module() if module else None
         if toll_http is None:
             toll_http = ("    toll_redis %s timeout=%s;\n    toll_zone 10m;"
-                         % (redis_server.address, redis_timeout)
+                         % (redis_spec or redis_server.address,
+                            redis_timeout)
                          if module else "")
         if locations is None:
             locations = (DEFAULT_LOCATIONS if module

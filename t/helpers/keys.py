@@ -86,9 +86,18 @@ class Key:
         return "<Key %s owner=%s>" % (self.key_id, self.owner)
 
 
+def pipeline(client):
+    """A MULTI pipeline on one Redis; on a Redis Cluster client a plain
+    one (redis-py has no cross-slot MULTI there, and the record and the
+    index live in two slots)."""
+    if isinstance(client, redis_py.Redis):
+        return client.pipeline(transaction=True)
+    return client.pipeline()
+
+
 def write_record(client, key_id, fields, index=True):
     name = redis_name(key_id)
-    pipe = client.pipeline(transaction=True)
+    pipe = pipeline(client)
     pipe.delete(name)
     pipe.hset(name, mapping={k: str(v) for k, v in fields.items()})
     if index:
@@ -123,12 +132,15 @@ def raw_key(redis, key_id=None, secret=None, owner="acme", plan=None,
     return Key(key_id, secret, fields)
 
 
-def tollctl(redis, *args, check=True):
-    """Runs tollctl against `redis`; returns the CompletedProcess."""
+def tollctl(redis, *args, check=True, redis_spec=None):
+    """Runs tollctl against `redis` (its address, or redis_spec: any store
+    text --redis takes, e.g. a RedisCluster's .spec); returns the
+    CompletedProcess."""
     path = tollctl_path()
     if not os.access(path, os.X_OK):
         raise RuntimeError("%s is not built (make ctl)" % path)
-    cmd = [path, "--redis", redis.address, "--json"] + [str(a) for a in args]
+    spec = redis_spec or redis.address
+    cmd = [path, "--redis", spec, "--json"] + [str(a) for a in args]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=30)
     if check and r.returncode != 0:
@@ -138,7 +150,7 @@ def tollctl(redis, *args, check=True):
 
 
 def make_key(redis, owner="acme", plan=None, role="buyer", status="active",
-             expires_at=0):
+             expires_at=0, redis_spec=None):
     """Creates a key with `tollctl key create` and returns the Key (with
     the record as tollctl wrote it, so it can be rewritten later)."""
     args = ["key", "create", "--owner", owner, "--role", role]
@@ -151,7 +163,7 @@ def make_key(redis, owner="acme", plan=None, role="buyer", status="active",
             raise ValueError("tollctl cannot create an expired key; "
                              "use raw_key(expires_at=...)")
         args += ["--expires-in", str(expires_in)]
-    r = tollctl(redis, *args)
+    r = tollctl(redis, *args, redis_spec=redis_spec)
     doc = json.loads(r.stdout)
     key_id, secret = doc["key_id"], doc["secret"]
     assert doc.get("token", "%s:%s" % (key_id, secret)) == "%s:%s" % (
@@ -160,10 +172,10 @@ def make_key(redis, owner="acme", plan=None, role="buyer", status="active",
     assert fields, "tollctl created %s but no record is in Redis" % key_id
     key = Key(key_id, secret, fields)
     if status == "revoked":
-        revoke_key(redis, key)
+        revoke_key(redis, key, redis_spec=redis_spec)
     return key
 
 
-def revoke_key(redis, key):
-    tollctl(redis, "key", "revoke", key.key_id)
+def revoke_key(redis, key, redis_spec=None):
+    tollctl(redis, "key", "revoke", key.key_id, redis_spec=redis_spec)
     key.fields["status"] = "revoked"

@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import time
 
+import redis
+
 from helpers.procs import wait_for
 
 INT_FIELDS = ("calls", "free_calls", "paid_calls", "errors", "latency_ms",
@@ -45,16 +47,18 @@ def preload_env(extra=None):
 
 
 class Settle:
-    """toll-settle against one Redis and one ledger file."""
+    """toll-settle against one Redis (or the store redis_spec names: a
+    RedisCluster's or RedisSentinel's .spec) and one ledger file."""
 
-    def __init__(self, redis, ledger, conf_lines=(), workdir=None):
+    def __init__(self, redis, ledger, conf_lines=(), workdir=None,
+                 redis_spec=None):
         self.redis = redis
         self.ledger = str(ledger)
         self.workdir = workdir or os.path.dirname(self.ledger)
         self.conf = os.path.join(self.workdir, "settle-%d.conf"
                                  % random.randrange(1 << 30))
         with open(self.conf, "w") as f:
-            f.write("redis %s\n" % redis.address)
+            f.write("redis %s\n" % (redis_spec or redis.address))
             f.write("ledger %s\n" % self.ledger)
             for line in conf_lines:
                 f.write(line + "\n")
@@ -116,7 +120,10 @@ def write_usage(rc, buyer, service, provider, d=None, calls=1, free=0,
     paid = calls - free
     if amount_micros is None:
         amount_micros = paid * price_micros
-    p = rc.pipeline(transaction=True)
+    # one slot (the buyer's tag): a MULTI on one Redis, a plain
+    # pipeline on a cluster client, which has no MULTI
+    p = (rc.pipeline(transaction=True) if isinstance(rc, redis.Redis)
+         else rc.pipeline())
     p.hincrby(key, service + ":amount_micros", amount_micros)
     p.hincrby(key, service + ":calls", calls)
     p.hincrby(key, service + ":free_calls", free)

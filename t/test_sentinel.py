@@ -1,0 +1,87 @@
+"""toll on a Sentinel-managed Redis (issue 18): the single-Redis
+exactness checks and failovers under load.
+
+One primary, one replica and three sentinels serve the module (conftest's
+redis_sentinel, down-after 1 s); the checks are helpers/store_checks.py's,
+shared with t/test_cluster.py.  Tests that need the module's `toll_redis
+sentinel=... master=toll`, tollctl's or toll-settle's skip until the part
+is built (helpers/store_support.py says which).
+"""
+
+import time
+
+from helpers import store_checks as sc
+from helpers.meter import meter_upstream
+from helpers.store_support import needs
+
+assert meter_upstream  # a fixture, used by name
+
+KIND = "sentinel"
+
+
+@needs(KIND, module=True)
+def test_meter_equals_upstream(start_nginx, meter_upstream, redis_sentinel):
+    sc.meter_exact(start_nginx, meter_upstream, redis_sentinel)
+
+
+@needs(KIND, module=True)
+def test_free_tier_never_above_n(start_nginx, meter_upstream,
+                                 redis_sentinel):
+    sc.free_tier_capped(start_nginx, meter_upstream, redis_sentinel)
+
+
+@needs(KIND, module=True)
+def test_strict_limit_exact(start_nginx, meter_upstream, redis_sentinel):
+    sc.strict_limit_exact(start_nginx, meter_upstream, redis_sentinel)
+
+
+@needs(KIND, module=True)
+def test_prepaid_never_overdrawn(start_nginx, meter_upstream,
+                                 redis_sentinel):
+    sc.prepaid_exact(start_nginx, meter_upstream, redis_sentinel)
+
+
+@needs(KIND, module=True, settle=True)
+def test_settle_exactly_once(start_nginx, meter_upstream, redis_sentinel,
+                             tmp_path):
+    sc.settle_exact(start_nginx, meter_upstream, redis_sentinel, tmp_path)
+
+
+@needs(KIND, tollctl=True)
+def test_tollctl_keys(redis_sentinel):
+    sc.tollctl_keys(redis_sentinel)
+
+
+@needs(KIND, module=True, settle=True)
+def test_failover_under_load(start_nginx, meter_upstream, redis_sentinel,
+                             tmp_path):
+    s = redis_sentinel
+
+    def event(names):
+        t0 = time.monotonic()
+        old, new, took = s.failover()
+        print("SENTINEL FAILOVER %d -> %d, named after %.2fs"
+              % (old.port, new.port, took))
+        return t0, t0 + took
+
+    sc.fault_under_load(start_nginx, meter_upstream, s, tmp_path, event,
+                        "sentinel failover")
+
+
+@needs(KIND, module=True, settle=True)
+def test_primary_killed_under_load(start_nginx, meter_upstream,
+                                   redis_sentinel, tmp_path):
+    s = redis_sentinel
+
+    def event(names):
+        t0 = time.monotonic()
+        old, new, took = s.kill_primary()
+        print("sentinel primary %d SIGKILLed, %d named after %.2fs"
+              % (old.port, new.port, took))
+        return t0, t0 + took
+
+    try:
+        sc.fault_under_load(start_nginx, meter_upstream, s, tmp_path,
+                            event, "sentinel primary SIGKILL")
+    finally:
+        s.revive()

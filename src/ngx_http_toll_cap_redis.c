@@ -152,8 +152,9 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
 
     ngx_http_toll_cap_names(argv, argvlen);
 
-    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_CAP, ngx_http_toll_cap_reply,
-                                 ask, NGX_HTTP_TOLL_CAP_ARGS, argv, argvlen)
+    if (ngx_http_toll_redis_eval_durable(TOLL_SCRIPT_CAP,
+            ngx_http_toll_cap_reply, ask, NGX_HTTP_TOLL_CAP_ARGS, argv,
+            argvlen)
         == NULL)
     {
         return NGX_ERROR;

@@ -24,17 +24,25 @@
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_usage.h"
 #include "ngx_http_toll_redis.h"
+#include "toll_store.h"
 #include "ngx_http_toll_shm.h"
 #include "ngx_http_toll_credential.h"
 
 
 #define NGX_HTTP_TOLL_REDIS_TIMEOUT_MS      1000
+/* how long a money write waits for its replicas (WAIT's bound) */
+#define NGX_HTTP_TOLL_REDIS_REPLICA_WAIT_MS 50
+#define NGX_HTTP_TOLL_REDIS_REPLICAS_MAX    16
 
 
 static char *ngx_http_toll_redis_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_toll_redis_address(ngx_conf_t *cf,
     ngx_http_toll_redis_conf_t *rc, ngx_str_t *addr);
+static char *ngx_http_toll_redis_nodes(ngx_conf_t *cf,
+    ngx_http_toll_redis_conf_t *rc, ngx_str_t *addr, u_char *master);
+static char *ngx_http_toll_redis_resolve(ngx_conf_t *cf, ngx_str_t *addr,
+    u_char **host, int *port);
 static char *ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data);
 
 
@@ -513,9 +521,17 @@ ngx_command_t  ngx_http_toll_commands[] = {
 
 /*
  * toll_redis ADDRESS [timeout=TIME] [password=SECRET] [db=N];
+ * toll_redis cluster=HOST:PORT,... [timeout=TIME] [password=SECRET];
+ * toll_redis sentinel=HOST:PORT,... master=NAME [timeout=] [password=]
+ *     [db=N];
+ * and on any of them [replicas=N] [replica_wait=TIME]: money writes count
+ * once N replicas have them (1 by default on a Cluster or a Sentinel, 0
+ * on one Redis, which has none to wait for).
  *
- * ADDRESS is host[:port] or unix:/path.  A host name is resolved here, at
- * configuration time, so that a worker never waits on DNS.
+ * ADDRESS is host[:port] or unix:/path.  The words are lib/toll_store.h's,
+ * as tollctl and toll-settle take them.  A host name is resolved here, at
+ * configuration time, so that a worker never waits on DNS; the nodes a
+ * Cluster or the sentinels name later are numeric already.
  */
 
 static char *
@@ -523,7 +539,7 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_toll_main_conf_t *mcf = conf;
 
-    u_char                      *p;
+    u_char                      *p, *master;
     ngx_str_t                   *value, s;
     ngx_int_t                    n;
     ngx_uint_t                   i;
@@ -540,11 +556,72 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc->timeout = NGX_HTTP_TOLL_REDIS_TIMEOUT_MS;
     rc->db = 0;
 
-    if (ngx_http_toll_redis_address(cf, rc, &value[1]) != NGX_CONF_OK) {
+    master = NULL;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
+            master = value[i].data + 7;
+        }
+    }
+
+    if (ngx_strncmp(value[1].data, "cluster=", 8) == 0
+        || ngx_strncmp(value[1].data, "sentinel=", 9) == 0)
+    {
+        if (ngx_http_toll_redis_nodes(cf, rc, &value[1], master)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (master != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"master=\" goes with \"sentinel=\" only");
+        return NGX_CONF_ERROR;
+
+    } else if (ngx_http_toll_redis_address(cf, rc, &value[1])
+               != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
+    rc->replicas = (rc->kind == TOLL_STORE_SINGLE) ? 0 : 1;
+    rc->replica_wait = NGX_HTTP_TOLL_REDIS_REPLICA_WAIT_MS;
+
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "master=", 7) == 0) {
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "replicas=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n == NGX_ERROR || n > NGX_HTTP_TOLL_REDIS_REPLICAS_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\", a number of replicas "
+                                   "from 0 to %d", &value[i],
+                                   NGX_HTTP_TOLL_REDIS_REPLICAS_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            rc->replicas = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "replica_wait=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            rc->replica_wait = ngx_parse_time(&s, 0);
+            if (rc->replica_wait == (ngx_msec_t) NGX_ERROR
+                || rc->replica_wait == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
             s.data = value[i].data + 8;
@@ -581,6 +658,13 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            if (rc->kind == TOLL_STORE_CLUSTER && n != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"db=\" is not available on a Redis "
+                                   "Cluster, which has only database 0");
+                return NGX_CONF_ERROR;
+            }
+
             rc->db = n;
             continue;
         }
@@ -592,6 +676,16 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    /* WAIT's bound lies within the command's, or every durable write
+     * would time out first */
+
+    if (rc->replicas && rc->replica_wait >= rc->timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"replica_wait=\" must be shorter than "
+                           "\"timeout=\"");
         return NGX_CONF_ERROR;
     }
 
@@ -610,8 +704,7 @@ static char *
 ngx_http_toll_redis_address(ngx_conf_t *cf, ngx_http_toll_redis_conf_t *rc,
     ngx_str_t *addr)
 {
-    size_t     len;
-    ngx_url_t  u;
+    size_t  len;
 
     if (addr->len > sizeof("unix:") - 1
         && ngx_strncmp(addr->data, "unix:", sizeof("unix:") - 1) == 0)
@@ -633,35 +726,112 @@ ngx_http_toll_redis_address(ngx_conf_t *cf, ngx_http_toll_redis_conf_t *rc,
         ngx_cpystrn(rc->host, addr->data + sizeof("unix:") - 1, len + 1);
         rc->unix_socket = 1;
 
-    } else {
-        ngx_memzero(&u, sizeof(ngx_url_t));
-
-        u.url = *addr;
-        u.default_port = 6379;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in redis address \"%V\"",
-                               u.err ? u.err : "no address", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        if (u.uri.len) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis address \"%V\"", &u.url);
-            return NGX_CONF_ERROR;
-        }
-
-        rc->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-        if (rc->host == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                            rc->host, NGX_SOCKADDR_STRLEN, 0);
-        rc->host[len] = '\0';
-        rc->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    } else if (ngx_http_toll_redis_resolve(cf, addr, &rc->host, &rc->port)
+               != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
     }
+
+    rc->kind = TOLL_STORE_SINGLE;
+
+    return NGX_CONF_OK;
+}
+
+
+/* cluster=... and sentinel=...: checked by the parser all three use */
+
+static char *
+ngx_http_toll_redis_nodes(ngx_conf_t *cf, ngx_http_toll_redis_conf_t *rc,
+    ngx_str_t *addr, u_char *master)
+{
+    u_char              *p, text[TOLL_ADDR_TEXT_LEN_MAX + 1];
+    char                 err[256];
+    ngx_str_t            s;
+    ngx_uint_t           i;
+    toll_addr_t         *a;
+    toll_store_spec_t   *spec;
+
+    spec = ngx_palloc(cf->temp_pool, sizeof(toll_store_spec_t));
+    if (spec == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (toll_store_spec_parse(spec, (char *) addr->data, (char *) master, 0,
+                              err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (spec->n > NGX_HTTP_TOLL_REDIS_SEEDS_MAX) {
+        return "has too many addresses";
+    }
+
+    rc->kind = spec->kind;
+    rc->nseeds = spec->n;
+
+    for (i = 0; i < spec->n; i++) {
+        a = &spec->addr[i];
+
+        p = ngx_snprintf(text, sizeof(text), a->ipv6 ? "[%s]:%d" : "%s:%d",
+                         a->host, a->port);
+        s.data = text;
+        s.len = p - text;
+
+        if (ngx_http_toll_redis_resolve(cf, &s, &rc->seeds[i].host,
+                                        &rc->seeds[i].port)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (master != NULL) {
+        rc->master.len = ngx_strlen(master);
+        rc->master.data = master;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* host:port resolved now to a numeric address (the first of them) */
+
+static char *
+ngx_http_toll_redis_resolve(ngx_conf_t *cf, ngx_str_t *addr, u_char **host,
+    int *port)
+{
+    size_t     len;
+    ngx_url_t  u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in redis address \"%V\"",
+                           u.err ? u.err : "no address", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.uri.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\"", &u.url);
+        return NGX_CONF_ERROR;
+    }
+
+    *host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (*host == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                        *host, NGX_SOCKADDR_STRLEN, 0);
+    (*host)[len] = '\0';
+    *port = ngx_inet_get_port(u.addrs[0].sockaddr);
 
     return NGX_CONF_OK;
 }

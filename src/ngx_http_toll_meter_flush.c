@@ -460,8 +460,9 @@ ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_meter_count_args(p, &service, st->flight, &argv[21],
                                    &argvlen[21]);
 
-    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_METER, ngx_http_toll_meter_reply,
-                                 fl, NGX_HTTP_TOLL_METER_ARGS, argv, argvlen)
+    if (ngx_http_toll_redis_eval_durable(TOLL_SCRIPT_METER,
+            ngx_http_toll_meter_reply, fl, NGX_HTTP_TOLL_METER_ARGS, argv,
+            argvlen)
         == NULL)
     {
         /* Redis is away: the batch waits in the zone, id and all */

@@ -37,14 +37,34 @@ typedef struct ngx_http_toll_prepaid_ask_s  ngx_http_toll_prepaid_ask_t;
 typedef struct ngx_http_toll_cap_call_s     ngx_http_toll_cap_call_t;
 
 
+/* cluster= and sentinel= addresses: as TOLL_CLUSTER_SEEDS_MAX */
+#define NGX_HTTP_TOLL_REDIS_SEEDS_MAX  16
+
+
+typedef struct {
+    u_char                    *host;          /* numeric, NUL-terminated */
+    int                        port;
+} ngx_http_toll_redis_seed_t;
+
+
 typedef struct {
     ngx_str_t                  addr_text;     /* as configured, for logs */
+    /* lib/toll_store.h's TOLL_STORE_SINGLE, _CLUSTER, _SENTINEL */
+    ngx_uint_t                 kind;
+    /* one Redis */
     u_char                    *host;          /* numeric address or path */
     int                        port;
     unsigned                   unix_socket:1;
+    /* a Cluster's seeds, or the sentinels */
+    ngx_http_toll_redis_seed_t seeds[NGX_HTTP_TOLL_REDIS_SEEDS_MAX];
+    ngx_uint_t                 nseeds;
+    ngx_str_t                  master;        /* NUL-terminated */
     ngx_msec_t                 timeout;
     ngx_str_t                  password;
     ngx_int_t                  db;
+    /* money writes wait for this many replicas, this long at most */
+    ngx_uint_t                 replicas;
+    ngx_msec_t                 replica_wait;
 } ngx_http_toll_redis_conf_t;
 
 

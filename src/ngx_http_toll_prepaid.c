@@ -415,9 +415,8 @@ ngx_http_toll_prepaid_ask(ngx_http_toll_prepaid_ask_t *ask, int64_t hold,
 
 #undef ngx_http_toll_prepaid_arg
 
-    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_PREPAID,
-                                 ngx_http_toll_prepaid_reply, ask, 15, argv,
-                                 argvlen)
+    if (ngx_http_toll_redis_eval_durable(TOLL_SCRIPT_PREPAID,
+            ngx_http_toll_prepaid_reply, ask, 15, argv, argvlen)
         == NULL)
     {
         return NGX_ERROR;

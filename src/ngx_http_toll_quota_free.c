@@ -219,9 +219,8 @@ ngx_http_toll_quota_claim(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     p = ngx_sprintf(p, "%L", known);
     argvlen[7] = p - (u_char *) argv[7];
 
-    if (ngx_http_toll_redis_eval(TOLL_SCRIPT_FREE,
-                                 ngx_http_toll_quota_claim_reply, claim, 8,
-                                 argv, argvlen)
+    if (ngx_http_toll_redis_eval_durable(TOLL_SCRIPT_FREE,
+            ngx_http_toll_quota_claim_reply, claim, 8, argv, argvlen)
         == NULL)
     {
         ngx_free(claim);

@@ -1,30 +1,28 @@
 /*
  * toll: hiredis's async API on nginx's event loop.
  *
- * hiredis 0.14 ships no nginx adapter and no async timeouts, so both are
- * here.  The socket hiredis opens is wrapped in an ngx_connection_t whose
- * read and write events call back into hiredis.  The events are level
- * triggered: hiredis reads at most 16 KiB per call, and with edge
- * triggering the rest of a larger reply would wait for more data that
- * never comes.
+ * hiredis 0.14 has no async timeouts: each command here carries its own
+ * timer (the events' adapter is ngx_http_toll_redis_event.c).  This file
+ * owns the connections (nodes): one to the one Redis, one per primary of
+ * a Cluster, the Sentinel's primary and the sentinel asked;
+ * ngx_http_toll_redis_route.c says which node a command goes to.
  *
  * Invariants:
- *   - every command's handler is called exactly once, unless cancelled;
+ *   - every command's handler is called exactly once, unless cancelled,
+ *     however many nodes it was sent to on its way (MOVED, ASK);
  *   - after a hiredis call that may free the context (handling a read or a
  *     write, freeing), the connection is not touched again;
  *   - no call here blocks: addresses are numeric (resolved at config
- *     time) and connect() is non-blocking.
+ *     time, or announced so by the Cluster or the sentinels) and
+ *     connect() is non-blocking.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_event.h>
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-
-#include "ngx_http_toll_redis.h"
-#include "toll_scripts.h"
+#include "ngx_http_toll_redis_int.h"
+#include "toll_store.h"
 
 
 #define NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS   100
@@ -34,45 +32,6 @@
 /* ... and a long episode is said again this often */
 #define NGX_HTTP_TOLL_REDIS_REMIND_MS        60000
 #define NGX_HTTP_TOLL_REDIS_CLASS_LEN        16
-
-
-typedef enum {
-    NGX_HTTP_TOLL_REDIS_DOWN = 0,        /* waiting to reconnect */
-    NGX_HTTP_TOLL_REDIS_CONNECTING,
-    NGX_HTTP_TOLL_REDIS_CONNECTED
-} ngx_http_toll_redis_state_e;
-
-
-struct ngx_http_toll_redis_cmd_s {
-    ngx_event_t                      timer;
-    ngx_http_toll_redis_handler_pt   handler;
-    void                            *data;      /* NULL: nobody to tell */
-    uint64_t                         sent_us;   /* for the reply time */
-
-    /* a script's: TOLL_SCRIPT_N for any other command */
-    toll_script_e                    script;
-    /* an EVALSHA's arguments, for NOSCRIPT to send it again in full */
-    int                              argc;
-    const char                     **argv;
-    size_t                          *argvlen;
-};
-
-
-typedef struct {
-    ngx_http_toll_redis_conf_t      *conf;
-    ngx_log_t                       *log;
-    redisAsyncContext               *ac;
-    ngx_http_toll_redis_state_e      state;
-    ngx_event_t                      reconnect;
-    ngx_event_t                      connect_timer;
-    ngx_msec_t                       backoff_ms;
-    ngx_uint_t                       failures;  /* in a row, for logs */
-    ngx_http_toll_redis_stats_t     *stats;     /* in the zone */
-    ngx_http_toll_redis_up_pt        up;
-    void                            *up_data;
-    unsigned                         active:1;  /* configured, this worker */
-    unsigned                         answered:1; /* this connection has */
-} ngx_http_toll_redis_t;
 
 
 /* the refusals of one path: the episode under way */
@@ -86,19 +45,17 @@ typedef struct {
 
 static ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_queue(
     ngx_http_toll_redis_handler_pt handler, void *data, int argc,
-    const char **argv, const size_t *argvlen, size_t extra);
-static ngx_int_t ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
+    const char **argv, const size_t *argvlen, ngx_uint_t keep);
+static ngx_int_t ngx_http_toll_redis_script_reply(
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
-static void ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd);
-static void ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd,
-    ngx_uint_t failed, uint64_t us);
-static void ngx_http_toll_redis_drop(ngx_http_toll_redis_t *rd,
+static void ngx_http_toll_redis_drop(ngx_http_toll_redis_node_t *node,
     const char *reason);
-static void ngx_http_toll_redis_lost(ngx_http_toll_redis_t *rd,
+static void ngx_http_toll_redis_lost(ngx_http_toll_redis_node_t *node,
     const char *reason);
 static void ngx_http_toll_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_toll_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_toll_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_http_toll_redis_answered(ngx_http_toll_redis_node_t *node);
 
 static void ngx_http_toll_redis_on_connect(const redisAsyncContext *ac,
     int status);
@@ -109,17 +66,11 @@ static void ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r,
 static void ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 
-static void ngx_http_toll_redis_read_handler(ngx_event_t *ev);
-static void ngx_http_toll_redis_write_handler(ngx_event_t *ev);
-static void ngx_http_toll_redis_add_read(void *privdata);
-static void ngx_http_toll_redis_del_read(void *privdata);
-static void ngx_http_toll_redis_add_write(void *privdata);
-static void ngx_http_toll_redis_del_write(void *privdata);
-static void ngx_http_toll_redis_cleanup(void *privdata);
 
 
-/* one connection per worker process */
-static ngx_http_toll_redis_t  ngx_http_toll_redis;
+
+/* the worker's adapter: its nodes, and where commands go */
+ngx_http_toll_redis_t  ngx_http_toll_redis;
 /* the scripts Redis has, as far as this worker knows */
 static ngx_uint_t  ngx_http_toll_redis_scripts[TOLL_SCRIPT_N];
 
@@ -131,15 +82,6 @@ static const ngx_uint_t  ngx_http_toll_redis_reply_bounds[] = {
 
 static ngx_http_toll_redis_episode_t
     ngx_http_toll_redis_episodes[NGX_HTTP_TOLL_REDIS_PATH_N];
-
-
-static ngx_inline void
-ngx_http_toll_redis_up(ngx_http_toll_redis_t *rd, ngx_uint_t up)
-{
-    if (rd->up) {
-        rd->up(rd->up_data, up);
-    }
-}
 
 
 static ngx_inline void
@@ -166,31 +108,19 @@ ngx_http_toll_redis_init_process(ngx_cycle_t *cycle,
     rd->up = up;
     rd->up_data = data;
     rd->log = cycle->log;
-    rd->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
     rd->active = 1;
 
-    /* neither timer may keep a gracefully exiting worker alive */
-
-    rd->reconnect.handler = ngx_http_toll_redis_reconnect_handler;
-    rd->reconnect.data = rd;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.cancelable = 1;
-
-    rd->connect_timer.handler = ngx_http_toll_redis_connect_timeout;
-    rd->connect_timer.data = rd;
-    rd->connect_timer.log = cycle->log;
-    rd->connect_timer.cancelable = 1;
-
-    ngx_http_toll_redis_connect(rd);
-
-    return NGX_OK;
+    return ngx_http_toll_redis_route_init(rd, cycle);
 }
 
 
 void
 ngx_http_toll_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_toll_redis_t  *rd;
+    ngx_uint_t                   i;
+    redisAsyncContext           *ac;
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_node_t  *node;
 
     rd = &ngx_http_toll_redis;
 
@@ -200,21 +130,51 @@ ngx_http_toll_redis_exit_process(ngx_cycle_t *cycle)
 
     rd->active = 0;
 
-    if (rd->reconnect.timer_set) {
-        ngx_del_timer(&rd->reconnect);
-    }
+    ngx_http_toll_redis_route_exit(rd);
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
-    }
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
 
-    if (rd->ac) {
-        redisAsyncContext  *ac = rd->ac;
+        if (node->reconnect.timer_set) {
+            ngx_del_timer(&node->reconnect);
+        }
 
-        rd->ac = NULL;
-        rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
-        redisAsyncFree(ac);
+        if (node->connect_timer.timer_set) {
+            ngx_del_timer(&node->connect_timer);
+        }
+
+        if (node->ac) {
+            ac = node->ac;
+            node->ac = NULL;
+            node->state = NGX_HTTP_TOLL_REDIS_DOWN;
+            redisAsyncFree(ac);
+        }
     }
+}
+
+
+/* a node's timers and backoff, before its first connect */
+
+void
+ngx_http_toll_redis_node_init(ngx_http_toll_redis_node_t *node)
+{
+    ngx_log_t  *log;
+
+    log = node->rd->log;
+    node->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
+
+    /* neither timer may keep a gracefully exiting worker alive */
+
+    node->reconnect.handler = ngx_http_toll_redis_reconnect_handler;
+    node->reconnect.data = node;
+    node->reconnect.log = log;
+    node->reconnect.cancelable = 1;
+
+    node->connect_timer.handler = ngx_http_toll_redis_connect_timeout;
+    node->connect_timer.data = node;
+    node->connect_timer.log = log;
+    node->connect_timer.cancelable = 1;
+
 }
 
 
@@ -231,7 +191,8 @@ ngx_http_toll_redis_send(ngx_http_toll_redis_handler_pt handler, void *data,
  * worker's connection, then by its SHA1 (EVALSHA) with a copy of the
  * arguments: a NOSCRIPT answer (a restart, a failover, SCRIPT FLUSH)
  * sends it again in full, within the command's time, and the caller sees
- * only the script's own answer.
+ * only the script's own answer.  On a Cluster every node learns the
+ * script from its own NOSCRIPT.
  */
 
 ngx_http_toll_redis_cmd_t *
@@ -239,26 +200,19 @@ ngx_http_toll_redis_eval(toll_script_e id,
     ngx_http_toll_redis_handler_pt handler, void *data, int argc,
     const char **argv, size_t *argvlen)
 {
-    u_char                     *p;
-    size_t                      extra;
-    ngx_int_t                   i;
+    ngx_uint_t                  keep;
     const toll_script_t        *s;
     ngx_http_toll_redis_cmd_t  *cmd;
 
     s = &toll_scripts[id];
-    extra = 0;
+    keep = 0;
 
     if (ngx_http_toll_redis_scripts[id]) {
         argv[0] = "EVALSHA";
         argvlen[0] = sizeof("EVALSHA") - 1;
         argv[1] = s->sha1;
         argvlen[1] = 40;
-
-        extra = argc * (sizeof(char *) + sizeof(size_t));
-
-        for (i = 2; i < argc; i++) {
-            extra += argvlen[i];
-        }
+        keep = 1;
 
     } else {
         argv[0] = "EVAL";
@@ -267,28 +221,12 @@ ngx_http_toll_redis_eval(toll_script_e id,
         argvlen[1] = s->len;
     }
 
-    cmd = ngx_http_toll_redis_queue(handler, data, argc, argv, argvlen,
-                                    extra);
+    cmd = ngx_http_toll_redis_queue(handler, data, argc, argv, argvlen, keep);
     if (cmd == NULL) {
         return NULL;
     }
 
     cmd->script = id;
-
-    if (extra == 0) {
-        return cmd;
-    }
-
-    cmd->argc = argc;
-    cmd->argv = (const char **) (cmd + 1);
-    cmd->argvlen = (size_t *) (cmd->argv + argc);
-    p = (u_char *) (cmd->argvlen + argc);
-
-    for (i = 2; i < argc; i++) {
-        cmd->argv[i] = (const char *) p;
-        cmd->argvlen[i] = argvlen[i];
-        p = ngx_cpymem(p, argv[i], argvlen[i]);
-    }
 
     return cmd;
 }
@@ -297,10 +235,14 @@ ngx_http_toll_redis_eval(toll_script_e id,
 static ngx_http_toll_redis_cmd_t *
 ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
     void *data, int argc, const char **argv, const size_t *argvlen,
-    size_t extra)
+    ngx_uint_t keep)
 {
-    ngx_http_toll_redis_t      *rd;
-    ngx_http_toll_redis_cmd_t  *cmd;
+    u_char                      *p;
+    size_t                       extra;
+    ngx_int_t                    i;
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_cmd_t   *cmd;
+    ngx_http_toll_redis_node_t  *node;
 
     rd = &ngx_http_toll_redis;
 
@@ -314,11 +256,35 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
      * an answer that is already known.
      */
 
-    if (!rd->active || rd->ac == NULL
-        || rd->state == NGX_HTTP_TOLL_REDIS_DOWN)
+    node = rd->active ? ngx_http_toll_redis_route(rd, argc, argv, argvlen)
+                      : NULL;
+
+    if (node == NULL || node->ac == NULL
+        || node->state == NGX_HTTP_TOLL_REDIS_DOWN)
     {
         ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
+    }
+
+    /*
+     * The arguments are kept when the command may have to go again: an
+     * EVALSHA (NOSCRIPT), and anything a Cluster may redirect or a
+     * Sentinel's demoted primary refuse.  The EVAL of a whole script is
+     * kept as it is: its text is static.
+     */
+
+    if (rd->conf->kind != TOLL_STORE_SINGLE) {
+        keep = 1;
+    }
+
+    extra = 0;
+
+    if (keep) {
+        extra = argc * (sizeof(char *) + sizeof(size_t));
+
+        for (i = 0; i < argc; i++) {
+            extra += argvlen[i];
+        }
     }
 
     cmd = ngx_calloc(sizeof(ngx_http_toll_redis_cmd_t) + extra, rd->log);
@@ -331,19 +297,40 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
     cmd->data = data;
     cmd->script = TOLL_SCRIPT_N;
     cmd->sent_us = ngx_http_toll_now_us();
+    cmd->argc = argc;
 
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
-                              argc, argv, argvlen)
-        != REDIS_OK)
-    {
+    if (keep) {
+        cmd->argv = (const char **) (cmd + 1);
+        cmd->argvlen = (size_t *) (cmd->argv + argc);
+        p = (u_char *) (cmd->argvlen + argc);
+
+        for (i = 0; i < argc; i++) {
+            cmd->argv[i] = (const char *) p;
+            cmd->argvlen[i] = argvlen[i];
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
+    } else {
+        /* only for this call: not kept */
+        cmd->argv = (const char **) argv;
+        cmd->argvlen = (size_t *) argvlen;
+    }
+
+    if (ngx_http_toll_redis_node_send(node, cmd) != NGX_OK) {
         ngx_free(cmd);
         ngx_http_toll_redis_count_reply(rd, 1, 0);
         return NULL;
     }
 
+    if (!keep) {
+        cmd->argv = NULL;
+        cmd->argvlen = NULL;
+    }
+
     /*
      * Not cancelable: a request parked on this command must be answered
-     * before a gracefully exiting worker goes away.
+     * before a gracefully exiting worker goes away.  One timer for the
+     * command's whole way, redirections included.
      */
 
     cmd->timer.handler = ngx_http_toll_redis_cmd_timeout;
@@ -353,6 +340,48 @@ ngx_http_toll_redis_queue(ngx_http_toll_redis_handler_pt handler,
     ngx_add_timer(&cmd->timer, rd->conf->timeout);
 
     return cmd;
+}
+
+
+/* cmd (its argv) onto node's connection */
+
+ngx_int_t
+ngx_http_toll_redis_node_send(ngx_http_toll_redis_node_t *node,
+    ngx_http_toll_redis_cmd_t *cmd)
+{
+    if (node->ac == NULL || node->state == NGX_HTTP_TOLL_REDIS_DOWN) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(node->ac, ngx_http_toll_redis_on_reply, cmd,
+                              cmd->argc, cmd->argv, cmd->argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cmd->node = node;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_toll_redis_node_ask(ngx_http_toll_redis_node_t *node,
+    redisCallbackFn *fn, void *privdata, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (node->ac == NULL || node->state == NGX_HTTP_TOLL_REDIS_DOWN) {
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(node->ac, fn, privdata, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -366,7 +395,7 @@ ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd)
 
 /* a command's outcome: failed, or its reply time in us */
 
-static void
+void
 ngx_http_toll_redis_count_reply(ngx_http_toll_redis_t *rd, ngx_uint_t failed,
     uint64_t us)
 {
@@ -455,72 +484,69 @@ ngx_http_toll_redis_refusal(ngx_http_toll_redis_path_e path,
 }
 
 
-static void
-ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd)
+void
+ngx_http_toll_redis_node_connect(ngx_http_toll_redis_node_t *node)
 {
     int                          n;
     const char                  *argv[2];
     size_t                       argvlen[2];
     u_char                       db[NGX_INT_T_LEN];
-    ngx_connection_t            *c;
     redisAsyncContext           *ac;
+    ngx_http_toll_redis_t       *rd;
     ngx_http_toll_redis_conf_t  *conf;
 
+    rd = node->rd;
     conf = rd->conf;
 
-    if (conf->unix_socket) {
-        ac = redisAsyncConnectUnix((const char *) conf->host);
+    if (node->ac != NULL || !rd->active) {
+        return;
+    }
+
+    if (node->reconnect.timer_set) {
+        ngx_del_timer(&node->reconnect);
+    }
+
+    node->retired = 0;
+
+    if (node->unix_socket) {
+        ac = redisAsyncConnectUnix((const char *) node->host);
 
     } else {
-        ac = redisAsyncConnect((const char *) conf->host, conf->port);
+        ac = redisAsyncConnect((const char *) node->host, node->port);
     }
 
     if (ac == NULL) {
-        ngx_http_toll_redis_lost(rd, "cannot allocate a context");
+        ngx_http_toll_redis_lost(node, "cannot allocate a context");
         return;
     }
 
     if (ac->err) {
-        ngx_http_toll_redis_lost(rd, ac->errstr);
+        ngx_http_toll_redis_lost(node, ac->errstr);
         redisAsyncFree(ac);
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rd->log);
-    if (c == NULL) {
+    if (ngx_http_toll_redis_attach(ac, rd->log) != NGX_OK) {
         redisAsyncFree(ac);
-        ngx_http_toll_redis_lost(rd, "no free connection");
+        ngx_http_toll_redis_lost(node, "no free connection");
         return;
     }
 
-    c->data = ac;
-    c->log = rd->log;
-    c->read->log = rd->log;
-    c->write->log = rd->log;
-    c->read->handler = ngx_http_toll_redis_read_handler;
-    c->write->handler = ngx_http_toll_redis_write_handler;
+    ac->data = node;
 
-    ac->data = rd;
-    ac->ev.data = c;
-    ac->ev.addRead = ngx_http_toll_redis_add_read;
-    ac->ev.delRead = ngx_http_toll_redis_del_read;
-    ac->ev.addWrite = ngx_http_toll_redis_add_write;
-    ac->ev.delWrite = ngx_http_toll_redis_del_write;
-    ac->ev.cleanup = ngx_http_toll_redis_cleanup;
-
-    rd->ac = ac;
-    rd->state = NGX_HTTP_TOLL_REDIS_CONNECTING;
-    rd->answered = 0;
+    node->ac = ac;
+    node->state = NGX_HTTP_TOLL_REDIS_CONNECTING;
+    node->answered = 0;
 
     /* the connect callback arms the write event that completes connect() */
     redisAsyncSetConnectCallback(ac, ngx_http_toll_redis_on_connect);
     redisAsyncSetDisconnectCallback(ac, ngx_http_toll_redis_on_disconnect);
 
-    ngx_add_timer(&rd->connect_timer, conf->timeout);
+    ngx_add_timer(&node->connect_timer, conf->timeout);
 
     /* queued now, these leave first once the socket is up */
 
-    if (conf->password.len) {
+    if (conf->password.len && !node->sentinel) {
         argv[0] = "AUTH";
         argvlen[0] = sizeof("AUTH") - 1;
         argv[1] = (const char *) conf->password.data;
@@ -530,7 +556,7 @@ ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd)
                               (void *) "AUTH", 2, argv, argvlen);
     }
 
-    if (conf->db > 0) {
+    if (conf->db > 0 && !node->sentinel) {
         n = ngx_sprintf(db, "%i", conf->db) - db;
 
         argv[0] = "SELECT";
@@ -553,20 +579,49 @@ ngx_http_toll_redis_connect(ngx_http_toll_redis_t *rd)
 
 
 /*
+ * Closes a node's connection for good (a Sentinel's primary that is one
+ * no more, a node gone from a Cluster's map): its pending commands fail
+ * at once, and it is not made again until the router asks for it.
+ */
+
+void
+ngx_http_toll_redis_node_close(ngx_http_toll_redis_node_t *node,
+    const char *reason)
+{
+    node->retired = 1;
+
+    if (node->reconnect.timer_set) {
+        ngx_del_timer(&node->reconnect);
+    }
+
+    if (node->ac == NULL) {
+        node->state = NGX_HTTP_TOLL_REDIS_DOWN;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, node->rd->log, 0,
+                  "toll: redis \"%V\": %s", &node->name, reason);
+
+    ngx_http_toll_redis_drop(node, reason);
+}
+
+
+/*
  * Gives up on the current connection: pending commands fail at once
  * (hiredis calls each of their callbacks with no reply) and a reconnect
  * is scheduled.
  */
 
 static void
-ngx_http_toll_redis_drop(ngx_http_toll_redis_t *rd, const char *reason)
+ngx_http_toll_redis_drop(ngx_http_toll_redis_node_t *node,
+    const char *reason)
 {
     redisAsyncContext  *ac;
 
-    ac = rd->ac;
+    ac = node->ac;
 
     /* first forget it, so that handlers run below see the store down */
-    ngx_http_toll_redis_lost(rd, reason);
+    ngx_http_toll_redis_lost(node, reason);
 
     if (ac) {
         /* deferred by hiredis when called from one of its callbacks */
@@ -578,69 +633,80 @@ ngx_http_toll_redis_drop(ngx_http_toll_redis_t *rd, const char *reason)
 /* the connection is gone or going: note it, and try again later */
 
 static void
-ngx_http_toll_redis_lost(ngx_http_toll_redis_t *rd, const char *reason)
+ngx_http_toll_redis_lost(ngx_http_toll_redis_node_t *node,
+    const char *reason)
 {
-    ngx_uint_t  level;
+    ngx_uint_t              level;
+    ngx_http_toll_redis_t  *rd;
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    rd = node->rd;
+
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
     }
 
-    if (rd->state == NGX_HTTP_TOLL_REDIS_DOWN && rd->ac == NULL
-        && rd->reconnect.timer_set)
+    if (node->state == NGX_HTTP_TOLL_REDIS_DOWN && node->ac == NULL
+        && (node->reconnect.timer_set || node->retired))
     {
         return;
     }
 
-    rd->ac = NULL;
-    rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
-    ngx_http_toll_redis_up(rd, 0);
+    node->ac = NULL;
+    node->state = NGX_HTTP_TOLL_REDIS_DOWN;
 
     if (!rd->active) {
         return;
     }
 
+    ngx_http_toll_redis_route_node(rd, node, 0);
+
+    if (node->retired) {
+        return;
+    }
+
     /* one error per outage; the retries that follow are information */
-    level = rd->failures++ ? NGX_LOG_INFO : NGX_LOG_ERR;
+    level = node->failures++ ? NGX_LOG_INFO : NGX_LOG_ERR;
 
     ngx_log_error(level, rd->log, 0,
                   "toll: redis \"%V\" unavailable: %s, retrying in %Mms",
-                  &rd->conf->addr_text, reason, rd->backoff_ms);
+                  &node->name, reason, node->backoff_ms);
 
-    if (!rd->reconnect.timer_set) {
-        ngx_add_timer(&rd->reconnect, rd->backoff_ms);
+    if (!node->reconnect.timer_set) {
+        ngx_add_timer(&node->reconnect, node->backoff_ms);
     }
 
-    rd->backoff_ms = ngx_min(rd->backoff_ms * 2,
-                             NGX_HTTP_TOLL_REDIS_BACKOFF_MAX_MS);
+    node->backoff_ms = ngx_min(node->backoff_ms * 2,
+                               NGX_HTTP_TOLL_REDIS_BACKOFF_MAX_MS);
 }
 
 
 static void
 ngx_http_toll_redis_reconnect_handler(ngx_event_t *ev)
 {
-    ngx_http_toll_redis_t  *rd;
+    ngx_http_toll_redis_node_t  *node;
 
-    rd = ev->data;
+    node = ev->data;
 
-    if (!rd->active || rd->ac != NULL || ngx_exiting || ngx_quit) {
+    if (!node->rd->active || node->ac != NULL || node->retired
+        || ngx_exiting || ngx_quit)
+    {
         return;
     }
 
-    ngx_http_toll_redis_count_reconnect(rd);
-    ngx_http_toll_redis_connect(rd);
+    ngx_http_toll_redis_count_reconnect(node->rd);
+    ngx_http_toll_redis_node_connect(node);
 }
 
 
 static void
 ngx_http_toll_redis_connect_timeout(ngx_event_t *ev)
 {
-    ngx_http_toll_redis_t  *rd;
+    ngx_http_toll_redis_node_t  *node;
 
-    rd = ev->data;
+    node = ev->data;
 
-    if (rd->state == NGX_HTTP_TOLL_REDIS_CONNECTING) {
-        ngx_http_toll_redis_drop(rd, "connect timed out");
+    if (node->state == NGX_HTTP_TOLL_REDIS_CONNECTING) {
+        ngx_http_toll_redis_drop(node, "connect timed out");
     }
 }
 
@@ -649,26 +715,24 @@ static void
 ngx_http_toll_redis_cmd_timeout(ngx_event_t *ev)
 {
     void                            *data;
-    ngx_http_toll_redis_t           *rd;
     ngx_http_toll_redis_cmd_t       *cmd;
     ngx_http_toll_redis_handler_pt   handler;
 
     cmd = ev->data;
-    rd = &ngx_http_toll_redis;
 
     handler = cmd->handler;
     data = cmd->data;
 
     /*
-     * Replies come in order, so every command behind this one is late
-     * as well: drop the connection, which fails them all now.  The
-     * callback of this command runs during the drop and frees cmd; its
-     * handler is called here, once, with no reply.
+     * Replies come in order, so every command behind this one on its
+     * node is late as well: drop that connection, which fails them all
+     * now.  The callback of this command runs during the drop and frees
+     * cmd; its handler is called here, once, with no reply.
      */
 
     cmd->data = NULL;
 
-    ngx_http_toll_redis_drop(rd, "command timed out");
+    ngx_http_toll_redis_drop(cmd->node, "command timed out");
 
     if (data) {
         handler(data, NULL);
@@ -679,22 +743,22 @@ ngx_http_toll_redis_cmd_timeout(ngx_event_t *ev)
 static void
 ngx_http_toll_redis_on_connect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_toll_redis_t  *rd;
+    ngx_http_toll_redis_node_t  *node;
 
-    rd = ac->data;
+    node = ac->data;
 
-    if (rd->ac != ac) {
+    if (node->ac != ac) {
         return;
     }
 
     if (status != REDIS_OK) {
         /* hiredis frees the context when this returns */
-        ngx_http_toll_redis_lost(rd, ac->errstr);
+        ngx_http_toll_redis_lost(node, ac->errstr);
         return;
     }
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
+    if (node->connect_timer.timer_set) {
+        ngx_del_timer(&node->connect_timer);
     }
 
     /*
@@ -702,18 +766,20 @@ ngx_http_toll_redis_on_connect(const redisAsyncContext *ac, int status)
      * store counts as back only once it answers (see on_reply).
      */
 
-    rd->state = NGX_HTTP_TOLL_REDIS_CONNECTED;
+    node->state = NGX_HTTP_TOLL_REDIS_CONNECTED;
 }
 
 
 static void
 ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
 {
-    ngx_http_toll_redis_t  *rd;
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_node_t  *node;
 
-    rd = ac->data;
+    node = ac->data;
+    rd = node->rd;
 
-    if (rd->ac != ac) {
+    if (node->ac != ac) {
         /* dropped by us already */
         return;
     }
@@ -724,66 +790,120 @@ ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
      * connection is made at once and commands queue on it while it
      * connects; waiting out a backoff would answer 503 meanwhile.  Only a
      * connection that never answered backs off, so that a server which
-     * closes every new connection cannot spin this.
+     * closes every new connection cannot spin this.  The router hears of
+     * it first: a Cluster reads its map again, a Sentinel is asked again.
      */
 
-    if (rd->answered && rd->active && !ngx_exiting && !ngx_quit) {
+    if (node->answered && rd->active && !node->retired && !ngx_exiting
+        && !ngx_quit)
+    {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       "toll: redis \"%V\" closed the connection (%s), "
-                      "reconnecting", &rd->conf->addr_text,
+                      "reconnecting", &node->name,
                       ac->err ? ac->errstr : "no error");
 
-        rd->ac = NULL;
-        rd->state = NGX_HTTP_TOLL_REDIS_DOWN;
-        ngx_http_toll_redis_up(rd, 0);
+        node->ac = NULL;
+        node->state = NGX_HTTP_TOLL_REDIS_DOWN;
         ngx_http_toll_redis_count_reconnect(rd);
+        ngx_http_toll_redis_route_node(rd, node, 0);
 
         /* hiredis frees the old context when this returns */
-        ngx_http_toll_redis_connect(rd);
+        if (!node->retired && node->ac == NULL) {
+            ngx_http_toll_redis_node_connect(node);
+        }
+
         return;
     }
 
-    ngx_http_toll_redis_lost(rd, ac->err ? ac->errstr : "connection closed");
+    ngx_http_toll_redis_lost(node, ac->err ? ac->errstr : "connection closed");
+}
+
+
+static void
+ngx_http_toll_redis_answered(ngx_http_toll_redis_node_t *node)
+{
+    ngx_http_toll_redis_t  *rd;
+
+    rd = node->rd;
+
+    if (!node->answered) {
+        node->answered = 1;
+        ngx_http_toll_redis_route_node(rd, node, 1);
+    }
+
+    if (node->failures) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "toll: redis \"%V\" is back after %ui failed attempts",
+                      &node->name, node->failures);
+        node->failures = 0;
+        node->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
+    }
 }
 
 
 static void
 ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    ngx_http_toll_redis_t      *rd;
-    ngx_http_toll_redis_cmd_t  *cmd;
+    redisReply                  *reply;
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_cmd_t   *cmd;
+    ngx_http_toll_redis_node_t  *node;
 
     cmd = privdata;
-    rd = &ngx_http_toll_redis;
+    reply = r;
+    node = ac->data;
+    rd = node->rd;
 
-    if (cmd->script != TOLL_SCRIPT_N && r != NULL
-        && ngx_http_toll_redis_script_reply(rd, cmd, r) == NGX_OK)
+    if (reply != NULL && node->ac == ac) {
+        ngx_http_toll_redis_answered(node);
+    }
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR
+        && cmd->data != NULL && rd->active)
     {
-        /* sent again in full: its answer comes to this callback */
-        return;
+        /* sent again (MOVED, ASK, NOSCRIPT ...): its answer comes here */
+
+        if (rd->conf->kind != TOLL_STORE_SINGLE
+            && ngx_http_toll_redis_route_reply(rd, cmd, reply) == NGX_OK)
+        {
+            return;
+        }
+
+        if (cmd->script != TOLL_SCRIPT_N
+            && ngx_http_toll_redis_script_reply(cmd, reply) == NGX_OK)
+        {
+            return;
+        }
+    }
+
+    if (cmd->script != TOLL_SCRIPT_N && reply != NULL
+        && reply->type != REDIS_REPLY_ERROR)
+    {
+        ngx_http_toll_redis_scripts[cmd->script] = 1;
+    }
+
+    if (cmd->durable && cmd->data != NULL && rd->active && reply != NULL
+        && reply->type != REDIS_REPLY_ERROR)
+    {
+        if (node->ac == ac
+            && ngx_http_toll_redis_wait(node, cmd, reply) == NGX_OK)
+        {
+            /* WAIT's answer decides: ngx_http_toll_redis_on_wait() */
+            return;
+        }
+
+        /* applied, maybe, but not known to be replicated: no answer */
+        reply = NULL;
     }
 
     /* an error reply is an answer, but the command failed all the same */
 
-    if (r == NULL || ((redisReply *) r)->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ngx_http_toll_redis_count_reply(rd, 1, 0);
 
     } else {
         ngx_http_toll_redis_count_reply(rd, 0, ngx_http_toll_now_us()
                                                - cmd->sent_us);
-    }
-
-    if (r != NULL && rd->ac == ac && !rd->answered) {
-        rd->answered = 1;
-        ngx_http_toll_redis_up(rd, 1);
-    }
-
-    if (r != NULL && rd->failures && rd->ac == ac) {
-        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "toll: redis \"%V\" is back after %ui failed attempts",
-                      &rd->conf->addr_text, rd->failures);
-        rd->failures = 0;
-        rd->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
     }
 
     if (cmd->timer.timer_set) {
@@ -793,7 +913,7 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     /* an exiting worker frees the context with requests still parked */
 
     if (cmd->data && rd->active) {
-        cmd->handler(cmd->data, r);
+        cmd->handler(cmd->data, reply);
     }
 
     ngx_free(cmd);
@@ -801,29 +921,24 @@ ngx_http_toll_redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 
 /*
- * A script's answer: Redis has the script now, unless it says NOSCRIPT;
- * then an EVALSHA still wanted is sent again in full, on the same
- * connection (NGX_OK), once.
+ * A script's NOSCRIPT: Redis (this node) lost the script; an EVALSHA
+ * still wanted is sent again in full, on the same connection (NGX_OK),
+ * once.
  */
 
 static ngx_int_t
-ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
-    ngx_http_toll_redis_cmd_t *cmd, redisReply *r)
+ngx_http_toll_redis_script_reply(ngx_http_toll_redis_cmd_t *cmd,
+    redisReply *r)
 {
     const toll_script_t  *s;
 
-    if (r->type != REDIS_REPLY_ERROR
-        || ngx_strncmp(r->str, "NOSCRIPT", 8) != 0)
-    {
-        ngx_http_toll_redis_scripts[cmd->script] = 1;
+    if (ngx_strncmp(r->str, "NOSCRIPT", 8) != 0) {
         return NGX_DECLINED;
     }
 
     ngx_http_toll_redis_scripts[cmd->script] = 0;
 
-    if (cmd->argv == NULL || cmd->data == NULL || !rd->active
-        || rd->ac == NULL)
-    {
+    if (cmd->argv == NULL || cmd->argvlen[0] != sizeof("EVALSHA") - 1) {
         return NGX_DECLINED;
     }
 
@@ -834,14 +949,9 @@ ngx_http_toll_redis_script_reply(ngx_http_toll_redis_t *rd,
     cmd->argv[1] = s->text;
     cmd->argvlen[1] = s->len;
 
-    if (redisAsyncCommandArgv(rd->ac, ngx_http_toll_redis_on_reply, cmd,
-                              cmd->argc, cmd->argv, cmd->argvlen)
-        != REDIS_OK)
-    {
+    if (ngx_http_toll_redis_node_send(cmd->node, cmd) != NGX_OK) {
         return NGX_DECLINED;
     }
-
-    cmd->argv = NULL;
 
     return NGX_OK;
 }
@@ -851,23 +961,19 @@ static void
 ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
-    u_char                  buf[128];
-    redisReply             *reply;
-    ngx_http_toll_redis_t  *rd;
+    u_char                       buf[128];
+    redisReply                  *reply;
+    ngx_http_toll_redis_node_t  *node;
 
     reply = r;
-    rd = ac->data;
+    node = ac->data;
 
-    if (reply == NULL || rd->ac != ac) {
+    if (reply == NULL || node->ac != ac) {
         return;
     }
 
     if (reply->type != REDIS_REPLY_ERROR) {
-        if (!rd->answered) {
-            rd->answered = 1;
-            ngx_http_toll_redis_up(rd, 1);
-        }
-
+        ngx_http_toll_redis_answered(node);
         return;
     }
 
@@ -877,117 +983,7 @@ ngx_http_toll_redis_on_setup_reply(redisAsyncContext *ac, void *r,
                  (const char *) privdata,
                  ngx_min(reply->len, sizeof(buf) - 40), reply->str);
 
-    ngx_http_toll_redis_drop(rd, (const char *) buf);
+    ngx_http_toll_redis_drop(node, (const char *) buf);
 }
 
 
-static void
-ngx_http_toll_redis_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-
-    /* may free c */
-    redisAsyncHandleRead(c->data);
-}
-
-
-static void
-ngx_http_toll_redis_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c;
-
-    c = ev->data;
-
-    /* may free c */
-    redisAsyncHandleWrite(c->data);
-}
-
-
-static void
-ngx_http_toll_redis_add_read(void *privdata)
-{
-    ngx_connection_t  *c;
-
-    c = privdata;
-
-    if (!c->read->active) {
-        if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "toll: redis read event not added");
-        }
-    }
-}
-
-
-static void
-ngx_http_toll_redis_del_read(void *privdata)
-{
-    ngx_connection_t  *c;
-
-    c = privdata;
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_http_toll_redis_add_write(void *privdata)
-{
-    ngx_connection_t  *c;
-
-    c = privdata;
-
-    if (!c->write->active) {
-        if (ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "toll: redis write event not added");
-        }
-    }
-}
-
-
-static void
-ngx_http_toll_redis_del_write(void *privdata)
-{
-    ngx_connection_t  *c;
-
-    c = privdata;
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-}
-
-
-/* hiredis closes the socket itself right after this */
-
-static void
-ngx_http_toll_redis_cleanup(void *privdata)
-{
-    ngx_connection_t  *c;
-
-    c = privdata;
-
-    ngx_http_toll_redis_del_read(c);
-    ngx_http_toll_redis_del_write(c);
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-
-    c->fd = (ngx_socket_t) -1;
-}

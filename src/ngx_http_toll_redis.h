@@ -76,6 +76,20 @@ ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_eval(toll_script_e id,
     ngx_http_toll_redis_handler_pt handler, void *data, int argc,
     const char **argv, size_t *argvlen);
 
+/*
+ * The same for a script that moves money (a meter flush, a lease of free
+ * calls, of a balance, of a spend cap): with toll_redis replicas=N, its
+ * answer reaches the handler only once N replicas have the write (WAIT
+ * N, bounded by replica_wait); otherwise the handler gets NULL, as for a
+ * lost answer, which every such caller already takes as "maybe applied":
+ * the meter sends the batch again under its flush id, a lease counts
+ * what it asked for as used.  So a failover that promotes a replica
+ * cannot lose an acknowledged write.
+ */
+ngx_http_toll_redis_cmd_t *ngx_http_toll_redis_eval_durable(toll_script_e id,
+    ngx_http_toll_redis_handler_pt handler, void *data, int argc,
+    const char **argv, size_t *argvlen);
+
 /* the caller is gone: its handler will not be called */
 void ngx_http_toll_redis_cancel(ngx_http_toll_redis_cmd_t *cmd);
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import redis as redis_py
+from redis.cluster import RedisCluster
 
 
 KEY_PREFIX = "toll:key:{%s}"
@@ -111,7 +112,8 @@ def raw_key(redis, key_id=None, secret=None, owner="acme", plan=None,
     """Writes a key record directly with HSET and returns the Key.
     `redis` is a RedisServer (or a redis.Redis client)."""
     # redis.Redis has a method named client: test the type, not the name
-    client = redis if isinstance(redis, redis_py.Redis) else redis.client
+    client = (redis if isinstance(redis, (redis_py.Redis, RedisCluster))
+              else redis.client)
     key_id = key_id or gen_key_id()
     secret = secret or gen_secret()
     fields = {

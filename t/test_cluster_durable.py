@@ -1,0 +1,91 @@
+"""Money writes count once a replica has them (issue 18, part 5).
+
+With `toll_redis cluster=... replicas=1`, a meter flush's answer reaches
+the meter only after WAIT 1 says the buyer's replica has it.  With that
+replica frozen, the primary still applies each flush, but the gate takes
+it as unanswered and sends it again under the same flush id: the meter
+must count each call once all the same, and the gate must say why it is
+retrying.  Once the replica is back, everything is confirmed and the
+meter equals the upstream.
+"""
+
+import signal
+import time
+
+from helpers import store_checks as sc
+from helpers.cluster import key_slot
+from helpers.meter import meter_upstream
+from helpers.procs import wait_for
+from helpers.store_support import needs
+
+assert meter_upstream  # a fixture, used by name
+
+
+def _gate(start_nginx, up, store, replicas):
+    return start_nginx(
+        http_extra=sc.meter_http() + sc.HTTP_EXTRA
+        + sc.upstream_block("meterapi", up.port, keepalive=64),
+        locations=sc.LOCATIONS,
+        toll_http="    toll_redis %s timeout=1s replicas=%d "
+                  "replica_wait=50ms;\n    toll_zone 10m;"
+                  % (store.spec, replicas))
+
+
+def _calls(ngx, key, n, path="/svc-a/x"):
+    for i in range(n):
+        r = sc.client.request(ngx.port, path="%s%d" % (path, i),
+                              headers=[key.bearer()])
+        assert r.status == 200, (r, r.body)
+
+
+@needs("cluster", module=True)
+def test_meter_waits_for_the_replica(start_nginx, meter_upstream,
+                                     redis_cluster):
+    store = redis_cluster
+    b = sc.buyers("durable", 1)[0]
+    k = sc.keys_for(store, [b])[b]
+    primary = store.primary_of(key_slot("{%s}" % b))
+    replica = store.replica_of(primary)
+
+    ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
+    sc.warm([ngx], [k])
+    _calls(ngx, k, 5)
+
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        _calls(ngx, k, 10)
+        # several flush rounds, each applied by the primary and each
+        # taken as unanswered: the same ids go again
+        wait_for(lambda: "not on 1 replica(s)" in ngx.error_log_text(),
+                 10, what="the gate to say its flushes are unreplicated")
+        time.sleep(1.5)
+    finally:
+        replica.proc.send_signal(signal.SIGCONT)
+
+    ngx.stop()              # a graceful stop waits until confirmed
+    want = sc.expected_usage(meter_upstream, [b])
+    assert want == {(b, "svc-a"): 15}
+    assert sc.redis_calls(store, [b]) == want
+
+
+@needs("cluster", module=True)
+def test_no_replica_wanted(start_nginx, meter_upstream, redis_cluster):
+    # replicas=0: the same frozen replica stalls nothing and no line says
+    # a write was unreplicated
+    store = redis_cluster
+    b = sc.buyers("nowait", 1)[0]
+    k = sc.keys_for(store, [b])[b]
+    replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
+
+    ngx = _gate(start_nginx, meter_upstream, store, replicas=0)
+    sc.warm([ngx], [k])
+
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        _calls(ngx, k, 6)
+        ngx.stop()
+    finally:
+        replica.proc.send_signal(signal.SIGCONT)
+
+    assert "replica(s)" not in ngx.error_log_text()
+    assert sc.redis_calls(store, [b]) == {(b, "svc-a"): 6}

@@ -160,6 +160,10 @@
 #define TOLL_NAME_USAGE_LEN(blen)                                            \
     (toll_name_len(TOLL_NAME_USAGE_PREFIX) + (blen) + 2                      \
      + TOLL_NAME_DAY_LEN + toll_name_len(TOLL_NAME_USAGE_MIRROR))
+/* "toll:cap:{" b "}:d" day, or ":m" day */
+#define TOLL_NAME_CAP_LEN(blen)                                              \
+    (toll_name_len(TOLL_NAME_CAP_PREFIX) + (blen) + 1                        \
+     + toll_name_len(TOLL_NAME_CAP_DAY) + TOLL_NAME_DAY_LEN)
 /* "toll:drain:{" b "}:" day ":" id */
 #define TOLL_NAME_CLAIM_LEN(blen)                                            \
     (toll_name_len(TOLL_NAME_DRAIN_PREFIX) + (blen) + 3                      \
@@ -231,6 +235,12 @@ char *toll_name_balance(char *p, const char *buyer, size_t len,
 /* "toll:cap:{<buyer>}" + suffix ("", ":d<YYYYMMDD>", ":m<YYYYMMDD>") */
 char *toll_name_cap(char *p, const char *buyer, size_t len,
     const char *suffix);
+/*
+ * A period's hash: "toll:cap:{<buyer>}:d<day>" (month 0) or ":m<day>"
+ * (month 1, day the month's start); TOLL_NAME_CAP_LEN(blen) bytes at most
+ */
+char *toll_name_cap_period(char *p, const char *buyer, size_t len,
+    int month, const char *day);
 /* "toll:usage:{<buyer>}" + suffix (":days", ":flushes", ":" ...) */
 char *toll_name_buyer(char *p, const char *buyer, size_t len,
     const char *suffix);

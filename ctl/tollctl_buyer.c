@@ -76,7 +76,8 @@ tollctl_buyer_set_cap(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     rc = tollctl_caps_check(&c, o->opt[TOLLCTL_OPT_CURRENCY],
@@ -292,7 +293,8 @@ tollctl_buyer_show(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     if (currency && !toll_money_currency_valid(currency, strlen(currency))) {
@@ -576,7 +578,8 @@ tollctl_buyer_set_plan(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     if (plan != NULL

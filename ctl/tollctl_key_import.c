@@ -159,7 +159,8 @@ tollctl_import_check(tollctl_import_t *imp, tollctl_opts_t *o)
 
     if (!toll_owner_valid((const unsigned char *) owner, strlen(owner))) {
         return tollctl_error(EX_DATAERR, "invalid --owner: use 1 to %d "
-                             "visible ASCII characters, no spaces",
+                             "visible ASCII characters, no spaces, not '}' "
+                             "first (it would empty the Redis hash tag)",
                              TOLL_OWNER_LEN_MAX);
     }
 

@@ -190,7 +190,8 @@ tollctl_create_check(tollctl_create_t *req)
     {
         return tollctl_error(EX_DATAERR,
                              "invalid --owner: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     /* an empty plan reads as none: omitting --plan says that plainly */

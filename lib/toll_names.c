@@ -270,7 +270,9 @@ toll_name_digits(const char *s, size_t len)
 int
 toll_name_buyer_valid(const char *s, size_t len)
 {
-    return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX
+    /* a leading '}' empties the names' hash tag (toll_owner_valid) */
+
+    return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX && s[0] != '}'
            && memchr(s, '\n', len) == NULL
            && memchr(s, '\0', len) == NULL;
 }

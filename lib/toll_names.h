@@ -9,7 +9,8 @@
  * A name carries its subject (a key id, a buyer, a limit subject) inside
  * "{...}", a Redis Cluster hash tag: all of a subject's keys live in one
  * slot, so that one script may touch them together.  A buyer may hold
- * '{', '}' and ':': a name is read from its end, where its form is fixed.
+ * '{', '}' and ':', but not '}' first, which would end the tag empty: a
+ * name is read from its end, where its form is fixed.
  *
  * Plain C11, no allocation, no I/O: safe inside an nginx worker.
  */
@@ -261,7 +262,10 @@ int toll_name_usage_parse(const char *name, size_t len, toll_name_t *n);
 /* "toll:balance:{<buyer>}": 0 and the buyer (pointing into name), or -1 */
 int toll_name_balance_parse(const char *name, size_t len,
     const char **buyer, size_t *buyer_len);
-/* a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL */
+/*
+ * a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL,
+ * not '}' first (an empty hash tag)
+ */
 int toll_name_buyer_valid(const char *s, size_t len);
 int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
 /* a "jwks" set's name: 1 to 64 of [A-Za-z0-9_.-] */

@@ -518,7 +518,8 @@ tollctl_balance_buyer_check(const char *buyer)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use a key's owner, 1 to %d "
-                             "visible ASCII characters, no spaces",
+                             "visible ASCII characters, no spaces, not '}' "
+                             "first (it would empty the Redis hash tag)",
                              TOLL_OWNER_LEN_MAX);
     }
 

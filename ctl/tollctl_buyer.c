@@ -40,6 +40,8 @@
 #define TOLLCTL_CAP_DAY_BUF           32
 
 
+static size_t tollctl_caps_cmds(tollctl_caps_t *c, const char *buyer,
+    const char *key_id, tollctl_cmd_t *cmds);
 static int tollctl_cap_amount(const char *opt, const char *name,
     int64_t *out);
 static void tollctl_cap_periods(int64_t anchor, char *day, char *month);
@@ -58,10 +60,7 @@ int
 tollctl_buyer_set_cap(tollctl_t *ctl, tollctl_opts_t *o)
 {
     int             rc;
-    size_t          n;
     const char     *buyer;
-    redisReply     *reply;
-    tollctl_cmd_t   cmds[3];
     tollctl_caps_t  c;
 
     buyer = o->args[0];
@@ -77,7 +76,8 @@ tollctl_buyer_set_cap(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     rc = tollctl_caps_check(&c, o->opt[TOLLCTL_OPT_CURRENCY],
@@ -104,14 +104,9 @@ tollctl_buyer_set_cap(tollctl_t *ctl, tollctl_opts_t *o)
         return rc;
     }
 
-    n = tollctl_caps_cmds(&c, buyer, NULL, cmds);
-
-    reply = tollctl_redis_exec(ctl, cmds, n);
-    if (reply == NULL) {
+    if (tollctl_caps_write(ctl, &c, buyer, NULL) != EX_OK) {
         return EX_UNAVAILABLE;
     }
-
-    freeReplyObject(reply);
 
     return tollctl_buyer_show(ctl, o);
 }
@@ -175,7 +170,47 @@ tollctl_cap_amount(const char *opt, const char *name, int64_t *out)
 }
 
 
-size_t
+/*
+ * Two steps, each in one slot (docs/redis.md "Slots"): the cap hash's
+ * HSET and HDEL in one transaction, then the generation's INCR, which
+ * tells the nodes to read their caps again.  Interrupted between them,
+ * the caps are written and the nodes learn of them with the next change
+ * of any cap: the command failed, and running it again is harmless.
+ */
+int
+tollctl_caps_write(tollctl_t *ctl, tollctl_caps_t *c, const char *buyer,
+    const char *key_id)
+{
+    size_t          n;
+    redisReply     *reply;
+    tollctl_cmd_t   cmds[2], gen;
+
+    n = tollctl_caps_cmds(c, buyer, key_id, cmds);
+
+    if (n) {
+        reply = tollctl_redis_exec(ctl, cmds, n);
+        if (reply == NULL) {
+            return EX_UNAVAILABLE;
+        }
+
+        freeReplyObject(reply);
+    }
+
+    tollctl_cmd_init(&gen, "INCR");
+    tollctl_cmd_add_str(&gen, TOLL_NAME_CAP_GEN);
+
+    reply = tollctl_redis_run(ctl, &gen);
+    if (reply == NULL) {
+        return EX_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
+
+    return EX_OK;
+}
+
+
+static size_t
 tollctl_caps_cmds(tollctl_caps_t *c, const char *buyer, const char *key_id,
     tollctl_cmd_t *cmds)
 {
@@ -233,10 +268,7 @@ tollctl_caps_cmds(tollctl_caps_t *c, const char *buyer, const char *key_id,
         }
     }
 
-    tollctl_cmd_init(&cmds[n], "INCR");
-    tollctl_cmd_add_str(&cmds[n], TOLL_NAME_CAP_GEN);
-
-    return n + 1;
+    return n;
 }
 
 
@@ -261,7 +293,8 @@ tollctl_buyer_show(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     if (currency && !toll_money_currency_valid(currency, strlen(currency))) {
@@ -545,7 +578,8 @@ tollctl_buyer_set_plan(tollctl_t *ctl, tollctl_opts_t *o)
     if (!toll_owner_valid((const unsigned char *) buyer, strlen(buyer))) {
         return tollctl_error(EX_DATAERR,
                              "invalid BUYER: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     if (plan != NULL

@@ -52,12 +52,11 @@ int tollctl_caps_check(tollctl_caps_t *c, const char *currency,
     const char *monthly_name);
 
 /*
- * The commands that write the caps of buyer (key_id NULL) or of one of
- * its keys, and bump the generation: into cmds, at most 3; returns how
- * many.
+ * Writes the caps of buyer (key_id NULL) or of one of its keys, then
+ * bumps the generation: EX_OK, or EX_UNAVAILABLE after one line.
  */
-size_t tollctl_caps_cmds(tollctl_caps_t *c, const char *buyer,
-    const char *key_id, tollctl_cmd_t *cmds);
+int tollctl_caps_write(tollctl_t *ctl, tollctl_caps_t *c, const char *buyer,
+    const char *key_id);
 
 
 #endif /* _TOLLCTL_BUYER_H_INCLUDED_ */

@@ -159,7 +159,8 @@ tollctl_import_check(tollctl_import_t *imp, tollctl_opts_t *o)
 
     if (!toll_owner_valid((const unsigned char *) owner, strlen(owner))) {
         return tollctl_error(EX_DATAERR, "invalid --owner: use 1 to %d "
-                             "visible ASCII characters, no spaces",
+                             "visible ASCII characters, no spaces, not '}' "
+                             "first (it would empty the Redis hash tag)",
                              TOLL_OWNER_LEN_MAX);
     }
 
@@ -219,7 +220,11 @@ tollctl_import_check(tollctl_import_t *imp, tollctl_opts_t *o)
 
 /*
  * Under a WATCH of the record: a token imported twice is refused rather
- * than overwriting the record (and its revocation) of the first.
+ * than overwriting the record (and its revocation) of the first.  The
+ * index and the record are in two slots, and a transaction holds one
+ * (docs/redis.md "Slots"): the index entry first, on its own, the record
+ * last, so that an import cut short leaves at most an id without a
+ * record, which key list skips and the gate never finds.
  */
 static int
 tollctl_import_store(tollctl_t *ctl, tollctl_import_t *imp,
@@ -277,7 +282,15 @@ tollctl_import_store(tollctl_t *ctl, tollctl_import_t *imp,
     tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
     tollctl_cmd_add(&cmds[1], imp->key_id, TOLL_OPAQUE_ID_LEN);
 
-    reply = tollctl_redis_exec(ctl, cmds, 2);
+    reply = tollctl_redis_run(ctl, &cmds[1]);
+    if (reply == NULL) {
+        (void) tollctl_redis_unwatch(ctl);
+        return EX_UNAVAILABLE;
+    }
+
+    freeReplyObject(reply);
+
+    reply = tollctl_redis_exec(ctl, cmds, 1);
     if (reply == NULL) {
         return EX_UNAVAILABLE;
     }

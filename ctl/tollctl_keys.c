@@ -84,7 +84,8 @@ static int tollctl_create_parse(tollctl_create_t *req, tollctl_opts_t *o);
 static int tollctl_create_check(tollctl_create_t *req);
 static int tollctl_key_new(tollctl_new_key_t *key,
     const tollctl_create_t *req);
-static int tollctl_key_index_watch(tollctl_t *ctl);
+static int tollctl_key_index_check(tollctl_t *ctl);
+static int tollctl_key_taken(tollctl_t *ctl, const char *name, int watch);
 static int tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     tollctl_new_key_t *key);
 static int tollctl_key_print_new(const tollctl_create_t *req,
@@ -189,7 +190,8 @@ tollctl_create_check(tollctl_create_t *req)
     {
         return tollctl_error(EX_DATAERR,
                              "invalid --owner: use 1 to %d visible ASCII "
-                             "characters, no spaces", TOLL_OWNER_LEN_MAX);
+                             "characters, no spaces, not '}' first (it would "
+                             "empty the Redis hash tag)", TOLL_OWNER_LEN_MAX);
     }
 
     /* an empty plan reads as none: omitting --plan says that plainly */
@@ -331,29 +333,19 @@ tollctl_key_new(tollctl_new_key_t *key, const tollctl_create_t *req)
 
 
 /*
- * A transaction is not rolled back: an index that is not a set would
- * refuse the SADD after the record was written, leaving a key whose
- * secret nobody was shown.  Its type is checked first, under WATCH.
+ * An index that is not a set would refuse the SADD: said plainly, before
+ * anything is written.
  */
 static int
-tollctl_key_index_watch(tollctl_t *ctl)
+tollctl_key_index_check(tollctl_t *ctl)
 {
     redisReply     *reply;
-    tollctl_cmd_t   cmds[2];
+    tollctl_cmd_t   cmd;
 
-    tollctl_cmd_init(&cmds[0], "WATCH");
-    tollctl_cmd_add_str(&cmds[0], TOLL_NAME_KEY_INDEX);
-    tollctl_cmd_init(&cmds[1], "TYPE");
-    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
+    tollctl_cmd_init(&cmd, "TYPE");
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_KEY_INDEX);
 
-    reply = tollctl_redis_run(ctl, &cmds[0]);
-    if (reply == NULL) {
-        return EX_UNAVAILABLE;
-    }
-
-    freeReplyObject(reply);
-
-    reply = tollctl_redis_run(ctl, &cmds[1]);
+    reply = tollctl_redis_run(ctl, &cmd);
     if (reply == NULL) {
         return EX_UNAVAILABLE;
     }
@@ -366,7 +358,6 @@ tollctl_key_index_watch(tollctl_t *ctl)
                       "key ids again before creating keys", ctl->addr.text,
                       reply->type == REDIS_REPLY_STATUS ? reply->str : "?");
         freeReplyObject(reply);
-        (void) tollctl_redis_unwatch(ctl);
         return EX_UNAVAILABLE;
     }
 
@@ -377,38 +368,99 @@ tollctl_key_index_watch(tollctl_t *ctl)
 
 
 /*
- * The record and its index entry go in one transaction, under a WATCH of
- * the record: an existing record is never overwritten, even one written
- * between our EXISTS and our EXEC.  Returns TOLLCTL_AGAIN when the id is
- * taken.
+ * 1 when the record exists, 0 when not, -1 after an error; with watch,
+ * the record stays WATCHed when it does not exist.
+ */
+static int
+tollctl_key_taken(tollctl_t *ctl, const char *name, int watch)
+{
+    int  exists;
+
+    exists = tollctl_redis_watch(ctl, name, NULL);
+
+    if (exists == -1) {
+        return -1;
+    }
+
+    if ((exists || !watch) && tollctl_redis_unwatch(ctl) != 0) {
+        return -1;
+    }
+
+    return exists;
+}
+
+
+/*
+ * The key's names are in up to four slots (its record, the index, the
+ * owner's caps, the caps' generation), and a transaction holds one
+ * (docs/redis.md "Slots"): so one step per slot, in an order that is
+ * safe wherever it stops.  The record comes last, since it is what the
+ * gate takes: before it, the index names an id without a record (key
+ * list skips it) and the owner's cap hash holds caps of a key no
+ * record has (no call ever names it), and the secret was never shown,
+ * so the operator runs create again and gets another id.
+ *
+ * The record goes in a transaction under a WATCH of itself: an existing
+ * record is never overwritten, even one written between the check and
+ * the EXEC.  The id is checked before the first step too, so that what
+ * goes before the record is never written for another key's id, but
+ * for a twin drawn by another create between the two checks (2^-128).
+ * Returns TOLLCTL_AGAIN when the id is taken.
  */
 static int
 tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
     tollctl_new_key_t *key)
 {
-    int             exists, taken;
+    int             taken;
     char            rate_limit[TOLLCTL_INT_STR_LEN];
     char            expires_at[TOLLCTL_INT_STR_LEN];
     char            created_at[TOLLCTL_INT_STR_LEN];
     const char     *role;
     redisReply     *reply;
-    size_t          n;
-    tollctl_cmd_t   cmds[5];
+    tollctl_cmd_t   cmd;
     tollctl_caps_t  caps;
 
-    if (tollctl_key_index_watch(ctl) != EX_OK) {
+    if (tollctl_key_index_check(ctl) != EX_OK) {
         return EX_UNAVAILABLE;
     }
 
-    exists = tollctl_redis_watch(ctl, key->redis_name, NULL);
+    taken = tollctl_key_taken(ctl, key->redis_name, 0);
 
-    if (exists == -1) {
+    if (taken) {
+        return (taken == 1) ? TOLLCTL_AGAIN : EX_UNAVAILABLE;
+    }
+
+    /* 1. the index */
+
+    tollctl_cmd_init(&cmd, "SADD");
+    tollctl_cmd_add_str(&cmd, TOLL_NAME_KEY_INDEX);
+    tollctl_cmd_add(&cmd, key->key_id, TOLL_KEY_ID_GEN_LEN);
+
+    reply = tollctl_redis_run(ctl, &cmd);
+    if (reply == NULL) {
         return EX_UNAVAILABLE;
     }
 
-    if (exists) {
-        return (tollctl_redis_unwatch(ctl) == 0) ? TOLLCTL_AGAIN
-                                                 : EX_UNAVAILABLE;
+    freeReplyObject(reply);
+
+    /* 2. the key's caps in the owner's cap hash, then the generation */
+
+    if (req->caps.daily >= 0 || req->caps.monthly >= 0) {
+        caps = req->caps;
+
+        if (tollctl_caps_write(ctl, &caps, req->owner, key->key_id)
+            != EX_OK)
+        {
+            return EX_UNAVAILABLE;
+        }
+    }
+
+    /* 3. the record */
+
+    taken = tollctl_key_taken(ctl, key->redis_name, 1);
+
+    if (taken) {
+        return (taken == 1) ? TOLLCTL_AGAIN : EX_UNAVAILABLE;
     }
 
     snprintf(expires_at, sizeof(expires_at), "%lld",
@@ -418,53 +470,40 @@ tollctl_key_store(tollctl_t *ctl, const tollctl_create_t *req,
 
     role = toll_role_name(req->role);
 
-    tollctl_cmd_init(&cmds[0], "HSET");
-    tollctl_cmd_add_str(&cmds[0], key->redis_name);
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_STATUS);
-    tollctl_cmd_add_str(&cmds[0], TOLL_STATUS_ACTIVE);
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_SECRET_SHA256);
-    tollctl_cmd_add(&cmds[0], key->secret_sha256, TOLL_SECRET_HASH_HEX_LEN);
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_OWNER);
-    tollctl_cmd_add_str(&cmds[0], req->owner);
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_ROLE);
-    tollctl_cmd_add_str(&cmds[0], role);
+    tollctl_cmd_init(&cmd, "HSET");
+    tollctl_cmd_add_str(&cmd, key->redis_name);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_STATUS);
+    tollctl_cmd_add_str(&cmd, TOLL_STATUS_ACTIVE);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_SECRET_SHA256);
+    tollctl_cmd_add(&cmd, key->secret_sha256, TOLL_SECRET_HASH_HEX_LEN);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_OWNER);
+    tollctl_cmd_add_str(&cmd, req->owner);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_ROLE);
+    tollctl_cmd_add_str(&cmd, role);
 
     if (req->plan != NULL) {
-        tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_PLAN);
-        tollctl_cmd_add_str(&cmds[0], req->plan);
+        tollctl_cmd_add_str(&cmd, TOLL_FIELD_PLAN);
+        tollctl_cmd_add_str(&cmd, req->plan);
     }
 
     if (req->scopes[0] != '\0') {
-        tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_SCOPES);
-        tollctl_cmd_add_str(&cmds[0], req->scopes);
+        tollctl_cmd_add_str(&cmd, TOLL_FIELD_SCOPES);
+        tollctl_cmd_add_str(&cmd, req->scopes);
     }
 
     if (req->rate_limit >= 0) {
         snprintf(rate_limit, sizeof(rate_limit), "%lld",
                  (long long) req->rate_limit);
-        tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_RATE_LIMIT);
-        tollctl_cmd_add_str(&cmds[0], rate_limit);
+        tollctl_cmd_add_str(&cmd, TOLL_FIELD_RATE_LIMIT);
+        tollctl_cmd_add_str(&cmd, rate_limit);
     }
 
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_EXPIRES_AT);
-    tollctl_cmd_add_str(&cmds[0], expires_at);
-    tollctl_cmd_add_str(&cmds[0], TOLL_FIELD_CREATED_AT);
-    tollctl_cmd_add_str(&cmds[0], created_at);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_EXPIRES_AT);
+    tollctl_cmd_add_str(&cmd, expires_at);
+    tollctl_cmd_add_str(&cmd, TOLL_FIELD_CREATED_AT);
+    tollctl_cmd_add_str(&cmd, created_at);
 
-    tollctl_cmd_init(&cmds[1], "SADD");
-    tollctl_cmd_add_str(&cmds[1], TOLL_NAME_KEY_INDEX);
-    tollctl_cmd_add(&cmds[1], key->key_id, TOLL_KEY_ID_GEN_LEN);
-
-    n = 2;
-
-    /* the key's caps in the owner's cap hash, in the same transaction */
-
-    if (req->caps.daily >= 0 || req->caps.monthly >= 0) {
-        caps = req->caps;
-        n += tollctl_caps_cmds(&caps, req->owner, key->key_id, &cmds[2]);
-    }
-
-    reply = tollctl_redis_exec(ctl, cmds, n);
+    reply = tollctl_redis_exec(ctl, &cmd, 1);
     if (reply == NULL) {
         return EX_UNAVAILABLE;
     }

@@ -272,8 +272,8 @@ toll_jwt_claims_read(json_t *claims, const toll_jwt_policy_t *pol,
         || !toll_owner_valid((const unsigned char *) json_string_value(v),
                              json_string_length(v)))
     {
-        *why = "the buyer claim is missing or not 1 to 128 printable "
-               "characters";
+        *why = "the buyer claim is missing, not 1 to 128 printable "
+               "characters, or begins with '}'";
         return TOLL_JWT_CLAIMS;
     }
 

@@ -90,7 +90,15 @@ toll_owner_valid(const unsigned char *p, size_t len)
 {
     size_t  i;
 
-    if (len == 0 || len > TOLL_OWNER_LEN_MAX) {
+    /*
+     * A leading '}' would close the Redis Cluster hash tag its names
+     * open ("toll:usage:{" owner "}..."): an empty tag, and each name of
+     * the owner in a slot of its own.  '{' anywhere, and '}' further on,
+     * leave a tag that is not empty and the same for all of the owner's
+     * names (docs/redis.md "Slots").
+     */
+
+    if (len == 0 || len > TOLL_OWNER_LEN_MAX || p[0] == '}') {
         return 0;
     }
 

@@ -92,7 +92,8 @@ int toll_secret_valid(const unsigned char *p, size_t len);
 
 /*
  * An owner id goes into a request header to the upstream: 1 to
- * TOLL_OWNER_LEN_MAX printable ASCII characters, no spaces.  A plan name:
+ * TOLL_OWNER_LEN_MAX printable ASCII characters, no spaces, the first not
+ * '}' (it would empty the hash tag of its Redis names).  A plan name:
  * 0 to TOLL_PLAN_LEN_MAX characters of [A-Za-z0-9_.-].
  */
 int toll_owner_valid(const unsigned char *p, size_t len);

@@ -57,6 +57,17 @@ toll_name_cap(char *p, const char *buyer, size_t len, const char *suffix)
 
 
 char *
+toll_name_cap_period(char *p, const char *buyer, size_t len, int month,
+    const char *day)
+{
+    p = toll_name_cap(p, buyer, len,
+                      month ? TOLL_NAME_CAP_MONTH : TOLL_NAME_CAP_DAY);
+
+    return toll_name_put(p, day, TOLL_NAME_DAY_LEN);
+}
+
+
+char *
 toll_name_usage(char *p, const char *buyer, size_t len, const char *day)
 {
     p = toll_name_buyer(p, buyer, len, ":");
@@ -259,7 +270,9 @@ toll_name_digits(const char *s, size_t len)
 int
 toll_name_buyer_valid(const char *s, size_t len)
 {
-    return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX
+    /* a leading '}' empties the names' hash tag (toll_owner_valid) */
+
+    return len > 0 && len <= TOLL_NAME_BUYER_LEN_MAX && s[0] != '}'
            && memchr(s, '\n', len) == NULL
            && memchr(s, '\0', len) == NULL;
 }

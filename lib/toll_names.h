@@ -9,7 +9,8 @@
  * A name carries its subject (a key id, a buyer, a limit subject) inside
  * "{...}", a Redis Cluster hash tag: all of a subject's keys live in one
  * slot, so that one script may touch them together.  A buyer may hold
- * '{', '}' and ':': a name is read from its end, where its form is fixed.
+ * '{', '}' and ':', but not '}' first, which would end the tag empty: a
+ * name is read from its end, where its form is fixed.
  *
  * Plain C11, no allocation, no I/O: safe inside an nginx worker.
  */
@@ -160,6 +161,10 @@
 #define TOLL_NAME_USAGE_LEN(blen)                                            \
     (toll_name_len(TOLL_NAME_USAGE_PREFIX) + (blen) + 2                      \
      + TOLL_NAME_DAY_LEN + toll_name_len(TOLL_NAME_USAGE_MIRROR))
+/* "toll:cap:{" b "}:d" day, or ":m" day */
+#define TOLL_NAME_CAP_LEN(blen)                                              \
+    (toll_name_len(TOLL_NAME_CAP_PREFIX) + (blen) + 1                        \
+     + toll_name_len(TOLL_NAME_CAP_DAY) + TOLL_NAME_DAY_LEN)
 /* "toll:drain:{" b "}:" day ":" id */
 #define TOLL_NAME_CLAIM_LEN(blen)                                            \
     (toll_name_len(TOLL_NAME_DRAIN_PREFIX) + (blen) + 3                      \
@@ -231,6 +236,12 @@ char *toll_name_balance(char *p, const char *buyer, size_t len,
 /* "toll:cap:{<buyer>}" + suffix ("", ":d<YYYYMMDD>", ":m<YYYYMMDD>") */
 char *toll_name_cap(char *p, const char *buyer, size_t len,
     const char *suffix);
+/*
+ * A period's hash: "toll:cap:{<buyer>}:d<day>" (month 0) or ":m<day>"
+ * (month 1, day the month's start); TOLL_NAME_CAP_LEN(blen) bytes at most
+ */
+char *toll_name_cap_period(char *p, const char *buyer, size_t len,
+    int month, const char *day);
 /* "toll:usage:{<buyer>}" + suffix (":days", ":flushes", ":" ...) */
 char *toll_name_buyer(char *p, const char *buyer, size_t len,
     const char *suffix);
@@ -251,7 +262,10 @@ int toll_name_usage_parse(const char *name, size_t len, toll_name_t *n);
 /* "toll:balance:{<buyer>}": 0 and the buyer (pointing into name), or -1 */
 int toll_name_balance_parse(const char *name, size_t len,
     const char **buyer, size_t *buyer_len);
-/* a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL */
+/*
+ * a buyer as every reader takes one: 1 to 1,002 bytes, no '\n' or NUL,
+ * not '}' first (an empty hash tag)
+ */
 int toll_name_buyer_valid(const char *s, size_t len);
 int toll_name_claim_parse(const char *name, size_t len, toll_name_t *n);
 /* a "jwks" set's name: 1 to 64 of [A-Za-z0-9_.-] */

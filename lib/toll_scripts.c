@@ -59,7 +59,7 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "local kc = K .. kid .. ':' .. cur .. ':'\n"
         "local fb, fk = cur .. ':' .. U, kc .. U\n"
         "if ARGV[4] ~= '0' and ARGV[5] ~= '' then\n"
-        "for _, h in ipairs({KEYS[1] .. PD .. ARGV[5], KEYS[1] .. PM .. ARGV[6]}) do\n"
+        "for _, h in ipairs({KEYS[3], KEYS[4]}) do\n"
         "for _, f in ipairs({fb, fk}) do\n"
         "local v = redis.call('HGET', h, f) or '0'\n"
         "local b = ARGV[4]\n"
@@ -86,7 +86,7 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "m = m + 1\n"
         "if m == 13 then m, y = 1, y + 1 end\n"
         "local me = string.format('%04d%02d%02d', y, m, a)\n"
-        "local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms\n"
+        "local dh, mh = KEYS[2], KEYS[1] .. PM .. ms\n"
         "local xb, xk = cur .. ':' .. F, kc .. F\n"
         "local caps = {{c[1], 'buyer', D, dh, fb, xb}, {c[2], 'buyer', M, mh, fb, xb},\n"
         "{c[3], 'key', D, dh, fk, xk}, {c[4], 'key', M, mh, fk, xk}}\n"
@@ -119,8 +119,8 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "end\n"
         "end\n"
         "return {'caps', g, sub(room, g), bind[2], bind[3], bind[1], ms, me}\n",
-        2724,
-        "f464a9cb3d22e7fd27924090acfce20304deb1e3"
+        2673,
+        "e42f1fce42734484b60a5f1ad8592060ddf27ebf"
     },
     [TOLL_SCRIPT_CLAIM] = {
         "claim",
@@ -390,7 +390,7 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "local cur, p\n"
         "if scope then cur, p = string.match(f, '^([^:]+):([^:]+)$') end\n"
         "if cur and (p == D or p == M) then\n"
-        "local h = KEYS[4] .. PD .. today\n"
+        "local h = KEYS[5]\n"
         "if p == M then h = KEYS[4] .. PM .. ms end\n"
         "caps[#caps + 1] = scope\n"
         "caps[#caps + 1] = p\n"
@@ -401,7 +401,7 @@ const toll_script_t  toll_scripts[TOLL_SCRIPT_N] = {
         "end\n"
         "end\n"
         "return {out, applied, redis.call('HGETALL', KEYS[3]), caps}\n",
-        1727,
-        "be6fd84b77050c1689bceb1cdae09d4c40497028"
+        1712,
+        "6fb1fec02c7274d2aa08cb3d35e8ea032473bf07"
     }
 };

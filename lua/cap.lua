@@ -4,6 +4,13 @@
 --
 -- KEYS[1]  the buyer's caps (hash): "<CUR>:daily", "<CUR>:monthly",
 --          "key:<key>:<CUR>:daily", "key:<key>:<CUR>:monthly", "anchor"
+-- KEYS[2]  today's hash, KEYS[1] .. ":d" .. ARGV[3]
+-- KEYS[3]  the give-back's day hash, KEYS[1] .. ":d" .. ARGV[5]
+-- KEYS[4]  the give-back's month hash, KEYS[1] .. ":m" .. ARGV[6]
+--          (KEYS[3], KEYS[4]: KEYS[2] and KEYS[5] when nothing is given
+--          back)
+-- KEYS[5]  the month hash the node expects: KEYS[1] .. ":m" .. the start
+--          it last learned, or the 1st of today's month
 -- ARGV[1]  the currency             ARGV[2]  the key id
 -- ARGV[3]  today, UTC, YYYYMMDD (the node's clock)
 -- ARGV[4]  what the node gives back, micro-units (>= 0)
@@ -15,13 +22,21 @@
 -- ARGV[12..19] the names of lib/toll_names.h: "used", "daily",
 --          "monthly", "anchor", "key:", ":d", ":m", "full"
 --
+-- Slots (docs/redis.md "Slots"): every key is declared, all of them
+-- KEYS[1] and a suffix, one hash tag, one slot.  One name alone is made
+-- here: the month's hash when the buyer's anchor (read in KEYS[1]) puts
+-- the month's start elsewhere than KEYS[5] says, as for a node's first
+-- lease of a buyer whose month does not start on the 1st; it is
+-- KEYS[1] .. ":m" .. the start, so in KEYS[1]'s slot, and the answer
+-- tells the node the start, which it names in KEYS[5] next time.
+--
 -- A period's hash is KEYS[1] .. ":d<YYYYMMDD>" or ":m<YYYYMMDD>" (the
--- month's start, on the buyer's anchor day): the same hash tag, the same
--- slot.  Its fields "<CUR>:used" and "key:<key>:<CUR>:used" count what
--- nodes leased; a grant adds to all four (day and month, buyer and key)
--- whatever caps are set, so that a give-back always takes from the same
--- four.  The grant: nothing when the smallest room left is below the
--- hold; the hold alone below ARGV[9]; else ARGV[8].  A cap whose room,
+-- month's start, on the buyer's anchor day).  Its fields "<CUR>:used"
+-- and "key:<key>:<CUR>:used" count what nodes leased; a grant adds to
+-- all four (day and month, buyer and key) whatever caps are set, so that
+-- a give-back always takes from the same four.  The grant: nothing
+-- when the smallest room left is below the hold; the hold alone below
+-- ARGV[9]; else ARGV[8].  A cap whose room,
 -- after the grant, is below the hold that asked (the call refused, or
 -- the next one like it would be) is marked full: "<CUR>:full" or
 -- "key:<key>:<CUR>:full" = "1" in its period's hash, which toll-settle
@@ -55,7 +70,7 @@ local F = ARGV[19]
 local kc = K .. kid .. ':' .. cur .. ':'
 local fb, fk = cur .. ':' .. U, kc .. U
 if ARGV[4] ~= '0' and ARGV[5] ~= '' then
-  for _, h in ipairs({KEYS[1] .. PD .. ARGV[5], KEYS[1] .. PM .. ARGV[6]}) do
+  for _, h in ipairs({KEYS[3], KEYS[4]}) do
     for _, f in ipairs({fb, fk}) do
       local v = redis.call('HGET', h, f) or '0'
       local b = ARGV[4]
@@ -82,7 +97,8 @@ local ms = string.format('%04d%02d%02d', y, m, a)
 m = m + 1
 if m == 13 then m, y = 1, y + 1 end
 local me = string.format('%04d%02d%02d', y, m, a)
-local dh, mh = KEYS[1] .. PD .. ARGV[3], KEYS[1] .. PM .. ms
+-- KEYS[5] when the node expected this month; else named here (above)
+local dh, mh = KEYS[2], KEYS[1] .. PM .. ms
 local xb, xk = cur .. ':' .. F, kc .. F
 local caps = {{c[1], 'buyer', D, dh, fb, xb}, {c[2], 'buyer', M, mh, fb, xb},
   {c[3], 'key', D, dh, fk, xk}, {c[4], 'key', M, mh, fk, xk}}

@@ -5,6 +5,9 @@
 -- KEYS[2]  the buyer's flush ids (a zset)
 -- KEYS[3]  the buyer's prepaid balances (a hash)
 -- KEYS[4]  the buyer's spend caps (a hash, lua/cap.lua's KEYS[1])
+-- KEYS[5]  today's caps hash, KEYS[4] .. ":d" .. ARGV[4]
+-- KEYS[6]  the month's caps hash when the month starts on the 1st,
+--          KEYS[4] .. ":m" .. the 1st of ARGV[4]'s month
 -- ARGV[1]  the buyer's usage hashes' name but the day: "toll:usage:{B}:"
 -- ARGV[2]  the mirror's suffix, ":drained"
 -- ARGV[3]  the asking key's id
@@ -12,6 +15,14 @@
 -- ARGV[5..11] the names of lib/toll_names.h: "used", "daily",
 --          "monthly", "anchor", "key:", ":d", ":m"
 -- ARGV[12]... flush ids the asking node has in flight
+--
+-- Slots (docs/redis.md "Slots"): every key is in the buyer's hash tag.
+-- Two kinds of names are made here, where the caller cannot know them:
+-- each day's usage hash and its mirror, ARGV[1] .. day (.. ARGV[2]), for
+-- the days read from KEYS[1]; and the month's caps hash when the
+-- buyer's anchor starts the month on another day than the 1st, KEYS[4]
+-- .. ":m" .. start.  ARGV[1] and KEYS[4] carry the buyer's tag, so do
+-- they: one slot.
 --
 -- Answers {usage, applied, balances, caps}: every field and value of
 -- each day's usage hash and of its mirror, where toll-settle adds what
@@ -71,7 +82,7 @@ if #c > 0 then
     local cur, p
     if scope then cur, p = string.match(f, '^([^:]+):([^:]+)$') end
     if cur and (p == D or p == M) then
-      local h = KEYS[4] .. PD .. today
+      local h = KEYS[5]
       if p == M then h = KEYS[4] .. PM .. ms end
       caps[#caps + 1] = scope
       caps[#caps + 1] = p

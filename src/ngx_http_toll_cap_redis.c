@@ -25,17 +25,22 @@
  */
 #define NGX_HTTP_TOLL_CAP_GEN_MS    500
 #define NGX_HTTP_TOLL_CAP_POLL_MS   250
-/* EVALSHA, its sha, 1 key, then lua/cap.lua's 19 ARGV */
-#define NGX_HTTP_TOLL_CAP_ARGS      23
+/* EVALSHA, its sha, 5 keys, then lua/cap.lua's 19 ARGV */
+#define NGX_HTTP_TOLL_CAP_KEYS      5
+#define NGX_HTTP_TOLL_CAP_ARGS      (3 + NGX_HTTP_TOLL_CAP_KEYS + 19)
+/* lua/cap.lua's ARGV[i], after its keys */
+#define ngx_http_toll_cap_argv(i)   (2 + NGX_HTTP_TOLL_CAP_KEYS + (i))
 
-#define ngx_http_toll_cap_str(k, s, n)                                        \
-    argv[k] = (const char *) (s);                                             \
-    argvlen[k] = (n)
+#define ngx_http_toll_cap_str(i, s, n)                                        \
+    argv[ngx_http_toll_cap_argv(i)] = (const char *) (s);                     \
+    argvlen[ngx_http_toll_cap_argv(i)] = (n)
 
 /* leases looked at per tick and worker */
 #define NGX_HTTP_TOLL_CAP_TICK_MAX  256
 
 
+static void ngx_http_toll_cap_keys(ngx_http_toll_cap_ask_t *ask,
+    ngx_str_t *buyer, u_char *buf, const char **argv, size_t *argvlen);
 static void ngx_http_toll_cap_names(const char **argv, size_t *argvlen);
 static void ngx_http_toll_cap_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_toll_cap_answer(ngx_http_toll_cap_state_t *st,
@@ -61,9 +66,10 @@ ngx_int_t
 ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
     ngx_http_toll_main_conf_t *mcf, int64_t price)
 {
-    u_char     *p, *nl, *nl2;
+    u_char     *p, *q, *nl, *nl2;
     u_char      buf[5 * NGX_INT64_LEN + 3 * NGX_HTTP_TOLL_CAP_DAY_LEN];
-    u_char      name[TOLL_OWNER_LEN_MAX + 32];
+    u_char      names[NGX_HTTP_TOLL_CAP_KEYS
+                      * TOLL_NAME_CAP_LEN(TOLL_OWNER_LEN_MAX)];
     int64_t     want, bound;
     time_t      now;
     ngx_str_t   buyer, key, cur;
@@ -109,44 +115,39 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
 
     now = ngx_time();
 
-    argv[2] = "1";
+    argv[2] = TOLL_STR(NGX_HTTP_TOLL_CAP_KEYS);
     argvlen[2] = 1;
 
-    p = ngx_cpymem(name, TOLL_NAME_CAP_PREFIX,
-                   toll_name_len(TOLL_NAME_CAP_PREFIX));
-    p = ngx_cpymem(p, buyer.data, buyer.len);
-    p = ngx_cpymem(p, TOLL_NAME_TAG_END, toll_name_len(TOLL_NAME_TAG_END));
-    argv[3] = (const char *) name;
-    argvlen[3] = p - name;
+    ngx_http_toll_cap_keys(ask, &buyer, names, argv, argvlen);
 
-    ngx_http_toll_cap_str(4, cur.data, cur.len);
-    ngx_http_toll_cap_str(5, key.data, key.len);
-    ngx_http_toll_cap_str(6, ask->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
+    ngx_http_toll_cap_str(1, cur.data, cur.len);
+    ngx_http_toll_cap_str(2, key.data, key.len);
+    ngx_http_toll_cap_str(3, ask->day, NGX_HTTP_TOLL_CAP_DAY_LEN);
 
     p = buf;
 
-#define ngx_http_toll_cap_arg(k, fmt, ...)                                    \
-    argv[k] = (const char *) p;                                               \
+#define ngx_http_toll_cap_arg(i, fmt, ...)                                    \
+    q = p;                                                                    \
     p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
-    argvlen[k] = p - (u_char *) argv[k]
+    ngx_http_toll_cap_str(i, q, p - q)
 
-    ngx_http_toll_cap_arg(7, "%L", ask->back);
+    ngx_http_toll_cap_arg(4, "%L", ask->back);
 
     if (ask->back) {
-        ngx_http_toll_cap_str(8, ask->bday, NGX_HTTP_TOLL_CAP_DAY_LEN);
-        ngx_http_toll_cap_str(9, ask->bmonth, NGX_HTTP_TOLL_CAP_DAY_LEN);
+        ngx_http_toll_cap_str(5, ask->bday, NGX_HTTP_TOLL_CAP_DAY_LEN);
+        ngx_http_toll_cap_str(6, ask->bmonth, NGX_HTTP_TOLL_CAP_DAY_LEN);
 
     } else {
-        ngx_http_toll_cap_str(8, "", 0);
-        ngx_http_toll_cap_str(9, "", 0);
+        ngx_http_toll_cap_str(5, "", 0);
+        ngx_http_toll_cap_str(6, "", 0);
     }
 
-    ngx_http_toll_cap_arg(10, "%L", ask->hold);
-    ngx_http_toll_cap_arg(11, "%L", want);
-    ngx_http_toll_cap_arg(12, "%L", bound);
+    ngx_http_toll_cap_arg(7, "%L", ask->hold);
+    ngx_http_toll_cap_arg(8, "%L", want);
+    ngx_http_toll_cap_arg(9, "%L", bound);
     /* a day's hash outlives the day by one more */
-    ngx_http_toll_cap_arg(13, "%T", (now / 86400 + 2) * 86400 - now);
-    ngx_http_toll_cap_arg(14, "%d", TOLL_TTL_CAP_MONTH);
+    ngx_http_toll_cap_arg(10, "%T", (now / 86400 + 2) * 86400 - now);
+    ngx_http_toll_cap_arg(11, "%d", TOLL_TTL_CAP_MONTH);
 
 #undef ngx_http_toll_cap_arg
 
@@ -164,23 +165,77 @@ ngx_http_toll_cap_ask(ngx_http_toll_cap_ask_t *ask,
 }
 
 
+/*
+ * lua/cap.lua's KEYS, all of the buyer's hash tag (docs/redis.md
+ * "Slots"): its caps, today's hash, the give-back's day and month (today's
+ * and the expected month when nothing goes back), and the month the node
+ * expects: the one it last learned, else the one starting on the 1st (the
+ * anchor's default); the script names the month itself when the anchor
+ * says otherwise, and its answer tells the start for next time.
+ */
+
+static void
+ngx_http_toll_cap_keys(ngx_http_toll_cap_ask_t *ask, ngx_str_t *buyer,
+    u_char *buf, const char **argv, size_t *argvlen)
+{
+    u_char      *p;
+    u_char       month[NGX_HTTP_TOLL_CAP_DAY_LEN];
+    ngx_uint_t   i;
+    const char  *b;
+    const char  *day[NGX_HTTP_TOLL_CAP_KEYS];
+    int          m[NGX_HTTP_TOLL_CAP_KEYS] = { -1, 0, 0, 1, 1 };
+
+    if (ask->back) {
+        ngx_memcpy(month, ask->bmonth, NGX_HTTP_TOLL_CAP_DAY_LEN);
+
+    } else {
+        ngx_memcpy(month, ask->day, 6);
+        month[6] = '0';
+        month[7] = '1';
+    }
+
+    day[0] = NULL;
+    day[1] = (const char *) ask->day;
+    day[2] = (const char *) (ask->back ? ask->bday : ask->day);
+    day[3] = (const char *) (ask->back ? ask->bmonth : month);
+    day[4] = (const char *) month;
+
+    b = (const char *) buyer->data;
+    p = buf;
+
+    for (i = 0; i < NGX_HTTP_TOLL_CAP_KEYS; i++) {
+        argv[3 + i] = (const char *) p;
+
+        if (m[i] < 0) {
+            p = (u_char *) toll_name_cap((char *) p, b, buyer->len, "");
+
+        } else {
+            p = (u_char *) toll_name_cap_period((char *) p, b, buyer->len,
+                                                m[i], day[i]);
+        }
+
+        argvlen[3 + i] = p - (u_char *) argv[3 + i];
+    }
+}
+
+
 /* lua/cap.lua's ARGV[12..19]: the names of lib/toll_names.h */
 
 static void
 ngx_http_toll_cap_names(const char **argv, size_t *argvlen)
 {
-    ngx_http_toll_cap_str(15, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
-    ngx_http_toll_cap_str(16, TOLL_CAP_DAILY, toll_name_len(TOLL_CAP_DAILY));
-    ngx_http_toll_cap_str(17, TOLL_CAP_MONTHLY,
+    ngx_http_toll_cap_str(12, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
+    ngx_http_toll_cap_str(13, TOLL_CAP_DAILY, toll_name_len(TOLL_CAP_DAILY));
+    ngx_http_toll_cap_str(14, TOLL_CAP_MONTHLY,
                           toll_name_len(TOLL_CAP_MONTHLY));
-    ngx_http_toll_cap_str(18, TOLL_CAP_ANCHOR,
+    ngx_http_toll_cap_str(15, TOLL_CAP_ANCHOR,
                           toll_name_len(TOLL_CAP_ANCHOR));
-    ngx_http_toll_cap_str(19, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
-    ngx_http_toll_cap_str(20, TOLL_NAME_CAP_DAY,
+    ngx_http_toll_cap_str(16, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
+    ngx_http_toll_cap_str(17, TOLL_NAME_CAP_DAY,
                           toll_name_len(TOLL_NAME_CAP_DAY));
-    ngx_http_toll_cap_str(21, TOLL_NAME_CAP_MONTH,
+    ngx_http_toll_cap_str(18, TOLL_NAME_CAP_MONTH,
                           toll_name_len(TOLL_NAME_CAP_MONTH));
-    ngx_http_toll_cap_str(22, TOLL_CAP_FULL, toll_name_len(TOLL_CAP_FULL));
+    ngx_http_toll_cap_str(19, TOLL_CAP_FULL, toll_name_len(TOLL_CAP_FULL));
 }
 
 

@@ -180,6 +180,7 @@ ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_http_toll_usage_ctx_t *uctx)
 {
     u_char                        *p;
+    u_char                         month[TOLL_NAME_DAY_LEN];
     size_t                        *argvlen;
     ngx_uint_t                     i, n;
     const char                   **argv;
@@ -191,18 +192,19 @@ ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
         n += u[i].in_flight;
     }
 
-    argv = ngx_palloc(r->pool, (18 + n) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (18 + n) * sizeof(size_t));
+    argv = ngx_palloc(r->pool, (20 + n) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (20 + n) * sizeof(size_t));
     p = ngx_pnalloc(r->pool, 4 * TOLL_NAME_USAGE_LEN(ctx->key.owner.len)
                              + toll_name_len(TOLL_NAME_CAP_PREFIX)
                              + ctx->key.owner.len
-                             + toll_name_len(TOLL_NAME_TAG_END));
+                             + toll_name_len(TOLL_NAME_TAG_END)
+                             + 2 * TOLL_NAME_CAP_LEN(ctx->key.owner.len));
 
     if (argv == NULL || argvlen == NULL || p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    argv[2] = "4";
+    argv[2] = "6";
     argvlen[2] = 1;
 
     argv[3] = (const char *) p;
@@ -230,35 +232,60 @@ ngx_http_toll_usage_ask(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     p = ngx_cpymem(p, TOLL_NAME_TAG_END, toll_name_len(TOLL_NAME_TAG_END));
     argvlen[6] = p - (u_char *) argv[6];
 
+    /*
+     * today's caps hash, and the month's when it starts on the 1st (the
+     * anchor's default): declared, as lua/usage.lua reads them; a month
+     * that starts on another day is named by the script, in the same
+     * hash tag (docs/redis.md "Slots")
+     */
+
     argv[7] = (const char *) p;
+    p = (u_char *) toll_name_cap_period((char *) p,
+                                        (char *) ctx->key.owner.data,
+                                        ctx->key.owner.len, 0,
+                                        (char *) uctx->today);
+    argvlen[7] = p - (u_char *) argv[7];
+
+    ngx_memcpy(month, uctx->today, 6);
+    month[6] = '0';
+    month[7] = '1';
+
+    argv[8] = (const char *) p;
+    p = (u_char *) toll_name_cap_period((char *) p,
+                                        (char *) ctx->key.owner.data,
+                                        ctx->key.owner.len, 1,
+                                        (char *) month);
+    argvlen[8] = p - (u_char *) argv[8];
+
+    argv[9] = (const char *) p;
     p = (u_char *) toll_name_buyer((char *) p, (char *) ctx->key.owner.data,
                                    ctx->key.owner.len, ":");
-    argvlen[7] = p - (u_char *) argv[7];
+    argvlen[9] = p - (u_char *) argv[9];
 
 #define ngx_http_toll_usage_arg(k, s, n)                                      \
     argv[k] = (const char *) (s);                                             \
     argvlen[k] = (n)
 
-    ngx_http_toll_usage_arg(8, TOLL_NAME_USAGE_MIRROR,
+    ngx_http_toll_usage_arg(10, TOLL_NAME_USAGE_MIRROR,
                             toll_name_len(TOLL_NAME_USAGE_MIRROR));
-    ngx_http_toll_usage_arg(9, ctx->key.key_id.data, ctx->key.key_id.len);
-    ngx_http_toll_usage_arg(10, uctx->today, NGX_HTTP_TOLL_USAGE_DAY_LEN);
-    ngx_http_toll_usage_arg(11, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
-    ngx_http_toll_usage_arg(12, TOLL_CAP_DAILY,
+    ngx_http_toll_usage_arg(11, ctx->key.key_id.data, ctx->key.key_id.len);
+    ngx_http_toll_usage_arg(12, uctx->today, NGX_HTTP_TOLL_USAGE_DAY_LEN);
+    ngx_http_toll_usage_arg(13, TOLL_CAP_USED, toll_name_len(TOLL_CAP_USED));
+    ngx_http_toll_usage_arg(14, TOLL_CAP_DAILY,
                             toll_name_len(TOLL_CAP_DAILY));
-    ngx_http_toll_usage_arg(13, TOLL_CAP_MONTHLY,
+    ngx_http_toll_usage_arg(15, TOLL_CAP_MONTHLY,
                             toll_name_len(TOLL_CAP_MONTHLY));
-    ngx_http_toll_usage_arg(14, TOLL_CAP_ANCHOR,
+    ngx_http_toll_usage_arg(16, TOLL_CAP_ANCHOR,
                             toll_name_len(TOLL_CAP_ANCHOR));
-    ngx_http_toll_usage_arg(15, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
-    ngx_http_toll_usage_arg(16, TOLL_NAME_CAP_DAY,
+    ngx_http_toll_usage_arg(17, TOLL_CAP_KEY, toll_name_len(TOLL_CAP_KEY));
+    ngx_http_toll_usage_arg(18, TOLL_NAME_CAP_DAY,
                             toll_name_len(TOLL_NAME_CAP_DAY));
-    ngx_http_toll_usage_arg(17, TOLL_NAME_CAP_MONTH,
+    ngx_http_toll_usage_arg(19, TOLL_NAME_CAP_MONTH,
                             toll_name_len(TOLL_NAME_CAP_MONTH));
 
 #undef ngx_http_toll_usage_arg
 
-    for (n = 18, i = 0; i < uctx->unsent.nelts; i++) {
+    for (n = 20, i = 0; i < uctx->unsent.nelts; i++) {
         if (u[i].in_flight) {
             argv[n] = (const char *) u[i].flush_id;
             argvlen[n++] = TOLL_NAME_BATCH_LEN;

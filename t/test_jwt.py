@@ -122,6 +122,16 @@ def test_each_algorithm_verified(gate, upstream, keys, alg):
     assert entry["auth"] == "OK" and entry["buyer"] == "buyer-" + alg
 
 
+@pytest.mark.parametrize("buyer", ["{acme", "a}", "a{b}c", "{}"])
+def test_buyer_with_braces_inside_admitted(gate, upstream, keys, buyer):
+    """'{' anywhere, or '}' after the first byte, leaves the names' hash
+    tag non-empty: such a buyer is as good as any."""
+    tok = J.token(keys, "ES256", J.claims(now(), sub=buyer))
+    r = client.request(gate.port, "GET", "/api", bearer(tok))
+    assert r.status == 200, r
+    assert header_values(upstream.requests[-1], "X-Toll-Buyer") == [buyer]
+
+
 def test_default_plan_and_stable_key_id(gate, upstream, keys):
     t1 = J.token(keys, "RS256", J.claims(now(), sub="acme"))
     t2 = J.token(keys, "ES256", J.claims(now(), sub="acme", exp_in=600))
@@ -506,6 +516,16 @@ def attack_header_tricks(keys):
     return _variants(make, 250)
 
 
+def attack_buyer_hash_tag(keys):
+    """A buyer beginning with '}' would end the hash tag of its Redis
+    names empty (docs/redis.md "Slots"): refused as any invalid buyer."""
+    heads = ["}", "}acme", "}}", "}{a}", "}:"]
+
+    def m(c, i):
+        c["sub"] = heads[i % len(heads)] + ("%d" % i if i >= 5 else "")
+    return _signed_claims(keys, m, 100)
+
+
 ATTACKS = {
     "alg_none": attack_alg_none,
     "unknown_alg": attack_unknown_alg,
@@ -524,6 +544,7 @@ ATTACKS = {
     "short_signature": attack_short_signature,
     "bad_signature": attack_bad_signature,
     "header_tricks": attack_header_tricks,
+    "buyer_hash_tag": attack_buyer_hash_tag,
 }
 
 

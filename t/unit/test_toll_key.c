@@ -220,6 +220,40 @@ test_owner_every_byte(void **state)
 }
 
 
+/*
+ * A leading '}' closes the hash tag its Redis names open: refused.  '{'
+ * anywhere, and '}' after the first byte, leave a tag that is not empty.
+ */
+static void
+test_owner_hash_tag(void **state)
+{
+    unsigned char  buf[3];
+    int            c;
+
+    (void) state;
+
+    assert_false(toll_owner_valid((const unsigned char *) LIT("}")));
+    assert_false(toll_owner_valid((const unsigned char *) LIT("}acme")));
+    assert_false(toll_owner_valid((const unsigned char *) LIT("}}")));
+    assert_false(toll_owner_valid((const unsigned char *) LIT("}{a}")));
+    assert_true(toll_owner_valid((const unsigned char *) LIT("{")));
+    assert_true(toll_owner_valid((const unsigned char *) LIT("{acme")));
+    assert_true(toll_owner_valid((const unsigned char *) LIT("a}")));
+    assert_true(toll_owner_valid((const unsigned char *) LIT("a{b}c")));
+    assert_true(toll_owner_valid((const unsigned char *) LIT("{}")));
+
+    /* the first byte: every visible one but '}' */
+
+    for (c = 0; c < 256; c++) {
+        memcpy(buf, "xab", 3);
+        buf[0] = (unsigned char) c;
+
+        assert_int_equal(toll_owner_valid(buf, sizeof(buf)),
+                         c > ' ' && c < 0x7f && c != '}');
+    }
+}
+
+
 static void
 test_plan_valid(void **state)
 {
@@ -1270,6 +1304,7 @@ main(void)
         cmocka_unit_test(test_valid_every_byte),
         cmocka_unit_test(test_owner_valid),
         cmocka_unit_test(test_owner_every_byte),
+        cmocka_unit_test(test_owner_hash_tag),
         cmocka_unit_test(test_plan_valid),
 
         cmocka_unit_test(test_token_valid),

@@ -144,7 +144,7 @@ test_names_round_trip(void **state)
 {
     char          buf[TOLL_NAME_CLAIM_LEN(16) + 1], *p;
     toll_name_t   n;
-    static const char  *buyers[] = { "acme", "a:b", "}:", "{x}:20260101",
+    static const char  *buyers[] = { "acme", "a:b", ":}", "{x}:20260101",
                                      "-", "\xff\x01" };
     size_t        i, blen;
 
@@ -242,6 +242,47 @@ test_name_text(void **state)
 }
 
 
+/*
+ * A buyer whose first byte is '}' ends the names' hash tag empty: every
+ * reader refuses it, as the writers' toll_owner_valid() does.  The
+ * period hashes of the caps are the cap hash and a suffix: one tag.
+ */
+static void
+test_buyer_hash_tag(void **state)
+{
+    char         name[TOLL_NAME_LEN_MAX + 32], *end;
+    size_t       blen;
+    const char  *b;
+    toll_name_t  n;
+
+    (void) state;
+
+    assert_false(toll_name_buyer_valid("}", 1));
+    assert_false(toll_name_buyer_valid("}acme", 5));
+    assert_false(toll_name_buyer_valid("}{a}", 4));
+    assert_true(toll_name_buyer_valid("{", 1));
+    assert_true(toll_name_buyer_valid("a}", 2));
+    assert_true(toll_name_buyer_valid("a{b}c", 5));
+
+    end = toll_name_usage(name, "}a", 2, "20260101");
+    assert_int_equal(toll_name_usage_parse(name, end - name, &n), -1);
+    assert_int_equal(toll_name_balance_parse("toll:balance:{}a}", 17, &b,
+                                             &blen), -1);
+
+    end = toll_name_usage(name, "{a", 2, "20260101");
+    assert_int_equal(toll_name_usage_parse(name, end - name, &n), 0);
+    assert_int_equal(n.buyer_len, 2);
+
+    end = toll_name_cap_period(name, "a}b", 3, 1, "20260103");
+    *end = '\0';
+    assert_string_equal(name, "toll:cap:{a}b}:m20260103");
+    end = toll_name_cap_period(name, "a", 1, 0, "20260103");
+    *end = '\0';
+    assert_string_equal(name, "toll:cap:{a}:d20260103");
+    assert_true((size_t) (end - name) <= TOLL_NAME_CAP_LEN(1));
+}
+
+
 int
 main(void)
 {
@@ -252,6 +293,7 @@ main(void)
         cmocka_unit_test(test_names_round_trip),
         cmocka_unit_test(test_usage_fields),
         cmocka_unit_test(test_name_text),
+        cmocka_unit_test(test_buyer_hash_tag),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

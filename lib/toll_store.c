@@ -397,6 +397,52 @@ toll_store_context_for(toll_store_t *st, const char *key, size_t len)
 }
 
 
+unsigned
+toll_store_nodes(const toll_store_t *st)
+{
+    return (st->spec.kind == TOLL_STORE_CLUSTER) ? st->map.n : 1;
+}
+
+
+redisReply *
+toll_store_command_node(toll_store_t *st, unsigned node, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int            len, timed_out;
+    char          *cmd;
+    redisReply    *r;
+    redisContext  *c;
+
+    toll_store_discard(st);
+
+    if (node >= toll_store_nodes(st)) {
+        toll_store_fail(st, "no node %u: the cluster has %u", node,
+                        toll_store_nodes(st));
+        return NULL;
+    }
+
+    c = (st->spec.kind == TOLL_STORE_CLUSTER)
+        ? toll_store_node_ctx(st, node)
+        : toll_store_route(st, TOLL_CLUSTER_ANY);
+
+    if (c == NULL) {
+        return NULL;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+    if (len < 0) {
+        toll_store_fail(st, "out of memory");
+        return NULL;
+    }
+
+    r = toll_store_send(st, c, cmd, (size_t) len, 0, &timed_out);
+    free(cmd);
+
+    return r;
+}
+
+
 static void
 toll_store_fail(toll_store_t *st, const char *fmt, ...)
 {

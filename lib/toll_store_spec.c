@@ -72,11 +72,11 @@ toll_store_spec_parse(toll_store_spec_t *spec, const char *addr,
     }
 
     if (toll_addr_parse(&spec->addr[0], addr, (unsigned) flags) != 0) {
-        snprintf(err, err_size, "invalid Redis address \"%.*s\": use "
-                 "HOST:PORT, [IPV6]:PORT%s, cluster=HOST:PORT,... or "
-                 "sentinel=HOST:PORT,... master=NAME",
-                 TOLL_ADDR_TEXT_LEN_MAX, addr,
-                 (flags & TOLL_ADDR_UNIX) ? ", unix:/PATH" : "");
+        /* the caller names the address and where it came from */
+        snprintf(err, err_size, "use HOST:PORT, [IPV6]:PORT%s, "
+                 "cluster=HOST:PORT,... or sentinel=HOST:PORT,... "
+                 "master=NAME", (flags & TOLL_ADDR_UNIX) ? ", unix:/PATH"
+                                                         : "");
         return -1;
     }
 

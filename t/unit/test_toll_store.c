@@ -64,8 +64,9 @@ test_spec_bad(void **state)
 
     assert_spec_bad("", TOLL_ADDR_UNIX, "no Redis address");
     assert_spec_bad("   ", TOLL_ADDR_UNIX, "no Redis address");
-    assert_spec_bad("localhost", TOLL_ADDR_UNIX, "invalid Redis address");
-    assert_spec_bad("unix:/run/r.sock", 0, "invalid Redis address");
+    assert_spec_bad("localhost", TOLL_ADDR_UNIX, "use HOST:PORT");
+    assert_spec_bad("unix:/run/r.sock", 0, "use HOST:PORT, [IPV6]:PORT, "
+                    "cluster=");
     assert_spec_bad("h:1 master=x", 0, "master= goes with sentinel=");
     assert_spec_bad("h:1 x", 0, "only sentinel=");
     assert_spec_bad("cluster=", 0, "cluster= needs at least one HOST:PORT");

@@ -523,6 +523,19 @@ test_cluster_routes(void **state)
     assert_ptr_not_equal(toll_store_context_for(st, "foo", 3),
                          toll_store_context_for(st, "bar", 3));
 
+    /* each primary in turn (SCAN), no redirection: B answers as B */
+    {
+        const char  *argv[2] = { "GET", "bar" };
+        size_t       argvlen[2] = { 3, 3 };
+
+        assert_int_equal(toll_store_nodes(st), 2);
+        assert_reply_str(toll_store_command_node(st, 1, 2, argv, argvlen),
+                         "B");
+        assert_reply_str(toll_store_command_node(st, 0, 2, argv, argvlen),
+                         "A");
+        assert_null(toll_store_command_node(st, 2, 2, argv, argvlen));
+    }
+
     /* keys in two slots never leave */
     {
         const char  *argv[3] = { "DEL", "foo", "bar" };

@@ -128,7 +128,7 @@ $(OUT)/toll-settle: $(SETTLE_SRCS) $(LIB_HDRS) $(wildcard settle/*.h)
 
 $(OUT)/unit/%: t/unit/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(OUT)/unit
-	$(CC) $(CSTD_FLAGS) -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
+	$(CC) $(CSTD_FLAGS) -pthread -Ilib -o $@ $< $(LIB_SRCS) -lcmocka -lsqlite3 \
 	    -ljansson -lcrypto -lhiredis
 
 # the webhook sender's test links the daemon's sender and its outbox,

@@ -288,9 +288,7 @@ main(int argc, char **argv)
         rc = tollctl_dispatch(&ctl, o.nargs, o.args);
     }
 
-    if (ctl.redis != NULL) {
-        redisFree(ctl.redis);
-    }
+    toll_store_free(ctl.redis);
 
     if (rc == TOLLCTL_DONE) {
         rc = EX_OK;

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "toll_addr.h"
+#include "toll_store.h"
 #include "toll_money.h"
 
 
@@ -43,7 +44,7 @@
 typedef struct {
     const char       *text;         /* as given, for messages */
     const char       *source;       /* "--redis", "TOLL_REDIS", "default" */
-    toll_addr_t       parsed;       /* port 0: a unix socket */
+    toll_store_spec_t parsed;       /* one Redis, a Cluster, a Sentinel */
 } tollctl_addr_t;
 
 
@@ -59,7 +60,11 @@ typedef struct {
     tollctl_addr_t    addr;
     int64_t           db;
     int64_t           timeout_ms;
-    redisContext     *redis;
+    toll_store_t     *redis;
+    /* the connection of the last tollctl_redis_watch(), for its EXEC or
+     * UNWATCH: a Cluster's node of the watched key's slot */
+    redisContext     *watched;
+    int               watched_slot;
 } tollctl_t;
 
 
@@ -141,11 +146,17 @@ void tollctl_cmd_add(tollctl_cmd_t *cmd, const char *arg, size_t len);
 void tollctl_cmd_add_str(tollctl_cmd_t *cmd, const char *arg);
 /* a reply that is not an error, or NULL after reporting one */
 redisReply *tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd);
+/* the same, to one primary of a Cluster (SCAN), 0 to toll_store_nodes() */
+redisReply *tollctl_redis_run_node(tollctl_t *ctl, unsigned node,
+    tollctl_cmd_t *cmd);
 /* n commands in one round trip: 0 and n replies, or -1 after reporting */
 int tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     redisReply **replies);
 /* MULTI, cmds, EXEC: EXEC's array, nil when a WATCHed key changed, NULL */
 redisReply *tollctl_redis_exec(tollctl_t *ctl, tollctl_cmd_t *cmds,
+    size_t n);
+/* the same, with each command's error left in EXEC's reply */
+redisReply *tollctl_redis_exec_any(tollctl_t *ctl, tollctl_cmd_t *cmds,
     size_t n);
 /* WATCH name; 1 or 0 as it exists, -1 after an error; HGET status */
 int tollctl_redis_watch(tollctl_t *ctl, const char *name,

@@ -40,6 +40,8 @@ static int tollctl_recon_hash(tollctl_recon_t *r, const char *name,
 static tollctl_part_t *tollctl_recon_find(tollctl_recon_t *r, size_t first,
     const char *service, size_t len);
 static int tollctl_str_cmp(const void *a, const void *b);
+static int tollctl_recon_scan_balances_node(tollctl_t *ctl, unsigned node,
+    char ***buyers, size_t *n);
 static int tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers,
     size_t *n);
 static int tollctl_recon_balance(tollctl_t *ctl, tollctl_recon_t *r,
@@ -254,6 +256,7 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
     int             rc;
     char            cursor[32];
     size_t          i, j, n, cap, calls;
+    unsigned        node;
     redisReply     *reply;
     tollctl_cmd_t   cmd;
 
@@ -262,53 +265,57 @@ tollctl_recon_scan(tollctl_t *ctl, char ***days, size_t *ndays)
     n = 0;
     cap = 0;
 
-    snprintf(cursor, sizeof(cursor), "0");
+    /* each primary of a Cluster holds only its own slots' keys */
+    for (node = 0; node < toll_store_nodes(ctl->redis); node++) {
 
-    for (calls = 0; calls < TOLLCTL_SCAN_CALLS_MAX; calls++) {
-        tollctl_cmd_init(&cmd, "SCAN");
-        tollctl_cmd_add_str(&cmd, cursor);
-        tollctl_cmd_add_str(&cmd, "MATCH");
-        tollctl_cmd_add_str(&cmd, TOLL_NAME_USAGE_MATCH);
-        tollctl_cmd_add_str(&cmd, "COUNT");
-        tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
+        snprintf(cursor, sizeof(cursor), "0");
 
-        reply = tollctl_redis_run(ctl, &cmd);
-        if (reply == NULL) {
-            goto failed;
+        for (calls = 0; calls < TOLLCTL_SCAN_CALLS_MAX; calls++) {
+            tollctl_cmd_init(&cmd, "SCAN");
+            tollctl_cmd_add_str(&cmd, cursor);
+            tollctl_cmd_add_str(&cmd, "MATCH");
+            tollctl_cmd_add_str(&cmd, TOLL_NAME_USAGE_MATCH);
+            tollctl_cmd_add_str(&cmd, "COUNT");
+            tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
+
+            reply = tollctl_redis_run_node(ctl, node, &cmd);
+            if (reply == NULL) {
+                goto failed;
+            }
+
+            if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+                || reply->element[0]->type != REDIS_REPLY_STRING
+                || reply->element[0]->len >= sizeof(cursor)
+                || reply->element[1]->type != REDIS_REPLY_ARRAY)
+            {
+                freeReplyObject(reply);
+                tollctl_error(EX_UNAVAILABLE, "redis %s: SCAN: unexpected "
+                              "reply", ctl->addr.text);
+                goto failed;
+            }
+
+            rc = tollctl_recon_scan_add(reply->element[1], days, &n, &cap);
+
+            if (rc != EX_OK) {
+                freeReplyObject(reply);
+                *ndays = n;
+                return rc;
+            }
+
+            memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
+            cursor[reply->element[0]->len] = '\0';
+            freeReplyObject(reply);
+
+            if (strcmp(cursor, "0") == 0) {
+                break;
+            }
         }
 
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
-            || reply->element[0]->type != REDIS_REPLY_STRING
-            || reply->element[0]->len >= sizeof(cursor)
-            || reply->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            freeReplyObject(reply);
-            tollctl_error(EX_UNAVAILABLE, "redis %s: SCAN: unexpected reply",
-                          ctl->addr.text);
-            goto failed;
-        }
-
-        rc = tollctl_recon_scan_add(reply->element[1], days, &n, &cap);
-
-        if (rc != EX_OK) {
-            freeReplyObject(reply);
+        if (calls == TOLLCTL_SCAN_CALLS_MAX) {
             *ndays = n;
-            return rc;
+            return tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d "
+                                 "calls", TOLLCTL_SCAN_CALLS_MAX);
         }
-
-        memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
-        cursor[reply->element[0]->len] = '\0';
-        freeReplyObject(reply);
-
-        if (strcmp(cursor, "0") == 0) {
-            break;
-        }
-    }
-
-    if (calls == TOLLCTL_SCAN_CALLS_MAX) {
-        *ndays = n;
-        return tollctl_error(EX_SOFTWARE, "SCAN did not finish in %d calls",
-                             TOLLCTL_SCAN_CALLS_MAX);
     }
 
     if (n == 0) {
@@ -390,96 +397,64 @@ tollctl_recon_scan_add(const redisReply *keys, char ***days, size_t *n,
 }
 
 
-/* a day's usage hash and mirror in one MULTI: one consistent view */
+/*
+ * A day's usage hash and mirror in one MULTI: one consistent view (a
+ * claim moves counts from one to the other).  Both are in the buyer's
+ * hash slot, so each day's MULTI runs on one node of a Cluster; days of
+ * different buyers are in different slots, so each day is a MULTI of
+ * its own rather than one MULTI for a batch of days.
+ */
 int
 tollctl_recon_hashes(tollctl_t *ctl, tollctl_recon_t *r, char **days,
     size_t ndays)
 {
     int             rc;
-    char           *nl, *names, *live, *mirror, *end;
-    size_t          i, j, n, k, len;
-    redisReply    **replies, *exec;
-    tollctl_cmd_t  *cmds;
-
-    /* MULTI, two HGETALLs a day, EXEC */
-    cmds = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2, sizeof(tollctl_cmd_t));
-    replies = calloc(2 * TOLLCTL_RECONCILE_BATCH_MAX + 2,
-                     sizeof(redisReply *));
-    names = malloc(2 * TOLLCTL_RECONCILE_BATCH_MAX * (TOLL_NAME_LEN_MAX + 1));
-
-    if (cmds == NULL || replies == NULL || names == NULL) {
-        free(cmds);
-        free(replies);
-        free(names);
-        return tollctl_error(EX_OSERR, "out of memory");
-    }
+    char           *nl, *end;
+    char            live[TOLL_NAME_LEN_MAX + 1], mirror[TOLL_NAME_LEN_MAX + 1];
+    size_t          i, k, len;
+    redisReply     *exec;
+    tollctl_cmd_t   cmds[2];
 
     rc = EX_OK;
 
-    for (i = 0; i < ndays && rc == EX_OK; i += n) {
-        n = ndays - i;
-        if (n > TOLLCTL_RECONCILE_BATCH_MAX) {
-            n = TOLLCTL_RECONCILE_BATCH_MAX;
-        }
+    for (i = 0; i < ndays && rc == EX_OK; i++) {
+        nl = strchr(days[i], '\n');
+        len = (size_t) (nl - days[i]);
 
-        tollctl_cmd_init(&cmds[0], "MULTI");
+        end = toll_name_usage(live, days[i], len, nl + 1);
+        *end = '\0';
+        end = toll_name_usage(mirror, days[i], len, nl + 1);
+        memcpy(end, TOLL_NAME_USAGE_MIRROR, sizeof(TOLL_NAME_USAGE_MIRROR));
 
-        for (j = 0; j < n; j++) {
-            nl = strchr(days[i + j], '\n');
-            len = (size_t) (nl - days[i + j]);
+        tollctl_cmd_init(&cmds[0], "HGETALL");
+        tollctl_cmd_add_str(&cmds[0], live);
+        tollctl_cmd_init(&cmds[1], "HGETALL");
+        tollctl_cmd_add_str(&cmds[1], mirror);
 
-            live = names + 2 * j * (TOLL_NAME_LEN_MAX + 1);
-            mirror = live + TOLL_NAME_LEN_MAX + 1;
+        exec = tollctl_redis_exec_any(ctl, cmds, 2);
 
-            end = toll_name_usage(live, days[i + j], len, nl + 1);
-            *end = '\0';
-            end = toll_name_usage(mirror, days[i + j], len, nl + 1);
-            memcpy(end, TOLL_NAME_USAGE_MIRROR,
-                   sizeof(TOLL_NAME_USAGE_MIRROR));
-
-            tollctl_cmd_init(&cmds[1 + 2 * j], "HGETALL");
-            tollctl_cmd_add_str(&cmds[1 + 2 * j], live);
-            tollctl_cmd_init(&cmds[2 + 2 * j], "HGETALL");
-            tollctl_cmd_add_str(&cmds[2 + 2 * j], mirror);
-        }
-
-        tollctl_cmd_init(&cmds[2 * n + 1], "EXEC");
-
-        if (tollctl_redis_pipeline(ctl, cmds, 2 * n + 2, replies) != 0) {
+        if (exec == NULL) {
             rc = EX_UNAVAILABLE;
             break;
         }
 
-        exec = replies[2 * n + 1];
-
-        if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {
+        if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) {
             rc = tollctl_error(EX_UNAVAILABLE, "redis %s: EXEC: unexpected "
                                "reply", ctl->addr.text);
         }
 
-        for (j = 0; j < n && rc == EX_OK; j++) {
-            nl = strchr(days[i + j], '\n');
-            *nl = '\0';
+        *nl = '\0';
 
-            for (k = 0; k < 2 && rc == EX_OK; k++) {
-                rc = tollctl_recon_hash(r, cmds[1 + 2 * j + k].argv[1],
-                                        exec->element[2 * j + k],
-                                        days[i + j], nl + 1,
-                                        k ? TOLLCTL_SRC_MIRROR
-                                          : TOLLCTL_SRC_LIVE, NULL);
-            }
-
-            *nl = '\n';
+        for (k = 0; k < 2 && rc == EX_OK; k++) {
+            rc = tollctl_recon_hash(r, cmds[k].argv[1], exec->element[k],
+                                    days[i], nl + 1,
+                                    k ? TOLLCTL_SRC_MIRROR
+                                      : TOLLCTL_SRC_LIVE, NULL);
         }
 
-        for (j = 0; j < 2 * n + 2; j++) {
-            freeReplyObject(replies[j]);
-        }
+        *nl = '\n';
+        freeReplyObject(exec);
     }
-
-    free(cmds);
-    free(replies);
-    free(names);
 
     return rc;
 }
@@ -741,9 +716,29 @@ tollctl_recon_balances(tollctl_t *ctl, tollctl_recon_t *r)
 }
 
 
-/* "toll:balance:{<buyer>}": the buyer, as the drain's readers take one */
+/* "toll:balance:{<buyer>}": the buyer, as the drain's readers take one;
+ * from each primary of a Cluster in turn */
 static int
 tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
+{
+    int       rc;
+    unsigned  node;
+
+    rc = EX_OK;
+
+    for (node = 0; node < toll_store_nodes(ctl->redis) && rc == EX_OK;
+         node++)
+    {
+        rc = tollctl_recon_scan_balances_node(ctl, node, buyers, n);
+    }
+
+    return rc;
+}
+
+
+static int
+tollctl_recon_scan_balances_node(tollctl_t *ctl, unsigned node,
+    char ***buyers, size_t *n)
 {
     char            cursor[32], **grown;
     size_t          i, cap, calls, blen;
@@ -751,7 +746,12 @@ tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
     redisReply     *reply, *key;
     tollctl_cmd_t   cmd;
 
-    cap = 0;
+    /* what the earlier nodes' buyers took: a power of two's worth */
+    for (cap = 0; cap < *n; cap = cap ? 2 * cap : TOLLCTL_RECONCILE_BATCH_MAX)
+    {
+        /* void */
+    }
+
     snprintf(cursor, sizeof(cursor), "0");
 
     for (calls = 0; calls < TOLLCTL_SCAN_CALLS_MAX; calls++) {
@@ -763,7 +763,7 @@ tollctl_recon_scan_balances(tollctl_t *ctl, char ***buyers, size_t *n)
         tollctl_cmd_add_str(&cmd, "COUNT");
         tollctl_cmd_add_str(&cmd, TOLLCTL_SCAN_COUNT);
 
-        reply = tollctl_redis_run(ctl, &cmd);
+        reply = tollctl_redis_run_node(ctl, node, &cmd);
         if (reply == NULL) {
             return EX_UNAVAILABLE;
         }

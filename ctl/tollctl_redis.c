@@ -1,12 +1,15 @@
 /*
  * tollctl: its Redis client.  Where Redis is (--redis, $TOLL_REDIS or the
- * default), connecting with AUTH and SELECT, one command, a pipeline, a
- * MULTI/EXEC and a WATCH, and the messages when Redis fails or refuses.
+ * default: one Redis, cluster=... or sentinel=... master=NAME), connecting
+ * with AUTH and SELECT, one command, a pipeline, a MULTI/EXEC and a
+ * WATCH, and the messages when Redis fails or refuses.
  *
- * A blocking hiredis client is enough here: one operator, a few round
- * trips.  Every command goes out through redisCommandArgv() or
- * redisAppendCommandArgv() with explicit lengths: no user data is ever
- * part of a format string.
+ * lib/toll_store.c's blocking client is enough here: one operator, a few
+ * round trips; it routes each command to its slot's node on a Cluster.
+ * A transaction (WATCH, MULTI ... EXEC) stays on the connection of its
+ * keys' one slot (toll_store_context_for()): keys in two slots are
+ * refused before anything is sent.  Every command goes out with explicit
+ * lengths: no user data is ever part of a format string.
  */
 
 #include <assert.h>
@@ -36,6 +39,10 @@
 
 static int tollctl_conf_check(tollctl_t *ctl);
 static int tollctl_redis_io_error(tollctl_t *ctl, const char *cmd);
+static int tollctl_redis_ctx_error(tollctl_t *ctl, redisContext *c,
+    const char *cmd);
+static redisContext *tollctl_redis_tx_context(tollctl_t *ctl,
+    tollctl_cmd_t *cmds, size_t n);
 static void tollctl_redis_reply_error(tollctl_t *ctl, const char *cmd,
     const redisReply *reply);
 
@@ -44,6 +51,7 @@ static void tollctl_redis_reply_error(tollctl_t *ctl, const char *cmd,
 static int
 tollctl_conf_check(tollctl_t *ctl)
 {
+    char         err[512];
     const char  *env;
 
     ctl->addr.text = TOLLCTL_REDIS_DEFAULT;
@@ -60,13 +68,13 @@ tollctl_conf_check(tollctl_t *ctl)
         ctl->addr.source = "--redis";
     }
 
-    if (toll_addr_parse(&ctl->addr.parsed, ctl->addr.text, TOLL_ADDR_UNIX)
+    if (toll_store_spec_parse_line(&ctl->addr.parsed, ctl->addr.text,
+                                   TOLL_ADDR_UNIX, err, sizeof(err))
         != 0)
     {
         return tollctl_error(EX_DATAERR,
-                             "invalid Redis address \"%s\" from %s: "
-                             "use HOST:PORT, [IPV6]:PORT or unix:/PATH",
-                             ctl->addr.text, ctl->addr.source);
+                             "invalid Redis address \"%s\" from %s: %s",
+                             ctl->addr.text, ctl->addr.source, err);
     }
 
     if (ctl->password == NULL) {
@@ -81,6 +89,13 @@ tollctl_conf_check(tollctl_t *ctl)
         return tollctl_error(EX_DATAERR,
                              "invalid --db \"%s\": use an integer from 0 "
                              "to %d", ctl->db_opt, TOLLCTL_DB_MAX);
+    }
+
+    if (ctl->db != 0 && ctl->addr.parsed.kind == TOLL_STORE_CLUSTER) {
+        return tollctl_error(EX_DATAERR,
+                             "invalid --db \"%s\": db= is not available on "
+                             "a Redis Cluster (it has only database 0)",
+                             ctl->db_opt);
     }
 
     ctl->timeout_ms = TOLLCTL_TIMEOUT_MS_DEFAULT;
@@ -104,9 +119,8 @@ int
 tollctl_connect(tollctl_t *ctl)
 {
     int             rc;
-    char            db[TOLLCTL_INT_STR_LEN];
-    redisReply     *reply;
-    tollctl_cmd_t   cmd;
+    char            err[512];
+    const char     *hint;
     struct timeval  tv;
 
     if (ctl->redis != NULL) {
@@ -122,82 +136,62 @@ tollctl_connect(tollctl_t *ctl)
     tv.tv_sec = (time_t) (ctl->timeout_ms / 1000);
     tv.tv_usec = (suseconds_t) (ctl->timeout_ms % 1000 * 1000);
 
-    if (ctl->addr.parsed.port == 0) {
-        ctl->redis = redisConnectUnixWithTimeout(ctl->addr.parsed.host, tv);
+    /* a Sentinel asked for its primary, a Cluster's map read; AUTH and
+     * SELECT on each connection */
+    ctl->redis = toll_store_connect(&ctl->addr.parsed,
+                                    (ctl->password != NULL
+                                     && ctl->password[0] != '\0')
+                                    ? ctl->password : NULL,
+                                    (int) ctl->db, &tv, err, sizeof(err));
 
-    } else {
-        ctl->redis = redisConnectWithTimeout(ctl->addr.parsed.host,
-                                             ctl->addr.parsed.port, tv);
+    if (ctl->redis != NULL) {
+        return EX_OK;
     }
 
-    if (ctl->redis == NULL) {
-        return tollctl_error(EX_OSERR, "out of memory");
+    hint = "; check that Redis runs there (set by --redis or "
+           TOLLCTL_REDIS_ENV ")";
+
+    if (strstr(err, "AUTH") != NULL || strstr(err, "NOAUTH") != NULL
+        || strstr(err, "WRONGPASS") != NULL)
+    {
+        hint = "; check --password or " TOLLCTL_PASSWORD_ENV;
+
+    } else if (strstr(err, "SELECT") != NULL) {
+        hint = "; check --db";
     }
 
-    if (ctl->redis->err) {
-        return tollctl_redis_io_error(ctl, NULL);
-    }
-
-    /* without it, a Redis that accepts and then stalls would hang us */
-    if (redisSetTimeout(ctl->redis, tv) != REDIS_OK) {
-        return tollctl_redis_io_error(ctl, NULL);
-    }
-
-    if (ctl->password != NULL && ctl->password[0] != '\0') {
-        tollctl_cmd_init(&cmd, "AUTH");
-        tollctl_cmd_add_str(&cmd, ctl->password);
-
-        reply = tollctl_redis_run(ctl, &cmd);
-        if (reply == NULL) {
-            return EX_UNAVAILABLE;
-        }
-
-        freeReplyObject(reply);
-    }
-
-    if (ctl->db != 0) {
-        snprintf(db, sizeof(db), "%lld", (long long) ctl->db);
-
-        tollctl_cmd_init(&cmd, "SELECT");
-        tollctl_cmd_add_str(&cmd, db);
-
-        reply = tollctl_redis_run(ctl, &cmd);
-        if (reply == NULL) {
-            return EX_UNAVAILABLE;
-        }
-
-        freeReplyObject(reply);
-    }
-
-    return EX_OK;
+    return tollctl_error(EX_UNAVAILABLE, "redis %s: %s%s", ctl->addr.text,
+                         err, hint);
 }
 
 
-/* the context failed as a whole: it cannot be used again */
+/* the store failed as a whole: its own message says how */
 static int
 tollctl_redis_io_error(tollctl_t *ctl, const char *cmd)
+{
+    return tollctl_error(EX_UNAVAILABLE,
+                         "redis %s: %s: %s; check that Redis runs there "
+                         "(set by --redis or " TOLLCTL_REDIS_ENV ")",
+                         ctl->addr.text, cmd, toll_store_error(ctl->redis));
+}
+
+
+/* a transaction's connection failed: it cannot be used again */
+static int
+tollctl_redis_ctx_error(tollctl_t *ctl, redisContext *c, const char *cmd)
 {
     int          err;
     char         timeout[sizeof("no answer within  ms") + TOLLCTL_INT_STR_LEN];
     const char  *reason;
 
     err = errno;
-    reason = ctl->redis->errstr;
+    reason = c->errstr;
 
     /* hiredis reports a read that timed out as EAGAIN */
-    if (ctl->redis->err == REDIS_ERR_IO
-        && (err == EAGAIN || err == EWOULDBLOCK))
-    {
+    if (c->err == REDIS_ERR_IO && (err == EAGAIN || err == EWOULDBLOCK)) {
         snprintf(timeout, sizeof(timeout), "no answer within %lld ms",
                  (long long) ctl->timeout_ms);
         reason = timeout;
-    }
-
-    if (cmd == NULL) {
-        return tollctl_error(EX_UNAVAILABLE,
-                             "redis %s: %s; check that Redis runs there "
-                             "(set by --redis or " TOLLCTL_REDIS_ENV ")",
-                             ctl->addr.text, reason);
     }
 
     return tollctl_error(EX_UNAVAILABLE,
@@ -262,8 +256,31 @@ tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd)
 {
     redisReply  *reply;
 
-    reply = redisCommandArgv(ctl->redis, cmd->argc, cmd->argv,
-                             cmd->argvlen);
+    reply = toll_store_command(ctl->redis, cmd->argc, cmd->argv,
+                               cmd->argvlen);
+    if (reply == NULL) {
+        tollctl_redis_io_error(ctl, cmd->argv[0]);
+        return NULL;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        tollctl_redis_reply_error(ctl, cmd->argv[0], reply);
+        freeReplyObject(reply);
+        return NULL;
+    }
+
+    return reply;
+}
+
+
+/* the same, to node i of toll_store_nodes() (SCAN on a Cluster) */
+redisReply *
+tollctl_redis_run_node(tollctl_t *ctl, unsigned node, tollctl_cmd_t *cmd)
+{
+    redisReply  *reply;
+
+    reply = toll_store_command_node(ctl->redis, node, cmd->argc, cmd->argv,
+                                    cmd->argvlen);
     if (reply == NULL) {
         tollctl_redis_io_error(ctl, cmd->argv[0]);
         return NULL;
@@ -293,11 +310,12 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     redisReply  *reply;
 
     for (i = 0; i < n; i++) {
-        if (redisAppendCommandArgv(ctl->redis, cmds[i].argc, cmds[i].argv,
-                                   cmds[i].argvlen)
-            != REDIS_OK)
+        if (toll_store_append(ctl->redis, cmds[i].argc, cmds[i].argv,
+                              cmds[i].argvlen)
+            != 0)
         {
-            return tollctl_error(-1, "out of memory");
+            tollctl_redis_io_error(ctl, cmds[i].argv[0]);
+            return -1;
         }
     }
 
@@ -306,7 +324,7 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
     /* every reply is read, even after an error, to free them all */
 
     for (i = 0; i < n; i++) {
-        if (redisGetReply(ctl->redis, (void **) &reply) != REDIS_OK) {
+        if (toll_store_get_reply(ctl->redis, &reply) != 0) {
             tollctl_redis_io_error(ctl, cmds[i].argv[0]);
 
             for (j = 0; j < i; j++) {
@@ -340,43 +358,92 @@ tollctl_redis_pipeline(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n,
 
 
 /*
- * MULTI, the commands and EXEC in one round trip.  Returns EXEC's reply:
- * an array of one reply per command, or nil when a WATCHed key changed;
- * NULL after reporting an error.
+ * The connection of a transaction's keys, which must all be in one hash
+ * slot: on a Cluster, MULTI ... EXEC runs on one node.  The one of the
+ * last WATCH when there is one (the WATCH must be on the same
+ * connection as its EXEC); NULL after reporting an error.
+ */
+static redisContext *
+tollctl_redis_tx_context(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n)
+{
+    int            slot, s;
+    size_t         i;
+    const char    *key;
+    size_t         len;
+    redisContext  *c;
+
+    slot = TOLL_CLUSTER_ANY;
+    key = NULL;
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        s = toll_cluster_command_slot(cmds[i].argc, cmds[i].argv,
+                                      cmds[i].argvlen);
+
+        if (s == TOLL_CLUSTER_ANY) {
+            continue;
+        }
+
+        /* one Redis, or a Sentinel's primary, runs any transaction: the
+         * rule binds on a Cluster only, where the slots are on nodes */
+        if (toll_store_kind(ctl->redis) == TOLL_STORE_CLUSTER
+            && (s == TOLL_CLUSTER_CROSSSLOT
+                || (slot != TOLL_CLUSTER_ANY && s != slot)))
+        {
+            tollctl_error(EX_SOFTWARE, "a transaction over keys in more "
+                          "than one hash slot (%s %.*s): it cannot run on "
+                          "a Redis Cluster", cmds[i].argv[0],
+                          (int) cmds[i].argvlen[1], cmds[i].argv[1]);
+            return NULL;
+        }
+
+        if (key == NULL) {
+            key = cmds[i].argv[1];
+            len = cmds[i].argvlen[1];
+        }
+
+        slot = s;
+    }
+
+    if (ctl->watched != NULL) {
+        if (toll_store_kind(ctl->redis) == TOLL_STORE_CLUSTER
+            && slot != TOLL_CLUSTER_ANY && slot != ctl->watched_slot)
+        {
+            tollctl_error(EX_SOFTWARE, "a transaction over keys in another "
+                          "hash slot than the key it watched: it cannot "
+                          "run on a Redis Cluster");
+            return NULL;
+        }
+
+        return ctl->watched;
+    }
+
+    c = toll_store_context_for(ctl->redis, key ? key : "", len);
+
+    if (c == NULL) {
+        tollctl_redis_io_error(ctl, "MULTI");
+    }
+
+    return c;
+}
+
+
+/*
+ * MULTI, the commands and EXEC in one round trip, on the connection of
+ * their one slot.  Returns EXEC's reply: an array of one reply per
+ * command, or nil when a WATCHed key changed; NULL after reporting an
+ * error.
  */
 redisReply *
 tollctl_redis_exec(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n)
 {
-    size_t          i;
-    redisReply     *exec, *replies[TOLLCTL_EXEC_CMDS_MAX + 2];
-    tollctl_cmd_t   all[TOLLCTL_EXEC_CMDS_MAX + 2];
+    size_t       i;
+    redisReply  *exec;
 
-    assert(n <= TOLLCTL_EXEC_CMDS_MAX);
+    exec = tollctl_redis_exec_any(ctl, cmds, n);
 
-    tollctl_cmd_init(&all[0], "MULTI");
-    memcpy(&all[1], cmds, n * sizeof(tollctl_cmd_t));
-    tollctl_cmd_init(&all[n + 1], "EXEC");
-
-    if (tollctl_redis_pipeline(ctl, all, n + 2, replies) != 0) {
-        return NULL;
-    }
-
-    /* MULTI's OK and the QUEUED of each command */
-    for (i = 0; i < n + 1; i++) {
-        freeReplyObject(replies[i]);
-    }
-
-    exec = replies[n + 1];
-
-    if (exec->type == REDIS_REPLY_NIL) {
+    if (exec == NULL || exec->type == REDIS_REPLY_NIL) {
         return exec;
-    }
-
-    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != n) {
-        tollctl_error(EX_UNAVAILABLE, "redis %s: EXEC: unexpected reply",
-                      ctl->addr.text);
-        freeReplyObject(exec);
-        return NULL;
     }
 
     /* a transaction is not rolled back: a failed command is reported */
@@ -393,32 +460,156 @@ tollctl_redis_exec(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n)
 }
 
 
+/* the same, a command's error left in EXEC's reply for the caller */
+redisReply *
+tollctl_redis_exec_any(tollctl_t *ctl, tollctl_cmd_t *cmds, size_t n)
+{
+    int            failed;
+    size_t         i;
+    void          *r;
+    redisReply    *exec;
+    redisContext  *c;
+
+    assert(n <= TOLLCTL_EXEC_CMDS_MAX);
+
+    c = tollctl_redis_tx_context(ctl, cmds, n);
+    ctl->watched = NULL;
+
+    if (c == NULL) {
+        return NULL;
+    }
+
+    if (redisAppendCommand(c, "MULTI") != REDIS_OK) {
+        tollctl_error(EX_OSERR, "out of memory");
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv,
+                                   cmds[i].argvlen)
+            != REDIS_OK)
+        {
+            tollctl_error(EX_OSERR, "out of memory");
+            return NULL;
+        }
+    }
+
+    if (redisAppendCommand(c, "EXEC") != REDIS_OK) {
+        tollctl_error(EX_OSERR, "out of memory");
+        return NULL;
+    }
+
+    /* MULTI's OK and the QUEUED of each command; every one read */
+    failed = 0;
+
+    for (i = 0; i < n + 1; i++) {
+        if (redisGetReply(c, &r) != REDIS_OK) {
+            tollctl_redis_ctx_error(ctl, c, i ? cmds[i - 1].argv[0]
+                                              : "MULTI");
+            return NULL;
+        }
+
+        if (((redisReply *) r)->type == REDIS_REPLY_ERROR && !failed) {
+            tollctl_redis_reply_error(ctl, i ? cmds[i - 1].argv[0] : "MULTI",
+                                      r);
+            failed = 1;
+        }
+
+        freeReplyObject(r);
+    }
+
+    if (redisGetReply(c, &r) != REDIS_OK) {
+        tollctl_redis_ctx_error(ctl, c, "EXEC");
+        return NULL;
+    }
+
+    exec = r;
+
+    if (failed || exec->type == REDIS_REPLY_ERROR) {
+        if (!failed) {
+            tollctl_redis_reply_error(ctl, "EXEC", exec);
+        }
+
+        freeReplyObject(exec);
+        return NULL;
+    }
+
+    if (exec->type == REDIS_REPLY_NIL) {
+        return exec;
+    }
+
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != n) {
+        tollctl_error(EX_UNAVAILABLE, "redis %s: EXEC: unexpected reply",
+                      ctl->addr.text);
+        freeReplyObject(exec);
+        return NULL;
+    }
+
+    return exec;
+}
+
+
 /*
  * WATCHes a record and reads whether it exists, and its status when
- * status != NULL.  Returns 1 or 0 (exists or not), or -1 after an error.
+ * status != NULL, on the connection of the record's slot, which the
+ * EXEC or UNWATCH that follows uses too.  Returns 1 or 0 (exists or
+ * not), or -1 after an error.
  */
 int
 tollctl_redis_watch(tollctl_t *ctl, const char *name, redisReply **status)
 {
-    int             exists;
-    size_t          i, n;
-    redisReply     *replies[3];
-    tollctl_cmd_t   cmds[3];
+    int            exists;
+    size_t         i, n, len;
+    void          *r;
+    redisReply    *replies[3];
+    redisContext  *c;
 
-    tollctl_cmd_init(&cmds[0], "WATCH");
-    tollctl_cmd_add_str(&cmds[0], name);
+    len = strlen(name);
+    ctl->watched = NULL;
 
-    tollctl_cmd_init(&cmds[1], "EXISTS");
-    tollctl_cmd_add_str(&cmds[1], name);
+    c = toll_store_context_for(ctl->redis, name, len);
 
-    tollctl_cmd_init(&cmds[2], "HGET");
-    tollctl_cmd_add_str(&cmds[2], name);
-    tollctl_cmd_add_str(&cmds[2], TOLL_FIELD_STATUS);
+    if (c == NULL) {
+        tollctl_redis_io_error(ctl, "WATCH");
+        return -1;
+    }
 
     n = (status != NULL) ? 3 : 2;
 
-    if (tollctl_redis_pipeline(ctl, cmds, n, replies) != 0) {
-        return -1;
+    if (redisAppendCommand(c, "WATCH %b", name, len) != REDIS_OK
+        || redisAppendCommand(c, "EXISTS %b", name, len) != REDIS_OK
+        || (status != NULL
+            && redisAppendCommand(c, "HGET %b " TOLL_FIELD_STATUS, name, len)
+               != REDIS_OK))
+    {
+        return tollctl_error(-1, "out of memory");
+    }
+
+    for (i = 0; i < n; i++) {
+        if (redisGetReply(c, &r) != REDIS_OK) {
+            tollctl_redis_ctx_error(ctl, c, "WATCH");
+
+            while (i > 0) {
+                freeReplyObject(replies[--i]);
+            }
+
+            return -1;
+        }
+
+        replies[i] = r;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            tollctl_redis_reply_error(ctl, i ? (i == 1 ? "EXISTS" : "HGET")
+                                             : "WATCH", replies[i]);
+
+            for (i = 0; i < n; i++) {
+                freeReplyObject(replies[i]);
+            }
+
+            return -1;
+        }
     }
 
     exists = (replies[1]->type == REDIS_REPLY_INTEGER
@@ -432,6 +623,9 @@ tollctl_redis_watch(tollctl_t *ctl, const char *name, redisReply **status)
         *status = replies[2];
     }
 
+    ctl->watched = c;
+    ctl->watched_slot = (int) toll_cluster_slot(name, len);
+
     return exists;
 }
 
@@ -439,13 +633,26 @@ tollctl_redis_watch(tollctl_t *ctl, const char *name, redisReply **status)
 int
 tollctl_redis_unwatch(tollctl_t *ctl)
 {
-    redisReply     *reply;
-    tollctl_cmd_t   cmd;
+    redisReply    *reply;
+    redisContext  *c;
 
-    tollctl_cmd_init(&cmd, "UNWATCH");
+    c = ctl->watched;
+    ctl->watched = NULL;
 
-    reply = tollctl_redis_run(ctl, &cmd);
+    if (c == NULL) {
+        return 0;
+    }
+
+    reply = redisCommand(c, "UNWATCH");
+
     if (reply == NULL) {
+        tollctl_redis_ctx_error(ctl, c, "UNWATCH");
+        return -1;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        tollctl_redis_reply_error(ctl, "UNWATCH", reply);
+        freeReplyObject(reply);
         return -1;
     }
 

@@ -1,6 +1,7 @@
 /*
- * toll: a Lua script run by a blocking hiredis client (toll-settle,
- * tollctl): EVALSHA, and EVAL when Redis does not have the script.
+ * toll: a Lua script run by a blocking client (toll-settle, tollctl):
+ * EVALSHA, and EVAL when Redis does not have the script, each through
+ * toll_store_command() so that it goes to the node of its keys' slot.
  */
 
 #include <string.h>
@@ -14,7 +15,7 @@
 
 
 redisReply *
-toll_script_run(redisContext *c, toll_script_e id, int argc,
+toll_script_run(toll_store_t *st, toll_script_e id, int argc,
     const char **argv, const size_t *argvlen)
 {
     int                   i;
@@ -39,7 +40,7 @@ toll_script_run(redisContext *c, toll_script_e id, int argc,
     a[1] = s->sha1;
     alen[1] = 40;
 
-    r = redisCommandArgv(c, argc + 2, a, alen);
+    r = toll_store_command(st, argc + 2, a, alen);
 
     if (r == NULL || r->type != REDIS_REPLY_ERROR
         || strncmp(r->str, "NOSCRIPT", 8) != 0)
@@ -56,6 +57,6 @@ toll_script_run(redisContext *c, toll_script_e id, int argc,
     a[1] = s->text;
     alen[1] = s->len;
 
-    return redisCommandArgv(c, argc + 2, a, alen);
+    return toll_store_command(st, argc + 2, a, alen);
 }
 

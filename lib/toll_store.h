@@ -109,6 +109,16 @@ int toll_store_get_reply(toll_store_t *st, redisReply **reply);
 redisContext *toll_store_context_for(toll_store_t *st, const char *key,
     size_t len);
 
+/*
+ * What must be asked of every primary (SCAN: each node of a Cluster holds
+ * only its own slots' keys): the number of nodes (a Cluster's primaries,
+ * else 1), and one command sent to node i as it is, no redirection
+ * followed.  NULL when the store failed.
+ */
+unsigned toll_store_nodes(const toll_store_t *st);
+redisReply *toll_store_command_node(toll_store_t *st, unsigned node,
+    int argc, const char **argv, const size_t *argvlen);
+
 /* the kind the store was connected as */
 toll_store_kind_e toll_store_kind(const toll_store_t *st);
 

@@ -1,8 +1,6 @@
 /*
- * toll: where the store is, as the three programs name it
- * (lib/toll_store.h): one Redis, a Cluster's seeds, or the sentinels and
- * their master's name.  The module links this file alone; the blocking
- * client is lib/toll_store.c.
+ * toll: the store's spec, "HOST:PORT", "cluster=..." or "sentinel=...
+ * master=NAME", as all three programs take it (toll_store.h).
  */
 
 #include <stdio.h>
@@ -14,51 +12,49 @@
 #define TOLL_STORE_CLUSTER_PREFIX   "cluster="
 #define TOLL_STORE_SENTINEL_PREFIX  "sentinel="
 #define TOLL_STORE_MASTER_PREFIX    "master="
-/* the longest line toll_store_spec_parse_line() takes */
-#define TOLL_STORE_LINE_LEN_MAX                                          \
-    (TOLL_CLUSTER_SEEDS_MAX * (TOLL_ADDR_TEXT_LEN_MAX + 1)               \
-     + sizeof(TOLL_STORE_SENTINEL_PREFIX) + sizeof(TOLL_STORE_MASTER_PREFIX) \
-     + TOLL_STORE_MASTER_LEN_MAX + 2)
 
 
-static int toll_store_spec_list(toll_store_spec_t *spec, const char *list,
-    const char *what, char *err, size_t err_size);
-static int toll_store_spec_master(toll_store_spec_t *spec,
-    const char *master, char *err, size_t err_size);
+static int toll_store_spec_list(toll_store_spec_t *spec, const char *what,
+    const char *list, char *err, size_t err_size);
+static int toll_store_spec_master(toll_store_spec_t *spec, const char *master,
+    char *err, size_t err_size);
 
 
 int
 toll_store_spec_parse(toll_store_spec_t *spec, const char *addr,
     const char *master, int flags, char *err, size_t err_size)
 {
+    size_t  cl, sl;
+
     memset(spec, 0, sizeof(toll_store_spec_t));
 
-    if (strncmp(addr, TOLL_STORE_CLUSTER_PREFIX,
-                sizeof(TOLL_STORE_CLUSTER_PREFIX) - 1)
-        == 0)
-    {
+    if (addr == NULL || addr[0] == '\0') {
+        snprintf(err, err_size, "no Redis address: use HOST:PORT, "
+                 "[IPV6]:PORT, unix:/PATH, cluster=HOST:PORT,... or "
+                 "sentinel=HOST:PORT,... master=NAME");
+        return -1;
+    }
+
+    cl = sizeof(TOLL_STORE_CLUSTER_PREFIX) - 1;
+    sl = sizeof(TOLL_STORE_SENTINEL_PREFIX) - 1;
+
+    if (strncmp(addr, TOLL_STORE_CLUSTER_PREFIX, cl) == 0) {
+        spec->kind = TOLL_STORE_CLUSTER;
+
         if (master != NULL) {
-            snprintf(err, err_size, "\"master=\" goes with \"sentinel=\" "
-                     "only");
+            snprintf(err, err_size, "master= goes with sentinel=, not with "
+                     "cluster=");
             return -1;
         }
 
-        spec->kind = TOLL_STORE_CLUSTER;
-
-        return toll_store_spec_list(spec,
-                             addr + sizeof(TOLL_STORE_CLUSTER_PREFIX) - 1,
-                             "cluster=", err, err_size);
+        return toll_store_spec_list(spec, "cluster", addr + cl, err,
+                                    err_size);
     }
 
-    if (strncmp(addr, TOLL_STORE_SENTINEL_PREFIX,
-                sizeof(TOLL_STORE_SENTINEL_PREFIX) - 1)
-        == 0)
-    {
+    if (strncmp(addr, TOLL_STORE_SENTINEL_PREFIX, sl) == 0) {
         spec->kind = TOLL_STORE_SENTINEL;
 
-        if (toll_store_spec_list(spec,
-                             addr + sizeof(TOLL_STORE_SENTINEL_PREFIX) - 1,
-                             "sentinel=", err, err_size)
+        if (toll_store_spec_list(spec, "sentinel", addr + sl, err, err_size)
             != 0)
         {
             return -1;
@@ -67,22 +63,24 @@ toll_store_spec_parse(toll_store_spec_t *spec, const char *addr,
         return toll_store_spec_master(spec, master, err, err_size);
     }
 
-    if (master != NULL) {
-        snprintf(err, err_size, "\"master=\" goes with \"sentinel=\" only");
-        return -1;
-    }
-
     spec->kind = TOLL_STORE_SINGLE;
-    spec->n = 1;
 
-    if (toll_addr_parse(&spec->addr[0], addr, flags) != 0) {
-        snprintf(err, err_size, "invalid redis address \"%.*s\": "
-                 "HOST:PORT, [IPV6]:PORT%s, cluster=HOST:PORT,... or "
-                 "sentinel=HOST:PORT,... master=NAME",
-                 TOLL_ADDR_TEXT_LEN_MAX, addr,
-                 (flags & TOLL_ADDR_UNIX) ? ", unix:/PATH" : "");
+    if (master != NULL) {
+        snprintf(err, err_size, "master= goes with sentinel=, not with one "
+                 "Redis address");
         return -1;
     }
+
+    if (toll_addr_parse(&spec->addr[0], addr, (unsigned) flags) != 0) {
+        /* the caller names the address and where it came from */
+        snprintf(err, err_size, "use HOST:PORT, [IPV6]:PORT%s, "
+                 "cluster=HOST:PORT,... or sentinel=HOST:PORT,... "
+                 "master=NAME", (flags & TOLL_ADDR_UNIX) ? ", unix:/PATH"
+                                                         : "");
+        return -1;
+    }
+
+    spec->n = 1;
 
     return 0;
 }
@@ -92,130 +90,175 @@ int
 toll_store_spec_parse_line(toll_store_spec_t *spec, const char *line,
     int flags, char *err, size_t err_size)
 {
-    char         buf[TOLL_STORE_LINE_LEN_MAX + 1], *word[3], *p;
-    const char  *master;
-    size_t       len;
-    unsigned     n;
-
-    len = strlen(line);
-
-    if (len > TOLL_STORE_LINE_LEN_MAX) {
-        snprintf(err, err_size, "the redis address is longer than %d "
-                 "bytes", (int) TOLL_STORE_LINE_LEN_MAX);
-        return -1;
-    }
-
-    memcpy(buf, line, len + 1);
+    size_t       n, len;
+    const char  *p, *word[3];
+    size_t       wlen[3];
+    char         addr[TOLL_CLUSTER_SEEDS_MAX * (TOLL_ADDR_TEXT_LEN_MAX + 1)
+                      + sizeof(TOLL_STORE_SENTINEL_PREFIX)];
+    char         master[TOLL_STORE_MASTER_LEN_MAX + 2
+                        + sizeof(TOLL_STORE_MASTER_PREFIX)];
 
     n = 0;
+    p = line;
 
-    for (p = strtok(buf, " \t"); p != NULL; p = strtok(NULL, " \t")) {
+    for ( ;; ) {
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+
+        if (*p == '\0') {
+            break;
+        }
+
+        len = strcspn(p, " \t");
+
         if (n == 2) {
-            snprintf(err, err_size, "the redis address has more than two "
-                     "words: ADDRESS or sentinel=... master=NAME");
+            snprintf(err, err_size, "a Redis spec is one address, or "
+                     "sentinel=... and master=NAME: \"%.*s\" is one word "
+                     "too many", (int) (len > 64 ? 64 : len), p);
             return -1;
         }
 
-        word[n++] = p;
+        word[n] = p;
+        wlen[n] = len;
+        n++;
+        p += len;
     }
 
     if (n == 0) {
-        snprintf(err, err_size, "the redis address is empty");
+        return toll_store_spec_parse(spec, "", NULL, flags, err, err_size);
+    }
+
+    /* the two words in either order */
+    if (n == 2 && wlen[0] >= sizeof(TOLL_STORE_MASTER_PREFIX) - 1
+        && memcmp(word[0], TOLL_STORE_MASTER_PREFIX,
+                  sizeof(TOLL_STORE_MASTER_PREFIX) - 1) == 0)
+    {
+        word[2] = word[0];
+        wlen[2] = wlen[0];
+        word[0] = word[1];
+        wlen[0] = wlen[1];
+        word[1] = word[2];
+        wlen[1] = wlen[2];
+    }
+
+    if (wlen[0] >= sizeof(addr)) {
+        snprintf(err, err_size, "the Redis address is too long");
         return -1;
     }
 
-    master = NULL;
+    memcpy(addr, word[0], wlen[0]);
+    addr[wlen[0]] = '\0';
 
-    if (n == 2) {
-        if (strncmp(word[1], TOLL_STORE_MASTER_PREFIX,
-                    sizeof(TOLL_STORE_MASTER_PREFIX) - 1)
-            != 0)
-        {
-            snprintf(err, err_size, "the redis address's second word must "
-                     "be master=NAME");
-            return -1;
-        }
-
-        master = word[1] + sizeof(TOLL_STORE_MASTER_PREFIX) - 1;
+    if (n == 1) {
+        return toll_store_spec_parse(spec, addr, NULL, flags, err, err_size);
     }
 
-    return toll_store_spec_parse(spec, word[0], master, flags, err,
-                                 err_size);
+    if (wlen[1] < sizeof(TOLL_STORE_MASTER_PREFIX) - 1
+        || memcmp(word[1], TOLL_STORE_MASTER_PREFIX,
+                  sizeof(TOLL_STORE_MASTER_PREFIX) - 1) != 0)
+    {
+        snprintf(err, err_size, "unexpected \"%.*s\" after the Redis "
+                 "address: only sentinel=... takes a second word, "
+                 "master=NAME", (int) (wlen[1] > 64 ? 64 : wlen[1]),
+                 word[1]);
+        return -1;
+    }
+
+    len = wlen[1] - (sizeof(TOLL_STORE_MASTER_PREFIX) - 1);
+
+    /* one byte over the limit is enough for the parser to say so */
+    if (len > TOLL_STORE_MASTER_LEN_MAX + 1) {
+        len = TOLL_STORE_MASTER_LEN_MAX + 1;
+    }
+
+    memcpy(master, word[1] + sizeof(TOLL_STORE_MASTER_PREFIX) - 1, len);
+    master[len] = '\0';
+
+    return toll_store_spec_parse(spec, addr, master, flags, err, err_size);
 }
 
 
-/* HOST:PORT,HOST:PORT...: at least one, each once, never a socket */
-
 static int
-toll_store_spec_list(toll_store_spec_t *spec, const char *list,
-    const char *what, char *err, size_t err_size)
+toll_store_spec_list(toll_store_spec_t *spec, const char *what,
+    const char *list, char *err, size_t err_size)
 {
-    char          one[TOLL_ADDR_TEXT_LEN_MAX + 1];
-    size_t        len;
-    unsigned      i;
-    const char   *p, *end;
-    toll_addr_t  *a;
+    size_t       len;
+    unsigned     i;
+    const char  *p, *comma;
+    char         text[TOLL_ADDR_TEXT_LEN_MAX + 1];
 
-    if (*list == '\0') {
-        snprintf(err, err_size, "\"%s\" needs at least one HOST:PORT",
-                 what);
+    if (list[0] == '\0') {
+        snprintf(err, err_size, "%s= needs at least one HOST:PORT", what);
         return -1;
     }
 
-    for (p = list; ; p = end + 1) {
-        end = strchr(p, ',');
-        len = end ? (size_t) (end - p) : strlen(p);
+    p = list;
+
+    for ( ;; ) {
+        comma = strchr(p, ',');
+        len = (comma != NULL) ? (size_t) (comma - p) : strlen(p);
 
         if (len == 0) {
-            snprintf(err, err_size, "\"%s\" has an empty address", what);
+            snprintf(err, err_size, "%s=: an empty address (two commas, or "
+                     "one at an end)", what);
             return -1;
         }
 
         if (spec->n == TOLL_CLUSTER_SEEDS_MAX) {
-            snprintf(err, err_size, "\"%s\" has more than %d addresses",
-                     what, TOLL_CLUSTER_SEEDS_MAX);
+            snprintf(err, err_size, "%s= takes at most %d addresses", what,
+                     TOLL_CLUSTER_SEEDS_MAX);
             return -1;
         }
 
         if (len > TOLL_ADDR_TEXT_LEN_MAX) {
-            snprintf(err, err_size, "\"%s\" has an address longer than %d "
-                     "bytes", what, TOLL_ADDR_TEXT_LEN_MAX);
+            snprintf(err, err_size, "%s=: an address of over %d bytes",
+                     what, TOLL_ADDR_TEXT_LEN_MAX);
             return -1;
         }
 
-        memcpy(one, p, len);
-        one[len] = '\0';
+        memcpy(text, p, len);
+        text[len] = '\0';
 
-        a = &spec->addr[spec->n];
+        if (strncmp(text, TOLL_ADDR_UNIX_PREFIX,
+                    sizeof(TOLL_ADDR_UNIX_PREFIX) - 1) == 0)
+        {
+            snprintf(err, err_size, "%s=: a unix socket cannot be a %s "
+                     "(\"%s\"): the nodes name each other by TCP address",
+                     what, (what[0] == 'c') ? "cluster seed" : "sentinel",
+                     text);
+            return -1;
+        }
 
-        /* a socket has no place in a map of TCP addresses */
-
-        if (toll_addr_parse(a, one, 0) != 0) {
-            snprintf(err, err_size, "invalid address \"%s\" in \"%s\": "
-                     "HOST:PORT or [IPV6]:PORT", one, what);
+        if (toll_addr_parse(&spec->addr[spec->n], text, 0) != 0) {
+            snprintf(err, err_size, "%s=: invalid address \"%s\": use "
+                     "HOST:PORT or [IPV6]:PORT", what, text);
             return -1;
         }
 
         for (i = 0; i < spec->n; i++) {
-            if (spec->addr[i].port == a->port
-                && strcmp(spec->addr[i].host, a->host) == 0)
+            if (spec->addr[i].port == spec->addr[spec->n].port
+                && strcmp(spec->addr[i].host, spec->addr[spec->n].host)
+                   == 0)
             {
-                snprintf(err, err_size, "\"%s\" names \"%s\" twice", what,
-                         one);
+                snprintf(err, err_size, "%s=: \"%s\" is given twice", what,
+                         text);
                 return -1;
             }
         }
 
         spec->n++;
 
-        if (end == NULL) {
+        if (comma == NULL) {
             return 0;
         }
+
+        p = comma + 1;
     }
 }
 
 
-/* a master's name as Sentinel takes it: no blank, no control byte */
+/* a name Sentinel takes, and that goes into a command as one word */
 
 static int
 toll_store_spec_master(toll_store_spec_t *spec, const char *master,
@@ -224,22 +267,28 @@ toll_store_spec_master(toll_store_spec_t *spec, const char *master,
     size_t  i, len;
 
     if (master == NULL) {
-        snprintf(err, err_size, "\"sentinel=\" needs \"master=NAME\"");
+        snprintf(err, err_size, "sentinel= needs master=NAME, the name the "
+                 "sentinels monitor the primary under");
         return -1;
     }
 
     len = strlen(master);
 
-    if (len == 0 || len > TOLL_STORE_MASTER_LEN_MAX) {
-        snprintf(err, err_size, "\"master=\" needs a name of 1 to %d "
-                 "bytes", TOLL_STORE_MASTER_LEN_MAX);
+    if (len == 0) {
+        snprintf(err, err_size, "master= needs a name");
+        return -1;
+    }
+
+    if (len > TOLL_STORE_MASTER_LEN_MAX) {
+        snprintf(err, err_size, "master= is over %d bytes",
+                 TOLL_STORE_MASTER_LEN_MAX);
         return -1;
     }
 
     for (i = 0; i < len; i++) {
         if ((unsigned char) master[i] <= ' ' || master[i] == 0x7f) {
-            snprintf(err, err_size, "\"master=\" has a blank or a control "
-                     "byte");
+            snprintf(err, err_size, "master= must not hold blanks or "
+                     "control characters");
             return -1;
         }
     }

@@ -236,10 +236,20 @@ toll_settle_args_apply(toll_settle_conf_t *conf, const toll_settle_cli_t *cli)
         }
     }
 
-    if (redis != NULL && toll_settle_conf_redis(conf, redis) != 0) {
-        return toll_settle_usage_error("invalid --redis \"%s\": use "
-                                       "HOST:PORT, [IPV6]:PORT or "
-                                       "unix:/PATH", redis);
+    if (redis != NULL
+        && toll_settle_conf_redis(conf, redis, err, sizeof(err)) != 0)
+    {
+        char  msg[1024];
+
+        snprintf(msg, sizeof(msg), "invalid --redis \"%.200s\": %s", redis,
+                 err);
+        return toll_settle_usage_error("%s", msg);
+    }
+
+    if (conf->redis_spec.kind == TOLL_STORE_CLUSTER && conf->redis_db != 0) {
+        snprintf(err, sizeof(err), "redis_db %d: db= is not available on "
+                 "a Redis Cluster (it has only database 0)", conf->redis_db);
+        return toll_settle_usage_error("%s", err);
     }
 
     if (ledger != NULL) {

@@ -13,8 +13,9 @@
  *     3. the records parsed strictly and posted in one ledger
  *        transaction, each once by (buyer, ref);
  *     4. the posted refs SREM'd from the journal;
- *     5. the buyer out of the index if its journal is empty, atomically
- *        against a new ref (WATCH journal, SCARD, MULTI, SREM, EXEC).
+ *     5. the buyer out of the index if its journal is empty, never
+ *        while a new ref waits (SCARD, SREM, SCARD again: one slot each,
+ *        see toll_settle_balance_unindex()).
  *
  * A death between 3 and 4 leaves posted refs in the journal: the next
  * pass posts them again, which the ledger answers as posted before
@@ -401,62 +402,71 @@ toll_settle_balance_srem(toll_settle_drain_t *d,
 
 
 /*
- * The buyer out of the index when its journal is empty, in one MULTI
- * watched on the journal: a ref tollctl adds meanwhile aborts the EXEC,
- * and the buyer stays for the next pass.
+ * The buyer out of the index when its journal is empty.  The index
+ * (toll:balance:index) and the journal (toll:balance:{B}:journal) are
+ * in two hash slots, so no one WATCH/MULTI holds both on a Cluster: it
+ * is done in three steps of one slot each, in an order that still never
+ * leaves a ref in a journal whose buyer is out of the index:
+ *
+ *   1. SCARD journal: not empty, the buyer stays (nothing written);
+ *   2. SREM index buyer;
+ *   3. SCARD journal again: not empty, SADD index buyer.
+ *
+ * tollctl writes a ref into the journal (lua/balance.lua) and only then,
+ * after that reply, SADDs the buyer to the index.  A ref written before
+ * step 3 is seen by step 3, which puts the buyer back; a ref written
+ * after step 3 is followed by tollctl's own SADD, which comes after our
+ * SREM.  Either way the buyer is in the index while its journal holds a
+ * ref.  What remains is a crash of toll-settle between steps 2 and 3
+ * while a ref lands: the ref stays in its journal (nothing is lost from
+ * the balance) and is posted once the buyer moves money again, which
+ * SADDs it back; `tollctl reconcile` shows such a journal meanwhile.
  */
 static int
 toll_settle_balance_unindex(toll_settle_drain_t *d, const char *journal,
     const char *buyer, size_t len)
 {
-    int64_t      n;
+    int          step;
     redisReply  *r;
 
-    r = toll_settle_balance_cmd(d, "WATCH", journal, NULL, 0);
-    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
-        goto failed;
+    r = NULL;
+
+    for (step = 1; step <= 3; step++) {
+        if (step == 2) {
+            r = toll_settle_balance_cmd(d, "SREM", TOLL_NAME_BALANCE_INDEX,
+                                        buyer, len);
+            if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+                goto failed;
+            }
+
+            freeReplyObject(r);
+            continue;
+        }
+
+        r = toll_settle_balance_cmd(d, "SCARD", journal, NULL, 0);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            goto failed;
+        }
+
+        if (r->integer == 0) {
+            freeReplyObject(r);
+            continue;
+        }
+
+        freeReplyObject(r);
+
+        if (step == 1) {
+            return 0;
+        }
+
+        r = toll_settle_balance_cmd(d, "SADD", TOLL_NAME_BALANCE_INDEX,
+                                    buyer, len);
+        if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+            goto failed;
+        }
+
+        freeReplyObject(r);
     }
-
-    freeReplyObject(r);
-
-    r = toll_settle_balance_cmd(d, "SCARD", journal, NULL, 0);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-        goto failed;
-    }
-
-    n = r->integer;
-    freeReplyObject(r);
-
-    if (n != 0) {
-        r = toll_settle_balance_cmd(d, "UNWATCH", NULL, NULL, 0);
-        goto done;
-    }
-
-    r = toll_settle_balance_cmd(d, "MULTI", NULL, NULL, 0);
-    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
-        goto failed;
-    }
-
-    freeReplyObject(r);
-
-    r = toll_settle_balance_cmd(d, "SREM", TOLL_NAME_BALANCE_INDEX, buyer,
-                                len);
-    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
-        goto failed;
-    }
-
-    freeReplyObject(r);
-
-    /* a nil answer: the journal changed, the buyer stays indexed */
-    r = toll_settle_balance_cmd(d, "EXEC", NULL, NULL, 0);
-
-done:
-
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        goto failed;
-    }
-
-    freeReplyObject(r);
 
     return 0;
 

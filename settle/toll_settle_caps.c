@@ -550,8 +550,7 @@ toll_settle_caps_hashes(toll_settle_drain_t *d, const char *buyer,
         argvlen[1] = (size_t) (end - key[i]);
 
         if (d->redis == NULL
-            || redisAppendCommandArgv(d->redis, 2, argv, argvlen)
-               != REDIS_OK)
+            || toll_store_append(d->redis, 2, argv, argvlen) != 0)
         {
             d->redis_errors++;
             return toll_settle_redis_failed(d, "HGETALL of a cap's period",
@@ -560,7 +559,7 @@ toll_settle_caps_hashes(toll_settle_drain_t *d, const char *buyer,
     }
 
     for (i = 0; i < 2; i++) {
-        if (redisGetReply(d->redis, (void **) &r[i]) != REDIS_OK
+        if (toll_store_get_reply(d->redis, &r[i]) != 0
             || r[i]->type != REDIS_REPLY_ARRAY)
         {
             for (j = 0; j < i; j++) {

@@ -40,7 +40,7 @@ toll_settle_conf_init(toll_settle_conf_t *conf)
 {
     memset(conf, 0, sizeof(toll_settle_conf_t));
 
-    (void) toll_settle_conf_redis(conf, TOLL_SETTLE_REDIS_DEFAULT);
+    (void) toll_settle_conf_redis(conf, TOLL_SETTLE_REDIS_DEFAULT, NULL, 0);
     snprintf(conf->ledger, sizeof(conf->ledger), "%s",
              TOLL_SETTLE_LEDGER_DEFAULT);
 
@@ -206,19 +206,30 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
                                      err_size);
     }
 
-    if (nargs != 2) {
-        snprintf(err, err_size, "\"%s\" takes one value", name);
-        return -1;
-    }
+    /* "redis sentinel=... master=NAME": the one line of two words */
+    if (strcmp(name, "redis") == 0 && (nargs == 2 || nargs == 3)) {
+        char  line[TOLL_SETTLE_REDIS_TEXT_MAX + 2], why[512];
 
-    if (strcmp(name, "redis") == 0) {
-        if (toll_settle_conf_redis(conf, args[1]) != 0) {
-            snprintf(err, err_size, "invalid redis address \"%s\": use "
-                     "HOST:PORT, [IPV6]:PORT or unix:/PATH", args[1]);
+        if (snprintf(line, sizeof(line), "%s%s%s", args[1],
+                     (nargs == 3) ? " " : "", (nargs == 3) ? args[2] : "")
+            >= (int) sizeof(line))
+        {
+            snprintf(err, err_size, "invalid redis: the value is too long");
+            return -1;
+        }
+
+        if (toll_settle_conf_redis(conf, line, why, sizeof(why)) != 0) {
+            snprintf(err, err_size, "invalid redis address \"%.64s\": %.150s",
+                     line, why);
             return -1;
         }
 
         return 0;
+    }
+
+    if (nargs != 2) {
+        snprintf(err, err_size, "\"%s\" takes one value", name);
+        return -1;
     }
 
     if (strcmp(name, "metrics_listen") == 0) {
@@ -558,23 +569,33 @@ toll_settle_conf_hook(toll_settle_conf_t *conf, char **args, int nargs,
 }
 
 
-/* the address parsed by lib/toll_addr.c, kept with its text for messages */
+/* the store's spec parsed by lib/toll_store_spec.c, kept with its text
+ * for messages */
 int
-toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text)
+toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text,
+    char *err, size_t err_size)
 {
-    toll_addr_t  addr;
+    char               why[512];
+    toll_store_spec_t  spec;
 
-    if (strlen(text) >= sizeof(conf->redis_text)
-        || toll_addr_parse(&addr, text, TOLL_ADDR_UNIX) != 0)
+    if (strlen(text) > TOLL_SETTLE_REDIS_TEXT_MAX) {
+        snprintf(why, sizeof(why), "over %d bytes",
+                 (int) TOLL_SETTLE_REDIS_TEXT_MAX);
+
+    } else if (toll_store_spec_parse_line(&spec, text, TOLL_ADDR_UNIX, why,
+                                          sizeof(why))
+               == 0)
     {
-        return -1;
+        conf->redis_spec = spec;
+        snprintf(conf->redis_text, sizeof(conf->redis_text), "%s", text);
+        return 0;
     }
 
-    snprintf(conf->redis_host, sizeof(conf->redis_host), "%s", addr.host);
-    conf->redis_port = addr.port;
-    snprintf(conf->redis_text, sizeof(conf->redis_text), "%s", text);
+    if (err != NULL) {
+        snprintf(err, err_size, "%s", why);
+    }
 
-    return 0;
+    return -1;
 }
 
 

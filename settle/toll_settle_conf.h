@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "toll_addr.h"
+#include "toll_store.h"
 #include "toll_ledger.h"
 #include "toll_money.h"
 #include "toll_settle_jwks.h"
@@ -46,11 +47,17 @@ typedef struct {
 } toll_settle_low_t;
 
 
+/* the longest "redis" value: 16 seeds, "sentinel=", " master=NAME" */
+#define TOLL_SETTLE_REDIS_TEXT_MAX                                          \
+    (TOLL_CLUSTER_SEEDS_MAX * (TOLL_ADDR_TEXT_LEN_MAX + 1) + 16            \
+     + TOLL_STORE_MASTER_LEN_MAX)
+
+
 typedef struct toll_settle_conf_s {
-    /* Redis: host and port, or a unix socket path */
-    char                  redis_text[TOLL_ADDR_TEXT_LEN_MAX + 1];
-    char                  redis_host[TOLL_ADDR_HOST_SIZE];
-    int                   redis_port;           /* 0: unix socket */
+    /* Redis: one, a Cluster's seeds or Sentinels (lib/toll_store.h),
+     * with its text for messages */
+    char                  redis_text[TOLL_SETTLE_REDIS_TEXT_MAX + 1];
+    toll_store_spec_t     redis_spec;
     char                 *redis_password;
     int                   redis_db;
     int64_t               redis_timeout_ms;
@@ -98,10 +105,13 @@ int toll_settle_conf_read(toll_settle_conf_t *conf, FILE *f,
     const char *path, char *err, size_t err_size);
 
 /*
- * "HOST:PORT", "[IPV6]:PORT" or "unix:/PATH", as toll_addr_parse()
- * reads them (lib/toll_addr.h); 0, or -1 with conf unchanged.
+ * "HOST:PORT", "[IPV6]:PORT", "unix:/PATH", "cluster=HOST:PORT,..." or
+ * "sentinel=HOST:PORT,... master=NAME", as toll_store_spec_parse_line()
+ * reads them (lib/toll_store.h); 0, or -1 with a message in err and conf
+ * unchanged.
  */
-int toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text);
+int toll_settle_conf_redis(toll_settle_conf_t *conf, const char *text,
+    char *err, size_t err_size);
 
 
 #endif /* _TOLL_SETTLE_CONF_H_INCLUDED_ */

@@ -268,80 +268,84 @@ static int
 toll_settle_sweep(toll_settle_drain_t *d)
 {
     size_t       i, calls, found;
+    unsigned     node;
     redisReply  *r, *keys;
     const char  *argv[6];
     size_t       argvlen[6];
     char         cursor[32];
     toll_name_t  n;
 
-    snprintf(cursor, sizeof(cursor), "0");
     found = 0;
 
-    for (calls = 0; calls < TOLL_SETTLE_SWEEP_CALLS_MAX; calls++) {
-        argv[0] = "SCAN";
-        argvlen[0] = 4;
-        argv[1] = cursor;
-        argvlen[1] = strlen(cursor);
-        argv[2] = "MATCH";
-        argvlen[2] = 5;
-        argv[3] = TOLL_NAME_USAGE_MATCH;
-        argvlen[3] = strlen(argv[3]);
-        argv[4] = "COUNT";
-        argvlen[4] = 5;
-        argv[5] = TOLL_SETTLE_SCAN_COUNT;
-        argvlen[5] = sizeof(TOLL_SETTLE_SCAN_COUNT) - 1;
+    /* each primary of a Cluster holds only its own slots' keys */
+    for (node = 0; node < toll_store_nodes(d->redis); node++) {
 
-        r = toll_settle_cmd(d, 6, argv, argvlen);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2
-            || r->element[0]->type != REDIS_REPLY_STRING
-            || r->element[0]->len >= sizeof(cursor)
-            || r->element[1]->type != REDIS_REPLY_ARRAY)
-        {
-            return toll_settle_redis_failed(d, "SCAN", r);
-        }
+        snprintf(cursor, sizeof(cursor), "0");
 
-        memcpy(cursor, r->element[0]->str, r->element[0]->len);
-        cursor[r->element[0]->len] = '\0';
-        keys = r->element[1];
-
-        for (i = 0; i < keys->elements; i++) {
-            if (toll_name_usage_parse(keys->element[i]->str,
-                                      keys->element[i]->len, &n)
-                != 0
-                || n.mirror)
-            {
-                continue;
-            }
-
-            argv[0] = "SADD";
+        for (calls = 0; calls < TOLL_SETTLE_SWEEP_CALLS_MAX; calls++) {
+            argv[0] = "SCAN";
             argvlen[0] = 4;
-            argv[1] = TOLL_NAME_USAGE_INDEX;
-            argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
-            argv[2] = keys->element[i]->str;
-            argvlen[2] = keys->element[i]->len;
+            argv[1] = cursor;
+            argvlen[1] = strlen(cursor);
+            argv[2] = "MATCH";
+            argvlen[2] = 5;
+            argv[3] = TOLL_NAME_USAGE_MATCH;
+            argvlen[3] = strlen(argv[3]);
+            argv[4] = "COUNT";
+            argvlen[4] = 5;
+            argv[5] = TOLL_SETTLE_SCAN_COUNT;
+            argvlen[5] = sizeof(TOLL_SETTLE_SCAN_COUNT) - 1;
 
-            if (redisAppendCommandArgv(d->redis, 3, argv, argvlen)
-                != REDIS_OK)
+            r = toll_store_command_node(d->redis, node, 6, argv, argvlen);
+            if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2
+                || r->element[0]->type != REDIS_REPLY_STRING
+                || r->element[0]->len >= sizeof(cursor)
+                || r->element[1]->type != REDIS_REPLY_ARRAY)
             {
-                freeReplyObject(r);
-                return toll_settle_redis_failed(d, "SADD", NULL);
+                return toll_settle_redis_failed(d, "SCAN", r);
             }
 
-            found++;
-        }
+            memcpy(cursor, r->element[0]->str, r->element[0]->len);
+            cursor[r->element[0]->len] = '\0';
+            keys = r->element[1];
 
-        freeReplyObject(r);
+            for (i = 0; i < keys->elements; i++) {
+                if (toll_name_usage_parse(keys->element[i]->str,
+                                          keys->element[i]->len, &n)
+                    != 0
+                    || n.mirror)
+                {
+                    continue;
+                }
 
-        for ( /* void */ ; found > 0; found--) {
-            if (redisGetReply(d->redis, (void **) &r) != REDIS_OK) {
-                return toll_settle_redis_failed(d, "SADD", NULL);
+                argv[0] = "SADD";
+                argvlen[0] = 4;
+                argv[1] = TOLL_NAME_USAGE_INDEX;
+                argvlen[1] = sizeof(TOLL_NAME_USAGE_INDEX) - 1;
+                argv[2] = keys->element[i]->str;
+                argvlen[2] = keys->element[i]->len;
+
+                if (toll_store_append(d->redis, 3, argv, argvlen) != 0) {
+                    freeReplyObject(r);
+                    return toll_settle_redis_failed(d, "SADD", NULL);
+                }
+
+                found++;
             }
 
             freeReplyObject(r);
-        }
 
-        if (strcmp(cursor, "0") == 0) {
-            break;
+            for ( /* void */ ; found > 0; found--) {
+                if (toll_store_get_reply(d->redis, &r) != 0) {
+                    return toll_settle_redis_failed(d, "SADD", NULL);
+                }
+
+                freeReplyObject(r);
+            }
+
+            if (strcmp(cursor, "0") == 0) {
+                break;
+            }
         }
     }
 

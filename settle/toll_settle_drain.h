@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "toll_ledger.h"
+#include "toll_store.h"
 #include "toll_names.h"
 #include "toll_settle_conf.h"
 #include "toll_settle_webhook.h"
@@ -36,7 +37,7 @@ typedef struct {
     toll_settle_webhooks_t     *hooks;          /* NULL: none */
     volatile sig_atomic_t      *stop;
 
-    redisContext               *redis;
+    toll_store_t               *redis;
     int                         bound;          /* ledger id checked */
     int                         redis_down;     /* logged once per outage */
     /* the class of the refusal logged in this outage ("OOM", ...) */

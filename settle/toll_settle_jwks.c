@@ -473,9 +473,10 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     int          same, k;
     char         key[sizeof(TOLL_NAME_JWKS_PREFIX) + TOLL_JWKS_NAME_LEN_MAX
                      + 2], now[32], *p;
-    size_t       argvlen[8];
-    const char  *argv[8];
-    redisReply  *r;
+    size_t         argvlen[8];
+    const char    *argv[8];
+    redisReply    *r;
+    redisContext  *c;
 
     if (j->d.redis == NULL && toll_settle_connect(&j->d) != 0) {
         return -1;
@@ -484,8 +485,16 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     p = toll_name_tagged(key, TOLL_NAME_JWKS_PREFIX, name, strlen(name));
     *p = '\0';
 
-    r = redisCommand(j->d.redis, "HMGET %s " TOLL_JWKS_KEYS " " TOLL_JWKS_GEN,
-                     key);
+    argv[0] = "HMGET";
+    argv[1] = key;
+    argv[2] = TOLL_JWKS_KEYS;
+    argv[3] = TOLL_JWKS_GEN;
+
+    for (k = 0; k < 4; k++) {
+        argvlen[k] = strlen(argv[k]);
+    }
+
+    r = toll_store_command(j->d.redis, 4, argv, argvlen);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         goto failed;
     }
@@ -499,8 +508,15 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
     snprintf(now, sizeof(now), "%lld", (long long) toll_clock_real_ms());
 
     if (same) {
-        r = redisCommand(j->d.redis, "HSET %s " TOLL_JWKS_FETCHED " %s",
-                         key, now);
+        argv[0] = "HSET";
+        argv[2] = TOLL_JWKS_FETCHED;
+        argv[3] = now;
+
+        for (k = 0; k < 4; k++) {
+            argvlen[k] = strlen(argv[k]);
+        }
+
+        r = toll_store_command(j->d.redis, 4, argv, argvlen);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             goto failed;
         }
@@ -520,13 +536,22 @@ toll_settle_jwks_publish(toll_settle_jwks_t *j, const char *name,
         argvlen[k] = strlen(argv[k]);
     }
 
-    redisAppendCommand(j->d.redis, "MULTI");
-    redisAppendCommandArgv(j->d.redis, 6, argv, argvlen);
-    redisAppendCommand(j->d.redis, "HINCRBY %s " TOLL_JWKS_GEN " 1", key);
-    redisAppendCommand(j->d.redis, "EXEC");
+    /* the set and its generation in one MULTI, on the connection of the
+     * one slot both are in */
+    c = toll_store_context_for(j->d.redis, key, strlen(key));
+    r = NULL;
+
+    if (c == NULL) {
+        goto failed;
+    }
+
+    redisAppendCommand(c, "MULTI");
+    redisAppendCommandArgv(c, 6, argv, argvlen);
+    redisAppendCommand(c, "HINCRBY %b " TOLL_JWKS_GEN " 1", key, strlen(key));
+    redisAppendCommand(c, "EXEC");
 
     for (k = 0; k < 4; k++) {
-        if (redisGetReply(j->d.redis, (void **) &r) != REDIS_OK) {
+        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
             r = NULL;
             goto failed;
         }

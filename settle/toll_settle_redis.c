@@ -1,6 +1,7 @@
 /*
- * toll-settle: the drain's connection to Redis (a blocking hiredis
- * client: one process, a few round trips per usage hash, each bounded by
+ * toll-settle: the drain's connection to Redis (lib/toll_store.c's
+ * blocking client, on one Redis, a Cluster or a Sentinel's primary: one
+ * process, a few round trips per usage hash, each bounded by
  * redis_timeout), the binding of one Redis to one ledger, and what a
  * failed command does to the pass.
  */
@@ -25,66 +26,30 @@ toll_settle_connect(toll_settle_drain_t *d)
 {
     const toll_settle_conf_t  *conf = d->conf;
 
+    char             err[512];
     struct timeval   tv;
-    redisReply      *r;
-    char             db[16];
-    const char      *argv[2];
-    size_t           argvlen[2];
     const char      *password;
 
     tv.tv_sec = conf->redis_timeout_ms / 1000;
     tv.tv_usec = (conf->redis_timeout_ms % 1000) * 1000;
 
-    d->redis = (conf->redis_port == 0)
-               ? redisConnectUnixWithTimeout(conf->redis_host, tv)
-               : redisConnectWithTimeout(conf->redis_host, conf->redis_port,
-                                         tv);
-
-    if (d->redis == NULL || d->redis->err) {
-        if (!d->redis_down || conf->once) {
-            toll_log("cannot connect to redis at %s: %s%s",
-                            conf->redis_text,
-                            d->redis ? d->redis->errstr : "out of memory",
-                            conf->once ? "" : "; retrying every second");
-        }
-
-        d->redis_down = 1;
-        toll_settle_drain_close(d);
-        return TOLL_SETTLE_DRAIN_AGAIN;
-    }
-
-    (void) redisSetTimeout(d->redis, tv);
-
-
     password = conf->redis_password ? conf->redis_password
                                     : getenv("TOLL_REDIS_PASSWORD");
 
-    if (password != NULL && password[0] != '\0') {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = password;
-        argvlen[1] = strlen(password);
+    /* one Redis, a Cluster's map or a Sentinel's primary, with AUTH and
+     * SELECT (lib/toll_store.c) */
+    d->redis = toll_store_connect(&conf->redis_spec, password,
+                                  conf->redis_db, &tv, err, sizeof(err));
 
-        r = toll_settle_cmd(d, 2, argv, argvlen);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "AUTH", r);
+    if (d->redis == NULL) {
+        if (!d->redis_down || conf->once) {
+            toll_log("cannot connect to redis at %s: %s%s",
+                     conf->redis_text, err,
+                     conf->once ? "" : "; retrying every second");
         }
 
-        freeReplyObject(r);
-    }
-
-    if (conf->redis_db != 0) {
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = db;
-        argvlen[1] = snprintf(db, sizeof(db), "%d", conf->redis_db);
-
-        r = toll_settle_cmd(d, 2, argv, argvlen);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            return toll_settle_redis_failed(d, "SELECT", r);
-        }
-
-        freeReplyObject(r);
+        d->redis_down = 1;
+        return TOLL_SETTLE_DRAIN_AGAIN;
     }
 
     return 0;
@@ -217,7 +182,7 @@ toll_settle_cmd(toll_settle_drain_t *d, int argc, const char **argv,
         return NULL;
     }
 
-    return redisCommandArgv(d->redis, argc, argv, argvlen);
+    return toll_store_command(d->redis, argc, argv, argvlen);
 }
 
 
@@ -259,8 +224,8 @@ toll_settle_redis_failed(toll_settle_drain_t *d, const char *what,
     } else if (!d->redis_down) {
         toll_log("redis at %s failed during %s: %s; retrying",
                         d->conf->redis_text, what,
-                        (d->redis && d->redis->err) ? d->redis->errstr
-                                                    : "no connection");
+                        d->redis ? toll_store_error(d->redis)
+                                 : "no connection");
     }
 
     d->redis_down = 1;
@@ -279,7 +244,7 @@ void
 toll_settle_drain_close(toll_settle_drain_t *d)
 {
     if (d->redis != NULL) {
-        redisFree(d->redis);
+        toll_store_free(d->redis);
         d->redis = NULL;
     }
 }

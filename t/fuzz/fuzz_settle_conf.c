@@ -32,9 +32,12 @@ fuzz_conf_check(const toll_settle_conf_t *conf)
            && conf->redis_timeout_ms <= TOLL_SETTLE_TIMEOUT_MS_MAX);
     assert(conf->hook_timeout_ms >= 1
            && conf->hook_timeout_ms <= TOLL_SETTLE_TIMEOUT_MS_MAX);
-    assert(conf->redis_port >= 0 && conf->redis_port <= 65535);
+    assert(conf->redis_spec.n >= 1
+           && conf->redis_spec.n <= TOLL_CLUSTER_SEEDS_MAX);
+    assert(conf->redis_spec.addr[0].port >= 0
+           && conf->redis_spec.addr[0].port <= 65535);
     assert(conf->redis_db >= 0);
-    assert(memchr(conf->redis_host, '\0', sizeof(conf->redis_host)) != NULL);
+    assert(memchr(conf->redis_text, '\0', sizeof(conf->redis_text)) != NULL);
     assert(memchr(conf->ledger, '\0', sizeof(conf->ledger)) != NULL);
     assert(conf->fees.default_bp >= 0 && conf->fees.default_bp <= 10000);
     assert(conf->nhooks <= TOLL_SETTLE_HOOKS_MAX);
@@ -91,9 +94,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     toll_settle_conf_init(conf);
 
-    if (toll_settle_conf_redis(conf, text) == 0) {
-        assert(conf->redis_port >= 0 && conf->redis_port <= 65535);
-        assert(conf->redis_host[0] != '\0');
+    if (toll_settle_conf_redis(conf, text, err, sizeof(err)) == 0) {
+        assert(conf->redis_spec.n >= 1);
+        assert(conf->redis_spec.addr[0].host[0] != '\0');
     }
 
     ms = -1;

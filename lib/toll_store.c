@@ -1,0 +1,1121 @@
+/*
+ * toll: the blocking client toll-settle and tollctl share (toll_store.h):
+ * one Redis, a Redis Cluster (a connection per primary, made when first
+ * needed, routed by the slot map, MOVED and ASK followed) or the primary
+ * a Sentinel names (asked again when it is lost or turns read-only).
+ *
+ * Each command is formatted once (redisFormatCommandArgv) and kept until
+ * its reply is read, so that a redirection sends the same bytes again to
+ * another node.  A command is sent again after a lost connection only
+ * to a Cluster or a Sentinel's primary, once, and never after a timeout:
+ * a command that timed out may still run.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "toll_store.h"
+
+
+/* a pipeline's commands between two reads, at first */
+#define TOLL_STORE_PEND_INIT  16
+
+
+typedef struct {
+    redisContext        *c;
+    char                *cmd;               /* formatted */
+    size_t               len;
+    int                  slot;              /* or TOLL_CLUSTER_ANY */
+    redisReply          *ready;             /* read ahead of its turn */
+    unsigned             read:1;            /* its reply left c */
+} toll_store_pend_t;
+
+
+struct toll_store_s {
+    toll_store_spec_t    spec;
+    char                *password;
+    int                  db;
+    struct timeval       tv;
+
+    /* SINGLE and SENTINEL: ctx[0]; CLUSTER: ctx[i] of map.nodes[i] */
+    redisContext        *ctx[TOLL_CLUSTER_NODES_MAX];
+    toll_cluster_map_t   map;
+    toll_cluster_map_t   next;              /* a map being read */
+    toll_cluster_node_t  primary;           /* SENTINEL */
+
+    toll_store_pend_t   *pend;
+    size_t               npend, pend_size, pend_next;
+
+    char                 err[512];
+};
+
+
+static void toll_store_fail(toll_store_t *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static redisContext *toll_store_open(toll_store_t *st, const char *host,
+    int port, int select);
+static void toll_store_io_fail(toll_store_t *st, redisContext *c,
+    const char *what, int *timed_out);
+static int toll_store_refresh(toll_store_t *st);
+static void toll_store_install(toll_store_t *st);
+static int toll_store_sentinel(toll_store_t *st);
+static int toll_store_node_index(toll_store_t *st, const char *host,
+    int port);
+static redisContext *toll_store_node_ctx(toll_store_t *st, unsigned i);
+static redisContext *toll_store_route(toll_store_t *st, int slot);
+static redisReply *toll_store_send(toll_store_t *st, redisContext *c,
+    const char *cmd, size_t len, int asking, int *timed_out);
+static redisReply *toll_store_follow(toll_store_t *st, redisContext *c,
+    const char *cmd, size_t len, int slot, redisReply *r);
+static void toll_store_discard(toll_store_t *st);
+static int toll_store_read_ahead(toll_store_t *st);
+static void toll_store_close(toll_store_t *st, redisContext *c);
+
+
+toll_store_t *
+toll_store_connect(const toll_store_spec_t *spec, const char *password,
+    int db, const struct timeval *timeout, char *err, size_t err_size)
+{
+    toll_store_t  *st;
+
+    if (spec->kind == TOLL_STORE_CLUSTER && db > 0) {
+        snprintf(err, err_size, "db= is not available on a Redis Cluster: "
+                 "it has only database 0");
+        return NULL;
+    }
+
+    st = calloc(1, sizeof(toll_store_t));
+
+    if (st == NULL) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+
+    st->spec = *spec;
+    st->db = db;
+    st->tv = *timeout;
+
+    if (password != NULL && password[0] != '\0') {
+        st->password = strdup(password);
+
+        if (st->password == NULL) {
+            free(st);
+            snprintf(err, err_size, "out of memory");
+            return NULL;
+        }
+    }
+
+    switch (spec->kind) {
+
+    case TOLL_STORE_CLUSTER:
+        if (toll_store_refresh(st) == 0) {
+            return st;
+        }
+
+        break;
+
+    case TOLL_STORE_SENTINEL:
+        if (toll_store_sentinel(st) == 0) {
+            return st;
+        }
+
+        break;
+
+    default:
+        st->ctx[0] = toll_store_open(st, spec->addr[0].host,
+                                     spec->addr[0].port, 1);
+
+        if (st->ctx[0] != NULL) {
+            return st;
+        }
+
+        break;
+    }
+
+    snprintf(err, err_size, "%s", st->err);
+    toll_store_free(st);
+
+    return NULL;
+}
+
+
+void
+toll_store_free(toll_store_t *st)
+{
+    unsigned  i;
+
+    if (st == NULL) {
+        return;
+    }
+
+    toll_store_discard(st);
+
+    for (i = 0; i < TOLL_CLUSTER_NODES_MAX; i++) {
+        if (st->ctx[i] != NULL) {
+            redisFree(st->ctx[i]);
+        }
+    }
+
+    if (st->password != NULL) {
+        explicit_bzero(st->password, strlen(st->password));
+        free(st->password);
+    }
+
+    free(st->pend);
+    free(st);
+}
+
+
+const char *
+toll_store_error(const toll_store_t *st)
+{
+    return st->err;
+}
+
+
+toll_store_kind_e
+toll_store_kind(const toll_store_t *st)
+{
+    return st->spec.kind;
+}
+
+
+redisReply *
+toll_store_command(toll_store_t *st, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    int            slot, len, timed_out, attempt;
+    char          *cmd;
+    redisReply    *r;
+    redisContext  *c;
+
+    toll_store_discard(st);
+
+    slot = toll_cluster_command_slot(argc, argv, argvlen);
+
+    if (slot == TOLL_CLUSTER_CROSSSLOT) {
+        toll_store_fail(st, "%.*s: its keys are in more than one hash slot",
+                        (int) argvlen[0], argv[0]);
+        return NULL;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+    if (len < 0) {
+        toll_store_fail(st, "out of memory");
+        return NULL;
+    }
+
+    r = NULL;
+
+    for (attempt = 0; attempt < 2; attempt++) {
+        timed_out = 0;
+        c = toll_store_route(st, slot);
+
+        if (c != NULL) {
+            r = toll_store_send(st, c, cmd, (size_t) len, 0, &timed_out);
+        }
+
+        /* a Cluster's or a Sentinel's node lost: the map or the
+         * primary asked again, the command sent once more */
+        if (r != NULL || timed_out || attempt == 1
+            || st->spec.kind == TOLL_STORE_SINGLE
+            || (st->spec.kind == TOLL_STORE_CLUSTER
+                ? toll_store_refresh(st) : toll_store_sentinel(st)) != 0)
+        {
+            break;
+        }
+    }
+
+    if (r != NULL) {
+        r = toll_store_follow(st, c, cmd, (size_t) len, slot, r);
+    }
+
+    free(cmd);
+
+    return r;
+}
+
+
+int
+toll_store_append(toll_store_t *st, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    int                 slot, len;
+    char               *cmd;
+    redisContext       *c;
+    toll_store_pend_t  *p;
+
+    /* the replies of an earlier pipeline all read: start again */
+    if (st->pend_next == st->npend && st->npend > 0) {
+        toll_store_discard(st);
+    }
+
+    slot = toll_cluster_command_slot(argc, argv, argvlen);
+
+    if (slot == TOLL_CLUSTER_CROSSSLOT) {
+        toll_store_fail(st, "%.*s: its keys are in more than one hash slot",
+                        (int) argvlen[0], argv[0]);
+        return -1;
+    }
+
+    if (st->npend == st->pend_size) {
+        p = realloc(st->pend, (st->pend_size ? st->pend_size * 2
+                                             : TOLL_STORE_PEND_INIT)
+                              * sizeof(toll_store_pend_t));
+
+        if (p == NULL) {
+            toll_store_fail(st, "out of memory");
+            return -1;
+        }
+
+        st->pend = p;
+        st->pend_size = st->pend_size ? st->pend_size * 2
+                                      : TOLL_STORE_PEND_INIT;
+    }
+
+    c = toll_store_route(st, slot);
+
+    if (c == NULL) {
+        return -1;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+    if (len < 0 || redisAppendFormattedCommand(c, cmd, (size_t) len)
+                   != REDIS_OK)
+    {
+        if (len >= 0) {
+            free(cmd);
+        }
+
+        toll_store_fail(st, "out of memory");
+        return -1;
+    }
+
+    p = &st->pend[st->npend++];
+    p->c = c;
+    p->cmd = cmd;
+    p->len = (size_t) len;
+    p->slot = slot;
+    p->ready = NULL;
+    p->read = 0;
+
+    return 0;
+}
+
+
+int
+toll_store_get_reply(toll_store_t *st, redisReply **reply)
+{
+    int                  timed_out;
+    void                *r;
+    unsigned             s;
+    toll_store_pend_t   *p;
+    toll_cluster_node_t  to;
+
+    *reply = NULL;
+
+    if (st->pend_next >= st->npend) {
+        toll_store_fail(st, "no command waits for its reply");
+        return -1;
+    }
+
+    p = &st->pend[st->pend_next];
+
+    if (!p->read) {
+        if (p->c == NULL || redisGetReply(p->c, &r) != REDIS_OK) {
+            toll_store_io_fail(st, p->c, "a pipeline's reply", &timed_out);
+            toll_store_discard(st);
+            return -1;
+        }
+
+        p->read = 1;
+        p->ready = r;
+    }
+
+    st->pend_next++;
+
+    r = p->ready;
+    p->ready = NULL;
+
+    if (st->spec.kind == TOLL_STORE_CLUSTER
+        && ((redisReply *) r)->type == REDIS_REPLY_ERROR
+        && toll_cluster_redirect(((redisReply *) r)->str,
+                                 ((redisReply *) r)->len, &s, &to)
+           != 0)
+    {
+        /* the others' replies first: following it may change the map
+         * and the connections they wait on */
+        if (toll_store_read_ahead(st) != 0) {
+            freeReplyObject(r);
+            toll_store_discard(st);
+            return -1;
+        }
+
+        r = toll_store_follow(st, p->c, p->cmd, p->len, p->slot, r);
+
+        if (r == NULL) {
+            toll_store_discard(st);
+            return -1;
+        }
+    }
+
+    *reply = r;
+
+    return 0;
+}
+
+
+redisContext *
+toll_store_context_for(toll_store_t *st, const char *key, size_t len)
+{
+    redisContext  *c;
+
+    toll_store_discard(st);
+
+    c = toll_store_route(st, (int) toll_cluster_slot(key, len));
+
+    if (c != NULL && c->err) {
+        /* lost since: the next one, with the map or primary read again */
+        toll_store_close(st, c);
+
+        if ((st->spec.kind == TOLL_STORE_CLUSTER ? toll_store_refresh(st)
+             : st->spec.kind == TOLL_STORE_SENTINEL ? toll_store_sentinel(st)
+             : 0) != 0)
+        {
+            return NULL;
+        }
+
+        c = toll_store_route(st, (int) toll_cluster_slot(key, len));
+    }
+
+    return c;
+}
+
+
+unsigned
+toll_store_nodes(const toll_store_t *st)
+{
+    return (st->spec.kind == TOLL_STORE_CLUSTER) ? st->map.n : 1;
+}
+
+
+redisReply *
+toll_store_command_node(toll_store_t *st, unsigned node, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int            len, timed_out;
+    char          *cmd;
+    redisReply    *r;
+    redisContext  *c;
+
+    toll_store_discard(st);
+
+    if (node >= toll_store_nodes(st)) {
+        toll_store_fail(st, "no node %u: the cluster has %u", node,
+                        toll_store_nodes(st));
+        return NULL;
+    }
+
+    c = (st->spec.kind == TOLL_STORE_CLUSTER)
+        ? toll_store_node_ctx(st, node)
+        : toll_store_route(st, TOLL_CLUSTER_ANY);
+
+    if (c == NULL) {
+        return NULL;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+
+    if (len < 0) {
+        toll_store_fail(st, "out of memory");
+        return NULL;
+    }
+
+    r = toll_store_send(st, c, cmd, (size_t) len, 0, &timed_out);
+    free(cmd);
+
+    return r;
+}
+
+
+static void
+toll_store_fail(toll_store_t *st, const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(st->err, sizeof(st->err), fmt, ap);
+    va_end(ap);
+}
+
+
+/*
+ * A connection with its timeout, AUTH and (select) SELECT; NULL with
+ * st->err set.
+ */
+static redisContext *
+toll_store_open(toll_store_t *st, const char *host, int port, int select)
+{
+    char           db[16];
+    const char    *argv[2];
+    size_t         argvlen[2];
+    redisReply    *r;
+    redisContext  *c;
+
+    c = (port == 0) ? redisConnectUnixWithTimeout(host, st->tv)
+                    : redisConnectWithTimeout(host, port, st->tv);
+
+    if (c == NULL) {
+        toll_store_fail(st, "out of memory");
+        return NULL;
+    }
+
+    if (c->err) {
+        if (port == 0) {
+            toll_store_fail(st, "unix:%s: %s", host, c->errstr);
+
+        } else {
+            toll_store_fail(st, strchr(host, ':') ? "[%s]:%d: %s"
+                                                  : "%s:%d: %s",
+                            host, port, c->errstr);
+        }
+
+        redisFree(c);
+        return NULL;
+    }
+
+    /* without it, a Redis that accepts and then stalls would hang us */
+    (void) redisSetTimeout(c, st->tv);
+
+    if (st->password != NULL) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = st->password;
+        argvlen[1] = strlen(st->password);
+
+        r = redisCommandArgv(c, 2, argv, argvlen);
+
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            toll_store_fail(st, "%s:%d: AUTH: %s", host, port,
+                            r ? r->str : c->errstr);
+            goto failed;
+        }
+
+        freeReplyObject(r);
+    }
+
+    if (select && st->db > 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = (size_t) snprintf(db, sizeof(db), "%d", st->db);
+
+        r = redisCommandArgv(c, 2, argv, argvlen);
+
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            toll_store_fail(st, "%s:%d: SELECT %d: %s", host, port, st->db,
+                            r ? r->str : c->errstr);
+            goto failed;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return c;
+
+failed:
+
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+
+    redisFree(c);
+
+    return NULL;
+}
+
+
+/* a context's failure said; a timeout told apart: hiredis says EAGAIN */
+static void
+toll_store_io_fail(toll_store_t *st, redisContext *c, const char *what,
+    int *timed_out)
+{
+    int  e;
+
+    e = errno;
+    *timed_out = 0;
+
+    if (c == NULL) {
+        toll_store_fail(st, "%s: no connection", what);
+        return;
+    }
+
+    if (c->err == REDIS_ERR_IO && (e == EAGAIN || e == EWOULDBLOCK)) {
+        *timed_out = 1;
+        toll_store_fail(st, "%s: no answer within %ld ms", what,
+                        (long) (st->tv.tv_sec * 1000
+                                + st->tv.tv_usec / 1000));
+    } else {
+        toll_store_fail(st, "%s: %s", what, c->errstr);
+    }
+
+    toll_store_close(st, c);
+}
+
+
+/*
+ * CLUSTER SLOTS from the first node that answers: the primaries of the
+ * map known, then the seeds.  0, or -1 with st->err set (the map kept).
+ */
+static int
+toll_store_refresh(toll_store_t *st)
+{
+    unsigned             i, n;
+    redisReply          *r;
+    redisContext        *c;
+    char                 err[256];
+    const char          *host;
+    int                  port, own;
+    static const char   *argv[2] = { "CLUSTER", "SLOTS" };
+    static const size_t  argvlen[2] = { 7, 5 };
+
+    /* a pipeline's replies first: CLUSTER SLOTS goes on their
+     * connections, and a connection may close */
+    if (toll_store_read_ahead(st) != 0) {
+        return -1;
+    }
+
+    n = st->map.n + st->spec.n;
+    toll_store_fail(st, "no cluster node answered");
+
+    for (i = 0; i < n; i++) {
+        if (i < st->map.n) {
+            host = st->map.nodes[i].host;
+            port = st->map.nodes[i].port;
+            c = st->ctx[i];
+            own = 1;
+
+        } else {
+            host = st->spec.addr[i - st->map.n].host;
+            port = st->spec.addr[i - st->map.n].port;
+            c = NULL;
+            own = 0;
+        }
+
+        if (c != NULL && c->err) {
+            toll_store_close(st, c);
+            c = NULL;
+        }
+
+        if (c == NULL) {
+            c = toll_store_open(st, host, port, 0);
+
+            if (c == NULL) {
+                continue;
+            }
+
+            if (own) {
+                st->ctx[i] = c;
+            }
+        }
+
+        r = redisCommandArgv(c, 2, argv, argvlen);
+
+        if (r == NULL) {
+            toll_store_fail(st, "%s:%d: CLUSTER SLOTS: %s", host, port,
+                            c->errstr);
+
+        } else if (toll_cluster_map_parse(&st->next, r, host, err,
+                                          sizeof(err))
+                   != 0)
+        {
+            toll_store_fail(st, "%s:%d: %s%s%s", host, port, err,
+                            (r->type == REDIS_REPLY_ERROR) ? ": " : "",
+                            (r->type == REDIS_REPLY_ERROR) ? r->str : "");
+            freeReplyObject(r);
+            r = NULL;
+        }
+
+        if (!own || r == NULL) {
+            if (own) {
+                toll_store_close(st, c);
+            } else {
+                redisFree(c);
+            }
+        }
+
+        if (r != NULL) {
+            freeReplyObject(r);
+            toll_store_install(st);
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+/* st->next becomes the map; a connection follows its node */
+static void
+toll_store_install(toll_store_t *st)
+{
+    int            k;
+    unsigned       i, j, ngone;
+    redisContext  *ctx[TOLL_CLUSTER_NODES_MAX], *gone[TOLL_CLUSTER_NODES_MAX];
+
+    memset(ctx, 0, sizeof(ctx));
+    ngone = 0;
+
+    for (i = 0; i < st->map.n; i++) {
+        if (st->ctx[i] == NULL) {
+            continue;
+        }
+
+        k = -1;
+
+        for (j = 0; j < st->next.n; j++) {
+            if (st->next.nodes[j].port == st->map.nodes[i].port
+                && strcmp(st->next.nodes[j].host, st->map.nodes[i].host)
+                   == 0)
+            {
+                k = (int) j;
+                break;
+            }
+        }
+
+        if (k >= 0) {
+            ctx[k] = st->ctx[i];
+
+        } else {
+            /* no pipeline waits on it: its replies were read ahead */
+            gone[ngone++] = st->ctx[i];
+        }
+    }
+
+    memcpy(st->ctx, ctx, sizeof(ctx));
+    memcpy(&st->map, &st->next, sizeof(toll_cluster_map_t));
+
+    for (i = 0; i < ngone; i++) {
+        toll_store_close(st, gone[i]);
+    }
+}
+
+
+/*
+ * The primary from the first sentinel that names it, and a connection
+ * to it that ROLE says is a master.  0, or -1 with st->err set.
+ */
+static int
+toll_store_sentinel(toll_store_t *st)
+{
+    unsigned             i;
+    redisReply          *r;
+    redisContext        *c;
+    toll_cluster_node_t  p;
+    const char          *argv[3];
+    size_t               argvlen[3];
+    static const char   *role[1] = { "ROLE" };
+    static const size_t  rolelen[1] = { 4 };
+
+    if (st->ctx[0] != NULL) {
+        toll_store_close(st, st->ctx[0]);
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = 8;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = 23;
+    argv[2] = st->spec.master;
+    argvlen[2] = strlen(st->spec.master);
+
+    toll_store_fail(st, "no sentinel answered");
+
+    for (i = 0; i < st->spec.n; i++) {
+        /* a sentinel has no password of the data nodes, nor databases */
+        c = (st->spec.addr[i].port == 0)
+            ? NULL
+            : redisConnectWithTimeout(st->spec.addr[i].host,
+                                      st->spec.addr[i].port, st->tv);
+
+        if (c == NULL || c->err) {
+            toll_store_fail(st, "sentinel %s:%d: %s", st->spec.addr[i].host,
+                            st->spec.addr[i].port,
+                            c ? c->errstr : "out of memory");
+            if (c != NULL) {
+                redisFree(c);
+            }
+
+            continue;
+        }
+
+        (void) redisSetTimeout(c, st->tv);
+        r = redisCommandArgv(c, 3, argv, argvlen);
+
+        if (r == NULL || toll_sentinel_primary(r, &p) != 0) {
+            toll_store_fail(st, "sentinel %s:%d knows no primary named "
+                            "\"%s\"%s%s", st->spec.addr[i].host,
+                            st->spec.addr[i].port, st->spec.master,
+                            (r && r->type == REDIS_REPLY_ERROR) ? ": " : "",
+                            (r && r->type == REDIS_REPLY_ERROR) ? r->str
+                                                                : "");
+            if (r != NULL) {
+                freeReplyObject(r);
+            }
+
+            redisFree(c);
+            continue;
+        }
+
+        freeReplyObject(r);
+        redisFree(c);
+
+        c = toll_store_open(st, p.host, p.port, 1);
+
+        if (c == NULL) {
+            continue;
+        }
+
+        /* a sentinel that has not seen the failover yet names the old
+         * primary, now a replica */
+        r = redisCommandArgv(c, 1, role, rolelen);
+
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1
+            || r->element[0]->type != REDIS_REPLY_STRING
+            || strcmp(r->element[0]->str, "master") != 0)
+        {
+            toll_store_fail(st, "%s:%d, which sentinel %s:%d names \"%s\", "
+                            "is not a master", p.host, p.port,
+                            st->spec.addr[i].host, st->spec.addr[i].port,
+                            st->spec.master);
+            if (r != NULL) {
+                freeReplyObject(r);
+            }
+
+            redisFree(c);
+            continue;
+        }
+
+        freeReplyObject(r);
+        st->ctx[0] = c;
+        st->primary = p;
+
+        return 0;
+    }
+
+    return -1;
+}
+
+
+static int
+toll_store_node_index(toll_store_t *st, const char *host, int port)
+{
+    unsigned  i;
+
+    for (i = 0; i < st->map.n; i++) {
+        if (st->map.nodes[i].port == port
+            && strcmp(st->map.nodes[i].host, host) == 0)
+        {
+            return (int) i;
+        }
+    }
+
+    return -1;
+}
+
+
+static redisContext *
+toll_store_node_ctx(toll_store_t *st, unsigned i)
+{
+    if (st->ctx[i] != NULL && st->ctx[i]->err) {
+        toll_store_close(st, st->ctx[i]);
+    }
+
+    if (st->ctx[i] == NULL) {
+        st->ctx[i] = toll_store_open(st, st->map.nodes[i].host,
+                                     st->map.nodes[i].port, 0);
+    }
+
+    return st->ctx[i];
+}
+
+
+/* the connection of a slot's node (any for TOLL_CLUSTER_ANY) */
+static redisContext *
+toll_store_route(toll_store_t *st, int slot)
+{
+    unsigned  i;
+
+    if (st->spec.kind != TOLL_STORE_CLUSTER) {
+        if (st->ctx[0] != NULL && !st->ctx[0]->err) {
+            return st->ctx[0];
+        }
+
+        if (st->spec.kind == TOLL_STORE_SENTINEL) {
+            return (toll_store_sentinel(st) == 0) ? st->ctx[0] : NULL;
+        }
+
+        if (st->ctx[0] != NULL) {
+            toll_store_close(st, st->ctx[0]);
+        }
+
+        st->ctx[0] = toll_store_open(st, st->spec.addr[0].host,
+                                     st->spec.addr[0].port, 1);
+
+        return st->ctx[0];
+    }
+
+    if (slot == TOLL_CLUSTER_ANY) {
+        for (i = 0; i < st->map.n; i++) {
+            if (st->ctx[i] != NULL && !st->ctx[i]->err) {
+                return st->ctx[i];
+            }
+        }
+
+        return (st->map.n > 0) ? toll_store_node_ctx(st, 0) : NULL;
+    }
+
+    if (st->map.slot[slot] >= st->map.n) {
+        /* a slot no range named: perhaps one being moved, ask again */
+        if (toll_store_refresh(st) != 0) {
+            return NULL;
+        }
+
+        if (st->map.slot[slot] >= st->map.n) {
+            toll_store_fail(st, "no cluster node serves hash slot %d", slot);
+            return NULL;
+        }
+    }
+
+    return toll_store_node_ctx(st, st->map.slot[slot]);
+}
+
+
+/* one command on c, ASKING before it when asking; NULL with st->err */
+static redisReply *
+toll_store_send(toll_store_t *st, redisContext *c, const char *cmd,
+    size_t len, int asking, int *timed_out)
+{
+    void  *r;
+
+    *timed_out = 0;
+
+    if ((asking && redisAppendFormattedCommand(c, "*1\r\n$6\r\nASKING\r\n",
+                                               16) != REDIS_OK)
+        || redisAppendFormattedCommand(c, cmd, len) != REDIS_OK)
+    {
+        toll_store_fail(st, "out of memory");
+        return NULL;
+    }
+
+    if (asking) {
+        /* ASKING's OK, read and dropped */
+        if (redisGetReply(c, &r) != REDIS_OK) {
+            toll_store_io_fail(st, c, "ASKING", timed_out);
+            return NULL;
+        }
+
+        freeReplyObject(r);
+    }
+
+    if (redisGetReply(c, &r) != REDIS_OK) {
+        toll_store_io_fail(st, c, "redis", timed_out);
+        return NULL;
+    }
+
+    return r;
+}
+
+
+/*
+ * r, the reply c gave to cmd, or the reply at the end of the MOVED and
+ * ASK it leads to; NULL with st->err when the redirections go wrong.
+ */
+static redisReply *
+toll_store_follow(toll_store_t *st, redisContext *c, const char *cmd,
+    size_t len, int slot, redisReply *r)
+{
+    int                  k, rc, n, timed_out, sentinel_retry;
+    unsigned             s;
+    toll_cluster_node_t  to;
+
+    sentinel_retry = (st->spec.kind == TOLL_STORE_SENTINEL);
+
+    for (n = 0; ; n++) {
+        if (r->type != REDIS_REPLY_ERROR) {
+            return r;
+        }
+
+        /* a primary turned replica: the sentinels asked again, once */
+        if (sentinel_retry && strncmp(r->str, "READONLY", 8) == 0) {
+            sentinel_retry = 0;
+            freeReplyObject(r);
+
+            if (toll_store_sentinel(st) != 0) {
+                return NULL;
+            }
+
+            r = toll_store_send(st, st->ctx[0], cmd, len, 0, &timed_out);
+
+            if (r == NULL) {
+                return NULL;
+            }
+
+            continue;
+        }
+
+        if (st->spec.kind != TOLL_STORE_CLUSTER) {
+            return r;
+        }
+
+        rc = toll_cluster_redirect(r->str, r->len, &s, &to);
+
+        if (rc == 0) {
+            return r;
+        }
+
+        if (rc < 0) {
+            toll_store_fail(st, "a malformed redirection: %.*s",
+                            (int) (r->len > 200 ? 200 : r->len), r->str);
+            freeReplyObject(r);
+            return NULL;
+        }
+
+        freeReplyObject(r);
+
+        if (n == TOLL_CLUSTER_REDIRECTS_MAX) {
+            toll_store_fail(st, "more than %d redirections for one command "
+                            "(a loop?), the last to %s:%d for slot %u",
+                            TOLL_CLUSTER_REDIRECTS_MAX, to.host, to.port, s);
+            return NULL;
+        }
+
+        if (slot >= 0 && s != (unsigned) slot) {
+            toll_store_fail(st, "redirected for slot %u, the command's is "
+                            "%d", s, slot);
+            return NULL;
+        }
+
+        /* MOVED: the map is old; ASK: one command elsewhere, the map
+         * stays, unless it does not know the node */
+        k = toll_store_node_index(st, to.host, to.port);
+
+        if (rc == TOLL_CLUSTER_MOVED || k < 0) {
+            if (toll_store_refresh(st) != 0) {
+                return NULL;
+            }
+
+            k = toll_store_node_index(st, to.host, to.port);
+        }
+
+        if (k < 0) {
+            toll_store_fail(st, "%s to %s:%d, a node the cluster's map does "
+                            "not name", (rc == TOLL_CLUSTER_MOVED) ? "MOVED"
+                                                                   : "ASK",
+                            to.host, to.port);
+            return NULL;
+        }
+
+        c = toll_store_node_ctx(st, (unsigned) k);
+
+        if (c == NULL) {
+            return NULL;
+        }
+
+        r = toll_store_send(st, c, cmd, len, rc == TOLL_CLUSTER_ASK,
+                            &timed_out);
+
+        if (r == NULL) {
+            return NULL;
+        }
+    }
+}
+
+
+/* every reply not read yet, read and freed; the pipeline emptied */
+static void
+toll_store_discard(toll_store_t *st)
+{
+    size_t              i;
+    void               *r;
+    toll_store_pend_t  *p;
+
+    for (i = 0; i < st->npend; i++) {
+        p = &st->pend[i];
+
+        if (!p->read && p->c != NULL && !p->c->err
+            && redisGetReply(p->c, &r) == REDIS_OK)
+        {
+            freeReplyObject(r);
+        }
+
+        if (p->ready != NULL) {
+            freeReplyObject(p->ready);
+        }
+
+        free(p->cmd);
+    }
+
+    st->npend = 0;
+    st->pend_next = 0;
+}
+
+
+/* the replies of the commands after the current one, read now */
+static int
+toll_store_read_ahead(toll_store_t *st)
+{
+    int                 timed_out;
+    size_t              i;
+    void               *r;
+    toll_store_pend_t  *p;
+
+    for (i = st->pend_next; i < st->npend; i++) {
+        p = &st->pend[i];
+
+        if (p->read) {
+            continue;
+        }
+
+        if (p->c == NULL || redisGetReply(p->c, &r) != REDIS_OK) {
+            toll_store_io_fail(st, p->c, "a pipeline's reply", &timed_out);
+            return -1;
+        }
+
+        p->read = 1;
+        p->ready = r;
+    }
+
+    return 0;
+}
+
+
+/* a context gone: freed, forgotten where the store and the pipeline
+ * keep it */
+static void
+toll_store_close(toll_store_t *st, redisContext *c)
+{
+    size_t  i;
+
+    if (c == NULL) {
+        return;
+    }
+
+    for (i = 0; i < TOLL_CLUSTER_NODES_MAX; i++) {
+        if (st->ctx[i] == c) {
+            st->ctx[i] = NULL;
+        }
+    }
+
+    for (i = 0; i < st->npend; i++) {
+        if (st->pend[i].c == c) {
+            st->pend[i].c = NULL;
+        }
+    }
+
+    redisFree(c);
+}

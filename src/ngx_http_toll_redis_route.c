@@ -868,19 +868,29 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
         return;
     }
 
-    ngx_http_toll_redis_discover_later(rd, NGX_HTTP_TOLL_REDIS_DISCOVER_MS);
-
     old = rd->primary;
 
     if (old != NULL && old->port == to.port
         && ngx_strcmp(old->host, to.host) == 0)
     {
+        /*
+         * A primary that does not answer is being replaced, or will be:
+         * the sentinels are asked again soon rather than in a second, so
+         * that the new one is used as soon as they name it.
+         */
+
+        ngx_http_toll_redis_discover_later(rd, old->answered && old->ac
+                                      ? NGX_HTTP_TOLL_REDIS_DISCOVER_MS
+                                      : NGX_HTTP_TOLL_REDIS_DISCOVER_RETRY_MS);
+
         if (old->ac == NULL && !old->reconnect.timer_set) {
             ngx_http_toll_redis_node_connect(old);
         }
 
         return;
     }
+
+    ngx_http_toll_redis_discover_later(rd, NGX_HTTP_TOLL_REDIS_DISCOVER_MS);
 
     node = ngx_http_toll_redis_node(rd, to.host, to.port, 0, 0);
     if (node == NULL) {

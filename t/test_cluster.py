@@ -63,11 +63,18 @@ def test_primary_killed_under_load(start_nginx, meter_upstream,
     c = redis_cluster
 
     def event(names):
-        # the primary holding the first buyer's usage, key and balance
+        # the primary holding the first buyer's usage, key and balance.
+        # With replicas=1 (the default on a Cluster) money writes need a
+        # replica: the promoted primary has none until the killed node is
+        # back as its replica, and calls that need a new lease are 503
+        # until then.  The event ends when a replica is back.
         t0 = time.monotonic()
         victim, heir, took = c.kill_primary("{%s}" % names[0])
         print("killed %d, %d promoted after %.2fs"
               % (victim.port, heir.port, took))
+        c.revive()
+        print("... and back as its replica after %.2fs"
+              % (time.monotonic() - t0))
         return t0, time.monotonic()
 
     try:

@@ -36,10 +36,10 @@ def test_store_forms_pass(nginx_t, line):
     ("toll_redis cluster=127.0.0.1:1,127.0.0.1:1;", ("twice",)),
     ("toll_redis cluster=127.0.0.1;", ("invalid address",)),
     ("toll_redis cluster=127.0.0.1:0;", ("invalid address",)),
-    ("toll_redis cluster=unix:/tmp/r.sock;", ("invalid address",)),
+    ("toll_redis cluster=unix:/tmp/r.sock;", ("unix socket",)),
     ("toll_redis cluster=" + ",".join("127.0.0.1:%d" % (7000 + i)
                                       for i in range(17)) + ";",
-     ("more than 16",)),
+     ("at most 16",)),
     ("toll_redis cluster=127.0.0.1:1 master=toll;", ("sentinel=",)),
     ("toll_redis cluster=127.0.0.1:1 db=1;", ("Cluster",)),
     ("toll_redis sentinel=127.0.0.1:1;", ("master=",)),

@@ -93,6 +93,13 @@ def start_gates(start_nginx, up, store, n=2):
             for _ in range(n)]
 
 
+def new_ledger(store):
+    """The store is shared by a module's tests, each with a ledger of its
+    own: the binding of the store to the test before's ledger
+    (docs/settle.md, one ledger per Redis) is removed first."""
+    store.client().delete("toll:settle:ledger")
+
+
 def keys_for(store, names, plan=None):
     """Key records written straight into the store (the module's tests
     must not wait for tollctl)."""
@@ -220,6 +227,7 @@ def settle_exact(start_nginx, up, store, tmp_path):
     names = buyers("settle", 2)
     keys = keys_for(store, names)
     warm(ngxs, keys.values())
+    new_ledger(store)
     s = Settle(None, tmp_path / "ledger.db", redis_spec=store.spec)
     daemon = s.start(interval="100ms")
     try:
@@ -346,6 +354,7 @@ def fault_under_load(start_nginx, up, store, tmp_path, event, label,
     want = expected_usage(up, names)
     assert redis_calls(store, names) == want, "meter differs from upstream"
 
+    new_ledger(store)
     s = Settle(None, tmp_path / "ledger.db", redis_spec=store.spec)
     try:
         for _ in range(20):

@@ -107,6 +107,7 @@ struct ngx_http_toll_redis_s {
     ngx_http_toll_redis_node_t      *slot_node[TOLL_CLUSTER_NODES_MAX];
     ngx_event_t                      refresh;
     ngx_msec_t                       refreshed; /* last asked */
+    ngx_uint_t                       refresh_failures; /* in a row */
     ngx_uint_t                       seed;      /* next one to ask */
 
     /* Sentinel */

@@ -31,6 +31,8 @@
 #define NGX_HTTP_TOLL_REDIS_REFRESH_MIN_MS     100
 /* ... and this often while a slot's primary does not answer */
 #define NGX_HTTP_TOLL_REDIS_REFRESH_RETRY_MS   250
+/* a map refused or not given: asked again after 250 ms, doubling to this */
+#define NGX_HTTP_TOLL_REDIS_REFRESH_MAX_MS     5000
 /* the sentinels asked this often */
 #define NGX_HTTP_TOLL_REDIS_DISCOVER_MS        1000
 /* ... and this soon again after a sentinel failed */
@@ -303,7 +305,7 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
     ngx_uint_t                   i, n;
     const char                  *argv[2];
     size_t                       argvlen[2];
-    ngx_msec_t                   since;
+    ngx_msec_t                   since, wait;
     ngx_http_toll_redis_node_t  *node;
 
     if (rd->refreshing || !rd->active || ngx_exiting || ngx_quit) {
@@ -312,9 +314,20 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
 
     since = ngx_current_msec - rd->refreshed;
 
-    if (rd->mapped && since < NGX_HTTP_TOLL_REDIS_REFRESH_MIN_MS) {
-        ngx_http_toll_redis_refresh_later(rd,
-                                   NGX_HTTP_TOLL_REDIS_REFRESH_MIN_MS - since);
+    /*
+     * A node that answers garbage (or nothing) is not asked again at
+     * once: reading a huge lying map costs the worker, and every command
+     * behind the question on that connection waits for it.
+     */
+
+    wait = rd->refresh_failures
+           ? ngx_min((ngx_msec_t) NGX_HTTP_TOLL_REDIS_REFRESH_RETRY_MS
+                     << ngx_min(rd->refresh_failures - 1, 5),
+                     NGX_HTTP_TOLL_REDIS_REFRESH_MAX_MS)
+           : (rd->mapped ? NGX_HTTP_TOLL_REDIS_REFRESH_MIN_MS : 0);
+
+    if (since < wait) {
+        ngx_http_toll_redis_refresh_later(rd, wait - since);
         return;
     }
 
@@ -425,8 +438,8 @@ ngx_http_toll_redis_on_slots(redisAsyncContext *ac, void *r, void *privdata)
                       "toll: redis \"%V\" did not give its slot map: %*s",
                       &node->name, reply ? reply->len : (size_t) 9,
                       reply ? reply->str : "no answer");
-        ngx_http_toll_redis_refresh_later(rd,
-                                          NGX_HTTP_TOLL_REDIS_REFRESH_RETRY_MS);
+        rd->refresh_failures++;
+        ngx_http_toll_redis_refresh(rd);
         return;
     }
 
@@ -439,10 +452,12 @@ ngx_http_toll_redis_on_slots(redisAsyncContext *ac, void *r, void *privdata)
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "toll: redis \"%V\" gave a slot map that is not one: "
                       "%s", &node->name, err);
-        ngx_http_toll_redis_refresh_later(rd,
-                                          NGX_HTTP_TOLL_REDIS_REFRESH_RETRY_MS);
+        rd->refresh_failures++;
+        ngx_http_toll_redis_refresh(rd);
         return;
     }
+
+    rd->refresh_failures = 0;
 
     if (ngx_http_toll_redis_map_apply(rd) != NGX_OK) {
         ngx_http_toll_redis_refresh_later(rd,

@@ -112,6 +112,8 @@ struct ngx_http_toll_redis_s {
 
     /* Sentinel */
     ngx_http_toll_redis_node_t      *sentinel;  /* asked now */
+    /* named by a sentinel, used once it answers ROLE master */
+    ngx_http_toll_redis_node_t      *candidate;
     ngx_uint_t                       sentinel_next;
     ngx_event_t                      discover;
 

@@ -9,9 +9,11 @@
  *     lost primary has the map read again every REFRESH_RETRY_MS until
  *     every slot is served by a node that answers (a failover);
  *   - a Sentinel: the primary the sentinels name, asked at start, once a
- *     second, and at once when the primary is lost or answers READONLY
- *     (a failover the sentinels made); a new primary closes the old one's
- *     connection, whose pending commands fail.
+ *     second (every 100 ms while the primary does not answer), and at
+ *     once when the primary is lost or answers READONLY (a failover the
+ *     sentinels made); a node named is used once it answers ROLE master,
+ *     and then closes the old one's connection, whose pending commands
+ *     fail.
  *
  * A command is never sent twice to a node that may have run it: MOVED
  * and ASK mean the node did not, READONLY likewise; a command whose
@@ -62,6 +64,8 @@ static void ngx_http_toll_redis_discover_handler(ngx_event_t *ev);
 static void ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_toll_redis_next_sentinel(ngx_http_toll_redis_t *rd);
+static void ngx_http_toll_redis_on_role(redisAsyncContext *ac, void *r,
+    void *privdata);
 
 static void ngx_http_toll_redis_set_up(ngx_http_toll_redis_t *rd);
 
@@ -851,6 +855,8 @@ static void
 ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     void *privdata)
 {
+    size_t                       argvlen[1];
+    const char                  *argv[1];
     redisReply                  *reply;
     toll_cluster_node_t          to;
     ngx_http_toll_redis_t       *rd;
@@ -908,7 +914,75 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     ngx_http_toll_redis_discover_later(rd, NGX_HTTP_TOLL_REDIS_DISCOVER_MS);
 
     node = ngx_http_toll_redis_node(rd, to.host, to.port, 0, 0);
-    if (node == NULL) {
+    if (node == NULL || node == rd->candidate) {
+        return;
+    }
+
+    /*
+     * Sentinels do not agree at once after a failover, and a former
+     * primary that comes back is a primary until they convert it: the
+     * named node is used only once it says ROLE master itself.
+     */
+
+    argv[0] = "ROLE";
+    argvlen[0] = sizeof("ROLE") - 1;
+
+    if (node->ac == NULL) {
+        ngx_http_toll_redis_node_connect(node);
+    }
+
+    if (ngx_http_toll_redis_node_ask(node, ngx_http_toll_redis_on_role, rd,
+                                     1, argv, argvlen)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    rd->candidate = node;
+}
+
+
+static void
+ngx_http_toll_redis_on_role(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply                  *reply;
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_node_t  *node, *old;
+
+    rd = privdata;
+    reply = r;
+    node = ac->data;
+
+    if (node != rd->candidate || !rd->active) {
+        return;
+    }
+
+    rd->candidate = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len != sizeof("master") - 1
+        || ngx_strncmp(reply->element[0]->str, "master",
+                       sizeof("master") - 1) != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "toll: redis sentinel named \"%V\" the primary of "
+                      "\"%V\", but it is not one yet", &node->name,
+                      &rd->conf->master);
+
+        if (node != rd->primary) {
+            ngx_http_toll_redis_node_close(node, "not the primary");
+        }
+
+        ngx_http_toll_redis_discover_later(rd,
+                                       NGX_HTTP_TOLL_REDIS_DISCOVER_RETRY_MS);
+        return;
+    }
+
+    old = rd->primary;
+
+    if (old == node) {
         return;
     }
 
@@ -922,6 +996,5 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
         ngx_http_toll_redis_node_close(old, "not the primary any more");
     }
 
-    ngx_http_toll_redis_node_connect(node);
     ngx_http_toll_redis_set_up(rd);
 }

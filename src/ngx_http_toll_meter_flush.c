@@ -59,7 +59,7 @@ static ngx_int_t ngx_http_toll_meter_flush(ngx_http_toll_shm_limit_node_t *ln,
     ngx_http_toll_meter_state_t *st, ngx_pool_t *pool, int64_t now,
     ngx_log_t *log);
 static void ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now,
-    ngx_uint_t sent);
+    ngx_uint_t sent, ngx_uint_t waiting);
 static ngx_int_t ngx_http_toll_meter_send(ngx_http_toll_meter_flush_t *fl,
     ngx_http_toll_shm_limit_node_t *ln, ngx_pool_t *pool);
 static u_char *ngx_http_toll_meter_keys(u_char *p, ngx_str_t *buyer,
@@ -133,7 +133,7 @@ static void
 ngx_http_toll_meter_timer(ngx_event_t *ev)
 {
     int64_t                           now;
-    ngx_uint_t                        n, k, sent;
+    ngx_uint_t                        n, k, sent, waiting;
     ngx_pool_t                       *pool;
     ngx_http_toll_meter_state_t      *st;
     ngx_http_toll_shm_limit_node_t   *ln;
@@ -188,8 +188,12 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
         sent++;
     }
 
-    /* idle leases of balances go back to Redis */
-    ngx_http_toll_prepaid_tick(ngx_http_toll_meter_zone, ev->log);
+    /*
+     * Idle leases of balances go back to Redis; an exiting worker stays
+     * while one waits for Redis or is unsure, so that nginx stopping
+     * leaves no hold of its own behind (within the exit's bound).
+     */
+    waiting = ngx_http_toll_prepaid_tick(ngx_http_toll_meter_zone, ev->log);
     /* and of spend caps */
     ngx_http_toll_cap_tick(ngx_http_toll_meter_zone, ev->log);
 
@@ -199,7 +203,7 @@ ngx_http_toll_meter_timer(ngx_event_t *ev)
         ngx_destroy_pool(pool);
     }
 
-    ngx_http_toll_meter_rearm(ev, now, sent);
+    ngx_http_toll_meter_rearm(ev, now, sent, waiting);
 }
 
 
@@ -333,20 +337,30 @@ ngx_http_toll_meter_flush(ngx_http_toll_shm_limit_node_t *ln,
  */
 
 static void
-ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now, ngx_uint_t sent)
+ngx_http_toll_meter_rearm(ngx_event_t *ev, int64_t now, ngx_uint_t sent,
+    ngx_uint_t waiting)
 {
     if (ngx_exiting) {
-        if (sent == 0 && ngx_http_toll_meter_inflight == 0) {
+        if (sent == 0 && ngx_http_toll_meter_inflight == 0 && waiting == 0) {
             return;
         }
 
         if (now - ngx_http_toll_meter_exit_at_ms
             > NGX_HTTP_TOLL_METER_EXIT_MAX_MS)
         {
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "toll: exiting with meter counts not confirmed "
-                          "by redis (%ui flushes waiting)",
-                          ngx_http_toll_meter_inflight);
+            if (ngx_http_toll_meter_inflight) {
+                ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                              "toll: exiting with meter counts not "
+                              "confirmed by redis (%ui flushes waiting)",
+                              ngx_http_toll_meter_inflight);
+
+            } else {
+                /* Redis takes back a silent node's holds by itself */
+                ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                              "toll: exiting with %ui balance lease(s) "
+                              "not settled with redis", waiting);
+            }
+
             return;
         }
 

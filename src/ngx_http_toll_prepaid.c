@@ -631,11 +631,11 @@ ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone, u_char *meter,
 }
 
 
-void
+ngx_uint_t
 ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
 {
     int64_t                          now;
-    ngx_uint_t                       n, k;
+    ngx_uint_t                       n, k, waiting;
     ngx_http_toll_main_conf_t       *mcf;
     ngx_http_toll_prepaid_ask_t     *ask;
     ngx_http_toll_prepaid_state_t   *st;
@@ -643,8 +643,10 @@ ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
 
     mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_toll_module);
     if (mcf == NULL) {
-        return;
+        return 0;
     }
+
+    waiting = 0;
 
     now = ngx_http_toll_prepaid_now();
 
@@ -707,7 +709,11 @@ ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log)
 
         /* back in the queue while it holds anything or waits */
         ngx_http_toll_prepaid_keep(shm_zone, ln);
+
+        waiting += (st->asking || st->returning || st->unsure);
     }
+
+    return waiting;
 }
 
 

@@ -58,9 +58,12 @@ void ngx_http_toll_prepaid_flushed(ngx_shm_zone_t *shm_zone,
 /*
  * From the meter's timer (the zone locked): gives back leases idle for
  * toll_prepaid_idle (all of them when the worker exits), and what Redis
- * may hold that no call will use.
+ * may hold that no call will use.  Returns how many of the leases looked
+ * at still wait for Redis (an exchange on its way, or one whose answer
+ * was lost and is to be settled): an exiting worker waits for them.
  */
-void ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone, ngx_log_t *log);
+ngx_uint_t ngx_http_toll_prepaid_tick(ngx_shm_zone_t *shm_zone,
+    ngx_log_t *log);
 
 /* the request ends: a lease it waits for still lands in the zone */
 void ngx_http_toll_prepaid_cleanup(ngx_http_toll_ctx_t *ctx);

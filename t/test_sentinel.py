@@ -10,8 +10,6 @@ is built (helpers/store_support.py says which).
 
 import time
 
-import pytest
-
 from helpers import store_checks as sc
 from helpers.meter import meter_upstream
 from helpers.store_support import needs
@@ -70,12 +68,6 @@ def test_failover_under_load(start_nginx, meter_upstream, redis_sentinel,
                         "sentinel failover")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 18, open: after a primary kill and its return as a replica, one "
-    "gate's balance hold can stay in Redis (held > 0, never overdrawn): a "
-    "sentinel still naming the revived old address makes the gate switch "
-    "to a replica for a moment, and a give-back answered READONLY is kept "
-    "as used; the fix is to check ROLE before using a named primary"))
 @needs(KIND, module=True, settle=True)
 def test_primary_killed_under_load(start_nginx, meter_upstream,
                                    redis_sentinel, tmp_path):

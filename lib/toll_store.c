@@ -397,6 +397,36 @@ toll_store_context_for(toll_store_t *st, const char *key, size_t len)
 }
 
 
+long long
+toll_store_wait(toll_store_t *st, const char *key, size_t len, int replicas,
+    int timeout_ms)
+{
+    long long      n;
+    redisReply    *r;
+    redisContext  *c;
+
+    c = toll_store_context_for(st, key, len);
+    if (c == NULL) {
+        return -1;
+    }
+
+    r = redisCommand(c, "WAIT %d %d", replicas, timeout_ms);
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+
+        return -1;
+    }
+
+    n = r->integer;
+    freeReplyObject(r);
+
+    return n;
+}
+
+
 unsigned
 toll_store_nodes(const toll_store_t *st)
 {

@@ -119,6 +119,14 @@ unsigned toll_store_nodes(const toll_store_t *st);
 redisReply *toll_store_command_node(toll_store_t *st, unsigned node,
     int argc, const char **argv, const size_t *argvlen);
 
+/*
+ * WAIT on the node that serves key's slot: how many replicas have every
+ * write made there so far (at most timeout_ms to reach replicas), or -1
+ * when the store failed.
+ */
+long long toll_store_wait(toll_store_t *st, const char *key, size_t len,
+    int replicas, int timeout_ms);
+
 /* the kind the store was connected as */
 toll_store_kind_e toll_store_kind(const toll_store_t *st);
 

@@ -252,6 +252,11 @@ toll_settle_args_apply(toll_settle_conf_t *conf, const toll_settle_cli_t *cli)
         return toll_settle_usage_error("%s", err);
     }
 
+    if (conf->redis_replicas < 0) {
+        conf->redis_replicas =
+            (conf->redis_spec.kind == TOLL_STORE_SINGLE) ? 0 : 1;
+    }
+
     if (ledger != NULL) {
         if (strlen(ledger) == 0 || strlen(ledger) > TOLL_SETTLE_PATH_LEN_MAX) {
             return toll_settle_usage_error("invalid --ledger \"%s\"", ledger);

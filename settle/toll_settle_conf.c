@@ -45,6 +45,7 @@ toll_settle_conf_init(toll_settle_conf_t *conf)
              TOLL_SETTLE_LEDGER_DEFAULT);
 
     conf->redis_timeout_ms = TOLL_SETTLE_TIMEOUT_MS_DEFAULT;
+    conf->redis_replicas = -1;
     conf->interval_ms = TOLL_SETTLE_INTERVAL_MS_DEFAULT;
     conf->batch_max = TOLL_SETTLE_BATCH_MAX_DEFAULT;
     conf->sweep_ms = TOLL_SETTLE_SWEEP_MS_DEFAULT;
@@ -247,6 +248,17 @@ toll_settle_conf_line(toll_settle_conf_t *conf, char **args, int nargs,
         free(conf->redis_password);
         conf->redis_password = strdup(args[1]);
         return conf->redis_password ? 0 : -1;
+    }
+
+    if (strcmp(name, "redis_replicas") == 0) {
+        if (toll_parse_int64(args[1], 0, 16, &n) != 0) {
+            snprintf(err, err_size, "invalid redis_replicas \"%s\": 0 to 16",
+                     args[1]);
+            return -1;
+        }
+
+        conf->redis_replicas = (int) n;
+        return 0;
     }
 
     if (strcmp(name, "redis_db") == 0) {

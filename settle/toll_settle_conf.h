@@ -61,6 +61,9 @@ typedef struct toll_settle_conf_s {
     char                 *redis_password;
     int                   redis_db;
     int64_t               redis_timeout_ms;
+    /* a claim is posted once this many replicas have it; -1: the
+     * default, 1 on a Cluster or a Sentinel, 0 on one Redis */
+    int                   redis_replicas;
 
     char                  ledger[TOLL_SETTLE_PATH_LEN_MAX + 1];
 

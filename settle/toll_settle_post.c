@@ -47,6 +47,33 @@ static int toll_settle_posted(toll_settle_drain_t *d,
  * happened (the hash was gone, or the process died before RENAME), or it
  * was posted and its key deleted.
  */
+/* the claim on redis_replicas replicas, or the pass ends here */
+
+static int
+toll_settle_replicated(toll_settle_drain_t *d, const toll_settle_claim_t *c)
+{
+    long long  n;
+
+    if (d->conf->redis_replicas <= 0) {
+        return 0;
+    }
+
+    n = toll_store_wait(d->redis, c->name, strlen(c->name),
+                        d->conf->redis_replicas,
+                        (int) (d->conf->redis_timeout_ms / 2));
+
+    if (n >= d->conf->redis_replicas) {
+        return 0;
+    }
+
+    toll_log("redis: the claim \"%s\" is on %lld of %d replica(s): "
+             "posted when it is on all", c->name, n < 0 ? 0 : n,
+             d->conf->redis_replicas);
+
+    return TOLL_SETTLE_DRAIN_AGAIN;
+}
+
+
 int
 toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     redisReply *content)
@@ -70,6 +97,17 @@ toll_settle_finish(toll_settle_drain_t *d, const toll_settle_claim_t *c,
     }
 
     if (!found && content->elements > 0) {
+        /*
+         * The claim must outlive a failover before the ledger has it: a
+         * claim lost with its primary would put the usage hash back
+         * under its old name, to be claimed and posted again.
+         */
+
+        rc = toll_settle_replicated(d, c);
+        if (rc != 0) {
+            return rc;
+        }
+
         rc = toll_settle_post(d, c, content);
 
         if (rc == TOLL_SETTLE_DRAIN_LEFT) {

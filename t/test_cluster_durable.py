@@ -89,3 +89,44 @@ def test_no_replica_wanted(start_nginx, meter_upstream, redis_cluster):
 
     assert "replica(s)" not in ngx.error_log_text()
     assert sc.redis_calls(store, [b]) == {(b, "svc-a"): 6}
+
+
+@needs("cluster", module=True, settle=True)
+def test_settle_posts_a_claim_once_a_replica_has_it(start_nginx,
+                                                    meter_upstream,
+                                                    redis_cluster, tmp_path):
+    # A claim the ledger has must outlive a failover: lost with its
+    # primary, the usage hash would be back under its old name, claimed
+    # and posted again.  With the buyer's replica frozen, toll-settle
+    # leaves the claim in Redis and says so; thawed, it posts it once.
+    store = redis_cluster
+    b = sc.buyers("claim", 1)[0]
+    k = sc.keys_for(store, [b])[b]
+    replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
+
+    ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
+    sc.warm([ngx], [k])
+    _calls(ngx, k, 4)
+    ngx.stop()
+
+    sc.new_ledger(store)
+    s = sc.Settle(None, tmp_path / "ledger.db", redis_spec=store.spec)
+    try:
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            p = s.once()
+            assert p.returncode == 69, (p.returncode, p.stderr)
+            assert "of 1 replica(s)" in p.stderr, p.stderr
+            assert not any(key[0] == b for key in
+                           sc.ledger_usage(s.ledger)), "posted unreplicated"
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        p = s.once()
+        assert p.returncode == 0, p.stderr
+    finally:
+        s.close()
+    got = {(buyer, svc): rec["calls"]
+           for (buyer, _d, svc), rec in sc.ledger_usage(s.ledger).items()
+           if buyer == b}
+    assert got == {(b, "svc-a"): 4}
+    sc.ledger_check(s.ledger)

@@ -40,6 +40,10 @@
 #                     text/event-stream (a streamed completion whose last
 #                     event carries usage.total_tokens) instead of "ok"
 #   --rounds N        rounds of (plain, variant...) runs      (default 7)
+#   --store S         single (one redis-server) or cluster (three
+#                     primaries, no replica): the gate's toll_redis and
+#                     tollctl's --redis; the Redis commands per 1,000
+#                     gated calls are printed at the end (default single)
 #   --duration S      seconds per wrk run                     (default 5)
 #   --connections C   wrk connections                         (default 32)
 #   --threads T       wrk threads                             (default 1)
@@ -97,6 +101,7 @@ while [ $# -gt 0 ]; do
         --cpu)         MEASURE_CPU=1; shift ;;
         --sse)         SSE=1; shift ;;
         --calibrate)   CALIBRATE=1; shift ;;
+        --store)       STORE=${2-}; shift 2 ;;
         --keep)        KEEP=1; shift ;;
         -h|--help)     usage; exit 0 ;;
         -*)            die "unknown option $1 (see --help)" ;;
@@ -114,6 +119,10 @@ TOLLCTL=$BUILD/tollctl
 for prog in $NGINX $REDIS_SERVER $REDIS_CLI $WRK $PYTHON; do
     [ -x "$prog" ] || die "$prog not found: run make setup"
 done
+case "${STORE:=single}" in
+    single|cluster) ;;
+    *) die "--store: single or cluster, not \"$STORE\"" ;;
+esac
 for n in "$ROUNDS" "$DURATION_S" "$CONNECTIONS" "$THREADS"; do
     case "$n" in ''|*[!0-9]*|0) die "not a positive integer: \"$n\"" ;; esac
 done
@@ -238,7 +247,9 @@ cleanup() {
     # gateway first, so that nothing is proxied to a stopped upstream
     stop_pid "$GW_PID" QUIT
     stop_pid "$UP_PID" QUIT
-    stop_pid "$REDIS_PID" TERM
+    for pid in $REDIS_PIDS; do
+        stop_pid "$pid" TERM
+    done
     if [ "$KEEP" = 1 ]; then
         echo "kept $PREFIX"
     else
@@ -288,22 +299,79 @@ show_log() {
 # -- Redis --------------------------------------------------------------------
 
 REDIS_PORT=$(free_port)
-$PIN "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" \
-    --save '' --appendonly no --dir "$PREFIX/redis" \
-    --logfile "$PREFIX/logs/redis.log" --daemonize no </dev/null &
-REDIS_PID=$!
+REDIS_PORTS=$REDIS_PORT
+REDIS_PIDS=
+if [ "$STORE" = cluster ]; then
+    # three primaries, no replica (money writes wait for none: replicas=0),
+    # on ports whose cluster bus (+10000) stays below the ephemeral range
+    REDIS_PORTS=
+    for ((i = 0; i < 3; i++)); do
+        while :; do
+            p=$((12000 + RANDOM % 10000))
+            (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null \
+                || (echo >"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null \
+                || break
+        done
+        REDIS_PORTS="$REDIS_PORTS $p"
+    done
+    REDIS_PORTS=${REDIS_PORTS# }
+    REDIS_PORT=${REDIS_PORTS%% *}
+fi
+for p in $REDIS_PORTS; do
+    mkdir -p "$PREFIX/redis/$p"
+    extra=()
+    [ "$STORE" = cluster ] && extra=(--cluster-enabled yes
+        --cluster-config-file "$PREFIX/redis/$p/nodes.conf")
+    $PIN "$REDIS_SERVER" --bind 127.0.0.1 --port "$p" \
+        --save '' --appendonly no --dir "$PREFIX/redis/$p" "${extra[@]}" \
+        --logfile "$PREFIX/logs/redis-$p.log" --daemonize no </dev/null &
+    REDIS_PIDS="$REDIS_PIDS $!"
+done
+REDIS_PID=${REDIS_PIDS# }
 
 redis_up() {
-    [ "$("$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+    local p
+    for p in $REDIS_PORTS; do
+        [ "$("$REDIS_CLI" -p "$p" ping 2>/dev/null)" = PONG ] || return 1
+    done
 }
 
 for ((i = 0; i < START_TIMEOUT_S * 20; i++)); do
     redis_up && break
-    kill -0 "$REDIS_PID" 2>/dev/null || break
     sleep 0.05
 done
-redis_up || { show_log "$PREFIX/logs/redis.log"
+redis_up || { show_log "$PREFIX/logs/redis-$REDIS_PORT.log"
               die "redis-server did not start"; }
+
+if [ "$STORE" = cluster ]; then
+    seeds=
+    for p in $REDIS_PORTS; do seeds="$seeds 127.0.0.1:$p"; done
+    # shellcheck disable=SC2086
+    "$REDIS_CLI" --cluster create $seeds --cluster-yes >/dev/null \
+        || die "redis-cli --cluster create failed"
+    for ((i = 0; i < START_TIMEOUT_S * 20; i++)); do
+        "$REDIS_CLI" -p "$REDIS_PORT" cluster info 2>/dev/null \
+            | grep -q '^cluster_state:ok' && break
+        sleep 0.05
+    done
+    seeds=${seeds# }
+    REDIS_SPEC="cluster=${seeds// /,}"
+    REDIS_LINE="toll_redis $REDIS_SPEC timeout=500ms replicas=0;"
+else
+    REDIS_SPEC="127.0.0.1:$REDIS_PORT"
+    REDIS_LINE="toll_redis 127.0.0.1:$REDIS_PORT timeout=500ms;"
+fi
+
+# the commands every node has run: a delta over the rounds, per gated call
+redis_commands() {
+    local p n=0 c
+    for p in $REDIS_PORTS; do
+        c=$("$REDIS_CLI" -p "$p" info stats 2>/dev/null \
+            | tr -d '\r' | sed -n 's/^total_commands_processed://p')
+        n=$((n + ${c:-0}))
+    done
+    echo "$n"
+}
 
 
 # -- upstream: nginx answering 200 "ok", so that no Python is in the path -----
@@ -464,7 +532,7 @@ events {
 http {
     # the cache TTLs are left at their defaults: one Redis lookup per key
     # every toll_cache_ttl is the steady state providers run
-    toll_redis 127.0.0.1:$REDIS_PORT timeout=500ms;
+    $REDIS_LINE
     toll_zone 4m;
     toll_jwt_key $JWT_SECRET_FILE alg=HS256;
     # the key's plan; toll_limit_sync is left at its default (100 ms)
@@ -585,7 +653,7 @@ GW_WORKER=$(pgrep -P "$GW_PID" | head -n 1)
 
 # -- a key, and proof that the gate is really on ------------------------------
 
-KEY_JSON=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
+KEY_JSON=$("$TOLLCTL" --redis "$REDIS_SPEC" key create \
                --owner bench-buyer --plan bench --scopes read,write) \
     || die "tollctl key create failed"
 TOKEN=$(printf '%s' "$KEY_JSON" | "$PYTHON" -c \
@@ -599,7 +667,7 @@ print(jwt.encode({"sub": "bench-buyer", "exp": int(time.time()) + 86400},
           "$JWT_SECRET_FILE") || die "python3-jwt could not make a token"
 # the header each kind sends: the API key everywhere but on /jwt/
 # a balance no run can spend: 1,000,000,000 at 0.001 a call
-"$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" balance credit bench-buyer \
+"$TOLLCTL" --redis "$REDIS_SPEC" balance credit bench-buyer \
     1000000000 --ref bench >/dev/null \
     || die "tollctl balance credit failed"
 declare -A HEADER=([plain]="$AUTH" [auth]="$AUTH" [limits]="$AUTH"
@@ -654,7 +722,7 @@ grep -q '^x-toll-balance: ' <<<"$(headers -H "$AUTH" "$BASE/prepaid/")" \
 if [[ " $VARIANTS " == *" authz "* ]]; then
     [ "$(status -H "$AUTH" "$BASE/authz/")" = 200 ] \
         || die "/authz/ with the key and its scopes did not answer 200"
-    BARE=$("$TOLLCTL" --redis "127.0.0.1:$REDIS_PORT" key create \
+    BARE=$("$TOLLCTL" --redis "$REDIS_SPEC" key create \
                --owner bench-bare --plan bench \
            | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["token"])') \
         || die "tollctl key create (no scopes) failed"
@@ -861,6 +929,7 @@ print_row round
 # worker CPU per request, and the share of its core it used
 declare -A rps us busy
 
+COMMANDS_AT_START=$(redis_commands)
 for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then order=$KINDS; else order=$REVERSED; fi
     for kind in $order; do
@@ -949,6 +1018,14 @@ for kind in $KINDS; do
 done
 echo "requests (warm-up included): ${requests#, }; wrk counted no" \
      "non-2xx answer"
+gated=0
+for v in $VARIANTS; do
+    gated=$((gated + ${TOTAL_REQS[$v]:-0}))
+done
+commands=$(( $(redis_commands) - COMMANDS_AT_START ))
+echo "redis ($STORE): $commands commands for $gated gated calls," \
+     "$(calc '%.1f' '(g > 0) ? c * 1000 / g : 0' -v c="$commands" \
+        -v g="$gated") per 1,000 (timers and warm-ups included)"
 
 # a clean run leaves nothing worse than a warning in the gateway's log
 if grep -E '\[(alert|crit|emerg)\]|exited on signal' \

@@ -43,6 +43,8 @@ static char *ngx_http_toll_redis_nodes(ngx_conf_t *cf,
     ngx_http_toll_redis_conf_t *rc, ngx_str_t *addr, u_char *master);
 static char *ngx_http_toll_redis_resolve(ngx_conf_t *cf, ngx_str_t *addr,
     u_char **host, int *port);
+static ngx_int_t ngx_http_toll_redis_replicas(ngx_conf_t *cf,
+    ngx_http_toll_redis_conf_t *rc, ngx_str_t *word);
 static char *ngx_http_toll_zone_size(ngx_conf_t *cf, void *post, void *data);
 
 
@@ -541,7 +543,7 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                      *p, *master;
     ngx_str_t                   *value, s;
-    ngx_int_t                    n;
+    ngx_int_t                    n, rv;
     ngx_uint_t                   i;
     ngx_http_toll_redis_conf_t  *rc;
 
@@ -593,33 +595,13 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "replicas=", 9) == 0) {
-            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
-            if (n == NGX_ERROR || n > NGX_HTTP_TOLL_REDIS_REPLICAS_MAX) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\", a number of replicas "
-                                   "from 0 to %d", &value[i],
-                                   NGX_HTTP_TOLL_REDIS_REPLICAS_MAX);
-                return NGX_CONF_ERROR;
-            }
+        rv = ngx_http_toll_redis_replicas(cf, rc, &value[i]);
 
-            rc->replicas = n;
-            continue;
+        if (rv == NGX_ERROR) {
+            return NGX_CONF_ERROR;
         }
 
-        if (ngx_strncmp(value[i].data, "replica_wait=", 13) == 0) {
-            s.data = value[i].data + 13;
-            s.len = value[i].len - 13;
-
-            rc->replica_wait = ngx_parse_time(&s, 0);
-            if (rc->replica_wait == (ngx_msec_t) NGX_ERROR
-                || rc->replica_wait == 0)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
+        if (rv == NGX_OK) {
             continue;
         }
 
@@ -692,6 +674,52 @@ ngx_http_toll_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     mcf->redis_set = 1;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * replicas=N and replica_wait=TIME: NGX_OK when the word was one of them,
+ * NGX_ERROR when it was one and is wrong, NGX_DECLINED when neither.
+ */
+
+static ngx_int_t
+ngx_http_toll_redis_replicas(ngx_conf_t *cf, ngx_http_toll_redis_conf_t *rc,
+    ngx_str_t *word)
+{
+    ngx_int_t   n;
+    ngx_str_t   s;
+
+    if (ngx_strncmp(word->data, "replicas=", 9) == 0) {
+        n = ngx_atoi(word->data + 9, word->len - 9);
+        if (n == NGX_ERROR || n > NGX_HTTP_TOLL_REDIS_REPLICAS_MAX) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\", a number of replicas "
+                               "from 0 to %d", word,
+                               NGX_HTTP_TOLL_REDIS_REPLICAS_MAX);
+            return NGX_ERROR;
+        }
+
+        rc->replicas = n;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(word->data, "replica_wait=", 13) == 0) {
+        s.data = word->data + 13;
+        s.len = word->len - 13;
+
+        rc->replica_wait = ngx_parse_time(&s, 0);
+        if (rc->replica_wait == (ngx_msec_t) NGX_ERROR
+            || rc->replica_wait == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\"", word);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
 }
 
 

@@ -37,6 +37,8 @@
 #define TOLLCTL_EXEC_CMDS_MAX         4
 
 
+static redisReply *tollctl_redis_checked(tollctl_t *ctl, tollctl_cmd_t *cmd,
+    redisReply *reply);
 static int tollctl_conf_check(tollctl_t *ctl);
 static int tollctl_redis_io_error(tollctl_t *ctl, const char *cmd);
 static int tollctl_redis_ctx_error(tollctl_t *ctl, redisContext *c,
@@ -258,18 +260,8 @@ tollctl_redis_run(tollctl_t *ctl, tollctl_cmd_t *cmd)
 
     reply = toll_store_command(ctl->redis, cmd->argc, cmd->argv,
                                cmd->argvlen);
-    if (reply == NULL) {
-        tollctl_redis_io_error(ctl, cmd->argv[0]);
-        return NULL;
-    }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        tollctl_redis_reply_error(ctl, cmd->argv[0], reply);
-        freeReplyObject(reply);
-        return NULL;
-    }
-
-    return reply;
+    return tollctl_redis_checked(ctl, cmd, reply);
 }
 
 
@@ -281,6 +273,15 @@ tollctl_redis_run_node(tollctl_t *ctl, unsigned node, tollctl_cmd_t *cmd)
 
     reply = toll_store_command_node(ctl->redis, node, cmd->argc, cmd->argv,
                                     cmd->argvlen);
+
+    return tollctl_redis_checked(ctl, cmd, reply);
+}
+
+
+/* a reply that is not an error, or NULL after saying what went wrong */
+static redisReply *
+tollctl_redis_checked(tollctl_t *ctl, tollctl_cmd_t *cmd, redisReply *reply)
+{
     if (reply == NULL) {
         tollctl_redis_io_error(ctl, cmd->argv[0]);
         return NULL;

@@ -572,6 +572,7 @@ test_sentinel(void **state)
         "-ERR No such master with that name\r\n", "+OK\r\n",
         "*2\r\n*0\r\n$1\r\n1\r\n"
     };
+    static const char   good[] = "*2\r\n$9\r\n127.0.0.1\r\n$5\r\n47201\r\n";
 
     (void) state;
 
@@ -588,7 +589,7 @@ test_sentinel(void **state)
         freeReplyObject(r);
     }
 
-    r = test_reply("*2\r\n$9\r\n127.0.0.1\r\n$5\r\n47201\r\n", 34);
+    r = test_reply(good, sizeof(good) - 1);
     assert_non_null(r);
     assert_int_equal(toll_sentinel_primary(r, &to), 0);
     assert_string_equal(to.host, "127.0.0.1");

@@ -556,7 +556,7 @@ ngx_http_toll_redis_node_connect(ngx_http_toll_redis_node_t *node)
                               (void *) "AUTH", 2, argv, argvlen);
     }
 
-    if (conf->db > 0 && !node->sentinel) {
+    if (conf->db > 0 && !node->sentinel && !node->control) {
         n = ngx_sprintf(db, "%i", conf->db) - db;
 
         argv[0] = "SELECT";

@@ -24,9 +24,19 @@
 #include "toll_scripts.h"
 
 
-/* a Cluster's primaries, its seeds, and a sentinel's primary */
+/*
+ * A Cluster's primaries and seeds, each with a connection for commands
+ * and one for reading the map, or the sentinels and their primary
+ */
 #define NGX_HTTP_TOLL_REDIS_NODES_MAX                                      \
-    (TOLL_CLUSTER_NODES_MAX + TOLL_CLUSTER_SEEDS_MAX + 1)
+    (2 * (TOLL_CLUSTER_NODES_MAX + TOLL_CLUSTER_SEEDS_MAX) + 1)
+
+/* ngx_http_toll_redis_node()'s kinds of connection */
+#define NGX_HTTP_TOLL_REDIS_DATA      0
+#define NGX_HTTP_TOLL_REDIS_SENTINEL  1
+/* a Cluster node's second connection: CLUSTER SLOTS, never behind a
+ * command, and a huge map never in front of one */
+#define NGX_HTTP_TOLL_REDIS_CONTROL   2
 /* "[" host "]:" port */
 #define NGX_HTTP_TOLL_REDIS_NAME_LEN  (TOLL_ADDR_HOST_SIZE + 8)
 
@@ -60,6 +70,7 @@ struct ngx_http_toll_redis_node_s {
 
     unsigned                         unix_socket:1;
     unsigned                         sentinel:1; /* no AUTH, no SELECT */
+    unsigned                         control:1;  /* the map, no SELECT */
     unsigned                         answered:1; /* this connection has */
     unsigned                         retired:1;  /* not to reconnect */
 };
@@ -162,9 +173,9 @@ ngx_int_t ngx_http_toll_redis_attach(redisAsyncContext *ac, ngx_log_t *log);
 
 /* ngx_http_toll_redis_route.c: which node */
 
-/* the node at host:port, made (not connected) when new; NULL: none */
+/* the node of a kind at host:port, made (not connected) when new */
 ngx_http_toll_redis_node_t *ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd,
-    const char *host, int port, ngx_uint_t unix_socket, ngx_uint_t sentinel);
+    const char *host, int port, ngx_uint_t unix_socket, ngx_uint_t kind);
 ngx_int_t ngx_http_toll_redis_route_init(ngx_http_toll_redis_t *rd,
     ngx_cycle_t *cycle);
 void ngx_http_toll_redis_route_exit(ngx_http_toll_redis_t *rd);

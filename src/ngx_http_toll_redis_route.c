@@ -79,7 +79,7 @@ static void ngx_http_toll_redis_set_up(ngx_http_toll_redis_t *rd);
 
 ngx_http_toll_redis_node_t *
 ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
-    int port, ngx_uint_t unix_socket, ngx_uint_t sentinel)
+    int port, ngx_uint_t unix_socket, ngx_uint_t kind)
 {
     size_t                       len;
     ngx_uint_t                   i;
@@ -94,7 +94,9 @@ ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
     for (i = 0; i < rd->nnodes; i++) {
         node = rd->nodes[i];
 
-        if (node->port == port && node->sentinel == sentinel
+        if (node->port == port
+            && node->sentinel == (kind == NGX_HTTP_TOLL_REDIS_SENTINEL)
+            && node->control == (kind == NGX_HTTP_TOLL_REDIS_CONTROL)
             && ngx_strcmp(node->host, host) == 0)
         {
             return node;
@@ -116,7 +118,8 @@ ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
     node->rd = rd;
     node->port = port;
     node->unix_socket = unix_socket;
-    node->sentinel = sentinel;
+    node->sentinel = (kind == NGX_HTTP_TOLL_REDIS_SENTINEL);
+    node->control = (kind == NGX_HTTP_TOLL_REDIS_CONTROL);
     ngx_memcpy(node->host, host, len + 1);
 
     node->name.data = node->name_buf;
@@ -160,13 +163,20 @@ ngx_http_toll_redis_route_init(ngx_http_toll_redis_t *rd, ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
+        /*
+         * The seeds' command connections are made now: until the map is
+         * read, commands go to a seed, whose MOVED says where they go
+         */
+
         for (i = 0; i < conf->nseeds; i++) {
-            if (ngx_http_toll_redis_node(rd, (char *) conf->seeds[i].host,
-                                         conf->seeds[i].port, 0, 0)
-                == NULL)
-            {
+            node = ngx_http_toll_redis_node(rd, (char *) conf->seeds[i].host,
+                                            conf->seeds[i].port, 0,
+                                            NGX_HTTP_TOLL_REDIS_DATA);
+            if (node == NULL) {
                 return NGX_ERROR;
             }
+
+            ngx_http_toll_redis_node_connect(node);
         }
 
         /* neither timer may keep a gracefully exiting worker alive */
@@ -182,7 +192,8 @@ ngx_http_toll_redis_route_init(ngx_http_toll_redis_t *rd, ngx_cycle_t *cycle)
     case TOLL_STORE_SENTINEL:
         for (i = 0; i < conf->nseeds; i++) {
             if (ngx_http_toll_redis_node(rd, (char *) conf->seeds[i].host,
-                                         conf->seeds[i].port, 0, 1)
+                                         conf->seeds[i].port, 0,
+                                         NGX_HTTP_TOLL_REDIS_SENTINEL)
                 == NULL)
             {
                 return NGX_ERROR;
@@ -284,7 +295,9 @@ ngx_http_toll_redis_any(ngx_http_toll_redis_t *rd)
     for (i = 0; i < rd->nnodes; i++) {
         node = rd->nodes[i];
 
-        if (node->ac == NULL || node->state == NGX_HTTP_TOLL_REDIS_DOWN) {
+        if (node->control || node->ac == NULL
+            || node->state == NGX_HTTP_TOLL_REDIS_DOWN)
+        {
             continue;
         }
 
@@ -306,11 +319,11 @@ ngx_http_toll_redis_any(ngx_http_toll_redis_t *rd)
 static void
 ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
 {
-    ngx_uint_t                   i, n;
+    ngx_uint_t                   i, n, pass;
     const char                  *argv[2];
     size_t                       argvlen[2];
     ngx_msec_t                   since, wait;
-    ngx_http_toll_redis_node_t  *node;
+    ngx_http_toll_redis_node_t  *node, *data;
 
     if (rd->refreshing || !rd->active || ngx_exiting || ngx_quit) {
         return;
@@ -337,7 +350,10 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
 
     /*
      * Asked in turn, so that a node that answers with an old map (or
-     * not at all) does not hold the refresh: an answering node first.
+     * not at all) does not hold the refresh: the address of a node that
+     * answers commands first, then any.  The map is read on a second
+     * connection to that address, so that no command waits behind the
+     * map, and a huge lying one holds no command.
      */
 
     node = NULL;
@@ -347,19 +363,20 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
         return;
     }
 
-    for (i = 0; i < n; i++) {
-        node = rd->nodes[(rd->seed + i) % n];
-
-        if (node->answered && node->ac != NULL) {
-            break;
-        }
-
-        node = NULL;
-    }
-
-    if (node == NULL) {
+    for (pass = 0; pass < 2 && node == NULL; pass++) {
         for (i = 0; i < n; i++) {
-            node = rd->nodes[(rd->seed + i) % n];
+            data = rd->nodes[(rd->seed + i) % n];
+
+            if (data->control || (pass == 0 && !data->answered)) {
+                continue;
+            }
+
+            node = ngx_http_toll_redis_node(rd, (char *) data->host,
+                                            data->port, 0,
+                                            NGX_HTTP_TOLL_REDIS_CONTROL);
+            if (node == NULL) {
+                continue;
+            }
 
             if (node->ac == NULL && !node->reconnect.timer_set) {
                 ngx_http_toll_redis_node_connect(node);
@@ -529,7 +546,7 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
             }
         }
 
-        if (!used && !node->retired && node->ac != NULL) {
+        if (!used && !node->control && !node->retired && node->ac != NULL) {
             ngx_http_toll_redis_node_close(node, "not a primary any more");
         }
     }

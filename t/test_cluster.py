@@ -4,9 +4,7 @@ and the faults of a cluster under load.
 One 3-primary, 3-replica cluster serves the module (conftest's
 redis_cluster, cluster-node-timeout 1 s); every check names its own
 buyers.  The checks themselves are helpers/store_checks.py's, shared
-with t/test_sentinel.py.  Tests that need the module's `toll_redis
-cluster=`, tollctl's or toll-settle's `--redis cluster=` skip until the
-part is built (helpers/store_support.py says which).
+with t/test_sentinel.py.
 
 Under load, after each event: upstream = Redis usage = ledger per buyer
 and service, no balance overdrawn (spent = upstream x price, available
@@ -19,45 +17,37 @@ import time
 from helpers import store_checks as sc
 from helpers.cluster import key_slot
 from helpers.meter import meter_upstream
-from helpers.store_support import needs
 
 assert meter_upstream  # a fixture, used by name
 
 KIND = "cluster"
 
 
-@needs(KIND, module=True)
 def test_meter_equals_upstream(start_nginx, meter_upstream, redis_cluster):
     sc.meter_exact(start_nginx, meter_upstream, redis_cluster)
 
 
-@needs(KIND, module=True)
 def test_free_tier_never_above_n(start_nginx, meter_upstream, redis_cluster):
     sc.free_tier_capped(start_nginx, meter_upstream, redis_cluster)
 
 
-@needs(KIND, module=True)
 def test_strict_limit_exact(start_nginx, meter_upstream, redis_cluster):
     sc.strict_limit_exact(start_nginx, meter_upstream, redis_cluster)
 
 
-@needs(KIND, module=True)
 def test_prepaid_never_overdrawn(start_nginx, meter_upstream, redis_cluster):
     sc.prepaid_exact(start_nginx, meter_upstream, redis_cluster)
 
 
-@needs(KIND, module=True, settle=True)
 def test_settle_exactly_once(start_nginx, meter_upstream, redis_cluster,
                              tmp_path):
     sc.settle_exact(start_nginx, meter_upstream, redis_cluster, tmp_path)
 
 
-@needs(KIND, tollctl=True)
 def test_tollctl_keys(redis_cluster):
     sc.tollctl_keys(redis_cluster)
 
 
-@needs(KIND, module=True, settle=True)
 def test_primary_killed_under_load(start_nginx, meter_upstream,
                                    redis_cluster, tmp_path):
     c = redis_cluster
@@ -84,7 +74,6 @@ def test_primary_killed_under_load(start_nginx, meter_upstream,
         c.revive()
 
 
-@needs(KIND, module=True, settle=True)
 def test_slot_migrated_under_load(start_nginx, meter_upstream,
                                   redis_cluster, tmp_path):
     c = redis_cluster

@@ -16,7 +16,6 @@ from helpers import store_checks as sc
 from helpers.cluster import key_slot
 from helpers.meter import meter_upstream
 from helpers.procs import wait_for
-from helpers.store_support import needs
 
 assert meter_upstream  # a fixture, used by name
 
@@ -38,7 +37,6 @@ def _calls(ngx, key, n, path="/svc-a/x"):
         assert r.status == 200, (r, r.body)
 
 
-@needs("cluster", module=True)
 def test_meter_waits_for_the_replica(start_nginx, meter_upstream,
                                      redis_cluster):
     store = redis_cluster
@@ -68,7 +66,6 @@ def test_meter_waits_for_the_replica(start_nginx, meter_upstream,
     assert sc.redis_calls(store, [b]) == want
 
 
-@needs("cluster", module=True)
 def test_no_replica_wanted(start_nginx, meter_upstream, redis_cluster):
     # replicas=0: the same frozen replica stalls nothing and no line says
     # a write was unreplicated
@@ -91,7 +88,6 @@ def test_no_replica_wanted(start_nginx, meter_upstream, redis_cluster):
     assert sc.redis_calls(store, [b]) == {(b, "svc-a"): 6}
 
 
-@needs("cluster", module=True, settle=True)
 def test_settle_posts_a_claim_once_a_replica_has_it(start_nginx,
                                                     meter_upstream,
                                                     redis_cluster, tmp_path):

@@ -7,8 +7,7 @@ forth.  The gate configured with `toll_redis cluster=<fake>` must answer
 every gated call 503 store_unavailable within its timeout + 50 ms, its
 workers must live on (conftest reads the error log for alerts and
 crashes), and tollctl `--redis cluster=<fake>` must exit non-zero with a
-message naming the store.  The tests skip until the module and tollctl
-take `cluster=` (helpers/store_support.py).
+message naming the store.
 """
 
 import socket
@@ -22,7 +21,6 @@ from helpers import client
 from helpers.cluster import key_slot
 from helpers.keys import gen_key_id, gen_secret, tollctl_path
 from helpers.procs import free_port
-from helpers.store_support import needs
 
 TIMEOUT_S = 0.3
 MARGIN_S = 0.050
@@ -242,7 +240,6 @@ def test_fake_speaks_resp(fakes):
     assert b"16383" in r.stdout and str(n.port).encode() in r.stdout
 
 
-@needs("cluster", module=True)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_gate_answers_503_in_time(start_nginx, fakes, name):
     seed = fakes(name)[0]
@@ -266,7 +263,6 @@ def test_gate_answers_503_in_time(start_nginx, fakes, name):
     assert client.request(ngx.port, path="/ping").status == 200
 
 
-@needs("cluster", tollctl=True)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_tollctl_fails_cleanly(fakes, name):
     seed = fakes(name)[0]

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from helpers import store_support
 from helpers.cluster import NSLOTS, key_slot
-from helpers.procs import free_port, wait_for
+from helpers.procs import wait_for
 
 
 def test_cluster_up(redis_cluster):
@@ -146,17 +145,3 @@ def test_sentinel_kill_primary(redis_sentinel):
     assert old.r.execute_command("ROLE")[0] == "slave"
     wait_for(lambda: old.r.get("toll:t:{kp}") == "9", 5,
              what="revived node to have the key")
-
-
-def test_support_probes_can_say_yes_and_no():
-    """The skip probes of the issue-18 suites answer about the syntax:
-    the single-address form, which every part takes, reads as taken even
-    though nothing listens there; a value no part takes reads as not."""
-    dead = "127.0.0.1:%d" % free_port()
-    assert store_support.module_accepts(dead)
-    assert store_support.tollctl_accepts(dead)
-    assert store_support.settle_accepts(dead)
-    for bad in ("nonsense=1:2", "127.0.0.1:99999"):
-        assert not store_support.module_accepts(bad)
-        assert not store_support.tollctl_accepts(bad)
-        assert not store_support.settle_accepts(bad)

@@ -3,56 +3,46 @@ exactness checks and failovers under load.
 
 One primary, one replica and three sentinels serve the module (conftest's
 redis_sentinel, down-after 1 s); the checks are helpers/store_checks.py's,
-shared with t/test_cluster.py.  Tests that need the module's `toll_redis
-sentinel=... master=toll`, tollctl's or toll-settle's skip until the part
-is built (helpers/store_support.py says which).
+shared with t/test_cluster.py.
 """
 
 import time
 
 from helpers import store_checks as sc
 from helpers.meter import meter_upstream
-from helpers.store_support import needs
 
 assert meter_upstream  # a fixture, used by name
 
 KIND = "sentinel"
 
 
-@needs(KIND, module=True)
 def test_meter_equals_upstream(start_nginx, meter_upstream, redis_sentinel):
     sc.meter_exact(start_nginx, meter_upstream, redis_sentinel)
 
 
-@needs(KIND, module=True)
 def test_free_tier_never_above_n(start_nginx, meter_upstream,
                                  redis_sentinel):
     sc.free_tier_capped(start_nginx, meter_upstream, redis_sentinel)
 
 
-@needs(KIND, module=True)
 def test_strict_limit_exact(start_nginx, meter_upstream, redis_sentinel):
     sc.strict_limit_exact(start_nginx, meter_upstream, redis_sentinel)
 
 
-@needs(KIND, module=True)
 def test_prepaid_never_overdrawn(start_nginx, meter_upstream,
                                  redis_sentinel):
     sc.prepaid_exact(start_nginx, meter_upstream, redis_sentinel)
 
 
-@needs(KIND, module=True, settle=True)
 def test_settle_exactly_once(start_nginx, meter_upstream, redis_sentinel,
                              tmp_path):
     sc.settle_exact(start_nginx, meter_upstream, redis_sentinel, tmp_path)
 
 
-@needs(KIND, tollctl=True)
 def test_tollctl_keys(redis_sentinel):
     sc.tollctl_keys(redis_sentinel)
 
 
-@needs(KIND, module=True, settle=True)
 def test_failover_under_load(start_nginx, meter_upstream, redis_sentinel,
                              tmp_path):
     s = redis_sentinel
@@ -68,7 +58,6 @@ def test_failover_under_load(start_nginx, meter_upstream, redis_sentinel,
                         "sentinel failover")
 
 
-@needs(KIND, module=True, settle=True)
 def test_primary_killed_under_load(start_nginx, meter_upstream,
                                    redis_sentinel, tmp_path):
     s = redis_sentinel

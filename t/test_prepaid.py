@@ -423,6 +423,9 @@ def test_usage_without_balance_lists_none(start_nginx, meter_upstream,
         "meterapi", meter_upstream.port, keepalive=64), locations=USAGE)
     k = make_key(redis_server, owner="nobalance")
     assert call(ngx, k, "/postpaid/x").status == 200
-    u = usage_me(ngx, k)
+    # the call is counted in its log phase, which may run after its
+    # answer reached the client and the usage request reached a worker
+    u = wait_for(lambda: (lambda u: u if u["services"] else None)(
+        usage_me(ngx, k)), 5, what="the call in the usage answer")
     assert u["balances"] == [], u
     assert [s["calls"] for s in u["services"]] == [1], u

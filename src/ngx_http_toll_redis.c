@@ -162,6 +162,8 @@ ngx_http_toll_redis_node_init(ngx_http_toll_redis_node_t *node)
 
     log = node->rd->log;
     node->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
+    ngx_queue_init(&node->wait_next);
+    ngx_queue_init(&node->wait_cur);
 
     /* neither timer may keep a gracefully exiting worker alive */
 

@@ -19,8 +19,11 @@
 #define NGX_HTTP_TOLL_REDIS_UNREPLICATED_MS  10000
 
 
+static void ngx_http_toll_redis_send_wait(ngx_http_toll_redis_node_t *node);
 static void ngx_http_toll_redis_on_wait(redisAsyncContext *ac, void *r,
     void *privdata);
+static void ngx_http_toll_redis_waited(ngx_http_toll_redis_node_t *node,
+    ngx_uint_t ok);
 static redisReply *ngx_http_toll_redis_reply_dup(redisReply *r,
     ngx_uint_t depth);
 
@@ -55,6 +58,32 @@ ngx_int_t
 ngx_http_toll_redis_wait(ngx_http_toll_redis_node_t *node,
     ngx_http_toll_redis_cmd_t *cmd, redisReply *reply)
 {
+    cmd->answer = ngx_http_toll_redis_reply_dup(reply, 0);
+    if (cmd->answer == NULL) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * One WAIT at a time per connection: it covers every write made on
+     * the connection before it, so the answers that come while one is on
+     * its way wait for the next.  With a replica down, each WAIT takes
+     * replica_wait; one at a time, the commands behind never wait longer.
+     */
+
+    cmd->waiting = 1;
+    ngx_queue_insert_tail(&node->wait_next, &cmd->wait);
+
+    if (!node->wait_sent) {
+        ngx_http_toll_redis_send_wait(node);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_toll_redis_send_wait(ngx_http_toll_redis_node_t *node)
+{
     u_char                      *p;
     u_char                       num[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
     const char                  *argv[3];
@@ -63,10 +92,8 @@ ngx_http_toll_redis_wait(ngx_http_toll_redis_node_t *node,
 
     conf = node->rd->conf;
 
-    cmd->answer = ngx_http_toll_redis_reply_dup(reply, 0);
-    if (cmd->answer == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_queue_add(&node->wait_cur, &node->wait_next);
+    ngx_queue_init(&node->wait_next);
 
     argv[0] = "WAIT";
     argvlen[0] = sizeof("WAIT") - 1;
@@ -79,44 +106,37 @@ ngx_http_toll_redis_wait(ngx_http_toll_redis_node_t *node,
     argv[2] = (const char *) ms;
     argvlen[2] = p - ms;
 
-    if (ngx_http_toll_redis_node_ask(node, ngx_http_toll_redis_on_wait, cmd,
+    if (ngx_http_toll_redis_node_ask(node, ngx_http_toll_redis_on_wait, node,
                                      3, argv, argvlen)
         != NGX_OK)
     {
-        freeReplyObject(cmd->answer);
-        cmd->answer = NULL;
-        return NGX_ERROR;
+        /* not sent: every answer it was to cover counts as unanswered */
+        ngx_http_toll_redis_waited(node, 0);
+        return;
     }
 
-    cmd->waiting = 1;
-
-    return NGX_OK;
+    node->wait_sent = 1;
 }
 
 
 static void
 ngx_http_toll_redis_on_wait(redisAsyncContext *ac, void *r, void *privdata)
 {
-    redisReply                  *reply, *answer;
+    redisReply                  *reply;
     ngx_uint_t                   ok;
     ngx_http_toll_redis_t       *rd;
-    ngx_http_toll_redis_cmd_t   *cmd;
     ngx_http_toll_redis_node_t  *node;
 
-    cmd = privdata;
+    node = privdata;
     reply = r;
-    node = ac->data;
     rd = node->rd;
+
+    (void) ac;
+
+    node->wait_sent = 0;
 
     ok = (reply != NULL && reply->type == REDIS_REPLY_INTEGER
           && reply->integer >= (long long) rd->conf->replicas);
-
-    answer = cmd->answer;
-    cmd->answer = NULL;
-
-    if (cmd->timer.timer_set) {
-        ngx_del_timer(&cmd->timer);
-    }
 
     if (!ok && reply != NULL && rd->active) {
         /* one line per episode: a replica down says so on every write */
@@ -126,24 +146,60 @@ ngx_http_toll_redis_on_wait(redisAsyncContext *ac, void *r, void *privdata)
             >= NGX_HTTP_TOLL_REDIS_UNREPLICATED_MS)
         {
             ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                          "toll: redis \"%V\": %ui money write(s) not on "
-                          "%ui replica(s) within %Mms, taken as unanswered",
-                          &node->name, rd->unreplicated, rd->conf->replicas,
-                          rd->conf->replica_wait);
+                          "toll: redis \"%V\": money writes not on "
+                          "%ui replica(s) within %Mms (%ui times), taken as "
+                          "unanswered", &node->name, rd->conf->replicas,
+                          rd->conf->replica_wait, rd->unreplicated);
             rd->unreplicated = 0;
             rd->unreplicated_said = ngx_current_msec;
         }
     }
 
-    ngx_http_toll_redis_count_reply(rd, !ok, ngx_http_toll_now_us()
-                                              - cmd->sent_us);
+    ngx_http_toll_redis_waited(node, ok);
 
-    if (cmd->data && rd->active) {
-        cmd->handler(cmd->data, ok ? answer : NULL);
+    /* the answers that came meanwhile: the next WAIT, if it can go */
+
+    if (!ngx_queue_empty(&node->wait_next)) {
+        ngx_http_toll_redis_send_wait(node);
     }
+}
 
-    freeReplyObject(answer);
-    ngx_free(cmd);
+
+/* the answers a WAIT covered reach their callers, or none does (!ok) */
+
+static void
+ngx_http_toll_redis_waited(ngx_http_toll_redis_node_t *node, ngx_uint_t ok)
+{
+    redisReply                 *answer;
+    ngx_queue_t                *q;
+    ngx_http_toll_redis_t      *rd;
+    ngx_http_toll_redis_cmd_t  *cmd;
+
+    rd = node->rd;
+
+    while (!ngx_queue_empty(&node->wait_cur)) {
+        q = ngx_queue_head(&node->wait_cur);
+        ngx_queue_remove(q);
+
+        cmd = ngx_queue_data(q, ngx_http_toll_redis_cmd_t, wait);
+
+        answer = cmd->answer;
+        cmd->answer = NULL;
+
+        if (cmd->timer.timer_set) {
+            ngx_del_timer(&cmd->timer);
+        }
+
+        ngx_http_toll_redis_count_reply(rd, !ok, ngx_http_toll_now_us()
+                                                  - cmd->sent_us);
+
+        if (cmd->data && rd->active) {
+            cmd->handler(cmd->data, ok ? answer : NULL);
+        }
+
+        freeReplyObject(answer);
+        ngx_free(cmd);
+    }
 }
 
 

@@ -69,6 +69,12 @@ struct ngx_http_toll_redis_node_s {
     u_char                           name_buf[NGX_HTTP_TOLL_REDIS_NAME_LEN];
 
     unsigned                         unix_socket:1;
+    /* durable commands answered: waiting for the next WAIT, and the ones
+     * the WAIT on its way covers */
+    ngx_queue_t                      wait_next;
+    ngx_queue_t                      wait_cur;
+
+    unsigned                         wait_sent:1;
     unsigned                         sentinel:1; /* no AUTH, no SELECT */
     unsigned                         control:1;  /* the map, no SELECT */
     unsigned                         answered:1; /* this connection has */
@@ -85,6 +91,7 @@ struct ngx_http_toll_redis_cmd_s {
     ngx_uint_t                       redirects;
     /* a durable command's answer, kept until WAIT says replicas have it */
     redisReply                      *answer;
+    ngx_queue_t                      wait;      /* in its node's lists */
 
     /* a script's: TOLL_SCRIPT_N for any other command */
     toll_script_e                    script;
@@ -119,12 +126,14 @@ struct ngx_http_toll_redis_s {
     ngx_event_t                      refresh;
     ngx_msec_t                       refreshed; /* last asked */
     ngx_uint_t                       refresh_failures; /* in a row */
+    ngx_http_toll_redis_node_t      *refresh_node; /* asked for the map */
     ngx_uint_t                       seed;      /* next one to ask */
 
     /* Sentinel */
     ngx_http_toll_redis_node_t      *sentinel;  /* asked now */
     /* named by a sentinel, used once it answers ROLE master */
     ngx_http_toll_redis_node_t      *candidate;
+    ngx_msec_t                       candidate_at;
     ngx_uint_t                       sentinel_next;
     ngx_event_t                      discover;
 

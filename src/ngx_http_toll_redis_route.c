@@ -416,6 +416,14 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
 
     rd->refreshing = 1;
     rd->refreshed = ngx_current_msec;
+    rd->refresh_node = node;
+
+    /* the question's own deadline: a node that never answers is dropped */
+    if (rd->refresh.timer_set) {
+        ngx_del_timer(&rd->refresh);
+    }
+
+    ngx_add_timer(&rd->refresh, rd->conf->timeout);
 }
 
 
@@ -431,7 +439,18 @@ ngx_http_toll_redis_refresh_later(ngx_http_toll_redis_t *rd, ngx_msec_t ms)
 static void
 ngx_http_toll_redis_refresh_handler(ngx_event_t *ev)
 {
-    ngx_http_toll_redis_refresh(ev->data);
+    ngx_http_toll_redis_t  *rd;
+
+    rd = ev->data;
+
+    if (rd->refreshing && rd->refresh_node != NULL) {
+        /* its callback, with no answer, asks again after the backoff */
+        ngx_http_toll_redis_node_close(rd->refresh_node,
+                                       "no slot map within the timeout");
+        return;
+    }
+
+    ngx_http_toll_redis_refresh(rd);
 }
 
 
@@ -448,7 +467,16 @@ ngx_http_toll_redis_on_slots(redisAsyncContext *ac, void *r, void *privdata)
     reply = r;
     node = ac->data;
 
+    if (node != rd->refresh_node) {
+        return;
+    }
+
     rd->refreshing = 0;
+    rd->refresh_node = NULL;
+
+    if (rd->refresh.timer_set) {
+        ngx_del_timer(&rd->refresh);
+    }
 
     if (!rd->active) {
         return;
@@ -500,18 +528,23 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
     ngx_int_t                    rc;
     ngx_uint_t                   i, j, used;
     toll_cluster_map_t          *map;
-    ngx_http_toll_redis_node_t  *node;
+    ngx_http_toll_redis_node_t  *node, *nodes[TOLL_CLUSTER_NODES_MAX];
 
     map = &rd->map[1];
     rc = NGX_OK;
 
+    /* every node found or made first: the map in use stays whole if not */
+
     for (i = 0; i < map->n; i++) {
-        node = ngx_http_toll_redis_node(rd, map->nodes[i].host,
-                                        map->nodes[i].port, 0, 0);
-        if (node == NULL) {
+        nodes[i] = ngx_http_toll_redis_node(rd, map->nodes[i].host,
+                                            map->nodes[i].port, 0, 0);
+        if (nodes[i] == NULL) {
             return NGX_ERROR;
         }
+    }
 
+    for (i = 0; i < map->n; i++) {
+        node = nodes[i];
         rd->slot_node[i] = node;
 
         if (node->ac == NULL && !node->reconnect.timer_set) {
@@ -833,6 +866,9 @@ ngx_http_toll_redis_discover(ngx_http_toll_redis_t *rd)
     }
 
     rd->asking = 1;
+
+    /* the question's own deadline: a sentinel that never answers */
+    ngx_http_toll_redis_discover_later(rd, rd->conf->timeout);
 }
 
 
@@ -856,7 +892,20 @@ ngx_http_toll_redis_discover_later(ngx_http_toll_redis_t *rd, ngx_msec_t ms)
 static void
 ngx_http_toll_redis_discover_handler(ngx_event_t *ev)
 {
-    ngx_http_toll_redis_discover(ev->data);
+    ngx_http_toll_redis_t       *rd;
+    ngx_http_toll_redis_node_t  *node;
+
+    rd = ev->data;
+
+    if (rd->asking) {
+        /* the sentinel asked did not answer in time: the next one */
+        node = rd->sentinel;
+        rd->asking = 0;
+        ngx_http_toll_redis_next_sentinel(rd);
+        ngx_http_toll_redis_node_close(node, "no answer within the timeout");
+    }
+
+    ngx_http_toll_redis_discover(rd);
 }
 
 
@@ -883,8 +932,12 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     reply = r;
     node = ac->data;
 
-    if (node == rd->sentinel) {
+    if (node == rd->sentinel && rd->asking) {
         rd->asking = 0;
+
+        if (rd->discover.timer_set) {
+            ngx_del_timer(&rd->discover);
+        }
     }
 
     if (!rd->active) {
@@ -931,8 +984,18 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     ngx_http_toll_redis_discover_later(rd, NGX_HTTP_TOLL_REDIS_DISCOVER_MS);
 
     node = ngx_http_toll_redis_node(rd, to.host, to.port, 0, 0);
-    if (node == NULL || node == rd->candidate) {
+    if (node == NULL) {
         return;
+    }
+
+    if (node == rd->candidate) {
+        if (ngx_current_msec - rd->candidate_at < rd->conf->timeout) {
+            return;
+        }
+
+        /* it did not say its role in time: asked again, on a new one */
+        rd->candidate = NULL;
+        ngx_http_toll_redis_node_close(node, "no role within the timeout");
     }
 
     /*
@@ -956,6 +1019,7 @@ ngx_http_toll_redis_on_sentinel(redisAsyncContext *ac, void *r,
     }
 
     rd->candidate = node;
+    rd->candidate_at = ngx_current_msec;
 }
 
 

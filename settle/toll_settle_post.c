@@ -60,7 +60,9 @@ toll_settle_replicated(toll_settle_drain_t *d, const toll_settle_claim_t *c)
 
     n = toll_store_wait(d->redis, c->name, strlen(c->name),
                         d->conf->redis_replicas,
-                        (int) (d->conf->redis_timeout_ms / 2));
+                        /* never WAIT's 0, which waits for ever */
+                        d->conf->redis_timeout_ms >= 2
+                        ? (int) (d->conf->redis_timeout_ms / 2) : 1);
 
     if (n >= d->conf->redis_replicas) {
         return 0;

@@ -199,6 +199,23 @@ ngx_http_toll_redis_node_t *ngx_http_toll_redis_route(
  */
 ngx_int_t ngx_http_toll_redis_route_reply(ngx_http_toll_redis_t *rd,
     ngx_http_toll_redis_cmd_t *cmd, redisReply *r);
+/* whether the store is up for this worker, told to up() on a change */
+void ngx_http_toll_redis_set_up(ngx_http_toll_redis_t *rd);
+
+
+/* ngx_http_toll_redis_sentinel.c: a Sentinel's primary */
+
+void ngx_http_toll_redis_discover(ngx_http_toll_redis_t *rd);
+void ngx_http_toll_redis_discover_later(ngx_http_toll_redis_t *rd,
+    ngx_msec_t ms);
+void ngx_http_toll_redis_discover_handler(ngx_event_t *ev);
+void ngx_http_toll_redis_next_sentinel(ngx_http_toll_redis_t *rd);
+/* the sentinels asked this often */
+#define NGX_HTTP_TOLL_REDIS_DISCOVER_MS        1000
+/* ... and this soon again after a sentinel failed */
+#define NGX_HTTP_TOLL_REDIS_DISCOVER_RETRY_MS  100
+
+
 /* a node answered (1) or was lost (0) */
 void ngx_http_toll_redis_route_node(ngx_http_toll_redis_t *rd,
     ngx_http_toll_redis_node_t *node, ngx_uint_t up);

@@ -59,6 +59,16 @@
 #define TOLL_NAME_DRAIN_QUARANTINE "toll:drain:quarantine"
 /* the ledger id the Redis is bound to (string) */
 #define TOLL_NAME_SETTLE_LEDGER    "toll:settle:ledger"
+/*
+ * A mark written just before a WAIT: "toll:wait:" and the name of the
+ * key whose slot it marks (same hash tag, same primary).  A WAIT counts
+ * replicas that have this connection's writes; a connection that wrote
+ * nothing (a claim found after a restart) would count every replica
+ * connected.  Once the mark is on a replica, so is every earlier write
+ * of that primary, whoever made it.  It expires by itself.
+ */
+#define TOLL_NAME_WAIT_PREFIX      "toll:wait:"
+#define TOLL_WAIT_MARK_TTL_MS      "10000"
 
 /* a buyer's free calls granted, per service (hash) */
 #define TOLL_NAME_FREE_PREFIX      "toll:free:{"

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "toll_names.h"
 #include "toll_store.h"
 #include "toll_store_int.h"
 
@@ -350,18 +351,77 @@ toll_store_context_for(toll_store_t *st, const char *key, size_t len)
 }
 
 
+/* the longest key a WAIT is asked for: toll's names are far shorter */
+#define TOLL_STORE_WAIT_KEY_MAX  512
+
+
+/* a key with a non-empty hash tag: any name that begins with its own
+ * text up to the tag's end hashes to its slot */
+
+static int
+toll_store_tagged(const char *key, size_t len)
+{
+    const char  *open, *close;
+
+    open = memchr(key, '{', len);
+    if (open == NULL) {
+        return 0;
+    }
+
+    close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
+
+    return close != NULL && close > open + 1;
+}
+
+
 long long
 toll_store_wait(toll_store_t *st, const char *key, size_t len, int replicas,
     int timeout_ms)
 {
+    char           mark[sizeof(TOLL_NAME_WAIT_PREFIX) + TOLL_STORE_WAIT_KEY_MAX];
     long long      n;
     redisReply    *r;
     redisContext  *c;
+
+    if (len > TOLL_STORE_WAIT_KEY_MAX || !toll_store_tagged(key, len)) {
+        toll_store_fail(st, "WAIT for \"%.*s\": not a tagged key",
+                        (int) (len > 64 ? 64 : len), key);
+        return -1;
+    }
 
     c = toll_store_context_for(st, key, len);
     if (c == NULL) {
         return -1;
     }
+
+    /* a write of this connection in the slot first: see toll_names.h */
+
+    memcpy(mark, TOLL_NAME_WAIT_PREFIX, sizeof(TOLL_NAME_WAIT_PREFIX) - 1);
+    memcpy(mark + sizeof(TOLL_NAME_WAIT_PREFIX) - 1, key, len);
+
+    r = redisCommand(c, "SET %b 1 PX " TOLL_WAIT_MARK_TTL_MS, mark,
+                     sizeof(TOLL_NAME_WAIT_PREFIX) - 1 + len);
+
+    if (r == NULL || r->type != REDIS_REPLY_STATUS) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+            toll_store_fail(st, "WAIT's mark: %.*s", (int) r->len, r->str);
+
+            /* MOVED: the map is read again for the next pass */
+            if (st->spec.kind == TOLL_STORE_CLUSTER
+                && strncmp(r->str, "MOVED ", 6) == 0)
+            {
+                (void) toll_store_refresh(st);
+            }
+        }
+
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+
+        return -1;
+    }
+
+    freeReplyObject(r);
 
     r = redisCommand(c, "WAIT %d %d", replicas, timeout_ms);
 

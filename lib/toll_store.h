@@ -121,8 +121,11 @@ redisReply *toll_store_command_node(toll_store_t *st, unsigned node,
 
 /*
  * WAIT on the node that serves key's slot: how many replicas have every
- * write made there so far (at most timeout_ms to reach replicas), or -1
- * when the store failed.
+ * write made there so far, by any client (at most timeout_ms to reach
+ * replicas), or -1 when the store failed.  A short-lived mark is written
+ * in the slot first (toll_names.h: TOLL_NAME_WAIT_PREFIX), so that it
+ * holds on a connection that has written nothing; key must carry a hash
+ * tag.
  */
 long long toll_store_wait(toll_store_t *st, const char *key, size_t len,
     int replicas, int timeout_ms);

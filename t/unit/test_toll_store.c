@@ -606,6 +606,56 @@ test_cluster_moved(void **state)
 }
 
 
+/*
+ * WAIT counts replicas that have this connection's writes: on a
+ * connection that wrote nothing (toll-settle finding a claim after a
+ * restart) it would count every replica connected.  A mark is written in
+ * the key's slot on that same connection first.
+ */
+static const char *
+answer_wait(int node, int argc, char **argv)
+{
+    if (fake_is(argc, argv, "SET")) {
+        return "+OK\r\n";
+    }
+
+    if (fake_is(argc, argv, "WAIT")) {
+        return ":1\r\n";
+    }
+
+    return answer_split(node, argc, argv);
+}
+
+
+static void
+test_cluster_wait(void **state)
+{
+    const char    *log;
+    toll_store_t  *st;
+
+    (void) state;
+
+    fake_reset(answer_wait);
+    st = test_cluster();
+
+    assert_int_equal(toll_store_wait(st, "toll:drain:{foo}:1", 18, 1, 50),
+                     1);
+
+    /* the mark has the key's hash tag: the same slot, on B, then WAIT */
+    log = strstr(fake.log, "B:SET toll:wait:toll:drain:{foo}:1 1 PX ");
+    assert_non_null(log);
+    assert_non_null(strstr(log, "|B:WAIT 1 50|"));
+
+    /* a key without a tag could put the mark elsewhere: refused */
+    fake_reset(answer_wait);
+    assert_int_equal(toll_store_wait(st, "toll:drain:foo", 14, 1, 50), -1);
+    assert_int_equal(toll_store_wait(st, "toll:{}:foo", 11, 1, 50), -1);
+    assert_string_equal(fake.log, "");
+
+    toll_store_free(st);
+}
+
+
 /* B sends foo's slot to A with ASK, once per command */
 static const char *
 answer_ask(int node, int argc, char **argv)
@@ -960,6 +1010,7 @@ main(void)
         cmocka_unit_test(test_cluster_loop),
         cmocka_unit_test(test_cluster_routes),
         cmocka_unit_test(test_cluster_moved),
+        cmocka_unit_test(test_cluster_wait),
         cmocka_unit_test(test_cluster_ask),
         cmocka_unit_test(test_cluster_pipeline),
         cmocka_unit_test(test_cluster_lost),

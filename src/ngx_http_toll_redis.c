@@ -537,6 +537,7 @@ ngx_http_toll_redis_node_connect(ngx_http_toll_redis_node_t *node)
     ac->data = node;
 
     node->ac = ac;
+    node->contexts++;
     node->state = NGX_HTTP_TOLL_REDIS_CONNECTING;
     node->answered = 0;
 
@@ -790,15 +791,21 @@ ngx_http_toll_redis_on_disconnect(const redisAsyncContext *ac, int status)
      * A connection that had been answering was closed: an idle timeout,
      * CLIENT KILL, a failover.  Nothing says the store is down, so a new
      * connection is made at once and commands queue on it while it
-     * connects; waiting out a backoff would answer 503 meanwhile.  Only a
-     * connection that never answered backs off, so that a server which
-     * closes every new connection cannot spin this.  The router hears of
-     * it first: a Cluster reads its map again, a Sentinel is asked again.
+     * connects; waiting out a backoff would answer 503 meanwhile.  A
+     * connection that never answered backs off, and so does one closed
+     * within a second of the last reconnect made at once, so that a
+     * server which closes every new connection (after a PING or not)
+     * cannot spin this.  The router hears of it first: a Cluster reads
+     * its map again, a Sentinel is asked again.
      */
 
     if (node->answered && rd->active && !node->retired && !ngx_exiting
-        && !ngx_quit)
+        && !ngx_quit
+        && ngx_current_msec - node->reconnected_at
+           >= NGX_HTTP_TOLL_REDIS_BACKOFF_MAX_MS)
     {
+        node->reconnected_at = ngx_current_msec;
+
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       "toll: redis \"%V\" closed the connection (%s), "
                       "reconnecting", &node->name,

@@ -145,9 +145,18 @@ ngx_http_toll_redis_del_write(void *privdata)
 static void
 ngx_http_toll_redis_cleanup(void *privdata)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t            *c;
+    redisAsyncContext           *ac;
+    ngx_http_toll_redis_node_t  *node;
 
     c = privdata;
+    ac = c->data;
+    node = ac->data;
+
+    /* every callback of ac has run: the node may be given to another */
+    if (node != NULL) {
+        node->contexts--;
+    }
 
     ngx_http_toll_redis_del_read(c);
     ngx_http_toll_redis_del_write(c);

@@ -61,6 +61,10 @@ struct ngx_http_toll_redis_node_s {
     ngx_event_t                      connect_timer;
     ngx_msec_t                       backoff_ms;
     ngx_uint_t                       failures;  /* in a row, for logs */
+    /* the last reconnect made at once, without a backoff */
+    ngx_msec_t                       reconnected_at;
+    /* hiredis contexts not yet freed: callbacks may still name the node */
+    ngx_uint_t                       contexts;
 
     /* a numeric address, or a socket path */
     u_char                           host[TOLL_ADDR_HOST_SIZE];
@@ -79,6 +83,8 @@ struct ngx_http_toll_redis_node_s {
     unsigned                         control:1;  /* the map, no SELECT */
     unsigned                         answered:1; /* this connection has */
     unsigned                         retired:1;  /* not to reconnect */
+    unsigned                         seed:1;     /* configured: kept */
+    unsigned                         held:1;     /* a map being applied */
 };
 
 
@@ -117,6 +123,8 @@ struct ngx_http_toll_redis_s {
 
     ngx_http_toll_redis_node_t      *nodes[NGX_HTTP_TOLL_REDIS_NODES_MAX];
     ngx_uint_t                       nnodes;
+    /* the sentinels: nodes[0 .. nsentinels), the seeds' distinct ones */
+    ngx_uint_t                       nsentinels;
     /* one Redis, or the Sentinel's primary: the node commands go to */
     ngx_http_toll_redis_node_t      *primary;
 

@@ -43,6 +43,8 @@ static void ngx_http_toll_redis_refresh_later(ngx_http_toll_redis_t *rd,
 static void ngx_http_toll_redis_refresh_handler(ngx_event_t *ev);
 static void ngx_http_toll_redis_on_slots(redisAsyncContext *ac, void *r,
     void *privdata);
+static ngx_http_toll_redis_node_t *ngx_http_toll_redis_node_free(
+    ngx_http_toll_redis_t *rd);
 static ngx_int_t ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd);
 static ngx_http_toll_redis_node_t *ngx_http_toll_redis_any(
     ngx_http_toll_redis_t *rd);
@@ -58,9 +60,9 @@ static ngx_http_toll_redis_node_t *ngx_http_toll_redis_map_patch(
 
 /*
  * The node at host:port, made (not connected) when there is none yet.
- * Nodes live as long as the worker: a Cluster has few, and a node that
- * left the map keeps its slot in the table, retired, for a map that
- * names it again.
+ * The table is bounded: when it is full, the entry of a node that left
+ * the map (retired) is given to the new address, once nothing can name
+ * it any more; the seeds keep theirs.
  */
 
 ngx_http_toll_redis_node_t *
@@ -89,16 +91,25 @@ ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
         }
     }
 
-    if (rd->nnodes == NGX_HTTP_TOLL_REDIS_NODES_MAX) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "toll: redis: more than %d nodes, \"%s:%d\" not used",
-                      NGX_HTTP_TOLL_REDIS_NODES_MAX, host, port);
-        return NULL;
-    }
+    if (rd->nnodes < NGX_HTTP_TOLL_REDIS_NODES_MAX) {
+        node = ngx_calloc(sizeof(ngx_http_toll_redis_node_t), rd->log);
+        if (node == NULL) {
+            return NULL;
+        }
 
-    node = ngx_calloc(sizeof(ngx_http_toll_redis_node_t), rd->log);
-    if (node == NULL) {
-        return NULL;
+        rd->nodes[rd->nnodes++] = node;
+
+    } else {
+        node = ngx_http_toll_redis_node_free(rd);
+
+        if (node == NULL) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "toll: redis: more than %d nodes, \"%s:%d\" not "
+                          "used", NGX_HTTP_TOLL_REDIS_NODES_MAX, host, port);
+            return NULL;
+        }
+
+        ngx_memzero(node, sizeof(ngx_http_toll_redis_node_t));
     }
 
     node->rd = rd;
@@ -125,11 +136,50 @@ ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
 
     ngx_http_toll_redis_node_init(node);
 
-    rd->nodes[rd->nnodes++] = node;
-
     return node;
 }
 
+
+/*
+ * A retired node nothing can reach any more: no connection nor hiredis
+ * context whose callbacks name it, no timer, no command waiting for its
+ * WAIT, and not held by the router (the map in use, the map being read,
+ * the Sentinel's primary, sentinel or candidate).
+ */
+
+static ngx_http_toll_redis_node_t *
+ngx_http_toll_redis_node_free(ngx_http_toll_redis_t *rd)
+{
+    ngx_uint_t                   i, j;
+    ngx_http_toll_redis_node_t  *node;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        node = rd->nodes[i];
+
+        if (!node->retired || node->seed || node->held || node->ac != NULL
+            || node->contexts || node->reconnect.timer_set
+            || node->connect_timer.timer_set || node->wait_sent
+            || !ngx_queue_empty(&node->wait_next)
+            || !ngx_queue_empty(&node->wait_cur)
+            || node == rd->primary || node == rd->sentinel
+            || node == rd->candidate || node == rd->refresh_node)
+        {
+            continue;
+        }
+
+        for (j = 0; rd->mapped && j < rd->map->n; j++) {
+            if (rd->slot_node[j] == node) {
+                break;
+            }
+        }
+
+        if (!rd->mapped || j == rd->map->n) {
+            return node;
+        }
+    }
+
+    return NULL;
+}
 
 
 ngx_int_t
@@ -162,6 +212,7 @@ ngx_http_toll_redis_route_init(ngx_http_toll_redis_t *rd, ngx_cycle_t *cycle)
                 return NGX_ERROR;
             }
 
+            node->seed = 1;
             ngx_http_toll_redis_node_connect(node);
         }
 
@@ -176,15 +227,20 @@ ngx_http_toll_redis_route_init(ngx_http_toll_redis_t *rd, ngx_cycle_t *cycle)
         return NGX_OK;
 
     case TOLL_STORE_SENTINEL:
+        /* two seeds may be one address (a name and its number): one node */
+
         for (i = 0; i < conf->nseeds; i++) {
-            if (ngx_http_toll_redis_node(rd, (char *) conf->seeds[i].host,
-                                         conf->seeds[i].port, 0,
-                                         NGX_HTTP_TOLL_REDIS_SENTINEL)
-                == NULL)
-            {
+            node = ngx_http_toll_redis_node(rd, (char *) conf->seeds[i].host,
+                                            conf->seeds[i].port, 0,
+                                            NGX_HTTP_TOLL_REDIS_SENTINEL);
+            if (node == NULL) {
                 return NGX_ERROR;
             }
+
+            node->seed = 1;
         }
+
+        rd->nsentinels = rd->nnodes;
 
         rd->discover.handler = ngx_http_toll_redis_discover_handler;
         rd->discover.data = rd;
@@ -353,7 +409,11 @@ ngx_http_toll_redis_refresh(ngx_http_toll_redis_t *rd)
         for (i = 0; i < n; i++) {
             data = rd->nodes[(rd->seed + i) % n];
 
-            if (data->control || (pass == 0 && !data->answered)) {
+            /* a node gone from the map is not asked, a seed always may be */
+
+            if (data->control || (data->retired && !data->seed)
+                || (pass == 0 && !data->answered))
+            {
                 continue;
             }
 
@@ -525,8 +585,19 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
         nodes[i] = ngx_http_toll_redis_node(rd, map->nodes[i].host,
                                             map->nodes[i].port, 0, 0);
         if (nodes[i] == NULL) {
-            return NGX_ERROR;
+            break;
         }
+
+        /* a retired node found is not given away for the next address */
+        nodes[i]->held = 1;
+    }
+
+    for (j = 0; j < i; j++) {
+        nodes[j]->held = 0;
+    }
+
+    if (i < map->n) {
+        return NGX_ERROR;
     }
 
     for (i = 0; i < map->n; i++) {
@@ -552,22 +623,37 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
     ngx_memcpy(&rd->map[0], map, sizeof(toll_cluster_map_t));
     rd->mapped = 1;
 
-    /* a node the map does not name any more: a former primary */
+    /*
+     * A node the map does not name (a former primary, a MOVED's or ASK's
+     * target, a seed that is a replica) and its map connection are
+     * closed, connected or waiting to reconnect: retired, their entries
+     * can be given to other addresses (a seed's stays its own).  The map
+     * connection that gave this map may be one: it is made again if a
+     * refresh needs that address.
+     */
 
     for (i = 0; i < rd->nnodes; i++) {
         node = rd->nodes[i];
         used = 0;
 
         for (j = 0; j < map->n; j++) {
-            if (rd->slot_node[j] == node) {
+            if (rd->slot_node[j]->port == node->port
+                && ngx_strcmp(rd->slot_node[j]->host, node->host) == 0)
+            {
                 used = 1;
                 break;
             }
         }
 
-        if (!used && !node->control && !node->retired && node->ac != NULL) {
-            ngx_http_toll_redis_node_close(node, "not a primary any more");
+        if (used || node->retired
+            || (node->ac == NULL && !node->reconnect.timer_set))
+        {
+            continue;
         }
+
+        ngx_http_toll_redis_node_close(node, node->control
+                                       ? "its map connection not needed"
+                                       : "not a primary any more");
     }
 
     ngx_http_toll_redis_set_up(rd);

@@ -38,7 +38,7 @@ ngx_http_toll_redis_discover(ngx_http_toll_redis_t *rd)
 
     /* the sentinel asked last, or the next that may answer */
 
-    for (i = 0; i < rd->conf->nseeds; i++) {
+    for (i = 0; i < rd->nsentinels; i++) {
         node = rd->sentinel;
 
         if (node->ac == NULL && !node->reconnect.timer_set) {
@@ -125,7 +125,7 @@ ngx_http_toll_redis_discover_handler(ngx_event_t *ev)
 void
 ngx_http_toll_redis_next_sentinel(ngx_http_toll_redis_t *rd)
 {
-    rd->sentinel_next = (rd->sentinel_next + 1) % rd->conf->nseeds;
+    rd->sentinel_next = (rd->sentinel_next + 1) % rd->nsentinels;
     rd->sentinel = rd->nodes[rd->sentinel_next];
 }
 

@@ -10,10 +10,12 @@ meter equals the upstream.
 """
 
 import signal
+import threading
 import time
 
 from helpers import store_checks as sc
 from helpers.cluster import key_slot
+from helpers.keys import gen_key_id, raw_key
 from helpers.meter import meter_upstream
 from helpers.procs import wait_for
 
@@ -174,3 +176,71 @@ def test_settle_recovered_claim_waits_for_the_replica(start_nginx,
            if buyer == b}
     assert got == {(b, "svc-a"): 3}
     sc.ledger_check(s.ledger)
+
+
+def test_frozen_replica_leaves_lookups_in_time(start_nginx, meter_upstream,
+                                              redis_cluster):
+    # With the buyer's replica frozen, each meter flush to that primary is
+    # followed by a WAIT that runs its whole 50 ms, and commands behind
+    # it on the connection wait with it.  One WAIT in flight per
+    # connection, covering every durable answer before it, keeps a key
+    # lookup on that primary within a WAIT or two; WAITs in a row would
+    # hold it until its timeout dropped the connection (503).
+    store = redis_cluster
+    b = sc.buyers("frozen", 1)[0]
+    k = sc.keys_for(store, [b])[b]
+    port = store.primary_of(key_slot("{%s}" % b)).port
+    replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
+    ranges = [(lo, hi) for lo, hi, p, _ in store.slots_map() if p == port]
+
+    fresh = []                  # keys on that primary, never looked up
+    while len(fresh) < 15:
+        key_id = gen_key_id()
+        slot = key_slot("{%s}" % key_id)
+        if any(lo <= slot <= hi for lo, hi in ranges):
+            fresh.append(raw_key(store.client(), key_id=key_id, owner=b))
+
+    ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
+    sc.warm([ngx], [k])
+
+    stop = threading.Event()
+    metered = []
+
+    def load():
+        i = 0
+        while not stop.is_set():
+            r = sc.client.request(ngx.port, path="/svc-a/load%d" % i,
+                                  headers=[k.bearer()])
+            metered.append(r.status)
+            i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    took = []
+    replica.proc.send_signal(signal.SIGSTOP)
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: "not on 1 replica(s)" in ngx.error_log_text(),
+                 10, what="flushes to wait for the frozen replica")
+        for key in fresh:
+            t0 = time.monotonic()
+            r = sc.client.request(ngx.port, path="/svc-a/new",
+                                  headers=[key.bearer()])
+            took.append(time.monotonic() - t0)
+            assert r.status == 200, (r, r.body)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        replica.proc.send_signal(signal.SIGCONT)
+
+    print("lookups behind WAITs: %s ms; %d metered calls"
+          % ([round(x * 1000) for x in took], len(metered)))
+    # timeout=1s: a lookup held until it would drop the connection fails
+    assert max(took) < 0.5, took
+    assert set(metered) == {200}, set(metered)
+    assert "command timed out" not in ngx.error_log_text()
+    ngx.stop()
+    want = sc.expected_usage(meter_upstream, [b])
+    assert sc.redis_calls(store, [b]) == want

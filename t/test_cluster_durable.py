@@ -180,41 +180,48 @@ def test_settle_recovered_claim_waits_for_the_replica(start_nginx,
 
 def test_frozen_replica_leaves_lookups_in_time(start_nginx, meter_upstream,
                                               redis_cluster):
-    # With the buyer's replica frozen, each meter flush to that primary is
-    # followed by a WAIT that runs its whole 50 ms, and commands behind
-    # it on the connection wait with it.  One WAIT in flight per
-    # connection, covering every durable answer before it, keeps a key
-    # lookup on that primary within a WAIT or two; WAITs in a row would
-    # hold it until its timeout dropped the connection (503).
+    # With a primary's replica frozen, each meter flush to that primary
+    # (a script per buyer) is followed by WAIT, which runs its whole
+    # 50 ms; commands behind it on the connection wait with it.  One WAIT
+    # in flight per connection, covering every durable answer before it,
+    # keeps a key lookup on that primary within a WAIT or two.  A WAIT
+    # per answer, 20 buyers' flushes in a row, would hold it a second, to
+    # its timeout, which drops the connection (503).
     store = redis_cluster
-    b = sc.buyers("frozen", 1)[0]
-    k = sc.keys_for(store, [b])[b]
-    port = store.primary_of(key_slot("{%s}" % b)).port
-    replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
+    port = store.primary_of(0).port
+    replica = store.replica_of(store.primary_of(0))
     ranges = [(lo, hi) for lo, hi, p, _ in store.slots_map() if p == port]
 
+    def here(name):
+        slot = key_slot("{%s}" % name)
+        return any(lo <= slot <= hi for lo, hi in ranges)
+
+    names = [b for b in sc.buyers("frozen", 100) if here(b)][:20]
+    assert len(names) == 20, len(names)
+    keys = sc.keys_for(store, names)
     fresh = []                  # keys on that primary, never looked up
     while len(fresh) < 15:
         key_id = gen_key_id()
-        slot = key_slot("{%s}" % key_id)
-        if any(lo <= slot <= hi for lo, hi in ranges):
-            fresh.append(raw_key(store.client(), key_id=key_id, owner=b))
+        if here(key_id):
+            fresh.append(raw_key(store.client(), key_id=key_id,
+                                 owner=names[0]))
 
     ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
-    sc.warm([ngx], [k])
+    sc.warm([ngx], keys.values())
 
     stop = threading.Event()
     metered = []
 
-    def load():
+    def load(j):
         i = 0
         while not stop.is_set():
+            k = keys[names[(i * 4 + j) % len(names)]]
             r = sc.client.request(ngx.port, path="/svc-a/load%d" % i,
                                   headers=[k.bearer()])
             metered.append(r.status)
             i += 1
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    threads = [threading.Thread(target=load, args=(j,)) for j in range(4)]
     took = []
     replica.proc.send_signal(signal.SIGSTOP)
     try:
@@ -242,5 +249,5 @@ def test_frozen_replica_leaves_lookups_in_time(start_nginx, meter_upstream,
     assert set(metered) == {200}, set(metered)
     assert "command timed out" not in ngx.error_log_text()
     ngx.stop()
-    want = sc.expected_usage(meter_upstream, [b])
-    assert sc.redis_calls(store, [b]) == want
+    want = sc.expected_usage(meter_upstream, names)
+    assert sc.redis_calls(store, names) == want

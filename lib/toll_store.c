@@ -351,10 +351,6 @@ toll_store_context_for(toll_store_t *st, const char *key, size_t len)
 }
 
 
-/* the longest key a WAIT is asked for: toll's names are far shorter */
-#define TOLL_STORE_WAIT_KEY_MAX  512
-
-
 /* a key with a non-empty hash tag: any name that begins with its own
  * text up to the tag's end hashes to its slot */
 
@@ -378,12 +374,12 @@ long long
 toll_store_wait(toll_store_t *st, const char *key, size_t len, int replicas,
     int timeout_ms)
 {
-    char           mark[sizeof(TOLL_NAME_WAIT_PREFIX) + TOLL_STORE_WAIT_KEY_MAX];
+    char           mark[sizeof(TOLL_NAME_WAIT_PREFIX) + TOLL_NAME_LEN_MAX];
     long long      n;
     redisReply    *r;
     redisContext  *c;
 
-    if (len > TOLL_STORE_WAIT_KEY_MAX || !toll_store_tagged(key, len)) {
+    if (len > TOLL_NAME_LEN_MAX || !toll_store_tagged(key, len)) {
         toll_store_fail(st, "WAIT for \"%.*s\": not a tagged key",
                         (int) (len > 64 ? 64 : len), key);
         return -1;

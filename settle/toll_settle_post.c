@@ -68,6 +68,12 @@ toll_settle_replicated(toll_settle_drain_t *d, const toll_settle_claim_t *c)
         return 0;
     }
 
+    if (n < 0) {
+        /* an ASK during a slot's migration, a lost node: said as it is */
+        toll_log("redis: WAIT for the claim \"%s\": %s", c->name,
+                 toll_store_error(d->redis));
+    }
+
     toll_log("redis: the claim \"%s\" is on %lld of %d replica(s): "
              "posted when it is on all", c->name, n < 0 ? 0 : n,
              d->conf->redis_replicas);

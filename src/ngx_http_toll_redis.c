@@ -540,6 +540,7 @@ ngx_http_toll_redis_node_connect(ngx_http_toll_redis_node_t *node)
     node->contexts++;
     node->state = NGX_HTTP_TOLL_REDIS_CONNECTING;
     node->answered = 0;
+    node->answered_at = 0;
 
     /* the connect callback arms the write event that completes connect() */
     redisAsyncSetConnectCallback(ac, ngx_http_toll_redis_on_connect);
@@ -666,6 +667,21 @@ ngx_http_toll_redis_lost(ngx_http_toll_redis_node_t *node,
     if (node->retired) {
         return;
     }
+
+    /*
+     * A connection that answered for a while resets the backoff; one that
+     * answered and was gone at once (a server that hangs up after PING)
+     * keeps doubling it
+     */
+
+    if (node->answered_at
+        && ngx_current_msec - node->answered_at
+           >= NGX_HTTP_TOLL_REDIS_BACKOFF_MAX_MS)
+    {
+        node->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
+    }
+
+    node->answered_at = 0;
 
     /* one error per outage; the retries that follow are information */
     level = node->failures++ ? NGX_LOG_INFO : NGX_LOG_ERR;
@@ -840,12 +856,17 @@ ngx_http_toll_redis_answered(ngx_http_toll_redis_node_t *node)
         ngx_http_toll_redis_route_node(rd, node, 1);
     }
 
+    if (node->answered_at == 0) {
+        node->answered_at = ngx_current_msec;
+    }
+
+    /* the backoff starts again once the connection has lasted (lost()) */
+
     if (node->failures) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                       "toll: redis \"%V\" is back after %ui failed attempts",
                       &node->name, node->failures);
         node->failures = 0;
-        node->backoff_ms = NGX_HTTP_TOLL_REDIS_BACKOFF_MIN_MS;
     }
 }
 

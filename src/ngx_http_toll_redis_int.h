@@ -26,10 +26,12 @@
 
 /*
  * A Cluster's primaries and seeds, each with a connection for commands
- * and one for reading the map, or the sentinels and their primary
+ * and one for reading the map, twice: the map in use and one being
+ * installed may name none of the same addresses (a StatefulSet made
+ * again); or the sentinels and their primary
  */
 #define NGX_HTTP_TOLL_REDIS_NODES_MAX                                      \
-    (2 * (TOLL_CLUSTER_NODES_MAX + TOLL_CLUSTER_SEEDS_MAX) + 1)
+    (2 * (2 * TOLL_CLUSTER_NODES_MAX + TOLL_CLUSTER_SEEDS_MAX) + 1)
 
 /* ngx_http_toll_redis_node()'s kinds of connection */
 #define NGX_HTTP_TOLL_REDIS_DATA      0
@@ -63,6 +65,9 @@ struct ngx_http_toll_redis_node_s {
     ngx_uint_t                       failures;  /* in a row, for logs */
     /* the last reconnect made at once, without a backoff */
     ngx_msec_t                       reconnected_at;
+    /* this connection's first answer, 0 before: a lasting one resets
+     * the backoff */
+    ngx_msec_t                       answered_at;
     /* hiredis contexts not yet freed: callbacks may still name the node */
     ngx_uint_t                       contexts;
 

@@ -45,6 +45,8 @@ static void ngx_http_toll_redis_on_slots(redisAsyncContext *ac, void *r,
     void *privdata);
 static ngx_http_toll_redis_node_t *ngx_http_toll_redis_node_free(
     ngx_http_toll_redis_t *rd);
+static ngx_uint_t ngx_http_toll_redis_in_map(ngx_http_toll_redis_t *rd,
+    ngx_http_toll_redis_node_t *node);
 static ngx_int_t ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd);
 static ngx_http_toll_redis_node_t *ngx_http_toll_redis_any(
     ngx_http_toll_redis_t *rd);
@@ -150,7 +152,7 @@ ngx_http_toll_redis_node(ngx_http_toll_redis_t *rd, const char *host,
 static ngx_http_toll_redis_node_t *
 ngx_http_toll_redis_node_free(ngx_http_toll_redis_t *rd)
 {
-    ngx_uint_t                   i, j;
+    ngx_uint_t                   i;
     ngx_http_toll_redis_node_t  *node;
 
     for (i = 0; i < rd->nnodes; i++) {
@@ -167,18 +169,30 @@ ngx_http_toll_redis_node_free(ngx_http_toll_redis_t *rd)
             continue;
         }
 
-        for (j = 0; rd->mapped && j < rd->map->n; j++) {
-            if (rd->slot_node[j] == node) {
-                break;
-            }
-        }
-
-        if (!rd->mapped || j == rd->map->n) {
+        if (!ngx_http_toll_redis_in_map(rd, node)) {
             return node;
         }
     }
 
     return NULL;
+}
+
+
+/* a primary of the map in use */
+
+static ngx_uint_t
+ngx_http_toll_redis_in_map(ngx_http_toll_redis_t *rd,
+    ngx_http_toll_redis_node_t *node)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; rd->mapped && i < rd->map->n; i++) {
+        if (rd->slot_node[i] == node) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -588,15 +602,26 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
             break;
         }
 
-        /* a retired node found is not given away for the next address */
+        /*
+         * A retired node found is not given away for the next address,
+         * nor for a map connection a refresh makes while the new map is
+         * connected below
+         */
         nodes[i]->held = 1;
     }
 
-    for (j = 0; j < i; j++) {
-        nodes[j]->held = 0;
-    }
-
     if (i < map->n) {
+        for (j = 0; j < i; j++) {
+            nodes[j]->held = 0;
+
+            /* made for nothing: retired, its entry free again */
+            if (nodes[j]->ac == NULL && !nodes[j]->reconnect.timer_set
+                && !ngx_http_toll_redis_in_map(rd, nodes[j]))
+            {
+                ngx_http_toll_redis_node_close(nodes[j], "not used");
+            }
+        }
+
         return NGX_ERROR;
     }
 
@@ -623,6 +648,10 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
     ngx_memcpy(&rd->map[0], map, sizeof(toll_cluster_map_t));
     rd->mapped = 1;
 
+    for (i = 0; i < map->n; i++) {
+        nodes[i]->held = 0;
+    }
+
     /*
      * A node the map does not name (a former primary, a MOVED's or ASK's
      * target, a seed that is a replica) and its map connection are
@@ -645,9 +674,7 @@ ngx_http_toll_redis_map_apply(ngx_http_toll_redis_t *rd)
             }
         }
 
-        if (used || node->retired
-            || (node->ac == NULL && !node->reconnect.timer_set))
-        {
+        if (used || node->retired) {
             continue;
         }
 

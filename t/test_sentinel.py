@@ -2,7 +2,7 @@
 exactness checks and failovers under load.
 
 One primary, one replica and three sentinels serve the module (conftest's
-redis_sentinel, down-after 1 s); the checks are helpers/store_checks.py's,
+redis_sentinel, down-after 2 s); the checks are helpers/store_checks.py's,
 shared with t/test_cluster.py.
 """
 

@@ -426,6 +426,11 @@ class RedisCluster:
 # ------------------------------------------------------------ sentinel
 
 
+# down-after 2 s: a sentinel PINGs each instance once a second, and with
+# down-after 1 s the first reply after start-up could come late; two
+# sentinels that thought so voted a failover no test asked for, and the
+# money writes of the next tests waited seconds for a replica
+# (test_sentinel_quiet_after_start)
 SENTINEL_CONF = """\
 port {port}
 bind 127.0.0.1
@@ -435,7 +440,7 @@ dir {dir}
 logfile {dir}/sentinel.log
 sentinel myid {myid}
 sentinel monitor {master} 127.0.0.1 {primary} 2
-sentinel down-after-milliseconds {master} 1000
+sentinel down-after-milliseconds {master} 2000
 sentinel failover-timeout {master} 5000
 sentinel parallel-syncs {master} 1
 sentinel known-replica {master} 127.0.0.1 {replica}

@@ -172,12 +172,20 @@ make_base() {
 
 # -- the images ------------------------------------------------------------
 
+# build TAG DOCKERFILE CONTEXT [OPTION...]; the image the tag named before
+# is removed when it is replaced (a changed source would otherwise leave
+# an untagged image behind at each run, about 1 GB for the build stage)
 build() {
-    local tag=$1 file=$2 ctx=$3 t
+    local tag=$1 file=$2 ctx=$3 t old
+    shift 3
     t=$(date +%s.%N)
-    podman build --format docker --build-arg "BASE=$BASE_IMAGE" \
+    old=$(podman image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+    podman build --format docker --build-arg "BASE=$BASE_IMAGE" "$@" \
         -t "$tag" -f "$file" "$ctx" >> "$LOG" 2>&1 \
         || { tail -30 "$LOG"; fail "podman build $tag (log: $LOG)"; }
+    if [ -n "$old" ] && [ "$old" != "$(podman image inspect -f '{{.Id}}' "$tag")" ]; then
+        podman rmi "$old" >> "$LOG" 2>&1 || true
+    fi
     ok "image $tag: $(podman image inspect -f '{{.Size}}' "$tag" \
         | awk '{ printf "%.0f MB", $1 / 1e6 }') ($(since "$t") s)"
 }
@@ -229,13 +237,18 @@ on_exit() {
 
 # -- checks ----------------------------------------------------------------
 
-# wait_for SECONDS CMD...: runs CMD every 0.5 s until it succeeds
+# wait_for SECONDS CMD...: runs CMD every 0.5 s until it succeeds; when
+# time is up, shows what its last attempt said
 wait_for() {
     local limit=$1 end
     shift
     end=$(( $(date +%s) + limit ))
-    until "$@" > /dev/null 2>&1; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
+    until "$@" > "$OUT/attempt.out" 2>&1; do
+        if [ "$(date +%s)" -ge "$end" ]; then
+            say "     the last attempt of: $*"
+            tail -5 "$OUT/attempt.out" | sed 's/^/     | /'
+            return 1
+        fi
         sleep 0.5
     done
 }
@@ -330,6 +343,9 @@ VOLUMES_BEFORE=$(podman volume ls -q | wc -l)
 
 make_base
 T_BUILD=$(date +%s.%N)
+# the build stage is tagged: the next run's cache, and what build()
+# removes when it is replaced
+build localhost/toll-build:latest docker/Dockerfile . --target build
 build localhost/toll:latest docker/Dockerfile .
 build localhost/toll-redis:latest docker/redis/Dockerfile docker/redis
 build localhost/toll-upstream:latest docker/upstream/Dockerfile .

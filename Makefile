@@ -10,6 +10,8 @@
 #   make bench-plugins    plugins and units against the gate (benchmarks/README.md)
 #   make fuzz       each libFuzzer harness of t/fuzz/ for FUZZ_SECONDS
 #   make sim        the seeded fault simulation (SEED=, MINUTES=, SIM_FAULTS=)
+#   make docker-test  the image and compose set of docker/, built and run
+#                   with Podman, checked through their ports (docker/README.md)
 #
 # Debian 12 packages that a step needs are installed by "make setup", which
 # the other targets run first; it calls apt-get only when one is missing.
@@ -19,9 +21,13 @@ PYTHON      ?= /usr/bin/python3
 BUILD       ?= build
 SANITIZE    ?=
 
-DEB_PKGS    := build-essential pkg-config nginx nginx-dev libhiredis-dev \
-               libjansson-dev libssl-dev libcmocka-dev redis-server \
-               libsqlite3-dev libcurl4-openssl-dev sqlite3 \
+# what building the module, tollctl, toll-settle and the plugins needs,
+# and nothing else: docker/Dockerfile's build stage installs these
+# ("make print-build-pkgs")
+BUILD_PKGS  := build-essential pkg-config nginx-dev libhiredis-dev \
+               libjansson-dev libssl-dev libsqlite3-dev libcurl4-openssl-dev
+
+DEB_PKGS    := $(BUILD_PKGS) nginx libcmocka-dev redis-server sqlite3 \
                python3-pytest python3-requests python3-redis wrk curl nghttp2-client \
                valgrind python3-jwt python3-cryptography faketime openssl
 
@@ -255,6 +261,23 @@ fuzz: $(FUZZ_BINS)
 	    $(OUT)/fuzz/fuzz_$(n) -max_total_time=$(FUZZ_SECONDS) \
 	        -print_final_stats=1 -artifact_prefix=$(OUT)/fuzz/$(n)- \
 	        $(FUZZ_OPTS_$(n)) $(OUT)/fuzz/corpus/$(n) t/fuzz/corpus/$(n);)
+
+# The image and compose set of docker/ (docker/README.md), built from a
+# Debian base made here with debootstrap (no registry needed) and run with
+# Podman; docker/test/run.sh checks them through their published ports and
+# removes everything it started, also on failure.
+DOCKER_PKGS := podman runc debootstrap podman-compose netavark aardvark-dns \
+               iptables curl python3-yaml
+
+.PHONY: print-build-pkgs setup-docker docker-test
+print-build-pkgs:
+	@echo $(BUILD_PKGS)
+
+setup-docker:
+	$(call apt_install,$(DOCKER_PKGS),--no-install-recommends)
+
+docker-test: setup-docker
+	bash docker/test/run.sh
 
 clean:
 	rm -rf build build-asan

@@ -90,21 +90,19 @@ def test_no_replica_wanted(start_nginx, meter_upstream, redis_cluster):
     assert sc.redis_calls(store, [b]) == {(b, "svc-a"): 6}
 
 
-def test_settle_posts_a_claim_once_a_replica_has_it(start_nginx,
-                                                    meter_upstream,
-                                                    redis_cluster, tmp_path):
-    # A claim the ledger has must outlive a failover: lost with its
-    # primary, the usage hash would be back under its old name, claimed
-    # and posted again.  With the buyer's replica frozen, toll-settle
-    # leaves the claim in Redis and says so; thawed, it posts it once.
-    store = redis_cluster
-    b = sc.buyers("claim", 1)[0]
+def _claim_held_while_frozen(start_nginx, up, store, tmp_path, tag, calls,
+                             frozen_runs):
+    """`calls` calls of a new buyer metered through a gate with
+    replicas=1; then, with the buyer's replica frozen, `frozen_runs`
+    toll-settle passes (each a new process) must stop at the claim's WAIT
+    and post nothing; thawed, one pass posts the claim once."""
+    b = sc.buyers(tag, 1)[0]
     k = sc.keys_for(store, [b])[b]
     replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
 
-    ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
+    ngx = _gate(start_nginx, up, store, replicas=1)
     sc.warm([ngx], [k])
-    _calls(ngx, k, 4)
+    _calls(ngx, k, calls)
     ngx.stop()
 
     sc.new_ledger(store)
@@ -112,53 +110,7 @@ def test_settle_posts_a_claim_once_a_replica_has_it(start_nginx,
     try:
         replica.proc.send_signal(signal.SIGSTOP)
         try:
-            p = s.once()
-            assert p.returncode == 69, (p.returncode, p.stderr)
-            assert "of 1 replica(s)" in p.stderr, p.stderr
-            assert not any(key[0] == b for key in
-                           sc.ledger_usage(s.ledger)), "posted unreplicated"
-        finally:
-            replica.proc.send_signal(signal.SIGCONT)
-        p = s.once()
-        assert p.returncode == 0, p.stderr
-    finally:
-        s.close()
-    got = {(buyer, svc): rec["calls"]
-           for (buyer, _d, svc), rec in sc.ledger_usage(s.ledger).items()
-           if buyer == b}
-    assert got == {(b, "svc-a"): 4}
-    sc.ledger_check(s.ledger)
-
-
-def test_settle_recovered_claim_waits_for_the_replica(start_nginx,
-                                                      meter_upstream,
-                                                      redis_cluster,
-                                                      tmp_path):
-    # A claim found by a new toll-settle process (a restart, or a new
-    # connection) was written by another connection.  WAIT promises only
-    # the asking connection's writes, and as a connection's first command
-    # it counts every replica connected, even a frozen one (Redis 7.0
-    # happens to count from any earlier command, which here is the
-    # claim's HGETALL; t/unit/test_toll_store.c checks the mark that makes
-    # it hold by WAIT's contract).  The first run claims and stops at the
-    # WAIT; the second, a new process with the replica still frozen, must
-    # stop too.
-    store = redis_cluster
-    b = sc.buyers("reclaim", 1)[0]
-    k = sc.keys_for(store, [b])[b]
-    replica = store.replica_of(store.primary_of(key_slot("{%s}" % b)))
-
-    ngx = _gate(start_nginx, meter_upstream, store, replicas=1)
-    sc.warm([ngx], [k])
-    _calls(ngx, k, 3)
-    ngx.stop()
-
-    sc.new_ledger(store)
-    s = sc.Settle(None, tmp_path / "ledger.db", redis_spec=store.spec)
-    try:
-        replica.proc.send_signal(signal.SIGSTOP)
-        try:
-            for run in range(2):
+            for run in range(frozen_runs):
                 p = s.once()
                 assert p.returncode == 69, (run, p.returncode, p.stderr)
                 assert "of 1 replica(s)" in p.stderr, (run, p.stderr)
@@ -174,8 +126,36 @@ def test_settle_recovered_claim_waits_for_the_replica(start_nginx,
     got = {(buyer, svc): rec["calls"]
            for (buyer, _d, svc), rec in sc.ledger_usage(s.ledger).items()
            if buyer == b}
-    assert got == {(b, "svc-a"): 3}
+    assert got == {(b, "svc-a"): calls}
     sc.ledger_check(s.ledger)
+
+
+def test_settle_posts_a_claim_once_a_replica_has_it(start_nginx,
+                                                    meter_upstream,
+                                                    redis_cluster, tmp_path):
+    # A claim the ledger has must outlive a failover: lost with its
+    # primary, the usage hash would be back under its old name, claimed
+    # and posted again.  With the buyer's replica frozen, toll-settle
+    # leaves the claim in Redis and says so; thawed, it posts it once.
+    _claim_held_while_frozen(start_nginx, meter_upstream, redis_cluster,
+                             tmp_path, "claim", 4, 1)
+
+
+def test_settle_recovered_claim_waits_for_the_replica(start_nginx,
+                                                      meter_upstream,
+                                                      redis_cluster,
+                                                      tmp_path):
+    # A claim found by a new toll-settle process (a restart, or a new
+    # connection) was written by another connection.  WAIT promises only
+    # the asking connection's writes, and as a connection's first command
+    # it counts every replica connected, even a frozen one (Redis 7.0
+    # happens to count from any earlier command, which here is the
+    # claim's HGETALL; t/unit/test_toll_store.c checks the mark that makes
+    # it hold by WAIT's contract).  The first run claims and stops at the
+    # WAIT; the second, a new process with the replica still frozen, must
+    # stop too.
+    _claim_held_while_frozen(start_nginx, meter_upstream, redis_cluster,
+                             tmp_path, "reclaim", 3, 2)
 
 
 def test_frozen_replica_leaves_lookups_in_time(start_nginx, meter_upstream,

@@ -136,7 +136,8 @@ def test_sentinel_quiet_after_start(tmp_path):
         assert not flagged, flagged
         assert s.primary() is p0
         for sn in s.sentinels:
-            log = open(sn.log).read()
+            with open(sn.log) as f:
+                log = f.read()
             assert "+sdown master" not in log, log
     finally:
         s.stop()

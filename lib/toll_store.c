@@ -351,36 +351,30 @@ toll_store_context_for(toll_store_t *st, const char *key, size_t len)
 }
 
 
-/* a key with a non-empty hash tag: any name that begins with its own
- * text up to the tag's end hashes to its slot */
-
-static int
-toll_store_tagged(const char *key, size_t len)
-{
-    const char  *open, *close;
-
-    open = memchr(key, '{', len);
-    if (open == NULL) {
-        return 0;
-    }
-
-    close = memchr(open + 1, '}', len - (size_t) (open + 1 - key));
-
-    return close != NULL && close > open + 1;
-}
-
-
 long long
 toll_store_wait(toll_store_t *st, const char *key, size_t len, int replicas,
     int timeout_ms)
 {
     char           mark[sizeof(TOLL_NAME_WAIT_PREFIX) + TOLL_NAME_LEN_MAX];
+    size_t         mlen;
     long long      n;
     redisReply    *r;
     redisContext  *c;
 
-    if (len > TOLL_NAME_LEN_MAX || !toll_store_tagged(key, len)) {
-        toll_store_fail(st, "WAIT for \"%.*s\": not a tagged key",
+    /* a write of this connection in the key's slot first: toll_names.h */
+
+    mlen = sizeof(TOLL_NAME_WAIT_PREFIX) - 1 + len;
+
+    if (len <= TOLL_NAME_LEN_MAX) {
+        memcpy(mark, TOLL_NAME_WAIT_PREFIX, sizeof(TOLL_NAME_WAIT_PREFIX) - 1);
+        memcpy(mark + sizeof(TOLL_NAME_WAIT_PREFIX) - 1, key, len);
+    }
+
+    if (len > TOLL_NAME_LEN_MAX
+        || toll_cluster_slot(mark, mlen) != toll_cluster_slot(key, len))
+    {
+        toll_store_fail(st, "WAIT for \"%.*s\": its mark would be in "
+                        "another slot (no hash tag)",
                         (int) (len > 64 ? 64 : len), key);
         return -1;
     }
@@ -390,13 +384,7 @@ toll_store_wait(toll_store_t *st, const char *key, size_t len, int replicas,
         return -1;
     }
 
-    /* a write of this connection in the slot first: see toll_names.h */
-
-    memcpy(mark, TOLL_NAME_WAIT_PREFIX, sizeof(TOLL_NAME_WAIT_PREFIX) - 1);
-    memcpy(mark + sizeof(TOLL_NAME_WAIT_PREFIX) - 1, key, len);
-
-    r = redisCommand(c, "SET %b 1 PX " TOLL_WAIT_MARK_TTL_MS, mark,
-                     sizeof(TOLL_NAME_WAIT_PREFIX) - 1 + len);
+    r = redisCommand(c, "SET %b 1 PX " TOLL_WAIT_MARK_TTL_MS, mark, mlen);
 
     if (r == NULL || r->type != REDIS_REPLY_STATUS) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {

@@ -33,7 +33,7 @@ DEB_PKGS    := $(BUILD_PKGS) nginx libcmocka-dev redis-server sqlite3 \
 
 # only the tests need these: promtool checks the metrics, a headless
 # browser loads the dashboard
-TEST_PKGS   := prometheus chromium chromium-driver python3-selenium
+TEST_PKGS   := prometheus chromium chromium-driver python3-selenium gdb
 
 TOP         := $(CURDIR)
 OUT         := $(TOP)/$(BUILD)

@@ -65,6 +65,8 @@ static ngx_int_t ngx_http_toll_failed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_toll_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
 static void ngx_http_toll_reprice(ngx_http_request_t *r,
@@ -79,6 +81,7 @@ static ngx_int_t ngx_http_toll_variable(ngx_http_request_t *r,
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_http_variable_t  ngx_http_toll_vars[] = {
@@ -685,14 +688,46 @@ ngx_http_toll_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_toll_get_ctx(r);
 
-    if (ctx
-        && (ngx_http_toll_limit_headers_out(r, ctx) != NGX_OK
-            || ngx_http_toll_quota_headers_out(r, ctx) != NGX_OK))
+    if (ctx == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ngx_http_toll_limit_headers_out(r, ctx) != NGX_OK
+        || ngx_http_toll_quota_headers_out(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
+    /* nginx's header filter makes these answers end with the header */
+
+    if (r->header_only
+        || r->method == NGX_HTTP_HEAD
+        || r->headers_out.status == NGX_HTTP_NO_CONTENT
+        || r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
+    {
+        ngx_http_toll_meter_answer(r, ctx, NULL);
+    }
+
     return ngx_http_next_header_filter(r);
+}
+
+
+/* the answer's body, before nginx sends it: its end counts the call */
+
+static ngx_int_t
+ngx_http_toll_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    if (r == r->main && in != NULL) {
+        ctx = ngx_http_toll_get_ctx(r);
+
+        if (ctx) {
+            ngx_http_toll_meter_answer(r, ctx, in);
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
 }
 
 
@@ -963,8 +998,17 @@ ngx_http_toll_handler_init(ngx_conf_t *cf)
     ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
     h[0] = ngx_http_toll_log_handler;
 
+    /*
+     * Before nginx's filters (a dynamic module's come last, so first in
+     * the chain) and after the plugins' (installed later): the meter sees
+     * the answer before it is sent, and after a plugin read it.
+     */
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_toll_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_toll_body_filter;
 
     return NGX_OK;
 }

@@ -21,6 +21,7 @@
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_units.h"
+#include "ngx_http_toll_plugin.h"
 #include "ngx_http_toll_counters.h"
 #include "ngx_http_toll_quota.h"
 #include "ngx_http_toll_shm.h"
@@ -215,6 +216,51 @@ ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     /* its hold went back to the lease with the record */
     ctx->prepaid_held = 0;
+}
+
+
+/*
+ * The answer's last byte is counted before it leaves: the gate's filters
+ * run before nginx's own, so a buyer that read the whole answer finds the
+ * call in its usage (toll_usage) at once.  The log phase comes after the
+ * answer has left, later still behind a mirror or on a busy machine; it
+ * then counts nothing.  A body's end is its last buffer, or its length
+ * reached (nginx may send it all before the last buffer, an empty one,
+ * comes); a filter that changes the body after the gate's (gzip, ssi)
+ * drops the length.  A call a plugin may still report units for waits
+ * for the plugin.
+ */
+
+void
+ngx_http_toll_meter_answer(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_uint_t    last;
+    ngx_chain_t  *cl;
+
+    if (!ctx->meter_admitted || ctx->metered) {
+        return;
+    }
+
+    last = (in == NULL);
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->meter_sent += ngx_buf_size(cl->buf);
+        last |= cl->buf->last_buf;
+    }
+
+    if (!last
+        && (r->headers_out.content_length_n < 0
+            || ctx->meter_sent < r->headers_out.content_length_n))
+    {
+        return;
+    }
+
+    if (ngx_http_toll_plugin_may_report(r)) {
+        return;
+    }
+
+    ngx_http_toll_meter_log(r, ctx);
 }
 
 

@@ -1,8 +1,8 @@
 /*
  * toll: the meter.
  *
- * Every priced call that reached the upstream is counted once, when it
- * ends, into the shared zone: per buyer, service, provider and UTC day.
+ * Every priced call that reached the upstream is counted once, when its
+ * answer ends (or the request does), into the shared zone: per buyer, service, provider and UTC day.
  * A timer in each worker flushes the counts to Redis in batches whose ids
  * make a retried flush count nothing twice.
  */
@@ -23,8 +23,8 @@ ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 /*
  * Opens a priced call's record in the zone as it passes the gate, at its
  * price; NGX_ERROR when the zone cannot hold it (the call must not pass:
- * money fails closed).  The log phase ends the record and counts what the
- * call turned out to be; the counts of a worker that died first are
+ * money fails closed).  The answer's last byte, or the log phase, ends the
+ * record and counts what the call turned out to be; the counts of a worker that died first are
  * counted as the gate recorded them.
  */
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
@@ -37,7 +37,18 @@ ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
 void ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
-/* from the log phase, once per request with a context */
+/*
+ * From the gate's filters, the answer before nginx sends it: in is the
+ * body's next part, NULL an answer without a body.  Its last byte counts
+ * the call (see ngx_http_toll_meter.c).
+ */
+void ngx_http_toll_meter_answer(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_chain_t *in);
+
+/*
+ * the call's count, once: from the answer's end (above) or, if it did
+ * not end, from the log phase
+ */
 void ngx_http_toll_meter_log(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
 
 /*

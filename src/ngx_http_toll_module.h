@@ -317,7 +317,10 @@ typedef struct {
     int64_t                      meter_counts[TOLL_USAGE_COUNTS];
     ngx_http_toll_meter_open_t  *meter_open;  /* the call's record of
                                                  counts in the zone, until
+                                                 the answer's last byte or
                                                  the log phase ends it */
+    off_t                        meter_sent;  /* of the answer's body,
+                                                 past the gate's filter */
     ngx_http_toll_quota_claim_t *claim;       /* a lease asked for */
     int64_t                      hold_micros;   /* held from the buyer's
                                                    balance: the most the

@@ -48,6 +48,10 @@ char *ngx_http_toll_plugin_merge_loc_conf(ngx_conf_t *cf,
 ngx_int_t ngx_http_toll_plugin_init(ngx_conf_t *cf);
 
 
+/* for the meter: whether a plugin may still report the call's units */
+ngx_uint_t ngx_http_toll_plugin_may_report(ngx_http_request_t *r);
+
+
 /* between the two plugin files (ngx_http_toll_plugin_run.c: requests) */
 extern const toll_host_t  ngx_http_toll_plugin_host;
 

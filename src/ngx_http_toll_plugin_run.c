@@ -588,6 +588,48 @@ ngx_http_toll_plugin_log_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Whether a plugin of the request may still report its units: a body
+ * hook that has not seen the last byte, or a log hook still to run.
+ * The meter then counts the call no earlier than they do.
+ */
+
+ngx_uint_t
+ngx_http_toll_plugin_may_report(ngx_http_request_t *r)
+{
+    ngx_uint_t                   i;
+    ngx_array_t                 *plugins;
+    toll_request_t              *pr;
+    ngx_http_toll_plugin_use_t  *use;
+
+    plugins = ngx_http_toll_plugin_uses(r);
+
+    if (plugins == NULL) {
+        return 0;
+    }
+
+    pr = ngx_http_toll_plugin_req(r, plugins, 0);
+
+    if (pr == NULL || !pr->entered || pr->logged) {
+        return 0;
+    }
+
+    if (pr->passed && !pr->body_done && ngx_http_toll_plugin_reads_body(pr)) {
+        return 1;
+    }
+
+    use = plugins->elts;
+
+    for (i = 0; i < plugins->nelts; i++) {
+        if (use[i].plugin->hooks.log != NULL) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* a plugin's filter hook failed: it sees no more of the request */
 
 static void

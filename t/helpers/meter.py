@@ -99,7 +99,18 @@ class _Handler(UpstreamHandler):
         for _ in range(int(q.get("units_times", "1"))):
             if "units" in q:
                 self.send_header("X-Units", q["units"])
+        if "size" in q:
+            out = b'{"pad":"' + b"x" * (int(q["size"]) - 10) + b'"}'
         self.send_header("Content-Type", "application/json")
+        if q.get("chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if self.command != "HEAD":
+                for i in range(0, len(out), 4096):
+                    part = out[i:i + 4096]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+            return
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         if self.command != "HEAD":
@@ -122,8 +133,9 @@ class MeterUpstream:
     where the buyer is the X-Toll-Buyer header the gate added; keeps the
     X-Test-Tag values; answers 200 {"ok":true} unless the query asks for
     ?status=NNN, ?delay_ms=N, ?spoof=1 (copies of every billing header,
-    prefixes X-Toll- and X-ACF-, with wrong values) or ?units=V (an X-Units
-    header of value V, ?units_times=N times)."""
+    prefixes X-Toll- and X-ACF-, with wrong values), ?units=V (an X-Units
+    header of value V, ?units_times=N times), ?size=N (a JSON body of N
+    bytes, N >= 12) or ?chunked=1 (the body in chunks of 4 KiB)."""
 
     def __init__(self):
         self._lock = threading.Lock()

@@ -65,8 +65,6 @@ static ngx_int_t ngx_http_toll_failed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_toll_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_toll_header_filter(ngx_http_request_t *r);
-static ngx_int_t ngx_http_toll_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
 static ngx_int_t ngx_http_toll_refuse(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx, ngx_int_t status);
 static void ngx_http_toll_reprice(ngx_http_request_t *r,
@@ -81,7 +79,6 @@ static ngx_int_t ngx_http_toll_variable(ngx_http_request_t *r,
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_http_variable_t  ngx_http_toll_vars[] = {
@@ -698,36 +695,9 @@ ngx_http_toll_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    /* nginx's header filter makes these answers end with the header */
-
-    if (r->header_only
-        || r->method == NGX_HTTP_HEAD
-        || r->headers_out.status == NGX_HTTP_NO_CONTENT
-        || r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
-    {
-        ngx_http_toll_meter_answer(r, ctx, NULL);
-    }
+    ngx_http_toll_meter_header(r, ctx);
 
     return ngx_http_next_header_filter(r);
-}
-
-
-/* the answer's body, before nginx sends it: its end counts the call */
-
-static ngx_int_t
-ngx_http_toll_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_http_toll_ctx_t  *ctx;
-
-    if (r == r->main && in != NULL) {
-        ctx = ngx_http_toll_get_ctx(r);
-
-        if (ctx) {
-            ngx_http_toll_meter_answer(r, ctx, in);
-        }
-    }
-
-    return ngx_http_next_body_filter(r, in);
 }
 
 
@@ -1007,8 +977,5 @@ ngx_http_toll_handler_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_toll_header_filter;
 
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_toll_body_filter;
-
-    return NGX_OK;
+    return ngx_http_toll_meter_filter_init(cf);
 }

@@ -18,6 +18,7 @@
 #include "ngx_http_toll_module.h"
 #include "ngx_http_toll_meter.h"
 #include "ngx_http_toll_meter_int.h"
+#include "ngx_http_toll_handler.h"
 #include "ngx_http_toll_prepaid.h"
 #include "ngx_http_toll_cap.h"
 #include "ngx_http_toll_units.h"
@@ -66,6 +67,10 @@ static ngx_http_toll_meter_registry_t *ngx_http_toll_meter_registry(
     ngx_shm_zone_t *shm_zone);
 static ngx_http_toll_shm_limit_node_t *ngx_http_toll_meter_node(
     ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx);
+static void ngx_http_toll_meter_answer(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_toll_meter_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static void ngx_http_toll_meter_end(ngx_shm_zone_t *shm_zone,
     ngx_http_toll_meter_open_t *op, int64_t *final, ngx_log_t *log);
 
@@ -75,6 +80,7 @@ static u_char             ngx_http_toll_meter_day[8];     /* YYYYMMDD */
 static time_t             ngx_http_toll_meter_day_sec = -1;
 static int64_t            ngx_http_toll_meter_swept_ms;
 static ngx_http_toll_meter_registry_t  *ngx_http_toll_meter_reg;
+static ngx_http_output_body_filter_pt   ngx_http_next_body_filter;
 
 
 ngx_int_t
@@ -231,7 +237,7 @@ ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
  * for the plugin.
  */
 
-void
+static void
 ngx_http_toll_meter_answer(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     ngx_chain_t *in)
 {
@@ -261,6 +267,48 @@ ngx_http_toll_meter_answer(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx,
     }
 
     ngx_http_toll_meter_log(r, ctx);
+}
+
+
+/* nginx's header filter makes these answers end with their header */
+
+void
+ngx_http_toll_meter_header(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
+{
+    if (r->header_only
+        || r->method == NGX_HTTP_HEAD
+        || r->headers_out.status == NGX_HTTP_NO_CONTENT
+        || r->headers_out.status == NGX_HTTP_NOT_MODIFIED)
+    {
+        ngx_http_toll_meter_answer(r, ctx, NULL);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_toll_meter_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_http_toll_ctx_t  *ctx;
+
+    if (r == r->main && in != NULL) {
+        ctx = ngx_http_toll_get_ctx(r);
+
+        if (ctx) {
+            ngx_http_toll_meter_answer(r, ctx, in);
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+ngx_int_t
+ngx_http_toll_meter_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_toll_meter_body_filter;
+
+    return NGX_OK;
 }
 
 

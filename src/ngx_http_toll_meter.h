@@ -38,12 +38,14 @@ void ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
 
 /*
- * From the gate's filters, the answer before nginx sends it: in is the
- * body's next part, NULL an answer without a body.  Its last byte counts
- * the call (see ngx_http_toll_meter.c).
+ * The answer before nginx sends it: its end counts the call (see
+ * ngx_http_toll_meter.c).  The gate's header filter calls
+ * ngx_http_toll_meter_header with the headers decided; the body filter is
+ * installed with the gate's header filter, before the plugins' filters.
  */
-void ngx_http_toll_meter_answer(ngx_http_request_t *r,
-    ngx_http_toll_ctx_t *ctx, ngx_chain_t *in);
+void ngx_http_toll_meter_header(ngx_http_request_t *r,
+    ngx_http_toll_ctx_t *ctx);
+ngx_int_t ngx_http_toll_meter_filter_init(ngx_conf_t *cf);
 
 /*
  * the call's count, once: from the answer's end (above) or, if it did

@@ -52,7 +52,7 @@ ngx_int_t ngx_http_toll_plugin_init(ngx_conf_t *cf);
 ngx_uint_t ngx_http_toll_plugin_may_report(ngx_http_request_t *r);
 
 
-/* between the two plugin files (ngx_http_toll_plugin_run.c: requests) */
+/* between the plugin files (ngx_http_toll_plugin_run.c: requests) */
 extern const toll_host_t  ngx_http_toll_plugin_host;
 
 void *ngx_http_toll_plugin_conf_alloc(toll_conf_t *tcf, size_t size);

@@ -141,15 +141,21 @@ def status(ngx, t):
     return client.request(ngx.port, "GET", "/api", bearer(t)).status
 
 
-def wait_status(ngx, t, want, timeout):
-    """Seconds until t is answered want, or fails."""
+def wait_status(ngx, t, want, timeout, times=1):
+    """Seconds until t is answered want `times` times in a row, or fails.
+    One answer comes from one worker; another may not have read the set
+    yet (it reads it within a second, or at once on a token of a kid it
+    does not know, which it refuses: docs/jwt.md, "Fetched key sets")."""
     start = time.monotonic()
+    row = 0
     while True:
         s = status(ngx, t)
-        if s == want:
+        row = row + 1 if s == want else 0
+        if row == times:
             return time.monotonic() - start
         assert time.monotonic() - start < timeout, (s, want)
-        time.sleep(0.1)
+        if row == 0:
+            time.sleep(0.1)
 
 
 def gen(redis_server):
@@ -263,8 +269,10 @@ def test_a_cached_token_of_a_removed_key_is_refused_within_the_bound(
     settle.start()
     g = wait_gen(redis_server, 0)
     old = tok(k1, "k1")
-    wait_status(ngx, old, 200, BOUND_S)
-    assert status(ngx, old) == 200          # now in the verified cache
+    # in the verified cache of the workers that answer it (make test-asan
+    # once had one 200 from a worker, then a 401 from the other, which
+    # had not read the set yet)
+    wait_status(ngx, old, 200, BOUND_S, times=6)
 
     idp.publish(jwk(k2, "k2"))
     t0 = time.monotonic()

@@ -90,6 +90,7 @@ REQUEST_ENTRY_POINTS = (
     "ngx_http_toll_auth_on_reply",
     "ngx_http_toll_limit_strict_reply",
     "ngx_http_toll_header_filter",
+    "ngx_http_toll_meter_body_filter",
     "ngx_http_toll_quota_claim_reply",
     "ngx_http_toll_prepaid_reply",
     "ngx_http_toll_log_handler",
@@ -111,9 +112,11 @@ SYNC_ENTRY_POINTS = (
 # module's: calls from these to functions without a symbol (nginx's
 # static functions: the next filter) are taken out.  Calls to exported
 # helpers (ngx_sprintf, ngx_list_push, ...) stay counted.  The plugins'
-# body filter likewise: the chain after it writes the body.
+# body filter likewise, and the meter's: the chain after it writes the
+# body.
 FILTERS = (
     "ngx_http_toll_header_filter",
+    "ngx_http_toll_meter_body_filter",
     "ngx_http_toll_plugin_header_filter",
     "ngx_http_toll_plugin_body_filter",
 )
@@ -133,6 +136,7 @@ PLUGIN_ENTRY_POINTS = (
 # then, and counts as a callee of the plugins' filter (split out below).
 PLUGIN_NESTED = (
     "ngx_http_toll_header_filter",
+    "ngx_http_toll_meter_body_filter",
 )
 
 WARMUP = 20

@@ -219,6 +219,7 @@ ngx_http_toll_meter_unadmit(ngx_http_request_t *r, ngx_http_toll_ctx_t *ctx)
 
     ngx_memzero(ctx->meter_counts, sizeof(ctx->meter_counts));
     ctx->meter_admitted = 0;
+    ctx->meter_sent = 0;
 
     /* its hold went back to the lease with the record */
     ctx->prepaid_held = 0;

@@ -2,9 +2,10 @@
  * toll: the meter.
  *
  * Every priced call that reached the upstream is counted once, when its
- * answer ends (or the request does), into the shared zone: per buyer, service, provider and UTC day.
- * A timer in each worker flushes the counts to Redis in batches whose ids
- * make a retried flush count nothing twice.
+ * answer ends (or its request, if the answer did not), into the shared
+ * zone: per buyer, service, provider and UTC day.  A timer in each
+ * worker flushes the counts to Redis in batches whose ids make a retried
+ * flush count nothing twice.
  */
 
 #ifndef _NGX_HTTP_TOLL_METER_H_INCLUDED_
@@ -23,9 +24,9 @@ ngx_int_t ngx_http_toll_meter_init_process(ngx_cycle_t *cycle);
 /*
  * Opens a priced call's record in the zone as it passes the gate, at its
  * price; NGX_ERROR when the zone cannot hold it (the call must not pass:
- * money fails closed).  The answer's last byte, or the log phase, ends the
- * record and counts what the call turned out to be; the counts of a worker that died first are
- * counted as the gate recorded them.
+ * money fails closed).  The answer's end, or the log phase, ends the
+ * record and counts what the call turned out to be; the counts of a
+ * worker that died first are counted as the gate recorded them.
  */
 ngx_int_t ngx_http_toll_meter_admit(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);
@@ -41,7 +42,8 @@ void ngx_http_toll_meter_unadmit(ngx_http_request_t *r,
  * The answer before nginx sends it: its end counts the call (see
  * ngx_http_toll_meter.c).  The gate's header filter calls
  * ngx_http_toll_meter_header with the headers decided; the body filter is
- * installed with the gate's header filter, before the plugins' filters.
+ * installed with the gate's header filter, before the plugins' filters,
+ * so that it runs after them.
  */
 void ngx_http_toll_meter_header(ngx_http_request_t *r,
     ngx_http_toll_ctx_t *ctx);

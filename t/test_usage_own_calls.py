@@ -6,8 +6,8 @@ asked /usage/me on a new connection could be answered before the call
 was counted.  On a busy machine the gap is a preempted worker (CI saw
 calls 1 where 2 were made, t/conformance/test_agent_commerce.py); with a
 `mirror` it is as long as the mirrored request, which these tests make
-1.5 s.  The meter now counts a call when its answer's last byte passes
-the gate, before it is sent, and the log phase no more than once.
+1.5 s.  The meter now counts a call when its answer's end passes the
+gate, before it is sent; the log phase does not count it again.
 """
 
 import json

@@ -32,7 +32,8 @@ DEB_PKGS    := $(BUILD_PKGS) nginx libcmocka-dev redis-server sqlite3 \
                valgrind python3-jwt python3-cryptography faketime openssl
 
 # only the tests need these: promtool checks the metrics, a headless
-# browser loads the dashboard
+# browser loads the dashboard, gdb holds a worker where a busy machine
+# could preempt it (t/test_usage_own_calls.py)
 TEST_PKGS   := prometheus chromium chromium-driver python3-selenium gdb
 
 TOP         := $(CURDIR)

@@ -21,10 +21,12 @@ import time
 import pytest
 
 from helpers import client
+from helpers.balance import credit, invariant
 from helpers.keys import make_key
-from helpers.meter import (meter_http, meter_log, meter_upstream, proxy_to,
-                           upstream_block, usage, wait_usage)
-from helpers.procs import wait_for
+from helpers.meter import (meter_http, meter_log, meter_upstream, micros,
+                           proxy_to, upstream_block, usage, wait_usage)
+from helpers.procs import pid_alive, wait_for
+from helpers.settle import Settle, ledger_check, ledger_usage
 
 assert meter_upstream  # a fixture, used by name
 
@@ -154,6 +156,7 @@ class Held:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, bufsize=1)
             g.lines = []
+            g.worker = pid
             threading.Thread(target=self._read, args=(g,),
                              daemon=True).start()
             self.gdbs.append(g)
@@ -215,11 +218,18 @@ HELD = """
             %s
         }
 
+        location /paid/ {
+            toll on;
+            toll_prepaid on;
+            toll_service paid provider=acme price=0.05;
+            %s
+        }
+
         location = /usage/me {
             toll on;
             toll_usage;
         }
-""" % proxy_to("meterapi")
+""" % (proxy_to("meterapi"), proxy_to("meterapi"))
 
 
 @pytest.mark.parametrize("query", ["?size=20000", "?size=20000&chunked=1"])
@@ -256,3 +266,66 @@ def test_usage_counts_call_of_held_worker(start_nginx, meter_upstream,
     wait_for(lambda: usage(redis_server.client).get(("alice", "svc"), {})
              .get("calls") == 1, 10, what="the call in Redis, once")
     assert usage_me(ngx, key)["totals"]["calls"] == 1
+
+
+# nginx's master logs both for a worker killed with SIGKILL (the second
+# when the worker held the zone's lock: the master releases it)
+@pytest.mark.allow_log(r"exited on signal 9",
+                       r"shared memory zone .* was locked by")
+def test_worker_killed_between_the_count_and_its_log_phase(
+        start_nginx, meter_upstream, redis_server, tmp_path):
+    """The fault where the count now is: the worker that served a prepaid
+    call is SIGKILLed after the answer's end counted it and before its
+    log phase.  The call is counted once (the dead worker's open records
+    are swept, and this one is no longer among them), paid once from the
+    balance, posted once: upstream = meter = ledger, debits = credits, no
+    balance overdrawn."""
+    ngx = start_nginx(http_extra=meter_http() + upstream_block(
+        "meterapi", meter_upstream.port), locations=HELD, workers=2)
+    rc = redis_server.client
+    key = make_key(redis_server, owner="carol")
+    credit(rc, "carol", micros("1.00"))
+    old = ngx.worker_pids()
+    held = Held(old)
+    try:
+        got = []
+        call = threading.Thread(target=lambda: got.append(client.request(
+            ngx.port, "GET", "/paid/x?size=20000", [key.bearer()],
+            timeout=30)))
+        call.start()
+        g = held.stopped()
+        assert g is not None, [g.lines for g in held.gdbs]
+        call.join(timeout=5)
+        assert got and got[0].status == 200 and len(got[0].body) == 20000
+        assert usage_me(ngx, key)["totals"]["calls"] == 1
+        os.kill(g.worker, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(g.worker), 10, what="the kill")
+    finally:
+        held.release()
+    wait_for(lambda: len(ngx.worker_pids()) == 2 and ngx.worker_pids() - old,
+             15, what="the master to replace the killed worker")
+    ngx.known_workers |= ngx.worker_pids()
+
+    for _ in range(3):
+        r = client.request(ngx.port, "GET", "/paid/x", [key.bearer()])
+        assert r.status == 200, r
+    assert usage_me(ngx, key)["totals"]["calls"] == 4
+    ngx.stop()                 # the rest flushed, the leases back
+
+    served = meter_upstream.counts()[("carol", "paid")]
+    assert served == 4
+    assert usage(rc)[("carol", "paid")]["calls"] == served
+    s = Settle(redis_server, tmp_path / "ledger.db")
+    try:
+        p = s.once()
+        assert p.returncode == 0, p.stderr
+    finally:
+        s.close()
+    posted = {svc: rec for (b, _d, svc), rec in
+              ledger_usage(s.ledger).items() if b == "carol"}
+    assert posted["paid"]["calls"] == served, posted
+    assert posted["paid"]["amount_micros"] == served * micros("0.05")
+    ledger_check(s.ledger)
+    b = invariant(rc, "carol")
+    assert b["spent"] == served * micros("0.05") and b["held"] == 0, b
+    assert b["available"] == micros("1.00") - b["spent"], b
